@@ -1,0 +1,197 @@
+//! Choosing a backend: the CPU or a wgpu adapter (Metal, Vulkan, DX12).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{KernelError, Result};
+use crate::gpu::GpuContext;
+
+/// Which backend to run on. `TORCHLESS_BACKEND` overrides the preference given in code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendPreference {
+    /// The best GPU adapter, or the CPU (saying why) when there is none.
+    #[default]
+    Auto,
+    Cpu,
+    /// Any GPU adapter; an error when there is none.
+    Gpu,
+    Metal,
+    Vulkan,
+    Dx12,
+}
+
+impl BackendPreference {
+    pub const NAMES: &'static str = "auto, cpu, gpu, metal, vulkan, dx12";
+
+    /// The wgpu backends this preference may use (empty for the CPU).
+    pub fn wgpu_backends(self) -> wgpu::Backends {
+        match self {
+            BackendPreference::Cpu => wgpu::Backends::empty(),
+            BackendPreference::Auto | BackendPreference::Gpu => {
+                wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
+            }
+            BackendPreference::Metal => wgpu::Backends::METAL,
+            BackendPreference::Vulkan => wgpu::Backends::VULKAN,
+            BackendPreference::Dx12 => wgpu::Backends::DX12,
+        }
+    }
+
+    /// The preference after the `TORCHLESS_BACKEND` environment variable, which wins when set.
+    pub fn with_env_override(self) -> Result<Self> {
+        match std::env::var("TORCHLESS_BACKEND") {
+            Ok(v) if !v.trim().is_empty() => v.parse(),
+            _ => Ok(self),
+        }
+    }
+}
+
+impl FromStr for BackendPreference {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "gpu" => Ok(Self::Gpu),
+            "metal" => Ok(Self::Metal),
+            "vulkan" => Ok(Self::Vulkan),
+            "dx12" => Ok(Self::Dx12),
+            other => Err(KernelError::UnknownBackend(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for BackendPreference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
+            Self::Metal => "metal",
+            Self::Vulkan => "vulkan",
+            Self::Dx12 => "dx12",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A device that tensors live on and ops run on. Cheap to clone.
+#[derive(Clone)]
+pub enum Backend {
+    Cpu,
+    Gpu(Arc<GpuContext>),
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Backend({}: {})", self.name(), self.device_name())
+    }
+}
+
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Backend::Cpu, Backend::Cpu) => true,
+            (Backend::Gpu(a), Backend::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Backend {
+    /// "cpu", or the wgpu backend: "vulkan", "metal", "dx12".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Gpu(ctx) => ctx.backend_name(),
+        }
+    }
+
+    pub fn device_name(&self) -> String {
+        match self {
+            Backend::Cpu => cpu_name(),
+            Backend::Gpu(ctx) => ctx.info().name.clone(),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Backend::Gpu(_))
+    }
+
+    pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
+        match self {
+            Backend::Gpu(ctx) => Some(ctx),
+            Backend::Cpu => None,
+        }
+    }
+
+    /// Waits until every recorded op has finished. Errors the GPU reported are returned here.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Backend::Cpu => Ok(()),
+            Backend::Gpu(ctx) => ctx.synchronize(),
+        }
+    }
+
+    /// Submits recorded work without waiting for it.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Backend::Cpu => Ok(()),
+            Backend::Gpu(ctx) => ctx.flush(),
+        }
+    }
+}
+
+/// Opens the backend asked for (after the `TORCHLESS_BACKEND` override). `Auto` falls back to the CPU
+/// and says why on stderr; any explicit GPU preference is an error when no fitting adapter exists.
+pub fn init_backend(preference: BackendPreference) -> Result<Backend> {
+    let preference = preference.with_env_override()?;
+    match preference {
+        BackendPreference::Cpu => Ok(Backend::Cpu),
+        BackendPreference::Auto => match GpuContext::new(preference) {
+            Ok(ctx) => Ok(Backend::Gpu(Arc::new(ctx))),
+            Err(e) => {
+                eprintln!("torchless: using the CPU backend ({e})");
+                Ok(Backend::Cpu)
+            }
+        },
+        _ => {
+            check_platform(preference)?;
+            Ok(Backend::Gpu(Arc::new(GpuContext::new(preference)?)))
+        }
+    }
+}
+
+fn check_platform(preference: BackendPreference) -> Result<()> {
+    let (available, platform) = match preference {
+        BackendPreference::Metal => (cfg!(any(target_os = "macos", target_os = "ios")), "macOS"),
+        BackendPreference::Dx12 => (cfg!(target_os = "windows"), "Windows"),
+        BackendPreference::Vulkan => (!cfg!(any(target_os = "macos", target_os = "ios")), "Linux or Windows"),
+        _ => (true, ""),
+    };
+    if available {
+        Ok(())
+    } else {
+        Err(KernelError::BackendUnavailable {
+            requested: preference.to_string(),
+            reason: format!(
+                "it exists only on {platform}; this is {}. Use `gpu` to take any adapter, or `cpu`",
+                std::env::consts::OS
+            ),
+        })
+    }
+}
+
+fn cpu_name() -> String {
+    let threads = rayon::current_num_threads();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model} ({threads} threads)")
+}

@@ -1,0 +1,491 @@
+//! The wgpu device: adapter selection, the pipeline cache, the buffer pool and batched submission.
+//!
+//! Ops record into one open compute pass; nothing is submitted until the host needs a result
+//! ([`GpuContext::read_buffer`]), the batch is full, or [`GpuContext::flush`] is called. Small op
+//! parameters live in a per-batch uniform arena, written once just before the batch is submitted.
+//!
+//! A released buffer may be handed to the next op of the same batch: GPU writes are ordered after the
+//! earlier reads by wgpu's barriers. Host writes are the hazard (queue writes land before the whole
+//! batch), so `write_buffer` submits first and uploads always get fresh buffers.
+
+mod adapters;
+mod pool;
+
+pub use adapters::{AdapterSummary, list_adapters};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::BackendPreference;
+use crate::error::{KernelError, Result};
+use crate::kernels::KernelSource;
+use pool::{BufferPool, size_class};
+
+/// Every GPU buffer is padded to this many bytes so kernels may load whole `vec4<u32>` words.
+pub const BUFFER_ALIGN: u64 = 16;
+/// Bytes of the per-batch parameter arena; when it fills, the batch is submitted and a new one begins.
+const PARAM_ARENA_BYTES: u64 = 256 * 1024;
+/// The largest workgroup count in one dimension that every adapter accepts.
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
+
+/// Features we use when the adapter has them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    pool: Mutex<BufferPool>,
+    batch: Mutex<Batch>,
+    /// The first error wgpu reported outside an error scope; returned by the next flush.
+    device_error: Arc<Mutex<Option<String>>>,
+}
+
+struct Batch {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<u8>,
+    arena: wgpu::Buffer,
+}
+
+/// One kernel launch. Binding 0 is the uniform `params` (when given); the storage buffers follow from
+/// binding 1 in order. Kernels launched with [`Workgroups::Linear`] get a 2-D grid when the count
+/// exceeds [`MAX_WORKGROUPS_PER_DIM`] and must bound-check the linear id (`common.wgsl: linear_group_id`).
+pub struct Dispatch<'a> {
+    pub kernel: &'static KernelSource,
+    pub entry: &'static str,
+    pub constants: &'a [(&'static str, f64)],
+    pub params: Option<&'a [u8]>,
+    pub buffers: &'a [&'a wgpu::Buffer],
+    pub workgroups: Workgroups,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Workgroups {
+    Linear(u32),
+    Grid([u32; 3]),
+}
+
+impl Workgroups {
+    fn grid(self) -> [u32; 3] {
+        match self {
+            Workgroups::Grid(g) => g,
+            Workgroups::Linear(n) if n <= MAX_WORKGROUPS_PER_DIM => [n.max(1), 1, 1],
+            Workgroups::Linear(n) => [MAX_WORKGROUPS_PER_DIM, n.div_ceil(MAX_WORKGROUPS_PER_DIM), 1],
+        }
+    }
+}
+
+/// A device buffer. Buffers from the pool go back to it when dropped.
+pub struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pooled: bool,
+    ctx: Arc<GpuContext>,
+}
+
+impl GpuBuffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer is present until drop")
+    }
+    pub fn size(&self) -> u64 {
+        self.raw().size()
+    }
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take()
+            && self.pooled
+        {
+            self.ctx.release(buffer);
+        }
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter the preference allows: discrete before integrated before software.
+    pub fn new(preference: BackendPreference) -> Result<Self> {
+        let adapters = adapters::ranked_adapters(preference.wgpu_backends());
+        let Some(adapter) = adapters.into_iter().next() else {
+            return Err(KernelError::NoAdapter { detail: format!(" for backend {preference}") });
+        };
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let adapter_limits = adapter.limits();
+        let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: cooperative matrices are only used by kernels that were validated by naga and are
+            // chosen only when the adapter reports a matching configuration.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("torchless"),
+            required_features: features,
+            required_limits: adapter_limits.clone(),
+            experimental_features: experimental,
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| KernelError::DeviceRequest { adapter: info.name.clone(), reason: e.to_string() })?;
+
+        let device_error = Arc::new(Mutex::new(None::<String>));
+        let sink = device_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+
+        let cooperative_matrices = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("torchless params arena"),
+            size: PARAM_ARENA_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let limits = device.limits();
+        Ok(Self {
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            cooperative_matrices,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Mutex::new(BufferPool::default()),
+            batch: Mutex::new(Batch { encoder: None, pass: None, params: Vec::new(), arena }),
+            device_error,
+        })
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+    pub fn cooperative_matrices(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.cooperative_matrices
+    }
+    pub fn backend_name(&self) -> &'static str {
+        adapters::backend_name(self.info.backend)
+    }
+    /// The largest storage binding, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Fails with a typed error when a tensor of `bytes` cannot be bound as one storage buffer.
+    pub fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let limit = self.max_binding_bytes();
+        if bytes > limit { Err(KernelError::BindingTooLarge { op, bytes, limit }) } else { Ok(()) }
+    }
+
+    // ---- buffers -------------------------------------------------------------------------------
+
+    fn usage() -> wgpu::BufferUsages {
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+    }
+
+    /// A pooled buffer of at least `bytes` bytes, with undefined contents, for op outputs.
+    pub fn alloc(self: &Arc<Self>, op: &'static str, bytes: u64) -> Result<GpuBuffer> {
+        let size = size_class(bytes.max(1).next_multiple_of(BUFFER_ALIGN));
+        self.check_buffer_size(op, size)?;
+        let reused = self.pool.lock().unwrap_or_else(|p| p.into_inner()).take(size);
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(op),
+                size,
+                usage: Self::usage(),
+                mapped_at_creation: false,
+            }),
+        };
+        Ok(GpuBuffer { buffer: Some(buffer), pooled: true, ctx: self.clone() })
+    }
+
+    /// An exact-size buffer holding `data` (weights and inputs: not pooled, freed on drop).
+    pub fn upload(self: &Arc<Self>, label: &str, data: &[u8]) -> Result<GpuBuffer> {
+        let size = (data.len() as u64).max(1).next_multiple_of(BUFFER_ALIGN);
+        self.check_buffer_size("upload", size)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: Self::usage(),
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| KernelError::Gpu(format!("mapping a new buffer for upload: {e}")))?;
+            view.slice(..data.len()).copy_from_slice(data);
+            view.slice(data.len()..).fill(0);
+        }
+        buffer.unmap();
+        Ok(GpuBuffer { buffer: Some(buffer), pooled: false, ctx: self.clone() })
+    }
+
+    /// Overwrites the start of `buffer` with `data`, ordered after every op recorded so far.
+    pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+        // Queue writes land before the next submission, so recorded work must go first.
+        self.flush()?;
+        let padded = data.len().next_multiple_of(4);
+        if padded == data.len() {
+            self.queue.write_buffer(buffer, offset, data);
+        } else {
+            let mut tmp = data.to_vec();
+            tmp.resize(padded, 0);
+            self.queue.write_buffer(buffer, offset, &tmp);
+        }
+        Ok(())
+    }
+
+    fn check_buffer_size(&self, op: &'static str, size: u64) -> Result<()> {
+        if size > self.limits.max_buffer_size {
+            return Err(KernelError::BindingTooLarge { op, bytes: size, limit: self.limits.max_buffer_size });
+        }
+        Ok(())
+    }
+
+    fn release(&self, buffer: wgpu::Buffer) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).put(buffer);
+    }
+
+    /// Frees every cached buffer of the pool.
+    pub fn trim_pool(&self) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    // ---- pipelines -----------------------------------------------------------------------------
+
+    fn pipeline(&self, kernel: &'static KernelSource, entry: &'static str, constants: &[(&'static str, f64)]) -> Result<wgpu::ComputePipeline> {
+        let key: PipelineKey = (kernel.name, entry, constants.iter().map(|(k, v)| (*k, v.to_bits())).collect());
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(kernel)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let label = format!("{}::{entry}", kernel.name);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Gpu(format!("building pipeline {label} {constants:?}: {e}")));
+        }
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn module(&self, kernel: &'static KernelSource) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(kernel.name) {
+            return Ok(m.clone());
+        }
+        let source = kernel.compose();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Gpu(format!("compiling kernel {}: {e}", kernel.name)));
+        }
+        self.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(kernel.name, module.clone());
+        Ok(module)
+    }
+
+    // ---- recording and submission --------------------------------------------------------------
+
+    fn lock_batch(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one kernel launch into the open batch.
+    pub fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        let pipeline = self.pipeline(d.kernel, d.entry, d.constants)?;
+        let align = self.limits.min_uniform_buffer_offset_alignment as u64;
+        let mut batch = self.lock_batch();
+        let need = d.params.map_or(0, |p| (p.len() as u64).next_multiple_of(align));
+        if batch.params.len() as u64 + need > PARAM_ARENA_BYTES {
+            self.submit_locked(&mut batch)?;
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = Vec::with_capacity(d.buffers.len() + 1);
+        if let Some(params) = d.params {
+            let offset = batch.params.len() as u64;
+            batch.params.extend_from_slice(params);
+            batch.params.resize((offset + need) as usize, 0);
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &batch.arena,
+                    offset,
+                    size: wgpu::BufferSize::new(params.len() as u64),
+                }),
+            });
+        }
+        for (i, b) in d.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(d.entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        let [x, y, z] = d.workgroups.grid();
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if x > max || y > max || z > max {
+            return Err(KernelError::Argument {
+                op: d.entry,
+                name: "workgroups",
+                value: format!("{x}x{y}x{z}"),
+                reason: format!("exceeds the adapter's limit of {max} per dimension"),
+            });
+        }
+        let pass = self.open_pass(&mut batch);
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+        Ok(())
+    }
+
+    fn open_pass<'b>(&self, batch: &'b mut Batch) -> &'b mut wgpu::ComputePass<'static> {
+        if batch.pass.is_none() {
+            let encoder = batch.encoder.get_or_insert_with(|| {
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
+            });
+            let pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("torchless ops"), timestamp_writes: None })
+                .forget_lifetime();
+            batch.pass = Some(pass);
+        }
+        batch.pass.as_mut().expect("pass was just opened")
+    }
+
+    fn encoder<'b>(&self, batch: &'b mut Batch) -> &'b mut wgpu::CommandEncoder {
+        batch.pass = None; // copies happen outside compute passes
+        batch.encoder.get_or_insert_with(|| {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
+        })
+    }
+
+    /// Records a device-to-device copy of `bytes` bytes (a multiple of 4).
+    pub fn copy_buffer(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) -> Result<()> {
+        let mut batch = self.lock_batch();
+        self.encoder(&mut batch).copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        Ok(())
+    }
+
+    /// Submits the recorded batch without waiting for it.
+    pub fn flush(&self) -> Result<()> {
+        let mut batch = self.lock_batch();
+        self.submit_locked(&mut batch).map(|_| ())
+    }
+
+    fn submit_locked(&self, batch: &mut Batch) -> Result<Option<wgpu::SubmissionIndex>> {
+        batch.pass = None;
+        let index = match batch.encoder.take() {
+            Some(encoder) => {
+                if !batch.params.is_empty() {
+                    self.queue.write_buffer(&batch.arena, 0, &batch.params);
+                    batch.params.clear();
+                }
+                Some(self.queue.submit([encoder.finish()]))
+            }
+            None => None,
+        };
+        self.take_device_error()?;
+        Ok(index)
+    }
+
+    fn take_device_error(&self) -> Result<()> {
+        match self.device_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(KernelError::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits the batch and waits for the GPU to finish it.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.wait()
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.take_device_error()
+    }
+
+    /// Copies `bytes` bytes from the start of `buffer` to the host, after every recorded op.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let padded = bytes.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("torchless readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut batch = self.lock_batch();
+            self.encoder(&mut batch).copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+            self.submit_locked(&mut batch)?;
+        }
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| KernelError::Gpu("readback was never completed".into()))?
+            .map_err(|e| KernelError::Gpu(format!("mapping the readback buffer: {e}")))?;
+        let view = slice.get_mapped_range().map_err(|e| KernelError::Gpu(format!("reading back: {e}")))?;
+        Ok(view[..bytes as usize].to_vec())
+    }
+}

@@ -1,0 +1,18 @@
+//! torchless-kernels: tensors on the CPU or a GPU (WGSL through wgpu: Metal, Vulkan, DX12), and the
+//! kernels of transformer and xLSTM inference, each with a CPU implementation it is tested against.
+//! It knows nothing about models.
+
+pub mod backend;
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+pub mod testing;
+
+pub use backend::{Backend, BackendPreference, init_backend};
+pub use dtype::{DType, Element};
+pub use error::{KernelError, Result};
+pub use tensor::Tensor;

@@ -1,0 +1,67 @@
+//! Op families. Each module validates its inputs, picks the variant, launches the WGSL kernel on the
+//! GPU or runs the CPU implementation, and carries its tests.
+
+pub mod elementwise;
+
+use crate::backend::Backend;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::tensor::Tensor;
+
+/// The backend shared by every tensor of an op, or a typed error.
+pub fn common_backend(op: &'static str, tensors: &[&Tensor]) -> Result<Backend> {
+    let first = tensors[0].backend();
+    for t in &tensors[1..] {
+        let b = t.backend();
+        if b != first {
+            return Err(KernelError::DeviceMismatch { op, left: first.device_name(), right: b.device_name() });
+        }
+    }
+    Ok(first)
+}
+
+pub fn require_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(KernelError::DType { op, expected: "f32, f16 or bf16".into(), found: t.dtype() })
+    }
+}
+
+pub fn require_dtype(op: &'static str, t: &Tensor, expected: DType) -> Result<()> {
+    if t.dtype() == expected {
+        Ok(())
+    } else {
+        Err(KernelError::DType { op, expected: expected.to_string(), found: t.dtype() })
+    }
+}
+
+pub fn require_non_empty(op: &'static str, what: &'static str, t: &Tensor) -> Result<()> {
+    if t.numel() == 0 { Err(KernelError::Empty { op, what }) } else { Ok(()) }
+}
+
+pub fn require_same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(KernelError::Shape { op, detail: format!("{:?} vs {:?}", a.shape(), b.shape()) })
+    }
+}
+
+pub fn require_same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() == b.dtype() {
+        Ok(())
+    } else {
+        Err(KernelError::DType { op, expected: a.dtype().to_string(), found: b.dtype() })
+    }
+}
+
+/// Rejects a value that does not fit in a u32 kernel parameter.
+pub fn to_u32(op: &'static str, name: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| KernelError::Argument {
+        op,
+        name,
+        value: v.to_string(),
+        reason: "larger than a kernel can index (2^32 - 1)".into(),
+    })
+}

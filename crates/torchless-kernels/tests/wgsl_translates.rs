@@ -1,0 +1,50 @@
+//! Every kernel file parses, validates, and translates to MSL (Metal) and SPIR-V (Vulkan) with naga,
+//! with no GPU: a kernel that cannot reach Metal fails here, on Linux.
+
+use std::path::Path;
+
+fn kernel_files() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("kernels/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl") && p.file_stem().is_some_and(|s| s != "common"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+fn validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)));
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(source)));
+    (module, info)
+}
+
+#[test]
+fn every_kernel_validates_and_translates_to_msl_and_spirv() {
+    let files = kernel_files();
+    assert!(files.len() >= 1, "no kernels found");
+    for (name, raw) in files {
+        let source = torchless_kernels::kernels::compose(&raw);
+        let (module, info) = validate(&name, &source);
+        // Overrides keep their defaults here; pipelines set them at creation.
+        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
+            .map(|(m, i)| (m.into_owned(), i))
+            .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+
+        let msl_options = naga::back::msl::Options { lang_version: (3, 0), ..Default::default() };
+        naga::back::msl::write_string(&module, &info, &msl_options, &naga::back::msl::PipelineOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: MSL translation failed: {e}"));
+
+        let spv_options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+        for ep in &module.entry_points {
+            let pipeline = naga::back::spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
+            naga::back::spv::write_vec(&module, &info, &spv_options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{name}::{}: SPIR-V translation failed: {e}", ep.name));
+        }
+    }
+}
