@@ -1,1 +1,87 @@
-fn main(){}
+//! The `torchless` command-line tool.
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "torchless", version, about = "LLM and xLSTM inference and GPU kernels, from Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the CPU and every GPU adapter with its features and limits.
+    Backends,
+    /// Check every kernel against the CPU implementation, then time it.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Backends => {
+            print_backends();
+            Ok(true)
+        }
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_backends() {
+    let cpu = torchless_kernels::Backend::Cpu;
+    println!("cpu     {}", cpu.device_name());
+    let adapters = torchless_kernels::gpu::list_adapters();
+    if adapters.is_empty() {
+        println!("gpu     none found (Vulkan, Metal and DX12 were searched; on Linux install a Vulkan driver)");
+    }
+    for a in adapters {
+        println!("{:<7} {} ({})", a.backend, a.name, a.device_type);
+        if !a.driver.is_empty() {
+            println!("        driver: {}", a.driver);
+        }
+        let subgroups = if a.subgroups {
+            format!("{}..{}", a.subgroup_sizes.0, a.subgroup_sizes.1)
+        } else {
+            "not supported".to_string()
+        };
+        println!("        subgroups: {subgroups}; f16: {}", if a.f16 { "yes" } else { "no" });
+        let coop =
+            if a.cooperative_matrices.is_empty() { "none".to_string() } else { a.cooperative_matrices.join(", ") };
+        println!("        cooperative matrices: {coop}");
+        println!(
+            "        max storage binding: {}; max buffer: {}; storage buffers per stage: {}",
+            human_bytes(a.max_storage_binding_bytes),
+            human_bytes(a.max_buffer_bytes),
+            a.max_storage_buffers_per_stage
+        );
+        println!(
+            "        workgroup: {} invocations, {} of shared memory",
+            a.max_workgroup_invocations,
+            human_bytes(a.max_workgroup_storage_bytes as u64)
+        );
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

@@ -4,7 +4,9 @@ use crate::dtype::DType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("no GPU adapter found{detail}; run `torchless backends` to list adapters, or use the CPU backend (TORCHLESS_BACKEND=cpu)")]
+    #[error(
+        "no GPU adapter found{detail}; run `torchless backends` to list adapters, or use the CPU backend (TORCHLESS_BACKEND=cpu)"
+    )]
     NoAdapter { detail: String },
 
     #[error("backend {requested} is not available on this machine: {reason}")]

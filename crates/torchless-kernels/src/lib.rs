@@ -3,6 +3,7 @@
 //! It knows nothing about models.
 
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod dtype;
 pub mod error;

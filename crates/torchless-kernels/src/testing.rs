@@ -154,3 +154,18 @@ pub fn test_backends() -> Vec<Backend> {
     v.extend(test_gpu());
     v
 }
+
+/// The byte size naga computes for the WGSL struct `name` of `kernel`, to check that a Rust parameter
+/// struct matches its WGSL twin.
+#[cfg(test)]
+pub fn wgsl_struct_size(kernel: &crate::kernels::KernelSource, name: &str) -> u32 {
+    let module = naga::front::wgsl::parse_str(&kernel.compose()).expect("kernel parses");
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).expect("layout");
+    let (handle, _) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("struct {name} not found in {}", kernel.name));
+    layouter[handle].size
+}

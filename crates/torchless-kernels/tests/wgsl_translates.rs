@@ -32,9 +32,10 @@ fn every_kernel_validates_and_translates_to_msl_and_spirv() {
         let source = torchless_kernels::kernels::compose(&raw);
         let (module, info) = validate(&name, &source);
         // Overrides keep their defaults here; pipelines set them at creation.
-        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
-            .map(|(m, i)| (m.into_owned(), i))
-            .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+        let (module, info) =
+            naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
+                .map(|(m, i)| (m.into_owned(), i))
+                .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
 
         let msl_options = naga::back::msl::Options { lang_version: (3, 0), ..Default::default() };
         naga::back::msl::write_string(&module, &info, &msl_options, &naga::back::msl::PipelineOptions::default())

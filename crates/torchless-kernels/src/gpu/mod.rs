@@ -298,7 +298,12 @@ impl GpuContext {
 
     // ---- pipelines -----------------------------------------------------------------------------
 
-    fn pipeline(&self, kernel: &'static KernelSource, entry: &'static str, constants: &[(&'static str, f64)]) -> Result<wgpu::ComputePipeline> {
+    fn pipeline(
+        &self,
+        kernel: &'static KernelSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
         let key: PipelineKey = (kernel.name, entry, constants.iter().map(|(k, v)| (*k, v.to_bits())).collect());
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
@@ -311,7 +316,10 @@ impl GpuContext {
             layout: None,
             module: &module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -399,7 +407,10 @@ impl GpuContext {
                 self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
             });
             let pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("torchless ops"), timestamp_writes: None })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("torchless ops"),
+                    timestamp_writes: None,
+                })
                 .forget_lifetime();
             batch.pass = Some(pass);
         }
@@ -414,7 +425,14 @@ impl GpuContext {
     }
 
     /// Records a device-to-device copy of `bytes` bytes (a multiple of 4).
-    pub fn copy_buffer(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) -> Result<()> {
+    pub fn copy_buffer(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
         let mut batch = self.lock_batch();
         self.encoder(&mut batch).copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
         Ok(())

@@ -28,8 +28,12 @@ pub enum Unary {
     /// GELU with the exact erf.
     GeluErf,
     /// cap · tanh(x / cap).
-    Softcap { cap: f32 },
-    Scale { factor: f32 },
+    Softcap {
+        cap: f32,
+    },
+    Scale {
+        factor: f32,
+    },
 }
 
 /// Two-input ops over tensors of one shape.
@@ -360,7 +364,8 @@ mod tests {
                     let bt = Tensor::from_f32(&backend, &b, &shape, dtype).unwrap();
                     for op in BINARY {
                         let got = binary(&at, &bt, op).unwrap().to_f32_vec().unwrap();
-                        let want: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| op.reference(x as f64, y as f64)).collect();
+                        let want: Vec<f64> =
+                            a.iter().zip(&b).map(|(&x, &y)| op.reference(x as f64, y as f64)).collect();
                         let what = format!("{op:?} {dtype} {shape:?} on {}", backend.name());
                         assert_close(&what, &got, &want, Tolerance::for_dtype(dtype).scaled(2.0));
                     }
@@ -377,7 +382,12 @@ mod tests {
             for op in [Unary::Silu, Unary::Gelu, Unary::GeluErf, Unary::Softcap { cap: 50.0 }] {
                 let got = unary(&xt, op).unwrap().to_f32_vec().unwrap();
                 let want: Vec<f64> = x.iter().map(|&v| op.reference(v as f64)).collect();
-                assert_close(&format!("{op:?} extremes on {}", backend.name()), &got, &want, Tolerance { atol: 1e-6, rtol: 1e-5 });
+                assert_close(
+                    &format!("{op:?} extremes on {}", backend.name()),
+                    &got,
+                    &want,
+                    Tolerance { atol: 1e-6, rtol: 1e-5 },
+                );
             }
         }
     }
@@ -413,8 +423,88 @@ mod tests {
     #[test]
     fn erf_reference_is_accurate() {
         // Values from a high-precision table.
-        for (x, want) in [(0.1, 0.1124629160182849), (0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.5, 0.9995930479825550), (-3.0, -0.9999779095030014), (4.0, 0.9999999845827421)] {
+        for (x, want) in [
+            (0.1, 0.1124629160182849),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.5, 0.9995930479825550),
+            (-3.0, -0.9999779095030014),
+            (4.0, 0.9999999845827421),
+        ] {
             assert!((erf_f64(x) - want).abs() < 1e-13, "erf({x}) = {} want {want}", erf_f64(x));
         }
+    }
+}
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["softcap", "silu", "gelu", "swiglu", "geglu", "add", "mul", "scale"];
+
+/// f32 cases of about `bytes` bytes moved (inputs + output) for the ops of this family.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor};
+    use crate::dtype::DType;
+    use crate::testing::Tolerance;
+
+    let unary_op = match op {
+        "softcap" => Some(Unary::Softcap { cap: 30.0 }),
+        "silu" => Some(Unary::Silu),
+        "gelu" => Some(Unary::Gelu),
+        "scale" => Some(Unary::Scale { factor: 0.125 }),
+        _ => None,
+    };
+    let binary_op = match op {
+        "swiglu" => Some(Binary::SwiGlu),
+        "geglu" => Some(Binary::GeGlu),
+        "add" => Some(Binary::Add),
+        "mul" => Some(Binary::Mul),
+        _ => None,
+    };
+    let dtype = DType::F32;
+    let tolerance = Tolerance::for_dtype(dtype).scaled(2.0);
+    let build = || -> Result<BenchCase> {
+        if let Some(u) = unary_op {
+            let n = (bytes / 8).max(1) as usize; // read + write 4 bytes each
+            let x = random_tensor(1, &[n], dtype, -8.0, 8.0)?;
+            Ok(BenchCase {
+                op: u.name(),
+                dtype,
+                shape: format!("[{n}]"),
+                bytes: 8 * n as u64,
+                flops: 0,
+                tolerance,
+                inputs: vec![x],
+                run: Box::new(move |i| unary(&i[0], u)),
+                reference: Box::new(move |i| Ok(cpu::read_f32(&i[0]).iter().map(|&v| u.reference(v as f64)).collect())),
+            })
+        } else {
+            let b = binary_op.expect("op belongs to this family");
+            let n = (bytes / 12).max(1) as usize;
+            let x = random_tensor(2, &[n], dtype, -6.0, 6.0)?;
+            let y = random_tensor(3, &[n], dtype, -6.0, 6.0)?;
+            Ok(BenchCase {
+                op: b.name(),
+                dtype,
+                shape: format!("[{n}]"),
+                bytes: 12 * n as u64,
+                flops: 0,
+                tolerance,
+                inputs: vec![x, y],
+                run: Box::new(move |i| binary(&i[0], &i[1], b)),
+                reference: Box::new(move |i| {
+                    let (x, y) = (cpu::read_f32(&i[0]), cpu::read_f32(&i[1]));
+                    Ok(x.iter().zip(&y).map(|(&a, &c)| b.reference(a as f64, c as f64)).collect())
+                }),
+            })
+        }
+    };
+    (unary_op.is_some() || binary_op.is_some()).then(build)
+}
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::ELEMENTWISE, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
     }
 }

@@ -1,0 +1,211 @@
+//! `torchless bench`: validate each op against the CPU implementation, then time it beside the
+//! device's own copy bandwidth measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use torchless_kernels::bench::{self as kbench, BenchCase};
+use torchless_kernels::{Backend, BackendPreference, KernelError, Tensor, init_backend};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// cpu, gpu, auto, metal, vulkan or dx12.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Comma-separated op names (default: all). `--ops list` prints them.
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Working set of each op in MiB (inputs plus outputs).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    mib: u64,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Minimum timed seconds per op.
+    #[arg(long, default_value_t = 0.3)]
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    op: String,
+    dtype: String,
+    shape: String,
+    ms: f64,
+    gbps: f64,
+    pct_of_copy: f64,
+    max_abs_err: f64,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
+    let all = kbench::op_names();
+    if args.ops.iter().any(|o| o == "list") {
+        println!("{}", all.join("\n"));
+        return Ok(true);
+    }
+    let ops: Vec<String> =
+        if args.ops.is_empty() { all.iter().map(|s| s.to_string()).collect() } else { args.ops.clone() };
+    if let Some(bad) = ops.iter().find(|o| !all.contains(&o.as_str())) {
+        return Err(KernelError::Argument {
+            op: "bench",
+            name: "--ops",
+            value: bad.clone(),
+            reason: format!("unknown op; known: {}", all.join(", ")),
+        });
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 60.0) {
+        return Err(KernelError::Argument {
+            op: "bench",
+            name: "--seconds",
+            value: args.seconds.to_string(),
+            reason: "must be in (0, 60]".into(),
+        });
+    }
+    let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
+    let bytes = args.mib << 20;
+    eprintln!("bench on {} ({}), {} MiB per op", backend.name(), backend.device_name(), args.mib);
+
+    let copy_gbps = copy_bandwidth(&backend, bytes, args.seconds)?;
+    eprintln!("device copy bandwidth: {copy_gbps:.1} GB/s");
+
+    let bar = ProgressBar::new(ops.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    for op in &ops {
+        bar.set_message(op.clone());
+        let row = kbench::case(op, bytes).and_then(|case| bench_case(&backend, &case, copy_gbps, args.seconds));
+        rows.push(row.unwrap_or_else(|e| Row {
+            op: op.clone(),
+            dtype: String::new(),
+            shape: String::new(),
+            ms: f64::NAN,
+            gbps: f64::NAN,
+            pct_of_copy: f64::NAN,
+            max_abs_err: f64::NAN,
+            ok: false,
+            tflops: None,
+            error: Some(e.to_string()),
+        }));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+    } else {
+        print_table(&rows, copy_gbps);
+    }
+    Ok(rows.iter().all(|r| r.ok))
+}
+
+fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, seconds: f64) -> Result<Row, KernelError> {
+    let inputs = case.inputs_on(backend)?;
+    let report = case.check(backend, &inputs)?;
+    let per_run = time_it(backend, seconds, || (case.run)(&inputs).map(drop))?;
+    let secs = per_run.as_secs_f64();
+    let gbps = case.bytes as f64 / secs / 1e9;
+    Ok(Row {
+        op: case.op.to_string(),
+        dtype: case.dtype.to_string(),
+        shape: case.shape.clone(),
+        ms: secs * 1e3,
+        gbps,
+        pct_of_copy: 100.0 * gbps / copy_gbps,
+        max_abs_err: report.max_abs_err,
+        ok: report.ok,
+        tflops: (case.flops > 0).then(|| case.flops as f64 / secs / 1e12),
+        error: (!report.ok).then(|| {
+            format!(
+                "max abs error {:.3e} at index {} (got {}, want {})",
+                report.max_abs_err, report.index, report.got, report.want
+            )
+        }),
+    })
+}
+
+/// Mean time of one call: a warm-up, then batches of calls submitted together until `seconds` pass.
+fn time_it(
+    backend: &Backend,
+    seconds: f64,
+    mut f: impl FnMut() -> Result<(), KernelError>,
+) -> Result<Duration, KernelError> {
+    f()?;
+    backend.synchronize()?;
+    let budget = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut runs = 0u32;
+    let mut batch = 1u32;
+    while start.elapsed() < budget || runs < 3 {
+        for _ in 0..batch {
+            f()?;
+        }
+        backend.synchronize()?;
+        runs += batch;
+        batch = (batch * 2).min(64);
+    }
+    Ok(start.elapsed() / runs)
+}
+
+/// Bytes moved per second by the device's own copy (read + write) of half the working set.
+fn copy_bandwidth(backend: &Backend, bytes: u64, seconds: f64) -> Result<f64, KernelError> {
+    let half = (bytes / 2).max(16) & !15;
+    match backend {
+        Backend::Cpu => {
+            let src = vec![1u8; half as usize];
+            let mut dst = vec![0u8; half as usize];
+            let t = time_it(backend, seconds, || {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                Ok(())
+            })?;
+            std::hint::black_box(&dst);
+            Ok(2.0 * half as f64 / t.as_secs_f64() / 1e9)
+        }
+        Backend::Gpu(ctx) => {
+            let src = Tensor::zeros(backend, &[half as usize / 4], torchless_kernels::DType::F32)?;
+            let dst = Tensor::zeros(backend, &[half as usize / 4], torchless_kernels::DType::F32)?;
+            let (s, d) = (src.gpu_buffer().expect("gpu").raw(), dst.gpu_buffer().expect("gpu").raw());
+            let t = time_it(backend, seconds, || ctx.copy_buffer(s, 0, d, 0, half))?;
+            Ok(2.0 * half as f64 / t.as_secs_f64() / 1e9)
+        }
+    }
+}
+
+fn print_table(rows: &[Row], copy_gbps: f64) {
+    println!(
+        "{:<16} {:<5} {:<22} {:>10} {:>9} {:>7} {:>10} {:>8} {:>4}",
+        "op", "dtype", "shape", "time ms", "GB/s", "% copy", "max err", "TFLOP/s", "ok"
+    );
+    for r in rows {
+        if let Some(e) = &r.error
+            && r.dtype.is_empty()
+        {
+            println!("{:<16} error: {e}", r.op);
+            continue;
+        }
+        println!(
+            "{:<16} {:<5} {:<22} {:>10.4} {:>9.1} {:>6.1}% {:>10.2e} {:>8} {:>4}",
+            r.op,
+            r.dtype,
+            r.shape,
+            r.ms,
+            r.gbps,
+            r.pct_of_copy,
+            r.max_abs_err,
+            r.tflops.map_or("-".to_string(), |t| format!("{t:.2}")),
+            if r.ok { "yes" } else { "NO" }
+        );
+        if let Some(e) = &r.error {
+            println!("    {e}");
+        }
+    }
+    println!("device copy bandwidth: {copy_gbps:.1} GB/s (read + write)");
+}
