@@ -81,7 +81,12 @@ impl Workgroups {
         match self {
             Workgroups::Grid(g) => g,
             Workgroups::Linear(n) if n <= MAX_WORKGROUPS_PER_DIM => [n.max(1), 1, 1],
-            Workgroups::Linear(n) => [MAX_WORKGROUPS_PER_DIM, n.div_ceil(MAX_WORKGROUPS_PER_DIM), 1],
+            Workgroups::Linear(n) => {
+                // Fold so that fewer than `y` groups are wasted: idle groups still cost launch time
+                // (65k of them cost ~60 µs on an H100).
+                let y = n.div_ceil(MAX_WORKGROUPS_PER_DIM);
+                [n.div_ceil(y), y, 1]
+            }
         }
     }
 }
@@ -505,5 +510,20 @@ impl GpuContext {
             .map_err(|e| KernelError::Gpu(format!("mapping the readback buffer: {e}")))?;
         let view = slice.get_mapped_range().map_err(|e| KernelError::Gpu(format!("reading back: {e}")))?;
         Ok(view[..bytes as usize].to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_WORKGROUPS_PER_DIM, Workgroups};
+
+    #[test]
+    fn linear_grids_fold_with_little_waste() {
+        for n in [1u32, 255, 65535, 65536, 131071, 262144, 1 << 22, u32::MAX / 256] {
+            let [x, y, z] = Workgroups::Linear(n).grid();
+            assert!(x <= MAX_WORKGROUPS_PER_DIM && y <= MAX_WORKGROUPS_PER_DIM && z == 1, "{n}: {x}x{y}");
+            let total = x as u64 * y as u64;
+            assert!(total >= n as u64 && total - (n as u64) < y as u64, "{n}: {x}x{y} wastes too much");
+        }
     }
 }
