@@ -1,1 +1,10 @@
+//! torchless: language-model and xLSTM inference on the GPU (wgpu: Metal, Vulkan, DX12) or the CPU.
 
+pub mod config;
+pub mod error;
+pub mod safetensors_dir;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use torchless_kernels::{Backend, BackendPreference, init_backend};

@@ -1,0 +1,236 @@
+//! Choosing the next token: greedy, or temperature with top-k, top-p and min-p, a repetition penalty,
+//! and a seeded generator for reproducible output.
+
+use crate::error::{Error, Result};
+
+/// The largest top-k the GPU selects on the device; larger k (or none) reads back all logits.
+pub const DEVICE_TOP_K_MAX: usize = 64;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means no top-k limit.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// 1 means none; >1 discourages tokens already in the context.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, repeat_penalty: 1.0, ..Default::default() }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &'static str, value: f32, reason: &str| Error::Argument {
+            name,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(bad("temperature", self.temperature, "must be a finite number ≥ 0 (0 is greedy)"));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(bad("top-p", self.top_p, "must be in (0, 1]"));
+        }
+        if !(self.min_p >= 0.0 && self.min_p < 1.0) {
+            return Err(bad("min-p", self.min_p, "must be in [0, 1)"));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(bad("repeat-penalty", self.repeat_penalty, "must be a positive number (1 disables it)"));
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 && self.repeat_penalty == 1.0
+    }
+
+    /// Whether the candidates can come from the device's top-k instead of all logits.
+    pub fn device_top_k(&self) -> Option<usize> {
+        (self.repeat_penalty == 1.0 && self.top_k > 0 && self.top_k <= DEVICE_TOP_K_MAX).then_some(self.top_k)
+    }
+}
+
+/// SplitMix64: small, seedable, the same on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: Rng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Sampler> {
+        params.validate()?;
+        let rng = Rng(params.seed);
+        Ok(Sampler { params, rng })
+    }
+
+    /// Picks a token from the full logits of one position; `history` is the context so far.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let mut logits = logits.to_vec();
+        self.apply_repeat_penalty(&mut logits, history);
+        let candidates: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        self.sample_candidates(candidates)
+    }
+
+    fn apply_repeat_penalty(&self, logits: &mut [f32], history: &[u32]) {
+        let p = self.params.repeat_penalty;
+        if p == 1.0 {
+            return;
+        }
+        let start = history.len().saturating_sub(self.params.repeat_last_n);
+        let mut seen = std::collections::HashSet::new();
+        for &id in &history[start..] {
+            if let Some(l) = logits.get_mut(id as usize)
+                && seen.insert(id)
+            {
+                *l = if *l > 0.0 { *l / p } else { *l * p };
+            }
+        }
+    }
+
+    /// Picks a token from (id, logit) candidates: all logits, or the device's top-k.
+    pub fn sample_candidates(&mut self, mut c: Vec<(u32, f32)>) -> u32 {
+        c.retain(|(_, l)| !l.is_nan());
+        if c.is_empty() {
+            return 0;
+        }
+        c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if self.params.temperature == 0.0 {
+            return c[0].0;
+        }
+        if self.params.top_k > 0 {
+            c.truncate(self.params.top_k);
+        }
+        let t = self.params.temperature as f64;
+        let max = c[0].1 as f64;
+        let mut probs: Vec<f64> = c.iter().map(|&(_, l)| ((l as f64 - max) / t).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        // top-p: the smallest prefix whose mass reaches p.
+        let mut keep = probs.len();
+        let mut cum = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            cum += p;
+            if cum >= self.params.top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+        // min-p: drop tokens below min_p times the most likely one.
+        let floor = self.params.min_p as f64 * probs[0];
+        keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
+        let mass: f64 = probs[..keep].iter().sum();
+        let mut r = self.rng.next_f64() * mass;
+        for (i, p) in probs[..keep].iter().enumerate() {
+            r -= p;
+            if r <= 0.0 {
+                return c[i].0;
+            }
+        }
+        c[keep - 1].0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_largest_logit_and_ties_go_to_the_lower_id() {
+        let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0], &[]), 1);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_tokens() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let run = |seed| {
+            let mut s = Sampler::new(SamplingParams { seed, ..Default::default() }).unwrap();
+            (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn top_k_one_and_tiny_top_p_are_greedy() {
+        let logits = [0.0f32, 1.0, 5.0, 2.0];
+        for p in [
+            SamplingParams { top_k: 1, ..Default::default() },
+            SamplingParams { top_k: 0, top_p: 1e-6, min_p: 0.0, ..Default::default() },
+            SamplingParams { top_k: 0, min_p: 0.9, ..Default::default() },
+        ] {
+            let mut s = Sampler::new(p).unwrap();
+            for _ in 0..50 {
+                assert_eq!(s.sample(&logits, &[]), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        let logits = [0.0f32, (3.0f32).ln()]; // p = 1/4, 3/4 at temperature 1
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params).unwrap();
+        let ones = (0..20000).filter(|_| s.sample(&logits, &[]) == 1).count();
+        assert!((ones as f64 / 20000.0 - 0.75).abs() < 0.02, "{ones}");
+    }
+
+    #[test]
+    fn repeat_penalty_lowers_seen_tokens() {
+        let mut s =
+            Sampler::new(SamplingParams { temperature: 0.0, repeat_penalty: 10.0, ..Default::default() }).unwrap();
+        assert_eq!(s.sample(&[1.0, 2.0, 1.5], &[1]), 2);
+    }
+
+    #[test]
+    fn bad_parameters_are_errors() {
+        for p in [
+            SamplingParams { temperature: -1.0, ..Default::default() },
+            SamplingParams { top_p: 0.0, ..Default::default() },
+            SamplingParams { min_p: 1.0, ..Default::default() },
+            SamplingParams { repeat_penalty: 0.0, ..Default::default() },
+        ] {
+            assert!(Sampler::new(p).is_err());
+        }
+    }
+}
