@@ -117,7 +117,7 @@ impl Tensor {
     /// The last dimension, and the product of the others (1 for a vector).
     pub fn rows_cols(&self) -> (usize, usize) {
         let cols = self.shape.last().copied().unwrap_or(1);
-        let rows = if cols == 0 { 0 } else { self.numel() / cols };
+        let rows = self.numel().checked_div(cols).unwrap_or(0);
         (rows, cols)
     }
 

@@ -88,7 +88,7 @@ impl AdapterSummary {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             f16: features.contains(wgpu::Features::SHADER_F16),
             cooperative_matrices: coop,
-            max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             max_buffer_bytes: limits.max_buffer_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,

@@ -216,7 +216,7 @@ impl GpuContext {
     }
     /// The largest storage binding, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Fails with a typed error when a tensor of `bytes` cannot be bound as one storage buffer.
