@@ -11,8 +11,9 @@
 // rows and the odd rows as two dispatches (row0, row_step = 2), and a thread writes a shared word by
 // read-modify-write of its own half, which no other thread of the dispatch touches.
 //
-// Statistics are robust to overflow: each thread keeps (max |v|, sum of (v / max)^k), combined by
-// rescaling; mean(x^2) is never formed as an f32 that could overflow for |x| ~ 1e30.
+// Statistics are robust to overflow: each thread keeps (p, sum of (v / p)^k) with p a power of two near
+// max |v|, combined by exact rescaling; mean(x^2) is never formed as an f32 that could overflow for
+// |x| ~ 1e30.
 
 override DTYPE: u32 = 0u;        // x, res, sum, y
 override WDTYPE: u32 = 0u;       // weight and bias
@@ -22,8 +23,9 @@ override HAS_BIAS: bool = false; // layernorm adds b
 override ADD: bool = false;      // the row is x + res, written to sum before it is normed
 override UNIT: u32 = 4u;         // words per load: 4 or 1
 override TPR: u32 = 256u;        // threads per row
-override CACHE: u32 = 4u;        // units per thread kept in registers (<= 8); 0 streams from memory
+override CACHE: u32 = 4u;        // units per thread kept in registers (<= 4); 0 streams from memory
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
+override CHUNK: u32 = 16u;       // partials combined per thread in the first reduction level (divides TPR)
 
 struct Params {
     rows: u32,
@@ -50,7 +52,7 @@ struct Params {
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;
-var<private> cache: array<vec4<u32>, 8>;
+var<private> cache: array<vec4<u32>, 4>;
 
 // Elements per unit.
 fn epu() -> u32 {
@@ -203,41 +205,61 @@ fn params_of(bias: bool, col0: u32) -> array<f32, 8> {
 }
 
 // ---- statistics -----------------------------------------------------------------------------------
+//
+// Partial statistics are (p, s): p a power of two (0 for nothing yet) at least half the largest |v| seen,
+// s the sum of (v / p)^k (k = 2 for squares, 1 for plain sums). Scaling by a power of two is exact, and
+// the reciprocals are formed from the exponent bits: no division, and nothing falls into the subnormal
+// range that GPUs flush to zero (1 / 3e38 would).
 
-// (max |v|, sum of (v / max)^k) of two parts, k = 2 (square) or 1.
-fn combine_scaled(a: vec2<f32>, c: vec2<f32>, square: bool) -> vec2<f32> {
-    let m = max(a.x, c.x);
+// The power of two with |m|'s exponent, clamped to [2^-126, 2^126]; 0 for 0.
+fn pow2_of(m: f32) -> f32 {
     if (m == 0.0) {
-        return vec2<f32>(0.0, 0.0);
+        return 0.0;
     }
-    let fa = a.x / m;
-    let fc = c.x / m;
-    if (square) {
-        return vec2<f32>(m, a.y * fa * fa + c.y * fc * fc);
-    }
-    return vec2<f32>(m, a.y * fa + c.y * fc);
+    let e = clamp((bitcast<u32>(m) >> 23u) & 0xffu, 1u, 253u);
+    return bitcast<f32>(e << 23u);
 }
 
-// Adds the valid values of a unit to a running (max |v|, sum of (v / max)^k).
-fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, square: bool) -> vec2<f32> {
+// 1 / p for a power of two p from pow2_of (exact).
+fn pow2_inv(p: f32) -> f32 {
+    return bitcast<f32>((254u - (bitcast<u32>(p) >> 23u)) << 23u);
+}
+
+fn combine_scaled(a: vec2<f32>, c: vec2<f32>, square: bool) -> vec2<f32> {
+    let p = max(a.x, c.x);
+    if (p == 0.0) {
+        return vec2<f32>(0.0, a.y + c.y);
+    }
+    let r = pow2_inv(p);
+    let fa = a.x * r;
+    let fc = c.x * r;
+    if (square) {
+        return vec2<f32>(p, a.y * (fa * fa) + c.y * (fc * fc));
+    }
+    return vec2<f32>(p, a.y * fa + c.y * fc);
+}
+
+// Adds the valid values of a unit, less `shift`, to a running (p, s).
+fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, shift: f32, square: bool) -> vec2<f32> {
     var um = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (in_row(col0 + e)) {
-            um = max(um, abs(uval(u, e)));
+            um = max(um, abs(uval(u, e) - shift));
         }
     }
+    let up = pow2_of(um);
     var a = acc;
-    if (um > a.x) {
-        a = combine_scaled(a, vec2<f32>(um, 0.0), square);
+    if (up > a.x) {
+        a = combine_scaled(a, vec2<f32>(up, 0.0), square);
     }
     if (a.x == 0.0) {
         return a;
     }
-    let r = 1.0 / a.x;
+    let r = pow2_inv(a.x);
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (in_row(col0 + e)) {
-            let t = uval(u, e) * r;
+            let t = (uval(u, e) - shift) * r;
             s += select(t, t * t, square);
         }
     }
@@ -258,54 +280,71 @@ fn centered(u: vec4<u32>, col0: u32, mean: f32, r: f32) -> vec2<f32> {
     return s;
 }
 
-// Segmented tree reductions over the TPR threads of each row; every thread gets its row's result.
-fn reduce_scaled(li: u32, lane: u32, v: vec2<f32>, square: bool) -> vec2<f32> {
+// kind: 0 scaled squares, 1 scaled sums, 2 plain sums of both components.
+fn combine(a: vec2<f32>, c: vec2<f32>, kind: u32) -> vec2<f32> {
+    if (kind == 2u) {
+        return a + c;
+    }
+    return combine_scaled(a, c, kind == 0u);
+}
+
+// Reduces the partials of each row's TPR threads; every thread gets its row's result. Two levels (three
+// barriers instead of log2(TPR)): CHUNK threads' partials are combined by one thread each, then every
+// thread combines the TPR / CHUNK chunk results (broadcast reads).
+fn reduce(li: u32, lane: u32, v: vec2<f32>, kind: u32) -> vec2<f32> {
     workgroupBarrier();
     red_m[li] = v.x;
     red_s[li] = v.y;
-    for (var s = TPR >> 1u; s > 0u; s = s >> 1u) {
-        workgroupBarrier();
-        if (lane < s) {
-            let o = combine_scaled(vec2<f32>(red_m[li], red_s[li]), vec2<f32>(red_m[li + s], red_s[li + s]), square);
-            red_m[li] = o.x;
-            red_s[li] = o.y;
+    workgroupBarrier();
+    let base = li - lane;
+    if (lane < TPR / CHUNK) {
+        let i0 = base + lane * CHUNK;
+        var acc = vec2<f32>(red_m[i0], red_s[i0]);
+        for (var j = 1u; j < CHUNK; j++) {
+            acc = combine(acc, vec2<f32>(red_m[i0 + j], red_s[i0 + j]), kind);
         }
+        red_m[i0] = acc.x;
+        red_s[i0] = acc.y;
     }
     workgroupBarrier();
-    return vec2<f32>(red_m[li - lane], red_s[li - lane]);
-}
-
-fn reduce_sum2(li: u32, lane: u32, v: vec2<f32>) -> vec2<f32> {
-    workgroupBarrier();
-    red_m[li] = v.x;
-    red_s[li] = v.y;
-    for (var s = TPR >> 1u; s > 0u; s = s >> 1u) {
-        workgroupBarrier();
-        if (lane < s) {
-            red_m[li] = red_m[li] + red_m[li + s];
-            red_s[li] = red_s[li] + red_s[li + s];
-        }
+    var acc = vec2<f32>(red_m[base], red_s[base]);
+    for (var j = 1u; j < TPR / CHUNK; j++) {
+        acc = combine(acc, vec2<f32>(red_m[base + j * CHUNK], red_s[base + j * CHUNK]), kind);
     }
-    workgroupBarrier();
-    return vec2<f32>(red_m[li - lane], red_s[li - lane]);
+    return acc;
 }
 
-// 1 / sqrt(m^2 q + eps) without forming m^2 (q = mean of (v / m)^2, at most 4). A zero row gives 0 when
-// eps is 0 (its output is 0 either way).
-fn robust_rsqrt(m: f32, q: f32, eps: f32) -> f32 {
-    if (m == 0.0 || q == 0.0) {
+// 1 / sqrt(p^2 q + eps) without forming p^2 (p from pow2_of, q = mean of (v / p)^2, at most 16). A zero
+// row gives 0 when eps is 0 (its output is 0 either way).
+fn robust_rsqrt(p: f32, q: f32, eps: f32) -> f32 {
+    if (p == 0.0 || q == 0.0) {
         return select(0.0, inverseSqrt(eps), eps > 0.0);
     }
-    let r = 1.0 / m;
-    if (eps == 0.0) {
-        return r * inverseSqrt(q);
-    }
+    let r = pow2_inv(p);
     let e2 = eps * r * r;
     if (e2 > 1e30) {
-        // m^2 q < 4e-30 eps: negligible next to eps.
+        // p^2 q < 16e-30 eps: negligible next to eps (and r * r may be infinite).
         return inverseSqrt(eps);
     }
     return r * inverseSqrt(q + e2);
+}
+
+// The value v rounded to DTYPE.
+fn round_dt(v: f32) -> f32 {
+    if (DTYPE == DT_F32) {
+        return v;
+    }
+    return unpack_pair(DTYPE, pack_pair(DTYPE, vec2<f32>(v, v))).x;
+}
+
+// Element i of the tensor as the norm sees it (x, or x + res rounded).
+fn element(i: u32) -> f32 {
+    let wi = word_index(DTYPE, i);
+    let v = decode(DTYPE, x[wi >> 2u][wi & 3u], i);
+    if (!ADD) {
+        return v;
+    }
+    return round_dt(v + decode(DTYPE, res[wi >> 2u][wi & 3u], i));
 }
 
 // ---- output ---------------------------------------------------------------------------------------
@@ -362,8 +401,19 @@ fn norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let nu = select(0u, (es + n - 1u) / ep - fu + 1u, in_rows);
     // Column of the first element of unit u: (fu + u) * ep - es (wraps for a row starting mid-word).
 
-    // Pass 1: (max |v|, sum of (v / max)^k): k = 2 for rmsnorm, 1 (for the mean) for layernorm.
+    // Pass 1: (p, sum of ((v - shift) / p)^k): k = 2 for rmsnorm (shift 0); k = 1 for layernorm, shifted
+    // by the row's first element so that a constant row gives exactly mean = shift and variance 0.
     let square = MODE == 0u;
+    var shift = 0.0;
+    if (MODE == 1u) {
+        if (in_rows) {
+            shift = element(es);
+        }
+        if (ADD) {
+            // The in-place sum may overwrite res[es] below.
+            workgroupBarrier();
+        }
+    }
     var acc = vec2<f32>(0.0, 0.0);
     if (CACHE > 0u) {
         for (var k = 0u; k < CACHE; k++) {
@@ -372,45 +422,45 @@ fn norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let col0 = (fu + u) * ep - es;
                 let v = first_load(fu + u, col0);
                 cache[k] = v;
-                acc = accumulate(acc, v, col0, square);
+                acc = accumulate(acc, v, col0, shift, square);
             }
         }
     } else {
         for (var u = lane; u < nu; u += TPR) {
             let col0 = (fu + u) * ep - es;
-            acc = accumulate(acc, first_load(fu + u, col0), col0, square);
+            acc = accumulate(acc, first_load(fu + u, col0), col0, shift, square);
         }
     }
-    let tot = reduce_scaled(li, lane, acc, square);
-    let m = tot.x;
+    let tot = reduce(li, lane, acc, select(1u, 0u, square));
+    let pw = tot.x;
     let nf = f32(n);
 
     var mean = 0.0;
     var corr = 0.0;
     var scale: f32;
     if (MODE == 0u) {
-        scale = robust_rsqrt(m, tot.y / nf, p.eps);
+        scale = robust_rsqrt(pw, tot.y / nf, p.eps);
     } else {
-        // Pass 2: the variance as the mean of ((v - mean) / m)^2, and the mean's correction.
-        mean = m * (tot.y / nf);
-        let r_m = select(0.0, 1.0 / m, m > 0.0);
+        // Pass 2: the variance as the mean of ((v - mean) / p)^2, and the mean's correction.
+        mean = shift + pw * (tot.y / nf);
+        let r_p = select(0.0, pow2_inv(pw), pw > 0.0);
         var d = vec2<f32>(0.0, 0.0);
         if (CACHE > 0u) {
             for (var k = 0u; k < CACHE; k++) {
                 let u = lane + k * TPR;
                 if (u < nu) {
-                    d += centered(cache[k], (fu + u) * ep - es, mean, r_m);
+                    d += centered(cache[k], (fu + u) * ep - es, mean, r_p);
                 }
             }
         } else {
             for (var u = lane; u < nu; u += TPR) {
-                d += centered(reload(fu + u), (fu + u) * ep - es, mean, r_m);
+                d += centered(reload(fu + u), (fu + u) * ep - es, mean, r_p);
             }
         }
-        let dt = reduce_sum2(li, lane, d);
+        let dt = reduce(li, lane, d, 2u);
         let c = dt.x / nf;
-        corr = m * c;
-        scale = robust_rsqrt(m, max(dt.y / nf - c * c, 0.0), p.eps);
+        corr = pw * c;
+        scale = robust_rsqrt(pw, max(dt.y / nf - c * c, 0.0), p.eps);
     }
 
     // Pass 3: write.

@@ -13,8 +13,9 @@ override SOFTCAP: bool = false;
 override CAUSAL: bool = false;
 override UNIT: u32 = 4u;         // words per load: 4 or 1
 override TPR: u32 = 256u;        // threads per row
-override CACHE: u32 = 4u;        // units per thread kept in registers (<= 8); 0 streams from memory
+override CACHE: u32 = 4u;        // units per thread kept in registers (<= 4); 0 streams from memory
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
+override CHUNK: u32 = 16u;       // partials combined per thread in the first reduction level (divides TPR)
 
 struct Params {
     rows: u32,
@@ -41,7 +42,7 @@ struct Params {
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;
-var<private> cache: array<vec4<u32>, 8>;
+var<private> cache: array<vec4<u32>, 4>;
 
 // Stands for -inf (WGSL has no infinite constants): below every finite score.
 const LOWEST: f32 = -3.4028234663852886e38;
@@ -106,6 +107,17 @@ fn score(v: f32) -> f32 {
     return t;
 }
 
+// exp(d) for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
+// honour infinities in arithmetic).
+fn exp_neg(d: f32) -> f32 {
+    return exp(max(d, -200.0));
+}
+
+// Whether a score takes part in the sum: -inf scores weigh 0, as if masked.
+fn counts(s: f32) -> bool {
+    return s > LOWEST;
+}
+
 // Adds the unmasked values (columns below `limit`) of a unit to a running (max, sum of exp(v - max)).
 fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, limit: u32) -> vec2<f32> {
     var um = LOWEST;
@@ -116,43 +128,62 @@ fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, limit: u32) -> vec2<f32> 
     }
     var a = acc;
     if (um > a.x) {
-        a = vec2<f32>(um, a.y * exp(a.x - um));
+        a = vec2<f32>(um, a.y * exp_neg(a.x - um));
     }
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit)) {
-            s += exp(score(uval(u, e)) - a.x);
+            let t = score(uval(u, e));
+            if (counts(t)) {
+                s += exp_neg(t - a.x);
+            }
         }
     }
     return vec2<f32>(a.x, a.y + s);
 }
 
-fn combine(a: vec2<f32>, c: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, c.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + c.y * exp(c.x - m));
-}
-
+// Reduces the (max, sum) partials of each row's TPR threads; every thread gets its row's result. Two
+// levels (three barriers instead of log2(TPR)): one thread per CHUNK partials, then every thread over
+// the TPR / CHUNK chunk results (broadcast reads). Each level takes the max first, then one exp a partial.
 fn reduce_pair(li: u32, lane: u32, v: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
     red_m[li] = v.x;
     red_s[li] = v.y;
-    for (var s = TPR >> 1u; s > 0u; s = s >> 1u) {
-        workgroupBarrier();
-        if (lane < s) {
-            let o = combine(vec2<f32>(red_m[li], red_s[li]), vec2<f32>(red_m[li + s], red_s[li + s]));
-            red_m[li] = o.x;
-            red_s[li] = o.y;
+    workgroupBarrier();
+    let base = li - lane;
+    if (lane < TPR / CHUNK) {
+        let i0 = base + lane * CHUNK;
+        var m = red_m[i0];
+        for (var j = 1u; j < CHUNK; j++) {
+            m = max(m, red_m[i0 + j]);
         }
+        var t = 0.0;
+        for (var j = 0u; j < CHUNK; j++) {
+            t += red_s[i0 + j] * exp_neg(red_m[i0 + j] - m);
+        }
+        red_m[i0] = m;
+        red_s[i0] = t;
     }
     workgroupBarrier();
-    return vec2<f32>(red_m[li - lane], red_s[li - lane]);
+    var m = red_m[base];
+    for (var j = 1u; j < TPR / CHUNK; j++) {
+        m = max(m, red_m[base + j * CHUNK]);
+    }
+    var t = 0.0;
+    for (var j = 0u; j < TPR / CHUNK; j++) {
+        t += red_s[base + j * CHUNK] * exp_neg(red_m[base + j * CHUNK] - m);
+    }
+    return vec2<f32>(m, t);
 }
 
 fn out_unit(u: vec4<u32>, col0: u32, limit: u32, m: f32, inv: f32) -> vec4<u32> {
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit)) {
-            o[e] = exp(score(uval(u, e)) - m) * inv;
+            let t = score(uval(u, e));
+            if (counts(t)) {
+                o[e] = exp_neg(t - m) * inv;
+            }
         }
     }
     return pack_unit(o);

@@ -160,7 +160,7 @@ fn gpu_softmax(
     let mask_sub = to_u32(OP, "offset", (-reach).max(0) as usize)?;
     let plan = RowPlan::new(ctx, n, x.dtype());
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let [c0, c1, c2, c3] = plan.constants();
+    let [c0, c1, c2, c3, c4] = plan.constants();
     let constants = [
         ("DTYPE", x.dtype().wgsl_code()),
         ("SOFTCAP", flag(options.softcap.is_some())),
@@ -169,6 +169,7 @@ fn gpu_softmax(
         c1,
         c2,
         c3,
+        c4,
     ];
     for (row0, row_step, groups) in plan.launches(rows) {
         let params = Params {
@@ -241,7 +242,9 @@ pub fn reference(x: &[f32], n: usize, q_rows: usize, o: &SoftmaxOptions) -> Vec<
 /// Bench op names of this family.
 pub const BENCH_OPS: &[&str] = &["softmax"];
 
-/// f32 rows of 4096 (attention scores at a 4k context: [heads x queries, keys]), about `bytes` moved.
+/// f32 rows of 32768, about `bytes` moved: attention scores at a 32k context ([heads x queries, keys]) and
+/// about a Llama-2/Mistral vocabulary (32000); the row length of `benchmarks/torch_reference.py`'s softmax,
+/// so the PyTorch anchor is measured on the same shape.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor, rows_for};
     use crate::testing::Tolerance;
@@ -249,7 +252,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     if op != "softmax" {
         return None;
     }
-    const N: usize = 4096;
+    const N: usize = 32768;
     let dtype = DType::F32;
     let build = || -> Result<BenchCase> {
         let rows = rows_for(bytes, N, 8);
