@@ -2,6 +2,8 @@
 //! GPU or runs the CPU implementation, and carries its tests.
 
 pub mod elementwise;
+pub mod norm;
+pub mod softmax;
 
 use crate::backend::Backend;
 use crate::dtype::DType;
