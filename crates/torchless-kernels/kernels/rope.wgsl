@@ -55,8 +55,9 @@ struct Params {
     table_stride: u32,
     pos_offset: u32,
     attn_scale: f32,
+    // rope_vec*: threads launched (workgroups · 256), the stride of the unit loop.
+    grid_threads: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -245,13 +246,7 @@ fn unit_of(g: u32) -> Unit {
     return Unit(j, token, token * p.heads + head0, min(p.heads_per_thread, p.heads - head0));
 }
 
-@compute @workgroup_size(256)
-fn rope_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-    let g = linear_group_id(wid, nwg) * 256u + li;
-    if (g >= p.n_threads) {
-        return;
-    }
+fn vec_unit(g: u32) {
     let u = unit_of(g);
     if (u.j < p.rot_units) {
         let cs = unit_cos_sin(position(u.token), u.j);
@@ -276,13 +271,7 @@ fn rope_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
-@compute @workgroup_size(256)
-fn rope_vec_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) li: u32) {
-    let g = linear_group_id(wid, nwg) * 256u + li;
-    if (g >= p.n_threads) {
-        return;
-    }
+fn vec_unit_inplace(g: u32) {
     let u = unit_of(g);
     let cs = unit_cos_sin(position(u.token), u.j);
     let sa = slot_a(u.j);
@@ -296,6 +285,23 @@ fn rope_vec_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         } else {
             iov[base + sa] = rotate_one(iov[base + sa], cs);
         }
+    }
+}
+
+// The vec4 entry points stride over the units when the host launches fewer threads than units.
+@compute @workgroup_size(256)
+fn rope_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    for (var g = linear_group_id(wid, nwg) * 256u + li; g < p.n_threads; g += p.grid_threads) {
+        vec_unit(g);
+    }
+}
+
+@compute @workgroup_size(256)
+fn rope_vec_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    for (var g = linear_group_id(wid, nwg) * 256u + li; g < p.n_threads; g += p.grid_threads) {
+        vec_unit_inplace(g);
     }
 }
 
