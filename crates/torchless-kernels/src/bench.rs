@@ -62,6 +62,7 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
     (ops::norm::BENCH_OPS, ops::norm::bench_case),
     (ops::softmax::BENCH_OPS, ops::softmax::bench_case),
+    (ops::rope::BENCH_OPS, ops::rope::bench_case),
 ];
 
 /// Every bench op name, in the order they run.

@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod norm;
+pub mod rope;
 pub mod softmax;
 
 use crate::backend::Backend;

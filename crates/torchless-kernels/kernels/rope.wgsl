@@ -1,0 +1,353 @@
+// Rotary position embedding on x [tokens, heads, head_dim] (f32, or f16/bf16 packed two per word).
+//
+// Pairs: HalfSplit (NeoX / Hugging Face Llama) rotates (i, i + half); Interleaved (GPT-J / GGUF) rotates
+// (2i, 2i + 1); i < half = rot_dim / 2, and the dims past rot_dim pass through. For a pair (a, b) with
+// angle θ = position · inv_freq[i]:  a' = a·cos θ − b·sin θ,  b' = b·cos θ + a·sin θ  (cos, sin scaled by
+// attn_scale).
+//
+// Angles are computed in turns from a table the host builds in f64 (binding 2): eight rows of
+// `table_stride` f32 (a multiple of 4), one column per frequency i. With t = inv_freq[i] / 2π (turns per
+// position) and c_k = frac(256^k · t) for k = 0..3, row k holds hi_k = c_k rounded down to a multiple of
+// 2^-16 and row 4 + k holds lo_k = c_k − hi_k < 2^-16. With the position split into bytes,
+// p = Σ p_k · 256^k, we have p · t ≡ Σ p_k · c_k (mod 1), and
+//   - p_k · hi_k is a multiple of 2^-16 below 256: exact in f32, and so is its fraction, and so is the sum
+//     of the four fractions (a multiple of 2^-16 below 4);
+//   - the p_k · lo_k terms are below 2^-8 and carry only their f32 rounding (~1e-10 turns).
+// Exactness comes from the grid, not from error-free transformations a driver may simplify away (Mesa
+// rewrites TwoSum), and the angle reduced to [-π/4, π/4] is as accurate as its own f32 rounding (~5e-8
+// rad) for every u32 position, where the plain f32 product position · inv_freq is off by up to 4e-3 rad
+// at position 100000.
+//
+// Entry points:
+//   rope_vec          out of place, one thread per vec4 unit of a row (and per vec4 of the pass-through
+//                     tail), looping over `heads_per_thread` heads of one token with the same cos/sin.
+//   rope_vec_inplace  the same on one read-write buffer (no pass-through work).
+//   rope_words        out of place, any even head_dim and rot_dim: one thread per output word, which
+//                     reads each element's partner (the host runs it into a scratch buffer for in place).
+
+override DTYPE: u32 = 0u;
+// 0 HalfSplit, 1 Interleaved.
+override LAYOUT: u32 = 0u;
+// 0: position = p.pos_offset + token; 1: position = positions[token].
+override POSITIONS: u32 = 0u;
+
+struct Params {
+    // Threads of the launch: tokens · head_groups · units.
+    n_threads: u32,
+    // Threads per (token, head group).
+    units: u32,
+    head_groups: u32,
+    heads_per_thread: u32,
+    heads: u32,
+    // Per head row, in slots (vec4<u32> for rope_vec*, u32 words for rope_words):
+    row_slots: u32,
+    // slots of the rotated part; the pass-through tail starts here.
+    rot_slots: u32,
+    // units that rotate (the others only copy the tail).
+    rot_units: u32,
+    // rot_dim / 2: the number of pairs.
+    half: u32,
+    // HalfSplit, rope_vec*: slots from a unit's first-half vec4 to its second-half vec4.
+    half_slots: u32,
+    // rope_vec: units that copy a tail vec4 (0 in place).
+    pass_units: u32,
+    // f32 per table row.
+    table_stride: u32,
+    pos_offset: u32,
+    attn_scale: f32,
+    // rope_vec*: threads launched (workgroups · 256), the stride of the unit loop.
+    grid_threads: u32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Bindings are numbered per entry point:
+//   rope_vec (xv, tab_v, positions, outv), rope_vec_inplace (iov, tab_v, positions),
+//   rope_words (xs, tab_s, positions, outs).
+@group(0) @binding(1) var<storage, read> xv: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> iov: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> xs: array<u32>;
+@group(0) @binding(2) var<storage, read> tab_v: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> tab_s: array<f32>;
+@group(0) @binding(3) var<storage, read> positions: array<u32>;
+@group(0) @binding(4) var<storage, read_write> outv: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> outs: array<u32>;
+
+// The position of `token`. The positions buffer is read in both modes so that every entry point binds it
+// (with a range the host binds the table there); the index is clamped to the buffer.
+fn position(token: u32) -> u32 {
+    let given = positions[min(token, arrayLength(&positions) - 1u)];
+    return select(p.pos_offset + token, given, POSITIONS == 1u);
+}
+
+fn split_position(pos: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<u32>(pos & 255u, (pos >> 8u) & 255u, (pos >> 16u) & 255u, pos >> 24u));
+}
+
+struct CosSin {
+    c: vec4<f32>,
+    s: vec4<f32>,
+}
+
+// cos and sin (times attn_scale) of 2π · Σ q[k] · (hi[k] + lo[k]) for four frequencies.
+fn rope_cos_sin(q: vec4<f32>, hi: array<vec4<f32>, 4>, lo: array<vec4<f32>, 4>) -> CosSin {
+    // Exact: multiples of 2^-16 (see the top of this file).
+    let whole = fract(fract(q.x * hi[0]) + fract(q.y * hi[1]) + fract(q.z * hi[2]) + fract(q.w * hi[3]));
+    let rest = q.x * lo[0] + q.y * lo[1] + q.z * lo[2] + q.w * lo[3]; // [0, 2^-6)
+    let quadrant = round(4.0 * (whole + rest)); // 0 ..= 4
+    // whole − quadrant/4 is exact (two multiples of 2^-16 below 1); the small rest joins after it.
+    let x = ((whole - 0.25 * quadrant) + rest) * 6.283185307179586; // [-π/4, π/4] up to rounding
+    let z = x * x;
+    // Cephes sinf/cosf minimax polynomials on [-π/4, π/4] (about 1 ulp): driver sin/cos only promise
+    // 2^-11 absolute accuracy.
+    let s = x + x * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+    // Quadrant k adds k·π/2: 1 → (−sin, cos), 2 → (−cos, −sin), 3 → (sin, −cos).
+    let k = vec4<u32>(quadrant) & vec4<u32>(3u);
+    let swap = (k & vec4<u32>(1u)) == vec4<u32>(1u);
+    let neg_c = (k == vec4<u32>(1u)) | (k == vec4<u32>(2u));
+    let neg_s = k >= vec4<u32>(2u);
+    let cc = select(c, s, swap);
+    let ss = select(s, c, swap);
+    return CosSin(select(cc, -cc, neg_c) * p.attn_scale, select(ss, -ss, neg_s) * p.attn_scale);
+}
+
+// cos and sin for the four frequencies i0 .. i0 + 3 (i0 a multiple of 4).
+fn cos_sin4(q: vec4<f32>, i0: u32) -> CosSin {
+    let s4 = p.table_stride / 4u;
+    let v = i0 / 4u;
+    let hi = array<vec4<f32>, 4>(tab_v[v], tab_v[s4 + v], tab_v[2u * s4 + v], tab_v[3u * s4 + v]);
+    let lo = array<vec4<f32>, 4>(tab_v[4u * s4 + v], tab_v[5u * s4 + v], tab_v[6u * s4 + v], tab_v[7u * s4 + v]);
+    return rope_cos_sin(q, hi, lo);
+}
+
+// cos and sin for frequency i.
+fn cos_sin1(q: vec4<f32>, i: u32) -> vec2<f32> {
+    let s = p.table_stride;
+    let hi = array<vec4<f32>, 4>(vec4<f32>(tab_s[i]), vec4<f32>(tab_s[s + i]), vec4<f32>(tab_s[2u * s + i]),
+                                 vec4<f32>(tab_s[3u * s + i]));
+    let lo = array<vec4<f32>, 4>(vec4<f32>(tab_s[4u * s + i]), vec4<f32>(tab_s[5u * s + i]),
+                                 vec4<f32>(tab_s[6u * s + i]), vec4<f32>(tab_s[7u * s + i]));
+    let r = rope_cos_sin(q, hi, lo);
+    return vec2<f32>(r.c.x, r.s.x);
+}
+
+// ---- vec4 path ---------------------------------------------------------------------------------
+//
+// A unit rotates:
+//   f32 HalfSplit     slots j and j + half_slots: pairs 4j .. 4j+3 (one vec4 from each half)
+//   f32 Interleaved   slots 2j and 2j + 1: pairs 4j .. 4j+3
+//   16-bit HalfSplit  slots j and j + half_slots: pairs 8j .. 8j+7
+//   16-bit Interleaved slot j (four words, one pair each): pairs 4j .. 4j+3
+
+fn two_slots() -> bool {
+    return DTYPE == DT_F32 || LAYOUT == 0u;
+}
+
+fn slot_a(j: u32) -> u32 {
+    return select(j, 2u * j, DTYPE == DT_F32 && LAYOUT == 1u);
+}
+
+fn slot_b(j: u32) -> u32 {
+    return select(j + p.half_slots, 2u * j + 1u, DTYPE == DT_F32 && LAYOUT == 1u);
+}
+
+struct UnitCosSin {
+    lo: CosSin,
+    hi: CosSin,
+}
+
+fn unit_cos_sin(pos: u32, j: u32) -> UnitCosSin {
+    let q = split_position(pos);
+    if (DTYPE != DT_F32 && LAYOUT == 0u) {
+        return UnitCosSin(cos_sin4(q, 8u * j), cos_sin4(q, 8u * j + 4u));
+    }
+    let cs = cos_sin4(q, 4u * j);
+    return UnitCosSin(cs, cs);
+}
+
+fn f32x4(v: vec4<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(v);
+}
+
+fn unpack4(w0: u32, w1: u32) -> vec4<f32> {
+    return vec4<f32>(unpack_pair(DTYPE, w0), unpack_pair(DTYPE, w1));
+}
+
+// The rotated pair of slots (a, b) of a two-slot unit.
+struct Slots {
+    a: vec4<u32>,
+    b: vec4<u32>,
+}
+
+fn rotate_two(a: vec4<u32>, b: vec4<u32>, cs: UnitCosSin) -> Slots {
+    let c = cs.lo.c;
+    let s = cs.lo.s;
+    if (DTYPE == DT_F32 && LAYOUT == 0u) {
+        let u = f32x4(a);
+        let v = f32x4(b);
+        return Slots(bitcast<vec4<u32>>(u * c - v * s), bitcast<vec4<u32>>(v * c + u * s));
+    }
+    if (DTYPE == DT_F32) {
+        // a = (e0, o0, e1, o1), b = (e2, o2, e3, o3)
+        let u = f32x4(a);
+        let v = f32x4(b);
+        let e = vec4<f32>(u.x, u.z, v.x, v.z);
+        let o = vec4<f32>(u.y, u.w, v.y, v.w);
+        let e2 = e * c - o * s;
+        let o2 = o * c + e * s;
+        return Slots(bitcast<vec4<u32>>(vec4<f32>(e2.x, o2.x, e2.y, o2.y)),
+                     bitcast<vec4<u32>>(vec4<f32>(e2.z, o2.z, e2.w, o2.w)));
+    }
+    // 16-bit HalfSplit: eight consecutive first-half elements in a, their partners in b.
+    let u0 = unpack4(a.x, a.y);
+    let u1 = unpack4(a.z, a.w);
+    let v0 = unpack4(b.x, b.y);
+    let v1 = unpack4(b.z, b.w);
+    let c1 = cs.hi.c;
+    let s1 = cs.hi.s;
+    let ru0 = u0 * c - v0 * s;
+    let rv0 = v0 * c + u0 * s;
+    let ru1 = u1 * c1 - v1 * s1;
+    let rv1 = v1 * c1 + u1 * s1;
+    return Slots(
+        vec4<u32>(pack_pair(DTYPE, ru0.xy), pack_pair(DTYPE, ru0.zw), pack_pair(DTYPE, ru1.xy), pack_pair(DTYPE, ru1.zw)),
+        vec4<u32>(pack_pair(DTYPE, rv0.xy), pack_pair(DTYPE, rv0.zw), pack_pair(DTYPE, rv1.xy), pack_pair(DTYPE, rv1.zw)));
+}
+
+// 16-bit Interleaved: four words, each one (even, odd) pair.
+fn rotate_one(a: vec4<u32>, cs: UnitCosSin) -> vec4<u32> {
+    let w0 = unpack_pair(DTYPE, a.x);
+    let w1 = unpack_pair(DTYPE, a.y);
+    let w2 = unpack_pair(DTYPE, a.z);
+    let w3 = unpack_pair(DTYPE, a.w);
+    let e = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
+    let o = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+    let e2 = e * cs.lo.c - o * cs.lo.s;
+    let o2 = o * cs.lo.c + e * cs.lo.s;
+    return vec4<u32>(pack_pair(DTYPE, vec2<f32>(e2.x, o2.x)), pack_pair(DTYPE, vec2<f32>(e2.y, o2.y)),
+                     pack_pair(DTYPE, vec2<f32>(e2.z, o2.z)), pack_pair(DTYPE, vec2<f32>(e2.w, o2.w)));
+}
+
+struct Unit {
+    j: u32,
+    token: u32,
+    // first row (token · heads + head) and the number of heads this thread handles
+    row0: u32,
+    n_heads: u32,
+}
+
+fn unit_of(g: u32) -> Unit {
+    let j = g % p.units;
+    let rest = g / p.units;
+    let group = rest % p.head_groups;
+    let token = rest / p.head_groups;
+    let head0 = group * p.heads_per_thread;
+    return Unit(j, token, token * p.heads + head0, min(p.heads_per_thread, p.heads - head0));
+}
+
+fn vec_unit(g: u32) {
+    let u = unit_of(g);
+    if (u.j < p.rot_units) {
+        let cs = unit_cos_sin(position(u.token), u.j);
+        let sa = slot_a(u.j);
+        let sb = slot_b(u.j);
+        for (var k = 0u; k < u.n_heads; k++) {
+            let base = (u.row0 + k) * p.row_slots;
+            if (two_slots()) {
+                let r = rotate_two(xv[base + sa], xv[base + sb], cs);
+                outv[base + sa] = r.a;
+                outv[base + sb] = r.b;
+            } else {
+                outv[base + sa] = rotate_one(xv[base + sa], cs);
+            }
+        }
+    }
+    if (u.j < p.pass_units) {
+        for (var k = 0u; k < u.n_heads; k++) {
+            let i = (u.row0 + k) * p.row_slots + p.rot_slots + u.j;
+            outv[i] = xv[i];
+        }
+    }
+}
+
+fn vec_unit_inplace(g: u32) {
+    let u = unit_of(g);
+    let cs = unit_cos_sin(position(u.token), u.j);
+    let sa = slot_a(u.j);
+    let sb = slot_b(u.j);
+    for (var k = 0u; k < u.n_heads; k++) {
+        let base = (u.row0 + k) * p.row_slots;
+        if (two_slots()) {
+            let r = rotate_two(iov[base + sa], iov[base + sb], cs);
+            iov[base + sa] = r.a;
+            iov[base + sb] = r.b;
+        } else {
+            iov[base + sa] = rotate_one(iov[base + sa], cs);
+        }
+    }
+}
+
+// The vec4 entry points stride over the units when the host launches fewer threads than units.
+@compute @workgroup_size(256)
+fn rope_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    for (var g = linear_group_id(wid, nwg) * 256u + li; g < p.n_threads; g += p.grid_threads) {
+        vec_unit(g);
+    }
+}
+
+@compute @workgroup_size(256)
+fn rope_vec_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    for (var g = linear_group_id(wid, nwg) * 256u + li; g < p.n_threads; g += p.grid_threads) {
+        vec_unit_inplace(g);
+    }
+}
+
+// ---- word path -----------------------------------------------------------------------------------
+
+fn element(base: u32, e: u32) -> f32 {
+    return decode(DTYPE, xs[base + word_index(DTYPE, e)], e);
+}
+
+// Element e (< rot_dim) of the row whose first word is `base`, rotated.
+fn rotated_element(base: u32, e: u32, q: vec4<f32>) -> f32 {
+    var i: u32;
+    var partner: u32;
+    var sign: f32;
+    if (LAYOUT == 0u) {
+        let first = e < p.half;
+        i = select(e - p.half, e, first);
+        partner = select(e - p.half, e + p.half, first);
+        sign = select(1.0, -1.0, first);
+    } else {
+        i = e >> 1u;
+        partner = e ^ 1u;
+        sign = select(-1.0, 1.0, (e & 1u) == 1u);
+    }
+    let cs = cos_sin1(q, i);
+    return element(base, e) * cs.x + sign * element(base, partner) * cs.y;
+}
+
+@compute @workgroup_size(256)
+fn rope_words(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let g = linear_group_id(wid, nwg) * 256u + li;
+    if (g >= p.n_threads) {
+        return;
+    }
+    let w = g % p.row_slots;
+    let row = g / p.row_slots;
+    let base = row * p.row_slots;
+    if (w >= p.rot_slots) {
+        outs[base + w] = xs[base + w];
+        return;
+    }
+    let q = split_position(position(row / p.heads));
+    if (DTYPE == DT_F32) {
+        outs[base + w] = bitcast<u32>(rotated_element(base, w, q));
+    } else {
+        outs[base + w] = pack_pair(DTYPE, vec2<f32>(rotated_element(base, 2u * w, q), rotated_element(base, 2u * w + 1u, q)));
+    }
+}

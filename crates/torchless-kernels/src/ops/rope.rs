@@ -1,0 +1,995 @@
+//! Rotary position embedding (RoPE) on x [tokens, heads, head_dim], in place or out of place.
+//!
+//! The engine builds a [`RopeTable`] once per model from a [`RopeConfig`] (the inverse frequencies are
+//! computed on the host in f64, with the model's scaling, and uploaded once) and applies it to Q and K
+//! with one dispatch each:
+//!
+//! ```ignore
+//! let table = RopeTable::new(&backend, RopeConfig::new(128, 500_000.0).with_scaling(llama3))?;
+//! rope_inplace(&q, &table, RopePositions::Range { offset: pos })?;   // q: [tokens, n_heads, 128]
+//! rope_inplace(&k, &table, RopePositions::Range { offset: pos })?;   // k: [tokens, n_kv_heads, 128]
+//! ```
+//!
+//! Angles are position · inv_freq. The GPU never forms that product in f32 (at position 100000 it would be
+//! off by up to 4e-3 rad): the table holds each frequency in turns, split so that the angle's fraction of a
+//! turn is computed exactly from the position's bytes (see `kernels/rope.wgsl`). The CPU computes
+//! the angle and its cos/sin in f64 once per (token, frequency).
+
+use std::f64::consts::PI;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::{
+    common_backend, require_dtype, require_float, require_non_empty, require_same_dtype, require_same_shape, to_u32,
+};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, MAX_WORKGROUPS_PER_DIM, Workgroups};
+use crate::tensor::Tensor;
+
+crate::kernel_source!(ROPE, "rope");
+
+const OP: &str = "rope";
+/// Threads per workgroup of every entry point.
+const WORKGROUP: u32 = 256;
+/// Rows of the GPU coefficient table (hi_0..3, lo_0..3; see `kernels/rope.wgsl`).
+const TABLE_ROWS: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_threads: u32,
+    units: u32,
+    head_groups: u32,
+    heads_per_thread: u32,
+    heads: u32,
+    row_slots: u32,
+    rot_slots: u32,
+    rot_units: u32,
+    half: u32,
+    half_slots: u32,
+    pass_units: u32,
+    table_stride: u32,
+    pos_offset: u32,
+    attn_scale: f32,
+    grid_threads: u32,
+    _pad: u32,
+}
+
+/// Which dims of a head form the rotated pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Pairs (i, i + rot_dim/2): GPT-NeoX, Hugging Face Llama (`rotate_half`), llama.cpp NEOX.
+    HalfSplit,
+    /// Pairs (2i, 2i + 1): GPT-J, llama.cpp NORM (GGUF llama files, whose Q/K rows are permuted).
+    Interleaved,
+}
+
+impl RopeLayout {
+    fn code(self) -> f64 {
+        match self {
+            RopeLayout::HalfSplit => 0.0,
+            RopeLayout::Interleaved => 1.0,
+        }
+    }
+
+    /// The dims (a, b) of pair `i` when `half` pairs rotate.
+    pub fn pair(self, i: usize, half: usize) -> (usize, usize) {
+        match self {
+            RopeLayout::HalfSplit => (i, i + half),
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+        }
+    }
+}
+
+/// How the base frequencies theta^(−2i/rot_dim) are rescaled for long contexts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Position interpolation: inv_freq / factor (transformers `rope_type: "linear"`).
+    Linear {
+        factor: f32,
+    },
+    /// Llama 3.1 (transformers `_compute_llama3_parameters`): frequencies whose wavelength exceeds
+    /// old_ctx / low_freq_factor are divided by `factor`, those below old_ctx / high_freq_factor are kept,
+    /// and those between are interpolated smoothly.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: u32,
+    },
+    /// Explicit per-frequency divisors (GGUF `rope_freqs.weight`): inv_freq[i] / factors[i], rot_dim/2 of them.
+    Factors(Vec<f32>),
+}
+
+/// Everything that fixes a model's rotary embedding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeConfig {
+    /// Dims per head (even).
+    pub head_dim: usize,
+    /// Leading dims of each head that rotate (even, 2 ..= head_dim); the rest pass through unchanged.
+    pub rot_dim: usize,
+    /// The frequency base (`rope_theta`), > 0.
+    pub theta: f64,
+    pub layout: RopeLayout,
+    pub scaling: RopeScaling,
+    /// Multiplies cos and sin (YaRN-style `attention_factor`); 1 for most models.
+    pub attention_scaling: f32,
+}
+
+impl RopeConfig {
+    /// Full-width HalfSplit rotation with no scaling.
+    pub fn new(head_dim: usize, theta: f64) -> RopeConfig {
+        RopeConfig {
+            head_dim,
+            rot_dim: head_dim,
+            theta,
+            layout: RopeLayout::HalfSplit,
+            scaling: RopeScaling::None,
+            attention_scaling: 1.0,
+        }
+    }
+    pub fn with_rot_dim(mut self, rot_dim: usize) -> Self {
+        self.rot_dim = rot_dim;
+        self
+    }
+    pub fn with_layout(mut self, layout: RopeLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+    pub fn with_scaling(mut self, scaling: RopeScaling) -> Self {
+        self.scaling = scaling;
+        self
+    }
+    pub fn with_attention_scaling(mut self, attention_scaling: f32) -> Self {
+        self.attention_scaling = attention_scaling;
+        self
+    }
+
+    /// Pairs per head: rot_dim / 2.
+    pub fn half(&self) -> usize {
+        self.rot_dim / 2
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let arg = |name: &'static str, value: String, reason: &str| {
+            Err(KernelError::Argument { op: OP, name, value, reason: reason.into() })
+        };
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return arg("head_dim", self.head_dim.to_string(), "must be even and positive");
+        }
+        if self.rot_dim == 0 || !self.rot_dim.is_multiple_of(2) || self.rot_dim > self.head_dim {
+            return arg(
+                "rot_dim",
+                self.rot_dim.to_string(),
+                &format!("must be even, positive and at most head_dim = {}", self.head_dim),
+            );
+        }
+        if !(self.theta.is_finite() && self.theta > 0.0) {
+            return arg("theta", self.theta.to_string(), "must be a positive finite number");
+        }
+        if !self.attention_scaling.is_finite() {
+            return arg("attention_scaling", self.attention_scaling.to_string(), "must be finite");
+        }
+        let positive = |name: &'static str, v: f32| {
+            if v.is_finite() && v > 0.0 { Ok(()) } else { arg(name, v.to_string(), "must be a positive finite number") }
+        };
+        match &self.scaling {
+            RopeScaling::None => Ok(()),
+            RopeScaling::Linear { factor } => positive("factor", *factor),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                positive("factor", *factor)?;
+                positive("low_freq_factor", *low_freq_factor)?;
+                positive("high_freq_factor", *high_freq_factor)?;
+                if high_freq_factor <= low_freq_factor {
+                    return arg(
+                        "high_freq_factor",
+                        high_freq_factor.to_string(),
+                        &format!("must exceed low_freq_factor = {low_freq_factor}"),
+                    );
+                }
+                if *original_max_position_embeddings == 0 {
+                    return arg("original_max_position_embeddings", "0".into(), "must be positive");
+                }
+                Ok(())
+            }
+            RopeScaling::Factors(factors) => {
+                if factors.len() != self.half() {
+                    return arg(
+                        "factors",
+                        format!("{} values", factors.len()),
+                        &format!("must hold rot_dim / 2 = {} values", self.half()),
+                    );
+                }
+                factors.iter().try_for_each(|&f| positive("factors", f))
+            }
+        }
+    }
+
+    /// inv_freq[i] for i < rot_dim/2, after scaling, in f64.
+    pub fn inv_freq(&self) -> Result<Vec<f64>> {
+        self.validate()?;
+        let rot = self.rot_dim as f64;
+        let base = (0..self.half()).map(|i| self.theta.powf(-((2 * i) as f64) / rot));
+        Ok(match &self.scaling {
+            RopeScaling::None => base.collect(),
+            RopeScaling::Linear { factor } => base.map(|f| f / *factor as f64).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                let (factor, low, high) = (*factor as f64, *low_freq_factor as f64, *high_freq_factor as f64);
+                let old = *original_max_position_embeddings as f64;
+                let (low_freq_wavelen, high_freq_wavelen) = (old / low, old / high);
+                base.map(|f| {
+                    let wavelen = 2.0 * PI / f;
+                    if wavelen < high_freq_wavelen {
+                        f
+                    } else if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+            }
+            RopeScaling::Factors(factors) => base.zip(factors).map(|(f, &d)| f / d as f64).collect(),
+        })
+    }
+}
+
+/// A config with its inverse frequencies, computed once, and the GPU coefficient table built from them.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    config: RopeConfig,
+    /// [rot_dim / 2]
+    inv_freq: Vec<f64>,
+    /// [8, stride] f32 on the table's backend; see `kernels/rope.wgsl`.
+    coefficients: Tensor,
+    /// f32 per coefficient row: rot_dim / 2 rounded up to a multiple of 4.
+    stride: usize,
+}
+
+/// `c` in [0, 1) = hi + lo with hi a multiple of 2^-16 and 0 ≤ lo < 2^-16.
+fn split16(c: f64) -> (f32, f32) {
+    let hi = (c * 65536.0).floor() / 65536.0;
+    (hi as f32, (c - hi) as f32)
+}
+
+impl RopeTable {
+    /// Validates `config`, computes its inverse frequencies and uploads the coefficient table to `backend`.
+    pub fn new(backend: &Backend, config: RopeConfig) -> Result<RopeTable> {
+        let inv_freq = config.inv_freq()?;
+        let stride = inv_freq.len().next_multiple_of(4);
+        let mut rows = vec![0f32; TABLE_ROWS * stride];
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let t = f / (2.0 * PI); // turns per position
+            for k in 0..4 {
+                // Turns per 256^k positions, mod 1 (scaling by a power of two is exact).
+                let (hi, lo) = split16((t * 256f64.powi(k as i32)).fract());
+                rows[k * stride + i] = hi;
+                rows[(4 + k) * stride + i] = lo;
+            }
+        }
+        let coefficients = Tensor::from_slice(backend, &rows, &[TABLE_ROWS, stride])?;
+        Ok(RopeTable { config, inv_freq, coefficients, stride })
+    }
+
+    /// The same table on another backend.
+    pub fn to_backend(&self, backend: &Backend) -> Result<RopeTable> {
+        RopeTable::new(backend, self.config.clone())
+    }
+
+    pub fn config(&self) -> &RopeConfig {
+        &self.config
+    }
+    /// inv_freq[i], i < rot_dim / 2, in f64.
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+    /// The uploaded coefficient table [8, stride].
+    pub fn tensor(&self) -> &Tensor {
+        &self.coefficients
+    }
+    pub fn backend(&self) -> Backend {
+        self.coefficients.backend()
+    }
+}
+
+/// The positions of the tokens of x.
+#[derive(Clone, Copy, Debug)]
+pub enum RopePositions<'a> {
+    /// Token t has position offset + t (prefill, or one sequence's decode step).
+    Range { offset: u32 },
+    /// A u32 tensor of one position per token (batched decode).
+    Tensor(&'a Tensor),
+}
+
+/// Rotates x [tokens, heads, head_dim] into a new tensor.
+pub fn rope(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>) -> Result<Tensor> {
+    let out = Tensor::uninit(&x.backend(), OP, x.shape(), x.dtype())?;
+    rope_into(x, table, positions, &out)?;
+    Ok(out)
+}
+
+/// Rotates x in place.
+pub fn rope_inplace(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>) -> Result<()> {
+    rope_into(x, table, positions, x)
+}
+
+/// Rotates x into `out` (same shape and dtype; `out` may be `x` itself).
+pub fn rope_into(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>, out: &Tensor) -> Result<()> {
+    rope_impl(x, table, positions, out, Path::Auto)
+}
+
+/// Which GPU kernel runs; tests force the word path on shapes the vec4 path would take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Path {
+    Auto,
+    Words,
+    /// The vec4 path on at most two workgroups, so every thread loops over several units.
+    Strided,
+}
+
+fn rope_impl(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>, out: &Tensor, path: Path) -> Result<()> {
+    let cfg = &table.config;
+    require_float(OP, x)?;
+    require_non_empty(OP, "x", x)?;
+    let &[tokens, heads, head_dim] = x.shape() else {
+        return Err(KernelError::Shape {
+            op: OP,
+            detail: format!("x must be [tokens, heads, head_dim], found {:?}", x.shape()),
+        });
+    };
+    if head_dim != cfg.head_dim {
+        return Err(KernelError::Shape {
+            op: OP,
+            detail: format!("x has head_dim {head_dim} but the table was built for head_dim {}", cfg.head_dim),
+        });
+    }
+    require_same_shape(OP, x, out)?;
+    require_same_dtype(OP, x, out)?;
+    let mut tensors = vec![x, out, table.tensor()];
+    match positions {
+        RopePositions::Range { offset } => {
+            if offset as u64 + tokens as u64 - 1 > u32::MAX as u64 {
+                return Err(KernelError::Argument {
+                    op: OP,
+                    name: "offset",
+                    value: offset.to_string(),
+                    reason: format!("offset + {tokens} tokens exceeds the u32 position range"),
+                });
+            }
+        }
+        RopePositions::Tensor(p) => {
+            require_dtype(OP, p, DType::U32)?;
+            if p.numel() != tokens || p.shape().len() > 1 {
+                return Err(KernelError::Shape {
+                    op: OP,
+                    detail: format!("positions must be [{tokens}] (one per token), found {:?}", p.shape()),
+                });
+            }
+            tensors.push(p);
+        }
+    }
+    match common_backend(OP, &tensors)? {
+        Backend::Cpu => {
+            let pos: Vec<u32> = match positions {
+                RopePositions::Range { offset } => (0..tokens as u32).map(|t| offset + t).collect(),
+                RopePositions::Tensor(p) => cpu::read_u32(p),
+            };
+            let mut v = cpu::read_f32(x);
+            rope_cpu(&mut v, heads, table, &pos);
+            cpu::write_f32(out, &v);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => {
+            let xb = x.gpu_buffer().expect("gpu tensor");
+            ctx.check_binding(OP, xb.size())?;
+            let in_place = x.same_storage(out);
+            let vec = if path == Path::Words { None } else { vec_plan(x.dtype(), cfg) };
+            let (pos_buf, pos_mode, pos_offset) = match positions {
+                RopePositions::Range { offset } => (table.tensor(), 0.0, offset),
+                RopePositions::Tensor(p) => (p, 1.0, 0),
+            };
+            let constants = [("DTYPE", x.dtype().wgsl_code()), ("LAYOUT", cfg.layout.code()), ("POSITIONS", pos_mode)];
+            let raw = |t: &Tensor| t.gpu_buffer().expect("gpu tensor").raw().clone();
+            let (xr, tr, pr) = (raw(x), raw(table.tensor()), raw(pos_buf));
+            let mut params = Params {
+                heads: to_u32(OP, "heads", heads)?,
+                half: to_u32(OP, "rot_dim", cfg.half())?,
+                table_stride: to_u32(OP, "rot_dim", table.stride)?,
+                pos_offset,
+                attn_scale: cfg.attention_scaling,
+                ..Params::default()
+            };
+            let per_word = if x.dtype() == DType::F32 { 1 } else { 2 };
+            let rows = tokens * heads;
+            if let Some(plan) = vec {
+                let row_slots = head_dim / per_word / 4;
+                let rot_slots = cfg.rot_dim / per_word / 4;
+                let pass_units = if in_place { 0 } else { row_slots - rot_slots };
+                let units = plan.rot_units.max(pass_units);
+                let hpt = heads_per_thread(rows * units, heads);
+                let head_groups = heads.div_ceil(hpt);
+                params.n_threads = to_u32(OP, "elements", tokens * head_groups * units)?;
+                params.units = to_u32(OP, "head_dim", units)?;
+                params.head_groups = to_u32(OP, "heads", head_groups)?;
+                params.heads_per_thread = hpt as u32;
+                params.row_slots = to_u32(OP, "head_dim", row_slots)?;
+                params.rot_slots = to_u32(OP, "rot_dim", rot_slots)?;
+                params.rot_units = to_u32(OP, "rot_dim", plan.rot_units)?;
+                params.half_slots = to_u32(OP, "rot_dim", plan.half_slots)?;
+                params.pass_units = to_u32(OP, "head_dim", pass_units)?;
+                // Past one grid row of workgroups, threads loop over units (no 2-D grid needed).
+                let cap = if path == Path::Strided { 2 } else { MAX_WORKGROUPS_PER_DIM };
+                let groups = params.n_threads.div_ceil(WORKGROUP).min(cap);
+                params.grid_threads = groups * WORKGROUP;
+                let workgroups = Workgroups::Linear(groups);
+                if in_place {
+                    ctx.dispatch(Dispatch {
+                        kernel: &ROPE,
+                        entry: "rope_vec_inplace",
+                        constants: &constants,
+                        params: Some(bytemuck::bytes_of(&params)),
+                        buffers: &[&xr, &tr, &pr],
+                        workgroups,
+                    })
+                } else {
+                    ctx.dispatch(Dispatch {
+                        kernel: &ROPE,
+                        entry: "rope_vec",
+                        constants: &constants,
+                        params: Some(bytemuck::bytes_of(&params)),
+                        buffers: &[&xr, &tr, &pr, &raw(out)],
+                        workgroups,
+                    })
+                }
+            } else {
+                let row_words = head_dim / per_word;
+                params.n_threads = to_u32(OP, "elements", rows * row_words)?;
+                params.units = params.n_threads; // unused by rope_words
+                params.head_groups = params.heads;
+                params.heads_per_thread = 1;
+                params.row_slots = to_u32(OP, "head_dim", row_words)?;
+                params.rot_slots = to_u32(OP, "rot_dim", cfg.rot_dim / per_word)?;
+                // The word path reads partners across the row, so in place it writes a scratch copy first.
+                let scratch =
+                    if in_place { Some(Tensor::uninit(&x.backend(), OP, x.shape(), x.dtype())?) } else { None };
+                let dst = raw(scratch.as_ref().unwrap_or(out));
+                ctx.dispatch(Dispatch {
+                    kernel: &ROPE,
+                    entry: "rope_words",
+                    constants: &constants,
+                    params: Some(bytemuck::bytes_of(&params)),
+                    buffers: &[&xr, &tr, &pr, &dst],
+                    workgroups: Workgroups::Linear(params.n_threads.div_ceil(WORKGROUP)),
+                })?;
+                if scratch.is_some() {
+                    ctx.copy_buffer(&dst, 0, &xr, 0, x.size_bytes() as u64)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The vec4 path's unit geometry, when the shape allows it: rows start on a vec4, and a unit's pairs
+/// fill whole vec4s (see `kernels/rope.wgsl`).
+struct VecPlan {
+    rot_units: usize,
+    half_slots: usize,
+}
+
+fn vec_plan(dtype: DType, cfg: &RopeConfig) -> Option<VecPlan> {
+    let f32 = dtype == DType::F32;
+    let elems_per_vec = if f32 { 4 } else { 8 };
+    let half = cfg.half();
+    if !cfg.head_dim.is_multiple_of(elems_per_vec) {
+        return None;
+    }
+    match (f32, cfg.layout) {
+        // A unit: one vec4 (4 or 8 pairs) from each half.
+        (_, RopeLayout::HalfSplit) if half.is_multiple_of(elems_per_vec) => {
+            Some(VecPlan { rot_units: half / elems_per_vec, half_slots: half / elems_per_vec })
+        }
+        // A unit: 8 consecutive f32 (two vec4s) or 8 consecutive 16-bit values (one vec4), 4 pairs.
+        (_, RopeLayout::Interleaved) if cfg.rot_dim.is_multiple_of(8) => {
+            Some(VecPlan { rot_units: cfg.rot_dim / 8, half_slots: 0 })
+        }
+        _ => None,
+    }
+}
+
+/// Heads one thread of the vec4 path rotates with the same cos/sin. Measured on an H100 (Vulkan,
+/// [tokens, 32, 128] f32): at 256 MiB (2^22 units) 1, 2 and 4 heads run within 2 % of each other; at 1 GiB
+/// (2^24 units) one head per thread took 1.07–1.29 ms, two 0.74–0.86 ms, four 0.66–0.72 ms.
+fn heads_per_thread(units: usize, heads: usize) -> usize {
+    let hpt = if units >= 1 << 23 {
+        4
+    } else if units >= 1 << 20 {
+        2
+    } else {
+        1
+    };
+    hpt.min(heads)
+}
+
+/// Rotates v [tokens, heads, head_dim] (f32) in place; cos/sin in f64 once per (token, frequency).
+fn rope_cpu(v: &mut [f32], heads: usize, table: &RopeTable, positions: &[u32]) {
+    let cfg = &table.config;
+    let (hd, half, scale) = (cfg.head_dim, cfg.half(), cfg.attention_scaling as f64);
+    v.par_chunks_mut(heads * hd).zip(positions.par_iter()).for_each(|(token, &pos)| {
+        let (cos, sin): (Vec<f32>, Vec<f32>) = table
+            .inv_freq
+            .iter()
+            .map(|&f| {
+                let (s, c) = (pos as f64 * f).sin_cos();
+                ((c * scale) as f32, (s * scale) as f32)
+            })
+            .unzip();
+        for row in token.chunks_mut(hd) {
+            for i in 0..half {
+                let (a, b) = cfg.layout.pair(i, half);
+                let (xa, xb) = (row[a], row[b]);
+                row[a] = xa * cos[i] - xb * sin[i];
+                row[b] = xb * cos[i] + xa * sin[i];
+            }
+        }
+    });
+}
+
+/// The f64 reference: x [tokens, heads, head_dim] rotated with `inv_freq` at `positions`.
+pub fn reference(
+    x: &[f32],
+    heads: usize,
+    layout: RopeLayout,
+    head_dim: usize,
+    inv_freq: &[f64],
+    attention_scaling: f64,
+    positions: &[u32],
+) -> Vec<f64> {
+    let half = inv_freq.len();
+    let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for (t, &pos) in positions.iter().enumerate() {
+        for h in 0..heads {
+            let row = &mut out[(t * heads + h) * head_dim..][..head_dim];
+            for (i, &f) in inv_freq.iter().enumerate() {
+                let (s, c) = (pos as f64 * f).sin_cos();
+                let (a, b) = layout.pair(i, half);
+                let (xa, xb) = (row[a], row[b]);
+                row[a] = attention_scaling * (xa * c - xb * s);
+                row[b] = attention_scaling * (xb * c + xa * s);
+            }
+        }
+    }
+    out
+}
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["rope"];
+
+/// [tokens, 32, 128] f32, HalfSplit, theta 500000, about `bytes` bytes moved (read + write).
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor};
+    use crate::testing::Tolerance;
+
+    if op != "rope" {
+        return None;
+    }
+    let build = || -> Result<BenchCase> {
+        let (heads, head_dim, dtype) = (32usize, 128usize, DType::F32);
+        let tokens = (bytes as usize / (heads * head_dim * 8)).max(1);
+        let offset = 1000u32;
+        let x = random_tensor(11, &[tokens, heads, head_dim], dtype, -4.0, 4.0)?;
+        let config = RopeConfig::new(head_dim, 500_000.0);
+        let cpu_table = RopeTable::new(&Backend::Cpu, config)?;
+        let inv_freq = cpu_table.inv_freq().to_vec();
+        // One table per backend the case runs on, built on first use.
+        let tables: Mutex<Vec<RopeTable>> = Mutex::new(vec![cpu_table]);
+        Ok(BenchCase {
+            op: "rope",
+            dtype,
+            shape: format!("[{tokens}, {heads}, {head_dim}]"),
+            bytes: 8 * (tokens * heads * head_dim) as u64,
+            flops: 0,
+            tolerance: Tolerance::for_dtype(dtype).scaled(2.0),
+            inputs: vec![x],
+            run: Box::new(move |i| {
+                let backend = i[0].backend();
+                let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
+                let table = match tables.iter().position(|t| t.backend() == backend) {
+                    Some(k) => &tables[k],
+                    None => {
+                        let t = tables[0].to_backend(&backend)?;
+                        tables.push(t);
+                        &tables[tables.len() - 1]
+                    }
+                };
+                rope(&i[0], table, RopePositions::Range { offset })
+            }),
+            reference: Box::new(move |i| {
+                let positions: Vec<u32> = (0..tokens as u32).map(|t| offset + t).collect();
+                let x = cpu::read_f32(&i[0]);
+                Ok(reference(&x, heads, RopeLayout::HalfSplit, head_dim, &inv_freq, 1.0, &positions))
+            }),
+        })
+    };
+    Some(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Rng, Tolerance, assert_close, round_to, test_backends};
+
+    const HEAD_DIMS: [usize; 7] = [2, 6, 64, 80, 96, 128, 256];
+
+    /// inv_freq straight from the formulas, independent of `RopeConfig::inv_freq`.
+    fn reference_inv_freq(rot_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<f64> {
+        (0..rot_dim / 2)
+            .map(|i| {
+                let f = 1.0 / theta.powf((2 * i) as f64 / rot_dim as f64);
+                match scaling {
+                    RopeScaling::None => f,
+                    RopeScaling::Linear { factor } => f / *factor as f64,
+                    RopeScaling::Factors(d) => f / d[i] as f64,
+                    RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor: low,
+                        high_freq_factor: high,
+                        original_max_position_embeddings: old,
+                    } => {
+                        let (factor, low, high, old) = (*factor as f64, *low as f64, *high as f64, *old as f64);
+                        let wavelen = 2.0 * PI / f;
+                        let scaled = if wavelen > old / low { f / factor } else { f };
+                        let smooth = (old / wavelen - low) / (high - low);
+                        let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
+                        let medium = wavelen >= old / high && wavelen <= old / low; // ~(< high) * ~(> low)
+                        if medium { smoothed } else { scaled }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn tolerance(dtype: DType) -> Tolerance {
+        Tolerance::for_dtype(dtype).scaled(2.0)
+    }
+
+    /// Runs every path (auto, forced word path; out of place and in place) and checks each against `want`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_all_paths(
+        backend: &Backend,
+        what: &str,
+        x: &[f32],
+        shape: [usize; 3],
+        dtype: DType,
+        table: &RopeTable,
+        positions: RopePositions<'_>,
+        want: &[f64],
+        tol: Tolerance,
+    ) {
+        let xt = Tensor::from_f32(backend, x, &shape, dtype).unwrap();
+        let paths: &[Path] = if backend.is_gpu() { &[Path::Auto, Path::Words, Path::Strided] } else { &[Path::Auto] };
+        for &path in paths {
+            // Poisoned, so an element the kernel skips cannot pass with a pooled buffer's old contents.
+            let out = Tensor::from_f32(backend, &vec![f32::NAN; x.len()], &shape, dtype).unwrap();
+            rope_impl(&xt, table, positions, &out, path).unwrap();
+            assert_close(&format!("{what} {path:?} on {}", backend.name()), &out.to_f32_vec().unwrap(), want, tol);
+            let io = Tensor::from_f32(backend, x, &shape, dtype).unwrap();
+            rope_impl(&io, table, positions, &io, path).unwrap();
+            let what = format!("{what} {path:?} in place on {}", backend.name());
+            assert_close(&what, &io.to_f32_vec().unwrap(), want, tol);
+        }
+    }
+
+    #[test]
+    fn both_layouts_match_the_f64_reference_on_ragged_shapes() {
+        let mut rng = Rng::new(7);
+        for backend in test_backends() {
+            for dtype in DType::FLOATS {
+                for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+                    for (k, &hd) in HEAD_DIMS.iter().enumerate() {
+                        // Full rotation, and a partial one (odd pair counts included) where there is room.
+                        let mut rots = vec![hd];
+                        if hd >= 6 {
+                            rots.push(((hd * 2 / 5) & !1).max(2));
+                        }
+                        if hd == 80 {
+                            rots.extend([20, 32]); // StableLM-3B, Phi-2
+                        }
+                        for rot in rots {
+                            let (tokens, heads) = [(1, 1), (3, 5), (7, 3), (2, 33)][k % 4];
+                            let shape = [tokens, heads, hd];
+                            let x = round_to(&rng.vec(tokens * heads * hd, -2.0, 2.0), dtype);
+                            let config = RopeConfig::new(hd, 10_000.0).with_rot_dim(rot).with_layout(layout);
+                            let table = RopeTable::new(&backend, config).unwrap();
+                            let offset = 17 + 1000 * k as u32;
+                            let positions: Vec<u32> = (0..tokens as u32).map(|t| offset + t).collect();
+                            let inv = reference_inv_freq(rot, 10_000.0, &RopeScaling::None);
+                            let want = reference(&x, heads, layout, hd, &inv, 1.0, &positions);
+                            let what = format!("{layout:?} {dtype} {shape:?} rot {rot} offset {offset}");
+                            let pos = RopePositions::Range { offset };
+                            check_all_paths(&backend, &what, &x, shape, dtype, &table, pos, &want, tolerance(dtype));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn per_token_positions_match_the_reference() {
+        let mut rng = Rng::new(8);
+        for backend in test_backends() {
+            for dtype in DType::FLOATS {
+                for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+                    for (tokens, heads, hd, rot) in [(5, 4, 128, 128), (9, 3, 80, 32), (4, 2, 6, 6), (33, 2, 64, 64)] {
+                        let shape = [tokens, heads, hd];
+                        let x = round_to(&rng.vec(tokens * heads * hd, -3.0, 3.0), dtype);
+                        // Repeats, out of order, zero and large positions (a batch of sequences decoding).
+                        let positions: Vec<u32> =
+                            (0..tokens).map(|t| [0, 5, 5, 131_071, 4096, 77_777, 1][t % 7] + rng.below(50)).collect();
+                        let pt = Tensor::from_slice(&backend, &positions, &[tokens]).unwrap();
+                        let config = RopeConfig::new(hd, 500_000.0).with_rot_dim(rot).with_layout(layout);
+                        let table = RopeTable::new(&backend, config).unwrap();
+                        let inv = reference_inv_freq(rot, 500_000.0, &RopeScaling::None);
+                        let want = reference(&x, heads, layout, hd, &inv, 1.0, &positions);
+                        let what = format!("positions tensor {layout:?} {dtype} {shape:?} rot {rot}");
+                        check_all_paths(
+                            &backend,
+                            &what,
+                            &x,
+                            shape,
+                            dtype,
+                            &table,
+                            RopePositions::Tensor(&pt),
+                            &want,
+                            tolerance(dtype),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_positions_keep_f32_accuracy() {
+        // At position 100000 the f32 product position · inv_freq is off by up to ~4e-3 rad; the kernels
+        // must stay within the plain f32 tolerance of the f64 reference.
+        let (heads, hd) = (2, 128);
+        let inv = reference_inv_freq(hd, 10_000.0, &RopeScaling::None);
+        let naive_worst = inv
+            .iter()
+            .map(|&f| {
+                let naive = (100_000f32 * f as f32) as f64;
+                (naive - 100_000.0 * f).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(naive_worst > 1e-3, "the test would not catch a plain f32 angle ({naive_worst:.2e} rad)");
+        let mut rng = Rng::new(9);
+        for backend in test_backends() {
+            for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+                let config = RopeConfig::new(hd, 10_000.0).with_layout(layout);
+                let table = RopeTable::new(&backend, config).unwrap();
+                for offset in [100_000u32, 131_070, 1 << 24, 3_999_999_999, u32::MAX - 2] {
+                    // Within a few f32 ulps of 1 (the CPU's f64 angles land at ~1e-7, the GPU's at ~1.5e-7).
+                    // Past 2^24 the f64 reference's own product position · inv_freq is off by up to 5e-7.
+                    let atol = if offset <= 1 << 24 { 3e-7 } else { 1e-6 };
+                    let tokens = 3;
+                    let x = rng.vec(tokens * heads * hd, -1.0, 1.0);
+                    let positions: Vec<u32> = (0..tokens as u32).map(|t| offset + t).collect();
+                    let want = reference(&x, heads, layout, hd, &inv, 1.0, &positions);
+                    let what = format!("{layout:?} at position {offset}");
+                    let tol = Tolerance { atol, rtol: 0.0 };
+                    let pos = RopePositions::Range { offset };
+                    check_all_paths(&backend, &what, &x, [tokens, heads, hd], DType::F32, &table, pos, &want, tol);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scalings_and_attention_scaling_match_the_reference() {
+        let llama3 = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let factors: Vec<f32> = (0..40).map(|i| 1.0 + 0.25 * i as f32).collect();
+        let cases = [
+            (128, 128, RopeScaling::Linear { factor: 4.0 }, 1.0),
+            (128, 128, llama3.clone(), 1.0),
+            (96, 80, RopeScaling::Factors(factors), 1.0),
+            (64, 64, RopeScaling::None, 1.2),
+            (64, 48, llama3, 0.7),
+        ];
+        let mut rng = Rng::new(10);
+        for backend in test_backends() {
+            for dtype in [DType::F32, DType::BF16] {
+                for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+                    for (hd, rot, scaling, attn) in cases.iter().cloned() {
+                        let (tokens, heads) = (4, 3);
+                        let x = round_to(&rng.vec(tokens * heads * hd, -2.0, 2.0), dtype);
+                        let config = RopeConfig::new(hd, 500_000.0)
+                            .with_rot_dim(rot)
+                            .with_layout(layout)
+                            .with_scaling(scaling.clone())
+                            .with_attention_scaling(attn);
+                        let table = RopeTable::new(&backend, config).unwrap();
+                        let inv = reference_inv_freq(rot, 500_000.0, &scaling);
+                        for (got, want) in table.inv_freq().iter().zip(&inv) {
+                            assert!((got - want).abs() <= 1e-15 * want, "{scaling:?}: inv_freq {got} vs {want}");
+                        }
+                        let offset = 50_000;
+                        let positions: Vec<u32> = (0..tokens as u32).map(|t| offset + 7 * t).collect();
+                        let pt = Tensor::from_slice(&backend, &positions, &[tokens]).unwrap();
+                        let want = reference(&x, heads, layout, hd, &inv, attn as f64, &positions);
+                        let what = format!("{scaling:?} attn {attn} {layout:?} {dtype} rot {rot}");
+                        let tol = tolerance(dtype).scaled(attn.max(1.0) as f64);
+                        let pos = RopePositions::Tensor(&pt);
+                        check_all_paths(&backend, &what, &x, [tokens, heads, hd], dtype, &table, pos, &want, tol);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn llama3_inv_freq_matches_values_computed_by_hand() {
+        // Llama 3.1 8B: theta 500000, head_dim 128, factor 8, low 1, high 4, original context 8192.
+        // Wavelength bounds: high_freq_wavelen = 8192/4 = 2048, low_freq_wavelen = 8192/1 = 8192.
+        // Base inv_freq[i] = 500000^(−i/64) = exp(−13.1223634 · i/64), wavelen = 2π / inv_freq:
+        //   i = 0:  1              wavelen 6.283 < 2048            → kept: 1
+        //   i = 20: 0.0165604401   wavelen 379.41 < 2048           → kept: 0.0165604401
+        //   i = 30: 0.00213111954  wavelen 2948.30, medium        → smooth = (8192/2948.30 − 1)/3 = 0.592849,
+        //           (1 − 0.592849) · 0.00213111954 / 8 + 0.592849 · 0.00213111954 = 0.00137189357
+        //   i = 34: 0.000938473870 wavelen 6695.11, medium        → smooth = (8192/6695.11 − 1)/3 = 0.0745266,
+        //           (1 − 0.0745266) · 0.000938473870 / 8 + 0.0745266 · 0.000938473870 = 0.000178507813
+        //   i = 35: 0.000764496988 wavelen 8218.72 > 8192          → / 8: 0.0000955621235
+        //   i = 63: 2.45514079e-6  wavelen 2.56e6 > 8192           → / 8: 3.06892599e-7
+        let config = RopeConfig::new(128, 500_000.0).with_scaling(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        });
+        let inv = config.inv_freq().unwrap();
+        assert_eq!(inv.len(), 64);
+        for (i, want) in [
+            (0, 1.0),
+            (20, 0.016_560_440_1),
+            (30, 0.001_371_893_57),
+            (34, 0.000_178_507_813),
+            (35, 0.000_095_562_123_5),
+            (63, 3.068_925_99e-7),
+        ] {
+            let rel = (inv[i] - want).abs() / want;
+            assert!(rel < 1e-8, "inv_freq[{i}] = {} want {want} (rel err {rel:.1e})", inv[i]);
+        }
+        // The scaled table is monotone, and every frequency lies between the unscaled one and it / factor.
+        let base = RopeConfig::new(128, 500_000.0).inv_freq().unwrap();
+        for i in 0..64 {
+            assert!(inv[i] <= base[i] && inv[i] >= base[i] / 8.0 * (1.0 - 1e-15), "i = {i}");
+            if i > 0 {
+                assert!(inv[i] < inv[i - 1], "not monotone at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn table_coefficients_split_exactly() {
+        for c in [1.0 / (2.0 * PI), 0.123_456_789_012_345_67, 3.3e-7, 0.999_999_999, 1e-35, 0.0] {
+            let (hi, lo) = split16(c);
+            assert_eq!((hi as f64 * 65536.0).fract(), 0.0, "hi of {c} is not a multiple of 2^-16");
+            assert!((0.0..1.0 / 65536.0).contains(&lo), "lo of {c} is {lo}");
+            assert!(((hi as f64 + lo as f64) - c).abs() <= 1e-12, "{c}");
+            // k · hi and its fraction are exact in f32 for every byte k.
+            for k in [1u32, 3, 127, 255] {
+                let prod = k as f32 * hi;
+                assert_eq!(prod as f64, k as f64 * hi as f64);
+                assert_eq!((prod - prod.floor()) as f64, (k as f64 * hi as f64).fract());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let arg = |r: Result<RopeTable>, want: &str| match r {
+            Err(KernelError::Argument { op: "rope", name, .. }) => assert_eq!(name, want),
+            other => panic!("expected an argument error for {want}, got {other:?}"),
+        };
+        for backend in test_backends() {
+            let b = &backend;
+            arg(RopeTable::new(b, RopeConfig::new(7, 1e4)), "head_dim");
+            arg(RopeTable::new(b, RopeConfig::new(0, 1e4)), "head_dim");
+            arg(RopeTable::new(b, RopeConfig::new(64, 1e4).with_rot_dim(66)), "rot_dim");
+            arg(RopeTable::new(b, RopeConfig::new(64, 1e4).with_rot_dim(31)), "rot_dim");
+            arg(RopeTable::new(b, RopeConfig::new(64, 1e4).with_rot_dim(0)), "rot_dim");
+            arg(RopeTable::new(b, RopeConfig::new(64, 0.0)), "theta");
+            arg(RopeTable::new(b, RopeConfig::new(64, -1.0)), "theta");
+            arg(RopeTable::new(b, RopeConfig::new(64, f64::NAN)), "theta");
+            arg(RopeTable::new(b, RopeConfig::new(64, 1e4).with_attention_scaling(f32::INFINITY)), "attention_scaling");
+            let scaled = |s: RopeScaling| RopeTable::new(b, RopeConfig::new(64, 1e4).with_scaling(s));
+            arg(scaled(RopeScaling::Linear { factor: 0.0 }), "factor");
+            arg(scaled(RopeScaling::Factors(vec![1.0; 31])), "factors");
+            arg(scaled(RopeScaling::Factors(vec![-1.0; 32])), "factors");
+            let llama3 = |low, high, old| RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position_embeddings: old,
+            };
+            arg(scaled(llama3(4.0, 4.0, 8192)), "high_freq_factor");
+            arg(scaled(llama3(0.0, 4.0, 8192)), "low_freq_factor");
+            arg(scaled(llama3(1.0, 4.0, 0)), "original_max_position_embeddings");
+
+            let table = RopeTable::new(b, RopeConfig::new(8, 1e4)).unwrap();
+            let x = Tensor::zeros(b, &[3, 2, 8], DType::F32).unwrap();
+            let range = RopePositions::Range { offset: 0 };
+            let shape_err =
+                |r: Result<Tensor>| assert!(matches!(r, Err(KernelError::Shape { op: "rope", .. })), "{r:?}");
+            shape_err(rope(&Tensor::zeros(b, &[3, 2, 6], DType::F32).unwrap(), &table, range));
+            shape_err(rope(&Tensor::zeros(b, &[6, 8], DType::F32).unwrap(), &table, range));
+            let short = Tensor::from_slice(b, &[1u32, 2], &[2]).unwrap();
+            shape_err(rope(&x, &table, RopePositions::Tensor(&short)));
+            let long = Tensor::from_slice(b, &[1u32, 2, 3, 4], &[4]).unwrap();
+            shape_err(rope(&x, &table, RopePositions::Tensor(&long)));
+            let float_pos = Tensor::zeros(b, &[3], DType::F32).unwrap();
+            assert!(matches!(rope(&x, &table, RopePositions::Tensor(&float_pos)), Err(KernelError::DType { .. })));
+            let ids = Tensor::zeros(b, &[3, 2, 8], DType::U32).unwrap();
+            assert!(matches!(rope(&ids, &table, range), Err(KernelError::DType { .. })));
+            let empty = Tensor::zeros(b, &[0, 2, 8], DType::F32).unwrap();
+            assert!(matches!(rope(&empty, &table, range), Err(KernelError::Empty { .. })));
+            let out16 = Tensor::zeros(b, &[3, 2, 8], DType::F16).unwrap();
+            assert!(matches!(rope_into(&x, &table, range, &out16), Err(KernelError::DType { .. })));
+            let out_shape = Tensor::zeros(b, &[3, 2, 10], DType::F32).unwrap();
+            assert!(matches!(rope_into(&x, &table, range, &out_shape), Err(KernelError::Shape { .. })));
+            let overflow = rope(&x, &table, RopePositions::Range { offset: u32::MAX - 1 });
+            assert!(matches!(overflow, Err(KernelError::Argument { name: "offset", .. })), "{overflow:?}");
+        }
+        // Tensors on different backends.
+        if let Some(gpu) = crate::testing::test_gpu() {
+            let table = RopeTable::new(&Backend::Cpu, RopeConfig::new(8, 1e4)).unwrap();
+            let x = Tensor::zeros(&gpu, &[1, 1, 8], DType::F32).unwrap();
+            let r = rope(&x, &table, RopePositions::Range { offset: 0 });
+            assert!(matches!(r, Err(KernelError::DeviceMismatch { .. })));
+        }
+    }
+
+    #[test]
+    fn the_vec_path_covers_the_common_shapes() {
+        let half = |hd, rot, layout| RopeConfig::new(hd, 1e4).with_rot_dim(rot).with_layout(layout);
+        for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+            for hd in [64, 80, 96, 128, 256] {
+                for dtype in DType::FLOATS {
+                    assert!(vec_plan(dtype, &half(hd, hd, layout)).is_some(), "{layout:?} {dtype} {hd}");
+                }
+            }
+            assert!(vec_plan(DType::F16, &half(80, 32, layout)).is_some());
+            assert!(vec_plan(DType::F32, &half(6, 6, layout)).is_none());
+        }
+    }
+
+    #[test]
+    fn bench_case_checks_on_the_cpu() {
+        let case = bench_case("rope", 1 << 20).unwrap().unwrap();
+        let inputs = case.inputs_on(&Backend::Cpu).unwrap();
+        assert!(case.check(&Backend::Cpu, &inputs).unwrap().ok);
+        assert!(bench_case("softmax", 1 << 20).is_none());
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::ROPE, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
+    }
+}
