@@ -1,7 +1,9 @@
 //! Op families. Each module validates its inputs, picks the variant, launches the WGSL kernel on the
 //! GPU or runs the CPU implementation, and carries its tests.
 
+pub mod convert;
 pub mod elementwise;
+pub mod select;
 
 use crate::backend::Backend;
 use crate::dtype::DType;
