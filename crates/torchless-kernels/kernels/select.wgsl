@@ -304,42 +304,25 @@ fn span_of(g: u32) -> Span {
 var<workgroup> red_k: array<u32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 
-// Folds vec4 v of x (loaded as q) into this thread's best (key, index - base).
-fn consider(q: vec4<u32>, v: u32, s: Span, bk: ptr<function, u32>, bi: ptr<function, u32>) {
-    let ev = elems_per_vec4();
-    let pw = per_word(DTYPE);
-    let e0 = v * ev;
-    let inside = e0 >= s.start && e0 + ev <= s.end;
-    for (var j = 0u; j < 4u; j++) {
-        for (var h = 0u; h < pw; h++) {
-            let e = e0 + j * pw + h;
-            let key = order_key(elem_bits(q[j], h));
-            // Indices rise within a thread: a strictly larger key is the first maximum.
-            if ((inside || (e >= s.start && e < s.end)) && key > *bk) {
-                *bk = key;
-                *bi = e - s.base;
-            }
-        }
-    }
-}
-
-// This thread's best (key, index - base) over the span, reading whole vec4s, four at a time so that
-// several loads are in flight.
+// This thread's best (key, index − base) over the span, reading whole vec4s.
 fn scan_best(s: Span, li: u32) -> vec2<u32> {
     var bk = NONE_KEY;
     var bi = NONE_INDEX;
     let ev = elems_per_vec4();
+    let pw = per_word(DTYPE);
     let v1 = (s.end + ev - 1u) / ev;
-    for (var v = s.start / ev + li; v < v1; v += 4u * WG) {
-        var q: array<vec4<u32>, 4>;
-        for (var u = 0u; u < 4u; u++) {
-            if (v + u * WG < v1) {
-                q[u] = x[v + u * WG];
-            }
-        }
-        for (var u = 0u; u < 4u; u++) {
-            if (v + u * WG < v1) {
-                consider(q[u], v + u * WG, s, &bk, &bi);
+    for (var v = s.start / ev + li; v < v1; v += WG) {
+        let q = x[v];
+        let e0 = v * ev;
+        for (var j = 0u; j < 4u; j++) {
+            for (var h = 0u; h < pw; h++) {
+                let e = e0 + j * pw + h;
+                let key = order_key(elem_bits(q[j], h));
+                // Indices rise within a thread: a strictly larger key is the first maximum.
+                if (e >= s.start && e < s.end && key > bk) {
+                    bk = key;
+                    bi = e - s.base;
+                }
             }
         }
     }
