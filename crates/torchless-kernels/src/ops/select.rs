@@ -180,7 +180,10 @@ fn cpu_embedding(table: &Tensor, ids: &Tensor, scale: f32, out: &Tensor) -> Resu
     let row_bytes = dim * table.dtype().size_bytes();
     let row = |id: u32| &bytes[id as usize * row_bytes..(id as usize + 1) * row_bytes];
     if table.dtype() == out.dtype() && scale == 1.0 {
-        let gathered: Vec<u8> = ids.iter().flat_map(|&id| row(id).iter().copied()).collect();
+        let mut gathered = Vec::with_capacity(ids.len() * row_bytes);
+        for &id in &ids {
+            gathered.extend_from_slice(row(id));
+        }
         cpu::write_bytes(out, 0, &gathered);
         return Ok(());
     }
