@@ -1,9 +1,11 @@
 //! Op families. Each module validates its inputs, picks the variant, launches the WGSL kernel on the
 //! GPU or runs the CPU implementation, and carries its tests.
 
+pub mod convert;
 pub mod elementwise;
 pub mod norm;
 pub mod rope;
+pub mod select;
 pub mod softmax;
 
 use crate::backend::Backend;

@@ -1,0 +1,914 @@
+//! Gathers and selections: embedding lookup, argmax and top-k.
+//!
+//! **Embedding.** `embedding(table [vocab, dim], ids u32 [n] or [b, n])` gathers rows into
+//! `[.., dim]`, optionally multiplied by a scale (Gemma multiplies by `sqrt(dim)`; pass the value as
+//! the model rounds it) and converted to another float dtype. An id `>= vocab` is a
+//! [`KernelError::Argument`] on the CPU. On the GPU the ids live on the device and the host does not
+//! read them (a decode step feeds the sampled token straight back), so the kernel checks each id and
+//! writes a row of zeros for one out of range; it never reads outside the table.
+//!
+//! **Order.** argmax and top-k order values as `torch` does: larger first, NaN above everything
+//! (so a row with a NaN answers its first NaN), `-0 == +0`, and ties go to the lower index. A row of
+//! `-inf` answers index 0. [`order_key`] is that order as an integer.
+//!
+//! **Long rows.** On the GPU a row is split into chunks of a few thousand elements, one workgroup each,
+//! when there are too few rows to fill the device (a single 128k-vocab row uses dozens of workgroups);
+//! a second pass merges the chunks' results. With many rows, one workgroup takes a whole row.
+
+use rayon::prelude::*;
+
+use super::{common_backend, require_float, require_non_empty, to_u32};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, Workgroups};
+use crate::tensor::{Tensor, bytes_to_f32};
+
+crate::kernel_source!(SELECT, "select");
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    n: u32,
+    chunks: u32,
+    chunk_len: u32,
+    k: u32,
+    threads: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// The largest k of [`topk`].
+pub const TOPK_MAX: usize = 64;
+
+const WORKGROUP: usize = 256;
+/// Workgroups to aim for when splitting rows (enough to fill 132 SMs several times over).
+const TARGET_WORKGROUPS: usize = 1024;
+/// The shortest chunk of a split row: argmax reads 8 values per thread at least.
+const ARGMAX_MIN_CHUNK: usize = 2048;
+/// Top-k chunks are longer, so the merge pass sees fewer candidates (chunks · k).
+const TOPK_MIN_CHUNK: usize = 4096;
+
+// ---- embedding ---------------------------------------------------------------------------------
+
+/// `table[ids]` as f32: `[.., dim]`.
+pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    embedding_scaled(table, ids, 1.0, DType::F32)
+}
+
+/// `scale · table[ids]`, in `dtype` (f32, f16 or bf16).
+pub fn embedding_scaled(table: &Tensor, ids: &Tensor, scale: f32, dtype: DType) -> Result<Tensor> {
+    let shape = embedding_shape(table, ids)?;
+    if !dtype.is_float() {
+        return Err(KernelError::DType { op: "embedding", expected: "f32, f16 or bf16 output".into(), found: dtype });
+    }
+    let out = Tensor::uninit(&table.backend(), "embedding", &shape, dtype)?;
+    embedding_scaled_into(table, ids, scale, &out)?;
+    Ok(out)
+}
+
+/// `table[ids]` into `out` (shape `ids.shape + [dim]`, any float dtype).
+pub fn embedding_into(table: &Tensor, ids: &Tensor, out: &Tensor) -> Result<()> {
+    embedding_scaled_into(table, ids, 1.0, out)
+}
+
+/// `scale · table[ids]` into `out` (shape `ids.shape + [dim]`, any float dtype).
+pub fn embedding_scaled_into(table: &Tensor, ids: &Tensor, scale: f32, out: &Tensor) -> Result<()> {
+    let op = "embedding";
+    let shape = embedding_shape(table, ids)?;
+    require_float(op, out)?;
+    if out.shape() != shape.as_slice() {
+        return Err(KernelError::Shape { op, detail: format!("out is {:?}, expected {shape:?}", out.shape()) });
+    }
+    if !scale.is_finite() {
+        return Err(KernelError::Argument {
+            op,
+            name: "scale",
+            value: scale.to_string(),
+            reason: "must be finite".into(),
+        });
+    }
+    if out.same_storage(table) {
+        return Err(KernelError::Argument {
+            op,
+            name: "out",
+            value: "table".into(),
+            reason: "the output must be a separate tensor".into(),
+        });
+    }
+    let (vocab, dim) = (table.shape()[0], table.shape()[1]);
+    to_u32(op, "table elements", table.numel())?;
+    to_u32(op, "output elements", out.numel())?;
+    match common_backend(op, &[table, ids, out])? {
+        Backend::Cpu => cpu_embedding(table, ids, scale, out),
+        Backend::Gpu(ctx) => {
+            let n = ids.numel();
+            let (tb, ib, ob) = (gpu_buffer(table), gpu_buffer(ids), gpu_buffer(out));
+            for b in [tb, ib, ob] {
+                ctx.check_binding(op, b.size())?;
+            }
+            let vec_path = dim % 8 == 0;
+            // The vec4 path runs a thread per output vec4, the other a thread per output word.
+            let per_word = 4 / out.dtype().size_bytes();
+            let threads = if vec_path { n * dim / (4 * per_word) } else { (n * dim).div_ceil(per_word) };
+            let params = Params {
+                rows: to_u32(op, "ids", n)?,
+                n: to_u32(op, "dim", dim)?,
+                k: to_u32(op, "vocab", vocab)?,
+                threads: to_u32(op, "elements", threads)?,
+                scale,
+                ..Params::default()
+            };
+            let constants = [
+                ("DTYPE", table.dtype().wgsl_code()),
+                ("OUT_DTYPE", out.dtype().wgsl_code()),
+                ("SCALED", if scale == 1.0 { 0.0 } else { 1.0 }),
+            ];
+            ctx.dispatch(Dispatch {
+                kernel: &SELECT,
+                entry: if vec_path { "embedding_vec" } else { "embedding_any" },
+                constants: &constants,
+                params: Some(bytemuck::bytes_of(&params)),
+                buffers: &[tb, ib, ob],
+                workgroups: Workgroups::Linear(params.threads.div_ceil(WORKGROUP as u32)),
+            })
+        }
+    }
+}
+
+/// Checks the table and ids; the output shape `ids.shape + [dim]`.
+fn embedding_shape(table: &Tensor, ids: &Tensor) -> Result<Vec<usize>> {
+    let op = "embedding";
+    require_float(op, table)?;
+    if table.shape().len() != 2 {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("table must be [vocab, dim], found {:?}", table.shape()),
+        });
+    }
+    require_non_empty(op, "table", table)?;
+    if ids.dtype() != DType::U32 {
+        return Err(KernelError::DType { op, expected: "u32 ids".into(), found: ids.dtype() });
+    }
+    if !(1..=2).contains(&ids.shape().len()) {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("ids must be [n] or [batch, n], found {:?}", ids.shape()),
+        });
+    }
+    require_non_empty(op, "ids", ids)?;
+    let mut shape = ids.shape().to_vec();
+    shape.push(table.shape()[1]);
+    Ok(shape)
+}
+
+fn cpu_embedding(table: &Tensor, ids: &Tensor, scale: f32, out: &Tensor) -> Result<()> {
+    let (vocab, dim) = (table.shape()[0], table.shape()[1]);
+    let ids = cpu::read_u32(ids);
+    if let Some((pos, &bad)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= vocab) {
+        return Err(KernelError::Argument {
+            op: "embedding",
+            name: "ids",
+            value: bad.to_string(),
+            reason: format!("id at position {pos} is out of range for a vocabulary of {vocab} rows"),
+        });
+    }
+    let words = table.cpu_words().expect("CPU tensor");
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let row_bytes = dim * table.dtype().size_bytes();
+    let row = |id: u32| &bytes[id as usize * row_bytes..(id as usize + 1) * row_bytes];
+    if table.dtype() == out.dtype() && scale == 1.0 {
+        let mut gathered = Vec::with_capacity(ids.len() * row_bytes);
+        for &id in &ids {
+            gathered.extend_from_slice(row(id));
+        }
+        cpu::write_bytes(out, 0, &gathered);
+        return Ok(());
+    }
+    let mut values = vec![0f32; ids.len() * dim];
+    values.par_chunks_mut(dim).zip(&ids).for_each(|(o, &id)| {
+        o.copy_from_slice(&bytes_to_f32(row(id), table.dtype()));
+        if scale != 1.0 {
+            o.iter_mut().for_each(|v| *v *= scale);
+        }
+    });
+    drop(words);
+    cpu::write_f32(out, &values);
+    Ok(())
+}
+
+// ---- argmax and top-k --------------------------------------------------------------------------
+
+/// The order of argmax and top-k as an integer: `a` comes before `b` when `order_key(a) >
+/// order_key(b)`. Every NaN maps above +inf, and -0 maps to +0. No value maps to 0.
+pub fn order_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        u32::MAX
+    } else if b == 0x8000_0000 {
+        0x8000_0000
+    } else if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b ^ 0x8000_0000
+    }
+}
+
+/// Checks a float `x` of `[n]` or `[rows, n]`; returns (rows, n).
+fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    require_float(op, x)?;
+    if !(1..=2).contains(&x.shape().len()) {
+        return Err(KernelError::Shape { op, detail: format!("x must be [n] or [rows, n], found {:?}", x.shape()) });
+    }
+    require_non_empty(op, "x", x)?;
+    to_u32(op, "elements", x.numel())?;
+    Ok(x.rows_cols())
+}
+
+fn require_out(op: &'static str, t: &Tensor, dtype: DType, shape: &[usize]) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(KernelError::DType { op, expected: format!("{dtype} output"), found: t.dtype() });
+    }
+    if t.shape() != shape {
+        return Err(KernelError::Shape { op, detail: format!("output is {:?}, expected {shape:?}", t.shape()) });
+    }
+    Ok(())
+}
+
+/// How a row is split over workgroups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Split {
+    chunks: usize,
+    chunk_len: usize,
+}
+
+/// Enough chunks per row to reach [`TARGET_WORKGROUPS`], none shorter than `min_chunk` (a row of
+/// `min_chunk` or fewer elements, or many rows, gives one chunk per row).
+fn split(rows: usize, n: usize, min_chunk: usize) -> Split {
+    let chunks = TARGET_WORKGROUPS.div_ceil(rows).min(n.div_ceil(min_chunk)).max(1);
+    forced_split(n, chunks)
+}
+
+fn forced_split(n: usize, chunks: usize) -> Split {
+    let chunk_len = n.div_ceil(chunks.clamp(1, n));
+    Split { chunks: n.div_ceil(chunk_len), chunk_len }
+}
+
+/// The index of the first maximum of each row of `x [rows, n]` (or `[n]`): u32 `[rows]`.
+pub fn argmax(x: &Tensor) -> Result<Tensor> {
+    let (rows, _) = rows_of("argmax", x)?;
+    let out = Tensor::uninit(&x.backend(), "argmax", &[rows], DType::U32)?;
+    argmax_into(x, &out)?;
+    Ok(out)
+}
+
+/// [`argmax`] into a u32 tensor of `[rows]`.
+pub fn argmax_into(x: &Tensor, out: &Tensor) -> Result<()> {
+    argmax_with(x, out, None)
+}
+
+fn argmax_with(x: &Tensor, out: &Tensor, chunks: Option<usize>) -> Result<()> {
+    let op = "argmax";
+    let (rows, n) = rows_of(op, x)?;
+    require_out(op, out, DType::U32, &[rows])?;
+    match common_backend(op, &[x, out])? {
+        Backend::Cpu => {
+            let v = cpu::read_f32(x);
+            let idx: Vec<u32> = v.par_chunks(n).map(argmax_row).collect();
+            cpu::write_u32(out, &idx);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => {
+            let s = chunks.map_or_else(|| split(rows, n, ARGMAX_MIN_CHUNK), |c| forced_split(n, c));
+            let (xb, ob) = (gpu_buffer(x), gpu_buffer(out));
+            ctx.check_binding(op, xb.size())?;
+            let params = Params {
+                rows: to_u32(op, "rows", rows)?,
+                n: to_u32(op, "n", n)?,
+                chunks: to_u32(op, "chunks", s.chunks)?,
+                chunk_len: to_u32(op, "chunk", s.chunk_len)?,
+                ..Params::default()
+            };
+            let constants = [("DTYPE", x.dtype().wgsl_code())];
+            let groups = to_u32(op, "workgroups", rows * s.chunks)?;
+            let dispatch = |entry, buffers: &[&wgpu::Buffer], groups| {
+                ctx.dispatch(Dispatch {
+                    kernel: &SELECT,
+                    entry,
+                    constants: &constants,
+                    params: Some(bytemuck::bytes_of(&params)),
+                    buffers,
+                    workgroups: Workgroups::Linear(groups),
+                })
+            };
+            if s.chunks == 1 {
+                return dispatch("argmax_rows", &[xb, ob], params.rows);
+            }
+            let partials = ctx.alloc("argmax partials", rows as u64 * s.chunks as u64 * 8)?;
+            dispatch("argmax_partial", &[xb, partials.raw()], groups)?;
+            dispatch("argmax_merge", &[partials.raw(), ob], params.rows)
+        }
+    }
+}
+
+/// The first maximum of a row in the order of [`order_key`].
+pub fn argmax_row(row: &[f32]) -> u32 {
+    let (mut best, mut at) = (0u32, 0u32);
+    for (i, &v) in row.iter().enumerate() {
+        let k = order_key(v);
+        if k > best {
+            (best, at) = (k, i as u32);
+        }
+    }
+    at
+}
+
+/// The k largest values of each row of `x [rows, n]` (or `[n]`) and their indices, sorted
+/// descending, ties to the lower index: (values f32 `[rows, k]`, indices u32 `[rows, k]`).
+/// `1 <= k <= min(n, 64)`.
+pub fn topk(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
+    let (rows, n) = rows_of("topk", x)?;
+    check_k(k, n)?;
+    let values = Tensor::uninit(&x.backend(), "topk values", &[rows, k], DType::F32)?;
+    let indices = Tensor::uninit(&x.backend(), "topk indices", &[rows, k], DType::U32)?;
+    topk_into(x, k, &values, &indices)?;
+    Ok((values, indices))
+}
+
+/// [`topk`] into `values` (f32 `[rows, k]`) and `indices` (u32 `[rows, k]`).
+pub fn topk_into(x: &Tensor, k: usize, values: &Tensor, indices: &Tensor) -> Result<()> {
+    topk_with(x, k, values, indices, None)
+}
+
+fn check_k(k: usize, n: usize) -> Result<()> {
+    let reason = if k == 0 {
+        "must be at least 1".to_string()
+    } else if k > TOPK_MAX {
+        format!("at most {TOPK_MAX} is supported")
+    } else if k > n {
+        format!("larger than the row length {n}")
+    } else {
+        return Ok(());
+    };
+    Err(KernelError::Argument { op: "topk", name: "k", value: k.to_string(), reason })
+}
+
+fn topk_with(x: &Tensor, k: usize, values: &Tensor, indices: &Tensor, chunks: Option<usize>) -> Result<()> {
+    let op = "topk";
+    let (rows, n) = rows_of(op, x)?;
+    check_k(k, n)?;
+    require_out(op, values, DType::F32, &[rows, k])?;
+    require_out(op, indices, DType::U32, &[rows, k])?;
+    match common_backend(op, &[x, values, indices])? {
+        Backend::Cpu => {
+            let v = cpu::read_f32(x);
+            let picked: Vec<Vec<u32>> = v.par_chunks(n).map(|row| topk_row(row, k)).collect();
+            let idx: Vec<u32> = picked.concat();
+            let vals: Vec<f32> = idx.iter().enumerate().map(|(j, &i)| v[(j / k) * n + i as usize]).collect();
+            cpu::write_f32(values, &vals);
+            cpu::write_u32(indices, &idx);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => {
+            let s = chunks.map_or_else(|| split(rows, n, TOPK_MIN_CHUNK), |c| forced_split(n, c));
+            let (xb, vb, ib) = (gpu_buffer(x), gpu_buffer(values), gpu_buffer(indices));
+            ctx.check_binding(op, xb.size())?;
+            let params = Params {
+                rows: to_u32(op, "rows", rows)?,
+                n: to_u32(op, "n", n)?,
+                chunks: to_u32(op, "chunks", s.chunks)?,
+                chunk_len: to_u32(op, "chunk", s.chunk_len)?,
+                k: k as u32,
+                ..Params::default()
+            };
+            let constants = [("DTYPE", x.dtype().wgsl_code())];
+            let groups = to_u32(op, "workgroups", rows * s.chunks)?;
+            let dispatch = |entry, buffers: &[&wgpu::Buffer], groups| {
+                ctx.dispatch(Dispatch {
+                    kernel: &SELECT,
+                    entry,
+                    constants: &constants,
+                    params: Some(bytemuck::bytes_of(&params)),
+                    buffers,
+                    workgroups: Workgroups::Linear(groups),
+                })
+            };
+            if s.chunks == 1 {
+                return dispatch("topk_rows", &[xb, vb, ib], params.rows);
+            }
+            let bytes = rows as u64 * s.chunks as u64 * k as u64 * 8;
+            let partials = ctx.alloc("topk partials", bytes)?;
+            ctx.check_binding(op, partials.size())?;
+            dispatch("topk_partial", &[xb, partials.raw()], groups)?;
+            dispatch("topk_merge", &[xb, partials.raw(), vb, ib], params.rows)
+        }
+    }
+}
+
+/// The indices of a row's k first elements in the order of [`order_key`] (ties to the lower index).
+pub fn topk_row(row: &[f32], k: usize) -> Vec<u32> {
+    let mut keyed: Vec<(u32, u32)> = row.iter().enumerate().map(|(i, &v)| (order_key(v), i as u32)).collect();
+    let first = |a: &(u32, u32), b: &(u32, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if k < keyed.len() {
+        keyed.select_nth_unstable_by(k - 1, first);
+        keyed.truncate(k);
+    }
+    keyed.sort_unstable_by(first);
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+fn gpu_buffer(t: &Tensor) -> &wgpu::Buffer {
+    t.gpu_buffer().expect("GPU tensor on the GPU backend").raw()
+}
+
+/// f64 references, written independently of [`order_key`]: for the tests and the bench.
+mod reference {
+    use std::cmp::Ordering;
+
+    /// NaN first, then larger values; equal values (and -0, +0) compare equal.
+    fn descending(a: f32, b: f32) -> Ordering {
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            _ => (b as f64).partial_cmp(&(a as f64)).expect("not NaN"),
+        }
+    }
+
+    pub fn topk(row: &[f32], k: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&a, &b| descending(row[a], row[b]).then(a.cmp(&b)));
+        idx.truncate(k);
+        idx
+    }
+
+    pub fn argmax(row: &[f32]) -> usize {
+        if let Some(i) = row.iter().position(|v| v.is_nan()) {
+            return i;
+        }
+        let mut best = 0;
+        for (i, &v) in row.iter().enumerate() {
+            if (v as f64) > (row[best] as f64) {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["embedding", "argmax", "topk"];
+
+/// Vocabulary rows of the argmax and top-k benches (Llama 3).
+const BENCH_VOCAB: usize = 128_256;
+const BENCH_DIM: usize = 4096;
+const BENCH_K: usize = 64;
+
+/// `embedding` of 4096-dim f32 rows at random ids; `argmax` and `topk` (k = 64) on `[rows, 128256]`
+/// f32; each moving about `bytes` bytes.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor};
+    use crate::testing::{Rng, Tolerance};
+
+    let exact = Tolerance { atol: 0.0, rtol: 0.0 };
+    let build = |op: &'static str| -> Result<BenchCase> {
+        match op {
+            "embedding" => {
+                let dim = BENCH_DIM;
+                let n = (bytes as usize / (8 * dim)).max(1); // each row read once and written once
+                let vocab = 2 * n;
+                let table = random_tensor(31, &[vocab, dim], DType::F32, -1.0, 1.0)?;
+                let mut rng = Rng::new(32);
+                let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u32)).collect();
+                let ids = Tensor::from_slice(&Backend::Cpu, &ids, &[n])?;
+                Ok(BenchCase {
+                    op,
+                    dtype: DType::F32,
+                    shape: format!("[{vocab}, {dim}][{n}]"),
+                    bytes: (n * dim * 8 + n * 4) as u64,
+                    flops: 0,
+                    tolerance: exact,
+                    inputs: vec![table, ids],
+                    run: Box::new(|i| embedding(&i[0], &i[1])),
+                    reference: Box::new(move |i| {
+                        let (t, ids) = (cpu::read_f32(&i[0]), cpu::read_u32(&i[1]));
+                        Ok(ids
+                            .iter()
+                            .flat_map(|&id| t[id as usize * dim..(id as usize + 1) * dim].iter().map(|&v| v as f64))
+                            .collect())
+                    }),
+                })
+            }
+            _ => {
+                let n = BENCH_VOCAB;
+                let rows = (bytes as usize / (4 * n)).max(1);
+                let x = random_tensor(33, &[rows, n], DType::F32, -20.0, 20.0)?;
+                let is_argmax = op == "argmax";
+                let out_bytes = if is_argmax { 4 * rows } else { 8 * rows * BENCH_K };
+                Ok(BenchCase {
+                    op,
+                    dtype: DType::F32,
+                    shape: if is_argmax { format!("[{rows}, {n}]") } else { format!("[{rows}, {n}] k={BENCH_K}") },
+                    bytes: (rows * n * 4 + out_bytes) as u64,
+                    flops: 0,
+                    tolerance: exact,
+                    inputs: vec![x],
+                    run: Box::new(move |i| if is_argmax { argmax(&i[0]) } else { topk(&i[0], BENCH_K).map(|r| r.1) }),
+                    reference: Box::new(move |i| {
+                        let v = cpu::read_f32(&i[0]);
+                        Ok(v.chunks(n)
+                            .flat_map(|row| {
+                                if is_argmax { vec![reference::argmax(row)] } else { reference::topk(row, BENCH_K) }
+                            })
+                            .map(|i| i as f64)
+                            .collect())
+                    }),
+                })
+            }
+        }
+    };
+    match op {
+        "embedding" => Some(build("embedding")),
+        "argmax" => Some(build("argmax")),
+        "topk" => Some(build("topk")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{RAGGED, Rng, Tolerance, assert_close, round_to, test_backends};
+
+    // ---- embedding ----
+
+    fn reference_embedding(table: &[f32], dim: usize, ids: &[u32], scale: f32) -> Vec<f64> {
+        ids.iter()
+            .flat_map(|&id| {
+                table[id as usize * dim..(id as usize + 1) * dim].iter().map(move |&v| v as f64 * scale as f64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn embedding_matches_the_reference_for_every_dtype_pair_and_dim() {
+        let mut rng = Rng::new(41);
+        let vocab = 37;
+        for backend in test_backends() {
+            for dim in [1usize, 3, 8, 31, 33, 64, 257] {
+                for n in [1usize, 3, 17] {
+                    let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u32)).collect();
+                    let table = rng.vec(vocab * dim, -2.0, 2.0);
+                    for tdt in DType::FLOATS {
+                        let table = round_to(&table, tdt);
+                        let tt = Tensor::from_f32(&backend, &table, &[vocab, dim], tdt).unwrap();
+                        let tc = tt.to_backend(&Backend::Cpu).unwrap();
+                        let it = Tensor::from_slice(&backend, &ids, &[n]).unwrap();
+                        let ic = it.to_backend(&Backend::Cpu).unwrap();
+                        for odt in DType::FLOATS {
+                            for scale in [1.0f32, (dim as f32).sqrt(), -0.5] {
+                                let what = format!("{tdt}->{odt} dim={dim} n={n} scale={scale} on {}", backend.name());
+                                let out = embedding_scaled(&tt, &it, scale, odt).unwrap();
+                                assert_eq!(out.shape(), &[n, dim]);
+                                assert_eq!(out.dtype(), odt);
+                                let want = reference_embedding(&table, dim, &ids, scale);
+                                let tol = if scale == 1.0 && odt == tdt {
+                                    Tolerance { atol: 0.0, rtol: 0.0 }
+                                } else {
+                                    Tolerance::for_dtype(odt)
+                                };
+                                assert_close(&what, &out.to_f32_vec().unwrap(), &want, tol);
+                                if backend.is_gpu() {
+                                    let cpu = embedding_scaled(&tc, &ic, scale, odt).unwrap();
+                                    assert_eq!(out.to_bytes().unwrap(), cpu.to_bytes().unwrap(), "{what}: vs CPU");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn embedding_takes_batched_ids_and_preallocated_outputs() {
+        for backend in test_backends() {
+            let (vocab, dim) = (5, 6);
+            let table: Vec<f32> = (0..vocab * dim).map(|v| v as f32).collect();
+            let tt = Tensor::from_slice(&backend, &table, &[vocab, dim]).unwrap();
+            let ids = Tensor::from_slice(&backend, &[4u32, 0, 4, 2, 1, 3], &[2, 3]).unwrap();
+            let out = Tensor::zeros(&backend, &[2, 3, dim], DType::BF16).unwrap();
+            embedding_into(&tt, &ids, &out).unwrap();
+            let want = reference_embedding(&table, dim, &[4, 0, 4, 2, 1, 3], 1.0);
+            assert_close("batched", &out.to_f32_vec().unwrap(), &want, Tolerance::for_dtype(DType::BF16));
+            let plain = embedding(&tt, &ids).unwrap();
+            assert_eq!(plain.shape(), &[2, 3, dim]);
+            assert_eq!(plain.dtype(), DType::F32);
+        }
+    }
+
+    #[test]
+    fn embedding_ids_out_of_range_are_an_error_on_the_cpu_and_zeros_on_the_gpu() {
+        for backend in test_backends() {
+            for dim in [8usize, 5] {
+                let vocab = 4;
+                let table: Vec<f32> = (0..vocab * dim).map(|v| v as f32 + 1.0).collect();
+                let tt = Tensor::from_slice(&backend, &table, &[vocab, dim]).unwrap();
+                let ids = Tensor::from_slice(&backend, &[1u32, 4, 3, u32::MAX], &[4]).unwrap();
+                let r = embedding(&tt, &ids);
+                if backend.is_gpu() {
+                    let got = r.unwrap().to_f32_vec().unwrap();
+                    let mut want = reference_embedding(&table, dim, &[1, 0, 3, 0], 1.0);
+                    want[dim..2 * dim].fill(0.0);
+                    want[3 * dim..].fill(0.0);
+                    assert_close(&format!("zeros dim={dim}"), &got, &want, Tolerance { atol: 0.0, rtol: 0.0 });
+                } else {
+                    assert!(matches!(r, Err(KernelError::Argument { op: "embedding", name: "ids", .. })), "{r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn embedding_bad_input_is_a_typed_error() {
+        for backend in test_backends() {
+            let f = |shape: &[usize], dtype| Tensor::zeros(&backend, shape, dtype).unwrap();
+            let table = f(&[10, 4], DType::F32);
+            let ids = f(&[3], DType::U32);
+            let e = |r: Result<Tensor>| r.map(|_| ());
+            assert!(matches!(e(embedding(&table, &f(&[3], DType::F32))), Err(KernelError::DType { .. })));
+            assert!(matches!(e(embedding(&table, &f(&[3], DType::I32))), Err(KernelError::DType { .. })));
+            assert!(matches!(e(embedding(&f(&[40], DType::F32), &ids)), Err(KernelError::Shape { .. })));
+            assert!(matches!(e(embedding(&f(&[2, 5, 4], DType::F32), &ids)), Err(KernelError::Shape { .. })));
+            assert!(matches!(e(embedding(&f(&[10, 4], DType::U32), &ids)), Err(KernelError::DType { .. })));
+            assert!(matches!(e(embedding(&table, &f(&[0], DType::U32))), Err(KernelError::Empty { .. })));
+            assert!(matches!(e(embedding(&table, &f(&[1, 2, 3], DType::U32))), Err(KernelError::Shape { .. })));
+            assert!(matches!(e(embedding(&f(&[0, 4], DType::F32), &ids)), Err(KernelError::Empty { .. })));
+            assert!(matches!(
+                e(embedding_scaled(&table, &ids, f32::NAN, DType::F32)),
+                Err(KernelError::Argument { name: "scale", .. })
+            ));
+            assert!(matches!(e(embedding_scaled(&table, &ids, 1.0, DType::U32)), Err(KernelError::DType { .. })));
+            assert!(matches!(embedding_into(&table, &ids, &f(&[3, 5], DType::F32)), Err(KernelError::Shape { .. })));
+            assert!(matches!(embedding_into(&table, &ids, &f(&[3, 4], DType::U32)), Err(KernelError::DType { .. })));
+        }
+    }
+
+    // ---- argmax and top-k ----
+
+    /// Rows exercising ties, -inf, NaN, ±0, subnormals and constant rows.
+    fn edge_rows(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        // Few distinct values: many ties.
+        rows.push((0..n).map(|_| rng.below(4) as f32).collect());
+        // A planted maximum repeated.
+        let mut r = rng.vec(n, -1.0, 1.0);
+        for _ in 0..3 {
+            r[rng.below(n as u32) as usize] = 5.0;
+        }
+        rows.push(r);
+        // -inf mostly, a few finite.
+        let mut r = vec![f32::NEG_INFINITY; n];
+        r[n - 1] = -1e30;
+        r[n / 2] = -1e30;
+        rows.push(r);
+        rows.push(vec![f32::NEG_INFINITY; n]);
+        // Constant.
+        rows.push(vec![0.25; n]);
+        // NaN somewhere (twice), with +inf around.
+        let mut r = rng.vec(n, -1.0, 1.0);
+        r[0] = f32::INFINITY;
+        r[n - 1] = f32::NAN;
+        r[n / 3] = f32::NAN;
+        rows.push(r);
+        // ±0 and subnormals.
+        rows.push((0..n).map(|i| [-0.0, 0.0, 1e-45, -1e-45, 2e-45][i % 5]).collect());
+        // Sorted both ways (every element beats the running top-k when ascending).
+        rows.push((0..n).map(|i| i as f32).collect());
+        rows.push((0..n).map(|i| -(i as f32)).collect());
+        rows
+    }
+
+    fn check_argmax(backend: &Backend, rows: &[Vec<f32>], dtype: DType, chunks: Option<usize>, what: &str) {
+        let n = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = Tensor::from_f32(backend, &flat, &[rows.len(), n], dtype).unwrap();
+        let seen = x.to_f32_vec().unwrap(); // as rounded to dtype
+        let out = Tensor::zeros(backend, &[rows.len()], DType::U32).unwrap();
+        argmax_with(&x, &out, chunks).unwrap();
+        let got = out.to_vec::<u32>().unwrap();
+        for (r, row) in seen.chunks(n).enumerate() {
+            let want = reference::argmax(row);
+            assert_eq!(got[r] as usize, want, "{what} row {r} ({dtype}, n={n}, chunks {chunks:?})");
+        }
+    }
+
+    #[test]
+    fn argmax_finds_the_first_maximum_on_ragged_rows() {
+        let mut rng = Rng::new(51);
+        for backend in test_backends() {
+            for dtype in DType::FLOATS {
+                for &n in RAGGED {
+                    let mut rows = edge_rows(n, &mut rng);
+                    rows.push(rng.vec(n, -100.0, 100.0));
+                    let what = format!("argmax on {}", backend.name());
+                    check_argmax(&backend, &rows, dtype, None, &what);
+                    if backend.is_gpu() && n > 1 {
+                        // Both GPU paths on the same rows: one workgroup per row, and many per row.
+                        check_argmax(&backend, &rows, dtype, Some(1), &what);
+                        check_argmax(&backend, &rows, dtype, Some(n.min(7)), &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_of_a_single_long_row() {
+        let mut rng = Rng::new(52);
+        for backend in test_backends() {
+            let n = 200_000;
+            for dtype in [DType::F32, DType::BF16] {
+                let mut row = rng.vec(n, -30.0, 30.0);
+                let what = format!("argmax long row on {}", backend.name());
+                check_argmax(&backend, std::slice::from_ref(&row), dtype, None, &what);
+                row[n - 1] = 100.0;
+                check_argmax(&backend, std::slice::from_ref(&row), dtype, None, &what);
+                row[123_457] = 100.0;
+                check_argmax(&backend, std::slice::from_ref(&row), dtype, None, &what);
+                if backend.is_gpu() {
+                    check_argmax(&backend, std::slice::from_ref(&row), dtype, Some(1), &what);
+                }
+                let x = Tensor::from_f32(&backend, &row, &[n], dtype).unwrap();
+                assert_eq!(argmax(&x).unwrap().to_vec::<u32>().unwrap(), [123_457]);
+            }
+        }
+    }
+
+    fn check_topk(backend: &Backend, rows: &[Vec<f32>], dtype: DType, k: usize, chunks: Option<usize>, what: &str) {
+        let n = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = Tensor::from_f32(backend, &flat, &[rows.len(), n], dtype).unwrap();
+        let seen = x.to_f32_vec().unwrap();
+        let values = Tensor::zeros(backend, &[rows.len(), k], DType::F32).unwrap();
+        let indices = Tensor::zeros(backend, &[rows.len(), k], DType::U32).unwrap();
+        topk_with(&x, k, &values, &indices, chunks).unwrap();
+        let (vals, idx) = (values.to_vec::<f32>().unwrap(), indices.to_vec::<u32>().unwrap());
+        for (r, row) in seen.chunks(n).enumerate() {
+            let want = reference::topk(row, k);
+            let got: Vec<usize> = idx[r * k..(r + 1) * k].iter().map(|&i| i as usize).collect();
+            assert_eq!(got, want, "{what} row {r} ({dtype}, n={n}, k={k}, chunks {chunks:?}): indices");
+            for (j, &i) in want.iter().enumerate() {
+                let (g, w) = (vals[r * k + j], row[i]);
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{what} row {r} ({dtype}, n={n}, k={k}): value {j} is {g}, want {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn topk_matches_the_reference_on_ragged_rows() {
+        let mut rng = Rng::new(53);
+        for backend in test_backends() {
+            for dtype in DType::FLOATS {
+                for &n in RAGGED {
+                    let mut rows = edge_rows(n, &mut rng);
+                    rows.push(rng.vec(n, -100.0, 100.0));
+                    for k in [1usize, 5, 64] {
+                        if k > n {
+                            continue;
+                        }
+                        let what = format!("topk on {}", backend.name());
+                        check_topk(&backend, &rows, dtype, k, None, &what);
+                        if backend.is_gpu() && n >= 2 * k {
+                            check_topk(&backend, &rows, dtype, k, Some(1), &what);
+                            check_topk(&backend, &rows, dtype, k, Some(n.min(5)), &what);
+                        }
+                    }
+                    // k = n: the whole row, sorted.
+                    if n <= TOPK_MAX {
+                        check_topk(&backend, &rows, dtype, n, None, &format!("topk k=n on {}", backend.name()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn topk_of_a_single_long_row() {
+        let mut rng = Rng::new(54);
+        for backend in test_backends() {
+            let n = 200_000;
+            let what = format!("topk long row on {}", backend.name());
+            let row = rng.vec(n, -30.0, 30.0);
+            for k in [1usize, 64] {
+                check_topk(&backend, std::slice::from_ref(&row), DType::F32, k, None, &what);
+            }
+            let ascending: Vec<f32> = (0..n).map(|i| (i / 3) as f32).collect();
+            check_topk(&backend, std::slice::from_ref(&ascending), DType::BF16, 64, None, &what);
+            if backend.is_gpu() {
+                check_topk(&backend, std::slice::from_ref(&row), DType::F32, 64, Some(1), &what);
+                // Many chunks of rising values: every merge tile is full of candidates.
+                let rising: Vec<f32> = (0..n).map(|i| (i / 3) as f32).collect();
+                check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 64, Some(800), &what);
+                check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 64, Some(1), &what);
+            }
+        }
+    }
+
+    #[test]
+    fn topk_1_agrees_with_argmax() {
+        let mut rng = Rng::new(55);
+        for backend in test_backends() {
+            let (rows, n) = (9, 1000);
+            let mut v: Vec<f32> = (0..rows * n).map(|_| rng.below(50) as f32).collect();
+            v[3 * n + 7] = f32::NAN;
+            let x = Tensor::from_slice(&backend, &v, &[rows, n]).unwrap();
+            let (_, idx) = topk(&x, 1).unwrap();
+            assert_eq!(idx.to_vec::<u32>().unwrap(), argmax(&x).unwrap().to_vec::<u32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn rows_of_length_one() {
+        for backend in test_backends() {
+            let x = Tensor::from_slice(&backend, &[3.0f32, f32::NAN, f32::NEG_INFINITY], &[3, 1]).unwrap();
+            assert_eq!(argmax(&x).unwrap().to_vec::<u32>().unwrap(), [0, 0, 0]);
+            let (v, i) = topk(&x, 1).unwrap();
+            assert_eq!(i.to_vec::<u32>().unwrap(), [0, 0, 0]);
+            let v = v.to_vec::<f32>().unwrap();
+            assert_eq!(v[0], 3.0);
+            assert!(v[1].is_nan());
+            assert_eq!(v[2], f32::NEG_INFINITY);
+        }
+    }
+
+    #[test]
+    fn split_fills_the_device_and_covers_every_row() {
+        assert_eq!(split(1, 128_256, ARGMAX_MIN_CHUNK).chunks, 63);
+        assert_eq!(split(1, 100, ARGMAX_MIN_CHUNK), Split { chunks: 1, chunk_len: 100 });
+        assert_eq!(split(4096, 128_256, ARGMAX_MIN_CHUNK).chunks, 1);
+        for n in [1usize, 2, 3, 4095, 4096, 4097, 200_000] {
+            for rows in [1usize, 3, 1000] {
+                for min in [ARGMAX_MIN_CHUNK, TOPK_MIN_CHUNK] {
+                    let s = split(rows, n, min);
+                    assert!(s.chunks * s.chunk_len >= n && (s.chunks - 1) * s.chunk_len < n, "{s:?} n={n}");
+                }
+            }
+            for c in [1usize, 5, 7, 1000] {
+                let s = forced_split(n, c);
+                assert!(s.chunks * s.chunk_len >= n && (s.chunks - 1) * s.chunk_len < n, "{s:?} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn order_key_is_the_order_of_the_values() {
+        let v = [f32::NEG_INFINITY, -1e30, -1.0, -1e-45, 0.0, 1e-45, 1.0, 1e30, f32::INFINITY, f32::NAN];
+        for w in v.windows(2) {
+            assert!(order_key(w[0]) < order_key(w[1]), "{} < {}", w[0], w[1]);
+        }
+        assert_eq!(order_key(-0.0), order_key(0.0));
+        assert_eq!(order_key(-f32::NAN), order_key(f32::NAN));
+        assert!(v.iter().all(|&x| order_key(x) != 0));
+    }
+
+    #[test]
+    fn argmax_and_topk_bad_input_is_a_typed_error() {
+        for backend in test_backends() {
+            let f = |shape: &[usize], dtype| Tensor::zeros(&backend, shape, dtype).unwrap();
+            let x = f(&[3, 10], DType::F32);
+            let e = |r: Result<(Tensor, Tensor)>| r.map(|_| ());
+            for (k, why) in [(0usize, "k = 0"), (65, "k > 64"), (11, "k > n")] {
+                assert!(matches!(e(topk(&x, k)), Err(KernelError::Argument { op: "topk", name: "k", .. })), "{why}");
+            }
+            assert!(matches!(e(topk(&f(&[100], DType::F32), 65)), Err(KernelError::Argument { name: "k", .. })));
+            assert!(matches!(e(topk(&f(&[3, 10], DType::U32), 1)), Err(KernelError::DType { .. })));
+            assert!(matches!(e(topk(&f(&[2, 3, 10], DType::F32), 1)), Err(KernelError::Shape { .. })));
+            assert!(matches!(e(topk(&f(&[3, 0], DType::F32), 1)), Err(KernelError::Empty { .. })));
+            let (v, i) = (f(&[3, 2], DType::F32), f(&[3, 2], DType::U32));
+            assert!(matches!(topk_into(&x, 2, &i, &i), Err(KernelError::DType { .. })));
+            assert!(matches!(topk_into(&x, 2, &v, &v), Err(KernelError::DType { .. })));
+            assert!(matches!(topk_into(&x, 3, &v, &i), Err(KernelError::Shape { .. })));
+
+            assert!(matches!(argmax(&f(&[3, 10], DType::I32)), Err(KernelError::DType { op: "argmax", .. })));
+            assert!(matches!(argmax(&f(&[2, 3, 10], DType::F32)), Err(KernelError::Shape { .. })));
+            assert!(matches!(argmax(&f(&[0], DType::F32)), Err(KernelError::Empty { .. })));
+            assert!(matches!(argmax_into(&x, &f(&[3], DType::F32)), Err(KernelError::DType { .. })));
+            assert!(matches!(argmax_into(&x, &f(&[4], DType::U32)), Err(KernelError::Shape { .. })));
+        }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::SELECT, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
+    }
+}
