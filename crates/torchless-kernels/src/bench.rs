@@ -60,14 +60,12 @@ pub type CaseFn = fn(&str, u64) -> Option<Result<BenchCase>>;
 /// Every op family with benchmarks: its op names and its case constructor.
 pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
-pub const FAMILIES: &[(&[&str], CaseFn)] = &[
-    (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
     (ops::norm::BENCH_OPS, ops::norm::bench_case),
     (ops::softmax::BENCH_OPS, ops::softmax::bench_case),
     (ops::rope::BENCH_OPS, ops::rope::bench_case),
     (ops::convert::BENCH_OPS, ops::convert::bench_case),
     (ops::select::BENCH_OPS, ops::select::bench_case),
-];
+    (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
 ];
 
 /// Every bench op name, in the order they run.

@@ -1,0 +1,501 @@
+// GEMV for decode: y[r, o] = Σ_i w[o, i]·x[r, i] for 1 ≤ b ≤ 8 rows of x, every weight row read once for
+// all rows of x. Weights are f32, f16 or bf16 (DTYPE); x and y are f32. One workgroup owns ROWS (1..=4)
+// output rows of one matrix (gated: ROWS rows of the gate and the same rows of the up matrix); its WG
+// threads stride along the rows in vec4<u32> chunks (4 f32 or 8 16-bit values), two chunks in flight per
+// step, accumulate in f32 registers and reduce at the end.
+//
+// Up to three matrices that share x run in one dispatch (Q, K and V): workgroups [0, g1) belong to matrix 0,
+// [g1, g2) to matrix 1, [g2, n_groups) to matrix 2. Gated (GATED): y = act(w0·x) ⊙ (w1·x).
+//
+// VEC: every row is a whole number of chunks (in % 4 == 0 for f32, in % 8 == 0 for 16-bit), so rows and the
+// rows of x start on 16-byte boundaries; otherwise the scalar path reads one element at a time (a 16-bit
+// row may then start in the middle of a word).
+//
+// Accumulators are indexed with constants only (rows of x unrolled by hand, guarded by BATCH), so drivers
+// keep them in registers.
+//
+// gemv.wgsl and gemv_subgroup.wgsl are identical down to the "variant" marker (a test checks it); below it,
+// gemv_subgroup.wgsl reduces with subgroupAdd and gemv.wgsl with a workgroup-memory tree.
+
+override DTYPE: u32 = 2u;
+override BIAS_DT: u32 = 0u;
+// Threads per workgroup: a power of two, 32..=256.
+override WG: u32 = 64u;
+// Output rows per workgroup, 1..=4.
+override ROWS: u32 = 1u;
+// Rows of x, 1..=8.
+override BATCH: u32 = 1u;
+override VEC: bool = true;
+// Matrices sharing x, 1..=3 (the gated form uses 2).
+override NMAT: u32 = 1u;
+override GATED: bool = false;
+// Gated activation: 0 SiLU (SwiGLU), 1 GELU-tanh (GeGLU).
+override ACT: u32 = 0u;
+// Length of the reduction scratch (vec4s), set by the host.
+override RED_LEN: u32 = 64u;
+
+const F_BIAS0: u32 = 1u;
+const F_RES: u32 = 8u;
+const F_ACCUM: u32 = 16u;
+
+struct Params {
+    in_len: u32,
+    // vec4 chunks per weight row (VEC only)
+    in_vec: u32,
+    // vec4 words per row of x (VEC only)
+    x_vec: u32,
+    flags: u32,
+    n0: u32,
+    n1: u32,
+    n2: u32,
+    g1: u32,
+    g2: u32,
+    n_groups: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Absent operands are bound to a dummy (x for read-only slots, y0 for outputs) and never read.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> w0: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> w1: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> bias0: array<u32>;
+@group(0) @binding(6) var<storage, read> bias1: array<u32>;
+@group(0) @binding(7) var<storage, read> bias2: array<u32>;
+@group(0) @binding(8) var<storage, read> res: array<u32>;
+@group(0) @binding(9) var<storage, read_write> y0: array<u32>;
+@group(0) @binding(10) var<storage, read_write> y1: array<u32>;
+@group(0) @binding(11) var<storage, read_write> y2: array<u32>;
+
+// acc[r]: partial sums of the ROWS slots (lanes) with row r of x; acc[8 + r]: the same for the up matrix.
+var<private> acc: array<vec4<f32>, 16>;
+// This workgroup's matrix, and the first chunk (VEC) or element of each of its rows.
+var<private> mat: u32;
+var<private> base: vec4<u32>;
+var<private> li_: u32;
+
+// The chunks (or elements) of up to four weight rows.
+struct W4 {
+    s0: vec4<u32>,
+    s1: vec4<u32>,
+    s2: vec4<u32>,
+    s3: vec4<u32>,
+}
+
+// One chunk of a row of x: 4 values (f32 weights) or 8 (16-bit weights, a then b).
+struct X8 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn wload(m: u32, i: u32) -> vec4<u32> {
+    if (NMAT == 1u || m == 0u) {
+        return w0[i];
+    }
+    if (NMAT == 2u || m == 1u) {
+        return w1[i];
+    }
+    return w2[i];
+}
+
+fn load_rows(m: u32, k: u32) -> W4 {
+    var w: W4;
+    w.s0 = wload(m, base.x + k);
+    if (ROWS > 1u) {
+        w.s1 = wload(m, base.y + k);
+    }
+    if (ROWS > 2u) {
+        w.s2 = wload(m, base.z + k);
+    }
+    if (ROWS > 3u) {
+        w.s3 = wload(m, base.w + k);
+    }
+    return w;
+}
+
+fn xchunk(r: u32, k: u32) -> X8 {
+    var c: X8;
+    if (DTYPE == DT_F32) {
+        c.a = bitcast<vec4<f32>>(x[r * p.x_vec + k]);
+    } else {
+        let i = r * p.x_vec + 2u * k;
+        c.a = bitcast<vec4<f32>>(x[i]);
+        c.b = bitcast<vec4<f32>>(x[i + 1u]);
+    }
+    return c;
+}
+
+// One chunk of weights dotted with one chunk of x.
+fn dchunk(w: vec4<u32>, c: X8) -> f32 {
+    if (DTYPE == DT_F32) {
+        return dot(bitcast<vec4<f32>>(w), c.a);
+    }
+    if (DTYPE == DT_BF16) {
+        let even = bitcast<vec4<f32>>(w << vec4<u32>(16u));
+        let odd = bitcast<vec4<f32>>(w & vec4<u32>(0xffff0000u));
+        return dot(even, vec4<f32>(c.a.xz, c.b.xz)) + dot(odd, vec4<f32>(c.a.yw, c.b.yw));
+    }
+    let lo = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    let hi = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+    return dot(lo, c.a) + dot(hi, c.b);
+}
+
+fn dots(w: W4, c: X8) -> vec4<f32> {
+    var d = vec4<f32>(dchunk(w.s0, c), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) {
+        d.y = dchunk(w.s1, c);
+    }
+    if (ROWS > 2u) {
+        d.z = dchunk(w.s2, c);
+    }
+    if (ROWS > 3u) {
+        d.w = dchunk(w.s3, c);
+    }
+    return d;
+}
+
+// Chunk k of every slot times chunk k of every row of x.
+fn vec_step(k: u32) {
+    let w = load_rows(mat, k);
+    var u: W4;
+    if (GATED) {
+        u = load_rows(1u, k);
+    }
+    let c0 = xchunk(0u, k);
+    acc[0] += dots(w, c0);
+    if (GATED) {
+        acc[8] += dots(u, c0);
+    }
+    if (BATCH > 1u) {
+        let c = xchunk(1u, k);
+        acc[1] += dots(w, c);
+        if (GATED) {
+            acc[9] += dots(u, c);
+        }
+    }
+    if (BATCH > 2u) {
+        let c = xchunk(2u, k);
+        acc[2] += dots(w, c);
+        if (GATED) {
+            acc[10] += dots(u, c);
+        }
+    }
+    if (BATCH > 3u) {
+        let c = xchunk(3u, k);
+        acc[3] += dots(w, c);
+        if (GATED) {
+            acc[11] += dots(u, c);
+        }
+    }
+    if (BATCH > 4u) {
+        let c = xchunk(4u, k);
+        acc[4] += dots(w, c);
+        if (GATED) {
+            acc[12] += dots(u, c);
+        }
+    }
+    if (BATCH > 5u) {
+        let c = xchunk(5u, k);
+        acc[5] += dots(w, c);
+        if (GATED) {
+            acc[13] += dots(u, c);
+        }
+    }
+    if (BATCH > 6u) {
+        let c = xchunk(6u, k);
+        acc[6] += dots(w, c);
+        if (GATED) {
+            acc[14] += dots(u, c);
+        }
+    }
+    if (BATCH > 7u) {
+        let c = xchunk(7u, k);
+        acc[7] += dots(w, c);
+        if (GATED) {
+            acc[15] += dots(u, c);
+        }
+    }
+}
+
+// Element e of matrix m (scalar path).
+fn wscalar(m: u32, e: u32) -> f32 {
+    let word = word_index(DTYPE, e);
+    let v = wload(m, word >> 2u);
+    return decode(DTYPE, v[word & 3u], e);
+}
+
+fn scalar_rows(m: u32, i: u32) -> vec4<f32> {
+    var v = vec4<f32>(wscalar(m, base.x + i), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) {
+        v.y = wscalar(m, base.y + i);
+    }
+    if (ROWS > 2u) {
+        v.z = wscalar(m, base.z + i);
+    }
+    if (ROWS > 3u) {
+        v.w = wscalar(m, base.w + i);
+    }
+    return v;
+}
+
+fn xscalar(r: u32, i: u32) -> f32 {
+    let j = r * p.in_len + i;
+    return bitcast<f32>(x[j >> 2u][j & 3u]);
+}
+
+// Element i of every slot times element i of every row of x.
+fn scalar_step(i: u32) {
+    let w = scalar_rows(mat, i);
+    var u = vec4<f32>();
+    if (GATED) {
+        u = scalar_rows(1u, i);
+    }
+    let x0 = xscalar(0u, i);
+    acc[0] += w * x0;
+    acc[8] += u * x0;
+    if (BATCH > 1u) {
+        let c = xscalar(1u, i);
+        acc[1] += w * c;
+        acc[9] += u * c;
+    }
+    if (BATCH > 2u) {
+        let c = xscalar(2u, i);
+        acc[2] += w * c;
+        acc[10] += u * c;
+    }
+    if (BATCH > 3u) {
+        let c = xscalar(3u, i);
+        acc[3] += w * c;
+        acc[11] += u * c;
+    }
+    if (BATCH > 4u) {
+        let c = xscalar(4u, i);
+        acc[4] += w * c;
+        acc[12] += u * c;
+    }
+    if (BATCH > 5u) {
+        let c = xscalar(5u, i);
+        acc[5] += w * c;
+        acc[13] += u * c;
+    }
+    if (BATCH > 6u) {
+        let c = xscalar(6u, i);
+        acc[6] += w * c;
+        acc[14] += u * c;
+    }
+    if (BATCH > 7u) {
+        let c = xscalar(7u, i);
+        acc[7] += w * c;
+        acc[15] += u * c;
+    }
+}
+
+// Sets up workgroup g; returns (matrix, first row, rows of that matrix).
+fn setup(g: u32, li: u32) -> vec3<u32> {
+    li_ = li;
+    var m = 0u;
+    var first = 0u;
+    var n = p.n0;
+    if (NMAT > 1u && !GATED && g >= p.g1) {
+        m = 1u;
+        first = p.g1;
+        n = p.n1;
+    }
+    if (NMAT > 2u && g >= p.g2) {
+        m = 2u;
+        first = p.g2;
+        n = p.n2;
+    }
+    let row0 = (g - first) * ROWS;
+    let stride = select(p.in_len, p.in_vec, VEC);
+    let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u));
+    base = rows * stride;
+    mat = m;
+    for (var j = 0u; j < 16u; j++) {
+        acc[j] = vec4<f32>();
+    }
+    return vec3<u32>(m, row0, n);
+}
+
+// This thread's partial sums over its share of the rows: chunks li, li + WG, ... two at a time.
+fn accumulate() {
+    if (VEC) {
+        var k = li_;
+        for (; k + WG < p.in_vec; k += 2u * WG) {
+            vec_step(k);
+            vec_step(k + WG);
+        }
+        if (k < p.in_vec) {
+            vec_step(k);
+        }
+    } else {
+        for (var i = li_; i < p.in_len; i += WG) {
+            scalar_step(i);
+        }
+    }
+}
+
+// Hands every accumulator to the variant's `put` (slot j: rows of x first, then the up rows).
+fn reduce_all() {
+    put(0u, acc[0]);
+    if (BATCH > 1u) {
+        put(1u, acc[1]);
+    }
+    if (BATCH > 2u) {
+        put(2u, acc[2]);
+    }
+    if (BATCH > 3u) {
+        put(3u, acc[3]);
+    }
+    if (BATCH > 4u) {
+        put(4u, acc[4]);
+    }
+    if (BATCH > 5u) {
+        put(5u, acc[5]);
+    }
+    if (BATCH > 6u) {
+        put(6u, acc[6]);
+    }
+    if (BATCH > 7u) {
+        put(7u, acc[7]);
+    }
+    if (GATED) {
+        put(BATCH, acc[8]);
+        if (BATCH > 1u) {
+            put(BATCH + 1u, acc[9]);
+        }
+        if (BATCH > 2u) {
+            put(BATCH + 2u, acc[10]);
+        }
+        if (BATCH > 3u) {
+            put(BATCH + 3u, acc[11]);
+        }
+        if (BATCH > 4u) {
+            put(BATCH + 4u, acc[12]);
+        }
+        if (BATCH > 5u) {
+            put(BATCH + 5u, acc[13]);
+        }
+        if (BATCH > 6u) {
+            put(BATCH + 6u, acc[14]);
+        }
+        if (BATCH > 7u) {
+            put(BATCH + 7u, acc[15]);
+        }
+    }
+}
+
+// Accumulator slots handed to `put`.
+fn n_slots() -> u32 {
+    return select(BATCH, 2u * BATCH, GATED);
+}
+
+fn bias_of(m: u32, row: u32) -> f32 {
+    let wi = word_index(BIAS_DT, row);
+    if (m == 0u) {
+        return decode(BIAS_DT, bias0[wi], row);
+    }
+    if (m == 1u) {
+        return decode(BIAS_DT, bias1[wi], row);
+    }
+    return decode(BIAS_DT, bias2[wi], row);
+}
+
+fn store(m: u32, i: u32, v: f32) {
+    if (NMAT == 1u || m == 0u) {
+        y0[i] = bitcast<u32>(v);
+    } else if (NMAT == 2u || m == 1u) {
+        y1[i] = bitcast<u32>(v);
+    } else {
+        y2[i] = bitcast<u32>(v);
+    }
+}
+
+fn gate_act(g: f32) -> f32 {
+    if (ACT == 1u) {
+        return gelu_tanh(g);
+    }
+    return silu(g);
+}
+
+// Output of slot s (row info.y + s of matrix info.x) for row r of x, from the full dot product `v` and,
+// gated, the up matrix's `u`.
+fn epilogue(r: u32, s: u32, info: vec3<u32>, v: f32, u: f32) {
+    let m = info.x;
+    let row = info.y + s;
+    let n = info.z;
+    if (row >= n) {
+        return;
+    }
+    if (GATED) {
+        y0[r * p.n0 + row] = bitcast<u32>(gate_act(v) * u);
+        return;
+    }
+    var out = v;
+    if ((p.flags & (F_BIAS0 << m)) != 0u) {
+        out += bias_of(m, row);
+    }
+    let i = r * n + row;
+    if (m == 0u && (p.flags & F_RES) != 0u) {
+        out += bitcast<f32>(res[i]);
+    }
+    if (m == 0u && (p.flags & F_ACCUM) != 0u) {
+        out += bitcast<f32>(y0[i]);
+    }
+    store(m, i, out);
+}
+
+// After the reduction: thread r < BATCH writes the ROWS outputs of row r of x.
+fn finish(info: vec3<u32>) {
+    let r = li_;
+    if (r < BATCH) {
+        let v = total(r);
+        var u = vec4<f32>();
+        if (GATED) {
+            u = total(BATCH + r);
+        }
+        for (var s = 0u; s < ROWS; s++) {
+            epilogue(r, s, info, v[s], u[s]);
+        }
+    }
+}
+
+// ---- variant: workgroup-memory tree reduction (no subgroup builtins) ----
+
+// RED_LEN == WG.
+var<workgroup> red: array<vec4<f32>, RED_LEN>;
+var<workgroup> fin: array<vec4<f32>, 16>;
+
+fn put(j: u32, v: vec4<f32>) {
+    red[li_] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (li_ < stride) {
+            red[li_] += red[li_ + stride];
+        }
+        workgroupBarrier();
+    }
+    if (li_ == 0u) {
+        fin[j] = red[0];
+    }
+}
+
+fn total(j: u32) -> vec4<f32> {
+    return fin[j];
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let g = linear_group_id(wid, nwg);
+    if (g >= p.n_groups) {
+        return;
+    }
+    let info = setup(g, li);
+    accumulate();
+    reduce_all();
+    workgroupBarrier();
+    finish(info);
+}

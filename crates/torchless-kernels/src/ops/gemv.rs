@@ -1,0 +1,1370 @@
+//! GEMV, the matrix-vector product of decode: `y[r, o] = Σ_i w[o, i]·x[r, i]` for a weight matrix
+//! `w [out, in]` (f32, f16 or bf16, row-major) and `b` rows of activations `x [b, in]` (f32, 1 ≤ b ≤ 8),
+//! giving `y [b, out]` in f32. Every weight row is read once for all `b` rows of `x`, so the op moves
+//! the matrix once and runs at memory bandwidth.
+//!
+//! - [`gemv`] / [`gemv_into`]: one matrix, with an optional bias `[out]` (any float dtype) and an
+//!   optional f32 residual `[b, out]` added in the epilogue. The residual may be the output tensor itself
+//!   (`y += w·x`, the transformer's residual add).
+//! - [`gemv_multi`] / [`gemv_multi_into`]: up to three matrices that share `x` (Q, K and V) in one
+//!   dispatch, each with its own optional bias and its own output.
+//! - [`gemv_gated`] / [`gemv_gated_into`]: `y = act(w_gate·x) ⊙ (w_up·x)` with SiLU (SwiGLU) or GELU-tanh
+//!   (GeGLU), the gate/up half of a gated MLP, without writing the two products out.
+//!
+//! Each has a `*_with(.., GemvOptions)` twin that can force the GPU kernel ([`GemvKernel`]).
+//!
+//! Shapes: `x` is any tensor whose last dimension is `in` and whose other dimensions multiply to `b`
+//! (`[in]` is `b = 1`); the output has the shape of `x` with the last dimension replaced by `out`. An
+//! output given to an `_into` function must be f32 with last dimension `out` and `b·out` elements.
+//!
+//! GPU: one workgroup owns a few output rows; its threads stride along the row with `vec4<u32>` loads (4
+//! f32 or 8 16-bit weights), read `x` through the cache, accumulate in f32 registers and reduce with
+//! `subgroupAdd` (kernels/gemv_subgroup.wgsl) or a workgroup-memory tree (kernels/gemv.wgsl, for adapters
+//! without subgroups). Rows whose length is not a multiple of 8 (4 for f32) take a slower element-wise
+//! path chosen per call. A matrix larger than the adapter's largest storage binding is rejected with
+//! [`KernelError::BindingTooLarge`] (the dispatch layer binds whole buffers only).
+//!
+//! CPU: rayon over output rows, 16-bit weights converted to f32 a block at a time, f32 accumulation.
+
+use rayon::prelude::*;
+
+use super::{common_backend, require_dtype, require_float, to_u32};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, GpuContext, Workgroups};
+use crate::ops::elementwise::{gelu_tanh, silu};
+use crate::tensor::Tensor;
+
+crate::kernel_source!(GEMV, "gemv");
+crate::kernel_source!(GEMV_SUBGROUP, "gemv_subgroup");
+
+/// The most rows of `x` one call takes.
+pub const MAX_BATCH: usize = 8;
+/// The most matrices [`gemv_multi`] fuses into one dispatch.
+pub const MAX_PARTS: usize = 3;
+/// Storage buffers the kernel binds (x, three weights, three biases, residual, three outputs).
+const STORAGE_BINDINGS: u32 = 11;
+
+const F_BIAS0: u32 = 1;
+const F_RES: u32 = 8;
+const F_ACCUM: u32 = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    in_len: u32,
+    in_vec: u32,
+    x_vec: u32,
+    flags: u32,
+    n0: u32,
+    n1: u32,
+    n2: u32,
+    g1: u32,
+    g2: u32,
+    n_groups: u32,
+    _pad: [u32; 2],
+}
+
+/// Which GPU kernel runs: the subgroup one where the adapter has subgroups (`Auto`), or a forced one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemvKernel {
+    #[default]
+    Auto,
+    /// `subgroupAdd` reduction; a [`KernelError::MissingFeature`] on adapters without subgroups.
+    Subgroup,
+    /// Workgroup-memory tree reduction; runs everywhere.
+    Workgroup,
+}
+
+/// What [`gemv`] adds to `w·x` before writing: a bias `[out]` (f32, f16 or bf16) broadcast over the rows
+/// of `x`, and an f32 residual shaped like the output, which may be the output tensor itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemvEpilogue<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub residual: Option<&'a Tensor>,
+}
+
+/// One matrix of [`gemv_multi`]: `w [n, in]` and an optional bias `[n]`.
+#[derive(Clone, Copy, Debug)]
+pub struct GemvPart<'a> {
+    pub w: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+}
+
+/// The activation of [`gemv_gated`]'s gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatedAct {
+    /// SwiGLU: silu(gate) · up (Llama, Mistral, Qwen).
+    Silu,
+    /// GeGLU: gelu_tanh(gate) · up (Gemma).
+    GeluTanh,
+}
+
+impl GatedAct {
+    pub fn apply(self, g: f32) -> f32 {
+        match self {
+            GatedAct::Silu => silu(g),
+            GatedAct::GeluTanh => gelu_tanh(g),
+        }
+    }
+
+    pub fn reference(self, g: f64) -> f64 {
+        use crate::ops::elementwise::Unary;
+        match self {
+            GatedAct::Silu => Unary::Silu.reference(g),
+            GatedAct::GeluTanh => Unary::Gelu.reference(g),
+        }
+    }
+
+    fn code(self) -> f64 {
+        match self {
+            GatedAct::Silu => 0.0,
+            GatedAct::GeluTanh => 1.0,
+        }
+    }
+}
+
+/// Launch shape of the GPU kernel: threads per workgroup and output rows per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tune {
+    pub wg: u32,
+    pub rows: u32,
+}
+
+/// How a call runs on the GPU (ignored on the CPU); `Default` is what [`gemv`] and friends use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemvOptions {
+    pub kernel: GemvKernel,
+    /// The launch shape; `None` picks it from the call's shape (tests force others).
+    pub(crate) tune: Option<Tune>,
+}
+
+impl GemvOptions {
+    pub fn with_kernel(kernel: GemvKernel) -> GemvOptions {
+        GemvOptions { kernel, tune: None }
+    }
+}
+
+// ---- public API -----------------------------------------------------------------------------------
+
+/// `w·x (+ bias) (+ residual)` into a new f32 tensor shaped like `x` with last dimension `w.shape()[0]`.
+pub fn gemv(w: &Tensor, x: &Tensor, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
+    let out = new_output("gemv", x, w)?;
+    gemv_into(w, x, epilogue, &out)?;
+    Ok(out)
+}
+
+/// `w·x (+ bias) (+ residual)` into `out` (f32, `b·out` elements, last dimension `out`). `out` may be the
+/// residual (`y += w·x`) but no other input.
+pub fn gemv_into(w: &Tensor, x: &Tensor, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<()> {
+    gemv_into_with(w, x, epilogue, out, GemvOptions::default())
+}
+
+/// Up to [`MAX_PARTS`] products `w_k·x (+ bias_k)` in one pass over `x` (Q, K and V projections), each
+/// into a new f32 tensor shaped like `x` with last dimension `w_k.shape()[0]`, in the order of `parts`.
+pub fn gemv_multi(x: &Tensor, parts: &[GemvPart<'_>]) -> Result<Vec<Tensor>> {
+    let outs = parts.iter().map(|p| new_output("gemv_multi", x, p.w)).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    gemv_multi_into(x, parts, &refs)?;
+    Ok(outs)
+}
+
+/// [`gemv_multi`] into preallocated outputs, one per part, all distinct.
+pub fn gemv_multi_into(x: &Tensor, parts: &[GemvPart<'_>], outs: &[&Tensor]) -> Result<()> {
+    gemv_multi_into_with(x, parts, outs, GemvOptions::default())
+}
+
+/// `act(w_gate·x) ⊙ (w_up·x)` for `w_gate, w_up [ffn, in]` into a new f32 tensor `[b, ffn]` (shaped like
+/// `x` with last dimension `ffn`).
+pub fn gemv_gated(w_gate: &Tensor, w_up: &Tensor, x: &Tensor, act: GatedAct) -> Result<Tensor> {
+    let out = new_output("gemv_gated", x, w_gate)?;
+    gemv_gated_into(w_gate, w_up, x, act, &out)?;
+    Ok(out)
+}
+
+/// [`gemv_gated`] into a preallocated f32 output.
+pub fn gemv_gated_into(w_gate: &Tensor, w_up: &Tensor, x: &Tensor, act: GatedAct, out: &Tensor) -> Result<()> {
+    gemv_gated_into_with(w_gate, w_up, x, act, out, GemvOptions::default())
+}
+
+// ---- validation and dispatch ----------------------------------------------------------------------
+
+/// [`gemv_into`] with options.
+pub fn gemv_into_with(
+    w: &Tensor,
+    x: &Tensor,
+    epilogue: GemvEpilogue<'_>,
+    out: &Tensor,
+    launch: GemvOptions,
+) -> Result<()> {
+    let op = "gemv";
+    let (batch, in_len) = check_x(op, x)?;
+    let rows = check_w(op, "w", w, in_len)?;
+    let mat = Mat { w, bias: epilogue.bias, rows };
+    check_bias(op, &mat)?;
+    check_out(op, "out", out, batch, rows)?;
+    let residual = match epilogue.residual {
+        Some(r) => {
+            require_dtype(op, r, DType::F32)?;
+            check_rows_cols(op, "residual", r, batch, rows)?;
+            Some(r)
+        }
+        None => None,
+    };
+    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual };
+    job.check_aliasing()?;
+    job.run(launch)
+}
+
+/// [`gemv_multi_into`] with options.
+pub fn gemv_multi_into_with(x: &Tensor, parts: &[GemvPart<'_>], outs: &[&Tensor], launch: GemvOptions) -> Result<()> {
+    let op = "gemv_multi";
+    if parts.is_empty() || parts.len() > MAX_PARTS {
+        return Err(KernelError::Argument {
+            op,
+            name: "parts",
+            value: parts.len().to_string(),
+            reason: format!("between 1 and {MAX_PARTS} matrices are fused into one dispatch"),
+        });
+    }
+    if outs.len() != parts.len() {
+        return Err(KernelError::Argument {
+            op,
+            name: "outs",
+            value: outs.len().to_string(),
+            reason: format!("one output per part: expected {}", parts.len()),
+        });
+    }
+    let (batch, in_len) = check_x(op, x)?;
+    let mut mats = Vec::with_capacity(parts.len());
+    for (k, part) in parts.iter().enumerate() {
+        let rows = check_w(op, PART_NAMES[k], part.w, in_len)?;
+        if part.w.dtype() != parts[0].w.dtype() {
+            return Err(KernelError::DType { op, expected: parts[0].w.dtype().to_string(), found: part.w.dtype() });
+        }
+        let mat = Mat { w: part.w, bias: part.bias, rows };
+        check_bias(op, &mat)?;
+        check_out(op, "outs", outs[k], batch, rows)?;
+        mats.push(mat);
+    }
+    let bias_dtypes: Vec<DType> = mats.iter().filter_map(|m| m.bias.map(|b| b.dtype())).collect();
+    if let Some(&first) = bias_dtypes.first()
+        && let Some(&other) = bias_dtypes.iter().find(|&&d| d != first)
+    {
+        return Err(KernelError::DType { op, expected: format!("{first} (one dtype for every bias)"), found: other });
+    }
+    let job = Job { op, x, batch, in_len, mats, outs: outs.to_vec(), gated: None, residual: None };
+    job.check_aliasing()?;
+    job.run(launch)
+}
+
+/// [`gemv_gated_into`] with options.
+pub fn gemv_gated_into_with(
+    w_gate: &Tensor,
+    w_up: &Tensor,
+    x: &Tensor,
+    act: GatedAct,
+    out: &Tensor,
+    launch: GemvOptions,
+) -> Result<()> {
+    let op = "gemv_gated";
+    let (batch, in_len) = check_x(op, x)?;
+    let rows = check_w(op, "w_gate", w_gate, in_len)?;
+    let up_rows = check_w(op, "w_up", w_up, in_len)?;
+    if up_rows != rows {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("w_gate {:?} and w_up {:?} must have the same shape", w_gate.shape(), w_up.shape()),
+        });
+    }
+    if w_up.dtype() != w_gate.dtype() {
+        return Err(KernelError::DType { op, expected: w_gate.dtype().to_string(), found: w_up.dtype() });
+    }
+    check_out(op, "out", out, batch, rows)?;
+    let mats = vec![Mat { w: w_gate, bias: None, rows }, Mat { w: w_up, bias: None, rows }];
+    let job = Job { op, x, batch, in_len, mats, outs: vec![out], gated: Some(act), residual: None };
+    job.check_aliasing()?;
+    job.run(launch)
+}
+
+const PART_NAMES: [&str; MAX_PARTS] = ["parts[0].w", "parts[1].w", "parts[2].w"];
+
+fn new_output(op: &'static str, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let rows = w.shape().first().copied().unwrap_or(0);
+    let mut shape = x.shape().to_vec();
+    match shape.last_mut() {
+        Some(last) => *last = rows,
+        None => shape.push(rows),
+    }
+    Tensor::uninit(&x.backend(), op, &shape, DType::F32)
+}
+
+/// `x` must be f32 with 1..=8 rows; returns (b, in).
+fn check_x(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    require_dtype(op, x, DType::F32)?;
+    let (batch, in_len) = x.rows_cols();
+    if in_len == 0 {
+        return Err(KernelError::Empty { op, what: "x" });
+    }
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(KernelError::Argument {
+            op,
+            name: "batch",
+            value: batch.to_string(),
+            reason: format!("x {:?} must have between 1 and {MAX_BATCH} rows", x.shape()),
+        });
+    }
+    Ok((batch, in_len))
+}
+
+/// `w` must be a float matrix [rows, in]; returns rows.
+fn check_w(op: &'static str, name: &'static str, w: &Tensor, in_len: usize) -> Result<usize> {
+    require_float(op, w)?;
+    let &[rows, cols] = w.shape() else {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("{name} must be a matrix [out, in], found shape {:?}", w.shape()),
+        });
+    };
+    if rows == 0 || cols == 0 {
+        return Err(KernelError::Empty { op, what: name });
+    }
+    if cols != in_len {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!(
+                "inner dimensions differ: {name} {:?} has in = {cols}, x has rows of {in_len} elements",
+                w.shape()
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+fn check_bias(op: &'static str, m: &Mat<'_>) -> Result<()> {
+    if let Some(b) = m.bias {
+        require_float(op, b)?;
+        if b.numel() != m.rows {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("bias {:?} must have {} elements (the rows of w {:?})", b.shape(), m.rows, m.w.shape()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_rows_cols(op: &'static str, name: &str, t: &Tensor, batch: usize, rows: usize) -> Result<()> {
+    if t.rows_cols() != (batch, rows) || t.numel() != batch * rows {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("{name} {:?} must hold [{batch}, {rows}] (b rows of x by rows of w)", t.shape()),
+        });
+    }
+    Ok(())
+}
+
+fn check_out(op: &'static str, name: &str, out: &Tensor, batch: usize, rows: usize) -> Result<()> {
+    require_dtype(op, out, DType::F32)?;
+    check_rows_cols(op, name, out, batch, rows)
+}
+
+struct Mat<'a> {
+    w: &'a Tensor,
+    bias: Option<&'a Tensor>,
+    rows: usize,
+}
+
+struct Job<'a> {
+    op: &'static str,
+    x: &'a Tensor,
+    batch: usize,
+    in_len: usize,
+    /// 1..=3 matrices; gated: [gate, up].
+    mats: Vec<Mat<'a>>,
+    /// One per matrix; gated: one.
+    outs: Vec<&'a Tensor>,
+    gated: Option<GatedAct>,
+    /// Plain gemv only; may be `outs[0]` itself.
+    residual: Option<&'a Tensor>,
+}
+
+impl Job<'_> {
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![self.x];
+        for m in &self.mats {
+            v.push(m.w);
+            v.extend(m.bias);
+        }
+        v
+    }
+
+    fn check_aliasing(&self) -> Result<()> {
+        let inputs = self.inputs();
+        for (k, out) in self.outs.iter().enumerate() {
+            if inputs.iter().any(|t| out.same_storage(t)) {
+                return Err(KernelError::Argument {
+                    op: self.op,
+                    name: "out",
+                    value: "an input".into(),
+                    reason: "the output must not share storage with x, a weight or a bias".into(),
+                });
+            }
+            if self.outs[..k].iter().any(|o| out.same_storage(o)) {
+                return Err(KernelError::Argument {
+                    op: self.op,
+                    name: "outs",
+                    value: format!("outs[{k}]"),
+                    reason: "every output must be a separate tensor".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, launch: GemvOptions) -> Result<()> {
+        let mut all = self.inputs();
+        all.extend(self.outs.iter().copied());
+        all.extend(self.residual);
+        match common_backend(self.op, &all)? {
+            Backend::Cpu => {
+                self.run_cpu();
+                Ok(())
+            }
+            Backend::Gpu(ctx) => self.run_gpu(&ctx, launch),
+        }
+    }
+
+    // ---- CPU ----
+
+    fn run_cpu(&self) {
+        let x = cpu::read_f32(self.x);
+        let (b, in_len) = (self.batch, self.in_len);
+        if let Some(act) = self.gated {
+            let (gate, up) = (&self.mats[0], &self.mats[1]);
+            let gw = gate.w.cpu_words().expect("CPU tensor");
+            let uw = up.w.cpu_words().expect("CPU tensor");
+            let (gv, uv) = (WeightView::new(gate.w, &gw), WeightView::new(up.w, &uw));
+            let per_row: Vec<[f32; MAX_BATCH]> = (0..gate.rows)
+                .into_par_iter()
+                .with_min_len(16)
+                .map(|o| {
+                    let g = row_dots(&gv, o, in_len, &x, b);
+                    let u = row_dots(&uv, o, in_len, &x, b);
+                    std::array::from_fn(|r| act.apply(g[r]) * u[r])
+                })
+                .collect();
+            drop((gw, uw));
+            cpu::write_f32(self.outs[0], &scatter(&per_row, b));
+            return;
+        }
+        let residual = self.residual.map(cpu::read_f32);
+        for (k, m) in self.mats.iter().enumerate() {
+            let words = m.w.cpu_words().expect("CPU tensor");
+            let view = WeightView::new(m.w, &words);
+            let per_row: Vec<[f32; MAX_BATCH]> =
+                (0..m.rows).into_par_iter().with_min_len(16).map(|o| row_dots(&view, o, in_len, &x, b)).collect();
+            drop(words);
+            let mut y = scatter(&per_row, b);
+            if let Some(bias) = m.bias.map(cpu::read_f32) {
+                for row in y.chunks_exact_mut(m.rows) {
+                    row.iter_mut().zip(&bias).for_each(|(v, c)| *v += c);
+                }
+            }
+            if let Some(res) = &residual {
+                y.iter_mut().zip(res).for_each(|(v, r)| *v += r);
+            }
+            cpu::write_f32(self.outs[k], &y);
+        }
+    }
+
+    // ---- GPU ----
+
+    fn run_gpu(&self, ctx: &GpuContext, launch: GemvOptions) -> Result<()> {
+        let op = self.op;
+        let subgroup = match launch.kernel {
+            GemvKernel::Auto => ctx.has_subgroups(),
+            GemvKernel::Workgroup => false,
+            GemvKernel::Subgroup if ctx.has_subgroups() => true,
+            GemvKernel::Subgroup => {
+                return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
+            }
+        };
+        let have = ctx.limits().max_storage_buffers_per_shader_stage;
+        if have < STORAGE_BINDINGS {
+            return Err(KernelError::MissingFeature {
+                op,
+                feature: "11 storage buffers per shader stage",
+                adapter: format!("{} (has {have})", ctx.info().name),
+            });
+        }
+        let gated = self.gated.is_some();
+        let dtype = self.mats[0].w.dtype();
+        let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
+        let vec = self.in_len.is_multiple_of(per_vec4);
+        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), gated));
+        let tune = clamp_tune(tune);
+
+        let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
+            let b = t.gpu_buffer().expect("GPU tensor");
+            ctx.check_binding(op, b.size())?;
+            Ok(b.raw().clone())
+        };
+        let xb = buf(self.x)?;
+        let ws = self.mats.iter().map(|m| buf(m.w)).collect::<Result<Vec<_>>>()?;
+        let biases = self.mats.iter().map(|m| m.bias.map(buf).transpose()).collect::<Result<Vec<_>>>()?;
+        let ys = self.outs.iter().map(|t| buf(t)).collect::<Result<Vec<_>>>()?;
+        let (res, accumulate) = match self.residual {
+            Some(r) if r.same_storage(self.outs[0]) => (None, true),
+            Some(r) => (Some(buf(r)?), false),
+            None => (None, false),
+        };
+
+        // Workgroups per matrix: [0, g1) matrix 0, [g1, g2) matrix 1, [g2, n) matrix 2.
+        let rows_per = tune.rows as usize;
+        let groups: Vec<usize> = if gated {
+            vec![self.mats[0].rows.div_ceil(rows_per)]
+        } else {
+            self.mats.iter().map(|m| m.rows.div_ceil(rows_per)).collect()
+        };
+        let n_groups = to_u32(op, "workgroups", groups.iter().sum())?;
+        let g1 = to_u32(op, "workgroups", groups[0])?;
+        let g2 = to_u32(op, "workgroups", groups[0] + groups.get(1).copied().unwrap_or(0))?;
+        let rows_of = |k: usize| self.mats.get(k).map_or(Ok(0), |m| to_u32(op, "rows", m.rows));
+        let mut flags = 0u32;
+        for (k, b) in biases.iter().enumerate() {
+            if b.is_some() {
+                flags |= F_BIAS0 << k;
+            }
+        }
+        if res.is_some() {
+            flags |= F_RES;
+        }
+        if accumulate {
+            flags |= F_ACCUM;
+        }
+        // Element indices of the weights must fit a u32.
+        for m in &self.mats {
+            to_u32(op, "weight elements", m.w.numel())?;
+        }
+        to_u32(op, "x elements", self.x.numel())?;
+        let params = Params {
+            in_len: to_u32(op, "in", self.in_len)?,
+            in_vec: to_u32(op, "in", self.in_len / per_vec4)?,
+            x_vec: to_u32(op, "in", self.in_len / 4)?,
+            flags,
+            n0: rows_of(0)?,
+            n1: rows_of(1)?,
+            n2: rows_of(2)?,
+            g1,
+            g2,
+            n_groups,
+            _pad: [0; 2],
+        };
+
+        // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
+        let slots = self.batch as u32 * if gated { 2 } else { 1 };
+        let red_len = if subgroup {
+            let min_sg = ctx.info().subgroup_min_size.max(4);
+            tune.wg.div_ceil(min_sg) * slots
+        } else {
+            tune.wg
+        };
+        let bias_dt = self.mats.iter().find_map(|m| m.bias).map_or(DType::F32, |b| b.dtype());
+        let constants = [
+            ("DTYPE", dtype.wgsl_code()),
+            ("BIAS_DT", bias_dt.wgsl_code()),
+            ("WG", tune.wg as f64),
+            ("ROWS", tune.rows as f64),
+            ("BATCH", self.batch as f64),
+            ("VEC", if vec { 1.0 } else { 0.0 }),
+            ("NMAT", self.mats.len() as f64),
+            ("GATED", if gated { 1.0 } else { 0.0 }),
+            ("ACT", self.gated.map_or(0.0, GatedAct::code)),
+            ("RED_LEN", red_len as f64),
+        ];
+        let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
+        let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xb);
+        let y_at = |k: usize| ys.get(k).unwrap_or(&ys[0]);
+        let buffers = [
+            &xb,
+            w_at(0),
+            w_at(1),
+            w_at(2),
+            bias_at(0),
+            bias_at(1),
+            bias_at(2),
+            res.as_ref().unwrap_or(&xb),
+            y_at(0),
+            y_at(1),
+            y_at(2),
+        ];
+        ctx.dispatch(Dispatch {
+            kernel: if subgroup { &GEMV_SUBGROUP } else { &GEMV },
+            entry: "main",
+            constants: &constants,
+            params: Some(bytemuck::bytes_of(&params)),
+            buffers: &buffers,
+            workgroups: Workgroups::Linear(n_groups),
+        })
+    }
+
+    /// Output rows of the dispatch (gated: rows of one of its matrices).
+    fn total_rows(&self) -> usize {
+        if self.gated.is_some() { self.mats[0].rows } else { self.mats.iter().map(|m| m.rows).sum() }
+    }
+}
+
+/// The launch shape for a call: threads per workgroup and output rows per workgroup. Chosen from a sweep on
+/// an H100 (Vulkan) at Llama-3-8B shapes: 128 threads for long rows (fewer for short ones, so each thread has
+/// about four chunks), two rows per workgroup for 16-bit b = 1 (one for f32 and for the gated form, which
+/// already streams two rows), four once several rows of x share each weight load; fewer rows when the
+/// dispatch would otherwise have under 2048 workgroups to spread over the GPU.
+fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, gated: bool) -> Tune {
+    let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
+    let chunks = in_len.div_ceil(per_vec4);
+    let wg = (chunks / 4).next_power_of_two().clamp(32, 128) as u32;
+    let mut rows: u32 = match (batch, gated, dtype) {
+        (1, true, _) | (1, _, DType::F32) => 1,
+        (1, ..) | (_, true, _) => 2,
+        _ => 4,
+    };
+    while rows > 1 && total_rows.div_ceil(rows as usize) < 2048 {
+        rows /= 2;
+    }
+    Tune { wg, rows }
+}
+
+/// Keeps a tune inside the kernel's limits: a power-of-two workgroup of 32..=256 threads, 1..=4 rows.
+fn clamp_tune(t: Tune) -> Tune {
+    Tune { wg: t.wg.clamp(32, 256).next_power_of_two().min(256), rows: t.rows.clamp(1, 4) }
+}
+
+/// The weights of a CPU tensor as a slice of their element type.
+enum WeightView<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    BF16(&'a [half::bf16]),
+}
+
+impl<'a> WeightView<'a> {
+    fn new(t: &Tensor, words: &'a [u32]) -> WeightView<'a> {
+        let n = t.numel();
+        match t.dtype() {
+            DType::F16 => WeightView::F16(&bytemuck::cast_slice(words)[..n]),
+            DType::BF16 => WeightView::BF16(&bytemuck::cast_slice(words)[..n]),
+            _ => WeightView::F32(&bytemuck::cast_slice(words)[..n]),
+        }
+    }
+
+    /// Elements [start, start + n) as f32: the weights themselves for f32, else decoded into `buf`.
+    fn block<'b>(&'b self, start: usize, n: usize, buf: &'b mut [f32; BLOCK]) -> &'b [f32] {
+        use half::slice::HalfFloatSliceExt;
+        let (end, dst) = (start + n, &mut buf[..n]);
+        match self {
+            WeightView::F32(v) => return &v[start..end],
+            // F16C where the processor has it (runtime detection inside `half`).
+            WeightView::F16(v) => v[start..end].convert_to_f32_slice(dst),
+            // bf16 is the top half of an f32: a shift the compiler vectorizes.
+            WeightView::BF16(v) => {
+                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
+                    *d = f32::from_bits((s.to_bits() as u32) << 16);
+                }
+            }
+        }
+        dst
+    }
+}
+
+/// Weights decoded per block by the CPU path.
+const BLOCK: usize = 256;
+
+/// Row `o` of the weights dotted with each of the `b` rows of `x`: blocks of 256 weights as f32, then 16
+/// independent f32 lanes per row of x (enough to keep the vector adders busy).
+fn row_dots(w: &WeightView<'_>, o: usize, in_len: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
+    const LANES: usize = 16;
+    let mut buf = [0f32; BLOCK];
+    let mut lanes = [[0f32; LANES]; MAX_BATCH];
+    let base = o * in_len;
+    let mut start = 0;
+    while start < in_len {
+        let n = BLOCK.min(in_len - start);
+        let wv = w.block(base + start, n, &mut buf);
+        for (r, acc) in lanes.iter_mut().enumerate().take(b) {
+            let xs = &x[r * in_len + start..][..n];
+            let (mut wc, mut xc) = (wv.chunks_exact(LANES), xs.chunks_exact(LANES));
+            for (wq, xq) in (&mut wc).zip(&mut xc) {
+                for l in 0..LANES {
+                    acc[l] += wq[l] * xq[l];
+                }
+            }
+            for (l, (a, c)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+                acc[l] += a * c;
+            }
+        }
+        start += n;
+    }
+    std::array::from_fn(|r| lanes[r].iter().sum())
+}
+
+/// Per-row results [rows][b] to the output layout [b, rows].
+fn scatter(per_row: &[[f32; MAX_BATCH]], b: usize) -> Vec<f32> {
+    let rows = per_row.len();
+    let mut y = vec![0f32; b * rows];
+    for (o, v) in per_row.iter().enumerate() {
+        for r in 0..b {
+            y[r * rows + o] = v[r];
+        }
+    }
+    y
+}
+
+/// Tolerance of an f32 dot product of length `in_len` whose terms are at most `term` in magnitude: the
+/// natural scale of the sum is `term·sqrt(in)`, and rounding adds about `eps·sqrt(in)` of it.
+pub fn gemv_tolerance(in_len: usize, term: f64) -> crate::testing::Tolerance {
+    let root = (in_len as f64).sqrt();
+    crate::testing::Tolerance { atol: 2e-6 * root * (term * root).max(1.0) + 1e-6, rtol: 1e-5 }
+}
+
+/// f64 reference of `w·x` for CPU tensors: [b, rows] row-major.
+pub fn reference(w: &Tensor, x: &Tensor) -> Vec<f64> {
+    let (wv, xv) = (cpu::read_f32(w), cpu::read_f32(x));
+    let (rows, in_len) = (w.shape()[0], w.shape()[1]);
+    let b = xv.len() / in_len;
+    let mut y = vec![0f64; b * rows];
+    for r in 0..b {
+        for o in 0..rows {
+            let (wr, xr) = (&wv[o * in_len..][..in_len], &xv[r * in_len..][..in_len]);
+            y[r * rows + o] = wr.iter().zip(xr).map(|(&a, &c)| a as f64 * c as f64).sum();
+        }
+    }
+    y
+}
+
+// ---- bench ----------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["gemv_f32", "gemv_f16", "gemv_bf16"];
+
+/// `b = 1` GEMV with `in = 4096` and as many rows as fill `bytes` (weights + x + y): 14336 rows
+/// (Llama-3-8B's up projection) at 112 MiB of bf16.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor};
+    let dtype = match op {
+        "gemv_f32" => DType::F32,
+        "gemv_f16" => DType::F16,
+        "gemv_bf16" => DType::BF16,
+        _ => return None,
+    };
+    let build = move || -> Result<BenchCase> {
+        let in_len = 4096usize;
+        let es = dtype.size_bytes() as u64;
+        let rows = (bytes.saturating_sub(4 * in_len as u64) / (in_len as u64 * es + 4)).max(1) as usize;
+        let w = random_tensor(11, &[rows, in_len], dtype, -1.0, 1.0)?;
+        let x = random_tensor(12, &[1, in_len], DType::F32, -1.0, 1.0)?;
+        Ok(BenchCase {
+            op: BENCH_OPS[match dtype {
+                DType::F32 => 0,
+                DType::F16 => 1,
+                _ => 2,
+            }],
+            dtype,
+            shape: format!("[{rows}, {in_len}]·[1, {in_len}]"),
+            bytes: rows as u64 * in_len as u64 * es + 4 * in_len as u64 + 4 * rows as u64,
+            flops: 2 * rows as u64 * in_len as u64,
+            tolerance: gemv_tolerance(in_len, 1.0),
+            inputs: vec![w, x],
+            run: Box::new(|i| gemv(&i[0], &i[1], GemvEpilogue::default())),
+            reference: Box::new(|i| Ok(reference(&i[0], &i[1]))),
+        })
+    };
+    Some(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Rng, Tolerance, assert_close, round_to, test_backends};
+
+    const SIZES: [usize; 7] = [1, 3, 17, 64, 127, 257, 1000];
+
+    /// The launches a test runs: the CPU once; on the GPU both kernels (the subgroup one where the
+    /// adapter has subgroups), each with its automatic launch shape and a forced one with several rows per
+    /// workgroup (so the last workgroup of a matrix is partly empty).
+    fn launches(backend: &Backend) -> Vec<GemvOptions> {
+        match backend {
+            Backend::Cpu => vec![GemvOptions::default()],
+            Backend::Gpu(ctx) => {
+                let mut v = vec![
+                    GemvOptions { kernel: GemvKernel::Workgroup, tune: None },
+                    GemvOptions { kernel: GemvKernel::Workgroup, tune: Some(Tune { wg: 32, rows: 4 }) },
+                ];
+                if ctx.has_subgroups() {
+                    v.push(GemvOptions { kernel: GemvKernel::Subgroup, tune: None });
+                    v.push(GemvOptions { kernel: GemvKernel::Subgroup, tune: Some(Tune { wg: 64, rows: 3 }) });
+                }
+                v
+            }
+        }
+    }
+
+    fn what(backend: &Backend, launch: GemvOptions) -> String {
+        match backend {
+            Backend::Cpu => "cpu".into(),
+            Backend::Gpu(_) => format!("gpu {:?} {:?}", launch.kernel, launch.tune),
+        }
+    }
+
+    /// Random CPU tensors: w [rows, in] in `dtype` (values in [-1, 1)), x [b, in] f32 in [-1, 1).
+    fn inputs(rng: &mut Rng, rows: usize, in_len: usize, b: usize, dtype: DType) -> (Tensor, Tensor) {
+        let w = round_to(&rng.vec(rows * in_len, -1.0, 1.0), dtype);
+        let x = rng.vec(b * in_len, -1.0, 1.0);
+        (
+            Tensor::from_f32(&Backend::Cpu, &w, &[rows, in_len], dtype).unwrap(),
+            Tensor::from_f32(&Backend::Cpu, &x, &[b, in_len], DType::F32).unwrap(),
+        )
+    }
+
+    fn on(t: &Tensor, backend: &Backend) -> Tensor {
+        t.to_backend(backend).unwrap()
+    }
+
+    #[test]
+    fn gemv_matches_the_f64_reference_on_ragged_shapes() {
+        let mut rng = Rng::new(7);
+        let mut case = 0usize;
+        for dtype in DType::FLOATS {
+            for rows in SIZES {
+                for in_len in SIZES {
+                    if rows * in_len > 300_000 {
+                        continue;
+                    }
+                    let b = 1 + case % MAX_BATCH;
+                    case += 1;
+                    let (w, x) = inputs(&mut rng, rows, in_len, b, dtype);
+                    let want = reference(&w, &x);
+                    for backend in test_backends() {
+                        let (wd, xd) = (on(&w, &backend), on(&x, &backend));
+                        for launch in launches(&backend) {
+                            let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
+                            gemv_into_with(&wd, &xd, GemvEpilogue::default(), &out, launch).unwrap();
+                            let got = out.to_f32_vec().unwrap();
+                            let name = format!("gemv {dtype} [{rows}, {in_len}] b={b} on {}", what(&backend, launch));
+                            assert_close(&name, &got, &want, gemv_tolerance(in_len, 1.0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_batch_size_matches_on_aligned_and_odd_rows() {
+        let mut rng = Rng::new(8);
+        for (dtype, rows, in_len) in [(DType::BF16, 33, 264), (DType::F16, 5, 255), (DType::F32, 9, 131)] {
+            for b in 1..=MAX_BATCH {
+                let (w, x) = inputs(&mut rng, rows, in_len, b, dtype);
+                let want = reference(&w, &x);
+                for backend in test_backends() {
+                    let (wd, xd) = (on(&w, &backend), on(&x, &backend));
+                    for launch in launches(&backend) {
+                        let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
+                        gemv_into_with(&wd, &xd, GemvEpilogue::default(), &out, launch).unwrap();
+                        let name = format!("gemv {dtype} [{rows}, {in_len}] b={b} on {}", what(&backend, launch));
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(in_len, 1.0));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bias_and_residual_are_added_in_the_epilogue() {
+        let mut rng = Rng::new(9);
+        for (dtype, rows, in_len, b) in [(DType::BF16, 17, 64, 3), (DType::F16, 127, 257, 2), (DType::F32, 64, 17, 5)] {
+            let (w, x) = inputs(&mut rng, rows, in_len, b, dtype);
+            let product = reference(&w, &x);
+            for bias_dtype in DType::FLOATS {
+                let bias_v = round_to(&rng.vec(rows, -1.0, 1.0), bias_dtype);
+                let res_v = rng.vec(b * rows, -1.0, 1.0);
+                let bias = Tensor::from_f32(&Backend::Cpu, &bias_v, &[rows], bias_dtype).unwrap();
+                let res = Tensor::from_slice(&Backend::Cpu, &res_v, &[b, rows]).unwrap();
+                for mode in ["bias", "residual", "both", "in place"] {
+                    let use_bias = mode != "residual";
+                    let use_res = mode != "bias";
+                    let want: Vec<f64> = product
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            v + if use_bias { bias_v[i % rows] as f64 } else { 0.0 }
+                                + if use_res { res_v[i] as f64 } else { 0.0 }
+                        })
+                        .collect();
+                    for backend in test_backends() {
+                        let (wd, xd, bd) = (on(&w, &backend), on(&x, &backend), on(&bias, &backend));
+                        for launch in launches(&backend) {
+                            let rd = on(&res, &backend);
+                            let out = if mode == "in place" {
+                                rd.clone()
+                            } else {
+                                Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap()
+                            };
+                            let epilogue =
+                                GemvEpilogue { bias: use_bias.then_some(&bd), residual: use_res.then_some(&rd) };
+                            gemv_into_with(&wd, &xd, epilogue, &out, launch).unwrap();
+                            let name = format!(
+                                "gemv {dtype} [{rows}, {in_len}] b={b} {mode} (bias {bias_dtype}) on {}",
+                                what(&backend, launch)
+                            );
+                            assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(in_len, 1.0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_multi_matches_separate_products() {
+        let mut rng = Rng::new(10);
+        let cases: [(DType, &[usize], usize, usize); 5] = [
+            (DType::BF16, &[64, 17, 17], 64, 1),
+            (DType::F16, &[3, 127, 1], 257, 5),
+            (DType::F32, &[33, 7], 100, 2),
+            (DType::BF16, &[257], 127, 8),
+            (DType::BF16, &[32, 8, 8], 1000, 3),
+        ];
+        for (dtype, rows, in_len, b) in cases {
+            let x_v = rng.vec(b * in_len, -1.0, 1.0);
+            let x = Tensor::from_slice(&Backend::Cpu, &x_v, &[b, in_len]).unwrap();
+            let mut ws = Vec::new();
+            let mut biases = Vec::new();
+            let mut wants = Vec::new();
+            for (k, &n) in rows.iter().enumerate() {
+                let w_v = round_to(&rng.vec(n * in_len, -1.0, 1.0), dtype);
+                let w = Tensor::from_f32(&Backend::Cpu, &w_v, &[n, in_len], dtype).unwrap();
+                let mut want = reference(&w, &x);
+                // Every part but the second has a bias.
+                let bias = (k != 1).then(|| {
+                    let v = round_to(&rng.vec(n, -1.0, 1.0), DType::BF16);
+                    want.iter_mut().enumerate().for_each(|(i, y)| *y += v[i % n] as f64);
+                    Tensor::from_f32(&Backend::Cpu, &v, &[n], DType::BF16).unwrap()
+                });
+                ws.push(w);
+                biases.push(bias);
+                wants.push(want);
+            }
+            for backend in test_backends() {
+                let xd = on(&x, &backend);
+                let wd: Vec<Tensor> = ws.iter().map(|w| on(w, &backend)).collect();
+                let bd: Vec<Option<Tensor>> = biases.iter().map(|b| b.as_ref().map(|b| on(b, &backend))).collect();
+                let parts: Vec<GemvPart<'_>> =
+                    wd.iter().zip(&bd).map(|(w, bias)| GemvPart { w, bias: bias.as_ref() }).collect();
+                for launch in launches(&backend) {
+                    let outs: Vec<Tensor> =
+                        rows.iter().map(|&n| Tensor::uninit(&backend, "test", &[b, n], DType::F32).unwrap()).collect();
+                    let refs: Vec<&Tensor> = outs.iter().collect();
+                    gemv_multi_into_with(&xd, &parts, &refs, launch).unwrap();
+                    for (k, (out, want)) in outs.iter().zip(&wants).enumerate() {
+                        let name = format!(
+                            "gemv_multi {dtype} {rows:?} in={in_len} b={b} part {k} on {}",
+                            what(&backend, launch)
+                        );
+                        assert_close(&name, &out.to_f32_vec().unwrap(), want, gemv_tolerance(in_len, 1.0));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gated_matches_the_reference_for_silu_and_gelu() {
+        let mut rng = Rng::new(11);
+        let cases =
+            [(DType::BF16, 17, 64, 1), (DType::F16, 127, 257, 4), (DType::F32, 64, 127, 8), (DType::BF16, 3, 1000, 2)];
+        for (dtype, rows, in_len, b) in cases {
+            let (wg, x) = inputs(&mut rng, rows, in_len, b, dtype);
+            let (wu, _) = inputs(&mut rng, rows, in_len, b, dtype);
+            let (g, u) = (reference(&wg, &x), reference(&wu, &x));
+            let scale = g.iter().chain(&u).fold(1.0f64, |m, v| m.max(v.abs()));
+            let base = gemv_tolerance(in_len, 1.0);
+            let tol = Tolerance { atol: base.atol * (2.5 * scale + 1.0), rtol: 1e-5 };
+            for act in [GatedAct::Silu, GatedAct::GeluTanh] {
+                let want: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| act.reference(g) * u).collect();
+                for backend in test_backends() {
+                    let (gd, ud, xd) = (on(&wg, &backend), on(&wu, &backend), on(&x, &backend));
+                    for launch in launches(&backend) {
+                        let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
+                        gemv_gated_into_with(&gd, &ud, &xd, act, &out, launch).unwrap();
+                        let name = format!(
+                            "gemv_gated {act:?} {dtype} [{rows}, {in_len}] b={b} on {}",
+                            what(&backend, launch)
+                        );
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, tol);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn public_functions_allocate_outputs_shaped_like_x() {
+        for backend in test_backends() {
+            let w = Tensor::from_f32(&backend, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2], DType::BF16).unwrap();
+            let x = Tensor::from_slice(&backend, &[1.0f32, -1.0], &[2]).unwrap();
+            let y = gemv(&w, &x, GemvEpilogue::default()).unwrap();
+            assert_eq!(y.shape(), &[3]);
+            assert_eq!(y.to_f32_vec().unwrap(), vec![-1.0, -1.0, -1.0]);
+            let x2 = Tensor::from_slice(&backend, &[1.0f32, 0.0, 0.0, 2.0], &[2, 1, 2]).unwrap();
+            let y2 = gemv(&w, &x2, GemvEpilogue::default()).unwrap();
+            assert_eq!(y2.shape(), &[2, 1, 3]);
+            assert_eq!(y2.to_f32_vec().unwrap(), vec![1.0, 3.0, 5.0, 4.0, 8.0, 12.0]);
+            let outs = gemv_multi(&x, &[GemvPart { w: &w, bias: None }, GemvPart { w: &w, bias: None }]).unwrap();
+            assert_eq!(outs.len(), 2);
+            assert_eq!(outs[1].to_f32_vec().unwrap(), vec![-1.0, -1.0, -1.0]);
+            let gated = gemv_gated(&w, &w, &x, GatedAct::Silu).unwrap();
+            assert_eq!(gated.shape(), &[3]);
+            let s = -silu(-1.0);
+            for v in gated.to_f32_vec().unwrap() {
+                assert!((v - s).abs() < 1e-6, "{v} vs {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error_naming_the_values() {
+        for backend in test_backends() {
+            let t = |shape: &[usize], dtype: DType| Tensor::zeros(&backend, shape, dtype).unwrap();
+            let (w, x) = (t(&[4, 8], DType::BF16), t(&[2, 8], DType::F32));
+            let none = GemvEpilogue::default();
+            let err = gemv(&w, &t(&[2, 7], DType::F32), none).unwrap_err();
+            assert!(
+                matches!(&err, KernelError::Shape { op: "gemv", detail } if detail.contains("in = 8") && detail.contains("7")),
+                "{err}"
+            );
+            let err = gemv(&w, &t(&[9, 8], DType::F32), none).unwrap_err();
+            assert!(matches!(&err, KernelError::Argument { name: "batch", value, .. } if value == "9"), "{err}");
+            let err = gemv(&w, &t(&[0, 8], DType::F32), none).unwrap_err();
+            assert!(matches!(&err, KernelError::Argument { name: "batch", value, .. } if value == "0"), "{err}");
+            let err = gemv(&w, &t(&[2, 8], DType::F16), none).unwrap_err();
+            assert!(matches!(&err, KernelError::DType { op: "gemv", found: DType::F16, .. }), "{err}");
+            assert!(matches!(gemv(&t(&[4, 8], DType::U32), &x, none), Err(KernelError::DType { .. })));
+            assert!(matches!(gemv(&t(&[32], DType::F32), &x, none), Err(KernelError::Shape { .. })));
+            assert!(matches!(gemv(&t(&[0, 8], DType::F32), &x, none), Err(KernelError::Empty { .. })));
+            assert!(matches!(gemv(&w, &t(&[2, 0], DType::F32), none), Err(KernelError::Empty { .. })));
+            let bad_bias = GemvEpilogue { bias: Some(&t(&[5], DType::F32)), residual: None };
+            assert!(matches!(gemv(&w, &x, bad_bias), Err(KernelError::Shape { .. })));
+            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[2, 4], DType::BF16)) };
+            assert!(matches!(gemv(&w, &x, bad_res), Err(KernelError::DType { .. })));
+            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[3, 4], DType::F32)) };
+            assert!(matches!(gemv(&w, &x, bad_res), Err(KernelError::Shape { .. })));
+            assert!(matches!(gemv_into(&w, &x, none, &t(&[2, 5], DType::F32)), Err(KernelError::Shape { .. })));
+            assert!(matches!(gemv_into(&w, &x, none, &t(&[2, 4], DType::F16)), Err(KernelError::DType { .. })));
+            let xs = t(&[1, 4], DType::F32);
+            let sq = t(&[4, 4], DType::F32);
+            assert!(matches!(gemv_into(&sq, &xs, none, &xs), Err(KernelError::Argument { name: "out", .. })));
+            let part = GemvPart { w: &w, bias: None };
+            let err = gemv_multi(&x, &[]).unwrap_err();
+            assert!(matches!(&err, KernelError::Argument { name: "parts", value, .. } if value == "0"), "{err}");
+            assert!(matches!(gemv_multi(&x, &[part; 4]), Err(KernelError::Argument { name: "parts", .. })));
+            let o = t(&[2, 4], DType::F32);
+            assert!(matches!(
+                gemv_multi_into(&x, &[part, part], &[&o]),
+                Err(KernelError::Argument { name: "outs", .. })
+            ));
+            assert!(matches!(
+                gemv_multi_into(&x, &[part, part], &[&o, &o]),
+                Err(KernelError::Argument { name: "outs", .. })
+            ));
+            let mixed = GemvPart { w: &t(&[4, 8], DType::F16), bias: None };
+            assert!(matches!(gemv_multi(&x, &[part, mixed]), Err(KernelError::DType { .. })));
+            let err = gemv_gated(&w, &t(&[5, 8], DType::BF16), &x, GatedAct::Silu).unwrap_err();
+            assert!(matches!(&err, KernelError::Shape { op: "gemv_gated", .. }), "{err}");
+            assert!(matches!(
+                gemv_gated(&w, &w, &t(&[2, 9], DType::F32), GatedAct::GeluTanh),
+                Err(KernelError::Shape { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn forcing_the_subgroup_kernel_without_subgroups_is_an_error() {
+        if let Some(Backend::Gpu(ctx)) = crate::testing::test_gpu()
+            && !ctx.has_subgroups()
+        {
+            let backend = Backend::Gpu(ctx);
+            let w = Tensor::zeros(&backend, &[4, 8], DType::F32).unwrap();
+            let x = Tensor::zeros(&backend, &[1, 8], DType::F32).unwrap();
+            let out = Tensor::zeros(&backend, &[1, 4], DType::F32).unwrap();
+            let launch = GemvOptions { kernel: GemvKernel::Subgroup, tune: None };
+            let err = gemv_into_with(&w, &x, GemvEpilogue::default(), &out, launch).unwrap_err();
+            assert!(matches!(err, KernelError::MissingFeature { op: "gemv", .. }));
+        }
+    }
+
+    #[test]
+    fn a_matrix_larger_than_one_binding_is_a_typed_error() {
+        // Only where the limit is small (lavapipe: 128 MiB), so the test allocates little.
+        let Some(Backend::Gpu(ctx)) = crate::testing::test_gpu() else { return };
+        let limit = ctx.max_binding_bytes();
+        if limit > 256 << 20 {
+            return;
+        }
+        let backend = Backend::Gpu(ctx);
+        let in_len = 4096;
+        let rows = (limit as usize / (2 * in_len)) + 1;
+        let w = Tensor::zeros(&backend, &[rows, in_len], DType::BF16).unwrap();
+        let x = Tensor::zeros(&backend, &[1, in_len], DType::F32).unwrap();
+        let err = gemv(&w, &x, GemvEpilogue::default()).unwrap_err();
+        assert!(matches!(err, KernelError::BindingTooLarge { op: "gemv", bytes, .. } if bytes > limit), "{err}");
+    }
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        for kernel in [&GEMV, &GEMV_SUBGROUP] {
+            let size = crate::testing::wgsl_struct_size(kernel, "Params");
+            assert_eq!(size as usize, std::mem::size_of::<Params>(), "{}", kernel.name);
+        }
+    }
+
+    #[test]
+    fn both_kernel_files_share_everything_above_the_variant_marker() {
+        let marker = "// ---- variant: ";
+        let head = |s: &'static str| s.split(marker).next().expect("marker present");
+        assert!(GEMV.source.contains(marker) && GEMV_SUBGROUP.source.contains(marker));
+        assert_eq!(head(GEMV.source), head(GEMV_SUBGROUP.source), "gemv.wgsl and gemv_subgroup.wgsl drifted apart");
+    }
+
+    /// Weights of `dtype` [rows, in] with small values, built fast (no f32 copy) for large sweeps.
+    fn pattern_tensor(backend: &Backend, rows: usize, in_len: usize, dtype: DType, seed: u64) -> Tensor {
+        let n = rows * in_len;
+        let es = dtype.size_bytes();
+        let mut bytes = vec![0u8; n * es];
+        bytes.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
+            let mut rng = Rng::new(seed ^ (c as u64).wrapping_mul(0x9e37_79b9));
+            for e in chunk.chunks_exact_mut(es) {
+                let r = rng.next_u64();
+                let v = ((r >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                match dtype {
+                    DType::F32 => e.copy_from_slice(&v.to_le_bytes()),
+                    DType::F16 => e.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    _ => e.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                }
+            }
+        });
+        Tensor::from_bytes(backend, &bytes, &[rows, in_len], dtype).unwrap()
+    }
+
+    /// GPU seconds between an empty pass submitted just before the open batch and one submitted just after
+    /// it (timestamp queries), so host-side recording does not count.
+    fn gpu_span(ctx: &GpuContext) -> f64 {
+        let device = ctx.device();
+        let qs = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("gemv sweep"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let stamp = |index: u32| {
+            let mut e = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: &qs,
+                beginning_of_pass_write_index: (index == 0).then_some(0),
+                end_of_pass_write_index: (index == 1).then_some(1),
+            };
+            drop(e.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: Some(writes) }));
+            e
+        };
+        let buf = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage, mapped_at_creation: false })
+        };
+        let resolve = buf(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+        let read = buf(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        ctx.queue().submit([stamp(0).finish()]);
+        ctx.flush().unwrap();
+        let mut end = stamp(1);
+        end.resolve_query_set(&qs, 0..2, &resolve, 0);
+        end.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
+        ctx.queue().submit([end.finish()]);
+        read.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
+        device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).unwrap();
+        let v: Vec<u64> = bytemuck::pod_collect_to_vec(&read.slice(..).get_mapped_range().unwrap());
+        (v[1].wrapping_sub(v[0])) as f64 * ctx.queue().get_timestamp_period() as f64 * 1e-9
+    }
+
+    /// (GPU seconds, host seconds) of one call: after about 30 ms of warm-up (clocks ramp up after idle
+    /// host-side work), the best of two runs of about 30 ms of GPU work, each recorded whole and then
+    /// submitted at once between two timestamps.
+    fn time_calls(backend: &Backend, mut f: impl FnMut(usize)) -> (f64, f64) {
+        let Backend::Gpu(ctx) = backend else { panic!("GPU only") };
+        backend.synchronize().unwrap();
+        let mut run = |n: usize| {
+            let t = std::time::Instant::now();
+            for i in 0..n {
+                f(i);
+            }
+            let host = t.elapsed().as_secs_f64() / n as f64;
+            (gpu_span(ctx) / n as f64, host)
+        };
+        let (mut n, mut warm, mut per_call) = (16, 0.0, 1.0);
+        while warm < 0.03 {
+            per_call = run(n).0;
+            warm += per_call * n as f64;
+            n = (n * 2).min(512);
+        }
+        // At most ~900 calls: the batch's parameter arena (256 KiB) would submit part of a longer one early.
+        let n = ((0.03 / per_call) as usize).clamp(16, 900);
+        let (a, b) = (run(n), run(n));
+        (a.0.min(b.0), a.1.min(b.1))
+    }
+
+    /// Launch-shape sweep on a real GPU (bf16/f16/f32 at Llama-3-8B shapes), printing GB/s of weights +
+    /// x + y. Weights rotate through copies of at least 256 MiB in all so the L2 cache does not serve them.
+    /// `TORCHLESS_SWEEP=quick` times the automatic launch shape only.
+    #[test]
+    #[ignore = "timing sweep for a real GPU: cargo test --release -p torchless-kernels --lib gemv_sweep -- --ignored --nocapture"]
+    fn gemv_sweep() {
+        let Some(backend) = crate::testing::test_gpu() else { return };
+        let Backend::Gpu(ctx) = &backend else { return };
+        let quick = std::env::var("TORCHLESS_SWEEP").is_ok_and(|v| v == "quick");
+        println!(
+            "adapter {} subgroups {}..{}",
+            ctx.info().name,
+            ctx.info().subgroup_min_size,
+            ctx.info().subgroup_max_size
+        );
+        {
+            let n = 256usize << 20;
+            let (a, c) = (
+                Tensor::zeros(&backend, &[n / 4], DType::F32).unwrap(),
+                Tensor::zeros(&backend, &[n / 4], DType::F32).unwrap(),
+            );
+            let (ab, cb) = (a.gpu_buffer().unwrap().raw(), c.gpu_buffer().unwrap().raw());
+            let (t, _) = time_calls(&backend, |_| ctx.copy_buffer(ab, 0, cb, 0, n as u64).unwrap());
+            println!("copy 256 MiB: {:.0} GB/s (read + write)", 2.0 * n as f64 / t / 1e9);
+        }
+        let shapes: [(usize, usize, &[DType]); 4] = [
+            (4096, 4096, &[DType::BF16, DType::F16, DType::F32]),
+            (14336, 4096, &[DType::BF16, DType::F16, DType::F32]),
+            (4096, 14336, &[DType::BF16, DType::F16, DType::F32]),
+            (128256, 4096, &[DType::BF16, DType::F16]),
+        ];
+        let mut tunes = vec![None];
+        if !quick {
+            for wg in [32u32, 64, 128, 256] {
+                for rows in [1u32, 2, 4] {
+                    tunes.push(Some(Tune { wg, rows }));
+                }
+            }
+        }
+        let kernels: &[GemvKernel] = if std::env::var("TORCHLESS_SWEEP_WORKGROUP").is_ok() {
+            &[GemvKernel::Workgroup]
+        } else {
+            &[GemvKernel::Subgroup]
+        };
+        for (rows, in_len, dtypes) in shapes {
+            for &dtype in dtypes {
+                for b in [1usize, 4] {
+                    if b == 4 && (rows > 20000 || dtype != DType::BF16) {
+                        continue;
+                    }
+                    let wbytes = rows * in_len * dtype.size_bytes();
+                    let copies = (256usize << 20).div_ceil(wbytes).max(1);
+                    let ws: Vec<Tensor> =
+                        (0..copies).map(|c| pattern_tensor(&backend, rows, in_len, dtype, c as u64)).collect();
+                    let x = pattern_tensor(&backend, b, in_len, DType::F32, 99);
+                    let out = Tensor::zeros(&backend, &[b, rows], DType::F32).unwrap();
+                    let bytes = (wbytes + 4 * b * (in_len + rows)) as f64;
+                    let mut first: Option<Vec<f32>> = None;
+                    for &kernel in kernels {
+                        for &tune in &tunes {
+                            let launch = GemvOptions { kernel, tune };
+                            let (t, host) = time_calls(&backend, |i| {
+                                gemv_into_with(&ws[i % copies], &x, GemvEpilogue::default(), &out, launch).unwrap()
+                            });
+                            // Check against the first configuration (same weights: copy 0).
+                            gemv_into_with(&ws[0], &x, GemvEpilogue::default(), &out, launch).unwrap();
+                            let got = out.to_f32_vec().unwrap();
+                            let diff = match &first {
+                                None => {
+                                    first = Some(got);
+                                    0.0
+                                }
+                                Some(f) => f.iter().zip(&got).map(|(a, c)| (a - c).abs()).fold(0.0f32, f32::max),
+                            };
+                            let used = tune.unwrap_or_else(|| clamp_tune(auto_tune(b, in_len, dtype, rows, false)));
+                            println!(
+                                "gemv {dtype:<4} [{rows:>6}, {in_len:>5}] b={b} {kernel:<9?} wg={:<3} rows={} {}: {:>8.1} us {:>6.0} GB/s  host {:>5.1} us  diff {diff:.1e}",
+                                used.wg,
+                                used.rows,
+                                if tune.is_none() { "auto" } else { "    " },
+                                t * 1e6,
+                                bytes / t / 1e9,
+                                host * 1e6
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Fused forms at Llama-3-8B decode shapes, bf16, b = 1, automatic launch shape.
+        let in_len = 4096;
+        let x = pattern_tensor(&backend, 1, in_len, DType::F32, 98);
+        for (name, parts) in [("qkv", vec![4096usize, 1024, 1024]), ("gate_up", vec![14336, 14336])] {
+            let copies = 3;
+            let sets: Vec<Vec<Tensor>> = (0..copies)
+                .map(|c| {
+                    parts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &r)| pattern_tensor(&backend, r, in_len, DType::BF16, (10 * c + k) as u64))
+                        .collect()
+                })
+                .collect();
+            let outs: Vec<Tensor> =
+                parts.iter().map(|&r| Tensor::zeros(&backend, &[1, r], DType::F32).unwrap()).collect();
+            let wbytes: usize = parts.iter().map(|r| r * in_len * 2).sum();
+            for &kernel in kernels {
+                for &tune in &tunes {
+                    let launch = GemvOptions { kernel, tune };
+                    let (t, host) = time_calls(&backend, |i| {
+                        let set = &sets[i % copies];
+                        if name == "qkv" {
+                            let ps: Vec<GemvPart<'_>> = set.iter().map(|w| GemvPart { w, bias: None }).collect();
+                            let refs: Vec<&Tensor> = outs.iter().collect();
+                            gemv_multi_into_with(&x, &ps, &refs, launch).unwrap();
+                        } else {
+                            gemv_gated_into_with(&set[0], &set[1], &x, GatedAct::Silu, &outs[0], launch).unwrap();
+                        }
+                    });
+                    println!(
+                        "{name:<7} bf16 {parts:?} {kernel:?} {tune:?}: {:>8.1} us {:>6.0} GB/s  host {:>5.1} us",
+                        t * 1e6,
+                        wbytes as f64 / t / 1e9,
+                        host * 1e6
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tunes_stay_inside_the_kernel_limits() {
+        for rows in 0..8 {
+            for wg in [1, 31, 32, 100, 256, 1024] {
+                let t = clamp_tune(Tune { wg, rows });
+                assert!(t.wg.is_power_of_two() && (32..=256).contains(&t.wg), "{t:?}");
+                assert!((1..=4).contains(&t.rows), "{t:?}");
+            }
+        }
+        for b in 1..=MAX_BATCH {
+            for in_len in [1, 7, 64, 4096, 14336] {
+                for dtype in DType::FLOATS {
+                    let t = auto_tune(b, in_len, dtype, 4096, b % 2 == 0);
+                    assert_eq!(clamp_tune(t), t, "auto tune {t:?} is outside the limits");
+                }
+            }
+        }
+    }
+}
