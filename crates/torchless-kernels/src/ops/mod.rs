@@ -2,6 +2,7 @@
 //! GPU or runs the CPU implementation, and carries its tests.
 
 pub mod elementwise;
+pub mod gemm;
 
 use crate::backend::Backend;
 use crate::dtype::DType;
