@@ -207,7 +207,6 @@ const HSK: u32 = 40u;
 const HSO: u32 = 136u;
 // Runs of 8 elements per chunk; 128·32/8 chunks per operand tile; at most 4 per thread (WG16 >= 128).
 const HCHUNKS: u32 = 512u;
-const HSLOTS: u32 = 4u;
 
 var<workgroup> Ah: array<f16, 5120>; // max(128·40, 32·136)
 var<workgroup> Bh: array<f16, 5120>;
@@ -304,6 +303,27 @@ fn out_frag16(f: coop_mat16x16<f32, C>, sg: u32, sl: u32, ss: u32, z: u32, m: u3
     workgroupBarrier();
 }
 
+// Chunk `ci` of the A (B) tile at depth k1, fetched as packed f16 pairs; stored into the staging tile.
+fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> vec4<u32> {
+    let co = chunk_coords(ci, HM, HK, a_k_contig(), 8u);
+    let r = a_run_at(z, m0 + co.x, k1 + co.y, 8u);
+    return a_run8h(r.e, r.v);
+}
+
+fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> vec4<u32> {
+    let co = chunk_coords(ci, HN, HK, b_k_contig(), 8u);
+    let r = b_run_at(z, n0 + co.x, k1 + co.y, 8u);
+    return b_run8h(r.e, r.v);
+}
+
+fn stage_a16(ci: u32, w: vec4<u32>) {
+    put_a8h(stage_index(chunk_coords(ci, HM, HK, a_k_contig(), 8u), a_k_contig(), HSK, HSO), w);
+}
+
+fn stage_b16(ci: u32, w: vec4<u32>) {
+    put_b8h(stage_index(chunk_coords(ci, HN, HK, b_k_contig(), 8u), b_k_contig(), HSK, HSO), w);
+}
+
 @compute @workgroup_size(WG16)
 fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sl: u32,
@@ -311,22 +331,37 @@ fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let z = wid.z;
     let m0 = wid.y * HM;
     let n0 = wid.x * HN;
-    let ka = a_k_contig();
-    let kb = b_k_contig();
     let ntiles = (p.k + HK - 1u) / HK;
 
-    var pa: array<vec4<u32>, 4>;
-    var pb: array<vec4<u32>, 4>;
-    for (var s = 0u; s < HSLOTS; s++) {
-        let ci = lid + s * WG16;
-        if (ci < HCHUNKS) {
-            let coa = chunk_coords(ci, HM, HK, ka, 8u);
-            let ra = a_run_at(z, m0 + coa.x, coa.y, 8u);
-            pa[s] = a_run8h(ra.e, ra.v);
-            let cob = chunk_coords(ci, HN, HK, kb, 8u);
-            let rb = b_run_at(z, n0 + cob.x, cob.y, 8u);
-            pb[s] = b_run8h(rb.e, rb.v);
-        }
+    // The next slice's chunks live in named registers (slot s holds chunk lid + s·WG16; slots past
+    // HCHUNKS fold away, WG16 being a constant): an indexed array would go to local memory and make
+    // every global load wait at once instead of overlapping the products.
+    let has1 = WG16 < HCHUNKS;
+    let has2 = 2u * WG16 < HCHUNKS;
+    let has3 = 3u * WG16 < HCHUNKS;
+    let c0i = lid;
+    let c1i = lid + WG16;
+    let c2i = lid + 2u * WG16;
+    let c3i = lid + 3u * WG16;
+    var pa0 = fetch_a16(z, m0, 0u, c0i);
+    var pb0 = fetch_b16(z, n0, 0u, c0i);
+    var pa1 = vec4<u32>(0u);
+    var pb1 = vec4<u32>(0u);
+    var pa2 = vec4<u32>(0u);
+    var pb2 = vec4<u32>(0u);
+    var pa3 = vec4<u32>(0u);
+    var pb3 = vec4<u32>(0u);
+    if (has1) {
+        pa1 = fetch_a16(z, m0, 0u, c1i);
+        pb1 = fetch_b16(z, n0, 0u, c1i);
+    }
+    if (has2) {
+        pa2 = fetch_a16(z, m0, 0u, c2i);
+        pb2 = fetch_b16(z, n0, 0u, c2i);
+    }
+    if (has3) {
+        pa3 = fetch_a16(z, m0, 0u, c3i);
+        pb3 = fetch_b16(z, n0, 0u, c3i);
     }
 
     let wm = (sg & 1u) * 64u;
@@ -341,26 +376,36 @@ fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     var c31 = coop_mat16x16<f32, C>();
 
     for (var t = 0u; t < ntiles; t++) {
-        for (var s = 0u; s < HSLOTS; s++) {
-            let ci = lid + s * WG16;
-            if (ci < HCHUNKS) {
-                put_a8h(stage_index(chunk_coords(ci, HM, HK, ka, 8u), ka, HSK, HSO), pa[s]);
-                put_b8h(stage_index(chunk_coords(ci, HN, HK, kb, 8u), kb, HSK, HSO), pb[s]);
-            }
+        stage_a16(c0i, pa0);
+        stage_b16(c0i, pb0);
+        if (has1) {
+            stage_a16(c1i, pa1);
+            stage_b16(c1i, pb1);
+        }
+        if (has2) {
+            stage_a16(c2i, pa2);
+            stage_b16(c2i, pb2);
+        }
+        if (has3) {
+            stage_a16(c3i, pa3);
+            stage_b16(c3i, pb3);
         }
         workgroupBarrier();
         if (t + 1u < ntiles) {
             let k1 = (t + 1u) * HK;
-            for (var s = 0u; s < HSLOTS; s++) {
-                let ci = lid + s * WG16;
-                if (ci < HCHUNKS) {
-                    let coa = chunk_coords(ci, HM, HK, ka, 8u);
-                    let ra = a_run_at(z, m0 + coa.x, k1 + coa.y, 8u);
-                    pa[s] = a_run8h(ra.e, ra.v);
-                    let cob = chunk_coords(ci, HN, HK, kb, 8u);
-                    let rb = b_run_at(z, n0 + cob.x, k1 + cob.y, 8u);
-                    pb[s] = b_run8h(rb.e, rb.v);
-                }
+            pa0 = fetch_a16(z, m0, k1, c0i);
+            pb0 = fetch_b16(z, n0, k1, c0i);
+            if (has1) {
+                pa1 = fetch_a16(z, m0, k1, c1i);
+                pb1 = fetch_b16(z, n0, k1, c1i);
+            }
+            if (has2) {
+                pa2 = fetch_a16(z, m0, k1, c2i);
+                pb2 = fetch_b16(z, n0, k1, c2i);
+            }
+            if (has3) {
+                pa3 = fetch_a16(z, m0, k1, c3i);
+                pb3 = fetch_b16(z, n0, k1, c3i);
             }
         }
         for (var k0 = 0u; k0 < HK; k0 += 16u) {

@@ -890,6 +890,80 @@ mod tests {
         }
     }
 
+    type Variant = (String, &'static crate::kernels::KernelSource, &'static str, Vec<(&'static str, f64)>);
+
+    /// Tuning aid, not a check: times the raw kernels at 4096³ on the test GPU (no allocation, no
+    /// readback). Run on a GPU machine with `cargo test --release -p torchless-kernels profile_variants
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn profile_variants() {
+        let Some(backend) = test_gpu() else { return };
+        let Backend::Gpu(ctx) = &backend else { unreachable!() };
+        let n = 4096usize;
+        let mut rng = Rng::new(9);
+        for dtype in [DType::F16, DType::F32] {
+            let av = rng.vec(n * n, -1.0, 1.0);
+            let a = Tensor::from_f32(&backend, &av, &[n, n], dtype).unwrap();
+            let b = Tensor::from_f32(&backend, &av, &[n, n], dtype).unwrap();
+            let out = Tensor::zeros(&backend, &[n, n], DType::F32).unwrap();
+            let buf = |t: &Tensor| t.gpu_buffer().unwrap().raw().clone();
+            let (ab, bb, ob) = (buf(&a), buf(&b), buf(&out));
+            let p = Params {
+                m: n as u32,
+                n: n as u32,
+                k: n as u32,
+                alpha: 1.0,
+                a_bstride: 0,
+                b_bstride: 0,
+                res_bstride: 0,
+                batch: 1,
+            };
+            let mut variants: Vec<Variant> = vec![];
+            for (ta, tb) in [(0.0, 0.0), (0.0, 1.0)] {
+                let base = vec![
+                    ("DT_A", dtype.wgsl_code()),
+                    ("DT_B", dtype.wgsl_code()),
+                    ("TRANS_A", ta),
+                    ("TRANS_B", tb),
+                    ("BIAS", 0.0),
+                    ("DT_BIAS", 0.0),
+                    ("RES", 0.0),
+                    ("DT_RES", 0.0),
+                ];
+                variants.push((format!("tiled {dtype} tb={tb}"), &GEMM, "gemm_tiled", base.clone()));
+                if dtype == DType::F16 && cooperative_variant(ctx).is_some() {
+                    let mut c = base.clone();
+                    c.push(("WG16", 256.0));
+                    variants.push((format!("coop16 tb={tb}"), &GEMM_COOP, "gemm_coop16", c));
+                }
+            }
+            for (label, kernel, entry, constants) in variants {
+                let run = || {
+                    ctx.dispatch(Dispatch {
+                        kernel,
+                        entry,
+                        constants: &constants,
+                        params: Some(bytemuck::bytes_of(&p)),
+                        buffers: &[&ab, &bb, &ob, &ab, &ab],
+                        workgroups: Workgroups::Grid([32, 32, 1]),
+                    })
+                    .unwrap()
+                };
+                run();
+                ctx.synchronize().unwrap();
+                let iters = 20;
+                let t0 = std::time::Instant::now();
+                for _ in 0..iters {
+                    run();
+                }
+                ctx.synchronize().unwrap();
+                let s = t0.elapsed().as_secs_f64() / iters as f64;
+                println!("gemm profile {label}: {:.3} ms, {:.1} TFLOP/s", s * 1e3, 2.0 * (n as f64).powi(3) / s / 1e12);
+            }
+        }
+    }
+
     fn shared_section(source: &str) -> &str {
         let begin = source.find("// ---- gemm shared: begin ----").expect("begin marker");
         let end = source.find("// ---- gemm shared: end ----").expect("end marker");
