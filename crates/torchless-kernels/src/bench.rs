@@ -66,6 +66,7 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::convert::BENCH_OPS, ops::convert::bench_case),
     (ops::select::BENCH_OPS, ops::select::bench_case),
     (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
+    (ops::gemm::BENCH_OPS, ops::gemm::bench_case),
 ];
 
 /// Every bench op name, in the order they run.

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod elementwise;
+pub mod gemm;
 pub mod gemv;
 pub mod norm;
 pub mod rope;

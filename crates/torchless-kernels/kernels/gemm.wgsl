@@ -1,0 +1,322 @@
+// Batched matrix product C = alpha · op(A) · op(B) (+ bias[n]) (+ residual[m, n]), f32 output, f32
+// accumulation; A and B are f32, f16 or bf16 each, op(X) is X or Xᵀ. This file holds the tiled kernel for
+// every adapter; gemm_coop.wgsl holds the cooperative-matrix (tensor core) kernel. Both share the section
+// between the "shared: begin/end" markers verbatim (a test checks), so the tiled kernel's tests exercise
+// the edge handling (ragged sizes, odd K with 16-bit rows that start mid-word, batch strides, epilogue)
+// of both.
+
+// ---- gemm shared: begin ----
+override DT_A: u32 = 0u;
+override DT_B: u32 = 0u;
+// 1 when A is stored [K, M] (op(A) = Aᵀ); 1 when B is stored [N, K] (op(B) = Bᵀ).
+override TRANS_A: u32 = 0u;
+override TRANS_B: u32 = 0u;
+// Epilogue: BIAS 1 adds bias[n] (dtype DT_BIAS); RES 1 adds res[z, m, n] (dtype DT_RES, batch stride
+// p.res_bstride), RES 2 adds the value already in c (in-place accumulate, the output is f32).
+override BIAS: u32 = 0u;
+override DT_BIAS: u32 = 0u;
+override RES: u32 = 0u;
+override DT_RES: u32 = 0u;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    alpha: f32,
+    // Element offsets between consecutive batch entries (0 when the operand is shared).
+    a_bstride: u32,
+    b_bstride: u32,
+    res_bstride: u32,
+    batch: u32,
+}
+
+// Every entry point uses all of these; absent epilogue operands are bound to `a`.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> bias_buf: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> res_buf: array<vec4<u32>>;
+
+// Element e (flat index) of an operand, from whichever word holds it.
+fn a_elem(e: u32) -> f32 {
+    let wi = word_index(DT_A, e);
+    return decode(DT_A, a[wi >> 2u][wi & 3u], e);
+}
+
+fn b_elem(e: u32) -> f32 {
+    let wi = word_index(DT_B, e);
+    return decode(DT_B, b[wi >> 2u][wi & 3u], e);
+}
+
+// Elements e..e+3 of A as f32; those at or past `v` (the count in bounds) read as 0. Aligned full runs are
+// one vec4 load; others (ragged edges, 16-bit rows of odd length that start mid-word) go element by element.
+fn a_run4(e: u32, v: u32) -> vec4<f32> {
+    if (v == 4u && (e & 3u) == 0u) {
+        if (DT_A == DT_F32) {
+            return bitcast<vec4<f32>>(a[e >> 2u]);
+        }
+        let q = a[e >> 3u];
+        let w = select(q.xy, q.zw, (e & 4u) != 0u);
+        return vec4<f32>(unpack_pair(DT_A, w.x), unpack_pair(DT_A, w.y));
+    }
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (i < v) {
+            r[i] = a_elem(e + i);
+        }
+    }
+    return r;
+}
+
+fn b_run4(e: u32, v: u32) -> vec4<f32> {
+    if (v == 4u && (e & 3u) == 0u) {
+        if (DT_B == DT_F32) {
+            return bitcast<vec4<f32>>(b[e >> 2u]);
+        }
+        let q = b[e >> 3u];
+        let w = select(q.xy, q.zw, (e & 4u) != 0u);
+        return vec4<f32>(unpack_pair(DT_B, w.x), unpack_pair(DT_B, w.y));
+    }
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (i < v) {
+            r[i] = b_elem(e + i);
+        }
+    }
+    return r;
+}
+
+// A run of `ch` elements along an operand's contiguous dimension: the flat index of its first element
+// and how many of its elements are in bounds (0..ch).
+struct Run {
+    e: u32,
+    v: u32,
+}
+
+// The run that starts at outer index o (a row of op(A), a column of op(B)) and depth kk. The operand is
+// stored [outer, depth] when k_contig (A, Bᵀ) and [depth, outer] otherwise (Aᵀ, B).
+fn operand_run(base: u32, o: u32, kk: u32, outer: u32, depth: u32, k_contig: bool, ch: u32) -> Run {
+    if (k_contig) {
+        let v = select(0u, min(depth - kk, ch), o < outer && kk < depth);
+        return Run(base + o * depth + kk, v);
+    }
+    let v = select(0u, min(outer - o, ch), kk < depth && o < outer);
+    return Run(base + kk * outer + o, v);
+}
+
+// Where chunk `ci` of a tile of `to` (outer) × `tk` (depth) elements starts, as (outer, depth) offsets,
+// when the tile is read in runs of `ch` elements along the contiguous dimension.
+fn chunk_coords(ci: u32, to: u32, tk: u32, k_contig: bool, ch: u32) -> vec2<u32> {
+    if (k_contig) {
+        let per = tk / ch;
+        return vec2<u32>(ci / per, (ci % per) * ch);
+    }
+    let per = to / ch;
+    return vec2<u32>((ci % per) * ch, ci / per);
+}
+
+fn a_k_contig() -> bool {
+    return TRANS_A == 0u;
+}
+
+fn b_k_contig() -> bool {
+    return TRANS_B != 0u;
+}
+
+// The run of A (batch z) starting at row m, depth kk.
+fn a_run_at(z: u32, m: u32, kk: u32, ch: u32) -> Run {
+    return operand_run(z * p.a_bstride, m, kk, p.m, p.k, a_k_contig(), ch);
+}
+
+// The run of op(B) (batch z) starting at column n, depth kk.
+fn b_run_at(z: u32, n: u32, kk: u32, ch: u32) -> Run {
+    return operand_run(z * p.b_bstride, n, kk, p.n, p.k, b_k_contig(), ch);
+}
+
+fn bias_at(n: u32) -> f32 {
+    let wi = word_index(DT_BIAS, n);
+    return decode(DT_BIAS, bias_buf[wi >> 2u][wi & 3u], n);
+}
+
+fn res_at(i: u32) -> f32 {
+    let wi = word_index(DT_RES, i);
+    return decode(DT_RES, res_buf[wi >> 2u][wi & 3u], i);
+}
+
+// Writes columns n..n+3 of row m of batch z: alpha · v, plus the bias and residual, skipping what lies
+// outside [M, N].
+fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m || n >= p.n) {
+        return;
+    }
+    let row = m * p.n;
+    let e = z * p.m * p.n + row + n;
+    var r = p.alpha * v;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            if (BIAS != 0u) {
+                r[j] += bias_at(n + j);
+            }
+            if (RES == 1u) {
+                r[j] += res_at(z * p.res_bstride + row + n + j);
+            } else if (RES == 2u) {
+                let ej = e + j;
+                r[j] += bitcast<f32>(c[ej >> 2u][ej & 3u]);
+            }
+        }
+    }
+    if (n + 3u < p.n && (e & 3u) == 0u) {
+        c[e >> 2u] = bitcast<vec4<u32>>(r);
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            let ej = e + j;
+            c[ej >> 2u][ej & 3u] = bitcast<u32>(r[j]);
+        }
+    }
+}
+// ---- gemm shared: end ----
+
+// The tiled kernel: a 128×128 tile of C per workgroup of 256 threads, each thread an 8×8 register
+// micro-tile (rows ty*4..+3 and 64+ty*4..+3, columns tx*4..+3 and 64+tx*4..+3, so workgroup-memory reads
+// are conflict-free vec4s). K advances by 8; the next slice is loaded into registers while the current one
+// is multiplied, and workgroup memory is double-buffered (one barrier per slice, 16 KiB in all).
+const TM: u32 = 128u;
+const TN: u32 = 128u;
+const TK: u32 = 8u;
+// vec4 words of one buffer of one operand: TK rows of 128 values.
+const TBUF: u32 = 256u;
+
+// [buffer][depth][outer] in vec4 words: As[buf*256 + k*32 + m/4] holds A(m..m+3, k).
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+
+// Stores a run of 4 values (chunk coordinates co = (outer, depth)) into buffer `buf` of As.
+fn stage_a(buf: u32, co: vec2<u32>, v: vec4<f32>) {
+    if (a_k_contig()) {
+        // 4 depths of one row: a column of the [depth][outer] tile.
+        for (var i = 0u; i < 4u; i++) {
+            let w = buf * TBUF + (co.y + i) * 32u + (co.x >> 2u);
+            As[w][co.x & 3u] = v[i];
+        }
+    } else {
+        As[buf * TBUF + co.y * 32u + (co.x >> 2u)] = v;
+    }
+}
+
+fn stage_b(buf: u32, co: vec2<u32>, v: vec4<f32>) {
+    if (b_k_contig()) {
+        for (var i = 0u; i < 4u; i++) {
+            let w = buf * TBUF + (co.y + i) * 32u + (co.x >> 2u);
+            Bs[w][co.x & 3u] = v[i];
+        }
+    } else {
+        Bs[buf * TBUF + co.y * 32u + (co.x >> 2u)] = v;
+    }
+}
+
+fn outer4(acc: vec4<f32>, s: f32, b: vec4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(s), b, acc);
+}
+
+@compute @workgroup_size(256)
+fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let tx = lid & 15u;
+    let ty = lid >> 4u;
+    let z = wid.z;
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
+    let ca = chunk_coords(lid, TM, TK, a_k_contig(), 4u);
+    let cb = chunk_coords(lid, TN, TK, b_k_contig(), 4u);
+    let ntiles = (p.k + TK - 1u) / TK;
+
+    var ra = a_run_at(z, m0 + ca.x, ca.y, 4u);
+    var rb = b_run_at(z, n0 + cb.x, cb.y, 4u);
+    var va = a_run4(ra.e, ra.v);
+    var vb = b_run4(rb.e, rb.v);
+    stage_a(0u, ca, va);
+    stage_b(0u, cb, vb);
+    workgroupBarrier();
+
+    // c{2r + h}: row r of the micro-tile, column half h.
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0);
+    var c9 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0);
+    var c13 = vec4<f32>(0.0);
+    var c14 = vec4<f32>(0.0);
+    var c15 = vec4<f32>(0.0);
+
+    for (var t = 0u; t < ntiles; t++) {
+        let cur = t & 1u;
+        let more = t + 1u < ntiles;
+        if (more) {
+            let k1 = (t + 1u) * TK;
+            ra = a_run_at(z, m0 + ca.x, k1 + ca.y, 4u);
+            rb = b_run_at(z, n0 + cb.x, k1 + cb.y, 4u);
+            va = a_run4(ra.e, ra.v);
+            vb = b_run4(rb.e, rb.v);
+        }
+        let base = cur * TBUF;
+        for (var kk = 0u; kk < TK; kk++) {
+            let o = base + kk * 32u;
+            let a0 = As[o + ty];
+            let a1 = As[o + 16u + ty];
+            let b0 = Bs[o + tx];
+            let b1 = Bs[o + 16u + tx];
+            c0 = outer4(c0, a0.x, b0);
+            c1 = outer4(c1, a0.x, b1);
+            c2 = outer4(c2, a0.y, b0);
+            c3 = outer4(c3, a0.y, b1);
+            c4 = outer4(c4, a0.z, b0);
+            c5 = outer4(c5, a0.z, b1);
+            c6 = outer4(c6, a0.w, b0);
+            c7 = outer4(c7, a0.w, b1);
+            c8 = outer4(c8, a1.x, b0);
+            c9 = outer4(c9, a1.x, b1);
+            c10 = outer4(c10, a1.y, b0);
+            c11 = outer4(c11, a1.y, b1);
+            c12 = outer4(c12, a1.z, b0);
+            c13 = outer4(c13, a1.z, b1);
+            c14 = outer4(c14, a1.w, b0);
+            c15 = outer4(c15, a1.w, b1);
+        }
+        if (more) {
+            stage_a(cur ^ 1u, ca, va);
+            stage_b(cur ^ 1u, cb, vb);
+        }
+        workgroupBarrier();
+    }
+
+    let ma = m0 + ty * 4u;
+    let mb = m0 + 64u + ty * 4u;
+    let na = n0 + tx * 4u;
+    let nb = n0 + 64u + tx * 4u;
+    store4(z, ma, na, c0);
+    store4(z, ma, nb, c1);
+    store4(z, ma + 1u, na, c2);
+    store4(z, ma + 1u, nb, c3);
+    store4(z, ma + 2u, na, c4);
+    store4(z, ma + 2u, nb, c5);
+    store4(z, ma + 3u, na, c6);
+    store4(z, ma + 3u, nb, c7);
+    store4(z, mb, na, c8);
+    store4(z, mb, nb, c9);
+    store4(z, mb + 1u, na, c10);
+    store4(z, mb + 1u, nb, c11);
+    store4(z, mb + 2u, na, c12);
+    store4(z, mb + 2u, nb, c13);
+    store4(z, mb + 3u, na, c14);
+    store4(z, mb + 3u, nb, c15);
+}
