@@ -58,7 +58,10 @@ impl BenchCase {
 pub type CaseFn = fn(&str, u64) -> Option<Result<BenchCase>>;
 
 /// Every op family with benchmarks: its op names and its case constructor.
-pub const FAMILIES: &[(&[&str], CaseFn)] = &[(ops::elementwise::BENCH_OPS, ops::elementwise::bench_case)];
+pub const FAMILIES: &[(&[&str], CaseFn)] = &[
+    (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
+    (ops::attention::BENCH_OPS, ops::attention::bench_case),
+];
 
 /// Every bench op name, in the order they run.
 pub fn op_names() -> Vec<&'static str> {
