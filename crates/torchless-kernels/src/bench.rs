@@ -60,6 +60,8 @@ pub type CaseFn = fn(&str, u64) -> Option<Result<BenchCase>>;
 /// Every op family with benchmarks: its op names and its case constructor.
 pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
+pub const FAMILIES: &[(&[&str], CaseFn)] = &[
+    (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
     (ops::norm::BENCH_OPS, ops::norm::bench_case),
     (ops::softmax::BENCH_OPS, ops::softmax::bench_case),
     (ops::rope::BENCH_OPS, ops::rope::bench_case),
@@ -67,6 +69,8 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::select::BENCH_OPS, ops::select::bench_case),
     (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
     (ops::gemm::BENCH_OPS, ops::gemm::bench_case),
+    (ops::attention::BENCH_OPS, ops::attention::bench_case),
+];
 ];
 
 /// Every bench op name, in the order they run.

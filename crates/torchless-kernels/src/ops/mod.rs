@@ -1,6 +1,7 @@
 //! Op families. Each module validates its inputs, picks the variant, launches the WGSL kernel on the
 //! GPU or runs the CPU implementation, and carries its tests.
 
+pub mod attention;
 pub mod convert;
 pub mod elementwise;
 pub mod gemm;

@@ -1,0 +1,456 @@
+// sdpa_decode with subgroup shuffles: K and V rows go straight from memory into registers, with no
+// workgroup memory and no barrier in the main loop. Chosen when the adapter has subgroups of at least
+// LPR lanes; attention.wgsl holds the workgroup-memory version and the sdpa_decode_reduce pass, which
+// merges the partials written here (same layout).
+//
+// A workgroup (row block, split, kv head) of 128 threads is NG = 128 / LPR lane groups. A group of LPR
+// lanes covers one K/V row: lane `lane` holds the row's element groups lane + LPR·c (a group is one
+// vec4<u32>: 4 f32 or 8 16-bit values), at most 16 elements, as the columns ("quads") of a mat4x4.
+// Each step a group takes U keys; each lane forms partial dot products with its slice of every query
+// row of the block (held in registers), the group sums them with xor shuffles, and every lane updates
+// its slice of the online softmax. The groups' states are merged through workgroup memory at the end.
+// Lanes of a group must be consecutive invocations of one subgroup (LPR <= subgroup size).
+//
+// Per-row state lives in separate variables (st0..st7) guarded by conditions on constants: naga bounds
+// every loop with a counter, so drivers would not unroll loops over a private array.
+
+override DTYPE: u32 = 0u;
+// Head dimension: a multiple of 4, at most 256, and HD <= 16 · LPR.
+override HD: u32 = 128u;
+// Lanes per K/V row: 8, 16 or 32, at most the subgroup size.
+override LPR: u32 = 16u;
+// Query rows per workgroup: at most 8, and RB · quads per lane <= 8.
+override RB: u32 = 4u;
+
+const WG: u32 = 128u;
+const U: u32 = 4u; // keys per lane group per step
+const MASKED: f32 = -3.0e38;
+
+struct DecodeParams {
+    kv_len: u32,
+    capacity: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    group: u32,
+    tokens: u32,
+    rows: u32,
+    n_splits: u32,
+    scale: f32,
+    softcap: f32,
+    window: u32,
+    causal: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: DecodeParams;
+@group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> kv_len_buf: array<u32>;
+
+fn visible(s: f32) -> bool {
+    return s > -1.0e38;
+}
+
+fn group_elems() -> u32 {
+    return select(8u, 4u, DTYPE == DT_F32);
+}
+
+fn elem_word(e: u32) -> u32 {
+    return select(e >> 1u, e, DTYPE == DT_F32);
+}
+
+// Element groups per row, per lane (at most 4), and quads (vec4 of f32) per lane (at most 4).
+fn groups_per_row() -> u32 {
+    return (HD + group_elems() - 1u) / group_elems();
+}
+
+fn groups_per_lane() -> u32 {
+    return (groups_per_row() + LPR - 1u) / LPR;
+}
+
+fn quads_per_lane() -> u32 {
+    return groups_per_lane() * group_elems() / 4u;
+}
+
+fn lanes_in_group() -> u32 {
+    return WG / LPR;
+}
+
+// The head-dim vec4 index of quad `k` of lane `lane`'s slice.
+fn quad_d4(lane: u32, k: u32) -> u32 {
+    if (DTYPE == DT_F32) {
+        return lane + LPR * k;
+    }
+    return 2u * (lane + LPR * (k / 2u)) + (k & 1u);
+}
+
+// Four words of K or V from word `w` (even). Only 16-bit rows of head_dim ≡ 4 (mod 8) start
+// mid-vector; they splice two loads (the second only when `n` > 2 words are wanted).
+fn k_words(w: u32, n: u32) -> vec4<u32> {
+    let i = w >> 2u;
+    let a = kc[i];
+    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
+        return a;
+    }
+    var b = vec4<u32>(0u);
+    if (n > 2u) {
+        b = kc[i + 1u];
+    }
+    return vec4<u32>(a.z, a.w, b.x, b.y);
+}
+
+fn v_words(w: u32, n: u32) -> vec4<u32> {
+    let i = w >> 2u;
+    let a = vc[i];
+    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
+        return a;
+    }
+    var b = vec4<u32>(0u);
+    if (n > 2u) {
+        b = vc[i + 1u];
+    }
+    return vec4<u32>(a.z, a.w, b.x, b.y);
+}
+
+fn group_lo(w: vec4<u32>) -> vec4<f32> {
+    if (DTYPE == DT_F32) {
+        return bitcast<vec4<f32>>(w);
+    }
+    return vec4<f32>(unpack_pair(DTYPE, w.x), unpack_pair(DTYPE, w.y));
+}
+
+fn group_hi(w: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack_pair(DTYPE, w.z), unpack_pair(DTYPE, w.w));
+}
+
+// Group slot c of lane `lane` in the row starting at element `row_e`, from K (is_v false) or V, as
+// quads (lo, hi); zeros past the row.
+fn slot_words(is_v: bool, row_e: u32, lane: u32, c: u32) -> vec4<u32> {
+    let epg = group_elems();
+    let g = lane + LPR * c;
+    let ok = g < groups_per_row();
+    let e = row_e + select(0u, g * epg, ok);
+    let n = elem_word(min(epg, HD - select(0u, g * epg, ok)));
+    var w: vec4<u32>;
+    if (is_v) {
+        w = v_words(elem_word(e), n);
+    } else {
+        w = k_words(elem_word(e), n);
+    }
+    return select(vec4<u32>(0u), w, ok);
+}
+
+// The lane's raw words of one K or V row: group slots 0..3 (16-bit rows use at most 2).
+struct Raw {
+    w0: vec4<u32>,
+    w1: vec4<u32>,
+    w2: vec4<u32>,
+    w3: vec4<u32>,
+}
+
+fn load_raw(is_v: bool, key: u32, kvh: u32, lane: u32) -> Raw {
+    let row_e = (key * p.n_kv_heads + kvh) * HD;
+    let cg = groups_per_lane();
+    var r: Raw;
+    r.w0 = slot_words(is_v, row_e, lane, 0u);
+    if (cg > 1u) { r.w1 = slot_words(is_v, row_e, lane, 1u); }
+    if (cg > 2u) { r.w2 = slot_words(is_v, row_e, lane, 2u); }
+    if (cg > 3u) { r.w3 = slot_words(is_v, row_e, lane, 3u); }
+    return r;
+}
+
+// The lane's slice of a row as quads (columns beyond the slice are zero).
+fn unpack_raw(r: Raw, lane: u32) -> mat4x4<f32> {
+    var m = mat4x4<f32>();
+    let cg = groups_per_lane();
+    if (DTYPE == DT_F32) {
+        m[0] = group_lo(r.w0);
+        if (cg > 1u) { m[1] = group_lo(r.w1); }
+        if (cg > 2u) { m[2] = group_lo(r.w2); }
+        if (cg > 3u) { m[3] = group_lo(r.w3); }
+    } else {
+        m[0] = group_lo(r.w0);
+        m[1] = group_hi(r.w0);
+        if (cg > 1u) {
+            m[2] = group_lo(r.w1);
+            m[3] = group_hi(r.w1);
+        }
+        // Rows of head_dim ≡ 4 (mod 8): the last group holds 4 elements; the other 4 are not ours.
+        if (HD % 8u != 0u) {
+            let hd4 = HD / 4u;
+            m[1] = select(vec4<f32>(0.0), m[1], quad_d4(lane, 1u) < hd4);
+            m[3] = select(vec4<f32>(0.0), m[3], quad_d4(lane, 3u) < hd4);
+        }
+    }
+    return m;
+}
+
+// The raw K and V words of one step: U keys of this lane group.
+struct Step {
+    k0: Raw,
+    k1: Raw,
+    k2: Raw,
+    k3: Raw,
+    v0: Raw,
+    v1: Raw,
+    v2: Raw,
+    v3: Raw,
+}
+
+// Keys past the split (key >= end) load row `last` instead; their scores are masked.
+fn load_step(key: vec4<u32>, end: u32, last: u32, kvh: u32, lane: u32) -> Step {
+    let safe = select(vec4<u32>(last), key, key < vec4<u32>(end));
+    var s: Step;
+    s.k0 = load_raw(false, safe.x, kvh, lane);
+    s.k1 = load_raw(false, safe.y, kvh, lane);
+    s.k2 = load_raw(false, safe.z, kvh, lane);
+    s.k3 = load_raw(false, safe.w, kvh, lane);
+    s.v0 = load_raw(true, safe.x, kvh, lane);
+    s.v1 = load_raw(true, safe.y, kvh, lane);
+    s.v2 = load_raw(true, safe.z, kvh, lane);
+    s.v3 = load_raw(true, safe.w, kvh, lane);
+    return s;
+}
+
+// Sum over the LPR lanes of a group.
+fn group_sum(x: vec4<f32>) -> vec4<f32> {
+    var s = x;
+    s += subgroupShuffleXor(s, 1u);
+    s += subgroupShuffleXor(s, 2u);
+    s += subgroupShuffleXor(s, 4u);
+    if (LPR > 8u) {
+        s += subgroupShuffleXor(s, 8u);
+    }
+    if (LPR > 16u) {
+        s += subgroupShuffleXor(s, 16u);
+    }
+    return s;
+}
+
+fn slice_dot(a: mat4x4<f32>, b: mat4x4<f32>) -> f32 {
+    var d = dot(a[0], b[0]);
+    if (quads_per_lane() > 1u) { d += dot(a[1], b[1]); }
+    if (quads_per_lane() > 2u) { d += dot(a[2], b[2]); }
+    if (quads_per_lane() > 3u) { d += dot(a[3], b[3]); }
+    return d;
+}
+
+fn softcap4(s: vec4<f32>, cap: f32) -> vec4<f32> {
+    if (cap > 0.0) {
+        return cap * vec4<f32>(safe_tanh(s.x / cap), safe_tanh(s.y / cap), safe_tanh(s.z / cap), safe_tanh(s.w / cap));
+    }
+    return s;
+}
+
+// One query row: its scaled slice, its position, and the lane's slice of its online softmax.
+struct Row {
+    q: mat4x4<f32>,
+    pos: i32,
+    m: f32,
+    l: f32,
+    acc: mat4x4<f32>,
+}
+
+fn row_init(r: u32, row0: u32, kvh: u32, lane: u32, first_pos: i32) -> Row {
+    var row: Row;
+    row.m = MASKED;
+    let rr = row0 + r;
+    let t = rr / p.group;
+    let head = kvh * p.group + (rr - t * p.group);
+    row.pos = first_pos + i32(t);
+    let hd4 = HD / 4u;
+    let base = (t * p.n_heads + head) * hd4;
+    let nq = quads_per_lane();
+    let d0 = quad_d4(lane, 0u);
+    let d1 = quad_d4(lane, 1u);
+    let d2 = quad_d4(lane, 2u);
+    let d3 = quad_d4(lane, 3u);
+    if (d0 < hd4) { row.q[0] = bitcast<vec4<f32>>(q_in[base + d0]) * p.scale; }
+    if (nq > 1u && d1 < hd4) { row.q[1] = bitcast<vec4<f32>>(q_in[base + d1]) * p.scale; }
+    if (nq > 2u && d2 < hd4) { row.q[2] = bitcast<vec4<f32>>(q_in[base + d2]) * p.scale; }
+    if (nq > 3u && d3 < hd4) { row.q[3] = bitcast<vec4<f32>>(q_in[base + d3]) * p.scale; }
+    return row;
+}
+
+// Folds U keys (positions kp, in range where `live`) with K slices k0..k3 and V slices v0..v3.
+fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
+            k0: mat4x4<f32>, k1: mat4x4<f32>, k2: mat4x4<f32>, k3: mat4x4<f32>,
+            v0: mat4x4<f32>, v1: mat4x4<f32>, v2: mat4x4<f32>, v3: mat4x4<f32>) -> Row {
+    let q = row.q;
+    let part_s = vec4<f32>(slice_dot(q, k0), slice_dot(q, k1), slice_dot(q, k2), slice_dot(q, k3));
+    var s = softcap4(group_sum(part_s), p.softcap);
+    var ok = live;
+    if (p.causal != 0u) {
+        ok = ok & (kp <= vec4<i32>(row.pos));
+    }
+    if (p.window > 0u) {
+        ok = ok & (kp > vec4<i32>(row.pos - i32(p.window)));
+    }
+    s = select(vec4<f32>(MASKED), s, ok);
+    let m_new = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
+    if (!visible(m_new)) {
+        return row;
+    }
+    var out = row;
+    let alpha = select(0.0, exp(row.m - m_new), visible(row.m));
+    let pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), s > vec4<f32>(-1.0e38));
+    out.m = m_new;
+    out.l = row.l * alpha + pr.x + pr.y + pr.z + pr.w;
+    // Column by column, so the columns past the slice stay constant zeros (0 · x does not fold).
+    let nq = quads_per_lane();
+    out.acc[0] = row.acc[0] * alpha + v0[0] * pr.x + v1[0] * pr.y + v2[0] * pr.z + v3[0] * pr.w;
+    if (nq > 1u) { out.acc[1] = row.acc[1] * alpha + v0[1] * pr.x + v1[1] * pr.y + v2[1] * pr.z + v3[1] * pr.w; }
+    if (nq > 2u) { out.acc[2] = row.acc[2] * alpha + v0[2] * pr.x + v1[2] * pr.y + v2[2] * pr.z + v3[2] * pr.w; }
+    if (nq > 3u) { out.acc[3] = row.acc[3] * alpha + v0[3] * pr.x + v1[3] * pr.y + v2[3] * pr.z + v3[3] * pr.w; }
+    return out;
+}
+
+var<workgroup> w_acc: array<vec4<f32>, 1024>; // [RB][NG][HD/4] slices (RB · NG · HD/4 <= 1024)
+var<workgroup> w_ml: array<vec2<f32>, 128>;   // [RB][NG] (max, sum)
+var<workgroup> w_len: u32;
+
+// Puts the lane's state of row r into workgroup memory.
+fn stash_row(r: u32, row: Row, li: u32) {
+    let lane = li % LPR;
+    let grp = li / LPR;
+    let hd4 = HD / 4u;
+    let nq = quads_per_lane();
+    let at = (r * lanes_in_group() + grp) * hd4;
+    let d0 = quad_d4(lane, 0u);
+    if (d0 < hd4) { w_acc[at + d0] = row.acc[0]; }
+    let d1 = quad_d4(lane, 1u);
+    if (nq > 1u && d1 < hd4) { w_acc[at + d1] = row.acc[1]; }
+    let d2 = quad_d4(lane, 2u);
+    if (nq > 2u && d2 < hd4) { w_acc[at + d2] = row.acc[2]; }
+    let d3 = quad_d4(lane, 3u);
+    if (nq > 3u && d3 < hd4) { w_acc[at + d3] = row.acc[3]; }
+    if (lane == 0u) {
+        w_ml[r * lanes_in_group() + grp] = vec2<f32>(row.m, row.l);
+    }
+}
+
+// Merges the NG groups' states of every row and writes the rows' partials (the layout of
+// attention.wgsl: per (output row, split) one vec4 (max, sum, 0, 0), then head_dim/4 vec4 of
+// weighted V). Called after stash_row and a barrier.
+fn merge_rows(li: u32, row0: u32, kvh: u32, split: u32) {
+    let hd4 = HD / 4u;
+    let ng = lanes_in_group();
+    let nrows = min(RB, p.rows - row0);
+    for (var o = li; o < nrows * hd4; o += WG) {
+        let r = o / hd4;
+        let d4 = o - r * hd4;
+        var mm = MASKED;
+        for (var g = 0u; g < ng; g++) {
+            mm = max(mm, w_ml[r * ng + g].x);
+        }
+        var a = vec4<f32>(0.0);
+        var ls = 0.0;
+        if (visible(mm)) {
+            for (var g = 0u; g < ng; g++) {
+                let ml = w_ml[r * ng + g];
+                if (visible(ml.x)) {
+                    let w = exp(ml.x - mm);
+                    a += w * w_acc[(r * ng + g) * hd4 + d4];
+                    ls += w * ml.y;
+                }
+            }
+        }
+        let rr = row0 + r;
+        let t = rr / p.group;
+        let head = kvh * p.group + (rr - t * p.group);
+        let at = ((t * p.n_heads + head) * p.n_splits + split) * (hd4 + 1u);
+        part[at + 1u + d4] = bitcast<vec4<u32>>(a);
+        if (d4 == 0u) {
+            part[at] = bitcast<vec4<u32>>(vec4<f32>(mm, ls, 0.0, 0.0));
+        }
+    }
+}
+
+fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
+    let kv_len = min(kv_len_in, p.capacity);
+    let row0 = wid.x * RB;
+    let split = wid.y;
+    let kvh = wid.z;
+    let lane = li % LPR;
+    let grp = li / LPR;
+    let ng = lanes_in_group();
+    let first_pos = i32(kv_len) - i32(p.tokens);
+
+    // The keys any row may see, cut into n_splits equal runs of whole steps (ng · U keys).
+    var lo = 0u;
+    if (p.window > 0u) {
+        lo = u32(max(0i, first_pos - i32(p.window) + 1i));
+    }
+    let step = ng * U;
+    let span = select(0u, kv_len - lo, kv_len > lo);
+    let per = (span + p.n_splits - 1u) / p.n_splits;
+    let split_len = ((per + step - 1u) / step) * step;
+    let k0 = min(lo + split * split_len, kv_len);
+    let k1 = min(k0 + split_len, kv_len);
+
+    var st0 = row_init(0u, row0, kvh, lane, first_pos);
+    var st1: Row;
+    var st2: Row;
+    var st3: Row;
+    var st4: Row;
+    var st5: Row;
+    var st6: Row;
+    var st7: Row;
+    if (RB > 1u) { st1 = row_init(1u, row0, kvh, lane, first_pos); }
+    if (RB > 2u) { st2 = row_init(2u, row0, kvh, lane, first_pos); }
+    if (RB > 3u) { st3 = row_init(3u, row0, kvh, lane, first_pos); }
+    if (RB > 4u) { st4 = row_init(4u, row0, kvh, lane, first_pos); }
+    if (RB > 5u) { st5 = row_init(5u, row0, kvh, lane, first_pos); }
+    if (RB > 6u) { st6 = row_init(6u, row0, kvh, lane, first_pos); }
+    if (RB > 7u) { st7 = row_init(7u, row0, kvh, lane, first_pos); }
+
+    let last = max(k1, 1u) - 1u;
+    let lanes_keys = vec4<u32>(grp) + vec4<u32>(0u, ng, 2u * ng, 3u * ng);
+    for (var kb = k0; kb < k1; kb += step) {
+        let key = vec4<u32>(kb) + lanes_keys;
+        let cur = load_step(key, k1, last, kvh, lane);
+        let live = key < vec4<u32>(k1);
+        let kp = vec4<i32>(key);
+        let ka = unpack_raw(cur.k0, lane);
+        let kb2 = unpack_raw(cur.k1, lane);
+        let kc2 = unpack_raw(cur.k2, lane);
+        let kd = unpack_raw(cur.k3, lane);
+        let va = unpack_raw(cur.v0, lane);
+        let vb = unpack_raw(cur.v1, lane);
+        let vc2 = unpack_raw(cur.v2, lane);
+        let vd = unpack_raw(cur.v3, lane);
+        st0 = row_step(st0, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd);
+        if (RB > 1u) { st1 = row_step(st1, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 2u) { st2 = row_step(st2, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 3u) { st3 = row_step(st3, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 4u) { st4 = row_step(st4, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 5u) { st5 = row_step(st5, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 6u) { st6 = row_step(st6, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        if (RB > 7u) { st7 = row_step(st7, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+    }
+
+    stash_row(0u, st0, li);
+    if (RB > 1u) { stash_row(1u, st1, li); }
+    if (RB > 2u) { stash_row(2u, st2, li); }
+    if (RB > 3u) { stash_row(3u, st3, li); }
+    if (RB > 4u) { stash_row(4u, st4, li); }
+    if (RB > 5u) { stash_row(5u, st5, li); }
+    if (RB > 6u) { stash_row(6u, st6, li); }
+    if (RB > 7u) { stash_row(7u, st7, li); }
+    workgroupBarrier();
+    merge_rows(li, row0, kvh, split);
+}
+
+@compute @workgroup_size(128)
+fn sdpa_decode_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    decode_body(p.kv_len, wid, li);
+}
+
+@compute @workgroup_size(128)
+fn sdpa_decode_dev_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (li == 0u) {
+        w_len = kv_len_buf[0];
+    }
+    decode_body(workgroupUniformLoad(&w_len), wid, li);
+}

@@ -1,0 +1,1088 @@
+//! Attention over a KV cache: flash-decoding for one step (`sdpa_decode`) and tiled prefill
+//! (`flash_attention`), with GQA, a soft cap (Gemma 2), a sliding window (Mistral, Gemma 2) and causal
+//! masking.
+//!
+//! Layouts: Q `[tokens, n_heads, head_dim]` f32; K and V `[capacity, n_kv_heads, head_dim]` in f32, f16
+//! or bf16, of which rows `0..kv_len` are read; the output `[tokens, n_heads, head_dim]` f32. Query head
+//! `h` uses KV head `h / (n_heads / n_kv_heads)`. A query at position `pos` sees key `k` when
+//! `k <= pos` (if causal) and `k > pos - window` (if a window is set); scores are
+//! `cap · tanh(scale · q·k / cap)` with a soft cap, `scale · q·k` without. A query that sees no key
+//! gets zeros.
+//!
+//! GPU: `sdpa_decode` is flash-decoding: the visible keys are cut into splits read by separate
+//! workgroups (each K/V row is read once per KV head: all query heads of a group share it), each
+//! writing a partial softmax, and a second pass merges the splits. Where the adapter has subgroups of
+//! at least 8 lanes (NVIDIA, AMD, Apple, lavapipe) the main pass is `attention_subgroup.wgsl` (K/V rows
+//! straight into registers, dot products reduced with subgroup shuffles); otherwise `attention.wgsl`
+//! stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
+//! an online softmax and never writes the scores out.
+//! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
+
+use rayon::prelude::*;
+
+use super::{common_backend, require_dtype, require_float, require_non_empty, to_u32};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, GpuContext, Workgroups};
+use crate::tensor::Tensor;
+
+crate::kernel_source!(ATTENTION, "attention");
+crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
+
+/// Decode: a split covers at least this many keys (fewer splits for short contexts).
+const MIN_KEYS_PER_SPLIT: usize = 64;
+/// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for. Measured on an H100
+/// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
+/// context, 1024 and more lose to per-workgroup start-up and the longer merge.
+const TARGET_WORKGROUPS: usize = 512;
+/// Decode: the most splits of one row (kernels/attention.wgsl `r_w`).
+const MAX_SPLITS: usize = 1024;
+/// The largest head dimension the kernels take.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// How scores are formed and masked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionOptions {
+    /// Multiplies q·k (usually 1/√head_dim).
+    pub scale: f32,
+    /// Gemma 2's soft cap: scores become cap·tanh(scores/cap) before masking and softmax.
+    pub softcap: Option<f32>,
+    /// Sliding window: a query at position p sees keys in (p − window, p].
+    pub window: Option<usize>,
+    /// A query at position p sees no key after p.
+    pub causal: bool,
+}
+
+impl AttentionOptions {
+    /// Causal attention with scale 1/√head_dim, no soft cap and no window.
+    pub fn new(head_dim: usize) -> Self {
+        AttentionOptions { scale: 1.0 / (head_dim.max(1) as f32).sqrt(), softcap: None, window: None, causal: true }
+    }
+
+    fn validate(&self, op: &'static str) -> Result<()> {
+        let arg = |name: &'static str, value: String, reason: &str| {
+            Err(KernelError::Argument { op, name, value, reason: reason.into() })
+        };
+        if !self.scale.is_finite() {
+            return arg("scale", self.scale.to_string(), "must be finite");
+        }
+        if let Some(cap) = self.softcap
+            && !(cap.is_finite() && cap > 0.0)
+        {
+            return arg("softcap", cap.to_string(), "must be a positive finite number");
+        }
+        if let Some(w) = self.window {
+            if w == 0 {
+                return arg("window", "0".into(), "must be at least 1 (None for no window)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The visible key range [lo, hi) of a query at `pos` among keys 0..kv_len.
+    fn key_range(&self, pos: i64, kv_len: usize) -> (usize, usize) {
+        let hi = if self.causal { (pos + 1).clamp(0, kv_len as i64) } else { kv_len as i64 };
+        let lo = self.window.map_or(0, |w| (pos - w as i64 + 1).max(0));
+        (lo as usize, hi.max(lo) as usize)
+    }
+}
+
+/// Shapes shared by both ops.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    tokens: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    /// Rows of K and V.
+    capacity: usize,
+}
+
+impl Dims {
+    fn group(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+}
+
+fn shape_err(op: &'static str, detail: String) -> KernelError {
+    KernelError::Shape { op, detail }
+}
+
+/// Checks shapes, dtypes, devices and options; returns the dimensions.
+fn validate(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    out: &Tensor,
+) -> Result<Dims> {
+    opts.validate(op)?;
+    require_dtype(op, q, DType::F32)?;
+    require_float(op, k)?;
+    if v.dtype() != k.dtype() {
+        return Err(KernelError::DType { op, expected: format!("{} (the dtype of k)", k.dtype()), found: v.dtype() });
+    }
+    require_dtype(op, out, DType::F32)?;
+    let [tokens, n_heads, head_dim] = *q.shape() else {
+        return Err(shape_err(op, format!("q must be [tokens, n_heads, head_dim], got {:?}", q.shape())));
+    };
+    let [capacity, n_kv_heads, kv_dim] = *k.shape() else {
+        return Err(shape_err(op, format!("k must be [kv rows, n_kv_heads, head_dim], got {:?}", k.shape())));
+    };
+    if v.shape() != k.shape() {
+        return Err(shape_err(op, format!("v {:?} must have the shape of k {:?}", v.shape(), k.shape())));
+    }
+    require_non_empty(op, "q", q)?;
+    require_non_empty(op, "k", k)?;
+    if n_heads % n_kv_heads != 0 {
+        return Err(shape_err(op, format!("n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")));
+    }
+    if kv_dim != head_dim {
+        return Err(shape_err(op, format!("head_dim mismatch: q has {head_dim}, k and v have {kv_dim}")));
+    }
+    if head_dim % 4 != 0 || head_dim > MAX_HEAD_DIM {
+        return Err(KernelError::Argument {
+            op,
+            name: "head_dim",
+            value: head_dim.to_string(),
+            reason: format!("must be a multiple of 4 and at most {MAX_HEAD_DIM}"),
+        });
+    }
+    if out.shape() != q.shape() {
+        return Err(shape_err(op, format!("out {:?} must have the shape of q {:?}", out.shape(), q.shape())));
+    }
+    if out.same_storage(q) || out.same_storage(k) || out.same_storage(v) {
+        return Err(KernelError::Argument {
+            op,
+            name: "out",
+            value: "an input".into(),
+            reason: "the output must be a separate tensor".into(),
+        });
+    }
+    to_u32(op, "q elements", q.numel())?;
+    to_u32(op, "k elements", k.numel())?;
+    Ok(Dims { tokens, n_heads, n_kv_heads, head_dim, capacity })
+}
+
+fn check_kv_len(op: &'static str, kv_len: usize, capacity: usize) -> Result<()> {
+    if kv_len == 0 || kv_len > capacity {
+        return Err(KernelError::Argument {
+            op,
+            name: "kv_len",
+            value: kv_len.to_string(),
+            reason: format!("must be in 1..={capacity} (the rows of the k and v tensors)"),
+        });
+    }
+    Ok(())
+}
+
+// ---- public API ---------------------------------------------------------------------------------
+
+/// One decode step: `q` `[tokens, n_heads, head_dim]` (usually 1 token) against rows `0..kv_len` of the
+/// caches `[capacity, n_kv_heads, head_dim]`; token `t` is at position `kv_len − tokens + t`.
+pub fn sdpa_decode(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
+    let out = Tensor::uninit(&q.backend(), "sdpa_decode", q.shape(), DType::F32)?;
+    sdpa_decode_into(q, k_cache, v_cache, kv_len, opts, &out)?;
+    Ok(out)
+}
+
+/// [`sdpa_decode`] into a preallocated `out` (`[tokens, n_heads, head_dim]` f32).
+pub fn sdpa_decode_into(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    opts: AttentionOptions,
+    out: &Tensor,
+) -> Result<()> {
+    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true)
+}
+
+/// [`sdpa_decode`] with kv_len read from element 0 of the u32 tensor `kv_len` on the device, so one
+/// recorded step can be replayed as the context grows. The split count is chosen for the cache
+/// capacity. The kernel clamps kv_len to the capacity, and kv_len = 0 (or fewer keys than a token's
+/// position needs) gives zeros; the CPU backend does the same.
+pub fn sdpa_decode_device_len(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: &Tensor,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
+    let out = Tensor::uninit(&q.backend(), "sdpa_decode", q.shape(), DType::F32)?;
+    sdpa_decode_device_len_into(q, k_cache, v_cache, kv_len, opts, &out)?;
+    Ok(out)
+}
+
+/// [`sdpa_decode_device_len`] into a preallocated `out`.
+pub fn sdpa_decode_device_len_into(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: &Tensor,
+    opts: AttentionOptions,
+    out: &Tensor,
+) -> Result<()> {
+    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true)
+}
+
+/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests).
+fn decode_impl(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: KvLen<'_>,
+    opts: AttentionOptions,
+    out: &Tensor,
+    subgroups: bool,
+) -> Result<()> {
+    const OP: &str = "sdpa_decode";
+    let d = validate(OP, q, k, v, &opts, out)?;
+    to_u32(OP, "capacity", d.capacity)?;
+    let mut tensors = vec![q, k, v, out];
+    match kv_len {
+        KvLen::Host(n) => {
+            check_kv_len(OP, n, d.capacity)?;
+            if d.tokens > n {
+                return Err(KernelError::Argument {
+                    op: OP,
+                    name: "tokens",
+                    value: d.tokens.to_string(),
+                    reason: format!("a step of {} tokens needs kv_len >= tokens, got kv_len {n}", d.tokens),
+                });
+            }
+        }
+        KvLen::Device(t) => {
+            require_dtype(OP, t, DType::U32)?;
+            require_non_empty(OP, "kv_len", t)?;
+            tensors.push(t);
+        }
+    }
+    match common_backend(OP, &tensors)? {
+        Backend::Cpu => {
+            let n = match kv_len {
+                KvLen::Host(n) => n,
+                KvLen::Device(t) => (cpu::read_u32(t).first().copied().unwrap_or(0) as usize).min(d.capacity),
+            };
+            decode_cpu(q, k, v, n, &d, &opts, out)
+        }
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups),
+    }
+}
+
+/// Prefill: `q` `[L, n_heads, head_dim]`, query `i` at position `q_offset + i`, against keys
+/// `0..kv_len` of `k`, `v` `[rows >= kv_len, n_kv_heads, head_dim]` (a whole cache or just this
+/// chunk's keys).
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: usize,
+    q_offset: usize,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
+    let out = Tensor::uninit(&q.backend(), "flash_attention", q.shape(), DType::F32)?;
+    flash_attention_into(q, k, v, kv_len, q_offset, opts, &out)?;
+    Ok(out)
+}
+
+/// [`flash_attention`] into a preallocated `out` (`[L, n_heads, head_dim]` f32).
+pub fn flash_attention_into(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: usize,
+    q_offset: usize,
+    opts: AttentionOptions,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "flash_attention";
+    let d = validate(OP, q, k, v, &opts, out)?;
+    check_kv_len(OP, kv_len, d.capacity)?;
+    to_u32(OP, "q_offset + tokens", q_offset + d.tokens)?;
+    match common_backend(OP, &[q, k, v, out])? {
+        Backend::Cpu => {
+            let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, kv_len), kv_rows_f32(v, kv_len));
+            let o = attention_cpu(&qv, &kv, &vv, &d, kv_len, q_offset as i64, &opts);
+            cpu::write_f32(out, &o);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => flash_gpu(&ctx, q, k, v, kv_len, q_offset, &d, &opts, out),
+    }
+}
+
+// ---- CPU ------------------------------------------------------------------------------------------
+
+/// Rows `0..rows` of a CPU K or V tensor as f32 (the rest of the cache is not converted), in parallel
+/// chunks with the `half` crate's vectorised conversion.
+fn kv_rows_f32(t: &Tensor, rows: usize) -> Vec<f32> {
+    use half::slice::HalfFloatSliceExt;
+    const CHUNK: usize = 1 << 16;
+    let n = rows * t.shape()[1..].iter().product::<usize>();
+    let words = t.cpu_words().expect("CPU kernels get CPU tensors");
+    let mut out = vec![0f32; n];
+    match t.dtype() {
+        DType::F16 => {
+            let src: &[half::f16] = &bytemuck::cast_slice(&words)[..n];
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| s.convert_to_f32_slice(o));
+        }
+        DType::BF16 => {
+            let src: &[half::bf16] = &bytemuck::cast_slice(&words)[..n];
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| s.convert_to_f32_slice(o));
+        }
+        _ => out.copy_from_slice(&bytemuck::cast_slice::<u32, f32>(&words)[..n]),
+    }
+    out
+}
+
+fn decode_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: usize,
+    d: &Dims,
+    opts: &AttentionOptions,
+    out: &Tensor,
+) -> Result<()> {
+    let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, kv_len), kv_rows_f32(v, kv_len));
+    let o = attention_cpu(&qv, &kv, &vv, d, kv_len, kv_len as i64 - d.tokens as i64, opts);
+    cpu::write_f32(out, &o);
+    Ok(())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Attention of every query row (token `t` at position `pos0 + t`) over keys `0..kv_len` of `k`, `v`
+/// (f32, `[kv_len, n_kv_heads, head_dim]`), in f32, a rayon task per (token, head).
+fn attention_cpu(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: &Dims,
+    kv_len: usize,
+    pos0: i64,
+    opts: &AttentionOptions,
+) -> Vec<f32> {
+    let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
+    let mut out = vec![0f32; d.tokens * n_heads * hd];
+    out.par_chunks_mut(hd).enumerate().for_each(|(row, o)| {
+        let (t, h) = (row / n_heads, row % n_heads);
+        let kvh = h / group;
+        let (lo, hi) = opts.key_range(pos0 + t as i64, kv_len);
+        if lo >= hi {
+            return;
+        }
+        let qr = &q[row * hd..(row + 1) * hd];
+        let mut p: Vec<f32> = (lo..hi)
+            .map(|j| {
+                let s = opts.scale * dot(qr, &k[(j * n_kv + kvh) * hd..][..hd]);
+                opts.softcap.map_or(s, |c| c * (s / c).tanh())
+            })
+            .collect();
+        let m = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut l = 0f32;
+        for s in p.iter_mut() {
+            *s = (*s - m).exp();
+            l += *s;
+        }
+        for (j, &pj) in (lo..hi).zip(&p) {
+            for (oe, &ve) in o.iter_mut().zip(&v[(j * n_kv + kvh) * hd..][..hd]) {
+                *oe += pj * ve;
+            }
+        }
+        let inv = 1.0 / l;
+        o.iter_mut().for_each(|e| *e *= inv);
+    });
+    out
+}
+
+// ---- GPU ------------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DecodeParams {
+    kv_len: u32,
+    capacity: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    group: u32,
+    tokens: u32,
+    rows: u32,
+    n_splits: u32,
+    scale: f32,
+    softcap: f32,
+    window: u32,
+    causal: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FlashParams {
+    q_len: u32,
+    kv_len: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    group: u32,
+    q_offset: u32,
+    n_qblocks: u32,
+    causal: u32,
+    scale: f32,
+    softcap: f32,
+    window: u32,
+    _pad: u32,
+}
+
+enum KvLen<'a> {
+    Host(usize),
+    Device(&'a Tensor),
+}
+
+/// Which decode kernel runs, and its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DecodeKernel {
+    /// attention_subgroup.wgsl: `lanes` lanes per K/V row, reduced with subgroup shuffles.
+    Subgroup { lanes: usize },
+    /// attention.wgsl: K/V tiles of `tile_keys` keys staged in workgroup memory.
+    Workgroup { tile_keys: usize },
+}
+
+/// How a decode step is cut into workgroups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DecodePlan {
+    kernel: DecodeKernel,
+    /// Query rows (tokens × group) per workgroup.
+    rows_per_block: usize,
+    row_blocks: usize,
+    n_splits: usize,
+}
+
+/// Lanes per K/V row for the subgroup kernel (at most 16 elements of a row per lane, preferably 8),
+/// or None when the adapter's subgroups are too small.
+fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
+    let preferred = (head_dim / 8).next_power_of_two().clamp(8, 32);
+    let smallest = (head_dim / 16).next_power_of_two().clamp(8, 32);
+    [preferred, smallest].into_iter().find(|&l| l <= min_subgroup && head_dim <= 16 * l)
+}
+
+/// `max_keys`: the most keys a step may read (kv_len, or the capacity when kv_len lives on the
+/// device). `min_subgroup`: the adapter's smallest subgroup size (0 for none).
+fn decode_plan(d: &Dims, dtype: DType, max_keys: usize, opts: &AttentionOptions, min_subgroup: usize) -> DecodePlan {
+    let hd = d.head_dim;
+    let rows = d.tokens * d.group();
+    let (kernel, rows_per_block) = match subgroup_lanes(hd, min_subgroup) {
+        Some(lanes) => {
+            // Registers: each row keeps a query slice and an output slice of `quads` vec4 per lane.
+            let per_group = if dtype == DType::F32 { 4 } else { 8 };
+            let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
+            (DecodeKernel::Subgroup { lanes }, rows.min(8 / quads))
+        }
+        None => {
+            let tile_keys = (2048 / hd).min(64);
+            (DecodeKernel::Workgroup { tile_keys }, rows.min(2048 / hd).min(1024 / tile_keys))
+        }
+    };
+    let rows_per_block = rows_per_block.max(1);
+    let row_blocks = rows.div_ceil(rows_per_block);
+    // With a window only the last window + tokens − 1 keys can be visible.
+    let span = opts.window.map_or(max_keys, |w| max_keys.min(w + d.tokens - 1));
+    let by_length = span.div_ceil(MIN_KEYS_PER_SPLIT);
+    let by_occupancy = (TARGET_WORKGROUPS / (d.n_kv_heads * row_blocks)).max(1);
+    DecodePlan { kernel, rows_per_block, row_blocks, n_splits: by_length.min(by_occupancy).clamp(1, MAX_SPLITS) }
+}
+
+fn buffer(t: &Tensor) -> &wgpu::Buffer {
+    t.gpu_buffer().expect("a GPU op gets GPU tensors").raw()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_gpu(
+    ctx: &std::sync::Arc<GpuContext>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: KvLen<'_>,
+    d: &Dims,
+    opts: &AttentionOptions,
+    out: &Tensor,
+    subgroups: bool,
+) -> Result<()> {
+    const OP: &str = "sdpa_decode";
+    let max_keys = match kv_len {
+        KvLen::Host(n) => n,
+        KvLen::Device(_) => d.capacity,
+    };
+    let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
+    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup);
+    let hd4 = d.head_dim / 4;
+    let part_vec4 = d.tokens * d.n_heads * plan.n_splits * (hd4 + 1);
+    let part = Tensor::uninit(&q.backend(), "sdpa_decode partials", &[part_vec4 * 4], DType::F32)?;
+    for t in [q, k, v, out, &part] {
+        ctx.check_binding(OP, t.size_bytes() as u64)?;
+    }
+    let params = DecodeParams {
+        kv_len: match kv_len {
+            KvLen::Host(n) => to_u32(OP, "kv_len", n)?,
+            KvLen::Device(_) => 0,
+        },
+        capacity: to_u32(OP, "capacity", d.capacity)?,
+        n_heads: d.n_heads as u32,
+        n_kv_heads: d.n_kv_heads as u32,
+        group: d.group() as u32,
+        tokens: d.tokens as u32,
+        rows: (d.tokens * d.group()) as u32,
+        n_splits: plan.n_splits as u32,
+        scale: opts.scale,
+        softcap: opts.softcap.unwrap_or(0.0),
+        // A window wider than every position is no window (and keeps the kernel's sums in range).
+        window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
+        causal: opts.causal as u32,
+    };
+    let (kernel, entry, constants, grid) = match plan.kernel {
+        DecodeKernel::Subgroup { lanes } => (
+            &ATTENTION_SUBGROUP,
+            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
+            [
+                ("DTYPE", k.dtype().wgsl_code()),
+                ("HD", d.head_dim as f64),
+                ("LPR", lanes as f64),
+                ("RB", plan.rows_per_block as f64),
+            ],
+            [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
+        ),
+        DecodeKernel::Workgroup { tile_keys } => (
+            &ATTENTION,
+            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode" } else { "sdpa_decode_dev" },
+            [
+                ("DTYPE", k.dtype().wgsl_code()),
+                ("HD", d.head_dim as f64),
+                ("TK", tile_keys as f64),
+                ("RB", plan.rows_per_block as f64),
+            ],
+            [plan.n_splits as u32, d.n_kv_heads as u32, plan.row_blocks as u32],
+        ),
+    };
+    let (qb, kb, vb, pb) = (buffer(q), buffer(k), buffer(v), buffer(&part));
+    let len_buffer;
+    let buffers: &[&wgpu::Buffer] = match kv_len {
+        KvLen::Host(_) => &[qb, kb, vb, pb],
+        KvLen::Device(t) => {
+            len_buffer = buffer(t);
+            &[qb, kb, vb, pb, len_buffer]
+        }
+    };
+    ctx.dispatch(Dispatch {
+        kernel,
+        entry,
+        constants: &constants,
+        params: Some(bytemuck::bytes_of(&params)),
+        buffers,
+        workgroups: Workgroups::Grid(grid),
+    })?;
+    ctx.dispatch(Dispatch {
+        kernel: &ATTENTION,
+        entry: "sdpa_decode_reduce",
+        constants: &[("HD", d.head_dim as f64)],
+        params: Some(bytemuck::bytes_of(&params)),
+        buffers: &[pb, buffer(out)],
+        workgroups: Workgroups::Linear((d.tokens * d.n_heads) as u32),
+    })
+}
+
+/// Query rows per flash workgroup (kernels/attention.wgsl `f_bq`).
+fn flash_block_rows(head_dim: usize) -> usize {
+    if head_dim <= 128 { 64 } else { 32 }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flash_gpu(
+    ctx: &std::sync::Arc<GpuContext>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: usize,
+    q_offset: usize,
+    d: &Dims,
+    opts: &AttentionOptions,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "flash_attention";
+    for t in [q, k, v, out] {
+        ctx.check_binding(OP, t.size_bytes() as u64)?;
+    }
+    let n_qblocks = d.tokens.div_ceil(flash_block_rows(d.head_dim));
+    let max_grid = ctx.limits().max_compute_workgroups_per_dimension as usize;
+    if n_qblocks > max_grid || d.n_heads > max_grid {
+        return Err(KernelError::Argument {
+            op: OP,
+            name: "tokens",
+            value: d.tokens.to_string(),
+            reason: format!("{n_qblocks} query blocks × {} heads exceed the grid limit {max_grid}", d.n_heads),
+        });
+    }
+    let params = FlashParams {
+        q_len: d.tokens as u32,
+        kv_len: kv_len as u32,
+        n_heads: d.n_heads as u32,
+        n_kv_heads: d.n_kv_heads as u32,
+        group: d.group() as u32,
+        q_offset: q_offset as u32,
+        n_qblocks: n_qblocks as u32,
+        causal: opts.causal as u32,
+        scale: opts.scale,
+        softcap: opts.softcap.unwrap_or(0.0),
+        window: opts.window.filter(|&w| w <= q_offset + d.tokens).unwrap_or(0) as u32,
+        _pad: 0,
+    };
+    let constants = [("DTYPE", k.dtype().wgsl_code()), ("HD", d.head_dim as f64)];
+    ctx.dispatch(Dispatch {
+        kernel: &ATTENTION,
+        entry: "flash",
+        constants: &constants,
+        params: Some(bytemuck::bytes_of(&params)),
+        buffers: &[buffer(q), buffer(k), buffer(v), buffer(out)],
+        workgroups: Workgroups::Grid([n_qblocks as u32, d.n_heads as u32, 1]),
+    })
+}
+
+// ---- bench ----------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["sdpa_decode", "flash_attention"];
+
+/// `sdpa_decode`: 32 heads, 8 KV heads, head_dim 128, one token, an f16 cache whose K + V bytes are
+/// about `bytes` (kv_len = bytes / 4096: 16 MiB → 4k, 128 MiB → 32k). `flash_attention`: the same
+/// heads, f32 Q/K/V, causal, L = S from `bytes` (inputs + output), at most 4096.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor};
+    use crate::testing::Tolerance;
+
+    const H: usize = 32;
+    const HKV: usize = 8;
+    const HD: usize = 128;
+    let opts = AttentionOptions::new(HD);
+    let tolerance = Tolerance { atol: 2e-5, rtol: 5e-4 };
+    let build = |op: &str| -> Result<BenchCase> {
+        if op == "sdpa_decode" {
+            let dtype = DType::F16;
+            let kv_len = ((bytes / (2 * HKV * HD * 2) as u64) as usize).max(1);
+            let q = random_tensor(11, &[1, H, HD], DType::F32, -2.0, 2.0)?;
+            let k = random_tensor(12, &[kv_len, HKV, HD], dtype, -2.0, 2.0)?;
+            let v = random_tensor(13, &[kv_len, HKV, HD], dtype, -1.0, 1.0)?;
+            let kv_bytes = 2 * (kv_len * HKV * HD * dtype.size_bytes()) as u64;
+            Ok(BenchCase {
+                op: "sdpa_decode",
+                dtype,
+                shape: format!("kv {kv_len}x{HKV}x{HD} q {H}"),
+                bytes: kv_bytes + 2 * (H * HD * 4) as u64,
+                flops: (4 * H * kv_len * HD) as u64,
+                tolerance,
+                inputs: vec![q, k, v],
+                run: Box::new(move |i| sdpa_decode(&i[0], &i[1], &i[2], kv_len, opts)),
+                reference: Box::new(move |i| Ok(reference_of(&i[0], &i[1], &i[2], kv_len, kv_len as i64 - 1, &opts))),
+            })
+        } else {
+            let dtype = DType::F32;
+            let per_token = (2 * H * HD + 2 * HKV * HD) * 4;
+            let n = ((bytes as usize) / per_token).clamp(1, 4096);
+            let q = random_tensor(21, &[n, H, HD], dtype, -2.0, 2.0)?;
+            let k = random_tensor(22, &[n, HKV, HD], dtype, -2.0, 2.0)?;
+            let v = random_tensor(23, &[n, HKV, HD], dtype, -1.0, 1.0)?;
+            Ok(BenchCase {
+                op: "flash_attention",
+                dtype,
+                shape: format!("L=S={n} {H}/{HKV}x{HD} causal"),
+                bytes: (n * per_token) as u64,
+                flops: (2 * n * n * HD * H) as u64,
+                tolerance,
+                inputs: vec![q, k, v],
+                run: Box::new(move |i| flash_attention(&i[0], &i[1], &i[2], n, 0, opts)),
+                reference: Box::new(move |i| Ok(reference_of(&i[0], &i[1], &i[2], n, 0, &opts))),
+            })
+        }
+    };
+    BENCH_OPS.contains(&op).then(|| build(op))
+}
+
+/// The f64 reference of CPU tensors: token t of `q` at position `pos0 + t` over keys `0..kv_len`.
+fn reference_of(q: &Tensor, k: &Tensor, v: &Tensor, kv_len: usize, pos0: i64, opts: &AttentionOptions) -> Vec<f64> {
+    let [tokens, n_heads, head_dim] = *q.shape() else { return Vec::new() };
+    let n_kv_heads = k.shape()[1];
+    let d = Dims { tokens, n_heads, n_kv_heads, head_dim, capacity: k.shape()[0] };
+    reference(&cpu::read_f32(q), &kv_rows_f32(k, kv_len), &kv_rows_f32(v, kv_len), &d, kv_len, pos0, opts)
+}
+
+/// Attention in f64, two passes per row.
+fn reference(q: &[f32], k: &[f32], v: &[f32], d: &Dims, kv_len: usize, pos0: i64, opts: &AttentionOptions) -> Vec<f64> {
+    let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
+    let mut out = vec![0f64; d.tokens * n_heads * hd];
+    out.par_chunks_mut(hd).enumerate().for_each(|(row, o)| {
+        let (t, h) = (row / n_heads, row % n_heads);
+        let kvh = h / group;
+        let (lo, hi) = opts.key_range(pos0 + t as i64, kv_len);
+        if lo >= hi {
+            return;
+        }
+        let qr = &q[row * hd..(row + 1) * hd];
+        let scores: Vec<f64> = (lo..hi)
+            .map(|j| {
+                let kr = &k[(j * n_kv + kvh) * hd..][..hd];
+                let s = opts.scale as f64 * qr.iter().zip(kr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+                opts.softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
+            })
+            .collect();
+        let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+        let l: f64 = w.iter().sum();
+        for (j, &wj) in (lo..hi).zip(&w) {
+            for (oe, &ve) in o.iter_mut().zip(&v[(j * n_kv + kvh) * hd..][..hd]) {
+                *oe += wj * ve as f64;
+            }
+        }
+        o.iter_mut().for_each(|e| *e /= l);
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Rng, Tolerance, assert_close, round_to, test_backends};
+
+    const TOL: Tolerance = Tolerance { atol: 2e-5, rtol: 5e-4 };
+
+    /// (tokens, n_heads, n_kv_heads, head_dim, kv_len, dtype, softcap, window, causal)
+    type DecodeCase = (usize, usize, usize, usize, usize, DType, Option<f32>, Option<usize>, bool);
+    /// (L, kv_len, q_offset, n_heads, n_kv_heads, head_dim, dtype, softcap, window, causal)
+    type FlashCase = (usize, usize, usize, usize, usize, usize, DType, Option<f32>, Option<usize>, bool);
+
+    /// Inputs of one case: q, and K/V of `capacity` rows whose rows past `kv_len` are NaN (never read).
+    struct Inputs {
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        d: Dims,
+        dtype: DType,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inputs(
+        rng: &mut Rng,
+        tokens: usize,
+        n_heads: usize,
+        n_kv: usize,
+        hd: usize,
+        capacity: usize,
+        kv_len: usize,
+        dtype: DType,
+    ) -> Inputs {
+        let q = rng.vec(tokens * n_heads * hd, -2.0, 2.0);
+        let row = n_kv * hd;
+        let mut k = round_to(&rng.vec(capacity * row, -2.0, 2.0), dtype);
+        let mut v = round_to(&rng.vec(capacity * row, -1.0, 1.0), dtype);
+        k[kv_len * row..].fill(f32::NAN);
+        v[kv_len * row..].fill(f32::NAN);
+        Inputs { q, k, v, d: Dims { tokens, n_heads, n_kv_heads: n_kv, head_dim: hd, capacity }, dtype }
+    }
+
+    impl Inputs {
+        fn tensors(&self, backend: &Backend) -> (Tensor, Tensor, Tensor) {
+            let d = &self.d;
+            let kv_shape = [d.capacity, d.n_kv_heads, d.head_dim];
+            (
+                Tensor::from_f32(backend, &self.q, &[d.tokens, d.n_heads, d.head_dim], DType::F32).unwrap(),
+                Tensor::from_f32(backend, &self.k, &kv_shape, self.dtype).unwrap(),
+                Tensor::from_f32(backend, &self.v, &kv_shape, self.dtype).unwrap(),
+            )
+        }
+        fn reference(&self, kv_len: usize, pos0: i64, opts: &AttentionOptions) -> Vec<f64> {
+            reference(&self.q, &self.k, &self.v, &self.d, kv_len, pos0, opts)
+        }
+    }
+
+    /// Decode kernels to run: the subgroup one (where the adapter has it) and the workgroup one.
+    fn kernel_choices(backend: &Backend) -> Vec<bool> {
+        match backend {
+            Backend::Cpu => vec![true],
+            Backend::Gpu(ctx) if ctx.has_subgroups() => vec![true, false],
+            Backend::Gpu(_) => vec![false],
+        }
+    }
+
+    fn opts(hd: usize, softcap: Option<f32>, window: Option<usize>, causal: bool) -> AttentionOptions {
+        AttentionOptions { softcap, window, causal, ..AttentionOptions::new(hd) }
+    }
+
+    #[test]
+    fn decode_matches_the_f64_reference() {
+        use DType::*;
+        // (tokens, n_heads, n_kv, head_dim, kv_len, dtype, softcap, window, causal)
+        #[rustfmt::skip]
+        let cases: &[DecodeCase] = &[
+            (1, 4, 4, 64, 1, F32, None, None, true),
+            (1, 4, 4, 64, 2, F16, None, None, true),
+            (1, 8, 2, 128, 31, F32, None, None, true),
+            (1, 8, 2, 128, 33, F16, Some(5.0), None, true),
+            (1, 8, 1, 80, 257, F32, None, Some(40), true),
+            (1, 8, 1, 80, 257, F16, Some(2.0), Some(100), true),
+            (1, 4, 1, 64, 3000, F16, None, None, true),
+            (1, 16, 2, 128, 3000, F16, None, Some(1000), true),
+            (1, 2, 1, 256, 300, F32, None, None, true),
+            (1, 8, 1, 256, 70, BF16, None, None, true),
+            (1, 4, 2, 20, 100, F16, None, None, true),
+            (1, 6, 3, 84, 45, BF16, Some(8.0), None, true),
+            (3, 8, 2, 128, 40, F16, None, None, true),
+            (3, 8, 2, 128, 40, F32, None, Some(2), true),
+            (2, 16, 2, 256, 65, F16, None, None, true),
+            (4, 4, 4, 32, 50, F32, None, None, false),
+        ];
+        let mut rng = Rng::new(7);
+        for &(tokens, nh, nkv, hd, kv_len, dtype, cap, window, causal) in cases {
+            let x = inputs(&mut rng, tokens, nh, nkv, hd, kv_len + 5, kv_len, dtype);
+            let o = opts(hd, cap, window, causal);
+            let want = x.reference(kv_len, kv_len as i64 - tokens as i64, &o);
+            for backend in test_backends() {
+                let (q, k, v) = x.tensors(&backend);
+                for subgroups in kernel_choices(&backend) {
+                    let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups).unwrap();
+                    let what = format!(
+                        "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} (subgroups {subgroups})",
+                        backend.name()
+                    );
+                    assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flash_matches_the_f64_reference() {
+        use DType::*;
+        // (L, kv_len, q_offset, n_heads, n_kv, head_dim, dtype, softcap, window, causal)
+        #[rustfmt::skip]
+        let cases: &[FlashCase] = &[
+            (1, 1, 0, 2, 2, 64, F32, None, None, true),
+            (33, 33, 0, 4, 1, 64, F32, None, None, true),
+            (31, 40, 9, 8, 2, 128, F32, None, None, true),
+            (65, 65, 0, 4, 1, 64, F16, None, None, true),
+            (100, 100, 0, 8, 1, 80, F32, None, Some(17), true),
+            (70, 90, 20, 8, 2, 128, F16, Some(4.0), None, true),
+            (20, 50, 0, 4, 4, 64, F32, None, None, false),
+            (40, 40, 0, 2, 1, 256, F32, None, None, true),
+            (33, 60, 27, 4, 2, 256, BF16, Some(10.0), Some(30), true),
+            (37, 37, 0, 4, 2, 20, F16, None, None, true),
+            (19, 30, 11, 4, 1, 84, F16, None, Some(9), true),
+            (257, 257, 0, 2, 1, 32, F32, None, None, true),
+        ];
+        let mut rng = Rng::new(8);
+        for &(len, kv_len, off, nh, nkv, hd, dtype, cap, window, causal) in cases {
+            let x = inputs(&mut rng, len, nh, nkv, hd, kv_len + 3, kv_len, dtype);
+            let o = opts(hd, cap, window, causal);
+            let want = x.reference(kv_len, off as i64, &o);
+            for backend in test_backends() {
+                let (q, k, v) = x.tensors(&backend);
+                let got = flash_attention(&q, &k, &v, kv_len, off, o).unwrap().to_f32_vec().unwrap();
+                let what =
+                    format!("flash L={len} S={kv_len} off {off} {nh}/{nkv}x{hd} {dtype} {o:?} on {}", backend.name());
+                assert_close(&what, &got, &want, TOL);
+            }
+        }
+    }
+
+    #[test]
+    fn decode_reads_kv_len_from_the_device_and_replays() {
+        let mut rng = Rng::new(9);
+        let capacity = 3000;
+        let x = inputs(&mut rng, 1, 8, 2, 64, capacity, capacity, DType::F16);
+        let o = opts(64, None, None, true);
+        for backend in test_backends() {
+            let (q, k, v) = x.tensors(&backend);
+            let len = Tensor::from_slice(&backend, &[1u32], &[1]).unwrap();
+            let out = Tensor::zeros(&backend, &[1, 8, 64], DType::F32).unwrap();
+            for subgroups in kernel_choices(&backend) {
+                for kv_len in [1u32, 33, 257, 2999, 3000, 5000, 0] {
+                    match &backend {
+                        Backend::Cpu => cpu::write_u32(&len, &[kv_len]),
+                        Backend::Gpu(ctx) => ctx.write_buffer(buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap(),
+                    }
+                    decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups).unwrap();
+                    let n = (kv_len as usize).min(capacity);
+                    let want = if n == 0 { vec![0.0; 8 * 64] } else { x.reference(n, n as i64 - 1, &o) };
+                    let what = format!("device kv_len {kv_len} on {} (subgroups {subgroups})", backend.name());
+                    assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fully_masked_rows_are_zeros_and_extremes_stay_finite() {
+        let mut rng = Rng::new(10);
+        // Queries at 20..23 with a window of 5 see keys (15, 23]: none of the 10 keys.
+        let x = inputs(&mut rng, 4, 4, 2, 64, 10, 10, DType::F32);
+        let o = opts(64, None, Some(5), true);
+        // Huge logits: one key dominates each row; constant keys: every score ties.
+        let mut big = inputs(&mut rng, 3, 4, 2, 64, 50, 50, DType::F32);
+        big.q.iter_mut().for_each(|e| *e *= 500.0);
+        let mut flat = inputs(&mut rng, 2, 4, 2, 64, 40, 40, DType::F32);
+        let first = flat.k[..128].to_vec();
+        flat.k.chunks_mut(128).for_each(|c| c.copy_from_slice(&first));
+        let plain = opts(64, None, None, true);
+        for backend in test_backends() {
+            let (q, k, v) = x.tensors(&backend);
+            let got = flash_attention(&q, &k, &v, 10, 20, o).unwrap().to_f32_vec().unwrap();
+            assert!(got.iter().all(|&e| e == 0.0), "fully masked flash rows on {}: {got:?}", backend.name());
+            for (name, c) in [("huge logits", &big), ("constant keys", &flat)] {
+                let n = c.d.capacity;
+                let (q, k, v) = c.tensors(&backend);
+                let what = format!("{name} on {}", backend.name());
+                let got = flash_attention(&q, &k, &v, n, n - c.d.tokens, plain).unwrap().to_f32_vec().unwrap();
+                let want = c.reference(n, (n - c.d.tokens) as i64, &plain);
+                assert_close(&format!("flash {what}"), &got, &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
+                for subgroups in kernel_choices(&backend) {
+                    let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, subgroups).unwrap();
+                    let what = format!("decode {what} (subgroups {subgroups})");
+                    assert_close(&what, &out.to_f32_vec().unwrap(), &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        for backend in test_backends() {
+            let t = |shape: &[usize], dtype: DType| Tensor::zeros(&backend, shape, dtype).unwrap();
+            let q = t(&[1, 8, 64], DType::F32);
+            let k = t(&[16, 2, 64], DType::F16);
+            let o = AttentionOptions::new(64);
+            let arg = |r: Result<Tensor>, name: &str| match r {
+                Err(KernelError::Argument { name: n, .. }) if n == name => {}
+                other => panic!("expected an Argument error for {name}, got {other:?}"),
+            };
+            let shape = |r: Result<Tensor>, needle: &str| match r {
+                Err(e @ KernelError::Shape { .. }) => assert!(e.to_string().contains(needle), "{e}"),
+                other => panic!("expected a Shape error naming {needle}, got {other:?}"),
+            };
+            shape(
+                sdpa_decode(
+                    &t(&[1, 6, 64], DType::F32),
+                    &t(&[16, 4, 64], DType::F16),
+                    &t(&[16, 4, 64], DType::F16),
+                    4,
+                    o,
+                ),
+                "n_heads 6 is not a multiple of n_kv_heads 4",
+            );
+            shape(sdpa_decode(&t(&[1, 8, 128], DType::F32), &k, &k, 4, o), "q has 128, k and v have 64");
+            shape(flash_attention(&q, &k, &t(&[16, 2, 32], DType::F16), 4, 0, o), "must have the shape of k");
+            arg(sdpa_decode(&q, &k, &k, 17, o), "kv_len");
+            arg(sdpa_decode(&q, &k, &k, 0, o), "kv_len");
+            arg(flash_attention(&q, &k, &k, 17, 0, o), "kv_len");
+            arg(
+                sdpa_decode(&t(&[1, 2, 6], DType::F32), &t(&[4, 2, 6], DType::F32), &t(&[4, 2, 6], DType::F32), 4, o),
+                "head_dim",
+            );
+            arg(
+                sdpa_decode(
+                    &t(&[1, 2, 260], DType::F32),
+                    &t(&[4, 2, 260], DType::F32),
+                    &t(&[4, 2, 260], DType::F32),
+                    4,
+                    o,
+                ),
+                "head_dim",
+            );
+            arg(sdpa_decode(&t(&[5, 8, 64], DType::F32), &k, &k, 4, o), "tokens");
+            arg(sdpa_decode(&q, &k, &k, 4, AttentionOptions { softcap: Some(0.0), ..o }), "softcap");
+            arg(sdpa_decode(&q, &k, &k, 4, AttentionOptions { window: Some(0), ..o }), "window");
+            arg(sdpa_decode(&q, &k, &k, 4, AttentionOptions { scale: f32::NAN, ..o }), "scale");
+            assert!(matches!(sdpa_decode(&t(&[1, 8, 64], DType::F16), &k, &k, 4, o), Err(KernelError::DType { .. })));
+            assert!(matches!(sdpa_decode(&q, &k, &t(&[16, 2, 64], DType::F32), 4, o), Err(KernelError::DType { .. })));
+            assert!(matches!(
+                sdpa_decode(&q, &t(&[16, 2, 64], DType::U32), &t(&[16, 2, 64], DType::U32), 4, o),
+                Err(KernelError::DType { .. })
+            ));
+            assert!(matches!(
+                sdpa_decode(&q, &t(&[0, 2, 64], DType::F16), &t(&[0, 2, 64], DType::F16), 4, o),
+                Err(KernelError::Empty { .. })
+            ));
+            shape(sdpa_decode(&t(&[8, 64], DType::F32), &k, &k, 4, o), "q must be");
+            let bad_len = t(&[1], DType::F32);
+            assert!(matches!(sdpa_decode_device_len(&q, &k, &k, &bad_len, o), Err(KernelError::DType { .. })));
+            let out = t(&[1, 8, 32], DType::F32);
+            assert!(matches!(sdpa_decode_into(&q, &k, &k, 4, o, &out), Err(KernelError::Shape { .. })));
+        }
+    }
+
+    #[test]
+    fn decode_plan_fills_the_device_and_fits_its_kernel() {
+        let d = Dims { tokens: 1, n_heads: 32, n_kv_heads: 8, head_dim: 128, capacity: 32768 };
+        let o = AttentionOptions::new(128);
+        let p = decode_plan(&d, DType::F16, 32768, &o, 32);
+        let sg = DecodeKernel::Subgroup { lanes: 16 };
+        assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 4, row_blocks: 1, n_splits: 64 });
+        let gqa8 = Dims { n_heads: 64, ..d };
+        assert_eq!(decode_plan(&gqa8, DType::F16, 32768, &o, 32).row_blocks, 2);
+        assert_eq!(decode_plan(&d, DType::F16, 2048, &o, 32).n_splits, 32);
+        assert_eq!(decode_plan(&d, DType::F16, 10, &o, 32).n_splits, 1);
+        let windowed = AttentionOptions { window: Some(1024), ..o };
+        assert_eq!(decode_plan(&d, DType::F16, 32768, &windowed, 32).n_splits, 16);
+        let wg = decode_plan(&d, DType::F16, 32768, &o, 0);
+        assert_eq!(wg.kernel, DecodeKernel::Workgroup { tile_keys: 16 });
+        assert_eq!(decode_plan(&d, DType::F16, 32768, &o, 8).kernel, DecodeKernel::Subgroup { lanes: 8 });
+        for hd in (4..=256).step_by(4) {
+            for (tokens, group) in [(1, 1), (1, 8), (3, 4), (8, 8)] {
+                let d = Dims { tokens, n_heads: 2 * group, n_kv_heads: 2, head_dim: hd, capacity: 1 };
+                for dtype in [DType::F32, DType::F16] {
+                    for min_subgroup in [0, 8, 16, 32, 64] {
+                        let p = decode_plan(&d, dtype, 100_000, &o, min_subgroup);
+                        assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
+                        match p.kernel {
+                            DecodeKernel::Subgroup { lanes } => {
+                                assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
+                                assert!(p.rows_per_block <= 8);
+                            }
+                            DecodeKernel::Workgroup { tile_keys } => {
+                                let stride = (hd / 4) | 1;
+                                assert!(tile_keys * stride <= 576, "K tile of hd {hd}");
+                                assert!(p.rows_per_block * hd / 4 <= 512 && p.rows_per_block * tile_keys <= 1024);
+                                assert!(tile_keys * hd / 4 <= 4 * 128, "prefetch registers of hd {hd}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::ATTENTION, "DecodeParams");
+        assert_eq!(size as usize, std::mem::size_of::<super::DecodeParams>());
+        let size = crate::testing::wgsl_struct_size(&super::ATTENTION, "FlashParams");
+        assert_eq!(size as usize, std::mem::size_of::<super::FlashParams>());
+    }
+}
