@@ -130,7 +130,9 @@ def main():
             patch_xlstm_fused_init()
         d0 = (logits(load(name), g["tokens"]) - ref).abs().max().item()
         print(f"{name:12s} reload vs golden: {d0:.2e}")
-        if d0 > 1e-5:
+        # Another CPU's float32 rounding: ~1e-6 for the Llama family, up to ~2e-4 for the xLSTM (see
+        # tests/fixtures/README.md, "Tolerances to use").
+        if d0 > (1e-3 if g["model_type"] == "xlstm" else 1e-4):
             bad.append((name, "reload", d0))
         for what, make in CHECKS.get(name, []):
             d = (logits(make(), g["tokens"]) - ref).abs().max().item()
