@@ -60,8 +60,6 @@ pub type CaseFn = fn(&str, u64) -> Option<Result<BenchCase>>;
 /// Every op family with benchmarks: its op names and its case constructor.
 pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
-pub const FAMILIES: &[(&[&str], CaseFn)] = &[
-    (ops::elementwise::BENCH_OPS, ops::elementwise::bench_case),
     (ops::norm::BENCH_OPS, ops::norm::bench_case),
     (ops::softmax::BENCH_OPS, ops::softmax::bench_case),
     (ops::rope::BENCH_OPS, ops::rope::bench_case),
@@ -70,7 +68,6 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
     (ops::gemm::BENCH_OPS, ops::gemm::bench_case),
     (ops::attention::BENCH_OPS, ops::attention::bench_case),
-];
 ];
 
 /// Every bench op name, in the order they run.
