@@ -1,6 +1,7 @@
 //! The `torchless` command-line tool.
 
 mod bench;
+mod run;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,10 @@ enum Command {
     Backends,
     /// Check every kernel against the CPU implementation, then time it.
     Bench(bench::BenchArgs),
+    /// Generate text from a prompt, streaming it as it is produced.
+    Generate(run::GenerateArgs),
+    /// Print the logits of every position of a forward pass over the given token ids.
+    Logits(run::LogitsArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,7 +33,9 @@ fn main() -> ExitCode {
             print_backends();
             Ok(true)
         }
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => bench::run(&args).map_err(|e| e.to_string()),
+        Command::Generate(args) => run::generate_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
+        Command::Logits(args) => run::logits_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

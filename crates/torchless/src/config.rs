@@ -184,7 +184,9 @@ impl Config {
         }
         let scaling = j.get("rope_scaling").filter(|v| v.is_object()).or(rope_params);
         let rope_scaling = parse_rope_scaling(scaling)?;
-        let partial = get_f32(j, "partial_rotary_factor")?.unwrap_or(1.0);
+        let partial = get_f32(j, "partial_rotary_factor")?
+            .or(rope_params.map(|p| get_f32(p, "partial_rotary_factor")).transpose()?.flatten())
+            .unwrap_or(1.0);
         let rot_dim = ((head_dim as f32 * partial) as usize) & !1;
         if rot_dim == 0 || rot_dim > head_dim {
             return Err(Error::config("partial_rotary_factor", format!("{partial} gives {rot_dim} rotated dims")));

@@ -1,7 +1,10 @@
 //! torchless: language-model and xLSTM inference on the GPU (wgpu: Metal, Vulkan, DX12) or the CPU.
 
+pub mod builtin;
 pub mod config;
 pub mod error;
+pub mod generate;
+pub mod model;
 pub mod safetensors_dir;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,0 +1,148 @@
+//! `torchless generate` and `torchless logits`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use torchless::generate::{GenerateOptions, generate};
+use torchless::model::{LoadedModel, Logits};
+use torchless::sampling::SamplingParams;
+use torchless::tokenizer::Message;
+use torchless::{BackendPreference, Error, init_backend};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A model directory (Hugging Face layout) or a built-in model name (tiny-llama, tiny-xlstm).
+    #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
+    model: String,
+    /// The prompt; `-` reads it from standard input.
+    #[arg(long, default_value = "Once upon a time")]
+    prompt: String,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// 0 disables it.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Stop when the output contains this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// auto, cpu, gpu, metal, vulkan or dx12.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message for --chat.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LogitsArgs {
+    #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
+    model: String,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Print exactly {"logits": [[...], ...]}.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_prompt(prompt: &str) -> Result<String, Error> {
+    if prompt != "-" {
+        return Ok(prompt.to_string());
+    }
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io(PathBuf::from("<stdin>"), e))?;
+    Ok(s)
+}
+
+pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: 64,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
+    let t0 = Instant::now();
+    let loaded = LoadedModel::load(&args.model, &backend, true)?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
+        Error::Tokenizer(format!("{}: no tokenizer.json, so `generate` cannot read text; use `logits`", args.model))
+    })?;
+    let user_text = read_prompt(&args.prompt)?;
+    let mut text = user_text.clone();
+    if args.chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message { role: "system".into(), content: s.clone() });
+        }
+        messages.push(Message { role: "user".into(), content: user_text.clone() });
+        text = tokenizer.apply_chat_template(&messages)?;
+    }
+    let prompt = tokenizer.encode(&text, !args.chat)?;
+    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: args.stop.clone() };
+    if !args.chat {
+        print!("{user_text}");
+    }
+    let mut out = std::io::stdout();
+    let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+    })?;
+    println!();
+    eprintln!(
+        "[{} on {}] load {:.2} s | prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s",
+        loaded.name,
+        backend.device_name(),
+        load_secs,
+        stats.prompt_tokens,
+        stats.prefill_tps(),
+        stats.generated_tokens,
+        stats.decode_tps()
+    );
+    Ok(())
+}
+
+pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
+    let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
+    let loaded = LoadedModel::load(&args.model, &backend, false)?;
+    let vocab = loaded.model.vocab_size();
+    if let Some(&id) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::TokenOutOfRange { id, vocab });
+    }
+    let mut state = loaded.model.new_state(args.tokens.len())?;
+    let logits = loaded.model.forward(&mut state, &args.tokens, 0, Logits::All)?;
+    let values = logits.to_f32_vec()?;
+    let rows: Vec<&[f32]> = values.chunks(vocab).collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "logits": rows }));
+    } else {
+        for (i, row) in rows.iter().enumerate() {
+            let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(j, _)| j);
+            let head: Vec<String> = row.iter().take(8).map(|v| format!("{v:.4}")).collect();
+            println!("position {i} (token {}): argmax {best}; logits [{} ...]", args.tokens[i], head.join(", "));
+        }
+    }
+    Ok(())
+}

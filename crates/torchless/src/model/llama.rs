@@ -1,0 +1,404 @@
+//! The Llama family (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Phi-3): one forward pass with per-architecture
+//! switches taken from [`Config`]. Activations are f32; weights stay in their stored dtype.
+//!
+//! Per layer:
+//!   h = norm(x);  q, k, v = h·Wq, h·Wk, h·Wv (+ bias);  [q, k = headnorm(q), headnorm(k)];  rope(q, k)
+//!   cache[pos..] = k, v;  a = attention(q, cache);  o = a·Wo;  x += [post_norm](o)
+//!   h = norm(x);  x += [post_norm](down(act(h·Wgate) ⊙ h·Wup))
+//! then logits = norm(x)·Wlm, [soft-capped].
+//!
+//! Up to [`gemv::MAX_BATCH`] tokens go through the GEMV kernels (decode), more through GEMM and flash
+//! attention (prefill). Nothing is read back: the caller reads the logits or samples on the device.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use torchless_kernels::ops::attention::{self, AttentionOptions};
+use torchless_kernels::ops::elementwise::{self, Binary, Unary};
+use torchless_kernels::ops::gemm::{self, GemmKernel, GemmOptions};
+use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart};
+use torchless_kernels::ops::norm::{self, RmsNormVariant};
+use torchless_kernels::ops::rope::{self, RopeConfig, RopePositions, RopeScaling, RopeTable};
+use torchless_kernels::ops::{convert, select};
+use torchless_kernels::{Backend, DType, Tensor};
+
+use super::Logits;
+use crate::config::{Activation, Arch, Config, RopeScalingConfig};
+use crate::error::{Error, Result};
+use crate::safetensors_dir::SafetensorsDir;
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    wo: Tensor,
+    /// Gemma 2: RMSNorm of the attention output before the residual add.
+    post_attn_norm: Option<Tensor>,
+    mlp_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+    /// Gemma 2: RMSNorm of the MLP output before the residual add.
+    post_mlp_norm: Option<Tensor>,
+}
+
+pub struct Llama {
+    pub config: Config,
+    backend: Backend,
+    embed: Tensor,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Tensor>,
+    final_norm: Tensor,
+    layers: Vec<Layer>,
+    rope: RopeTable,
+}
+
+/// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]` f32.
+pub struct State {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    capacity: usize,
+}
+
+impl State {
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Reads tensors by name, checking shapes, and splits fused ones (Phi-3) by rows.
+struct Loader<'a> {
+    weights: &'a SafetensorsDir,
+    backend: &'a Backend,
+    progress: ProgressBar,
+}
+
+impl Loader<'_> {
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.weights.load(self.backend, name, shape)?;
+        self.progress.inc(t.size_bytes() as u64);
+        Ok(t)
+    }
+
+    fn optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.weights.contains(name) { self.load(name, shape).map(Some) } else { Ok(None) }
+    }
+
+    /// Splits `name` `[sum(rows), cols]` into consecutive row blocks, each uploaded on its own.
+    fn split_rows(&self, name: &str, rows: &[usize], cols: usize) -> Result<Vec<Tensor>> {
+        let (bytes, dtype, shape) = self.weights.raw(name)?;
+        let total: usize = rows.iter().sum();
+        if shape != [total, cols] {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: vec![total, cols],
+                found: shape.to_vec(),
+            });
+        }
+        let row_bytes = cols * dtype.size_bytes();
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let part = &bytes[start * row_bytes..(start + r) * row_bytes];
+            parts.push(Tensor::from_bytes(self.backend, part, &[r, cols], dtype)?);
+            start += r;
+        }
+        self.progress.inc(bytes.len() as u64);
+        Ok(parts)
+    }
+}
+
+fn progress_bar(total: u64, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The rope table for a config: HalfSplit (Hugging Face layout), partial rotation, frequency scaling.
+fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
+    let scaling = match &config.rope_scaling {
+        RopeScalingConfig::None => RopeScaling::None,
+        RopeScalingConfig::Linear { factor } => RopeScaling::Linear { factor: *factor },
+        RopeScalingConfig::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::Llama3 {
+                factor: *factor,
+                low_freq_factor: *low_freq_factor,
+                high_freq_factor: *high_freq_factor,
+                original_max_position_embeddings: u32::try_from(*original_max_position_embeddings).map_err(|_| {
+                    Error::config("rope_scaling.original_max_position_embeddings", "does not fit in 32 bits")
+                })?,
+            }
+        }
+    };
+    let cfg =
+        RopeConfig::new(config.head_dim, config.rope_theta as f64).with_rot_dim(config.rot_dim).with_scaling(scaling);
+    Ok(RopeTable::new(backend, cfg)?)
+}
+
+impl Llama {
+    pub fn load(config: Config, weights: &SafetensorsDir, backend: &Backend, progress: bool) -> Result<Llama> {
+        let c = &config;
+        let (dim, hd, ffn) = (c.dim, c.head_dim, c.hidden_dim);
+        let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let ld = Loader { weights, backend, progress: progress_bar(weights.total_bytes(), progress) };
+
+        let embed = ld.load("model.embed_tokens.weight", &[c.vocab_size, dim])?;
+        let lm_head = if c.tie_embeddings { None } else { ld.optional("lm_head.weight", &[c.vocab_size, dim])? };
+        let final_norm = ld.load("model.norm.weight", &[dim])?;
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let p = format!("model.layers.{i}");
+            let (wq, wk, wv) = if c.arch == Arch::Phi3 {
+                let mut qkv =
+                    ld.split_rows(&format!("{p}.self_attn.qkv_proj.weight"), &[q_dim, kv_dim, kv_dim], dim)?;
+                let wv = qkv.pop().expect("three parts");
+                let wk = qkv.pop().expect("three parts");
+                (qkv.pop().expect("three parts"), wk, wv)
+            } else {
+                (
+                    ld.load(&format!("{p}.self_attn.q_proj.weight"), &[q_dim, dim])?,
+                    ld.load(&format!("{p}.self_attn.k_proj.weight"), &[kv_dim, dim])?,
+                    ld.load(&format!("{p}.self_attn.v_proj.weight"), &[kv_dim, dim])?,
+                )
+            };
+            let (w_gate, w_up) = if c.arch == Arch::Phi3 {
+                let mut gu = ld.split_rows(&format!("{p}.mlp.gate_up_proj.weight"), &[ffn, ffn], dim)?;
+                let up = gu.pop().expect("two parts");
+                (gu.pop().expect("two parts"), up)
+            } else {
+                (
+                    ld.load(&format!("{p}.mlp.gate_proj.weight"), &[ffn, dim])?,
+                    ld.load(&format!("{p}.mlp.up_proj.weight"), &[ffn, dim])?,
+                )
+            };
+            let bias = |name: &str, n: usize| -> Result<Option<Tensor>> {
+                if c.qkv_bias { ld.load(&format!("{p}.self_attn.{name}.bias"), &[n]).map(Some) } else { Ok(None) }
+            };
+            let head_norm = |name: &str| -> Result<Option<Tensor>> {
+                if c.qk_norm { ld.load(&format!("{p}.self_attn.{name}.weight"), &[hd]).map(Some) } else { Ok(None) }
+            };
+            let sandwich = |name: &str| -> Result<Option<Tensor>> {
+                if c.sandwich_norms { ld.load(&format!("{p}.{name}.weight"), &[dim]).map(Some) } else { Ok(None) }
+            };
+            // Gemma 2 calls its pre-MLP norm pre_feedforward_layernorm and uses post_attention_layernorm
+            // after attention; the others use post_attention_layernorm before the MLP.
+            let (post_attn_norm, mlp_norm) = if c.sandwich_norms {
+                (
+                    sandwich("post_attention_layernorm")?,
+                    ld.load(&format!("{p}.pre_feedforward_layernorm.weight"), &[dim])?,
+                )
+            } else {
+                (None, ld.load(&format!("{p}.post_attention_layernorm.weight"), &[dim])?)
+            };
+            layers.push(Layer {
+                attn_norm: ld.load(&format!("{p}.input_layernorm.weight"), &[dim])?,
+                wq,
+                wk,
+                wv,
+                bq: bias("q_proj", q_dim)?,
+                bk: bias("k_proj", kv_dim)?,
+                bv: bias("v_proj", kv_dim)?,
+                q_norm: head_norm("q_norm")?,
+                k_norm: head_norm("k_norm")?,
+                wo: ld.load(&format!("{p}.self_attn.o_proj.weight"), &[dim, q_dim])?,
+                post_attn_norm,
+                mlp_norm,
+                w_gate,
+                w_up,
+                w_down: ld.load(&format!("{p}.mlp.down_proj.weight"), &[dim, ffn])?,
+                post_mlp_norm: sandwich("post_feedforward_layernorm")?,
+            });
+        }
+        ld.progress.finish_and_clear();
+        let rope = rope_table(c, backend)?;
+        Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope })
+    }
+
+    /// A KV cache for `capacity` positions.
+    pub fn new_state(&self, capacity: usize) -> Result<State> {
+        let c = &self.config;
+        if capacity > c.max_seq_len {
+            return Err(Error::ContextLength { what: "the KV cache", needed: capacity, limit: c.max_seq_len });
+        }
+        let shape = [capacity.max(1), c.n_kv_heads, c.head_dim];
+        let zeros = || Tensor::zeros(&self.backend, &shape, DType::F32);
+        let k = (0..c.n_layers).map(|_| zeros()).collect::<std::result::Result<Vec<_>, _>>()?;
+        let v = (0..c.n_layers).map(|_| zeros()).collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(State { k, v, capacity })
+    }
+
+    fn variant(&self) -> RmsNormVariant {
+        if self.config.norm_plus_one { RmsNormVariant::Gemma } else { RmsNormVariant::Standard }
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(norm::rmsnorm(x, w, self.config.norm_eps, self.variant())?)
+    }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()`, filling the cache, and returns f32 logits
+    /// `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
+    pub fn forward(&self, state: &mut State, tokens: &[u32], pos: usize, which: Logits) -> Result<Tensor> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Argument {
+                name: "tokens",
+                value: "[]".into(),
+                reason: "needs at least one token".into(),
+            });
+        }
+        if pos + n > state.capacity {
+            return Err(Error::ContextLength { what: "the KV cache", needed: pos + n, limit: state.capacity });
+        }
+        let (hd, q_dim) = (c.head_dim, c.n_heads * c.head_dim);
+        let ids = Tensor::from_slice(&self.backend, tokens, &[n])?;
+        // Hugging Face multiplies by the normaliser in the weights' dtype.
+        let embed_scale = c.embed_scale.map_or(1.0, |s| round_to(s, self.embed.dtype()));
+        let mut x = select::embedding_scaled(&self.embed, &ids, embed_scale, DType::F32)?;
+        let positions = RopePositions::Range { offset: to_u32("position", pos + n)? - n as u32 };
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Attention.
+            let h = self.norm(&x, &layer.attn_norm)?;
+            let [q, k, v] = project_qkv(&h, layer)?;
+            let q = q.reshape(&[n, c.n_heads, hd])?;
+            let k = k.reshape(&[n, c.n_kv_heads, hd])?;
+            let v = v.reshape(&[n, c.n_kv_heads, hd])?;
+            let q = match &layer.q_norm {
+                Some(w) => self.norm(&q, w)?,
+                None => q,
+            };
+            let k = match &layer.k_norm {
+                Some(w) => self.norm(&k, w)?,
+                None => k,
+            };
+            rope::rope_inplace(&q, &self.rope, positions)?;
+            rope::rope_inplace(&k, &self.rope, positions)?;
+            convert::copy_rows_into(&k, &state.k[i], pos)?;
+            convert::copy_rows_into(&v, &state.v[i], pos)?;
+            let opts = AttentionOptions {
+                scale: c.attn_scale,
+                softcap: c.attn_softcap,
+                window: c.layer_windows[i],
+                causal: true,
+            };
+            let a = if n <= gemv::MAX_BATCH {
+                attention::sdpa_decode(&q, &state.k[i], &state.v[i], pos + n, opts)?
+            } else {
+                attention::flash_attention(&q, &state.k[i], &state.v[i], pos + n, pos, opts)?
+            };
+            let a = a.reshape(&[n, q_dim])?;
+            x = match &layer.post_attn_norm {
+                Some(post) => elementwise::add(&x, &self.norm(&linear(&a, &layer.wo, None)?, post)?)?,
+                None => {
+                    linear_add_into(&a, &layer.wo, &x)?;
+                    x
+                }
+            };
+
+            // Feed-forward.
+            let h = self.norm(&x, &layer.mlp_norm)?;
+            let g = gated(&h, layer, c.activation)?;
+            x = match &layer.post_mlp_norm {
+                Some(post) => elementwise::add(&x, &self.norm(&linear(&g, &layer.w_down, None)?, post)?)?,
+                None => {
+                    linear_add_into(&g, &layer.w_down, &x)?;
+                    x
+                }
+            };
+        }
+
+        let x = match which {
+            Logits::All => x,
+            Logits::Last if n == 1 => x,
+            Logits::Last => {
+                let last = Tensor::from_slice(&self.backend, &[n as u32 - 1], &[1])?;
+                select::embedding(&x, &last)?
+            }
+        };
+        let x = self.norm(&x, &self.final_norm)?;
+        let logits = linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None)?;
+        if let Some(cap) = c.final_softcap {
+            elementwise::unary_into(&logits, Unary::Softcap { cap }, &logits)?;
+        }
+        Ok(logits)
+    }
+}
+
+fn to_u32(name: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Argument { name, value: v.to_string(), reason: "exceeds 2^32 - 1".into() })
+}
+
+fn round_to(v: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
+/// The GEMM kernel for `x · wᵀ`: cooperative matrices for 16-bit weights (f32 activations rounded to
+/// f16 on NVIDIA, as PyTorch's bf16 path rounds them to bf16), exact tiles for f32 weights.
+fn gemm_kernel(w: &Tensor) -> GemmKernel {
+    if w.dtype() == DType::F32 { GemmKernel::Auto } else { GemmKernel::PreferCooperative }
+}
+
+/// `x [rows, in] · wᵀ (+ bias)` → `[rows, out]` f32: GEMV for a few rows, GEMM otherwise.
+fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if x.rows_cols().0 <= gemv::MAX_BATCH {
+        return Ok(gemv::gemv(w, x, GemvEpilogue { bias, residual: None })?);
+    }
+    let mut opts = GemmOptions::a_bt().kernel(gemm_kernel(w));
+    opts.bias = bias;
+    Ok(gemm::gemm(x, w, opts)?)
+}
+
+/// `acc += x · wᵀ`, in place.
+fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
+    if x.rows_cols().0 <= gemv::MAX_BATCH {
+        return Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?);
+    }
+    Ok(gemm::gemm_into(x, w, GemmOptions::a_bt().residual(acc).kernel(gemm_kernel(w)), acc)?)
+}
+
+/// Q, K and V in one pass over `h` when decoding.
+fn project_qkv(h: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
+    if h.rows_cols().0 <= gemv::MAX_BATCH {
+        let parts = [
+            GemvPart { w: &l.wq, bias: l.bq.as_ref() },
+            GemvPart { w: &l.wk, bias: l.bk.as_ref() },
+            GemvPart { w: &l.wv, bias: l.bv.as_ref() },
+        ];
+        let mut out = gemv::gemv_multi(h, &parts)?.into_iter();
+        let mut next = || out.next().expect("one output per part");
+        return Ok([next(), next(), next()]);
+    }
+    Ok([linear(h, &l.wq, l.bq.as_ref())?, linear(h, &l.wk, l.bk.as_ref())?, linear(h, &l.wv, l.bv.as_ref())?])
+}
+
+/// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)`: one fused GEMV when decoding, two GEMMs and a gated multiply otherwise.
+fn gated(h: &Tensor, l: &Layer, activation: Activation) -> Result<Tensor> {
+    if h.rows_cols().0 <= gemv::MAX_BATCH {
+        let act = match activation {
+            Activation::Silu => GatedAct::Silu,
+            Activation::GeluTanh => GatedAct::GeluTanh,
+        };
+        return Ok(gemv::gemv_gated(&l.w_gate, &l.w_up, h, act)?);
+    }
+    let (g, u) = (linear(h, &l.w_gate, None)?, linear(h, &l.w_up, None)?);
+    let op = match activation {
+        Activation::Silu => Binary::SwiGlu,
+        Activation::GeluTanh => Binary::GeGlu,
+    };
+    Ok(elementwise::binary(&g, &u, op)?)
+}

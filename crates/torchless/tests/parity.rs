@@ -1,0 +1,152 @@
+//! The engine against Hugging Face transformers: golden logits and greedy decodes of tiny random models
+//! (tests/fixtures, made by scripts/make_fixtures.py), on the CPU and on the GPU when one is present.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use torchless::model::{LoadedModel, Logits, Model};
+use torchless_kernels::Backend;
+use torchless_kernels::testing::test_backends;
+
+struct Golden {
+    tokens: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+    greedy: Vec<u32>,
+}
+
+fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn golden(name: &str) -> Golden {
+    let path = fixture_dir(name).join("golden.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let j: Value = serde_json::from_str(&text).expect("golden.json parses");
+    let ids = |v: &Value| v.as_array().expect("array").iter().map(|t| t.as_u64().expect("id") as u32).collect();
+    Golden {
+        tokens: ids(&j["tokens"]),
+        greedy: ids(&j["greedy"]),
+        logits: j["logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(|row| row.as_array().expect("row").iter().map(|v| v.as_f64().expect("number") as f32).collect())
+            .collect(),
+    }
+}
+
+fn load(name: &str, backend: &Backend) -> Model {
+    let dir = fixture_dir(name);
+    LoadedModel::load(dir.to_str().expect("utf-8 path"), backend, false)
+        .unwrap_or_else(|e| panic!("loading {name} on {}: {e}", backend.name()))
+        .model
+}
+
+/// Largest |a − b| and where it is.
+fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
+    assert_eq!(got.len(), want.len(), "logit counts differ");
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (a, b))| ((a - b).abs(), i))
+        .fold((0.0, 0), |m, d| if d.0 > m.0 { d } else { m })
+}
+
+fn assert_rows_close(what: &str, got: &[f32], want: &[Vec<f32>], tol: f32) {
+    let vocab = want[0].len();
+    let want: Vec<f32> = want.iter().flatten().copied().collect();
+    let (err, at) = max_diff(got, &want);
+    assert!(
+        err <= tol && got.iter().all(|v| v.is_finite()),
+        "{what}: max |error| {err:.3e} > {tol:.0e} at row {}, logit {}: got {}, want {}",
+        at / vocab,
+        at % vocab,
+        got[at],
+        want[at]
+    );
+}
+
+/// Full-sequence logits (the prefill path: GEMM and flash attention), then the same positions fed
+/// in two chunks through the KV cache, and a 32-token greedy decode (the GEMV and sdpa_decode path).
+fn check(name: &str, tol: f32) {
+    let g = golden(name);
+    for backend in test_backends() {
+        let what = format!("{name} on {}", backend.name());
+        let model = load(name, &backend);
+        let vocab = model.vocab_size();
+        let n = g.tokens.len();
+
+        let mut state = model.new_state(n + g.greedy.len()).expect("state");
+        let logits = model.forward(&mut state, &g.tokens, 0, Logits::All).expect("forward");
+        assert_eq!(logits.shape(), [n, vocab]);
+        assert_rows_close(&format!("{what}, full prompt"), &logits.to_f32_vec().unwrap(), &g.logits, tol);
+
+        // A 5-token prefill then single tokens: cache writes at an offset, rope offsets, decode attention.
+        let mut state = model.new_state(n).expect("state");
+        let split = 5.min(n);
+        let first = model.forward(&mut state, &g.tokens[..split], 0, Logits::All).expect("forward");
+        assert_rows_close(&format!("{what}, first chunk"), &first.to_f32_vec().unwrap(), &g.logits[..split], tol);
+        for p in split..n {
+            let row = model.forward(&mut state, &g.tokens[p..p + 1], p, Logits::Last).expect("forward");
+            assert_rows_close(&format!("{what}, position {p}"), &row.to_f32_vec().unwrap(), &g.logits[p..p + 1], tol);
+        }
+
+        // Greedy decode through the cache, argmax on the device.
+        let mut state = model.new_state(n + g.greedy.len()).expect("state");
+        let mut last = model.forward(&mut state, &g.tokens, 0, Logits::Last).expect("prefill");
+        let mut produced = Vec::new();
+        for i in 0..g.greedy.len() {
+            let next = torchless_kernels::ops::select::argmax(&last).unwrap().to_vec::<u32>().unwrap()[0];
+            produced.push(next);
+            if i + 1 < g.greedy.len() {
+                last = model.forward(&mut state, &[next], n + i, Logits::Last).expect("decode");
+            }
+        }
+        assert_eq!(produced, g.greedy, "{what}: greedy decode differs from transformers");
+    }
+}
+
+#[test]
+fn llama() {
+    check("llama", 1e-4);
+}
+
+#[test]
+fn llama3_rope_scaling_tied() {
+    check("llama3", 1e-4);
+}
+
+#[test]
+fn mistral_sliding_window() {
+    check("mistral", 1e-4);
+}
+
+#[test]
+fn qwen2_qkv_bias() {
+    check("qwen2", 1e-4);
+}
+
+#[test]
+fn qwen3_qk_norm() {
+    check("qwen3", 1e-4);
+}
+
+#[test]
+fn gemma2_softcaps_sandwich_norms() {
+    check("gemma2", 1e-4);
+}
+
+#[test]
+fn phi3_fused_projections_partial_rotary() {
+    check("phi3", 1e-4);
+}
+
+#[test]
+fn llama_bf16_weights() {
+    check("llama_bf16", 1e-4);
+}
+
+#[test]
+fn gqa_one_kv_head() {
+    check("gqa", 1e-4);
+}
