@@ -1,6 +1,7 @@
 //! The `torchless` command-line tool.
 
 mod bench;
+mod bench_model;
 mod run;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ enum Command {
     Backends,
     /// Check every kernel against the CPU implementation, then time it.
     Bench(bench::BenchArgs),
+    /// Time a model's load, prefill and decode beside its bandwidth roofline.
+    BenchModel(bench_model::BenchModelArgs),
     /// Generate text from a prompt, streaming it as it is produced.
     Generate(run::GenerateArgs),
     /// Print the logits of every position of a forward pass over the given token ids.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Bench(args) => bench::run(&args).map_err(|e| e.to_string()),
+        Command::BenchModel(args) => bench_model::run(&args).map(|()| true).map_err(|e| e.to_string()),
         Command::Generate(args) => run::generate_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
         Command::Logits(args) => run::logits_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
     };

@@ -224,6 +224,23 @@ impl Llama {
         Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope })
     }
 
+    /// Bytes of weights one decode step reads: every layer, the final norm and the LM head (the
+    /// embedding table only through one row, unless it is the LM head).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let dense = [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down];
+                let optional = [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_mlp_norm];
+                dense.iter().map(|t| t.size_bytes()).sum::<usize>()
+                    + optional.iter().filter_map(|t| t.as_ref()).map(Tensor::size_bytes).sum::<usize>()
+            })
+            .sum();
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).size_bytes();
+        (layers + head + self.final_norm.size_bytes()) as u64
+    }
+
     /// A KV cache for `capacity` positions.
     pub fn new_state(&self, capacity: usize) -> Result<State> {
         let c = &self.config;

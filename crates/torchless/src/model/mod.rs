@@ -43,6 +43,13 @@ impl Model {
         }
     }
 
+    /// Bytes of weights one decode step reads (for bandwidth rooflines).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        match self {
+            Model::Llama(m) => m.weight_bytes_per_token(),
+        }
+    }
+
     /// A fresh state with room for `capacity` tokens.
     pub fn new_state(&self, capacity: usize) -> Result<State> {
         match self {

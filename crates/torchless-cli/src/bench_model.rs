@@ -1,0 +1,140 @@
+//! `torchless bench-model`: load time, prefill and decode speed of a model beside its bandwidth roofline
+//! (weight bytes per token over the copy bandwidth measured in the same run). Token ids are random, so
+//! any weight directory works, tokenizer or not.
+
+use std::time::Instant;
+
+use clap::Args;
+use serde::Serialize;
+use torchless::model::{Logits, LoadedModel};
+use torchless::{BackendPreference, Error, init_backend};
+use torchless_kernels::ops::select;
+use torchless_kernels::testing::Rng;
+
+use crate::bench::copy_bandwidth;
+
+#[derive(Args)]
+pub struct BenchModelArgs {
+    /// A model directory or a built-in model name.
+    #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Context already in the KV cache when decoding starts.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Tokens to decode (greedy, argmax on the device, one read-back per token).
+    #[arg(long, default_value_t = 128)]
+    decode_tokens: usize,
+    /// Length of the timed prefill (0 skips it).
+    #[arg(long, default_value_t = 2048)]
+    prefill_tokens: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    device: String,
+    weight_gb_per_token: f64,
+    load_s: f64,
+    copy_gbps: f64,
+    context: usize,
+    decode_tokens: usize,
+    decode_tok_s: f64,
+    roofline_tok_s: f64,
+    pct_of_roofline: f64,
+    prefill_tokens: usize,
+    prefill_tok_s: Option<f64>,
+}
+
+fn arg_error(name: &'static str, value: usize, reason: String) -> Error {
+    Error::Argument { name, value: value.to_string(), reason }
+}
+
+pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
+    if args.decode_tokens == 0 {
+        return Err(arg_error("--decode-tokens", 0, "must be at least 1".into()));
+    }
+    if args.context == 0 {
+        return Err(arg_error("--context", 0, "must be at least 1".into()));
+    }
+    let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
+    let t0 = Instant::now();
+    let loaded = LoadedModel::load(&args.model, &backend, !args.json)?;
+    backend.synchronize()?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let model = &loaded.model;
+    let limit = model.max_seq_len();
+    for (name, n) in [("--context + --decode-tokens", args.context + args.decode_tokens), ("--prefill-tokens", args.prefill_tokens)] {
+        if n > limit {
+            return Err(arg_error(name, n, format!("exceeds the model's context of {limit}")));
+        }
+    }
+    let copy_gbps = copy_bandwidth(&backend, 256 << 20, 1.0)?;
+    let mut rng = Rng::new(7);
+    let vocab = model.vocab_size() as u32;
+    let mut random_tokens = |n: usize| (0..n).map(|_| rng.below(vocab)).collect::<Vec<u32>>();
+
+    // Warm-up: compiles the prefill and decode pipelines.
+    let warm = random_tokens(16);
+    let mut state = model.new_state(warm.len() + 1)?;
+    let logits = model.forward(&mut state, &warm, 0, Logits::Last)?;
+    let next = select::argmax(&logits)?.to_vec::<u32>()?[0];
+    model.forward(&mut state, &[next], warm.len(), Logits::Last)?.to_f32_vec()?;
+
+    let prefill_tok_s = if args.prefill_tokens > 0 {
+        let prompt = random_tokens(args.prefill_tokens);
+        let mut state = model.new_state(prompt.len())?;
+        let t = Instant::now();
+        let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
+        select::argmax(&logits)?.to_vec::<u32>()?;
+        Some(prompt.len() as f64 / t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+
+    let prompt = random_tokens(args.context);
+    let mut state = model.new_state(args.context + args.decode_tokens)?;
+    let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
+    let mut next = select::argmax(&logits)?.to_vec::<u32>()?[0];
+    let t = Instant::now();
+    for i in 0..args.decode_tokens {
+        let logits = model.forward(&mut state, &[next], args.context + i, Logits::Last)?;
+        next = select::argmax(&logits)?.to_vec::<u32>()?[0];
+    }
+    let decode_tok_s = args.decode_tokens as f64 / t.elapsed().as_secs_f64();
+
+    let bytes = model.weight_bytes_per_token() as f64;
+    let roofline_tok_s = copy_gbps * 1e9 / bytes;
+    let report = Report {
+        model: loaded.name.clone(),
+        device: backend.device_name(),
+        weight_gb_per_token: bytes / 1e9,
+        load_s,
+        copy_gbps,
+        context: args.context,
+        decode_tokens: args.decode_tokens,
+        decode_tok_s,
+        roofline_tok_s,
+        pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
+        prefill_tokens: args.prefill_tokens,
+        prefill_tok_s,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        println!("model {} on {}", report.model, report.device);
+        println!("load: {:.2} s", report.load_s);
+        println!("copy bandwidth: {:.1} GB/s; weights read per token: {:.3} GB", report.copy_gbps, report.weight_gb_per_token);
+        println!(
+            "decode: {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
+            report.decode_tok_s, report.context, report.decode_tokens, report.roofline_tok_s, report.pct_of_roofline
+        );
+        if let Some(p) = report.prefill_tok_s {
+            println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
+        }
+    }
+    Ok(())
+}
