@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
-use torchless::model::{Logits, LoadedModel};
+use torchless::model::{LoadedModel, Logits};
 use torchless::{BackendPreference, Error, init_backend};
 use torchless_kernels::ops::select;
 use torchless_kernels::testing::Rng;
 
 use crate::bench::copy_bandwidth;
+
+/// Decode steps timed kernel by kernel under `--profile`.
+const PROFILE_STEPS: usize = 8;
 
 #[derive(Args)]
 pub struct BenchModelArgs {
@@ -31,6 +34,9 @@ pub struct BenchModelArgs {
     prefill_tokens: usize,
     #[arg(long)]
     json: bool,
+    /// Also time every kernel of some decode steps with GPU timestamps and print where the time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Serialize)]
@@ -43,6 +49,8 @@ struct Report {
     context: usize,
     decode_tokens: usize,
     decode_tok_s: f64,
+    /// Host time per token spent recording the step (the rest is waiting for the device).
+    decode_record_ms: f64,
     roofline_tok_s: f64,
     pct_of_roofline: f64,
     prefill_tokens: usize,
@@ -67,7 +75,9 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let load_s = t0.elapsed().as_secs_f64();
     let model = &loaded.model;
     let limit = model.max_seq_len();
-    for (name, n) in [("--context + --decode-tokens", args.context + args.decode_tokens), ("--prefill-tokens", args.prefill_tokens)] {
+    for (name, n) in
+        [("--context + --decode-tokens", args.context + args.decode_tokens), ("--prefill-tokens", args.prefill_tokens)]
+    {
         if n > limit {
             return Err(arg_error(name, n, format!("exceeds the model's context of {limit}")));
         }
@@ -96,15 +106,26 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     };
 
     let prompt = random_tokens(args.context);
-    let mut state = model.new_state(args.context + args.decode_tokens)?;
+    // Room for the profiled steps too, where the model's context allows.
+    let capacity = (args.context + args.decode_tokens + PROFILE_STEPS).min(limit);
+    let mut state = model.new_state(capacity)?;
     let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
     let mut next = select::argmax(&logits)?.to_vec::<u32>()?[0];
     let t = Instant::now();
+    let mut record_s = 0.0;
     for i in 0..args.decode_tokens {
+        let r = Instant::now();
         let logits = model.forward(&mut state, &[next], args.context + i, Logits::Last)?;
-        next = select::argmax(&logits)?.to_vec::<u32>()?[0];
+        let ids = select::argmax(&logits)?;
+        record_s += r.elapsed().as_secs_f64();
+        next = ids.to_vec::<u32>()?[0];
     }
-    let decode_tok_s = args.decode_tokens as f64 / t.elapsed().as_secs_f64();
+    let decode_s = t.elapsed().as_secs_f64();
+    let decode_tok_s = args.decode_tokens as f64 / decode_s;
+
+    if args.profile {
+        profile_decode(&backend, model, &mut state, next, args.context + args.decode_tokens)?;
+    }
 
     let bytes = model.weight_bytes_per_token() as f64;
     let roofline_tok_s = copy_gbps * 1e9 / bytes;
@@ -117,6 +138,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         context: args.context,
         decode_tokens: args.decode_tokens,
         decode_tok_s,
+        decode_record_ms: 1e3 * record_s / args.decode_tokens as f64,
         roofline_tok_s,
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
@@ -127,14 +149,59 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     } else {
         println!("model {} on {}", report.model, report.device);
         println!("load: {:.2} s", report.load_s);
-        println!("copy bandwidth: {:.1} GB/s; weights read per token: {:.3} GB", report.copy_gbps, report.weight_gb_per_token);
+        println!(
+            "copy bandwidth: {:.1} GB/s; weights read per token: {:.3} GB",
+            report.copy_gbps, report.weight_gb_per_token
+        );
         println!(
             "decode: {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
             report.decode_tok_s, report.context, report.decode_tokens, report.roofline_tok_s, report.pct_of_roofline
         );
+        println!("decode: {:.2} ms per token recording the step on the host", report.decode_record_ms);
         if let Some(p) = report.prefill_tok_s {
             println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
         }
+    }
+    Ok(())
+}
+
+/// Decode steps under GPU timestamps: per-kernel device time per token, on standard error.
+fn profile_decode(
+    backend: &torchless::Backend,
+    model: &torchless::model::Model,
+    state: &mut torchless::model::State,
+    mut next: u32,
+    pos: usize,
+) -> Result<(), Error> {
+    let torchless::Backend::Gpu(ctx) = backend else {
+        return Err(Error::Argument { name: "--profile", value: "cpu".into(), reason: "needs a GPU backend".into() });
+    };
+    ctx.start_profiling()?;
+    let mut steps = 0;
+    for i in 0..PROFILE_STEPS {
+        if pos + i >= model.max_seq_len() {
+            break;
+        }
+        let logits = match model.forward(state, &[next], pos + i, Logits::Last) {
+            Ok(l) => l,
+            Err(_) => break, // the cache is full
+        };
+        next = select::argmax(&logits)?.to_vec::<u32>()?[0];
+        steps += 1;
+    }
+    let times = ctx.stop_profiling()?;
+    let total: f64 = times.iter().map(|t| t.total_ms).sum();
+    let per = |ms: f64| ms / steps.max(1) as f64;
+    eprintln!("GPU time per decode token over {steps} steps (each dispatch timed alone): {:.3} ms", per(total));
+    eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms/token", "launches", "share");
+    for t in &times {
+        eprintln!(
+            "{:<36} {:>10.4} {:>9} {:>6.1}%",
+            t.kernel,
+            per(t.total_ms),
+            t.launches / steps.max(1) as u64,
+            100.0 * t.total_ms / total
+        );
     }
     Ok(())
 }

@@ -351,3 +351,80 @@ fn rope_words(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         outs[base + w] = pack_pair(DTYPE, vec2<f32>(rotated_element(base, 2u * w, q), rotated_element(base, 2u * w + 1u, q)));
     }
 }
+
+// ---- rope_qk_kv: one decode/prefill step's q, k and v in one launch --------------------------------
+//
+// f32 only. q [tokens, heads, hd] rotates in place; k [tokens, kv_heads, hd] rotates into the key cache and
+// v is copied into the value cache, both at row `position(token)` of caches [capacity, kv_heads, hd].
+// One thread per pair of elements of a row: pair i < half is the rotated pair of frequency i, pair
+// i >= half the two pass-through elements rot_dim + 2(i - half) and the next. Params used: n_threads,
+// heads, head_groups (= kv_heads), row_slots (= hd), half, table_stride, pos_offset, attn_scale.
+
+@group(0) @binding(1) var<storage, read_write> q_io: array<f32>;
+@group(0) @binding(4) var<storage, read> k_in: array<f32>;
+@group(0) @binding(5) var<storage, read> v_in: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
+
+// The two element indices of pair i within a row.
+fn pair_of(i: u32) -> vec2<u32> {
+    if (i >= p.half) {
+        let e = 2u * i; // = rot_dim + 2 (i - half)
+        return vec2<u32>(e, e + 1u);
+    }
+    if (LAYOUT == 0u) {
+        return vec2<u32>(i, i + p.half);
+    }
+    return vec2<u32>(2u * i, 2u * i + 1u);
+}
+
+@compute @workgroup_size(256)
+fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let g = linear_group_id(wid, nwg) * 256u + li;
+    if (g >= p.n_threads) {
+        return;
+    }
+    let hd = p.row_slots;
+    let pairs = hd / 2u;
+    let i = g % pairs;
+    let row = g / pairs;
+    let per_token = p.heads + 2u * p.head_groups;
+    let token = row / per_token;
+    let r = row % per_token;
+    let pos = position(token);
+    let e = pair_of(i);
+    if (r >= p.heads + p.head_groups) {
+        let src = (token * p.head_groups + (r - p.heads - p.head_groups)) * hd;
+        let dst = (pos * p.head_groups + (r - p.heads - p.head_groups)) * hd;
+        v_cache[dst + e.x] = v_in[src + e.x];
+        v_cache[dst + e.y] = v_in[src + e.y];
+        return;
+    }
+    var a: f32;
+    var b: f32;
+    if (r < p.heads) {
+        let base = (token * p.heads + r) * hd;
+        a = q_io[base + e.x];
+        b = q_io[base + e.y];
+    } else {
+        let base = (token * p.head_groups + (r - p.heads)) * hd;
+        a = k_in[base + e.x];
+        b = k_in[base + e.y];
+    }
+    if (i < p.half) {
+        let cs = cos_sin1(split_position(pos), i);
+        let ra = a * cs.x - b * cs.y;
+        b = b * cs.x + a * cs.y;
+        a = ra;
+    }
+    if (r < p.heads) {
+        let base = (token * p.heads + r) * hd;
+        q_io[base + e.x] = a;
+        q_io[base + e.y] = b;
+    } else {
+        let dst = (pos * p.head_groups + (r - p.heads)) * hd;
+        k_cache[dst + e.x] = a;
+        k_cache[dst + e.y] = b;
+    }
+}

@@ -10,8 +10,10 @@
 
 mod adapters;
 mod pool;
+mod profile;
 
 pub use adapters::{AdapterSummary, list_adapters};
+pub use profile::KernelTime;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +58,8 @@ struct Batch {
     pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     arena: wgpu::Buffer,
+    /// Present while profiling is on.
+    profiler: Option<profile::Profiler>,
 }
 
 /// One kernel launch. Binding 0 is the uniform `params` (when given); the storage buffers follow from
@@ -182,13 +186,35 @@ impl GpuContext {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
-            batch: Mutex::new(Batch { encoder: None, pass: None, params: Vec::new(), arena }),
+            batch: Mutex::new(Batch { encoder: None, pass: None, params: Vec::new(), arena, profiler: None }),
             device_error,
         })
     }
 
     pub fn device(&self) -> &wgpu::Device {
         &self.device
+    }
+
+    /// Starts timing every dispatch on the device (see [`profile`]); needs `TIMESTAMP_QUERY`.
+    pub fn start_profiling(&self) -> Result<()> {
+        if !self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(KernelError::MissingFeature {
+                op: "profile",
+                feature: "TIMESTAMP_QUERY (GPU timestamps)",
+                adapter: self.info.name.clone(),
+            });
+        }
+        let mut batch = self.lock_batch();
+        self.submit_locked(&mut batch)?;
+        batch.profiler.get_or_insert_with(|| profile::Profiler::new(&self.device, &self.queue));
+        Ok(())
+    }
+
+    /// Stops profiling and returns the GPU time per kernel entry point since it started.
+    pub fn stop_profiling(&self) -> Result<Vec<KernelTime>> {
+        let mut batch = self.lock_batch();
+        self.submit_locked(&mut batch)?;
+        Ok(batch.profiler.take().map(|mut p| p.take()).unwrap_or_default())
     }
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
@@ -407,6 +433,31 @@ impl GpuContext {
                 reason: format!("exceeds the adapter's limit of {max} per dimension"),
             });
         }
+        if batch.profiler.as_ref().is_some_and(|p| p.labels.len() as u32 >= profile::MAX_PAIRS) {
+            self.submit_locked(&mut batch)?;
+        }
+        if let Some(profiler) = batch.profiler.as_mut() {
+            // Its own pass, stamped at both ends.
+            let pair = profiler.labels.len() as u32;
+            profiler.labels.push(format!("{}/{}", d.kernel.name, d.entry));
+            let query_set = profiler.query_set.clone();
+            batch.pass = None;
+            let encoder = batch.encoder.get_or_insert_with(|| {
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.entry),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &query_set,
+                    beginning_of_pass_write_index: Some(2 * pair),
+                    end_of_pass_write_index: Some(2 * pair + 1),
+                }),
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+            return Ok(());
+        }
         let pass = self.open_pass(&mut batch);
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
@@ -460,15 +511,21 @@ impl GpuContext {
     fn submit_locked(&self, batch: &mut Batch) -> Result<Option<wgpu::SubmissionIndex>> {
         batch.pass = None;
         let index = match batch.encoder.take() {
-            Some(encoder) => {
+            Some(mut encoder) => {
                 if !batch.params.is_empty() {
                     self.queue.write_buffer(&batch.arena, 0, &batch.params);
                     batch.params.clear();
+                }
+                if let Some(p) = &batch.profiler {
+                    p.resolve(&mut encoder);
                 }
                 Some(self.queue.submit([encoder.finish()]))
             }
             None => None,
         };
+        if let Some(p) = batch.profiler.as_mut() {
+            p.collect(&self.device).map_err(KernelError::Gpu)?;
+        }
         self.take_device_error()?;
         Ok(index)
     }

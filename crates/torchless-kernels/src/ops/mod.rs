@@ -73,3 +73,17 @@ pub fn to_u32(op: &'static str, name: &'static str, v: usize) -> Result<u32> {
         reason: "larger than a kernel can index (2^32 - 1)".into(),
     })
 }
+
+/// `a` must not share storage with any of `others` (a GPU buffer cannot be bound for reading and
+/// writing in one dispatch).
+pub fn require_distinct(op: &'static str, name: &'static str, a: &Tensor, others: &[&Tensor]) -> Result<()> {
+    if others.iter().any(|o| a.same_storage(o)) {
+        return Err(KernelError::Argument {
+            op,
+            name,
+            value: "a tensor sharing storage with another argument".into(),
+            reason: "must be a separate tensor here".into(),
+        });
+    }
+    Ok(())
+}

@@ -7,7 +7,9 @@
 
 use rayon::prelude::*;
 
-use super::{common_backend, require_float, require_non_empty, require_same_dtype, require_same_shape};
+use super::{
+    common_backend, require_distinct, require_float, require_non_empty, require_same_dtype, require_same_shape,
+};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -130,18 +132,6 @@ pub(crate) fn check_elements(op: &'static str, t: &Tensor) -> Result<u32> {
         });
     }
     Ok(n as u32)
-}
-
-pub(crate) fn require_distinct(op: &'static str, name: &'static str, a: &Tensor, others: &[&Tensor]) -> Result<()> {
-    if others.iter().any(|o| a.same_storage(o)) {
-        return Err(KernelError::Argument {
-            op,
-            name,
-            value: "a tensor sharing storage with another argument".into(),
-            reason: "must be a separate tensor here".into(),
-        });
-    }
-    Ok(())
 }
 
 /// The value `v` after a round trip through `dtype`.

@@ -21,7 +21,8 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::{
-    common_backend, require_dtype, require_float, require_non_empty, require_same_dtype, require_same_shape, to_u32,
+    common_backend, require_distinct, require_dtype, require_float, require_non_empty, require_same_dtype,
+    require_same_shape, to_u32,
 };
 use crate::backend::Backend;
 use crate::cpu;
@@ -322,6 +323,98 @@ pub fn rope_inplace(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>)
 /// Rotates x into `out` (same shape and dtype; `out` may be `x` itself).
 pub fn rope_into(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>, out: &Tensor) -> Result<()> {
     rope_impl(x, table, positions, out, Path::Auto)
+}
+
+/// One attention step's rotary embedding and cache writes in one launch: rotates `q` `[tokens, heads,
+/// head_dim]` in place, rotates `k` `[tokens, kv_heads, head_dim]` into rows `pos..pos + tokens` of
+/// `k_cache` `[capacity, kv_heads, head_dim]` and copies `v` into the same rows of `v_cache`. Token `t`
+/// has position `pos + t`. All f32; `k` and `v` are left as they are.
+pub fn rope_qk_store_kv(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    table: &RopeTable,
+    pos: usize,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+) -> Result<()> {
+    const OP: &str = "rope_qk_kv";
+    for t in [q, k, v, k_cache, v_cache] {
+        require_dtype(OP, t, DType::F32)?;
+    }
+    let cfg = &table.config;
+    let shape_err = |detail: String| KernelError::Shape { op: OP, detail };
+    let (&[tokens, heads, hd], &[kt, kv_heads, khd]) = (q.shape(), k.shape()) else {
+        return Err(shape_err(format!("q and k must be 3-D, found {:?} and {:?}", q.shape(), k.shape())));
+    };
+    if hd != cfg.head_dim || (kt, khd) != (tokens, hd) || v.shape() != k.shape() || tokens == 0 {
+        return Err(shape_err(format!(
+            "q {:?}, k {:?}, v {:?} must be [tokens >= 1, heads, {}] with one token count",
+            q.shape(),
+            k.shape(),
+            v.shape(),
+            cfg.head_dim
+        )));
+    }
+    let capacity = match k_cache.shape() {
+        &[c, h, d] if h == kv_heads && d == hd && v_cache.shape() == k_cache.shape() => c,
+        _ => {
+            return Err(shape_err(format!(
+                "caches {:?} and {:?} must both be [capacity, {kv_heads}, {hd}]",
+                k_cache.shape(),
+                v_cache.shape()
+            )));
+        }
+    };
+    if pos + tokens > capacity {
+        return Err(KernelError::Argument {
+            op: OP,
+            name: "pos",
+            value: pos.to_string(),
+            reason: format!("{tokens} tokens from here overrun the cache of {capacity} rows"),
+        });
+    }
+    require_distinct(OP, "q", q, &[k, v, k_cache, v_cache])?;
+    require_distinct(OP, "k_cache", k_cache, &[k, v, v_cache])?;
+    require_distinct(OP, "v_cache", v_cache, &[k, v])?;
+    let pos_offset = to_u32(OP, "pos + tokens", pos + tokens)? - tokens as u32;
+    let positions = RopePositions::Range { offset: pos_offset };
+    match common_backend(OP, &[q, k, v, k_cache, v_cache, table.tensor()])? {
+        Backend::Cpu => {
+            rope_inplace(q, table, positions)?;
+            let k_rot = rope(k, table, positions)?;
+            super::convert::copy_rows_into(&k_rot, k_cache, pos)?;
+            super::convert::copy_rows_into(v, v_cache, pos)
+        }
+        Backend::Gpu(ctx) => {
+            let raw = |t: &Tensor| -> Result<wgpu::Buffer> {
+                let b = t.gpu_buffer().expect("gpu tensor");
+                ctx.check_binding(OP, b.size())?;
+                Ok(b.raw().clone())
+            };
+            let threads = to_u32(OP, "elements", tokens * (heads + 2 * kv_heads) * hd / 2)?;
+            let params = Params {
+                n_threads: threads,
+                heads: to_u32(OP, "heads", heads)?,
+                head_groups: to_u32(OP, "kv_heads", kv_heads)?,
+                row_slots: to_u32(OP, "head_dim", hd)?,
+                half: to_u32(OP, "rot_dim", cfg.half())?,
+                table_stride: to_u32(OP, "rot_dim", table.stride)?,
+                pos_offset,
+                attn_scale: cfg.attention_scaling,
+                ..Params::default()
+            };
+            let tab = raw(table.tensor())?;
+            ctx.dispatch(Dispatch {
+                kernel: &ROPE,
+                entry: "rope_qk_kv",
+                constants: &[("DTYPE", DType::F32.wgsl_code()), ("LAYOUT", cfg.layout.code()), ("POSITIONS", 0.0)],
+                params: Some(bytemuck::bytes_of(&params)),
+                buffers: &[&raw(q)?, &tab, &tab, &raw(k)?, &raw(v)?, &raw(k_cache)?, &raw(v_cache)?],
+                workgroups: Workgroups::Linear(threads.div_ceil(WORKGROUP)),
+            })
+        }
+    }
 }
 
 /// Which GPU kernel runs; tests force the word path on shapes the vec4 path would take.
@@ -974,6 +1067,65 @@ mod tests {
             assert!(vec_plan(DType::F16, &half(80, 32, layout)).is_some());
             assert!(vec_plan(DType::F32, &half(6, 6, layout)).is_none());
         }
+    }
+
+    /// The fused step equals rope on q and k plus row copies, on every backend, both layouts, partial
+    /// rotation, GQA, several tokens at an offset; cache rows outside the step keep their contents.
+    #[test]
+    fn rope_qk_store_kv_matches_rope_and_copies() {
+        let mut rng = Rng::new(41);
+        for (layout, hd, rot, heads, kv, tokens, pos) in [
+            (RopeLayout::HalfSplit, 64, 64, 4, 2, 1, 0),
+            (RopeLayout::HalfSplit, 16, 8, 4, 4, 5, 7),
+            (RopeLayout::Interleaved, 128, 128, 8, 1, 3, 300),
+            (RopeLayout::Interleaved, 6, 4, 2, 2, 9, 1),
+        ] {
+            let cap = pos + tokens + 2;
+            let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
+            let qv = rng.vec(tokens * heads * hd, -2.0, 2.0);
+            let kv_ = rng.vec(tokens * kv * hd, -2.0, 2.0);
+            let vv = rng.vec(tokens * kv * hd, -2.0, 2.0);
+            let cache0 = rng.vec(cap * kv * hd, -1.0, 1.0);
+            let cpu = Backend::Cpu;
+            let cpu_table = RopeTable::new(&cpu, cfg.clone()).unwrap();
+            let t = |b: &Backend, v: &[f32], shape: &[usize]| Tensor::from_slice(b, v, shape).unwrap();
+            let want_q =
+                rope(&t(&cpu, &qv, &[tokens, heads, hd]), &cpu_table, RopePositions::Range { offset: pos as u32 })
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+            let want_k =
+                rope(&t(&cpu, &kv_, &[tokens, kv, hd]), &cpu_table, RopePositions::Range { offset: pos as u32 })
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+            let row = kv * hd;
+            let mut want_kc = cache0.clone();
+            want_kc[pos * row..(pos + tokens) * row].copy_from_slice(&want_k);
+            let mut want_vc = cache0.clone();
+            want_vc[pos * row..(pos + tokens) * row].copy_from_slice(&vv);
+            for b in test_backends() {
+                let table = RopeTable::new(&b, cfg.clone()).unwrap();
+                let q = t(&b, &qv, &[tokens, heads, hd]);
+                let (k, v) = (t(&b, &kv_, &[tokens, kv, hd]), t(&b, &vv, &[tokens, kv, hd]));
+                let (kc, vc) = (t(&b, &cache0, &[cap, kv, hd]), t(&b, &cache0, &[cap, kv, hd]));
+                rope_qk_store_kv(&q, &k, &v, &table, pos, &kc, &vc).unwrap();
+                let what = format!("rope_qk_kv {layout:?} hd {hd} rot {rot} on {}", b.name());
+                let tol = Tolerance { atol: 2e-6, rtol: 2e-6 };
+                let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+                assert_close(&format!("{what}: q"), &q.to_f32_vec().unwrap(), &f64s(&want_q), tol);
+                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&want_kc), tol);
+                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&want_vc), tol);
+                assert_eq!(k.to_f32_vec().unwrap(), kv_, "{what}: k is an input");
+            }
+        }
+        // A step past the end of the cache is a typed error.
+        let cpu = Backend::Cpu;
+        let table = RopeTable::new(&cpu, RopeConfig::new(4, 10000.0)).unwrap();
+        let z = |shape: &[usize]| Tensor::zeros(&cpu, shape, DType::F32).unwrap();
+        let err =
+            rope_qk_store_kv(&z(&[2, 1, 4]), &z(&[2, 1, 4]), &z(&[2, 1, 4]), &table, 3, &z(&[4, 1, 4]), &z(&[4, 1, 4]));
+        assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
     }
 
     #[test]

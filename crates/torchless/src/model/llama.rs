@@ -16,8 +16,8 @@ use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemm::{self, GemmKernel, GemmOptions};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
-use torchless_kernels::ops::rope::{self, RopeConfig, RopePositions, RopeScaling, RopeTable};
-use torchless_kernels::ops::{convert, select};
+use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
+use torchless_kernels::ops::select;
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
@@ -282,7 +282,7 @@ impl Llama {
         // Hugging Face multiplies by the normaliser in the weights' dtype.
         let embed_scale = c.embed_scale.map_or(1.0, |s| round_to(s, self.embed.dtype()));
         let mut x = select::embedding_scaled(&self.embed, &ids, embed_scale, DType::F32)?;
-        let positions = RopePositions::Range { offset: to_u32("position", pos + n)? - n as u32 };
+        to_u32("position", pos + n)?;
 
         for (i, layer) in self.layers.iter().enumerate() {
             // Attention.
@@ -299,10 +299,7 @@ impl Llama {
                 Some(w) => self.norm(&k, w)?,
                 None => k,
             };
-            rope::rope_inplace(&q, &self.rope, positions)?;
-            rope::rope_inplace(&k, &self.rope, positions)?;
-            convert::copy_rows_into(&k, &state.k[i], pos)?;
-            convert::copy_rows_into(&v, &state.v[i], pos)?;
+            rope::rope_qk_store_kv(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i])?;
             let opts = AttentionOptions {
                 scale: c.attn_scale,
                 softcap: c.attn_softcap,
@@ -333,6 +330,9 @@ impl Llama {
                     x
                 }
             };
+            // Submit each layer as soon as it is recorded (without waiting), so the device runs it
+            // while the host records the next one.
+            self.backend.flush()?;
         }
 
         let x = match which {
