@@ -33,6 +33,9 @@ override GATED: bool = false;
 override ACT: u32 = 0u;
 // Length of the reduction scratch (vec4s), set by the host.
 override RED_LEN: u32 = 64u;
+// Input RMSNorm of x (VEC only): 0 none, 1 x·w, 2 x·(1 + w) (Gemma). Its weight's dtype is NW_DT.
+override NORM: u32 = 0u;
+override NW_DT: u32 = 0u;
 
 const F_BIAS0: u32 = 1u;
 const F_RES: u32 = 8u;
@@ -51,7 +54,8 @@ struct Params {
     g1: u32,
     g2: u32,
     n_groups: u32,
-    _pad0: u32,
+    // Input norm: epsilon.
+    eps: f32,
     _pad1: u32,
 }
 
@@ -68,9 +72,13 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> y0: array<u32>;
 @group(0) @binding(10) var<storage, read_write> y1: array<u32>;
 @group(0) @binding(11) var<storage, read_write> y2: array<u32>;
+@group(0) @binding(12) var<storage, read> nw: array<u32>;
 
 // acc[r]: partial sums of the ROWS slots (lanes) with row r of x; acc[8 + r]: the same for the up matrix.
 var<private> acc: array<vec4<f32>, 16>;
+// Input norm: this thread's partial sums of x² for rows 0..3 and 4..7 of x.
+var<private> ssq_lo: vec4<f32>;
+var<private> ssq_hi: vec4<f32>;
 // This workgroup's matrix, and the first chunk (VEC) or element of each of its rows.
 var<private> mat: u32;
 var<private> base: vec4<u32>;
@@ -156,6 +164,38 @@ fn dots(w: W4, c: X8) -> vec4<f32> {
     return d;
 }
 
+// Input norm: the weights of the elements of chunk k, in X8 order (whole words, no per-element decode).
+fn norm_chunk(k: u32) -> X8 {
+    var n: X8;
+    if (NW_DT == DT_F32) {
+        let i = select(8u * k, 4u * k, DTYPE == DT_F32);
+        n.a = vec4<f32>(bitcast<f32>(nw[i]), bitcast<f32>(nw[i + 1u]), bitcast<f32>(nw[i + 2u]), bitcast<f32>(nw[i + 3u]));
+        if (DTYPE != DT_F32) {
+            n.b = vec4<f32>(bitcast<f32>(nw[i + 4u]), bitcast<f32>(nw[i + 5u]), bitcast<f32>(nw[i + 6u]),
+                            bitcast<f32>(nw[i + 7u]));
+        }
+    } else {
+        let i = select(4u * k, 2u * k, DTYPE == DT_F32);
+        n.a = vec4<f32>(unpack_pair(NW_DT, nw[i]), unpack_pair(NW_DT, nw[i + 1u]));
+        if (DTYPE != DT_F32) {
+            n.b = vec4<f32>(unpack_pair(NW_DT, nw[i + 2u]), unpack_pair(NW_DT, nw[i + 3u]));
+        }
+    }
+    if (NORM == 2u) {
+        n.a += vec4<f32>(1.0);
+        n.b += vec4<f32>(1.0);
+    }
+    return n;
+}
+
+fn sumsq(c: X8) -> f32 {
+    return dot(c.a, c.a) + select(dot(c.b, c.b), 0.0, DTYPE == DT_F32);
+}
+
+fn weighted(c: X8, n: X8) -> X8 {
+    return X8(c.a * n.a, c.b * n.b);
+}
+
 // Chunk k of every slot times chunk k of every row of x.
 fn vec_step(k: u32) {
     let w = load_rows(mat, k);
@@ -163,55 +203,91 @@ fn vec_step(k: u32) {
     if (GATED) {
         u = load_rows(1u, k);
     }
-    let c0 = xchunk(0u, k);
+    var nwc: X8;
+    if (NORM > 0u) {
+        nwc = norm_chunk(k);
+    }
+    var c0 = xchunk(0u, k);
+    if (NORM > 0u) {
+        ssq_lo.x += sumsq(c0);
+        c0 = weighted(c0, nwc);
+    }
     acc[0] += dots(w, c0);
     if (GATED) {
         acc[8] += dots(u, c0);
     }
     if (BATCH > 1u) {
-        let c = xchunk(1u, k);
+        var c = xchunk(1u, k);
+        if (NORM > 0u) {
+            ssq_lo.y += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[1] += dots(w, c);
         if (GATED) {
             acc[9] += dots(u, c);
         }
     }
     if (BATCH > 2u) {
-        let c = xchunk(2u, k);
+        var c = xchunk(2u, k);
+        if (NORM > 0u) {
+            ssq_lo.z += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[2] += dots(w, c);
         if (GATED) {
             acc[10] += dots(u, c);
         }
     }
     if (BATCH > 3u) {
-        let c = xchunk(3u, k);
+        var c = xchunk(3u, k);
+        if (NORM > 0u) {
+            ssq_lo.w += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[3] += dots(w, c);
         if (GATED) {
             acc[11] += dots(u, c);
         }
     }
     if (BATCH > 4u) {
-        let c = xchunk(4u, k);
+        var c = xchunk(4u, k);
+        if (NORM > 0u) {
+            ssq_hi.x += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[4] += dots(w, c);
         if (GATED) {
             acc[12] += dots(u, c);
         }
     }
     if (BATCH > 5u) {
-        let c = xchunk(5u, k);
+        var c = xchunk(5u, k);
+        if (NORM > 0u) {
+            ssq_hi.y += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[5] += dots(w, c);
         if (GATED) {
             acc[13] += dots(u, c);
         }
     }
     if (BATCH > 6u) {
-        let c = xchunk(6u, k);
+        var c = xchunk(6u, k);
+        if (NORM > 0u) {
+            ssq_hi.z += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[6] += dots(w, c);
         if (GATED) {
             acc[14] += dots(u, c);
         }
     }
     if (BATCH > 7u) {
-        let c = xchunk(7u, k);
+        var c = xchunk(7u, k);
+        if (NORM > 0u) {
+            ssq_hi.w += sumsq(c);
+            c = weighted(c, nwc);
+        }
         acc[7] += dots(w, c);
         if (GATED) {
             acc[15] += dots(u, c);
@@ -316,6 +392,8 @@ fn setup(g: u32, li: u32) -> vec3<u32> {
     for (var j = 0u; j < 16u; j++) {
         acc[j] = vec4<f32>();
     }
+    ssq_lo = vec4<f32>();
+    ssq_hi = vec4<f32>();
     return vec3<u32>(m, row0, n);
 }
 
@@ -385,11 +463,16 @@ fn reduce_all() {
             put(BATCH + 7u, acc[15]);
         }
     }
+    if (NORM > 0u) {
+        let j = select(BATCH, 2u * BATCH, GATED);
+        put(j, ssq_lo);
+        put(j + 1u, ssq_hi);
+    }
 }
 
 // Accumulator slots handed to `put`.
 fn n_slots() -> u32 {
-    return select(BATCH, 2u * BATCH, GATED);
+    return select(BATCH, 2u * BATCH, GATED) + select(0u, 2u, NORM > 0u);
 }
 
 fn bias_of(m: u32, row: u32) -> f32 {
@@ -451,10 +534,17 @@ fn epilogue(r: u32, s: u32, info: vec3<u32>, v: f32, u: f32) {
 fn finish(info: vec3<u32>) {
     let r = li_;
     if (r < BATCH) {
-        let v = total(r);
+        var v = total(r);
         var u = vec4<f32>();
         if (GATED) {
             u = total(BATCH + r);
+        }
+        if (NORM > 0u) {
+            // rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps): the scale applies to the dot products.
+            let ss = total(select(BATCH, 2u * BATCH, GATED) + r / 4u)[r % 4u];
+            let scale = inverseSqrt(ss / f32(p.in_len) + p.eps);
+            v *= scale;
+            u *= scale;
         }
         for (var s = 0u; s < ROWS; s++) {
             epilogue(r, s, info, v[s], u[s]);
@@ -466,7 +556,7 @@ fn finish(info: vec3<u32>) {
 
 // RED_LEN == WG.
 var<workgroup> red: array<vec4<f32>, RED_LEN>;
-var<workgroup> fin: array<vec4<f32>, 16>;
+var<workgroup> fin: array<vec4<f32>, 18>;
 
 fn put(j: u32, v: vec4<f32>) {
     red[li_] = v;

@@ -11,6 +11,10 @@
 //! - [`gemv_gated`] / [`gemv_gated_into`]: `y = act(w_gate·x) ⊙ (w_up·x)` with SiLU (SwiGLU) or GELU-tanh
 //!   (GeGLU), the gate/up half of a gated MLP, without writing the two products out.
 //!
+//! - [`gemv_multi_normed`] / [`gemv_gated_normed`]: the same with an input RMSNorm of `x` fused in
+//!   (`rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps)`: each workgroup sums x² on its way through `x`
+//!   and scales its dot products at the end), so decode needs no separate norm launch.
+//!
 //! Each has a `*_with(.., GemvOptions)` twin that can force the GPU kernel ([`GemvKernel`]).
 //!
 //! Shapes: `x` is any tensor whose last dimension is `in` and whose other dimensions multiply to `b`
@@ -35,6 +39,7 @@ use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::ops::elementwise::{gelu_tanh, silu};
+use crate::ops::norm::{self, RmsNormVariant};
 use crate::tensor::Tensor;
 
 crate::kernel_source!(GEMV, "gemv");
@@ -45,7 +50,7 @@ pub const MAX_BATCH: usize = 8;
 /// The most matrices [`gemv_multi`] fuses into one dispatch.
 pub const MAX_PARTS: usize = 3;
 /// Storage buffers the kernel binds (x, three weights, three biases, residual, three outputs).
-const STORAGE_BINDINGS: u32 = 11;
+const STORAGE_BINDINGS: u32 = 12;
 
 const F_BIAS0: u32 = 1;
 const F_RES: u32 = 8;
@@ -64,7 +69,8 @@ struct Params {
     g1: u32,
     g2: u32,
     n_groups: u32,
-    _pad: [u32; 2],
+    eps: f32,
+    _pad: u32,
 }
 
 /// Which GPU kernel runs: the subgroup one where the adapter has subgroups (`Auto`), or a forced one.
@@ -91,6 +97,15 @@ pub struct GemvEpilogue<'a> {
 pub struct GemvPart<'a> {
     pub w: &'a Tensor,
     pub bias: Option<&'a Tensor>,
+}
+
+/// An RMSNorm applied to `x` before the products ([`gemv_multi_normed`], [`gemv_gated_normed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct InputNorm<'a> {
+    /// `[in]`, any float dtype.
+    pub weight: &'a Tensor,
+    pub eps: f32,
+    pub variant: RmsNormVariant,
 }
 
 /// The activation of [`gemv_gated`]'s gate.
@@ -213,13 +228,44 @@ pub fn gemv_into_with(
         }
         None => None,
     };
-    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual };
+    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual, norm: None };
     job.check_aliasing()?;
     job.run(launch)
 }
 
 /// [`gemv_multi_into`] with options.
 pub fn gemv_multi_into_with(x: &Tensor, parts: &[GemvPart<'_>], outs: &[&Tensor], launch: GemvOptions) -> Result<()> {
+    multi_impl(x, None, parts, outs, launch)
+}
+
+/// [`gemv_multi`] of `rmsnorm(x)`: the norm fused into the products.
+pub fn gemv_multi_normed(x: &Tensor, norm: InputNorm<'_>, parts: &[GemvPart<'_>]) -> Result<Vec<Tensor>> {
+    let outs = parts.iter().map(|p| new_output("gemv_multi", x, p.w)).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    multi_impl(x, Some(norm), parts, &refs, GemvOptions::default())?;
+    Ok(outs)
+}
+
+/// [`gemv_gated`] of `rmsnorm(x)`: the norm fused into the products.
+pub fn gemv_gated_normed(
+    w_gate: &Tensor,
+    w_up: &Tensor,
+    x: &Tensor,
+    norm: InputNorm<'_>,
+    act: GatedAct,
+) -> Result<Tensor> {
+    let out = new_output("gemv_gated", x, w_gate)?;
+    gated_impl(w_gate, w_up, x, Some(norm), act, &out, GemvOptions::default())?;
+    Ok(out)
+}
+
+fn multi_impl(
+    x: &Tensor,
+    norm: Option<InputNorm<'_>>,
+    parts: &[GemvPart<'_>],
+    outs: &[&Tensor],
+    launch: GemvOptions,
+) -> Result<()> {
     let op = "gemv_multi";
     if parts.is_empty() || parts.len() > MAX_PARTS {
         return Err(KernelError::Argument {
@@ -255,7 +301,7 @@ pub fn gemv_multi_into_with(x: &Tensor, parts: &[GemvPart<'_>], outs: &[&Tensor]
     {
         return Err(KernelError::DType { op, expected: format!("{first} (one dtype for every bias)"), found: other });
     }
-    let job = Job { op, x, batch, in_len, mats, outs: outs.to_vec(), gated: None, residual: None };
+    let job = Job { op, x, batch, in_len, mats, outs: outs.to_vec(), gated: None, residual: None, norm };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -265,6 +311,18 @@ pub fn gemv_gated_into_with(
     w_gate: &Tensor,
     w_up: &Tensor,
     x: &Tensor,
+    act: GatedAct,
+    out: &Tensor,
+    launch: GemvOptions,
+) -> Result<()> {
+    gated_impl(w_gate, w_up, x, None, act, out, launch)
+}
+
+fn gated_impl(
+    w_gate: &Tensor,
+    w_up: &Tensor,
+    x: &Tensor,
+    norm: Option<InputNorm<'_>>,
     act: GatedAct,
     out: &Tensor,
     launch: GemvOptions,
@@ -284,7 +342,7 @@ pub fn gemv_gated_into_with(
     }
     check_out(op, "out", out, batch, rows)?;
     let mats = vec![Mat { w: w_gate, bias: None, rows }, Mat { w: w_up, bias: None, rows }];
-    let job = Job { op, x, batch, in_len, mats, outs: vec![out], gated: Some(act), residual: None };
+    let job = Job { op, x, batch, in_len, mats, outs: vec![out], gated: Some(act), residual: None, norm };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -371,6 +429,7 @@ fn check_out(op: &'static str, name: &str, out: &Tensor, batch: usize, rows: usi
     check_rows_cols(op, name, out, batch, rows)
 }
 
+#[derive(Clone, Copy)]
 struct Mat<'a> {
     w: &'a Tensor,
     bias: Option<&'a Tensor>,
@@ -389,11 +448,33 @@ struct Job<'a> {
     gated: Option<GatedAct>,
     /// Plain gemv only; may be `outs[0]` itself.
     residual: Option<&'a Tensor>,
+    /// Multi and gated only: RMSNorm of x first.
+    norm: Option<InputNorm<'a>>,
 }
 
 impl Job<'_> {
+    fn check_norm(&self, n: InputNorm<'_>) -> Result<()> {
+        require_float(self.op, n.weight)?;
+        if n.weight.numel() != self.in_len {
+            return Err(KernelError::Shape {
+                op: self.op,
+                detail: format!("norm weight {:?} must have {} elements (the rows of x)", n.weight.shape(), self.in_len),
+            });
+        }
+        if !(n.eps.is_finite() && n.eps >= 0.0) {
+            return Err(KernelError::Argument {
+                op: self.op,
+                name: "eps",
+                value: n.eps.to_string(),
+                reason: "must be finite and non-negative".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn inputs(&self) -> Vec<&Tensor> {
         let mut v = vec![self.x];
+        v.extend(self.norm.map(|n| n.weight));
         for m in &self.mats {
             v.push(m.w);
             v.extend(m.bias);
@@ -425,6 +506,16 @@ impl Job<'_> {
     }
 
     fn run(&self, launch: GemvOptions) -> Result<()> {
+        if let Some(n) = self.norm {
+            self.check_norm(n)?;
+            // The fused prologue reads x in whole chunks on the GPU; elsewhere the norm runs first.
+            let per_vec4 = if self.mats[0].w.dtype() == DType::F32 { 4 } else { 8 };
+            if !self.x.is_gpu() || !self.in_len.is_multiple_of(per_vec4) {
+                let xn = norm::rmsnorm(self.x, n.weight, n.eps, n.variant)?;
+                let job = Job { x: &xn, norm: None, mats: self.mats.clone(), outs: self.outs.clone(), ..*self };
+                return job.run(launch);
+            }
+        }
         let mut all = self.inputs();
         all.extend(self.outs.iter().copied());
         all.extend(self.residual);
@@ -496,7 +587,7 @@ impl Job<'_> {
         if have < STORAGE_BINDINGS {
             return Err(KernelError::MissingFeature {
                 op,
-                feature: "11 storage buffers per shader stage",
+                feature: "12 storage buffers per shader stage",
                 adapter: format!("{} (has {have})", ctx.info().name),
             });
         }
@@ -516,6 +607,10 @@ impl Job<'_> {
         let ws = self.mats.iter().map(|m| buf(m.w)).collect::<Result<Vec<_>>>()?;
         let biases = self.mats.iter().map(|m| m.bias.map(buf).transpose()).collect::<Result<Vec<_>>>()?;
         let ys = self.outs.iter().map(|t| buf(t)).collect::<Result<Vec<_>>>()?;
+        let nwb = match self.norm {
+            Some(n) => buf(n.weight)?,
+            None => xb.clone(),
+        };
         let (res, accumulate) = match self.residual {
             Some(r) if r.same_storage(self.outs[0]) => (None, true),
             Some(r) => (Some(buf(r)?), false),
@@ -561,11 +656,12 @@ impl Job<'_> {
             g1,
             g2,
             n_groups,
-            _pad: [0; 2],
+            eps: self.norm.map_or(0.0, |n| n.eps),
+            _pad: 0,
         };
 
         // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
-        let slots = self.batch as u32 * if gated { 2 } else { 1 };
+        let slots = self.batch as u32 * if gated { 2 } else { 1 } + if self.norm.is_some() { 2 } else { 0 };
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
             tune.wg.div_ceil(min_sg) * slots
@@ -584,6 +680,8 @@ impl Job<'_> {
             ("GATED", if gated { 1.0 } else { 0.0 }),
             ("ACT", self.gated.map_or(0.0, GatedAct::code)),
             ("RED_LEN", red_len as f64),
+            ("NORM", self.norm.map_or(0.0, |n| if n.variant == RmsNormVariant::Gemma { 2.0 } else { 1.0 })),
+            ("NW_DT", self.norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
         ];
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
         let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xb);
@@ -600,6 +698,7 @@ impl Job<'_> {
             y_at(0),
             y_at(1),
             y_at(2),
+            &nwb,
         ];
         ctx.dispatch(Dispatch {
             kernel: if subgroup { &GEMV_SUBGROUP } else { &GEMV },
@@ -1007,6 +1106,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fused input norm equals rmsnorm then the product (f64 reference of the normed x), for multi and
+    /// gated, both norm variants, every batch size class, aligned rows (fused) and odd rows (the fallback).
+    #[test]
+    fn input_norm_matches_rmsnorm_then_gemv() {
+        let mut rng = Rng::new(23);
+        let cases = [(DType::BF16, 17, 64, 1), (DType::F16, 33, 256, 3), (DType::F32, 64, 128, 8), (DType::BF16, 5, 100, 2)];
+        for (k, (dtype, rows, in_len, b)) in cases.into_iter().enumerate() {
+            let variant = if k % 2 == 0 { RmsNormVariant::Standard } else { RmsNormVariant::Gemma };
+            let (wq, x) = inputs(&mut rng, rows, in_len, b, dtype);
+            let (wk, _) = inputs(&mut rng, rows + 3, in_len, b, dtype);
+            let nw_vals = round_to(&rng.vec(in_len, 0.5, 1.5), DType::BF16);
+            let nw = Tensor::from_f32(&Backend::Cpu, &nw_vals, &[in_len], DType::BF16).unwrap();
+            let eps = 1e-5;
+            // f64 normed x, then the exact products.
+            let xv = x.to_f32_vec().unwrap();
+            let xn: Vec<f32> = xv
+                .chunks(in_len)
+                .flat_map(|row| {
+                    let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / in_len as f64;
+                    let s = 1.0 / (ms + eps as f64).sqrt();
+                    let g = |i: usize| nw_vals[i] as f64 + if variant == RmsNormVariant::Gemma { 1.0 } else { 0.0 };
+                    row.iter().enumerate().map(move |(i, &v)| (v as f64 * s * g(i)) as f32).collect::<Vec<_>>()
+                })
+                .collect();
+            let xn = Tensor::from_f32(&Backend::Cpu, &xn, &[b, in_len], DType::F32).unwrap();
+            let (q_ref, k_ref) = (reference(&wq, &xn), reference(&wk, &xn));
+            let tol = gemv_tolerance(in_len, 4.0);
+            for backend in test_backends() {
+                let (qd, kd, xd, nd) = (on(&wq, &backend), on(&wk, &backend), on(&x, &backend), on(&nw, &backend));
+                let norm = InputNorm { weight: &nd, eps, variant };
+                for launch in launches(&backend) {
+                    let name = format!("normed {dtype} [{rows}, {in_len}] b={b} {variant:?} on {}", what(&backend, launch));
+                    let outs = [
+                        Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap(),
+                        Tensor::uninit(&backend, "test", &[b, rows + 3], DType::F32).unwrap(),
+                    ];
+                    let parts = [GemvPart { w: &qd, bias: None }, GemvPart { w: &kd, bias: None }];
+                    multi_impl(&xd, Some(norm), &parts, &[&outs[0], &outs[1]], launch).unwrap();
+                    assert_close(&format!("{name}: multi q"), &outs[0].to_f32_vec().unwrap(), &q_ref, tol);
+                    assert_close(&format!("{name}: multi k"), &outs[1].to_f32_vec().unwrap(), &k_ref, tol);
+
+                    let (wu, _) = inputs(&mut rng, rows, in_len, b, dtype);
+                    let ud = on(&wu, &backend);
+                    let u_ref = reference(&wu, &xn);
+                    let want: Vec<f64> = q_ref.iter().zip(&u_ref).map(|(&g, &u)| GatedAct::Silu.reference(g) * u).collect();
+                    let scale = q_ref.iter().chain(&u_ref).fold(1.0f64, |m, v| m.max(v.abs()));
+                    let gtol = Tolerance { atol: tol.atol * (2.5 * scale + 1.0), rtol: 1e-5 };
+                    let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
+                    gated_impl(&qd, &ud, &xd, Some(norm), GatedAct::Silu, &out, launch).unwrap();
+                    assert_close(&format!("{name}: gated"), &out.to_f32_vec().unwrap(), &want, gtol);
+                }
+            }
+        }
+        // A norm weight of the wrong length is a typed error.
+        let cpu = Backend::Cpu;
+        let (w, x) = inputs(&mut rng, 4, 16, 1, DType::F32);
+        let bad = Tensor::zeros(&cpu, &[15], DType::F32).unwrap();
+        let norm = InputNorm { weight: &bad, eps: 1e-6, variant: RmsNormVariant::Standard };
+        let err = gemv_multi_normed(&x, norm, &[GemvPart { w: &w, bias: None }]);
+        assert!(matches!(err, Err(KernelError::Shape { .. })), "{err:?}");
     }
 
     #[test]

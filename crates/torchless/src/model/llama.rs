@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use torchless_kernels::ops::attention::{self, AttentionOptions};
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemm::{self, GemmKernel, GemmOptions};
-use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart};
+use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
 use torchless_kernels::ops::select;
@@ -286,8 +286,7 @@ impl Llama {
 
         for (i, layer) in self.layers.iter().enumerate() {
             // Attention.
-            let h = self.norm(&x, &layer.attn_norm)?;
-            let [q, k, v] = project_qkv(&h, layer)?;
+            let [q, k, v] = self.normed_qkv(&x, layer)?;
             let q = q.reshape(&[n, c.n_heads, hd])?;
             let k = k.reshape(&[n, c.n_kv_heads, hd])?;
             let v = v.reshape(&[n, c.n_kv_heads, hd])?;
@@ -321,8 +320,7 @@ impl Llama {
             };
 
             // Feed-forward.
-            let h = self.norm(&x, &layer.mlp_norm)?;
-            let g = gated(&h, layer, c.activation)?;
+            let g = self.normed_gated_mlp(&x, layer)?;
             x = match &layer.post_mlp_norm {
                 Some(post) => elementwise::add(&x, &self.norm(&linear(&g, &layer.w_down, None)?, post)?)?,
                 None => {
@@ -388,34 +386,44 @@ fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
     Ok(gemm::gemm_into(x, w, GemmOptions::a_bt().residual(acc).kernel(gemm_kernel(w)), acc)?)
 }
 
-/// Q, K and V in one pass over `h` when decoding.
-fn project_qkv(h: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
-    if h.rows_cols().0 <= gemv::MAX_BATCH {
-        let parts = [
-            GemvPart { w: &l.wq, bias: l.bq.as_ref() },
-            GemvPart { w: &l.wk, bias: l.bk.as_ref() },
-            GemvPart { w: &l.wv, bias: l.bv.as_ref() },
-        ];
-        let mut out = gemv::gemv_multi(h, &parts)?.into_iter();
-        let mut next = || out.next().expect("one output per part");
-        return Ok([next(), next(), next()]);
+impl Llama {
+    fn input_norm<'a>(&self, weight: &'a Tensor) -> InputNorm<'a> {
+        InputNorm { weight, eps: self.config.norm_eps, variant: self.variant() }
     }
-    Ok([linear(h, &l.wq, l.bq.as_ref())?, linear(h, &l.wk, l.bk.as_ref())?, linear(h, &l.wv, l.bv.as_ref())?])
-}
 
-/// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)`: one fused GEMV when decoding, two GEMMs and a gated multiply otherwise.
-fn gated(h: &Tensor, l: &Layer, activation: Activation) -> Result<Tensor> {
-    if h.rows_cols().0 <= gemv::MAX_BATCH {
-        let act = match activation {
-            Activation::Silu => GatedAct::Silu,
-            Activation::GeluTanh => GatedAct::GeluTanh,
-        };
-        return Ok(gemv::gemv_gated(&l.w_gate, &l.w_up, h, act)?);
+    /// Q, K and V of `norm(x)`: decoding, one GEMV pass over `x` with the norm fused in; otherwise the
+    /// norm, then three GEMMs.
+    fn normed_qkv(&self, x: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
+        if x.rows_cols().0 <= gemv::MAX_BATCH {
+            let parts = [
+                GemvPart { w: &l.wq, bias: l.bq.as_ref() },
+                GemvPart { w: &l.wk, bias: l.bk.as_ref() },
+                GemvPart { w: &l.wv, bias: l.bv.as_ref() },
+            ];
+            let mut out = gemv::gemv_multi_normed(x, self.input_norm(&l.attn_norm), &parts)?.into_iter();
+            let mut next = || out.next().expect("one output per part");
+            return Ok([next(), next(), next()]);
+        }
+        let h = self.norm(x, &l.attn_norm)?;
+        Ok([linear(&h, &l.wq, l.bq.as_ref())?, linear(&h, &l.wk, l.bk.as_ref())?, linear(&h, &l.wv, l.bv.as_ref())?])
     }
-    let (g, u) = (linear(h, &l.w_gate, None)?, linear(h, &l.w_up, None)?);
-    let op = match activation {
-        Activation::Silu => Binary::SwiGlu,
-        Activation::GeluTanh => Binary::GeGlu,
-    };
-    Ok(elementwise::binary(&g, &u, op)?)
+
+    /// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)` with `h = norm(x)`: one fused GEMV when decoding, else the norm, two
+    /// GEMMs and a gated multiply.
+    fn normed_gated_mlp(&self, x: &Tensor, l: &Layer) -> Result<Tensor> {
+        if x.rows_cols().0 <= gemv::MAX_BATCH {
+            let act = match self.config.activation {
+                Activation::Silu => GatedAct::Silu,
+                Activation::GeluTanh => GatedAct::GeluTanh,
+            };
+            return Ok(gemv::gemv_gated_normed(&l.w_gate, &l.w_up, x, self.input_norm(&l.mlp_norm), act)?);
+        }
+        let h = self.norm(x, &l.mlp_norm)?;
+        let (g, u) = (linear(&h, &l.w_gate, None)?, linear(&h, &l.w_up, None)?);
+        let op = match self.config.activation {
+            Activation::Silu => Binary::SwiGlu,
+            Activation::GeluTanh => Binary::GeGlu,
+        };
+        Ok(elementwise::binary(&g, &u, op)?)
+    }
 }
