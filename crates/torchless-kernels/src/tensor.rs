@@ -160,6 +160,18 @@ impl Tensor {
         }
     }
 
+    /// Starts copying the tensor to the host without waiting: ops recorded afterwards run while the copy
+    /// is awaited ([`PendingBytes::wait`]). On the CPU the bytes are taken at once.
+    pub fn to_bytes_later(&self) -> Result<PendingBytes> {
+        let n = self.size_bytes();
+        match &self.storage {
+            Storage::Cpu(words) => {
+                Ok(PendingBytes::Ready(bytemuck::cast_slice::<u32, u8>(&read_lock(words))[..n].to_vec()))
+            }
+            Storage::Gpu(b) => Ok(PendingBytes::Gpu(b.context().read_buffer_later(b.raw(), 0, n as u64)?)),
+        }
+    }
+
     /// The elements as `T`, which must be the tensor's dtype.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
@@ -239,5 +251,20 @@ pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
         DType::BF16 => go::<half::bf16>(values),
         DType::U32 => go::<u32>(values),
         DType::I32 => go::<i32>(values),
+    }
+}
+
+/// A tensor's bytes on their way to the host ([`Tensor::to_bytes_later`]).
+pub enum PendingBytes {
+    Ready(Vec<u8>),
+    Gpu(crate::gpu::PendingRead),
+}
+
+impl PendingBytes {
+    pub fn wait(self) -> Result<Vec<u8>> {
+        match self {
+            PendingBytes::Ready(v) => Ok(v),
+            PendingBytes::Gpu(p) => p.wait(),
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use torchless_kernels::Tensor;
 use torchless_kernels::ops::select;
 
 use crate::error::{Error, Result};
@@ -48,13 +49,79 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
     Ok(sampler.sample(&logits.to_f32_vec()?, history))
 }
 
-/// Generates from `prompt` (token ids), calling `on_text` with each new piece of text.
+/// Greedy decoding with each token kept on the device: step t + 1 is recorded (and its layers
+/// submitted) before token t is read back, so the device does not sit idle while the host reads a token
+/// and records the next step. `first` holds the token at position `pos` (`[1]` u32 on the model's
+/// backend, e.g. the prefill's argmax). `on_token` gets each token in order, from `first` on, and
+/// returns whether to go on; at most `steps` forward passes run (so `steps + 1` tokens come out).
+pub fn greedy_decode(
+    model: &Model,
+    state: &mut State,
+    first: Tensor,
+    pos: usize,
+    steps: usize,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<()> {
+    let mut ids = first;
+    let mut pending = ids.to_bytes_later()?;
+    for i in 0..steps {
+        let logits = model.forward_ids(state, &ids, pos + i, Logits::Last)?;
+        let next = select::argmax(&logits)?;
+        let token: u32 = bytemuck::pod_read_unaligned(&pending.wait()?[..4]);
+        if !on_token(token)? {
+            return Ok(());
+        }
+        pending = next.to_bytes_later()?;
+        ids = next;
+    }
+    let token: u32 = bytemuck::pod_read_unaligned(&pending.wait()?[..4]);
+    on_token(token)?;
+    Ok(())
+}
+
+/// Turns tokens into streamed text: EOS, stop strings and the token budget end it.
+struct Emitter<'a, F: FnMut(&str)> {
+    tokenizer: &'a Tokenizer,
+    stop: &'a [String],
+    max_tokens: usize,
+    decoder: StreamDecoder,
+    text: String,
+    history: Vec<u32>,
+    generated: usize,
+    on_text: F,
+}
+
+impl<F: FnMut(&str)> Emitter<'_, F> {
+    /// Takes one sampled token; returns whether generation goes on.
+    fn push(&mut self, token: u32) -> Result<bool> {
+        if self.tokenizer.is_eos(token) {
+            return Ok(false);
+        }
+        self.history.push(token);
+        self.generated += 1;
+        let piece = self.decoder.push(self.tokenizer, token)?;
+        if !piece.is_empty() {
+            self.text.push_str(&piece);
+            if let Some(cut) = self.stop.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+                let keep = cut.saturating_sub(self.text.len() - piece.len());
+                (self.on_text)(&piece[..keep.min(piece.len())]);
+                return Ok(false);
+            }
+            (self.on_text)(&piece);
+        }
+        Ok(self.generated < self.max_tokens)
+    }
+}
+
+/// Generates from `prompt` (token ids), calling `on_text` with each new piece of text. Greedy decoding
+/// keeps each token on the device ([`greedy_decode`]); sampling reads back the top-k candidates (or the
+/// logits) each step.
 pub fn generate(
     model: &Model,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Stats> {
     if prompt.is_empty() {
         return Err(Error::Argument {
@@ -64,49 +131,52 @@ pub fn generate(
         });
     }
     let limit = model.max_seq_len();
-    let total = prompt.len() + opts.max_tokens;
     if prompt.len() >= limit {
         return Err(Error::ContextLength { what: "the prompt", needed: prompt.len(), limit });
     }
     let max_tokens = opts.max_tokens.min(limit - prompt.len());
-    if total > limit {
+    if max_tokens < opts.max_tokens {
         eprintln!("torchless: --max-tokens {} cut to {max_tokens} to fit the context of {limit}", opts.max_tokens);
+    }
+    let mut stats = Stats { prompt_tokens: prompt.len(), ..Default::default() };
+    if max_tokens == 0 {
+        return Ok(stats);
     }
     let mut sampler = Sampler::new(opts.sampling.clone())?;
     let mut state: State = model.new_state(prompt.len() + max_tokens)?;
-    let mut history = prompt.to_vec();
-    let mut decoder = StreamDecoder::new();
-    let mut text = String::new();
-    let mut stats = Stats { prompt_tokens: prompt.len(), ..Default::default() };
+    let mut out = Emitter {
+        tokenizer,
+        stop: &opts.stop,
+        max_tokens,
+        decoder: StreamDecoder::new(),
+        text: String::new(),
+        history: prompt.to_vec(),
+        generated: 0,
+        on_text,
+    };
 
     let t0 = Instant::now();
     let logits = model.forward(&mut state, prompt, 0, Logits::Last)?;
-    let mut next = pick(&mut sampler, &logits, &history)?;
-    stats.prefill_secs = t0.elapsed().as_secs_f64();
-
-    let t1 = Instant::now();
-    for _ in 0..max_tokens {
-        if tokenizer.is_eos(next) {
-            break;
-        }
-        history.push(next);
-        stats.generated_tokens += 1;
-        let piece = decoder.push(tokenizer, next)?;
-        if !piece.is_empty() {
-            text.push_str(&piece);
-            if let Some(cut) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                let keep = cut.saturating_sub(text.len() - piece.len());
-                on_text(&piece[..keep.min(piece.len())]);
-                break;
+    let mut t1 = None;
+    if sampler.params.is_greedy() {
+        let first = select::argmax(&logits)?;
+        greedy_decode(model, &mut state, first, prompt.len(), max_tokens - 1, |token| {
+            if t1.is_none() {
+                stats.prefill_secs = t0.elapsed().as_secs_f64();
+                t1 = Some(Instant::now());
             }
-            on_text(&piece);
+            out.push(token)
+        })?;
+    } else {
+        let mut next = pick(&mut sampler, &logits, &out.history)?;
+        stats.prefill_secs = t0.elapsed().as_secs_f64();
+        t1 = Some(Instant::now());
+        while out.push(next)? {
+            let logits = model.forward(&mut state, &[next], out.history.len() - 1, Logits::Last)?;
+            next = pick(&mut sampler, &logits, &out.history)?;
         }
-        if stats.generated_tokens == max_tokens {
-            break;
-        }
-        let logits = model.forward(&mut state, &[next], history.len() - 1, Logits::Last)?;
-        next = pick(&mut sampler, &logits, &history)?;
     }
-    stats.decode_secs = t1.elapsed().as_secs_f64();
+    stats.decode_secs = t1.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    stats.generated_tokens = out.generated;
     Ok(stats)
 }

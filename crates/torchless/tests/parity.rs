@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
+use torchless::generate::greedy_decode;
 use torchless::model::{LoadedModel, Logits, Model};
 use torchless_kernels::Backend;
 use torchless_kernels::testing::test_backends;
@@ -91,17 +92,16 @@ fn check(name: &str, tol: f32) {
             assert_rows_close(&format!("{what}, position {p}"), &row.to_f32_vec().unwrap(), &g.logits[p..p + 1], tol);
         }
 
-        // Greedy decode through the cache, argmax on the device.
+        // Greedy decode through the cache, the token kept on the device (the `generate` loop).
         let mut state = model.new_state(n + g.greedy.len()).expect("state");
-        let mut last = model.forward(&mut state, &g.tokens, 0, Logits::Last).expect("prefill");
+        let last = model.forward(&mut state, &g.tokens, 0, Logits::Last).expect("prefill");
+        let first = torchless_kernels::ops::select::argmax(&last).unwrap();
         let mut produced = Vec::new();
-        for i in 0..g.greedy.len() {
-            let next = torchless_kernels::ops::select::argmax(&last).unwrap().to_vec::<u32>().unwrap()[0];
-            produced.push(next);
-            if i + 1 < g.greedy.len() {
-                last = model.forward(&mut state, &[next], n + i, Logits::Last).expect("decode");
-            }
-        }
+        greedy_decode(&model, &mut state, first, n, g.greedy.len() - 1, |t| {
+            produced.push(t);
+            Ok(true)
+        })
+        .expect("decode");
         assert_eq!(produced, g.greedy, "{what}: greedy decode differs from transformers");
     }
 }

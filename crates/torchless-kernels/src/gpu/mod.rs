@@ -552,6 +552,17 @@ impl GpuContext {
 
     /// Copies `bytes` bytes from the start of `buffer` to the host, after every recorded op.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        self.start_read(buffer, offset, bytes)?.finish(self)
+    }
+
+    /// Submits everything recorded so far plus a copy of `bytes` bytes of `buffer` to the host, without
+    /// waiting. Ops recorded after this call do not delay [`PendingRead::wait`], so the host can record
+    /// the next step while the device still runs this one (decode with the sampled token kept on the device).
+    pub fn read_buffer_later(self: &Arc<Self>, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<PendingRead> {
+        Ok(PendingRead { ctx: self.clone(), read: self.start_read(buffer, offset, bytes)? })
+    }
+
+    fn start_read(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<StagedRead> {
         let padded = bytes.next_multiple_of(4).max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("torchless readback"),
@@ -559,22 +570,54 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        {
+        let index = {
             let mut batch = self.lock_batch();
             self.encoder(&mut batch).copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-            self.submit_locked(&mut batch)?;
-        }
-        let slice = staging.slice(..);
+            self.submit_locked(&mut batch)?.expect("the copy was just recorded")
+        };
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
-        rx.recv()
+        Ok(StagedRead { staging, index, bytes, rx })
+    }
+}
+
+/// A copy to the host, submitted and being mapped.
+struct StagedRead {
+    staging: wgpu::Buffer,
+    index: wgpu::SubmissionIndex,
+    bytes: u64,
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl StagedRead {
+    /// Waits for the copy's submission (not for anything submitted after it) and returns the bytes.
+    fn finish(self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        ctx.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(self.index), timeout: None })
+            .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
+        ctx.take_device_error()?;
+        self.rx
+            .recv()
             .map_err(|_| KernelError::Gpu("readback was never completed".into()))?
             .map_err(|e| KernelError::Gpu(format!("mapping the readback buffer: {e}")))?;
+        let slice = self.staging.slice(..);
         let view = slice.get_mapped_range().map_err(|e| KernelError::Gpu(format!("reading back: {e}")))?;
-        Ok(view[..bytes as usize].to_vec())
+        Ok(view[..self.bytes as usize].to_vec())
+    }
+}
+
+/// A read-back in flight ([`GpuContext::read_buffer_later`]).
+pub struct PendingRead {
+    ctx: Arc<GpuContext>,
+    read: StagedRead,
+}
+
+impl PendingRead {
+    /// Waits for the copy (and what was submitted before it, nothing after) and returns the bytes.
+    pub fn wait(self) -> Result<Vec<u8>> {
+        self.read.finish(&self.ctx)
     }
 }
 

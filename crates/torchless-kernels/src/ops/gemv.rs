@@ -458,7 +458,11 @@ impl Job<'_> {
         if n.weight.numel() != self.in_len {
             return Err(KernelError::Shape {
                 op: self.op,
-                detail: format!("norm weight {:?} must have {} elements (the rows of x)", n.weight.shape(), self.in_len),
+                detail: format!(
+                    "norm weight {:?} must have {} elements (the rows of x)",
+                    n.weight.shape(),
+                    self.in_len
+                ),
             });
         }
         if !(n.eps.is_finite() && n.eps >= 0.0) {
@@ -1113,7 +1117,8 @@ mod tests {
     #[test]
     fn input_norm_matches_rmsnorm_then_gemv() {
         let mut rng = Rng::new(23);
-        let cases = [(DType::BF16, 17, 64, 1), (DType::F16, 33, 256, 3), (DType::F32, 64, 128, 8), (DType::BF16, 5, 100, 2)];
+        let cases =
+            [(DType::BF16, 17, 64, 1), (DType::F16, 33, 256, 3), (DType::F32, 64, 128, 8), (DType::BF16, 5, 100, 2)];
         for (k, (dtype, rows, in_len, b)) in cases.into_iter().enumerate() {
             let variant = if k % 2 == 0 { RmsNormVariant::Standard } else { RmsNormVariant::Gemma };
             let (wq, x) = inputs(&mut rng, rows, in_len, b, dtype);
@@ -1139,7 +1144,8 @@ mod tests {
                 let (qd, kd, xd, nd) = (on(&wq, &backend), on(&wk, &backend), on(&x, &backend), on(&nw, &backend));
                 let norm = InputNorm { weight: &nd, eps, variant };
                 for launch in launches(&backend) {
-                    let name = format!("normed {dtype} [{rows}, {in_len}] b={b} {variant:?} on {}", what(&backend, launch));
+                    let name =
+                        format!("normed {dtype} [{rows}, {in_len}] b={b} {variant:?} on {}", what(&backend, launch));
                     let outs = [
                         Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap(),
                         Tensor::uninit(&backend, "test", &[b, rows + 3], DType::F32).unwrap(),
@@ -1152,7 +1158,8 @@ mod tests {
                     let (wu, _) = inputs(&mut rng, rows, in_len, b, dtype);
                     let ud = on(&wu, &backend);
                     let u_ref = reference(&wu, &xn);
-                    let want: Vec<f64> = q_ref.iter().zip(&u_ref).map(|(&g, &u)| GatedAct::Silu.reference(g) * u).collect();
+                    let want: Vec<f64> =
+                        q_ref.iter().zip(&u_ref).map(|(&g, &u)| GatedAct::Silu.reference(g) * u).collect();
                     let scale = q_ref.iter().chain(&u_ref).fold(1.0f64, |m, v| m.max(v.abs()));
                     let gtol = Tolerance { atol: tol.atol * (2.5 * scale + 1.0), rtol: 1e-5 };
                     let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();

@@ -265,23 +265,36 @@ impl Llama {
     /// Runs `tokens` at positions `pos..pos + tokens.len()`, filling the cache, and returns f32 logits
     /// `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
     pub fn forward(&self, state: &mut State, tokens: &[u32], pos: usize, which: Logits) -> Result<Tensor> {
-        let c = &self.config;
-        let n = tokens.len();
-        if n == 0 {
+        if tokens.is_empty() {
             return Err(Error::Argument {
                 name: "tokens",
                 value: "[]".into(),
                 reason: "needs at least one token".into(),
             });
         }
+        let ids = Tensor::from_slice(&self.backend, tokens, &[tokens.len()])?;
+        self.forward_ids(state, &ids, pos, which)
+    }
+
+    /// [`Llama::forward`] with the token ids in a u32 tensor `[tokens]` on the model's backend (for
+    /// example the previous step's `argmax`, which never leaves the device). Ids must be below the vocab.
+    pub fn forward_ids(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
+        let c = &self.config;
+        let n = ids.numel();
+        if ids.dtype() != DType::U32 || ids.shape().len() != 1 || n == 0 {
+            return Err(Error::Argument {
+                name: "ids",
+                value: format!("{} {:?}", ids.dtype(), ids.shape()),
+                reason: "token ids must be a non-empty u32 vector".into(),
+            });
+        }
         if pos + n > state.capacity {
             return Err(Error::ContextLength { what: "the KV cache", needed: pos + n, limit: state.capacity });
         }
         let (hd, q_dim) = (c.head_dim, c.n_heads * c.head_dim);
-        let ids = Tensor::from_slice(&self.backend, tokens, &[n])?;
         // Hugging Face multiplies by the normaliser in the weights' dtype.
         let embed_scale = c.embed_scale.map_or(1.0, |s| round_to(s, self.embed.dtype()));
-        let mut x = select::embedding_scaled(&self.embed, &ids, embed_scale, DType::F32)?;
+        let mut x = select::embedding_scaled(&self.embed, ids, embed_scale, DType::F32)?;
         to_u32("position", pos + n)?;
 
         for (i, layer) in self.layers.iter().enumerate() {

@@ -69,6 +69,16 @@ impl Model {
     }
 }
 
+impl Model {
+    /// [`Model::forward`] with the ids in a u32 tensor on the model's backend, which may be the previous
+    /// step's `argmax` still on the device: the host can record step t + 1 before it reads token t.
+    pub fn forward_ids(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
+        match (self, state) {
+            (Model::Llama(m), State::Llama(s)) => m.forward_ids(s, ids, pos, which),
+        }
+    }
+}
+
 /// A model with its tokenizer (absent for bare weight directories such as test fixtures).
 pub struct LoadedModel {
     pub name: String,
