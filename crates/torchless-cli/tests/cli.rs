@@ -1,0 +1,90 @@
+//! The `torchless` binary: `logits --json` output, `generate` on the built-in model, and clear errors
+//! (exit code 2, no panic) for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn torchless(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_torchless")).args(args).output().expect("the binary runs")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../torchless/tests/fixtures").join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with exit code 2 and an error line containing every one of `needles`, never a panic.
+fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn logits_json_is_one_row_per_position() {
+    let dir = fixture("llama");
+    let o = torchless(&["logits", "--model", dir.to_str().unwrap(), "--tokens", "5,6,7", "--backend", "cpu", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let obj = v.as_object().expect("an object");
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["logits"]);
+    let rows = v["logits"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.as_array().unwrap().len() == 256 && r[0].is_f64()));
+}
+
+#[test]
+fn generate_prints_text_and_a_stats_line() {
+    let o = torchless(&["generate", "--backend", "cpu", "--temperature", "0", "--max-tokens", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("Once upon a time") && out.len() > "Once upon a time".len(), "{out}");
+    let err = stderr(&o);
+    assert!(err.contains("prompt") && err.contains("tok/s") && err.contains("load"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let llama = fixture("llama");
+    let llama = llama.to_str().unwrap();
+    // A missing model.
+    assert_clean_error(&torchless(&["generate", "--model", "/no/such/model", "--backend", "cpu"]), &["/no/such/model"]);
+    // A token id past the vocabulary.
+    assert_clean_error(&torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]), &["999", "256"]);
+    // A directory without a tokenizer cannot generate text.
+    assert_clean_error(&torchless(&["generate", "--model", llama, "--backend", "cpu"]), &["tokenizer"]);
+    // Out-of-range sampling flags.
+    assert_clean_error(&torchless(&["generate", "--top-p", "1.5", "--backend", "cpu"]), &["top"]);
+    assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
+    // An unknown backend name.
+    assert_clean_error(&torchless(&["generate", "--backend", "tpu"]), &["tpu"]);
+
+    let tmp = std::env::temp_dir().join(format!("torchless-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let copy = |name: &str| std::fs::copy(Path::new(llama).join(name), tmp.join(name)).unwrap();
+    let dir = tmp.to_str().unwrap();
+    // config.json missing.
+    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["config.json"]);
+    // An unsupported architecture lists the supported ones.
+    let config = std::fs::read_to_string(Path::new(llama).join("config.json")).unwrap();
+    std::fs::write(tmp.join("config.json"), config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel")).unwrap();
+    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["gpt2", "qwen2"]);
+    // A truncated safetensors file.
+    copy("config.json");
+    let weights = std::fs::read(Path::new(llama).join("model.safetensors")).unwrap();
+    std::fs::write(tmp.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["model.safetensors"]);
+    // A prompt longer than the context (the fixture's context is 512 positions).
+    copy("model.safetensors");
+    let long: Vec<String> = (0..600).map(|i| (i % 200).to_string()).collect();
+    let long = long.join(",");
+    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", &long, "--backend", "cpu"]), &["600"]);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
