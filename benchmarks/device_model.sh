@@ -1,7 +1,7 @@
 #!/bin/bash
 # The engine figures of BENCHMARKS.md: a random bf16 model with Llama-3-8B shapes, torchless beside PyTorch
 # in one run. On the GPU machine, from the repo root, with .gl/, target/release/torchless and the PyTorch
-# anchor torch_decode.py (ANCHORS dir, default target/anchors) beside it: OUT=/dir bash benchmarks/h100_model.sh
+# anchor torch_decode.py (ANCHORS dir, default target/anchors) beside it: OUT=/dir bash benchmarks/device_model.sh
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless; M=/tmp/llama3-8b-random
 ANCHORS="${ANCHORS:-target/anchors}"
