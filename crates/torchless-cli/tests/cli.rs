@@ -56,7 +56,10 @@ fn bad_input_is_a_clear_error() {
     // A missing model.
     assert_clean_error(&torchless(&["generate", "--model", "/no/such/model", "--backend", "cpu"]), &["/no/such/model"]);
     // A token id past the vocabulary.
-    assert_clean_error(&torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]), &["999", "256"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]),
+        &["999", "256"],
+    );
     // A directory without a tokenizer cannot generate text.
     assert_clean_error(&torchless(&["generate", "--model", llama, "--backend", "cpu"]), &["tokenizer"]);
     // Out-of-range sampling flags.
@@ -74,13 +77,23 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["config.json"]);
     // An unsupported architecture lists the supported ones.
     let config = std::fs::read_to_string(Path::new(llama).join("config.json")).unwrap();
-    std::fs::write(tmp.join("config.json"), config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel")).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["gpt2", "qwen2"]);
+    std::fs::write(
+        tmp.join("config.json"),
+        config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel"),
+    )
+    .unwrap();
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["gpt2", "qwen2"],
+    );
     // A truncated safetensors file.
     copy("config.json");
     let weights = std::fs::read(Path::new(llama).join("model.safetensors")).unwrap();
     std::fs::write(tmp.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["model.safetensors"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["model.safetensors"],
+    );
     // A prompt longer than the context (the fixture's context is 512 positions).
     copy("model.safetensors");
     let long: Vec<String> = (0..600).map(|i| (i % 200).to_string()).collect();
