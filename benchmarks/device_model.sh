@@ -1,13 +1,35 @@
 #!/bin/bash
-# The engine figures of BENCHMARKS.md: a random bf16 model with Llama-3-8B shapes, torchless beside PyTorch
-# in one run. On the GPU machine, from the repo root, with .gl/, target/release/torchless and the PyTorch
-# anchor torch_decode.py (ANCHORS dir, default target/anchors) beside it: OUT=/dir bash benchmarks/device_model.sh
+# The engine figures of BENCHMARKS.md: random-weight models with Llama-3-8B, xLSTM-7B and SmolLM2-135M
+# shapes, torchless beside PyTorch on the same machine. On the GPU machine, from the repo root, with .gl/,
+# target/release/torchless and the PyTorch anchors (ANCHORS dir, default target/anchors: copies of
+# ../shared/bench/*.py) beside it. Two parts, so that each fits one device call:
+#   OUT=/dir bash benchmarks/device_model.sh torchless    # torchless: bf16, q4_k, xLSTM, SmolLM2 shapes; quant GEMV
+#   OUT=/dir bash benchmarks/device_model.sh torch        # PyTorch anchors on the same models
 set -u
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless; M=/tmp/llama3-8b-random
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless
 ANCHORS="${ANCHORS:-target/anchors}"
-[ -f $M/config.json ] || timeout 240 python3 scripts/make_random_llama.py --out $M > "$OUT/make_model.log" 2>&1
-cat $M/*.safetensors > /dev/null  # warm page cache: the load time is from memory, not disk
-timeout 200 $B bench-model --model $M --backend gpu --context 512 --decode-tokens 128 --prefill-tokens 2048 --json \
-  > "$OUT/torchless_model.json" 2> "$OUT/torchless_model.err"
-timeout 240 python3 "$ANCHORS/torch_decode.py" > "$OUT/torch_decode.txt" 2>&1
-timeout 200 python3 benchmarks/torch_llama.py $M --prefill 2048 --context 512 --decode 64 > "$OUT/torch_llama.txt" 2>&1
+M=/tmp/llama3-8b-random; X=/tmp/xlstm-7b-random; S=/tmp/smollm2-135m-random
+BM="bench-model --backend gpu --context 512 --decode-tokens 128 --prefill-tokens 2048 --json"
+
+if [ "${1:-torchless}" = torchless ]; then
+  { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; } > "$OUT/env.txt" 2>&1
+  [ -f $M/config.json ] || timeout 240 python3 scripts/make_random_llama.py --out $M > "$OUT/make_llama.log" 2>&1
+  [ -f $S/config.json ] || timeout 60 python3 scripts/make_random_llama.py --preset smollm2-135m --out $S > "$OUT/make_smollm2.log" 2>&1
+  cat $M/*.safetensors > /dev/null  # warm page cache: the load time is from memory, not disk
+  timeout 150 $B $BM --model $M > "$OUT/llama_bf16.json" 2> "$OUT/llama_bf16.err"
+  timeout 150 $B $BM --model $M --quantize q4_k > "$OUT/llama_q4_k.json" 2> "$OUT/llama_q4_k.err"
+  timeout 60 $B $BM --model $S --quantize q4_1 > "$OUT/smollm2_q4_1.json" 2> "$OUT/smollm2_q4_1.err"
+  for mib in 28 112; do
+    timeout 60 $B bench --backend gpu --mib $mib --json --ops gemv_q8_0,gemv_q4_0,gemv_q4_1,gemv_q5_0,gemv_q5_1,gemv_q4_k,gemv_q5_k,gemv_q6_k
+  done > "$OUT/bench_quant.json" 2> "$OUT/bench_quant.err"
+  timeout 60 $B bench --backend gpu --mib 256 --json --ops gemm_q4_k,gemm_q8_0,mlstm_step,mlstm_chunkwise,multihead_layernorm \
+    >> "$OUT/bench_quant.json" 2>> "$OUT/bench_quant.err"
+  [ -f $X/config.json ] || timeout 200 python3 scripts/make_random_xlstm.py --out $X > "$OUT/make_xlstm.log" 2>&1
+  cat $X/*.safetensors > /dev/null
+  timeout 150 $B $BM --model $X > "$OUT/xlstm.json" 2> "$OUT/xlstm.err"
+else
+  [ -f $M/config.json ] || timeout 240 python3 scripts/make_random_llama.py --out $M > "$OUT/make_llama.log" 2>&1
+  timeout 200 python3 "$ANCHORS/torch_decode.py" > "$OUT/torch_decode.txt" 2>&1
+  timeout 150 python3 "$ANCHORS/hf_xlstm_decode.py" > "$OUT/hf_xlstm_decode.txt" 2>&1
+  timeout 200 python3 benchmarks/torch_llama.py $M --prefill 2048 --context 512 --decode 32 > "$OUT/torch_llama.txt" 2>&1
+fi

@@ -1,7 +1,7 @@
 # Writes a Hugging Face Llama model directory with random bf16 weights of Llama-3-8B's shapes (or a
 # smaller preset), for speed measurements: config.json, sharded model.safetensors + index. No tokenizer
 # (torchless bench-model feeds random token ids). Run on the GPU machine:
-#   python3 scripts/make_random_llama.py --out /tmp/llama3-8b-random [--preset llama3-8b|llama3-1b]
+#   python3 scripts/make_random_llama.py --out /tmp/llama3-8b-random [--preset llama3-8b|llama3-1b|smollm2-135m]
 import argparse, json, os, time
 import torch
 from safetensors.torch import save_file
@@ -11,6 +11,11 @@ PRESETS = {
                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
     "llama3-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    # SmolLM2-135M's shapes (the GGUF file of issue 6 is too large to carry to the GPU machine; quantize this
+    # one on load instead to time its decode there).
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
+                         rope_theta=100000.0, rope_scaling=None),
 }
 
 
@@ -29,6 +34,7 @@ def main():
                          "original_max_position_embeddings": 8192},
         **p,
     }
+    config = {k: v for k, v in config.items() if v is not None}
     d, ff, hd = p["hidden_size"], p["intermediate_size"], p["hidden_size"] // p["num_attention_heads"]
     q, kv = p["num_attention_heads"] * hd, p["num_key_value_heads"] * hd
     shapes = {"model.embed_tokens.weight": (p["vocab_size"], d), "model.norm.weight": (d,)}
