@@ -56,7 +56,10 @@ fn bad_input_is_a_clear_error() {
     // A missing model.
     assert_clean_error(&torchless(&["generate", "--model", "/no/such/model", "--backend", "cpu"]), &["/no/such/model"]);
     // A token id past the vocabulary.
-    assert_clean_error(&torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]), &["999", "256"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]),
+        &["999", "256"],
+    );
     // A directory without a tokenizer cannot generate text.
     assert_clean_error(&torchless(&["generate", "--model", llama, "--backend", "cpu"]), &["tokenizer"]);
     // Out-of-range sampling flags.
@@ -74,17 +77,70 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["config.json"]);
     // An unsupported architecture lists the supported ones.
     let config = std::fs::read_to_string(Path::new(llama).join("config.json")).unwrap();
-    std::fs::write(tmp.join("config.json"), config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel")).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["gpt2", "qwen2"]);
+    std::fs::write(
+        tmp.join("config.json"),
+        config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel"),
+    )
+    .unwrap();
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["gpt2", "qwen2"],
+    );
     // A truncated safetensors file.
     copy("config.json");
     let weights = std::fs::read(Path::new(llama).join("model.safetensors")).unwrap();
     std::fs::write(tmp.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["model.safetensors"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["model.safetensors"],
+    );
     // A prompt longer than the context (the fixture's context is 512 positions).
     copy("model.safetensors");
     let long: Vec<String> = (0..600).map(|i| (i % 200).to_string()).collect();
     let long = long.join(",");
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", &long, "--backend", "cpu"]), &["600"]);
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn bench_model_times_both_xlstm_prefills() {
+    let dir = fixture("xlstm");
+    let o = torchless(&[
+        "bench-model",
+        "--model",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--context",
+        "70",
+        "--decode-tokens",
+        "4",
+        "--prefill-tokens",
+        "80",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    for key in ["decode_tok_s", "prefill_tok_s", "prefill_step_tok_s"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    // A Llama has no stepped prefill.
+    let dir = fixture("llama");
+    let o = torchless(&[
+        "bench-model",
+        "--model",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--context",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--prefill-tokens",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert!(v["prefill_step_tok_s"].is_null(), "{v}");
 }
