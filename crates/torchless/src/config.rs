@@ -358,6 +358,15 @@ mod tests {
     }
 
     #[test]
+    fn xlstm_is_detected_and_left_to_its_own_config() {
+        let by_type = json!({"model_type": "xlstm", "hidden_size": 64});
+        let by_class = json!({"architectures": ["xLSTMForCausalLM"], "hidden_size": 64});
+        assert_eq!(Arch::detect(&by_type).unwrap(), Arch::Xlstm);
+        assert_eq!(Arch::detect(&by_class).unwrap(), Arch::Xlstm);
+        assert!(Config::from_json(&by_type).unwrap_err().to_string().contains("xlstm"));
+    }
+
+    #[test]
     fn gemma2_alternates_windows_and_uses_its_scalar() {
         let mut j = base();
         j["model_type"] = json!("gemma2");

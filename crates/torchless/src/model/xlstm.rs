@@ -467,6 +467,12 @@ impl Xlstm {
         } else {
             Tensor::from_f32(&self.backend, &vec![2.0; n * c.v_dim], &[n, c.v_dim], DType::F32)?
         };
+        // A stepped prefill gathers each token's rows by index: the indices, uploaded once for all blocks.
+        let rows = if n > 1 && self.step_prefill {
+            (0..n as u32).map(|t| Tensor::from_slice(&self.backend, &[t], &[1])).collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
 
         for (block, s) in self.blocks.iter().zip(&state.blocks) {
             // mLSTM layer: projections of norm(x), soft-capped gate pre-activations.
@@ -480,7 +486,7 @@ impl Xlstm {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
                 mlstm::mlstm_step(&q, &k, &v, &i, &f, s, c.eps)?
             } else if self.step_prefill {
-                self.mlstm_steps(&q, &k, &v, &i, &f, s)?
+                self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
             } else {
                 let (q, k, v) =
                     (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
@@ -567,8 +573,9 @@ impl Xlstm {
     }
 
     /// The mLSTM over `n` tokens one `mlstm_step` at a time (the recurrent form of a prefill): each
-    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` are gathered and stepped, and its
-    /// output written into row t of h `[n, v_dim]`.
+    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` are gathered (`rows[t]` holds t) and
+    /// stepped, and its output written into row t of h `[n, v_dim]`.
+    #[allow(clippy::too_many_arguments)]
     fn mlstm_steps(
         &self,
         q: &Tensor,
@@ -577,23 +584,48 @@ impl Xlstm {
         i: &Tensor,
         f: &Tensor,
         state: &MlstmState,
+        rows: &[Tensor],
     ) -> Result<Tensor> {
         let c = &self.config;
         let (n, nh, dqk, dv) = (q.rows_cols().0, c.n_heads, c.qk_head_dim(), c.v_head_dim());
         let h = Tensor::zeros(&self.backend, &[n, c.v_dim], DType::F32)?;
-        for t in 0..n {
-            let row = Tensor::from_slice(&self.backend, &[t as u32], &[1])?;
+        for (t, row) in rows.iter().enumerate().take(n) {
             let h_t = mlstm::mlstm_step(
-                &select::embedding(q, &row)?.reshape(&[1, nh, dqk])?,
-                &select::embedding(k, &row)?.reshape(&[1, nh, dqk])?,
-                &select::embedding(v, &row)?.reshape(&[1, nh, dv])?,
-                &select::embedding(i, &row)?,
-                &select::embedding(f, &row)?,
+                &select::embedding(q, row)?.reshape(&[1, nh, dqk])?,
+                &select::embedding(k, row)?.reshape(&[1, nh, dqk])?,
+                &select::embedding(v, row)?.reshape(&[1, nh, dv])?,
+                &select::embedding(i, row)?,
+                &select::embedding(f, row)?,
                 state,
                 c.eps,
             )?;
             convert::copy_rows_into(&h_t.reshape(&[1, c.v_dim])?, &h, t)?;
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn xlstm_7b_shapes_follow_transformers() {
+        // NX-AI/xLSTM-7b's config.json fields that set the shapes (the rest take transformers' defaults).
+        let j = json!({"model_type": "xlstm", "hidden_size": 4096, "num_blocks": 32, "num_heads": 8,
+                       "vocab_size": 50304, "qk_dim_factor": 0.5, "v_dim_factor": 1.0, "ffn_proj_factor": 2.667,
+                       "ffn_round_up_to_multiple_of": 64, "weight_mode": "single"});
+        let c = Config::from_json(&j).unwrap();
+        assert_eq!((c.qk_dim, c.v_dim, c.qk_head_dim(), c.v_head_dim()), (2048, 4096, 256, 512));
+        assert_eq!(c.ffn_dim, 10944, "4096 * 2.667 = 10924.03, rounded up to a multiple of 64");
+        assert_eq!((c.gate_soft_cap, c.output_logit_soft_cap, c.chunk_size), (Some(15.0), Some(30.0), 64));
+        assert!(c.add_out_norm && !c.tie_embeddings && c.weight_mode == WeightMode::Single);
+        // tiny-xlstm: 256 * 2.667 = 682.75 -> 704; null caps mean no cap.
+        let j = json!({"hidden_size": 256, "num_hidden_layers": 6, "num_heads": 4, "vocab_size": 4096,
+                       "gate_soft_cap": null, "weight_mode": "fused"});
+        let c = Config::from_json(&j).unwrap();
+        assert_eq!((c.n_blocks, c.ffn_dim, c.qk_head_dim(), c.v_head_dim()), (6, 704, 32, 64));
+        assert_eq!((c.gate_soft_cap, c.weight_mode), (None, WeightMode::Fused));
     }
 }
