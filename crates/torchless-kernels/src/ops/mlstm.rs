@@ -43,7 +43,11 @@ use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Workgroups};
 use crate::tensor::Tensor;
+use std::sync::Arc;
+
+crate::kernel_source!(MLSTM, "mlstm");
 
 /// The chunk length of [`mlstm_chunkwise`] that xLSTM uses by default.
 pub const DEFAULT_CHUNK: usize = 64;
@@ -125,10 +129,7 @@ pub fn mlstm_step_into(
             cpu_step(d, q, k, v, i_pre, f_pre, state, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => via_host(&[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out], &[5, 6, 7, 8], |t| {
-            let st = MlstmState { c: t[5].clone(), n: t[6].clone(), m: t[7].clone() };
-            cpu_step(d, &t[0], &t[1], &t[2], &t[3], &t[4], &st, eps, &t[8]);
-        }),
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, eps, out),
     }
 }
 
@@ -175,10 +176,7 @@ pub fn mlstm_chunkwise_into(
             cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => via_host(&[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out], &[5, 6, 7, 8], |t| {
-            let st = MlstmState { c: t[5].clone(), n: t[6].clone(), m: t[7].clone() };
-            cpu_chunkwise(d, &t[0], &t[1], &t[2], &t[3], &t[4], &st, chunk, eps, &t[8]);
-        }),
+        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, eps, out),
     }
 }
 
@@ -219,27 +217,8 @@ pub fn multihead_layernorm_into(
             cpu_mhln(x, nh, weight, bias, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => {
-            let n = inputs.len();
-            let written: Vec<usize> = vec![n - 1];
-            via_host(&inputs, &written, |t| {
-                let (w, b) = (weight.map(|_| &t[1]), bias.map(|_| &t[1 + weight.is_some() as usize]));
-                cpu_mhln(&t[0], nh, w, b, eps, &t[n - 1]);
-            })
-        }
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, x, nh, weight, bias, eps, out),
     }
-}
-
-/// Runs a CPU implementation on host copies of GPU tensors and writes the tensors at `written` back.
-/// A stopgap until the WGSL kernels land: correct, but it waits for the GPU and moves every byte twice.
-fn via_host(tensors: &[&Tensor], written: &[usize], f: impl FnOnce(&[Tensor])) -> Result<()> {
-    let host: Vec<Tensor> = tensors.iter().map(|t| t.to_backend(&Backend::Cpu)).collect::<Result<_>>()?;
-    f(&host);
-    for &i in written {
-        let buf = tensors[i].gpu_buffer().ok_or_else(|| KernelError::Gpu("mlstm: tensor is not on the GPU".into()))?;
-        buf.context().write_buffer(buf.raw(), 0, &host[i].to_bytes()?)?;
-    }
-    Ok(())
 }
 
 // ---- validation -----------------------------------------------------------------------------------
@@ -421,6 +400,196 @@ fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&T
     check_eps(OP, eps)?;
     check_indexable(OP, &[x])?;
     Ok(())
+}
+
+// ---- GPU ------------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    heads: u32,
+    nh: u32,
+    s: u32,
+    dqk: u32,
+    dv: u32,
+    chunk: u32,
+    nch: u32,
+    tiles: u32,
+    eps: f32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
+fn workgroup_size(ctx: &GpuContext, want: u32) -> u32 {
+    let l = ctx.limits();
+    let max = want
+        .min(l.max_compute_invocations_per_workgroup)
+        .min(l.max_compute_workgroup_size_x)
+        .min(l.max_compute_workgroup_storage_size / 8)
+        .max(1);
+    1 << (31 - max.leading_zeros())
+}
+
+fn require_storage_buffers(ctx: &GpuContext, op: &'static str, n: u32, feature: &'static str) -> Result<()> {
+    let have = ctx.limits().max_storage_buffers_per_shader_stage;
+    if have < n {
+        return Err(KernelError::MissingFeature { op, feature, adapter: format!("{} (has {have})", ctx.info().name) });
+    }
+    Ok(())
+}
+
+fn raw(ctx: &GpuContext, op: &'static str, t: &Tensor) -> Result<wgpu::Buffer> {
+    let b = t.gpu_buffer().ok_or_else(|| KernelError::Gpu(format!("{op}: tensor is not on the GPU")))?;
+    ctx.check_binding(op, b.size())?;
+    Ok(b.raw().clone())
+}
+
+fn scratch(ctx: &Arc<GpuContext>, op: &'static str, bytes: usize) -> Result<GpuBuffer> {
+    ctx.check_binding(op, bytes as u64)?;
+    ctx.alloc(op, bytes as u64)
+}
+
+fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
+    Params {
+        heads: (d.b * d.nh) as u32,
+        nh: d.nh as u32,
+        s: d.s as u32,
+        dqk: d.dqk as u32,
+        dv: d.dv as u32,
+        chunk: chunk as u32,
+        nch: nch as u32,
+        tiles: tiles as u32,
+        eps,
+        scale: 1.0 / (d.dqk as f32).sqrt(),
+        _pad: [0; 2],
+    }
+}
+
+fn gpu_step(
+    ctx: &GpuContext,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_step";
+    require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
+    let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
+    let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
+    let wg = workgroup_size(ctx, 1024);
+    let tc = (d.dv.next_power_of_two() as u32).min(wg);
+    let p = params(d, 1, 1, 1, eps);
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "mlstm_step",
+        constants: &[("WG", wg as f64), ("TC", tc as f64)],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &refs,
+        workgroups: Workgroups::Linear(p.heads),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gpu_chunkwise(
+    ctx: &Arc<GpuContext>,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_chunkwise";
+    require_storage_buffers(ctx, OP, 8, "8 storage buffers per shader stage")?;
+    let heads = d.b * d.nh;
+    let l = chunk.min(d.s);
+    let nch = d.s.div_ceil(l);
+    let wg = workgroup_size(ctx, 256);
+    let tc = (d.dv.next_power_of_two() as u32).min(32).min(wg);
+    let tiles = d.dv.div_ceil(tc as usize);
+    for (name, n) in [("chunks", heads * nch * l * l), ("tiles", heads * tiles), ("tokens", heads * d.s * 4)] {
+        to_u32(OP, name, n)?;
+    }
+    let tok = scratch(ctx, OP, heads * d.s * 16)?;
+    let chk = scratch(ctx, OP, heads * (nch + 1) * 16)?;
+    let dn = scratch(ctx, OP, heads * nch * d.dqk * 4)?;
+    let pm = scratch(ctx, OP, heads * nch * l * l * 4)?;
+    let [q, k, v, i, f, c, n, m, h] = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let (q, k, v, i, f, c, n, m, h) = (q?, k?, v?, i?, f?, c?, n?, m?, h?);
+    let (tok, chk, dn, pm) = (tok.raw(), chk.raw(), dn.raw(), pm.raw());
+    let p = params(d, l, nch, tiles, eps);
+    let base = [("WG", wg as f64)];
+    let launch = |entry: &'static str, buffers: &[&wgpu::Buffer], groups: usize, constants: &[(&'static str, f64)]| {
+        ctx.dispatch(Dispatch {
+            kernel: &MLSTM,
+            entry,
+            constants,
+            params: Some(bytemuck::bytes_of(&p)),
+            buffers,
+            workgroups: Workgroups::Linear(groups as u32),
+        })
+    };
+    launch("chunk_prep", &[&i, &f, &m, tok, chk], heads, &base)?;
+    launch("chunk_dn", &[&k, tok, dn], heads * nch, &base)?;
+    launch("chunk_nscan", &[chk, &n, dn], heads, &base)?;
+    launch("chunk_p", &[&q, &k, dn, chk, tok, pm], heads * nch, &base)?;
+    launch(
+        "chunk_out",
+        &[&q, &k, &v, tok, chk, pm, &c, &h],
+        heads * tiles,
+        &[("WG", wg as f64), ("TC", tc as f64), ("TPT", 8.0)],
+    )
+}
+
+fn gpu_mhln(
+    ctx: &GpuContext,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "multihead_layernorm";
+    let (rows, width) = x.rows_cols();
+    let dh = width / nh;
+    let xb = raw(ctx, OP, x)?;
+    let wb = weight.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let bb = bias.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let yb = raw(ctx, OP, out)?;
+    let wg = workgroup_size(ctx, (dh.next_power_of_two() as u32).clamp(32, 256));
+    let segs = to_u32(OP, "segments", rows * nh)?;
+    let p = Params {
+        heads: segs,
+        nh: nh as u32,
+        s: 1,
+        dqk: 1,
+        dv: dh as u32,
+        chunk: 1,
+        nch: 1,
+        tiles: 1,
+        eps,
+        scale: 1.0,
+        _pad: [0; 2],
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "multihead_layernorm",
+        constants: &[
+            ("WG", wg as f64),
+            ("HAS_W", flag(weight.is_some())),
+            ("HAS_B", flag(bias.is_some())),
+            ("WDTYPE", weight.map_or(0.0, |t| t.dtype().wgsl_code())),
+            ("BDTYPE", bias.map_or(0.0, |t| t.dtype().wgsl_code())),
+        ],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &[&xb, &wb, &bb, &yb],
+        workgroups: Workgroups::Linear(segs),
+    })
 }
 
 // ---- CPU ------------------------------------------------------------------------------------------
@@ -712,6 +881,15 @@ pub mod reference {
 }
 
 // ---- tests ----------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::MLSTM, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
+    }
+}
 
 #[cfg(test)]
 mod tests {
