@@ -742,9 +742,9 @@ fn cpu_chunkwise(
                 let rj = row(head, t0 + j);
                 let wj = (g - b[j] + ig[rj] - m1).exp();
                 let (kj, vj) = (&k[rj * dqk..][..dqk], &v[rj * dv..][..dv]);
-                for a in 0..dqk {
-                    let ka = wj * kj[a];
-                    n[a] += ka;
+                for (a, (&kv, nv)) in kj.iter().zip(n.iter_mut()).enumerate() {
+                    let ka = wj * kv;
+                    *nv += ka;
                     for (cv, &vv) in c[a * dv..][..dv].iter_mut().zip(vj) {
                         *cv += ka * vv;
                     }
@@ -785,6 +785,126 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
         }
     });
     cpu::write_f32(out, &y);
+}
+
+// ---- bench ----------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
+
+/// xLSTM-7B shapes: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5). `mlstm_step` moves the
+/// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
+/// 16 to 4096 tokens); `multihead_layernorm` normalises rows of 8 heads × 512 with an f32 weight.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor, rows_for};
+    use crate::testing::Tolerance;
+
+    if !BENCH_OPS.contains(&op) {
+        return None;
+    }
+    const B: usize = 1;
+    const NH: usize = 8;
+    const DQK: usize = 256;
+    const DV: usize = 512;
+    const EPS: f32 = 1e-6;
+    let dims = (B, 1, NH, DQK, DV);
+    let state_bytes = (4 * B * NH * (DQK * DV + DQK + 1)) as u64;
+    let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+    let build = || -> Result<BenchCase> {
+        let state = |seed: u64| -> Result<Vec<Tensor>> {
+            Ok(vec![
+                random_tensor(seed, &[B, NH, DQK, DV], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 1, &[B, NH, DQK], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 2, &[B, NH], DType::F32, -2.0, 2.0)?,
+            ])
+        };
+        let state_of = |i: &[Tensor]| MlstmState { c: i[5].clone(), n: i[6].clone(), m: i[7].clone() };
+        let reference_of = move |i: &[Tensor], (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize)| {
+            let r = |t: &Tensor| cpu::read_f32(t);
+            let to64 = |t: &Tensor| r(t).into_iter().map(f64::from).collect::<Vec<f64>>();
+            let mut st = reference::State64 { c: to64(&i[5]), n: to64(&i[6]), m: to64(&i[7]) };
+            reference::recurrence(
+                (b, s, nh, dqk, dv),
+                &r(&i[0]),
+                &r(&i[1]),
+                &r(&i[2]),
+                &r(&i[3]),
+                &r(&i[4]),
+                &mut st,
+                EPS,
+            )
+        };
+        Ok(match op {
+            "mlstm_step" => {
+                let mut inputs = vec![
+                    random_tensor(61, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(62, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(63, &[B, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(64, &[B, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(65, &[B, NH], DType::F32, -5.0, 5.0)?,
+                ];
+                inputs.extend(state(66)?);
+                BenchCase {
+                    op: "mlstm_step",
+                    dtype: DType::F32,
+                    shape: format!("B{B} NH{NH} DQK{DQK} DV{DV}"),
+                    bytes: 2 * state_bytes,
+                    flops: (B * NH * 4 * DQK * DV) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), EPS)),
+                    reference: Box::new(move |i| Ok(reference_of(i, dims))),
+                }
+            }
+            "mlstm_chunkwise" => {
+                let per_token = 4 * B * NH * (2 * DQK + 2 * DV);
+                let s = ((bytes as usize) / per_token).clamp(16, 4096);
+                let mut inputs = vec![
+                    random_tensor(71, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(72, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(73, &[B, s, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(74, &[B, s, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(75, &[B, s, NH], DType::F32, -2.0, 8.0)?,
+                ];
+                inputs.extend(state(76)?);
+                let chunk = DEFAULT_CHUNK;
+                BenchCase {
+                    op: "mlstm_chunkwise",
+                    dtype: DType::F32,
+                    shape: format!("B{B} S{s} NH{NH} DQK{DQK} DV{DV} chunk {chunk}"),
+                    bytes: (s * per_token) as u64 + 2 * state_bytes,
+                    flops: (B * NH * s * (8 * DQK * DV + 2 * chunk.min(s) * (DQK + DV))) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| {
+                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, EPS)
+                    }),
+                    reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
+                }
+            }
+            _ => {
+                let width = NH * DV;
+                let rows = rows_for(bytes, width, 8);
+                let x = random_tensor(81, &[rows, width], DType::F32, -3.0, 3.0)?;
+                let w = random_tensor(82, &[width], DType::F32, 0.5, 1.5)?;
+                BenchCase {
+                    op: "multihead_layernorm",
+                    dtype: DType::F32,
+                    shape: format!("[{rows}, {NH}x{DV}]"),
+                    bytes: (rows * width * 8 + width * 4) as u64,
+                    flops: 0,
+                    tolerance: Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    inputs: vec![x, w],
+                    run: Box::new(|i| multihead_layernorm(&i[0], NH, Some(&i[1]), None, 1e-6)),
+                    reference: Box::new(move |i| {
+                        let w = cpu::read_f32(&i[1]);
+                        Ok(reference::multihead_layernorm(&cpu::read_f32(&i[0]), width, NH, Some(&w), None, 1e-6))
+                    }),
+                }
+            }
+        })
+    };
+    Some(build())
 }
 
 // ---- reference ------------------------------------------------------------------------------------
