@@ -738,9 +738,9 @@ fn cpu_chunkwise(
             let decay = (g + m0 - m1).exp();
             c.iter_mut().for_each(|x| *x *= decay);
             n.iter_mut().for_each(|x| *x *= decay);
-            for j in 0..len {
+            for (j, &bj) in b[..len].iter().enumerate() {
                 let rj = row(head, t0 + j);
-                let wj = (g - b[j] + ig[rj] - m1).exp();
+                let wj = (g - bj + ig[rj] - m1).exp();
                 let (kj, vj) = (&k[rj * dqk..][..dqk], &v[rj * dv..][..dv]);
                 for (a, (&kv, nv)) in kj.iter().zip(n.iter_mut()).enumerate() {
                     let ka = wj * kv;
