@@ -43,7 +43,11 @@ use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Workgroups};
 use crate::tensor::Tensor;
+use std::sync::Arc;
+
+crate::kernel_source!(MLSTM, "mlstm");
 
 /// The chunk length of [`mlstm_chunkwise`] that xLSTM uses by default.
 pub const DEFAULT_CHUNK: usize = 64;
@@ -125,10 +129,7 @@ pub fn mlstm_step_into(
             cpu_step(d, q, k, v, i_pre, f_pre, state, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => via_host(&[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out], &[5, 6, 7, 8], |t| {
-            let st = MlstmState { c: t[5].clone(), n: t[6].clone(), m: t[7].clone() };
-            cpu_step(d, &t[0], &t[1], &t[2], &t[3], &t[4], &st, eps, &t[8]);
-        }),
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, eps, out),
     }
 }
 
@@ -175,10 +176,7 @@ pub fn mlstm_chunkwise_into(
             cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => via_host(&[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out], &[5, 6, 7, 8], |t| {
-            let st = MlstmState { c: t[5].clone(), n: t[6].clone(), m: t[7].clone() };
-            cpu_chunkwise(d, &t[0], &t[1], &t[2], &t[3], &t[4], &st, chunk, eps, &t[8]);
-        }),
+        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, eps, out),
     }
 }
 
@@ -219,27 +217,8 @@ pub fn multihead_layernorm_into(
             cpu_mhln(x, nh, weight, bias, eps, out);
             Ok(())
         }
-        Backend::Gpu(_) => {
-            let n = inputs.len();
-            let written: Vec<usize> = vec![n - 1];
-            via_host(&inputs, &written, |t| {
-                let (w, b) = (weight.map(|_| &t[1]), bias.map(|_| &t[1 + weight.is_some() as usize]));
-                cpu_mhln(&t[0], nh, w, b, eps, &t[n - 1]);
-            })
-        }
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, x, nh, weight, bias, eps, out),
     }
-}
-
-/// Runs a CPU implementation on host copies of GPU tensors and writes the tensors at `written` back.
-/// A stopgap until the WGSL kernels land: correct, but it waits for the GPU and moves every byte twice.
-fn via_host(tensors: &[&Tensor], written: &[usize], f: impl FnOnce(&[Tensor])) -> Result<()> {
-    let host: Vec<Tensor> = tensors.iter().map(|t| t.to_backend(&Backend::Cpu)).collect::<Result<_>>()?;
-    f(&host);
-    for &i in written {
-        let buf = tensors[i].gpu_buffer().ok_or_else(|| KernelError::Gpu("mlstm: tensor is not on the GPU".into()))?;
-        buf.context().write_buffer(buf.raw(), 0, &host[i].to_bytes()?)?;
-    }
-    Ok(())
 }
 
 // ---- validation -----------------------------------------------------------------------------------
@@ -423,6 +402,196 @@ fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&T
     Ok(())
 }
 
+// ---- GPU ------------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    heads: u32,
+    nh: u32,
+    s: u32,
+    dqk: u32,
+    dv: u32,
+    chunk: u32,
+    nch: u32,
+    tiles: u32,
+    eps: f32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
+fn workgroup_size(ctx: &GpuContext, want: u32) -> u32 {
+    let l = ctx.limits();
+    let max = want
+        .min(l.max_compute_invocations_per_workgroup)
+        .min(l.max_compute_workgroup_size_x)
+        .min(l.max_compute_workgroup_storage_size / 8)
+        .max(1);
+    1 << (31 - max.leading_zeros())
+}
+
+fn require_storage_buffers(ctx: &GpuContext, op: &'static str, n: u32, feature: &'static str) -> Result<()> {
+    let have = ctx.limits().max_storage_buffers_per_shader_stage;
+    if have < n {
+        return Err(KernelError::MissingFeature { op, feature, adapter: format!("{} (has {have})", ctx.info().name) });
+    }
+    Ok(())
+}
+
+fn raw(ctx: &GpuContext, op: &'static str, t: &Tensor) -> Result<wgpu::Buffer> {
+    let b = t.gpu_buffer().ok_or_else(|| KernelError::Gpu(format!("{op}: tensor is not on the GPU")))?;
+    ctx.check_binding(op, b.size())?;
+    Ok(b.raw().clone())
+}
+
+fn scratch(ctx: &Arc<GpuContext>, op: &'static str, bytes: usize) -> Result<GpuBuffer> {
+    ctx.check_binding(op, bytes as u64)?;
+    ctx.alloc(op, bytes as u64)
+}
+
+fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
+    Params {
+        heads: (d.b * d.nh) as u32,
+        nh: d.nh as u32,
+        s: d.s as u32,
+        dqk: d.dqk as u32,
+        dv: d.dv as u32,
+        chunk: chunk as u32,
+        nch: nch as u32,
+        tiles: tiles as u32,
+        eps,
+        scale: 1.0 / (d.dqk as f32).sqrt(),
+        _pad: [0; 2],
+    }
+}
+
+fn gpu_step(
+    ctx: &GpuContext,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_step";
+    require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
+    let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
+    let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
+    let wg = workgroup_size(ctx, 1024);
+    let tc = (d.dv.next_power_of_two() as u32).min(wg);
+    let p = params(d, 1, 1, 1, eps);
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "mlstm_step",
+        constants: &[("WG", wg as f64), ("TC", tc as f64)],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &refs,
+        workgroups: Workgroups::Linear(p.heads),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gpu_chunkwise(
+    ctx: &Arc<GpuContext>,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_chunkwise";
+    require_storage_buffers(ctx, OP, 8, "8 storage buffers per shader stage")?;
+    let heads = d.b * d.nh;
+    let l = chunk.min(d.s);
+    let nch = d.s.div_ceil(l);
+    let wg = workgroup_size(ctx, 256);
+    let tc = (d.dv.next_power_of_two() as u32).min(32).min(wg);
+    let tiles = d.dv.div_ceil(tc as usize);
+    for (name, n) in [("chunks", heads * nch * l * l), ("tiles", heads * tiles), ("tokens", heads * d.s * 4)] {
+        to_u32(OP, name, n)?;
+    }
+    let tok = scratch(ctx, OP, heads * d.s * 16)?;
+    let chk = scratch(ctx, OP, heads * (nch + 1) * 16)?;
+    let dn = scratch(ctx, OP, heads * nch * d.dqk * 4)?;
+    let pm = scratch(ctx, OP, heads * nch * l * l * 4)?;
+    let [q, k, v, i, f, c, n, m, h] = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let (q, k, v, i, f, c, n, m, h) = (q?, k?, v?, i?, f?, c?, n?, m?, h?);
+    let (tok, chk, dn, pm) = (tok.raw(), chk.raw(), dn.raw(), pm.raw());
+    let p = params(d, l, nch, tiles, eps);
+    let base = [("WG", wg as f64)];
+    let launch = |entry: &'static str, buffers: &[&wgpu::Buffer], groups: usize, constants: &[(&'static str, f64)]| {
+        ctx.dispatch(Dispatch {
+            kernel: &MLSTM,
+            entry,
+            constants,
+            params: Some(bytemuck::bytes_of(&p)),
+            buffers,
+            workgroups: Workgroups::Linear(groups as u32),
+        })
+    };
+    launch("chunk_prep", &[&i, &f, &m, tok, chk], heads, &base)?;
+    launch("chunk_dn", &[&k, tok, dn], heads * nch, &base)?;
+    launch("chunk_nscan", &[chk, &n, dn], heads, &base)?;
+    launch("chunk_p", &[&q, &k, dn, chk, tok, pm], heads * nch, &base)?;
+    launch(
+        "chunk_out",
+        &[&q, &k, &v, tok, chk, pm, &c, &h],
+        heads * tiles,
+        &[("WG", wg as f64), ("TC", tc as f64), ("TPT", 8.0)],
+    )
+}
+
+fn gpu_mhln(
+    ctx: &GpuContext,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "multihead_layernorm";
+    let (rows, width) = x.rows_cols();
+    let dh = width / nh;
+    let xb = raw(ctx, OP, x)?;
+    let wb = weight.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let bb = bias.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let yb = raw(ctx, OP, out)?;
+    let wg = workgroup_size(ctx, (dh.next_power_of_two() as u32).clamp(32, 256));
+    let segs = to_u32(OP, "segments", rows * nh)?;
+    let p = Params {
+        heads: segs,
+        nh: nh as u32,
+        s: 1,
+        dqk: 1,
+        dv: dh as u32,
+        chunk: 1,
+        nch: 1,
+        tiles: 1,
+        eps,
+        scale: 1.0,
+        _pad: [0; 2],
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "multihead_layernorm",
+        constants: &[
+            ("WG", wg as f64),
+            ("HAS_W", flag(weight.is_some())),
+            ("HAS_B", flag(bias.is_some())),
+            ("WDTYPE", weight.map_or(0.0, |t| t.dtype().wgsl_code())),
+            ("BDTYPE", bias.map_or(0.0, |t| t.dtype().wgsl_code())),
+        ],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &[&xb, &wb, &bb, &yb],
+        workgroups: Workgroups::Linear(segs),
+    })
+}
+
 // ---- CPU ------------------------------------------------------------------------------------------
 
 /// logσ(x) = −softplus(−x), without overflow for any x.
@@ -569,13 +738,13 @@ fn cpu_chunkwise(
             let decay = (g + m0 - m1).exp();
             c.iter_mut().for_each(|x| *x *= decay);
             n.iter_mut().for_each(|x| *x *= decay);
-            for j in 0..len {
+            for (j, &bj) in b[..len].iter().enumerate() {
                 let rj = row(head, t0 + j);
-                let wj = (g - b[j] + ig[rj] - m1).exp();
+                let wj = (g - bj + ig[rj] - m1).exp();
                 let (kj, vj) = (&k[rj * dqk..][..dqk], &v[rj * dv..][..dv]);
-                for a in 0..dqk {
-                    let ka = wj * kj[a];
-                    n[a] += ka;
+                for (a, (&kv, nv)) in kj.iter().zip(n.iter_mut()).enumerate() {
+                    let ka = wj * kv;
+                    *nv += ka;
                     for (cv, &vv) in c[a * dv..][..dv].iter_mut().zip(vj) {
                         *cv += ka * vv;
                     }
@@ -616,6 +785,126 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
         }
     });
     cpu::write_f32(out, &y);
+}
+
+// ---- bench ----------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
+
+/// xLSTM-7B shapes: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5). `mlstm_step` moves the
+/// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
+/// 16 to 4096 tokens); `multihead_layernorm` normalises rows of 8 heads × 512 with an f32 weight.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor, rows_for};
+    use crate::testing::Tolerance;
+
+    if !BENCH_OPS.contains(&op) {
+        return None;
+    }
+    const B: usize = 1;
+    const NH: usize = 8;
+    const DQK: usize = 256;
+    const DV: usize = 512;
+    const EPS: f32 = 1e-6;
+    let dims = (B, 1, NH, DQK, DV);
+    let state_bytes = (4 * B * NH * (DQK * DV + DQK + 1)) as u64;
+    let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+    let build = || -> Result<BenchCase> {
+        let state = |seed: u64| -> Result<Vec<Tensor>> {
+            Ok(vec![
+                random_tensor(seed, &[B, NH, DQK, DV], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 1, &[B, NH, DQK], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 2, &[B, NH], DType::F32, -2.0, 2.0)?,
+            ])
+        };
+        let state_of = |i: &[Tensor]| MlstmState { c: i[5].clone(), n: i[6].clone(), m: i[7].clone() };
+        let reference_of = move |i: &[Tensor], (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize)| {
+            let r = |t: &Tensor| cpu::read_f32(t);
+            let to64 = |t: &Tensor| r(t).into_iter().map(f64::from).collect::<Vec<f64>>();
+            let mut st = reference::State64 { c: to64(&i[5]), n: to64(&i[6]), m: to64(&i[7]) };
+            reference::recurrence(
+                (b, s, nh, dqk, dv),
+                &r(&i[0]),
+                &r(&i[1]),
+                &r(&i[2]),
+                &r(&i[3]),
+                &r(&i[4]),
+                &mut st,
+                EPS,
+            )
+        };
+        Ok(match op {
+            "mlstm_step" => {
+                let mut inputs = vec![
+                    random_tensor(61, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(62, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(63, &[B, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(64, &[B, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(65, &[B, NH], DType::F32, -5.0, 5.0)?,
+                ];
+                inputs.extend(state(66)?);
+                BenchCase {
+                    op: "mlstm_step",
+                    dtype: DType::F32,
+                    shape: format!("B{B} NH{NH} DQK{DQK} DV{DV}"),
+                    bytes: 2 * state_bytes,
+                    flops: (B * NH * 4 * DQK * DV) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), EPS)),
+                    reference: Box::new(move |i| Ok(reference_of(i, dims))),
+                }
+            }
+            "mlstm_chunkwise" => {
+                let per_token = 4 * B * NH * (2 * DQK + 2 * DV);
+                let s = ((bytes as usize) / per_token).clamp(16, 4096);
+                let mut inputs = vec![
+                    random_tensor(71, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(72, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(73, &[B, s, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(74, &[B, s, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(75, &[B, s, NH], DType::F32, -2.0, 8.0)?,
+                ];
+                inputs.extend(state(76)?);
+                let chunk = DEFAULT_CHUNK;
+                BenchCase {
+                    op: "mlstm_chunkwise",
+                    dtype: DType::F32,
+                    shape: format!("B{B} S{s} NH{NH} DQK{DQK} DV{DV} chunk {chunk}"),
+                    bytes: (s * per_token) as u64 + 2 * state_bytes,
+                    flops: (B * NH * s * (8 * DQK * DV + 2 * chunk.min(s) * (DQK + DV))) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| {
+                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, EPS)
+                    }),
+                    reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
+                }
+            }
+            _ => {
+                let width = NH * DV;
+                let rows = rows_for(bytes, width, 8);
+                let x = random_tensor(81, &[rows, width], DType::F32, -3.0, 3.0)?;
+                let w = random_tensor(82, &[width], DType::F32, 0.5, 1.5)?;
+                BenchCase {
+                    op: "multihead_layernorm",
+                    dtype: DType::F32,
+                    shape: format!("[{rows}, {NH}x{DV}]"),
+                    bytes: (rows * width * 8 + width * 4) as u64,
+                    flops: 0,
+                    tolerance: Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    inputs: vec![x, w],
+                    run: Box::new(|i| multihead_layernorm(&i[0], NH, Some(&i[1]), None, 1e-6)),
+                    reference: Box::new(move |i| {
+                        let w = cpu::read_f32(&i[1]);
+                        Ok(reference::multihead_layernorm(&cpu::read_f32(&i[0]), width, NH, Some(&w), None, 1e-6))
+                    }),
+                }
+            }
+        })
+    };
+    Some(build())
 }
 
 // ---- reference ------------------------------------------------------------------------------------
@@ -712,6 +1001,15 @@ pub mod reference {
 }
 
 // ---- tests ----------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::MLSTM, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
+    }
+}
 
 #[cfg(test)]
 mod tests {
