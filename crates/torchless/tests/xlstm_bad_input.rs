@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
 use serde_json::{Value, json};
-use torchless::model::LoadedModel;
+use torchless::model::{LoadedModel, Logits};
 use torchless_kernels::Backend;
 
 fn fixture(name: &str) -> PathBuf {
@@ -118,4 +118,20 @@ fn other_bad_fields_are_named() {
         let dir = broken_copy(&format!("field-{field}"), "xlstm", |c| c[field] = value, None);
         assert_load_error(&dir, &[needle]);
     }
+}
+
+#[test]
+fn a_state_of_another_architecture_is_an_error() {
+    let load = |name: &str| LoadedModel::load(fixture(name).to_str().unwrap(), &Backend::Cpu, false).unwrap().model;
+    let (xlstm, llama) = (load("xlstm"), load("llama"));
+    let mut llama_state = llama.new_state(4).unwrap();
+    let err = xlstm.forward(&mut llama_state, &[5, 6], 0, Logits::Last).unwrap_err().to_string();
+    assert!(err.contains("state"), "{err}");
+    let mut xlstm_state = xlstm.new_state(4).unwrap();
+    assert!(llama.forward(&mut xlstm_state, &[5, 6], 0, Logits::Last).is_err());
+    // The recurrent state has no length: a state made for 4 tokens takes 40.
+    let tokens: Vec<u32> = (10..50).collect();
+    let logits = xlstm.forward(&mut xlstm_state, &tokens, 0, Logits::All).unwrap();
+    assert_eq!(logits.shape(), [40, 256]);
+    assert!(logits.to_f32_vec().unwrap().iter().all(|v| v.is_finite()));
 }
