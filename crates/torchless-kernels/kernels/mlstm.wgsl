@@ -145,6 +145,112 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// ---- step, vec4 columns ---------------------------------------------------------------------------
+//
+// mlstm_step with DV a multiple of 4: C, v and h are read as vec4 (TC vec4 columns per pass) and each
+// invocation keeps four rows' loads in flight, so that a workgroup per head moves the state at a useful
+// fraction of the memory bandwidth.
+
+@group(0) @binding(1) var<storage, read> s4_q: array<f32>;
+@group(0) @binding(2) var<storage, read> s4_k: array<f32>;
+@group(0) @binding(3) var<storage, read> s4_v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> s4_i: array<f32>;
+@group(0) @binding(5) var<storage, read> s4_f: array<f32>;
+@group(0) @binding(6) var<storage, read_write> s4_c: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> s4_n: array<f32>;
+@group(0) @binding(8) var<storage, read_write> s4_m: array<f32>;
+@group(0) @binding(9) var<storage, read_write> s4_h: array<vec4<f32>>;
+
+// Component k of the sum of `acc` over the row groups of column li (valid for li < TC).
+fn col_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    var total = 0.0;
+    if (li < TC) {
+        for (var r = 0u; r < WG / TC; r++) {
+            total += red[li + r * TC];
+        }
+    }
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    if (li == 0u) {
+        let m0 = s4_m[hd];
+        let lf = log_sigmoid(s4_f[hd]);
+        let ig = s4_i[hd];
+        let m1 = max(lf + m0, ig);
+        wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
+        s4_m[hd] = m1;
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+
+    let qk0 = hd * p.dqk;
+    var den = 0.0;
+    for (var a = li; a < p.dqk; a += WG) {
+        let n1 = g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a];
+        s4_n[qk0 + a] = n1;
+        den += s4_q[qk0 + a] * n1;
+    }
+    den = wg_sum(li, den) * p.scale;
+    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
+
+    let dv4 = p.dv / 4u;
+    let c0 = hd * p.dqk * dv4;
+    let v0 = hd * dv4;
+    let rg = li / TC;
+    let col = li % TC;
+    let stride = WG / TC;
+    for (var e0 = 0u; e0 < dv4; e0 += TC) {
+        let e = e0 + col;
+        var acc = vec4<f32>(0.0);
+        if (e < dv4) {
+            let ve = g.z * s4_v[v0 + e];
+            var a = rg;
+            for (; a + 3u * stride < p.dqk; a += 4u * stride) {
+                let a1 = a + stride;
+                let a2 = a1 + stride;
+                let a3 = a2 + stride;
+                let i0 = c0 + a * dv4 + e;
+                let i1 = c0 + a1 * dv4 + e;
+                let i2 = c0 + a2 * dv4 + e;
+                let i3 = c0 + a3 * dv4 + e;
+                let x0 = s4_c[i0];
+                let x1 = s4_c[i1];
+                let x2 = s4_c[i2];
+                let x3 = s4_c[i3];
+                let y0 = g.y * x0 + s4_k[qk0 + a] * ve;
+                let y1 = g.y * x1 + s4_k[qk0 + a1] * ve;
+                let y2 = g.y * x2 + s4_k[qk0 + a2] * ve;
+                let y3 = g.y * x3 + s4_k[qk0 + a3] * ve;
+                s4_c[i0] = y0;
+                s4_c[i1] = y1;
+                s4_c[i2] = y2;
+                s4_c[i3] = y3;
+                acc += s4_q[qk0 + a] * y0 + s4_q[qk0 + a1] * y1 + s4_q[qk0 + a2] * y2 + s4_q[qk0 + a3] * y3;
+            }
+            for (; a < p.dqk; a += stride) {
+                let i0 = c0 + a * dv4 + e;
+                let y0 = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
+                s4_c[i0] = y0;
+                acc += s4_q[qk0 + a] * y0;
+            }
+        }
+        let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
+        if (li < TC && e < dv4) {
+            s4_h[v0 + e] = h * (p.scale * inv);
+        }
+    }
+}
+
 // ---- chunkwise ------------------------------------------------------------------------------------
 //
 // Scratch: tok [heads, S] vec4 per token: x = b_t (the running sum of logσ(f̃) in its chunk),

@@ -480,11 +480,13 @@ fn gpu_step(
     let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
     let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
     let wg = workgroup_size(ctx, 1024);
-    let tc = (d.dv.next_power_of_two() as u32).min(wg);
+    // vec4 columns where DV allows.
+    let (entry, cols) = if d.dv.is_multiple_of(4) { ("mlstm_step4", d.dv / 4) } else { ("mlstm_step", d.dv) };
+    let tc = (cols.next_power_of_two() as u32).min(wg);
     let p = params(d, 1, 1, 1, eps);
     ctx.dispatch(Dispatch {
         kernel: &MLSTM,
-        entry: "mlstm_step",
+        entry,
         constants: &[("WG", wg as f64), ("TC", tc as f64)],
         params: Some(bytemuck::bytes_of(&p)),
         buffers: &refs,
@@ -1155,8 +1157,20 @@ mod tests {
     fn step_matches_the_f64_recurrence() {
         let mut rng = Rng::new(51);
         for backend in test_backends() {
-            for (i, &(b, nh, dqk, dv)) in
-                [(1, 1, 1, 1), (2, 3, 5, 7), (1, 2, 33, 17), (1, 1, 64, 130), (2, 1, 3, 257)].iter().enumerate()
+            for (i, &(b, nh, dqk, dv)) in [
+                // DV not a multiple of 4: scalar columns; otherwise vec4 columns (4400: more than one pass).
+                (1, 1, 1, 1),
+                (2, 3, 5, 7),
+                (1, 2, 33, 17),
+                (1, 1, 64, 130),
+                (2, 1, 3, 257),
+                (1, 2, 33, 12),
+                (2, 3, 16, 64),
+                (1, 1, 7, 516),
+                (1, 1, 5, 4400),
+            ]
+            .iter()
+            .enumerate()
             {
                 let dims = (b, 9, nh, dqk, dv);
                 let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
