@@ -351,6 +351,7 @@ impl Xlstm {
                 return Err(Error::TensorShape { name: head_norm_name, expected: vec![v], found: norm_shape.to_vec() });
             }
             let quarter: Vec<f32> = weights.to_f32(&head_norm_name)?.iter().map(|w| w * 0.25).collect();
+            ld.progress.inc((v * norm_dtype.size_bytes()) as u64);
             blocks.push(Block {
                 norm_mlstm: ld.load(&format!("{p}.norm_mlstm.weight"), &[dim])?,
                 wq,
