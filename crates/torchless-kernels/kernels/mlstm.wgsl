@@ -11,8 +11,7 @@
 // invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them.
 
 override WG: u32 = 256u;      // threads per workgroup (a power of two)
-override TC: u32 = 32u;       // step, chunk_out: columns of C per pass (a power of two dividing WG)
-override TPT: u32 = 8u;       // chunk_out: tokens per thread per block (<= 8)
+override TC: u32 = 32u;       // step: columns of C per pass (a power of two dividing WG); chunk_out: WG / 8
 override HAS_W: bool = false; // layer norm: weight
 override HAS_B: bool = false; // layer norm: bias
 override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
@@ -435,9 +434,18 @@ fn chunk_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 @group(0) @binding(7) var<storage, read_write> co_c: array<f32>;
 @group(0) @binding(8) var<storage, read_write> co_h: array<f32>;
 
-// One workgroup per (head, TC columns of C), through the chunks in order: the chunk's outputs from the
-// state at its start and its intra-chunk matrix, then the state at its end. Column e of C belongs to
-// this workgroup alone; row a of it is written by row group a % (WG / TC) after a barrier.
+const LB: u32 = 64u; // chunk_out: tokens per staged block
+const KA: u32 = 32u; // chunk_out: DQK rows per staged slice of the outputs
+const KB: u32 = 16u; // chunk_out: DQK rows per staged slice of the state update
+
+var<workgroup> sh_a: array<f32, 2048>; // Q block [LB, KA], V block [LB, TC] or w·V block [LB, TC]
+var<workgroup> sh_b: array<f32, 1024>; // C slice [KA, TC] or K block [LB, KB]
+
+// One workgroup of 8 × TC invocations per (head, TC columns of C), through the chunks in order: the
+// chunk's outputs from the state at its start (Q·C, staged through workgroup memory in KA-row slices)
+// plus its intra-chunk part (P·V), then the state at its end (decay·C + Kᵀ·(w ⊙ V)). Column e of C
+// belongs to this workgroup alone; element (a, e) is updated by invocation (a % 8, e) only, and every
+// read of C by another invocation is separated from the update by a barrier.
 @compute @workgroup_size(WG)
 fn chunk_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) li: u32) {
@@ -446,53 +454,125 @@ fn chunk_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         return;
     }
     let hd = id / p.tiles;
-    let e = (id % p.tiles) * TC + li % TC;
-    let rg = li / TC;
-    let groups = WG / TC;
+    let e0 = (id % p.tiles) * TC;
+    let col = li % TC;
+    let rg = li / TC; // 0..8
+    let e = e0 + col;
     let live = e < p.dv;
     let c0 = hd * p.dqk * p.dv;
     for (var c = 0u; c < p.nch; c++) {
         let t0 = c * p.chunk;
         let len = min(p.chunk, p.s - t0);
         let pb = (hd * p.nch + c) * p.chunk * p.chunk;
-        // Outputs: TPT tokens per thread per block.
-        for (var blk = 0u; blk < len; blk += groups * TPT) {
+        // Outputs of tokens blk + rg + 8u, u < 8.
+        for (var blk = 0u; blk < len; blk += LB) {
+            let nb = min(LB, len - blk);
             var acc: array<f32, 8>;
-            var rows: array<u32, 8>;
-            for (var u = 0u; u < TPT; u++) {
+            for (var u = 0u; u < 8u; u++) {
                 acc[u] = 0.0;
-                rows[u] = tok_row(hd, t0 + min(blk + rg + u * groups, len - 1u));
             }
-            if (live) {
-                for (var a = 0u; a < p.dqk; a++) {
-                    let cv = co_c[c0 + a * p.dv + e];
-                    for (var u = 0u; u < TPT; u++) {
-                        acc[u] += co_q[rows[u] * p.dqk + a] * cv;
+            for (var a0 = 0u; a0 < p.dqk; a0 += KA) {
+                for (var x = li; x < LB * KA; x += WG) {
+                    let t = x / KA;
+                    let k = x % KA;
+                    var val = 0.0;
+                    if (t < nb && a0 + k < p.dqk) {
+                        val = co_q[tok_row(hd, t0 + blk + t) * p.dqk + a0 + k];
+                    }
+                    sh_a[x] = val;
+                }
+                for (var x = li; x < KA * TC; x += WG) {
+                    let k = x / TC;
+                    let ee = e0 + x % TC;
+                    var val = 0.0;
+                    if (a0 + k < p.dqk && ee < p.dv) {
+                        val = co_c[c0 + (a0 + k) * p.dv + ee];
+                    }
+                    sh_b[x] = val;
+                }
+                workgroupBarrier();
+                for (var k = 0u; k < KA; k++) {
+                    let cv = sh_b[k * TC + col];
+                    for (var u = 0u; u < 8u; u++) {
+                        acc[u] += sh_a[(rg + u * 8u) * KA + k] * cv;
                     }
                 }
-                for (var u = 0u; u < TPT; u++) {
-                    let t = blk + rg + u * groups;
-                    if (t < len) {
-                        var hv = acc[u] * p.scale * co_tok[hd * p.s + t0 + t].y;
-                        for (var j = 0u; j <= t; j++) {
-                            hv += co_pm[pb + t * p.chunk + j] * co_v[tok_row(hd, t0 + j) * p.dv + e];
-                        }
-                        co_h[rows[u] * p.dv + e] = hv;
+                workgroupBarrier();
+            }
+            for (var u = 0u; u < 8u; u++) {
+                let t = rg + u * 8u;
+                if (t < nb) {
+                    acc[u] *= p.scale * co_tok[hd * p.s + t0 + blk + t].y;
+                }
+            }
+            for (var jb = 0u; jb <= blk; jb += LB) {
+                let nj = min(LB, len - jb);
+                for (var x = li; x < LB * TC; x += WG) {
+                    let j = x / TC;
+                    let ee = e0 + x % TC;
+                    var val = 0.0;
+                    if (j < nj && ee < p.dv) {
+                        val = co_v[tok_row(hd, t0 + jb + j) * p.dv + ee];
                     }
+                    sh_a[x] = val;
+                }
+                workgroupBarrier();
+                for (var u = 0u; u < 8u; u++) {
+                    let t = blk + rg + u * 8u;
+                    if (rg + u * 8u < nb) {
+                        let jmax = min(nj, t - jb + 1u);
+                        for (var j = 0u; j < jmax; j++) {
+                            acc[u] += co_pm[pb + t * p.chunk + jb + j] * sh_a[j * TC + col];
+                        }
+                    }
+                }
+                workgroupBarrier();
+            }
+            for (var u = 0u; u < 8u; u++) {
+                let t = rg + u * 8u;
+                if (t < nb && live) {
+                    co_h[tok_row(hd, t0 + blk + t) * p.dv + e] = acc[u];
                 }
             }
         }
         storageBarrier();
         // The state at the chunk's end.
         let decay = co_chk[hd * (p.nch + 1u) + c].y;
-        if (live) {
-            for (var a = rg; a < p.dqk; a += groups) {
-                var cv = decay * co_c[c0 + a * p.dv + e];
-                for (var j = 0u; j < len; j++) {
-                    let r = tok_row(hd, t0 + j);
-                    cv += co_tok[hd * p.s + t0 + j].z * co_k[r * p.dqk + a] * co_v[r * p.dv + e];
+        for (var jb = 0u; jb < len; jb += LB) {
+            let nj = min(LB, len - jb);
+            for (var x = li; x < LB * TC; x += WG) {
+                let j = x / TC;
+                let ee = e0 + x % TC;
+                var val = 0.0;
+                if (j < nj && ee < p.dv) {
+                    let t = t0 + jb + j;
+                    val = co_tok[hd * p.s + t].z * co_v[tok_row(hd, t) * p.dv + ee];
                 }
-                co_c[c0 + a * p.dv + e] = cv;
+                sh_a[x] = val;
+            }
+            for (var a0 = 0u; a0 < p.dqk; a0 += KB) {
+                for (var x = li; x < LB * KB; x += WG) {
+                    let j = x / KB;
+                    let k = x % KB;
+                    var val = 0.0;
+                    if (j < nj && a0 + k < p.dqk) {
+                        val = co_k[tok_row(hd, t0 + jb + j) * p.dqk + a0 + k];
+                    }
+                    sh_b[x] = val;
+                }
+                workgroupBarrier();
+                for (var r = rg; r < KB; r += 8u) {
+                    let a = a0 + r;
+                    if (a < p.dqk && live) {
+                        var upd = 0.0;
+                        for (var j = 0u; j < nj; j++) {
+                            upd += sh_b[j * KB + r] * sh_a[j * TC + col];
+                        }
+                        let idx = c0 + a * p.dv + e;
+                        co_c[idx] = select(co_c[idx], decay * co_c[idx], jb == 0u) + upd;
+                    }
+                }
+                workgroupBarrier();
             }
         }
         storageBarrier();
