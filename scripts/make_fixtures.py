@@ -160,6 +160,17 @@ def spec_list():
              "rows [i 2; f 2] (soft cap applied to both), proj_up_gate_z rows [gate 64; z 64]. Its weights are "
              "the xlstm fixture's, concatenated, so both fixtures describe the same function."),
     ))
+    specs.append((
+        "xlstm_qk_half", "xLSTMConfig", "xLSTMForCausalLM",
+        dict(xlstm_common, hidden_size=128, embedding_dim=128, qk_dim_factor=0.5, v_dim_factor=1.0,
+             weight_mode="single"),
+        dict(n_tokens=16, xlstm=True, note=xlstm_note.split(" qk_dim_factor 1.0")[0] + " xLSTM-7B's factors: "
+             "qk_dim_factor 0.5 and v_dim_factor 1.0 with hidden_size 128 give qk_dim 64 (qk head dim 32) and "
+             "v_dim 128 (v head dim 64); 64 is already a multiple of 64, so transformers' xLSTMCache (sized from "
+             "config.qk_dim, rounded up to 64) agrees with the layer (int(hidden * qk_dim_factor)) and generate() "
+             "works. weight_mode single; FFN 128 (ffn_proj_factor 1.0). "
+             + xlstm_note[xlstm_note.index("Input-gate weights"):]),
+    ))
     return specs
 
 

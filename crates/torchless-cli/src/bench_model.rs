@@ -1,6 +1,7 @@
 //! `torchless bench-model`: load time, prefill and decode speed of a model beside its bandwidth roofline
 //! (weight bytes per token over the copy bandwidth measured in the same run). Token ids are random, so
-//! any weight directory works, tokenizer or not.
+//! any weight directory works, tokenizer or not. For an xLSTM the prefill is timed twice: chunkwise (what
+//! `generate` does) and with the mLSTM stepped token by token.
 
 use std::time::Instant;
 
@@ -54,6 +55,8 @@ struct Report {
     pct_of_roofline: f64,
     prefill_tokens: usize,
     prefill_tok_s: Option<f64>,
+    /// xLSTM: the same prefill with the mLSTM run one recurrent step per token instead of chunkwise.
+    prefill_step_tok_s: Option<f64>,
 }
 
 fn arg_error(name: &'static str, value: usize, reason: String) -> Error {
@@ -69,7 +72,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     }
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let loaded = LoadedModel::load(&args.model, &backend, !args.json)?;
+    let mut loaded = LoadedModel::load(&args.model, &backend, !args.json)?;
     backend.synchronize()?;
     let load_s = t0.elapsed().as_secs_f64();
     let model = &loaded.model;
@@ -93,16 +96,8 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let next = select::argmax(&logits)?.to_vec::<u32>()?[0];
     model.forward(&mut state, &[next], warm.len(), Logits::Last)?.to_f32_vec()?;
 
-    let prefill_tok_s = if args.prefill_tokens > 0 {
-        let prompt = random_tokens(args.prefill_tokens);
-        let mut state = model.new_state(prompt.len())?;
-        let t = Instant::now();
-        let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
-        select::argmax(&logits)?.to_vec::<u32>()?;
-        Some(prompt.len() as f64 / t.elapsed().as_secs_f64())
-    } else {
-        None
-    };
+    let prefill_prompt = random_tokens(args.prefill_tokens);
+    let prefill_tok_s = if args.prefill_tokens > 0 { Some(time_prefill(model, &prefill_prompt)?) } else { None };
 
     let prompt = random_tokens(args.context);
     // Room for the profiled steps too, where the model's context allows.
@@ -125,6 +120,17 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         profile_decode(&backend, model, &mut state, next, args.context + args.decode_tokens + 1)?;
     }
 
+    // xLSTM: the same prefill with the mLSTM stepped token by token (after a short warm-up of that path).
+    let prefill_step_tok_s = if args.prefill_tokens > 0 && loaded.model.set_step_prefill(true) {
+        time_prefill(&loaded.model, &warm)?;
+        let tok_s = time_prefill(&loaded.model, &prefill_prompt);
+        loaded.model.set_step_prefill(false);
+        Some(tok_s?)
+    } else {
+        None
+    };
+    let model = &loaded.model;
+
     let bytes = model.weight_bytes_per_token() as f64;
     let roofline_tok_s = copy_gbps * 1e9 / bytes;
     let report = Report {
@@ -140,6 +146,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
         prefill_tok_s,
+        prefill_step_tok_s,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
@@ -157,8 +164,20 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         if let Some(p) = report.prefill_tok_s {
             println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
         }
+        if let Some(p) = report.prefill_step_tok_s {
+            println!("prefill, mLSTM stepped token by token: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
+        }
     }
     Ok(())
+}
+
+/// Tokens per second of one prefill of `prompt` from a fresh state, logits read back.
+fn time_prefill(model: &torchless::model::Model, prompt: &[u32]) -> Result<f64, Error> {
+    let mut state = model.new_state(prompt.len())?;
+    let t = Instant::now();
+    let logits = model.forward(&mut state, prompt, 0, Logits::Last)?;
+    select::argmax(&logits)?.to_vec::<u32>()?;
+    Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Decode steps under GPU timestamps: per-kernel device time per token, on standard error.

@@ -101,3 +101,46 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", &long, "--backend", "cpu"]), &["600"]);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn bench_model_times_both_xlstm_prefills() {
+    let dir = fixture("xlstm");
+    let o = torchless(&[
+        "bench-model",
+        "--model",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--context",
+        "70",
+        "--decode-tokens",
+        "4",
+        "--prefill-tokens",
+        "80",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    for key in ["decode_tok_s", "prefill_tok_s", "prefill_step_tok_s"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    // A Llama has no stepped prefill.
+    let dir = fixture("llama");
+    let o = torchless(&[
+        "bench-model",
+        "--model",
+        dir.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--context",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--prefill-tokens",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert!(v["prefill_step_tok_s"].is_null(), "{v}");
+}

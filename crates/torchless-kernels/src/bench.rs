@@ -68,6 +68,7 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
     (ops::gemm::BENCH_OPS, ops::gemm::bench_case),
     (ops::attention::BENCH_OPS, ops::attention::bench_case),
+    (ops::mlstm::BENCH_OPS, ops::mlstm::bench_case),
 ];
 
 /// Every bench op name, in the order they run.

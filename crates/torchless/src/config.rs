@@ -1,4 +1,5 @@
-//! Model configuration from a Hugging Face `config.json`, for the Llama family.
+//! Model configuration from a Hugging Face `config.json`, for the Llama family (xLSTM's is in
+//! `model::xlstm`); [`Arch::detect`] tells them apart.
 
 use std::path::Path;
 
@@ -15,9 +16,11 @@ pub enum Arch {
     Qwen3,
     Gemma2,
     Phi3,
+    /// xLSTM (`xLSTMForCausalLM`): configured by `model::xlstm::Config`.
+    Xlstm,
 }
 
-pub const SUPPORTED: &str = "llama, mistral, qwen2, qwen3, gemma2, phi3 (and xlstm)";
+pub const SUPPORTED: &str = "llama, mistral, qwen2, qwen3, gemma2, phi3, xlstm";
 
 impl Arch {
     /// From `model_type`, or else the first entry of `architectures`.
@@ -30,6 +33,7 @@ impl Arch {
             "qwen3" => Some(Arch::Qwen3),
             "gemma2" => Some(Arch::Gemma2),
             "phi3" => Some(Arch::Phi3),
+            "xlstm" => Some(Arch::Xlstm),
             _ => None,
         };
         if let Some(a) = from_type {
@@ -43,6 +47,7 @@ impl Arch {
             "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
             "Gemma2ForCausalLM" => Ok(Arch::Gemma2),
             "Phi3ForCausalLM" => Ok(Arch::Phi3),
+            "xLSTMForCausalLM" => Ok(Arch::Xlstm),
             _ => Err(Error::UnsupportedArchitecture {
                 found: if model_type.is_empty() { arch.to_string() } else { model_type.to_string() },
                 supported: SUPPORTED,
@@ -155,6 +160,9 @@ impl Config {
 
     pub fn from_json(j: &Value) -> Result<Config> {
         let arch = Arch::detect(j)?;
+        if arch == Arch::Xlstm {
+            return Err(Error::config("model_type", "xlstm is not of the Llama family (see model::xlstm::Config)"));
+        }
         let dim = require_usize(j, "hidden_size")?;
         let n_heads = require_usize(j, "num_attention_heads")?;
         let n_kv_heads = get_usize(j, "num_key_value_heads")?.unwrap_or(n_heads);
@@ -347,6 +355,15 @@ mod tests {
         let mut j = base();
         j["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         assert!(Config::from_json(&j).unwrap_err().to_string().contains("yarn"));
+    }
+
+    #[test]
+    fn xlstm_is_detected_and_left_to_its_own_config() {
+        let by_type = json!({"model_type": "xlstm", "hidden_size": 64});
+        let by_class = json!({"architectures": ["xLSTMForCausalLM"], "hidden_size": 64});
+        assert_eq!(Arch::detect(&by_type).unwrap(), Arch::Xlstm);
+        assert_eq!(Arch::detect(&by_class).unwrap(), Arch::Xlstm);
+        assert!(Config::from_json(&by_type).unwrap_err().to_string().contains("xlstm"));
     }
 
     #[test]

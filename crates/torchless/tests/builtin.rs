@@ -1,4 +1,4 @@
-//! The built-in tiny model decodes the same fixed greedy text on the CPU and the GPU.
+//! The built-in tiny models decode the same fixed greedy text on the CPU and the GPU.
 
 use torchless::generate::{GenerateOptions, generate};
 use torchless::model::LoadedModel;
@@ -51,5 +51,28 @@ fn sampling_is_reproducible_with_a_seed() {
         let a = run(1);
         assert!(!a.is_empty());
         assert_eq!(a, run(1), "same seed, same text on {}", backend.name());
+    }
+}
+
+/// tiny-xlstm's plain greedy continuation of "A computer" (no repeat penalty, so the token stays on the
+/// device): recorded from this engine on the CPU, the GPU agrees, and it is word for word the greedy text
+/// transformers wrote for the same prompt in assets/tiny-xlstm/sample.txt.
+const EXPECTED_XLSTM: &str = " scientists don't have to be a good day.  I'm not sure\nthat I'm not sure I'm not sure.\n\t\t-- Larry Wall in <19970902115193.LAA0868@wall.org>";
+
+#[test]
+fn tiny_xlstm_greedy_text_is_fixed_on_every_backend() {
+    for backend in test_backends() {
+        let loaded = LoadedModel::load("tiny-xlstm", &backend, false).expect("built-in model loads");
+        let tokenizer = loaded.tokenizer.as_ref().expect("built-in model has a tokenizer");
+        let prompt = tokenizer.encode("A computer", true).unwrap();
+        let opts = GenerateOptions {
+            max_tokens: 64,
+            sampling: SamplingParams { temperature: 0.0, repeat_penalty: 1.0, ..SamplingParams::default() },
+            stop: Vec::new(),
+        };
+        let mut text = String::new();
+        let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| text.push_str(piece)).unwrap();
+        assert_eq!(text, EXPECTED_XLSTM, "greedy text on {}", backend.name());
+        assert!(stats.generated_tokens > 5 && stats.generated_tokens < 64, "stops at EOS: {stats:?}");
     }
 }

@@ -150,3 +150,49 @@ fn llama_bf16_weights() {
 fn gqa_one_kv_head() {
     check("gqa", 1e-4);
 }
+
+// xLSTM: the KV cache is the recurrent state. The full prompt runs the chunkwise mLSTM (GEMM projections),
+// the 5-token chunk the chunkwise mLSTM after fused-norm GEMVs, the single tokens and the greedy decode
+// `mlstm_step`. Logits reach ~25 and transformers' own float32 goldens are 5e-5..1.3e-4 from float64
+// (scripts/README.md); a wrong gate, cap, norm or state update moves them by more than 0.05.
+const XLSTM_TOL: f32 = 1e-3;
+
+#[test]
+fn xlstm_single_weights() {
+    check("xlstm", XLSTM_TOL);
+}
+
+#[test]
+fn xlstm_fused_weights() {
+    check("xlstm_fused", XLSTM_TOL);
+}
+
+/// The xlstm fixture with chunk_size 4 (so the 16-token prompt crosses chunk boundaries and the 5-token
+/// chunk ends inside one), and with the prefill's mLSTM stepped token by token: the same goldens.
+#[test]
+fn xlstm_short_chunks_and_stepped_prefill() {
+    let g = golden("xlstm");
+    let dir = std::env::temp_dir().join(format!("torchless-parity-xlstm-chunk4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture_dir("xlstm");
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["chunk_size"] = 4.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for backend in test_backends() {
+        let mut model = LoadedModel::load(dir.to_str().unwrap(), &backend, false).expect("loads").model;
+        for stepped in [false, true] {
+            let what = format!("xlstm, chunk 4, stepped prefill {stepped}, on {}", backend.name());
+            assert!(model.set_step_prefill(stepped), "an xLSTM has the choice");
+            let mut state = model.new_state(g.tokens.len()).unwrap();
+            let logits = model.forward(&mut state, &g.tokens, 0, Logits::All).expect("forward");
+            assert_rows_close(&format!("{what}, full prompt"), &logits.to_f32_vec().unwrap(), &g.logits, XLSTM_TOL);
+            let mut state = model.new_state(g.tokens.len()).unwrap();
+            let first = model.forward(&mut state, &g.tokens[..6], 0, Logits::All).expect("forward");
+            let rest = model.forward(&mut state, &g.tokens[6..], 6, Logits::All).expect("forward");
+            assert_rows_close(&format!("{what}, first 6"), &first.to_f32_vec().unwrap(), &g.logits[..6], XLSTM_TOL);
+            assert_rows_close(&format!("{what}, last 10"), &rest.to_f32_vec().unwrap(), &g.logits[6..], XLSTM_TOL);
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

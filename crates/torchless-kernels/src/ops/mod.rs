@@ -6,6 +6,7 @@ pub mod convert;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
+pub mod mlstm;
 pub mod norm;
 pub mod rope;
 pub mod select;

@@ -71,20 +71,20 @@ impl State {
 }
 
 /// Reads tensors by name, checking shapes, and splits fused ones (Phi-3) by rows.
-struct Loader<'a> {
-    weights: &'a SafetensorsDir,
-    backend: &'a Backend,
-    progress: ProgressBar,
+pub(super) struct Loader<'a> {
+    pub(super) weights: &'a SafetensorsDir,
+    pub(super) backend: &'a Backend,
+    pub(super) progress: ProgressBar,
 }
 
 impl Loader<'_> {
-    fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(super) fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.weights.load(self.backend, name, shape)?;
         self.progress.inc(t.size_bytes() as u64);
         Ok(t)
     }
 
-    fn optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+    pub(super) fn optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         if self.weights.contains(name) { self.load(name, shape).map(Some) } else { Ok(None) }
     }
 
@@ -112,7 +112,7 @@ impl Loader<'_> {
     }
 }
 
-fn progress_bar(total: u64, visible: bool) -> ProgressBar {
+pub(super) fn progress_bar(total: u64, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
@@ -382,7 +382,7 @@ fn gemm_kernel(w: &Tensor) -> GemmKernel {
 }
 
 /// `x [rows, in] · wᵀ (+ bias)` → `[rows, out]` f32: GEMV for a few rows, GEMM otherwise.
-fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if x.rows_cols().0 <= gemv::MAX_BATCH {
         return Ok(gemv::gemv(w, x, GemvEpilogue { bias, residual: None })?);
     }
@@ -392,7 +392,7 @@ fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 }
 
 /// `acc += x · wᵀ`, in place.
-fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
+pub(super) fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
     if x.rows_cols().0 <= gemv::MAX_BATCH {
         return Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?);
     }

@@ -1,6 +1,7 @@
 //! Models and their loading. `Model` is the one type the generation loop talks to.
 
 pub mod llama;
+pub mod xlstm;
 
 use std::path::{Path, PathBuf};
 
@@ -23,23 +24,27 @@ pub enum Logits {
 
 pub enum Model {
     Llama(llama::Llama),
+    Xlstm(xlstm::Xlstm),
 }
 
-/// The per-sequence state: KV cache (or recurrent state).
+/// The per-sequence state: a KV cache (Llama family) or a recurrent state of fixed size (xLSTM).
 pub enum State {
     Llama(llama::State),
+    Xlstm(xlstm::State),
 }
 
 impl Model {
     pub fn vocab_size(&self) -> usize {
         match self {
             Model::Llama(m) => m.config.vocab_size,
+            Model::Xlstm(m) => m.config.vocab_size,
         }
     }
 
     pub fn max_seq_len(&self) -> usize {
         match self {
             Model::Llama(m) => m.config.max_seq_len,
+            Model::Xlstm(_) => xlstm::MAX_SEQ_LEN,
         }
     }
 
@@ -47,13 +52,27 @@ impl Model {
     pub fn weight_bytes_per_token(&self) -> u64 {
         match self {
             Model::Llama(m) => m.weight_bytes_per_token(),
+            Model::Xlstm(m) => m.weight_bytes_per_token(),
         }
     }
 
-    /// A fresh state with room for `capacity` tokens.
+    /// A fresh state with room for `capacity` tokens (xLSTM: any number of tokens).
     pub fn new_state(&self, capacity: usize) -> Result<State> {
         match self {
             Model::Llama(m) => Ok(State::Llama(m.new_state(capacity)?)),
+            Model::Xlstm(m) => Ok(State::Xlstm(m.new_state(capacity)?)),
+        }
+    }
+
+    /// xLSTM: run the mLSTM of a prefill token by token (`mlstm_step`) instead of chunkwise, to compare
+    /// the two. Returns whether the model has such a choice (false for the Llama family).
+    pub fn set_step_prefill(&mut self, on: bool) -> bool {
+        match self {
+            Model::Llama(_) => false,
+            Model::Xlstm(m) => {
+                m.set_step_prefill(on);
+                true
+            }
         }
     }
 
@@ -65,6 +84,8 @@ impl Model {
         }
         match (self, state) {
             (Model::Llama(m), State::Llama(s)) => m.forward(s, tokens, pos, which),
+            (Model::Xlstm(m), State::Xlstm(s)) => m.forward(s, tokens, pos, which),
+            _ => Err(state_mismatch()),
         }
     }
 }
@@ -75,7 +96,17 @@ impl Model {
     pub fn forward_ids(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
         match (self, state) {
             (Model::Llama(m), State::Llama(s)) => m.forward_ids(s, ids, pos, which),
+            (Model::Xlstm(m), State::Xlstm(s)) => m.forward_ids(s, ids, pos, which),
+            _ => Err(state_mismatch()),
         }
+    }
+}
+
+fn state_mismatch() -> Error {
+    Error::Argument {
+        name: "state",
+        value: "another architecture's state".into(),
+        reason: "use a state made by this model's new_state".into(),
     }
 }
 
@@ -97,18 +128,19 @@ impl LoadedModel {
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Json { path: config_path.clone(), source: e })?;
-        let config = Config::from_json(&json)?;
-        let weights = SafetensorsDir::open(&dir)?;
-        let model = match config.arch {
-            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma2 | Arch::Phi3 => {
-                Model::Llama(llama::Llama::load(config.clone(), &weights, backend, progress)?)
-            }
-        };
-        let tokenizer = if dir.join("tokenizer.json").exists() {
-            Some(Tokenizer::from_dir(&dir, config.bos_token_id, &config.eos_token_ids)?)
+        let (model, bos, eos) = if Arch::detect(&json)? == Arch::Xlstm {
+            let config = xlstm::Config::from_json(&json)?;
+            let weights = SafetensorsDir::open(&dir)?;
+            let (bos, eos) = (config.bos_token_id, config.eos_token_ids.clone());
+            (Model::Xlstm(xlstm::Xlstm::load(config, &weights, backend, progress)?), bos, eos)
         } else {
-            None
+            let config = Config::from_json(&json)?;
+            let weights = SafetensorsDir::open(&dir)?;
+            let (bos, eos) = (config.bos_token_id, config.eos_token_ids.clone());
+            (Model::Llama(llama::Llama::load(config, &weights, backend, progress)?), bos, eos)
         };
+        let tokenizer =
+            if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(&dir, bos, &eos)?) } else { None };
         Ok(LoadedModel { name: display_name(name_or_path, &dir), model, tokenizer })
     }
 }

@@ -1,0 +1,629 @@
+// mLSTM kernels (see ops/mlstm.rs for the math): the recurrent step, the chunkwise form in five passes,
+// and the multi-head layer norm. Every tensor is f32 except the layer norm's weight and bias (WDTYPE).
+//
+// Layouts: q, k [B, S, NH, DQK], v and h [B, S, NH, DV], gates [B, S, NH] (S = 1 for the step); the state
+// C [B, NH, DQK, DV], n [B, NH, DQK], m [B, NH]. A "head" is b * NH + h; token t of head hd sits in row
+// (b * S + t) * NH + h of q, k, v, the gates and h.
+//
+// Race freedom: a state element is read and written by one invocation only, or its writer is separated
+// from every reader by a barrier. The step runs one workgroup per head, so the new m, the gates and the
+// denominator are formed in workgroup memory before any thread uses them; m is read and written by
+// invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them.
+
+override WG: u32 = 256u;      // threads per workgroup (a power of two)
+override TC: u32 = 32u;       // step: columns of C per pass (a power of two dividing WG); chunk_out: WG / 8
+override HAS_W: bool = false; // layer norm: weight
+override HAS_B: bool = false; // layer norm: bias
+override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
+override BDTYPE: u32 = 0u;    // layer norm: dtype of the bias
+
+struct Params {
+    heads: u32,   // B * NH (layer norm: segments = rows * NH)
+    nh: u32,
+    s: u32,
+    dqk: u32,
+    dv: u32,      // (layer norm: DH)
+    chunk: u32,
+    nch: u32,
+    tiles: u32,
+    eps: f32,
+    scale: f32,   // 1 / sqrt(DQK)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, WG>;
+var<workgroup> wg_gate: vec4<f32>;
+
+// ln(1 + u) for u >= 0, accurate for tiny u.
+fn log1p_pos(u: f32) -> f32 {
+    let w = 1.0 + u;
+    if (w == 1.0) {
+        return u;
+    }
+    return log(w) * (u / (w - 1.0));
+}
+
+// logσ(x) = −softplus(−x), without overflow.
+fn log_sigmoid(x: f32) -> f32 {
+    return min(x, 0.0) - log1p_pos(exp(-abs(x)));
+}
+
+// Sum of v over the workgroup (every invocation gets it). Call in uniform control flow.
+fn wg_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (li < st) {
+            red[li] += red[li + st];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Row of token t of head hd in the token-major tensors.
+fn tok_row(hd: u32, t: u32) -> u32 {
+    return ((hd / p.nh) * p.s + t) * p.nh + hd % p.nh;
+}
+
+// ---- step -----------------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> st_q: array<f32>;
+@group(0) @binding(2) var<storage, read> st_k: array<f32>;
+@group(0) @binding(3) var<storage, read> st_v: array<f32>;
+@group(0) @binding(4) var<storage, read> st_i: array<f32>;
+@group(0) @binding(5) var<storage, read> st_f: array<f32>;
+@group(0) @binding(6) var<storage, read_write> st_c: array<f32>;
+@group(0) @binding(7) var<storage, read_write> st_n: array<f32>;
+@group(0) @binding(8) var<storage, read_write> st_m: array<f32>;
+@group(0) @binding(9) var<storage, read_write> st_h: array<f32>;
+
+// One workgroup per head.
+@compute @workgroup_size(WG)
+fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    // The new stabiliser and the gates, by invocation 0 (the only one touching m).
+    if (li == 0u) {
+        let m0 = st_m[hd];
+        let lf = log_sigmoid(st_f[hd]);
+        let ig = st_i[hd];
+        let m1 = max(lf + m0, ig);
+        wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
+        st_m[hd] = m1;
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+
+    // n' = f·n + i·k, each element by one invocation; the denominator q̂·n'.
+    let qk0 = hd * p.dqk;
+    var den = 0.0;
+    for (var a = li; a < p.dqk; a += WG) {
+        let n1 = g.y * st_n[qk0 + a] + g.z * st_k[qk0 + a];
+        st_n[qk0 + a] = n1;
+        den += st_q[qk0 + a] * n1;
+    }
+    den = wg_sum(li, den) * p.scale;
+    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
+
+    // C' = f·C + i·k·vᵀ and q̂ᵀC': TC columns per pass, WG / TC row groups each summing their rows.
+    let c0 = hd * p.dqk * p.dv;
+    let v0 = hd * p.dv;
+    let rg = li / TC;
+    let col = li % TC;
+    for (var e0 = 0u; e0 < p.dv; e0 += TC) {
+        let e = e0 + col;
+        var acc = 0.0;
+        if (e < p.dv) {
+            let ve = g.z * st_v[v0 + e];
+            for (var a = rg; a < p.dqk; a += WG / TC) {
+                let idx = c0 + a * p.dv + e;
+                let c1 = g.y * st_c[idx] + st_k[qk0 + a] * ve;
+                st_c[idx] = c1;
+                acc += st_q[qk0 + a] * c1;
+            }
+        }
+        red[li] = acc;
+        workgroupBarrier();
+        if (li < TC && e < p.dv) {
+            var total = 0.0;
+            for (var r = 0u; r < WG / TC; r++) {
+                total += red[li + r * TC];
+            }
+            st_h[v0 + e] = total * p.scale * inv;
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- step, vec4 columns ---------------------------------------------------------------------------
+//
+// mlstm_step with DV a multiple of 4: C, v and h are read as vec4 (TC vec4 columns per pass) and each
+// invocation keeps four rows' loads in flight, so that a workgroup per head moves the state at a useful
+// fraction of the memory bandwidth.
+
+@group(0) @binding(1) var<storage, read> s4_q: array<f32>;
+@group(0) @binding(2) var<storage, read> s4_k: array<f32>;
+@group(0) @binding(3) var<storage, read> s4_v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> s4_i: array<f32>;
+@group(0) @binding(5) var<storage, read> s4_f: array<f32>;
+@group(0) @binding(6) var<storage, read_write> s4_c: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> s4_n: array<f32>;
+@group(0) @binding(8) var<storage, read_write> s4_m: array<f32>;
+@group(0) @binding(9) var<storage, read_write> s4_h: array<vec4<f32>>;
+
+// Component k of the sum of `acc` over the row groups of column li (valid for li < TC).
+fn col_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    var total = 0.0;
+    if (li < TC) {
+        for (var r = 0u; r < WG / TC; r++) {
+            total += red[li + r * TC];
+        }
+    }
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    if (li == 0u) {
+        let m0 = s4_m[hd];
+        let lf = log_sigmoid(s4_f[hd]);
+        let ig = s4_i[hd];
+        let m1 = max(lf + m0, ig);
+        wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
+        s4_m[hd] = m1;
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+
+    let qk0 = hd * p.dqk;
+    var den = 0.0;
+    for (var a = li; a < p.dqk; a += WG) {
+        let n1 = g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a];
+        s4_n[qk0 + a] = n1;
+        den += s4_q[qk0 + a] * n1;
+    }
+    den = wg_sum(li, den) * p.scale;
+    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
+
+    let dv4 = p.dv / 4u;
+    let c0 = hd * p.dqk * dv4;
+    let v0 = hd * dv4;
+    let rg = li / TC;
+    let col = li % TC;
+    let stride = WG / TC;
+    for (var e0 = 0u; e0 < dv4; e0 += TC) {
+        let e = e0 + col;
+        var acc = vec4<f32>(0.0);
+        if (e < dv4) {
+            let ve = g.z * s4_v[v0 + e];
+            var a = rg;
+            for (; a + 3u * stride < p.dqk; a += 4u * stride) {
+                let a1 = a + stride;
+                let a2 = a1 + stride;
+                let a3 = a2 + stride;
+                let i0 = c0 + a * dv4 + e;
+                let i1 = c0 + a1 * dv4 + e;
+                let i2 = c0 + a2 * dv4 + e;
+                let i3 = c0 + a3 * dv4 + e;
+                let x0 = s4_c[i0];
+                let x1 = s4_c[i1];
+                let x2 = s4_c[i2];
+                let x3 = s4_c[i3];
+                let y0 = g.y * x0 + s4_k[qk0 + a] * ve;
+                let y1 = g.y * x1 + s4_k[qk0 + a1] * ve;
+                let y2 = g.y * x2 + s4_k[qk0 + a2] * ve;
+                let y3 = g.y * x3 + s4_k[qk0 + a3] * ve;
+                s4_c[i0] = y0;
+                s4_c[i1] = y1;
+                s4_c[i2] = y2;
+                s4_c[i3] = y3;
+                acc += s4_q[qk0 + a] * y0 + s4_q[qk0 + a1] * y1 + s4_q[qk0 + a2] * y2 + s4_q[qk0 + a3] * y3;
+            }
+            for (; a < p.dqk; a += stride) {
+                let i0 = c0 + a * dv4 + e;
+                let y0 = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
+                s4_c[i0] = y0;
+                acc += s4_q[qk0 + a] * y0;
+            }
+        }
+        let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
+        if (li < TC && e < dv4) {
+            s4_h[v0 + e] = h * (p.scale * inv);
+        }
+    }
+}
+
+// ---- chunkwise ------------------------------------------------------------------------------------
+//
+// Scratch: tok [heads, S] vec4 per token: x = b_t (the running sum of logσ(f̃) in its chunk),
+// y = m_t (replaced by exp(b_t + m_c − m_t) / denominator_t in chunk_p), z = w_t = exp(g_c − b_t + ĩ_t − m_{c+1})
+// (its weight in the state at the chunk's end), w = ĩ_t − b_t.
+// chk [heads, nch + 1] vec4 per chunk: x = m at the chunk's start (entry nch: the final m), y = the state's
+// decay exp(g_c + m_c − m_{c+1}), z = g_c, w = max_j (ĩ_j − b_j).
+// dn [heads, nch, DQK]: the chunk's contribution to n, then n at the chunk's start.
+// pm [heads, nch, L, L]: D_tj·(q̂_t·k_j) / denominator_t for j <= t, 0 above the diagonal.
+
+@group(0) @binding(1) var<storage, read> ca_i: array<f32>;
+@group(0) @binding(2) var<storage, read> ca_f: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ca_m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ca_tok: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> ca_chk: array<vec4<f32>>;
+
+// One workgroup per head: gate sums, the stabilisers of every token and chunk, the final m.
+@compute @workgroup_size(WG)
+fn chunk_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    let tb = hd * p.s;
+    let cb = hd * (p.nch + 1u);
+    for (var c = li; c < p.nch; c += WG) {
+        let t1 = min((c + 1u) * p.chunk, p.s);
+        var b = 0.0;
+        var mx = -3.0e38;
+        for (var t = c * p.chunk; t < t1; t++) {
+            let r = tok_row(hd, t);
+            b += log_sigmoid(ca_f[r]);
+            let ib = ca_i[r] - b;
+            mx = max(mx, ib);
+            ca_tok[tb + t] = vec4<f32>(b, 0.0, 0.0, ib);
+        }
+        ca_chk[cb + c] = vec4<f32>(0.0, 0.0, b, mx);
+    }
+    storageBarrier();
+    if (li == 0u) {
+        var m = ca_m[hd];
+        for (var c = 0u; c < p.nch; c++) {
+            let st = ca_chk[cb + c];
+            let m1 = max(st.z + m, st.z + st.w);
+            ca_chk[cb + c] = vec4<f32>(m, exp(st.z + m - m1), st.z, st.w);
+            m = m1;
+        }
+        ca_chk[cb + p.nch] = vec4<f32>(m, 1.0, 0.0, 0.0);
+        ca_m[hd] = m;
+    }
+    storageBarrier();
+    for (var c = li; c < p.nch; c += WG) {
+        let m0 = ca_chk[cb + c].x;
+        let g = ca_chk[cb + c].z;
+        let m1 = ca_chk[cb + c + 1u].x;
+        let t1 = min((c + 1u) * p.chunk, p.s);
+        var run = -3.0e38;
+        for (var t = c * p.chunk; t < t1; t++) {
+            let e = ca_tok[tb + t];
+            run = max(run, e.w);
+            let mt = max(e.x + m0, e.x + run);
+            ca_tok[tb + t] = vec4<f32>(e.x, mt, exp(g + e.w - m1), e.w);
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cb_k: array<f32>;
+@group(0) @binding(2) var<storage, read> cb_tok: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> cb_dn: array<f32>;
+
+// One workgroup per (head, chunk): the chunk's contribution Σ_j w_j·k_j to n.
+@compute @workgroup_size(WG)
+fn chunk_dn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let id = linear_group_id(wid, nwg);
+    if (id >= p.heads * p.nch) {
+        return;
+    }
+    let hd = id / p.nch;
+    let c = id % p.nch;
+    let t1 = min((c + 1u) * p.chunk, p.s);
+    for (var a = li; a < p.dqk; a += WG) {
+        var acc = 0.0;
+        for (var t = c * p.chunk; t < t1; t++) {
+            acc += cb_tok[hd * p.s + t].z * cb_k[tok_row(hd, t) * p.dqk + a];
+        }
+        cb_dn[id * p.dqk + a] = acc;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cs_chk: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> cs_n: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cs_dn: array<f32>;
+
+// One workgroup per head: n at every chunk's start (into dn) and the final n, element a by invocation a.
+@compute @workgroup_size(WG)
+fn chunk_nscan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    for (var a = li; a < p.dqk; a += WG) {
+        var n = cs_n[hd * p.dqk + a];
+        for (var c = 0u; c < p.nch; c++) {
+            let i = (hd * p.nch + c) * p.dqk + a;
+            let d = cs_dn[i];
+            cs_dn[i] = n;
+            n = cs_chk[hd * (p.nch + 1u) + c].y * n + d;
+        }
+        cs_n[hd * p.dqk + a] = n;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cp_q: array<f32>;
+@group(0) @binding(2) var<storage, read> cp_k: array<f32>;
+@group(0) @binding(3) var<storage, read> cp_dn: array<f32>;
+@group(0) @binding(4) var<storage, read> cp_chk: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> cp_tok: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> cp_pm: array<f32>;
+
+// One workgroup per (head, chunk): the intra-chunk matrix and every token's denominator.
+@compute @workgroup_size(WG)
+fn chunk_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32) {
+    let id = linear_group_id(wid, nwg);
+    if (id >= p.heads * p.nch) {
+        return;
+    }
+    let hd = id / p.nch;
+    let c = id % p.nch;
+    let t0 = c * p.chunk;
+    let len = min(p.chunk, p.s - t0);
+    let pb = id * p.chunk * p.chunk;
+    let tb = hd * p.s + t0;
+    for (var idx = li; idx < len * len; idx += WG) {
+        let t = idx / len;
+        let j = idx % len;
+        var val = 0.0;
+        if (j <= t) {
+            let qr = tok_row(hd, t0 + t) * p.dqk;
+            let kr = tok_row(hd, t0 + j) * p.dqk;
+            var dot = 0.0;
+            for (var a = 0u; a < p.dqk; a++) {
+                dot += cp_q[qr + a] * cp_k[kr + a];
+            }
+            let et = cp_tok[tb + t];
+            val = exp(et.x + cp_tok[tb + j].w - et.y) * dot * p.scale;
+        }
+        cp_pm[pb + t * p.chunk + j] = val;
+    }
+    storageBarrier();
+    let m0 = cp_chk[hd * (p.nch + 1u) + c].x;
+    for (var t = li; t < len; t += WG) {
+        let et = cp_tok[tb + t];
+        var den = 0.0;
+        for (var j = 0u; j <= t; j++) {
+            den += cp_pm[pb + t * p.chunk + j];
+        }
+        let qr = tok_row(hd, t0 + t) * p.dqk;
+        var qn = 0.0;
+        for (var a = 0u; a < p.dqk; a++) {
+            qn += cp_q[qr + a] * cp_dn[id * p.dqk + a];
+        }
+        let w_inter = exp(et.x + m0 - et.y);
+        den += w_inter * qn * p.scale;
+        let inv = 1.0 / (max(abs(den), exp(-et.y)) + p.eps);
+        for (var j = 0u; j <= t; j++) {
+            cp_pm[pb + t * p.chunk + j] *= inv;
+        }
+        cp_tok[tb + t] = vec4<f32>(et.x, w_inter * inv, et.z, et.w);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> co_q: array<f32>;
+@group(0) @binding(2) var<storage, read> co_k: array<f32>;
+@group(0) @binding(3) var<storage, read> co_v: array<f32>;
+@group(0) @binding(4) var<storage, read> co_tok: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> co_chk: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> co_pm: array<f32>;
+@group(0) @binding(7) var<storage, read_write> co_c: array<f32>;
+@group(0) @binding(8) var<storage, read_write> co_h: array<f32>;
+
+const LB: u32 = 64u; // chunk_out: tokens per staged block
+const KA: u32 = 32u; // chunk_out: DQK rows per staged slice of the outputs
+const KB: u32 = 16u; // chunk_out: DQK rows per staged slice of the state update
+
+var<workgroup> sh_a: array<f32, 2048>; // Q block [LB, KA], V block [LB, TC] or w·V block [LB, TC]
+var<workgroup> sh_b: array<f32, 1024>; // C slice [KA, TC] or K block [LB, KB]
+
+// One workgroup of 8 × TC invocations per (head, TC columns of C), through the chunks in order: the
+// chunk's outputs from the state at its start (Q·C, staged through workgroup memory in KA-row slices)
+// plus its intra-chunk part (P·V), then the state at its end (decay·C + Kᵀ·(w ⊙ V)). Column e of C
+// belongs to this workgroup alone; element (a, e) is updated by invocation (a % 8, e) only, and every
+// read of C by another invocation is separated from the update by a barrier.
+@compute @workgroup_size(WG)
+fn chunk_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let id = linear_group_id(wid, nwg);
+    if (id >= p.heads * p.tiles) {
+        return;
+    }
+    let hd = id / p.tiles;
+    let e0 = (id % p.tiles) * TC;
+    let col = li % TC;
+    let rg = li / TC; // 0..8
+    let e = e0 + col;
+    let live = e < p.dv;
+    let c0 = hd * p.dqk * p.dv;
+    for (var c = 0u; c < p.nch; c++) {
+        let t0 = c * p.chunk;
+        let len = min(p.chunk, p.s - t0);
+        let pb = (hd * p.nch + c) * p.chunk * p.chunk;
+        // Outputs of tokens blk + rg + 8u, u < 8.
+        for (var blk = 0u; blk < len; blk += LB) {
+            let nb = min(LB, len - blk);
+            var acc: array<f32, 8>;
+            for (var u = 0u; u < 8u; u++) {
+                acc[u] = 0.0;
+            }
+            for (var a0 = 0u; a0 < p.dqk; a0 += KA) {
+                for (var x = li; x < LB * KA; x += WG) {
+                    let t = x / KA;
+                    let k = x % KA;
+                    var val = 0.0;
+                    if (t < nb && a0 + k < p.dqk) {
+                        val = co_q[tok_row(hd, t0 + blk + t) * p.dqk + a0 + k];
+                    }
+                    sh_a[x] = val;
+                }
+                for (var x = li; x < KA * TC; x += WG) {
+                    let k = x / TC;
+                    let ee = e0 + x % TC;
+                    var val = 0.0;
+                    if (a0 + k < p.dqk && ee < p.dv) {
+                        val = co_c[c0 + (a0 + k) * p.dv + ee];
+                    }
+                    sh_b[x] = val;
+                }
+                workgroupBarrier();
+                for (var k = 0u; k < KA; k++) {
+                    let cv = sh_b[k * TC + col];
+                    for (var u = 0u; u < 8u; u++) {
+                        acc[u] += sh_a[(rg + u * 8u) * KA + k] * cv;
+                    }
+                }
+                workgroupBarrier();
+            }
+            for (var u = 0u; u < 8u; u++) {
+                let t = rg + u * 8u;
+                if (t < nb) {
+                    acc[u] *= p.scale * co_tok[hd * p.s + t0 + blk + t].y;
+                }
+            }
+            for (var jb = 0u; jb <= blk; jb += LB) {
+                let nj = min(LB, len - jb);
+                for (var x = li; x < LB * TC; x += WG) {
+                    let j = x / TC;
+                    let ee = e0 + x % TC;
+                    var val = 0.0;
+                    if (j < nj && ee < p.dv) {
+                        val = co_v[tok_row(hd, t0 + jb + j) * p.dv + ee];
+                    }
+                    sh_a[x] = val;
+                }
+                workgroupBarrier();
+                for (var u = 0u; u < 8u; u++) {
+                    let t = blk + rg + u * 8u;
+                    if (rg + u * 8u < nb) {
+                        let jmax = min(nj, t - jb + 1u);
+                        for (var j = 0u; j < jmax; j++) {
+                            acc[u] += co_pm[pb + t * p.chunk + jb + j] * sh_a[j * TC + col];
+                        }
+                    }
+                }
+                workgroupBarrier();
+            }
+            for (var u = 0u; u < 8u; u++) {
+                let t = rg + u * 8u;
+                if (t < nb && live) {
+                    co_h[tok_row(hd, t0 + blk + t) * p.dv + e] = acc[u];
+                }
+            }
+        }
+        storageBarrier();
+        // The state at the chunk's end.
+        let decay = co_chk[hd * (p.nch + 1u) + c].y;
+        for (var jb = 0u; jb < len; jb += LB) {
+            let nj = min(LB, len - jb);
+            for (var x = li; x < LB * TC; x += WG) {
+                let j = x / TC;
+                let ee = e0 + x % TC;
+                var val = 0.0;
+                if (j < nj && ee < p.dv) {
+                    let t = t0 + jb + j;
+                    val = co_tok[hd * p.s + t].z * co_v[tok_row(hd, t) * p.dv + ee];
+                }
+                sh_a[x] = val;
+            }
+            for (var a0 = 0u; a0 < p.dqk; a0 += KB) {
+                for (var x = li; x < LB * KB; x += WG) {
+                    let j = x / KB;
+                    let k = x % KB;
+                    var val = 0.0;
+                    if (j < nj && a0 + k < p.dqk) {
+                        val = co_k[tok_row(hd, t0 + jb + j) * p.dqk + a0 + k];
+                    }
+                    sh_b[x] = val;
+                }
+                workgroupBarrier();
+                for (var r = rg; r < KB; r += 8u) {
+                    let a = a0 + r;
+                    if (a < p.dqk && live) {
+                        var upd = 0.0;
+                        for (var j = 0u; j < nj; j++) {
+                            upd += sh_b[j * KB + r] * sh_a[j * TC + col];
+                        }
+                        let idx = c0 + a * p.dv + e;
+                        co_c[idx] = select(co_c[idx], decay * co_c[idx], jb == 0u) + upd;
+                    }
+                }
+                workgroupBarrier();
+            }
+        }
+        storageBarrier();
+    }
+}
+
+// ---- multi-head layer norm ------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> ln_x: array<f32>;
+@group(0) @binding(2) var<storage, read> ln_w: array<u32>;
+@group(0) @binding(3) var<storage, read> ln_b: array<u32>;
+@group(0) @binding(4) var<storage, read_write> ln_y: array<f32>;
+
+fn ln_param(is_bias: bool, i: u32) -> f32 {
+    if (is_bias) {
+        return decode(BDTYPE, ln_b[word_index(BDTYPE, i)], i);
+    }
+    return decode(WDTYPE, ln_w[word_index(WDTYPE, i)], i);
+}
+
+// One workgroup per (row, head) segment of DH elements.
+@compute @workgroup_size(WG)
+fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let seg = linear_group_id(wid, nwg);
+    if (seg >= p.heads) {
+        return;
+    }
+    let dh = p.dv;
+    let base = seg * dh;
+    let col0 = (seg % p.nh) * dh;
+    var s = 0.0;
+    for (var e = li; e < dh; e += WG) {
+        s += ln_x[base + e];
+    }
+    let mean = wg_sum(li, s) / f32(dh);
+    var s2 = 0.0;
+    for (var e = li; e < dh; e += WG) {
+        let d = ln_x[base + e] - mean;
+        s2 += d * d;
+    }
+    let var_eps = wg_sum(li, s2) / f32(dh) + p.eps;
+    let inv = select(0.0, inverseSqrt(var_eps), var_eps > 0.0);
+    for (var e = li; e < dh; e += WG) {
+        var y = (ln_x[base + e] - mean) * inv;
+        if (HAS_W) {
+            y *= ln_param(false, col0 + e);
+        }
+        if (HAS_B) {
+            y += ln_param(true, col0 + e);
+        }
+        ln_y[base + e] = y;
+    }
+}

@@ -1,0 +1,1514 @@
+//! The mLSTM cell of xLSTM: the recurrent step (decode), the chunkwise-parallel form (prefill) and the
+//! multi-head layer norm applied to its output.
+//!
+//! Math (NX-AI's `mlstm_kernels` native step, as in Hugging Face transformers' xLSTM): with the gate
+//! pre-activations ĩ, f̃ (already soft-capped by the caller) and the state (C, n, m),
+//!
+//! ```text
+//! logσ(f̃) = −softplus(−f̃)
+//! m' = max(logσ(f̃) + m, ĩ)
+//! f  = exp(logσ(f̃) + m − m'),   i = exp(ĩ − m')
+//! C' = f·C + i·k·vᵀ,           n' = f·n + i·k
+//! q̂  = q / √DQK
+//! h  = (q̂ᵀC') / (max(|q̂ᵀn'|, exp(−m')) + eps)
+//! ```
+//!
+//! A fresh state is all zeros (m = 0 too), as transformers starts it.
+//!
+//! Layouts (all f32): the token-major layout the projections produce, so the model needs no transposes:
+//! - step: q, k `[B, NH, DQK]`, v `[B, NH, DV]`, gates `[B, NH]`, h `[B, NH, DV]` (one token per batch row,
+//!   i.e. the `[B, 1, NH, D]` of the chunkwise layout with S = 1);
+//! - chunkwise: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, gates `[B, S, NH]`, h `[B, S, NH, DV]`;
+//! - state: C `[B, NH, DQK, DV]`, n `[B, NH, DQK]`, m `[B, NH]`, always f32.
+//!
+//! The chunkwise form splits the sequence into chunks of `chunk` tokens (the last may be shorter). With
+//! b_t the running sum of logσ(f̃) inside the chunk and (C₀, n₀, m₀) the state at the chunk's start, the
+//! step-by-step stabiliser of token t unrolls to m_t = max(b_t + m₀, max_{j≤t} (b_t − b_j + ĩ_j)), and
+//! token t's output is
+//!
+//! ```text
+//! num_t = exp(b_t + m₀ − m_t)·q̂_tᵀC₀ + Σ_{j≤t} exp(b_t − b_j + ĩ_j − m_t)·(q̂_t·k_j)·v_j
+//! den_t = exp(b_t + m₀ − m_t)·q̂_tᵀn₀ + Σ_{j≤t} exp(b_t − b_j + ĩ_j − m_t)·(q̂_t·k_j)
+//! h_t   = num_t / (max(|den_t|, exp(−m_t)) + eps)
+//! ```
+//!
+//! and the state after the chunk (length L, g = b_{L−1}, a_j = g − b_j + ĩ_j) is
+//! m₁ = max(g + m₀, max_j a_j), C₁ = exp(g + m₀ − m₁)·C₀ + Σ_j exp(a_j − m₁)·k_j·v_jᵀ (n₁ likewise): the same
+//! values as the step-by-step recurrence, up to float rounding, for any S and any initial state.
+
+use rayon::prelude::*;
+
+use super::{common_backend, require_distinct, require_dtype, require_float, require_non_empty, to_u32};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Workgroups};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+crate::kernel_source!(MLSTM, "mlstm");
+
+/// The chunk length of [`mlstm_chunkwise`] that xLSTM uses by default.
+pub const DEFAULT_CHUNK: usize = 64;
+
+/// The recurrent state of one mLSTM layer (f32).
+#[derive(Clone, Debug)]
+pub struct MlstmState {
+    /// The matrix memory `[B, NH, DQK, DV]`.
+    pub c: Tensor,
+    /// The normaliser `[B, NH, DQK]`.
+    pub n: Tensor,
+    /// The stabiliser (a log scale) `[B, NH]`.
+    pub m: Tensor,
+}
+
+impl MlstmState {
+    /// The all-zero state (m = 0 as well), where a sequence starts.
+    pub fn zeros(backend: &Backend, b: usize, nh: usize, dqk: usize, dv: usize) -> Result<MlstmState> {
+        Ok(MlstmState {
+            c: Tensor::zeros(backend, &[b, nh, dqk, dv], DType::F32)?,
+            n: Tensor::zeros(backend, &[b, nh, dqk], DType::F32)?,
+            m: Tensor::zeros(backend, &[b, nh], DType::F32)?,
+        })
+    }
+
+    /// (B, NH, DQK, DV) read from C's shape.
+    pub fn dims(&self) -> Option<(usize, usize, usize, usize)> {
+        match *self.c.shape() {
+            [b, nh, dqk, dv] => Some((b, nh, dqk, dv)),
+            _ => None,
+        }
+    }
+
+    /// A copy on `backend`.
+    pub fn to_backend(&self, backend: &Backend) -> Result<MlstmState> {
+        Ok(MlstmState {
+            c: self.c.to_backend(backend)?,
+            n: self.n.to_backend(backend)?,
+            m: self.m.to_backend(backend)?,
+        })
+    }
+}
+
+/// One recurrent step for every batch row and head (one dispatch on the GPU). Updates `state` in place
+/// and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
+/// pre-activations (already soft-capped). A model holding `[B, 1, NH, D]` rows reshapes them (free).
+pub fn mlstm_step(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    eps: f32,
+) -> Result<Tensor> {
+    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    let out = Tensor::uninit(&q.backend(), "mlstm_step", &[d.b, d.nh, d.dv], DType::F32)?;
+    mlstm_step_into(q, k, v, i_pre, f_pre, state, eps, &out)?;
+    Ok(out)
+}
+
+/// [`mlstm_step`] writing h into `out` (`[B, NH, DV]` f32, a separate tensor).
+#[allow(clippy::too_many_arguments)]
+pub fn mlstm_step_into(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_step";
+    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    check_out(OP, out, &[d.b, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
+    match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
+        Backend::Cpu => {
+            cpu_step(d, q, k, v, i_pre, f_pre, state, eps, out);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, eps, out),
+    }
+}
+
+/// The chunkwise-parallel form, for prefill: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, i_pre, f_pre
+/// `[B, S, NH]` (token-major, as the projections produce them). Starts from `state` (zero for a new
+/// sequence, or where decoding or an earlier prefill chunk left it), overwrites it with the final
+/// (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
+/// not be a multiple of it. Equals S calls of [`mlstm_step`] up to float rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn mlstm_chunkwise(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+) -> Result<Tensor> {
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    let out = Tensor::uninit(&q.backend(), "mlstm_chunkwise", &[d.b, d.s, d.nh, d.dv], DType::F32)?;
+    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, eps, &out)?;
+    Ok(out)
+}
+
+/// [`mlstm_chunkwise`] writing h into `out` (`[B, S, NH, DV]` f32, a separate tensor).
+#[allow(clippy::too_many_arguments)]
+pub fn mlstm_chunkwise_into(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_chunkwise";
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    check_out(OP, out, &[d.b, d.s, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
+    match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
+        Backend::Cpu => {
+            cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, eps, out);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, eps, out),
+    }
+}
+
+/// Layer norm of each head: x `[.., NH·DH]` seen as `[.., NH, DH]` is normalised over DH
+/// (`(x − mean) / sqrt(var + eps)`, biased variance), then scaled by `weight` and shifted by `bias`
+/// (both `[NH·DH]`, optional, any float dtype). x is f32; the output has x's shape.
+pub fn multihead_layernorm(
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    validate_mhln(x, nh, weight, bias, eps)?;
+    let out = Tensor::uninit(&x.backend(), "multihead_layernorm", x.shape(), DType::F32)?;
+    multihead_layernorm_into(x, nh, weight, bias, eps, &out)?;
+    Ok(out)
+}
+
+/// [`multihead_layernorm`] into `out` (x's shape, f32, a separate tensor).
+pub fn multihead_layernorm_into(
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "multihead_layernorm";
+    validate_mhln(x, nh, weight, bias, eps)?;
+    let mut inputs: Vec<&Tensor> = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    check_out(OP, out, x.shape(), &inputs)?;
+    inputs.push(out);
+    match common_backend(OP, &inputs)? {
+        Backend::Cpu => {
+            cpu_mhln(x, nh, weight, bias, eps, out);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, x, nh, weight, bias, eps, out),
+    }
+}
+
+// ---- validation -----------------------------------------------------------------------------------
+
+/// The sizes of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dims {
+    b: usize,
+    /// Tokens (1 for a step).
+    s: usize,
+    nh: usize,
+    dqk: usize,
+    dv: usize,
+}
+
+fn shape_error(op: &'static str, what: &str, expected: String, t: &Tensor) -> KernelError {
+    KernelError::Shape { op, detail: format!("{what} must be {expected}, found {:?}", t.shape()) }
+}
+
+fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(KernelError::Argument {
+            op,
+            name: "eps",
+            value: eps.to_string(),
+            reason: "must be a finite number >= 0".into(),
+        })
+    }
+}
+
+fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+    for t in tensors {
+        require_dtype(op, t, DType::F32)?;
+    }
+    Ok(())
+}
+
+/// Checks the state against (B, NH, DQK, DV) and that its tensors are separate from each other and from
+/// the inputs (they are written).
+fn check_state(op: &'static str, state: &MlstmState, d: Dims, inputs: &[&Tensor]) -> Result<()> {
+    let (b, nh, dqk, dv) = (d.b, d.nh, d.dqk, d.dv);
+    check_f32(op, &[&state.c, &state.n, &state.m])?;
+    if state.c.shape() != [b, nh, dqk, dv] {
+        return Err(shape_error(op, "state C", format!("[B, NH, DQK, DV] = [{b}, {nh}, {dqk}, {dv}]"), &state.c));
+    }
+    if state.n.shape() != [b, nh, dqk] {
+        return Err(shape_error(op, "state n", format!("[B, NH, DQK] = [{b}, {nh}, {dqk}]"), &state.n));
+    }
+    if state.m.shape() != [b, nh] {
+        return Err(shape_error(op, "state m", format!("[B, NH] = [{b}, {nh}]"), &state.m));
+    }
+    require_distinct(op, "state.c", &state.c, &[inputs, &[&state.n, &state.m]].concat())?;
+    require_distinct(op, "state.n", &state.n, &[inputs, &[&state.m]].concat())?;
+    require_distinct(op, "state.m", &state.m, inputs)?;
+    Ok(())
+}
+
+/// `out` must have `shape`, be f32 and share storage with none of `others`.
+fn check_out(op: &'static str, out: &Tensor, shape: &[usize], others: &[&Tensor]) -> Result<()> {
+    require_dtype(op, out, DType::F32)?;
+    if out.shape() != shape {
+        return Err(shape_error(op, "out", format!("{shape:?}"), out));
+    }
+    require_distinct(op, "out", out, others)
+}
+
+/// Every index the kernels form must fit in u32.
+fn check_indexable(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+    for t in tensors {
+        to_u32(op, "elements", t.numel())?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_step(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    eps: f32,
+) -> Result<Dims> {
+    const OP: &str = "mlstm_step";
+    check_f32(OP, &[q, k, v, i_pre, f_pre])?;
+    let [b, nh, dqk] = *q.shape() else {
+        return Err(shape_error(OP, "q", "[B, NH, DQK]".into(), q));
+    };
+    require_non_empty(OP, "q", q)?;
+    if k.shape() != q.shape() {
+        return Err(shape_error(OP, "k", format!("q's shape [B, NH, DQK] = [{b}, {nh}, {dqk}]"), k));
+    }
+    let dv = match *v.shape() {
+        [vb, vnh, dv] if vb == b && vnh == nh => dv,
+        _ => return Err(shape_error(OP, "v", format!("[B, NH, DV] = [{b}, {nh}, DV]"), v)),
+    };
+    require_non_empty(OP, "v", v)?;
+    for (name, g) in [("i_pre", i_pre), ("f_pre", f_pre)] {
+        if g.shape() != [b, nh] {
+            return Err(shape_error(OP, name, format!("[B, NH] = [{b}, {nh}]"), g));
+        }
+    }
+    check_eps(OP, eps)?;
+    let d = Dims { b, s: 1, nh, dqk, dv };
+    check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
+    check_indexable(OP, &[&state.c])?;
+    Ok(d)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_chunkwise(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+) -> Result<Dims> {
+    const OP: &str = "mlstm_chunkwise";
+    check_f32(OP, &[q, k, v, i_pre, f_pre])?;
+    let [b, s, nh, dqk] = *q.shape() else {
+        return Err(shape_error(OP, "q", "[B, S, NH, DQK]".into(), q));
+    };
+    require_non_empty(OP, "q", q)?;
+    if k.shape() != q.shape() {
+        return Err(shape_error(OP, "k", format!("q's shape [B, S, NH, DQK] = [{b}, {s}, {nh}, {dqk}]"), k));
+    }
+    let dv = match *v.shape() {
+        [vb, vs, vnh, dv] if vb == b && vs == s && vnh == nh => dv,
+        _ => return Err(shape_error(OP, "v", format!("[B, S, NH, DV] = [{b}, {s}, {nh}, DV]"), v)),
+    };
+    require_non_empty(OP, "v", v)?;
+    for (name, g) in [("i_pre", i_pre), ("f_pre", f_pre)] {
+        if g.shape() != [b, s, nh] {
+            return Err(shape_error(OP, name, format!("[B, S, NH] = [{b}, {s}, {nh}]"), g));
+        }
+    }
+    if chunk == 0 {
+        return Err(KernelError::Argument {
+            op: OP,
+            name: "chunk",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    check_eps(OP, eps)?;
+    let d = Dims { b, s, nh, dqk, dv };
+    check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
+    check_indexable(OP, &[q, v, &state.c])?;
+    Ok(d)
+}
+
+fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<()> {
+    const OP: &str = "multihead_layernorm";
+    require_dtype(OP, x, DType::F32)?;
+    require_non_empty(OP, "x", x)?;
+    let (_, width) = x.rows_cols();
+    if nh == 0 || !width.is_multiple_of(nh) {
+        return Err(KernelError::Argument {
+            op: OP,
+            name: "nh",
+            value: nh.to_string(),
+            reason: format!("must divide the last dimension of x {:?} ({width}) into heads", x.shape()),
+        });
+    }
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if let Some(t) = t {
+            require_float(OP, t)?;
+            if t.shape() != [width] {
+                return Err(shape_error(OP, name, format!("[NH·DH] = [{width}]"), t));
+            }
+        }
+    }
+    check_eps(OP, eps)?;
+    check_indexable(OP, &[x])?;
+    Ok(())
+}
+
+// ---- GPU ------------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    heads: u32,
+    nh: u32,
+    s: u32,
+    dqk: u32,
+    dv: u32,
+    chunk: u32,
+    nch: u32,
+    tiles: u32,
+    eps: f32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
+fn workgroup_size(ctx: &GpuContext, want: u32) -> u32 {
+    let l = ctx.limits();
+    let max = want
+        .min(l.max_compute_invocations_per_workgroup)
+        .min(l.max_compute_workgroup_size_x)
+        .min(l.max_compute_workgroup_storage_size / 8)
+        .max(1);
+    1 << (31 - max.leading_zeros())
+}
+
+fn require_storage_buffers(ctx: &GpuContext, op: &'static str, n: u32, feature: &'static str) -> Result<()> {
+    let have = ctx.limits().max_storage_buffers_per_shader_stage;
+    if have < n {
+        return Err(KernelError::MissingFeature { op, feature, adapter: format!("{} (has {have})", ctx.info().name) });
+    }
+    Ok(())
+}
+
+fn raw(ctx: &GpuContext, op: &'static str, t: &Tensor) -> Result<wgpu::Buffer> {
+    let b = t.gpu_buffer().ok_or_else(|| KernelError::Gpu(format!("{op}: tensor is not on the GPU")))?;
+    ctx.check_binding(op, b.size())?;
+    Ok(b.raw().clone())
+}
+
+fn scratch(ctx: &Arc<GpuContext>, op: &'static str, bytes: usize) -> Result<GpuBuffer> {
+    ctx.check_binding(op, bytes as u64)?;
+    ctx.alloc(op, bytes as u64)
+}
+
+fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
+    Params {
+        heads: (d.b * d.nh) as u32,
+        nh: d.nh as u32,
+        s: d.s as u32,
+        dqk: d.dqk as u32,
+        dv: d.dv as u32,
+        chunk: chunk as u32,
+        nch: nch as u32,
+        tiles: tiles as u32,
+        eps,
+        scale: 1.0 / (d.dqk as f32).sqrt(),
+        _pad: [0; 2],
+    }
+}
+
+fn gpu_step(
+    ctx: &GpuContext,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_step";
+    require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
+    let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
+    let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
+    let wg = workgroup_size(ctx, 1024);
+    // vec4 columns where DV allows.
+    let (entry, cols) = if d.dv.is_multiple_of(4) { ("mlstm_step4", d.dv / 4) } else { ("mlstm_step", d.dv) };
+    let tc = (cols.next_power_of_two() as u32).min(wg);
+    let p = params(d, 1, 1, 1, eps);
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry,
+        constants: &[("WG", wg as f64), ("TC", tc as f64)],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &refs,
+        workgroups: Workgroups::Linear(p.heads),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gpu_chunkwise(
+    ctx: &Arc<GpuContext>,
+    d: Dims,
+    [q, k, v, i, f]: [&Tensor; 5],
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "mlstm_chunkwise";
+    require_storage_buffers(ctx, OP, 8, "8 storage buffers per shader stage")?;
+    let heads = d.b * d.nh;
+    let l = chunk.min(d.s);
+    let nch = d.s.div_ceil(l);
+    let wg = workgroup_size(ctx, 256);
+    // chunk_out: 8 row groups × TC columns (kernels/mlstm.wgsl).
+    let tc = (d.dv.next_power_of_two() as u32).min(32).min(wg / 8).max(1);
+    let tiles = d.dv.div_ceil(tc as usize);
+    for (name, n) in [("chunks", heads * nch * l * l), ("tiles", heads * tiles), ("tokens", heads * d.s * 4)] {
+        to_u32(OP, name, n)?;
+    }
+    let tok = scratch(ctx, OP, heads * d.s * 16)?;
+    let chk = scratch(ctx, OP, heads * (nch + 1) * 16)?;
+    let dn = scratch(ctx, OP, heads * nch * d.dqk * 4)?;
+    let pm = scratch(ctx, OP, heads * nch * l * l * 4)?;
+    let [q, k, v, i, f, c, n, m, h] = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
+    let (q, k, v, i, f, c, n, m, h) = (q?, k?, v?, i?, f?, c?, n?, m?, h?);
+    let (tok, chk, dn, pm) = (tok.raw(), chk.raw(), dn.raw(), pm.raw());
+    let p = params(d, l, nch, tiles, eps);
+    let base = [("WG", wg as f64)];
+    let launch = |entry: &'static str, buffers: &[&wgpu::Buffer], groups: usize, constants: &[(&'static str, f64)]| {
+        ctx.dispatch(Dispatch {
+            kernel: &MLSTM,
+            entry,
+            constants,
+            params: Some(bytemuck::bytes_of(&p)),
+            buffers,
+            workgroups: Workgroups::Linear(groups as u32),
+        })
+    };
+    launch("chunk_prep", &[&i, &f, &m, tok, chk], heads, &base)?;
+    launch("chunk_dn", &[&k, tok, dn], heads * nch, &base)?;
+    launch("chunk_nscan", &[chk, &n, dn], heads, &base)?;
+    launch("chunk_p", &[&q, &k, dn, chk, tok, pm], heads * nch, &base)?;
+    launch(
+        "chunk_out",
+        &[&q, &k, &v, tok, chk, pm, &c, &h],
+        heads * tiles,
+        &[("WG", 8.0 * tc as f64), ("TC", tc as f64)],
+    )
+}
+
+fn gpu_mhln(
+    ctx: &GpuContext,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "multihead_layernorm";
+    let (rows, width) = x.rows_cols();
+    let dh = width / nh;
+    let xb = raw(ctx, OP, x)?;
+    let wb = weight.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let bb = bias.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let yb = raw(ctx, OP, out)?;
+    let wg = workgroup_size(ctx, (dh.next_power_of_two() as u32).clamp(32, 256));
+    let segs = to_u32(OP, "segments", rows * nh)?;
+    let p = Params {
+        heads: segs,
+        nh: nh as u32,
+        s: 1,
+        dqk: 1,
+        dv: dh as u32,
+        chunk: 1,
+        nch: 1,
+        tiles: 1,
+        eps,
+        scale: 1.0,
+        _pad: [0; 2],
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "multihead_layernorm",
+        constants: &[
+            ("WG", wg as f64),
+            ("HAS_W", flag(weight.is_some())),
+            ("HAS_B", flag(bias.is_some())),
+            ("WDTYPE", weight.map_or(0.0, |t| t.dtype().wgsl_code())),
+            ("BDTYPE", bias.map_or(0.0, |t| t.dtype().wgsl_code())),
+        ],
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &[&xb, &wb, &bb, &yb],
+        workgroups: Workgroups::Linear(segs),
+    })
+}
+
+// ---- CPU ------------------------------------------------------------------------------------------
+
+/// logσ(x) = −softplus(−x), without overflow for any x.
+pub(crate) fn log_sigmoid(x: f32) -> f32 {
+    x.min(0.0) - (-x.abs()).exp().ln_1p()
+}
+
+/// Runs `f(head, c, n, m)` for every (batch row, head) in parallel over the state; head = b·NH + h.
+fn for_each_head<F>(d: Dims, state: &MlstmState, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut [f32], &mut f32) + Sync,
+{
+    let mut c = cpu::read_f32(&state.c);
+    let mut n = cpu::read_f32(&state.n);
+    let mut m = cpu::read_f32(&state.m);
+    c.par_chunks_mut(d.dqk * d.dv)
+        .zip(n.par_chunks_mut(d.dqk))
+        .zip(m.par_iter_mut())
+        .enumerate()
+        .for_each(|(head, ((c, n), m))| f(head, c, n, m));
+    cpu::write_f32(&state.c, &c);
+    cpu::write_f32(&state.n, &n);
+    cpu::write_f32(&state.m, &m);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cpu_step(
+    d: Dims,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    eps: f32,
+    out: &Tensor,
+) {
+    let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
+    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let (dqk, dv) = (d.dqk, d.dv);
+    let scale = 1.0 / (dqk as f32).sqrt();
+    let h = std::sync::Mutex::new(vec![0.0f32; d.b * d.nh * dv]);
+    for_each_head(d, state, |head, c, n, m| {
+        let (qh, kh, vh) = (&q[head * dqk..][..dqk], &k[head * dqk..][..dqk], &v[head * dv..][..dv]);
+        let lf = log_sigmoid(fg[head]);
+        let m_new = (lf + *m).max(ig[head]);
+        let fa = (lf + *m - m_new).exp();
+        let ia = (ig[head] - m_new).exp();
+        *m = m_new;
+        let mut num = vec![0.0f32; dv];
+        let mut den = 0.0f32;
+        for a in 0..dqk {
+            let row = &mut c[a * dv..][..dv];
+            let ka = ia * kh[a];
+            let qa = qh[a] * scale;
+            for ((cv, &vv), nv) in row.iter_mut().zip(vh).zip(num.iter_mut()) {
+                *cv = fa * *cv + ka * vv;
+                *nv += qa * *cv;
+            }
+            n[a] = fa * n[a] + ia * kh[a];
+            den += qa * n[a];
+        }
+        let denom = den.abs().max((-m_new).exp()) + eps;
+        let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+        for (o, &x) in h[head * dv..][..dv].iter_mut().zip(&num) {
+            *o = x / denom;
+        }
+    });
+    cpu::write_f32(out, &h.into_inner().unwrap_or_else(|p| p.into_inner()));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cpu_chunkwise(
+    d: Dims,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    chunk: usize,
+    eps: f32,
+    out: &Tensor,
+) {
+    let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
+    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let Dims { b: _, s, nh, dqk, dv } = d;
+    let scale = 1.0 / (dqk as f32).sqrt();
+    // Token t of head (b, h): row (b·S + t)·NH + h of q, k, v, the gates and h.
+    let row = |head: usize, t: usize| ((head / nh) * s + t) * nh + head % nh;
+    let h_all = std::sync::Mutex::new(vec![0.0f32; d.b * s * nh * dv]);
+    for_each_head(d, state, |head, c, n, m| {
+        let mut h_head = vec![0.0f32; s * dv];
+        let mut b = vec![0.0f32; chunk];
+        let mut qs = vec![0.0f32; dqk];
+        for t0 in (0..s).step_by(chunk) {
+            let len = chunk.min(s - t0);
+            // b_t: the running sum of logσ(f̃) over the chunk.
+            let mut acc = 0.0f32;
+            for j in 0..len {
+                acc += log_sigmoid(fg[row(head, t0 + j)]);
+                b[j] = acc;
+            }
+            let m0 = *m;
+            // Outputs, from the state at the chunk's start and the chunk's own tokens.
+            for t in 0..len {
+                let rt = row(head, t0 + t);
+                for (o, &x) in qs.iter_mut().zip(&q[rt * dqk..][..dqk]) {
+                    *o = x * scale;
+                }
+                let m_inter = b[t] + m0;
+                let mut m_t = m_inter;
+                for j in 0..=t {
+                    m_t = m_t.max(b[t] - b[j] + ig[row(head, t0 + j)]);
+                }
+                let w_inter = (m_inter - m_t).exp();
+                let num = &mut h_head[(t0 + t) * dv..][..dv];
+                let mut den = 0.0f32;
+                for a in 0..dqk {
+                    let qa = qs[a] * w_inter;
+                    den += qa * n[a];
+                    for (o, &cv) in num.iter_mut().zip(&c[a * dv..][..dv]) {
+                        *o += qa * cv;
+                    }
+                }
+                for j in 0..=t {
+                    let rj = row(head, t0 + j);
+                    let dj = (b[t] - b[j] + ig[rj] - m_t).exp();
+                    let sj = dj * qs.iter().zip(&k[rj * dqk..][..dqk]).map(|(x, y)| x * y).sum::<f32>();
+                    den += sj;
+                    for (o, &vv) in num.iter_mut().zip(&v[rj * dv..][..dv]) {
+                        *o += sj * vv;
+                    }
+                }
+                let denom = den.abs().max((-m_t).exp()) + eps;
+                num.iter_mut().for_each(|o| *o /= denom);
+            }
+            // The state at the chunk's end.
+            let g = b[len - 1];
+            let mut m1 = g + m0;
+            for j in 0..len {
+                m1 = m1.max(g - b[j] + ig[row(head, t0 + j)]);
+            }
+            let decay = (g + m0 - m1).exp();
+            c.iter_mut().for_each(|x| *x *= decay);
+            n.iter_mut().for_each(|x| *x *= decay);
+            for (j, &bj) in b[..len].iter().enumerate() {
+                let rj = row(head, t0 + j);
+                let wj = (g - bj + ig[rj] - m1).exp();
+                let (kj, vj) = (&k[rj * dqk..][..dqk], &v[rj * dv..][..dv]);
+                for (a, (&kv, nv)) in kj.iter().zip(n.iter_mut()).enumerate() {
+                    let ka = wj * kv;
+                    *nv += ka;
+                    for (cv, &vv) in c[a * dv..][..dv].iter_mut().zip(vj) {
+                        *cv += ka * vv;
+                    }
+                }
+            }
+            *m = m1;
+        }
+        let mut h_all = h_all.lock().unwrap_or_else(|p| p.into_inner());
+        for t in 0..s {
+            h_all[row(head, t) * dv..][..dv].copy_from_slice(&h_head[t * dv..][..dv]);
+        }
+    });
+    cpu::write_f32(out, &h_all.into_inner().unwrap_or_else(|p| p.into_inner()));
+}
+
+fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32, out: &Tensor) {
+    let xs = cpu::read_f32(x);
+    let (_, width) = x.rows_cols();
+    let dh = width / nh;
+    let w = weight.map(cpu::read_f32);
+    let b = bias.map(cpu::read_f32);
+    let mut y = vec![0.0f32; xs.len()];
+    y.par_chunks_mut(dh).zip(xs.par_chunks(dh)).enumerate().for_each(|(seg, (yh, xh))| {
+        let col0 = (seg % nh) * dh;
+        let mean = xh.iter().map(|&v| v as f64).sum::<f64>() / dh as f64;
+        let var = xh.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dh as f64;
+        // A constant head with eps = 0 gives 0 (not 0/0), as rmsnorm and layernorm do.
+        let inv = if var + eps as f64 == 0.0 { 0.0 } else { 1.0 / (var + eps as f64).sqrt() };
+        for (e, (o, &v)) in yh.iter_mut().zip(xh).enumerate() {
+            let mut r = (v as f64 - mean) * inv;
+            if let Some(w) = &w {
+                r *= w[col0 + e] as f64;
+            }
+            if let Some(b) = &b {
+                r += b[col0 + e] as f64;
+            }
+            *o = r as f32;
+        }
+    });
+    cpu::write_f32(out, &y);
+}
+
+// ---- bench ----------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
+
+/// xLSTM-7B shapes: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5). `mlstm_step` moves the
+/// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
+/// 16 to 4096 tokens); `multihead_layernorm` normalises rows of 8 heads × 512 with an f32 weight.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::{BenchCase, random_tensor, rows_for};
+    use crate::testing::Tolerance;
+
+    if !BENCH_OPS.contains(&op) {
+        return None;
+    }
+    const B: usize = 1;
+    const NH: usize = 8;
+    const DQK: usize = 256;
+    const DV: usize = 512;
+    const EPS: f32 = 1e-6;
+    let dims = (B, 1, NH, DQK, DV);
+    let state_bytes = (4 * B * NH * (DQK * DV + DQK + 1)) as u64;
+    let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+    let build = || -> Result<BenchCase> {
+        let state = |seed: u64| -> Result<Vec<Tensor>> {
+            Ok(vec![
+                random_tensor(seed, &[B, NH, DQK, DV], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 1, &[B, NH, DQK], DType::F32, -0.5, 0.5)?,
+                random_tensor(seed + 2, &[B, NH], DType::F32, -2.0, 2.0)?,
+            ])
+        };
+        let state_of = |i: &[Tensor]| MlstmState { c: i[5].clone(), n: i[6].clone(), m: i[7].clone() };
+        let reference_of = move |i: &[Tensor], (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize)| {
+            let r = |t: &Tensor| cpu::read_f32(t);
+            let to64 = |t: &Tensor| r(t).into_iter().map(f64::from).collect::<Vec<f64>>();
+            let mut st = reference::State64 { c: to64(&i[5]), n: to64(&i[6]), m: to64(&i[7]) };
+            reference::recurrence(
+                (b, s, nh, dqk, dv),
+                &r(&i[0]),
+                &r(&i[1]),
+                &r(&i[2]),
+                &r(&i[3]),
+                &r(&i[4]),
+                &mut st,
+                EPS,
+            )
+        };
+        Ok(match op {
+            "mlstm_step" => {
+                let mut inputs = vec![
+                    random_tensor(61, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(62, &[B, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(63, &[B, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(64, &[B, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(65, &[B, NH], DType::F32, -5.0, 5.0)?,
+                ];
+                inputs.extend(state(66)?);
+                BenchCase {
+                    op: "mlstm_step",
+                    dtype: DType::F32,
+                    shape: format!("B{B} NH{NH} DQK{DQK} DV{DV}"),
+                    bytes: 2 * state_bytes,
+                    flops: (B * NH * 4 * DQK * DV) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), EPS)),
+                    reference: Box::new(move |i| Ok(reference_of(i, dims))),
+                }
+            }
+            "mlstm_chunkwise" => {
+                let per_token = 4 * B * NH * (2 * DQK + 2 * DV);
+                let s = ((bytes as usize) / per_token).clamp(16, 4096);
+                let mut inputs = vec![
+                    random_tensor(71, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(72, &[B, s, NH, DQK], DType::F32, -1.0, 1.0)?,
+                    random_tensor(73, &[B, s, NH, DV], DType::F32, -1.0, 1.0)?,
+                    random_tensor(74, &[B, s, NH], DType::F32, -5.0, 5.0)?,
+                    random_tensor(75, &[B, s, NH], DType::F32, -2.0, 8.0)?,
+                ];
+                inputs.extend(state(76)?);
+                let chunk = DEFAULT_CHUNK;
+                BenchCase {
+                    op: "mlstm_chunkwise",
+                    dtype: DType::F32,
+                    shape: format!("B{B} S{s} NH{NH} DQK{DQK} DV{DV} chunk {chunk}"),
+                    bytes: (s * per_token) as u64 + 2 * state_bytes,
+                    flops: (B * NH * s * (8 * DQK * DV + 2 * chunk.min(s) * (DQK + DV))) as u64,
+                    tolerance,
+                    inputs,
+                    run: Box::new(move |i| {
+                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, EPS)
+                    }),
+                    reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
+                }
+            }
+            _ => {
+                let width = NH * DV;
+                let rows = rows_for(bytes, width, 8);
+                let x = random_tensor(81, &[rows, width], DType::F32, -3.0, 3.0)?;
+                let w = random_tensor(82, &[width], DType::F32, 0.5, 1.5)?;
+                BenchCase {
+                    op: "multihead_layernorm",
+                    dtype: DType::F32,
+                    shape: format!("[{rows}, {NH}x{DV}]"),
+                    bytes: (rows * width * 8 + width * 4) as u64,
+                    flops: 0,
+                    tolerance: Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    inputs: vec![x, w],
+                    run: Box::new(|i| multihead_layernorm(&i[0], NH, Some(&i[1]), None, 1e-6)),
+                    reference: Box::new(move |i| {
+                        let w = cpu::read_f32(&i[1]);
+                        Ok(reference::multihead_layernorm(&cpu::read_f32(&i[0]), width, NH, Some(&w), None, 1e-6))
+                    }),
+                }
+            }
+        })
+    };
+    Some(build())
+}
+
+// ---- reference ------------------------------------------------------------------------------------
+
+/// f64 references of the tests and the bench.
+pub mod reference {
+    /// A state in f64: C `[B, NH, DQK, DV]`, n `[B, NH, DQK]`, m `[B, NH]`.
+    #[derive(Clone, Debug)]
+    pub struct State64 {
+        pub c: Vec<f64>,
+        pub n: Vec<f64>,
+        pub m: Vec<f64>,
+    }
+
+    fn log_sigmoid(x: f64) -> f64 {
+        x.min(0.0) - (-x.abs()).exp().ln_1p()
+    }
+
+    /// The step-by-step recurrence over token-major inputs (q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`,
+    /// gates `[B, S, NH]`) from `state`, which it leaves at the final state; returns h `[B, S, NH, DV]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recurrence(
+        (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize),
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        ig: &[f32],
+        fg: &[f32],
+        state: &mut State64,
+        eps: f32,
+    ) -> Vec<f64> {
+        let scale = 1.0 / (dqk as f64).sqrt();
+        let mut h = vec![0.0f64; b * s * nh * dv];
+        for bi in 0..b {
+            for hi in 0..nh {
+                let head = bi * nh + hi;
+                let c = &mut state.c[head * dqk * dv..][..dqk * dv];
+                let n = &mut state.n[head * dqk..][..dqk];
+                let m = &mut state.m[head];
+                for t in 0..s {
+                    let r = (bi * s + t) * nh + hi;
+                    let (qt, kt, vt) = (&q[r * dqk..][..dqk], &k[r * dqk..][..dqk], &v[r * dv..][..dv]);
+                    let (i, lf) = (ig[r] as f64, log_sigmoid(fg[r] as f64));
+                    let m_new = (lf + *m).max(i);
+                    let fa = (lf + *m - m_new).exp();
+                    let ia = (i - m_new).exp();
+                    *m = m_new;
+                    let mut num = vec![0.0f64; dv];
+                    let mut den = 0.0f64;
+                    for a in 0..dqk {
+                        let qa = qt[a] as f64 * scale;
+                        n[a] = fa * n[a] + ia * kt[a] as f64;
+                        den += qa * n[a];
+                        for e in 0..dv {
+                            let cv = &mut c[a * dv + e];
+                            *cv = fa * *cv + ia * kt[a] as f64 * vt[e] as f64;
+                            num[e] += qa * *cv;
+                        }
+                    }
+                    let denom = den.abs().max((-m_new).exp()) + eps as f64;
+                    for e in 0..dv {
+                        h[r * dv + e] = num[e] / denom;
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// The multi-head layer norm of `x` (rows of `nh` heads).
+    pub fn multihead_layernorm(
+        x: &[f32],
+        width: usize,
+        nh: usize,
+        w: Option<&[f32]>,
+        b: Option<&[f32]>,
+        eps: f32,
+    ) -> Vec<f64> {
+        let dh = width / nh;
+        let mut out = Vec::with_capacity(x.len());
+        for (seg, xh) in x.chunks(dh).enumerate() {
+            let col0 = (seg % nh) * dh;
+            let mean = xh.iter().map(|&v| v as f64).sum::<f64>() / dh as f64;
+            let var = xh.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dh as f64;
+            for (e, &v) in xh.iter().enumerate() {
+                let mut r = (v as f64 - mean) / (var + eps as f64).sqrt();
+                r *= w.map_or(1.0, |w| w[col0 + e] as f64);
+                r += b.map_or(0.0, |b| b[col0 + e] as f64);
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+// ---- tests ----------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod layout_tests {
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        let size = crate::testing::wgsl_struct_size(&super::MLSTM, "Params");
+        assert_eq!(size as usize, std::mem::size_of::<super::Params>());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::State64;
+    use super::*;
+    use crate::testing::{Rng, Tolerance, assert_close, test_backends, to_f64};
+
+    /// h and state after f32 recurrences of up to a few hundred steps, against f64.
+    const TOL: Tolerance = Tolerance { atol: 2e-4, rtol: 2e-3 };
+
+    /// Random inputs of one call in token-major layout.
+    struct Inputs {
+        dims: (usize, usize, usize, usize, usize),
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        ig: Vec<f32>,
+        fg: Vec<f32>,
+    }
+
+    impl Inputs {
+        fn random(rng: &mut Rng, dims: (usize, usize, usize, usize, usize), gate: (f32, f32)) -> Inputs {
+            let (b, s, nh, dqk, dv) = dims;
+            Inputs {
+                dims,
+                q: rng.vec(b * s * nh * dqk, -1.0, 1.0),
+                k: rng.vec(b * s * nh * dqk, -1.0, 1.0),
+                v: rng.vec(b * s * nh * dv, -1.0, 1.0),
+                ig: rng.vec(b * s * nh, gate.0, gate.1),
+                fg: rng.vec(b * s * nh, gate.0, gate.1),
+            }
+        }
+
+        /// Token t only, in the step layout.
+        fn token(&self, t: usize) -> Inputs {
+            let (b, s, nh, dqk, dv) = self.dims;
+            let pick = |x: &[f32], d: usize| -> Vec<f32> {
+                (0..b).flat_map(|bi| x[((bi * s + t) * nh) * d..][..nh * d].to_vec()).collect()
+            };
+            Inputs {
+                dims: (b, 1, nh, dqk, dv),
+                q: pick(&self.q, dqk),
+                k: pick(&self.k, dqk),
+                v: pick(&self.v, dv),
+                ig: pick(&self.ig, 1),
+                fg: pick(&self.fg, 1),
+            }
+        }
+
+        fn reference(&self, state: &mut State64, eps: f32) -> Vec<f64> {
+            reference::recurrence(self.dims, &self.q, &self.k, &self.v, &self.ig, &self.fg, state, eps)
+        }
+
+        /// (q, k, v, i, f) on `backend`, shaped for a step (`step`) or for the chunkwise form.
+        fn tensors(&self, backend: &Backend, step: bool) -> [Tensor; 5] {
+            let (b, s, nh, dqk, dv) = self.dims;
+            let t = |x: &[f32], shape: &[usize]| Tensor::from_slice(backend, x, shape).unwrap();
+            if step {
+                [
+                    t(&self.q, &[b, nh, dqk]),
+                    t(&self.k, &[b, nh, dqk]),
+                    t(&self.v, &[b, nh, dv]),
+                    t(&self.ig, &[b, nh]),
+                    t(&self.fg, &[b, nh]),
+                ]
+            } else {
+                [
+                    t(&self.q, &[b, s, nh, dqk]),
+                    t(&self.k, &[b, s, nh, dqk]),
+                    t(&self.v, &[b, s, nh, dv]),
+                    t(&self.ig, &[b, s, nh]),
+                    t(&self.fg, &[b, s, nh]),
+                ]
+            }
+        }
+    }
+
+    /// A zero state, or a random one as a previous sequence might have left it (m of either sign).
+    fn initial_state(rng: &mut Rng, (b, _, nh, dqk, dv): (usize, usize, usize, usize, usize), zero: bool) -> State64 {
+        let v = |rng: &mut Rng, n: usize, lo: f32, hi: f32| -> Vec<f64> {
+            if zero { vec![0.0; n] } else { rng.vec(n, lo, hi).into_iter().map(|x| x as f64).collect() }
+        };
+        State64 {
+            c: v(rng, b * nh * dqk * dv, -0.5, 0.5),
+            n: v(rng, b * nh * dqk, -0.5, 0.5),
+            m: v(rng, b * nh, -3.0, 3.0),
+        }
+    }
+
+    fn state_on(
+        backend: &Backend,
+        s: &State64,
+        (b, _, nh, dqk, dv): (usize, usize, usize, usize, usize),
+    ) -> MlstmState {
+        let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        MlstmState {
+            c: Tensor::from_slice(backend, &f(&s.c), &[b, nh, dqk, dv]).unwrap(),
+            n: Tensor::from_slice(backend, &f(&s.n), &[b, nh, dqk]).unwrap(),
+            m: Tensor::from_slice(backend, &f(&s.m), &[b, nh]).unwrap(),
+        }
+    }
+
+    fn assert_state(what: &str, got: &MlstmState, want: &State64, tol: Tolerance) {
+        assert_close(&format!("{what}: C"), &got.c.to_f32_vec().unwrap(), &want.c, tol);
+        assert_close(&format!("{what}: n"), &got.n.to_f32_vec().unwrap(), &want.n, tol);
+        assert_close(&format!("{what}: m"), &got.m.to_f32_vec().unwrap(), &want.m, tol);
+    }
+
+    fn assert_finite(what: &str, v: &[f32]) {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            panic!("{what}: non-finite value {} at index {i} of {}", v[i], v.len());
+        }
+    }
+
+    /// Runs the tokens of `inp` one mlstm_step at a time; returns h in the token-major layout.
+    fn run_steps(backend: &Backend, inp: &Inputs, state: &MlstmState, eps: f32) -> Vec<f32> {
+        let (b, s, nh, _, dv) = inp.dims;
+        let mut h = vec![0.0f32; b * s * nh * dv];
+        for t in 0..s {
+            let tok = inp.token(t);
+            let [q, k, v, i, f] = tok.tensors(backend, true);
+            let ht = mlstm_step(&q, &k, &v, &i, &f, state, eps).unwrap().to_f32_vec().unwrap();
+            for bi in 0..b {
+                h[((bi * s + t) * nh) * dv..][..nh * dv].copy_from_slice(&ht[bi * nh * dv..][..nh * dv]);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn log_sigmoid_is_finite_and_accurate_everywhere() {
+        for x in [-1e30f32, -100.0, -50.0, -3.0, -1e-3, 0.0, 1e-3, 3.0, 50.0, 100.0, 1e30] {
+            let x64 = x as f64;
+            // logσ(x) = −ln(1 + e^−x) = x − ln(1 + e^x), the form whose exponential cannot overflow.
+            let want = if x64 >= 0.0 { -(-x64).exp().ln_1p() } else { x64 - x64.exp().ln_1p() };
+            let got = log_sigmoid(x);
+            assert!(got.is_finite() && got <= 0.0, "logσ({x}) = {got}");
+            assert!((got as f64 - want).abs() <= 1e-6 * want.abs().max(1e-30), "logσ({x}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn step_matches_the_f64_recurrence() {
+        let mut rng = Rng::new(51);
+        for backend in test_backends() {
+            for (i, &(b, nh, dqk, dv)) in [
+                // DV not a multiple of 4: scalar columns; otherwise vec4 columns (4400: more than one pass).
+                (1, 1, 1, 1),
+                (2, 3, 5, 7),
+                (1, 2, 33, 17),
+                (1, 1, 64, 130),
+                (2, 1, 3, 257),
+                (1, 2, 33, 12),
+                (2, 3, 16, 64),
+                (1, 1, 7, 516),
+                (1, 1, 5, 4400),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let dims = (b, 9, nh, dqk, dv);
+                let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
+                let mut want_state = initial_state(&mut rng, dims, i % 2 == 0);
+                let state = state_on(&backend, &want_state, dims);
+                let eps = [1e-6, 0.0, 1e-3][i % 3];
+                let want = inp.reference(&mut want_state, eps);
+                let got = run_steps(&backend, &inp, &state, eps);
+                let what = format!("mlstm_step B{b} NH{nh} DQK{dqk} DV{dv} on {}", backend.name());
+                assert_close(&format!("{what}: h"), &got, &want, TOL);
+                assert_state(&what, &state, &want_state, TOL);
+            }
+        }
+    }
+
+    #[test]
+    fn chunkwise_equals_the_stepwise_recurrence() {
+        let mut rng = Rng::new(52);
+        for backend in test_backends() {
+            for &s in &[1, 5, 63, 64, 65, 130] {
+                // 100: chunks longer than the GPU kernel's 64-token blocks.
+                for chunk in [64, 16, 100] {
+                    for zero in [true, false] {
+                        for &(b, nh, dqk, dv) in &[(2, 2, 8, 12), (1, 1, 33, 17)] {
+                            let dims = (b, s, nh, dqk, dv);
+                            let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
+                            let init = initial_state(&mut rng, dims, zero);
+                            let what = format!(
+                                "mlstm_chunkwise S{s} chunk{chunk} {} B{b} NH{nh} DQK{dqk} DV{dv} on {}",
+                                if zero { "zero state" } else { "non-zero state" },
+                                backend.name()
+                            );
+                            let mut want_state = init.clone();
+                            let want = inp.reference(&mut want_state, 1e-6);
+
+                            let state = state_on(&backend, &init, dims);
+                            let [q, k, v, i, f] = inp.tensors(&backend, false);
+                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, 1e-6).unwrap();
+                            assert_eq!(got.shape(), [b, s, nh, dv]);
+                            let got = got.to_f32_vec().unwrap();
+                            assert_close(&format!("{what}: h vs f64"), &got, &want, TOL);
+                            assert_state(&format!("{what} vs f64"), &state, &want_state, TOL);
+
+                            // Against mlstm_step on the same backend.
+                            let step_state = state_on(&backend, &init, dims);
+                            let stepped = run_steps(&backend, &inp, &step_state, 1e-6);
+                            assert_close(&format!("{what}: h vs steps"), &got, &to_f64(&stepped), TOL);
+                            let as64 = |t: &Tensor| to_f64(&t.to_f32_vec().unwrap());
+                            let step64 =
+                                State64 { c: as64(&step_state.c), n: as64(&step_state.n), m: as64(&step_state.m) };
+                            assert_state(&format!("{what} vs steps"), &state, &step64, TOL);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefill_in_pieces_then_decode_continues_the_sequence() {
+        let mut rng = Rng::new(53);
+        let dims = (1, 100, 2, 16, 24);
+        let inp = Inputs::random(&mut rng, dims, (-4.0, 6.0));
+        let mut want_state = initial_state(&mut rng, dims, true);
+        let want = inp.reference(&mut want_state, 1e-6);
+        for backend in test_backends() {
+            let state = MlstmState::zeros(&backend, 1, 2, 16, 24).unwrap();
+            let mut got = Vec::new();
+            // 37 + 40 tokens chunkwise (chunk 16), then 23 steps.
+            for (t0, t1) in [(0, 37), (37, 77)] {
+                let part = slice_tokens(&inp, t0, t1);
+                let [q, k, v, i, f] = part.tensors(&backend, false);
+                got.extend(mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, 1e-6).unwrap().to_f32_vec().unwrap());
+            }
+            got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, 1e-6));
+            let what = format!("prefill 37 + 40 then 23 steps on {}", backend.name());
+            assert_close(&format!("{what}: h"), &got, &want, TOL);
+            assert_state(&what, &state, &want_state, TOL);
+        }
+    }
+
+    /// Tokens t0..t1 of a B = 1 input.
+    fn slice_tokens(inp: &Inputs, t0: usize, t1: usize) -> Inputs {
+        let (b, _, nh, dqk, dv) = inp.dims;
+        assert_eq!(b, 1);
+        let cut = |x: &[f32], d: usize| x[t0 * nh * d..t1 * nh * d].to_vec();
+        Inputs {
+            dims: (1, t1 - t0, nh, dqk, dv),
+            q: cut(&inp.q, dqk),
+            k: cut(&inp.k, dqk),
+            v: cut(&inp.v, dv),
+            ig: cut(&inp.ig, 1),
+            fg: cut(&inp.fg, 1),
+        }
+    }
+
+    #[test]
+    fn extreme_gates_over_long_sequences_stay_finite_and_exact() {
+        let mut rng = Rng::new(54);
+        let dims = (1, 300, 2, 16, 8);
+        let n = 300 * 2;
+        // Random ±50, all +50, all −50, and input −50 with forget +50 (the state is kept, nothing enters).
+        let patterns: Vec<(&str, Vec<f32>, Vec<f32>)> = vec![
+            (
+                "random ±50",
+                (0..n).map(|_| if rng.below(2) == 0 { 50.0 } else { -50.0 }).collect(),
+                (0..n).map(|_| if rng.below(2) == 0 { 50.0 } else { -50.0 }).collect(),
+            ),
+            ("all +50", vec![50.0; n], vec![50.0; n]),
+            ("all −50", vec![-50.0; n], vec![-50.0; n]),
+            ("i −50, f +50", vec![-50.0; n], vec![50.0; n]),
+            ("i +50, f −50", vec![50.0; n], vec![-50.0; n]),
+        ];
+        for backend in test_backends() {
+            for (name, ig, fg) in &patterns {
+                let mut inp = Inputs::random(&mut rng, dims, (0.0, 1.0));
+                inp.ig = ig.clone();
+                inp.fg = fg.clone();
+                let mut want_state = initial_state(&mut rng, dims, true);
+                let want = inp.reference(&mut want_state, 1e-6);
+                for chunk in [None, Some(64), Some(7)] {
+                    let state = MlstmState::zeros(&backend, 1, 2, 16, 8).unwrap();
+                    let got = match chunk {
+                        None => run_steps(&backend, &inp, &state, 1e-6),
+                        Some(c) => {
+                            let [q, k, v, i, f] = inp.tensors(&backend, false);
+                            mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, 1e-6).unwrap().to_f32_vec().unwrap()
+                        }
+                    };
+                    let what = format!("gates {name}, S 300, chunk {chunk:?} on {}", backend.name());
+                    assert_finite(&format!("{what}: h"), &got);
+                    for (t, s) in [("C", &state.c), ("n", &state.n), ("m", &state.m)] {
+                        assert_finite(&format!("{what}: {t}"), &s.to_f32_vec().unwrap());
+                    }
+                    assert_close(&format!("{what}: h"), &got, &want, TOL);
+                    assert_state(&what, &state, &want_state, TOL);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multihead_layernorm_matches_the_f64_reference() {
+        let mut rng = Rng::new(55);
+        for backend in test_backends() {
+            for (i, &(rows, nh, dh)) in
+                [(1, 1, 1), (3, 2, 3), (2, 4, 31), (5, 3, 33), (2, 2, 257), (1, 8, 512), (7, 1, 1000)]
+                    .iter()
+                    .enumerate()
+            {
+                let width = nh * dh;
+                let x = rng.vec(rows * width, -3.0, 3.0).into_iter().map(|v| v + 2.0).collect::<Vec<f32>>();
+                let wdtype = DType::FLOATS[i % 3];
+                let w = crate::testing::round_to(&rng.vec(width, 0.5, 1.5), wdtype);
+                let bv = crate::testing::round_to(&rng.vec(width, -1.0, 1.0), wdtype);
+                let xt = Tensor::from_slice(&backend, &x, &[rows, width]).unwrap();
+                let wt = Tensor::from_f32(&backend, &w, &[width], wdtype).unwrap();
+                let bt = Tensor::from_f32(&backend, &bv, &[width], wdtype).unwrap();
+                for (with_w, with_b) in [(true, false), (true, true), (false, false), (false, true)] {
+                    let (wo, bo) = (with_w.then_some(&wt), with_b.then_some(&bt));
+                    let got = multihead_layernorm(&xt, nh, wo, bo, 1e-5).unwrap();
+                    assert_eq!(got.shape(), [rows, width]);
+                    let want = reference::multihead_layernorm(
+                        &x,
+                        width,
+                        nh,
+                        with_w.then_some(w.as_slice()),
+                        with_b.then_some(bv.as_slice()),
+                        1e-5,
+                    );
+                    let what = format!(
+                        "multihead_layernorm [{rows}, {nh}x{dh}] w {with_w} ({wdtype}) b {with_b} on {}",
+                        backend.name()
+                    );
+                    assert_close(&what, &got.to_f32_vec().unwrap(), &want, Tolerance { atol: 2e-5, rtol: 2e-5 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multihead_layernorm_takes_any_leading_dimensions() {
+        let mut rng = Rng::new(56);
+        for backend in test_backends() {
+            let x = rng.vec(2 * 3 * 4 * 6, -2.0, 2.0);
+            let got = multihead_layernorm(&Tensor::from_slice(&backend, &x, &[2, 3, 24]).unwrap(), 4, None, None, 1e-6)
+                .unwrap();
+            assert_eq!(got.shape(), [2, 3, 24]);
+            let want = reference::multihead_layernorm(&x, 24, 4, None, None, 1e-6);
+            assert_close(
+                "multihead_layernorm 3-d",
+                &got.to_f32_vec().unwrap(),
+                &want,
+                Tolerance { atol: 2e-5, rtol: 2e-5 },
+            );
+        }
+    }
+
+    #[test]
+    fn zero_state_has_the_documented_shapes() {
+        for backend in test_backends() {
+            let s = MlstmState::zeros(&backend, 2, 3, 4, 5).unwrap();
+            assert_eq!((s.c.shape(), s.n.shape(), s.m.shape()), (&[2, 3, 4, 5][..], &[2, 3, 4][..], &[2, 3][..]));
+            assert_eq!(s.dims(), Some((2, 3, 4, 5)));
+            assert!(s.c.to_f32_vec().unwrap().iter().chain(&s.m.to_f32_vec().unwrap()).all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        for backend in test_backends() {
+            let z = |shape: &[usize]| Tensor::zeros(&backend, shape, DType::F32).unwrap();
+            let (b, nh, dqk, dv) = (2, 3, 4, 5);
+            let st = MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap();
+            let (q, k, v, g) = (z(&[b, nh, dqk]), z(&[b, nh, dqk]), z(&[b, nh, dv]), z(&[b, nh]));
+            let shape_err = |r: Result<Tensor>, needle: &str| match r {
+                Err(e @ KernelError::Shape { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(needle), "message {msg:?} should name {needle:?}");
+                }
+                other => panic!("expected a shape error naming {needle}, got {other:?}"),
+            };
+            // Inputs may share storage (they are only read).
+            mlstm_step(&q, &k, &v, &g, &g, &st, 1e-6).unwrap();
+            // Inconsistent head dimensions.
+            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, 1e-6), "k must be");
+            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, 1e-6), "v must be");
+            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, 1e-6), "q must be");
+            // Wrong gate shapes.
+            shape_err(
+                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, 1e-6),
+                "i_pre must be [B, NH] = [2, 3]",
+            );
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, 1e-6), "f_pre");
+            // Wrong state shapes.
+            let bad =
+                MlstmState { c: z(&[b, nh, dqk, dv + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
+            shape_err(
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6),
+                "state C must be [B, NH, DQK, DV] = [2, 3, 4, 5]",
+            );
+            let bad = MlstmState { n: z(&[b, nh, dqk + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state n");
+            let bad = MlstmState { m: z(&[b, nh, 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state m");
+            // Dtypes, eps, aliasing.
+            let half = Tensor::zeros(&backend, &[b, nh, dqk], DType::BF16).unwrap();
+            assert!(matches!(
+                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, 1e-6),
+                Err(KernelError::DType { op: "mlstm_step", .. })
+            ));
+            assert!(matches!(
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, f32::NAN),
+                Err(KernelError::Argument { op: "mlstm_step", name: "eps", .. })
+            ));
+            let alias = MlstmState { m: g.clone(), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
+            assert!(matches!(
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, 1e-6),
+                Err(KernelError::Argument { op: "mlstm_step", name: "state.m", .. })
+            ));
+            let out = z(&[b, nh, dv]);
+            assert!(matches!(
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &z(&[b, nh, dv + 1])),
+                Err(KernelError::Shape { op: "mlstm_step", .. })
+            ));
+            assert!(matches!(
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &v),
+                Err(KernelError::Argument { name: "out", .. })
+            ));
+            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &out).unwrap();
+
+            // Chunkwise.
+            let s = 7;
+            let (q4, k4, v4, g3) = (z(&[b, s, nh, dqk]), z(&[b, s, nh, dqk]), z(&[b, s, nh, dv]), z(&[b, s, nh]));
+            let f3 = z(&[b, s, nh]);
+            assert!(matches!(
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, 1e-6),
+                Err(KernelError::Argument { op: "mlstm_chunkwise", name: "chunk", .. })
+            ));
+            shape_err(
+                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, 1e-6),
+                "v must be [B, S, NH, DV]",
+            );
+            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, 1e-6), "k must be");
+            shape_err(
+                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, 1e-6),
+                "i_pre must be [B, S, NH] = [2, 7, 3]",
+            );
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, 1e-6), "f_pre");
+            let wrong = MlstmState::zeros(&backend, b, nh, dqk + 1, dv).unwrap();
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, 1e-6), "state C");
+            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, 1e-6), "q must be [B, S, NH, DQK]");
+            assert!(matches!(
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, -1.0),
+                Err(KernelError::Argument { name: "eps", .. })
+            ));
+            assert!(matches!(
+                mlstm_chunkwise(
+                    &z(&[b, 0, nh, dqk]),
+                    &z(&[b, 0, nh, dqk]),
+                    &z(&[b, 0, nh, dv]),
+                    &z(&[b, 0, nh]),
+                    &z(&[b, 0, nh]),
+                    &st,
+                    64,
+                    1e-6
+                ),
+                Err(KernelError::Empty { op: "mlstm_chunkwise", .. })
+            ));
+
+            // Multi-head layer norm.
+            let x = z(&[4, 12]);
+            assert!(matches!(
+                multihead_layernorm(&x, 5, None, None, 1e-6),
+                Err(KernelError::Argument { op: "multihead_layernorm", name: "nh", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm(&x, 0, None, None, 1e-6),
+                Err(KernelError::Argument { name: "nh", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm(&x, 3, Some(&z(&[4])), None, 1e-6),
+                Err(KernelError::Shape { op: "multihead_layernorm", .. })
+            ));
+            assert!(matches!(multihead_layernorm(&x, 3, None, Some(&z(&[13])), 1e-6), Err(KernelError::Shape { .. })));
+            assert!(matches!(
+                multihead_layernorm(&x, 3, None, None, f32::INFINITY),
+                Err(KernelError::Argument { name: "eps", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm(&Tensor::zeros(&backend, &[4, 12], DType::F16).unwrap(), 3, None, None, 1e-6),
+                Err(KernelError::DType { .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_into(&x, 3, None, None, 1e-6, &x),
+                Err(KernelError::Argument { name: "out", .. })
+            ));
+        }
+    }
+}
