@@ -4,7 +4,8 @@
 # target/release/torchless and the PyTorch anchors (ANCHORS dir, default target/anchors: copies of
 # ../shared/bench/*.py) beside it. Two parts, so that each fits one device call:
 #   OUT=/dir bash benchmarks/device_model.sh torchless    # torchless: bf16, q4_k, xLSTM, SmolLM2 shapes; quant GEMV
-#   OUT=/dir bash benchmarks/device_model.sh torch        # PyTorch anchors on the same models
+#   OUT=/dir bash benchmarks/device_model.sh torch        # PyTorch anchors on the same models (and the
+#                                                         # xlstm_qk_half parity fixture, with transformers)
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless
 ANCHORS="${ANCHORS:-target/anchors}"
@@ -28,6 +29,7 @@ if [ "${1:-torchless}" = torchless ]; then
   cat $X/*.safetensors > /dev/null
   timeout 150 $B $BM --model $X > "$OUT/xlstm.json" 2> "$OUT/xlstm.err"
 else
+  timeout 120 python3 scripts/make_fixtures.py --only xlstm_qk_half --out "$OUT/fixtures" > "$OUT/fixtures.log" 2>&1
   [ -f $M/config.json ] || timeout 240 python3 scripts/make_random_llama.py --out $M > "$OUT/make_llama.log" 2>&1
   timeout 200 python3 "$ANCHORS/torch_decode.py" > "$OUT/torch_decode.txt" 2>&1
   timeout 150 python3 "$ANCHORS/hf_xlstm_decode.py" > "$OUT/hf_xlstm_decode.txt" 2>&1
