@@ -64,8 +64,15 @@ struct Params {
 @group(0) @binding(5) var<storage, read> res: array<u32>;
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
 
-// acc[s * 8 + r]: partial dot product of row s of this workgroup with row r of x.
-var<private> acc: array<f32, 32>;
+// acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
+var<private> acc0: vec4<f32>;
+var<private> acc1: vec4<f32>;
+var<private> acc2: vec4<f32>;
+var<private> acc3: vec4<f32>;
+var<private> acc4: vec4<f32>;
+var<private> acc5: vec4<f32>;
+var<private> acc6: vec4<f32>;
+var<private> acc7: vec4<f32>;
 var<private> li_: u32;
 
 // Quant vectors per block.
@@ -282,29 +289,86 @@ fn groups_per_unit() -> u32 {
     return select(2u, 4u, is_k());
 }
 
-// Unit u of every row of this workgroup times every row of x.
+// One row's group dotted with 16 values of x.
+fn gdot(q: Grp, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    return dot(q.q0, x0) + dot(q.q1, x1) + dot(q.q2, x2) + dot(q.q3, x3);
+}
+
+// The contribution of one group of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
+fn xdot(r: u32, xo: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let xb = r * p.x_vec + xo;
+    let x0 = x[xb];
+    let x1 = x[xb + 1u];
+    let x2 = x[xb + 2u];
+    let x3 = x[xb + 3u];
+    let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
+    var qx = vec4<f32>(gdot(q0, x0, x1, x2, x3), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) {
+        qx.y = gdot(q1, x0, x1, x2, x3);
+    }
+    if (ROWS > 2u) {
+        qx.z = gdot(q2, x0, x1, x2, x3);
+    }
+    if (ROWS > 3u) {
+        qx.w = gdot(q3, x0, x1, x2, x3);
+    }
+    return a * qx + b * sx;
+}
+
+// Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
+// (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
-    var raw: array<Raw, 4>;
-    for (var s = 0u; s < ROWS; s++) {
-        raw[s] = load_unit(rows[s], u);
+    let r0 = load_unit(rows.x, u);
+    var r1: Raw;
+    var r2: Raw;
+    var r3: Raw;
+    if (ROWS > 1u) {
+        r1 = load_unit(rows.y, u);
+    }
+    if (ROWS > 2u) {
+        r2 = load_unit(rows.z, u);
+    }
+    if (ROWS > 3u) {
+        r3 = load_unit(rows.w, u);
     }
     for (var g = 0u; g < groups_per_unit(); g++) {
-        var q: array<Grp, 4>;
-        for (var s = 0u; s < ROWS; s++) {
-            q[s] = group(raw[s], u, g);
+        let q0 = group(r0, u, g);
+        var q1: Grp;
+        var q2: Grp;
+        var q3: Grp;
+        if (ROWS > 1u) {
+            q1 = group(r1, u, g);
         }
+        if (ROWS > 2u) {
+            q2 = group(r2, u, g);
+        }
+        if (ROWS > 3u) {
+            q3 = group(r3, u, g);
+        }
+        let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
+        let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
         let xo = x_offset(u, g);
-        for (var r = 0u; r < BATCH; r++) {
-            let xb = r * p.x_vec + xo;
-            let x0 = x[xb];
-            let x1 = x[xb + 1u];
-            let x2 = x[xb + 2u];
-            let x3 = x[xb + 3u];
-            let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
-            for (var s = 0u; s < ROWS; s++) {
-                let qx = dot(q[s].q0, x0) + dot(q[s].q1, x1) + dot(q[s].q2, x2) + dot(q[s].q3, x3);
-                acc[s * 8u + r] += q[s].a * qx + q[s].b * sx;
-            }
+        acc0 += xdot(0u, xo, q0, q1, q2, q3, a, b);
+        if (BATCH > 1u) {
+            acc1 += xdot(1u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 2u) {
+            acc2 += xdot(2u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 3u) {
+            acc3 += xdot(3u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 4u) {
+            acc4 += xdot(4u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 5u) {
+            acc5 += xdot(5u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 6u) {
+            acc6 += xdot(6u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 7u) {
+            acc7 += xdot(7u, xo, q0, q1, q2, q3, a, b);
         }
     }
 }
@@ -312,9 +376,6 @@ fn step(rows: vec4<u32>, u: u32) {
 // Sets up workgroup g; returns its first output row.
 fn setup(g: u32, li: u32) -> u32 {
     li_ = li;
-    for (var j = 0u; j < 32u; j++) {
-        acc[j] = 0.0;
-    }
     return g * ROWS;
 }
 
@@ -327,8 +388,27 @@ fn accumulate(row0: u32) {
 
 // Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
 fn reduce_all() {
-    for (var r = 0u; r < BATCH; r++) {
-        put(r, vec4<f32>(acc[r], acc[8u + r], acc[16u + r], acc[24u + r]));
+    put(0u, acc0);
+    if (BATCH > 1u) {
+        put(1u, acc1);
+    }
+    if (BATCH > 2u) {
+        put(2u, acc2);
+    }
+    if (BATCH > 3u) {
+        put(3u, acc3);
+    }
+    if (BATCH > 4u) {
+        put(4u, acc4);
+    }
+    if (BATCH > 5u) {
+        put(5u, acc5);
+    }
+    if (BATCH > 6u) {
+        put(6u, acc6);
+    }
+    if (BATCH > 7u) {
+        put(7u, acc7);
     }
 }
 
