@@ -7,7 +7,8 @@
 //! word aligned. Each block is split into its *quants* part (16-byte aligned in every format) and its
 //! *scales* part (`d`, `m`, `qh`: the fields that are not), and the tensor holds two regions in one
 //! `u32` buffer: every block's quants in row-major block order (rows × blocks-per-row × `quant_bytes`),
-//! then every block's scales in the same order (`scale_bytes` each, 2-byte scales packed two to a word).
+//! then every block's scales in the same order (`scale_bytes` each, 2-byte scales packed two to a word),
+//! then zeros up to a multiple of 16 bytes.
 //!
 //! | type | ggml bytes | quants | scales | device bytes/weight |
 //! |---|---|---|---|---|
@@ -608,7 +609,7 @@ impl QuantTensor {
         }
         let (qb, sb) = (ty.quant_bytes(), ty.scale_bytes());
         let q_len = nb * qb;
-        let total = q_len + (nb * sb).next_multiple_of(4);
+        let total = device_bytes(ty, nb);
         let mut dev = vec![0u8; total];
         let (qs, ss) = dev.split_at_mut(q_len);
         for (i, block) in bytes.chunks_exact(ty.block_bytes()).enumerate() {
@@ -639,7 +640,7 @@ impl QuantTensor {
         let op = "QuantTensor::from_device_data";
         check_shape(op, ty, rows, cols)?;
         let nb = rows * (cols / ty.block_elems());
-        let bytes = nb * ty.quant_bytes() + (nb * ty.scale_bytes()).next_multiple_of(4);
+        let bytes = device_bytes(ty, nb);
         if data.dtype() != DType::U32 || data.size_bytes() != bytes {
             return Err(KernelError::Argument {
                 op,
@@ -709,6 +710,12 @@ impl QuantTensor {
         }
         Ok(out)
     }
+}
+
+/// Bytes of the device data of `nb` blocks: the quants, the scales, zeros up to a multiple of 16 (kernels
+/// bind the data as `array<vec4<u32>>`).
+fn device_bytes(ty: QuantType, nb: usize) -> usize {
+    (nb * ty.quant_bytes() + nb * ty.scale_bytes()).next_multiple_of(16)
 }
 
 fn check_shape(op: &'static str, ty: QuantType, rows: usize, cols: usize) -> Result<()> {
