@@ -728,6 +728,14 @@ fn check_shape(op: &'static str, ty: QuantType, rows: usize, cols: usize) -> Res
             detail: format!("{ty} rows are whole blocks of {} values; cols = {cols} is not", ty.block_elems()),
         });
     }
+    // Element and byte counts must fit (shapes come from files).
+    let fits = rows.checked_mul(cols).and_then(|n| (n / ty.block_elems()).checked_mul(ty.block_bytes() + 16));
+    if fits.is_none_or(|b| b > isize::MAX as usize) {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("a {ty} matrix [{rows}, {cols}] is too large to address"),
+        });
+    }
     Ok(())
 }
 
@@ -863,6 +871,10 @@ mod tests {
         assert!(matches!(
             QuantTensor::from_ggml_bytes(&Backend::Cpu, ty, 2, 64, &[0; 70]),
             Err(KernelError::Argument { .. })
+        ));
+        assert!(matches!(
+            QuantTensor::from_ggml_bytes(&Backend::Cpu, ty, usize::MAX / 2, 64, &[]),
+            Err(KernelError::Shape { .. })
         ));
         assert!(matches!(quantize(ty, &[0.0; 33]), Err(KernelError::Argument { .. })));
         assert!(matches!(quantize(ty, &[f32::NAN; 32]), Err(KernelError::Argument { .. })));
