@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod gemv;
 pub mod mlstm;
 pub mod norm;
+pub mod qmatmul;
 pub mod rope;
 pub mod select;
 pub mod softmax;
