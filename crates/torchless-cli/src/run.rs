@@ -9,11 +9,12 @@ use torchless::generate::{GenerateOptions, generate};
 use torchless::model::{LoadedModel, Logits};
 use torchless::sampling::SamplingParams;
 use torchless::tokenizer::Message;
+use torchless::tokenizer::Tokenizer;
 use torchless::{BackendPreference, Error, init_backend};
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A model directory (Hugging Face layout) or a built-in model name (tiny-llama, tiny-xlstm).
+    /// A model directory (Hugging Face layout), a GGUF file or a built-in model name (tiny-llama, tiny-xlstm).
     #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
     model: String,
     /// The prompt; `-` reads it from standard input.
@@ -143,6 +144,54 @@ pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
             let head: Vec<String> = row.iter().take(8).map(|v| format!("{v:.4}")).collect();
             println!("position {i} (token {}): argmax {best}; logits [{} ...]", args.tokens[i], head.join(", "));
         }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// A model directory (Hugging Face layout with tokenizer.json), a GGUF file or a built-in model name.
+    #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
+    model: String,
+    /// The text; `-` reads it from standard input.
+    #[arg(long)]
+    text: String,
+    /// Print exactly {"ids": [...]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Loads only the tokenizer of a model (no weights are read).
+fn load_tokenizer(model: &str) -> Result<Tokenizer, Error> {
+    let path = std::path::Path::new(model);
+    if torchless::model::is_gguf(path) {
+        let file = torchless::model::open_gguf(path)?;
+        let config = torchless::config::Config::from_gguf(&file)?;
+        return Tokenizer::from_gguf(&file, &config)?
+            .ok_or_else(|| Error::Tokenizer(format!("{model}: no tokenizer.ggml.model in the GGUF metadata")));
+    }
+    let dir = if path.exists() {
+        path.to_path_buf()
+    } else {
+        torchless::builtin::resolve(model).ok_or_else(|| Error::MissingFile {
+            path: path.to_path_buf(),
+            what: "the model directory or GGUF file (or a built-in name: tiny-llama, tiny-xlstm)",
+        })?
+    };
+    let config = torchless::config::Config::from_file(&dir.join("config.json")).ok();
+    let (bos, eos) = config.map_or((None, Vec::new()), |c| (c.bos_token_id, c.eos_token_ids));
+    Tokenizer::from_dir(&dir, bos, &eos)
+}
+
+pub fn tokenize_cmd(args: &TokenizeArgs) -> Result<(), Error> {
+    let tokenizer = load_tokenizer(&args.model)?;
+    let text = read_prompt(&args.text)?;
+    let ids = tokenizer.encode(&text, false)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "ids": ids }));
+    } else {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Models and their loading. `Model` is the one type the generation loop talks to.
 
 pub mod llama;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +10,10 @@ use torchless_kernels::{Backend, Tensor};
 use crate::builtin;
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, OpenError};
 use crate::safetensors_dir::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
+use weights::Source;
 
 /// Which positions' logits `forward` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,8 +90,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a model directory or a built-in model by name.
+    /// Loads a model directory (Hugging Face layout), a GGUF file (`.gguf`) or a built-in model by name.
     pub fn load(name_or_path: &str, backend: &Backend, progress: bool) -> Result<LoadedModel> {
+        if is_gguf(Path::new(name_or_path)) {
+            return Self::load_gguf(Path::new(name_or_path), backend, progress);
+        }
         let dir = resolve(name_or_path)?;
         let config_path = dir.join("config.json");
         if !config_path.exists() {
@@ -101,7 +107,7 @@ impl LoadedModel {
         let weights = SafetensorsDir::open(&dir)?;
         let model = match config.arch {
             Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma2 | Arch::Phi3 => {
-                Model::Llama(llama::Llama::load(config.clone(), &weights, backend, progress)?)
+                Model::Llama(llama::Llama::load(config.clone(), &Source::Safetensors(&weights), backend, progress)?)
             }
         };
         let tokenizer = if dir.join("tokenizer.json").exists() {
@@ -111,6 +117,44 @@ impl LoadedModel {
         };
         Ok(LoadedModel { name: display_name(name_or_path, &dir), model, tokenizer })
     }
+
+    /// Loads a llama.cpp GGUF file: config, weights and (when the file has one) tokenizer.
+    pub fn load_gguf(path: &Path, backend: &Backend, progress: bool) -> Result<LoadedModel> {
+        let file = open_gguf(path)?;
+        let config = Config::from_gguf(&file)?;
+        let source = Source::Gguf {
+            file: &file,
+            arch: config.arch,
+            unpermute_qk: config.unpermute_qk,
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+        };
+        let model = Model::Llama(llama::Llama::load(config.clone(), &source, backend, progress)?);
+        let tokenizer = Tokenizer::from_gguf(&file, &config)?;
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(LoadedModel { name, model, tokenizer })
+    }
+}
+
+/// Whether `path` names a GGUF file: a `.gguf` extension, or a file starting with the GGUF magic.
+pub fn is_gguf(path: &Path) -> bool {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    if !path.is_file() {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == b"GGUF"
+}
+
+/// Maps and parses a GGUF file, errors naming the path.
+pub fn open_gguf(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path).map_err(|e| match e {
+        OpenError::Io(source) => Error::io(path, source),
+        OpenError::Format(source) => Error::Gguf { path: path.to_path_buf(), source },
+    })
 }
 
 fn resolve(name_or_path: &str) -> Result<PathBuf> {
