@@ -67,6 +67,7 @@ pub const FAMILIES: &[(&[&str], CaseFn)] = &[
     (ops::select::BENCH_OPS, ops::select::bench_case),
     (ops::gemv::BENCH_OPS, ops::gemv::bench_case),
     (ops::gemm::BENCH_OPS, ops::gemm::bench_case),
+    (ops::qmatmul::BENCH_OPS, ops::qmatmul::bench_case),
     (ops::attention::BENCH_OPS, ops::attention::bench_case),
 ];
 

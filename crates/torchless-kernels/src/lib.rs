@@ -10,10 +10,12 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 pub mod testing;
 
 pub use backend::{Backend, BackendPreference, init_backend};
 pub use dtype::{DType, Element};
 pub use error::{KernelError, Result};
+pub use quant::{QuantTensor, QuantType};
 pub use tensor::Tensor;

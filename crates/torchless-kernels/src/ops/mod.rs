@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
 pub mod norm;
+pub mod qmatmul;
 pub mod rope;
 pub mod select;
 pub mod softmax;

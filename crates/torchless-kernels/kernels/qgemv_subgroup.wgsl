@@ -1,0 +1,405 @@
+// Quantized GEMV for decode: y[r, o] = Σ_i W[o, i]·x[r, i] for 1 ≤ b ≤ 8 rows of f32 x, with W in a ggml
+// block format (QTYPE) in the device layout of src/quant.rs: every block's quants (16-byte aligned) in one
+// region, every block's scales (d, m, qh) in a second region starting at word p.scale_base. The weights are
+// read once for all rows of x and dequantized in registers.
+//
+// One workgroup owns ROWS (1..=4) consecutive output rows. A row is cut into *units* of whole 16-byte quant
+// vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
+// Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
+// (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
+// groups of 16 weights. Each weight of a group is w = a·q + b (q the integer quant, a and b the group's scale
+// and offset: Q4_0 has b = −8d, the K-quants a = d·sc, b = −dmin·m), so the group's contribution is
+// a·(q·x) + b·Σx, and Σx is shared by the ROWS rows. Accumulation is in f32; the workgroup then reduces.
+//
+// qgemv.wgsl and qgemv_subgroup.wgsl are identical down to the "variant" marker (a test checks it); below it,
+// qgemv_subgroup.wgsl reduces with subgroupAdd and qgemv.wgsl with a workgroup-memory tree.
+
+// 0 q8_0, 1 q4_0, 2 q4_1, 3 q5_0, 4 q5_1, 5 q4_k, 6 q5_k, 7 q6_k (QuantType::ALL order).
+override QTYPE: u32 = 0u;
+// Threads per workgroup: a power of two, 32..=256.
+override WG: u32 = 64u;
+// Output rows per workgroup, 1..=4.
+override ROWS: u32 = 1u;
+// Rows of x, 1..=8.
+override BATCH: u32 = 1u;
+// Length of the reduction scratch (vec4s), set by the host.
+override RED_LEN: u32 = 64u;
+override BIAS_DT: u32 = 0u;
+
+const Q8_0: u32 = 0u;
+const Q4_0: u32 = 1u;
+const Q4_1: u32 = 2u;
+const Q5_0: u32 = 3u;
+const Q5_1: u32 = 4u;
+const Q4_K: u32 = 5u;
+const Q5_K: u32 = 6u;
+const Q6_K: u32 = 7u;
+
+const F_BIAS: u32 = 1u;
+const F_RES: u32 = 8u;
+const F_ACCUM: u32 = 16u;
+
+struct Params {
+    // Weight rows (outputs per row of x).
+    rows: u32,
+    // Blocks per weight row.
+    row_blocks: u32,
+    // Units per weight row.
+    units: u32,
+    // Word index of the scales region.
+    scale_base: u32,
+    // vec4s per row of x (cols / 4).
+    x_vec: u32,
+    flags: u32,
+    n_groups: u32,
+    _pad: u32,
+}
+
+// Absent operands are bound to a dummy (x) and never read.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> ws: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<u32>;
+@group(0) @binding(5) var<storage, read> res: array<u32>;
+@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+
+// acc[s * 8 + r]: partial dot product of row s of this workgroup with row r of x.
+var<private> acc: array<f32, 32>;
+var<private> li_: u32;
+
+// Quant vectors per block.
+fn block_vecs() -> u32 {
+    switch QTYPE {
+        case 0u: { return 2u; }
+        case 5u: { return 9u; }
+        case 6u: { return 11u; }
+        case 7u: { return 13u; }
+        default: { return 1u; }
+    }
+}
+
+fn is_k() -> bool {
+    return QTYPE >= Q4_K;
+}
+
+// One unit of one row as loaded: up to five quant vectors and the decoded block scales.
+struct Raw {
+    v0: vec4<u32>,
+    v1: vec4<u32>,
+    v2: vec4<u32>,
+    v3: vec4<u32>,
+    v4: vec4<u32>,
+    d: f32,
+    m: f32,
+    qh: u32,
+}
+
+// Sixteen quants of one group and its w = a·q + b.
+struct Grp {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+    a: f32,
+    b: f32,
+}
+
+// The f16 scale of block bi in a region of 2-byte scales.
+fn half_scale(bi: u32) -> f32 {
+    let pair = unpack2x16float(ws[p.scale_base + (bi >> 1u)]);
+    return select(pair.x, pair.y, (bi & 1u) == 1u);
+}
+
+fn load_unit(row: u32, u: u32) -> Raw {
+    var r: Raw;
+    if (is_k()) {
+        let bi = row * p.row_blocks + (u >> 2u);
+        let c = u & 3u;
+        let base = bi * block_vecs();
+        if (QTYPE == Q4_K) {
+            r.v0 = wq[base];
+            r.v1 = wq[base + 1u + 2u * c];
+            r.v2 = wq[base + 2u + 2u * c];
+        } else if (QTYPE == Q5_K) {
+            r.v0 = wq[base];
+            r.v1 = wq[base + 1u];
+            r.v2 = wq[base + 2u];
+            r.v3 = wq[base + 3u + 2u * c];
+            r.v4 = wq[base + 4u + 2u * c];
+        } else {
+            // Q6_K unit (h, j): ql vectors 4h + j and 4h + 2 + j, qh vector 8 + 2h + j, scales vector 12.
+            let h = c >> 1u;
+            let j = c & 1u;
+            r.v0 = wq[base + 4u * h + j];
+            r.v1 = wq[base + 4u * h + 2u + j];
+            r.v2 = wq[base + 8u + 2u * h + j];
+            r.v3 = wq[base + 12u];
+            r.d = half_scale(bi);
+        }
+        return r;
+    }
+    let bi = row * p.row_blocks + u;
+    let base = bi * block_vecs();
+    r.v0 = wq[base];
+    if (QTYPE == Q8_0) {
+        r.v1 = wq[base + 1u];
+        r.d = half_scale(bi);
+    } else if (QTYPE == Q4_0) {
+        r.d = half_scale(bi);
+    } else if (QTYPE == Q4_1) {
+        let dm = unpack2x16float(ws[p.scale_base + bi]);
+        r.d = dm.x;
+        r.m = dm.y;
+    } else {
+        let dm = unpack2x16float(ws[p.scale_base + 2u * bi]);
+        r.d = dm.x;
+        r.m = dm.y;
+        r.qh = ws[p.scale_base + 2u * bi + 1u];
+    }
+    return r;
+}
+
+// The four bytes of w as floats.
+fn bytes4(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
+}
+
+// The four bytes of w as signed floats.
+fn sbytes4(w: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Four 4-bit bits of `hb` moved to bit 4 of each byte.
+fn spread4(hb: u32) -> u32 {
+    return ((hb & 1u) << 4u) | ((hb & 2u) << 11u) | ((hb & 4u) << 18u) | ((hb & 8u) << 25u);
+}
+
+fn grp_bytes(w: vec4<u32>) -> Grp {
+    var g: Grp;
+    g.q0 = bytes4(w.x);
+    g.q1 = bytes4(w.y);
+    g.q2 = bytes4(w.z);
+    g.q3 = bytes4(w.w);
+    return g;
+}
+
+// Byte i (0..11) of a K-quant block's packed scales (words 1..3 of its first vector).
+fn kbyte(v0: vec4<u32>, i: u32) -> u32 {
+    return (v0[1u + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+}
+
+// ggml's get_scale_min_k4: (scale, min) of sub-block j.
+fn scale_min_k4(v0: vec4<u32>, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(kbyte(v0, j) & 63u), f32(kbyte(v0, j + 4u) & 63u));
+    }
+    let sc = (kbyte(v0, j + 4u) & 0xfu) | ((kbyte(v0, j - 4u) >> 6u) << 4u);
+    let mn = (kbyte(v0, j + 4u) >> 4u) | ((kbyte(v0, j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(mn));
+}
+
+// Group g (16 weights) of unit u as loaded in r.
+fn group(r: Raw, u: u32, g: u32) -> Grp {
+    var out: Grp;
+    if (QTYPE == Q8_0) {
+        let w = select(r.v0, r.v1, g == 1u);
+        out.q0 = sbytes4(w.x);
+        out.q1 = sbytes4(w.y);
+        out.q2 = sbytes4(w.z);
+        out.q3 = sbytes4(w.w);
+        out.a = r.d;
+        out.b = 0.0;
+        return out;
+    }
+    if (QTYPE <= Q5_1) {
+        // Group 0: low nibbles (weights 0..15), group 1: high nibbles (16..31).
+        var w = (r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(0x0f0f0f0fu);
+        if (QTYPE == Q5_0 || QTYPE == Q5_1) {
+            let hq = r.qh >> (16u * g);
+            w |= vec4<u32>(spread4(hq & 0xfu), spread4((hq >> 4u) & 0xfu), spread4((hq >> 8u) & 0xfu),
+                           spread4((hq >> 12u) & 0xfu));
+        }
+        out = grp_bytes(w);
+        out.a = r.d;
+        switch QTYPE {
+            case 1u: { out.b = -8.0 * r.d; }
+            case 3u: { out.b = -16.0 * r.d; }
+            default: { out.b = r.m; }
+        }
+        return out;
+    }
+    if (QTYPE == Q4_K || QTYPE == Q5_K) {
+        // Unit c: weights 64c..64c+63 of the block. Groups 0, 1: low nibbles of quant vectors 0, 1 (sub-block
+        // 2c); groups 2, 3: their high nibbles (sub-block 2c + 1).
+        let c = u & 3u;
+        let hi = g >> 1u;
+        var qv = select(r.v1, r.v2, (g & 1u) == 1u);
+        if (QTYPE == Q5_K) {
+            qv = select(r.v3, r.v4, (g & 1u) == 1u);
+        }
+        var w = (qv >> vec4<u32>(4u * hi)) & vec4<u32>(0x0f0f0f0fu);
+        if (QTYPE == Q5_K) {
+            let hv = select(r.v1, r.v2, (g & 1u) == 1u);
+            w |= ((hv >> vec4<u32>(2u * c + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u);
+        }
+        out = grp_bytes(w);
+        let dd = unpack2x16float(r.v0.x);
+        let sm = scale_min_k4(r.v0, 2u * c + hi);
+        out.a = dd.x * sm.x;
+        out.b = -dd.y * sm.y;
+        return out;
+    }
+    // Q6_K unit (h, j), group k: weights 128h + 32k + 16j .. +15; low 4 bits from ql vector j (k even) or
+    // 2 + j (k odd), low (k < 2) or high nibbles; bits 4..5 from qh bits 2k..2k+1; scale 8h + j + 2k.
+    let c = u & 3u;
+    let h = c >> 1u;
+    let j = c & 1u;
+    let lv = select(r.v0, r.v1, (g & 1u) == 1u);
+    let w = ((lv >> vec4<u32>(4u * (g >> 1u))) & vec4<u32>(0x0f0f0f0fu))
+        | (((r.v2 >> vec4<u32>(2u * g)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+    out = grp_bytes(w);
+    let si = 8u * h + j + 2u * g;
+    let sc = f32(bitcast<i32>(((r.v3[si / 4u] >> (8u * (si % 4u))) & 0xffu) << 24u) >> 24u);
+    out.a = r.d * sc;
+    out.b = -32.0 * out.a;
+    return out;
+}
+
+// Index of the first x vector of group g of unit u, within a row of x.
+fn x_offset(u: u32, g: u32) -> u32 {
+    if (QTYPE == Q6_K) {
+        let c = u & 3u;
+        return (u >> 2u) * 64u + (c >> 1u) * 32u + 8u * g + 4u * (c & 1u);
+    }
+    if (is_k()) {
+        return u * 16u + 4u * g;
+    }
+    return u * 8u + 4u * g;
+}
+
+fn groups_per_unit() -> u32 {
+    return select(2u, 4u, is_k());
+}
+
+// Unit u of every row of this workgroup times every row of x.
+fn step(rows: vec4<u32>, u: u32) {
+    var raw: array<Raw, 4>;
+    for (var s = 0u; s < ROWS; s++) {
+        raw[s] = load_unit(rows[s], u);
+    }
+    for (var g = 0u; g < groups_per_unit(); g++) {
+        var q: array<Grp, 4>;
+        for (var s = 0u; s < ROWS; s++) {
+            q[s] = group(raw[s], u, g);
+        }
+        let xo = x_offset(u, g);
+        for (var r = 0u; r < BATCH; r++) {
+            let xb = r * p.x_vec + xo;
+            let x0 = x[xb];
+            let x1 = x[xb + 1u];
+            let x2 = x[xb + 2u];
+            let x3 = x[xb + 3u];
+            let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
+            for (var s = 0u; s < ROWS; s++) {
+                let qx = dot(q[s].q0, x0) + dot(q[s].q1, x1) + dot(q[s].q2, x2) + dot(q[s].q3, x3);
+                acc[s * 8u + r] += q[s].a * qx + q[s].b * sx;
+            }
+        }
+    }
+}
+
+// Sets up workgroup g; returns its first output row.
+fn setup(g: u32, li: u32) -> u32 {
+    li_ = li;
+    for (var j = 0u; j < 32u; j++) {
+        acc[j] = 0.0;
+    }
+    return g * ROWS;
+}
+
+fn accumulate(row0: u32) {
+    let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
+    for (var u = li_; u < p.units; u += WG) {
+        step(rows, u);
+    }
+}
+
+// Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
+fn reduce_all() {
+    for (var r = 0u; r < BATCH; r++) {
+        put(r, vec4<f32>(acc[r], acc[8u + r], acc[16u + r], acc[24u + r]));
+    }
+}
+
+fn n_slots() -> u32 {
+    return BATCH;
+}
+
+// After the reduction: thread r < BATCH writes the ROWS outputs of row r of x.
+fn finish(row0: u32) {
+    let r = li_;
+    if (r >= BATCH) {
+        return;
+    }
+    let v = total(r);
+    for (var s = 0u; s < ROWS; s++) {
+        let row = row0 + s;
+        if (row >= p.rows) {
+            return;
+        }
+        var out = v[s];
+        if ((p.flags & F_BIAS) != 0u) {
+            out += decode(BIAS_DT, bias[word_index(BIAS_DT, row)], row);
+        }
+        let i = r * p.rows + row;
+        if ((p.flags & F_RES) != 0u) {
+            out += bitcast<f32>(res[i]);
+        }
+        if ((p.flags & F_ACCUM) != 0u) {
+            out += bitcast<f32>(y[i]);
+        }
+        y[i] = bitcast<u32>(out);
+    }
+}
+
+// ---- variant: subgroup reduction ----
+
+// red[k * n_slots() + j]: subgroup k's sum of accumulator slot j.
+var<workgroup> red: array<vec4<f32>, RED_LEN>;
+var<private> lane_: u32;
+var<private> sg_: u32;
+var<private> nsg_: u32;
+
+fn put(j: u32, v: vec4<f32>) {
+    let s = subgroupAdd(v);
+    if (lane_ == 0u) {
+        red[sg_ * n_slots() + j] = s;
+    }
+}
+
+fn total(j: u32) -> vec4<f32> {
+    var t = vec4<f32>();
+    for (var k = 0u; k < nsg_; k++) {
+        t += red[k * n_slots() + j];
+    }
+    return t;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) nsg: u32) {
+    let g = linear_group_id(wid, nwg);
+    if (g >= p.n_groups) {
+        return;
+    }
+    lane_ = lane;
+    sg_ = sg;
+    nsg_ = nsg;
+    let row0 = setup(g, li);
+    accumulate(row0);
+    reduce_all();
+    workgroupBarrier();
+    finish(row0);
+}

@@ -1,0 +1,783 @@
+//! Products with quantized weights ([`QuantTensor`], ggml block formats), dequantized in registers: the
+//! weights stay quantized in memory on every backend.
+//!
+//! - [`gemv_q`] / [`gemv_q_into`]: decode, `y [b, rows] = x [b, cols] · Wᵀ` for 1 ≤ b ≤ 8 rows of f32
+//!   activations, with the dense GEMV's epilogue ([`GemvEpilogue`]: a bias `[rows]` of any float dtype
+//!   and an f32 residual shaped like the output, which may be the output itself).
+//! - [`gemm_q`]: prefill, `x [m, cols] · Wᵀ` for any m.
+//! - [`embedding_q`]: rows of a quantized table gathered by u32 ids and dequantized to f32. An id out of
+//!   range is a [`KernelError::Argument`] on the CPU and a row of zeros on the GPU (which does not read
+//!   the ids back), as in the dense `embedding`.
+//!
+//! Shapes: `x` is any f32 tensor whose last dimension is `cols`; the output has its shape with the last
+//! dimension replaced by `rows`.
+//!
+//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. CPU: rayon over weight rows,
+//! 256 weights decoded at a time into a stack buffer (GEMV); panels of 32 weight rows decoded into a
+//! scratch buffer and multiplied with the `gemm` crate (GEMM).
+
+use rayon::prelude::*;
+
+use super::gemv::{GemvEpilogue, MAX_BATCH};
+use super::{common_backend, require_dtype};
+use crate::backend::Backend;
+use crate::cpu;
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use crate::quant::{BlockView, QuantTensor, QuantType};
+use crate::tensor::Tensor;
+
+/// `x · Wᵀ (+ bias) (+ residual)` into a new f32 tensor shaped like `x` with last dimension `w.rows()`.
+pub fn gemv_q(w: &QuantTensor, x: &Tensor, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
+    let out = Tensor::uninit(&x.backend(), "gemv_q", &out_shape(x, w.rows()), DType::F32)?;
+    gemv_q_into(w, x, epilogue, &out)?;
+    Ok(out)
+}
+
+/// [`gemv_q`] into `out` (f32, last dimension `w.rows()`, `b·rows` elements). `out` may be the residual
+/// (`y += x·Wᵀ`) but no other input.
+pub fn gemv_q_into(w: &QuantTensor, x: &Tensor, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<()> {
+    gemv_q_into_with(w, x, epilogue, out, QGemvKernel::Auto)
+}
+
+/// Which GPU kernel [`gemv_q_into_with`] runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QGemvKernel {
+    /// Subgroup reduction where the adapter has subgroups, else the workgroup-memory tree.
+    #[default]
+    Auto,
+    /// `subgroupAdd`; a [`KernelError::MissingFeature`] on adapters without subgroups.
+    Subgroup,
+    /// Workgroup-memory tree; runs everywhere.
+    Workgroup,
+}
+
+/// [`gemv_q_into`] with a forced GPU kernel (ignored on the CPU).
+pub fn gemv_q_into_with(
+    w: &QuantTensor,
+    x: &Tensor,
+    epilogue: GemvEpilogue<'_>,
+    out: &Tensor,
+    kernel: QGemvKernel,
+) -> Result<()> {
+    gemv_q_tuned(w, x, epilogue, out, kernel, None)
+}
+
+/// [`gemv_q_into_with`] with a forced launch shape (tests).
+fn gemv_q_tuned(
+    w: &QuantTensor,
+    x: &Tensor,
+    epilogue: GemvEpilogue<'_>,
+    out: &Tensor,
+    kernel: QGemvKernel,
+    tune: Option<gpu::Tune>,
+) -> Result<()> {
+    let op = "gemv_q";
+    require_dtype(op, x, DType::F32)?;
+    let (b, cols) = x.rows_cols();
+    check_cols(op, w, cols, x)?;
+    if b == 0 || b > MAX_BATCH {
+        return Err(KernelError::Argument {
+            op,
+            name: "batch",
+            value: b.to_string(),
+            reason: format!("x {:?} must have between 1 and {MAX_BATCH} rows", x.shape()),
+        });
+    }
+    check_out(op, "out", out, b, w.rows())?;
+    if let Some(bias) = epilogue.bias {
+        super::require_float(op, bias)?;
+        if bias.numel() != w.rows() {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("bias {:?} must have {} elements (the rows of w)", bias.shape(), w.rows()),
+            });
+        }
+    }
+    if let Some(r) = epilogue.residual {
+        check_out(op, "residual", r, b, w.rows())?;
+    }
+    let inputs: Vec<&Tensor> = [Some(x), Some(w.data()), epilogue.bias].into_iter().flatten().collect();
+    if inputs.iter().any(|t| out.same_storage(t)) {
+        return Err(KernelError::Argument {
+            op,
+            name: "out",
+            value: "an input".into(),
+            reason: "the output must not share storage with x, the weights or the bias".into(),
+        });
+    }
+    let mut all = inputs.clone();
+    all.push(out);
+    all.extend(epilogue.residual);
+    match common_backend(op, &all)? {
+        Backend::Cpu => {
+            cpu_gemv(w, x, b, epilogue, out);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => gpu::gemv(&ctx, w, x, b, epilogue, out, kernel, tune),
+    }
+}
+
+/// `x · Wᵀ` for `x [.., cols]` (any number of rows) into a new f32 tensor `[.., rows]`.
+pub fn gemm_q(x: &Tensor, w: &QuantTensor) -> Result<Tensor> {
+    let op = "gemm_q";
+    require_dtype(op, x, DType::F32)?;
+    let (m, cols) = x.rows_cols();
+    check_cols(op, w, cols, x)?;
+    if m == 0 {
+        return Err(KernelError::Empty { op, what: "x" });
+    }
+    let out = Tensor::uninit(&x.backend(), op, &out_shape(x, w.rows()), DType::F32)?;
+    match common_backend(op, &[x, w.data()])? {
+        Backend::Cpu => cpu_gemm(x, w, m, &out),
+        Backend::Gpu(ctx) => gpu::gemm(&ctx, x, w, m, &out)?,
+    }
+    Ok(out)
+}
+
+/// Rows `ids` (u32, any shape) of the quantized table `[vocab, dim]`, dequantized: `[ids.shape.., dim]` f32.
+pub fn embedding_q(table: &QuantTensor, ids: &Tensor) -> Result<Tensor> {
+    let op = "embedding_q";
+    require_dtype(op, ids, DType::U32)?;
+    if ids.numel() == 0 {
+        return Err(KernelError::Empty { op, what: "ids" });
+    }
+    let mut shape = ids.shape().to_vec();
+    shape.push(table.cols());
+    let out = Tensor::uninit(&ids.backend(), op, &shape, DType::F32)?;
+    match common_backend(op, &[ids, table.data()])? {
+        Backend::Cpu => {
+            let idv = cpu::read_u32(ids);
+            if let Some((i, &id)) = idv.iter().enumerate().find(|(_, id)| **id as usize >= table.rows()) {
+                return Err(KernelError::Argument {
+                    op,
+                    name: "ids",
+                    value: format!("{id} at index {i}"),
+                    reason: format!("the table has {} rows", table.rows()),
+                });
+            }
+            let dev = table.data().to_bytes()?;
+            let view = BlockView::new(table, &dev);
+            let mut y = vec![0f32; idv.len() * table.cols()];
+            y.par_chunks_mut(table.cols()).zip(&idv).for_each(|(row, &id)| view.decode_row(id as usize, row));
+            cpu::write_f32(&out, &y);
+        }
+        Backend::Gpu(ctx) => gpu::embedding(&ctx, table, ids, &out)?,
+    }
+    Ok(out)
+}
+
+fn out_shape(x: &Tensor, rows: usize) -> Vec<usize> {
+    let mut shape = x.shape().to_vec();
+    match shape.last_mut() {
+        Some(last) => *last = rows,
+        None => shape.push(rows),
+    }
+    shape
+}
+
+fn check_cols(op: &'static str, w: &QuantTensor, cols: usize, x: &Tensor) -> Result<()> {
+    if cols != w.cols() {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!(
+                "inner dimensions differ: w [{}, {}] ({}) has {} columns, x {:?} has rows of {cols}",
+                w.rows(),
+                w.cols(),
+                w.quant_type(),
+                w.cols(),
+                x.shape()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_out(op: &'static str, name: &str, t: &Tensor, b: usize, rows: usize) -> Result<()> {
+    require_dtype(op, t, DType::F32)?;
+    if t.rows_cols() != (b, rows) || t.numel() != b * rows {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("{name} {:?} must hold [{b}, {rows}] (rows of x by rows of w)", t.shape()),
+        });
+    }
+    Ok(())
+}
+
+// ---- CPU ----------------------------------------------------------------------------------------------
+
+/// Weights decoded at a time (one K-quant block, or eight 32-blocks).
+const CHUNK: usize = 256;
+
+fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, out: &Tensor) {
+    let xv = cpu::read_f32(x);
+    let words = w.data().cpu_words().expect("CPU tensor");
+    let view = BlockView::new(w, &bytemuck::cast_slice::<u32, u8>(&words)[..w.size_bytes()]);
+    let cols = w.cols();
+    let per_row: Vec<[f32; MAX_BATCH]> =
+        (0..w.rows()).into_par_iter().with_min_len(8).map(|o| row_dots(&view, o, cols, &xv, b)).collect();
+    drop(words);
+    let rows = w.rows();
+    let mut y = vec![0f32; b * rows];
+    for (o, v) in per_row.iter().enumerate() {
+        for r in 0..b {
+            y[r * rows + o] = v[r];
+        }
+    }
+    if let Some(bias) = epilogue.bias.map(cpu::read_f32) {
+        for row in y.chunks_exact_mut(rows) {
+            row.iter_mut().zip(&bias).for_each(|(v, c)| *v += c);
+        }
+    }
+    if let Some(res) = epilogue.residual.map(cpu::read_f32) {
+        y.iter_mut().zip(&res).for_each(|(v, r)| *v += r);
+    }
+    cpu::write_f32(out, &y);
+}
+
+/// Row `o` of the weights dotted with each of the `b` rows of `x`, 256 weights decoded at a time.
+fn row_dots(w: &BlockView<'_>, o: usize, cols: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
+    const LANES: usize = 16;
+    let be = w.ty.block_elems();
+    let per_chunk = CHUNK / be;
+    let mut buf = [0f32; CHUNK];
+    let mut lanes = [[0f32; LANES]; MAX_BATCH];
+    let mut blk = 0;
+    while blk < w.row_blocks {
+        let nb = per_chunk.min(w.row_blocks - blk);
+        for k in 0..nb {
+            w.decode(o, blk + k, &mut buf[k * be..(k + 1) * be]);
+        }
+        let (start, n) = (blk * be, nb * be);
+        for (r, acc) in lanes.iter_mut().enumerate().take(b) {
+            let xs = &x[r * cols + start..][..n];
+            for (wq, xq) in buf[..n].chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
+                for l in 0..LANES {
+                    acc[l] += wq[l] * xq[l];
+                }
+            }
+        }
+        blk += nb;
+    }
+    std::array::from_fn(|r| lanes[r].iter().sum())
+}
+
+/// Weight rows decoded per panel of the CPU GEMM.
+const PANEL: usize = 32;
+
+struct SendPtr(*mut f32);
+// SAFETY: each task writes a disjoint set of output columns through the pointer (see `cpu_gemm`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn cpu_gemm(x: &Tensor, w: &QuantTensor, m: usize, out: &Tensor) {
+    let xv = cpu::read_f32(x);
+    let words = w.data().cpu_words().expect("CPU tensor");
+    let view = BlockView::new(w, &bytemuck::cast_slice::<u32, u8>(&words)[..w.size_bytes()]);
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut y = vec![0f32; m * rows];
+    let dst = SendPtr(y.as_mut_ptr());
+    let dst = &dst;
+    (0..rows.div_ceil(PANEL)).into_par_iter().for_each_init(
+        || vec![0f32; PANEL * cols],
+        |panel, p| {
+            let r0 = p * PANEL;
+            let n = PANEL.min(rows - r0);
+            for (i, row) in panel.chunks_exact_mut(cols).take(n).enumerate() {
+                view.decode_row(r0 + i, row);
+            }
+            // SAFETY: y [m, rows] (row stride `rows`) gets columns r0..r0+n written by this task only; the
+            // panel holds n rows of `cols` weights and x holds m rows of `cols`; nothing overlaps.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    cols,
+                    dst.0.add(r0),
+                    1,
+                    rows as isize,
+                    false,
+                    xv.as_ptr(),
+                    1,
+                    cols as isize,
+                    panel.as_ptr(),
+                    cols as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+    drop(words);
+    cpu::write_f32(out, &y);
+}
+
+/// f64 reference of `x · Wᵀ` from dequantized weights `wv [rows, cols]` and `x [b, cols]`: `[b, rows]`.
+pub fn reference(wv: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
+    let b = x.len() / cols;
+    let mut y = vec![0f64; b * rows];
+    for r in 0..b {
+        for o in 0..rows {
+            let (wr, xr) = (&wv[o * cols..][..cols], &x[r * cols..][..cols]);
+            y[r * rows + o] = wr.iter().zip(xr).map(|(&a, &c)| a as f64 * c as f64).sum();
+        }
+    }
+    y
+}
+
+/// Tolerance of a quantized product of length `cols` with weights and x of magnitude ≤ 1: f32 rounding of
+/// the sum (as the dense GEMV's) with room for the kernels' different summation orders.
+pub fn tolerance(cols: usize) -> crate::testing::Tolerance {
+    super::gemv::gemv_tolerance(cols, 1.0).scaled(2.0)
+}
+
+// ---- bench ----------------------------------------------------------------------------------------------
+
+/// Bench op names of this family.
+pub const BENCH_OPS: &[&str] = &[
+    "gemv_q8_0",
+    "gemv_q4_0",
+    "gemv_q4_1",
+    "gemv_q5_0",
+    "gemv_q5_1",
+    "gemv_q4_k",
+    "gemv_q5_k",
+    "gemv_q6_k",
+    "gemm_q4_k",
+    "gemm_q8_0",
+];
+
+/// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
+pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_QGEMV_COLS";
+
+/// The weight rows of a `gemv_q*` case: as many rows of `cols` weights as fill `bytes` of quantized weights,
+/// rounded down to a multiple of 512 (so `--mib 32` gives Llama-3-8B's 14336 × 4096 for q4_0 and q4_k, and
+/// 4096 × 14336 with `TORCHLESS_BENCH_QGEMV_COLS=14336`; q8_0 takes `--mib 60`, q6_k `--mib 46`).
+pub fn bench_rows(ty: QuantType, cols: usize, bytes: u64) -> usize {
+    let row_bytes = (cols / ty.block_elems() * ty.block_bytes()) as u64;
+    let rows = (bytes / row_bytes).max(1) as usize;
+    if rows >= 512 { rows / 512 * 512 } else { rows }
+}
+
+/// `gemv_q*`: b = 1 GEMV `[rows, cols]` (see [`bench_rows`]); `bytes` counts the quantized weights only.
+/// `gemm_q*`: `x [n, n] · Wᵀ` with n = sqrt(bytes / 12) rounded to a multiple of 256 (at most 4096), as the
+/// dense GEMM bench.
+pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
+    use crate::bench::BenchCase;
+    let name: &'static str = BENCH_OPS.iter().find(|&&n| n == op)?;
+    let (gemm, ty) = match name.split_once('_') {
+        Some(("gemm", t)) => (true, QuantType::parse(t)?),
+        Some((_, t)) => (false, QuantType::parse(t)?),
+        None => return None,
+    };
+    let build = move || -> Result<BenchCase> {
+        let (rows, cols, m) = if gemm {
+            let n = ((((bytes as f64) / 12.0).sqrt() as usize) / 256 * 256).clamp(256, 4096);
+            (n, n, n)
+        } else {
+            let cols = match std::env::var(BENCH_COLS_VAR) {
+                Ok(v) => v.parse::<usize>().ok().filter(|c| *c > 0 && c.is_multiple_of(256)).ok_or_else(|| {
+                    KernelError::Argument {
+                        op: name,
+                        name: BENCH_COLS_VAR,
+                        value: v.clone(),
+                        reason: "must be a positive multiple of 256".into(),
+                    }
+                })?,
+                Err(_) => 4096,
+            };
+            (bench_rows(ty, cols, bytes), cols, 1)
+        };
+        let mut rng = crate::testing::Rng::new(31);
+        let values: Vec<f32> = {
+            // Random weights, generated in parallel chunks (a 14336 × 4096 matrix is 59M values).
+            let seeds: Vec<u64> = (0..rows).map(|_| rng.next_u64()).collect();
+            let mut v = vec![0f32; rows * cols];
+            v.par_chunks_mut(cols).zip(&seeds).for_each(|(row, &s)| {
+                let mut r = crate::testing::Rng::new(s);
+                row.iter_mut().for_each(|e| *e = r.uniform(-1.0, 1.0));
+            });
+            v
+        };
+        let w = QuantTensor::quantize(&Backend::Cpu, ty, &values, rows, cols)?;
+        drop(values);
+        let x = Tensor::from_slice(&Backend::Cpu, &rng.vec(m * cols, -1.0, 1.0), &[m, cols])?;
+        let wbytes = w.size_bytes() as u64;
+        let make = move |data: &Tensor| QuantTensor::from_device_data(ty, rows, cols, data.clone());
+        Ok(BenchCase {
+            op: name,
+            dtype: DType::U32,
+            shape: if gemm {
+                format!("[{m}, {cols}]·{ty}[{rows}, {cols}]ᵀ")
+            } else {
+                format!("{ty}[{rows}, {cols}]·[1, {cols}]")
+            },
+            bytes: if gemm { wbytes + 4 * (m * cols + m * rows) as u64 } else { wbytes },
+            flops: 2 * (m * rows * cols) as u64,
+            tolerance: if gemm { super::gemm::tolerance(cols).scaled(4.0) } else { tolerance(cols) },
+            inputs: vec![w.data().clone(), x],
+            run: Box::new(move |i| {
+                let w = make(&i[0])?;
+                if gemm { gemm_q(&i[1], &w) } else { gemv_q(&w, &i[1], GemvEpilogue::default()) }
+            }),
+            reference: Box::new(move |i| {
+                let w = QuantTensor::from_device_data(ty, rows, cols, i[0].clone())?;
+                let wv = w.to_f32_vec()?;
+                let xv = cpu::read_f32(&i[1]);
+                Ok(reference_par(&wv, rows, cols, &xv))
+            }),
+        })
+    };
+    Some(build())
+}
+
+/// [`reference`] with rayon over weight rows (bench sizes).
+fn reference_par(wv: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
+    let b = x.len() / cols;
+    let per_row: Vec<Vec<f64>> = (0..rows)
+        .into_par_iter()
+        .map(|o| {
+            let wr = &wv[o * cols..][..cols];
+            (0..b).map(|r| wr.iter().zip(&x[r * cols..][..cols]).map(|(&a, &c)| a as f64 * c as f64).sum()).collect()
+        })
+        .collect();
+    let mut y = vec![0f64; b * rows];
+    for (o, v) in per_row.iter().enumerate() {
+        for r in 0..b {
+            y[r * rows + o] = v[r];
+        }
+    }
+    y
+}
+
+// ---- GPU ----------------------------------------------------------------------------------------------
+
+mod gpu {
+    use super::*;
+    use crate::gpu::{Dispatch, GpuContext, Workgroups};
+    use crate::ops::to_u32;
+
+    crate::kernel_source!(QGEMV, "qgemv");
+    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup");
+    crate::kernel_source!(QMATMUL, "qmatmul");
+
+    const F_BIAS: u32 = 1;
+    const F_RES: u32 = 8;
+    const F_ACCUM: u32 = 16;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(super) struct GemvParams {
+        rows: u32,
+        row_blocks: u32,
+        units: u32,
+        scale_base: u32,
+        x_vec: u32,
+        flags: u32,
+        n_groups: u32,
+        _pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(super) struct MatmulParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        row_blocks: u32,
+        scale_base: u32,
+        _pad: [u32; 3],
+    }
+
+    /// Threads per workgroup and weight rows per workgroup of the GEMV.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Tune {
+        pub wg: u32,
+        pub rows: u32,
+    }
+
+    /// Units (groups of 16-byte quant vectors a thread takes at once) per weight row.
+    pub fn units(w: &QuantTensor) -> usize {
+        match w.quant_type() {
+            QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => 4 * w.row_blocks(),
+            _ => w.row_blocks(),
+        }
+    }
+
+    /// About two units per thread (32..=128 threads); two rows per workgroup for one row of x, four once
+    /// several rows of x share each weight load; fewer when there would be under 2048 workgroups.
+    pub fn auto_tune(w: &QuantTensor, batch: usize) -> Tune {
+        let wg = (units(w) / 2).next_power_of_two().clamp(32, 128) as u32;
+        let mut rows: u32 = if batch == 1 { 2 } else { 4 };
+        while rows > 1 && w.rows().div_ceil(rows as usize) < 2048 {
+            rows /= 2;
+        }
+        Tune { wg, rows }
+    }
+
+    fn scale_base(op: &'static str, w: &QuantTensor) -> Result<u32> {
+        to_u32(op, "weight words", w.scales_offset() / 4)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemv(
+        ctx: &GpuContext,
+        w: &QuantTensor,
+        x: &Tensor,
+        b: usize,
+        epilogue: GemvEpilogue<'_>,
+        out: &Tensor,
+        kernel: QGemvKernel,
+        tune: Option<Tune>,
+    ) -> Result<()> {
+        let op = "gemv_q";
+        let subgroup = match kernel {
+            QGemvKernel::Auto => ctx.has_subgroups(),
+            QGemvKernel::Workgroup => false,
+            QGemvKernel::Subgroup if ctx.has_subgroups() => true,
+            QGemvKernel::Subgroup => {
+                return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
+            }
+        };
+        let tune = tune.unwrap_or_else(|| auto_tune(w, b));
+        let tune = Tune { wg: tune.wg.clamp(32, 256).next_power_of_two().min(256), rows: tune.rows.clamp(1, 4) };
+        let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
+            let g = t.gpu_buffer().expect("GPU tensor");
+            ctx.check_binding(op, g.size())?;
+            Ok(g.raw().clone())
+        };
+        let (xb, wb, yb) = (buf(x)?, buf(w.data())?, buf(out)?);
+        let bias = epilogue.bias.map(buf).transpose()?;
+        let (res, accumulate) = match epilogue.residual {
+            Some(r) if r.same_storage(out) => (None, true),
+            Some(r) => (Some(buf(r)?), false),
+            None => (None, false),
+        };
+        let mut flags = 0;
+        if bias.is_some() {
+            flags |= F_BIAS;
+        }
+        if res.is_some() {
+            flags |= F_RES;
+        }
+        if accumulate {
+            flags |= F_ACCUM;
+        }
+        to_u32(op, "x elements", x.numel())?;
+        to_u32(op, "output elements", out.numel())?;
+        let n_groups = to_u32(op, "workgroups", w.rows().div_ceil(tune.rows as usize))?;
+        let params = GemvParams {
+            rows: to_u32(op, "rows", w.rows())?,
+            row_blocks: to_u32(op, "blocks per row", w.row_blocks())?,
+            units: to_u32(op, "units per row", units(w))?,
+            scale_base: scale_base(op, w)?,
+            x_vec: to_u32(op, "cols", w.cols() / 4)?,
+            flags,
+            n_groups,
+            _pad: 0,
+        };
+        let red_len = if subgroup {
+            let min_sg = ctx.info().subgroup_min_size.max(4);
+            tune.wg.div_ceil(min_sg) * b as u32
+        } else {
+            tune.wg
+        };
+        let bias_dt = epilogue.bias.map_or(DType::F32, |t| t.dtype());
+        let constants = [
+            ("QTYPE", w.quant_type().wgsl_code()),
+            ("WG", tune.wg as f64),
+            ("ROWS", tune.rows as f64),
+            ("BATCH", b as f64),
+            ("RED_LEN", red_len as f64),
+            ("BIAS_DT", bias_dt.wgsl_code()),
+        ];
+        let buffers = [&xb, &wb, &wb, bias.as_ref().unwrap_or(&xb), res.as_ref().unwrap_or(&xb), &yb];
+        ctx.dispatch(Dispatch {
+            kernel: if subgroup { &QGEMV_SUBGROUP } else { &QGEMV },
+            entry: "main",
+            constants: &constants,
+            params: Some(bytemuck::bytes_of(&params)),
+            buffers: &buffers,
+            workgroups: Workgroups::Linear(n_groups),
+        })
+    }
+
+    fn matmul_params(op: &'static str, w: &QuantTensor, m: usize) -> Result<MatmulParams> {
+        Ok(MatmulParams {
+            m: to_u32(op, "rows of x", m)?,
+            n: to_u32(op, "rows", w.rows())?,
+            k: to_u32(op, "cols", w.cols())?,
+            row_blocks: to_u32(op, "blocks per row", w.row_blocks())?,
+            scale_base: scale_base(op, w)?,
+            _pad: [0; 3],
+        })
+    }
+
+    pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tensor) -> Result<()> {
+        let op = "gemm_q";
+        let params = matmul_params(op, w, m)?;
+        to_u32(op, "x elements", x.numel())?;
+        to_u32(op, "output elements", out.numel())?;
+        let bufs = [x, w.data(), out].map(|t| t.gpu_buffer().expect("GPU tensor"));
+        for g in &bufs {
+            ctx.check_binding(op, g.size())?;
+        }
+        let grid = [to_u32(op, "tiles", w.rows().div_ceil(64))?, to_u32(op, "tiles", m.div_ceil(64))?, 1];
+        ctx.dispatch(Dispatch {
+            kernel: &QMATMUL,
+            entry: "gemm",
+            constants: &[("QTYPE", w.quant_type().wgsl_code())],
+            params: Some(bytemuck::bytes_of(&params)),
+            buffers: &[bufs[0].raw(), bufs[1].raw(), bufs[2].raw()],
+            workgroups: Workgroups::Grid(grid),
+        })
+    }
+
+    pub fn embedding(ctx: &GpuContext, table: &QuantTensor, ids: &Tensor, out: &Tensor) -> Result<()> {
+        let op = "embedding_q";
+        let params = matmul_params(op, table, ids.numel())?;
+        to_u32(op, "output elements", out.numel())?;
+        let bufs = [ids, table.data(), out].map(|t| t.gpu_buffer().expect("GPU tensor"));
+        for g in &bufs {
+            ctx.check_binding(op, g.size())?;
+        }
+        let threads = ids.numel() * table.cols() / 8;
+        ctx.dispatch(Dispatch {
+            kernel: &QMATMUL,
+            entry: "embedding",
+            constants: &[("QTYPE", table.quant_type().wgsl_code())],
+            params: Some(bytemuck::bytes_of(&params)),
+            buffers: &[bufs[0].raw(), bufs[1].raw(), bufs[2].raw()],
+            workgroups: Workgroups::Linear(to_u32(op, "workgroups", threads.div_ceil(64))?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Rng, assert_close, test_backends};
+
+    fn quantized(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (QuantTensor, Vec<f32>) {
+        let values = rng.vec(rows * cols, -1.0, 1.0);
+        let w = QuantTensor::quantize(&Backend::Cpu, ty, &values, rows, cols).unwrap();
+        let wv = w.to_f32_vec().unwrap();
+        (w, wv)
+    }
+
+    #[test]
+    fn gemv_q_matches_the_f64_reference_for_every_type_and_batch() {
+        let mut rng = Rng::new(21);
+        for ty in QuantType::ALL {
+            for (k, (rows, blocks)) in [(1, 1), (3, 2), (33, 3), (64, 16), (257, 1)].into_iter().enumerate() {
+                let cols = blocks * ty.block_elems();
+                let b = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
+                let (w, wv) = quantized(&mut rng, ty, rows, cols);
+                let xv = rng.vec(b * cols, -1.0, 1.0);
+                let want = reference(&wv, rows, cols, &xv);
+                for backend in test_backends() {
+                    let (wd, xd) =
+                        (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap());
+                    let got = gemv_q(&wd, &xd, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                    let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} on {}", backend.name());
+                    assert_close(&name, &got, &want, tolerance(cols));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_q_and_embedding_q_match_the_dequantized_weights() {
+        let mut rng = Rng::new(22);
+        for ty in QuantType::ALL {
+            let (rows, cols) = (37, 2 * ty.block_elems());
+            let (w, wv) = quantized(&mut rng, ty, rows, cols);
+            for m in [1, 5, 70] {
+                let xv = rng.vec(m * cols, -1.0, 1.0);
+                let want = reference(&wv, rows, cols, &xv);
+                for backend in test_backends() {
+                    let (wd, xd) =
+                        (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[m, cols]).unwrap());
+                    let got = gemm_q(&xd, &wd).unwrap();
+                    assert_eq!(got.shape(), &[m, rows]);
+                    let name = format!("gemm_q {ty} [{rows}, {cols}] m={m} on {}", backend.name());
+                    assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols));
+                }
+            }
+            let ids: Vec<u32> = vec![0, 36, 5, 5, 17];
+            let want: Vec<f64> =
+                ids.iter().flat_map(|&i| wv[i as usize * cols..][..cols].iter().map(|&v| v as f64)).collect();
+            for backend in test_backends() {
+                let wd = w.to_backend(&backend).unwrap();
+                let idt = Tensor::from_slice(&backend, &ids, &[ids.len()]).unwrap();
+                let got = embedding_q(&wd, &idt).unwrap();
+                assert_eq!(got.shape(), &[ids.len(), cols]);
+                let name = format!("embedding_q {ty} on {}", backend.name());
+                assert_close(
+                    &name,
+                    &got.to_f32_vec().unwrap(),
+                    &want,
+                    crate::testing::Tolerance { atol: 0.0, rtol: 0.0 },
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let mut rng = Rng::new(23);
+        let (w, _) = quantized(&mut rng, QuantType::Q4_0, 4, 64);
+        let cpu = Backend::Cpu;
+        let x = Tensor::from_slice(&cpu, &rng.vec(64, -1.0, 1.0), &[1, 64]).unwrap();
+        let bad_x = Tensor::from_slice(&cpu, &rng.vec(32, -1.0, 1.0), &[1, 32]).unwrap();
+        assert!(matches!(gemv_q(&w, &bad_x, GemvEpilogue::default()), Err(KernelError::Shape { .. })));
+        assert!(matches!(gemm_q(&bad_x, &w), Err(KernelError::Shape { .. })));
+        let x9 = Tensor::from_slice(&cpu, &rng.vec(9 * 64, -1.0, 1.0), &[9, 64]).unwrap();
+        assert!(matches!(gemv_q(&w, &x9, GemvEpilogue::default()), Err(KernelError::Argument { .. })));
+        let x16 = Tensor::from_f32(&cpu, &rng.vec(64, -1.0, 1.0), &[1, 64], DType::F16).unwrap();
+        assert!(matches!(gemv_q(&w, &x16, GemvEpilogue::default()), Err(KernelError::DType { .. })));
+        let bias = Tensor::from_slice(&cpu, &[0f32; 3], &[3]).unwrap();
+        let e = GemvEpilogue { bias: Some(&bias), residual: None };
+        assert!(matches!(gemv_q(&w, &x, e), Err(KernelError::Shape { .. })));
+        let ids = Tensor::from_slice(&cpu, &[4u32], &[1]).unwrap();
+        assert!(matches!(embedding_q(&w, &ids), Err(KernelError::Argument { .. })));
+        let fids = Tensor::from_slice(&cpu, &[1f32], &[1]).unwrap();
+        assert!(matches!(embedding_q(&w, &fids), Err(KernelError::DType { .. })));
+    }
+
+    #[test]
+    fn bias_and_residual_are_added_in_the_epilogue() {
+        let mut rng = Rng::new(24);
+        let (rows, cols, b) = (19, 256, 3);
+        for ty in [QuantType::Q4_1, QuantType::Q6K] {
+            let (w, wv) = quantized(&mut rng, ty, rows, cols);
+            let xv = rng.vec(b * cols, -1.0, 1.0);
+            let bias_v = rng.vec(rows, -1.0, 1.0);
+            let res_v = rng.vec(b * rows, -1.0, 1.0);
+            let product = reference(&wv, rows, cols, &xv);
+            let want: Vec<f64> =
+                product.iter().enumerate().map(|(i, v)| v + bias_v[i % rows] as f64 + res_v[i] as f64).collect();
+            for backend in test_backends() {
+                let wd = w.to_backend(&backend).unwrap();
+                let xd = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
+                let bias = Tensor::from_f32(&backend, &bias_v, &[rows], DType::F32).unwrap();
+                for in_place in [false, true] {
+                    let res = Tensor::from_slice(&backend, &res_v, &[b, rows]).unwrap();
+                    let out = if in_place {
+                        res.clone()
+                    } else {
+                        Tensor::uninit(&backend, "t", &[b, rows], DType::F32).unwrap()
+                    };
+                    gemv_q_into(&wd, &xd, GemvEpilogue { bias: Some(&bias), residual: Some(&res) }, &out).unwrap();
+                    let name = format!("gemv_q {ty} epilogue in_place={in_place} on {}", backend.name());
+                    assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
+                }
+            }
+        }
+    }
+}
