@@ -10,6 +10,15 @@ use torchless::model::{LoadedModel, Logits};
 use torchless::sampling::SamplingParams;
 use torchless::tokenizer::Message;
 use torchless::tokenizer::Tokenizer;
+use torchless_kernels::quant::QuantType;
+
+/// `--quantize` values.
+pub fn parse_quant(s: &str) -> Result<QuantType, String> {
+    QuantType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = QuantType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown quantization type {s:?} (one of {})", names.join(", "))
+    })
+}
 use torchless::{BackendPreference, Error, init_backend};
 
 #[derive(Args)]
@@ -48,6 +57,10 @@ pub struct GenerateArgs {
     /// A system message for --chat.
     #[arg(long)]
     system: Option<String>,
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = parse_quant)]
+    pub quantize: Option<QuantType>,
 }
 
 #[derive(Args)]
@@ -62,6 +75,10 @@ pub struct LogitsArgs {
     /// Print exactly {"logits": [[...], ...]}.
     #[arg(long)]
     json: bool,
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = parse_quant)]
+    pub quantize: Option<QuantType>,
 }
 
 fn read_prompt(prompt: &str) -> Result<String, Error> {
@@ -86,10 +103,10 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     sampling.validate()?;
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let loaded = LoadedModel::load(&args.model, &backend, true)?;
+    let loaded = LoadedModel::load_with(&args.model, &backend, true, args.quantize)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
-        Error::Tokenizer(format!("{}: no tokenizer.json, so `generate` cannot read text; use `logits`", args.model))
+        Error::Tokenizer(format!("{}: no tokenizer (tokenizer.json or GGUF tokenizer metadata), so `generate` cannot read text; use `logits`", args.model))
     })?;
     let user_text = read_prompt(&args.prompt)?;
     let mut text = user_text.clone();
@@ -127,7 +144,7 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
 
 pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
-    let loaded = LoadedModel::load(&args.model, &backend, false)?;
+    let loaded = LoadedModel::load_with(&args.model, &backend, false, args.quantize)?;
     let vocab = loaded.model.vocab_size();
     if let Some(&id) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });

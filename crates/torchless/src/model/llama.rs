@@ -412,12 +412,9 @@ impl Llama {
 
     /// The embedding rows of `ids` as f32 `[n, dim]`, times Gemma's normaliser.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        match &self.embed {
-            Linear::Dense(table) => {
-                // Hugging Face multiplies by the normaliser in the weights' dtype.
-                let scale = self.config.embed_scale.map_or(1.0, |s| round_to(s, table.dtype()));
-                Ok(select::embedding_scaled(table, ids, scale, DType::F32)?)
-            }
-        }
+        // Hugging Face multiplies by the normaliser in the weights' dtype.
+        let dtype = self.embed.as_dense().map_or(DType::F32, Tensor::dtype);
+        let scale = self.config.embed_scale.map_or(1.0, |s| round_to(s, dtype));
+        self.embed.embedding(ids, scale)
     }
 }

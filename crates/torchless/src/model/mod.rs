@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, OpenError};
 use crate::safetensors_dir::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
-use weights::Source;
+use torchless_kernels::quant::QuantType;
+use weights::{Source, SourceKind};
 
 /// Which positions' logits `forward` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,8 +93,19 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads a model directory (Hugging Face layout), a GGUF file (`.gguf`) or a built-in model by name.
     pub fn load(name_or_path: &str, backend: &Backend, progress: bool) -> Result<LoadedModel> {
+        Self::load_with(name_or_path, backend, progress, None)
+    }
+
+    /// [`LoadedModel::load`], quantizing the dense weight matrices (projections, embedding, LM head) to
+    /// `quantize` as they load; norms and biases stay dense.
+    pub fn load_with(
+        name_or_path: &str,
+        backend: &Backend,
+        progress: bool,
+        quantize: Option<QuantType>,
+    ) -> Result<LoadedModel> {
         if is_gguf(Path::new(name_or_path)) {
-            return Self::load_gguf(Path::new(name_or_path), backend, progress);
+            return Self::load_gguf(Path::new(name_or_path), backend, progress, quantize);
         }
         let dir = resolve(name_or_path)?;
         let config_path = dir.join("config.json");
@@ -107,7 +119,8 @@ impl LoadedModel {
         let weights = SafetensorsDir::open(&dir)?;
         let model = match config.arch {
             Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma2 | Arch::Phi3 => {
-                Model::Llama(llama::Llama::load(config.clone(), &Source::Safetensors(&weights), backend, progress)?)
+                let source = Source { kind: SourceKind::Safetensors(&weights), quantize };
+                Model::Llama(llama::Llama::load(config.clone(), &source, backend, progress)?)
             }
         };
         let tokenizer = if dir.join("tokenizer.json").exists() {
@@ -119,16 +132,22 @@ impl LoadedModel {
     }
 
     /// Loads a llama.cpp GGUF file: config, weights and (when the file has one) tokenizer.
-    pub fn load_gguf(path: &Path, backend: &Backend, progress: bool) -> Result<LoadedModel> {
+    pub fn load_gguf(
+        path: &Path,
+        backend: &Backend,
+        progress: bool,
+        quantize: Option<QuantType>,
+    ) -> Result<LoadedModel> {
         let file = open_gguf(path)?;
         let config = Config::from_gguf(&file)?;
-        let source = Source::Gguf {
+        let kind = SourceKind::Gguf {
             file: &file,
             arch: config.arch,
             unpermute_qk: config.unpermute_qk,
             n_heads: config.n_heads,
             n_kv_heads: config.n_kv_heads,
         };
+        let source = Source { kind, quantize };
         let model = Model::Llama(llama::Llama::load(config.clone(), &source, backend, progress)?);
         let tokenizer = Tokenizer::from_gguf(&file, &config)?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());

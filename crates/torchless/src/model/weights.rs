@@ -1,8 +1,12 @@
 //! Where a model's weights come from (a Hugging Face safetensors directory or a GGUF file) and the
-//! [`Linear`] weight type the forward pass multiplies by.
+//! [`Linear`] weight type the forward pass multiplies by: dense (f32/f16/bf16) or quantized (ggml blocks).
+
+use std::borrow::Cow;
 
 use torchless_kernels::ops::gemm::{self, GemmKernel, GemmOptions};
 use torchless_kernels::ops::gemv::{self, GemvEpilogue};
+use torchless_kernels::ops::{convert, elementwise, qmatmul, select};
+use torchless_kernels::quant::{QuantTensor, QuantType};
 use torchless_kernels::{Backend, DType, Tensor};
 
 use crate::config::Arch;
@@ -15,12 +19,15 @@ use crate::safetensors_dir::SafetensorsDir;
 pub enum Linear {
     /// f32, f16 or bf16, in its stored dtype.
     Dense(Tensor),
+    /// ggml blocks, dequantized in registers by the kernels.
+    Quant(QuantTensor),
 }
 
 impl Linear {
     pub fn size_bytes(&self) -> usize {
         match self {
             Linear::Dense(t) => t.size_bytes(),
+            Linear::Quant(q) => q.size_bytes(),
         }
     }
 
@@ -28,37 +35,83 @@ impl Linear {
     pub fn shape(&self) -> (usize, usize) {
         match self {
             Linear::Dense(t) => t.rows_cols(),
+            Linear::Quant(q) => (q.rows(), q.cols()),
         }
     }
 
     pub fn as_dense(&self) -> Option<&Tensor> {
         match self {
             Linear::Dense(t) => Some(t),
+            Linear::Quant(_) => None,
+        }
+    }
+
+    /// "f32", "q4_1", ...
+    pub fn type_name(&self) -> String {
+        match self {
+            Linear::Dense(t) => t.dtype().to_string(),
+            Linear::Quant(q) => q.quant_type().to_string(),
+        }
+    }
+
+    /// Rows `ids` of the matrix used as an embedding table, f32 `[n, cols]`, times `scale`.
+    pub fn embedding(&self, ids: &Tensor, scale: f32) -> Result<Tensor> {
+        match self {
+            Linear::Dense(t) => Ok(select::embedding_scaled(t, ids, scale, DType::F32)?),
+            Linear::Quant(q) => {
+                let x = qmatmul::embedding_q(q, ids)?;
+                if scale == 1.0 { Ok(x) } else { Ok(elementwise::scale(&x, scale)?) }
+            }
         }
     }
 
     /// `x [rows, in] · wᵀ (+ bias)` → `[rows, out]` f32: GEMV for a few rows, GEMM otherwise.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let m = x.rows_cols().0;
         match self {
             Linear::Dense(w) => {
-                if x.rows_cols().0 <= gemv::MAX_BATCH {
+                if m <= gemv::MAX_BATCH {
                     return Ok(gemv::gemv(w, x, GemvEpilogue { bias, residual: None })?);
                 }
                 let mut opts = GemmOptions::a_bt().kernel(gemm_kernel(w));
                 opts.bias = bias;
                 Ok(gemm::gemm(x, w, opts)?)
             }
+            Linear::Quant(w) => {
+                if m <= gemv::MAX_BATCH {
+                    return Ok(qmatmul::gemv_q(w, x, GemvEpilogue { bias, residual: None })?);
+                }
+                let y = qmatmul::gemm_q(x, w)?;
+                match bias {
+                    None => Ok(y),
+                    Some(b) => {
+                        // Broadcast the bias to every row: gather row 0 of a [1, out] table m times.
+                        let table = b.reshape(&[1, w.rows()])?;
+                        let zeros = Tensor::zeros(&x.backend(), &[m], DType::U32)?;
+                        let rows = select::embedding_scaled(&table, &zeros, 1.0, DType::F32)?;
+                        Ok(elementwise::add(&y, &rows.reshape(y.shape())?)?)
+                    }
+                }
+            }
         }
     }
 
     /// `acc += x · wᵀ`, in place.
     pub fn forward_add_into(&self, x: &Tensor, acc: &Tensor) -> Result<()> {
+        let small = x.rows_cols().0 <= gemv::MAX_BATCH;
         match self {
+            Linear::Dense(w) if small => {
+                Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?)
+            }
             Linear::Dense(w) => {
-                if x.rows_cols().0 <= gemv::MAX_BATCH {
-                    return Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?);
-                }
                 Ok(gemm::gemm_into(x, w, GemmOptions::a_bt().residual(acc).kernel(gemm_kernel(w)), acc)?)
+            }
+            Linear::Quant(w) if small => {
+                Ok(qmatmul::gemv_q_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?)
+            }
+            Linear::Quant(w) => {
+                let sum = elementwise::add(acc, &qmatmul::gemm_q(x, w)?)?;
+                Ok(convert::copy_into(&sum, acc)?)
             }
         }
     }
@@ -71,7 +124,13 @@ fn gemm_kernel(w: &Tensor) -> GemmKernel {
 }
 
 /// The tensors of a model, by Hugging Face name.
-pub enum Source<'a> {
+pub struct Source<'a> {
+    pub kind: SourceKind<'a>,
+    /// Quantize dense weight matrices (projections, embedding, LM head) to this type as they load.
+    pub quantize: Option<QuantType>,
+}
+
+pub enum SourceKind<'a> {
     Safetensors(&'a SafetensorsDir),
     /// Names are translated with [`gguf_name`]; Q and K rows are un-permuted when `unpermute_qk`.
     Gguf {
@@ -83,9 +142,18 @@ pub enum Source<'a> {
     },
 }
 
-/// Raw bytes of one tensor with what they hold.
+/// Raw bytes of one tensor with what they hold (`shape` in Hugging Face order, rows first).
 enum Raw<'a> {
-    Dense { bytes: std::borrow::Cow<'a, [u8]>, dtype: DType, shape: Vec<usize> },
+    Dense { bytes: Cow<'a, [u8]>, dtype: DType, shape: Vec<usize> },
+    Quant { bytes: Cow<'a, [u8]>, ty: QuantType, shape: Vec<usize> },
+}
+
+impl Raw<'_> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Raw::Dense { shape, .. } | Raw::Quant { shape, .. } => shape,
+        }
+    }
 }
 
 fn dense_dtype(ty: GgmlType) -> Option<DType> {
@@ -94,6 +162,43 @@ fn dense_dtype(ty: GgmlType) -> Option<DType> {
         GgmlType::F16 => Some(DType::F16),
         GgmlType::BF16 => Some(DType::BF16),
         _ => None,
+    }
+}
+
+/// The type a `[_, cols]` matrix is quantized to when `ty` is asked for, following llama.cpp's
+/// llama-quantize fallback: K-quants need rows of whole 256-blocks, so Q4_K becomes Q5_0 (Q5_K → Q5_1,
+/// Q6_K → Q8_0) when cols % 256 ≠ 0; when even 32 does not divide cols the matrix stays dense (llama.cpp
+/// keeps F16 there).
+pub fn quant_type_for(ty: QuantType, cols: usize) -> Option<QuantType> {
+    let ty = if cols.is_multiple_of(ty.block_elems()) {
+        ty
+    } else {
+        match ty {
+            QuantType::Q4K => QuantType::Q5_0,
+            QuantType::Q5K => QuantType::Q5_1,
+            QuantType::Q6K => QuantType::Q8_0,
+            other => other,
+        }
+    };
+    cols.is_multiple_of(ty.block_elems()).then_some(ty)
+}
+
+/// A weight matrix from raw bytes, quantized to `quantize` when it is dense and a type is asked for.
+fn make_linear(backend: &Backend, raw: Raw<'_>, quantize: Option<QuantType>) -> Result<Linear> {
+    match raw {
+        Raw::Dense { bytes, dtype, shape } => {
+            let (rows, cols) = (shape[0], shape[1]);
+            match quantize.and_then(|q| quant_type_for(q, cols)) {
+                Some(ty) => {
+                    let values = torchless_kernels::tensor::bytes_to_f32(&bytes, dtype);
+                    Ok(Linear::Quant(QuantTensor::quantize(backend, ty, &values, rows, cols)?))
+                }
+                None => Ok(Linear::Dense(Tensor::from_bytes(backend, &bytes, &shape, dtype)?)),
+            }
+        }
+        Raw::Quant { bytes, ty, shape } => {
+            Ok(Linear::Quant(QuantTensor::from_ggml_bytes(backend, ty, shape[0], shape[1], &bytes)?))
+        }
     }
 }
 
@@ -120,16 +225,18 @@ pub fn unpermute_rows(bytes: &[u8], rows: usize, n_heads: usize) -> Option<Vec<u
 
 impl Source<'_> {
     pub fn contains(&self, name: &str) -> bool {
-        match self {
-            Source::Safetensors(d) => d.contains(name),
-            Source::Gguf { file, arch, .. } => gguf_name(*arch, name).is_some_and(|n| file.header.tensor(&n).is_some()),
+        match &self.kind {
+            SourceKind::Safetensors(d) => d.contains(name),
+            SourceKind::Gguf { file, arch, .. } => {
+                gguf_name(*arch, name).is_some_and(|n| file.header.tensor(&n).is_some())
+            }
         }
     }
 
     pub fn total_bytes(&self) -> u64 {
-        match self {
-            Source::Safetensors(d) => d.total_bytes(),
-            Source::Gguf { file, .. } => file.total_tensor_bytes(),
+        match &self.kind {
+            SourceKind::Safetensors(d) => d.total_bytes(),
+            SourceKind::Gguf { file, .. } => file.total_tensor_bytes(),
         }
     }
 
@@ -141,14 +248,14 @@ impl Source<'_> {
 
     /// The tensor's bytes in HF row order, its type and HF shape.
     fn raw(&self, name: &str) -> Result<(String, Raw<'_>)> {
-        match self {
-            Source::Safetensors(d) => {
+        match &self.kind {
+            SourceKind::Safetensors(d) => {
                 let (bytes, dtype, shape) = d.raw(name)?;
                 Ok((name.to_string(), Raw::Dense { bytes: bytes.into(), dtype, shape: shape.to_vec() }))
             }
-            Source::Gguf { file, arch, unpermute_qk, n_heads, n_kv_heads } => {
+            SourceKind::Gguf { file, arch, unpermute_qk, n_heads, n_kv_heads } => {
                 let (gname, info) = Self::gguf_info(file, *arch, name)?;
-                let mut bytes: std::borrow::Cow<[u8]> = file.tensor_bytes(info).into();
+                let mut bytes: Cow<[u8]> = file.tensor_bytes(info).into();
                 let shape = info.shape();
                 let heads = if gname.contains(".attn_q.") {
                     Some(*n_heads)
@@ -167,9 +274,18 @@ impl Source<'_> {
                         })?
                         .into();
                 }
-                match dense_dtype(info.ty) {
-                    Some(dtype) => Ok((gname, Raw::Dense { bytes, dtype, shape })),
-                    None => Err(Error::TensorDType { name: gname, found: info.ty.to_string() }),
+                if let Some(dtype) = dense_dtype(info.ty) {
+                    return Ok((gname, Raw::Dense { bytes, dtype, shape }));
+                }
+                match QuantType::from_ggml_type_id(info.ty.id()) {
+                    Some(ty) if shape.len() == 2 => Ok((gname, Raw::Quant { bytes, ty, shape })),
+                    _ => Err(Error::TensorDType {
+                        name: gname,
+                        found: format!(
+                            "{} (supported: F32, F16, BF16, and Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K matrices)",
+                            info.ty
+                        ),
+                    }),
                 }
             }
         }
@@ -178,42 +294,50 @@ impl Source<'_> {
     /// Uploads a dense tensor (norms, biases), checking its shape.
     pub fn dense(&self, backend: &Backend, name: &str, expected: &[usize]) -> Result<Tensor> {
         let (gname, raw) = self.raw(name)?;
+        if raw.shape() != expected {
+            return Err(Error::TensorShape { name: gname, expected: expected.to_vec(), found: raw.shape().to_vec() });
+        }
         match raw {
-            Raw::Dense { bytes, dtype, shape } => {
-                if shape != expected {
-                    return Err(Error::TensorShape { name: gname, expected: expected.to_vec(), found: shape });
-                }
-                Ok(Tensor::from_bytes(backend, &bytes, &shape, dtype)?)
+            Raw::Dense { bytes, dtype, shape } => Ok(Tensor::from_bytes(backend, &bytes, &shape, dtype)?),
+            Raw::Quant { ty, .. } => {
+                Err(Error::TensorDType { name: gname, found: format!("{ty} (this tensor must be F32, F16 or BF16)") })
             }
         }
     }
 
-    /// Uploads a weight matrix `[rows, cols]`.
+    /// Uploads a weight matrix `[rows, cols]` (quantizing it if asked to).
     pub fn linear(&self, backend: &Backend, name: &str, rows: usize, cols: usize) -> Result<Linear> {
-        self.dense(backend, name, &[rows, cols]).map(Linear::Dense)
+        let (gname, raw) = self.raw(name)?;
+        if raw.shape() != [rows, cols] {
+            return Err(Error::TensorShape { name: gname, expected: vec![rows, cols], found: raw.shape().to_vec() });
+        }
+        make_linear(backend, raw, self.quantize)
     }
 
     /// Splits `name` `[sum(rows), cols]` into consecutive row blocks, each uploaded on its own (Phi-3's
-    /// fused projections).
+    /// fused projections); quantized rows are whole blocks, so they split the same way.
     pub fn split_rows(&self, backend: &Backend, name: &str, rows: &[usize], cols: usize) -> Result<Vec<Linear>> {
         let (gname, raw) = self.raw(name)?;
         let total: usize = rows.iter().sum();
-        match raw {
-            Raw::Dense { bytes, dtype, shape } => {
-                if shape != [total, cols] {
-                    return Err(Error::TensorShape { name: gname, expected: vec![total, cols], found: shape });
-                }
-                let row_bytes = cols * dtype.size_bytes();
-                let mut start = 0;
-                let mut parts = Vec::with_capacity(rows.len());
-                for &r in rows {
-                    let part = &bytes[start * row_bytes..(start + r) * row_bytes];
-                    parts.push(Linear::Dense(Tensor::from_bytes(backend, part, &[r, cols], dtype)?));
-                    start += r;
-                }
-                Ok(parts)
-            }
+        if raw.shape() != [total, cols] {
+            return Err(Error::TensorShape { name: gname, expected: vec![total, cols], found: raw.shape().to_vec() });
         }
+        let (bytes, row_bytes) = match &raw {
+            Raw::Dense { bytes, dtype, .. } => (bytes, cols * dtype.size_bytes()),
+            Raw::Quant { bytes, ty, .. } => (bytes, cols / ty.block_elems() * ty.block_bytes()),
+        };
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let part: Cow<[u8]> = Cow::Borrowed(&bytes[start * row_bytes..(start + r) * row_bytes]);
+            let raw_part = match &raw {
+                Raw::Dense { dtype, .. } => Raw::Dense { bytes: part, dtype: *dtype, shape: vec![r, cols] },
+                Raw::Quant { ty, .. } => Raw::Quant { bytes: part, ty: *ty, shape: vec![r, cols] },
+            };
+            parts.push(make_linear(backend, raw_part, self.quantize)?);
+            start += r;
+        }
+        Ok(parts)
     }
 }
 
@@ -244,5 +368,14 @@ mod tests {
         }
         assert!(unpermute_rows(&[0; 12], 3, 1).is_none());
         assert!(unpermute_rows(&[0; 10], 4, 1).is_none());
+    }
+
+    #[test]
+    fn quantize_fallback_follows_llama_cpp() {
+        assert_eq!(quant_type_for(QuantType::Q4K, 512), Some(QuantType::Q4K));
+        assert_eq!(quant_type_for(QuantType::Q4K, 576), Some(QuantType::Q5_0));
+        assert_eq!(quant_type_for(QuantType::Q8_0, 576), Some(QuantType::Q8_0));
+        assert_eq!(quant_type_for(QuantType::Q4_0, 100), None);
+        assert_eq!(quant_type_for(QuantType::Q4K, 100), None);
     }
 }
