@@ -80,7 +80,7 @@ def convert(name, qtype, out_name):
     src = FIX / name
     cfg = json.loads((src / "config.json").read_text())
     w = read_safetensors(src / "model.safetensors")
-    arch = {"llama": "llama", "qwen2": "qwen2"}[cfg["model_type"]]
+    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[cfg["model_type"]]
     n_head = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_head)
     dim = cfg["hidden_size"]
@@ -96,7 +96,11 @@ def convert(name, qtype, out_name):
     wr.add_embedding_length(dim)
     wr.add_block_count(cfg["num_hidden_layers"])
     wr.add_feed_forward_length(cfg["intermediate_size"])
-    wr.add_rope_dimension_count(hd)
+    if arch == "phi3":
+        # Phi3Model writes int(partial_rotary_factor * n_embd) // n_head rotated dims.
+        wr.add_rope_dimension_count(int(rp.get("partial_rotary_factor", 1.0) * dim) // n_head)
+    else:
+        wr.add_rope_dimension_count(hd)
     wr.add_head_count(n_head)
     wr.add_head_count_kv(n_kv)
     wr.add_key_length(hd)
@@ -125,14 +129,22 @@ def convert(name, qtype, out_name):
         add("output.weight", w["lm_head.weight"])
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        q = w[f"{p}.self_attn.q_proj.weight"]
-        k = w[f"{p}.self_attn.k_proj.weight"]
-        if arch == "llama":
-            q, k = permute(q, n_head, n_head), permute(k, n_head, n_kv)
         add(f"blk.{i}.attn_norm.weight", w[f"{p}.input_layernorm.weight"])
-        add(f"blk.{i}.attn_q.weight", q)
-        add(f"blk.{i}.attn_k.weight", k)
-        add(f"blk.{i}.attn_v.weight", w[f"{p}.self_attn.v_proj.weight"])
+        if arch == "phi3":
+            # Phi-3 keeps its fused projections: attn_qkv [q; k; v] and ffn_up [gate; up].
+            add(f"blk.{i}.attn_qkv.weight", w[f"{p}.self_attn.qkv_proj.weight"])
+        else:
+            q = w[f"{p}.self_attn.q_proj.weight"]
+            k = w[f"{p}.self_attn.k_proj.weight"]
+            if arch == "llama":
+                q, k = permute(q, n_head, n_head), permute(k, n_head, n_kv)
+            add(f"blk.{i}.attn_q.weight", q)
+            add(f"blk.{i}.attn_k.weight", k)
+            add(f"blk.{i}.attn_v.weight", w[f"{p}.self_attn.v_proj.weight"])
+        for nm in ("q_norm", "k_norm"):
+            key = f"{p}.self_attn.{nm}.weight"
+            if key in w:
+                add(f"blk.{i}.attn_{nm}.weight", w[key])
         for b in ("q", "k", "v"):
             key = f"{p}.self_attn.{b}_proj.bias"
             if key in w:
@@ -142,8 +154,11 @@ def convert(name, qtype, out_name):
                 add(f"blk.{i}.attn_{b}.bias", bias)
         add(f"blk.{i}.attn_output.weight", w[f"{p}.self_attn.o_proj.weight"])
         add(f"blk.{i}.ffn_norm.weight", w[f"{p}.post_attention_layernorm.weight"])
-        add(f"blk.{i}.ffn_gate.weight", w[f"{p}.mlp.gate_proj.weight"])
-        add(f"blk.{i}.ffn_up.weight", w[f"{p}.mlp.up_proj.weight"])
+        if arch == "phi3":
+            add(f"blk.{i}.ffn_up.weight", w[f"{p}.mlp.gate_up_proj.weight"])
+        else:
+            add(f"blk.{i}.ffn_gate.weight", w[f"{p}.mlp.gate_proj.weight"])
+            add(f"blk.{i}.ffn_up.weight", w[f"{p}.mlp.up_proj.weight"])
         add(f"blk.{i}.ffn_down.weight", w[f"{p}.mlp.down_proj.weight"])
 
     wr.write_header_to_file()
@@ -229,6 +244,9 @@ def main():
     convert("llama", T.Q8_0, "llama_q8_0.gguf")
     convert("llama3", T.F32, "llama3_f32.gguf")
     convert("qwen2", T.F32, "qwen2_f32.gguf")
+    convert("qwen3", T.F32, "qwen3_f32.gguf")
+    convert("phi3", T.F32, "phi3_f32.gguf")
+    convert("phi3", T.Q8_0, "phi3_q8_0.gguf")
     make_fuzz_seeds()
     from importlib.metadata import version
     print(f"gguf {version('gguf')}, numpy {np.__version__}", file=sys.stderr)

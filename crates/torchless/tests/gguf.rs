@@ -175,3 +175,32 @@ fn quantize_on_load_matches_the_q8_0_gguf() {
     // Five bits instead of eight: about 8 times Q8_0's error (2.5 here, on logits of ±7).
     assert!(err > 2.0 * q8_err && err < 4.0, "--quantize q4_k (as q5_0) vs f32: {err}, q8_0: {q8_err}");
 }
+
+#[test]
+fn qwen3_qk_norm_gguf_matches_hugging_face() {
+    check("qwen3_f32.gguf", "qwen3", 1e-4, true);
+}
+
+#[test]
+fn phi3_fused_partial_rotary_gguf_matches_hugging_face() {
+    check("phi3_f32.gguf", "phi3", 1e-4, true);
+}
+
+/// Phi-3's fused attn_qkv and ffn_up split by rows in Q8_0 (whole blocks per row): the same logits as
+/// quantizing the Hugging Face directory's split matrices on load.
+#[test]
+fn phi3_q8_0_fused_split_matches_quantize_on_load() {
+    let g = golden("phi3");
+    let backend = torchless_kernels::Backend::Cpu;
+    let logits = |path: PathBuf, q: Option<torchless_kernels::quant::QuantType>| {
+        let m = LoadedModel::load_with(path.to_str().unwrap(), &backend, false, q).unwrap().model;
+        let mut state = m.new_state(g.tokens.len()).unwrap();
+        m.forward(&mut state, &g.tokens, 0, Logits::All).unwrap().to_f32_vec().unwrap()
+    };
+    let gguf = logits(fixtures().join("gguf/phi3_q8_0.gguf"), None);
+    let quantized = logits(fixtures().join("phi3"), Some(torchless_kernels::quant::QuantType::Q8_0));
+    let err = quantized.iter().zip(&gguf).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err < 1e-4, "phi3 Q8_0 GGUF vs --quantize q8_0: {err}");
+    let err = gguf.iter().zip(&g.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err < 0.75, "phi3 Q8_0 GGUF vs f32 golden: {err}");
+}
