@@ -56,7 +56,10 @@ fn bad_input_is_a_clear_error() {
     // A missing model.
     assert_clean_error(&torchless(&["generate", "--model", "/no/such/model", "--backend", "cpu"]), &["/no/such/model"]);
     // A token id past the vocabulary.
-    assert_clean_error(&torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]), &["999", "256"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", llama, "--tokens", "1,999", "--backend", "cpu"]),
+        &["999", "256"],
+    );
     // A directory without a tokenizer cannot generate text.
     assert_clean_error(&torchless(&["generate", "--model", llama, "--backend", "cpu"]), &["tokenizer"]);
     // Out-of-range sampling flags.
@@ -74,13 +77,23 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["config.json"]);
     // An unsupported architecture lists the supported ones.
     let config = std::fs::read_to_string(Path::new(llama).join("config.json")).unwrap();
-    std::fs::write(tmp.join("config.json"), config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel")).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["gpt2", "qwen2"]);
+    std::fs::write(
+        tmp.join("config.json"),
+        config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel"),
+    )
+    .unwrap();
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["gpt2", "qwen2"],
+    );
     // A truncated safetensors file.
     copy("config.json");
     let weights = std::fs::read(Path::new(llama).join("model.safetensors")).unwrap();
     std::fs::write(tmp.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["model.safetensors"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]),
+        &["model.safetensors"],
+    );
     // A prompt longer than the context (the fixture's context is 512 positions).
     copy("model.safetensors");
     let long: Vec<String> = (0..600).map(|i| (i % 200).to_string()).collect();
@@ -103,25 +116,56 @@ fn tokenize_prints_ids_and_gguf_models_run() {
 
     // A GGUF file runs like its Hugging Face directory; --quantize works on both.
     let gguf = fixture("gguf/llama_f32.gguf");
-    let o = torchless(&["logits", "--model", gguf.to_str().unwrap(), "--tokens", "5,6,7", "--backend", "cpu", "--json"]);
+    let o =
+        torchless(&["logits", "--model", gguf.to_str().unwrap(), "--tokens", "5,6,7", "--backend", "cpu", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let hf = torchless(&["logits", "--model", fixture("llama").to_str().unwrap(), "--tokens", "5,6,7", "--backend", "cpu", "--json"]);
+    let hf = torchless(&[
+        "logits",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--tokens",
+        "5,6,7",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
     let (a, b): (serde_json::Value, serde_json::Value) =
         (serde_json::from_slice(&o.stdout).unwrap(), serde_json::from_slice(&hf.stdout).unwrap());
     let flat = |v: &serde_json::Value| -> Vec<f64> {
-        v["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect()
+        v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
     };
     let err = flat(&a).iter().zip(flat(&b)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(err < 1e-4, "GGUF vs HF logits: {err}");
-    let o = torchless(&["logits", "--model", fixture("llama").to_str().unwrap(), "--tokens", "5", "--backend", "cpu", "--quantize", "q4_k"]);
+    let o = torchless(&[
+        "logits",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--tokens",
+        "5",
+        "--backend",
+        "cpu",
+        "--quantize",
+        "q4_k",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Bad input: an unknown quantization type, a GGUF file without a tokenizer, a corrupt GGUF file.
     assert_clean_error(&torchless(&["logits", "--tokens", "1", "--quantize", "q3_x"]), &["q3_x", "q4_k"]);
-    assert_clean_error(&torchless(&["tokenize", "--model", gguf.to_str().unwrap(), "--text", "x"]), &["tokenizer.ggml.model"]);
+    assert_clean_error(
+        &torchless(&["tokenize", "--model", gguf.to_str().unwrap(), "--text", "x"]),
+        &["tokenizer.ggml.model"],
+    );
     let tmp = std::env::temp_dir().join(format!("torchless-cli-gguf-{}.gguf", std::process::id()));
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&tmp, &bytes[..bytes.len() / 3]).unwrap();
-    assert_clean_error(&torchless(&["logits", "--model", tmp.to_str().unwrap(), "--tokens", "1", "--backend", "cpu"]), &["past the end"]);
+    assert_clean_error(
+        &torchless(&["logits", "--model", tmp.to_str().unwrap(), "--tokens", "1", "--backend", "cpu"]),
+        &["past the end"],
+    );
     let _ = std::fs::remove_file(&tmp);
 }

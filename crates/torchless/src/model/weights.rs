@@ -206,7 +206,7 @@ fn make_linear(backend: &Backend, raw: Raw<'_>, quantize: Option<QuantType>) -> 
 /// half-split order: HF row `h·d + s·d/2 + j` is GGUF row `h·d + 2j + s`. Rows are opaque byte runs (whole
 /// quantization blocks), so this works for every type.
 pub fn unpermute_rows(bytes: &[u8], rows: usize, n_heads: usize) -> Option<Vec<u8>> {
-    if rows == 0 || n_heads == 0 || rows % (2 * n_heads) != 0 || bytes.len() % rows != 0 {
+    if rows == 0 || n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || !bytes.len().is_multiple_of(rows) {
         return None;
     }
     let (d, row_bytes) = (rows / n_heads, bytes.len() / rows);
