@@ -7,9 +7,11 @@
 // vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
-// groups of 16 weights. Each weight of a group is w = a·q + b (q the integer quant, a and b the group's scale
-// and offset: Q4_0 has b = −8d, the K-quants a = d·sc, b = −dmin·m), so the group's contribution is
-// a·(q·x) + b·Σx, and Σx is shared by the ROWS rows. Accumulation is in f32; the workgroup then reduces.
+// groups of 16 weights. Each weight of a group is w = a·q + b (q the integer quant, offset included for the
+// symmetric formats: q − 8 for Q4_0; a and b the group's scale and offset: the K-quants have a = d·sc,
+// b = −dmin·m), so the group's contribution is a·(q·x) + b·Σx, and Σx is shared by the ROWS rows. Quants
+// become floats through the exponent trick of `fields4` (no int-to-float instruction). Accumulation is in
+// f32; the workgroup then reduces.
 //
 // qgemv.wgsl and qgemv_subgroup.wgsl are identical down to the "variant" marker (a test checks it); below it,
 // qgemv_subgroup.wgsl reduces with subgroupAdd and qgemv.wgsl with a workgroup-memory tree.
@@ -64,8 +66,15 @@ struct Params {
 @group(0) @binding(5) var<storage, read> res: array<u32>;
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
 
-// acc[s * 8 + r]: partial dot product of row s of this workgroup with row r of x.
-var<private> acc: array<f32, 32>;
+// acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
+var<private> acc0: vec4<f32>;
+var<private> acc1: vec4<f32>;
+var<private> acc2: vec4<f32>;
+var<private> acc3: vec4<f32>;
+var<private> acc4: vec4<f32>;
+var<private> acc5: vec4<f32>;
+var<private> acc6: vec4<f32>;
+var<private> acc7: vec4<f32>;
 var<private> li_: u32;
 
 // Quant vectors per block.
@@ -160,14 +169,14 @@ fn load_unit(row: u32, u: u32) -> Raw {
     return r;
 }
 
-// The four bytes of w as floats.
-fn bytes4(w: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu));
-}
+// 2^23 as f32 bits: an integer n < 2^23 OR'ed into the mantissa reads as 2^23 + n. Integers become floats
+// with an OR and a subtraction (full-rate ALU) instead of a conversion instruction (quarter rate on NVIDIA).
+const MAGIC: u32 = 0x4b000000u;
 
-// The four bytes of w as signed floats.
-fn sbytes4(w: u32) -> vec4<f32> {
-    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+// The fields of w at bits 8i + shift (i = 0..3), `mask` wide, each minus `sub`, as floats.
+fn fields4(w: u32, shift: u32, mask: u32, sub: f32) -> vec4<f32> {
+    let v = ((vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(mask)) | vec4<u32>(MAGIC);
+    return bitcast<vec4<f32>>(v) - vec4<f32>(8388608.0 + sub);
 }
 
 // Four 4-bit bits of `hb` moved to bit 4 of each byte.
@@ -175,12 +184,13 @@ fn spread4(hb: u32) -> u32 {
     return ((hb & 1u) << 4u) | ((hb & 2u) << 11u) | ((hb & 4u) << 18u) | ((hb & 8u) << 25u);
 }
 
-fn grp_bytes(w: vec4<u32>) -> Grp {
+// Sixteen fields (four per word of w) as a group's quants.
+fn grp_fields(w: vec4<u32>, shift: u32, mask: u32, sub: f32) -> Grp {
     var g: Grp;
-    g.q0 = bytes4(w.x);
-    g.q1 = bytes4(w.y);
-    g.q2 = bytes4(w.z);
-    g.q3 = bytes4(w.w);
+    g.q0 = fields4(w.x, shift, mask, sub);
+    g.q1 = fields4(w.y, shift, mask, sub);
+    g.q2 = fields4(w.z, shift, mask, sub);
+    g.q3 = fields4(w.w, shift, mask, sub);
     return g;
 }
 
@@ -199,34 +209,32 @@ fn scale_min_k4(v0: vec4<u32>, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(mn));
 }
 
-// Group g (16 weights) of unit u as loaded in r.
+// Group g (16 weights) of unit u as loaded in r. Symmetric formats fold their offset into the quants
+// (q − 8, q − 16, q − 32; b = 0); the others keep w = a·q + b.
 fn group(r: Raw, u: u32, g: u32) -> Grp {
     var out: Grp;
     if (QTYPE == Q8_0) {
-        let w = select(r.v0, r.v1, g == 1u);
-        out.q0 = sbytes4(w.x);
-        out.q1 = sbytes4(w.y);
-        out.q2 = sbytes4(w.z);
-        out.q3 = sbytes4(w.w);
+        // Two's complement bytes with the top bit flipped are q + 128.
+        let w = select(r.v0, r.v1, g == 1u) ^ vec4<u32>(0x80808080u);
+        out = grp_fields(w, 0u, 0xffu, 128.0);
         out.a = r.d;
-        out.b = 0.0;
         return out;
     }
-    if (QTYPE <= Q5_1) {
+    if (QTYPE == Q4_0 || QTYPE == Q4_1) {
         // Group 0: low nibbles (weights 0..15), group 1: high nibbles (16..31).
-        var w = (r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(0x0f0f0f0fu);
-        if (QTYPE == Q5_0 || QTYPE == Q5_1) {
-            let hq = r.qh >> (16u * g);
-            w |= vec4<u32>(spread4(hq & 0xfu), spread4((hq >> 4u) & 0xfu), spread4((hq >> 8u) & 0xfu),
-                           spread4((hq >> 12u) & 0xfu));
-        }
-        out = grp_bytes(w);
+        out = grp_fields(r.v0, 4u * g, 0xfu, select(0.0, 8.0, QTYPE == Q4_0));
         out.a = r.d;
-        switch QTYPE {
-            case 1u: { out.b = -8.0 * r.d; }
-            case 3u: { out.b = -16.0 * r.d; }
-            default: { out.b = r.m; }
-        }
+        out.b = select(r.m, 0.0, QTYPE == Q4_0);
+        return out;
+    }
+    if (QTYPE == Q5_0 || QTYPE == Q5_1) {
+        let hq = r.qh >> (16u * g);
+        let w = ((r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(0x0f0f0f0fu))
+            | vec4<u32>(spread4(hq & 0xfu), spread4((hq >> 4u) & 0xfu), spread4((hq >> 8u) & 0xfu),
+                        spread4((hq >> 12u) & 0xfu));
+        out = grp_fields(w, 0u, 0xffu, select(0.0, 16.0, QTYPE == Q5_0));
+        out.a = r.d;
+        out.b = select(r.m, 0.0, QTYPE == Q5_0);
         return out;
     }
     if (QTYPE == Q4_K || QTYPE == Q5_K) {
@@ -234,16 +242,15 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
         // 2c); groups 2, 3: their high nibbles (sub-block 2c + 1).
         let c = u & 3u;
         let hi = g >> 1u;
-        var qv = select(r.v1, r.v2, (g & 1u) == 1u);
-        if (QTYPE == Q5_K) {
-            qv = select(r.v3, r.v4, (g & 1u) == 1u);
-        }
-        var w = (qv >> vec4<u32>(4u * hi)) & vec4<u32>(0x0f0f0f0fu);
-        if (QTYPE == Q5_K) {
+        if (QTYPE == Q4_K) {
+            out = grp_fields(select(r.v1, r.v2, (g & 1u) == 1u), 4u * hi, 0xfu, 0.0);
+        } else {
+            let qv = select(r.v3, r.v4, (g & 1u) == 1u);
             let hv = select(r.v1, r.v2, (g & 1u) == 1u);
-            w |= ((hv >> vec4<u32>(2u * c + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u);
+            let w = ((qv >> vec4<u32>(4u * hi)) & vec4<u32>(0x0f0f0f0fu))
+                | (((hv >> vec4<u32>(2u * c + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
+            out = grp_fields(w, 0u, 0xffu, 0.0);
         }
-        out = grp_bytes(w);
         let dd = unpack2x16float(r.v0.x);
         let sm = scale_min_k4(r.v0, 2u * c + hi);
         out.a = dd.x * sm.x;
@@ -258,11 +265,10 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
     let lv = select(r.v0, r.v1, (g & 1u) == 1u);
     let w = ((lv >> vec4<u32>(4u * (g >> 1u))) & vec4<u32>(0x0f0f0f0fu))
         | (((r.v2 >> vec4<u32>(2u * g)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    out = grp_bytes(w);
+    out = grp_fields(w, 0u, 0xffu, 32.0);
     let si = 8u * h + j + 2u * g;
     let sc = f32(bitcast<i32>(((r.v3[si / 4u] >> (8u * (si % 4u))) & 0xffu) << 24u) >> 24u);
     out.a = r.d * sc;
-    out.b = -32.0 * out.a;
     return out;
 }
 
@@ -282,29 +288,86 @@ fn groups_per_unit() -> u32 {
     return select(2u, 4u, is_k());
 }
 
-// Unit u of every row of this workgroup times every row of x.
+// One row's group dotted with 16 values of x.
+fn gdot(q: Grp, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    return dot(q.q0, x0) + dot(q.q1, x1) + dot(q.q2, x2) + dot(q.q3, x3);
+}
+
+// The contribution of one group of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
+fn xdot(r: u32, xo: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let xb = r * p.x_vec + xo;
+    let x0 = x[xb];
+    let x1 = x[xb + 1u];
+    let x2 = x[xb + 2u];
+    let x3 = x[xb + 3u];
+    let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
+    var qx = vec4<f32>(gdot(q0, x0, x1, x2, x3), 0.0, 0.0, 0.0);
+    if (ROWS > 1u) {
+        qx.y = gdot(q1, x0, x1, x2, x3);
+    }
+    if (ROWS > 2u) {
+        qx.z = gdot(q2, x0, x1, x2, x3);
+    }
+    if (ROWS > 3u) {
+        qx.w = gdot(q3, x0, x1, x2, x3);
+    }
+    return a * qx + b * sx;
+}
+
+// Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
+// (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
-    var raw: array<Raw, 4>;
-    for (var s = 0u; s < ROWS; s++) {
-        raw[s] = load_unit(rows[s], u);
+    let r0 = load_unit(rows.x, u);
+    var r1: Raw;
+    var r2: Raw;
+    var r3: Raw;
+    if (ROWS > 1u) {
+        r1 = load_unit(rows.y, u);
+    }
+    if (ROWS > 2u) {
+        r2 = load_unit(rows.z, u);
+    }
+    if (ROWS > 3u) {
+        r3 = load_unit(rows.w, u);
     }
     for (var g = 0u; g < groups_per_unit(); g++) {
-        var q: array<Grp, 4>;
-        for (var s = 0u; s < ROWS; s++) {
-            q[s] = group(raw[s], u, g);
+        let q0 = group(r0, u, g);
+        var q1: Grp;
+        var q2: Grp;
+        var q3: Grp;
+        if (ROWS > 1u) {
+            q1 = group(r1, u, g);
         }
+        if (ROWS > 2u) {
+            q2 = group(r2, u, g);
+        }
+        if (ROWS > 3u) {
+            q3 = group(r3, u, g);
+        }
+        let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
+        let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
         let xo = x_offset(u, g);
-        for (var r = 0u; r < BATCH; r++) {
-            let xb = r * p.x_vec + xo;
-            let x0 = x[xb];
-            let x1 = x[xb + 1u];
-            let x2 = x[xb + 2u];
-            let x3 = x[xb + 3u];
-            let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
-            for (var s = 0u; s < ROWS; s++) {
-                let qx = dot(q[s].q0, x0) + dot(q[s].q1, x1) + dot(q[s].q2, x2) + dot(q[s].q3, x3);
-                acc[s * 8u + r] += q[s].a * qx + q[s].b * sx;
-            }
+        acc0 += xdot(0u, xo, q0, q1, q2, q3, a, b);
+        if (BATCH > 1u) {
+            acc1 += xdot(1u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 2u) {
+            acc2 += xdot(2u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 3u) {
+            acc3 += xdot(3u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 4u) {
+            acc4 += xdot(4u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 5u) {
+            acc5 += xdot(5u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 6u) {
+            acc6 += xdot(6u, xo, q0, q1, q2, q3, a, b);
+        }
+        if (BATCH > 7u) {
+            acc7 += xdot(7u, xo, q0, q1, q2, q3, a, b);
         }
     }
 }
@@ -312,9 +375,6 @@ fn step(rows: vec4<u32>, u: u32) {
 // Sets up workgroup g; returns its first output row.
 fn setup(g: u32, li: u32) -> u32 {
     li_ = li;
-    for (var j = 0u; j < 32u; j++) {
-        acc[j] = 0.0;
-    }
     return g * ROWS;
 }
 
@@ -327,8 +387,27 @@ fn accumulate(row0: u32) {
 
 // Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
 fn reduce_all() {
-    for (var r = 0u; r < BATCH; r++) {
-        put(r, vec4<f32>(acc[r], acc[8u + r], acc[16u + r], acc[24u + r]));
+    put(0u, acc0);
+    if (BATCH > 1u) {
+        put(1u, acc1);
+    }
+    if (BATCH > 2u) {
+        put(2u, acc2);
+    }
+    if (BATCH > 3u) {
+        put(3u, acc3);
+    }
+    if (BATCH > 4u) {
+        put(4u, acc4);
+    }
+    if (BATCH > 5u) {
+        put(5u, acc5);
+    }
+    if (BATCH > 6u) {
+        put(6u, acc6);
+    }
+    if (BATCH > 7u) {
+        put(7u, acc7);
     }
 }
 

@@ -7,7 +7,8 @@
 //! word aligned. Each block is split into its *quants* part (16-byte aligned in every format) and its
 //! *scales* part (`d`, `m`, `qh`: the fields that are not), and the tensor holds two regions in one
 //! `u32` buffer: every block's quants in row-major block order (rows × blocks-per-row × `quant_bytes`),
-//! then every block's scales in the same order (`scale_bytes` each, 2-byte scales packed two to a word).
+//! then every block's scales in the same order (`scale_bytes` each, 2-byte scales packed two to a word),
+//! then zeros up to a multiple of 16 bytes.
 //!
 //! | type | ggml bytes | quants | scales | device bytes/weight |
 //! |---|---|---|---|---|
@@ -224,84 +225,122 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// Decodes one block from its device parts into `out` (`block_elems` values). The arithmetic is ggml's
-/// (and gguf-py's), operation for operation, so results are bit-identical.
+/// (and gguf-py's), operation for operation, so results are bit-identical. One function per format on
+/// fixed-size arrays, so the compiler unrolls and vectorizes without bounds checks.
 pub(crate) fn decode_block(ty: QuantType, q: &[u8], s: &[u8], out: &mut [f32]) {
+    fn arr<const N: usize>(b: &[u8]) -> &[u8; N] {
+        b[..N].try_into().expect("block part has its format's size")
+    }
+    fn out32(o: &mut [f32]) -> &mut [f32; 32] {
+        (&mut o[..32]).try_into().expect("32 outputs")
+    }
+    fn out256(o: &mut [f32]) -> &mut [f32; 256] {
+        (&mut o[..256]).try_into().expect("256 outputs")
+    }
     match ty {
-        QuantType::Q8_0 => {
-            let d = h(s, 0);
-            for (o, &v) in out.iter_mut().zip(q) {
-                *o = v as i8 as f32 * d;
+        QuantType::Q8_0 => decode_q8_0(arr(q), h(s, 0), out32(out)),
+        QuantType::Q4_0 => decode_q4_0(arr(q), h(s, 0), out32(out)),
+        QuantType::Q4_1 => decode_q4_1(arr(q), h(s, 0), h(s, 2), out32(out)),
+        QuantType::Q5_0 => decode_q5_0(arr(q), h(s, 0), u32::from_le_bytes(*arr(&s[4..])), out32(out)),
+        QuantType::Q5_1 => decode_q5_1(arr(q), h(s, 0), h(s, 2), u32::from_le_bytes(*arr(&s[4..])), out32(out)),
+        QuantType::Q4K => decode_k::<false>(q, out256(out)),
+        QuantType::Q5K => decode_k::<true>(q, out256(out)),
+        QuantType::Q6K => decode_q6_k(arr(q), h(s, 0), out256(out)),
+    }
+}
+
+fn decode_q8_0(q: &[u8; 32], d: f32, out: &mut [f32; 32]) {
+    for (o, &v) in out.iter_mut().zip(q) {
+        *o = v as i8 as f32 * d;
+    }
+}
+
+fn decode_q4_0(q: &[u8; 16], d: f32, out: &mut [f32; 32]) {
+    let (lo, hi) = out.split_at_mut(16);
+    for j in 0..16 {
+        lo[j] = d * ((q[j] & 0xF) as i32 - 8) as f32;
+        hi[j] = d * ((q[j] >> 4) as i32 - 8) as f32;
+    }
+}
+
+fn decode_q4_1(q: &[u8; 16], d: f32, m: f32, out: &mut [f32; 32]) {
+    let (lo, hi) = out.split_at_mut(16);
+    for j in 0..16 {
+        lo[j] = d * (q[j] & 0xF) as f32 + m;
+        hi[j] = d * (q[j] >> 4) as f32 + m;
+    }
+}
+
+fn decode_q5_0(q: &[u8; 16], d: f32, qh: u32, out: &mut [f32; 32]) {
+    let (lo, hi) = out.split_at_mut(16);
+    for j in 0..16 {
+        let a = (q[j] & 0xF) as u32 | ((qh >> j) & 1) << 4;
+        let b = (q[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+        lo[j] = d * (a as i32 - 16) as f32;
+        hi[j] = d * (b as i32 - 16) as f32;
+    }
+}
+
+fn decode_q5_1(q: &[u8; 16], d: f32, m: f32, qh: u32, out: &mut [f32; 32]) {
+    let (lo, hi) = out.split_at_mut(16);
+    for j in 0..16 {
+        let a = (q[j] & 0xF) as u32 | ((qh >> j) & 1) << 4;
+        let b = (q[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+        lo[j] = d * a as f32 + m;
+        hi[j] = d * b as f32 + m;
+    }
+}
+
+/// Q4_K (`FIVE = false`) and Q5_K blocks.
+fn decode_k<const FIVE: bool>(q: &[u8], out: &mut [f32; 256]) {
+    let (d, dmin) = (h(q, 0), h(q, 2));
+    let scales: &[u8; 12] = q[4..16].try_into().expect("12 scale bytes");
+    let (qh, qs): (&[u8; 32], &[u8; 128]) = if FIVE {
+        (q[16..48].try_into().expect("qh"), q[48..176].try_into().expect("qs"))
+    } else {
+        (&[0; 32], q[16..144].try_into().expect("qs"))
+    };
+    for c in 0..4 {
+        let (sc0, m0) = scale_min_k4(2 * c, scales);
+        let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
+        let (d0, dm0) = (d * sc0 as f32, dmin * m0 as f32);
+        let (d1, dm1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (lo, hi) = out[64 * c..64 * c + 64].split_at_mut(32);
+        let qs: &[u8; 32] = qs[32 * c..32 * c + 32].try_into().expect("32 bytes");
+        for l in 0..32 {
+            let mut a = (qs[l] & 0xF) as u32;
+            let mut b = (qs[l] >> 4) as u32;
+            if FIVE {
+                a |= ((qh[l] >> (2 * c)) as u32 & 1) << 4;
+                b |= ((qh[l] >> (2 * c + 1)) as u32 & 1) << 4;
             }
+            lo[l] = d0 * a as f32 - dm0;
+            hi[l] = d1 * b as f32 - dm1;
         }
-        QuantType::Q4_0 => {
-            let d = h(s, 0);
-            for j in 0..16 {
-                out[j] = d * ((q[j] & 0xF) as i32 - 8) as f32;
-                out[j + 16] = d * ((q[j] >> 4) as i32 - 8) as f32;
-            }
-        }
-        QuantType::Q4_1 => {
-            let (d, m) = (h(s, 0), h(s, 2));
-            for j in 0..16 {
-                out[j] = d * (q[j] & 0xF) as f32 + m;
-                out[j + 16] = d * (q[j] >> 4) as f32 + m;
-            }
-        }
-        QuantType::Q5_0 | QuantType::Q5_1 => {
-            let d = h(s, 0);
-            let qh = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
-            for j in 0..16 {
-                let lo = (q[j] & 0xF) as u32 | ((qh >> j) & 1) << 4;
-                let hi = (q[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
-                if ty == QuantType::Q5_0 {
-                    out[j] = d * (lo as i32 - 16) as f32;
-                    out[j + 16] = d * (hi as i32 - 16) as f32;
-                } else {
-                    let m = h(s, 2);
-                    out[j] = d * lo as f32 + m;
-                    out[j + 16] = d * hi as f32 + m;
-                }
-            }
-        }
-        QuantType::Q4K | QuantType::Q5K => {
-            let (d, dmin) = (h(q, 0), h(q, 2));
-            let scales = &q[4..16];
-            let (qh, qs) = if ty == QuantType::Q5K { (&q[16..48], &q[48..176]) } else { (&q[..0], &q[16..144]) };
-            for c in 0..4 {
-                let (sc0, m0) = scale_min_k4(2 * c, scales);
-                let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
-                let (d0, dm0) = (d * sc0 as f32, dmin * m0 as f32);
-                let (d1, dm1) = (d * sc1 as f32, dmin * m1 as f32);
-                for l in 0..32 {
-                    let mut lo = (qs[32 * c + l] & 0xF) as u32;
-                    let mut hi = (qs[32 * c + l] >> 4) as u32;
-                    if ty == QuantType::Q5K {
-                        lo |= ((qh[l] >> (2 * c)) as u32 & 1) << 4;
-                        hi |= ((qh[l] >> (2 * c + 1)) as u32 & 1) << 4;
-                    }
-                    out[64 * c + l] = d0 * lo as f32 - dm0;
-                    out[64 * c + 32 + l] = d1 * hi as f32 - dm1;
-                }
-            }
-        }
-        QuantType::Q6K => {
-            let d = h(s, 0);
-            let (ql, qh, sc) = (&q[..128], &q[128..192], &q[192..208]);
-            for half in 0..2 {
-                let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
-                let y = &mut out[128 * half..];
-                for l in 0..32 {
-                    let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
-                    let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                    // Sub-block of 16 values: value v uses scale v / 16.
-                    let s = |k: usize| d * sc[8 * half + (l + 32 * k) / 16] as i8 as f32;
-                    y[l] = s(0) * q1 as f32;
-                    y[l + 32] = s(1) * q2 as f32;
-                    y[l + 64] = s(2) * q3 as f32;
-                    y[l + 96] = s(3) * q4 as f32;
-                }
+    }
+}
+
+fn decode_q6_k(q: &[u8; 208], d: f32, out: &mut [f32; 256]) {
+    for half in 0..2 {
+        let ql: &[u8; 64] = q[64 * half..64 * half + 64].try_into().expect("ql");
+        let qh: &[u8; 32] = q[128 + 32 * half..160 + 32 * half].try_into().expect("qh");
+        let sc = &q[192 + 8 * half..200 + 8 * half];
+        let y = &mut out[128 * half..128 * half + 128];
+        // Sub-blocks of 16: y[16 i..16 i + 16] uses scale i.
+        for (i, chunk) in y.chunks_exact_mut(16).enumerate() {
+            let s = d * sc[i] as i8 as f32;
+            let k = i / 2;
+            let l0 = 16 * (i % 2);
+            for (t, o) in chunk.iter_mut().enumerate() {
+                let l = l0 + t;
+                let low = match k {
+                    0 => ql[l] & 0xF,
+                    1 => ql[l + 32] & 0xF,
+                    2 => ql[l] >> 4,
+                    _ => ql[l + 32] >> 4,
+                };
+                let v = (low | ((qh[l] >> (2 * k)) & 3) << 4) as i32 - 32;
+                *o = s * v as f32;
             }
         }
     }
@@ -570,7 +609,7 @@ impl QuantTensor {
         }
         let (qb, sb) = (ty.quant_bytes(), ty.scale_bytes());
         let q_len = nb * qb;
-        let total = q_len + (nb * sb).next_multiple_of(4);
+        let total = device_bytes(ty, nb);
         let mut dev = vec![0u8; total];
         let (qs, ss) = dev.split_at_mut(q_len);
         for (i, block) in bytes.chunks_exact(ty.block_bytes()).enumerate() {
@@ -601,7 +640,7 @@ impl QuantTensor {
         let op = "QuantTensor::from_device_data";
         check_shape(op, ty, rows, cols)?;
         let nb = rows * (cols / ty.block_elems());
-        let bytes = nb * ty.quant_bytes() + (nb * ty.scale_bytes()).next_multiple_of(4);
+        let bytes = device_bytes(ty, nb);
         if data.dtype() != DType::U32 || data.size_bytes() != bytes {
             return Err(KernelError::Argument {
                 op,
@@ -673,6 +712,12 @@ impl QuantTensor {
     }
 }
 
+/// Bytes of the device data of `nb` blocks: the quants, the scales, zeros up to a multiple of 16 (kernels
+/// bind the data as `array<vec4<u32>>`).
+fn device_bytes(ty: QuantType, nb: usize) -> usize {
+    (nb * ty.quant_bytes() + nb * ty.scale_bytes()).next_multiple_of(16)
+}
+
 fn check_shape(op: &'static str, ty: QuantType, rows: usize, cols: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Err(KernelError::Empty { op, what: "matrix" });
@@ -681,6 +726,14 @@ fn check_shape(op: &'static str, ty: QuantType, rows: usize, cols: usize) -> Res
         return Err(KernelError::Shape {
             op,
             detail: format!("{ty} rows are whole blocks of {} values; cols = {cols} is not", ty.block_elems()),
+        });
+    }
+    // Element and byte counts must fit (shapes come from files).
+    let fits = rows.checked_mul(cols).and_then(|n| (n / ty.block_elems()).checked_mul(ty.block_bytes() + 16));
+    if fits.is_none_or(|b| b > isize::MAX as usize) {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("a {ty} matrix [{rows}, {cols}] is too large to address"),
         });
     }
     Ok(())
@@ -818,6 +871,10 @@ mod tests {
         assert!(matches!(
             QuantTensor::from_ggml_bytes(&Backend::Cpu, ty, 2, 64, &[0; 70]),
             Err(KernelError::Argument { .. })
+        ));
+        assert!(matches!(
+            QuantTensor::from_ggml_bytes(&Backend::Cpu, ty, usize::MAX / 2, 64, &[]),
+            Err(KernelError::Shape { .. })
         ));
         assert!(matches!(quantize(ty, &[0.0; 33]), Err(KernelError::Argument { .. })));
         assert!(matches!(quantize(ty, &[f32::NAN; 32]), Err(KernelError::Argument { .. })));

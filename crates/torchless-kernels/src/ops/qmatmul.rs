@@ -661,7 +661,7 @@ mod gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Rng, assert_close, test_backends};
+    use crate::testing::{Rng, Tolerance, assert_close, test_backends, test_gpu};
 
     fn quantized(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (QuantTensor, Vec<f32>) {
         let values = rng.vec(rows * cols, -1.0, 1.0);
@@ -674,7 +674,7 @@ mod tests {
     fn gemv_q_matches_the_f64_reference_for_every_type_and_batch() {
         let mut rng = Rng::new(21);
         for ty in QuantType::ALL {
-            for (k, (rows, blocks)) in [(1, 1), (3, 2), (33, 3), (64, 16), (257, 1)].into_iter().enumerate() {
+            for (k, (rows, blocks)) in [(1, 1), (33, 3), (257, 16)].into_iter().enumerate() {
                 let cols = blocks * ty.block_elems();
                 let b = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
                 let (w, wv) = quantized(&mut rng, ty, rows, cols);
@@ -718,14 +718,90 @@ mod tests {
                 let got = embedding_q(&wd, &idt).unwrap();
                 assert_eq!(got.shape(), &[ids.len(), cols]);
                 let name = format!("embedding_q {ty} on {}", backend.name());
-                assert_close(
-                    &name,
-                    &got.to_f32_vec().unwrap(),
-                    &want,
-                    crate::testing::Tolerance { atol: 0.0, rtol: 0.0 },
-                );
+                // Exact on the CPU; a GPU may fuse the decode's multiply-add.
+                let tol = if backend.is_gpu() {
+                    Tolerance { atol: 1e-7, rtol: 1e-6 }
+                } else {
+                    Tolerance { atol: 0.0, rtol: 0.0 }
+                };
+                assert_close(&name, &got.to_f32_vec().unwrap(), &want, tol);
             }
         }
+    }
+
+    /// Both GPU kernels with forced launch shapes (rows per workgroup that do not divide the rows, tiny and
+    /// large workgroups), every type and several batch sizes.
+    #[test]
+    fn every_gpu_kernel_and_launch_shape_matches_the_reference() {
+        let Some(gpu) = test_gpu() else { return };
+        let Backend::Gpu(ctx) = &gpu else { unreachable!("test_gpu gives a GPU") };
+        let mut kernels = vec![QGemvKernel::Workgroup];
+        if ctx.has_subgroups() {
+            kernels.push(QGemvKernel::Subgroup);
+        }
+        let mut rng = Rng::new(25);
+        for ty in QuantType::ALL {
+            let (rows, cols) = (7, 3 * ty.block_elems());
+            let (w, wv) = quantized(&mut rng, ty, rows, cols);
+            let wd = w.to_backend(&gpu).unwrap();
+            for b in [1, 5] {
+                let xv = rng.vec(b * cols, -1.0, 1.0);
+                let want = reference(&wv, rows, cols, &xv);
+                let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
+                // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
+                // type, alternating between types.
+                for (i, &kernel) in kernels.iter().enumerate() {
+                    for tune in
+                        [Some((32, 3)), Some((256, 4))].into_iter().skip((i + ty.wgsl_code() as usize) % 2).step_by(2)
+                    {
+                        let tune = tune.map(|(wg, rows)| gpu::Tune { wg, rows });
+                        let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
+                        gemv_q_tuned(&wd, &xd, GemvEpilogue::default(), &out, kernel, tune).unwrap();
+                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?}");
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_files_share_everything_above_the_variant_marker_and_params_match() {
+        let marker = "// ---- variant: ";
+        let head = |s: &'static str| s.split(marker).next().expect("marker present");
+        assert!(gpu::QGEMV.source.contains(marker) && gpu::QGEMV_SUBGROUP.source.contains(marker));
+        assert_eq!(
+            head(gpu::QGEMV.source),
+            head(gpu::QGEMV_SUBGROUP.source),
+            "qgemv.wgsl and qgemv_subgroup.wgsl drifted"
+        );
+        for k in [&gpu::QGEMV, &gpu::QGEMV_SUBGROUP] {
+            assert_eq!(crate::testing::wgsl_struct_size(k, "Params") as usize, std::mem::size_of::<gpu::GemvParams>());
+        }
+        assert_eq!(
+            crate::testing::wgsl_struct_size(&gpu::QMATMUL, "Params") as usize,
+            std::mem::size_of::<gpu::MatmulParams>()
+        );
+    }
+
+    #[test]
+    fn bench_cases_validate_on_every_backend() {
+        for op in BENCH_OPS {
+            // Small sizes: a few rows of 4096 (gemv), 256³ (gemm).
+            let case = crate::bench::case(op, 1 << 20).unwrap();
+            for backend in test_backends() {
+                let inputs = case.inputs_on(&backend).unwrap();
+                let r = case.check(&backend, &inputs).unwrap();
+                assert!(r.ok, "bench {op} on {}: {r:?}", backend.name());
+            }
+        }
+        assert_eq!(bench_rows(QuantType::Q4K, 4096, 32 << 20), 14336);
+        assert_eq!(bench_rows(QuantType::Q4K, 14336, 32 << 20), 4096);
+        assert_eq!(bench_rows(QuantType::Q4_0, 4096, 32 << 20), 14336);
+        assert_eq!(bench_rows(QuantType::Q8_0, 4096, 60 << 20), 14336);
+        assert_eq!(bench_rows(QuantType::Q8_0, 14336, 60 << 20), 4096);
+        assert_eq!(bench_rows(QuantType::Q6K, 4096, 46 << 20), 14336);
+        assert_eq!(bench_rows(QuantType::Q6K, 14336, 46 << 20), 4096);
     }
 
     #[test]
