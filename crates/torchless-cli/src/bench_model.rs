@@ -20,7 +20,7 @@ const PROFILE_STEPS: usize = 8;
 
 #[derive(Args)]
 pub struct BenchModelArgs {
-    /// A model directory or a built-in model name.
+    /// A model directory, a GGUF file or a built-in model name.
     #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
     model: String,
     #[arg(long, default_value = "auto")]
@@ -39,6 +39,10 @@ pub struct BenchModelArgs {
     /// Also time every kernel of some decode steps with GPU timestamps and print where the time goes.
     #[arg(long)]
     profile: bool,
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = crate::run::parse_quant)]
+    pub quantize: Option<torchless_kernels::quant::QuantType>,
 }
 
 #[derive(Serialize)]
@@ -72,7 +76,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     }
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let mut loaded = LoadedModel::load(&args.model, &backend, !args.json)?;
+    let mut loaded = LoadedModel::load_with(&args.model, &backend, !args.json, args.quantize)?;
     backend.synchronize()?;
     let load_s = t0.elapsed().as_secs_f64();
     let model = &loaded.model;

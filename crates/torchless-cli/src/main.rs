@@ -27,6 +27,8 @@ enum Command {
     Generate(run::GenerateArgs),
     /// Print the logits of every position of a forward pass over the given token ids.
     Logits(run::LogitsArgs),
+    /// Print the token ids of a text (special tokens in the text are parsed as such; no BOS is added).
+    Tokenize(run::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::BenchModel(args) => bench_model::run(&args).map(|()| true).map_err(|e| e.to_string()),
         Command::Generate(args) => run::generate_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
         Command::Logits(args) => run::logits_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
+        Command::Tokenize(args) => run::tokenize_cmd(&args).map(|()| true).map_err(|e| e.to_string()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

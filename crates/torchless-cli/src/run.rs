@@ -9,11 +9,21 @@ use torchless::generate::{GenerateOptions, generate};
 use torchless::model::{LoadedModel, Logits};
 use torchless::sampling::SamplingParams;
 use torchless::tokenizer::Message;
+use torchless::tokenizer::Tokenizer;
+use torchless_kernels::quant::QuantType;
+
+/// `--quantize` values.
+pub fn parse_quant(s: &str) -> Result<QuantType, String> {
+    QuantType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = QuantType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown quantization type {s:?} (one of {})", names.join(", "))
+    })
+}
 use torchless::{BackendPreference, Error, init_backend};
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A model directory (Hugging Face layout) or a built-in model name (tiny-llama, tiny-xlstm).
+    /// A model directory (Hugging Face layout), a GGUF file or a built-in model name (tiny-llama, tiny-xlstm).
     #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
     model: String,
     /// The prompt; `-` reads it from standard input.
@@ -47,6 +57,10 @@ pub struct GenerateArgs {
     /// A system message for --chat.
     #[arg(long)]
     system: Option<String>,
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = parse_quant)]
+    pub quantize: Option<QuantType>,
 }
 
 #[derive(Args)]
@@ -61,6 +75,10 @@ pub struct LogitsArgs {
     /// Print exactly {"logits": [[...], ...]}.
     #[arg(long)]
     json: bool,
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = parse_quant)]
+    pub quantize: Option<QuantType>,
 }
 
 fn read_prompt(prompt: &str) -> Result<String, Error> {
@@ -85,10 +103,10 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     sampling.validate()?;
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let loaded = LoadedModel::load(&args.model, &backend, true)?;
+    let loaded = LoadedModel::load_with(&args.model, &backend, true, args.quantize)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
-        Error::Tokenizer(format!("{}: no tokenizer.json, so `generate` cannot read text; use `logits`", args.model))
+        Error::Tokenizer(format!("{}: no tokenizer (tokenizer.json or GGUF tokenizer metadata), so `generate` cannot read text; use `logits`", args.model))
     })?;
     let user_text = read_prompt(&args.prompt)?;
     let mut text = user_text.clone();
@@ -126,7 +144,7 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
 
 pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
-    let loaded = LoadedModel::load(&args.model, &backend, false)?;
+    let loaded = LoadedModel::load_with(&args.model, &backend, false, args.quantize)?;
     let vocab = loaded.model.vocab_size();
     if let Some(&id) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });
@@ -143,6 +161,54 @@ pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
             let head: Vec<String> = row.iter().take(8).map(|v| format!("{v:.4}")).collect();
             println!("position {i} (token {}): argmax {best}; logits [{} ...]", args.tokens[i], head.join(", "));
         }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// A model directory (Hugging Face layout with tokenizer.json), a GGUF file or a built-in model name.
+    #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
+    model: String,
+    /// The text; `-` reads it from standard input.
+    #[arg(long)]
+    text: String,
+    /// Print exactly {"ids": [...]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Loads only the tokenizer of a model (no weights are read).
+fn load_tokenizer(model: &str) -> Result<Tokenizer, Error> {
+    let path = std::path::Path::new(model);
+    if torchless::model::is_gguf(path) {
+        let file = torchless::model::open_gguf(path)?;
+        let config = torchless::config::Config::from_gguf(&file)?;
+        return Tokenizer::from_gguf(&file, &config)?
+            .ok_or_else(|| Error::Tokenizer(format!("{model}: no tokenizer.ggml.model in the GGUF metadata")));
+    }
+    let dir = if path.exists() {
+        path.to_path_buf()
+    } else {
+        torchless::builtin::resolve(model).ok_or_else(|| Error::MissingFile {
+            path: path.to_path_buf(),
+            what: "the model directory or GGUF file (or a built-in name: tiny-llama, tiny-xlstm)",
+        })?
+    };
+    let config = torchless::config::Config::from_file(&dir.join("config.json")).ok();
+    let (bos, eos) = config.map_or((None, Vec::new()), |c| (c.bos_token_id, c.eos_token_ids));
+    Tokenizer::from_dir(&dir, bos, &eos)
+}
+
+pub fn tokenize_cmd(args: &TokenizeArgs) -> Result<(), Error> {
+    let tokenizer = load_tokenizer(&args.model)?;
+    let text = read_prompt(&args.text)?;
+    let ids = tokenizer.encode(&text, false)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "ids": ids }));
+    } else {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
     }
     Ok(())
 }

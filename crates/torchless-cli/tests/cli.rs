@@ -144,3 +144,71 @@ fn bench_model_times_both_xlstm_prefills() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
     assert!(v["prefill_step_tok_s"].is_null(), "{v}");
 }
+
+#[test]
+fn tokenize_prints_ids_and_gguf_models_run() {
+    // The built-in model's tokenizer: plain ids, then JSON.
+    let o = torchless(&["tokenize", "--text", "Hello there"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain: Vec<u32> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(|t| t.parse().unwrap()).collect();
+    assert!(!plain.is_empty());
+    let o = torchless(&["tokenize", "--text", "Hello there", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let ids: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+    assert_eq!(ids, plain);
+
+    // A GGUF file runs like its Hugging Face directory; --quantize works on both.
+    let gguf = fixture("gguf/llama_f32.gguf");
+    let o =
+        torchless(&["logits", "--model", gguf.to_str().unwrap(), "--tokens", "5,6,7", "--backend", "cpu", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hf = torchless(&[
+        "logits",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--tokens",
+        "5,6,7",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&o.stdout).unwrap(), serde_json::from_slice(&hf.stdout).unwrap());
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let err = flat(&a).iter().zip(flat(&b)).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-4, "GGUF vs HF logits: {err}");
+    let o = torchless(&[
+        "logits",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--tokens",
+        "5",
+        "--backend",
+        "cpu",
+        "--quantize",
+        "q4_k",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad input: an unknown quantization type, a GGUF file without a tokenizer, a corrupt GGUF file.
+    assert_clean_error(&torchless(&["logits", "--tokens", "1", "--quantize", "q3_x"]), &["q3_x", "q4_k"]);
+    assert_clean_error(
+        &torchless(&["tokenize", "--model", gguf.to_str().unwrap(), "--text", "x"]),
+        &["tokenizer.ggml.model"],
+    );
+    let tmp = std::env::temp_dir().join(format!("torchless-cli-gguf-{}.gguf", std::process::id()));
+    let bytes = std::fs::read(&gguf).unwrap();
+    std::fs::write(&tmp, &bytes[..bytes.len() / 3]).unwrap();
+    assert_clean_error(
+        &torchless(&["logits", "--model", tmp.to_str().unwrap(), "--tokens", "1", "--backend", "cpu"]),
+        &["past the end"],
+    );
+    let _ = std::fs::remove_file(&tmp);
+}

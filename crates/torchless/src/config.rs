@@ -66,8 +66,17 @@ pub enum Activation {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RopeScalingConfig {
     None,
-    Linear { factor: f32 },
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position_embeddings: usize },
+    Linear {
+        factor: f32,
+    },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+    /// Explicit per-frequency divisors, rot_dim / 2 of them (GGUF `rope_freqs.weight`, Llama 3).
+    Factors(Vec<f32>),
 }
 
 /// Everything the forward pass needs to know, resolved per architecture.
@@ -107,6 +116,9 @@ pub struct Config {
     pub tie_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// GGUF files of llama-family architectures store Q and K with the rows of each head interleaved
+    /// (llama.cpp's converter permutes them); the loader restores Hugging Face's half-split order.
+    pub unpermute_qk: bool,
 }
 
 fn get_usize(j: &Value, key: &str) -> Result<Option<usize>> {
@@ -271,6 +283,7 @@ impl Config {
             tie_embeddings: get_bool(j, "tie_word_embeddings").unwrap_or(gemma),
             bos_token_id: token_ids(j.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(j.get("eos_token_id")),
+            unpermute_qk: false,
         })
     }
 

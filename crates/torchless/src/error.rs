@@ -26,6 +26,9 @@ pub enum Error {
     #[error("{file}: corrupt safetensors file: {reason}")]
     Safetensors { file: PathBuf, reason: String },
 
+    #[error("{path}: {source}")]
+    Gguf { path: PathBuf, source: crate::gguf::GgufError },
+
     #[error("tensor {name} not found in the model's safetensors files")]
     MissingTensor { name: String },
 

@@ -83,6 +83,31 @@ impl Tokenizer {
         Ok(Tokenizer { inner, bos_id, eos_ids, add_bos, chat_template, bos_token, eos_token })
     }
 
+    /// The tokenizer stored in a GGUF file's metadata; `None` when the file has none
+    /// (no `tokenizer.ggml.model`).
+    pub fn from_gguf(file: &crate::gguf::GgufFile, config: &crate::config::Config) -> Result<Option<Tokenizer>> {
+        let Some(t) = crate::gguf_tokenizer::build(&file.header).map_err(|e| e.into_error(&file.path))? else {
+            return Ok(None);
+        };
+        let bos_id = t.bos_id.or(config.bos_token_id);
+        let mut eos_ids = config.eos_token_ids.clone();
+        if let Some(e) = t.eos_id
+            && !eos_ids.contains(&e)
+        {
+            eos_ids.push(e);
+        }
+        let text = |id: Option<u32>| id.and_then(|i| t.tokens.get(i as usize).cloned());
+        Ok(Some(Tokenizer {
+            bos_token: text(bos_id),
+            eos_token: text(t.eos_id.or(eos_ids.first().copied())),
+            inner: t.inner,
+            bos_id,
+            eos_ids,
+            add_bos: t.add_bos,
+            chat_template: t.chat_template,
+        }))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -113,7 +138,7 @@ impl Tokenizer {
     /// Renders the chat template with `add_generation_prompt`.
     pub fn apply_chat_template(&self, messages: &[Message]) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
-            Error::Template("this model has no chat_template in tokenizer_config.json; run without --chat".into())
+            Error::Template("this model has no chat template (tokenizer_config.json chat_template or GGUF tokenizer.chat_template); run without --chat".into())
         })?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);

@@ -13,35 +13,34 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use torchless_kernels::ops::attention::{self, AttentionOptions};
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
-use torchless_kernels::ops::gemm::{self, GemmKernel, GemmOptions};
-use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
+use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
 use torchless_kernels::ops::select;
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
+use super::weights::{Linear, Source};
 use crate::config::{Activation, Arch, Config, RopeScalingConfig};
 use crate::error::{Error, Result};
-use crate::safetensors_dir::SafetensorsDir;
 
 struct Layer {
     attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
-    wo: Tensor,
+    wo: Linear,
     /// Gemma 2: RMSNorm of the attention output before the residual add.
     post_attn_norm: Option<Tensor>,
     mlp_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
     /// Gemma 2: RMSNorm of the MLP output before the residual add.
     post_mlp_norm: Option<Tensor>,
 }
@@ -49,9 +48,9 @@ struct Layer {
 pub struct Llama {
     pub config: Config,
     backend: Backend,
-    embed: Tensor,
+    embed: Linear,
     /// `None` when tied to the embedding.
-    lm_head: Option<Tensor>,
+    lm_head: Option<Linear>,
     final_norm: Tensor,
     layers: Vec<Layer>,
     rope: RopeTable,
@@ -72,14 +71,14 @@ impl State {
 
 /// Reads tensors by name, checking shapes, and splits fused ones (Phi-3) by rows.
 pub(super) struct Loader<'a> {
-    pub(super) weights: &'a SafetensorsDir,
+    pub(super) weights: &'a Source<'a>,
     pub(super) backend: &'a Backend,
     pub(super) progress: ProgressBar,
 }
 
 impl Loader<'_> {
     pub(super) fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.weights.load(self.backend, name, shape)?;
+        let t = self.weights.dense(self.backend, name, shape)?;
         self.progress.inc(t.size_bytes() as u64);
         Ok(t)
     }
@@ -88,26 +87,20 @@ impl Loader<'_> {
         if self.weights.contains(name) { self.load(name, shape).map(Some) } else { Ok(None) }
     }
 
+    fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+        let w = self.weights.linear(self.backend, name, rows, cols)?;
+        self.progress.inc(w.size_bytes() as u64);
+        Ok(w)
+    }
+
+    fn optional_linear(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Linear>> {
+        if self.weights.contains(name) { self.linear(name, rows, cols).map(Some) } else { Ok(None) }
+    }
+
     /// Splits `name` `[sum(rows), cols]` into consecutive row blocks, each uploaded on its own.
-    fn split_rows(&self, name: &str, rows: &[usize], cols: usize) -> Result<Vec<Tensor>> {
-        let (bytes, dtype, shape) = self.weights.raw(name)?;
-        let total: usize = rows.iter().sum();
-        if shape != [total, cols] {
-            return Err(Error::TensorShape {
-                name: name.to_string(),
-                expected: vec![total, cols],
-                found: shape.to_vec(),
-            });
-        }
-        let row_bytes = cols * dtype.size_bytes();
-        let mut start = 0;
-        let mut parts = Vec::with_capacity(rows.len());
-        for &r in rows {
-            let part = &bytes[start * row_bytes..(start + r) * row_bytes];
-            parts.push(Tensor::from_bytes(self.backend, part, &[r, cols], dtype)?);
-            start += r;
-        }
-        self.progress.inc(bytes.len() as u64);
+    fn split_rows(&self, name: &str, rows: &[usize], cols: usize) -> Result<Vec<Linear>> {
+        let parts = self.weights.split_rows(self.backend, name, rows, cols)?;
+        self.progress.inc(parts.iter().map(|p| p.size_bytes() as u64).sum());
         Ok(parts)
     }
 }
@@ -139,6 +132,7 @@ fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
                 })?,
             }
         }
+        RopeScalingConfig::Factors(f) => RopeScaling::Factors(f.clone()),
     };
     let cfg =
         RopeConfig::new(config.head_dim, config.rope_theta as f64).with_rot_dim(config.rot_dim).with_scaling(scaling);
@@ -146,14 +140,14 @@ fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
 }
 
 impl Llama {
-    pub fn load(config: Config, weights: &SafetensorsDir, backend: &Backend, progress: bool) -> Result<Llama> {
+    pub fn load(config: Config, weights: &Source<'_>, backend: &Backend, progress: bool) -> Result<Llama> {
         let c = &config;
         let (dim, hd, ffn) = (c.dim, c.head_dim, c.hidden_dim);
         let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
         let ld = Loader { weights, backend, progress: progress_bar(weights.total_bytes(), progress) };
 
-        let embed = ld.load("model.embed_tokens.weight", &[c.vocab_size, dim])?;
-        let lm_head = if c.tie_embeddings { None } else { ld.optional("lm_head.weight", &[c.vocab_size, dim])? };
+        let embed = ld.linear("model.embed_tokens.weight", c.vocab_size, dim)?;
+        let lm_head = if c.tie_embeddings { None } else { ld.optional_linear("lm_head.weight", c.vocab_size, dim)? };
         let final_norm = ld.load("model.norm.weight", &[dim])?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
@@ -166,9 +160,9 @@ impl Llama {
                 (qkv.pop().expect("three parts"), wk, wv)
             } else {
                 (
-                    ld.load(&format!("{p}.self_attn.q_proj.weight"), &[q_dim, dim])?,
-                    ld.load(&format!("{p}.self_attn.k_proj.weight"), &[kv_dim, dim])?,
-                    ld.load(&format!("{p}.self_attn.v_proj.weight"), &[kv_dim, dim])?,
+                    ld.linear(&format!("{p}.self_attn.q_proj.weight"), q_dim, dim)?,
+                    ld.linear(&format!("{p}.self_attn.k_proj.weight"), kv_dim, dim)?,
+                    ld.linear(&format!("{p}.self_attn.v_proj.weight"), kv_dim, dim)?,
                 )
             };
             let (w_gate, w_up) = if c.arch == Arch::Phi3 {
@@ -177,8 +171,8 @@ impl Llama {
                 (gu.pop().expect("two parts"), up)
             } else {
                 (
-                    ld.load(&format!("{p}.mlp.gate_proj.weight"), &[ffn, dim])?,
-                    ld.load(&format!("{p}.mlp.up_proj.weight"), &[ffn, dim])?,
+                    ld.linear(&format!("{p}.mlp.gate_proj.weight"), ffn, dim)?,
+                    ld.linear(&format!("{p}.mlp.up_proj.weight"), ffn, dim)?,
                 )
             };
             let bias = |name: &str, n: usize| -> Result<Option<Tensor>> {
@@ -210,12 +204,12 @@ impl Llama {
                 bv: bias("v_proj", kv_dim)?,
                 q_norm: head_norm("q_norm")?,
                 k_norm: head_norm("k_norm")?,
-                wo: ld.load(&format!("{p}.self_attn.o_proj.weight"), &[dim, q_dim])?,
+                wo: ld.linear(&format!("{p}.self_attn.o_proj.weight"), dim, q_dim)?,
                 post_attn_norm,
                 mlp_norm,
                 w_gate,
                 w_up,
-                w_down: ld.load(&format!("{p}.mlp.down_proj.weight"), &[dim, ffn])?,
+                w_down: ld.linear(&format!("{p}.mlp.down_proj.weight"), dim, ffn)?,
                 post_mlp_norm: sandwich("post_feedforward_layernorm")?,
             });
         }
@@ -231,9 +225,11 @@ impl Llama {
             .layers
             .iter()
             .map(|l| {
-                let dense = [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down];
+                let matrices = [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down];
                 let optional = [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_mlp_norm];
-                dense.iter().map(|t| t.size_bytes()).sum::<usize>()
+                matrices.iter().map(|w| w.size_bytes()).sum::<usize>()
+                    + l.attn_norm.size_bytes()
+                    + l.mlp_norm.size_bytes()
                     + optional.iter().filter_map(|t| t.as_ref()).map(Tensor::size_bytes).sum::<usize>()
             })
             .sum();
@@ -292,9 +288,7 @@ impl Llama {
             return Err(Error::ContextLength { what: "the KV cache", needed: pos + n, limit: state.capacity });
         }
         let (hd, q_dim) = (c.head_dim, c.n_heads * c.head_dim);
-        // Hugging Face multiplies by the normaliser in the weights' dtype.
-        let embed_scale = c.embed_scale.map_or(1.0, |s| round_to(s, self.embed.dtype()));
-        let mut x = select::embedding_scaled(&self.embed, ids, embed_scale, DType::F32)?;
+        let mut x = self.embed(ids)?;
         to_u32("position", pos + n)?;
 
         for (i, layer) in self.layers.iter().enumerate() {
@@ -325,9 +319,9 @@ impl Llama {
             };
             let a = a.reshape(&[n, q_dim])?;
             x = match &layer.post_attn_norm {
-                Some(post) => elementwise::add(&x, &self.norm(&linear(&a, &layer.wo, None)?, post)?)?,
+                Some(post) => elementwise::add(&x, &self.norm(&layer.wo.forward(&a, None)?, post)?)?,
                 None => {
-                    linear_add_into(&a, &layer.wo, &x)?;
+                    layer.wo.forward_add_into(&a, &x)?;
                     x
                 }
             };
@@ -335,9 +329,9 @@ impl Llama {
             // Feed-forward.
             let g = self.normed_gated_mlp(&x, layer)?;
             x = match &layer.post_mlp_norm {
-                Some(post) => elementwise::add(&x, &self.norm(&linear(&g, &layer.w_down, None)?, post)?)?,
+                Some(post) => elementwise::add(&x, &self.norm(&layer.w_down.forward(&g, None)?, post)?)?,
                 None => {
-                    linear_add_into(&g, &layer.w_down, &x)?;
+                    layer.w_down.forward_add_into(&g, &x)?;
                     x
                 }
             };
@@ -355,7 +349,7 @@ impl Llama {
             }
         };
         let x = self.norm(&x, &self.final_norm)?;
-        let logits = linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None)?;
+        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).forward(&x, None)?;
         if let Some(cap) = c.final_softcap {
             elementwise::unary_into(&logits, Unary::Softcap { cap }, &logits)?;
         }
@@ -375,30 +369,6 @@ fn round_to(v: f32, dtype: DType) -> f32 {
     }
 }
 
-/// The GEMM kernel for `x · wᵀ`: cooperative matrices for 16-bit weights (f32 activations rounded to
-/// f16 on NVIDIA, as PyTorch's bf16 path rounds them to bf16), exact tiles for f32 weights.
-fn gemm_kernel(w: &Tensor) -> GemmKernel {
-    if w.dtype() == DType::F32 { GemmKernel::Auto } else { GemmKernel::PreferCooperative }
-}
-
-/// `x [rows, in] · wᵀ (+ bias)` → `[rows, out]` f32: GEMV for a few rows, GEMM otherwise.
-pub(super) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if x.rows_cols().0 <= gemv::MAX_BATCH {
-        return Ok(gemv::gemv(w, x, GemvEpilogue { bias, residual: None })?);
-    }
-    let mut opts = GemmOptions::a_bt().kernel(gemm_kernel(w));
-    opts.bias = bias;
-    Ok(gemm::gemm(x, w, opts)?)
-}
-
-/// `acc += x · wᵀ`, in place.
-pub(super) fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
-    if x.rows_cols().0 <= gemv::MAX_BATCH {
-        return Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?);
-    }
-    Ok(gemm::gemm_into(x, w, GemmOptions::a_bt().residual(acc).kernel(gemm_kernel(w)), acc)?)
-}
-
 impl Llama {
     fn input_norm<'a>(&self, weight: &'a Tensor) -> InputNorm<'a> {
         InputNorm { weight, eps: self.config.norm_eps, variant: self.variant() }
@@ -407,36 +377,48 @@ impl Llama {
     /// Q, K and V of `norm(x)`: decoding, one GEMV pass over `x` with the norm fused in; otherwise the
     /// norm, then three GEMMs.
     fn normed_qkv(&self, x: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
-        if x.rows_cols().0 <= gemv::MAX_BATCH {
+        if x.rows_cols().0 <= gemv::MAX_BATCH
+            && let (Some(wq), Some(wk), Some(wv)) = (l.wq.as_dense(), l.wk.as_dense(), l.wv.as_dense())
+        {
             let parts = [
-                GemvPart { w: &l.wq, bias: l.bq.as_ref() },
-                GemvPart { w: &l.wk, bias: l.bk.as_ref() },
-                GemvPart { w: &l.wv, bias: l.bv.as_ref() },
+                GemvPart { w: wq, bias: l.bq.as_ref() },
+                GemvPart { w: wk, bias: l.bk.as_ref() },
+                GemvPart { w: wv, bias: l.bv.as_ref() },
             ];
             let mut out = gemv::gemv_multi_normed(x, self.input_norm(&l.attn_norm), &parts)?.into_iter();
             let mut next = || out.next().expect("one output per part");
             return Ok([next(), next(), next()]);
         }
         let h = self.norm(x, &l.attn_norm)?;
-        Ok([linear(&h, &l.wq, l.bq.as_ref())?, linear(&h, &l.wk, l.bk.as_ref())?, linear(&h, &l.wv, l.bv.as_ref())?])
+        Ok([l.wq.forward(&h, l.bq.as_ref())?, l.wk.forward(&h, l.bk.as_ref())?, l.wv.forward(&h, l.bv.as_ref())?])
     }
 
     /// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)` with `h = norm(x)`: one fused GEMV when decoding, else the norm, two
     /// GEMMs and a gated multiply.
     fn normed_gated_mlp(&self, x: &Tensor, l: &Layer) -> Result<Tensor> {
-        if x.rows_cols().0 <= gemv::MAX_BATCH {
+        if x.rows_cols().0 <= gemv::MAX_BATCH
+            && let (Some(w_gate), Some(w_up)) = (l.w_gate.as_dense(), l.w_up.as_dense())
+        {
             let act = match self.config.activation {
                 Activation::Silu => GatedAct::Silu,
                 Activation::GeluTanh => GatedAct::GeluTanh,
             };
-            return Ok(gemv::gemv_gated_normed(&l.w_gate, &l.w_up, x, self.input_norm(&l.mlp_norm), act)?);
+            return Ok(gemv::gemv_gated_normed(w_gate, w_up, x, self.input_norm(&l.mlp_norm), act)?);
         }
         let h = self.norm(x, &l.mlp_norm)?;
-        let (g, u) = (linear(&h, &l.w_gate, None)?, linear(&h, &l.w_up, None)?);
+        let (g, u) = (l.w_gate.forward(&h, None)?, l.w_up.forward(&h, None)?);
         let op = match self.config.activation {
             Activation::Silu => Binary::SwiGlu,
             Activation::GeluTanh => Binary::GeGlu,
         };
         Ok(elementwise::binary(&g, &u, op)?)
+    }
+
+    /// The embedding rows of `ids` as f32 `[n, dim]`, times Gemma's normaliser.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        // Hugging Face multiplies by the normaliser in the weights' dtype.
+        let dtype = self.embed.as_dense().map_or(DType::F32, Tensor::dtype);
+        let scale = self.config.embed_scale.map_or(1.0, |s| round_to(s, dtype));
+        self.embed.embedding(ids, scale)
     }
 }

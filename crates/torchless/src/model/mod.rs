@@ -1,6 +1,7 @@
 //! Models and their loading. `Model` is the one type the generation loop talks to.
 
 pub mod llama;
+pub mod weights;
 pub mod xlstm;
 
 use std::path::{Path, PathBuf};
@@ -10,8 +11,11 @@ use torchless_kernels::{Backend, Tensor};
 use crate::builtin;
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, OpenError};
 use crate::safetensors_dir::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
+use torchless_kernels::quant::QuantType;
+use weights::{Source, SourceKind};
 
 /// Which positions' logits `forward` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,8 +122,22 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a model directory or a built-in model by name.
+    /// Loads a model directory (Hugging Face layout), a GGUF file (`.gguf`) or a built-in model by name.
     pub fn load(name_or_path: &str, backend: &Backend, progress: bool) -> Result<LoadedModel> {
+        Self::load_with(name_or_path, backend, progress, None)
+    }
+
+    /// [`LoadedModel::load`], quantizing the dense weight matrices (projections, embedding, LM head) to
+    /// `quantize` as they load; norms and biases stay dense.
+    pub fn load_with(
+        name_or_path: &str,
+        backend: &Backend,
+        progress: bool,
+        quantize: Option<QuantType>,
+    ) -> Result<LoadedModel> {
+        if is_gguf(Path::new(name_or_path)) {
+            return Self::load_gguf(Path::new(name_or_path), backend, progress, quantize);
+        }
         let dir = resolve(name_or_path)?;
         let config_path = dir.join("config.json");
         if !config_path.exists() {
@@ -129,6 +147,13 @@ impl LoadedModel {
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Json { path: config_path.clone(), source: e })?;
         let (model, bos, eos) = if Arch::detect(&json)? == Arch::Xlstm {
+            if let Some(q) = quantize {
+                return Err(Error::Argument {
+                    name: "--quantize",
+                    value: q.name().to_string(),
+                    reason: "quantized weights are supported for the Llama family only, not for xLSTM".into(),
+                });
+            }
             let config = xlstm::Config::from_json(&json)?;
             let weights = SafetensorsDir::open(&dir)?;
             let (bos, eos) = (config.bos_token_id, config.eos_token_ids.clone());
@@ -137,12 +162,57 @@ impl LoadedModel {
             let config = Config::from_json(&json)?;
             let weights = SafetensorsDir::open(&dir)?;
             let (bos, eos) = (config.bos_token_id, config.eos_token_ids.clone());
-            (Model::Llama(llama::Llama::load(config, &weights, backend, progress)?), bos, eos)
+            let source = Source { kind: SourceKind::Safetensors(&weights), quantize };
+            (Model::Llama(llama::Llama::load(config, &source, backend, progress)?), bos, eos)
         };
         let tokenizer =
             if dir.join("tokenizer.json").exists() { Some(Tokenizer::from_dir(&dir, bos, &eos)?) } else { None };
         Ok(LoadedModel { name: display_name(name_or_path, &dir), model, tokenizer })
     }
+
+    /// Loads a llama.cpp GGUF file: config, weights and (when the file has one) tokenizer.
+    pub fn load_gguf(
+        path: &Path,
+        backend: &Backend,
+        progress: bool,
+        quantize: Option<QuantType>,
+    ) -> Result<LoadedModel> {
+        let file = open_gguf(path)?;
+        let config = Config::from_gguf(&file)?;
+        let kind = SourceKind::Gguf {
+            file: &file,
+            arch: config.arch,
+            unpermute_qk: config.unpermute_qk,
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+        };
+        let source = Source { kind, quantize };
+        let model = Model::Llama(llama::Llama::load(config.clone(), &source, backend, progress)?);
+        let tokenizer = Tokenizer::from_gguf(&file, &config)?;
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(LoadedModel { name, model, tokenizer })
+    }
+}
+
+/// Whether `path` names a GGUF file: a `.gguf` extension, or a file starting with the GGUF magic.
+pub fn is_gguf(path: &Path) -> bool {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    if !path.is_file() {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == b"GGUF"
+}
+
+/// Maps and parses a GGUF file, errors naming the path.
+pub fn open_gguf(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path).map_err(|e| match e {
+        OpenError::Io(source) => Error::io(path, source),
+        OpenError::Format(source) => Error::Gguf { path: path.to_path_buf(), source },
+    })
 }
 
 fn resolve(name_or_path: &str) -> Result<PathBuf> {

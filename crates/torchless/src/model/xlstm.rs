@@ -22,7 +22,8 @@ use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
-use super::llama::{Loader, linear, linear_add_into, progress_bar};
+use super::llama::{Loader, progress_bar};
+use super::weights::{Source, SourceKind, linear, linear_add_into};
 use crate::config::token_ids;
 use crate::error::{Error, Result};
 use crate::safetensors_dir::SafetensorsDir;
@@ -269,14 +270,14 @@ fn split_rows<const N: usize>(
     rows: [usize; N],
     cols: Option<usize>,
 ) -> Result<[Tensor; N]> {
-    let (bytes, dtype, shape) = ld.weights.raw(name)?;
+    let (bytes, dtype, shape) = ld.weights.dense_bytes(name)?;
     let total: usize = rows.iter().sum();
     let expected: Vec<usize> = match cols {
         Some(c) => vec![total, c],
         None => vec![total],
     };
-    if shape != expected.as_slice() {
-        return Err(Error::TensorShape { name: name.to_string(), expected, found: shape.to_vec() });
+    if shape != expected {
+        return Err(Error::TensorShape { name: name.to_string(), expected, found: shape });
     }
     let row_bytes = cols.unwrap_or(1) * dtype.size_bytes();
     let mut start = 0;
@@ -302,7 +303,8 @@ impl Xlstm {
     pub fn load(config: Config, weights: &SafetensorsDir, backend: &Backend, progress: bool) -> Result<Xlstm> {
         let c = &config;
         let (dim, qk, v, nh, ffn) = (c.dim, c.qk_dim, c.v_dim, c.n_heads, c.ffn_dim);
-        let ld = Loader { weights, backend, progress: progress_bar(weights.total_bytes(), progress) };
+        let source = Source { kind: SourceKind::Safetensors(weights), quantize: None };
+        let ld = Loader { weights: &source, backend, progress: progress_bar(source.total_bytes(), progress) };
 
         let embed = ld.load("backbone.embeddings.weight", &[c.vocab_size, dim])?;
         let lm_head = if c.tie_embeddings { None } else { Some(ld.load("lm_head.weight", &[c.vocab_size, dim])?) };
