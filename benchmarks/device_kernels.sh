@@ -2,7 +2,7 @@
 # Every kernel figure of BENCHMARKS.md, with PyTorch timed in the same run on the GPU machine. From the repo
 # root, with .gl/ and target/release/torchless beside it: OUT=/some/dir bash benchmarks/device_kernels.sh
 set -u
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B="${B:-./target/release/torchless}"
 MEM=softcap,silu,gelu,swiglu,geglu,add,mul,scale,rmsnorm,add_rmsnorm,layernorm,softmax,rope,cast,copy,embedding,argmax,topk
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1

@@ -1,12 +1,12 @@
 #!/bin/bash
 # Quantized GEMV/GEMM figures (issue 6: ≥ 80 % of copy bandwidth on the quantized bytes for q8_0, q4_0, q4_k
 # and q6_k at 4096 × 14336 and 14336 × 4096). On the GPU machine, from the repo root, with .gl/ and
-# target/release/torchless beside it: OUT=/some/dir bash benchmarks/h100_quant.sh
+# target/release/torchless beside it: OUT=/some/dir bash benchmarks/device_quant.sh
 # Each run prints the device copy bandwidth it compares with; `bytes` of a gemv_q case are the quantized
 # weight bytes only. Rows are rounded down to a multiple of 512, so these --mib values give exactly
 # 14336 rows of 4096 (default) and 4096 rows of 14336 (TORCHLESS_BENCH_QGEMV_COLS=14336).
 set -u
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B=./target/release/torchless
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; B="${B:-./target/release/torchless}"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; } \
   > "$OUT/env_quant.txt" 2>&1
 {
