@@ -167,6 +167,12 @@ fn xlstm_fused_weights() {
     check("xlstm_fused", XLSTM_TOL);
 }
 
+/// xLSTM-7B's head-dimension factors: qk_dim_factor 0.5, v_dim_factor 1.0 (qk head dim 32, v head dim 64).
+#[test]
+fn xlstm_qk_dim_factor_half() {
+    check("xlstm_qk_half", XLSTM_TOL);
+}
+
 /// The xlstm fixture with chunk_size 4 (so the 16-token prompt crosses chunk boundaries and the 5-token
 /// chunk ends inside one), and with the prefill's mLSTM stepped token by token: the same goldens.
 #[test]
