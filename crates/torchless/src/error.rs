@@ -17,7 +17,7 @@ pub enum Error {
     )]
     MissingFile { path: PathBuf, what: &'static str },
 
-    #[error("config.json: field {field}: {reason}")]
+    #[error("model config: field {field}: {reason}")]
     Config { field: String, reason: String },
 
     #[error("unsupported architecture {found:?}; supported: {supported}")]

@@ -70,6 +70,31 @@ impl Config {
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::config(key("attention.key_length"), format!("{head_dim} must be even and positive")));
         }
+        // Sizes come from the file: bound them before anything is allocated from them. Every layer has
+        // tensors, and no dimension of a real model comes near 2^24.
+        if n_layers > h.tensors.len() {
+            return Err(Error::config(
+                key("block_count"),
+                format!("{n_layers} layers but the file has only {} tensors", h.tensors.len()),
+            ));
+        }
+        const LIMIT: usize = 1 << 24;
+        for (k, v) in [
+            ("embedding_length", dim),
+            ("feed_forward_length", hidden_dim),
+            ("attention.head_count", n_heads),
+            ("attention.key_length", head_dim),
+        ] {
+            if v > LIMIT {
+                return Err(Error::config(key(k), format!("{v} is larger than {LIMIT}")));
+            }
+        }
+        if n_heads * head_dim > LIMIT {
+            return Err(Error::config(
+                key("attention.head_count"),
+                format!("{n_heads} heads of {head_dim} are larger than {LIMIT}"),
+            ));
+        }
         if let Some(v) = h.get_usize(&key("attention.value_length")).map_err(g)?
             && v != head_dim
         {
@@ -266,6 +291,7 @@ mod tests {
             .kv("tokenizer.ggml.eos_token_id", Value::U32(2))
             .kv("tokenizer.ggml.eot_token_id", Value::I64(7))
             .f32_tensor("token_embd.weight", &[64, 10], &[0.0; 640])
+            .f32_tensor("output_norm.weight", &[64], &[1.0; 64])
     }
 
     #[test]
@@ -307,6 +333,16 @@ mod tests {
         };
         let e = Config::from_gguf(&file(w)).unwrap_err().to_string();
         assert!(e.contains("llama.block_count") && e.contains("missing"), "{e}");
+        let mut w = base();
+        w.metadata.retain(|(k, _)| k != "llama.block_count");
+        let w = w.kv("llama.block_count", Value::U64(1 << 60));
+        let e = Config::from_gguf(&file(w)).unwrap_err().to_string();
+        assert!(e.contains("llama.block_count") && e.contains("tensors"), "{e}");
+        let mut w = base();
+        w.metadata.retain(|(k, _)| k != "llama.attention.head_count");
+        let w = w.kv("llama.attention.head_count", Value::U64(1 << 40)).kv("llama.attention.key_length", Value::U8(16));
+        let e = Config::from_gguf(&file(w)).unwrap_err().to_string();
+        assert!(e.contains("llama.attention.head_count"), "{e}");
         let w = base().kv("llama.attention.key_length", Value::F32(16.0));
         let e = Config::from_gguf(&file(w)).unwrap_err().to_string();
         assert!(e.contains("llama.attention.key_length"), "{e}");
@@ -314,7 +350,8 @@ mod tests {
         w.metadata[0].1 = Value::String("bert".into());
         let e = Config::from_gguf(&file(w)).unwrap_err().to_string();
         assert!(e.contains("bert") && e.contains("qwen2") && e.contains("gemma2"), "{e}");
-        let w = Writer { tensors: vec![], ..base() };
+        let mut w = base();
+        w.tensors[0].0 = "renamed.weight".into();
         assert!(Config::from_gguf(&file(w)).unwrap_err().to_string().contains("token_embd.weight"));
     }
 
