@@ -112,6 +112,7 @@ fn skipping_the_unpermute_is_detected() {
     };
     let source = torchless::model::weights::Source { kind, quantize: None };
     let model = torchless::model::llama::Llama::load(config, &source, &backend, false).unwrap();
+    let model = torchless::model::Model::Llama(model);
     let mut state = model.new_state(g.tokens.len()).unwrap();
     let got = model.forward(&mut state, &g.tokens, 0, Logits::All).unwrap().to_f32_vec().unwrap();
     let err = got.iter().zip(&g.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

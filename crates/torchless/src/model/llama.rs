@@ -20,6 +20,7 @@ use torchless_kernels::ops::select;
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
+use super::check_ids;
 use super::weights::{Linear, Source};
 use crate::config::{Activation, Arch, Config, RopeScalingConfig};
 use crate::error::{Error, Result};
@@ -140,6 +141,10 @@ fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
 }
 
 impl Llama {
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     pub fn load(config: Config, weights: &Source<'_>, backend: &Backend, progress: bool) -> Result<Llama> {
         let c = &config;
         let (dim, hd, ffn) = (c.dim, c.head_dim, c.hidden_dim);
@@ -258,32 +263,12 @@ impl Llama {
         Ok(norm::rmsnorm(x, w, self.config.norm_eps, self.variant())?)
     }
 
-    /// Runs `tokens` at positions `pos..pos + tokens.len()`, filling the cache, and returns f32 logits
-    /// `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
-    pub fn forward(&self, state: &mut State, tokens: &[u32], pos: usize, which: Logits) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(Error::Argument {
-                name: "tokens",
-                value: "[]".into(),
-                reason: "needs at least one token".into(),
-            });
-        }
-        let ids = Tensor::from_slice(&self.backend, tokens, &[tokens.len()])?;
-        self.forward_ids(state, &ids, pos, which)
-    }
-
-    /// [`Llama::forward`] with the token ids in a u32 tensor `[tokens]` on the model's backend (for
-    /// example the previous step's `argmax`, which never leaves the device). Ids must be below the vocab.
+    /// Runs the token ids `[tokens]` (u32, on the model's backend: for example the previous step's `argmax`,
+    /// which never leaves the device) at positions `pos..`, filling the cache, and returns f32 logits
+    /// `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`). Ids must be below the vocab.
     pub fn forward_ids(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
         let c = &self.config;
-        let n = ids.numel();
-        if ids.dtype() != DType::U32 || ids.shape().len() != 1 || n == 0 {
-            return Err(Error::Argument {
-                name: "ids",
-                value: format!("{} {:?}", ids.dtype(), ids.shape()),
-                reason: "token ids must be a non-empty u32 vector".into(),
-            });
-        }
+        let n = check_ids(ids)?;
         if pos + n > state.capacity {
             return Err(Error::ContextLength { what: "the KV cache", needed: pos + n, limit: state.capacity });
         }

@@ -86,10 +86,21 @@ impl Model {
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
-        match (self, state) {
-            (Model::Llama(m), State::Llama(s)) => m.forward(s, tokens, pos, which),
-            (Model::Xlstm(m), State::Xlstm(s)) => m.forward(s, tokens, pos, which),
-            _ => Err(state_mismatch()),
+        if tokens.is_empty() {
+            return Err(Error::Argument {
+                name: "tokens",
+                value: "[]".into(),
+                reason: "needs at least one token".into(),
+            });
+        }
+        let ids = Tensor::from_slice(self.backend(), tokens, &[tokens.len()])?;
+        self.forward_ids(state, &ids, pos, which)
+    }
+
+    fn backend(&self) -> &Backend {
+        match self {
+            Model::Llama(m) => m.backend(),
+            Model::Xlstm(m) => m.backend(),
         }
     }
 }
@@ -235,4 +246,16 @@ fn display_name(name_or_path: &str, dir: &Path) -> String {
     } else {
         dir.file_name().map_or_else(|| name_or_path.to_string(), |n| n.to_string_lossy().into_owned())
     }
+}
+
+/// The length of a token-id tensor, which must be a non-empty u32 vector.
+pub(crate) fn check_ids(ids: &Tensor) -> Result<usize> {
+    if ids.dtype() != torchless_kernels::DType::U32 || ids.shape().len() != 1 || ids.numel() == 0 {
+        return Err(Error::Argument {
+            name: "ids",
+            value: format!("{} {:?}", ids.dtype(), ids.shape()),
+            reason: "token ids must be a non-empty u32 vector".into(),
+        });
+    }
+    Ok(ids.numel())
 }

@@ -22,6 +22,7 @@ use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
+use super::check_ids;
 use super::llama::{Loader, progress_bar};
 use super::weights::{Source, SourceKind, linear, linear_add_into};
 use crate::config::token_ids;
@@ -300,6 +301,10 @@ fn split_rows<const N: usize>(
 }
 
 impl Xlstm {
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     pub fn load(config: Config, weights: &SafetensorsDir, backend: &Backend, progress: bool) -> Result<Xlstm> {
         let c = &config;
         let (dim, qk, v, nh, ffn) = (c.dim, c.qk_dim, c.v_dim, c.n_heads, c.ffn_dim);
@@ -429,32 +434,12 @@ impl Xlstm {
         Ok(norm::rmsnorm(x, w, self.config.norm_eps, RmsNormVariant::Standard)?)
     }
 
-    /// Runs `tokens` (positions `pos..`, which the recurrence does not need) and returns f32 logits
-    /// `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`), updating the state.
-    pub fn forward(&self, state: &mut State, tokens: &[u32], pos: usize, which: Logits) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(Error::Argument {
-                name: "tokens",
-                value: "[]".into(),
-                reason: "needs at least one token".into(),
-            });
-        }
-        let ids = Tensor::from_slice(&self.backend, tokens, &[tokens.len()])?;
-        self.forward_ids(state, &ids, pos, which)
-    }
-
-    /// [`Xlstm::forward`] with the token ids in a u32 tensor `[tokens]` on the model's backend (for
-    /// example the previous step's `argmax`, which never leaves the device). Ids must be below the vocab.
+    /// Runs the token ids `[tokens]` (u32, on the model's backend: for example the previous step's `argmax`,
+    /// which never leaves the device), updating the state (positions are not needed by the recurrence), and
+    /// returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
     pub fn forward_ids(&self, state: &mut State, ids: &Tensor, _pos: usize, which: Logits) -> Result<Tensor> {
         let c = &self.config;
-        let n = ids.numel();
-        if ids.dtype() != DType::U32 || ids.shape().len() != 1 || n == 0 {
-            return Err(Error::Argument {
-                name: "ids",
-                value: format!("{} {:?}", ids.dtype(), ids.shape()),
-                reason: "token ids must be a non-empty u32 vector".into(),
-            });
-        }
+        let n = check_ids(ids)?;
         if state.blocks.len() != self.blocks.len() {
             return Err(Error::Argument {
                 name: "state",
