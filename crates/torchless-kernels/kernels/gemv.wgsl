@@ -14,8 +14,9 @@
 // Accumulators are indexed with constants only (rows of x unrolled by hand, guarded by BATCH), so drivers
 // keep them in registers.
 //
-// gemv.wgsl and gemv_subgroup.wgsl are identical down to the "variant" marker (a test checks it); below it,
-// gemv_subgroup.wgsl reduces with subgroupAdd and gemv.wgsl with a workgroup-memory tree.
+// This file is the body of two modules (ops/gemv.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
+// tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
+// `main`, which calls `run` below.
 
 override DTYPE: u32 = 2u;
 override BIAS_DT: u32 = 0u;
@@ -475,6 +476,9 @@ fn n_slots() -> u32 {
     return select(BATCH, 2u * BATCH, GATED) + select(0u, 2u, NORM > 0u);
 }
 
+// n_slots() at its largest (BATCH 8, GATED, NORM).
+const MAX_SLOTS: u32 = 18u;
+
 fn bias_of(m: u32, row: u32) -> f32 {
     let wi = word_index(BIAS_DT, row);
     if (m == 0u) {
@@ -552,37 +556,8 @@ fn finish(info: vec3<u32>) {
     }
 }
 
-// ---- variant: workgroup-memory tree reduction (no subgroup builtins) ----
-
-// RED_LEN == WG.
-var<workgroup> red: array<vec4<f32>, RED_LEN>;
-var<workgroup> fin: array<vec4<f32>, 18>;
-
-fn put(j: u32, v: vec4<f32>) {
-    red[li_] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (li_ < stride) {
-            red[li_] += red[li_ + stride];
-        }
-        workgroupBarrier();
-    }
-    if (li_ == 0u) {
-        fin[j] = red[0];
-    }
-}
-
-fn total(j: u32) -> vec4<f32> {
-    return fin[j];
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let g = linear_group_id(wid, nwg);
-    if (g >= p.n_groups) {
-        return;
-    }
+// Workgroup g's work, called by the variant's `main` once it has recorded its ids.
+fn run(g: u32, li: u32) {
     let info = setup(g, li);
     accumulate();
     reduce_all();

@@ -13,8 +13,9 @@
 // become floats through the exponent trick of `fields4` (no int-to-float instruction). Accumulation is in
 // f32; the workgroup then reduces.
 //
-// qgemv.wgsl and qgemv_subgroup.wgsl are identical down to the "variant" marker (a test checks it); below it,
-// qgemv_subgroup.wgsl reduces with subgroupAdd and qgemv.wgsl with a workgroup-memory tree.
+// This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
+// tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
+// `main`, which calls `run` below.
 
 // 0 q8_0, 1 q4_0, 2 q4_1, 3 q5_0, 4 q5_1, 5 q4_k, 6 q5_k, 7 q6_k (QuantType::ALL order).
 override QTYPE: u32 = 0u;
@@ -415,6 +416,9 @@ fn n_slots() -> u32 {
     return BATCH;
 }
 
+// n_slots() at its largest.
+const MAX_SLOTS: u32 = 8u;
+
 // After the reduction: thread r < BATCH writes the ROWS outputs of row r of x.
 fn finish(row0: u32) {
     let r = li_;
@@ -442,38 +446,8 @@ fn finish(row0: u32) {
     }
 }
 
-// ---- variant: workgroup-memory tree reduction (no subgroup builtins) ----
-
-// RED_LEN == WG.
-var<workgroup> red: array<vec4<f32>, RED_LEN>;
-var<workgroup> fin: array<vec4<f32>, 8>;
-
-fn put(j: u32, v: vec4<f32>) {
-    red[li_] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (li_ < stride) {
-            red[li_] += red[li_ + stride];
-        }
-        workgroupBarrier();
-    }
-    if (li_ == 0u) {
-        fin[j] = red[0];
-    }
-    workgroupBarrier();
-}
-
-fn total(j: u32) -> vec4<f32> {
-    return fin[j];
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let g = linear_group_id(wid, nwg);
-    if (g >= p.n_groups) {
-        return;
-    }
+// Workgroup g's work, called by the variant's `main` once it has recorded its ids.
+fn run(g: u32, li: u32) {
     let row0 = setup(g, li);
     accumulate(row0);
     reduce_all();

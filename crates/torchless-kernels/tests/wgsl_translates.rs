@@ -1,18 +1,32 @@
-//! Every kernel file parses, validates, and translates to MSL (Metal) and SPIR-V (Vulkan) with naga,
-//! with no GPU: a kernel that cannot reach Metal fails here, on Linux.
+//! Every kernel module (each `KernelSource`, composed from its parts as the GPU backend builds it) parses,
+//! validates, and translates to MSL (Metal) and SPIR-V (Vulkan) with naga, with no GPU: a kernel that
+//! cannot reach Metal fails here, on Linux.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-fn kernel_files() -> Vec<(String, String)> {
+use torchless_kernels::kernels;
+
+/// The stems of the .wgsl files in kernels/, common.wgsl aside (it is prepended to every module).
+fn kernel_files() -> BTreeSet<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+    std::fs::read_dir(&dir)
         .expect("kernels/ exists")
         .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wgsl") && p.file_stem().is_some_and(|s| s != "common"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
-        .collect();
-    files.sort();
-    files
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|s| s != "common")
+        .collect()
+}
+
+#[test]
+fn every_kernel_file_is_part_of_a_kernel_source() {
+    let used: BTreeSet<String> =
+        kernels::all().iter().flat_map(|k| k.parts.iter().map(|&(file, _)| file.to_owned())).collect();
+    let files = kernel_files();
+    assert!(!files.is_empty(), "no kernels found");
+    let unused: Vec<_> = files.difference(&used).collect();
+    assert!(unused.is_empty(), "kernel files in no KernelSource (add them to kernels::all()): {unused:?}");
 }
 
 fn validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -26,11 +40,10 @@ fn validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo)
 
 #[test]
 fn every_kernel_validates_and_translates_to_msl_and_spirv() {
-    let files = kernel_files();
-    assert!(!files.is_empty(), "no kernels found");
-    for (name, raw) in files {
-        let source = torchless_kernels::kernels::compose(&raw);
-        let (module, info) = validate(&name, &source);
+    for kernel in kernels::all() {
+        let name = kernel.name;
+        let source = kernel.compose();
+        let (module, info) = validate(name, &source);
         // Overrides keep their defaults here; pipelines set them at creation.
         let (module, info) =
             naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())

@@ -972,7 +972,7 @@ mod tests {
 
     #[test]
     fn tiled_and_cooperative_kernels_share_their_edge_handling_verbatim() {
-        assert_eq!(shared_section(GEMM.source), shared_section(GEMM_COOP.source));
+        assert_eq!(shared_section(GEMM.parts[0].1), shared_section(GEMM_COOP.parts[0].1));
     }
 
     #[test]
