@@ -35,9 +35,7 @@ pub(crate) fn group_sums(x: &[f32]) -> Vec<f32> {
         .map(|g| {
             let mut s = [0f32; 8];
             for c in g.as_chunks::<8>().0 {
-                for l in 0..8 {
-                    s[l] += c[l];
-                }
+                s.iter_mut().zip(c).for_each(|(a, v)| *a += v);
             }
             s.iter().sum()
         })
@@ -179,6 +177,8 @@ fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 
 /// Q4_K (`FIVE = false`) and Q5_K rows (blocks of 256: d, dmin, 12 bytes of 6-bit scales and mins,
 /// [qh 32,] qs 128).
+// Index loops over parallel fixed-size arrays: the form the compiler vectorizes.
+#[allow(clippy::needless_range_loop)]
 fn dot_k<const FIVE: bool>(q: &[u8], _s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
     const QB_4: usize = 144;
     const QB_5: usize = 176;
@@ -211,6 +211,8 @@ fn dot_k<const FIVE: bool>(q: &[u8], _s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
 }
 
 /// Q6_K rows (blocks of 256: ql 128, qh 64, 16 signed 8-bit scales; d in the scales part).
+// Index loops over parallel fixed-size arrays: the form the compiler vectorizes.
+#[allow(clippy::needless_range_loop)]
 fn dot_q6_k(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     for ((b, sb), xb) in q.as_chunks::<208>().0.iter().zip(s.as_chunks::<2>().0).zip(x.as_chunks::<256>().0) {
