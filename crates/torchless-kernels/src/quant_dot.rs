@@ -29,12 +29,10 @@ pub(crate) fn row_dot(ty: QuantType) -> RowDot {
 
 /// Sums of `x` over consecutive groups of 32 (`x.len()` a multiple of 32).
 pub(crate) fn group_sums(x: &[f32]) -> Vec<f32> {
-    x.as_chunks::<32>()
-        .0
-        .iter()
+    chunks::<_, 32>(x)
         .map(|g| {
             let mut s = [0f32; 8];
-            for c in g.as_chunks::<8>().0 {
+            for c in chunks::<_, 8>(g) {
                 s.iter_mut().zip(c).for_each(|(a, v)| *a += v);
             }
             s.iter().sum()
@@ -61,6 +59,12 @@ fn h(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
+/// `s` in arrays of `N` (`as_chunks` is newer than the MSRV).
+#[inline(always)]
+fn chunks<T, const N: usize>(s: &[T]) -> impl Iterator<Item = &[T; N]> {
+    s.chunks_exact(N).map(|c| c.try_into().expect("N elements"))
+}
+
 /// `N` elements of `s` from `at` as an array reference.
 #[inline(always)]
 fn arr<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
@@ -69,7 +73,7 @@ fn arr<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
 
 fn dot_q8_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
-    for ((qb, sb), xb) in q.as_chunks::<32>().0.iter().zip(s.as_chunks::<2>().0).zip(x.as_chunks::<32>().0) {
+    for ((qb, sb), xb) in chunks::<_, 32>(q).zip(chunks::<_, 2>(s)).zip(chunks::<_, 32>(x)) {
         let d = f16_to_f32(u16::from_le_bytes(*sb));
         for j in 0..16 {
             acc[j] += d * ((qb[j] as i8) as f32 * xb[j] + (qb[j + 16] as i8) as f32 * xb[j + 16]);
@@ -80,7 +84,7 @@ fn dot_q8_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
 
 fn dot_q4_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
-    for ((qb, sb), xb) in q.as_chunks::<16>().0.iter().zip(s.as_chunks::<2>().0).zip(x.as_chunks::<32>().0) {
+    for ((qb, sb), xb) in chunks::<_, 16>(q).zip(chunks::<_, 2>(s)).zip(chunks::<_, 32>(x)) {
         let d = f16_to_f32(u16::from_le_bytes(*sb));
         for j in 0..16 {
             let lo = ((qb[j] & 0xF) as i32 - 8) as f32;
@@ -94,7 +98,7 @@ fn dot_q4_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
 fn dot_q4_1(q: &[u8], s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let mut mins = 0f32;
-    let blocks = q.as_chunks::<16>().0.iter().zip(s.as_chunks::<4>().0).zip(x.as_chunks::<32>().0).zip(xs);
+    let blocks = chunks::<_, 16>(q).zip(chunks::<_, 4>(s)).zip(chunks::<_, 32>(x)).zip(xs);
     for (((qb, sb), xb), &xsum) in blocks {
         let (d, m) = (h(sb, 0), h(sb, 2));
         mins += m * xsum;
@@ -128,15 +132,15 @@ const HIGH_BITS: [u64; 256] = {
 #[inline(always)]
 fn high_bits(qh: &[u8; 4]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (o, &b) in out.as_chunks_mut::<8>().0.iter_mut().zip(qh) {
-        *o = HIGH_BITS[b as usize].to_le_bytes();
+    for (o, &b) in out.chunks_exact_mut(8).zip(qh) {
+        o.copy_from_slice(&HIGH_BITS[b as usize].to_le_bytes());
     }
     out
 }
 
 fn dot_q5_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
-    for ((qb, sb), xb) in q.as_chunks::<16>().0.iter().zip(s.as_chunks::<8>().0).zip(x.as_chunks::<32>().0) {
+    for ((qb, sb), xb) in chunks::<_, 16>(q).zip(chunks::<_, 8>(s)).zip(chunks::<_, 32>(x)) {
         let d = h(sb, 0);
         let hb = high_bits(arr(sb, 4));
         for j in 0..16 {
@@ -151,7 +155,7 @@ fn dot_q5_0(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
 fn dot_q5_1(q: &[u8], s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let mut mins = 0f32;
-    let blocks = q.as_chunks::<16>().0.iter().zip(s.as_chunks::<8>().0).zip(x.as_chunks::<32>().0).zip(xs);
+    let blocks = chunks::<_, 16>(q).zip(chunks::<_, 8>(s)).zip(chunks::<_, 32>(x)).zip(xs);
     for (((qb, sb), xb), &xsum) in blocks {
         let (d, m) = (h(sb, 0), h(sb, 2));
         mins += m * xsum;
@@ -185,7 +189,7 @@ fn dot_k<const FIVE: bool>(q: &[u8], _s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
     let mut acc = [0f32; 32];
     let mut mins = 0f32;
     let blocks = if FIVE { q.len() / QB_5 } else { q.len() / QB_4 };
-    for ((blk, xb), xsb) in (0..blocks).zip(x.as_chunks::<256>().0).zip(xs.as_chunks::<8>().0) {
+    for ((blk, xb), xsb) in (0..blocks).zip(chunks::<_, 256>(x)).zip(chunks::<_, 8>(xs)) {
         let b = if FIVE { &q[blk * QB_5..][..QB_5] } else { &q[blk * QB_4..][..QB_4] };
         let (d, dmin) = (h(b, 0), h(b, 2));
         let scales: &[u8; 12] = arr(b, 4);
@@ -215,7 +219,7 @@ fn dot_k<const FIVE: bool>(q: &[u8], _s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
 #[allow(clippy::needless_range_loop)]
 fn dot_q6_k(q: &[u8], s: &[u8], x: &[f32], _xs: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
-    for ((b, sb), xb) in q.as_chunks::<208>().0.iter().zip(s.as_chunks::<2>().0).zip(x.as_chunks::<256>().0) {
+    for ((b, sb), xb) in chunks::<_, 208>(q).zip(chunks::<_, 2>(s)).zip(chunks::<_, 256>(x)) {
         let d = f16_to_f32(u16::from_le_bytes(*sb));
         for half in 0..2 {
             let ql: &[u8; 64] = arr(b, 64 * half);
