@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod ops;
 pub mod quant;
+pub(crate) mod quant_dot;
 pub mod tensor;
 pub mod testing;
 

@@ -769,6 +769,12 @@ impl<'a> BlockView<'a> {
         decode_block(self.ty, &self.quants[i * qb..][..qb], &self.scales[i * sb..][..sb], out);
     }
 
+    /// Row `r`'s quants and scales parts.
+    pub fn row(&self, r: usize) -> (&'a [u8], &'a [u8]) {
+        let (qb, sb) = (self.row_blocks * self.ty.quant_bytes(), self.row_blocks * self.ty.scale_bytes());
+        (&self.quants[r * qb..][..qb], &self.scales[r * sb..][..sb])
+    }
+
     /// Decodes row `r` into `out` (`cols` values).
     pub fn decode_row(&self, r: usize, out: &mut [f32]) {
         for (b, o) in out.chunks_exact_mut(self.ty.block_elems()).enumerate() {

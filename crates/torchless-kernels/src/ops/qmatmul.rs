@@ -13,7 +13,7 @@
 //! dimension replaced by `rows`.
 //!
 //! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. CPU: rayon over weight rows,
-//! 256 weights decoded at a time into a stack buffer (GEMV); panels of 32 weight rows decoded into a
+//! each row's blocks dequantized in registers and dotted with x (GEMV, [`crate::quant_dot`]); panels of 32 weight rows decoded into a
 //! scratch buffer and multiplied with the `gemm` crate (GEMM).
 
 use rayon::prelude::*;
@@ -25,6 +25,7 @@ use crate::cpu;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::quant::{BlockView, QuantTensor, QuantType};
+use crate::quant_dot;
 use crate::tensor::Tensor;
 
 /// `x · Wᵀ (+ bias) (+ residual)` into a new f32 tensor shaped like `x` with last dimension `w.rows()`.
@@ -206,24 +207,39 @@ fn check_out(op: &'static str, name: &str, t: &Tensor, b: usize, rows: usize) ->
 
 // ---- CPU ----------------------------------------------------------------------------------------------
 
-/// Weights decoded at a time (one K-quant block, or eight 32-blocks).
-const CHUNK: usize = 256;
+/// Weights per rayon task of the CPU GEMV (at least): enough to amortise the task.
+const GEMV_TASK_WEIGHTS: usize = 1 << 16;
 
 fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, out: &Tensor) {
     let xv = cpu::read_f32(x);
     let words = w.data().cpu_words().expect("CPU tensor");
     let view = BlockView::new(w, &bytemuck::cast_slice::<u32, u8>(&words)[..w.size_bytes()]);
-    let cols = w.cols();
-    let per_row: Vec<[f32; MAX_BATCH]> =
-        (0..w.rows()).into_par_iter().with_min_len(8).map(|o| row_dots(&view, o, cols, &xv, b)).collect();
-    drop(words);
-    let rows = w.rows();
-    let mut y = vec![0f32; b * rows];
-    for (o, v) in per_row.iter().enumerate() {
-        for r in 0..b {
-            y[r * rows + o] = v[r];
+    let (rows, cols) = (w.rows(), w.cols());
+    // Every format's blocks are whole 32-groups, so the group sums line up with each x row.
+    let groups = cols / 32;
+    let xs = quant_dot::group_sums(&xv);
+    let dot = quant_dot::row_dot(w.quant_type());
+    // t [rows, b]: one task per run of weight rows, each row read once for all b rows of x.
+    let mut t = vec![0f32; rows * b];
+    let min_rows = (GEMV_TASK_WEIGHTS / cols).max(1);
+    t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
+        let (q, s) = view.row(o);
+        for (r, d) in dst.iter_mut().enumerate() {
+            *d = dot(q, s, &xv[r * cols..][..cols], &xs[r * groups..][..groups]);
         }
-    }
+    });
+    drop(words);
+    let mut y = if b == 1 {
+        t
+    } else {
+        let mut y = vec![0f32; b * rows];
+        for (o, v) in t.chunks_exact(b).enumerate() {
+            for (r, &val) in v.iter().enumerate() {
+                y[r * rows + o] = val;
+            }
+        }
+        y
+    };
     if let Some(bias) = epilogue.bias.map(cpu::read_f32) {
         for row in y.chunks_exact_mut(rows) {
             row.iter_mut().zip(&bias).for_each(|(v, c)| *v += c);
@@ -233,33 +249,6 @@ fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, o
         y.iter_mut().zip(&res).for_each(|(v, r)| *v += r);
     }
     cpu::write_f32(out, &y);
-}
-
-/// Row `o` of the weights dotted with each of the `b` rows of `x`, 256 weights decoded at a time.
-fn row_dots(w: &BlockView<'_>, o: usize, cols: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
-    const LANES: usize = 16;
-    let be = w.ty.block_elems();
-    let per_chunk = CHUNK / be;
-    let mut buf = [0f32; CHUNK];
-    let mut lanes = [[0f32; LANES]; MAX_BATCH];
-    let mut blk = 0;
-    while blk < w.row_blocks {
-        let nb = per_chunk.min(w.row_blocks - blk);
-        for k in 0..nb {
-            w.decode(o, blk + k, &mut buf[k * be..(k + 1) * be]);
-        }
-        let (start, n) = (blk * be, nb * be);
-        for (r, acc) in lanes.iter_mut().enumerate().take(b) {
-            let xs = &x[r * cols + start..][..n];
-            for (wq, xq) in buf[..n].chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
-                for l in 0..LANES {
-                    acc[l] += wq[l] * xq[l];
-                }
-            }
-        }
-        blk += nb;
-    }
-    std::array::from_fn(|r| lanes[r].iter().sum())
 }
 
 /// Weight rows decoded per panel of the CPU GEMM.
