@@ -26,6 +26,8 @@ pub enum Logits {
     All,
 }
 
+// A process holds one or two models: the size difference between the variants costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Llama(llama::Llama),
     Xlstm(xlstm::Xlstm),
