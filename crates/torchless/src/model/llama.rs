@@ -16,12 +16,11 @@ use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
-use torchless_kernels::ops::select;
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
-use super::check_ids;
 use super::weights::{Linear, Source};
+use super::{check_ids, logit_rows};
 use crate::config::{Activation, Arch, Config, RopeScalingConfig};
 use crate::error::{Error, Result};
 
@@ -325,14 +324,7 @@ impl Llama {
             self.backend.flush()?;
         }
 
-        let x = match which {
-            Logits::All => x,
-            Logits::Last if n == 1 => x,
-            Logits::Last => {
-                let last = Tensor::from_slice(&self.backend, &[n as u32 - 1], &[1])?;
-                select::embedding(&x, &last)?
-            }
-        };
+        let x = logit_rows(x, n, which)?;
         let x = self.norm(&x, &self.final_norm)?;
         let logits = self.lm_head.as_ref().unwrap_or(&self.embed).forward(&x, None)?;
         if let Some(cap) = c.final_softcap {

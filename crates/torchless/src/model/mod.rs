@@ -261,3 +261,15 @@ pub(crate) fn check_ids(ids: &Tensor) -> Result<usize> {
     }
     Ok(ids.numel())
 }
+
+/// The rows of the final hidden states `x [n, dim]` whose logits `which` asks for.
+pub(crate) fn logit_rows(x: Tensor, n: usize, which: Logits) -> Result<Tensor> {
+    match which {
+        Logits::All => Ok(x),
+        Logits::Last if n == 1 => Ok(x),
+        Logits::Last => {
+            let last = Tensor::from_slice(&x.backend(), &[n as u32 - 1], &[1])?;
+            Ok(torchless_kernels::ops::select::embedding(&x, &last)?)
+        }
+    }
+}

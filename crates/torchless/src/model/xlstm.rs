@@ -22,9 +22,9 @@ use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
-use super::check_ids;
 use super::llama::{Loader, progress_bar};
 use super::weights::{Source, SourceKind, linear, linear_add_into};
+use super::{check_ids, logit_rows};
 use crate::config::token_ids;
 use crate::error::{Error, Result};
 use crate::safetensors_dir::SafetensorsDir;
@@ -496,14 +496,7 @@ impl Xlstm {
             self.backend.flush()?;
         }
 
-        let x = match which {
-            Logits::All => x,
-            Logits::Last if n == 1 => x,
-            Logits::Last => {
-                let last = Tensor::from_slice(&self.backend, &[n as u32 - 1], &[1])?;
-                select::embedding(&x, &last)?
-            }
-        };
+        let x = logit_rows(x, n, which)?;
         let x = match &self.out_norm {
             Some(w) => self.norm(&x, w)?,
             None => x,
