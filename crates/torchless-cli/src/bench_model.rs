@@ -55,6 +55,10 @@ struct Report {
     context: usize,
     decode_tokens: usize,
     decode_tok_s: f64,
+    /// Host time per decode token spent recording and submitting the forward pass.
+    decode_record_ms: f64,
+    /// Host time per decode token spent waiting for the device (near 0: bound by the host).
+    decode_wait_ms: f64,
     roofline_tok_s: f64,
     pct_of_roofline: f64,
     prefill_tokens: usize,
@@ -113,10 +117,11 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     // The generation loop of `generate` (greedy, token kept on the device): decode_tokens forward passes.
     let t = Instant::now();
     let mut next = 0;
-    greedy_decode(model, &mut state, first, args.context, args.decode_tokens, |token| {
+    let host = greedy_decode(model, &mut state, first, args.context, args.decode_tokens, |token| {
         next = token;
         Ok(true)
     })?;
+    let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.decode_tokens as f64;
     let decode_s = t.elapsed().as_secs_f64();
     let decode_tok_s = args.decode_tokens as f64 / decode_s;
 
@@ -146,6 +151,8 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         context: args.context,
         decode_tokens: args.decode_tokens,
         decode_tok_s,
+        decode_record_ms: per_token_ms(host.record),
+        decode_wait_ms: per_token_ms(host.wait),
         roofline_tok_s,
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
@@ -164,6 +171,10 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         println!(
             "decode: {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
             report.decode_tok_s, report.context, report.decode_tokens, report.roofline_tok_s, report.pct_of_roofline
+        );
+        println!(
+            "host per decode token: {:.3} ms recording, {:.3} ms waiting for the device",
+            report.decode_record_ms, report.decode_wait_ms
         );
         if let Some(p) = report.prefill_tok_s {
             println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);

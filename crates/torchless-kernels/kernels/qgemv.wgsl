@@ -1,17 +1,21 @@
-// Quantized GEMV for decode: y[r, o] = Σ_i W[o, i]·x[r, i] for 1 ≤ b ≤ 8 rows of f32 x, with W in a ggml
-// block format (QTYPE) in the device layout of src/quant.rs: every block's quants (16-byte aligned) in one
-// region, every block's scales (d, m, qh) in a second region starting at word p.scale_base. The weights are
-// read once for all rows of x and dequantized in registers.
+// Quantized GEMV for decode: y[r, o] = Σ_i W[o, i]·x[r, i] for 1 ≤ b ≤ 8 rows of x, with W in a ggml block
+// format (QTYPE) in the device layout of src/quant.rs: every block's quants (16-byte aligned) in one region,
+// every block's scales (d, m, qh) in a second region starting at word p.scale_base. The weights are read once
+// for all rows of x and never expanded.
+//
+// x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
+// d·(256·hi + lo) / 256 (xq: per group of 16 values, a vec4<u32> of hi bytes then one of lo bytes), and the
+// sums Σx of each half block (xs: (d/256, Σ first 16, Σ last 16, 0) per 32 values). A weight group of 16 is
+// w = a·q + b (q the unsigned integer quant, 0..63, or Q8_0's signed byte; a and b the group's scale and
+// offset: b = −8a for Q4_0, −dmin·m for the K-quants), so its contribution is a·(d/256)·(256·q·hi + q·lo) +
+// b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has
+// them, and unpacking costs a shift and a mask per four weights.
 //
 // One workgroup owns ROWS (1..=4) consecutive output rows. A row is cut into *units* of whole 16-byte quant
 // vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
-// groups of 16 weights. Each weight of a group is w = a·q + b (q the integer quant, offset included for the
-// symmetric formats: q − 8 for Q4_0; a and b the group's scale and offset: the K-quants have a = d·sc,
-// b = −dmin·m), so the group's contribution is a·(q·x) + b·Σx, and Σx is shared by the ROWS rows. Quants
-// become floats through the exponent trick of `fields4` (no int-to-float instruction). Accumulation is in
-// f32; the workgroup then reduces.
+// groups of 16 weights. Accumulation is in f32; the workgroup then reduces.
 //
 // This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
@@ -51,8 +55,8 @@ struct Params {
     units: u32,
     // Word index of the scales region.
     scale_base: u32,
-    // vec4s per row of x (cols / 4).
-    x_vec: u32,
+    // Groups of 16 values per row of x (cols / 16).
+    x_groups: u32,
     flags: u32,
     n_groups: u32,
     _pad: u32,
@@ -60,12 +64,13 @@ struct Params {
 
 // Absent operands are bound to a dummy (x) and never read.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> ws: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
-@group(0) @binding(5) var<storage, read> res: array<u32>;
-@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+@group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> xs: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> wq: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> ws: array<u32>;
+@group(0) @binding(5) var<storage, read> bias: array<u32>;
+@group(0) @binding(6) var<storage, read> res: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y: array<u32>;
 
 // acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
 var<private> acc0: vec4<f32>;
@@ -105,12 +110,9 @@ struct Raw {
     qh: u32,
 }
 
-// Sixteen quants of one group and its w = a·q + b.
+// Sixteen quants of one group, one per byte (in the order of the weights), and its w = a·q + b.
 struct Grp {
-    q0: vec4<f32>,
-    q1: vec4<f32>,
-    q2: vec4<f32>,
-    q3: vec4<f32>,
+    q: vec4<u32>,
     a: f32,
     b: f32,
 }
@@ -170,29 +172,9 @@ fn load_unit(row: u32, u: u32) -> Raw {
     return r;
 }
 
-// 2^23 as f32 bits: an integer n < 2^23 OR'ed into the mantissa reads as 2^23 + n. Integers become floats
-// with an OR and a subtraction (full-rate ALU) instead of a conversion instruction (quarter rate on NVIDIA).
-const MAGIC: u32 = 0x4b000000u;
-
-// The fields of w at bits 8i + shift (i = 0..3), `mask` wide, each minus `sub`, as floats.
-fn fields4(w: u32, shift: u32, mask: u32, sub: f32) -> vec4<f32> {
-    let v = ((vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(shift))) & vec4<u32>(mask)) | vec4<u32>(MAGIC);
-    return bitcast<vec4<f32>>(v) - vec4<f32>(8388608.0 + sub);
-}
-
 // Four 4-bit bits of `hb` moved to bit 4 of each byte.
 fn spread4(hb: u32) -> u32 {
     return ((hb & 1u) << 4u) | ((hb & 2u) << 11u) | ((hb & 4u) << 18u) | ((hb & 8u) << 25u);
-}
-
-// Sixteen fields (four per word of w) as a group's quants.
-fn grp_fields(w: vec4<u32>, shift: u32, mask: u32, sub: f32) -> Grp {
-    var g: Grp;
-    g.q0 = fields4(w.x, shift, mask, sub);
-    g.q1 = fields4(w.y, shift, mask, sub);
-    g.q2 = fields4(w.z, shift, mask, sub);
-    g.q3 = fields4(w.w, shift, mask, sub);
-    return g;
 }
 
 // Byte i (0..11) of a K-quant block's packed scales (words 1..3 of its first vector).
@@ -210,32 +192,28 @@ fn scale_min_k4(v0: vec4<u32>, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(mn));
 }
 
-// Group g (16 weights) of unit u as loaded in r. Symmetric formats fold their offset into the quants
-// (q − 8, q − 16, q − 32; b = 0); the others keep w = a·q + b.
+const NIBBLES: u32 = 0x0f0f0f0fu;
+
+// Group g (16 weights) of unit u as loaded in r.
 fn group(r: Raw, u: u32, g: u32) -> Grp {
     var out: Grp;
+    out.a = r.d;
     if (QTYPE == Q8_0) {
-        // Two's complement bytes with the top bit flipped are q + 128.
-        let w = select(r.v0, r.v1, g == 1u) ^ vec4<u32>(0x80808080u);
-        out = grp_fields(w, 0u, 0xffu, 128.0);
-        out.a = r.d;
+        out.q = select(r.v0, r.v1, g == 1u);
         return out;
     }
     if (QTYPE == Q4_0 || QTYPE == Q4_1) {
         // Group 0: low nibbles (weights 0..15), group 1: high nibbles (16..31).
-        out = grp_fields(r.v0, 4u * g, 0xfu, select(0.0, 8.0, QTYPE == Q4_0));
-        out.a = r.d;
-        out.b = select(r.m, 0.0, QTYPE == Q4_0);
+        out.q = (r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(NIBBLES);
+        out.b = select(r.m, -8.0 * r.d, QTYPE == Q4_0);
         return out;
     }
     if (QTYPE == Q5_0 || QTYPE == Q5_1) {
         let hq = r.qh >> (16u * g);
-        let w = ((r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(0x0f0f0f0fu))
+        out.q = ((r.v0 >> vec4<u32>(4u * g)) & vec4<u32>(NIBBLES))
             | vec4<u32>(spread4(hq & 0xfu), spread4((hq >> 4u) & 0xfu), spread4((hq >> 8u) & 0xfu),
                         spread4((hq >> 12u) & 0xfu));
-        out = grp_fields(w, 0u, 0xffu, select(0.0, 16.0, QTYPE == Q5_0));
-        out.a = r.d;
-        out.b = select(r.m, 0.0, QTYPE == Q5_0);
+        out.b = select(r.m, -16.0 * r.d, QTYPE == Q5_0);
         return out;
     }
     if (QTYPE == Q4_K || QTYPE == Q5_K) {
@@ -244,13 +222,12 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
         let c = u & 3u;
         let hi = g >> 1u;
         if (QTYPE == Q4_K) {
-            out = grp_fields(select(r.v1, r.v2, (g & 1u) == 1u), 4u * hi, 0xfu, 0.0);
+            out.q = (select(r.v1, r.v2, (g & 1u) == 1u) >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES);
         } else {
             let qv = select(r.v3, r.v4, (g & 1u) == 1u);
             let hv = select(r.v1, r.v2, (g & 1u) == 1u);
-            let w = ((qv >> vec4<u32>(4u * hi)) & vec4<u32>(0x0f0f0f0fu))
+            out.q = ((qv >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES))
                 | (((hv >> vec4<u32>(2u * c + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
-            out = grp_fields(w, 0u, 0xffu, 0.0);
         }
         let dd = unpack2x16float(r.v0.x);
         let sm = scale_min_k4(r.v0, 2u * c + hi);
@@ -264,55 +241,59 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
     let h = c >> 1u;
     let j = c & 1u;
     let lv = select(r.v0, r.v1, (g & 1u) == 1u);
-    let w = ((lv >> vec4<u32>(4u * (g >> 1u))) & vec4<u32>(0x0f0f0f0fu))
+    out.q = ((lv >> vec4<u32>(4u * (g >> 1u))) & vec4<u32>(NIBBLES))
         | (((r.v2 >> vec4<u32>(2u * g)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    out = grp_fields(w, 0u, 0xffu, 32.0);
     let si = 8u * h + j + 2u * g;
     let sc = f32(bitcast<i32>(((r.v3[si / 4u] >> (8u * (si % 4u))) & 0xffu) << 24u) >> 24u);
     out.a = r.d * sc;
+    out.b = -32.0 * out.a;
     return out;
 }
 
-// Index of the first x vector of group g of unit u, within a row of x.
-fn x_offset(u: u32, g: u32) -> u32 {
+// Index (in groups of 16 values) of group g of unit u within a row of x.
+fn x_group(u: u32, g: u32) -> u32 {
     if (QTYPE == Q6_K) {
         let c = u & 3u;
-        return (u >> 2u) * 64u + (c >> 1u) * 32u + 8u * g + 4u * (c & 1u);
+        return (u >> 2u) * 16u + (c >> 1u) * 8u + 2u * g + (c & 1u);
     }
     if (is_k()) {
-        return u * 16u + 4u * g;
+        return u * 4u + g;
     }
-    return u * 8u + 4u * g;
+    return u * 2u + g;
 }
 
 fn groups_per_unit() -> u32 {
     return select(2u, 4u, is_k());
 }
 
-// One row's group dotted with 16 values of x.
-fn gdot(q: Grp, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
-    return dot(q.q0, x0) + dot(q.q1, x1) + dot(q.q2, x2) + dot(q.q3, x3);
+fn dot16(q: vec4<u32>, xv: vec4<u32>) -> i32 {
+    return dot4I8Packed(q.x, xv.x) + dot4I8Packed(q.y, xv.y) + dot4I8Packed(q.z, xv.z) + dot4I8Packed(q.w, xv.w);
 }
 
-// The contribution of one group of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
-fn xdot(r: u32, xo: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let xb = r * p.x_vec + xo;
-    let x0 = x[xb];
-    let x1 = x[xb + 1u];
-    let x2 = x[xb + 2u];
-    let x3 = x[xb + 3u];
-    let sx = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
-    var qx = vec4<f32>(gdot(q0, x0, x1, x2, x3), 0.0, 0.0, 0.0);
+// One row's group of quants dotted with 16 values of x as integers (hi, lo): 256·q·hi + q·lo, exact in i32
+// (|q·hi| ≤ 16·127·127).
+fn idot(q: vec4<u32>, hi: vec4<u32>, lo: vec4<u32>) -> f32 {
+    return f32((dot16(q, hi) << 8u) + dot16(q, lo));
+}
+
+// The contribution of group xg of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
+fn xdot(r: u32, xg: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let gi = r * p.x_groups + xg;
+    let hi = xq[2u * gi];
+    let lo = xq[2u * gi + 1u];
+    let s = xs[gi >> 1u];
+    let sx = select(s.y, s.z, (xg & 1u) == 1u);
+    var qx = vec4<f32>(idot(q0.q, hi, lo), 0.0, 0.0, 0.0);
     if (ROWS > 1u) {
-        qx.y = gdot(q1, x0, x1, x2, x3);
+        qx.y = idot(q1.q, hi, lo);
     }
     if (ROWS > 2u) {
-        qx.z = gdot(q2, x0, x1, x2, x3);
+        qx.z = idot(q2.q, hi, lo);
     }
     if (ROWS > 3u) {
-        qx.w = gdot(q3, x0, x1, x2, x3);
+        qx.w = idot(q3.q, hi, lo);
     }
-    return a * qx + b * sx;
+    return (a * s.x) * qx + b * sx;
 }
 
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
@@ -347,7 +328,7 @@ fn step(rows: vec4<u32>, u: u32) {
         }
         let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
         let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
-        let xo = x_offset(u, g);
+        let xo = x_group(u, g);
         acc0 += xdot(0u, xo, q0, q1, q2, q3, a, b);
         if (BATCH > 1u) {
             acc1 += xdot(1u, xo, q0, q1, q2, q3, a, b);

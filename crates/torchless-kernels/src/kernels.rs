@@ -69,6 +69,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &gemv::GEMV_SUBGROUP,
         &mlstm::MLSTM,
         &norm::NORM,
+        &qmatmul::gpu::QGEMV_X,
         &qmatmul::gpu::QGEMV,
         &qmatmul::gpu::QGEMV_SUBGROUP,
         &qmatmul::gpu::QMATMUL,

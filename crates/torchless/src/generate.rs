@@ -1,6 +1,6 @@
 //! The generation loop: prefill the prompt, then decode token by token, streaming text.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use torchless_kernels::Tensor;
 use torchless_kernels::ops::select;
@@ -61,22 +61,38 @@ pub fn greedy_decode(
     pos: usize,
     steps: usize,
     mut on_token: impl FnMut(u32) -> Result<bool>,
-) -> Result<()> {
+) -> Result<HostTimes> {
+    let mut times = HostTimes::default();
     let mut ids = first;
     let mut pending = ids.to_bytes_later()?;
     for i in 0..steps {
+        let t = Instant::now();
         let logits = model.forward_ids(state, &ids, pos + i, Logits::Last)?;
         let next = select::argmax(&logits)?;
-        let token: u32 = bytemuck::pod_read_unaligned(&pending.wait()?[..4]);
+        times.record += t.elapsed();
+        let t = Instant::now();
+        let bytes = pending.wait()?;
+        times.wait += t.elapsed();
+        let token: u32 = bytemuck::pod_read_unaligned(&bytes[..4]);
         if !on_token(token)? {
-            return Ok(());
+            return Ok(times);
         }
         pending = next.to_bytes_later()?;
         ids = next;
     }
     let token: u32 = bytemuck::pod_read_unaligned(&pending.wait()?[..4]);
     on_token(token)?;
-    Ok(())
+    Ok(times)
+}
+
+/// Where the host's time went in [`greedy_decode`]: a wait near zero means the device finished each token
+/// before the host had recorded the next one (decode bound by the host, not the device).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostTimes {
+    /// Recording the forward passes and submitting them.
+    pub record: Duration,
+    /// Waiting for the device to finish the previous token.
+    pub wait: Duration,
 }
 
 /// Turns tokens into streamed text: EOS, stop strings and the token budget end it.

@@ -319,6 +319,23 @@ pub fn reference(wv: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
     y
 }
 
+/// `n` (a multiple of 32) random activations in [-1, 1) that the GPU GEMV's 8-bit activation quantization
+/// represents exactly: multiples of 1/128 with a magnitude of 127/128 in every block of 32. With them every
+/// backend's GEMV is checked against the f64 reference at f32 tolerance.
+pub fn exact_activations(rng: &mut crate::testing::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let q = rng.below(255) as i32 - 127;
+            let q = match i % 32 {
+                0 if q < 0 => -127,
+                0 => 127,
+                _ => q,
+            };
+            q as f32 / 128.0
+        })
+        .collect()
+}
+
 /// Tolerance of a quantized product of length `cols` with weights and x of magnitude ≤ 1: f32 rounding of
 /// the sum (as the dense GEMV's) with room for the kernels' different summation orders.
 pub fn tolerance(cols: usize) -> crate::testing::Tolerance {
@@ -340,6 +357,10 @@ pub const BENCH_OPS: &[&str] = &[
     "gemm_q4_k",
     "gemm_q8_0",
 ];
+
+/// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
+/// 32..=256; weight rows per workgroup, 1..=4), instead of [`gpu::auto_tune`]'s choice: for benchmark sweeps.
+pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
 pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_QGEMV_COLS";
@@ -395,7 +416,9 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
         };
         let w = QuantTensor::quantize(&Backend::Cpu, ty, &values, rows, cols)?;
         drop(values);
-        let x = Tensor::from_slice(&Backend::Cpu, &rng.vec(m * cols, -1.0, 1.0), &[m, cols])?;
+        // GEMV: x that the GPU's activation quantization keeps exact, so both backends meet the f32 tolerance.
+        let xv = if gemm { rng.vec(m * cols, -1.0, 1.0) } else { exact_activations(&mut rng, m * cols) };
+        let x = Tensor::from_slice(&Backend::Cpu, &xv, &[m, cols])?;
         let wbytes = w.size_bytes() as u64;
         let make = move |data: &Tensor| QuantTensor::from_device_data(ty, rows, cols, data.clone());
         Ok(BenchCase {
@@ -451,6 +474,7 @@ pub(crate) mod gpu {
     use crate::gpu::{Dispatch, GpuContext, Workgroups};
     use crate::ops::to_u32;
 
+    crate::kernel_source!(QGEMV_X, "qgemv_x");
     crate::kernel_source!(QGEMV, "qgemv", ["qgemv", "reduce_workgroup"]);
     crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
@@ -466,10 +490,17 @@ pub(crate) mod gpu {
         row_blocks: u32,
         units: u32,
         scale_base: u32,
-        x_vec: u32,
+        x_groups: u32,
         flags: u32,
         n_groups: u32,
         _pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(super) struct QuantizeXParams {
+        blocks: u32,
+        _pad: [u32; 3],
     }
 
     #[repr(C)]
@@ -509,6 +540,16 @@ pub(crate) mod gpu {
         Tune { wg, rows }
     }
 
+    /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps; ignored when malformed.
+    fn env_tune() -> Option<Tune> {
+        static TUNE: std::sync::OnceLock<Option<Tune>> = std::sync::OnceLock::new();
+        *TUNE.get_or_init(|| {
+            let v = std::env::var(TUNE_VAR).ok()?;
+            let (wg, rows) = v.split_once(',')?;
+            Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? })
+        })
+    }
+
     fn scale_base(op: &'static str, w: &QuantTensor) -> Result<u32> {
         to_u32(op, "weight words", w.scales_offset() / 4)
     }
@@ -533,14 +574,15 @@ pub(crate) mod gpu {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
-        let tune = tune.unwrap_or_else(|| auto_tune(w, b));
+        let tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w, b));
         let tune = Tune { wg: tune.wg.clamp(32, 256).next_power_of_two().min(256), rows: tune.rows.clamp(1, 4) };
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
             let g = t.gpu_buffer().expect("GPU tensor");
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let (xb, wb, yb) = (buf(x)?, buf(w.data())?, buf(out)?);
+        let (xq, xs) = quantize_x(ctx, x)?;
+        let (xqb, xsb, wb, yb) = (buf(&xq)?, buf(&xs)?, buf(w.data())?, buf(out)?);
         let bias = epilogue.bias.map(buf).transpose()?;
         let (res, accumulate) = match epilogue.residual {
             Some(r) if r.same_storage(out) => (None, true),
@@ -565,7 +607,7 @@ pub(crate) mod gpu {
             row_blocks: to_u32(op, "blocks per row", w.row_blocks())?,
             units: to_u32(op, "units per row", units(w))?,
             scale_base: scale_base(op, w)?,
-            x_vec: to_u32(op, "cols", w.cols() / 4)?,
+            x_groups: to_u32(op, "cols", w.cols() / 16)?,
             flags,
             n_groups,
             _pad: 0,
@@ -585,7 +627,7 @@ pub(crate) mod gpu {
             ("RED_LEN", red_len as f64),
             ("BIAS_DT", bias_dt.wgsl_code()),
         ];
-        let buffers = [&xb, &wb, &wb, bias.as_ref().unwrap_or(&xb), res.as_ref().unwrap_or(&xb), &yb];
+        let buffers = [&xqb, &xsb, &wb, &wb, bias.as_ref().unwrap_or(&xsb), res.as_ref().unwrap_or(&xsb), &yb];
         ctx.dispatch(Dispatch {
             kernel: if subgroup { &QGEMV_SUBGROUP } else { &QGEMV },
             entry: "main",
@@ -594,6 +636,26 @@ pub(crate) mod gpu {
             buffers: &buffers,
             workgroups: Workgroups::Linear(n_groups),
         })
+    }
+
+    /// x [.., cols] as integers for the GEMV (kernels/qgemv_x.wgsl): two signed bytes per value (`xq`, u32
+    /// words) and (d/256, Σ first 16, Σ last 16, 0) per 32 values (`xs`).
+    fn quantize_x(ctx: &GpuContext, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let op = "gemv_q";
+        let blocks = x.numel() / 32;
+        let xq = Tensor::uninit(&x.backend(), op, &[blocks * 16], DType::U32)?;
+        let xs = Tensor::uninit(&x.backend(), op, &[blocks * 4], DType::F32)?;
+        let params = QuantizeXParams { blocks: to_u32(op, "x blocks", blocks)?, _pad: [0; 3] };
+        let raw = |t: &Tensor| t.gpu_buffer().expect("GPU tensor").raw().clone();
+        ctx.dispatch(Dispatch {
+            kernel: &QGEMV_X,
+            entry: "main",
+            constants: &[],
+            params: Some(bytemuck::bytes_of(&params)),
+            buffers: &[&raw(x), &raw(&xq), &raw(&xs)],
+            workgroups: Workgroups::Linear(params.blocks.div_ceil(64)),
+        })?;
+        Ok((xq, xs))
     }
 
     fn matmul_params(op: &'static str, w: &QuantTensor, m: usize) -> Result<MatmulParams> {
@@ -667,7 +729,7 @@ mod tests {
                 let cols = blocks * ty.block_elems();
                 let b = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
                 let (w, wv) = quantized(&mut rng, ty, rows, cols);
-                let xv = rng.vec(b * cols, -1.0, 1.0);
+                let xv = exact_activations(&mut rng, b * cols);
                 let want = reference(&wv, rows, cols, &xv);
                 for backend in test_backends() {
                     let (wd, xd) =
@@ -734,7 +796,7 @@ mod tests {
             let (w, wv) = quantized(&mut rng, ty, rows, cols);
             let wd = w.to_backend(&gpu).unwrap();
             for b in [1, 5] {
-                let xv = rng.vec(b * cols, -1.0, 1.0);
+                let xv = exact_activations(&mut rng, b * cols);
                 let want = reference(&wv, rows, cols, &xv);
                 let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
                 // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
@@ -754,11 +816,58 @@ mod tests {
         }
     }
 
+    /// Arbitrary x on the GPU: the activations as two bytes (x ≈ d·(256·hi + lo)/256 per 32 values, d =
+    /// max|x| / 127) move each value by at most d/256 (d/512 except where the lo byte clamps), so each
+    /// output is within Σ|w|·d/256 of the exact product (plus f32 rounding).
+    #[test]
+    fn gpu_activation_quantization_error_is_within_its_bound() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(26);
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q6K] {
+            let (rows, cols, b) = (13, 512, 2);
+            let (w, wv) = quantized(&mut rng, ty, rows, cols);
+            // Blocks of very different magnitudes, one of them all zeros.
+            let mut xv = rng.vec(b * cols, -1.0, 1.0);
+            for (k, blk) in xv.chunks_mut(32).enumerate() {
+                blk.iter_mut().for_each(|v| *v *= [1.0, 1e-3, 30.0, 0.0][k % 4]);
+            }
+            let want = reference(&wv, rows, cols, &xv);
+            let got = gemv_q(
+                &w.to_backend(&gpu).unwrap(),
+                &Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap(),
+                GemvEpilogue::default(),
+            )
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+            let f32_tol = tolerance(cols);
+            for r in 0..b {
+                let x = &xv[r * cols..][..cols];
+                let max_err: Vec<f64> =
+                    x.chunks(32).map(|blk| blk.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 2.0).collect();
+                for o in 0..rows {
+                    let bound: f64 =
+                        wv[o * cols..][..cols].iter().enumerate().map(|(i, w)| w.abs() as f64 * max_err[i / 32]).sum();
+                    let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
+                    let allowed = 1.001 * bound + f32_tol.atol + f32_tol.rtol * e.abs();
+                    assert!(
+                        (g - e).abs() <= allowed,
+                        "gemv_q {ty} row {o} of x {r}: got {g}, want {e}, allowed {allowed}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn params_match_the_wgsl_structs() {
         for k in [&gpu::QGEMV, &gpu::QGEMV_SUBGROUP] {
             assert_eq!(crate::testing::wgsl_struct_size(k, "Params") as usize, std::mem::size_of::<gpu::GemvParams>());
         }
+        assert_eq!(
+            crate::testing::wgsl_struct_size(&gpu::QGEMV_X, "Params") as usize,
+            std::mem::size_of::<gpu::QuantizeXParams>()
+        );
         assert_eq!(
             crate::testing::wgsl_struct_size(&gpu::QMATMUL, "Params") as usize,
             std::mem::size_of::<gpu::MatmulParams>()
@@ -813,7 +922,7 @@ mod tests {
         let (rows, cols, b) = (19, 256, 3);
         for ty in [QuantType::Q4_1, QuantType::Q6K] {
             let (w, wv) = quantized(&mut rng, ty, rows, cols);
-            let xv = rng.vec(b * cols, -1.0, 1.0);
+            let xv = exact_activations(&mut rng, b * cols);
             let bias_v = rng.vec(rows, -1.0, 1.0);
             let res_v = rng.vec(b * rows, -1.0, 1.0);
             let product = reference(&wv, rows, cols, &xv);
