@@ -177,19 +177,18 @@ fn spread4(hb: u32) -> u32 {
     return ((hb & 1u) << 4u) | ((hb & 2u) << 11u) | ((hb & 4u) << 18u) | ((hb & 8u) << 25u);
 }
 
-// Byte i (0..11) of a K-quant block's packed scales (words 1..3 of its first vector).
-fn kbyte(v0: vec4<u32>, i: u32) -> u32 {
-    return (v0[1u + i / 4u] >> (8u * (i % 4u))) & 0xffu;
-}
-
-// ggml's get_scale_min_k4: (scale, min) of sub-block j.
+// ggml's get_scale_min_k4: (scale, min) of sub-block j from the 12 scale bytes in words y, z, w of a K-quant
+// block's first vector. Sub-blocks 0..3: 6 bits in byte j (scale) and j + 4 (min); 4..7: low 4 bits in the
+// nibbles of byte j + 4, top 2 bits in the top bits of bytes j − 4 (scale) and j (min). Shifts by 8·(j % 4)
+// and selects, not a vector indexed by j (which compiles to a chain of selects per byte).
 fn scale_min_k4(v0: vec4<u32>, j: u32) -> vec2<f32> {
-    if (j < 4u) {
-        return vec2<f32>(f32(kbyte(v0, j) & 63u), f32(kbyte(v0, j + 4u) & 63u));
-    }
-    let sc = (kbyte(v0, j + 4u) & 0xfu) | ((kbyte(v0, j - 4u) >> 6u) << 4u);
-    let mn = (kbyte(v0, j + 4u) >> 4u) | ((kbyte(v0, j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(mn));
+    let sh = 8u * (j & 3u);
+    let a = (v0.y >> sh) & 0xffu;
+    let b = (v0.z >> sh) & 0xffu;
+    let c = (v0.w >> sh) & 0xffu;
+    let lo = vec2<u32>(a & 63u, b & 63u);
+    let hi = vec2<u32>((c & 0xfu) | ((a >> 6u) << 4u), (c >> 4u) | ((b >> 6u) << 4u));
+    return vec2<f32>(select(hi, lo, j < 4u));
 }
 
 const NIBBLES: u32 = 0x0f0f0f0fu;
@@ -243,8 +242,10 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
     let lv = select(r.v0, r.v1, (g & 1u) == 1u);
     out.q = ((lv >> vec4<u32>(4u * (g >> 1u))) & vec4<u32>(NIBBLES))
         | (((r.v2 >> vec4<u32>(2u * g)) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-    let si = 8u * h + j + 2u * g;
-    let sc = f32(bitcast<i32>(((r.v3[si / 4u] >> (8u * (si % 4u))) & 0xffu) << 24u) >> 24u);
+    // Scale 8h + j + 2g: byte j + 2·(g % 2) of word 2h + g / 2 of the scales vector.
+    let pair = select(r.v3.xy, r.v3.zw, h == 1u);
+    let word = select(pair.x, pair.y, g >= 2u);
+    let sc = f32(bitcast<i32>(((word >> (8u * (j + 2u * (g & 1u)))) & 0xffu) << 24u) >> 24u);
     out.a = r.d * sc;
     out.b = -32.0 * out.a;
     return out;
