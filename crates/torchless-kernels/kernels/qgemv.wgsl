@@ -11,7 +11,13 @@
 // b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has
 // them, and unpacking costs a shift and a mask per four weights.
 //
-// One workgroup owns ROWS (1..=4) consecutive output rows. A row is cut into *units* of whole 16-byte quant
+// One dispatch can serve up to three weight matrices of the same type and row length that share x (PARTS:
+// Q, K and V), each with its own output and bias: the workgroups are split between them, each owning ROWS
+// (1..=4) consecutive rows of one matrix. With GATED the two matrices (gate, up) are read by the same
+// workgroups, ROWS/2 rows of each, and the output is act(gate)·up (SwiGLU or GeGLU), so an MLP's first half
+// is one dispatch.
+//
+// Each workgroup owns ROWS (1..=4) consecutive output rows. A row is cut into *units* of whole 16-byte quant
 // vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
@@ -32,6 +38,11 @@ override BATCH: u32 = 1u;
 // Length of the reduction scratch (vec4s), set by the host.
 override RED_LEN: u32 = 64u;
 override BIAS_DT: u32 = 0u;
+// Weight matrices (1..=3); 2 with GATED.
+override PARTS: u32 = 1u;
+override GATED: bool = false;
+// GATED activation: 0 silu, 1 gelu_tanh.
+override ACT: u32 = 0u;
 
 const Q8_0: u32 = 0u;
 const Q4_0: u32 = 1u;
@@ -42,35 +53,71 @@ const Q4_K: u32 = 5u;
 const Q5_K: u32 = 6u;
 const Q6_K: u32 = 7u;
 
-const F_BIAS: u32 = 1u;
+// Bias of matrix m: bit m.
+const F_BIAS0: u32 = 1u;
 const F_RES: u32 = 8u;
 const F_ACCUM: u32 = 16u;
 
 struct Params {
-    // Weight rows (outputs per row of x).
-    rows: u32,
+    // Weight rows of each matrix (outputs per row of x).
+    rows: vec4<u32>,
+    // Word index of each matrix's scales region.
+    scale_base: vec4<u32>,
     // Blocks per weight row.
     row_blocks: u32,
     // Units per weight row.
     units: u32,
-    // Word index of the scales region.
-    scale_base: u32,
     // Groups of 16 values per row of x (cols / 16).
     x_groups: u32,
     flags: u32,
+    // Workgroups of matrix 0, and of matrices 0 and 1 (matrix 2 takes the rest).
+    groups0: u32,
+    groups01: u32,
     n_groups: u32,
     _pad: u32,
 }
 
-// Absent operands are bound to a dummy (x) and never read.
+// Each matrix is bound twice: its quants as vec4s and its scales as words. Absent operands are bound to a
+// dummy and never read.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> xs: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> ws: array<u32>;
-@group(0) @binding(5) var<storage, read> bias: array<u32>;
-@group(0) @binding(6) var<storage, read> res: array<u32>;
-@group(0) @binding(7) var<storage, read_write> y: array<u32>;
+@group(0) @binding(3) var<storage, read> wq0: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> ws0: array<u32>;
+@group(0) @binding(5) var<storage, read> wq1: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> ws1: array<u32>;
+@group(0) @binding(7) var<storage, read> wq2: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read> ws2: array<u32>;
+@group(0) @binding(9) var<storage, read> bias0: array<u32>;
+@group(0) @binding(10) var<storage, read> bias1: array<u32>;
+@group(0) @binding(11) var<storage, read> bias2: array<u32>;
+@group(0) @binding(12) var<storage, read> res: array<u32>;
+@group(0) @binding(13) var<storage, read_write> y0: array<u32>;
+@group(0) @binding(14) var<storage, read_write> y1: array<u32>;
+@group(0) @binding(15) var<storage, read_write> y2: array<u32>;
+
+// Quant vector i of matrix m.
+fn wq(m: u32, i: u32) -> vec4<u32> {
+    if (PARTS > 1u && m == 1u) {
+        return wq1[i];
+    }
+    if (PARTS > 2u && m == 2u) {
+        return wq2[i];
+    }
+    return wq0[i];
+}
+
+// Word i of the scales region of matrix m.
+fn ws(m: u32, i: u32) -> u32 {
+    let j = p.scale_base[m] + i;
+    if (PARTS > 1u && m == 1u) {
+        return ws1[j];
+    }
+    if (PARTS > 2u && m == 2u) {
+        return ws2[j];
+    }
+    return ws0[j];
+}
 
 // acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
 var<private> acc0: vec4<f32>;
@@ -82,6 +129,8 @@ var<private> acc5: vec4<f32>;
 var<private> acc6: vec4<f32>;
 var<private> acc7: vec4<f32>;
 var<private> li_: u32;
+// The matrix of this workgroup (not GATED).
+var<private> part_: u32;
 
 // Quant vectors per block.
 fn block_vecs() -> u32 {
@@ -117,57 +166,57 @@ struct Grp {
     b: f32,
 }
 
-// The f16 scale of block bi in a region of 2-byte scales.
-fn half_scale(bi: u32) -> f32 {
-    let pair = unpack2x16float(ws[p.scale_base + (bi >> 1u)]);
+// The f16 scale of block bi of matrix m, in a region of 2-byte scales.
+fn half_scale(m: u32, bi: u32) -> f32 {
+    let pair = unpack2x16float(ws(m, bi >> 1u));
     return select(pair.x, pair.y, (bi & 1u) == 1u);
 }
 
-fn load_unit(row: u32, u: u32) -> Raw {
+fn load_unit(m: u32, row: u32, u: u32) -> Raw {
     var r: Raw;
     if (is_k()) {
         let bi = row * p.row_blocks + (u >> 2u);
         let c = u & 3u;
         let base = bi * block_vecs();
         if (QTYPE == Q4_K) {
-            r.v0 = wq[base];
-            r.v1 = wq[base + 1u + 2u * c];
-            r.v2 = wq[base + 2u + 2u * c];
+            r.v0 = wq(m, base);
+            r.v1 = wq(m, base + 1u + 2u * c);
+            r.v2 = wq(m, base + 2u + 2u * c);
         } else if (QTYPE == Q5_K) {
-            r.v0 = wq[base];
-            r.v1 = wq[base + 1u];
-            r.v2 = wq[base + 2u];
-            r.v3 = wq[base + 3u + 2u * c];
-            r.v4 = wq[base + 4u + 2u * c];
+            r.v0 = wq(m, base);
+            r.v1 = wq(m, base + 1u);
+            r.v2 = wq(m, base + 2u);
+            r.v3 = wq(m, base + 3u + 2u * c);
+            r.v4 = wq(m, base + 4u + 2u * c);
         } else {
             // Q6_K unit (h, j): ql vectors 4h + j and 4h + 2 + j, qh vector 8 + 2h + j, scales vector 12.
             let h = c >> 1u;
             let j = c & 1u;
-            r.v0 = wq[base + 4u * h + j];
-            r.v1 = wq[base + 4u * h + 2u + j];
-            r.v2 = wq[base + 8u + 2u * h + j];
-            r.v3 = wq[base + 12u];
-            r.d = half_scale(bi);
+            r.v0 = wq(m, base + 4u * h + j);
+            r.v1 = wq(m, base + 4u * h + 2u + j);
+            r.v2 = wq(m, base + 8u + 2u * h + j);
+            r.v3 = wq(m, base + 12u);
+            r.d = half_scale(m, bi);
         }
         return r;
     }
     let bi = row * p.row_blocks + u;
     let base = bi * block_vecs();
-    r.v0 = wq[base];
+    r.v0 = wq(m, base);
     if (QTYPE == Q8_0) {
-        r.v1 = wq[base + 1u];
-        r.d = half_scale(bi);
+        r.v1 = wq(m, base + 1u);
+        r.d = half_scale(m, bi);
     } else if (QTYPE == Q4_0) {
-        r.d = half_scale(bi);
+        r.d = half_scale(m, bi);
     } else if (QTYPE == Q4_1) {
-        let dm = unpack2x16float(ws[p.scale_base + bi]);
+        let dm = unpack2x16float(ws(m, bi));
         r.d = dm.x;
         r.m = dm.y;
     } else {
-        let dm = unpack2x16float(ws[p.scale_base + 2u * bi]);
+        let dm = unpack2x16float(ws(m, 2u * bi));
         r.d = dm.x;
         r.m = dm.y;
-        r.qh = ws[p.scale_base + 2u * bi + 1u];
+        r.qh = ws(m, 2u * bi + 1u);
     }
     return r;
 }
@@ -300,18 +349,18 @@ fn xdot(r: u32, xg: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: ve
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
 // (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
-    let r0 = load_unit(rows.x, u);
+    let r0 = load_unit(slot_matrix(0u), rows.x, u);
     var r1: Raw;
     var r2: Raw;
     var r3: Raw;
     if (ROWS > 1u) {
-        r1 = load_unit(rows.y, u);
+        r1 = load_unit(slot_matrix(1u), rows.y, u);
     }
     if (ROWS > 2u) {
-        r2 = load_unit(rows.z, u);
+        r2 = load_unit(slot_matrix(2u), rows.z, u);
     }
     if (ROWS > 3u) {
-        r3 = load_unit(rows.w, u);
+        r3 = load_unit(slot_matrix(3u), rows.w, u);
     }
     for (var g = 0u; g < groups_per_unit(); g++) {
         let q0 = group(r0, u, g);
@@ -355,14 +404,39 @@ fn step(rows: vec4<u32>, u: u32) {
     }
 }
 
-// Sets up workgroup g; returns its first output row.
-fn setup(g: u32, li: u32) -> u32 {
-    li_ = li;
-    return g * ROWS;
+// Rows per matrix of one workgroup: ROWS, or ROWS/2 of each of gate and up with GATED.
+fn rows_per_matrix() -> u32 {
+    return select(ROWS, ROWS / 2u, GATED);
 }
 
+// The matrix that slot s (0..ROWS) of this workgroup reads.
+fn slot_matrix(s: u32) -> u32 {
+    if (GATED) {
+        return select(0u, 1u, s >= ROWS / 2u);
+    }
+    return part_;
+}
+
+// Sets up workgroup g: its matrix and first output row.
+fn setup(g: u32, li: u32) -> u32 {
+    li_ = li;
+    part_ = 0u;
+    var first = g;
+    if (!GATED && PARTS > 1u && g >= p.groups0) {
+        part_ = select(2u, 1u, g < p.groups01);
+        first = g - select(p.groups01, p.groups0, part_ == 1u);
+    }
+    return first * rows_per_matrix();
+}
+
+// Slot s reads row row0 + s (of gate, then of up, with GATED), clamped to the last row: the sums of slots
+// past it are not written.
 fn accumulate(row0: u32) {
-    let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
+    var offsets = vec4<u32>(0u, 1u, 2u, 3u);
+    if (GATED) {
+        offsets = offsets % vec4<u32>(rows_per_matrix());
+    }
+    let rows = min(vec4<u32>(row0) + offsets, vec4<u32>(p.rows[part_] - 1u));
     for (var u = li_; u < p.units; u += WG) {
         step(rows, u);
     }
@@ -401,30 +475,66 @@ fn n_slots() -> u32 {
 // n_slots() at its largest.
 const MAX_SLOTS: u32 = 8u;
 
-// After the reduction: thread r < BATCH writes the ROWS outputs of row r of x.
+fn bias_of(m: u32, row: u32) -> f32 {
+    let i = word_index(BIAS_DT, row);
+    var w = bias0[i];
+    if (PARTS > 1u && m == 1u) {
+        w = bias1[i];
+    }
+    if (PARTS > 2u && m == 2u) {
+        w = bias2[i];
+    }
+    return decode(BIAS_DT, w, row);
+}
+
+fn store_y(m: u32, i: u32, v: f32) {
+    if (PARTS > 1u && m == 1u) {
+        y1[i] = bitcast<u32>(v);
+    } else if (PARTS > 2u && m == 2u) {
+        y2[i] = bitcast<u32>(v);
+    } else {
+        y0[i] = bitcast<u32>(v);
+    }
+}
+
+fn gate_act(g: f32) -> f32 {
+    if (ACT == 1u) {
+        return gelu_tanh(g);
+    }
+    return silu(g);
+}
+
+// After the reduction: thread r < BATCH writes this workgroup's outputs of row r of x (one per row, or
+// act(gate)·up per row pair with GATED). The residual and accumulation flags only come with one matrix.
 fn finish(row0: u32) {
     let r = li_;
     if (r >= BATCH) {
         return;
     }
     let v = total(r);
-    for (var s = 0u; s < ROWS; s++) {
+    let m = part_;
+    let rows = p.rows[m];
+    for (var s = 0u; s < rows_per_matrix(); s++) {
         let row = row0 + s;
-        if (row >= p.rows) {
+        if (row >= rows) {
             return;
         }
-        var out = v[s];
-        if ((p.flags & F_BIAS) != 0u) {
-            out += decode(BIAS_DT, bias[word_index(BIAS_DT, row)], row);
+        let i = r * rows + row;
+        if (GATED) {
+            store_y(0u, i, gate_act(v[s]) * v[s + ROWS / 2u]);
+            continue;
         }
-        let i = r * p.rows + row;
+        var out = v[s];
+        if ((p.flags & (F_BIAS0 << m)) != 0u) {
+            out += bias_of(m, row);
+        }
         if ((p.flags & F_RES) != 0u) {
             out += bitcast<f32>(res[i]);
         }
         if ((p.flags & F_ACCUM) != 0u) {
-            out += bitcast<f32>(y[i]);
+            out += bitcast<f32>(y0[i]);
         }
-        y[i] = bitcast<u32>(out);
+        store_y(m, i, out);
     }
 }
 

@@ -4,22 +4,36 @@
 // value, as precise as bf16 activations (one byte alone, as llama.cpp uses, flips SmolLM2's close logits).
 // The sums of the float values of each half block go with it, for the weight formats' offsets (b·Σx),
 // which are exact.
-// One thread per block of 32.
+// With NORM, x is first RMS-normalised (x·w / sqrt(mean(x²) + eps), or x·(1 + w) for Gemma), so that the
+// norm before a layer's GEMVs costs no dispatch of its own. One workgroup per row of x, one thread per block
+// of 32.
+
+// 0: x as it is; 1: rmsnorm(x)·w; 2: rmsnorm(x)·(1 + w) (Gemma).
+override NORM: u32 = 0u;
+// dtype code of the norm weight.
+override NW_DT: u32 = 0u;
+const WG: u32 = 256u;
 
 struct Params {
-    // Blocks of 32 values in x.
+    // Blocks of 32 values per row of x.
     blocks: u32,
+    eps: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+// The norm weight [cols] (a dummy without NORM).
+@group(0) @binding(2) var<storage, read> nw: array<u32>;
 // Per group of 16 values: the hi bytes, then the lo bytes (a vec4 each).
-@group(0) @binding(2) var<storage, read_write> xq: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> xq: array<vec4<u32>>;
 // (d / 256, Σ values 0..15, Σ values 16..31, 0) per block.
-@group(0) @binding(3) var<storage, read_write> xs: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> xs: array<vec4<f32>>;
+
+var<workgroup> red: array<f32, WG>;
+var<private> inv_: f32;
+var<private> d_: f32;
 
 fn hsum(v: vec4<f32>) -> f32 {
     return v.x + v.y + v.z + v.w;
@@ -30,8 +44,20 @@ fn amax4(v: vec4<f32>) -> f32 {
     return max(max(a.x, a.y), max(a.z, a.w));
 }
 
-var<private> inv_: f32;
-var<private> d_: f32;
+// Norm weights i..i+3 (i a multiple of 4), with Gemma's 1 added.
+fn norm4(i: u32) -> vec4<f32> {
+    var n: vec4<f32>;
+    if (NW_DT == DT_F32) {
+        n = vec4<f32>(bitcast<f32>(nw[i]), bitcast<f32>(nw[i + 1u]), bitcast<f32>(nw[i + 2u]),
+                      bitcast<f32>(nw[i + 3u]));
+    } else {
+        n = vec4<f32>(unpack_pair(NW_DT, nw[i / 2u]), unpack_pair(NW_DT, nw[i / 2u + 1u]));
+    }
+    if (NORM == 2u) {
+        n += vec4<f32>(1.0);
+    }
+    return n;
+}
 
 // Four values as (hi, lo) bytes.
 fn split(v: vec4<f32>) -> vec2<u32> {
@@ -50,26 +76,53 @@ fn store_group(g: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32
     xq[2u * g + 1u] = vec4<u32>(s0.y, s1.y, s2.y, s3.y);
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let blk = linear_group_id(wid, nwg) * 64u + li;
-    if (blk >= p.blocks) {
-        return;
+// Value vector k (0..7) of block b of this row, normalised where NORM asks.
+fn value(row_vec: u32, b: u32, k: u32, scale: f32) -> vec4<f32> {
+    let v = x[row_vec + 8u * b + k];
+    if (NORM > 0u) {
+        return v * norm4(32u * b + 4u * k) * scale;
     }
-    let v0 = x[8u * blk];
-    let v1 = x[8u * blk + 1u];
-    let v2 = x[8u * blk + 2u];
-    let v3 = x[8u * blk + 3u];
-    let v4 = x[8u * blk + 4u];
-    let v5 = x[8u * blk + 5u];
-    let v6 = x[8u * blk + 6u];
-    let v7 = x[8u * blk + 7u];
-    let amax = max(max(max(amax4(v0), amax4(v1)), max(amax4(v2), amax4(v3))),
-                   max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
-    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
-    d_ = amax / 127.0;
-    store_group(2u * blk, v0, v1, v2, v3);
-    store_group(2u * blk + 1u, v4, v5, v6, v7);
-    xs[blk] = vec4<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3), hsum(v4 + v5 + v6 + v7), 0.0);
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = wid.x;
+    let nb = p.blocks;
+    let row_vec = row * 8u * nb;
+    var scale = 1.0;
+    if (NORM > 0u) {
+        var ss = 0.0;
+        for (var k = li; k < 8u * nb; k += WG) {
+            let v = x[row_vec + k];
+            ss += dot(v, v);
+        }
+        red[li] = ss;
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if (li < s) {
+                red[li] += red[li + s];
+            }
+            workgroupBarrier();
+        }
+        scale = inverseSqrt(red[0] / f32(32u * nb) + p.eps);
+    }
+    for (var b = li; b < nb; b += WG) {
+        let v0 = value(row_vec, b, 0u, scale);
+        let v1 = value(row_vec, b, 1u, scale);
+        let v2 = value(row_vec, b, 2u, scale);
+        let v3 = value(row_vec, b, 3u, scale);
+        let v4 = value(row_vec, b, 4u, scale);
+        let v5 = value(row_vec, b, 5u, scale);
+        let v6 = value(row_vec, b, 6u, scale);
+        let v7 = value(row_vec, b, 7u, scale);
+        let amax = max(max(max(amax4(v0), amax4(v1)), max(amax4(v2), amax4(v3))),
+                       max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
+        inv_ = select(0.0, 127.0 / amax, amax > 0.0);
+        d_ = amax / 127.0;
+        let blk = row * nb + b;
+        store_group(2u * blk, v0, v1, v2, v3);
+        store_group(2u * blk + 1u, v4, v5, v6, v7);
+        xs[blk] = vec4<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3), hsum(v4 + v5 + v6 + v7), 0.0);
+    }
 }

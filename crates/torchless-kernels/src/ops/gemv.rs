@@ -452,28 +452,29 @@ struct Job<'a> {
     norm: Option<InputNorm<'a>>,
 }
 
+/// A fused input norm's weight has `in_len` float elements and its eps is finite and non-negative.
+pub(crate) fn check_input_norm(op: &'static str, n: InputNorm<'_>, in_len: usize) -> Result<()> {
+    require_float(op, n.weight)?;
+    if n.weight.numel() != in_len {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("norm weight {:?} must have {in_len} elements (the rows of x)", n.weight.shape()),
+        });
+    }
+    if !(n.eps.is_finite() && n.eps >= 0.0) {
+        return Err(KernelError::Argument {
+            op,
+            name: "eps",
+            value: n.eps.to_string(),
+            reason: "must be finite and non-negative".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Job<'_> {
     fn check_norm(&self, n: InputNorm<'_>) -> Result<()> {
-        require_float(self.op, n.weight)?;
-        if n.weight.numel() != self.in_len {
-            return Err(KernelError::Shape {
-                op: self.op,
-                detail: format!(
-                    "norm weight {:?} must have {} elements (the rows of x)",
-                    n.weight.shape(),
-                    self.in_len
-                ),
-            });
-        }
-        if !(n.eps.is_finite() && n.eps >= 0.0) {
-            return Err(KernelError::Argument {
-                op: self.op,
-                name: "eps",
-                value: n.eps.to_string(),
-                reason: "must be finite and non-negative".into(),
-            });
-        }
-        Ok(())
+        check_input_norm(self.op, n, self.in_len)
     }
 
     fn inputs(&self) -> Vec<&Tensor> {

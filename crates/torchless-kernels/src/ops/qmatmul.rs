@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::gemv::{GemvEpilogue, MAX_BATCH};
+use super::gemv::{GatedAct, GemvEpilogue, InputNorm, MAX_BATCH};
 use super::{common_backend, require_dtype};
 use crate::backend::Backend;
 use crate::cpu;
@@ -30,15 +30,25 @@ use crate::tensor::Tensor;
 
 /// `x · Wᵀ (+ bias) (+ residual)` into a new f32 tensor shaped like `x` with last dimension `w.rows()`.
 pub fn gemv_q(w: &QuantTensor, x: &Tensor, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
-    let out = Tensor::uninit(&x.backend(), "gemv_q", &out_shape(x, w.rows()), DType::F32)?;
-    gemv_q_into(w, x, epilogue, &out)?;
-    Ok(out)
+    gemv_q_input(w, &GemvInput::new(x, None)?, epilogue)
 }
 
 /// [`gemv_q`] into `out` (f32, last dimension `w.rows()`, `b·rows` elements). `out` may be the residual
 /// (`y += x·Wᵀ`) but no other input.
 pub fn gemv_q_into(w: &QuantTensor, x: &Tensor, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<()> {
     gemv_q_into_with(w, x, epilogue, out, QGemvKernel::Auto)
+}
+
+/// [`gemv_q`] of a prepared input (see [`GemvInput`]).
+pub fn gemv_q_input(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
+    let out = x.new_output(w.rows())?;
+    gemv_q_tuned(w, x, epilogue, &out, QGemvKernel::Auto, None)?;
+    Ok(out)
+}
+
+/// [`gemv_q_into`] of a prepared input.
+pub fn gemv_q_input_into(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<()> {
+    gemv_q_tuned(w, x, epilogue, out, QGemvKernel::Auto, None)
 }
 
 /// Which GPU kernel [`gemv_q_into_with`] runs.
@@ -61,28 +71,185 @@ pub fn gemv_q_into_with(
     out: &Tensor,
     kernel: QGemvKernel,
 ) -> Result<()> {
-    gemv_q_tuned(w, x, epilogue, out, kernel, None)
+    gemv_q_tuned(w, &GemvInput::new(x, None)?, epilogue, out, kernel, None)
 }
 
-/// [`gemv_q_into_with`] with a forced launch shape (tests).
+/// The activations of quantized GEMVs, `x [.., cols]` (f32, 1 to 8 rows, `cols` a multiple of 32),
+/// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU two
+/// signed bytes per value with per-32 scales and sums (kernels/qgemv_x.wgsl), which the GEMV multiplies
+/// with integer dot products. GEMVs that share their input (Q, K and V; gate and up) prepare it once.
+pub struct GemvInput {
+    /// The shape of x without its last dimension.
+    lead: Vec<usize>,
+    b: usize,
+    cols: usize,
+    data: InputData,
+}
+
+enum InputData {
+    Cpu(Tensor),
+    Gpu { xq: Tensor, xs: Tensor },
+}
+
+impl GemvInput {
+    /// Prepares `x`, or `rmsnorm(x)` with `norm` (the norm costs no dispatch of its own on the GPU).
+    pub fn new(x: &Tensor, norm: Option<InputNorm<'_>>) -> Result<GemvInput> {
+        let op = "gemv_q";
+        require_dtype(op, x, DType::F32)?;
+        let (b, cols) = x.rows_cols();
+        if b == 0 || b > MAX_BATCH {
+            return Err(KernelError::Argument {
+                op,
+                name: "batch",
+                value: b.to_string(),
+                reason: format!("x {:?} must have between 1 and {MAX_BATCH} rows", x.shape()),
+            });
+        }
+        if !cols.is_multiple_of(32) {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("x {:?} has rows of {cols}: quantized weights need a multiple of 32", x.shape()),
+            });
+        }
+        if let Some(n) = norm {
+            super::gemv::check_input_norm(op, n, cols)?;
+            common_backend(op, &[x, n.weight])?;
+        }
+        let mut lead = x.shape().to_vec();
+        lead.pop();
+        let data = match x.backend() {
+            Backend::Cpu => InputData::Cpu(match norm {
+                Some(n) => super::norm::rmsnorm(x, n.weight, n.eps, n.variant)?,
+                None => x.clone(),
+            }),
+            Backend::Gpu(ctx) => {
+                let (xq, xs) = gpu::quantize_x(&ctx, x, b, cols, norm)?;
+                InputData::Gpu { xq, xs }
+            }
+        };
+        Ok(GemvInput { lead, b, cols, data })
+    }
+
+    fn backend(&self) -> Backend {
+        match &self.data {
+            InputData::Cpu(x) => x.backend(),
+            InputData::Gpu { xq, .. } => xq.backend(),
+        }
+    }
+
+    /// A new f32 output shaped like x with last dimension `rows`.
+    fn new_output(&self, rows: usize) -> Result<Tensor> {
+        let mut shape = self.lead.clone();
+        shape.push(rows);
+        Tensor::uninit(&self.backend(), "gemv_q", &shape, DType::F32)
+    }
+
+    /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
+    fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>) -> Result<()> {
+        let (InputData::Gpu { xq, xs }, Backend::Gpu(ctx)) = (&self.data, self.backend()) else {
+            unreachable!("run_gpu takes a GPU input")
+        };
+        gpu::gemv(&ctx, parts, (xq, xs), self.b, None, gated, QGemvKernel::Auto, None)
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        match &self.data {
+            InputData::Cpu(x) => vec![x],
+            InputData::Gpu { xq, xs } => vec![xq, xs],
+        }
+    }
+}
+
+/// `x · Wₖᵀ (+ biasₖ)` for weights that share x (Q, K and V), each into a new tensor: one GPU dispatch for up
+/// to three matrices of one quantized type and row length (biases, where present, of one dtype), else one
+/// GEMV each.
+pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
+    let outs: Vec<Tensor> = parts.iter().map(|(w, _)| x.new_output(w.rows())).collect::<Result<_>>()?;
+    let (w0, _) = parts.first().ok_or(KernelError::Empty { op: "gemv_q_multi", what: "parts" })?;
+    let bias_dts: Vec<DType> = parts.iter().filter_map(|(_, b)| b.map(Tensor::dtype)).collect();
+    let fusable = matches!(x.data, InputData::Gpu { .. })
+        && parts.len() <= 3
+        && parts.iter().all(|(w, _)| w.quant_type() == w0.quant_type() && w.cols() == w0.cols())
+        && bias_dts.windows(2).all(|d| d[0] == d[1]);
+    if !fusable {
+        for ((w, bias), out) in parts.iter().zip(&outs) {
+            gemv_q_tuned(w, x, GemvEpilogue { bias: *bias, residual: None }, out, QGemvKernel::Auto, None)?;
+        }
+        return Ok(outs);
+    }
+    for ((w, bias), out) in parts.iter().zip(&outs) {
+        check_part(w, x, GemvEpilogue { bias: *bias, residual: None }, out)?;
+    }
+    let gparts: Vec<gpu::Part<'_>> =
+        parts.iter().zip(&outs).map(|((w, bias), out)| gpu::Part { w, bias: *bias, out }).collect();
+    x.run_gpu(&gparts, None)?;
+    Ok(outs)
+}
+
+/// `act(x·Wgateᵀ) ⊙ (x·Wupᵀ)` (the first half of a SwiGLU or GeGLU MLP) into a new tensor: on the GPU one
+/// dispatch that reads both matrices when they share a type and shape, else two GEMVs and the gated product.
+pub fn gemv_q_gated(x: &GemvInput, gate: &QuantTensor, up: &QuantTensor, act: GatedAct) -> Result<Tensor> {
+    let fusable = matches!(x.data, InputData::Gpu { .. })
+        && gate.quant_type() == up.quant_type()
+        && (gate.rows(), gate.cols()) == (up.rows(), up.cols());
+    if !fusable {
+        let (g, u) = (gemv_q_input(gate, x, GemvEpilogue::default())?, gemv_q_input(up, x, GemvEpilogue::default())?);
+        let op = match act {
+            GatedAct::Silu => super::elementwise::Binary::SwiGlu,
+            GatedAct::GeluTanh => super::elementwise::Binary::GeGlu,
+        };
+        return super::elementwise::binary(&g, &u, op);
+    }
+    let out = x.new_output(gate.rows())?;
+    check_part(gate, x, GemvEpilogue::default(), &out)?;
+    check_part(up, x, GemvEpilogue::default(), &out)?;
+    x.run_gpu(&[gpu::Part { w: gate, bias: None, out: &out }, gpu::Part { w: up, bias: None, out: &out }], Some(act))?;
+    Ok(out)
+}
+
+/// [`gemv_q_into_with`] of a prepared input with a forced launch shape (tests).
 fn gemv_q_tuned(
     w: &QuantTensor,
-    x: &Tensor,
+    x: &GemvInput,
     epilogue: GemvEpilogue<'_>,
     out: &Tensor,
     kernel: QGemvKernel,
     tune: Option<gpu::Tune>,
 ) -> Result<()> {
+    match (check_part(w, x, epilogue, out)?, &x.data) {
+        (Backend::Cpu, InputData::Cpu(xv)) => {
+            cpu_gemv(w, xv, x.b, epilogue, out);
+            Ok(())
+        }
+        (Backend::Gpu(ctx), InputData::Gpu { xq, xs }) => gpu::gemv(
+            &ctx,
+            &[gpu::Part { w, bias: epilogue.bias, out }],
+            (xq, xs),
+            x.b,
+            epilogue.residual,
+            None,
+            kernel,
+            tune,
+        ),
+        _ => unreachable!("check_part checked that x and the weights share a backend"),
+    }
+}
+
+/// Checks one weight matrix of a GEMV against its input, epilogue and output; returns their backend.
+fn check_part(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<Backend> {
     let op = "gemv_q";
-    require_dtype(op, x, DType::F32)?;
-    let (b, cols) = x.rows_cols();
-    check_cols(op, w, cols, x)?;
-    if b == 0 || b > MAX_BATCH {
-        return Err(KernelError::Argument {
+    let b = x.b;
+    if x.cols != w.cols() {
+        return Err(KernelError::Shape {
             op,
-            name: "batch",
-            value: b.to_string(),
-            reason: format!("x {:?} must have between 1 and {MAX_BATCH} rows", x.shape()),
+            detail: format!(
+                "inner dimensions differ: w [{}, {}] ({}) has {} columns, x has rows of {}",
+                w.rows(),
+                w.cols(),
+                w.quant_type(),
+                w.cols(),
+                x.cols
+            ),
         });
     }
     check_out(op, "out", out, b, w.rows())?;
@@ -98,7 +265,9 @@ fn gemv_q_tuned(
     if let Some(r) = epilogue.residual {
         check_out(op, "residual", r, b, w.rows())?;
     }
-    let inputs: Vec<&Tensor> = [Some(x), Some(w.data()), epilogue.bias].into_iter().flatten().collect();
+    let mut inputs = x.tensors();
+    inputs.push(w.data());
+    inputs.extend(epilogue.bias);
     if inputs.iter().any(|t| out.same_storage(t)) {
         return Err(KernelError::Argument {
             op,
@@ -110,13 +279,7 @@ fn gemv_q_tuned(
     let mut all = inputs.clone();
     all.push(out);
     all.extend(epilogue.residual);
-    match common_backend(op, &all)? {
-        Backend::Cpu => {
-            cpu_gemv(w, x, b, epilogue, out);
-            Ok(())
-        }
-        Backend::Gpu(ctx) => gpu::gemv(&ctx, w, x, b, epilogue, out, kernel, tune),
-    }
+    common_backend(op, &all)
 }
 
 /// `x · Wᵀ` for `x [.., cols]` (any number of rows) into a new f32 tensor `[.., rows]`.
@@ -472,6 +635,7 @@ fn reference_par(wv: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
 pub(crate) mod gpu {
     use super::*;
     use crate::gpu::{Dispatch, GpuContext, Workgroups};
+    use crate::ops::norm::RmsNormVariant;
     use crate::ops::to_u32;
 
     crate::kernel_source!(QGEMV_X, "qgemv_x");
@@ -479,19 +643,21 @@ pub(crate) mod gpu {
     crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
 
-    const F_BIAS: u32 = 1;
+    const F_BIAS0: u32 = 1;
     const F_RES: u32 = 8;
     const F_ACCUM: u32 = 16;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
     pub(super) struct GemvParams {
-        rows: u32,
+        rows: [u32; 4],
+        scale_base: [u32; 4],
         row_blocks: u32,
         units: u32,
-        scale_base: u32,
         x_groups: u32,
         flags: u32,
+        groups0: u32,
+        groups01: u32,
         n_groups: u32,
         _pad: u32,
     }
@@ -500,7 +666,8 @@ pub(crate) mod gpu {
     #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
     pub(super) struct QuantizeXParams {
         blocks: u32,
-        _pad: [u32; 3],
+        eps: f32,
+        _pad: [u32; 2],
     }
 
     #[repr(C)]
@@ -554,18 +721,29 @@ pub(crate) mod gpu {
         to_u32(op, "weight words", w.scales_offset() / 4)
     }
 
+    /// One weight matrix of a GPU GEMV dispatch, with its bias and output.
+    pub struct Part<'a> {
+        pub w: &'a QuantTensor,
+        pub bias: Option<&'a Tensor>,
+        pub out: &'a Tensor,
+    }
+
+    /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
+    /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
+    /// matrix. The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
-        w: &QuantTensor,
-        x: &Tensor,
+        parts: &[Part<'_>],
+        (xq, xs): (&Tensor, &Tensor),
         b: usize,
-        epilogue: GemvEpilogue<'_>,
-        out: &Tensor,
+        residual: Option<&Tensor>,
+        gated: Option<GatedAct>,
         kernel: QGemvKernel,
         tune: Option<Tune>,
     ) -> Result<()> {
         let op = "gemv_q";
+        debug_assert!((1..=3).contains(&parts.len()) && (gated.is_none() || parts.len() == 2));
         let subgroup = match kernel {
             QGemvKernel::Auto => ctx.has_subgroups(),
             QGemvKernel::Workgroup => false,
@@ -574,24 +752,32 @@ pub(crate) mod gpu {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
-        let tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w, b));
-        let tune = Tune { wg: tune.wg.clamp(32, 256).next_power_of_two().min(256), rows: tune.rows.clamp(1, 4) };
+        let w = parts[0].w;
+        let mut tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w, b));
+        tune.wg = tune.wg.clamp(32, 256).next_power_of_two().min(256);
+        // GATED: an even number of slots, half gate rows and half up rows.
+        tune.rows = if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { tune.rows.clamp(1, 4) };
+        let rows_per_matrix = if gated.is_some() { tune.rows / 2 } else { tune.rows } as usize;
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
             let g = t.gpu_buffer().expect("GPU tensor");
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let (xq, xs) = quantize_x(ctx, x)?;
-        let (xqb, xsb, wb, yb) = (buf(&xq)?, buf(&xs)?, buf(w.data())?, buf(out)?);
-        let bias = epilogue.bias.map(buf).transpose()?;
-        let (res, accumulate) = match epilogue.residual {
-            Some(r) if r.same_storage(out) => (None, true),
+        let (xqb, xsb) = (buf(xq)?, buf(xs)?);
+        let ws: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.w.data())).collect::<Result<_>>()?;
+        let ys: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.out)).collect::<Result<_>>()?;
+        let biases: Vec<Option<wgpu::Buffer>> =
+            parts.iter().map(|p| p.bias.map(buf).transpose()).collect::<Result<_>>()?;
+        let (res, accumulate) = match residual {
+            Some(r) if r.same_storage(parts[0].out) => (None, true),
             Some(r) => (Some(buf(r)?), false),
             None => (None, false),
         };
         let mut flags = 0;
-        if bias.is_some() {
-            flags |= F_BIAS;
+        for (m, bias) in biases.iter().enumerate() {
+            if bias.is_some() {
+                flags |= F_BIAS0 << m;
+            }
         }
         if res.is_some() {
             flags |= F_RES;
@@ -599,16 +785,33 @@ pub(crate) mod gpu {
         if accumulate {
             flags |= F_ACCUM;
         }
-        to_u32(op, "x elements", x.numel())?;
-        to_u32(op, "output elements", out.numel())?;
-        let n_groups = to_u32(op, "workgroups", w.rows().div_ceil(tune.rows as usize))?;
+        let mut rows = [0u32; 4];
+        let mut scale_base = [0u32; 4];
+        let mut groups = [0u32; 3];
+        for (k, p) in parts.iter().enumerate() {
+            to_u32(op, "output elements", p.out.numel())?;
+            rows[k] = to_u32(op, "rows", p.w.rows())?;
+            scale_base[k] = self::scale_base(op, p.w)?;
+            groups[k] = to_u32(op, "workgroups", p.w.rows().div_ceil(rows_per_matrix))?;
+        }
+        if gated.is_some() {
+            groups[1] = 0;
+        }
+        let n_groups = groups.iter().try_fold(0u32, |a, &g| a.checked_add(g)).ok_or(KernelError::Argument {
+            op,
+            name: "workgroups",
+            value: format!("{groups:?}"),
+            reason: "more than 2^32 workgroups".into(),
+        })?;
         let params = GemvParams {
-            rows: to_u32(op, "rows", w.rows())?,
+            rows,
+            scale_base,
             row_blocks: to_u32(op, "blocks per row", w.row_blocks())?,
             units: to_u32(op, "units per row", units(w))?,
-            scale_base: scale_base(op, w)?,
             x_groups: to_u32(op, "cols", w.cols() / 16)?,
             flags,
+            groups0: groups[0],
+            groups01: groups[0] + groups[1],
             n_groups,
             _pad: 0,
         };
@@ -618,7 +821,7 @@ pub(crate) mod gpu {
         } else {
             tune.wg
         };
-        let bias_dt = epilogue.bias.map_or(DType::F32, |t| t.dtype());
+        let bias_dt = parts.iter().find_map(|p| p.bias).map_or(DType::F32, |t| t.dtype());
         let constants = [
             ("QTYPE", w.quant_type().wgsl_code()),
             ("WG", tune.wg as f64),
@@ -626,8 +829,30 @@ pub(crate) mod gpu {
             ("BATCH", b as f64),
             ("RED_LEN", red_len as f64),
             ("BIAS_DT", bias_dt.wgsl_code()),
+            ("PARTS", parts.len() as f64),
+            ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
+            ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
         ];
-        let buffers = [&xqb, &xsb, &wb, &wb, bias.as_ref().unwrap_or(&xsb), res.as_ref().unwrap_or(&xsb), &yb];
+        let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
+        let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xsb);
+        let y_at = |k: usize| ys.get(k).unwrap_or(&ys[0]);
+        let buffers = [
+            &xqb,
+            &xsb,
+            w_at(0),
+            w_at(0),
+            w_at(1),
+            w_at(1),
+            w_at(2),
+            w_at(2),
+            bias_at(0),
+            bias_at(1),
+            bias_at(2),
+            res.as_ref().unwrap_or(&xsb),
+            y_at(0),
+            y_at(1),
+            y_at(2),
+        ];
         ctx.dispatch(Dispatch {
             kernel: if subgroup { &QGEMV_SUBGROUP } else { &QGEMV },
             entry: "main",
@@ -638,22 +863,40 @@ pub(crate) mod gpu {
         })
     }
 
-    /// x [.., cols] as integers for the GEMV (kernels/qgemv_x.wgsl): two signed bytes per value (`xq`, u32
-    /// words) and (d/256, Σ first 16, Σ last 16, 0) per 32 values (`xs`).
-    fn quantize_x(ctx: &GpuContext, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// x [b, cols] (or rmsnorm(x)) as integers for the GEMV (kernels/qgemv_x.wgsl): two signed bytes per
+    /// value (`xq`, u32 words) and (d/256, Σ first 16, Σ last 16, 0) per 32 values (`xs`).
+    pub(super) fn quantize_x(
+        ctx: &GpuContext,
+        x: &Tensor,
+        b: usize,
+        cols: usize,
+        norm: Option<InputNorm<'_>>,
+    ) -> Result<(Tensor, Tensor)> {
         let op = "gemv_q";
-        let blocks = x.numel() / 32;
+        let blocks = b * cols / 32;
         let xq = Tensor::uninit(&x.backend(), op, &[blocks * 16], DType::U32)?;
         let xs = Tensor::uninit(&x.backend(), op, &[blocks * 4], DType::F32)?;
-        let params = QuantizeXParams { blocks: to_u32(op, "x blocks", blocks)?, _pad: [0; 3] };
+        let params = QuantizeXParams {
+            blocks: to_u32(op, "x blocks", cols / 32)?,
+            eps: norm.map_or(0.0, |n| n.eps),
+            _pad: [0; 2],
+        };
         let raw = |t: &Tensor| t.gpu_buffer().expect("GPU tensor").raw().clone();
+        let mode = match norm.map(|n| n.variant) {
+            None => 0.0,
+            Some(RmsNormVariant::Standard) => 1.0,
+            Some(RmsNormVariant::Gemma) => 2.0,
+        };
+        let nw_dt = norm.map_or(DType::F32, |n| n.weight.dtype());
+        let xb = raw(x);
+        let nwb = norm.map_or_else(|| xb.clone(), |n| raw(n.weight));
         ctx.dispatch(Dispatch {
             kernel: &QGEMV_X,
             entry: "main",
-            constants: &[],
+            constants: &[("NORM", mode), ("NW_DT", nw_dt.wgsl_code())],
             params: Some(bytemuck::bytes_of(&params)),
-            buffers: &[&raw(x), &raw(&xq), &raw(&xs)],
-            workgroups: Workgroups::Linear(params.blocks.div_ceil(64)),
+            buffers: &[&xb, &nwb, &raw(&xq), &raw(&xs)],
+            workgroups: Workgroups::Linear(b as u32),
         })?;
         Ok((xq, xs))
     }
@@ -672,7 +915,6 @@ pub(crate) mod gpu {
     pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tensor) -> Result<()> {
         let op = "gemm_q";
         let params = matmul_params(op, w, m)?;
-        to_u32(op, "x elements", x.numel())?;
         to_u32(op, "output elements", out.numel())?;
         let bufs = [x, w.data(), out].map(|t| t.gpu_buffer().expect("GPU tensor"));
         for g in &bufs {
@@ -712,6 +954,7 @@ pub(crate) mod gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::norm::RmsNormVariant;
     use crate::testing::{Rng, Tolerance, assert_close, test_backends, test_gpu};
 
     fn quantized(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (QuantTensor, Vec<f32>) {
@@ -807,7 +1050,15 @@ mod tests {
                     {
                         let tune = tune.map(|(wg, rows)| gpu::Tune { wg, rows });
                         let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
-                        gemv_q_tuned(&wd, &xd, GemvEpilogue::default(), &out, kernel, tune).unwrap();
+                        gemv_q_tuned(
+                            &wd,
+                            &GemvInput::new(&xd, None).unwrap(),
+                            GemvEpilogue::default(),
+                            &out,
+                            kernel,
+                            tune,
+                        )
+                        .unwrap();
                         let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?}");
                         assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
                     }
@@ -831,7 +1082,6 @@ mod tests {
             for (k, blk) in xv.chunks_mut(32).enumerate() {
                 blk.iter_mut().for_each(|v| *v *= [1.0, 1e-3, 30.0, 0.0][k % 4]);
             }
-            let want = reference(&wv, rows, cols, &xv);
             let got = gemv_q(
                 &w.to_backend(&gpu).unwrap(),
                 &Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap(),
@@ -840,20 +1090,131 @@ mod tests {
             .unwrap()
             .to_f32_vec()
             .unwrap();
-            let f32_tol = tolerance(cols);
-            for r in 0..b {
-                let x = &xv[r * cols..][..cols];
-                let max_err: Vec<f64> =
-                    x.chunks(32).map(|blk| blk.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 2.0).collect();
-                for o in 0..rows {
-                    let bound: f64 =
-                        wv[o * cols..][..cols].iter().enumerate().map(|(i, w)| w.abs() as f64 * max_err[i / 32]).sum();
-                    let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
-                    let allowed = 1.001 * bound + f32_tol.atol + f32_tol.rtol * e.abs();
-                    assert!(
-                        (g - e).abs() <= allowed,
-                        "gemv_q {ty} row {o} of x {r}: got {g}, want {e}, allowed {allowed}"
+            assert_within_activation_bound(&format!("gemv_q {ty}"), &got, &wv, rows, &xv);
+        }
+    }
+
+    /// `got` (GPU, `[b, rows]`) is within the two-byte activations' error bound of `x · Wᵀ`.
+    fn assert_within_activation_bound(name: &str, got: &[f32], wv: &[f32], rows: usize, xv: &[f32]) {
+        let cols = wv.len() / rows;
+        let want = reference(wv, rows, cols, xv);
+        let f32_tol = tolerance(cols);
+        for (r, x) in xv.chunks(cols).enumerate() {
+            let max_err: Vec<f64> =
+                x.chunks(32).map(|blk| blk.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 256.0).collect();
+            for o in 0..rows {
+                let bound: f64 =
+                    wv[o * cols..][..cols].iter().enumerate().map(|(i, w)| w.abs() as f64 * max_err[i / 32]).sum();
+                let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
+                let allowed = 1.001 * bound + f32_tol.atol + f32_tol.rtol * e.abs();
+                assert!((g - e).abs() <= allowed, "{name} row {o} of x {r}: got {g}, want {e}, allowed {allowed}");
+            }
+        }
+    }
+
+    /// A prepared input with the RMSNorm fused in equals the norm then the GEMV: exactly so on the CPU
+    /// (that is what it runs), within the activation bound of the normalised x on the GPU; one input
+    /// serves several GEMVs.
+    #[test]
+    fn normed_input_matches_the_norm_then_the_gemv() {
+        let mut rng = Rng::new(27);
+        let (cols, b, eps) = (512, 3, 1e-5f32);
+        let xv = rng.vec(b * cols, -2.0, 2.0);
+        let nw = rng.vec(cols, 0.5, 1.5);
+        let weights = [QuantType::Q4K, QuantType::Q8_0].map(|ty| quantized(&mut rng, ty, 7, cols));
+        for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
+            for backend in test_backends() {
+                let x = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
+                let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
+                // The reference normalises with the bf16-rounded weight, in f64.
+                let g: Vec<f64> = weight
+                    .to_f32_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|&w| if variant == RmsNormVariant::Gemma { 1.0 + w as f64 } else { w as f64 })
+                    .collect();
+                let xn: Vec<f32> = xv
+                    .chunks(cols)
+                    .flat_map(|row| {
+                        let s = 1.0
+                            / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64 + eps as f64).sqrt();
+                        row.iter().zip(&g).map(move |(&v, &g)| (v as f64 * s * g) as f32)
+                    })
+                    .collect();
+                let input = GemvInput::new(&x, Some(InputNorm { weight: &weight, eps, variant })).unwrap();
+                for (w, wv) in &weights {
+                    let got = gemv_q_input(&w.to_backend(&backend).unwrap(), &input, GemvEpilogue::default())
+                        .unwrap()
+                        .to_f32_vec()
+                        .unwrap();
+                    let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
+                    if backend.is_gpu() {
+                        assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
+                    } else {
+                        assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Q, K and V in one dispatch (rows that do not divide the workgroups' rows, biases on two of them), a
+    /// mixed-type set that falls back to one GEMV each, and the gated MLP half for both activations.
+    #[test]
+    fn multi_and_gated_gemvs_match_the_reference() {
+        let mut rng = Rng::new(28);
+        let cols = 256;
+        for b in [1, 3] {
+            let xv = exact_activations(&mut rng, b * cols);
+            let mats: Vec<(QuantTensor, Vec<f32>)> = [(QuantType::Q4K, 37), (QuantType::Q4K, 9), (QuantType::Q4K, 13)]
+                .into_iter()
+                .map(|(ty, rows)| quantized(&mut rng, ty, rows, cols))
+                .collect();
+            let (q6, q6v) = quantized(&mut rng, QuantType::Q6K, 9, cols);
+            let biases = [Some(rng.vec(37, -1.0, 1.0)), None, Some(rng.vec(13, -1.0, 1.0))];
+            let gate_up: Vec<(QuantTensor, Vec<f32>)> =
+                (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
+            for backend in test_backends() {
+                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+                let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
+                let ws: Vec<QuantTensor> = mats.iter().map(|(w, _)| on(w)).collect();
+                let bs: Vec<Option<Tensor>> = biases
+                    .iter()
+                    .map(|b| b.as_ref().map(|v| Tensor::from_f32(&backend, v, &[v.len()], DType::F16).unwrap()))
+                    .collect();
+                let want = |wv: &[f32], rows: usize, bias: Option<&Tensor>| -> Vec<f64> {
+                    let bias = bias.map(|t| t.to_f32_vec().unwrap());
+                    reference(wv, rows, cols, &xv)
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v + bias.as_ref().map_or(0.0, |bv| bv[i % rows] as f64))
+                        .collect()
+                };
+                let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
+                    ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
+                let outs = gemv_q_multi(&x, &parts).unwrap();
+                for (k, out) in outs.iter().enumerate() {
+                    assert_eq!(out.shape(), &[b, mats[k].0.rows()]);
+                    let name = format!("gemv_q_multi part {k} b={b} on {}", backend.name());
+                    assert_close(
+                        &name,
+                        &out.to_f32_vec().unwrap(),
+                        &want(&mats[k].1, mats[k].0.rows(), bs[k].as_ref()),
+                        tolerance(cols),
                     );
+                }
+                let q6d = on(&q6);
+                let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
+                let name = format!("gemv_q_multi mixed b={b} on {}", backend.name());
+                assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
+                let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
+                let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
+                for act in [GatedAct::Silu, GatedAct::GeluTanh] {
+                    let got = gemv_q_gated(&x, &g, &u, act).unwrap();
+                    assert_eq!(got.shape(), &[b, 11]);
+                    let want: Vec<f64> = gr.iter().zip(&ur).map(|(&g, &u)| act.apply(g as f32) as f64 * u).collect();
+                    let name = format!("gemv_q_gated {act:?} b={b} on {}", backend.name());
+                    assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols).scaled(4.0));
                 }
             }
         }

@@ -15,6 +15,7 @@ use torchless_kernels::ops::attention::{self, AttentionOptions};
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
+use torchless_kernels::ops::qmatmul::{self, GemvInput};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
 use torchless_kernels::{Backend, DType, Tensor};
 
@@ -347,6 +348,13 @@ fn round_to(v: f32, dtype: DType) -> f32 {
 }
 
 impl Llama {
+    fn gated_act(&self) -> GatedAct {
+        match self.config.activation {
+            Activation::Silu => GatedAct::Silu,
+            Activation::GeluTanh => GatedAct::GeluTanh,
+        }
+    }
+
     fn input_norm<'a>(&self, weight: &'a Tensor) -> InputNorm<'a> {
         InputNorm { weight, eps: self.config.norm_eps, variant: self.variant() }
     }
@@ -366,6 +374,16 @@ impl Llama {
             let mut next = || out.next().expect("one output per part");
             return Ok([next(), next(), next()]);
         }
+        if x.rows_cols().0 <= gemv::MAX_BATCH
+            && let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv)
+        {
+            // Quantized: the norm and the activations' quantization in one pass, then one GEMV dispatch.
+            let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
+            let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
+            let mut out = qmatmul::gemv_q_multi(&input, &parts)?.into_iter();
+            let mut next = || out.next().expect("one output per part");
+            return Ok([next(), next(), next()]);
+        }
         let h = self.norm(x, &l.attn_norm)?;
         Ok([l.wq.forward(&h, l.bq.as_ref())?, l.wk.forward(&h, l.bk.as_ref())?, l.wv.forward(&h, l.bv.as_ref())?])
     }
@@ -376,11 +394,13 @@ impl Llama {
         if x.rows_cols().0 <= gemv::MAX_BATCH
             && let (Some(w_gate), Some(w_up)) = (l.w_gate.as_dense(), l.w_up.as_dense())
         {
-            let act = match self.config.activation {
-                Activation::Silu => GatedAct::Silu,
-                Activation::GeluTanh => GatedAct::GeluTanh,
-            };
-            return Ok(gemv::gemv_gated_normed(w_gate, w_up, x, self.input_norm(&l.mlp_norm), act)?);
+            return Ok(gemv::gemv_gated_normed(w_gate, w_up, x, self.input_norm(&l.mlp_norm), self.gated_act())?);
+        }
+        if x.rows_cols().0 <= gemv::MAX_BATCH
+            && let (Linear::Quant(w_gate), Linear::Quant(w_up)) = (&l.w_gate, &l.w_up)
+        {
+            let input = GemvInput::new(x, Some(self.input_norm(&l.mlp_norm)))?;
+            return Ok(qmatmul::gemv_q_gated(&input, w_gate, w_up, self.gated_act())?);
         }
         let h = self.norm(x, &l.mlp_norm)?;
         let (g, u) = (l.w_gate.forward(&h, None)?, l.w_up.forward(&h, None)?);
