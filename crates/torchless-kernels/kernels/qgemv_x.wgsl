@@ -5,8 +5,8 @@
 // The sums of the float values of each half block go with it, for the weight formats' offsets (b·Σx),
 // which are exact.
 // With NORM, x is first RMS-normalised (x·w / sqrt(mean(x²) + eps), or x·(1 + w) for Gemma), so that the
-// norm before a layer's GEMVs costs no dispatch of its own. One workgroup per row of x, one thread per block
-// of 32.
+// norm before a layer's GEMVs costs no dispatch of its own. One thread per block of 32; with NORM one
+// workgroup per row of x, which first sums the row's squares.
 
 // 0: x as it is; 1: rmsnorm(x)·w; 2: rmsnorm(x)·(1 + w) (Gemma).
 override NORM: u32 = 0u;
@@ -18,8 +18,9 @@ struct Params {
     // Blocks of 32 values per row of x.
     blocks: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // Blocks in all of x.
+    total_blocks: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -76,53 +77,62 @@ fn store_group(g: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32
     xq[2u * g + 1u] = vec4<u32>(s0.y, s1.y, s2.y, s3.y);
 }
 
-// Value vector k (0..7) of block b of this row, normalised where NORM asks.
-fn value(row_vec: u32, b: u32, k: u32, scale: f32) -> vec4<f32> {
-    let v = x[row_vec + 8u * b + k];
+// Value vector k (0..7) of block blk of x, block b of its row, normalised (times `scale`) where NORM asks.
+fn value(blk: u32, b: u32, k: u32, scale: f32) -> vec4<f32> {
+    let v = x[8u * blk + k];
     if (NORM > 0u) {
         return v * norm4(32u * b + 4u * k) * scale;
     }
     return v;
 }
 
+// Block blk of x (block b of its row) as bytes, scale and sums.
+fn quantize_block(blk: u32, b: u32, scale: f32) {
+    let v0 = value(blk, b, 0u, scale);
+    let v1 = value(blk, b, 1u, scale);
+    let v2 = value(blk, b, 2u, scale);
+    let v3 = value(blk, b, 3u, scale);
+    let v4 = value(blk, b, 4u, scale);
+    let v5 = value(blk, b, 5u, scale);
+    let v6 = value(blk, b, 6u, scale);
+    let v7 = value(blk, b, 7u, scale);
+    let amax = max(max(max(amax4(v0), amax4(v1)), max(amax4(v2), amax4(v3))),
+                   max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
+    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
+    d_ = amax / 127.0;
+    store_group(2u * blk, v0, v1, v2, v3);
+    store_group(2u * blk + 1u, v4, v5, v6, v7);
+    xs[blk] = vec4<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3), hsum(v4 + v5 + v6 + v7), 0.0);
+}
+
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    if (NORM == 0u) {
+        let blk = linear_group_id(wid, nwg) * WG + li;
+        if (blk < p.total_blocks) {
+            quantize_block(blk, 0u, 1.0);
+        }
+        return;
+    }
     let row = wid.x;
     let nb = p.blocks;
     let row_vec = row * 8u * nb;
-    var scale = 1.0;
-    if (NORM > 0u) {
-        var ss = 0.0;
-        for (var k = li; k < 8u * nb; k += WG) {
-            let v = x[row_vec + k];
-            ss += dot(v, v);
-        }
-        red[li] = ss;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if (li < s) {
-                red[li] += red[li + s];
-            }
-            workgroupBarrier();
-        }
-        scale = inverseSqrt(red[0] / f32(32u * nb) + p.eps);
+    var ss = 0.0;
+    for (var k = li; k < 8u * nb; k += WG) {
+        let v = x[row_vec + k];
+        ss += dot(v, v);
     }
+    red[li] = ss;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    let scale = inverseSqrt(red[0] / f32(32u * nb) + p.eps);
     for (var b = li; b < nb; b += WG) {
-        let v0 = value(row_vec, b, 0u, scale);
-        let v1 = value(row_vec, b, 1u, scale);
-        let v2 = value(row_vec, b, 2u, scale);
-        let v3 = value(row_vec, b, 3u, scale);
-        let v4 = value(row_vec, b, 4u, scale);
-        let v5 = value(row_vec, b, 5u, scale);
-        let v6 = value(row_vec, b, 6u, scale);
-        let v7 = value(row_vec, b, 7u, scale);
-        let amax = max(max(max(amax4(v0), amax4(v1)), max(amax4(v2), amax4(v3))),
-                       max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
-        inv_ = select(0.0, 127.0 / amax, amax > 0.0);
-        d_ = amax / 127.0;
-        let blk = row * nb + b;
-        store_group(2u * blk, v0, v1, v2, v3);
-        store_group(2u * blk + 1u, v4, v5, v6, v7);
-        xs[blk] = vec4<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3), hsum(v4 + v5 + v6 + v7), 0.0);
+        quantize_block(row * nb + b, b, scale);
     }
 }

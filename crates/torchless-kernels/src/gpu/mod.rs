@@ -38,6 +38,20 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
 
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
+/// A bind group's identity: the pipeline, the parameters' place in the arena and the storage buffers.
+/// Decode records the same launches on the same buffers token after token (weights, and activations from
+/// the pool, which hands buffers out in the same order), so most bind groups are found here instead of
+/// being built again: building one is a large part of a launch's host cost.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    params: Option<(u64, u64)>,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+/// Bind groups kept at most; past it the cache starts over (it holds its buffers alive).
+const MAX_BIND_GROUPS: usize = 8192;
+
 pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -47,6 +61,7 @@ pub struct GpuContext {
     cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     pool: Mutex<BufferPool>,
     batch: Mutex<Batch>,
     /// The first error wgpu reported outside an error scope; returned by the next flush.
@@ -116,13 +131,21 @@ impl GpuBuffer {
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take()
-            && self.pooled
-        {
-            self.ctx.release(buffer);
+        match self.buffer.take() {
+            Some(buffer) if self.pooled => self.ctx.release(buffer),
+            // Cached bind groups hold their buffers: a large one (weights of a model being dropped) is
+            // freed only once they are gone. Small ones (token ids) may wait for the cache to turn over.
+            Some(buffer) if buffer.size() >= FORGET_BIND_GROUPS_BYTES => {
+                drop(buffer);
+                self.ctx.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+            _ => {}
         }
     }
 }
+
+/// Dropping an unpooled buffer at least this large clears the bind-group cache.
+const FORGET_BIND_GROUPS_BYTES: u64 = 1 << 20;
 
 impl GpuContext {
     /// Opens the best adapter the preference allows: discrete before integrated before software.
@@ -185,6 +208,7 @@ impl GpuContext {
             cooperative_matrices,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            bind_groups: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
             batch: Mutex::new(Batch { encoder: None, pass: None, params: Vec::new(), arena, profiler: None }),
             device_error,
@@ -324,6 +348,7 @@ impl GpuContext {
 
     /// Frees every cached buffer of the pool.
     pub fn trim_pool(&self) {
+        self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
@@ -400,29 +425,50 @@ impl GpuContext {
         if batch.params.len() as u64 + need > PARAM_ARENA_BYTES {
             self.submit_locked(&mut batch)?;
         }
-        let layout = pipeline.get_bind_group_layout(0);
-        let mut entries = Vec::with_capacity(d.buffers.len() + 1);
+        let mut params_at = None;
         if let Some(params) = d.params {
             let offset = batch.params.len() as u64;
             batch.params.extend_from_slice(params);
             batch.params.resize((offset + need) as usize, 0);
-            entries.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &batch.arena,
-                    offset,
-                    size: wgpu::BufferSize::new(params.len() as u64),
-                }),
-            });
+            params_at = Some((offset, params.len() as u64));
         }
-        for (i, b) in d.buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(d.entry),
-            layout: &layout,
-            entries: &entries,
-        });
+        let key = BindKey {
+            pipeline: pipeline.clone(),
+            params: params_at,
+            buffers: d.buffers.iter().map(|&b| b.clone()).collect(),
+        };
+        let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+        let bind_group = match cache.get(&key) {
+            Some(g) => g.clone(),
+            None => {
+                let layout = pipeline.get_bind_group_layout(0);
+                let mut entries = Vec::with_capacity(d.buffers.len() + 1);
+                if let Some((offset, size)) = params_at {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &batch.arena,
+                            offset,
+                            size: wgpu::BufferSize::new(size),
+                        }),
+                    });
+                }
+                for (i, b) in d.buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                }
+                let g = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(d.entry),
+                    layout: &layout,
+                    entries: &entries,
+                });
+                if cache.len() >= MAX_BIND_GROUPS {
+                    cache.clear();
+                }
+                cache.insert(key, g.clone());
+                g
+            }
+        };
+        drop(cache);
         let [x, y, z] = d.workgroups.grid();
         let max = self.limits.max_compute_workgroups_per_dimension;
         if x > max || y > max || z > max {

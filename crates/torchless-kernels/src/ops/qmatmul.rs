@@ -667,7 +667,8 @@ pub(crate) mod gpu {
     pub(super) struct QuantizeXParams {
         blocks: u32,
         eps: f32,
-        _pad: [u32; 2],
+        total_blocks: u32,
+        _pad: u32,
     }
 
     #[repr(C)]
@@ -696,12 +697,14 @@ pub(crate) mod gpu {
         }
     }
 
-    /// About two units per thread (32..=128 threads); two rows per workgroup for one row of x, four once
-    /// several rows of x share each weight load; fewer when there would be under 2048 workgroups.
-    pub fn auto_tune(w: &QuantTensor, batch: usize) -> Tune {
-        let wg = (units(w) / 2).next_power_of_two().clamp(32, 128) as u32;
-        let mut rows: u32 = if batch == 1 { 2 } else { 4 };
-        while rows > 1 && w.rows().div_ceil(rows as usize) < 2048 {
+    /// About four units per thread (32..=128 threads) and four rows per workgroup sharing each load of x;
+    /// fewer rows when there would be under 512 workgroups. The H200 sweep of
+    /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the best shape
+    /// for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336.
+    pub fn auto_tune(w: &QuantTensor) -> Tune {
+        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
+        let mut rows: u32 = 4;
+        while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
         Tune { wg, rows }
@@ -753,7 +756,7 @@ pub(crate) mod gpu {
             }
         };
         let w = parts[0].w;
-        let mut tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w, b));
+        let mut tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w));
         tune.wg = tune.wg.clamp(32, 256).next_power_of_two().min(256);
         // GATED: an even number of slots, half gate rows and half up rows.
         tune.rows = if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { tune.rows.clamp(1, 4) };
@@ -879,8 +882,11 @@ pub(crate) mod gpu {
         let params = QuantizeXParams {
             blocks: to_u32(op, "x blocks", cols / 32)?,
             eps: norm.map_or(0.0, |n| n.eps),
-            _pad: [0; 2],
+            total_blocks: to_u32(op, "x blocks", blocks)?,
+            _pad: 0,
         };
+        // A workgroup per row with the norm (it sums the row's squares first), else a thread per block.
+        let workgroups = if norm.is_some() { b as u32 } else { params.total_blocks.div_ceil(256) };
         let raw = |t: &Tensor| t.gpu_buffer().expect("GPU tensor").raw().clone();
         let mode = match norm.map(|n| n.variant) {
             None => 0.0,
@@ -896,7 +902,7 @@ pub(crate) mod gpu {
             constants: &[("NORM", mode), ("NW_DT", nw_dt.wgsl_code())],
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &[&xb, &nwb, &raw(&xq), &raw(&xs)],
-            workgroups: Workgroups::Linear(b as u32),
+            workgroups: Workgroups::Linear(workgroups),
         })?;
         Ok((xq, xs))
     }
