@@ -140,6 +140,16 @@ impl Backend {
             Backend::Gpu(ctx) => ctx.flush(),
         }
     }
+
+    /// Submits recorded work (without waiting) once enough launches are waiting to be worth a submission:
+    /// a model calls it after each layer, so that the device starts early without paying a submission
+    /// for every few launches.
+    pub fn flush_some(&self) -> Result<()> {
+        match self {
+            Backend::Cpu => Ok(()),
+            Backend::Gpu(ctx) => ctx.flush_some(),
+        }
+    }
 }
 
 /// Opens the backend asked for (after the `TORCHLESS_BACKEND` override). `Auto` falls back to the CPU

@@ -27,6 +27,9 @@ use pool::{BufferPool, size_class};
 pub const BUFFER_ALIGN: u64 = 16;
 /// Bytes of the per-batch parameter arena; when it fills, the batch is submitted and a new one begins.
 const PARAM_ARENA_BYTES: u64 = 256 * 1024;
+
+/// Launches [`GpuContext::flush_some`] lets wait before it submits (each submission has a fixed host cost).
+const SUBMIT_MIN_LAUNCHES: u32 = 48;
 /// The largest workgroup count in one dimension that every adapter accepts.
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
@@ -70,6 +73,8 @@ pub struct GpuContext {
 
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
+    /// Launches recorded since the last submission.
+    launches: u32,
     pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     arena: wgpu::Buffer,
@@ -210,7 +215,14 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
-            batch: Mutex::new(Batch { encoder: None, pass: None, params: Vec::new(), arena, profiler: None }),
+            batch: Mutex::new(Batch {
+                encoder: None,
+                launches: 0,
+                pass: None,
+                params: Vec::new(),
+                arena,
+                profiler: None,
+            }),
             device_error,
         })
     }
@@ -469,6 +481,7 @@ impl GpuContext {
             }
         };
         drop(cache);
+        batch.launches += 1;
         let [x, y, z] = d.workgroups.grid();
         let max = self.limits.max_compute_workgroups_per_dimension;
         if x > max || y > max || z > max {
@@ -548,6 +561,15 @@ impl GpuContext {
         Ok(())
     }
 
+    /// [`flush`](Self::flush) once at least [`SUBMIT_MIN_LAUNCHES`] launches are waiting.
+    pub fn flush_some(&self) -> Result<()> {
+        let mut batch = self.lock_batch();
+        if batch.launches < SUBMIT_MIN_LAUNCHES {
+            return Ok(());
+        }
+        self.submit_locked(&mut batch).map(|_| ())
+    }
+
     /// Submits the recorded batch without waiting for it.
     pub fn flush(&self) -> Result<()> {
         let mut batch = self.lock_batch();
@@ -556,6 +578,7 @@ impl GpuContext {
 
     fn submit_locked(&self, batch: &mut Batch) -> Result<Option<wgpu::SubmissionIndex>> {
         batch.pass = None;
+        batch.launches = 0;
         let index = match batch.encoder.take() {
             Some(mut encoder) => {
                 if !batch.params.is_empty() {

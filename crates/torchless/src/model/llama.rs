@@ -320,9 +320,9 @@ impl Llama {
                     x
                 }
             };
-            // Submit each layer as soon as it is recorded (without waiting), so the device runs it
-            // while the host records the next one.
-            self.backend.flush()?;
+            // Submit layers as they are recorded (without waiting, a few at a time), so the device runs
+            // them while the host records the next ones.
+            self.backend.flush_some()?;
         }
 
         let x = logit_rows(x, n, which)?;

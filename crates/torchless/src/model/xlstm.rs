@@ -492,8 +492,9 @@ impl Xlstm {
             // Feed-forward: x += Wdown·(silu(h·Wgate) ⊙ h·Wup), h = norm(x).
             let g = self.normed_swiglu(&x, block)?;
             linear_add_into(&g, &block.w_down, &x)?;
-            // Submit each block as soon as it is recorded, so the device runs it while the host records the next.
-            self.backend.flush()?;
+            // Submit blocks as they are recorded (a few at a time), so the device runs them while the host
+            // records the next ones.
+            self.backend.flush_some()?;
         }
 
         let x = logit_rows(x, n, which)?;
