@@ -29,7 +29,7 @@ pub const BUFFER_ALIGN: u64 = 16;
 const PARAM_ARENA_BYTES: u64 = 256 * 1024;
 
 /// Launches [`GpuContext::flush_some`] lets wait before it submits (each submission has a fixed host cost).
-const SUBMIT_MIN_LAUNCHES: u32 = 48;
+const SUBMIT_MIN_LAUNCHES: u32 = 64;
 /// The largest workgroup count in one dimension that every adapter accepts.
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
