@@ -6,12 +6,13 @@
 // (b * S + t) * NH + h of q, k, v, the gates and h.
 //
 // Race freedom: a state element is read and written by one invocation only, or its writer is separated
-// from every reader by a barrier. The step runs one workgroup per head, so the new m, the gates and the
-// denominator are formed in workgroup memory before any thread uses them; m is read and written by
-// invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them.
+// from every reader by a barrier or a dispatch boundary. mlstm_step runs one workgroup per head, so the new
+// m, the gates and the denominator are formed in workgroup memory before any thread uses them; m is read
+// and written by invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them. mlstm_step4
+// splits a head's columns over workgroups that only read n and m; mlstm_step4_state writes them after.
 
 override WG: u32 = 256u;      // threads per workgroup (a power of two)
-override TC: u32 = 32u;       // step: columns of C per pass (a power of two dividing WG); chunk_out: WG / 8
+override TC: u32 = 32u;       // step: columns of C per pass (step4: per workgroup; a power of two dividing WG); chunk_out: WG / 8
 override HAS_W: bool = false; // layer norm: weight
 override HAS_B: bool = false; // layer norm: bias
 override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
@@ -146,9 +147,11 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // ---- step, vec4 columns ---------------------------------------------------------------------------
 //
-// mlstm_step with DV a multiple of 4: C, v and h are read as vec4 (TC vec4 columns per pass) and each
-// invocation keeps four rows' loads in flight, so that a workgroup per head moves the state at a useful
-// fraction of the memory bandwidth.
+// mlstm_step with DV a multiple of 4, over the whole GPU: one workgroup per (head, TC vec4 columns of C),
+// so a layer's step launches heads × DV/(4·TC) workgroups instead of one per head. Each reads C, v and h
+// as vec4s, keeps four rows' loads in flight, and works out the new stabiliser, gates and denominator
+// itself from the old m and n, which it only reads: mlstm_step4_state (the next launch, one workgroup per
+// head) writes the new n and m, so no workgroup reads state another one has already replaced.
 
 @group(0) @binding(1) var<storage, read> s4_q: array<f32>;
 @group(0) @binding(2) var<storage, read> s4_k: array<f32>;
@@ -174,79 +177,109 @@ fn col_sum(li: u32, v: f32) -> f32 {
     return total;
 }
 
+// (m', f, i, 0) from the old m and the gate pre-activations f̃, ĩ.
+fn step_gates(m0: f32, f_pre: f32, i_pre: f32) -> vec4<f32> {
+    let lf = log_sigmoid(f_pre);
+    let m1 = max(lf + m0, i_pre);
+    return vec4<f32>(m1, exp(lf + m0 - m1), exp(i_pre - m1), 0.0);
+}
+
 @compute @workgroup_size(WG)
 fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) li: u32) {
+    let dv4 = p.dv / 4u;
+    let slices = (dv4 + TC - 1u) / TC;
+    let gid = linear_group_id(wid, nwg);
+    let hd = gid / slices;
+    if (hd >= p.heads) {
+        return;
+    }
+    if (li == 0u) {
+        wg_gate = step_gates(s4_m[hd], s4_f[hd], s4_i[hd]);
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+
+    // The denominator q̂·n' with n' = f·n + i·k (n' is stored by mlstm_step4_state).
+    let qk0 = hd * p.dqk;
+    var den = 0.0;
+    for (var a = li; a < p.dqk; a += WG) {
+        den += s4_q[qk0 + a] * (g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a]);
+    }
+    den = wg_sum(li, den) * p.scale;
+    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
+
+    // C' = f·C + i·k·vᵀ and q̂ᵀC' for this workgroup's TC columns, WG / TC row groups each summing rows.
+    let c0 = hd * p.dqk * dv4;
+    let v0 = hd * dv4;
+    let rg = li / TC;
+    let stride = WG / TC;
+    let e = (gid % slices) * TC + li % TC;
+    var acc = vec4<f32>(0.0);
+    if (e < dv4) {
+        let ve = g.z * s4_v[v0 + e];
+        var a = rg;
+        for (; a + 3u * stride < p.dqk; a += 4u * stride) {
+            let a1 = a + stride;
+            let a2 = a1 + stride;
+            let a3 = a2 + stride;
+            let i0 = c0 + a * dv4 + e;
+            let i1 = c0 + a1 * dv4 + e;
+            let i2 = c0 + a2 * dv4 + e;
+            let i3 = c0 + a3 * dv4 + e;
+            let x0 = s4_c[i0];
+            let x1 = s4_c[i1];
+            let x2 = s4_c[i2];
+            let x3 = s4_c[i3];
+            let y0 = g.y * x0 + s4_k[qk0 + a] * ve;
+            let y1 = g.y * x1 + s4_k[qk0 + a1] * ve;
+            let y2 = g.y * x2 + s4_k[qk0 + a2] * ve;
+            let y3 = g.y * x3 + s4_k[qk0 + a3] * ve;
+            s4_c[i0] = y0;
+            s4_c[i1] = y1;
+            s4_c[i2] = y2;
+            s4_c[i3] = y3;
+            acc += s4_q[qk0 + a] * y0 + s4_q[qk0 + a1] * y1 + s4_q[qk0 + a2] * y2 + s4_q[qk0 + a3] * y3;
+        }
+        for (; a < p.dqk; a += stride) {
+            let i0 = c0 + a * dv4 + e;
+            let y0 = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
+            s4_c[i0] = y0;
+            acc += s4_q[qk0 + a] * y0;
+        }
+    }
+    let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
+    if (li < TC && e < dv4) {
+        s4_h[v0 + e] = h * (p.scale * inv);
+    }
+}
+
+// After mlstm_step4: n' = f·n + i·k and m', one workgroup per head (m by invocation 0 alone, after every
+// invocation has the gates). Its own bindings: k, the gates, n, m.
+@group(0) @binding(1) var<storage, read> ss_k: array<f32>;
+@group(0) @binding(2) var<storage, read> ss_i: array<f32>;
+@group(0) @binding(3) var<storage, read> ss_f: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ss_n: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ss_m: array<f32>;
+
+@compute @workgroup_size(WG)
+fn mlstm_step4_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
     let hd = linear_group_id(wid, nwg);
     if (hd >= p.heads) {
         return;
     }
     if (li == 0u) {
-        let m0 = s4_m[hd];
-        let lf = log_sigmoid(s4_f[hd]);
-        let ig = s4_i[hd];
-        let m1 = max(lf + m0, ig);
-        wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
-        s4_m[hd] = m1;
+        wg_gate = step_gates(ss_m[hd], ss_f[hd], ss_i[hd]);
     }
     workgroupBarrier();
     let g = wg_gate;
-
     let qk0 = hd * p.dqk;
-    var den = 0.0;
     for (var a = li; a < p.dqk; a += WG) {
-        let n1 = g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a];
-        s4_n[qk0 + a] = n1;
-        den += s4_q[qk0 + a] * n1;
+        ss_n[qk0 + a] = g.y * ss_n[qk0 + a] + g.z * ss_k[qk0 + a];
     }
-    den = wg_sum(li, den) * p.scale;
-    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
-
-    let dv4 = p.dv / 4u;
-    let c0 = hd * p.dqk * dv4;
-    let v0 = hd * dv4;
-    let rg = li / TC;
-    let col = li % TC;
-    let stride = WG / TC;
-    for (var e0 = 0u; e0 < dv4; e0 += TC) {
-        let e = e0 + col;
-        var acc = vec4<f32>(0.0);
-        if (e < dv4) {
-            let ve = g.z * s4_v[v0 + e];
-            var a = rg;
-            for (; a + 3u * stride < p.dqk; a += 4u * stride) {
-                let a1 = a + stride;
-                let a2 = a1 + stride;
-                let a3 = a2 + stride;
-                let i0 = c0 + a * dv4 + e;
-                let i1 = c0 + a1 * dv4 + e;
-                let i2 = c0 + a2 * dv4 + e;
-                let i3 = c0 + a3 * dv4 + e;
-                let x0 = s4_c[i0];
-                let x1 = s4_c[i1];
-                let x2 = s4_c[i2];
-                let x3 = s4_c[i3];
-                let y0 = g.y * x0 + s4_k[qk0 + a] * ve;
-                let y1 = g.y * x1 + s4_k[qk0 + a1] * ve;
-                let y2 = g.y * x2 + s4_k[qk0 + a2] * ve;
-                let y3 = g.y * x3 + s4_k[qk0 + a3] * ve;
-                s4_c[i0] = y0;
-                s4_c[i1] = y1;
-                s4_c[i2] = y2;
-                s4_c[i3] = y3;
-                acc += s4_q[qk0 + a] * y0 + s4_q[qk0 + a1] * y1 + s4_q[qk0 + a2] * y2 + s4_q[qk0 + a3] * y3;
-            }
-            for (; a < p.dqk; a += stride) {
-                let i0 = c0 + a * dv4 + e;
-                let y0 = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
-                s4_c[i0] = y0;
-                acc += s4_q[qk0 + a] * y0;
-            }
-        }
-        let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
-        if (li < TC && e < dv4) {
-            s4_h[v0 + e] = h * (p.scale * inv);
-        }
+    if (li == 0u) {
+        ss_m[hd] = g.x;
     }
 }
 

@@ -37,12 +37,14 @@
 //! values as the step-by-step recurrence, up to float rounding, for any S and any initial state.
 //!
 //! GPU (kernels/mlstm.wgsl):
-//! - `mlstm_step` is one dispatch of one workgroup per head (up to 1024 invocations). Invocation 0 alone
-//!   reads and writes m and publishes the new m and gates through workgroup memory behind a barrier; n[a]
-//!   and C[a][e] are each read and written by the one invocation that owns them, so no invocation reads
-//!   state another one has rewritten (the seed shader's race). With DV a multiple of 4 it moves C as
-//!   vec4 with four rows' loads in flight. One workgroup per head keeps the step in one dispatch; it
-//!   uses B·NH compute units (8 at xLSTM-7B batch 1).
+//! - `mlstm_step` with DV a multiple of 4 (xLSTM-7B) is two dispatches: `mlstm_step4`, one workgroup per
+//!   (head, 8 vec4 columns of C) (128 workgroups at xLSTM-7B batch 1, not 8), each forming the new m, gates
+//!   and denominator from the old m and n, which it only reads, and updating its columns of C with four
+//!   rows' loads in flight; then `mlstm_step4_state`, per head, writes n and m. So no invocation reads
+//!   state another one has rewritten (the seed shader's race). Other DV: one dispatch of one workgroup per
+//!   head (up to 1024 invocations), where invocation 0 alone reads and writes m and publishes the new m and
+//!   gates through workgroup memory behind a barrier, and n[a] and C[a][e] are each read and written by the
+//!   one invocation that owns them.
 //! - `mlstm_chunkwise` is five dispatches: `chunk_prep` (per head: gate sums, the stabiliser of every
 //!   token and chunk, the final m), `chunk_dn` (per head and chunk: the chunk's part of n), `chunk_nscan`
 //!   (per head: n at every chunk start, the final n), `chunk_p` (per head and chunk: the intra-chunk
@@ -495,20 +497,47 @@ fn gpu_step(
     let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
     let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
     let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
-    let wg = workgroup_size(ctx, 1024);
-    // vec4 columns where DV allows.
-    let (entry, cols) = if d.dv.is_multiple_of(4) { ("mlstm_step4", d.dv / 4) } else { ("mlstm_step", d.dv) };
-    let tc = (cols.next_power_of_two() as u32).min(wg);
     let p = params(d, 1, 1, 1, eps);
+    if !d.dv.is_multiple_of(4) {
+        // One workgroup per head (the whole step, state included).
+        let wg = workgroup_size(ctx, 1024);
+        let tc = (d.dv.next_power_of_two() as u32).min(wg);
+        return ctx.dispatch(Dispatch {
+            kernel: &MLSTM,
+            entry: "mlstm_step",
+            constants: &[("WG", wg as f64), ("TC", tc as f64)],
+            params: Some(bytemuck::bytes_of(&p)),
+            buffers: &refs,
+            workgroups: Workgroups::Linear(p.heads),
+        });
+    }
+    // vec4 columns: a workgroup per (head, STEP_COLS vec4 columns), then the n and m update per head.
+    let wg = workgroup_size(ctx, 256);
+    let cols = d.dv / 4;
+    let tc = (cols.next_power_of_two() as u32).min(STEP_COLS).min(wg);
+    let slices = cols.div_ceil(tc as usize);
+    let constants = [("WG", wg as f64), ("TC", tc as f64)];
     ctx.dispatch(Dispatch {
         kernel: &MLSTM,
-        entry,
-        constants: &[("WG", wg as f64), ("TC", tc as f64)],
+        entry: "mlstm_step4",
+        constants: &constants,
         params: Some(bytemuck::bytes_of(&p)),
         buffers: &refs,
+        workgroups: Workgroups::Linear(to_u32(OP, "workgroups", d.b * d.nh * slices)?),
+    })?;
+    // k, i, f, n, m of [q, k, v, i, f, c, n, m, out].
+    ctx.dispatch(Dispatch {
+        kernel: &MLSTM,
+        entry: "mlstm_step4_state",
+        constants: &constants,
+        params: Some(bytemuck::bytes_of(&p)),
+        buffers: &[refs[1], refs[3], refs[4], refs[6], refs[7]],
         workgroups: Workgroups::Linear(p.heads),
     })
 }
+
+/// vec4 columns of C per workgroup of the vec4 step (xLSTM-7B: DV 512 → 16 workgroups a head).
+const STEP_COLS: u32 = 8;
 
 #[allow(clippy::too_many_arguments)]
 fn gpu_chunkwise(
@@ -1178,7 +1207,8 @@ mod tests {
         let mut rng = Rng::new(51);
         for backend in test_backends() {
             for (i, &(b, nh, dqk, dv)) in [
-                // DV not a multiple of 4: scalar columns; otherwise vec4 columns (4400: more than one pass).
+                // DV not a multiple of 4: scalar columns; otherwise vec4 columns, 8 per workgroup (64, 516, 4400:
+                // several workgroups a head, the last one partly empty for 516).
                 (1, 1, 1, 1),
                 (2, 3, 5, 7),
                 (1, 2, 33, 17),
