@@ -13,7 +13,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use torchless_kernels::ops::attention::{self, AttentionOptions};
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
-use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
+use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::qmatmul::{self, GemvInput};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
@@ -326,8 +326,15 @@ impl Llama {
         }
 
         let x = logit_rows(x, n, which)?;
-        let x = self.norm(&x, &self.final_norm)?;
-        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).forward(&x, None)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logits = match head {
+            // Quantized head when decoding: the final norm goes into the activations' quantization.
+            Linear::Quant(w) if x.rows_cols().0 <= gemv::MAX_BATCH => {
+                let input = GemvInput::new(&x, Some(self.input_norm(&self.final_norm)))?;
+                qmatmul::gemv_q_input(w, &input, GemvEpilogue::default())?
+            }
+            _ => head.forward(&self.norm(&x, &self.final_norm)?, None)?,
+        };
         if let Some(cap) = c.final_softcap {
             elementwise::unary_into(&logits, Unary::Softcap { cap }, &logits)?;
         }
