@@ -4,6 +4,9 @@
 //! - [`gemv_q`] / [`gemv_q_into`]: decode, `y [b, rows] = x [b, cols] · Wᵀ` for 1 ≤ b ≤ 8 rows of f32
 //!   activations, with the dense GEMV's epilogue ([`GemvEpilogue`]: a bias `[rows]` of any float dtype
 //!   and an f32 residual shaped like the output, which may be the output itself).
+//! - [`GemvInput`]: x prepared once (optionally RMS-normalised in the same pass) for GEMVs that share it:
+//!   [`gemv_q_input`], [`gemv_q_multi`] (Q, K and V in one GPU launch) and [`gemv_q_gated`] (gate and up
+//!   with the SwiGLU/GeGLU epilogue in one launch).
 //! - [`gemm_q`]: prefill, `x [m, cols] · Wᵀ` for any m.
 //! - [`embedding_q`]: rows of a quantized table gathered by u32 ids and dequantized to f32. An id out of
 //!   range is a [`KernelError::Argument`] on the CPU and a row of zeros on the GPU (which does not read
@@ -12,9 +15,13 @@
 //! Shapes: `x` is any f32 tensor whose last dimension is `cols`; the output has its shape with the last
 //! dimension replaced by `rows`.
 //!
-//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. CPU: rayon over weight rows,
-//! each row's blocks dequantized in registers and dotted with x (GEMV, [`crate::quant_dot`]); panels of 32 weight rows decoded into a
-//! scratch buffer and multiplied with the `gemm` crate (GEMM).
+//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. The GEMV reads x as two signed
+//! bytes per value (per 32 values, x ≈ d·(256·hi + lo)/256, within d/256 of x with d = max|x|/127) and
+//! multiplies with packed 8-bit integer dot products; its results differ from the CPU's f32 ones by that
+//! rounding (tests use activations the byte form holds exactly, and a bound for arbitrary ones). CPU:
+//! rayon over weight rows, each row's blocks dequantized in registers and dotted with f32 x (GEMV,
+//! [`crate::quant_dot`]); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
+//! `gemm` crate (GEMM).
 
 use rayon::prelude::*;
 
