@@ -322,7 +322,7 @@ impl Value {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
-    /// ggml order: dims[0] is the contiguous row length.
+    /// ggml order: `dims[0]` is the contiguous row length.
     pub dims: Vec<u64>,
     pub ty: GgmlType,
     /// Offset relative to the data section, as stored.

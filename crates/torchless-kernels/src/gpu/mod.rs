@@ -231,7 +231,7 @@ impl GpuContext {
         &self.device
     }
 
-    /// Starts timing every dispatch on the device (see [`profile`]); needs `TIMESTAMP_QUERY`.
+    /// Starts timing every dispatch on the device (see the `profile` module); needs `TIMESTAMP_QUERY`.
     pub fn start_profiling(&self) -> Result<()> {
         if !self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(KernelError::MissingFeature {
@@ -561,7 +561,7 @@ impl GpuContext {
         Ok(())
     }
 
-    /// [`flush`](Self::flush) once at least [`SUBMIT_MIN_LAUNCHES`] launches are waiting.
+    /// [`flush`](Self::flush) once at least `SUBMIT_MIN_LAUNCHES` (64) launches are waiting.
     pub fn flush_some(&self) -> Result<()> {
         let mut batch = self.lock_batch();
         if batch.launches < SUBMIT_MIN_LAUNCHES {

@@ -43,7 +43,7 @@
 //!   rows' loads in flight; then `mlstm_step4_state`, per head, writes n and m. So no invocation reads
 //!   state another one has rewritten (the seed shader's race). Other DV: one dispatch of one workgroup per
 //!   head (up to 1024 invocations), where invocation 0 alone reads and writes m and publishes the new m and
-//!   gates through workgroup memory behind a barrier, and n[a] and C[a][e] are each read and written by the
+//!   gates through workgroup memory behind a barrier, and `n[a]` and `C[a][e]` are each read and written by the
 //!   one invocation that owns them.
 //! - `mlstm_chunkwise` is five dispatches: `chunk_prep` (per head: gate sums, the stabiliser of every
 //!   token and chunk, the final m), `chunk_dn` (per head and chunk: the chunk's part of n), `chunk_nscan`

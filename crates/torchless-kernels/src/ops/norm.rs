@@ -3,7 +3,7 @@
 //! and bias may have another (engine weights are bf16 while activations are f32). Statistics are kept
 //! in f32 as (max |v|, sum of (v / max)^2), so rows of huge values (1e30) neither overflow nor lose
 //! precision; layernorm's variance is the mean of squared deviations from the mean (two passes over
-//! registers), never E[x^2] - E[x]^2.
+//! registers), never `E[x^2] - E[x]^2`.
 
 use rayon::prelude::*;
 

@@ -20,7 +20,7 @@
 //! multiplies with packed 8-bit integer dot products; its results differ from the CPU's f32 ones by that
 //! rounding (tests use activations the byte form holds exactly, and a bound for arbitrary ones). CPU:
 //! rayon over weight rows, each row's blocks dequantized in registers and dotted with f32 x (GEMV,
-//! [`crate::quant_dot`]); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
+//! `quant_dot`); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
 //! `gemm` crate (GEMM).
 
 use rayon::prelude::*;
@@ -529,7 +529,7 @@ pub const BENCH_OPS: &[&str] = &[
 ];
 
 /// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
-/// 32..=256; weight rows per workgroup, 1..=4), instead of [`gpu::auto_tune`]'s choice: for benchmark sweeps.
+/// 32..=256; weight rows per workgroup, 1..=4), instead of the automatic choice: for benchmark sweeps.
 pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).

@@ -103,7 +103,7 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_max_position_embeddings: u32,
     },
-    /// Explicit per-frequency divisors (GGUF `rope_freqs.weight`): inv_freq[i] / factors[i], rot_dim/2 of them.
+    /// Explicit per-frequency divisors (GGUF `rope_freqs.weight`): `inv_freq[i] / factors[i]`, rot_dim/2 of them.
     Factors(Vec<f32>),
 }
 
@@ -211,7 +211,7 @@ impl RopeConfig {
         }
     }
 
-    /// inv_freq[i] for i < rot_dim/2, after scaling, in f64.
+    /// `inv_freq[i]` for i < rot_dim/2, after scaling, in f64.
     pub fn inv_freq(&self) -> Result<Vec<f64>> {
         self.validate()?;
         let rot = self.rot_dim as f64;
@@ -286,7 +286,7 @@ impl RopeTable {
     pub fn config(&self) -> &RopeConfig {
         &self.config
     }
-    /// inv_freq[i], i < rot_dim / 2, in f64.
+    /// `inv_freq[i]`, i < rot_dim / 2, in f64.
     pub fn inv_freq(&self) -> &[f64] {
         &self.inv_freq
     }

@@ -3,8 +3,8 @@
 //!
 //! Per layer:
 //!   h = norm(x);  q, k, v = h·Wq, h·Wk, h·Wv (+ bias);  [q, k = headnorm(q), headnorm(k)];  rope(q, k)
-//!   cache[pos..] = k, v;  a = attention(q, cache);  o = a·Wo;  x += [post_norm](o)
-//!   h = norm(x);  x += [post_norm](down(act(h·Wgate) ⊙ h·Wup))
+//!   cache[pos..] = k, v;  a = attention(q, cache);  o = a·Wo;  x += \[post_norm\](o)
+//!   h = norm(x);  x += \[post_norm\](down(act(h·Wgate) ⊙ h·Wup))
 //! then logits = norm(x)·Wlm, [soft-capped].
 //!
 //! Up to [`gemv::MAX_BATCH`] tokens go through the GEMV kernels (decode), more through GEMM and flash
