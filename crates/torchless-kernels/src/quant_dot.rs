@@ -17,7 +17,7 @@ pub(crate) type RowDot = fn(&[u8], &[u8], &[f32], &[f32]) -> f32;
 /// the vector width of the baseline build), chosen once.
 pub(crate) fn row_dot(ty: QuantType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
+    if crate::cpu::has_avx2_fma() {
         return match ty {
             QuantType::Q8_0 => avx2::dot_q8_0,
             QuantType::Q4_0 => avx2::dot_q4_0,
@@ -49,11 +49,6 @@ fn baseline_row_dot(ty: QuantType) -> RowDot {
 /// generic body from a `target_feature` function, so the body is vectorized for AVX2.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    pub(super) fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-
     macro_rules! avx2_dots {
         ($($name:ident => $body:path),* $(,)?) => {$(
             pub(super) fn $name(q: &[u8], s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
@@ -61,7 +56,7 @@ mod avx2 {
                 fn inner(q: &[u8], s: &[u8], x: &[f32], xs: &[f32]) -> f32 {
                     $body(q, s, x, xs)
                 }
-                // SAFETY: `row_dot` hands these out only after `available()` found AVX2 and FMA.
+                // SAFETY: `row_dot` hands these out only where `has_avx2_fma()` found AVX2 and FMA.
                 unsafe { inner(q, s, x, xs) }
             }
         )*};
