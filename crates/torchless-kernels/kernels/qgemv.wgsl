@@ -1,7 +1,7 @@
 // Quantized GEMV for decode: y[r, o] = Σ_i W[o, i]·x[r, i] for 1 ≤ b ≤ 8 rows of x, with W in a ggml block
 // format (QTYPE) in the device layout of src/quant.rs: every block's quants (16-byte aligned) in one region,
-// every block's scales (d, m, qh) in a second region starting at word p.scale_base. The weights are read once
-// for all rows of x and never expanded.
+// every block's scales (d, m, qh) in a second region starting at word p.scale_base[m] of matrix m. The
+// weights are read once for all rows of x and never expanded.
 //
 // x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
 // d·(256·hi + lo) / 256 (xq: per group of 16 values, a vec4<u32> of hi bytes then one of lo bytes), and the
@@ -17,8 +17,7 @@
 // workgroups, ROWS/2 rows of each, and the output is act(gate)·up (SwiGLU or GeGLU), so an MLP's first half
 // is one dispatch.
 //
-// Each workgroup owns ROWS (1..=4) consecutive output rows. A row is cut into *units* of whole 16-byte quant
-// vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
+// A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
 // groups of 16 weights. Accumulation is in f32; the workgroup then reduces.
@@ -31,7 +30,7 @@
 override QTYPE: u32 = 0u;
 // Threads per workgroup: a power of two, 32..=256.
 override WG: u32 = 64u;
-// Output rows per workgroup, 1..=4.
+// Weight rows per workgroup (its "slots"), 1..=4; 2 or 4 with GATED (half gate, half up).
 override ROWS: u32 = 1u;
 // Rows of x, 1..=8.
 override BATCH: u32 = 1u;

@@ -94,7 +94,9 @@ pub struct GemvInput {
 }
 
 enum InputData {
+    /// x (normalised where asked) as f32 `[b, cols]`.
     Cpu(Tensor),
+    /// `xq`: two bytes per value (u32 words); `xs`: (d/256, Σ first 16, Σ last 16, 0) per 32 values.
     Gpu { xq: Tensor, xs: Tensor },
 }
 
