@@ -721,13 +721,27 @@ pub(crate) mod gpu {
         Tune { wg, rows }
     }
 
-    /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps; ignored when malformed.
-    fn env_tune() -> Option<Tune> {
-        static TUNE: std::sync::OnceLock<Option<Tune>> = std::sync::OnceLock::new();
-        *TUNE.get_or_init(|| {
-            let v = std::env::var(TUNE_VAR).ok()?;
-            let (wg, rows) = v.split_once(',')?;
-            Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? })
+    /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps: `None` when it is unset,
+    /// an error naming the variable when it is malformed or out of range.
+    fn env_tune() -> Result<Option<Tune>> {
+        static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
+        let parsed = TUNE.get_or_init(|| {
+            let Ok(v) = std::env::var(TUNE_VAR) else { return Ok(None) };
+            let tune = v
+                .split_once(',')
+                .and_then(|(wg, rows)| Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? }));
+            match tune {
+                Some(t) if t.wg.is_power_of_two() && (32..=256).contains(&t.wg) && (1..=4).contains(&t.rows) => {
+                    Ok(Some(t))
+                }
+                _ => Err(v),
+            }
+        });
+        parsed.clone().map_err(|value| KernelError::Argument {
+            op: "gemv_q",
+            name: TUNE_VAR,
+            value,
+            reason: "must be WG,ROWS: WG a power of two from 32 to 256, ROWS from 1 to 4 (or unset)".into(),
         })
     }
 
@@ -767,7 +781,10 @@ pub(crate) mod gpu {
             }
         };
         let w = parts[0].w;
-        let mut tune = tune.or_else(env_tune).unwrap_or_else(|| auto_tune(w));
+        let mut tune = match tune {
+            Some(t) => t,
+            None => env_tune()?.unwrap_or_else(|| auto_tune(w)),
+        };
         tune.wg = tune.wg.clamp(32, 256).next_power_of_two().min(256);
         // GATED: an even number of slots, half gate rows and half up rows.
         tune.rows = if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { tune.rows.clamp(1, 4) };
