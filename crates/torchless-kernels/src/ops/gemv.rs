@@ -52,9 +52,26 @@ pub const MAX_PARTS: usize = 3;
 /// Storage buffers the kernel binds (x, three weights, three biases, residual, three outputs).
 const STORAGE_BINDINGS: u32 = 12;
 
-const F_BIAS0: u32 = 1;
-const F_RES: u32 = 8;
-const F_ACCUM: u32 = 16;
+/// The epilogue flags of gemv.wgsl and qgemv.wgsl: the bias of matrix m (bit m), a residual bound of its
+/// own, the output accumulated in place (the residual is the output).
+pub(crate) fn epilogue_flags(has_bias: impl IntoIterator<Item = bool>, residual: bool, accumulate: bool) -> u32 {
+    const F_BIAS0: u32 = 1;
+    const F_RES: u32 = 8;
+    const F_ACCUM: u32 = 16;
+    let mut flags = 0;
+    for (m, b) in has_bias.into_iter().enumerate() {
+        if b {
+            flags |= F_BIAS0 << m;
+        }
+    }
+    if residual {
+        flags |= F_RES;
+    }
+    if accumulate {
+        flags |= F_ACCUM;
+    }
+    flags
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -588,14 +605,7 @@ impl Job<'_> {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
-        let have = ctx.limits().max_storage_buffers_per_shader_stage;
-        if have < STORAGE_BINDINGS {
-            return Err(KernelError::MissingFeature {
-                op,
-                feature: "12 storage buffers per shader stage",
-                adapter: format!("{} (has {have})", ctx.info().name),
-            });
-        }
+        super::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "12 storage buffers per shader stage")?;
         let gated = self.gated.is_some();
         let dtype = self.mats[0].w.dtype();
         let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
@@ -633,18 +643,7 @@ impl Job<'_> {
         let g1 = to_u32(op, "workgroups", groups[0])?;
         let g2 = to_u32(op, "workgroups", groups[0] + groups.get(1).copied().unwrap_or(0))?;
         let rows_of = |k: usize| self.mats.get(k).map_or(Ok(0), |m| to_u32(op, "rows", m.rows));
-        let mut flags = 0u32;
-        for (k, b) in biases.iter().enumerate() {
-            if b.is_some() {
-                flags |= F_BIAS0 << k;
-            }
-        }
-        if res.is_some() {
-            flags |= F_RES;
-        }
-        if accumulate {
-            flags |= F_ACCUM;
-        }
+        let flags = epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate);
         // Element indices of the weights must fit a u32.
         for m in &self.mats {
             to_u32(op, "weight elements", m.w.numel())?;

@@ -56,7 +56,9 @@
 
 use rayon::prelude::*;
 
-use super::{common_backend, require_distinct, require_dtype, require_float, require_non_empty, to_u32};
+use super::{
+    common_backend, require_distinct, require_dtype, require_float, require_non_empty, require_storage_buffers, to_u32,
+};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -447,14 +449,6 @@ fn workgroup_size(ctx: &GpuContext, want: u32) -> u32 {
         .min(l.max_compute_workgroup_storage_size / 8)
         .max(1);
     1 << (31 - max.leading_zeros())
-}
-
-fn require_storage_buffers(ctx: &GpuContext, op: &'static str, n: u32, feature: &'static str) -> Result<()> {
-    let have = ctx.limits().max_storage_buffers_per_shader_stage;
-    if have < n {
-        return Err(KernelError::MissingFeature { op, feature, adapter: format!("{} (has {have})", ctx.info().name) });
-    }
-    Ok(())
 }
 
 fn raw(ctx: &GpuContext, op: &'static str, t: &Tensor) -> Result<wgpu::Buffer> {

@@ -89,3 +89,18 @@ pub fn require_distinct(op: &'static str, name: &'static str, a: &Tensor, others
     }
     Ok(())
 }
+
+/// A kernel binding `n` storage buffers needs an adapter that allows that many per shader stage; `feature`
+/// names the need in the error ("12 storage buffers per shader stage").
+pub(crate) fn require_storage_buffers(
+    ctx: &crate::gpu::GpuContext,
+    op: &'static str,
+    n: u32,
+    feature: &'static str,
+) -> Result<()> {
+    let have = ctx.limits().max_storage_buffers_per_shader_stage;
+    if have < n {
+        return Err(KernelError::MissingFeature { op, feature, adapter: format!("{} (has {have})", ctx.info().name) });
+    }
+    Ok(())
+}

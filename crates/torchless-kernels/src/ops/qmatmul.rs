@@ -654,9 +654,9 @@ pub(crate) mod gpu {
     crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
 
-    const F_BIAS0: u32 = 1;
-    const F_RES: u32 = 8;
-    const F_ACCUM: u32 = 16;
+    /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
+    /// three outputs).
+    const STORAGE_BINDINGS: u32 = 15;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -772,6 +772,7 @@ pub(crate) mod gpu {
     ) -> Result<()> {
         let op = "gemv_q";
         debug_assert!((1..=3).contains(&parts.len()) && (gated.is_none() || parts.len() == 2));
+        crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "15 storage buffers per shader stage")?;
         let subgroup = match kernel {
             QGemvKernel::Auto => ctx.has_subgroups(),
             QGemvKernel::Workgroup => false,
@@ -804,36 +805,22 @@ pub(crate) mod gpu {
             Some(r) => (Some(buf(r)?), false),
             None => (None, false),
         };
-        let mut flags = 0;
-        for (m, bias) in biases.iter().enumerate() {
-            if bias.is_some() {
-                flags |= F_BIAS0 << m;
-            }
-        }
-        if res.is_some() {
-            flags |= F_RES;
-        }
-        if accumulate {
-            flags |= F_ACCUM;
-        }
+        let flags = crate::ops::gemv::epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate);
         let mut rows = [0u32; 4];
         let mut scale_base = [0u32; 4];
-        let mut groups = [0u32; 3];
+        // Workgroups per matrix: [0, groups0) matrix 0, [groups0, groups01) matrix 1, the rest matrix 2;
+        // with GATED every workgroup reads both.
+        let mut groups = [0usize; 3];
         for (k, p) in parts.iter().enumerate() {
             to_u32(op, "output elements", p.out.numel())?;
             rows[k] = to_u32(op, "rows", p.w.rows())?;
             scale_base[k] = self::scale_base(op, p.w)?;
-            groups[k] = to_u32(op, "workgroups", p.w.rows().div_ceil(rows_per_matrix))?;
+            groups[k] = p.w.rows().div_ceil(rows_per_matrix);
         }
         if gated.is_some() {
             groups[1] = 0;
         }
-        let n_groups = groups.iter().try_fold(0u32, |a, &g| a.checked_add(g)).ok_or(KernelError::Argument {
-            op,
-            name: "workgroups",
-            value: format!("{groups:?}"),
-            reason: "more than 2^32 workgroups".into(),
-        })?;
+        let n_groups = to_u32(op, "workgroups", groups.iter().sum())?;
         let params = GemvParams {
             rows,
             scale_base,
@@ -841,8 +828,8 @@ pub(crate) mod gpu {
             units: to_u32(op, "units per row", units(w))?,
             x_groups: to_u32(op, "cols", w.cols() / 16)?,
             flags,
-            groups0: groups[0],
-            groups01: groups[0] + groups[1],
+            groups0: groups[0] as u32,
+            groups01: (groups[0] + groups[1]) as u32,
             n_groups,
             _pad: 0,
         };
