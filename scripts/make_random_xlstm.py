@@ -1,7 +1,8 @@
 # Writes a Hugging Face xLSTM model directory (model_type "xlstm", xLSTMForCausalLM weight names, weight_mode
 # "single") with random bf16 weights of xLSTM-7B's shapes, for speed measurements: config.json, sharded
 # model-0000k-of-0000n.safetensors + model.safetensors.index.json. No tokenizer (torchless bench-model feeds
-# random token ids). Needs only numpy: the safetensors files are written by hand, tensor by tensor.
+# random token ids). Needs only numpy: the safetensors files are written by hand, tensor by tensor. Where
+# PyTorch sees a CUDA GPU the random values are drawn there (about 10x faster than numpy for 7B values).
 #   python3 scripts/make_random_xlstm.py --out /tmp/xlstm-7b-random              # 13.7 GB, xLSTM-7B shapes
 #   python3 scripts/make_random_xlstm.py --out /tmp/xlstm-tiny --hidden 128 --blocks 2 --heads 2 --vocab 512
 import argparse, json, os, struct, time
@@ -18,6 +19,23 @@ def bf16_bytes(x):
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     u = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
     return u.astype("<u2").tobytes()
+
+
+def normal_source(rng, seed):
+    """A function shape -> bytes of N(0, 0.02^2) bf16 values: on a CUDA GPU through PyTorch where there is
+    one, else numpy."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gen = torch.Generator(device="cuda").manual_seed(seed)
+
+            def draw(shape):
+                t = torch.randn(shape, device="cuda", dtype=torch.float32, generator=gen) * 0.02
+                return t.to(torch.bfloat16).view(torch.int16).cpu().numpy().astype("<i2").tobytes()
+            return draw
+    except ImportError:
+        pass
+    return lambda shape: bf16_bytes(rng.standard_normal(shape, dtype=np.float32) * 0.02)
 
 
 def main():
@@ -80,6 +98,7 @@ def main():
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     rng = np.random.default_rng(a.seed)
+    normal_bf16_bytes = normal_source(rng, a.seed)
     t0, total, weight_map = time.time(), 0, {}
     for k, shard in enumerate(shards):
         fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
@@ -104,8 +123,7 @@ def main():
                 else:  # row blocks keep the float32 temporary small
                     rows = max(1, (1 << 24) // shape[1])
                     for r in range(0, shape[0], rows):
-                        blk = rng.standard_normal((min(rows, shape[0] - r), shape[1]), dtype=np.float32) * 0.02
-                        f.write(bf16_bytes(blk))
+                        f.write(normal_bf16_bytes((min(rows, shape[0] - r), shape[1])))
                     continue
                 f.write(bf16_bytes(x))
         total += offset

@@ -59,6 +59,12 @@ struct Report {
     decode_record_ms: f64,
     /// Host time per decode token spent waiting for the device (near 0: bound by the host).
     decode_wait_ms: f64,
+    /// GPU: per decode token, kernel launches, bind groups made (cache misses), submissions and the host
+    /// time inside them.
+    decode_launches: Option<f64>,
+    decode_bind_groups_made: Option<f64>,
+    decode_submits: Option<f64>,
+    decode_submit_ms: Option<f64>,
     roofline_tok_s: f64,
     pct_of_roofline: f64,
     prefill_tokens: usize,
@@ -115,6 +121,11 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let first = select::argmax(&logits)?;
     backend.synchronize()?;
     // The generation loop of `generate` (greedy, token kept on the device): decode_tokens forward passes.
+    let stats = || match &backend {
+        torchless::Backend::Gpu(ctx) => Some(ctx.host_stats()),
+        _ => None,
+    };
+    let stats_before = stats();
     let t = Instant::now();
     let mut next = 0;
     let host = greedy_decode(model, &mut state, first, args.context, args.decode_tokens, |token| {
@@ -124,6 +135,15 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.decode_tokens as f64;
     let decode_s = t.elapsed().as_secs_f64();
     let decode_tok_s = args.decode_tokens as f64 / decode_s;
+    let per_token = |n: u64| n as f64 / args.decode_tokens as f64;
+    let stats_delta = stats_before.zip(stats()).map(|(a, b)| {
+        (
+            per_token(b.launches - a.launches),
+            per_token(b.bind_groups_made - a.bind_groups_made),
+            per_token(b.submits - a.submits),
+            per_token_ms(b.submit_time - a.submit_time),
+        )
+    });
 
     if args.profile {
         profile_decode(&backend, model, &mut state, next, args.context + args.decode_tokens + 1)?;
@@ -153,6 +173,10 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         decode_tok_s,
         decode_record_ms: per_token_ms(host.record),
         decode_wait_ms: per_token_ms(host.wait),
+        decode_launches: stats_delta.map(|s| s.0),
+        decode_bind_groups_made: stats_delta.map(|s| s.1),
+        decode_submits: stats_delta.map(|s| s.2),
+        decode_submit_ms: stats_delta.map(|s| s.3),
         roofline_tok_s,
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
@@ -176,6 +200,12 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             "host per decode token: {:.3} ms recording, {:.3} ms waiting for the device",
             report.decode_record_ms, report.decode_wait_ms
         );
+        if let Some((launches, made, submits, submit_ms)) = stats_delta {
+            println!(
+                "  per decode token: {launches:.1} launches, {made:.1} bind groups made, {submits:.1} submissions \
+                 taking {submit_ms:.3} ms of the recording"
+            );
+        }
         if let Some(p) = report.prefill_tok_s {
             println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
         }
@@ -222,7 +252,12 @@ fn profile_decode(
     let times = ctx.stop_profiling()?;
     let total: f64 = times.iter().map(|t| t.total_ms).sum();
     let per = |ms: f64| ms / steps.max(1) as f64;
-    eprintln!("GPU time per decode token over {steps} steps (each dispatch timed alone): {:.3} ms", per(total));
+    let how = if ctx.profiles_in_pass() {
+        "dispatches back to back, each with its wait on the one before"
+    } else {
+        "each dispatch timed alone, in its own pass"
+    };
+    eprintln!("GPU time per decode token over {steps} steps ({how}): {:.3} ms", per(total));
     eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms/token", "launches", "share");
     for t in &times {
         eprintln!(

@@ -37,7 +37,8 @@ pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
 
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
@@ -80,6 +81,18 @@ struct Batch {
     arena: wgpu::Buffer,
     /// Present while profiling is on.
     profiler: Option<profile::Profiler>,
+    stats: HostStats,
+}
+
+/// Counts of the host's recording work since the context was made (see [`GpuContext::host_stats`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostStats {
+    pub launches: u64,
+    /// Bind groups made (launches whose pipeline and buffers were not in the cache).
+    pub bind_groups_made: u64,
+    pub submits: u64,
+    /// Host time inside `Queue::submit` (and the parameter upload before it).
+    pub submit_time: std::time::Duration,
 }
 
 /// One kernel launch. Binding 0 is the uniform `params` (when given); the storage buffers follow from
@@ -218,6 +231,7 @@ impl GpuContext {
             batch: Mutex::new(Batch {
                 encoder: None,
                 launches: 0,
+                stats: HostStats::default(),
                 pass: None,
                 params: Vec::new(),
                 arena,
@@ -244,6 +258,16 @@ impl GpuContext {
         self.submit_locked(&mut batch)?;
         batch.profiler.get_or_insert_with(|| profile::Profiler::new(&self.device, &self.queue));
         Ok(())
+    }
+
+    /// What the host has recorded and submitted so far.
+    pub fn host_stats(&self) -> HostStats {
+        self.lock_batch().stats
+    }
+
+    /// Whether profiled dispatches run back to back in one pass, stamped between (see the `profile` module).
+    pub fn profiles_in_pass(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     }
 
     /// Stops profiling and returns the GPU time per kernel entry point since it started.
@@ -473,6 +497,7 @@ impl GpuContext {
                     layout: &layout,
                     entries: &entries,
                 });
+                batch.stats.bind_groups_made += 1;
                 if cache.len() >= MAX_BIND_GROUPS {
                     cache.clear();
                 }
@@ -482,6 +507,7 @@ impl GpuContext {
         };
         drop(cache);
         batch.launches += 1;
+        batch.stats.launches += 1;
         let [x, y, z] = d.workgroups.grid();
         let max = self.limits.max_compute_workgroups_per_dimension;
         if x > max || y > max || z > max {
@@ -492,29 +518,11 @@ impl GpuContext {
                 reason: format!("exceeds the adapter's limit of {max} per dimension"),
             });
         }
-        if batch.profiler.as_ref().is_some_and(|p| p.labels.len() as u32 >= profile::MAX_PAIRS) {
+        if batch.profiler.as_ref().is_some_and(|p| !p.has_room(2)) {
             self.submit_locked(&mut batch)?;
         }
-        if let Some(profiler) = batch.profiler.as_mut() {
-            // Its own pass, stamped at both ends.
-            let pair = profiler.labels.len() as u32;
-            profiler.labels.push(format!("{}/{}", d.kernel.name, d.entry));
-            let query_set = profiler.query_set.clone();
-            batch.pass = None;
-            let encoder = batch.encoder.get_or_insert_with(|| {
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
-            });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.entry),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &query_set,
-                    beginning_of_pass_write_index: Some(2 * pair),
-                    end_of_pass_write_index: Some(2 * pair + 1),
-                }),
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(x, y, z);
+        if batch.profiler.is_some() {
+            self.dispatch_profiled(&mut batch, d, &pipeline, &bind_group, [x, y, z]);
             return Ok(());
         }
         let pass = self.open_pass(&mut batch);
@@ -522,6 +530,61 @@ impl GpuContext {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
         Ok(())
+    }
+
+    /// Records a dispatch with timestamps around it (see the `profile` module).
+    fn dispatch_profiled(
+        &self,
+        batch: &mut Batch,
+        d: Dispatch<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        [x, y, z]: [u32; 3],
+    ) {
+        let label = format!("{}/{}", d.kernel.name, d.entry);
+        let profiler = batch.profiler.as_mut().expect("profiling is on");
+        let query_set = profiler.query_set.clone();
+        if self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+            // Back to back in the open pass, a stamp after each dispatch.
+            let opened = batch.pass.is_none();
+            self.open_pass(batch);
+            let profiler = batch.profiler.as_mut().expect("profiling is on");
+            let start = match profiler.pass_stamp {
+                Some(s) if !opened => s,
+                _ => {
+                    let s = profiler.next_stamp();
+                    batch.pass.as_mut().expect("pass is open").write_timestamp(&query_set, s);
+                    s
+                }
+            };
+            let end = profiler.next_stamp();
+            profiler.pass_stamp = Some(end);
+            profiler.label(label, start, end);
+            let pass = batch.pass.as_mut().expect("pass is open");
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+            pass.write_timestamp(&query_set, end);
+            return;
+        }
+        // Its own pass, stamped at both ends.
+        let (start, end) = (profiler.next_stamp(), profiler.next_stamp());
+        profiler.label(label, start, end);
+        batch.pass = None;
+        let encoder = batch.encoder.get_or_insert_with(|| {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("torchless batch") })
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(d.entry),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &query_set,
+                beginning_of_pass_write_index: Some(start),
+                end_of_pass_write_index: Some(end),
+            }),
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
     }
 
     fn open_pass<'b>(&self, batch: &'b mut Batch) -> &'b mut wgpu::ComputePass<'static> {
@@ -581,6 +644,7 @@ impl GpuContext {
         batch.launches = 0;
         let index = match batch.encoder.take() {
             Some(mut encoder) => {
+                let t = std::time::Instant::now();
                 if !batch.params.is_empty() {
                     self.queue.write_buffer(&batch.arena, 0, &batch.params);
                     batch.params.clear();
@@ -588,7 +652,10 @@ impl GpuContext {
                 if let Some(p) = &batch.profiler {
                     p.resolve(&mut encoder);
                 }
-                Some(self.queue.submit([encoder.finish()]))
+                let index = self.queue.submit([encoder.finish()]);
+                batch.stats.submits += 1;
+                batch.stats.submit_time += t.elapsed();
+                Some(index)
             }
             None => None,
         };
@@ -692,7 +759,42 @@ impl PendingRead {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_WORKGROUPS_PER_DIM, Workgroups};
+    use super::{GpuContext, MAX_WORKGROUPS_PER_DIM, Workgroups};
+    use crate::ops::elementwise::{self, Unary};
+    use crate::{Backend, BackendPreference, Tensor};
+
+    #[test]
+    fn profiling_times_every_launch_and_host_stats_count_them() {
+        if crate::testing::test_gpu().is_none() {
+            return; // skipped, and said so
+        }
+        // A context of its own: the shared one records other tests' launches concurrently.
+        let ctx = std::sync::Arc::new(GpuContext::new(BackendPreference::Gpu).expect("an adapter is present"));
+        let backend = Backend::Gpu(ctx.clone());
+        let x = Tensor::from_slice(&backend, &[0.5f32; 300], &[300]).unwrap();
+        let before = ctx.host_stats();
+        ctx.start_profiling().unwrap();
+        let mut y = x.clone();
+        for _ in 0..5 {
+            y = elementwise::unary(&y, Unary::Silu).unwrap();
+            y = elementwise::add(&y, &x).unwrap();
+        }
+        let times = ctx.stop_profiling().unwrap();
+        let after = ctx.host_stats();
+        let launches: u64 = times.iter().map(|t| t.launches).sum();
+        assert_eq!(launches, 10, "{times:?}");
+        assert_eq!(times.len(), 2, "one entry per kernel entry point: {times:?}");
+        assert!(times.iter().all(|t| t.total_ms.is_finite() && t.total_ms >= 0.0), "{times:?}");
+        assert_eq!(after.launches - before.launches, 10);
+        assert!(after.submits > before.submits);
+        // Still correct while profiled: silu(0.5) + 0.5, five times over.
+        let mut want = 0.5f32;
+        for _ in 0..5 {
+            want = want / (1.0 + (-want).exp()) + 0.5;
+        }
+        let got = y.to_f32_vec().unwrap();
+        assert!(got.iter().all(|&v| (v - want).abs() < 1e-5), "{} vs {want}", got[0]);
+    }
 
     #[test]
     fn linear_grids_fold_with_little_waste() {

@@ -1,18 +1,27 @@
-//! Per-kernel GPU time from timestamp queries: while profiling is on, every dispatch runs in its own
-//! compute pass whose start and end the device stamps, and each submission waits and reads them back.
-//! Slower than normal running (no overlap between submissions), but it says where device time goes.
+//! Per-kernel GPU time from timestamp queries; each submission waits and reads them back, so profiled
+//! runs are slower than normal ones (no overlap between submissions), but they say where device time goes.
+//!
+//! Where the adapter can stamp inside a compute pass (`TIMESTAMP_QUERY_INSIDE_PASSES`), the dispatches run
+//! as usual, back to back in one pass, with a stamp after each: a dispatch's time is the gap to the stamp
+//! before it, so it includes its wait on the dispatch before (the barrier), and the times add up to the
+//! device time of the whole sequence. Elsewhere every dispatch gets its own pass stamped at both ends,
+//! which adds a fixed cost per dispatch (several microseconds on an H200) and hides the gaps.
 
 use std::collections::HashMap;
 
-/// Timestamp pairs one submission can hold; a fuller batch is submitted early.
-pub(super) const MAX_PAIRS: u32 = 2048;
+/// Timestamps one submission can hold; a fuller batch is submitted early.
+const MAX_STAMPS: u32 = 4096;
 
 pub(super) struct Profiler {
     pub query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// Kernel/entry of each pair recorded in the open batch.
-    pub labels: Vec<String>,
+    /// Kernel/entry of each dispatch recorded in the open batch, with the timestamps before and after it.
+    labels: Vec<(String, u32, u32)>,
+    /// Timestamps used in the open batch.
+    stamps: u32,
+    /// The last timestamp written in the open compute pass, if any (in-pass stamping).
+    pub pass_stamp: Option<u32>,
     /// Nanoseconds per timestamp tick.
     period_ns: f64,
     totals: HashMap<String, (f64, u64)>,
@@ -28,7 +37,7 @@ pub struct KernelTime {
 
 impl Profiler {
     pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Profiler {
-        let count = 2 * MAX_PAIRS;
+        let count = MAX_STAMPS;
         let query_set = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("torchless profile"),
             ty: wgpu::QueryType::Timestamp,
@@ -52,14 +61,32 @@ impl Profiler {
             resolve,
             readback,
             labels: Vec::new(),
+            stamps: 0,
+            pass_stamp: None,
             period_ns: f64::from(queue.get_timestamp_period()),
             totals: HashMap::new(),
         }
     }
 
+    /// Whether the open batch has room for `n` more timestamps.
+    pub fn has_room(&self, n: u32) -> bool {
+        self.stamps + n <= MAX_STAMPS
+    }
+
+    /// Reserves the next timestamp index.
+    pub fn next_stamp(&mut self) -> u32 {
+        self.stamps += 1;
+        self.stamps - 1
+    }
+
+    /// Names the dispatch timed from stamp `start` to stamp `end`.
+    pub fn label(&mut self, label: String, start: u32, end: u32) {
+        self.labels.push((label, start, end));
+    }
+
     /// Records the resolve of this batch's timestamps at the end of `encoder`.
     pub fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
-        let n = 2 * self.labels.len() as u32;
+        let n = self.stamps;
         if n > 0 {
             encoder.resolve_query_set(&self.query_set, 0..n, &self.resolve, 0);
             encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, n as u64 * 8);
@@ -68,10 +95,13 @@ impl Profiler {
 
     /// After the batch's submission: waits for it, reads the stamps and adds them to the totals.
     pub fn collect(&mut self, device: &wgpu::Device) -> Result<(), String> {
+        self.pass_stamp = None;
         if self.labels.is_empty() {
+            self.stamps = 0;
             return Ok(());
         }
-        let n = 2 * self.labels.len() as u64;
+        let n = u64::from(self.stamps);
+        self.stamps = 0;
         let slice = self.readback.slice(0..n * 8);
         slice.map_async(wgpu::MapMode::Read, |_| {});
         device
@@ -80,8 +110,8 @@ impl Profiler {
         {
             let data = slice.get_mapped_range().map_err(|e| format!("reading timestamps: {e}"))?;
             let stamps: &[u64] = bytemuck::cast_slice(&data);
-            for (i, label) in self.labels.drain(..).enumerate() {
-                let ns = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * self.period_ns;
+            for (label, start, end) in self.labels.drain(..) {
+                let ns = stamps[end as usize].saturating_sub(stamps[start as usize]) as f64 * self.period_ns;
                 let entry = self.totals.entry(label).or_insert((0.0, 0));
                 entry.0 += ns;
                 entry.1 += 1;
