@@ -27,6 +27,9 @@ override HD: u32 = 128u;
 // RB * TK <= 1024).
 override TK: u32 = 16u;
 override RB: u32 = 4u;
+// sdpa_decode with one split: the kernel writes the normalised output rows itself (binding 4 is the
+// output [tokens, n_heads, head_dim] f32) and no reduce pass follows.
+override DIRECT: bool = false;
 
 const WG: u32 = 128u;
 const MASKED: f32 = -3.0e38;
@@ -250,10 +253,21 @@ fn d_write(st: Acc, o: u32, row0: u32, kvh: u32, split: u32) {
     let row = row0 + r;
     let t = row / p.group;
     let head = kvh * p.group + (row - t * p.group);
-    let at = ((t * p.n_heads + head) * p.n_splits + split) * (hd4 + 1u);
-    part[at + 1u + d4] = bitcast<vec4<u32>>(st.a);
+    write_partial(t * p.n_heads + head, split, d4, st.m, st.l, st.a);
+}
+
+// Writes vec4 d4 of the partial of output row `out_row` (token · n_heads + head) for one split, or with
+// DIRECT the output itself: a / l, as sdpa_decode_reduce would make of a single split.
+fn write_partial(out_row: u32, split: u32, d4: u32, m: f32, l: f32, a: vec4<f32>) {
+    let hd4 = HD / 4u;
+    if (DIRECT) {
+        part[out_row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), a / l, l > 0.0));
+        return;
+    }
+    let at = (out_row * p.n_splits + split) * (hd4 + 1u);
+    part[at + 1u + d4] = bitcast<vec4<u32>>(a);
     if (d4 == 0u) {
-        part[at] = bitcast<vec4<u32>>(vec4<f32>(st.m, st.l, 0.0, 0.0));
+        part[at] = bitcast<vec4<u32>>(vec4<f32>(m, l, 0.0, 0.0));
     }
 }
 

@@ -21,6 +21,8 @@ override HD: u32 = 128u;
 override LPR: u32 = 16u;
 // Query rows per workgroup: at most 8, and RB · quads per lane <= 8.
 override RB: u32 = 4u;
+// One split: the kernel writes the normalised output itself (binding 4 is the output), no reduce pass.
+override DIRECT: bool = false;
 
 const WG: u32 = 128u;
 const U: u32 = 4u; // keys per lane group per step
@@ -359,7 +361,12 @@ fn merge_rows(li: u32, row0: u32, kvh: u32, split: u32) {
         let rr = row0 + r;
         let t = rr / p.group;
         let head = kvh * p.group + (rr - t * p.group);
-        let at = ((t * p.n_heads + head) * p.n_splits + split) * (hd4 + 1u);
+        let out_row = t * p.n_heads + head;
+        if (DIRECT) {
+            part[out_row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), a / ls, ls > 0.0));
+            continue;
+        }
+        let at = (out_row * p.n_splits + split) * (hd4 + 1u);
         part[at + 1u + d4] = bitcast<vec4<u32>>(a);
         if (d4 == 0u) {
             part[at] = bitcast<vec4<u32>>(vec4<f32>(mm, ls, 0.0, 0.0));
