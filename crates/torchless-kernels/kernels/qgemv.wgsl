@@ -4,8 +4,9 @@
 // weights are read once for all rows of x and never expanded.
 //
 // x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
-// d·(256·hi + lo) / 256 (xq: per group of 16 values, a vec4<u32> of hi bytes then one of lo bytes), and the
-// sums Σx of each half block (xs: (d/256, Σ first 16, Σ last 16, 0) per 32 values). A weight group of 16 is
+// d·(256·hi + lo) / 256 (xq: per group of 16 values a vec4<u32> of hi bytes, in a row's first half, and
+// one of lo bytes, in its second), and per group (d/256, Σx) (xs). The groups are stored in the order the
+// threads read them (position g · units + u for group g of unit u), so a warp's loads of x are contiguous. A weight group of 16 is
 // w = a·q + b (q the unsigned integer quant, 0..63, or Q8_0's signed byte; a and b the group's scale and
 // offset: b = −8a for Q4_0, −dmin·m for the K-quants), so its contribution is a·(d/256)·(256·q·hi + q·lo) +
 // b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has
@@ -80,7 +81,7 @@ struct Params {
 // dummy and never read.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> xs: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> xs: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> wq0: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> ws0: array<u32>;
 @group(0) @binding(5) var<storage, read> wq1: array<vec4<u32>>;
@@ -299,17 +300,8 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
     return out;
 }
 
-// Index (in groups of 16 values) of group g of unit u within a row of x.
-fn x_group(u: u32, g: u32) -> u32 {
-    if (QTYPE == Q6_K) {
-        let c = u & 3u;
-        return (u >> 2u) * 16u + (c >> 1u) * 8u + 2u * g + (c & 1u);
-    }
-    if (is_k()) {
-        return u * 4u + g;
-    }
-    return u * 2u + g;
-}
+// The weights of group g of unit u meet x group 2u + g (32-weight blocks), 4u + g (Q4_K, Q5_K) or, for
+// Q6_K, 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j; qgemv_x.wgsl stores that x group at g · units + u.
 
 fn groups_per_unit() -> u32 {
     return select(2u, 4u, is_k());
@@ -325,13 +317,12 @@ fn idot(q: vec4<u32>, hi: vec4<u32>, lo: vec4<u32>) -> f32 {
     return f32((dot16(q, hi) << 8u) + dot16(q, lo));
 }
 
-// The contribution of group xg of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
-fn xdot(r: u32, xg: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let gi = r * p.x_groups + xg;
-    let hi = xq[2u * gi];
-    let lo = xq[2u * gi + 1u];
-    let s = xs[gi >> 1u];
-    let sx = select(s.y, s.z, (xg & 1u) == 1u);
+// The contribution of group g of unit u of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
+fn xdot(r: u32, u: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let at = g * p.units + u;
+    let hi = xq[2u * r * p.x_groups + at];
+    let lo = xq[(2u * r + 1u) * p.x_groups + at];
+    let s = xs[r * p.x_groups + at];
     var qx = vec4<f32>(idot(q0.q, hi, lo), 0.0, 0.0, 0.0);
     if (ROWS > 1u) {
         qx.y = idot(q1.q, hi, lo);
@@ -342,7 +333,7 @@ fn xdot(r: u32, xg: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: ve
     if (ROWS > 3u) {
         qx.w = idot(q3.q, hi, lo);
     }
-    return (a * s.x) * qx + b * sx;
+    return (a * s.x) * qx + b * s.y;
 }
 
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
@@ -377,28 +368,27 @@ fn step(rows: vec4<u32>, u: u32) {
         }
         let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
         let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
-        let xo = x_group(u, g);
-        acc0 += xdot(0u, xo, q0, q1, q2, q3, a, b);
+        acc0 += xdot(0u, u, g, q0, q1, q2, q3, a, b);
         if (BATCH > 1u) {
-            acc1 += xdot(1u, xo, q0, q1, q2, q3, a, b);
+            acc1 += xdot(1u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 2u) {
-            acc2 += xdot(2u, xo, q0, q1, q2, q3, a, b);
+            acc2 += xdot(2u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 3u) {
-            acc3 += xdot(3u, xo, q0, q1, q2, q3, a, b);
+            acc3 += xdot(3u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 4u) {
-            acc4 += xdot(4u, xo, q0, q1, q2, q3, a, b);
+            acc4 += xdot(4u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 5u) {
-            acc5 += xdot(5u, xo, q0, q1, q2, q3, a, b);
+            acc5 += xdot(5u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 6u) {
-            acc6 += xdot(6u, xo, q0, q1, q2, q3, a, b);
+            acc6 += xdot(6u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 7u) {
-            acc7 += xdot(7u, xo, q0, q1, q2, q3, a, b);
+            acc7 += xdot(7u, u, g, q0, q1, q2, q3, a, b);
         }
     }
 }

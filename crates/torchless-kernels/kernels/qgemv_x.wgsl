@@ -2,8 +2,14 @@
 // bytes per value, per block of 32 with d = max|x| / 127: hi = round(x / d) and lo = round((x − d·hi)·256 / d),
 // so that x ≈ d·(256·hi + lo) / 256 to within d/512 (d/256 where lo clamps): 1/32000 of the block's largest
 // value, as precise as bf16 activations (one byte alone, as llama.cpp uses, flips SmolLM2's close logits).
-// The sums of the float values of each half block go with it, for the weight formats' offsets (b·Σx),
+// The sum of the float values of each group of 16 goes with it, for the weight formats' offsets (b·Σx),
 // which are exact.
+//
+// Layout: the GEMV's thread u reads group g of its unit u (a run of 2 or 4 groups of the row, per LAYOUT)
+// while its neighbours read the same g of units u ± 1, so the groups are stored by (g, u): position
+// g · units + u of a row. Neighbouring threads then load neighbouring vectors (a warp's load is one
+// contiguous run); stored in plain order they were 64 to 128 bytes apart and every load touched a cache
+// line per thread.
 // With NORM, x is first RMS-normalised (x·w / sqrt(mean(x²) + eps), or x·(1 + w) for Gemma), so that the
 // norm before a layer's GEMVs costs no dispatch of its own. One thread per block of 32; with NORM one
 // workgroup per row of x, which first sums the row's squares.
@@ -12,6 +18,9 @@
 override NORM: u32 = 0u;
 // dtype code of the norm weight.
 override NW_DT: u32 = 0u;
+// The GEMV's unit: 0 two groups (32-weight block formats), 1 four groups (Q4_K, Q5_K), 2 Q6_K's four
+// groups (kernels/qgemv.wgsl `x_group`).
+override LAYOUT: u32 = 0u;
 const WG: u32 = 256u;
 
 struct Params {
@@ -20,17 +29,18 @@ struct Params {
     eps: f32,
     // Blocks in all of x.
     total_blocks: u32,
-    _pad: u32,
+    // The GEMV's units per row.
+    units: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 // The norm weight [cols] (a dummy without NORM).
 @group(0) @binding(2) var<storage, read> nw: array<u32>;
-// Per group of 16 values: the hi bytes, then the lo bytes (a vec4 each).
+// Row r of x: the hi bytes of its groups (a vec4 each, in layout order), then the lo bytes.
 @group(0) @binding(3) var<storage, read_write> xq: array<vec4<u32>>;
-// (d / 256, Σ values 0..15, Σ values 16..31, 0) per block.
-@group(0) @binding(4) var<storage, read_write> xs: array<vec4<f32>>;
+// Row r: (d / 256, Σ of the group's values) per group, in layout order.
+@group(0) @binding(4) var<storage, read_write> xs: array<vec2<f32>>;
 
 var<workgroup> red: array<f32, WG>;
 var<private> inv_: f32;
@@ -67,14 +77,31 @@ fn split(v: vec4<f32>) -> vec2<u32> {
     return vec2<u32>(pack4xI8(vec4<i32>(hi)), pack4xI8(vec4<i32>(lo)));
 }
 
-// Sixteen values as the hi and lo vectors of their group.
-fn store_group(g: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+// Where group xg of a row is stored: g · units + u for the unit u and group g (within it) that read it.
+fn position(xg: u32) -> u32 {
+    if (LAYOUT == 2u) {
+        // Inverse of qgemv.wgsl's Q6_K x_group: xg = 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j.
+        let w = xg & 15u;
+        let rem = w & 7u;
+        return (rem >> 1u) * p.units + 4u * (xg >> 4u) + 2u * (w >> 3u) + (rem & 1u);
+    }
+    if (LAYOUT == 1u) {
+        return (xg & 3u) * p.units + (xg >> 2u);
+    }
+    return (xg & 1u) * p.units + (xg >> 1u);
+}
+
+// Sixteen values (group xg of row r) as their hi and lo vectors and their scale and sum.
+fn store_group(r: u32, xg: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
     let s0 = split(v0);
     let s1 = split(v1);
     let s2 = split(v2);
     let s3 = split(v3);
-    xq[2u * g] = vec4<u32>(s0.x, s1.x, s2.x, s3.x);
-    xq[2u * g + 1u] = vec4<u32>(s0.y, s1.y, s2.y, s3.y);
+    let groups = 2u * p.blocks;
+    let at = position(xg);
+    xq[2u * r * groups + at] = vec4<u32>(s0.x, s1.x, s2.x, s3.x);
+    xq[(2u * r + 1u) * groups + at] = vec4<u32>(s0.y, s1.y, s2.y, s3.y);
+    xs[r * groups + at] = vec2<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3));
 }
 
 // Value vector k (0..7) of block blk of x, block b of its row, normalised (times `scale`) where NORM asks.
@@ -100,9 +127,9 @@ fn quantize_block(blk: u32, b: u32, scale: f32) {
                    max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
     inv_ = select(0.0, 127.0 / amax, amax > 0.0);
     d_ = amax / 127.0;
-    store_group(2u * blk, v0, v1, v2, v3);
-    store_group(2u * blk + 1u, v4, v5, v6, v7);
-    xs[blk] = vec4<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3), hsum(v4 + v5 + v6 + v7), 0.0);
+    let r = blk / p.blocks;
+    store_group(r, 2u * b, v0, v1, v2, v3);
+    store_group(r, 2u * b + 1u, v4, v5, v6, v7);
 }
 
 @compute @workgroup_size(WG)
@@ -111,7 +138,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (NORM == 0u) {
         let blk = linear_group_id(wid, nwg) * WG + li;
         if (blk < p.total_blocks) {
-            quantize_block(blk, 0u, 1.0);
+            quantize_block(blk, blk % p.blocks, 1.0);
         }
         return;
     }

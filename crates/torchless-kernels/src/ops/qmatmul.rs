@@ -23,14 +23,18 @@
 //! `quant_dot`); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
 //! `gemm` crate (GEMM).
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::gemv::{GatedAct, GemvEpilogue, InputNorm, MAX_BATCH};
+use super::norm::RmsNormVariant;
 use super::{common_backend, require_dtype};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+use crate::gpu::GpuContext;
 use crate::quant::{BlockView, QuantTensor, QuantType};
 use crate::quant_dot;
 use crate::tensor::Tensor;
@@ -83,8 +87,10 @@ pub fn gemv_q_into_with(
 
 /// The activations of quantized GEMVs, `x [.., cols]` (f32, 1 to 8 rows, `cols` a multiple of 32),
 /// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU two
-/// signed bytes per value with per-32 scales and sums (kernels/qgemv_x.wgsl), which the GEMV multiplies
-/// with integer dot products. GEMVs that share their input (Q, K and V; gate and up) prepare it once.
+/// signed bytes per value with per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV
+/// multiplies with integer dot products, stored in the order its threads read them for the weights' format
+/// (prepared when a GEMV first needs that order). GEMVs that share their input (Q, K and V; gate and up)
+/// prepare it once.
 pub struct GemvInput {
     /// The shape of x without its last dimension.
     lead: Vec<usize>,
@@ -96,12 +102,16 @@ pub struct GemvInput {
 enum InputData {
     /// x (normalised where asked) as f32 `[b, cols]`.
     Cpu(Tensor),
-    /// `xq`: two bytes per value (u32 words); `xs`: (d/256, Σ first 16, Σ last 16, 0) per 32 values.
-    Gpu { xq: Tensor, xs: Tensor },
+    Gpu {
+        x: Tensor,
+        norm: Option<(Tensor, f32, RmsNormVariant)>,
+        /// (layout, xq, xs) per layout prepared so far (see [`gpu::x_layout`]).
+        prepared: Mutex<Vec<(u32, Tensor, Tensor)>>,
+    },
 }
 
 impl GemvInput {
-    /// Prepares `x`, or `rmsnorm(x)` with `norm` (the norm costs no dispatch of its own on the GPU).
+    /// Takes `x`, or `rmsnorm(x)` with `norm` (the norm costs no dispatch of its own on the GPU).
     pub fn new(x: &Tensor, norm: Option<InputNorm<'_>>) -> Result<GemvInput> {
         let op = "gemv_q";
         require_dtype(op, x, DType::F32)?;
@@ -131,19 +141,33 @@ impl GemvInput {
                 Some(n) => super::norm::rmsnorm(x, n.weight, n.eps, n.variant)?,
                 None => x.clone(),
             }),
-            Backend::Gpu(ctx) => {
-                let (xq, xs) = gpu::quantize_x(&ctx, x, b, cols, norm)?;
-                InputData::Gpu { xq, xs }
-            }
+            Backend::Gpu(_) => InputData::Gpu {
+                x: x.clone(),
+                norm: norm.map(|n| (n.weight.clone(), n.eps, n.variant)),
+                prepared: Mutex::new(Vec::new()),
+            },
         };
         Ok(GemvInput { lead, b, cols, data })
     }
 
     fn backend(&self) -> Backend {
         match &self.data {
-            InputData::Cpu(x) => x.backend(),
-            InputData::Gpu { xq, .. } => xq.backend(),
+            InputData::Cpu(x) | InputData::Gpu { x, .. } => x.backend(),
         }
+    }
+
+    /// The GPU form of x for weights `w` (xq, xs), quantized on first use.
+    fn prepared(&self, ctx: &GpuContext, w: &QuantTensor) -> Result<(Tensor, Tensor)> {
+        let InputData::Gpu { x, norm, prepared } = &self.data else { unreachable!("a GPU input") };
+        let layout = gpu::x_layout(w.quant_type());
+        let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, xq, xs)) = prepared.iter().find(|(l, ..)| *l == layout) {
+            return Ok((xq.clone(), xs.clone()));
+        }
+        let norm = norm.as_ref().map(|(weight, eps, variant)| InputNorm { weight, eps: *eps, variant: *variant });
+        let (xq, xs) = gpu::quantize_x(ctx, x, self.b, self.cols, norm, layout, gpu::units(w))?;
+        prepared.push((layout, xq.clone(), xs.clone()));
+        Ok((xq, xs))
     }
 
     /// A new f32 output shaped like x with last dimension `rows`.
@@ -155,16 +179,16 @@ impl GemvInput {
 
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>) -> Result<()> {
-        let (InputData::Gpu { xq, xs }, Backend::Gpu(ctx)) = (&self.data, self.backend()) else {
-            unreachable!("run_gpu takes a GPU input")
-        };
-        gpu::gemv(&ctx, parts, (xq, xs), self.b, None, gated, QGemvKernel::Auto, None)
+        let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
+        let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
+        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, gated, QGemvKernel::Auto, None)
     }
 
+    /// The tensors an output must not alias.
     fn tensors(&self) -> Vec<&Tensor> {
         match &self.data {
             InputData::Cpu(x) => vec![x],
-            InputData::Gpu { xq, xs } => vec![xq, xs],
+            InputData::Gpu { x, norm, .. } => std::iter::once(x).chain(norm.as_ref().map(|n| &n.0)).collect(),
         }
     }
 }
@@ -230,16 +254,19 @@ fn gemv_q_tuned(
             cpu_gemv(w, xv, x.b, epilogue, out);
             Ok(())
         }
-        (Backend::Gpu(ctx), InputData::Gpu { xq, xs }) => gpu::gemv(
-            &ctx,
-            &[gpu::Part { w, bias: epilogue.bias, out }],
-            (xq, xs),
-            x.b,
-            epilogue.residual,
-            None,
-            kernel,
-            tune,
-        ),
+        (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
+            let (xq, xs) = x.prepared(&ctx, w)?;
+            gpu::gemv(
+                &ctx,
+                &[gpu::Part { w, bias: epilogue.bias, out }],
+                (&xq, &xs),
+                x.b,
+                epilogue.residual,
+                None,
+                kernel,
+                tune,
+            )
+        }
         _ => unreachable!("check_part checked that x and the weights share a backend"),
     }
 }
@@ -679,7 +706,7 @@ pub(crate) mod gpu {
         blocks: u32,
         eps: f32,
         total_blocks: u32,
-        _pad: u32,
+        units: u32,
     }
 
     #[repr(C)]
@@ -883,12 +910,25 @@ pub(crate) mod gpu {
 
     /// x [b, cols] (or rmsnorm(x)) as integers for the GEMV (kernels/qgemv_x.wgsl): two signed bytes per
     /// value (`xq`, u32 words) and (d/256, Σ first 16, Σ last 16, 0) per 32 values (`xs`).
+    /// The order in which the GEMV's threads read x for weights of type `t` (kernels/qgemv_x.wgsl
+    /// `LAYOUT`): units of two groups of 16 (32-weight blocks), of four (Q4_K, Q5_K), or Q6_K's four.
+    pub fn x_layout(t: QuantType) -> u32 {
+        match t {
+            QuantType::Q4K | QuantType::Q5K => 1,
+            QuantType::Q6K => 2,
+            _ => 0,
+        }
+    }
+
+    /// x as the GEMV's integers (see [`GemvInput`]) in `layout`, for weights of `units` units per row.
     pub(super) fn quantize_x(
         ctx: &GpuContext,
         x: &Tensor,
         b: usize,
         cols: usize,
         norm: Option<InputNorm<'_>>,
+        layout: u32,
+        units: usize,
     ) -> Result<(Tensor, Tensor)> {
         let op = "gemv_q";
         let blocks = b * cols / 32;
@@ -898,7 +938,7 @@ pub(crate) mod gpu {
             blocks: to_u32(op, "x blocks", cols / 32)?,
             eps: norm.map_or(0.0, |n| n.eps),
             total_blocks: to_u32(op, "x blocks", blocks)?,
-            _pad: 0,
+            units: to_u32(op, "units per row", units)?,
         };
         // A workgroup per row with the norm (it sums the row's squares first), else a thread per block.
         let workgroups = if norm.is_some() { b as u32 } else { params.total_blocks.div_ceil(256) };
@@ -914,7 +954,7 @@ pub(crate) mod gpu {
         ctx.dispatch(Dispatch {
             kernel: &QGEMV_X,
             entry: "main",
-            constants: &[("NORM", mode), ("NW_DT", nw_dt.wgsl_code())],
+            constants: &[("NORM", mode), ("NW_DT", nw_dt.wgsl_code()), ("LAYOUT", f64::from(layout))],
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &[&xb, &nwb, &raw(&xq), &raw(&xs)],
             workgroups: Workgroups::Linear(workgroups),
