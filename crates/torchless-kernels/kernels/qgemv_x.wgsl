@@ -104,32 +104,51 @@ fn store_group(r: u32, xg: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3:
     xs[r * groups + at] = vec2<f32>(d_ / 256.0, hsum(v0 + v1 + v2 + v3));
 }
 
-// Value vector k (0..7) of block blk of x, block b of its row, normalised (times `scale`) where NORM asks.
-fn value(blk: u32, b: u32, k: u32, scale: f32) -> vec4<f32> {
-    let v = x[8u * blk + k];
-    if (NORM > 0u) {
-        return v * norm4(32u * b + 4u * k) * scale;
-    }
-    return v;
+// The 32 values of one block.
+struct Block {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
 }
 
-// Block blk of x (block b of its row) as bytes, scale and sums.
-fn quantize_block(blk: u32, b: u32, scale: f32) {
-    let v0 = value(blk, b, 0u, scale);
-    let v1 = value(blk, b, 1u, scale);
-    let v2 = value(blk, b, 2u, scale);
-    let v3 = value(blk, b, 3u, scale);
-    let v4 = value(blk, b, 4u, scale);
-    let v5 = value(blk, b, 5u, scale);
-    let v6 = value(blk, b, 6u, scale);
-    let v7 = value(blk, b, 7u, scale);
-    let amax = max(max(max(amax4(v0), amax4(v1)), max(amax4(v2), amax4(v3))),
-                   max(max(amax4(v4), amax4(v5)), max(amax4(v6), amax4(v7))));
+// Block blk of x.
+fn load_block(blk: u32) -> Block {
+    let i = 8u * blk;
+    return Block(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+}
+
+// The norm weights of block b of a row (Gemma's 1 added).
+fn load_norm(b: u32) -> Block {
+    let i = 32u * b;
+    return Block(norm4(i), norm4(i + 4u), norm4(i + 8u), norm4(i + 12u), norm4(i + 16u), norm4(i + 20u),
+                 norm4(i + 24u), norm4(i + 28u));
+}
+
+fn sum_squares(v: Block) -> f32 {
+    return dot(v.v0, v.v0) + dot(v.v1, v.v1) + dot(v.v2, v.v2) + dot(v.v3, v.v3) + dot(v.v4, v.v4)
+        + dot(v.v5, v.v5) + dot(v.v6, v.v6) + dot(v.v7, v.v7);
+}
+
+// Block blk of x (block b of its row), values v (times the norm weights w and `scale` where NORM asks),
+// as bytes, scales and sums.
+fn quantize_block(blk: u32, b: u32, v_in: Block, w: Block, scale: f32) {
+    var v = v_in;
+    if (NORM > 0u) {
+        v = Block(v.v0 * w.v0 * scale, v.v1 * w.v1 * scale, v.v2 * w.v2 * scale, v.v3 * w.v3 * scale,
+                  v.v4 * w.v4 * scale, v.v5 * w.v5 * scale, v.v6 * w.v6 * scale, v.v7 * w.v7 * scale);
+    }
+    let amax = max(max(max(amax4(v.v0), amax4(v.v1)), max(amax4(v.v2), amax4(v.v3))),
+                   max(max(amax4(v.v4), amax4(v.v5)), max(amax4(v.v6), amax4(v.v7))));
     inv_ = select(0.0, 127.0 / amax, amax > 0.0);
     d_ = amax / 127.0;
     let r = blk / p.blocks;
-    store_group(r, 2u * b, v0, v1, v2, v3);
-    store_group(r, 2u * b + 1u, v4, v5, v6, v7);
+    store_group(r, 2u * b, v.v0, v.v1, v.v2, v.v3);
+    store_group(r, 2u * b + 1u, v.v4, v.v5, v.v6, v.v7);
 }
 
 @compute @workgroup_size(WG)
@@ -138,17 +157,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (NORM == 0u) {
         let blk = linear_group_id(wid, nwg) * WG + li;
         if (blk < p.total_blocks) {
-            quantize_block(blk, blk % p.blocks, 1.0);
+            quantize_block(blk, blk % p.blocks, load_block(blk), Block(), 1.0);
         }
         return;
     }
     let row = wid.x;
     let nb = p.blocks;
-    let row_vec = row * 8u * nb;
+    // Rows of up to WG blocks (8192 values) stay in registers, with their norm weights, from the sum of
+    // squares to the quantization: the launch is a chain of latencies on one workgroup, and this removes
+    // a read of x from it. Longer rows are read twice.
+    let held = nb <= WG;
+    var mine: Block;
+    var w: Block;
     var ss = 0.0;
-    for (var k = li; k < 8u * nb; k += WG) {
-        let v = x[row_vec + k];
-        ss += dot(v, v);
+    if (held) {
+        if (li < nb) {
+            mine = load_block(row * nb + li);
+            w = load_norm(li);
+            ss = sum_squares(mine);
+        }
+    } else {
+        for (var b = li; b < nb; b += WG) {
+            ss += sum_squares(load_block(row * nb + b));
+        }
     }
     red[li] = ss;
     workgroupBarrier();
@@ -159,7 +190,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
     let scale = inverseSqrt(red[0] / f32(32u * nb) + p.eps);
+    if (held) {
+        if (li < nb) {
+            quantize_block(row * nb + li, li, mine, w, scale);
+        }
+        return;
+    }
     for (var b = li; b < nb; b += WG) {
-        quantize_block(row * nb + b, b, scale);
+        quantize_block(row * nb + b, b, load_block(row * nb + b), load_norm(b), scale);
     }
 }

@@ -1179,40 +1179,44 @@ mod tests {
     #[test]
     fn normed_input_matches_the_norm_then_the_gemv() {
         let mut rng = Rng::new(27);
-        let (cols, b, eps) = (512, 3, 1e-5f32);
-        let xv = rng.vec(b * cols, -2.0, 2.0);
-        let nw = rng.vec(cols, 0.5, 1.5);
-        let weights = [QuantType::Q4K, QuantType::Q8_0].map(|ty| quantized(&mut rng, ty, 7, cols));
-        for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
-            for backend in test_backends() {
-                let x = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
-                let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
-                // The reference normalises with the bf16-rounded weight, in f64.
-                let g: Vec<f64> = weight
-                    .to_f32_vec()
-                    .unwrap()
-                    .iter()
-                    .map(|&w| if variant == RmsNormVariant::Gemma { 1.0 + w as f64 } else { w as f64 })
-                    .collect();
-                let xn: Vec<f32> = xv
-                    .chunks(cols)
-                    .flat_map(|row| {
-                        let s = 1.0
-                            / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64 + eps as f64).sqrt();
-                        row.iter().zip(&g).map(move |(&v, &g)| (v as f64 * s * g) as f32)
-                    })
-                    .collect();
-                let input = GemvInput::new(&x, Some(InputNorm { weight: &weight, eps, variant })).unwrap();
-                for (w, wv) in &weights {
-                    let got = gemv_q_input(&w.to_backend(&backend).unwrap(), &input, GemvEpilogue::default())
-                        .unwrap()
+        // 8448 values: rows longer than the quantization kernel keeps in registers (8192).
+        for (cols, b) in [(512, 3), (8448, 1)] {
+            let eps = 1e-5f32;
+            let xv = rng.vec(b * cols, -2.0, 2.0);
+            let nw = rng.vec(cols, 0.5, 1.5);
+            let weights = [QuantType::Q4K, QuantType::Q8_0, QuantType::Q6K].map(|ty| quantized(&mut rng, ty, 7, cols));
+            for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
+                for backend in test_backends() {
+                    let x = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
+                    let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
+                    // The reference normalises with the bf16-rounded weight, in f64.
+                    let g: Vec<f64> = weight
                         .to_f32_vec()
-                        .unwrap();
-                    let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
-                    if backend.is_gpu() {
-                        assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
-                    } else {
-                        assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
+                        .unwrap()
+                        .iter()
+                        .map(|&w| if variant == RmsNormVariant::Gemma { 1.0 + w as f64 } else { w as f64 })
+                        .collect();
+                    let xn: Vec<f32> = xv
+                        .chunks(cols)
+                        .flat_map(|row| {
+                            let s = 1.0
+                                / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / cols as f64 + eps as f64)
+                                    .sqrt();
+                            row.iter().zip(&g).map(move |(&v, &g)| (v as f64 * s * g) as f32)
+                        })
+                        .collect();
+                    let input = GemvInput::new(&x, Some(InputNorm { weight: &weight, eps, variant })).unwrap();
+                    for (w, wv) in &weights {
+                        let got = gemv_q_input(&w.to_backend(&backend).unwrap(), &input, GemvEpilogue::default())
+                            .unwrap()
+                            .to_f32_vec()
+                            .unwrap();
+                        let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
+                        if backend.is_gpu() {
+                            assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
+                        } else {
+                            assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
+                        }
                     }
                 }
             }
