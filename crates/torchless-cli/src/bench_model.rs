@@ -63,6 +63,7 @@ struct Report {
     /// time inside them.
     decode_launches: Option<f64>,
     decode_bind_groups_made: Option<f64>,
+    decode_buffers_made: Option<f64>,
     decode_submits: Option<f64>,
     decode_submit_ms: Option<f64>,
     roofline_tok_s: f64,
@@ -140,6 +141,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         (
             per_token(b.launches - a.launches),
             per_token(b.bind_groups_made - a.bind_groups_made),
+            per_token(b.buffers_made - a.buffers_made),
             per_token(b.submits - a.submits),
             per_token_ms(b.submit_time - a.submit_time),
         )
@@ -175,8 +177,9 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         decode_wait_ms: per_token_ms(host.wait),
         decode_launches: stats_delta.map(|s| s.0),
         decode_bind_groups_made: stats_delta.map(|s| s.1),
-        decode_submits: stats_delta.map(|s| s.2),
-        decode_submit_ms: stats_delta.map(|s| s.3),
+        decode_buffers_made: stats_delta.map(|s| s.2),
+        decode_submits: stats_delta.map(|s| s.3),
+        decode_submit_ms: stats_delta.map(|s| s.4),
         roofline_tok_s,
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
@@ -200,10 +203,10 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             "host per decode token: {:.3} ms recording, {:.3} ms waiting for the device",
             report.decode_record_ms, report.decode_wait_ms
         );
-        if let Some((launches, made, submits, submit_ms)) = stats_delta {
+        if let Some((launches, made, buffers, submits, submit_ms)) = stats_delta {
             println!(
-                "  per decode token: {launches:.1} launches, {made:.1} bind groups made, {submits:.1} submissions \
-                 taking {submit_ms:.3} ms of the recording"
+                "  per decode token: {launches:.1} launches, {made:.1} bind groups and {buffers:.1} buffers made, \
+                 {submits:.1} submissions taking {submit_ms:.3} ms of the recording"
             );
         }
         if let Some(p) = report.prefill_tok_s {

@@ -67,6 +67,8 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     pool: Mutex<BufferPool>,
+    /// Buffers made by `alloc` because the pool had none of the size (see [`HostStats`]).
+    buffers_made: std::sync::atomic::AtomicU64,
     batch: Mutex<Batch>,
     /// The first error wgpu reported outside an error scope; returned by the next flush.
     device_error: Arc<Mutex<Option<String>>>,
@@ -90,6 +92,8 @@ pub struct HostStats {
     pub launches: u64,
     /// Bind groups made (launches whose pipeline and buffers were not in the cache).
     pub bind_groups_made: u64,
+    /// Op-output buffers made because the pool had none free of their size.
+    pub buffers_made: u64,
     pub submits: u64,
     /// Host time inside `Queue::submit` (and the parameter upload before it).
     pub submit_time: std::time::Duration,
@@ -228,6 +232,7 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new(HashMap::new()),
             pool: Mutex::new(BufferPool::default()),
+            buffers_made: Default::default(),
             batch: Mutex::new(Batch {
                 encoder: None,
                 launches: 0,
@@ -262,7 +267,10 @@ impl GpuContext {
 
     /// What the host has recorded and submitted so far.
     pub fn host_stats(&self) -> HostStats {
-        self.lock_batch().stats
+        HostStats {
+            buffers_made: self.buffers_made.load(std::sync::atomic::Ordering::Relaxed),
+            ..self.lock_batch().stats
+        }
     }
 
     /// Whether profiled dispatches run back to back in one pass, stamped between (see the `profile` module).
@@ -324,12 +332,15 @@ impl GpuContext {
         let reused = self.pool.lock().unwrap_or_else(|p| p.into_inner()).take(size);
         let buffer = match reused {
             Some(b) => b,
-            None => self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(op),
-                size,
-                usage: Self::usage(),
-                mapped_at_creation: false,
-            }),
+            None => {
+                self.buffers_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(op),
+                    size,
+                    usage: Self::usage(),
+                    mapped_at_creation: false,
+                })
+            }
         };
         Ok(GpuBuffer { buffer: Some(buffer), pooled: true, ctx: self.clone() })
     }
