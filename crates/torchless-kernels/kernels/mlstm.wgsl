@@ -29,7 +29,7 @@ struct Params {
     tiles: u32,
     eps: f32,
     scale: f32,   // 1 / sqrt(DQK)
-    _pad0: u32,
+    gate_cap: f32, // soft cap of the gate pre-activations ĩ, f̃ (0: none)
     _pad1: u32,
 }
 
@@ -50,6 +50,16 @@ fn log1p_pos(u: f32) -> f32 {
 // logσ(x) = −softplus(−x), without overflow.
 fn log_sigmoid(x: f32) -> f32 {
     return min(x, 0.0) - log1p_pos(exp(-abs(x)));
+}
+
+// A gate pre-activation as the recurrence uses it: cap·tanh(x / cap) when a cap is set (the elementwise
+// softcap's formula, so fusing it here changes no bits), x otherwise. Every kernel that reads ĩ or f̃
+// goes through it, so the step's two launches see the same gates.
+fn gate_pre(x: f32) -> f32 {
+    if (p.gate_cap > 0.0) {
+        return p.gate_cap * safe_tanh(x / p.gate_cap);
+    }
+    return x;
 }
 
 // Sum of v over the workgroup (every invocation gets it). Call in uniform control flow.
@@ -95,8 +105,8 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     // The new stabiliser and the gates, by invocation 0 (the only one touching m).
     if (li == 0u) {
         let m0 = st_m[hd];
-        let lf = log_sigmoid(st_f[hd]);
-        let ig = st_i[hd];
+        let lf = log_sigmoid(gate_pre(st_f[hd]));
+        let ig = gate_pre(st_i[hd]);
         let m1 = max(lf + m0, ig);
         wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
         st_m[hd] = m1;
@@ -177,7 +187,7 @@ fn col_sum(li: u32, v: f32) -> f32 {
     return total;
 }
 
-// (m', f, i, 0) from the old m and the gate pre-activations f̃, ĩ.
+// (m', f, i, 0) from the old m and the (capped) gate pre-activations f̃, ĩ.
 fn step_gates(m0: f32, f_pre: f32, i_pre: f32) -> vec4<f32> {
     let lf = log_sigmoid(f_pre);
     let m1 = max(lf + m0, i_pre);
@@ -195,7 +205,7 @@ fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     if (li == 0u) {
-        wg_gate = step_gates(s4_m[hd], s4_f[hd], s4_i[hd]);
+        wg_gate = step_gates(s4_m[hd], gate_pre(s4_f[hd]), gate_pre(s4_i[hd]));
     }
     workgroupBarrier();
     let g = wg_gate;
@@ -270,7 +280,7 @@ fn mlstm_step4_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         return;
     }
     if (li == 0u) {
-        wg_gate = step_gates(ss_m[hd], ss_f[hd], ss_i[hd]);
+        wg_gate = step_gates(ss_m[hd], gate_pre(ss_f[hd]), gate_pre(ss_i[hd]));
     }
     workgroupBarrier();
     let g = wg_gate;
@@ -315,8 +325,8 @@ fn chunk_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         var mx = -3.0e38;
         for (var t = c * p.chunk; t < t1; t++) {
             let r = tok_row(hd, t);
-            b += log_sigmoid(ca_f[r]);
-            let ib = ca_i[r] - b;
+            b += log_sigmoid(gate_pre(ca_f[r]));
+            let ib = gate_pre(ca_i[r]) - b;
             mx = max(mx, ib);
             ca_tok[tb + t] = vec4<f32>(b, 0.0, 0.0, ib);
         }

@@ -2,9 +2,10 @@
 //! multi-head layer norm applied to its output.
 //!
 //! Math (NX-AI's `mlstm_kernels` native step, as in Hugging Face transformers' xLSTM): with the gate
-//! pre-activations ĩ, f̃ (already soft-capped by the caller) and the state (C, n, m),
+//! pre-activations ĩ, f̃ and the state (C, n, m),
 //!
 //! ```text
+//! ĩ ← cap·tanh(ĩ/cap),  f̃ ← cap·tanh(f̃/cap)   (only with a gate soft cap: xLSTM's gate_soft_cap)
 //! logσ(f̃) = −softplus(−f̃)
 //! m' = max(logσ(f̃) + m, ĩ)
 //! f  = exp(logσ(f̃) + m − m'),   i = exp(ĩ − m')
@@ -111,9 +112,11 @@ impl MlstmState {
     }
 }
 
-/// One recurrent step for every batch row and head (one dispatch on the GPU). Updates `state` in place
-/// and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
-/// pre-activations (already soft-capped). A model holding `[B, 1, NH, D]` rows reshapes them (free).
+/// One recurrent step for every batch row and head (one or two dispatches on the GPU). Updates `state` in
+/// place and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
+/// pre-activations, soft-capped here (cap·tanh(x/cap)) when `gate_soft_cap` is set (finite, > 0). A model
+/// holding `[B, 1, NH, D]` rows reshapes them (free).
+#[allow(clippy::too_many_arguments)]
 pub fn mlstm_step(
     q: &Tensor,
     k: &Tensor,
@@ -121,11 +124,12 @@ pub fn mlstm_step(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    let d = validate_step(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_step", &[d.b, d.nh, d.dv], DType::F32)?;
-    mlstm_step_into(q, k, v, i_pre, f_pre, state, eps, &out)?;
+    mlstm_step_into(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &out)?;
     Ok(out)
 }
 
@@ -138,23 +142,25 @@ pub fn mlstm_step_into(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_step";
-    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    let d = validate_step(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
         Backend::Cpu => {
-            cpu_step(d, q, k, v, i_pre, f_pre, state, eps, out);
+            cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, eps, out),
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, out),
     }
 }
 
 /// The chunkwise-parallel form, for prefill: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, i_pre, f_pre
-/// `[B, S, NH]` (token-major, as the projections produce them). Starts from `state` (zero for a new
+/// `[B, S, NH]` (token-major, as the projections produce them; soft-capped here when `gate_soft_cap` is
+/// set, as in [`mlstm_step`]). Starts from `state` (zero for a new
 /// sequence, or where decoding or an earlier prefill chunk left it), overwrites it with the final
 /// (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
 /// not be a multiple of it. Equals S calls of [`mlstm_step`] up to float rounding.
@@ -167,11 +173,12 @@ pub fn mlstm_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_chunkwise", &[d.b, d.s, d.nh, d.dv], DType::F32)?;
-    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, eps, &out)?;
+    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps, &out)?;
     Ok(out)
 }
 
@@ -185,18 +192,19 @@ pub fn mlstm_chunkwise_into(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_chunkwise";
-    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.s, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
         Backend::Cpu => {
-            cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, eps, out);
+            cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, eps, out),
+        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, gate_soft_cap, eps, out),
     }
 }
 
@@ -271,6 +279,18 @@ fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     }
 }
 
+fn check_gate_cap(op: &'static str, cap: Option<f32>) -> Result<()> {
+    match cap {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(KernelError::Argument {
+            op,
+            name: "gate_soft_cap",
+            value: c.to_string(),
+            reason: "must be a finite number > 0 (or None for no cap)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     for t in tensors {
         require_dtype(op, t, DType::F32)?;
@@ -323,6 +343,7 @@ fn validate_step(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Dims> {
     const OP: &str = "mlstm_step";
@@ -344,6 +365,7 @@ fn validate_step(
             return Err(shape_error(OP, name, format!("[B, NH] = [{b}, {nh}]"), g));
         }
     }
+    check_gate_cap(OP, gate_soft_cap)?;
     check_eps(OP, eps)?;
     let d = Dims { b, s: 1, nh, dqk, dv };
     check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
@@ -360,6 +382,7 @@ fn validate_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Dims> {
     const OP: &str = "mlstm_chunkwise";
@@ -389,6 +412,7 @@ fn validate_chunkwise(
             reason: "must be at least 1".into(),
         });
     }
+    check_gate_cap(OP, gate_soft_cap)?;
     check_eps(OP, eps)?;
     let d = Dims { b, s, nh, dqk, dv };
     check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
@@ -437,7 +461,9 @@ struct Params {
     tiles: u32,
     eps: f32,
     scale: f32,
-    _pad: [u32; 2],
+    /// 0: no cap (validation keeps a given cap > 0).
+    gate_cap: f32,
+    _pad: u32,
 }
 
 /// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
@@ -462,7 +488,7 @@ fn scratch(ctx: &Arc<GpuContext>, op: &'static str, bytes: usize) -> Result<GpuB
     ctx.alloc(op, bytes as u64)
 }
 
-fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
+fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, gate_cap: Option<f32>, eps: f32) -> Params {
     Params {
         heads: (d.b * d.nh) as u32,
         nh: d.nh as u32,
@@ -474,7 +500,8 @@ fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
         tiles: tiles as u32,
         eps,
         scale: 1.0 / (d.dqk as f32).sqrt(),
-        _pad: [0; 2],
+        gate_cap: gate_cap.unwrap_or(0.0),
+        _pad: 0,
     }
 }
 
@@ -483,6 +510,7 @@ fn gpu_step(
     d: Dims,
     [q, k, v, i, f]: [&Tensor; 5],
     state: &MlstmState,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
@@ -491,7 +519,7 @@ fn gpu_step(
     let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
     let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
     let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
-    let p = params(d, 1, 1, 1, eps);
+    let p = params(d, 1, 1, 1, gate_cap, eps);
     if !d.dv.is_multiple_of(4) {
         // One workgroup per head (the whole step, state included).
         let wg = workgroup_size(ctx, 1024);
@@ -540,6 +568,7 @@ fn gpu_chunkwise(
     [q, k, v, i, f]: [&Tensor; 5],
     state: &MlstmState,
     chunk: usize,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
@@ -562,7 +591,7 @@ fn gpu_chunkwise(
     let [q, k, v, i, f, c, n, m, h] = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
     let (q, k, v, i, f, c, n, m, h) = (q?, k?, v?, i?, f?, c?, n?, m?, h?);
     let (tok, chk, dn, pm) = (tok.raw(), chk.raw(), dn.raw(), pm.raw());
-    let p = params(d, l, nch, tiles, eps);
+    let p = params(d, l, nch, tiles, gate_cap, eps);
     let base = [("WG", wg as f64)];
     let launch = |entry: &'static str, buffers: &[&wgpu::Buffer], groups: usize, constants: &[(&'static str, f64)]| {
         ctx.dispatch(Dispatch {
@@ -617,7 +646,8 @@ fn gpu_mhln(
         tiles: 1,
         eps,
         scale: 1.0,
-        _pad: [0; 2],
+        gate_cap: 0.0,
+        _pad: 0,
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     ctx.dispatch(Dispatch {
@@ -641,6 +671,17 @@ fn gpu_mhln(
 /// logσ(x) = −softplus(−x), without overflow for any x.
 pub(crate) fn log_sigmoid(x: f32) -> f32 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
+}
+
+/// The gate pre-activations of `t` as the recurrence uses them: soft-capped when `cap` is set, with the
+/// elementwise softcap's formula.
+fn gates(t: &Tensor, cap: Option<f32>) -> Vec<f32> {
+    let mut g = cpu::read_f32(t);
+    if let Some(cap) = cap {
+        let op = super::elementwise::Unary::Softcap { cap };
+        g.iter_mut().for_each(|x| *x = op.apply(*x));
+    }
+    g
 }
 
 /// Runs `f(head, c, n, m)` for every (batch row, head) in parallel over the state; head = b·NH + h.
@@ -670,11 +711,12 @@ fn cpu_step(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) {
     let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
-    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let (ig, fg) = (gates(i_pre, gate_cap), gates(f_pre, gate_cap));
     let (dqk, dv) = (d.dqk, d.dv);
     let scale = 1.0 / (dqk as f32).sqrt();
     let h = std::sync::Mutex::new(vec![0.0f32; d.b * d.nh * dv]);
@@ -717,11 +759,12 @@ fn cpu_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) {
     let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
-    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let (ig, fg) = (gates(i_pre, gate_cap), gates(f_pre, gate_cap));
     let Dims { b: _, s, nh, dqk, dv } = d;
     let scale = 1.0 / (dqk as f32).sqrt();
     // Token t of head (b, h): row (b·S + t)·NH + h of q, k, v, the gates and h.
@@ -836,7 +879,8 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
 /// Bench op names of this family.
 pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
 
-/// xLSTM-7B shapes: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5). `mlstm_step` moves the
+/// xLSTM-7B shapes and gate soft cap: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5), cap 15.
+/// `mlstm_step` moves the
 /// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
 /// 16 to 2048 tokens, 2048 being xLSTM-7B's prefill target); `multihead_layernorm` normalises rows of
 /// 8 heads × 512 with an f32 weight.
@@ -852,6 +896,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     const DQK: usize = 256;
     const DV: usize = 512;
     const EPS: f32 = 1e-6;
+    const CAP: Option<f32> = Some(15.0);
     let dims = (B, 1, NH, DQK, DV);
     let state_bytes = (4 * B * NH * (DQK * DV + DQK + 1)) as u64;
     let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
@@ -876,6 +921,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                 &r(&i[3]),
                 &r(&i[4]),
                 &mut st,
+                CAP,
                 EPS,
             )
         };
@@ -897,7 +943,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     flops: (B * NH * 4 * DQK * DV) as u64,
                     tolerance,
                     inputs,
-                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), EPS)),
+                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), CAP, EPS)),
                     reference: Box::new(move |i| Ok(reference_of(i, dims))),
                 }
             }
@@ -922,7 +968,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     tolerance,
                     inputs,
                     run: Box::new(move |i| {
-                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, EPS)
+                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, CAP, EPS)
                     }),
                     reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
                 }
@@ -969,7 +1015,8 @@ pub mod reference {
     }
 
     /// The step-by-step recurrence over token-major inputs (q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`,
-    /// gates `[B, S, NH]`) from `state`, which it leaves at the final state; returns h `[B, S, NH, DV]`.
+    /// gates `[B, S, NH]`, soft-capped first when `gate_cap` is set) from `state`, which it leaves at the
+    /// final state; returns h `[B, S, NH, DV]`.
     #[allow(clippy::too_many_arguments)]
     pub fn recurrence(
         (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize),
@@ -979,9 +1026,11 @@ pub mod reference {
         ig: &[f32],
         fg: &[f32],
         state: &mut State64,
+        gate_cap: Option<f32>,
         eps: f32,
     ) -> Vec<f64> {
         let scale = 1.0 / (dqk as f64).sqrt();
+        let cap = |x: f32| gate_cap.map_or(x as f64, |c| c as f64 * (x as f64 / c as f64).tanh());
         let mut h = vec![0.0f64; b * s * nh * dv];
         for bi in 0..b {
             for hi in 0..nh {
@@ -992,7 +1041,7 @@ pub mod reference {
                 for t in 0..s {
                     let r = (bi * s + t) * nh + hi;
                     let (qt, kt, vt) = (&q[r * dqk..][..dqk], &k[r * dqk..][..dqk], &v[r * dv..][..dv]);
-                    let (i, lf) = (ig[r] as f64, log_sigmoid(fg[r] as f64));
+                    let (i, lf) = (cap(ig[r]), log_sigmoid(cap(fg[r])));
                     let m_new = (lf + *m).max(i);
                     let fa = (lf + *m - m_new).exp();
                     let ia = (i - m_new).exp();
@@ -1066,6 +1115,7 @@ mod tests {
     const TOL: Tolerance = Tolerance { atol: 5e-5, rtol: 5e-4 };
 
     /// Random inputs of one call in token-major layout.
+    #[derive(Clone)]
     struct Inputs {
         dims: (usize, usize, usize, usize, usize),
         q: Vec<f32>,
@@ -1104,8 +1154,8 @@ mod tests {
             }
         }
 
-        fn reference(&self, state: &mut State64, eps: f32) -> Vec<f64> {
-            reference::recurrence(self.dims, &self.q, &self.k, &self.v, &self.ig, &self.fg, state, eps)
+        fn reference(&self, state: &mut State64, cap: Option<f32>, eps: f32) -> Vec<f64> {
+            reference::recurrence(self.dims, &self.q, &self.k, &self.v, &self.ig, &self.fg, state, cap, eps)
         }
 
         /// (q, k, v, i, f) on `backend`, shaped for a step (`step`) or for the chunkwise form.
@@ -1170,13 +1220,13 @@ mod tests {
     }
 
     /// Runs the tokens of `inp` one mlstm_step at a time; returns h in the token-major layout.
-    fn run_steps(backend: &Backend, inp: &Inputs, state: &MlstmState, eps: f32) -> Vec<f32> {
+    fn run_steps(backend: &Backend, inp: &Inputs, state: &MlstmState, cap: Option<f32>, eps: f32) -> Vec<f32> {
         let (b, s, nh, _, dv) = inp.dims;
         let mut h = vec![0.0f32; b * s * nh * dv];
         for t in 0..s {
             let tok = inp.token(t);
             let [q, k, v, i, f] = tok.tensors(backend, true);
-            let ht = mlstm_step(&q, &k, &v, &i, &f, state, eps).unwrap().to_f32_vec().unwrap();
+            let ht = mlstm_step(&q, &k, &v, &i, &f, state, cap, eps).unwrap().to_f32_vec().unwrap();
             for bi in 0..b {
                 h[((bi * s + t) * nh) * dv..][..nh * dv].copy_from_slice(&ht[bi * nh * dv..][..nh * dv]);
             }
@@ -1221,9 +1271,11 @@ mod tests {
                 let mut want_state = initial_state(&mut rng, dims, i % 2 == 0);
                 let state = state_on(&backend, &want_state, dims);
                 let eps = [1e-6, 0.0, 1e-3][i % 3];
-                let want = inp.reference(&mut want_state, eps);
-                let got = run_steps(&backend, &inp, &state, eps);
-                let what = format!("mlstm_step B{b} NH{nh} DQK{dqk} DV{dv} on {}", backend.name());
+                // No cap, xLSTM-7B's, and one that bends the (−6, 6) gates hard.
+                let cap = [None, Some(15.0), Some(2.5), None][i % 4];
+                let want = inp.reference(&mut want_state, cap, eps);
+                let got = run_steps(&backend, &inp, &state, cap, eps);
+                let what = format!("mlstm_step B{b} NH{nh} DQK{dqk} DV{dv} cap {cap:?} on {}", backend.name());
                 assert_close(&format!("{what}: h"), &got, &want, TOL);
                 assert_state(&what, &state, &want_state, TOL);
             }
@@ -1242,17 +1294,22 @@ mod tests {
                             let dims = (b, s, nh, dqk, dv);
                             let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
                             let init = initial_state(&mut rng, dims, zero);
+                            let cap = match chunk {
+                                16 => Some(3.0),
+                                100 => Some(15.0),
+                                _ => None,
+                            };
                             let what = format!(
-                                "mlstm_chunkwise S{s} chunk{chunk} {} B{b} NH{nh} DQK{dqk} DV{dv} on {}",
+                                "mlstm_chunkwise S{s} chunk{chunk} cap {cap:?} {} B{b} NH{nh} DQK{dqk} DV{dv} on {}",
                                 if zero { "zero state" } else { "non-zero state" },
                                 backend.name()
                             );
                             let mut want_state = init.clone();
-                            let want = inp.reference(&mut want_state, 1e-6);
+                            let want = inp.reference(&mut want_state, cap, 1e-6);
 
                             let state = state_on(&backend, &init, dims);
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, 1e-6).unwrap();
+                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, cap, 1e-6).unwrap();
                             assert_eq!(got.shape(), [b, s, nh, dv]);
                             let got = got.to_f32_vec().unwrap();
                             assert_close(&format!("{what}: h vs f64"), &got, &want, TOL);
@@ -1260,7 +1317,7 @@ mod tests {
 
                             // Against mlstm_step on the same backend.
                             let step_state = state_on(&backend, &init, dims);
-                            let stepped = run_steps(&backend, &inp, &step_state, 1e-6);
+                            let stepped = run_steps(&backend, &inp, &step_state, cap, 1e-6);
                             assert_close(&format!("{what}: h vs steps"), &got, &to_f64(&stepped), TOL);
                             let as64 = |t: &Tensor| to_f64(&t.to_f32_vec().unwrap());
                             let step64 =
@@ -1279,7 +1336,8 @@ mod tests {
         let dims = (1, 100, 2, 16, 24);
         let inp = Inputs::random(&mut rng, dims, (-4.0, 6.0));
         let mut want_state = initial_state(&mut rng, dims, true);
-        let want = inp.reference(&mut want_state, 1e-6);
+        let cap = Some(4.0);
+        let want = inp.reference(&mut want_state, cap, 1e-6);
         for backend in test_backends() {
             let state = MlstmState::zeros(&backend, 1, 2, 16, 24).unwrap();
             let mut got = Vec::new();
@@ -1287,13 +1345,20 @@ mod tests {
             for (t0, t1) in [(0, 37), (37, 77)] {
                 let part = slice_tokens(&inp, t0, t1);
                 let [q, k, v, i, f] = part.tensors(&backend, false);
-                got.extend(mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, 1e-6).unwrap().to_f32_vec().unwrap());
+                let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, cap, 1e-6).unwrap();
+                got.extend(h.to_f32_vec().unwrap());
             }
-            got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, 1e-6));
+            got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, cap, 1e-6));
             let what = format!("prefill 37 + 40 then 23 steps on {}", backend.name());
             assert_close(&format!("{what}: h"), &got, &want, TOL);
             assert_state(&what, &state, &want_state, TOL);
         }
+    }
+
+    /// Gates soft-capped in f32 as the elementwise softcap does it.
+    fn gates_f32(g: &[f32], cap: Option<f32>) -> Vec<f32> {
+        let op = cap.map(|cap| crate::ops::elementwise::Unary::Softcap { cap });
+        g.iter().map(|&x| op.map_or(x, |op| op.apply(x))).collect()
     }
 
     /// Tokens t0..t1 of a B = 1 input.
@@ -1333,24 +1398,47 @@ mod tests {
                 let mut inp = Inputs::random(&mut rng, dims, (0.0, 1.0));
                 inp.ig = ig.clone();
                 inp.fg = fg.clone();
-                let mut want_state = initial_state(&mut rng, dims, true);
-                let want = inp.reference(&mut want_state, 1e-6);
-                for chunk in [None, Some(64), Some(7)] {
+                let run = |inp: &Inputs, chunk: Option<usize>, cap: Option<f32>| {
                     let state = MlstmState::zeros(&backend, 1, 2, 16, 8).unwrap();
-                    let got = match chunk {
-                        None => run_steps(&backend, &inp, &state, 1e-6),
+                    let h = match chunk {
+                        None => run_steps(&backend, inp, &state, cap, 1e-6),
                         Some(c) => {
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, 1e-6).unwrap().to_f32_vec().unwrap()
+                            let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, cap, 1e-6).unwrap();
+                            h.to_f32_vec().unwrap()
                         }
                     };
+                    (h, state)
+                };
+                let mut want_state = initial_state(&mut rng, dims, true);
+                let want = inp.reference(&mut want_state, None, 1e-6);
+                // xLSTM-7B's cap turns ±50 into ±14.94, where f = σ(f̃) is no longer exactly 0 or 1 and
+                // some of these draws leave h ill-conditioned in f32 (a 5e-4 relative error against f64,
+                // whoever applies the cap). So the capped run is held to the uncapped op given gates the
+                // elementwise softcap capped: the path before the cap moved into the mLSTM.
+                let capped = Inputs { ig: gates_f32(ig, Some(15.0)), fg: gates_f32(fg, Some(15.0)), ..inp.clone() };
+                for chunk in [None, Some(64), Some(7)] {
                     let what = format!("gates {name}, S 300, chunk {chunk:?} on {}", backend.name());
+                    let (got, state) = run(&inp, chunk, None);
                     assert_finite(&format!("{what}: h"), &got);
                     for (t, s) in [("C", &state.c), ("n", &state.n), ("m", &state.m)] {
                         assert_finite(&format!("{what}: {t}"), &s.to_f32_vec().unwrap());
                     }
                     assert_close(&format!("{what}: h"), &got, &want, TOL);
                     assert_state(&what, &state, &want_state, TOL);
+
+                    let what = format!("{what}, cap 15");
+                    let (got, state) = run(&inp, chunk, Some(15.0));
+                    let (before, before_state) = run(&capped, chunk, None);
+                    assert_finite(&format!("{what}: h"), &got);
+                    for (t, s) in [("C", &state.c), ("n", &state.n), ("m", &state.m)] {
+                        assert_finite(&format!("{what}: {t}"), &s.to_f32_vec().unwrap());
+                    }
+                    assert_close(&format!("{what}: h vs softcap first"), &got, &to_f64(&before), TOL);
+                    let as64 = |t: &Tensor| to_f64(&t.to_f32_vec().unwrap());
+                    let before64 =
+                        State64 { c: as64(&before_state.c), n: as64(&before_state.n), m: as64(&before_state.m) };
+                    assert_state(&format!("{what} vs softcap first"), &state, &before64, TOL);
                 }
             }
         }
@@ -1370,9 +1458,9 @@ mod tests {
                     let state = state_on(&backend, &init, dims);
                     let [q, k, v, i, f] = inp.tensors(&backend, s == 1);
                     let h = if s == 1 {
-                        mlstm_step(&q, &k, &v, &i, &f, &state, 1e-6)
+                        mlstm_step(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6)
                     } else {
-                        mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, 1e-6)
+                        mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, Some(5.0), 1e-6)
                     };
                     let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
                     [bits(&h.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
@@ -1467,78 +1555,88 @@ mod tests {
                 other => panic!("expected a shape error naming {needle}, got {other:?}"),
             };
             // Inputs may share storage (they are only read).
-            mlstm_step(&q, &k, &v, &g, &g, &st, 1e-6).unwrap();
+            mlstm_step(&q, &k, &v, &g, &g, &st, None, 1e-6).unwrap();
             // Inconsistent head dimensions.
-            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, 1e-6), "k must be");
-            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, 1e-6), "v must be");
-            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, 1e-6), "q must be");
+            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, None, 1e-6), "k must be");
+            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, None, 1e-6), "v must be");
+            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6), "q must be");
             // Wrong gate shapes.
             shape_err(
-                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, 1e-6),
+                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, None, 1e-6),
                 "i_pre must be [B, NH] = [2, 3]",
             );
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, 1e-6), "f_pre");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, None, 1e-6), "f_pre");
             // Wrong state shapes.
             let bad =
                 MlstmState { c: z(&[b, nh, dqk, dv + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             shape_err(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6),
                 "state C must be [B, NH, DQK, DV] = [2, 3, 4, 5]",
             );
             let bad = MlstmState { n: z(&[b, nh, dqk + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state n");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state n");
             let bad = MlstmState { m: z(&[b, nh, 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state m");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state m");
             // Dtypes, eps, aliasing.
             let half = Tensor::zeros(&backend, &[b, nh, dqk], DType::BF16).unwrap();
             assert!(matches!(
-                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, 1e-6),
+                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6),
                 Err(KernelError::DType { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, f32::NAN),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, None, f32::NAN),
                 Err(KernelError::Argument { op: "mlstm_step", name: "eps", .. })
             ));
+            for cap in [0.0, -15.0, f32::NAN, f32::INFINITY] {
+                assert!(matches!(
+                    mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, Some(cap), 1e-6),
+                    Err(KernelError::Argument { op: "mlstm_step", name: "gate_soft_cap", .. })
+                ));
+            }
             let alias = MlstmState { m: g.clone(), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, 1e-6),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, None, 1e-6),
                 Err(KernelError::Argument { op: "mlstm_step", name: "state.m", .. })
             ));
             let out = z(&[b, nh, dv]);
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &z(&[b, nh, dv + 1])),
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &z(&[b, nh, dv + 1])),
                 Err(KernelError::Shape { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &v),
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &v),
                 Err(KernelError::Argument { name: "out", .. })
             ));
-            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &out).unwrap();
+            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &out).unwrap();
 
             // Chunkwise.
             let s = 7;
             let (q4, k4, v4, g3) = (z(&[b, s, nh, dqk]), z(&[b, s, nh, dqk]), z(&[b, s, nh, dv]), z(&[b, s, nh]));
             let f3 = z(&[b, s, nh]);
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, None, 1e-6),
                 Err(KernelError::Argument { op: "mlstm_chunkwise", name: "chunk", .. })
             ));
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, None, 1e-6),
                 "v must be [B, S, NH, DV]",
             );
-            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, 1e-6), "k must be");
+            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, None, 1e-6), "k must be");
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, None, 1e-6),
                 "i_pre must be [B, S, NH] = [2, 7, 3]",
             );
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, 1e-6), "f_pre");
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, None, 1e-6), "f_pre");
             let wrong = MlstmState::zeros(&backend, b, nh, dqk + 1, dv).unwrap();
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, 1e-6), "state C");
-            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, 1e-6), "q must be [B, S, NH, DQK]");
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, None, 1e-6), "state C");
+            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, None, 1e-6), "q must be [B, S, NH, DQK]");
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, -1.0),
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, None, -1.0),
                 Err(KernelError::Argument { name: "eps", .. })
+            ));
+            assert!(matches!(
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, Some(0.0), 1e-6),
+                Err(KernelError::Argument { op: "mlstm_chunkwise", name: "gate_soft_cap", .. })
             ));
             assert!(matches!(
                 mlstm_chunkwise(
@@ -1549,6 +1647,7 @@ mod tests {
                     &z(&[b, 0, nh]),
                     &st,
                     64,
+                    None,
                     1e-6
                 ),
                 Err(KernelError::Empty { op: "mlstm_chunkwise", .. })

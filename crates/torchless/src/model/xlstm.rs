@@ -5,7 +5,8 @@
 //!
 //! Per block:
 //!   h = rmsnorm(x);  q, k, v, o = h·Wq, h·Wk, h·Wv, h·Wo;  ĩ, f̃ = softcap(h·Wi + bi), softcap(h·Wf + bf)
-//!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token)
+//!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token;
+//!                                           the mLSTM kernels apply the gates' soft cap as they read them)
 //!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head)
 //!   h = rmsnorm(x);  x += Wdown·(silu(h·Wgate) ⊙ h·Wup)
 //! then logits = softcap(rmsnorm(x)·Wlm).
@@ -463,23 +464,19 @@ impl Xlstm {
         };
 
         for (block, s) in self.blocks.iter().zip(&state.blocks) {
-            // mLSTM layer: projections of norm(x), soft-capped gate pre-activations.
+            // mLSTM layer: projections of norm(x), the gate pre-activations uncapped (the mLSTM caps them).
             let [q, k, v, o, i, f] = self.normed_projections(&x, block)?;
-            if let Some(cap) = c.gate_soft_cap {
-                elementwise::unary_into(&i, Unary::Softcap { cap }, &i)?;
-                elementwise::unary_into(&f, Unary::Softcap { cap }, &f)?;
-            }
             // The recurrence (batch of one sequence): one step per token when decoding, chunkwise over a prompt.
             let h = if n == 1 {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
-                mlstm::mlstm_step(&q, &k, &v, &i, &f, s, c.eps)?
+                mlstm::mlstm_step(&q, &k, &v, &i, &f, s, c.gate_soft_cap, c.eps)?
             } else if self.step_prefill {
                 self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
             } else {
                 let (q, k, v) =
                     (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
                 let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
-                mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.eps)?
+                mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.gate_soft_cap, c.eps)?
             };
             // headnorm(h)/4, then sigmoid(o) ⊙ headnorm(h), projected back and added to the residual.
             let h = h.reshape(&[n, c.v_dim])?;
@@ -555,7 +552,7 @@ impl Xlstm {
     }
 
     /// The mLSTM over `n` tokens one `mlstm_step` at a time (the recurrent form of a prefill): each
-    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` are gathered (`rows[t]` holds t) and
+    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` (uncapped) are gathered (`rows[t]` holds t) and
     /// stepped, and its output written into row t of h `[n, v_dim]`.
     #[allow(clippy::too_many_arguments)]
     fn mlstm_steps(
@@ -579,6 +576,7 @@ impl Xlstm {
                 &select::embedding(i, row)?,
                 &select::embedding(f, row)?,
                 state,
+                c.gate_soft_cap,
                 c.eps,
             )?;
             convert::copy_rows_into(&h_t.reshape(&[1, c.v_dim])?, &h, t)?;
