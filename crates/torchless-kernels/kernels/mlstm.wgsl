@@ -1,5 +1,6 @@
 // mLSTM kernels (see ops/mlstm.rs for the math): the recurrent step, the chunkwise form in five passes,
-// and the multi-head layer norm. Every tensor is f32 except the layer norm's weight and bias (WDTYPE).
+// and the (output-gated) multi-head layer norm. Every tensor is f32 except the layer norm's weight and
+// bias (WDTYPE).
 //
 // Layouts: q, k [B, S, NH, DQK], v and h [B, S, NH, DV], gates [B, S, NH] (S = 1 for the step); the state
 // C [B, NH, DQK, DV], n [B, NH, DQK], m [B, NH]. A "head" is b * NH + h; token t of head hd sits in row
@@ -15,6 +16,7 @@ override WG: u32 = 256u;      // threads per workgroup (a power of two)
 override TC: u32 = 32u;       // step: columns of C per pass (step4: per workgroup; a power of two dividing WG); chunk_out: WG / 8
 override HAS_W: bool = false; // layer norm: weight
 override HAS_B: bool = false; // layer norm: bias
+override HAS_G: bool = false; // layer norm: output gate, y = σ(o) ⊙ norm
 override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
 override BDTYPE: u32 = 0u;    // layer norm: dtype of the bias
 
@@ -628,6 +630,14 @@ fn chunk_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @group(0) @binding(2) var<storage, read> ln_w: array<u32>;
 @group(0) @binding(3) var<storage, read> ln_b: array<u32>;
 @group(0) @binding(4) var<storage, read_write> ln_y: array<f32>;
+@group(0) @binding(5) var<storage, read> ln_g: array<f32>;
+
+// σ(x) from exp(−|x|), which never overflows (1 / (1 + exp(−x)) makes an infinity below x ≈ −88).
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, x >= 0.0);
+}
 
 fn ln_param(is_bias: bool, i: u32) -> f32 {
     if (is_bias) {
@@ -636,7 +646,7 @@ fn ln_param(is_bias: bool, i: u32) -> f32 {
     return decode(WDTYPE, ln_w[word_index(WDTYPE, i)], i);
 }
 
-// One workgroup per (row, head) segment of DH elements.
+// One workgroup per (row, head) segment of DH elements; with HAS_G, the output gate of an mLSTM layer.
 @compute @workgroup_size(WG)
 fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) li: u32) {
@@ -666,6 +676,9 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
         if (HAS_B) {
             y += ln_param(true, col0 + e);
+        }
+        if (HAS_G) {
+            y *= sigmoid(ln_g[base + e]);
         }
         ln_y[base + e] = y;
     }

@@ -1,5 +1,5 @@
 //! The mLSTM cell of xLSTM: the recurrent step (decode), the chunkwise-parallel form (prefill) and the
-//! multi-head layer norm applied to its output.
+//! multi-head layer norm applied to its output (optionally times the output gate σ(o), as the layer uses it).
 //!
 //! Math (NX-AI's `mlstm_kernels` native step, as in Hugging Face transformers' xLSTM): with the gate
 //! pre-activations ĩ, f̃ and the state (C, n, m),
@@ -53,7 +53,7 @@
 //!   the chunks in order: outputs from the state at the chunk start plus the intra-chunk part, then C at
 //!   the chunk end, staged through workgroup memory). Scratch is 16 bytes a token, DQK floats a chunk and
 //!   L² floats a chunk per head (L = min(chunk, S)).
-//! - `multihead_layernorm` is one workgroup per (row, head).
+//! - `multihead_layernorm` and `multihead_layernorm_gated` are one workgroup per (row, head).
 
 use rayon::prelude::*;
 
@@ -218,10 +218,7 @@ pub fn multihead_layernorm(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Tensor> {
-    validate_mhln(x, nh, weight, bias, eps)?;
-    let out = Tensor::uninit(&x.backend(), "multihead_layernorm", x.shape(), DType::F32)?;
-    multihead_layernorm_into(x, nh, weight, bias, eps, &out)?;
-    Ok(out)
+    mhln(MHLN, x, nh, weight, bias, None, eps)
 }
 
 /// [`multihead_layernorm`] into `out` (x's shape, f32, a separate tensor).
@@ -233,19 +230,79 @@ pub fn multihead_layernorm_into(
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
-    validate_mhln(x, nh, weight, bias, eps)?;
+    mhln_into(MHLN, x, nh, weight, bias, None, eps, out)
+}
+
+/// The output-gated multi-head layer norm of an mLSTM layer: `sigmoid(gate) ⊙ multihead_layernorm(x)`,
+/// with `gate` (the output gate's pre-activation o) f32 of x's shape; one launch instead of the norm and
+/// the gate's elementwise ops. Finite for any finite gate (σ is formed from exp(−|o|)).
+pub fn multihead_layernorm_gated(
+    x: &Tensor,
+    gate: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    mhln(MHLN_GATED, x, nh, weight, bias, Some(gate), eps)
+}
+
+/// [`multihead_layernorm_gated`] into `out` (x's shape, f32, a separate tensor).
+#[allow(clippy::too_many_arguments)]
+pub fn multihead_layernorm_gated_into(
+    x: &Tensor,
+    gate: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    mhln_into(MHLN_GATED, x, nh, weight, bias, Some(gate), eps, out)
+}
+
+const MHLN: &str = "multihead_layernorm";
+const MHLN_GATED: &str = "multihead_layernorm_gated";
+
+fn mhln(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
+    let out = Tensor::uninit(&x.backend(), op, x.shape(), DType::F32)?;
+    mhln_into(op, x, nh, weight, bias, gate, eps, &out)?;
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mhln_into(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
     let mut inputs: Vec<&Tensor> = vec![x];
     inputs.extend(weight);
     inputs.extend(bias);
-    check_out(OP, out, x.shape(), &inputs)?;
+    inputs.extend(gate);
+    check_out(op, out, x.shape(), &inputs)?;
     inputs.push(out);
-    match common_backend(OP, &inputs)? {
+    match common_backend(op, &inputs)? {
         Backend::Cpu => {
-            cpu_mhln(x, nh, weight, bias, eps, out);
+            cpu_mhln(x, nh, weight, bias, gate, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_mhln(&ctx, x, nh, weight, bias, eps, out),
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, op, x, nh, weight, bias, gate, eps, out),
     }
 }
 
@@ -420,14 +477,21 @@ fn validate_chunkwise(
     Ok(d)
 }
 
-fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
-    require_dtype(OP, x, DType::F32)?;
-    require_non_empty(OP, "x", x)?;
+fn validate_mhln(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+) -> Result<()> {
+    require_dtype(op, x, DType::F32)?;
+    require_non_empty(op, "x", x)?;
     let (_, width) = x.rows_cols();
     if nh == 0 || !width.is_multiple_of(nh) {
         return Err(KernelError::Argument {
-            op: OP,
+            op,
             name: "nh",
             value: nh.to_string(),
             reason: format!("must divide the last dimension of x {:?} ({width}) into heads", x.shape()),
@@ -435,14 +499,20 @@ fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&T
     }
     for (name, t) in [("weight", weight), ("bias", bias)] {
         if let Some(t) = t {
-            require_float(OP, t)?;
+            require_float(op, t)?;
             if t.shape() != [width] {
-                return Err(shape_error(OP, name, format!("[NH·DH] = [{width}]"), t));
+                return Err(shape_error(op, name, format!("[NH·DH] = [{width}]"), t));
             }
         }
     }
-    check_eps(OP, eps)?;
-    check_indexable(OP, &[x])?;
+    if let Some(g) = gate {
+        require_dtype(op, g, DType::F32)?;
+        if g.shape() != x.shape() {
+            return Err(shape_error(op, "gate", format!("x's shape {:?}", x.shape()), g));
+        }
+    }
+    check_eps(op, eps)?;
+    check_indexable(op, &[x])?;
     Ok(())
 }
 
@@ -615,26 +685,30 @@ fn gpu_chunkwise(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gpu_mhln(
     ctx: &GpuContext,
+    op: &'static str,
     x: &Tensor,
     nh: usize,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
     let (rows, width) = x.rows_cols();
     let dh = width / nh;
-    let xb = raw(ctx, OP, x)?;
-    let wb = weight.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
-    let bb = bias.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
-    let yb = raw(ctx, OP, out)?;
+    let xb = raw(ctx, op, x)?;
+    // An absent weight, bias or gate binds x in its place (never read).
+    let wb = weight.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let bb = bias.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let gb = gate.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let yb = raw(ctx, op, out)?;
     // About 8 elements an invocation: fewer barrier rounds per head (on lavapipe, [128, 8x512] took
     // 37 ms with 64 invocations against 62 ms with 256).
     let wg = workgroup_size(ctx, (dh.next_power_of_two() as u32 / 8).clamp(32, 256));
-    let segs = to_u32(OP, "segments", rows * nh)?;
+    let segs = to_u32(op, "segments", rows * nh)?;
     let p = Params {
         heads: segs,
         nh: nh as u32,
@@ -657,16 +731,23 @@ fn gpu_mhln(
             ("WG", wg as f64),
             ("HAS_W", flag(weight.is_some())),
             ("HAS_B", flag(bias.is_some())),
+            ("HAS_G", flag(gate.is_some())),
             ("WDTYPE", weight.map_or(0.0, |t| t.dtype().wgsl_code())),
             ("BDTYPE", bias.map_or(0.0, |t| t.dtype().wgsl_code())),
         ],
         params: Some(bytemuck::bytes_of(&p)),
-        buffers: &[&xb, &wb, &bb, &yb],
+        buffers: &[&xb, &wb, &bb, &yb, &gb],
         workgroups: Workgroups::Linear(segs),
     })
 }
 
 // ---- CPU ------------------------------------------------------------------------------------------
+
+/// σ(x) from exp(−|x|), which cannot overflow.
+fn sigmoid(x: f64) -> f64 {
+    let e = (-x.abs()).exp();
+    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
+}
 
 /// logσ(x) = −softplus(−x), without overflow for any x.
 pub(crate) fn log_sigmoid(x: f32) -> f32 {
@@ -847,12 +928,21 @@ fn cpu_chunkwise(
     cpu::write_f32(out, &h_all.into_inner().unwrap_or_else(|p| p.into_inner()));
 }
 
-fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32, out: &Tensor) {
+fn cpu_mhln(
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) {
     let xs = cpu::read_f32(x);
     let (_, width) = x.rows_cols();
     let dh = width / nh;
     let w = weight.map(cpu::read_f32);
     let b = bias.map(cpu::read_f32);
+    let g = gate.map(cpu::read_f32);
     let mut y = vec![0.0f32; xs.len()];
     y.par_chunks_mut(dh).zip(xs.par_chunks(dh)).enumerate().for_each(|(seg, (yh, xh))| {
         let col0 = (seg % nh) * dh;
@@ -868,6 +958,9 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
             if let Some(b) = &b {
                 r += b[col0 + e] as f64;
             }
+            if let Some(g) = &g {
+                r *= sigmoid(g[seg * dh + e] as f64);
+            }
             *o = r as f32;
         }
     });
@@ -877,13 +970,13 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
 // ---- bench ----------------------------------------------------------------------------------------
 
 /// Bench op names of this family.
-pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
+pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm", "multihead_layernorm_gated"];
 
 /// xLSTM-7B shapes and gate soft cap: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5), cap 15.
-/// `mlstm_step` moves the
-/// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
-/// 16 to 2048 tokens, 2048 being xLSTM-7B's prefill target); `multihead_layernorm` normalises rows of
-/// 8 heads × 512 with an f32 weight.
+/// `mlstm_step` moves the state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from
+/// `bytes` (q, k, v and h, 16 to 2048 tokens, 2048 being xLSTM-7B's prefill target);
+/// `multihead_layernorm` normalises rows of 8 heads × 512 with an f32 weight, and
+/// `multihead_layernorm_gated` gates them with an output-gate pre-activation as well.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor, rows_for};
     use crate::testing::Tolerance;
@@ -973,7 +1066,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
                 }
             }
-            _ => {
+            "multihead_layernorm" => {
                 let width = NH * DV;
                 let rows = rows_for(bytes, width, 8);
                 let x = random_tensor(81, &[rows, width], DType::F32, -3.0, 3.0)?;
@@ -989,7 +1082,29 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     run: Box::new(|i| multihead_layernorm(&i[0], NH, Some(&i[1]), None, 1e-6)),
                     reference: Box::new(move |i| {
                         let w = cpu::read_f32(&i[1]);
-                        Ok(reference::multihead_layernorm(&cpu::read_f32(&i[0]), width, NH, Some(&w), None, 1e-6))
+                        let x = cpu::read_f32(&i[0]);
+                        Ok(reference::multihead_layernorm(&x, width, NH, Some(&w), None, None, 1e-6))
+                    }),
+                }
+            }
+            _ => {
+                let width = NH * DV;
+                let rows = rows_for(bytes, width, 12);
+                let x = random_tensor(83, &[rows, width], DType::F32, -3.0, 3.0)?;
+                let o = random_tensor(84, &[rows, width], DType::F32, -6.0, 6.0)?;
+                let w = random_tensor(85, &[width], DType::F32, 0.5, 1.5)?;
+                BenchCase {
+                    op: "multihead_layernorm_gated",
+                    dtype: DType::F32,
+                    shape: format!("[{rows}, {NH}x{DV}]"),
+                    bytes: (rows * width * 12 + width * 4) as u64,
+                    flops: 0,
+                    tolerance: Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    inputs: vec![x, o, w],
+                    run: Box::new(|i| multihead_layernorm_gated(&i[0], &i[1], NH, Some(&i[2]), None, 1e-6)),
+                    reference: Box::new(move |i| {
+                        let (x, o, w) = (cpu::read_f32(&i[0]), cpu::read_f32(&i[1]), cpu::read_f32(&i[2]));
+                        Ok(reference::multihead_layernorm(&x, width, NH, Some(&w), None, Some(&o), 1e-6))
                     }),
                 }
             }
@@ -1068,13 +1183,15 @@ pub mod reference {
         h
     }
 
-    /// The multi-head layer norm of `x` (rows of `nh` heads).
+    /// The multi-head layer norm of `x` (rows of `nh` heads), times σ(gate) elementwise when a gate (x's
+    /// layout) is given.
     pub fn multihead_layernorm(
         x: &[f32],
         width: usize,
         nh: usize,
         w: Option<&[f32]>,
         b: Option<&[f32]>,
+        gate: Option<&[f32]>,
         eps: f32,
     ) -> Vec<f64> {
         let dh = width / nh;
@@ -1087,6 +1204,8 @@ pub mod reference {
                 let mut r = (v as f64 - mean) / (var + eps as f64).sqrt();
                 r *= w.map_or(1.0, |w| w[col0 + e] as f64);
                 r += b.map_or(0.0, |b| b[col0 + e] as f64);
+                // σ(o) = 1 / (1 + e^−o), 0 (not NaN) where e^−o overflows.
+                r *= gate.map_or(1.0, |g| 1.0 / (1.0 + (-(g[seg * dh + e] as f64)).exp()));
                 out.push(r);
             }
         }
@@ -1487,26 +1606,49 @@ mod tests {
                 let wdtype = DType::FLOATS[i % 3];
                 let w = crate::testing::round_to(&rng.vec(width, 0.5, 1.5), wdtype);
                 let bv = crate::testing::round_to(&rng.vec(width, -1.0, 1.0), wdtype);
+                // Output-gate pre-activations: moderate, with saturated ±50 and far-out ±1e4 among them.
+                let o: Vec<f32> = rng
+                    .vec(rows * width, -8.0, 8.0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| match j % 11 {
+                        3 => 50.0,
+                        5 => -50.0,
+                        7 => 1e4,
+                        9 => -1e4,
+                        _ => v,
+                    })
+                    .collect();
                 let xt = Tensor::from_slice(&backend, &x, &[rows, width]).unwrap();
+                let ot = Tensor::from_slice(&backend, &o, &[rows, width]).unwrap();
                 let wt = Tensor::from_f32(&backend, &w, &[width], wdtype).unwrap();
                 let bt = Tensor::from_f32(&backend, &bv, &[width], wdtype).unwrap();
                 for (with_w, with_b) in [(true, false), (true, true), (false, false), (false, true)] {
                     let (wo, bo) = (with_w.then_some(&wt), with_b.then_some(&bt));
-                    let got = multihead_layernorm(&xt, nh, wo, bo, 1e-5).unwrap();
-                    assert_eq!(got.shape(), [rows, width]);
-                    let want = reference::multihead_layernorm(
-                        &x,
-                        width,
-                        nh,
-                        with_w.then_some(w.as_slice()),
-                        with_b.then_some(bv.as_slice()),
-                        1e-5,
-                    );
-                    let what = format!(
-                        "multihead_layernorm [{rows}, {nh}x{dh}] w {with_w} ({wdtype}) b {with_b} on {}",
-                        backend.name()
-                    );
-                    assert_close(&what, &got.to_f32_vec().unwrap(), &want, Tolerance { atol: 2e-5, rtol: 2e-5 });
+                    for gated in [false, true] {
+                        let got = if gated {
+                            multihead_layernorm_gated(&xt, &ot, nh, wo, bo, 1e-5).unwrap()
+                        } else {
+                            multihead_layernorm(&xt, nh, wo, bo, 1e-5).unwrap()
+                        };
+                        assert_eq!(got.shape(), [rows, width]);
+                        let want = reference::multihead_layernorm(
+                            &x,
+                            width,
+                            nh,
+                            with_w.then_some(w.as_slice()),
+                            with_b.then_some(bv.as_slice()),
+                            gated.then_some(o.as_slice()),
+                            1e-5,
+                        );
+                        let what = format!(
+                            "multihead_layernorm [{rows}, {nh}x{dh}] w {with_w} ({wdtype}) b {with_b} gated {gated} on {}",
+                            backend.name()
+                        );
+                        let got = got.to_f32_vec().unwrap();
+                        assert_finite(&what, &got);
+                        assert_close(&what, &got, &want, Tolerance { atol: 2e-5, rtol: 2e-5 });
+                    }
                 }
             }
         }
@@ -1520,7 +1662,7 @@ mod tests {
             let got = multihead_layernorm(&Tensor::from_slice(&backend, &x, &[2, 3, 24]).unwrap(), 4, None, None, 1e-6)
                 .unwrap();
             assert_eq!(got.shape(), [2, 3, 24]);
-            let want = reference::multihead_layernorm(&x, 24, 4, None, None, 1e-6);
+            let want = reference::multihead_layernorm(&x, 24, 4, None, None, None, 1e-6);
             assert_close(
                 "multihead_layernorm 3-d",
                 &got.to_f32_vec().unwrap(),
@@ -1680,6 +1822,37 @@ mod tests {
                 multihead_layernorm_into(&x, 3, None, None, 1e-6, &x),
                 Err(KernelError::Argument { name: "out", .. })
             ));
+            // The gated form: the gate must be f32 of x's shape, and not the output.
+            multihead_layernorm_gated(&x, &x, 3, None, None, 1e-6).unwrap();
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &z(&[4, 13]), 3, None, None, 1e-6),
+                Err(KernelError::Shape { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &z(&[48]), 3, None, None, 1e-6),
+                Err(KernelError::Shape { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(
+                    &x,
+                    &Tensor::zeros(&backend, &[4, 12], DType::BF16).unwrap(),
+                    3,
+                    None,
+                    None,
+                    1e-6
+                ),
+                Err(KernelError::DType { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &x, 5, None, None, 1e-6),
+                Err(KernelError::Argument { op: "multihead_layernorm_gated", name: "nh", .. })
+            ));
+            let (o, out) = (z(&[4, 12]), z(&[4, 12]));
+            assert!(matches!(
+                multihead_layernorm_gated_into(&x, &o, 3, None, None, 1e-6, &o),
+                Err(KernelError::Argument { op: "multihead_layernorm_gated", name: "out", .. })
+            ));
+            multihead_layernorm_gated_into(&x, &o, 3, None, None, 1e-6, &out).unwrap();
         }
     }
 }
