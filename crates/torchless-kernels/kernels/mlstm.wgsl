@@ -10,7 +10,8 @@
 // from every reader by a barrier or a dispatch boundary. mlstm_step runs one workgroup per head, so the new
 // m, the gates and the denominator are formed in workgroup memory before any thread uses them; m is read
 // and written by invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them. mlstm_step4
-// splits a head's columns over workgroups that only read n and m; mlstm_step4_state writes them after.
+// splits a head's columns over workgroups that only read n and m; mlstm_step4_state (or
+// mlstm_step4_state_norm, which also normalises h, touching no state) writes them after.
 
 override WG: u32 = 256u;      // threads per workgroup (a power of two)
 override TC: u32 = 32u;       // step: columns of C per pass (step4: per workgroup; a power of two dividing WG); chunk_out: WG / 8
@@ -32,7 +33,7 @@ struct Params {
     eps: f32,
     scale: f32,   // 1 / sqrt(DQK)
     gate_cap: f32, // soft cap of the gate pre-activations ĩ, f̃ (0: none)
-    _pad1: u32,
+    norm_eps: f32, // mlstm_step4_state_norm: the head norm's epsilon (eps is the mLSTM's)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -646,14 +647,9 @@ fn ln_param(is_bias: bool, i: u32) -> f32 {
     return decode(WDTYPE, ln_w[word_index(WDTYPE, i)], i);
 }
 
-// One workgroup per (row, head) segment of DH elements; with HAS_G, the output gate of an mLSTM layer.
-@compute @workgroup_size(WG)
-fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) li: u32) {
-    let seg = linear_group_id(wid, nwg);
-    if (seg >= p.heads) {
-        return;
-    }
+// Segment seg (a (row, head) pair of DH = p.dv elements) of ln_x normalised into ln_y, then ·w, +b and
+// ·σ(o) as HAS_W, HAS_B and HAS_G say. Sums over the workgroup: call in uniform control flow.
+fn head_layernorm(li: u32, seg: u32, eps: f32) {
     let dh = p.dv;
     let base = seg * dh;
     let col0 = (seg % p.nh) * dh;
@@ -667,7 +663,7 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         let d = ln_x[base + e] - mean;
         s2 += d * d;
     }
-    let var_eps = wg_sum(li, s2) / f32(dh) + p.eps;
+    let var_eps = wg_sum(li, s2) / f32(dh) + eps;
     let inv = select(0.0, inverseSqrt(var_eps), var_eps > 0.0);
     for (var e = li; e < dh; e += WG) {
         var y = (ln_x[base + e] - mean) * inv;
@@ -682,4 +678,52 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
         ln_y[base + e] = y;
     }
+}
+
+// One workgroup per (row, head) segment; with HAS_G, the output gate of an mLSTM layer.
+@compute @workgroup_size(WG)
+fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let seg = linear_group_id(wid, nwg);
+    if (seg >= p.heads) {
+        return;
+    }
+    head_layernorm(li, seg, p.eps);
+}
+
+// ---- step state and output-gated head norm --------------------------------------------------------
+//
+// mlstm_step4_state and then the head's output norm in one launch (an mLSTM layer's decode then needs
+// two launches, not three): after mlstm_step4 the dispatch boundary makes the head's whole h visible,
+// and this kernel already runs one workgroup per head. Bindings: those of the layer norm (h as ln_x,
+// y as ln_y, o as ln_g), then the state update's. The two parts share no memory: the norm reads h, o, w,
+// b and writes y; the update reads k and the gates and writes n and m.
+
+@group(0) @binding(6) var<storage, read> sn_k: array<f32>;
+@group(0) @binding(7) var<storage, read> sn_i: array<f32>;
+@group(0) @binding(8) var<storage, read> sn_f: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sn_n: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sn_m: array<f32>;
+
+@compute @workgroup_size(WG)
+fn mlstm_step4_state_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    // As mlstm_step4_state.
+    if (li == 0u) {
+        wg_gate = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+    let qk0 = hd * p.dqk;
+    for (var a = li; a < p.dqk; a += WG) {
+        sn_n[qk0 + a] = g.y * sn_n[qk0 + a] + g.z * sn_k[qk0 + a];
+    }
+    if (li == 0u) {
+        sn_m[hd] = g.x;
+    }
+    head_layernorm(li, hd, p.norm_eps);
 }

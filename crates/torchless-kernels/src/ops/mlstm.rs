@@ -54,6 +54,10 @@
 //!   the chunk end, staged through workgroup memory). Scratch is 16 bytes a token, DQK floats a chunk and
 //!   L² floats a chunk per head (L = min(chunk, S)).
 //! - `multihead_layernorm` and `multihead_layernorm_gated` are one workgroup per (row, head).
+//! - `mlstm_step_gated_norm` (decode: the step, then σ(o) ⊙ headnorm(h)) runs the norm inside the vec4
+//!   step's second launch, `mlstm_step4_state_norm` (per head, after `mlstm_step4` has written the head's
+//!   h): two launches for the pair. Other DV, or adapters with fewer than 10 storage buffers per stage:
+//!   the step, then `multihead_layernorm_gated`.
 
 use rayon::prelude::*;
 
@@ -127,7 +131,7 @@ pub fn mlstm_step(
     gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = validate_step(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
+    let d = validate_step("mlstm_step", q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_step", &[d.b, d.nh, d.dv], DType::F32)?;
     mlstm_step_into(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &out)?;
     Ok(out)
@@ -147,22 +151,87 @@ pub fn mlstm_step_into(
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_step";
-    let d = validate_step(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
+    let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
         Backend::Cpu => {
             cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, out),
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, out, None),
     }
+}
+
+/// The output-gated head norm an mLSTM layer applies to its h, as [`multihead_layernorm_gated`]
+/// computes it: σ(gate) ⊙ (LayerNorm per head(h)·weight + bias).
+#[derive(Clone, Copy, Debug)]
+pub struct GatedHeadNorm<'a> {
+    /// The output gate's pre-activation o: f32 of h's shape `[B, NH, DV]`.
+    pub gate: &'a Tensor,
+    /// `[NH·DV]`, any float dtype.
+    pub weight: Option<&'a Tensor>,
+    /// `[NH·DV]`, any float dtype.
+    pub bias: Option<&'a Tensor>,
+    /// The norm's epsilon (finite, >= 0).
+    pub eps: f32,
+}
+
+/// [`mlstm_step`], then [`multihead_layernorm_gated`] of its h: updates `state` and returns
+/// y = σ(o) ⊙ headnorm(h) `[B, NH, DV]` (h itself is not kept). On the GPU with DV a multiple of 4 and 10
+/// storage buffers per shader stage, the norm runs inside the step's second launch (which already runs one
+/// workgroup per head once h is complete): two launches instead of three. Elsewhere it is the two ops.
+#[allow(clippy::too_many_arguments)]
+pub fn mlstm_step_gated_norm(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    gate_soft_cap: Option<f32>,
+    eps: f32,
+    norm: GatedHeadNorm<'_>,
+) -> Result<Tensor> {
+    const OP: &str = "mlstm_step_gated_norm";
+    let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
+    let GatedHeadNorm { gate, weight, bias, eps: norm_eps } = norm;
+    let shape = [d.b, d.nh, d.dv];
+    require_dtype(OP, gate, DType::F32)?;
+    if gate.shape() != shape {
+        return Err(shape_error(OP, "norm.gate", format!("h's shape [B, NH, DV] = {shape:?}"), gate));
+    }
+    // The head norm's checks, on h's rows of NH·DV (weight, bias and eps).
+    let rows = [d.b, d.nh * d.dv];
+    let backend = q.backend();
+    let h = Tensor::uninit(&backend, "mlstm_step h", &shape, DType::F32)?;
+    validate_mhln(OP, &h.reshape(&rows)?, d.nh, weight, bias, Some(&gate.reshape(&rows)?), norm_eps)?;
+    // The state is written while the norm's tensors are read.
+    let mut read: Vec<&Tensor> = vec![gate];
+    read.extend(weight);
+    read.extend(bias);
+    require_distinct(OP, "state.c", &state.c, &read)?;
+    require_distinct(OP, "state.n", &state.n, &read)?;
+    require_distinct(OP, "state.m", &state.m, &read)?;
+    let y = Tensor::uninit(&backend, OP, &shape, DType::F32)?;
+    let mut all = vec![q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m];
+    all.extend(&read);
+    match common_backend(OP, &all)? {
+        Backend::Cpu => {
+            cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &h);
+            let gate = gate.reshape(&rows)?;
+            cpu_mhln(&h.reshape(&rows)?, d.nh, weight, bias, Some(&gate), norm_eps, &y.reshape(&rows)?);
+        }
+        Backend::Gpu(ctx) => {
+            gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, &h, Some((norm, &y)))?;
+        }
+    }
+    Ok(y)
 }
 
 /// The chunkwise-parallel form, for prefill: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, i_pre, f_pre
 /// `[B, S, NH]` (token-major, as the projections produce them; soft-capped here when `gate_soft_cap` is
-/// set, as in [`mlstm_step`]). Starts from `state` (zero for a new
-/// sequence, or where decoding or an earlier prefill chunk left it), overwrites it with the final
-/// (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
+/// set, as in [`mlstm_step`]). Starts from `state` (zero for a new sequence, or where decoding or an
+/// earlier prefill chunk left it), overwrites it with the final (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
 /// not be a multiple of it. Equals S calls of [`mlstm_step`] up to float rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn mlstm_chunkwise(
@@ -394,6 +463,7 @@ fn check_indexable(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 fn validate_step(
+    op: &'static str,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -403,30 +473,29 @@ fn validate_step(
     gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Dims> {
-    const OP: &str = "mlstm_step";
-    check_f32(OP, &[q, k, v, i_pre, f_pre])?;
+    check_f32(op, &[q, k, v, i_pre, f_pre])?;
     let [b, nh, dqk] = *q.shape() else {
-        return Err(shape_error(OP, "q", "[B, NH, DQK]".into(), q));
+        return Err(shape_error(op, "q", "[B, NH, DQK]".into(), q));
     };
-    require_non_empty(OP, "q", q)?;
+    require_non_empty(op, "q", q)?;
     if k.shape() != q.shape() {
-        return Err(shape_error(OP, "k", format!("q's shape [B, NH, DQK] = [{b}, {nh}, {dqk}]"), k));
+        return Err(shape_error(op, "k", format!("q's shape [B, NH, DQK] = [{b}, {nh}, {dqk}]"), k));
     }
     let dv = match *v.shape() {
         [vb, vnh, dv] if vb == b && vnh == nh => dv,
-        _ => return Err(shape_error(OP, "v", format!("[B, NH, DV] = [{b}, {nh}, DV]"), v)),
+        _ => return Err(shape_error(op, "v", format!("[B, NH, DV] = [{b}, {nh}, DV]"), v)),
     };
-    require_non_empty(OP, "v", v)?;
+    require_non_empty(op, "v", v)?;
     for (name, g) in [("i_pre", i_pre), ("f_pre", f_pre)] {
         if g.shape() != [b, nh] {
-            return Err(shape_error(OP, name, format!("[B, NH] = [{b}, {nh}]"), g));
+            return Err(shape_error(op, name, format!("[B, NH] = [{b}, {nh}]"), g));
         }
     }
-    check_gate_cap(OP, gate_soft_cap)?;
-    check_eps(OP, eps)?;
+    check_gate_cap(op, gate_soft_cap)?;
+    check_eps(op, eps)?;
     let d = Dims { b, s: 1, nh, dqk, dv };
-    check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
-    check_indexable(OP, &[&state.c])?;
+    check_state(op, state, d, &[q, k, v, i_pre, f_pre])?;
+    check_indexable(op, &[&state.c])?;
     Ok(d)
 }
 
@@ -533,7 +602,8 @@ struct Params {
     scale: f32,
     /// 0: no cap (validation keeps a given cap > 0).
     gate_cap: f32,
-    _pad: u32,
+    /// mlstm_step4_state_norm: the head norm's epsilon (`eps` is the mLSTM's).
+    norm_eps: f32,
 }
 
 /// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
@@ -571,10 +641,12 @@ fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, gate_cap: Option<f32>
         eps,
         scale: 1.0 / (d.dqk as f32).sqrt(),
         gate_cap: gate_cap.unwrap_or(0.0),
-        _pad: 0,
+        norm_eps: 0.0,
     }
 }
 
+/// The step into `out` (h); with `norm`, also the gated head norm of h into its tensor.
+#[allow(clippy::too_many_arguments)]
 fn gpu_step(
     ctx: &GpuContext,
     d: Dims,
@@ -583,6 +655,7 @@ fn gpu_step(
     gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
+    norm: Option<(GatedHeadNorm<'_>, &Tensor)>,
 ) -> Result<()> {
     const OP: &str = "mlstm_step";
     require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
@@ -590,18 +663,26 @@ fn gpu_step(
     let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
     let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
     let p = params(d, 1, 1, 1, gate_cap, eps);
+    // The norm as its own launch after the step: the fused kernel needs vec4 columns and 10 bindings.
+    let separate_norm = |norm: Option<(GatedHeadNorm<'_>, &Tensor)>| -> Result<()> {
+        let Some((n, y)) = norm else { return Ok(()) };
+        let rows = [d.b, d.nh * d.dv];
+        let (h, g, y) = (out.reshape(&rows)?, n.gate.reshape(&rows)?, y.reshape(&rows)?);
+        gpu_mhln(ctx, MHLN_GATED, &h, d.nh, n.weight, n.bias, Some(&g), n.eps, &y)
+    };
     if !d.dv.is_multiple_of(4) {
         // One workgroup per head (the whole step, state included).
         let wg = workgroup_size(ctx, 1024);
         let tc = (d.dv.next_power_of_two() as u32).min(wg);
-        return ctx.dispatch(Dispatch {
+        ctx.dispatch(Dispatch {
             kernel: &MLSTM,
             entry: "mlstm_step",
             constants: &[("WG", wg as f64), ("TC", tc as f64)],
             params: Some(bytemuck::bytes_of(&p)),
             buffers: &refs,
             workgroups: Workgroups::Linear(p.heads),
-        });
+        })?;
+        return separate_norm(norm);
     }
     // vec4 columns: a workgroup per (head, STEP_COLS vec4 columns), then the n and m update per head.
     let wg = workgroup_size(ctx, 256);
@@ -618,14 +699,45 @@ fn gpu_step(
         workgroups: Workgroups::Linear(to_u32(OP, "workgroups", d.b * d.nh * slices)?),
     })?;
     // k, i, f, n, m of [q, k, v, i, f, c, n, m, out].
-    ctx.dispatch(Dispatch {
-        kernel: &MLSTM,
-        entry: "mlstm_step4_state",
-        constants: &constants,
-        params: Some(bytemuck::bytes_of(&p)),
-        buffers: &[refs[1], refs[3], refs[4], refs[6], refs[7]],
-        workgroups: Workgroups::Linear(p.heads),
-    })
+    let state_bufs = [refs[1], refs[3], refs[4], refs[6], refs[7]];
+    match norm {
+        Some((n, y)) if ctx.limits().max_storage_buffers_per_shader_stage >= 10 => {
+            // The state update and the head norm in one launch: h, w, b, y, o, then k, i, f, n, m.
+            let h = refs[8];
+            let w = n.weight.map(|t| raw(ctx, OP, t)).transpose()?;
+            let b = n.bias.map(|t| raw(ctx, OP, t)).transpose()?;
+            let (g, y) = (raw(ctx, OP, n.gate)?, raw(ctx, OP, y)?);
+            let mut buffers = vec![h, w.as_ref().unwrap_or(h), b.as_ref().unwrap_or(h), &y, &g];
+            buffers.extend(state_bufs);
+            let p = Params { norm_eps: n.eps, ..p };
+            ctx.dispatch(Dispatch {
+                kernel: &MLSTM,
+                entry: "mlstm_step4_state_norm",
+                constants: &[
+                    ("WG", wg as f64),
+                    ("HAS_W", if w.is_some() { 1.0 } else { 0.0 }),
+                    ("HAS_B", if b.is_some() { 1.0 } else { 0.0 }),
+                    ("HAS_G", 1.0),
+                    ("WDTYPE", n.weight.map_or(0.0, |t| t.dtype().wgsl_code())),
+                    ("BDTYPE", n.bias.map_or(0.0, |t| t.dtype().wgsl_code())),
+                ],
+                params: Some(bytemuck::bytes_of(&p)),
+                buffers: &buffers,
+                workgroups: Workgroups::Linear(p.heads),
+            })
+        }
+        norm => {
+            ctx.dispatch(Dispatch {
+                kernel: &MLSTM,
+                entry: "mlstm_step4_state",
+                constants: &constants,
+                params: Some(bytemuck::bytes_of(&p)),
+                buffers: &state_bufs,
+                workgroups: Workgroups::Linear(p.heads),
+            })?;
+            separate_norm(norm)
+        }
+    }
 }
 
 /// vec4 columns of C per workgroup of the vec4 step (xLSTM-7B: DV 512 → 16 workgroups a head).
@@ -721,7 +833,7 @@ fn gpu_mhln(
         eps,
         scale: 1.0,
         gate_cap: 0.0,
-        _pad: 0,
+        norm_eps: 0.0,
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     ctx.dispatch(Dispatch {
@@ -1401,6 +1513,75 @@ mod tests {
         }
     }
 
+    /// The step with the output-gated head norm (fused into the state launch for DV a multiple of 4 on the
+    /// GPU, the two ops otherwise) against the f64 recurrence and norm, over several steps.
+    #[test]
+    fn step_gated_norm_matches_the_f64_reference() {
+        let mut rng = Rng::new(58);
+        for backend in test_backends() {
+            for (i, &(b, nh, dqk, dv)) in [
+                (1, 1, 1, 1),
+                (1, 2, 33, 17),
+                (2, 1, 3, 257),
+                (1, 2, 33, 12),
+                (2, 3, 16, 64),
+                (1, 1, 7, 516),
+                (1, 1, 5, 4400),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let dims = (b, 4, nh, dqk, dv);
+                let width = nh * dv;
+                let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
+                let mut want_state = initial_state(&mut rng, dims, i % 2 == 0);
+                let state = state_on(&backend, &want_state, dims);
+                let cap = [Some(15.0), None][i % 2];
+                let wdtype = DType::FLOATS[i % 3];
+                let w = crate::testing::round_to(&rng.vec(width, 0.5, 1.5), wdtype);
+                let bias = crate::testing::round_to(&rng.vec(width, -1.0, 1.0), wdtype);
+                let wt = Tensor::from_f32(&backend, &w, &[width], wdtype).unwrap();
+                let bt = Tensor::from_f32(&backend, &bias, &[width], wdtype).unwrap();
+                let with_b = i % 3 == 1;
+                for t in 0..4 {
+                    let tok = inp.token(t);
+                    // Output-gate pre-activations with saturated ±50 among them.
+                    let o: Vec<f32> = rng
+                        .vec(b * width, -8.0, 8.0)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, v)| [v, 50.0, v, -50.0][j % 4])
+                        .collect();
+                    let h = tok.reference(&mut want_state, cap, 1e-6);
+                    let h32: Vec<f32> = h.iter().map(|&x| x as f32).collect();
+                    let want = reference::multihead_layernorm(
+                        &h32,
+                        width,
+                        nh,
+                        Some(&w),
+                        with_b.then_some(bias.as_slice()),
+                        Some(&o),
+                        1e-5,
+                    );
+                    let [q, k, v, ig, fg] = tok.tensors(&backend, true);
+                    let ot = Tensor::from_slice(&backend, &o, &[b, nh, dv]).unwrap();
+                    let norm = GatedHeadNorm { gate: &ot, weight: Some(&wt), bias: with_b.then_some(&bt), eps: 1e-5 };
+                    let got = mlstm_step_gated_norm(&q, &k, &v, &ig, &fg, &state, cap, 1e-6, norm).unwrap();
+                    assert_eq!(got.shape(), [b, nh, dv]);
+                    let got = got.to_f32_vec().unwrap();
+                    let what = format!(
+                        "mlstm_step_gated_norm B{b} NH{nh} DQK{dqk} DV{dv} cap {cap:?} w {wdtype} bias {with_b} step {t} \
+                         on {}",
+                        backend.name()
+                    );
+                    assert_finite(&what, &got);
+                    assert_close(&format!("{what}: y"), &got, &want, TOL);
+                    assert_state(&what, &state, &want_state, TOL);
+                }
+            }
+        }
+    }
+
     #[test]
     fn chunkwise_equals_the_stepwise_recurrence() {
         let mut rng = Rng::new(52);
@@ -1588,6 +1769,24 @@ mod tests {
                 for _ in 0..3 {
                     assert!(run() == first, "{dims:?} on {}: a repeated run differs", backend.name());
                 }
+                if s > 1 {
+                    continue;
+                }
+                // The step with the head norm in its state launch.
+                let o = Tensor::from_slice(&backend, &rng.vec(b * nh * dv, -4.0, 4.0), &[b, nh, dv]).unwrap();
+                let w = Tensor::from_slice(&backend, &rng.vec(nh * dv, 0.5, 1.5), &[nh * dv]).unwrap();
+                let run = || {
+                    let state = state_on(&backend, &init, dims);
+                    let [q, k, v, i, f] = inp.tensors(&backend, true);
+                    let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
+                    let y = mlstm_step_gated_norm(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6, norm);
+                    let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                    [bits(&y.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
+                };
+                let first = run();
+                for _ in 0..3 {
+                    assert!(run() == first, "{dims:?} gated norm on {}: a repeated run differs", backend.name());
+                }
             }
         }
     }
@@ -1750,6 +1949,43 @@ mod tests {
                 Err(KernelError::Argument { name: "out", .. })
             ));
             mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &out).unwrap();
+
+            // The step with the gated head norm.
+            let (o, w) = (z(&[b, nh, dv]), z(&[nh * dv]));
+            let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
+            let f = z(&[b, nh]);
+            let gated = |norm: GatedHeadNorm<'_>, st: &MlstmState| {
+                mlstm_step_gated_norm(&q, &k, &v, &g, &f, st, None, 1e-6, norm)
+            };
+            assert_eq!(gated(norm, &st).unwrap().shape(), [b, nh, dv]);
+            shape_err(gated(GatedHeadNorm { gate: &z(&[b, nh * dv]), ..norm }, &st), "norm.gate must be h's shape");
+            assert!(matches!(
+                gated(GatedHeadNorm { weight: Some(&z(&[dv])), ..norm }, &st),
+                Err(KernelError::Shape { op: "mlstm_step_gated_norm", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { bias: Some(&z(&[nh * dv + 1])), ..norm }, &st),
+                Err(KernelError::Shape { op: "mlstm_step_gated_norm", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { eps: -1.0, ..norm }, &st),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "eps", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { gate: &Tensor::zeros(&backend, &[b, nh, dv], DType::F16).unwrap(), ..norm }, &st),
+                Err(KernelError::DType { op: "mlstm_step_gated_norm", .. })
+            ));
+            // The gate may not share storage with the state the step writes (here n, with DQK = DV).
+            let st5 = MlstmState::zeros(&backend, b, nh, dv, dv).unwrap();
+            let (q5, k5) = (z(&[b, nh, dv]), z(&[b, nh, dv]));
+            assert!(matches!(
+                mlstm_step_gated_norm(&q5, &k5, &v, &g, &f, &st5, None, 1e-6, GatedHeadNorm { gate: &st5.n, ..norm }),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "state.n", .. })
+            ));
+            assert!(matches!(
+                mlstm_step_gated_norm(&q, &k, &v, &g, &f, &st, Some(f32::NAN), 1e-6, norm),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "gate_soft_cap", .. })
+            ));
 
             // Chunkwise.
             let s = 7;

@@ -7,7 +7,7 @@
 //!   h = rmsnorm(x);  q, k, v, o = h·Wq, h·Wk, h·Wv, h·Wo;  ĩ, f̃ = softcap(h·Wi + bi), softcap(h·Wf + bf)
 //!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token;
 //!                                           the mLSTM kernels apply the gates' soft cap as they read them)
-//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head; one gated-norm launch)
+//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head; gate and norm in one launch)
 //!   h = rmsnorm(x);  x += Wdown·(silu(h·Wgate) ⊙ h·Wup)
 //! then logits = softcap(rmsnorm(x)·Wlm).
 //!
@@ -17,7 +17,7 @@
 use serde_json::Value;
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
-use torchless_kernels::ops::mlstm::{self, MlstmState};
+use torchless_kernels::ops::mlstm::{self, GatedHeadNorm, MlstmState};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
@@ -449,22 +449,27 @@ impl Xlstm {
         for (block, s) in self.blocks.iter().zip(&state.blocks) {
             // mLSTM layer: projections of norm(x), the gate pre-activations uncapped (the mLSTM caps them).
             let [q, k, v, o, i, f] = self.normed_projections(&x, block)?;
-            // The recurrence (batch of one sequence): one step per token when decoding, chunkwise over a prompt.
-            let h = if n == 1 {
+            // The recurrence (batch of one sequence) and y = sigmoid(o) ⊙ headnorm(h): decoding, one step
+            // with the gated norm fused in; over a prompt, chunkwise (or stepped) h, then the gated norm.
+            let y = if n == 1 {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
-                mlstm::mlstm_step(&q, &k, &v, &i, &f, s, c.gate_soft_cap, c.eps)?
-            } else if self.step_prefill {
-                self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
+                let o = o.reshape(&[1, nh, dv])?;
+                let norm = GatedHeadNorm { gate: &o, weight: Some(&block.head_norm), bias: None, eps: c.norm_eps };
+                mlstm::mlstm_step_gated_norm(&q, &k, &v, &i, &f, s, c.gate_soft_cap, c.eps, norm)?
             } else {
-                let (q, k, v) =
-                    (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
-                let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
-                mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.gate_soft_cap, c.eps)?
+                let h = if self.step_prefill {
+                    self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
+                } else {
+                    let (q, k, v) =
+                        (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
+                    let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
+                    mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.gate_soft_cap, c.eps)?
+                };
+                let h = h.reshape(&[n, c.v_dim])?;
+                mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?
             };
-            // sigmoid(o) ⊙ headnorm(h) in one launch, projected back and added to the residual.
-            let h = h.reshape(&[n, c.v_dim])?;
-            let y = mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?;
-            linear_add_into(&y, &block.w_out, &x)?;
+            // Projected back and added to the residual.
+            linear_add_into(&y.reshape(&[n, c.v_dim])?, &block.w_out, &x)?;
 
             // Feed-forward: x += Wdown·(silu(h·Wgate) ⊙ h·Wup), h = norm(x).
             let g = self.normed_swiglu(&x, block)?;
