@@ -1,5 +1,6 @@
 // mLSTM kernels (see ops/mlstm.rs for the math): the recurrent step, the chunkwise form in five passes,
-// and the multi-head layer norm. Every tensor is f32 except the layer norm's weight and bias (WDTYPE).
+// and the (output-gated) multi-head layer norm. Every tensor is f32 except the layer norm's weight and
+// bias (WDTYPE).
 //
 // Layouts: q, k [B, S, NH, DQK], v and h [B, S, NH, DV], gates [B, S, NH] (S = 1 for the step); the state
 // C [B, NH, DQK, DV], n [B, NH, DQK], m [B, NH]. A "head" is b * NH + h; token t of head hd sits in row
@@ -9,12 +10,14 @@
 // from every reader by a barrier or a dispatch boundary. mlstm_step runs one workgroup per head, so the new
 // m, the gates and the denominator are formed in workgroup memory before any thread uses them; m is read
 // and written by invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them. mlstm_step4
-// splits a head's columns over workgroups that only read n and m; mlstm_step4_state writes them after.
+// splits a head's columns over workgroups that only read n and m; mlstm_step4_state (or
+// mlstm_step4_state_norm, which also normalises h, touching no state) writes them after.
 
 override WG: u32 = 256u;      // threads per workgroup (a power of two)
 override TC: u32 = 32u;       // step: columns of C per pass (step4: per workgroup; a power of two dividing WG); chunk_out: WG / 8
 override HAS_W: bool = false; // layer norm: weight
 override HAS_B: bool = false; // layer norm: bias
+override HAS_G: bool = false; // layer norm: output gate, y = σ(o) ⊙ norm
 override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
 override BDTYPE: u32 = 0u;    // layer norm: dtype of the bias
 
@@ -29,8 +32,8 @@ struct Params {
     tiles: u32,
     eps: f32,
     scale: f32,   // 1 / sqrt(DQK)
-    _pad0: u32,
-    _pad1: u32,
+    gate_cap: f32, // soft cap of the gate pre-activations ĩ, f̃ (0: none)
+    norm_eps: f32, // mlstm_step4_state_norm: the head norm's epsilon (eps is the mLSTM's)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,6 +53,16 @@ fn log1p_pos(u: f32) -> f32 {
 // logσ(x) = −softplus(−x), without overflow.
 fn log_sigmoid(x: f32) -> f32 {
     return min(x, 0.0) - log1p_pos(exp(-abs(x)));
+}
+
+// A gate pre-activation as the recurrence uses it: cap·tanh(x / cap) when a cap is set (the elementwise
+// softcap's formula, so fusing it here changes no bits), x otherwise. Every kernel that reads ĩ or f̃
+// goes through it, so the step's two launches see the same gates.
+fn gate_pre(x: f32) -> f32 {
+    if (p.gate_cap > 0.0) {
+        return p.gate_cap * safe_tanh(x / p.gate_cap);
+    }
+    return x;
 }
 
 // Sum of v over the workgroup (every invocation gets it). Call in uniform control flow.
@@ -95,8 +108,8 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     // The new stabiliser and the gates, by invocation 0 (the only one touching m).
     if (li == 0u) {
         let m0 = st_m[hd];
-        let lf = log_sigmoid(st_f[hd]);
-        let ig = st_i[hd];
+        let lf = log_sigmoid(gate_pre(st_f[hd]));
+        let ig = gate_pre(st_i[hd]);
         let m1 = max(lf + m0, ig);
         wg_gate = vec4<f32>(m1, exp(lf + m0 - m1), exp(ig - m1), 0.0);
         st_m[hd] = m1;
@@ -177,7 +190,7 @@ fn col_sum(li: u32, v: f32) -> f32 {
     return total;
 }
 
-// (m', f, i, 0) from the old m and the gate pre-activations f̃, ĩ.
+// (m', f, i, 0) from the old m and the (capped) gate pre-activations f̃, ĩ.
 fn step_gates(m0: f32, f_pre: f32, i_pre: f32) -> vec4<f32> {
     let lf = log_sigmoid(f_pre);
     let m1 = max(lf + m0, i_pre);
@@ -195,7 +208,7 @@ fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     if (li == 0u) {
-        wg_gate = step_gates(s4_m[hd], s4_f[hd], s4_i[hd]);
+        wg_gate = step_gates(s4_m[hd], gate_pre(s4_f[hd]), gate_pre(s4_i[hd]));
     }
     workgroupBarrier();
     let g = wg_gate;
@@ -270,7 +283,7 @@ fn mlstm_step4_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         return;
     }
     if (li == 0u) {
-        wg_gate = step_gates(ss_m[hd], ss_f[hd], ss_i[hd]);
+        wg_gate = step_gates(ss_m[hd], gate_pre(ss_f[hd]), gate_pre(ss_i[hd]));
     }
     workgroupBarrier();
     let g = wg_gate;
@@ -315,8 +328,8 @@ fn chunk_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         var mx = -3.0e38;
         for (var t = c * p.chunk; t < t1; t++) {
             let r = tok_row(hd, t);
-            b += log_sigmoid(ca_f[r]);
-            let ib = ca_i[r] - b;
+            b += log_sigmoid(gate_pre(ca_f[r]));
+            let ib = gate_pre(ca_i[r]) - b;
             mx = max(mx, ib);
             ca_tok[tb + t] = vec4<f32>(b, 0.0, 0.0, ib);
         }
@@ -618,6 +631,14 @@ fn chunk_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @group(0) @binding(2) var<storage, read> ln_w: array<u32>;
 @group(0) @binding(3) var<storage, read> ln_b: array<u32>;
 @group(0) @binding(4) var<storage, read_write> ln_y: array<f32>;
+@group(0) @binding(5) var<storage, read> ln_g: array<f32>;
+
+// σ(x) from exp(−|x|), which never overflows (1 / (1 + exp(−x)) makes an infinity below x ≈ −88).
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let r = 1.0 / (1.0 + e);
+    return select(e * r, r, x >= 0.0);
+}
 
 fn ln_param(is_bias: bool, i: u32) -> f32 {
     if (is_bias) {
@@ -626,14 +647,9 @@ fn ln_param(is_bias: bool, i: u32) -> f32 {
     return decode(WDTYPE, ln_w[word_index(WDTYPE, i)], i);
 }
 
-// One workgroup per (row, head) segment of DH elements.
-@compute @workgroup_size(WG)
-fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) li: u32) {
-    let seg = linear_group_id(wid, nwg);
-    if (seg >= p.heads) {
-        return;
-    }
+// Segment seg (a (row, head) pair of DH = p.dv elements) of ln_x normalised into ln_y, then ·w, +b and
+// ·σ(o) as HAS_W, HAS_B and HAS_G say. Sums over the workgroup: call in uniform control flow.
+fn head_layernorm(li: u32, seg: u32, eps: f32) {
     let dh = p.dv;
     let base = seg * dh;
     let col0 = (seg % p.nh) * dh;
@@ -647,7 +663,7 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         let d = ln_x[base + e] - mean;
         s2 += d * d;
     }
-    let var_eps = wg_sum(li, s2) / f32(dh) + p.eps;
+    let var_eps = wg_sum(li, s2) / f32(dh) + eps;
     let inv = select(0.0, inverseSqrt(var_eps), var_eps > 0.0);
     for (var e = li; e < dh; e += WG) {
         var y = (ln_x[base + e] - mean) * inv;
@@ -657,6 +673,57 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         if (HAS_B) {
             y += ln_param(true, col0 + e);
         }
+        if (HAS_G) {
+            y *= sigmoid(ln_g[base + e]);
+        }
         ln_y[base + e] = y;
     }
+}
+
+// One workgroup per (row, head) segment; with HAS_G, the output gate of an mLSTM layer.
+@compute @workgroup_size(WG)
+fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let seg = linear_group_id(wid, nwg);
+    if (seg >= p.heads) {
+        return;
+    }
+    head_layernorm(li, seg, p.eps);
+}
+
+// ---- step state and output-gated head norm --------------------------------------------------------
+//
+// mlstm_step4_state and then the head's output norm in one launch (an mLSTM layer's decode then needs
+// two launches, not three): after mlstm_step4 the dispatch boundary makes the head's whole h visible,
+// and this kernel already runs one workgroup per head. Bindings: those of the layer norm (h as ln_x,
+// y as ln_y, o as ln_g), then the state update's. The two parts share no memory: the norm reads h, o, w,
+// b and writes y; the update reads k and the gates and writes n and m.
+
+@group(0) @binding(6) var<storage, read> sn_k: array<f32>;
+@group(0) @binding(7) var<storage, read> sn_i: array<f32>;
+@group(0) @binding(8) var<storage, read> sn_f: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sn_n: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sn_m: array<f32>;
+
+@compute @workgroup_size(WG)
+fn mlstm_step4_state_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    // As mlstm_step4_state.
+    if (li == 0u) {
+        wg_gate = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+    let qk0 = hd * p.dqk;
+    for (var a = li; a < p.dqk; a += WG) {
+        sn_n[qk0 + a] = g.y * sn_n[qk0 + a] + g.z * sn_k[qk0 + a];
+    }
+    if (li == 0u) {
+        sn_m[hd] = g.x;
+    }
+    head_layernorm(li, hd, p.norm_eps);
 }

@@ -1,10 +1,11 @@
 //! The mLSTM cell of xLSTM: the recurrent step (decode), the chunkwise-parallel form (prefill) and the
-//! multi-head layer norm applied to its output.
+//! multi-head layer norm applied to its output (optionally times the output gate σ(o), as the layer uses it).
 //!
 //! Math (NX-AI's `mlstm_kernels` native step, as in Hugging Face transformers' xLSTM): with the gate
-//! pre-activations ĩ, f̃ (already soft-capped by the caller) and the state (C, n, m),
+//! pre-activations ĩ, f̃ and the state (C, n, m),
 //!
 //! ```text
+//! ĩ ← cap·tanh(ĩ/cap),  f̃ ← cap·tanh(f̃/cap)   (only with a gate soft cap: xLSTM's gate_soft_cap)
 //! logσ(f̃) = −softplus(−f̃)
 //! m' = max(logσ(f̃) + m, ĩ)
 //! f  = exp(logσ(f̃) + m − m'),   i = exp(ĩ − m')
@@ -52,7 +53,11 @@
 //!   the chunks in order: outputs from the state at the chunk start plus the intra-chunk part, then C at
 //!   the chunk end, staged through workgroup memory). Scratch is 16 bytes a token, DQK floats a chunk and
 //!   L² floats a chunk per head (L = min(chunk, S)).
-//! - `multihead_layernorm` is one workgroup per (row, head).
+//! - `multihead_layernorm` and `multihead_layernorm_gated` are one workgroup per (row, head).
+//! - `mlstm_step_gated_norm` (decode: the step, then σ(o) ⊙ headnorm(h)) runs the norm inside the vec4
+//!   step's second launch, `mlstm_step4_state_norm` (per head, after `mlstm_step4` has written the head's
+//!   h): two launches for the pair. Other DV, or adapters with fewer than 10 storage buffers per stage:
+//!   the step, then `multihead_layernorm_gated`.
 
 use rayon::prelude::*;
 
@@ -111,9 +116,11 @@ impl MlstmState {
     }
 }
 
-/// One recurrent step for every batch row and head (one dispatch on the GPU). Updates `state` in place
-/// and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
-/// pre-activations (already soft-capped). A model holding `[B, 1, NH, D]` rows reshapes them (free).
+/// One recurrent step for every batch row and head (one or two dispatches on the GPU). Updates `state` in
+/// place and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
+/// pre-activations, soft-capped here (cap·tanh(x/cap)) when `gate_soft_cap` is set (finite, > 0). A model
+/// holding `[B, 1, NH, D]` rows reshapes them (free).
+#[allow(clippy::too_many_arguments)]
 pub fn mlstm_step(
     q: &Tensor,
     k: &Tensor,
@@ -121,11 +128,12 @@ pub fn mlstm_step(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    let d = validate_step("mlstm_step", q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_step", &[d.b, d.nh, d.dv], DType::F32)?;
-    mlstm_step_into(q, k, v, i_pre, f_pre, state, eps, &out)?;
+    mlstm_step_into(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &out)?;
     Ok(out)
 }
 
@@ -138,25 +146,92 @@ pub fn mlstm_step_into(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_step";
-    let d = validate_step(q, k, v, i_pre, f_pre, state, eps)?;
+    let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
         Backend::Cpu => {
-            cpu_step(d, q, k, v, i_pre, f_pre, state, eps, out);
+            cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, eps, out),
+        Backend::Gpu(ctx) => gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, out, None),
     }
 }
 
+/// The output-gated head norm an mLSTM layer applies to its h, as [`multihead_layernorm_gated`]
+/// computes it: σ(gate) ⊙ (LayerNorm per head(h)·weight + bias).
+#[derive(Clone, Copy, Debug)]
+pub struct GatedHeadNorm<'a> {
+    /// The output gate's pre-activation o: f32 of h's shape `[B, NH, DV]`.
+    pub gate: &'a Tensor,
+    /// `[NH·DV]`, any float dtype.
+    pub weight: Option<&'a Tensor>,
+    /// `[NH·DV]`, any float dtype.
+    pub bias: Option<&'a Tensor>,
+    /// The norm's epsilon (finite, >= 0).
+    pub eps: f32,
+}
+
+/// [`mlstm_step`], then [`multihead_layernorm_gated`] of its h: updates `state` and returns
+/// y = σ(o) ⊙ headnorm(h) `[B, NH, DV]` (h itself is not kept). On the GPU with DV a multiple of 4 and 10
+/// storage buffers per shader stage, the norm runs inside the step's second launch (which already runs one
+/// workgroup per head once h is complete): two launches instead of three. Elsewhere it is the two ops.
+#[allow(clippy::too_many_arguments)]
+pub fn mlstm_step_gated_norm(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    i_pre: &Tensor,
+    f_pre: &Tensor,
+    state: &MlstmState,
+    gate_soft_cap: Option<f32>,
+    eps: f32,
+    norm: GatedHeadNorm<'_>,
+) -> Result<Tensor> {
+    const OP: &str = "mlstm_step_gated_norm";
+    let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
+    let GatedHeadNorm { gate, weight, bias, eps: norm_eps } = norm;
+    let shape = [d.b, d.nh, d.dv];
+    require_dtype(OP, gate, DType::F32)?;
+    if gate.shape() != shape {
+        return Err(shape_error(OP, "norm.gate", format!("h's shape [B, NH, DV] = {shape:?}"), gate));
+    }
+    // The head norm's checks, on h's rows of NH·DV (weight, bias and eps).
+    let rows = [d.b, d.nh * d.dv];
+    let backend = q.backend();
+    let h = Tensor::uninit(&backend, "mlstm_step h", &shape, DType::F32)?;
+    validate_mhln(OP, &h.reshape(&rows)?, d.nh, weight, bias, Some(&gate.reshape(&rows)?), norm_eps)?;
+    // The state is written while the norm's tensors are read.
+    let mut read: Vec<&Tensor> = vec![gate];
+    read.extend(weight);
+    read.extend(bias);
+    require_distinct(OP, "state.c", &state.c, &read)?;
+    require_distinct(OP, "state.n", &state.n, &read)?;
+    require_distinct(OP, "state.m", &state.m, &read)?;
+    let y = Tensor::uninit(&backend, OP, &shape, DType::F32)?;
+    let mut all = vec![q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m];
+    all.extend(&read);
+    match common_backend(OP, &all)? {
+        Backend::Cpu => {
+            cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &h);
+            let gate = gate.reshape(&rows)?;
+            cpu_mhln(&h.reshape(&rows)?, d.nh, weight, bias, Some(&gate), norm_eps, &y.reshape(&rows)?);
+        }
+        Backend::Gpu(ctx) => {
+            gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, &h, Some((norm, &y)))?;
+        }
+    }
+    Ok(y)
+}
+
 /// The chunkwise-parallel form, for prefill: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, i_pre, f_pre
-/// `[B, S, NH]` (token-major, as the projections produce them). Starts from `state` (zero for a new
-/// sequence, or where decoding or an earlier prefill chunk left it), overwrites it with the final
-/// (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
+/// `[B, S, NH]` (token-major, as the projections produce them; soft-capped here when `gate_soft_cap` is
+/// set, as in [`mlstm_step`]). Starts from `state` (zero for a new sequence, or where decoding or an
+/// earlier prefill chunk left it), overwrites it with the final (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
 /// not be a multiple of it. Equals S calls of [`mlstm_step`] up to float rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn mlstm_chunkwise(
@@ -167,11 +242,12 @@ pub fn mlstm_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Tensor> {
-    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_chunkwise", &[d.b, d.s, d.nh, d.dv], DType::F32)?;
-    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, eps, &out)?;
+    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps, &out)?;
     Ok(out)
 }
 
@@ -185,18 +261,19 @@ pub fn mlstm_chunkwise_into(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_chunkwise";
-    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, eps)?;
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.s, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
         Backend::Cpu => {
-            cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, eps, out);
+            cpu_chunkwise(d, q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, eps, out),
+        Backend::Gpu(ctx) => gpu_chunkwise(&ctx, d, [q, k, v, i_pre, f_pre], state, chunk, gate_soft_cap, eps, out),
     }
 }
 
@@ -210,10 +287,7 @@ pub fn multihead_layernorm(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Tensor> {
-    validate_mhln(x, nh, weight, bias, eps)?;
-    let out = Tensor::uninit(&x.backend(), "multihead_layernorm", x.shape(), DType::F32)?;
-    multihead_layernorm_into(x, nh, weight, bias, eps, &out)?;
-    Ok(out)
+    mhln(MHLN, x, nh, weight, bias, None, eps)
 }
 
 /// [`multihead_layernorm`] into `out` (x's shape, f32, a separate tensor).
@@ -225,19 +299,79 @@ pub fn multihead_layernorm_into(
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
-    validate_mhln(x, nh, weight, bias, eps)?;
+    mhln_into(MHLN, x, nh, weight, bias, None, eps, out)
+}
+
+/// The output-gated multi-head layer norm of an mLSTM layer: `sigmoid(gate) ⊙ multihead_layernorm(x)`,
+/// with `gate` (the output gate's pre-activation o) f32 of x's shape; one launch instead of the norm and
+/// the gate's elementwise ops. Finite for any finite gate (σ is formed from exp(−|o|)).
+pub fn multihead_layernorm_gated(
+    x: &Tensor,
+    gate: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    mhln(MHLN_GATED, x, nh, weight, bias, Some(gate), eps)
+}
+
+/// [`multihead_layernorm_gated`] into `out` (x's shape, f32, a separate tensor).
+#[allow(clippy::too_many_arguments)]
+pub fn multihead_layernorm_gated_into(
+    x: &Tensor,
+    gate: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    mhln_into(MHLN_GATED, x, nh, weight, bias, Some(gate), eps, out)
+}
+
+const MHLN: &str = "multihead_layernorm";
+const MHLN_GATED: &str = "multihead_layernorm_gated";
+
+fn mhln(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
+    let out = Tensor::uninit(&x.backend(), op, x.shape(), DType::F32)?;
+    mhln_into(op, x, nh, weight, bias, gate, eps, &out)?;
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mhln_into(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) -> Result<()> {
+    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
     let mut inputs: Vec<&Tensor> = vec![x];
     inputs.extend(weight);
     inputs.extend(bias);
-    check_out(OP, out, x.shape(), &inputs)?;
+    inputs.extend(gate);
+    check_out(op, out, x.shape(), &inputs)?;
     inputs.push(out);
-    match common_backend(OP, &inputs)? {
+    match common_backend(op, &inputs)? {
         Backend::Cpu => {
-            cpu_mhln(x, nh, weight, bias, eps, out);
+            cpu_mhln(x, nh, weight, bias, gate, eps, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_mhln(&ctx, x, nh, weight, bias, eps, out),
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, op, x, nh, weight, bias, gate, eps, out),
     }
 }
 
@@ -268,6 +402,18 @@ fn check_eps(op: &'static str, eps: f32) -> Result<()> {
             value: eps.to_string(),
             reason: "must be a finite number >= 0".into(),
         })
+    }
+}
+
+fn check_gate_cap(op: &'static str, cap: Option<f32>) -> Result<()> {
+    match cap {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(KernelError::Argument {
+            op,
+            name: "gate_soft_cap",
+            value: c.to_string(),
+            reason: "must be a finite number > 0 (or None for no cap)".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -317,37 +463,39 @@ fn check_indexable(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 fn validate_step(
+    op: &'static str,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Dims> {
-    const OP: &str = "mlstm_step";
-    check_f32(OP, &[q, k, v, i_pre, f_pre])?;
+    check_f32(op, &[q, k, v, i_pre, f_pre])?;
     let [b, nh, dqk] = *q.shape() else {
-        return Err(shape_error(OP, "q", "[B, NH, DQK]".into(), q));
+        return Err(shape_error(op, "q", "[B, NH, DQK]".into(), q));
     };
-    require_non_empty(OP, "q", q)?;
+    require_non_empty(op, "q", q)?;
     if k.shape() != q.shape() {
-        return Err(shape_error(OP, "k", format!("q's shape [B, NH, DQK] = [{b}, {nh}, {dqk}]"), k));
+        return Err(shape_error(op, "k", format!("q's shape [B, NH, DQK] = [{b}, {nh}, {dqk}]"), k));
     }
     let dv = match *v.shape() {
         [vb, vnh, dv] if vb == b && vnh == nh => dv,
-        _ => return Err(shape_error(OP, "v", format!("[B, NH, DV] = [{b}, {nh}, DV]"), v)),
+        _ => return Err(shape_error(op, "v", format!("[B, NH, DV] = [{b}, {nh}, DV]"), v)),
     };
-    require_non_empty(OP, "v", v)?;
+    require_non_empty(op, "v", v)?;
     for (name, g) in [("i_pre", i_pre), ("f_pre", f_pre)] {
         if g.shape() != [b, nh] {
-            return Err(shape_error(OP, name, format!("[B, NH] = [{b}, {nh}]"), g));
+            return Err(shape_error(op, name, format!("[B, NH] = [{b}, {nh}]"), g));
         }
     }
-    check_eps(OP, eps)?;
+    check_gate_cap(op, gate_soft_cap)?;
+    check_eps(op, eps)?;
     let d = Dims { b, s: 1, nh, dqk, dv };
-    check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
-    check_indexable(OP, &[&state.c])?;
+    check_state(op, state, d, &[q, k, v, i_pre, f_pre])?;
+    check_indexable(op, &[&state.c])?;
     Ok(d)
 }
 
@@ -360,6 +508,7 @@ fn validate_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_soft_cap: Option<f32>,
     eps: f32,
 ) -> Result<Dims> {
     const OP: &str = "mlstm_chunkwise";
@@ -389,6 +538,7 @@ fn validate_chunkwise(
             reason: "must be at least 1".into(),
         });
     }
+    check_gate_cap(OP, gate_soft_cap)?;
     check_eps(OP, eps)?;
     let d = Dims { b, s, nh, dqk, dv };
     check_state(OP, state, d, &[q, k, v, i_pre, f_pre])?;
@@ -396,14 +546,21 @@ fn validate_chunkwise(
     Ok(d)
 }
 
-fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
-    require_dtype(OP, x, DType::F32)?;
-    require_non_empty(OP, "x", x)?;
+fn validate_mhln(
+    op: &'static str,
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+) -> Result<()> {
+    require_dtype(op, x, DType::F32)?;
+    require_non_empty(op, "x", x)?;
     let (_, width) = x.rows_cols();
     if nh == 0 || !width.is_multiple_of(nh) {
         return Err(KernelError::Argument {
-            op: OP,
+            op,
             name: "nh",
             value: nh.to_string(),
             reason: format!("must divide the last dimension of x {:?} ({width}) into heads", x.shape()),
@@ -411,14 +568,20 @@ fn validate_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&T
     }
     for (name, t) in [("weight", weight), ("bias", bias)] {
         if let Some(t) = t {
-            require_float(OP, t)?;
+            require_float(op, t)?;
             if t.shape() != [width] {
-                return Err(shape_error(OP, name, format!("[NH·DH] = [{width}]"), t));
+                return Err(shape_error(op, name, format!("[NH·DH] = [{width}]"), t));
             }
         }
     }
-    check_eps(OP, eps)?;
-    check_indexable(OP, &[x])?;
+    if let Some(g) = gate {
+        require_dtype(op, g, DType::F32)?;
+        if g.shape() != x.shape() {
+            return Err(shape_error(op, "gate", format!("x's shape {:?}", x.shape()), g));
+        }
+    }
+    check_eps(op, eps)?;
+    check_indexable(op, &[x])?;
     Ok(())
 }
 
@@ -437,7 +600,10 @@ struct Params {
     tiles: u32,
     eps: f32,
     scale: f32,
-    _pad: [u32; 2],
+    /// 0: no cap (validation keeps a given cap > 0).
+    gate_cap: f32,
+    /// mlstm_step4_state_norm: the head norm's epsilon (`eps` is the mLSTM's).
+    norm_eps: f32,
 }
 
 /// Threads per workgroup: `want` (a power of two) or the adapter's largest power of two below it.
@@ -462,7 +628,7 @@ fn scratch(ctx: &Arc<GpuContext>, op: &'static str, bytes: usize) -> Result<GpuB
     ctx.alloc(op, bytes as u64)
 }
 
-fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
+fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, gate_cap: Option<f32>, eps: f32) -> Params {
     Params {
         heads: (d.b * d.nh) as u32,
         nh: d.nh as u32,
@@ -474,36 +640,49 @@ fn params(d: Dims, chunk: usize, nch: usize, tiles: usize, eps: f32) -> Params {
         tiles: tiles as u32,
         eps,
         scale: 1.0 / (d.dqk as f32).sqrt(),
-        _pad: [0; 2],
+        gate_cap: gate_cap.unwrap_or(0.0),
+        norm_eps: 0.0,
     }
 }
 
+/// The step into `out` (h); with `norm`, also the gated head norm of h into its tensor.
+#[allow(clippy::too_many_arguments)]
 fn gpu_step(
     ctx: &GpuContext,
     d: Dims,
     [q, k, v, i, f]: [&Tensor; 5],
     state: &MlstmState,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
+    norm: Option<(GatedHeadNorm<'_>, &Tensor)>,
 ) -> Result<()> {
     const OP: &str = "mlstm_step";
     require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
     let bufs = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
     let bufs: Vec<wgpu::Buffer> = bufs.into_iter().collect::<Result<_>>()?;
     let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
-    let p = params(d, 1, 1, 1, eps);
+    let p = params(d, 1, 1, 1, gate_cap, eps);
+    // The norm as its own launch after the step: the fused kernel needs vec4 columns and 10 bindings.
+    let separate_norm = |norm: Option<(GatedHeadNorm<'_>, &Tensor)>| -> Result<()> {
+        let Some((n, y)) = norm else { return Ok(()) };
+        let rows = [d.b, d.nh * d.dv];
+        let (h, g, y) = (out.reshape(&rows)?, n.gate.reshape(&rows)?, y.reshape(&rows)?);
+        gpu_mhln(ctx, MHLN_GATED, &h, d.nh, n.weight, n.bias, Some(&g), n.eps, &y)
+    };
     if !d.dv.is_multiple_of(4) {
         // One workgroup per head (the whole step, state included).
         let wg = workgroup_size(ctx, 1024);
         let tc = (d.dv.next_power_of_two() as u32).min(wg);
-        return ctx.dispatch(Dispatch {
+        ctx.dispatch(Dispatch {
             kernel: &MLSTM,
             entry: "mlstm_step",
             constants: &[("WG", wg as f64), ("TC", tc as f64)],
             params: Some(bytemuck::bytes_of(&p)),
             buffers: &refs,
             workgroups: Workgroups::Linear(p.heads),
-        });
+        })?;
+        return separate_norm(norm);
     }
     // vec4 columns: a workgroup per (head, STEP_COLS vec4 columns), then the n and m update per head.
     let wg = workgroup_size(ctx, 256);
@@ -520,14 +699,45 @@ fn gpu_step(
         workgroups: Workgroups::Linear(to_u32(OP, "workgroups", d.b * d.nh * slices)?),
     })?;
     // k, i, f, n, m of [q, k, v, i, f, c, n, m, out].
-    ctx.dispatch(Dispatch {
-        kernel: &MLSTM,
-        entry: "mlstm_step4_state",
-        constants: &constants,
-        params: Some(bytemuck::bytes_of(&p)),
-        buffers: &[refs[1], refs[3], refs[4], refs[6], refs[7]],
-        workgroups: Workgroups::Linear(p.heads),
-    })
+    let state_bufs = [refs[1], refs[3], refs[4], refs[6], refs[7]];
+    match norm {
+        Some((n, y)) if ctx.limits().max_storage_buffers_per_shader_stage >= 10 => {
+            // The state update and the head norm in one launch: h, w, b, y, o, then k, i, f, n, m.
+            let h = refs[8];
+            let w = n.weight.map(|t| raw(ctx, OP, t)).transpose()?;
+            let b = n.bias.map(|t| raw(ctx, OP, t)).transpose()?;
+            let (g, y) = (raw(ctx, OP, n.gate)?, raw(ctx, OP, y)?);
+            let mut buffers = vec![h, w.as_ref().unwrap_or(h), b.as_ref().unwrap_or(h), &y, &g];
+            buffers.extend(state_bufs);
+            let p = Params { norm_eps: n.eps, ..p };
+            ctx.dispatch(Dispatch {
+                kernel: &MLSTM,
+                entry: "mlstm_step4_state_norm",
+                constants: &[
+                    ("WG", wg as f64),
+                    ("HAS_W", if w.is_some() { 1.0 } else { 0.0 }),
+                    ("HAS_B", if b.is_some() { 1.0 } else { 0.0 }),
+                    ("HAS_G", 1.0),
+                    ("WDTYPE", n.weight.map_or(0.0, |t| t.dtype().wgsl_code())),
+                    ("BDTYPE", n.bias.map_or(0.0, |t| t.dtype().wgsl_code())),
+                ],
+                params: Some(bytemuck::bytes_of(&p)),
+                buffers: &buffers,
+                workgroups: Workgroups::Linear(p.heads),
+            })
+        }
+        norm => {
+            ctx.dispatch(Dispatch {
+                kernel: &MLSTM,
+                entry: "mlstm_step4_state",
+                constants: &constants,
+                params: Some(bytemuck::bytes_of(&p)),
+                buffers: &state_bufs,
+                workgroups: Workgroups::Linear(p.heads),
+            })?;
+            separate_norm(norm)
+        }
+    }
 }
 
 /// vec4 columns of C per workgroup of the vec4 step (xLSTM-7B: DV 512 → 16 workgroups a head).
@@ -540,6 +750,7 @@ fn gpu_chunkwise(
     [q, k, v, i, f]: [&Tensor; 5],
     state: &MlstmState,
     chunk: usize,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
@@ -562,7 +773,7 @@ fn gpu_chunkwise(
     let [q, k, v, i, f, c, n, m, h] = [q, k, v, i, f, &state.c, &state.n, &state.m, out].map(|t| raw(ctx, OP, t));
     let (q, k, v, i, f, c, n, m, h) = (q?, k?, v?, i?, f?, c?, n?, m?, h?);
     let (tok, chk, dn, pm) = (tok.raw(), chk.raw(), dn.raw(), pm.raw());
-    let p = params(d, l, nch, tiles, eps);
+    let p = params(d, l, nch, tiles, gate_cap, eps);
     let base = [("WG", wg as f64)];
     let launch = |entry: &'static str, buffers: &[&wgpu::Buffer], groups: usize, constants: &[(&'static str, f64)]| {
         ctx.dispatch(Dispatch {
@@ -586,26 +797,30 @@ fn gpu_chunkwise(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gpu_mhln(
     ctx: &GpuContext,
+    op: &'static str,
     x: &Tensor,
     nh: usize,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    const OP: &str = "multihead_layernorm";
     let (rows, width) = x.rows_cols();
     let dh = width / nh;
-    let xb = raw(ctx, OP, x)?;
-    let wb = weight.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
-    let bb = bias.map(|t| raw(ctx, OP, t)).transpose()?.unwrap_or_else(|| xb.clone());
-    let yb = raw(ctx, OP, out)?;
+    let xb = raw(ctx, op, x)?;
+    // An absent weight, bias or gate binds x in its place (never read).
+    let wb = weight.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let bb = bias.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let gb = gate.map(|t| raw(ctx, op, t)).transpose()?.unwrap_or_else(|| xb.clone());
+    let yb = raw(ctx, op, out)?;
     // About 8 elements an invocation: fewer barrier rounds per head (on lavapipe, [128, 8x512] took
     // 37 ms with 64 invocations against 62 ms with 256).
     let wg = workgroup_size(ctx, (dh.next_power_of_two() as u32 / 8).clamp(32, 256));
-    let segs = to_u32(OP, "segments", rows * nh)?;
+    let segs = to_u32(op, "segments", rows * nh)?;
     let p = Params {
         heads: segs,
         nh: nh as u32,
@@ -617,7 +832,8 @@ fn gpu_mhln(
         tiles: 1,
         eps,
         scale: 1.0,
-        _pad: [0; 2],
+        gate_cap: 0.0,
+        norm_eps: 0.0,
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     ctx.dispatch(Dispatch {
@@ -627,20 +843,38 @@ fn gpu_mhln(
             ("WG", wg as f64),
             ("HAS_W", flag(weight.is_some())),
             ("HAS_B", flag(bias.is_some())),
+            ("HAS_G", flag(gate.is_some())),
             ("WDTYPE", weight.map_or(0.0, |t| t.dtype().wgsl_code())),
             ("BDTYPE", bias.map_or(0.0, |t| t.dtype().wgsl_code())),
         ],
         params: Some(bytemuck::bytes_of(&p)),
-        buffers: &[&xb, &wb, &bb, &yb],
+        buffers: &[&xb, &wb, &bb, &yb, &gb],
         workgroups: Workgroups::Linear(segs),
     })
 }
 
 // ---- CPU ------------------------------------------------------------------------------------------
 
+/// σ(x) from exp(−|x|), which cannot overflow.
+fn sigmoid(x: f64) -> f64 {
+    let e = (-x.abs()).exp();
+    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
+}
+
 /// logσ(x) = −softplus(−x), without overflow for any x.
 pub(crate) fn log_sigmoid(x: f32) -> f32 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
+}
+
+/// The gate pre-activations of `t` as the recurrence uses them: soft-capped when `cap` is set, with the
+/// elementwise softcap's formula.
+fn gates(t: &Tensor, cap: Option<f32>) -> Vec<f32> {
+    let mut g = cpu::read_f32(t);
+    if let Some(cap) = cap {
+        let op = super::elementwise::Unary::Softcap { cap };
+        g.iter_mut().for_each(|x| *x = op.apply(*x));
+    }
+    g
 }
 
 /// Runs `f(head, c, n, m)` for every (batch row, head) in parallel over the state; head = b·NH + h.
@@ -670,11 +904,12 @@ fn cpu_step(
     i_pre: &Tensor,
     f_pre: &Tensor,
     state: &MlstmState,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) {
     let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
-    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let (ig, fg) = (gates(i_pre, gate_cap), gates(f_pre, gate_cap));
     let (dqk, dv) = (d.dqk, d.dv);
     let scale = 1.0 / (dqk as f32).sqrt();
     let h = std::sync::Mutex::new(vec![0.0f32; d.b * d.nh * dv]);
@@ -717,11 +952,12 @@ fn cpu_chunkwise(
     f_pre: &Tensor,
     state: &MlstmState,
     chunk: usize,
+    gate_cap: Option<f32>,
     eps: f32,
     out: &Tensor,
 ) {
     let (q, k, v) = (cpu::read_f32(q), cpu::read_f32(k), cpu::read_f32(v));
-    let (ig, fg) = (cpu::read_f32(i_pre), cpu::read_f32(f_pre));
+    let (ig, fg) = (gates(i_pre, gate_cap), gates(f_pre, gate_cap));
     let Dims { b: _, s, nh, dqk, dv } = d;
     let scale = 1.0 / (dqk as f32).sqrt();
     // Token t of head (b, h): row (b·S + t)·NH + h of q, k, v, the gates and h.
@@ -804,12 +1040,21 @@ fn cpu_chunkwise(
     cpu::write_f32(out, &h_all.into_inner().unwrap_or_else(|p| p.into_inner()));
 }
 
-fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32, out: &Tensor) {
+fn cpu_mhln(
+    x: &Tensor,
+    nh: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    gate: Option<&Tensor>,
+    eps: f32,
+    out: &Tensor,
+) {
     let xs = cpu::read_f32(x);
     let (_, width) = x.rows_cols();
     let dh = width / nh;
     let w = weight.map(cpu::read_f32);
     let b = bias.map(cpu::read_f32);
+    let g = gate.map(cpu::read_f32);
     let mut y = vec![0.0f32; xs.len()];
     y.par_chunks_mut(dh).zip(xs.par_chunks(dh)).enumerate().for_each(|(seg, (yh, xh))| {
         let col0 = (seg % nh) * dh;
@@ -825,6 +1070,9 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
             if let Some(b) = &b {
                 r += b[col0 + e] as f64;
             }
+            if let Some(g) = &g {
+                r *= sigmoid(g[seg * dh + e] as f64);
+            }
             *o = r as f32;
         }
     });
@@ -834,12 +1082,13 @@ fn cpu_mhln(x: &Tensor, nh: usize, weight: Option<&Tensor>, bias: Option<&Tensor
 // ---- bench ----------------------------------------------------------------------------------------
 
 /// Bench op names of this family.
-pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm"];
+pub const BENCH_OPS: &[&str] = &["mlstm_step", "mlstm_chunkwise", "multihead_layernorm", "multihead_layernorm_gated"];
 
-/// xLSTM-7B shapes: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5). `mlstm_step` moves the
-/// state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from `bytes` (q, k, v and h,
-/// 16 to 2048 tokens, 2048 being xLSTM-7B's prefill target); `multihead_layernorm` normalises rows of
-/// 8 heads × 512 with an f32 weight.
+/// xLSTM-7B shapes and gate soft cap: B 1, NH 8, DQK 256, DV 512 (hidden 4096, qk_dim_factor 0.5), cap 15.
+/// `mlstm_step` moves the state once each way (its size is fixed); `mlstm_chunkwise` takes S tokens from
+/// `bytes` (q, k, v and h, 16 to 2048 tokens, 2048 being xLSTM-7B's prefill target);
+/// `multihead_layernorm` normalises rows of 8 heads × 512 with an f32 weight, and
+/// `multihead_layernorm_gated` gates them with an output-gate pre-activation as well.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor, rows_for};
     use crate::testing::Tolerance;
@@ -852,6 +1101,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     const DQK: usize = 256;
     const DV: usize = 512;
     const EPS: f32 = 1e-6;
+    const CAP: Option<f32> = Some(15.0);
     let dims = (B, 1, NH, DQK, DV);
     let state_bytes = (4 * B * NH * (DQK * DV + DQK + 1)) as u64;
     let tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
@@ -876,6 +1126,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                 &r(&i[3]),
                 &r(&i[4]),
                 &mut st,
+                CAP,
                 EPS,
             )
         };
@@ -897,7 +1148,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     flops: (B * NH * 4 * DQK * DV) as u64,
                     tolerance,
                     inputs,
-                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), EPS)),
+                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), CAP, EPS)),
                     reference: Box::new(move |i| Ok(reference_of(i, dims))),
                 }
             }
@@ -922,12 +1173,12 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     tolerance,
                     inputs,
                     run: Box::new(move |i| {
-                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, EPS)
+                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, CAP, EPS)
                     }),
                     reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
                 }
             }
-            _ => {
+            "multihead_layernorm" => {
                 let width = NH * DV;
                 let rows = rows_for(bytes, width, 8);
                 let x = random_tensor(81, &[rows, width], DType::F32, -3.0, 3.0)?;
@@ -943,7 +1194,29 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     run: Box::new(|i| multihead_layernorm(&i[0], NH, Some(&i[1]), None, 1e-6)),
                     reference: Box::new(move |i| {
                         let w = cpu::read_f32(&i[1]);
-                        Ok(reference::multihead_layernorm(&cpu::read_f32(&i[0]), width, NH, Some(&w), None, 1e-6))
+                        let x = cpu::read_f32(&i[0]);
+                        Ok(reference::multihead_layernorm(&x, width, NH, Some(&w), None, None, 1e-6))
+                    }),
+                }
+            }
+            _ => {
+                let width = NH * DV;
+                let rows = rows_for(bytes, width, 12);
+                let x = random_tensor(83, &[rows, width], DType::F32, -3.0, 3.0)?;
+                let o = random_tensor(84, &[rows, width], DType::F32, -6.0, 6.0)?;
+                let w = random_tensor(85, &[width], DType::F32, 0.5, 1.5)?;
+                BenchCase {
+                    op: "multihead_layernorm_gated",
+                    dtype: DType::F32,
+                    shape: format!("[{rows}, {NH}x{DV}]"),
+                    bytes: (rows * width * 12 + width * 4) as u64,
+                    flops: 0,
+                    tolerance: Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    inputs: vec![x, o, w],
+                    run: Box::new(|i| multihead_layernorm_gated(&i[0], &i[1], NH, Some(&i[2]), None, 1e-6)),
+                    reference: Box::new(move |i| {
+                        let (x, o, w) = (cpu::read_f32(&i[0]), cpu::read_f32(&i[1]), cpu::read_f32(&i[2]));
+                        Ok(reference::multihead_layernorm(&x, width, NH, Some(&w), None, Some(&o), 1e-6))
                     }),
                 }
             }
@@ -969,7 +1242,8 @@ pub mod reference {
     }
 
     /// The step-by-step recurrence over token-major inputs (q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`,
-    /// gates `[B, S, NH]`) from `state`, which it leaves at the final state; returns h `[B, S, NH, DV]`.
+    /// gates `[B, S, NH]`, soft-capped first when `gate_cap` is set) from `state`, which it leaves at the
+    /// final state; returns h `[B, S, NH, DV]`.
     #[allow(clippy::too_many_arguments)]
     pub fn recurrence(
         (b, s, nh, dqk, dv): (usize, usize, usize, usize, usize),
@@ -979,9 +1253,11 @@ pub mod reference {
         ig: &[f32],
         fg: &[f32],
         state: &mut State64,
+        gate_cap: Option<f32>,
         eps: f32,
     ) -> Vec<f64> {
         let scale = 1.0 / (dqk as f64).sqrt();
+        let cap = |x: f32| gate_cap.map_or(x as f64, |c| c as f64 * (x as f64 / c as f64).tanh());
         let mut h = vec![0.0f64; b * s * nh * dv];
         for bi in 0..b {
             for hi in 0..nh {
@@ -992,7 +1268,7 @@ pub mod reference {
                 for t in 0..s {
                     let r = (bi * s + t) * nh + hi;
                     let (qt, kt, vt) = (&q[r * dqk..][..dqk], &k[r * dqk..][..dqk], &v[r * dv..][..dv]);
-                    let (i, lf) = (ig[r] as f64, log_sigmoid(fg[r] as f64));
+                    let (i, lf) = (cap(ig[r]), log_sigmoid(cap(fg[r])));
                     let m_new = (lf + *m).max(i);
                     let fa = (lf + *m - m_new).exp();
                     let ia = (i - m_new).exp();
@@ -1019,13 +1295,15 @@ pub mod reference {
         h
     }
 
-    /// The multi-head layer norm of `x` (rows of `nh` heads).
+    /// The multi-head layer norm of `x` (rows of `nh` heads), times σ(gate) elementwise when a gate (x's
+    /// layout) is given.
     pub fn multihead_layernorm(
         x: &[f32],
         width: usize,
         nh: usize,
         w: Option<&[f32]>,
         b: Option<&[f32]>,
+        gate: Option<&[f32]>,
         eps: f32,
     ) -> Vec<f64> {
         let dh = width / nh;
@@ -1038,6 +1316,8 @@ pub mod reference {
                 let mut r = (v as f64 - mean) / (var + eps as f64).sqrt();
                 r *= w.map_or(1.0, |w| w[col0 + e] as f64);
                 r += b.map_or(0.0, |b| b[col0 + e] as f64);
+                // σ(o) = 1 / (1 + e^−o), 0 (not NaN) where e^−o overflows.
+                r *= gate.map_or(1.0, |g| 1.0 / (1.0 + (-(g[seg * dh + e] as f64)).exp()));
                 out.push(r);
             }
         }
@@ -1066,6 +1346,7 @@ mod tests {
     const TOL: Tolerance = Tolerance { atol: 5e-5, rtol: 5e-4 };
 
     /// Random inputs of one call in token-major layout.
+    #[derive(Clone)]
     struct Inputs {
         dims: (usize, usize, usize, usize, usize),
         q: Vec<f32>,
@@ -1104,8 +1385,8 @@ mod tests {
             }
         }
 
-        fn reference(&self, state: &mut State64, eps: f32) -> Vec<f64> {
-            reference::recurrence(self.dims, &self.q, &self.k, &self.v, &self.ig, &self.fg, state, eps)
+        fn reference(&self, state: &mut State64, cap: Option<f32>, eps: f32) -> Vec<f64> {
+            reference::recurrence(self.dims, &self.q, &self.k, &self.v, &self.ig, &self.fg, state, cap, eps)
         }
 
         /// (q, k, v, i, f) on `backend`, shaped for a step (`step`) or for the chunkwise form.
@@ -1170,13 +1451,13 @@ mod tests {
     }
 
     /// Runs the tokens of `inp` one mlstm_step at a time; returns h in the token-major layout.
-    fn run_steps(backend: &Backend, inp: &Inputs, state: &MlstmState, eps: f32) -> Vec<f32> {
+    fn run_steps(backend: &Backend, inp: &Inputs, state: &MlstmState, cap: Option<f32>, eps: f32) -> Vec<f32> {
         let (b, s, nh, _, dv) = inp.dims;
         let mut h = vec![0.0f32; b * s * nh * dv];
         for t in 0..s {
             let tok = inp.token(t);
             let [q, k, v, i, f] = tok.tensors(backend, true);
-            let ht = mlstm_step(&q, &k, &v, &i, &f, state, eps).unwrap().to_f32_vec().unwrap();
+            let ht = mlstm_step(&q, &k, &v, &i, &f, state, cap, eps).unwrap().to_f32_vec().unwrap();
             for bi in 0..b {
                 h[((bi * s + t) * nh) * dv..][..nh * dv].copy_from_slice(&ht[bi * nh * dv..][..nh * dv]);
             }
@@ -1221,11 +1502,82 @@ mod tests {
                 let mut want_state = initial_state(&mut rng, dims, i % 2 == 0);
                 let state = state_on(&backend, &want_state, dims);
                 let eps = [1e-6, 0.0, 1e-3][i % 3];
-                let want = inp.reference(&mut want_state, eps);
-                let got = run_steps(&backend, &inp, &state, eps);
-                let what = format!("mlstm_step B{b} NH{nh} DQK{dqk} DV{dv} on {}", backend.name());
+                // No cap, xLSTM-7B's, and one that bends the (−6, 6) gates hard.
+                let cap = [None, Some(15.0), Some(2.5), None][i % 4];
+                let want = inp.reference(&mut want_state, cap, eps);
+                let got = run_steps(&backend, &inp, &state, cap, eps);
+                let what = format!("mlstm_step B{b} NH{nh} DQK{dqk} DV{dv} cap {cap:?} on {}", backend.name());
                 assert_close(&format!("{what}: h"), &got, &want, TOL);
                 assert_state(&what, &state, &want_state, TOL);
+            }
+        }
+    }
+
+    /// The step with the output-gated head norm (fused into the state launch for DV a multiple of 4 on the
+    /// GPU, the two ops otherwise) against the f64 recurrence and norm, over several steps.
+    #[test]
+    fn step_gated_norm_matches_the_f64_reference() {
+        let mut rng = Rng::new(58);
+        for backend in test_backends() {
+            for (i, &(b, nh, dqk, dv)) in [
+                (1, 1, 1, 1),
+                (1, 2, 33, 17),
+                (2, 1, 3, 257),
+                (1, 2, 33, 12),
+                (2, 3, 16, 64),
+                (1, 1, 7, 516),
+                (1, 1, 5, 4400),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let dims = (b, 4, nh, dqk, dv);
+                let width = nh * dv;
+                let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
+                let mut want_state = initial_state(&mut rng, dims, i % 2 == 0);
+                let state = state_on(&backend, &want_state, dims);
+                let cap = [Some(15.0), None][i % 2];
+                let wdtype = DType::FLOATS[i % 3];
+                let w = crate::testing::round_to(&rng.vec(width, 0.5, 1.5), wdtype);
+                let bias = crate::testing::round_to(&rng.vec(width, -1.0, 1.0), wdtype);
+                let wt = Tensor::from_f32(&backend, &w, &[width], wdtype).unwrap();
+                let bt = Tensor::from_f32(&backend, &bias, &[width], wdtype).unwrap();
+                let with_b = i % 3 == 1;
+                for t in 0..4 {
+                    let tok = inp.token(t);
+                    // Output-gate pre-activations with saturated ±50 among them.
+                    let o: Vec<f32> = rng
+                        .vec(b * width, -8.0, 8.0)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, v)| [v, 50.0, v, -50.0][j % 4])
+                        .collect();
+                    let h = tok.reference(&mut want_state, cap, 1e-6);
+                    let h32: Vec<f32> = h.iter().map(|&x| x as f32).collect();
+                    let want = reference::multihead_layernorm(
+                        &h32,
+                        width,
+                        nh,
+                        Some(&w),
+                        with_b.then_some(bias.as_slice()),
+                        Some(&o),
+                        1e-5,
+                    );
+                    let [q, k, v, ig, fg] = tok.tensors(&backend, true);
+                    let ot = Tensor::from_slice(&backend, &o, &[b, nh, dv]).unwrap();
+                    let norm = GatedHeadNorm { gate: &ot, weight: Some(&wt), bias: with_b.then_some(&bt), eps: 1e-5 };
+                    let got = mlstm_step_gated_norm(&q, &k, &v, &ig, &fg, &state, cap, 1e-6, norm).unwrap();
+                    assert_eq!(got.shape(), [b, nh, dv]);
+                    let got = got.to_f32_vec().unwrap();
+                    let what = format!(
+                        "mlstm_step_gated_norm B{b} NH{nh} DQK{dqk} DV{dv} cap {cap:?} w {wdtype} bias {with_b} step {t} \
+                         on {}",
+                        backend.name()
+                    );
+                    assert_finite(&what, &got);
+                    assert_close(&format!("{what}: y"), &got, &want, TOL);
+                    assert_state(&what, &state, &want_state, TOL);
+                }
             }
         }
     }
@@ -1242,17 +1594,22 @@ mod tests {
                             let dims = (b, s, nh, dqk, dv);
                             let inp = Inputs::random(&mut rng, dims, (-6.0, 6.0));
                             let init = initial_state(&mut rng, dims, zero);
+                            let cap = match chunk {
+                                16 => Some(3.0),
+                                100 => Some(15.0),
+                                _ => None,
+                            };
                             let what = format!(
-                                "mlstm_chunkwise S{s} chunk{chunk} {} B{b} NH{nh} DQK{dqk} DV{dv} on {}",
+                                "mlstm_chunkwise S{s} chunk{chunk} cap {cap:?} {} B{b} NH{nh} DQK{dqk} DV{dv} on {}",
                                 if zero { "zero state" } else { "non-zero state" },
                                 backend.name()
                             );
                             let mut want_state = init.clone();
-                            let want = inp.reference(&mut want_state, 1e-6);
+                            let want = inp.reference(&mut want_state, cap, 1e-6);
 
                             let state = state_on(&backend, &init, dims);
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, 1e-6).unwrap();
+                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, cap, 1e-6).unwrap();
                             assert_eq!(got.shape(), [b, s, nh, dv]);
                             let got = got.to_f32_vec().unwrap();
                             assert_close(&format!("{what}: h vs f64"), &got, &want, TOL);
@@ -1260,7 +1617,7 @@ mod tests {
 
                             // Against mlstm_step on the same backend.
                             let step_state = state_on(&backend, &init, dims);
-                            let stepped = run_steps(&backend, &inp, &step_state, 1e-6);
+                            let stepped = run_steps(&backend, &inp, &step_state, cap, 1e-6);
                             assert_close(&format!("{what}: h vs steps"), &got, &to_f64(&stepped), TOL);
                             let as64 = |t: &Tensor| to_f64(&t.to_f32_vec().unwrap());
                             let step64 =
@@ -1279,7 +1636,8 @@ mod tests {
         let dims = (1, 100, 2, 16, 24);
         let inp = Inputs::random(&mut rng, dims, (-4.0, 6.0));
         let mut want_state = initial_state(&mut rng, dims, true);
-        let want = inp.reference(&mut want_state, 1e-6);
+        let cap = Some(4.0);
+        let want = inp.reference(&mut want_state, cap, 1e-6);
         for backend in test_backends() {
             let state = MlstmState::zeros(&backend, 1, 2, 16, 24).unwrap();
             let mut got = Vec::new();
@@ -1287,13 +1645,20 @@ mod tests {
             for (t0, t1) in [(0, 37), (37, 77)] {
                 let part = slice_tokens(&inp, t0, t1);
                 let [q, k, v, i, f] = part.tensors(&backend, false);
-                got.extend(mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, 1e-6).unwrap().to_f32_vec().unwrap());
+                let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, cap, 1e-6).unwrap();
+                got.extend(h.to_f32_vec().unwrap());
             }
-            got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, 1e-6));
+            got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, cap, 1e-6));
             let what = format!("prefill 37 + 40 then 23 steps on {}", backend.name());
             assert_close(&format!("{what}: h"), &got, &want, TOL);
             assert_state(&what, &state, &want_state, TOL);
         }
+    }
+
+    /// Gates soft-capped in f32 as the elementwise softcap does it.
+    fn gates_f32(g: &[f32], cap: Option<f32>) -> Vec<f32> {
+        let op = cap.map(|cap| crate::ops::elementwise::Unary::Softcap { cap });
+        g.iter().map(|&x| op.map_or(x, |op| op.apply(x))).collect()
     }
 
     /// Tokens t0..t1 of a B = 1 input.
@@ -1333,24 +1698,47 @@ mod tests {
                 let mut inp = Inputs::random(&mut rng, dims, (0.0, 1.0));
                 inp.ig = ig.clone();
                 inp.fg = fg.clone();
-                let mut want_state = initial_state(&mut rng, dims, true);
-                let want = inp.reference(&mut want_state, 1e-6);
-                for chunk in [None, Some(64), Some(7)] {
+                let run = |inp: &Inputs, chunk: Option<usize>, cap: Option<f32>| {
                     let state = MlstmState::zeros(&backend, 1, 2, 16, 8).unwrap();
-                    let got = match chunk {
-                        None => run_steps(&backend, &inp, &state, 1e-6),
+                    let h = match chunk {
+                        None => run_steps(&backend, inp, &state, cap, 1e-6),
                         Some(c) => {
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, 1e-6).unwrap().to_f32_vec().unwrap()
+                            let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, cap, 1e-6).unwrap();
+                            h.to_f32_vec().unwrap()
                         }
                     };
+                    (h, state)
+                };
+                let mut want_state = initial_state(&mut rng, dims, true);
+                let want = inp.reference(&mut want_state, None, 1e-6);
+                // xLSTM-7B's cap turns ±50 into ±14.94, where f = σ(f̃) is no longer exactly 0 or 1 and
+                // some of these draws leave h ill-conditioned in f32 (a 5e-4 relative error against f64,
+                // whoever applies the cap). So the capped run is held to the uncapped op given gates the
+                // elementwise softcap capped: the path before the cap moved into the mLSTM.
+                let capped = Inputs { ig: gates_f32(ig, Some(15.0)), fg: gates_f32(fg, Some(15.0)), ..inp.clone() };
+                for chunk in [None, Some(64), Some(7)] {
                     let what = format!("gates {name}, S 300, chunk {chunk:?} on {}", backend.name());
+                    let (got, state) = run(&inp, chunk, None);
                     assert_finite(&format!("{what}: h"), &got);
                     for (t, s) in [("C", &state.c), ("n", &state.n), ("m", &state.m)] {
                         assert_finite(&format!("{what}: {t}"), &s.to_f32_vec().unwrap());
                     }
                     assert_close(&format!("{what}: h"), &got, &want, TOL);
                     assert_state(&what, &state, &want_state, TOL);
+
+                    let what = format!("{what}, cap 15");
+                    let (got, state) = run(&inp, chunk, Some(15.0));
+                    let (before, before_state) = run(&capped, chunk, None);
+                    assert_finite(&format!("{what}: h"), &got);
+                    for (t, s) in [("C", &state.c), ("n", &state.n), ("m", &state.m)] {
+                        assert_finite(&format!("{what}: {t}"), &s.to_f32_vec().unwrap());
+                    }
+                    assert_close(&format!("{what}: h vs softcap first"), &got, &to_f64(&before), TOL);
+                    let as64 = |t: &Tensor| to_f64(&t.to_f32_vec().unwrap());
+                    let before64 =
+                        State64 { c: as64(&before_state.c), n: as64(&before_state.n), m: as64(&before_state.m) };
+                    assert_state(&format!("{what} vs softcap first"), &state, &before64, TOL);
                 }
             }
         }
@@ -1370,9 +1758,9 @@ mod tests {
                     let state = state_on(&backend, &init, dims);
                     let [q, k, v, i, f] = inp.tensors(&backend, s == 1);
                     let h = if s == 1 {
-                        mlstm_step(&q, &k, &v, &i, &f, &state, 1e-6)
+                        mlstm_step(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6)
                     } else {
-                        mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, 1e-6)
+                        mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, Some(5.0), 1e-6)
                     };
                     let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
                     [bits(&h.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
@@ -1380,6 +1768,24 @@ mod tests {
                 let first = run();
                 for _ in 0..3 {
                     assert!(run() == first, "{dims:?} on {}: a repeated run differs", backend.name());
+                }
+                if s > 1 {
+                    continue;
+                }
+                // The step with the head norm in its state launch.
+                let o = Tensor::from_slice(&backend, &rng.vec(b * nh * dv, -4.0, 4.0), &[b, nh, dv]).unwrap();
+                let w = Tensor::from_slice(&backend, &rng.vec(nh * dv, 0.5, 1.5), &[nh * dv]).unwrap();
+                let run = || {
+                    let state = state_on(&backend, &init, dims);
+                    let [q, k, v, i, f] = inp.tensors(&backend, true);
+                    let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
+                    let y = mlstm_step_gated_norm(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6, norm);
+                    let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                    [bits(&y.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
+                };
+                let first = run();
+                for _ in 0..3 {
+                    assert!(run() == first, "{dims:?} gated norm on {}: a repeated run differs", backend.name());
                 }
             }
         }
@@ -1399,26 +1805,49 @@ mod tests {
                 let wdtype = DType::FLOATS[i % 3];
                 let w = crate::testing::round_to(&rng.vec(width, 0.5, 1.5), wdtype);
                 let bv = crate::testing::round_to(&rng.vec(width, -1.0, 1.0), wdtype);
+                // Output-gate pre-activations: moderate, with saturated ±50 and far-out ±1e4 among them.
+                let o: Vec<f32> = rng
+                    .vec(rows * width, -8.0, 8.0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| match j % 11 {
+                        3 => 50.0,
+                        5 => -50.0,
+                        7 => 1e4,
+                        9 => -1e4,
+                        _ => v,
+                    })
+                    .collect();
                 let xt = Tensor::from_slice(&backend, &x, &[rows, width]).unwrap();
+                let ot = Tensor::from_slice(&backend, &o, &[rows, width]).unwrap();
                 let wt = Tensor::from_f32(&backend, &w, &[width], wdtype).unwrap();
                 let bt = Tensor::from_f32(&backend, &bv, &[width], wdtype).unwrap();
                 for (with_w, with_b) in [(true, false), (true, true), (false, false), (false, true)] {
                     let (wo, bo) = (with_w.then_some(&wt), with_b.then_some(&bt));
-                    let got = multihead_layernorm(&xt, nh, wo, bo, 1e-5).unwrap();
-                    assert_eq!(got.shape(), [rows, width]);
-                    let want = reference::multihead_layernorm(
-                        &x,
-                        width,
-                        nh,
-                        with_w.then_some(w.as_slice()),
-                        with_b.then_some(bv.as_slice()),
-                        1e-5,
-                    );
-                    let what = format!(
-                        "multihead_layernorm [{rows}, {nh}x{dh}] w {with_w} ({wdtype}) b {with_b} on {}",
-                        backend.name()
-                    );
-                    assert_close(&what, &got.to_f32_vec().unwrap(), &want, Tolerance { atol: 2e-5, rtol: 2e-5 });
+                    for gated in [false, true] {
+                        let got = if gated {
+                            multihead_layernorm_gated(&xt, &ot, nh, wo, bo, 1e-5).unwrap()
+                        } else {
+                            multihead_layernorm(&xt, nh, wo, bo, 1e-5).unwrap()
+                        };
+                        assert_eq!(got.shape(), [rows, width]);
+                        let want = reference::multihead_layernorm(
+                            &x,
+                            width,
+                            nh,
+                            with_w.then_some(w.as_slice()),
+                            with_b.then_some(bv.as_slice()),
+                            gated.then_some(o.as_slice()),
+                            1e-5,
+                        );
+                        let what = format!(
+                            "multihead_layernorm [{rows}, {nh}x{dh}] w {with_w} ({wdtype}) b {with_b} gated {gated} on {}",
+                            backend.name()
+                        );
+                        let got = got.to_f32_vec().unwrap();
+                        assert_finite(&what, &got);
+                        assert_close(&what, &got, &want, Tolerance { atol: 2e-5, rtol: 2e-5 });
+                    }
                 }
             }
         }
@@ -1432,7 +1861,7 @@ mod tests {
             let got = multihead_layernorm(&Tensor::from_slice(&backend, &x, &[2, 3, 24]).unwrap(), 4, None, None, 1e-6)
                 .unwrap();
             assert_eq!(got.shape(), [2, 3, 24]);
-            let want = reference::multihead_layernorm(&x, 24, 4, None, None, 1e-6);
+            let want = reference::multihead_layernorm(&x, 24, 4, None, None, None, 1e-6);
             assert_close(
                 "multihead_layernorm 3-d",
                 &got.to_f32_vec().unwrap(),
@@ -1467,78 +1896,125 @@ mod tests {
                 other => panic!("expected a shape error naming {needle}, got {other:?}"),
             };
             // Inputs may share storage (they are only read).
-            mlstm_step(&q, &k, &v, &g, &g, &st, 1e-6).unwrap();
+            mlstm_step(&q, &k, &v, &g, &g, &st, None, 1e-6).unwrap();
             // Inconsistent head dimensions.
-            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, 1e-6), "k must be");
-            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, 1e-6), "v must be");
-            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, 1e-6), "q must be");
+            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, None, 1e-6), "k must be");
+            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, None, 1e-6), "v must be");
+            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6), "q must be");
             // Wrong gate shapes.
             shape_err(
-                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, 1e-6),
+                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, None, 1e-6),
                 "i_pre must be [B, NH] = [2, 3]",
             );
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, 1e-6), "f_pre");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, None, 1e-6), "f_pre");
             // Wrong state shapes.
             let bad =
                 MlstmState { c: z(&[b, nh, dqk, dv + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             shape_err(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6),
                 "state C must be [B, NH, DQK, DV] = [2, 3, 4, 5]",
             );
             let bad = MlstmState { n: z(&[b, nh, dqk + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state n");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state n");
             let bad = MlstmState { m: z(&[b, nh, 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, 1e-6), "state m");
+            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state m");
             // Dtypes, eps, aliasing.
             let half = Tensor::zeros(&backend, &[b, nh, dqk], DType::BF16).unwrap();
             assert!(matches!(
-                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, 1e-6),
+                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6),
                 Err(KernelError::DType { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, f32::NAN),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, None, f32::NAN),
                 Err(KernelError::Argument { op: "mlstm_step", name: "eps", .. })
             ));
+            for cap in [0.0, -15.0, f32::NAN, f32::INFINITY] {
+                assert!(matches!(
+                    mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, Some(cap), 1e-6),
+                    Err(KernelError::Argument { op: "mlstm_step", name: "gate_soft_cap", .. })
+                ));
+            }
             let alias = MlstmState { m: g.clone(), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, 1e-6),
+                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, None, 1e-6),
                 Err(KernelError::Argument { op: "mlstm_step", name: "state.m", .. })
             ));
             let out = z(&[b, nh, dv]);
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &z(&[b, nh, dv + 1])),
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &z(&[b, nh, dv + 1])),
                 Err(KernelError::Shape { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &v),
+                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &v),
                 Err(KernelError::Argument { name: "out", .. })
             ));
-            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, 1e-6, &out).unwrap();
+            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &out).unwrap();
+
+            // The step with the gated head norm.
+            let (o, w) = (z(&[b, nh, dv]), z(&[nh * dv]));
+            let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
+            let f = z(&[b, nh]);
+            let gated = |norm: GatedHeadNorm<'_>, st: &MlstmState| {
+                mlstm_step_gated_norm(&q, &k, &v, &g, &f, st, None, 1e-6, norm)
+            };
+            assert_eq!(gated(norm, &st).unwrap().shape(), [b, nh, dv]);
+            shape_err(gated(GatedHeadNorm { gate: &z(&[b, nh * dv]), ..norm }, &st), "norm.gate must be h's shape");
+            assert!(matches!(
+                gated(GatedHeadNorm { weight: Some(&z(&[dv])), ..norm }, &st),
+                Err(KernelError::Shape { op: "mlstm_step_gated_norm", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { bias: Some(&z(&[nh * dv + 1])), ..norm }, &st),
+                Err(KernelError::Shape { op: "mlstm_step_gated_norm", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { eps: -1.0, ..norm }, &st),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "eps", .. })
+            ));
+            assert!(matches!(
+                gated(GatedHeadNorm { gate: &Tensor::zeros(&backend, &[b, nh, dv], DType::F16).unwrap(), ..norm }, &st),
+                Err(KernelError::DType { op: "mlstm_step_gated_norm", .. })
+            ));
+            // The gate may not share storage with the state the step writes (here n, with DQK = DV).
+            let st5 = MlstmState::zeros(&backend, b, nh, dv, dv).unwrap();
+            let (q5, k5) = (z(&[b, nh, dv]), z(&[b, nh, dv]));
+            assert!(matches!(
+                mlstm_step_gated_norm(&q5, &k5, &v, &g, &f, &st5, None, 1e-6, GatedHeadNorm { gate: &st5.n, ..norm }),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "state.n", .. })
+            ));
+            assert!(matches!(
+                mlstm_step_gated_norm(&q, &k, &v, &g, &f, &st, Some(f32::NAN), 1e-6, norm),
+                Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "gate_soft_cap", .. })
+            ));
 
             // Chunkwise.
             let s = 7;
             let (q4, k4, v4, g3) = (z(&[b, s, nh, dqk]), z(&[b, s, nh, dqk]), z(&[b, s, nh, dv]), z(&[b, s, nh]));
             let f3 = z(&[b, s, nh]);
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, None, 1e-6),
                 Err(KernelError::Argument { op: "mlstm_chunkwise", name: "chunk", .. })
             ));
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, None, 1e-6),
                 "v must be [B, S, NH, DV]",
             );
-            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, 1e-6), "k must be");
+            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, None, 1e-6), "k must be");
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, 1e-6),
+                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, None, 1e-6),
                 "i_pre must be [B, S, NH] = [2, 7, 3]",
             );
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, 1e-6), "f_pre");
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, None, 1e-6), "f_pre");
             let wrong = MlstmState::zeros(&backend, b, nh, dqk + 1, dv).unwrap();
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, 1e-6), "state C");
-            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, 1e-6), "q must be [B, S, NH, DQK]");
+            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, None, 1e-6), "state C");
+            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, None, 1e-6), "q must be [B, S, NH, DQK]");
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, -1.0),
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, None, -1.0),
                 Err(KernelError::Argument { name: "eps", .. })
+            ));
+            assert!(matches!(
+                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, Some(0.0), 1e-6),
+                Err(KernelError::Argument { op: "mlstm_chunkwise", name: "gate_soft_cap", .. })
             ));
             assert!(matches!(
                 mlstm_chunkwise(
@@ -1549,6 +2025,7 @@ mod tests {
                     &z(&[b, 0, nh]),
                     &st,
                     64,
+                    None,
                     1e-6
                 ),
                 Err(KernelError::Empty { op: "mlstm_chunkwise", .. })
@@ -1581,6 +2058,37 @@ mod tests {
                 multihead_layernorm_into(&x, 3, None, None, 1e-6, &x),
                 Err(KernelError::Argument { name: "out", .. })
             ));
+            // The gated form: the gate must be f32 of x's shape, and not the output.
+            multihead_layernorm_gated(&x, &x, 3, None, None, 1e-6).unwrap();
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &z(&[4, 13]), 3, None, None, 1e-6),
+                Err(KernelError::Shape { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &z(&[48]), 3, None, None, 1e-6),
+                Err(KernelError::Shape { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(
+                    &x,
+                    &Tensor::zeros(&backend, &[4, 12], DType::BF16).unwrap(),
+                    3,
+                    None,
+                    None,
+                    1e-6
+                ),
+                Err(KernelError::DType { op: "multihead_layernorm_gated", .. })
+            ));
+            assert!(matches!(
+                multihead_layernorm_gated(&x, &x, 5, None, None, 1e-6),
+                Err(KernelError::Argument { op: "multihead_layernorm_gated", name: "nh", .. })
+            ));
+            let (o, out) = (z(&[4, 12]), z(&[4, 12]));
+            assert!(matches!(
+                multihead_layernorm_gated_into(&x, &o, 3, None, None, 1e-6, &o),
+                Err(KernelError::Argument { op: "multihead_layernorm_gated", name: "out", .. })
+            ));
+            multihead_layernorm_gated_into(&x, &o, 3, None, None, 1e-6, &out).unwrap();
         }
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Per block:
 //!   h = rmsnorm(x);  q, k, v, o = h·Wq, h·Wk, h·Wv, h·Wo;  ĩ, f̃ = softcap(h·Wi + bi), softcap(h·Wf + bf)
-//!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token)
-//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head)
+//!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token;
+//!                                           the mLSTM kernels apply the gates' soft cap as they read them)
+//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head; gate and norm in one launch)
 //!   h = rmsnorm(x);  x += Wdown·(silu(h·Wgate) ⊙ h·Wup)
 //! then logits = softcap(rmsnorm(x)·Wlm).
 //!
@@ -16,7 +17,7 @@
 use serde_json::Value;
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
-use torchless_kernels::ops::mlstm::{self, MlstmState};
+use torchless_kernels::ops::mlstm::{self, GatedHeadNorm, MlstmState};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
@@ -227,8 +228,8 @@ struct Block {
     /// Forget gate pre-activation: [n_heads, dim] and bias [n_heads].
     wf: Tensor,
     bf: Tensor,
-    /// Per-head LayerNorm weight [v_dim], stored multiplied by 1/4 (exact; see the output gate in `forward`).
-    head_norm_quarter: Tensor,
+    /// Per-head LayerNorm weight [v_dim].
+    head_norm: Tensor,
     /// [dim, v_dim]
     w_out: Tensor,
     /// RMSNorm before the feed-forward: [dim].
@@ -251,8 +252,6 @@ pub struct Xlstm {
     /// [dim]; `None` without add_out_norm and without the tensor.
     out_norm: Option<Tensor>,
     blocks: Vec<Block>,
-    /// 2.0 in every element of [1, v_dim] f32 (the output gate of one decoded token).
-    twos: Tensor,
     /// Prefill runs the mLSTM one token at a time (mlstm_step) instead of chunkwise (for comparisons).
     step_prefill: bool,
 }
@@ -351,14 +350,6 @@ impl Xlstm {
                     split_rows(&ld, &format!("{p}.ffn.proj_up_gate_z.weight"), [ffn, ffn], Some(dim))?,
                 ),
             };
-            // sigmoid(o) = (2 + softcap(o, 2)) / 4: the 1/4 goes into the norm weight (a power of two: exact).
-            let head_norm_name = format!("{m}.multihead_norm.weight");
-            let (_, norm_dtype, norm_shape) = weights.raw(&head_norm_name)?;
-            if norm_shape != [v] {
-                return Err(Error::TensorShape { name: head_norm_name, expected: vec![v], found: norm_shape.to_vec() });
-            }
-            let quarter: Vec<f32> = weights.to_f32(&head_norm_name)?.iter().map(|w| w * 0.25).collect();
-            ld.progress.inc((v * norm_dtype.size_bytes()) as u64);
             blocks.push(Block {
                 norm_mlstm: ld.load(&format!("{p}.norm_mlstm.weight"), &[dim])?,
                 wq,
@@ -369,7 +360,7 @@ impl Xlstm {
                 bi,
                 wf,
                 bf,
-                head_norm_quarter: Tensor::from_f32(backend, &quarter, &[v], norm_dtype)?,
+                head_norm: ld.load(&format!("{m}.multihead_norm.weight"), &[v])?,
                 w_out: ld.load(&format!("{m}.out_proj.weight"), &[dim, v])?,
                 norm_ffn: ld.load(&format!("{p}.norm_ffn.weight"), &[dim])?,
                 w_gate,
@@ -378,8 +369,7 @@ impl Xlstm {
             });
         }
         ld.progress.finish_and_clear();
-        let twos = Tensor::from_f32(backend, &vec![2.0; v], &[1, v], DType::F32)?;
-        Ok(Xlstm { config, backend: backend.clone(), embed, lm_head, out_norm, blocks, twos, step_prefill: false })
+        Ok(Xlstm { config, backend: backend.clone(), embed, lm_head, out_norm, blocks, step_prefill: false })
     }
 
     /// Bytes of weights one decode step reads: every block, the out norm and the LM head (the embedding
@@ -399,7 +389,7 @@ impl Xlstm {
                     &b.bi,
                     &b.wf,
                     &b.bf,
-                    &b.head_norm_quarter,
+                    &b.head_norm,
                     &b.w_out,
                     &b.norm_ffn,
                     &b.w_gate,
@@ -449,12 +439,6 @@ impl Xlstm {
         }
         let (nh, dqk, dv) = (c.n_heads, c.qk_head_dim(), c.v_head_dim());
         let x = select::embedding(&self.embed, ids)?; // [n, dim] f32
-        // 2 + softcap(o, 2) = 4·sigmoid(o): the output gate with the ops at hand (the 1/4 is in head_norm_quarter).
-        let twos = if n == 1 {
-            self.twos.clone()
-        } else {
-            Tensor::from_f32(&self.backend, &vec![2.0; n * c.v_dim], &[n, c.v_dim], DType::F32)?
-        };
         // A stepped prefill gathers each token's rows by index: the indices, uploaded once for all blocks.
         let rows = if n > 1 && self.step_prefill {
             (0..n as u32).map(|t| Tensor::from_slice(&self.backend, &[t], &[1])).collect::<Result<Vec<_>, _>>()?
@@ -463,31 +447,29 @@ impl Xlstm {
         };
 
         for (block, s) in self.blocks.iter().zip(&state.blocks) {
-            // mLSTM layer: projections of norm(x), soft-capped gate pre-activations.
+            // mLSTM layer: projections of norm(x), the gate pre-activations uncapped (the mLSTM caps them).
             let [q, k, v, o, i, f] = self.normed_projections(&x, block)?;
-            if let Some(cap) = c.gate_soft_cap {
-                elementwise::unary_into(&i, Unary::Softcap { cap }, &i)?;
-                elementwise::unary_into(&f, Unary::Softcap { cap }, &f)?;
-            }
-            // The recurrence (batch of one sequence): one step per token when decoding, chunkwise over a prompt.
-            let h = if n == 1 {
+            // The recurrence (batch of one sequence) and y = sigmoid(o) ⊙ headnorm(h): decoding, one step
+            // with the gated norm fused in; over a prompt, chunkwise (or stepped) h, then the gated norm.
+            let y = if n == 1 {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
-                mlstm::mlstm_step(&q, &k, &v, &i, &f, s, c.eps)?
-            } else if self.step_prefill {
-                self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
+                let o = o.reshape(&[1, nh, dv])?;
+                let norm = GatedHeadNorm { gate: &o, weight: Some(&block.head_norm), bias: None, eps: c.norm_eps };
+                mlstm::mlstm_step_gated_norm(&q, &k, &v, &i, &f, s, c.gate_soft_cap, c.eps, norm)?
             } else {
-                let (q, k, v) =
-                    (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
-                let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
-                mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.eps)?
+                let h = if self.step_prefill {
+                    self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
+                } else {
+                    let (q, k, v) =
+                        (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
+                    let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
+                    mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.gate_soft_cap, c.eps)?
+                };
+                let h = h.reshape(&[n, c.v_dim])?;
+                mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?
             };
-            // headnorm(h)/4, then sigmoid(o) ⊙ headnorm(h), projected back and added to the residual.
-            let h = h.reshape(&[n, c.v_dim])?;
-            let hn = mlstm::multihead_layernorm(&h, nh, Some(&block.head_norm_quarter), None, c.norm_eps)?;
-            elementwise::unary_into(&o, Unary::Softcap { cap: 2.0 }, &o)?;
-            let gate = elementwise::binary(&o, &twos, Binary::Add)?;
-            let y = elementwise::binary(&gate, &hn, Binary::Mul)?;
-            linear_add_into(&y, &block.w_out, &x)?;
+            // Projected back and added to the residual.
+            linear_add_into(&y.reshape(&[n, c.v_dim])?, &block.w_out, &x)?;
 
             // Feed-forward: x += Wdown·(silu(h·Wgate) ⊙ h·Wup), h = norm(x).
             let g = self.normed_swiglu(&x, block)?;
@@ -555,7 +537,7 @@ impl Xlstm {
     }
 
     /// The mLSTM over `n` tokens one `mlstm_step` at a time (the recurrent form of a prefill): each
-    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` are gathered (`rows[t]` holds t) and
+    /// token's rows of q, k, v `[n, width]` and i, f `[n, n_heads]` (uncapped) are gathered (`rows[t]` holds t) and
     /// stepped, and its output written into row t of h `[n, v_dim]`.
     #[allow(clippy::too_many_arguments)]
     fn mlstm_steps(
@@ -579,6 +561,7 @@ impl Xlstm {
                 &select::embedding(i, row)?,
                 &select::embedding(f, row)?,
                 state,
+                c.gate_soft_cap,
                 c.eps,
             )?;
             convert::copy_rows_into(&h_t.reshape(&[1, c.v_dim])?, &h, t)?;
