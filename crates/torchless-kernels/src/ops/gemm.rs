@@ -42,7 +42,7 @@ pub enum GemmKernel {
     Cooperative,
 }
 
-/// Options of [`gemm`]: `C = alpha · op(A) · op(B) + bias + residual`.
+/// Options of [`gemm()`]: `C = alpha · op(A) · op(B) + bias + residual`.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmOptions<'a> {
     /// A is stored `[.., K, M]` and used transposed.
@@ -160,7 +160,7 @@ pub enum GemmPath {
     Cooperative(CoopVariant),
 }
 
-/// The kernel [`gemm`] picks for inputs of `a` and `b` dtypes under `kernel` (or MissingFeature).
+/// The kernel [`gemm()`] picks for inputs of `a` and `b` dtypes under `kernel` (or MissingFeature).
 pub fn gemm_path(backend: &Backend, a: DType, b: DType, kernel: GemmKernel) -> Result<GemmPath> {
     let missing = |adapter: String| KernelError::MissingFeature {
         op: OP,
@@ -281,7 +281,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     gemm(x, weight, GemmOptions { bias, ..GemmOptions::a_bt() })
 }
 
-/// Like [`gemm`], into `out` (f32, the output shape). `out` must not share storage with A, B or the bias;
+/// Like [`gemm()`], into `out` (f32, the output shape). `out` must not share storage with A, B or the bias;
 /// it may be the residual (in-place `out += alpha · op(A)·op(B)`).
 pub fn gemm_into(a: &Tensor, b: &Tensor, opts: GemmOptions<'_>, out: &Tensor) -> Result<()> {
     require_float(OP, a)?;
@@ -487,7 +487,7 @@ fn gemm_gpu(
 
 // ---- reference ------------------------------------------------------------------------------------------
 
-/// The f64 reference of [`gemm`] on host values (`a`, `b` row-major in their stored layouts).
+/// The f64 reference of [`gemm()`] on host values (`a`, `b` row-major in their stored layouts).
 pub fn reference(
     a: &[f32],
     b: &[f32],
