@@ -89,8 +89,8 @@ pub fn gemv_q_into_with(
 /// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU two
 /// signed bytes per value with per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV
 /// multiplies with integer dot products, stored in the order its threads read them for the weights' format
-/// (prepared when a GEMV first needs that order). GEMVs that share their input (Q, K and V; gate and up)
-/// prepare it once.
+/// (prepared when a GEMV first needs that order, so x must not be written between `new` and the GEMVs).
+/// GEMVs that share their input (Q, K and V; gate and up) prepare it once.
 pub struct GemvInput {
     /// The shape of x without its last dimension.
     lead: Vec<usize>,
