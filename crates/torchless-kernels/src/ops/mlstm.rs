@@ -116,41 +116,45 @@ impl MlstmState {
     }
 }
 
+/// The inputs of an mLSTM layer's recurrence for one step (`[B, NH, D]`) or a sequence (`[B, S, NH, D]`).
+#[derive(Clone, Copy, Debug)]
+pub struct MlstmInputs<'a> {
+    /// Queries and keys, D = DQK.
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    /// Values, D = DV.
+    pub v: &'a Tensor,
+    /// Input and forget gate pre-activations ĩ, f̃: `[B, NH]` or `[B, S, NH]`.
+    pub i_pre: &'a Tensor,
+    pub f_pre: &'a Tensor,
+}
+
+/// The settings of the recurrence.
+#[derive(Clone, Copy, Debug)]
+pub struct MlstmOptions {
+    /// Soft cap of the gate pre-activations, applied as the kernels read them (cap·tanh(x/cap)): a finite
+    /// cap above 0, or none.
+    pub gate_soft_cap: Option<f32>,
+    /// The normaliser's epsilon: h = q̂ᵀC / (max(|q̂ᵀn|, exp(−m)) + eps).
+    pub eps: f32,
+}
+
 /// One recurrent step for every batch row and head (one or two dispatches on the GPU). Updates `state` in
-/// place and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]` gate
-/// pre-activations, soft-capped here (cap·tanh(x/cap)) when `gate_soft_cap` is set (finite, > 0). A model
-/// holding `[B, 1, NH, D]` rows reshapes them (free).
-#[allow(clippy::too_many_arguments)]
-pub fn mlstm_step(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    i_pre: &Tensor,
-    f_pre: &Tensor,
-    state: &MlstmState,
-    gate_soft_cap: Option<f32>,
-    eps: f32,
-) -> Result<Tensor> {
-    let d = validate_step("mlstm_step", q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
+/// place and returns h `[B, NH, DV]`. q, k: `[B, NH, DQK]`; v: `[B, NH, DV]`; i_pre, f_pre: `[B, NH]`. A
+/// model holding `[B, 1, NH, D]` rows reshapes them (free).
+pub fn mlstm_step(x: MlstmInputs<'_>, state: &MlstmState, opts: MlstmOptions) -> Result<Tensor> {
+    let MlstmInputs { q, k, v, i_pre, f_pre } = x;
+    let d = validate_step("mlstm_step", q, k, v, i_pre, f_pre, state, opts.gate_soft_cap, opts.eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_step", &[d.b, d.nh, d.dv], DType::F32)?;
-    mlstm_step_into(q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &out)?;
+    mlstm_step_into(x, state, opts, &out)?;
     Ok(out)
 }
 
 /// [`mlstm_step`] writing h into `out` (`[B, NH, DV]` f32, a separate tensor).
-#[allow(clippy::too_many_arguments)]
-pub fn mlstm_step_into(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    i_pre: &Tensor,
-    f_pre: &Tensor,
-    state: &MlstmState,
-    gate_soft_cap: Option<f32>,
-    eps: f32,
-    out: &Tensor,
-) -> Result<()> {
+pub fn mlstm_step_into(x: MlstmInputs<'_>, state: &MlstmState, opts: MlstmOptions, out: &Tensor) -> Result<()> {
     const OP: &str = "mlstm_step";
+    let MlstmInputs { q, k, v, i_pre, f_pre } = x;
+    let MlstmOptions { gate_soft_cap, eps } = opts;
     let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
@@ -180,19 +184,15 @@ pub struct GatedHeadNorm<'a> {
 /// y = σ(o) ⊙ headnorm(h) `[B, NH, DV]` (h itself is not kept). On the GPU with DV a multiple of 4 and 10
 /// storage buffers per shader stage, the norm runs inside the step's second launch (which already runs one
 /// workgroup per head once h is complete): two launches instead of three. Elsewhere it is the two ops.
-#[allow(clippy::too_many_arguments)]
 pub fn mlstm_step_gated_norm(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    i_pre: &Tensor,
-    f_pre: &Tensor,
+    x: MlstmInputs<'_>,
     state: &MlstmState,
-    gate_soft_cap: Option<f32>,
-    eps: f32,
+    opts: MlstmOptions,
     norm: GatedHeadNorm<'_>,
 ) -> Result<Tensor> {
     const OP: &str = "mlstm_step_gated_norm";
+    let MlstmInputs { q, k, v, i_pre, f_pre } = x;
+    let MlstmOptions { gate_soft_cap, eps } = opts;
     let d = validate_step(OP, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps)?;
     let GatedHeadNorm { gate, weight, bias, eps: norm_eps } = norm;
     let shape = [d.b, d.nh, d.dv];
@@ -229,43 +229,28 @@ pub fn mlstm_step_gated_norm(
 }
 
 /// The chunkwise-parallel form, for prefill: q, k `[B, S, NH, DQK]`, v `[B, S, NH, DV]`, i_pre, f_pre
-/// `[B, S, NH]` (token-major, as the projections produce them; soft-capped here when `gate_soft_cap` is
-/// set, as in [`mlstm_step`]). Starts from `state` (zero for a new sequence, or where decoding or an
+/// `[B, S, NH]` (token-major, as the projections produce them). Starts from `state` (zero for a new sequence, or where decoding or an
 /// earlier prefill chunk left it), overwrites it with the final (C, n, m), and returns h `[B, S, NH, DV]`. `chunk` is the chunk length ([`DEFAULT_CHUNK`]); S need
 /// not be a multiple of it. Equals S calls of [`mlstm_step`] up to float rounding.
-#[allow(clippy::too_many_arguments)]
-pub fn mlstm_chunkwise(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    i_pre: &Tensor,
-    f_pre: &Tensor,
-    state: &MlstmState,
-    chunk: usize,
-    gate_soft_cap: Option<f32>,
-    eps: f32,
-) -> Result<Tensor> {
-    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
+pub fn mlstm_chunkwise(x: MlstmInputs<'_>, state: &MlstmState, chunk: usize, opts: MlstmOptions) -> Result<Tensor> {
+    let MlstmInputs { q, k, v, i_pre, f_pre } = x;
+    let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, opts.gate_soft_cap, opts.eps)?;
     let out = Tensor::uninit(&q.backend(), "mlstm_chunkwise", &[d.b, d.s, d.nh, d.dv], DType::F32)?;
-    mlstm_chunkwise_into(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps, &out)?;
+    mlstm_chunkwise_into(x, state, chunk, opts, &out)?;
     Ok(out)
 }
 
 /// [`mlstm_chunkwise`] writing h into `out` (`[B, S, NH, DV]` f32, a separate tensor).
-#[allow(clippy::too_many_arguments)]
 pub fn mlstm_chunkwise_into(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    i_pre: &Tensor,
-    f_pre: &Tensor,
+    x: MlstmInputs<'_>,
     state: &MlstmState,
     chunk: usize,
-    gate_soft_cap: Option<f32>,
-    eps: f32,
+    opts: MlstmOptions,
     out: &Tensor,
 ) -> Result<()> {
     const OP: &str = "mlstm_chunkwise";
+    let MlstmInputs { q, k, v, i_pre, f_pre } = x;
+    let MlstmOptions { gate_soft_cap, eps } = opts;
     let d = validate_chunkwise(q, k, v, i_pre, f_pre, state, chunk, gate_soft_cap, eps)?;
     check_out(OP, out, &[d.b, d.s, d.nh, d.dv], &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m])?;
     match common_backend(OP, &[q, k, v, i_pre, f_pre, &state.c, &state.n, &state.m, out])? {
@@ -1148,7 +1133,13 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     flops: (B * NH * 4 * DQK * DV) as u64,
                     tolerance,
                     inputs,
-                    run: Box::new(move |i| mlstm_step(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), CAP, EPS)),
+                    run: Box::new(move |i| {
+                        mlstm_step(
+                            MlstmInputs { q: &i[0], k: &i[1], v: &i[2], i_pre: &i[3], f_pre: &i[4] },
+                            &state_of(i),
+                            MlstmOptions { gate_soft_cap: CAP, eps: EPS },
+                        )
+                    }),
                     reference: Box::new(move |i| Ok(reference_of(i, dims))),
                 }
             }
@@ -1173,7 +1164,12 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
                     tolerance,
                     inputs,
                     run: Box::new(move |i| {
-                        mlstm_chunkwise(&i[0], &i[1], &i[2], &i[3], &i[4], &state_of(i), chunk, CAP, EPS)
+                        mlstm_chunkwise(
+                            MlstmInputs { q: &i[0], k: &i[1], v: &i[2], i_pre: &i[3], f_pre: &i[4] },
+                            &state_of(i),
+                            chunk,
+                            MlstmOptions { gate_soft_cap: CAP, eps: EPS },
+                        )
                     }),
                     reference: Box::new(move |i| Ok(reference_of(i, (B, s, NH, DQK, DV)))),
                 }
@@ -1338,6 +1334,15 @@ mod layout_tests {
 
 #[cfg(test)]
 mod tests {
+    /// The recurrence's inputs, in the order of the paper's notation.
+    fn xin<'a>(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, i_pre: &'a Tensor, f_pre: &'a Tensor) -> MlstmInputs<'a> {
+        MlstmInputs { q, k, v, i_pre, f_pre }
+    }
+
+    fn opts(gate_soft_cap: Option<f32>, eps: f32) -> MlstmOptions {
+        MlstmOptions { gate_soft_cap, eps }
+    }
+
     use super::reference::State64;
     use super::*;
     use crate::testing::{Rng, Tolerance, assert_close, test_backends, to_f64};
@@ -1457,7 +1462,7 @@ mod tests {
         for t in 0..s {
             let tok = inp.token(t);
             let [q, k, v, i, f] = tok.tensors(backend, true);
-            let ht = mlstm_step(&q, &k, &v, &i, &f, state, cap, eps).unwrap().to_f32_vec().unwrap();
+            let ht = mlstm_step(xin(&q, &k, &v, &i, &f), state, opts(cap, eps)).unwrap().to_f32_vec().unwrap();
             for bi in 0..b {
                 h[((bi * s + t) * nh) * dv..][..nh * dv].copy_from_slice(&ht[bi * nh * dv..][..nh * dv]);
             }
@@ -1566,7 +1571,7 @@ mod tests {
                     let [q, k, v, ig, fg] = tok.tensors(&backend, true);
                     let ot = Tensor::from_slice(&backend, &o, &[b, nh, dv]).unwrap();
                     let norm = GatedHeadNorm { gate: &ot, weight: Some(&wt), bias: with_b.then_some(&bt), eps: 1e-5 };
-                    let got = mlstm_step_gated_norm(&q, &k, &v, &ig, &fg, &state, cap, 1e-6, norm).unwrap();
+                    let got = mlstm_step_gated_norm(xin(&q, &k, &v, &ig, &fg), &state, opts(cap, 1e-6), norm).unwrap();
                     assert_eq!(got.shape(), [b, nh, dv]);
                     let got = got.to_f32_vec().unwrap();
                     let what = format!(
@@ -1609,7 +1614,7 @@ mod tests {
 
                             let state = state_on(&backend, &init, dims);
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            let got = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, chunk, cap, 1e-6).unwrap();
+                            let got = mlstm_chunkwise(xin(&q, &k, &v, &i, &f), &state, chunk, opts(cap, 1e-6)).unwrap();
                             assert_eq!(got.shape(), [b, s, nh, dv]);
                             let got = got.to_f32_vec().unwrap();
                             assert_close(&format!("{what}: h vs f64"), &got, &want, TOL);
@@ -1645,7 +1650,7 @@ mod tests {
             for (t0, t1) in [(0, 37), (37, 77)] {
                 let part = slice_tokens(&inp, t0, t1);
                 let [q, k, v, i, f] = part.tensors(&backend, false);
-                let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, cap, 1e-6).unwrap();
+                let h = mlstm_chunkwise(xin(&q, &k, &v, &i, &f), &state, 16, opts(cap, 1e-6)).unwrap();
                 got.extend(h.to_f32_vec().unwrap());
             }
             got.extend(run_steps(&backend, &slice_tokens(&inp, 77, 100), &state, cap, 1e-6));
@@ -1704,7 +1709,7 @@ mod tests {
                         None => run_steps(&backend, inp, &state, cap, 1e-6),
                         Some(c) => {
                             let [q, k, v, i, f] = inp.tensors(&backend, false);
-                            let h = mlstm_chunkwise(&q, &k, &v, &i, &f, &state, c, cap, 1e-6).unwrap();
+                            let h = mlstm_chunkwise(xin(&q, &k, &v, &i, &f), &state, c, opts(cap, 1e-6)).unwrap();
                             h.to_f32_vec().unwrap()
                         }
                     };
@@ -1758,9 +1763,9 @@ mod tests {
                     let state = state_on(&backend, &init, dims);
                     let [q, k, v, i, f] = inp.tensors(&backend, s == 1);
                     let h = if s == 1 {
-                        mlstm_step(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6)
+                        mlstm_step(xin(&q, &k, &v, &i, &f), &state, opts(Some(5.0), 1e-6))
                     } else {
-                        mlstm_chunkwise(&q, &k, &v, &i, &f, &state, 16, Some(5.0), 1e-6)
+                        mlstm_chunkwise(xin(&q, &k, &v, &i, &f), &state, 16, opts(Some(5.0), 1e-6))
                     };
                     let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
                     [bits(&h.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
@@ -1779,7 +1784,7 @@ mod tests {
                     let state = state_on(&backend, &init, dims);
                     let [q, k, v, i, f] = inp.tensors(&backend, true);
                     let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
-                    let y = mlstm_step_gated_norm(&q, &k, &v, &i, &f, &state, Some(5.0), 1e-6, norm);
+                    let y = mlstm_step_gated_norm(xin(&q, &k, &v, &i, &f), &state, opts(Some(5.0), 1e-6), norm);
                     let bits = |t: &Tensor| t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
                     [bits(&y.unwrap()), bits(&state.c), bits(&state.n), bits(&state.m)]
                 };
@@ -1896,66 +1901,75 @@ mod tests {
                 other => panic!("expected a shape error naming {needle}, got {other:?}"),
             };
             // Inputs may share storage (they are only read).
-            mlstm_step(&q, &k, &v, &g, &g, &st, None, 1e-6).unwrap();
+            mlstm_step(xin(&q, &k, &v, &g, &g), &st, opts(None, 1e-6)).unwrap();
             // Inconsistent head dimensions.
-            shape_err(mlstm_step(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh]), &st, None, 1e-6), "k must be");
-            shape_err(mlstm_step(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh]), &st, None, 1e-6), "v must be");
-            shape_err(mlstm_step(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6), "q must be");
+            shape_err(
+                mlstm_step(xin(&q, &z(&[b, nh, dqk + 1]), &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6)),
+                "k must be",
+            );
+            shape_err(
+                mlstm_step(xin(&q, &k, &z(&[b, nh + 1, dv]), &g, &z(&[b, nh])), &st, opts(None, 1e-6)),
+                "v must be",
+            );
+            shape_err(
+                mlstm_step(xin(&z(&[b, nh, dqk, 1]), &k, &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6)),
+                "q must be",
+            );
             // Wrong gate shapes.
             shape_err(
-                mlstm_step(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh]), &st, None, 1e-6),
+                mlstm_step(xin(&q, &k, &v, &z(&[b, nh, 1]), &z(&[b, nh])), &st, opts(None, 1e-6)),
                 "i_pre must be [B, NH] = [2, 3]",
             );
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b * nh]), &st, None, 1e-6), "f_pre");
+            shape_err(mlstm_step(xin(&q, &k, &v, &g, &z(&[b * nh])), &st, opts(None, 1e-6)), "f_pre");
             // Wrong state shapes.
             let bad =
                 MlstmState { c: z(&[b, nh, dqk, dv + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             shape_err(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6),
+                mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &bad, opts(None, 1e-6)),
                 "state C must be [B, NH, DQK, DV] = [2, 3, 4, 5]",
             );
             let bad = MlstmState { n: z(&[b, nh, dqk + 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state n");
+            shape_err(mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &bad, opts(None, 1e-6)), "state n");
             let bad = MlstmState { m: z(&[b, nh, 1]), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
-            shape_err(mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &bad, None, 1e-6), "state m");
+            shape_err(mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &bad, opts(None, 1e-6)), "state m");
             // Dtypes, eps, aliasing.
             let half = Tensor::zeros(&backend, &[b, nh, dqk], DType::BF16).unwrap();
             assert!(matches!(
-                mlstm_step(&half, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6),
+                mlstm_step(xin(&half, &k, &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6)),
                 Err(KernelError::DType { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, None, f32::NAN),
+                mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, opts(None, f32::NAN)),
                 Err(KernelError::Argument { op: "mlstm_step", name: "eps", .. })
             ));
             for cap in [0.0, -15.0, f32::NAN, f32::INFINITY] {
                 assert!(matches!(
-                    mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &st, Some(cap), 1e-6),
+                    mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, opts(Some(cap), 1e-6)),
                     Err(KernelError::Argument { op: "mlstm_step", name: "gate_soft_cap", .. })
                 ));
             }
             let alias = MlstmState { m: g.clone(), ..MlstmState::zeros(&backend, b, nh, dqk, dv).unwrap() };
             assert!(matches!(
-                mlstm_step(&q, &k, &v, &g, &z(&[b, nh]), &alias, None, 1e-6),
+                mlstm_step(xin(&q, &k, &v, &g, &z(&[b, nh])), &alias, opts(None, 1e-6)),
                 Err(KernelError::Argument { op: "mlstm_step", name: "state.m", .. })
             ));
             let out = z(&[b, nh, dv]);
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &z(&[b, nh, dv + 1])),
+                mlstm_step_into(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6), &z(&[b, nh, dv + 1])),
                 Err(KernelError::Shape { op: "mlstm_step", .. })
             ));
             assert!(matches!(
-                mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &v),
+                mlstm_step_into(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6), &v),
                 Err(KernelError::Argument { name: "out", .. })
             ));
-            mlstm_step_into(&q, &k, &v, &g, &z(&[b, nh]), &st, None, 1e-6, &out).unwrap();
+            mlstm_step_into(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, opts(None, 1e-6), &out).unwrap();
 
             // The step with the gated head norm.
             let (o, w) = (z(&[b, nh, dv]), z(&[nh * dv]));
             let norm = GatedHeadNorm { gate: &o, weight: Some(&w), bias: None, eps: 1e-6 };
             let f = z(&[b, nh]);
             let gated = |norm: GatedHeadNorm<'_>, st: &MlstmState| {
-                mlstm_step_gated_norm(&q, &k, &v, &g, &f, st, None, 1e-6, norm)
+                mlstm_step_gated_norm(xin(&q, &k, &v, &g, &f), st, opts(None, 1e-6), norm)
             };
             assert_eq!(gated(norm, &st).unwrap().shape(), [b, nh, dv]);
             shape_err(gated(GatedHeadNorm { gate: &z(&[b, nh * dv]), ..norm }, &st), "norm.gate must be h's shape");
@@ -1979,11 +1993,16 @@ mod tests {
             let st5 = MlstmState::zeros(&backend, b, nh, dv, dv).unwrap();
             let (q5, k5) = (z(&[b, nh, dv]), z(&[b, nh, dv]));
             assert!(matches!(
-                mlstm_step_gated_norm(&q5, &k5, &v, &g, &f, &st5, None, 1e-6, GatedHeadNorm { gate: &st5.n, ..norm }),
+                mlstm_step_gated_norm(
+                    xin(&q5, &k5, &v, &g, &f),
+                    &st5,
+                    opts(None, 1e-6),
+                    GatedHeadNorm { gate: &st5.n, ..norm }
+                ),
                 Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "state.n", .. })
             ));
             assert!(matches!(
-                mlstm_step_gated_norm(&q, &k, &v, &g, &f, &st, Some(f32::NAN), 1e-6, norm),
+                mlstm_step_gated_norm(xin(&q, &k, &v, &g, &f), &st, opts(Some(f32::NAN), 1e-6), norm),
                 Err(KernelError::Argument { op: "mlstm_step_gated_norm", name: "gate_soft_cap", .. })
             ));
 
@@ -1992,41 +2011,48 @@ mod tests {
             let (q4, k4, v4, g3) = (z(&[b, s, nh, dqk]), z(&[b, s, nh, dqk]), z(&[b, s, nh, dv]), z(&[b, s, nh]));
             let f3 = z(&[b, s, nh]);
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 0, None, 1e-6),
+                mlstm_chunkwise(xin(&q4, &k4, &v4, &g3, &f3), &st, 0, opts(None, 1e-6)),
                 Err(KernelError::Argument { op: "mlstm_chunkwise", name: "chunk", .. })
             ));
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3, &st, 64, None, 1e-6),
+                mlstm_chunkwise(xin(&q4, &k4, &z(&[b, s + 1, nh, dv]), &g3, &f3), &st, 64, opts(None, 1e-6)),
                 "v must be [B, S, NH, DV]",
             );
-            shape_err(mlstm_chunkwise(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3, &st, 64, None, 1e-6), "k must be");
             shape_err(
-                mlstm_chunkwise(&q4, &k4, &v4, &z(&[b, nh, s]), &f3, &st, 64, None, 1e-6),
+                mlstm_chunkwise(xin(&q4, &z(&[b, s, nh, dqk + 2]), &v4, &g3, &f3), &st, 64, opts(None, 1e-6)),
+                "k must be",
+            );
+            shape_err(
+                mlstm_chunkwise(xin(&q4, &k4, &v4, &z(&[b, nh, s]), &f3), &st, 64, opts(None, 1e-6)),
                 "i_pre must be [B, S, NH] = [2, 7, 3]",
             );
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1]), &st, 64, None, 1e-6), "f_pre");
+            shape_err(mlstm_chunkwise(xin(&q4, &k4, &v4, &g3, &z(&[b, s, nh, 1])), &st, 64, opts(None, 1e-6)), "f_pre");
             let wrong = MlstmState::zeros(&backend, b, nh, dqk + 1, dv).unwrap();
-            shape_err(mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &wrong, 64, None, 1e-6), "state C");
-            shape_err(mlstm_chunkwise(&q, &k, &v, &g, &z(&[b, nh]), &st, 64, None, 1e-6), "q must be [B, S, NH, DQK]");
+            shape_err(mlstm_chunkwise(xin(&q4, &k4, &v4, &g3, &f3), &wrong, 64, opts(None, 1e-6)), "state C");
+            shape_err(
+                mlstm_chunkwise(xin(&q, &k, &v, &g, &z(&[b, nh])), &st, 64, opts(None, 1e-6)),
+                "q must be [B, S, NH, DQK]",
+            );
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, None, -1.0),
+                mlstm_chunkwise(xin(&q4, &k4, &v4, &g3, &f3), &st, 64, opts(None, -1.0)),
                 Err(KernelError::Argument { name: "eps", .. })
             ));
             assert!(matches!(
-                mlstm_chunkwise(&q4, &k4, &v4, &g3, &f3, &st, 64, Some(0.0), 1e-6),
+                mlstm_chunkwise(xin(&q4, &k4, &v4, &g3, &f3), &st, 64, opts(Some(0.0), 1e-6)),
                 Err(KernelError::Argument { op: "mlstm_chunkwise", name: "gate_soft_cap", .. })
             ));
             assert!(matches!(
                 mlstm_chunkwise(
-                    &z(&[b, 0, nh, dqk]),
-                    &z(&[b, 0, nh, dqk]),
-                    &z(&[b, 0, nh, dv]),
-                    &z(&[b, 0, nh]),
-                    &z(&[b, 0, nh]),
+                    xin(
+                        &z(&[b, 0, nh, dqk]),
+                        &z(&[b, 0, nh, dqk]),
+                        &z(&[b, 0, nh, dv]),
+                        &z(&[b, 0, nh]),
+                        &z(&[b, 0, nh])
+                    ),
                     &st,
                     64,
-                    None,
-                    1e-6
+                    opts(None, 1e-6)
                 ),
                 Err(KernelError::Empty { op: "mlstm_chunkwise", .. })
             ));

@@ -17,7 +17,7 @@
 use serde_json::Value;
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
-use torchless_kernels::ops::mlstm::{self, GatedHeadNorm, MlstmState};
+use torchless_kernels::ops::mlstm::{self, GatedHeadNorm, MlstmInputs, MlstmOptions, MlstmState};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::{convert, select};
 use torchless_kernels::{Backend, DType, Tensor};
@@ -200,6 +200,11 @@ impl Config {
             bos_token_id: token_ids(j.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(j.get("eos_token_id")),
         })
+    }
+
+    /// The recurrence's settings.
+    pub fn mlstm_options(&self) -> MlstmOptions {
+        MlstmOptions { gate_soft_cap: self.gate_soft_cap, eps: self.eps }
     }
 
     pub fn qk_head_dim(&self) -> usize {
@@ -455,7 +460,8 @@ impl Xlstm {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
                 let o = o.reshape(&[1, nh, dv])?;
                 let norm = GatedHeadNorm { gate: &o, weight: Some(&block.head_norm), bias: None, eps: c.norm_eps };
-                mlstm::mlstm_step_gated_norm(&q, &k, &v, &i, &f, s, c.gate_soft_cap, c.eps, norm)?
+                let x = MlstmInputs { q: &q, k: &k, v: &v, i_pre: &i, f_pre: &f };
+                mlstm::mlstm_step_gated_norm(x, s, c.mlstm_options(), norm)?
             } else {
                 let h = if self.step_prefill {
                     self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
@@ -463,7 +469,8 @@ impl Xlstm {
                     let (q, k, v) =
                         (q.reshape(&[1, n, nh, dqk])?, k.reshape(&[1, n, nh, dqk])?, v.reshape(&[1, n, nh, dv])?);
                     let (i, f) = (i.reshape(&[1, n, nh])?, f.reshape(&[1, n, nh])?);
-                    mlstm::mlstm_chunkwise(&q, &k, &v, &i, &f, s, c.chunk_size, c.gate_soft_cap, c.eps)?
+                    let x = MlstmInputs { q: &q, k: &k, v: &v, i_pre: &i, f_pre: &f };
+                    mlstm::mlstm_chunkwise(x, s, c.chunk_size, c.mlstm_options())?
                 };
                 let h = h.reshape(&[n, c.v_dim])?;
                 mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?
@@ -554,16 +561,14 @@ impl Xlstm {
         let (n, nh, dqk, dv) = (q.rows_cols().0, c.n_heads, c.qk_head_dim(), c.v_head_dim());
         let h = Tensor::zeros(&self.backend, &[n, c.v_dim], DType::F32)?;
         for (t, row) in rows.iter().enumerate().take(n) {
-            let h_t = mlstm::mlstm_step(
-                &select::embedding(q, row)?.reshape(&[1, nh, dqk])?,
-                &select::embedding(k, row)?.reshape(&[1, nh, dqk])?,
-                &select::embedding(v, row)?.reshape(&[1, nh, dv])?,
-                &select::embedding(i, row)?,
-                &select::embedding(f, row)?,
-                state,
-                c.gate_soft_cap,
-                c.eps,
-            )?;
+            let (q_t, k_t) = (
+                select::embedding(q, row)?.reshape(&[1, nh, dqk])?,
+                select::embedding(k, row)?.reshape(&[1, nh, dqk])?,
+            );
+            let v_t = select::embedding(v, row)?.reshape(&[1, nh, dv])?;
+            let (i_t, f_t) = (select::embedding(i, row)?, select::embedding(f, row)?);
+            let x = MlstmInputs { q: &q_t, k: &k_t, v: &v_t, i_pre: &i_t, f_pre: &f_t };
+            let h_t = mlstm::mlstm_step(x, state, c.mlstm_options())?;
             convert::copy_rows_into(&h_t.reshape(&[1, c.v_dim])?, &h, t)?;
         }
         Ok(h)
