@@ -136,16 +136,9 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.decode_tokens as f64;
     let decode_s = t.elapsed().as_secs_f64();
     let decode_tok_s = args.decode_tokens as f64 / decode_s;
+    // GPU: the host counters of the decode, per token.
+    let host_stats = stats_before.zip(stats()).map(|(before, after)| after.since(&before));
     let per_token = |n: u64| n as f64 / args.decode_tokens as f64;
-    let stats_delta = stats_before.zip(stats()).map(|(a, b)| {
-        (
-            per_token(b.launches - a.launches),
-            per_token(b.bind_groups_made - a.bind_groups_made),
-            per_token(b.buffers_made - a.buffers_made),
-            per_token(b.submits - a.submits),
-            per_token_ms(b.submit_time - a.submit_time),
-        )
-    });
 
     if args.profile {
         profile_decode(&backend, model, &mut state, next, args.context + args.decode_tokens + 1)?;
@@ -175,11 +168,11 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         decode_tok_s,
         decode_record_ms: per_token_ms(host.record),
         decode_wait_ms: per_token_ms(host.wait),
-        decode_launches: stats_delta.map(|s| s.0),
-        decode_bind_groups_made: stats_delta.map(|s| s.1),
-        decode_buffers_made: stats_delta.map(|s| s.2),
-        decode_submits: stats_delta.map(|s| s.3),
-        decode_submit_ms: stats_delta.map(|s| s.4),
+        decode_launches: host_stats.map(|s| per_token(s.launches)),
+        decode_bind_groups_made: host_stats.map(|s| per_token(s.bind_groups_made)),
+        decode_buffers_made: host_stats.map(|s| per_token(s.buffers_made)),
+        decode_submits: host_stats.map(|s| per_token(s.submits)),
+        decode_submit_ms: host_stats.map(|s| per_token_ms(s.submit_time)),
         roofline_tok_s,
         pct_of_roofline: 100.0 * decode_tok_s / roofline_tok_s,
         prefill_tokens: args.prefill_tokens,
@@ -203,7 +196,13 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             "host per decode token: {:.3} ms recording, {:.3} ms waiting for the device",
             report.decode_record_ms, report.decode_wait_ms
         );
-        if let Some((launches, made, buffers, submits, submit_ms)) = stats_delta {
+        if let (Some(launches), Some(made), Some(buffers), Some(submits), Some(submit_ms)) = (
+            report.decode_launches,
+            report.decode_bind_groups_made,
+            report.decode_buffers_made,
+            report.decode_submits,
+            report.decode_submit_ms,
+        ) {
             println!(
                 "  per decode token: {launches:.1} launches, {made:.1} bind groups and {buffers:.1} buffers made, \
                  {submits:.1} submissions taking {submit_ms:.3} ms of the recording"

@@ -95,8 +95,22 @@ pub struct HostStats {
     /// Op-output buffers made because the pool had none free of their size.
     pub buffers_made: u64,
     pub submits: u64,
-    /// Host time inside `Queue::submit` (and the parameter upload before it).
+    /// Host time submitting: the parameter upload, finishing the encoder (wgpu encodes the recorded passes
+    /// there) and `Queue::submit`.
     pub submit_time: std::time::Duration,
+}
+
+impl HostStats {
+    /// The counts since `earlier` (an older snapshot of the same context).
+    pub fn since(&self, earlier: &HostStats) -> HostStats {
+        HostStats {
+            launches: self.launches - earlier.launches,
+            bind_groups_made: self.bind_groups_made - earlier.bind_groups_made,
+            buffers_made: self.buffers_made - earlier.buffers_made,
+            submits: self.submits - earlier.submits,
+            submit_time: self.submit_time - earlier.submit_time,
+        }
+    }
 }
 
 /// One kernel launch. Binding 0 is the uniform `params` (when given); the storage buffers follow from
