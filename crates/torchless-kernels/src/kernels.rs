@@ -61,6 +61,7 @@ pub fn all() -> Vec<&'static KernelSource> {
     vec![
         &attention::ATTENTION,
         &attention::ATTENTION_SUBGROUP,
+        &attention::ATTENTION_SUBGROUP_ROPE,
         &convert::CONVERT,
         &elementwise::ELEMENTWISE,
         &gemm::GEMM,
