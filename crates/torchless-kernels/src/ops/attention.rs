@@ -350,8 +350,8 @@ pub fn sdpa_decode_rope(
     require_distinct(OP, "k_cache", k_cache, &[q, k, v, v_cache])?;
     require_distinct(OP, "v_cache", v_cache, &[q, k, v])?;
     let whole_quads = match cfg.layout {
-        RopeLayout::HalfSplit => cfg.half().is_multiple_of(4),
-        RopeLayout::Interleaved => cfg.half().is_multiple_of(2),
+        RopeLayout::HalfSplit => cfg.half() % 4 == 0,
+        RopeLayout::Interleaved => cfg.half() % 2 == 0,
     };
     if let Backend::Gpu(ctx) = common_backend(OP, &[q, k, v, k_cache, v_cache, table.tensor()])? {
         let plan = decode_plan_for(&ctx, k_cache, kv_len, &d, &opts, true);
