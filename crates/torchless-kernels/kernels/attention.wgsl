@@ -51,11 +51,6 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
-    // Used by attention_subgroup_rope.wgsl only (one host struct for both files).
-    rope_half: u32,
-    rope_stride: u32,
-    rope_scale: f32,
-    _pad: u32,
 }
 
 struct FlashParams {

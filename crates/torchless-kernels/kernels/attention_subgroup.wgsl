@@ -11,11 +11,6 @@
 // its slice of the online softmax. The groups' states are merged through workgroup memory at the end.
 // Lanes of a group must be consecutive invocations of one subgroup (LPR <= subgroup size).
 //
-// Two modules share this body: with attention_subgroup_plain.wgsl (read-only caches, queries as given)
-// it is sdpa_decode; with rope_angle.wgsl and attention_subgroup_rope.wgsl it also rotates the queries as
-// it loads them and writes the new tokens' rotated K and V rows into the caches first (one launch for
-// what rope_qk_kv and sdpa_decode did in two). The variant part declares `kc`, `vc` and `q_quad`.
-//
 // Per-row state lives in separate variables (st0..st7) guarded by conditions on constants: naga bounds
 // every loop with a counter, so drivers would not unroll loops over a private array.
 
@@ -46,16 +41,12 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
-    // attention_subgroup_rope.wgsl: pairs that rotate, f32 per coefficient-table row, cos/sin factor.
-    rope_half: u32,
-    rope_stride: u32,
-    rope_scale: f32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
-// Bindings 2 and 3, the K and V caches `kc` and `vc`, are declared by the variant part.
+@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> part: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> kv_len_buf: array<u32>;
 
@@ -277,11 +268,10 @@ fn row_init(r: u32, row0: u32, kvh: u32, lane: u32, first_pos: i32) -> Row {
     let d1 = quad_d4(lane, 1u);
     let d2 = quad_d4(lane, 2u);
     let d3 = quad_d4(lane, 3u);
-    let pos = u32(row.pos);
-    if (d0 < hd4) { row.q[0] = q_quad(base, d0, pos) * p.scale; }
-    if (nq > 1u && d1 < hd4) { row.q[1] = q_quad(base, d1, pos) * p.scale; }
-    if (nq > 2u && d2 < hd4) { row.q[2] = q_quad(base, d2, pos) * p.scale; }
-    if (nq > 3u && d3 < hd4) { row.q[3] = q_quad(base, d3, pos) * p.scale; }
+    if (d0 < hd4) { row.q[0] = bitcast<vec4<f32>>(q_in[base + d0]) * p.scale; }
+    if (nq > 1u && d1 < hd4) { row.q[1] = bitcast<vec4<f32>>(q_in[base + d1]) * p.scale; }
+    if (nq > 2u && d2 < hd4) { row.q[2] = bitcast<vec4<f32>>(q_in[base + d2]) * p.scale; }
+    if (nq > 3u && d3 < hd4) { row.q[3] = bitcast<vec4<f32>>(q_in[base + d3]) * p.scale; }
     return row;
 }
 
@@ -384,22 +374,6 @@ fn merge_rows(li: u32, row0: u32, kvh: u32, split: u32) {
     }
 }
 
-// The keys [x, y) of split `split`: the keys any row may see, cut into n_splits equal runs of whole
-// steps (NG · U keys).
-fn split_keys(kv_len: u32, split: u32) -> vec2<u32> {
-    let first_pos = i32(kv_len) - i32(p.tokens);
-    var lo = 0u;
-    if (p.window > 0u) {
-        lo = u32(max(0i, first_pos - i32(p.window) + 1i));
-    }
-    let step = lanes_in_group() * U;
-    let span = select(0u, kv_len - lo, kv_len > lo);
-    let per = (span + p.n_splits - 1u) / p.n_splits;
-    let split_len = ((per + step - 1u) / step) * step;
-    let k0 = min(lo + split * split_len, kv_len);
-    return vec2<u32>(k0, min(k0 + split_len, kv_len));
-}
-
 fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
     let kv_len = min(kv_len_in, p.capacity);
     let row0 = wid.x * RB;
@@ -410,10 +384,17 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
     let ng = lanes_in_group();
     let first_pos = i32(kv_len) - i32(p.tokens);
 
-    let keys = split_keys(kv_len, split);
-    let k0 = keys.x;
-    let k1 = keys.y;
+    // The keys any row may see, cut into n_splits equal runs of whole steps (ng · U keys).
+    var lo = 0u;
+    if (p.window > 0u) {
+        lo = u32(max(0i, first_pos - i32(p.window) + 1i));
+    }
     let step = ng * U;
+    let span = select(0u, kv_len - lo, kv_len > lo);
+    let per = (span + p.n_splits - 1u) / p.n_splits;
+    let split_len = ((per + step - 1u) / step) * step;
+    let k0 = min(lo + split * split_len, kv_len);
+    let k1 = min(k0 + split_len, kv_len);
 
     var st0 = row_init(0u, row0, kvh, lane, first_pos);
     var st1: Row;

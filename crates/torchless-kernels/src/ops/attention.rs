@@ -21,8 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::rope::{RopeLayout, RopeTable, rope_qk_store_kv};
-use super::{common_backend, require_distinct, require_dtype, require_float, require_non_empty, to_u32};
+use super::{common_backend, require_dtype, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -31,12 +30,7 @@ use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention");
-crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup", ["attention_subgroup", "attention_subgroup_plain"]);
-crate::kernel_source!(
-    ATTENTION_SUBGROUP_ROPE,
-    "attention_subgroup_rope",
-    ["rope_angle", "attention_subgroup", "attention_subgroup_rope"]
-);
+crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
 
 /// Decode: a split covers at least this many keys (fewer splits for short contexts).
 const MIN_KEYS_PER_SPLIT: usize = 64;
@@ -287,84 +281,8 @@ fn decode_impl(
             };
             decode_cpu(q, k, v, n, &d, &opts, out)
         }
-        Backend::Gpu(ctx) => {
-            let plan = decode_plan_for(&ctx, k, kv_len_bound(&kv_len, &d), &d, &opts, subgroups);
-            decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, plan, None)
-        }
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups),
     }
-}
-
-/// The new tokens' K and V rows and the rotation that [`sdpa_decode_rope`] folds into the decode kernel.
-#[derive(Clone, Copy)]
-struct RopeStep<'a> {
-    k: &'a Tensor,
-    v: &'a Tensor,
-    table: &'a RopeTable,
-}
-
-/// One decode step with RoPE and the KV-cache write folded in. `q` `[tokens, n_heads, head_dim]`, `k` and
-/// `v` `[tokens, n_kv_heads, head_dim]` are the new tokens' projections before rotation (f32), at
-/// positions `pos..pos + tokens`. Rotates q and k with `table`, writes the rotated k and v into rows
-/// `pos..` of the f32 caches `[capacity, n_kv_heads, head_dim]` and attends over rows `0..pos + tokens`:
-/// what [`rope_qk_store_kv`] and then [`sdpa_decode`] do, in one launch (plus the split merge on long
-/// contexts) where the adapter has subgroups and the rotation works on whole vec4s (HalfSplit with
-/// rot_dim a multiple of 8, Interleaved with rot_dim a multiple of 4); otherwise through those two ops on
-/// a copy of `q`. `q`, `k` and `v` are not modified.
-#[allow(clippy::too_many_arguments)]
-pub fn sdpa_decode_rope(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    table: &RopeTable,
-    pos: usize,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    opts: AttentionOptions,
-) -> Result<Tensor> {
-    const OP: &str = "sdpa_decode_rope";
-    let out = Tensor::uninit(&q.backend(), OP, q.shape(), DType::F32)?;
-    let d = validate(OP, q, k_cache, v_cache, &opts, &out)?;
-    for t in [k, v, k_cache] {
-        require_dtype(OP, t, DType::F32)?;
-    }
-    let new_shape = [d.tokens, d.n_kv_heads, d.head_dim];
-    if k.shape() != new_shape || v.shape() != new_shape {
-        return Err(shape_err(
-            OP,
-            format!("k {:?} and v {:?} must be [tokens, n_kv_heads, head_dim] = {new_shape:?}", k.shape(), v.shape()),
-        ));
-    }
-    let cfg = table.config();
-    if cfg.head_dim != d.head_dim {
-        return Err(shape_err(OP, format!("the rope table is for head_dim {}, q has {}", cfg.head_dim, d.head_dim)));
-    }
-    let kv_len = pos + d.tokens;
-    if kv_len > d.capacity {
-        return Err(KernelError::Argument {
-            op: OP,
-            name: "pos",
-            value: pos.to_string(),
-            reason: format!("{} tokens from here overrun the cache of {} rows", d.tokens, d.capacity),
-        });
-    }
-    require_distinct(OP, "k_cache", k_cache, &[q, k, v, v_cache])?;
-    require_distinct(OP, "v_cache", v_cache, &[q, k, v])?;
-    let whole_quads = match cfg.layout {
-        RopeLayout::HalfSplit => cfg.half() % 4 == 0,
-        RopeLayout::Interleaved => cfg.half() % 2 == 0,
-    };
-    if let Backend::Gpu(ctx) = common_backend(OP, &[q, k, v, k_cache, v_cache, table.tensor()])? {
-        let plan = decode_plan_for(&ctx, k_cache, kv_len, &d, &opts, true);
-        if whole_quads && matches!(plan.kernel, DecodeKernel::Subgroup { .. }) {
-            let step = RopeStep { k, v, table };
-            decode_gpu(&ctx, q, k_cache, v_cache, KvLen::Host(kv_len), &d, &opts, &out, plan, Some(step))?;
-            return Ok(out);
-        }
-    }
-    let q = super::convert::copy(q)?;
-    rope_qk_store_kv(&q, k, v, table, pos, k_cache, v_cache)?;
-    sdpa_decode_into(&q, k_cache, v_cache, kv_len, opts, &out)?;
-    Ok(out)
 }
 
 /// Prefill: `q` `[L, n_heads, head_dim]`, query `i` at position `q_offset + i`, against keys
@@ -520,11 +438,6 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
-    /// [`sdpa_decode_rope`]: pairs that rotate, f32 per coefficient-table row, the cos/sin factor.
-    rope_half: u32,
-    rope_stride: u32,
-    rope_scale: f32,
-    _pad: u32,
 }
 
 #[repr(C)]
@@ -602,27 +515,6 @@ fn decode_plan(d: &Dims, dtype: DType, max_keys: usize, opts: &AttentionOptions,
     DecodePlan { kernel, rows_per_block, row_blocks, n_splits: by_length.min(by_occupancy).clamp(1, MAX_SPLITS) }
 }
 
-/// The most keys a step may read: kv_len, or the capacity when kv_len lives on the device.
-fn kv_len_bound(kv_len: &KvLen<'_>, d: &Dims) -> usize {
-    match kv_len {
-        KvLen::Host(n) => *n,
-        KvLen::Device(_) => d.capacity,
-    }
-}
-
-/// [`decode_plan`] on `ctx`; `subgroups` false forces the workgroup-memory kernel.
-fn decode_plan_for(
-    ctx: &GpuContext,
-    k: &Tensor,
-    max_keys: usize,
-    d: &Dims,
-    opts: &AttentionOptions,
-    subgroups: bool,
-) -> DecodePlan {
-    let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
-    decode_plan(d, k.dtype(), max_keys, opts, min_subgroup)
-}
-
 fn buffer(t: &Tensor) -> &wgpu::Buffer {
     t.gpu_buffer().expect("a GPU op gets GPU tensors").raw()
 }
@@ -637,10 +529,15 @@ fn decode_gpu(
     d: &Dims,
     opts: &AttentionOptions,
     out: &Tensor,
-    plan: DecodePlan,
-    rope: Option<RopeStep<'_>>,
+    subgroups: bool,
 ) -> Result<()> {
     const OP: &str = "sdpa_decode";
+    let max_keys = match kv_len {
+        KvLen::Host(n) => n,
+        KvLen::Device(_) => d.capacity,
+    };
+    let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
+    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup);
     let hd4 = d.head_dim / 4;
     // One split: the main pass writes `out` itself.
     let direct = plan.n_splits == 1;
@@ -670,36 +567,24 @@ fn decode_gpu(
         // A window wider than every position is no window (and keeps the kernel's sums in range).
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
-        rope_half: rope.map_or(0, |r| r.table.config().half() as u32),
-        rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
-        rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
-        _pad: 0,
     };
-    let layout = rope.map_or(0.0, |r| f64::from(u8::from(r.table.config().layout == RopeLayout::Interleaved)));
     let (kernel, entry, constants, grid) = match plan.kernel {
         DecodeKernel::Subgroup { lanes } => (
-            if rope.is_some() { &ATTENTION_SUBGROUP_ROPE } else { &ATTENTION_SUBGROUP },
-            match (&kv_len, rope) {
-                (_, Some(_)) => "sdpa_decode_rope_sg",
-                (KvLen::Host(_), None) => "sdpa_decode_sg",
-                (KvLen::Device(_), None) => "sdpa_decode_dev_sg",
-            },
-            vec![
+            &ATTENTION_SUBGROUP,
+            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
+            [
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("LPR", lanes as f64),
                 ("RB", plan.rows_per_block as f64),
                 ("DIRECT", f64::from(u8::from(direct))),
-            ]
-            .into_iter()
-            .chain(rope.map(|_| ("ROPE_LAYOUT", layout)))
-            .collect::<Vec<_>>(),
+            ],
             [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
         ),
         DecodeKernel::Workgroup { tile_keys } => (
             &ATTENTION,
             if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode" } else { "sdpa_decode_dev" },
-            vec![
+            [
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("TK", tile_keys as f64),
@@ -710,22 +595,20 @@ fn decode_gpu(
         ),
     };
     let (qb, kb, vb, pb) = (buffer(q), buffer(k), buffer(v), buffer(&part));
-    let mut buffers = vec![qb, kb, vb, pb];
-    if let KvLen::Device(t) = kv_len {
-        buffers.push(buffer(t));
-    }
-    if let Some(r) = rope {
-        for t in [r.k, r.v, r.table.tensor()] {
-            ctx.check_binding(OP, t.size_bytes() as u64)?;
-            buffers.push(buffer(t));
+    let len_buffer;
+    let buffers: &[&wgpu::Buffer] = match kv_len {
+        KvLen::Host(_) => &[qb, kb, vb, pb],
+        KvLen::Device(t) => {
+            len_buffer = buffer(t);
+            &[qb, kb, vb, pb, len_buffer]
         }
-    }
+    };
     ctx.dispatch(Dispatch {
         kernel,
         entry,
         constants: &constants,
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &buffers,
+        buffers,
         workgroups: Workgroups::Grid(grid),
     })?;
     if direct {
@@ -1009,96 +892,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_rope_matches_rope_then_decode() {
-        use crate::ops::rope::{RopeConfig, RopeLayout::*, RopePositions, rope};
-        // (layout, head_dim, rot_dim, n_heads, n_kv, tokens, pos, softcap, window); kv_len = pos + tokens.
-        // Odd half-rotations (rot_dim 12, 6) take the two-op path on every backend.
-        #[rustfmt::skip]
-        let cases = [
-            (HalfSplit, 128, 128, 8, 2, 1, 5, None, None),
-            (HalfSplit, 128, 128, 32, 8, 1, 300, None, None),
-            (HalfSplit, 64, 32, 4, 4, 3, 100, None, None),
-            (HalfSplit, 128, 120, 8, 1, 2, 40, Some(5.0), None),
-            (HalfSplit, 256, 256, 4, 1, 8, 1000, None, None),
-            (HalfSplit, 16, 12, 4, 2, 2, 9, None, None),
-            (Interleaved, 128, 128, 8, 2, 2, 700, None, Some(300)),
-            (Interleaved, 80, 40, 6, 3, 1, 50, Some(3.0), None),
-            (Interleaved, 8, 6, 2, 1, 1, 3, None, None),
-        ];
-        let mut rng = Rng::new(43);
-        for (layout, hd, rot, nh, nkv, tokens, pos, softcap, window) in cases {
-            let kv_len = pos + tokens;
-            let cap = kv_len + 3;
-            let row = nkv * hd;
-            // Rows past kv_len are NaN: neither path may read them.
-            let mut cache0 = rng.vec(cap * row, -1.0, 1.0);
-            cache0[kv_len * row..].fill(f32::NAN);
-            let (qv, kv, vv) = (
-                rng.vec(tokens * nh * hd, -2.0, 2.0),
-                rng.vec(tokens * row, -2.0, 2.0),
-                rng.vec(tokens * row, -2.0, 2.0),
-            );
-            let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
-            let o = opts(hd, softcap, window, true);
-            for b in test_backends() {
-                let table = crate::ops::rope::RopeTable::new(&b, cfg.clone()).unwrap();
-                let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(&b, v, shape).unwrap();
-                let (q, k, v) = (t(&qv, &[tokens, nh, hd]), t(&kv, &[tokens, nkv, hd]), t(&vv, &[tokens, nkv, hd]));
-                // The two ops, each tested on its own.
-                let (kc_want, vc_want) = (t(&cache0, &[cap, nkv, hd]), t(&cache0, &[cap, nkv, hd]));
-                let q_rot = rope(&q, &table, RopePositions::Range { offset: pos as u32 }).unwrap();
-                rope_qk_store_kv(&crate::ops::convert::copy(&q).unwrap(), &k, &v, &table, pos, &kc_want, &vc_want)
-                    .unwrap();
-                let want = sdpa_decode(&q_rot, &kc_want, &vc_want, kv_len, o).unwrap().to_f32_vec().unwrap();
-                let (kc, vc) = (t(&cache0, &[cap, nkv, hd]), t(&cache0, &[cap, nkv, hd]));
-                let got = sdpa_decode_rope(&q, &k, &v, &table, pos, &kc, &vc, o).unwrap();
-                let what =
-                    format!("decode_rope {layout:?} {nh}/{nkv}x{hd} rot {rot} T={tokens} pos {pos} on {}", b.name());
-                let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
-                assert_close(&what, &got.to_f32_vec().unwrap(), &f64s(want), TOL);
-                for (name, c, w) in [("k cache", &kc, &kc_want), ("v cache", &vc, &vc_want)] {
-                    let (c, w) = (c.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
-                    let (c, w) = (&c[..kv_len * row], &w[..kv_len * row]);
-                    assert_close(
-                        &format!("{what}: {name}"),
-                        c,
-                        &f64s(w.to_vec()),
-                        Tolerance { atol: 2e-6, rtol: 2e-6 },
-                    );
-                }
-                assert_eq!(q.to_f32_vec().unwrap(), qv, "{what}: q is an input");
-            }
-        }
-        // Bad input: a step past the cache, k of the wrong shape.
-        let cpu = Backend::Cpu;
-        let table = crate::ops::rope::RopeTable::new(&cpu, RopeConfig::new(4, 10000.0)).unwrap();
-        let z = |shape: &[usize]| Tensor::zeros(&cpu, shape, DType::F32).unwrap();
-        let o = AttentionOptions::new(4);
-        let err = sdpa_decode_rope(
-            &z(&[2, 1, 4]),
-            &z(&[2, 1, 4]),
-            &z(&[2, 1, 4]),
-            &table,
-            3,
-            &z(&[4, 1, 4]),
-            &z(&[4, 1, 4]),
-            o,
-        );
-        assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
-        let err = sdpa_decode_rope(
-            &z(&[1, 2, 4]),
-            &z(&[1, 2, 4]),
-            &z(&[1, 1, 4]),
-            &table,
-            0,
-            &z(&[4, 1, 4]),
-            &z(&[4, 1, 4]),
-            o,
-        );
-        assert!(matches!(err, Err(KernelError::Shape { .. })), "{err:?}");
-    }
-
-    #[test]
     fn flash_matches_the_f64_reference() {
         use DType::*;
         // (L, kv_len, q_offset, n_heads, n_kv, head_dim, dtype, softcap, window, causal)
@@ -1307,10 +1100,8 @@ mod tests {
 mod layout_tests {
     #[test]
     fn params_match_the_wgsl_struct() {
-        for module in [&super::ATTENTION, &super::ATTENTION_SUBGROUP, &super::ATTENTION_SUBGROUP_ROPE] {
-            let size = crate::testing::wgsl_struct_size(module, "DecodeParams");
-            assert_eq!(size as usize, std::mem::size_of::<super::DecodeParams>(), "{}", module.name);
-        }
+        let size = crate::testing::wgsl_struct_size(&super::ATTENTION, "DecodeParams");
+        assert_eq!(size as usize, std::mem::size_of::<super::DecodeParams>());
         let size = crate::testing::wgsl_struct_size(&super::ATTENTION, "FlashParams");
         assert_eq!(size as usize, std::mem::size_of::<super::FlashParams>());
     }

@@ -3,7 +3,7 @@
 //!
 //! Per layer:
 //!   h = norm(x);  q, k, v = h·Wq, h·Wk, h·Wv (+ bias);  [q, k = headnorm(q), headnorm(k)];  rope(q, k)
-//!   cache[pos..] = k, v;  a = attention(q, cache)  (decoding: rope, cache write and attention in one op);  o = a·Wo;  x += \[post_norm\](o)
+//!   cache[pos..] = k, v;  a = attention(q, cache);  o = a·Wo;  x += \[post_norm\](o)
 //!   h = norm(x);  x += \[post_norm\](down(act(h·Wgate) ⊙ h·Wup))
 //! then logits = norm(x)·Wlm, [soft-capped].
 //!
@@ -290,17 +290,16 @@ impl Llama {
                 Some(w) => self.norm(&k, w)?,
                 None => k,
             };
+            rope::rope_qk_store_kv(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i])?;
             let opts = AttentionOptions {
                 scale: c.attn_scale,
                 softcap: c.attn_softcap,
                 window: c.layer_windows[i],
                 causal: true,
             };
-            // Decoding, RoPE and the cache write happen inside the attention launch.
             let a = if n <= gemv::MAX_BATCH {
-                attention::sdpa_decode_rope(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i], opts)?
+                attention::sdpa_decode(&q, &state.k[i], &state.v[i], pos + n, opts)?
             } else {
-                rope::rope_qk_store_kv(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i])?;
                 attention::flash_attention(&q, &state.k[i], &state.v[i], pos + n, pos, opts)?
             };
             let a = a.reshape(&[n, q_dim])?;
