@@ -18,6 +18,14 @@
 // workgroups, ROWS/2 rows of each, and the output is act(gate)·up (SwiGLU or GeGLU), so an MLP's first half
 // is one dispatch.
 //
+// With ROPE, a decode step's Q, K and V projections (PARTS 3) also rotate Q and K and store K and V in the
+// KV caches, so that no launch of its own does it: y1 and y2 are then the caches [capacity, rows of the
+// part] and row r of x goes to cache row pos + r. A workgroup of Q or K owns ROWS/2 rotation pairs (ROWS
+// even): with HalfSplit the rows j and j + head_dim/2 of a head (slot pairs (0, 1) and (2, 3)), with
+// Interleaved the rows 2i and 2i + 1, which are consecutive anyway. Every dim rotates (rot_dim =
+// head_dim; the host checks). The pair's table coefficients are loaded before the main loop, so the
+// epilogue only adds arithmetic.
+//
 // A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
@@ -41,6 +49,8 @@ override BIAS_DT: u32 = 0u;
 // Weight matrices (1..=3); 2 with GATED.
 override PARTS: u32 = 1u;
 override GATED: bool = false;
+// RoPE epilogue of parts 0 and 1: 0 none, 1 HalfSplit, 2 Interleaved (ops::rope::RopeLayout).
+override ROPE: u32 = 0u;
 // GATED activation: 0 silu, 1 gelu_tanh.
 override ACT: u32 = 0u;
 
@@ -75,6 +85,11 @@ struct Params {
     groups01: u32,
     n_groups: u32,
     _pad: u32,
+    // ROPE: the position of row 0 of x, the head dim, f32 per coefficient-table row, the cos/sin factor.
+    pos: u32,
+    head_dim: u32,
+    rope_stride: u32,
+    rope_scale: f32,
 }
 
 // Each matrix is bound twice: its quants as vec4s and its scales as words. Absent operands are bound to a
@@ -95,6 +110,8 @@ struct Params {
 @group(0) @binding(13) var<storage, read_write> y0: array<u32>;
 @group(0) @binding(14) var<storage, read_write> y1: array<u32>;
 @group(0) @binding(15) var<storage, read_write> y2: array<u32>;
+// ROPE: the coefficient table of ops::rope::RopeTable, 8 rows of rope_stride f32 (a dummy without).
+@group(0) @binding(16) var<storage, read> rope_tab: array<f32>;
 
 // Quant vector i of matrix m.
 fn wq(m: u32, i: u32) -> vec4<u32> {
@@ -131,6 +148,9 @@ var<private> acc7: vec4<f32>;
 var<private> li_: u32;
 // The matrix of this workgroup (not GATED).
 var<private> part_: u32;
+// ROPE: the table coefficients (hi, lo) of this workgroup's two rotation pairs.
+var<private> pair_hi: array<vec4<f32>, 2>;
+var<private> pair_lo: array<vec4<f32>, 2>;
 
 // Quant vectors per block.
 fn block_vecs() -> u32 {
@@ -418,14 +438,54 @@ fn setup(g: u32, li: u32) -> u32 {
     return first * rows_per_matrix();
 }
 
-// Slot s reads row row0 + s (of gate, then of up, with GATED), clamped to the last row: the sums of slots
-// past it are not written.
-fn accumulate(row0: u32) {
-    var offsets = vec4<u32>(0u, 1u, 2u, 3u);
+// Whether this workgroup's rows rotate (Q or K of a ROPE dispatch).
+fn rotates() -> bool {
+    return ROPE > 0u && part_ < 2u;
+}
+
+// The row of slot s: row0 + s (of gate, then of up, with GATED), or with HalfSplit RoPE the s % 2 half of
+// rotation pair row0 / 2 + s / 2. It may be past the matrix's rows (the slot is then not written).
+fn slot_row(row0: u32, s: u32) -> u32 {
     if (GATED) {
-        offsets = offsets % vec4<u32>(rows_per_matrix());
+        return row0 + s % rows_per_matrix();
     }
-    let rows = min(vec4<u32>(row0) + offsets, vec4<u32>(p.rows[part_] - 1u));
+    if (ROPE == 1u && rotates()) {
+        let half = p.head_dim / 2u;
+        let pair = row0 / 2u + s / 2u;
+        return (pair / half) * p.head_dim + pair % half + (s % 2u) * half;
+    }
+    return row0 + s;
+}
+
+// ROPE: the table coefficients of the frequency of each of this workgroup's pairs.
+fn load_pair_coefficients(row0: u32) {
+    let half = p.head_dim / 2u;
+    let st = p.rope_stride;
+    for (var k = 0u; k < ROWS / 2u; k++) {
+        let i = (row0 / 2u + k) % half;
+        pair_hi[k] = vec4<f32>(rope_tab[i], rope_tab[st + i], rope_tab[2u * st + i], rope_tab[3u * st + i]);
+        pair_lo[k] = vec4<f32>(rope_tab[4u * st + i], rope_tab[5u * st + i], rope_tab[6u * st + i],
+                               rope_tab[7u * st + i]);
+    }
+}
+
+// (cos, sin) of pair k at position `pos`.
+fn pair_cos_sin(k: u32, pos: u32) -> vec2<f32> {
+    let h = pair_hi[k];
+    let l = pair_lo[k];
+    let hi = array<vec4<f32>, 4>(vec4<f32>(h.x), vec4<f32>(h.y), vec4<f32>(h.z), vec4<f32>(h.w));
+    let lo = array<vec4<f32>, 4>(vec4<f32>(l.x), vec4<f32>(l.y), vec4<f32>(l.z), vec4<f32>(l.w));
+    let cs = rope_cos_sin(split_position(pos), hi, lo, p.rope_scale);
+    return vec2<f32>(cs.c.x, cs.s.x);
+}
+
+// Every slot's row of this workgroup, clamped to the last row.
+fn accumulate(row0: u32) {
+    if (rotates()) {
+        load_pair_coefficients(row0);
+    }
+    let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
+    let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
     for (var u = li_; u < p.units; u += WG) {
         step(rows, u);
     }
@@ -503,6 +563,10 @@ fn finish(row0: u32) {
     let v = total(r);
     let m = part_;
     let rows = p.rows[m];
+    if (ROPE > 0u) {
+        finish_rope(row0, r, v);
+        return;
+    }
     for (var s = 0u; s < rows_per_matrix(); s++) {
         let row = row0 + s;
         if (row >= rows) {
@@ -524,6 +588,36 @@ fn finish(row0: u32) {
             out += bitcast<f32>(y0[i]);
         }
         store_y(m, i, out);
+    }
+}
+
+// ROPE: adds the biases, rotates the pairs of Q and K and stores Q into y0, K and V into the caches.
+fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
+    let m = part_;
+    let rows = p.rows[m];
+    var v = sums;
+    for (var s = 0u; s < ROWS; s++) {
+        let row = slot_row(row0, s);
+        if (row < rows && (p.flags & (F_BIAS0 << m)) != 0u) {
+            v[s] += bias_of(m, row);
+        }
+    }
+    if (m < 2u) {
+        for (var k = 0u; k < ROWS / 2u; k++) {
+            let cs = pair_cos_sin(k, p.pos + r);
+            let a = v[2u * k];
+            let b = v[2u * k + 1u];
+            v[2u * k] = a * cs.x - b * cs.y;
+            v[2u * k + 1u] = b * cs.x + a * cs.y;
+        }
+    }
+    // Q by row of x; K and V by cache row.
+    let out_row = select(p.pos + r, r, m == 0u);
+    for (var s = 0u; s < ROWS; s++) {
+        let row = slot_row(row0, s);
+        if (row < rows) {
+            store_y(m, out_row * rows + row, v[s]);
+        }
     }
 }
 

@@ -80,45 +80,13 @@ fn position(token: u32) -> u32 {
     return select(p.pos_offset + token, given, POSITIONS == 1u);
 }
 
-fn split_position(pos: u32) -> vec4<f32> {
-    return vec4<f32>(vec4<u32>(pos & 255u, (pos >> 8u) & 255u, (pos >> 16u) & 255u, pos >> 24u));
-}
-
-struct CosSin {
-    c: vec4<f32>,
-    s: vec4<f32>,
-}
-
-// cos and sin (times attn_scale) of 2π · Σ q[k] · (hi[k] + lo[k]) for four frequencies.
-fn rope_cos_sin(q: vec4<f32>, hi: array<vec4<f32>, 4>, lo: array<vec4<f32>, 4>) -> CosSin {
-    // Exact: multiples of 2^-16 (see the top of this file).
-    let whole = fract(fract(q.x * hi[0]) + fract(q.y * hi[1]) + fract(q.z * hi[2]) + fract(q.w * hi[3]));
-    let rest = q.x * lo[0] + q.y * lo[1] + q.z * lo[2] + q.w * lo[3]; // [0, 2^-6)
-    let quadrant = round(4.0 * (whole + rest)); // 0 ..= 4
-    // whole − quadrant/4 is exact (two multiples of 2^-16 below 1); the small rest joins after it.
-    let x = ((whole - 0.25 * quadrant) + rest) * 6.283185307179586; // [-π/4, π/4] up to rounding
-    let z = x * x;
-    // Cephes sinf/cosf minimax polynomials on [-π/4, π/4] (about 1 ulp): driver sin/cos only promise
-    // 2^-11 absolute accuracy.
-    let s = x + x * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
-    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
-    // Quadrant k adds k·π/2: 1 → (−sin, cos), 2 → (−cos, −sin), 3 → (sin, −cos).
-    let k = vec4<u32>(quadrant) & vec4<u32>(3u);
-    let swap = (k & vec4<u32>(1u)) == vec4<u32>(1u);
-    let neg_c = (k == vec4<u32>(1u)) | (k == vec4<u32>(2u));
-    let neg_s = k >= vec4<u32>(2u);
-    let cc = select(c, s, swap);
-    let ss = select(s, c, swap);
-    return CosSin(select(cc, -cc, neg_c) * p.attn_scale, select(ss, -ss, neg_s) * p.attn_scale);
-}
-
 // cos and sin for the four frequencies i0 .. i0 + 3 (i0 a multiple of 4).
 fn cos_sin4(q: vec4<f32>, i0: u32) -> CosSin {
     let s4 = p.table_stride / 4u;
     let v = i0 / 4u;
     let hi = array<vec4<f32>, 4>(tab_v[v], tab_v[s4 + v], tab_v[2u * s4 + v], tab_v[3u * s4 + v]);
     let lo = array<vec4<f32>, 4>(tab_v[4u * s4 + v], tab_v[5u * s4 + v], tab_v[6u * s4 + v], tab_v[7u * s4 + v]);
-    return rope_cos_sin(q, hi, lo);
+    return rope_cos_sin(q, hi, lo, p.attn_scale);
 }
 
 // cos and sin for frequency i.
@@ -128,7 +96,7 @@ fn cos_sin1(q: vec4<f32>, i: u32) -> vec2<f32> {
                                  vec4<f32>(tab_s[3u * s + i]));
     let lo = array<vec4<f32>, 4>(vec4<f32>(tab_s[4u * s + i]), vec4<f32>(tab_s[5u * s + i]),
                                  vec4<f32>(tab_s[6u * s + i]), vec4<f32>(tab_s[7u * s + i]));
-    let r = rope_cos_sin(q, hi, lo);
+    let r = rope_cos_sin(q, hi, lo, p.attn_scale);
     return vec2<f32>(r.c.x, r.s.x);
 }
 

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use super::gemv::{GatedAct, GemvEpilogue, InputNorm, MAX_BATCH};
 use super::norm::RmsNormVariant;
+use super::rope::{RopeLayout, RopeTable, rope_qk_store_kv};
 use super::{common_backend, require_dtype};
 use crate::backend::Backend;
 use crate::cpu;
@@ -178,10 +179,10 @@ impl GemvInput {
     }
 
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
-    fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>) -> Result<()> {
+    fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
         let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
-        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, gated, QGemvKernel::Auto, None)
+        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, gated, rope, QGemvKernel::Auto, None)
     }
 
     /// The tensors an output must not alias.
@@ -215,8 +216,109 @@ pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) ->
     }
     let gparts: Vec<gpu::Part<'_>> =
         parts.iter().zip(&outs).map(|((w, bias), out)| gpu::Part { w, bias: *bias, out }).collect();
-    x.run_gpu(&gparts, None)?;
+    x.run_gpu(&gparts, None, None)?;
     Ok(outs)
+}
+
+/// Where a decode step's K and V go when [`gemv_q_qkv_rope`] rotates and stores them itself.
+#[derive(Clone, Copy)]
+pub struct KvWrite<'a> {
+    /// The model's rotation (every dim of a head must rotate for the fused dispatch).
+    pub table: &'a RopeTable,
+    /// The position of row 0 of x.
+    pub pos: usize,
+    /// f32 `[capacity, n_kv_heads, head_dim]`.
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+}
+
+/// A decode step's Q, K and V projections (`parts`: the three matrices and their optional biases) with
+/// RoPE and the KV-cache write fused in: returns Q rotated, f32 `[b, rows of Wq]`, and stores K rotated
+/// and V into rows `pos..pos + b` of the caches. What [`gemv_q_multi`] followed by
+/// [`rope_qk_store_kv`] do, in one GPU dispatch where the three matrices share a type and row length and
+/// every dim of a head rotates; through those two ops otherwise.
+pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3], kv: KvWrite<'_>) -> Result<Tensor> {
+    const OP: &str = "gemv_q_qkv_rope";
+    let cfg = kv.table.config();
+    let hd = cfg.head_dim;
+    let [(wq, _), (wk, _), (wv, _)] = parts;
+    for t in [kv.k_cache, kv.v_cache] {
+        require_dtype(OP, t, DType::F32)?;
+    }
+    let kv_rows = wk.rows();
+    let capacity = match kv.k_cache.shape() {
+        &[c, h, d]
+            if h * d == kv_rows && d == hd && wv.rows() == kv_rows && kv.v_cache.shape() == kv.k_cache.shape() =>
+        {
+            c
+        }
+        _ => {
+            return Err(KernelError::Shape {
+                op: OP,
+                detail: format!(
+                    "caches {:?} and {:?} must both be [capacity, n_kv_heads, {hd}] with n_kv_heads · {hd} = {} (the \
+                     rows of Wk and Wv: {kv_rows}, {})",
+                    kv.k_cache.shape(),
+                    kv.v_cache.shape(),
+                    kv_rows,
+                    wv.rows()
+                ),
+            });
+        }
+    };
+    if wq.rows() % hd != 0 {
+        return Err(KernelError::Shape {
+            op: OP,
+            detail: format!("Wq has {} rows, not whole heads of {hd}", wq.rows()),
+        });
+    }
+    if kv.pos + x.b > capacity {
+        return Err(KernelError::Argument {
+            op: OP,
+            name: "pos",
+            value: kv.pos.to_string(),
+            reason: format!("{} tokens from here overrun the cache of {capacity} rows", x.b),
+        });
+    }
+    let bias_dts: Vec<DType> = parts.iter().filter_map(|(_, b)| b.map(Tensor::dtype)).collect();
+    let fusable = matches!(x.data, InputData::Gpu { .. })
+        && parts.iter().all(|(w, _)| w.quant_type() == wq.quant_type() && w.cols() == wq.cols())
+        && bias_dts.windows(2).all(|d| d[0] == d[1])
+        && cfg.rot_dim == hd;
+    if !fusable {
+        let [q, k, v]: [Tensor; 3] =
+            gemv_q_multi(x, &parts)?.try_into().map_err(|_| KernelError::Empty { op: OP, what: "outputs" })?;
+        let b = x.b;
+        let (q3, k3, v3) = (
+            q.reshape(&[b, wq.rows() / hd, hd])?,
+            k.reshape(&[b, kv_rows / hd, hd])?,
+            v.reshape(&[b, kv_rows / hd, hd])?,
+        );
+        rope_qk_store_kv(&q3, &k3, &v3, kv.table, kv.pos, kv.k_cache, kv.v_cache)?;
+        return Ok(q);
+    }
+    let q = x.new_output(wq.rows())?;
+    check_part(wq, x, GemvEpilogue { bias: parts[0].1, residual: None }, &q)?;
+    for (w, bias) in &parts[1..] {
+        check_operands(w, x, GemvEpilogue { bias: *bias, residual: None })?;
+    }
+    let mut inputs = x.tensors();
+    inputs.extend([&q, wq.data(), wk.data(), wv.data()]);
+    inputs.extend(parts.iter().filter_map(|(_, b)| *b));
+    for (name, cache) in [("k_cache", kv.k_cache), ("v_cache", kv.v_cache)] {
+        super::require_distinct(OP, name, cache, &inputs)?;
+    }
+    super::require_distinct(OP, "k_cache", kv.k_cache, &[kv.v_cache])?;
+    let mut all = inputs.clone();
+    all.extend([kv.k_cache, kv.v_cache, kv.table.tensor()]);
+    common_backend(OP, &all)?;
+    let gparts = [
+        gpu::Part { w: wq, bias: parts[0].1, out: &q },
+        gpu::Part { w: wk, bias: parts[1].1, out: kv.k_cache },
+        gpu::Part { w: wv, bias: parts[2].1, out: kv.v_cache },
+    ];
+    x.run_gpu(&gparts, None, Some(gpu::RopeOut { table: kv.table, pos: kv.pos }))?;
+    Ok(q)
 }
 
 /// `act(x·Wgateᵀ) ⊙ (x·Wupᵀ)` (the first half of a SwiGLU or GeGLU MLP) into a new tensor: on the GPU one
@@ -236,7 +338,11 @@ pub fn gemv_q_gated(x: &GemvInput, gate: &QuantTensor, up: &QuantTensor, act: Ga
     let out = x.new_output(gate.rows())?;
     check_part(gate, x, GemvEpilogue::default(), &out)?;
     check_part(up, x, GemvEpilogue::default(), &out)?;
-    x.run_gpu(&[gpu::Part { w: gate, bias: None, out: &out }, gpu::Part { w: up, bias: None, out: &out }], Some(act))?;
+    x.run_gpu(
+        &[gpu::Part { w: gate, bias: None, out: &out }, gpu::Part { w: up, bias: None, out: &out }],
+        Some(act),
+        None,
+    )?;
     Ok(out)
 }
 
@@ -263,6 +369,7 @@ fn gemv_q_tuned(
                 x.b,
                 epilogue.residual,
                 None,
+                None,
                 kernel,
                 tune,
             )
@@ -274,33 +381,8 @@ fn gemv_q_tuned(
 /// Checks one weight matrix of a GEMV against its input, epilogue and output; returns their backend.
 fn check_part(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<Backend> {
     let op = "gemv_q";
-    let b = x.b;
-    if x.cols != w.cols() {
-        return Err(KernelError::Shape {
-            op,
-            detail: format!(
-                "inner dimensions differ: w [{}, {}] ({}) has {} columns, x has rows of {}",
-                w.rows(),
-                w.cols(),
-                w.quant_type(),
-                w.cols(),
-                x.cols
-            ),
-        });
-    }
-    check_out(op, "out", out, b, w.rows())?;
-    if let Some(bias) = epilogue.bias {
-        super::require_float(op, bias)?;
-        if bias.numel() != w.rows() {
-            return Err(KernelError::Shape {
-                op,
-                detail: format!("bias {:?} must have {} elements (the rows of w)", bias.shape(), w.rows()),
-            });
-        }
-    }
-    if let Some(r) = epilogue.residual {
-        check_out(op, "residual", r, b, w.rows())?;
-    }
+    check_operands(w, x, epilogue)?;
+    check_out(op, "out", out, x.b, w.rows())?;
     let mut inputs = x.tensors();
     inputs.push(w.data());
     inputs.extend(epilogue.bias);
@@ -316,6 +398,38 @@ fn check_part(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>, out: &
     all.push(out);
     all.extend(epilogue.residual);
     common_backend(op, &all)
+}
+
+/// The shapes of w, x, the bias and the residual of one GEMV part.
+fn check_operands(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>) -> Result<()> {
+    let op = "gemv_q";
+    let b = x.b;
+    if x.cols != w.cols() {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!(
+                "inner dimensions differ: w [{}, {}] ({}) has {} columns, x has rows of {}",
+                w.rows(),
+                w.cols(),
+                w.quant_type(),
+                w.cols(),
+                x.cols
+            ),
+        });
+    }
+    if let Some(bias) = epilogue.bias {
+        super::require_float(op, bias)?;
+        if bias.numel() != w.rows() {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("bias {:?} must have {} elements (the rows of w)", bias.shape(), w.rows()),
+            });
+        }
+    }
+    if let Some(r) = epilogue.residual {
+        check_out(op, "residual", r, b, w.rows())?;
+    }
+    Ok(())
 }
 
 /// `x · Wᵀ` for `x [.., cols]` (any number of rows) into a new f32 tensor `[.., rows]`.
@@ -677,13 +791,13 @@ pub(crate) mod gpu {
     use crate::ops::to_u32;
 
     crate::kernel_source!(QGEMV_X, "qgemv_x");
-    crate::kernel_source!(QGEMV, "qgemv", ["qgemv", "reduce_workgroup"]);
-    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["qgemv", "reduce_subgroup"]);
+    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "qgemv", "reduce_workgroup"]);
+    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
 
     /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
-    /// three outputs).
-    const STORAGE_BINDINGS: u32 = 15;
+    /// three outputs, the RoPE table).
+    const STORAGE_BINDINGS: u32 = 16;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -698,6 +812,10 @@ pub(crate) mod gpu {
         groups01: u32,
         n_groups: u32,
         _pad: u32,
+        pos: u32,
+        head_dim: u32,
+        rope_stride: u32,
+        rope_scale: f32,
     }
 
     #[repr(C)]
@@ -776,6 +894,14 @@ pub(crate) mod gpu {
         to_u32(op, "weight words", w.scales_offset() / 4)
     }
 
+    /// The RoPE epilogue of a Q, K, V dispatch (kernels/qgemv.wgsl `ROPE`): parts 1 and 2 write into the KV
+    /// caches at row `pos + r` for row r of x.
+    #[derive(Clone, Copy)]
+    pub struct RopeOut<'a> {
+        pub table: &'a RopeTable,
+        pub pos: usize,
+    }
+
     /// One weight matrix of a GPU GEMV dispatch, with its bias and output.
     pub struct Part<'a> {
         pub w: &'a QuantTensor,
@@ -794,12 +920,14 @@ pub(crate) mod gpu {
         b: usize,
         residual: Option<&Tensor>,
         gated: Option<GatedAct>,
+        rope: Option<RopeOut<'_>>,
         kernel: QGemvKernel,
         tune: Option<Tune>,
     ) -> Result<()> {
         let op = "gemv_q";
         debug_assert!((1..=3).contains(&parts.len()) && (gated.is_none() || parts.len() == 2));
-        crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "15 storage buffers per shader stage")?;
+        debug_assert!(rope.is_none() || (parts.len() == 3 && gated.is_none() && residual.is_none()));
+        crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "16 storage buffers per shader stage")?;
         let subgroup = match kernel {
             QGemvKernel::Auto => ctx.has_subgroups(),
             QGemvKernel::Workgroup => false,
@@ -815,7 +943,12 @@ pub(crate) mod gpu {
         };
         tune.wg = tune.wg.clamp(32, 256).next_power_of_two().min(256);
         // GATED: an even number of slots, half gate rows and half up rows.
-        tune.rows = if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { tune.rows.clamp(1, 4) };
+        // RoPE: whole rotation pairs, 2 or 4 slots.
+        tune.rows = if gated.is_some() || rope.is_some() {
+            if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { (tune.rows & !1).clamp(2, 4) }
+        } else {
+            tune.rows.clamp(1, 4)
+        };
         let rows_per_matrix = if gated.is_some() { tune.rows / 2 } else { tune.rows } as usize;
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
             let g = t.gpu_buffer().expect("GPU tensor");
@@ -859,6 +992,10 @@ pub(crate) mod gpu {
             groups01: (groups[0] + groups[1]) as u32,
             n_groups,
             _pad: 0,
+            pos: rope.map_or(Ok(0), |r| to_u32(op, "position", r.pos))?,
+            head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
+            rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
+            rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
         };
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
@@ -877,7 +1014,16 @@ pub(crate) mod gpu {
             ("PARTS", parts.len() as f64),
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
+            (
+                "ROPE",
+                match rope.map(|r| r.table.config().layout) {
+                    None => 0.0,
+                    Some(RopeLayout::HalfSplit) => 1.0,
+                    Some(RopeLayout::Interleaved) => 2.0,
+                },
+            ),
         ];
+        let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
         let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xsb);
         let y_at = |k: usize| ys.get(k).unwrap_or(&ys[0]);
@@ -897,6 +1043,7 @@ pub(crate) mod gpu {
             y_at(0),
             y_at(1),
             y_at(2),
+            table.as_ref().unwrap_or(&xsb),
         ];
         ctx.dispatch(Dispatch {
             kernel: if subgroup { &QGEMV_SUBGROUP } else { &QGEMV },
@@ -1283,6 +1430,84 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn qkv_rope_matches_multi_then_rope() {
+        use crate::ops::rope::{RopeConfig, RopeLayout::*, RopeTable};
+        let mut rng = Rng::new(29);
+        let cols = 256;
+        // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases): 64 heads of 64 rows give Wq
+        // 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
+        #[rustfmt::skip]
+        let cases = [
+            (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false),
+            (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true),
+            (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true),
+            (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false),
+            (QuantType::Q4_0, Interleaved, 128, 128, 4, 1, 1, 70000, false),
+            (QuantType::Q4K, HalfSplit, 32, 16, 4, 2, 1, 9, false),
+        ];
+        for (ty, layout, hd, rot, nh, nkv, b, pos, with_bias) in cases {
+            let xv = exact_activations(&mut rng, b * cols);
+            let (q_rows, kv_rows) = (nh * hd, nkv * hd);
+            let mats: Vec<QuantTensor> =
+                [q_rows, kv_rows, kv_rows].into_iter().map(|rows| quantized(&mut rng, ty, rows, cols).0).collect();
+            let biases: Vec<Option<Vec<f32>>> =
+                [q_rows, kv_rows, kv_rows].into_iter().map(|n| with_bias.then(|| rng.vec(n, -1.0, 1.0))).collect();
+            let cap = pos + b + 2;
+            let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
+            let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
+            for backend in test_backends() {
+                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+                let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
+                let bs: Vec<Option<Tensor>> = biases
+                    .iter()
+                    .map(|v| v.as_ref().map(|v| Tensor::from_slice(&backend, v, &[v.len()]).unwrap()))
+                    .collect();
+                let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
+                    ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
+                let table = RopeTable::new(&backend, cfg.clone()).unwrap();
+                let cache = || Tensor::from_slice(&backend, &cache0, &[cap, nkv, hd]).unwrap();
+                // The two ops, each tested on its own.
+                let [q, k, v]: [Tensor; 3] = gemv_q_multi(&x, &parts).unwrap().try_into().unwrap();
+                let (kc_want, vc_want) = (cache(), cache());
+                let q3 = q.reshape(&[b, nh, hd]).unwrap();
+                rope_qk_store_kv(
+                    &q3,
+                    &k.reshape(&[b, nkv, hd]).unwrap(),
+                    &v.reshape(&[b, nkv, hd]).unwrap(),
+                    &table,
+                    pos,
+                    &kc_want,
+                    &vc_want,
+                )
+                .unwrap();
+                let (kc, vc) = (cache(), cache());
+                let kv = KvWrite { table: &table, pos, k_cache: &kc, v_cache: &vc };
+                let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
+                assert_eq!(got.shape(), &[b, q_rows]);
+                let what = format!(
+                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
+                    backend.name()
+                );
+                let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
+                let tol = Tolerance { atol: 1e-5, rtol: 1e-5 };
+                assert_close(&format!("{what}: q"), &got.to_f32_vec().unwrap(), &f64s(&q), tol);
+                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&kc_want), tol);
+                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&vc_want), tol);
+            }
+        }
+        // Bad input: a step past the end of the cache.
+        let cpu = Backend::Cpu;
+        let w = quantized(&mut rng, QuantType::Q8_0, 4, cols).0;
+        let x = GemvInput::new(&Tensor::from_slice(&cpu, &vec![0.5; cols], &[1, cols]).unwrap(), None).unwrap();
+        let table = RopeTable::new(&cpu, RopeConfig::new(4, 10000.0)).unwrap();
+        let c = Tensor::zeros(&cpu, &[2, 1, 4], DType::F32).unwrap();
+        let c2 = Tensor::zeros(&cpu, &[2, 1, 4], DType::F32).unwrap();
+        let kv = KvWrite { table: &table, pos: 2, k_cache: &c, v_cache: &c2 };
+        let err = gemv_q_qkv_rope(&x, [(&w, None), (&w, None), (&w, None)], kv);
+        assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, MAX_WORKGROUPS_PER_DIM, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(ROPE, "rope");
+crate::kernel_source!(ROPE, "rope", ["rope_angle", "rope"]);
 
 const OP: &str = "rope";
 /// Threads per workgroup of every entry point.

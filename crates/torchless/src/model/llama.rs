@@ -277,20 +277,26 @@ impl Llama {
         to_u32("position", pos + n)?;
 
         for (i, layer) in self.layers.iter().enumerate() {
-            // Attention.
-            let [q, k, v] = self.normed_qkv(&x, layer)?;
-            let q = q.reshape(&[n, c.n_heads, hd])?;
-            let k = k.reshape(&[n, c.n_kv_heads, hd])?;
-            let v = v.reshape(&[n, c.n_kv_heads, hd])?;
-            let q = match &layer.q_norm {
-                Some(w) => self.norm(&q, w)?,
-                None => q,
+            // Attention: q rotated, the rotated k and v in the cache.
+            let q = match self.fused_qkv_rope(&x, layer, pos, &state.k[i], &state.v[i])? {
+                Some(q) => q.reshape(&[n, c.n_heads, hd])?,
+                None => {
+                    let [q, k, v] = self.normed_qkv(&x, layer)?;
+                    let q = q.reshape(&[n, c.n_heads, hd])?;
+                    let k = k.reshape(&[n, c.n_kv_heads, hd])?;
+                    let v = v.reshape(&[n, c.n_kv_heads, hd])?;
+                    let q = match &layer.q_norm {
+                        Some(w) => self.norm(&q, w)?,
+                        None => q,
+                    };
+                    let k = match &layer.k_norm {
+                        Some(w) => self.norm(&k, w)?,
+                        None => k,
+                    };
+                    rope::rope_qk_store_kv(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i])?;
+                    q
+                }
             };
-            let k = match &layer.k_norm {
-                Some(w) => self.norm(&k, w)?,
-                None => k,
-            };
-            rope::rope_qk_store_kv(&q, &k, &v, &self.rope, pos, &state.k[i], &state.v[i])?;
             let opts = AttentionOptions {
                 scale: c.attn_scale,
                 softcap: c.attn_softcap,
@@ -393,6 +399,29 @@ impl Llama {
         }
         let h = self.norm(x, &l.attn_norm)?;
         Ok([l.wq.forward(&h, l.bq.as_ref())?, l.wk.forward(&h, l.bk.as_ref())?, l.wv.forward(&h, l.bv.as_ref())?])
+    }
+
+    /// Decoding with quantized Q, K and V and no head norms: the norm, the projections, RoPE and the cache
+    /// write in one quantized GEMV (after the activations' quantization); returns q rotated `[n, q_dim]`.
+    /// `None` where that does not apply.
+    fn fused_qkv_rope(
+        &self,
+        x: &Tensor,
+        l: &Layer,
+        pos: usize,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv) else {
+            return Ok(None);
+        };
+        if x.rows_cols().0 > gemv::MAX_BATCH || l.q_norm.is_some() || l.k_norm.is_some() {
+            return Ok(None);
+        }
+        let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
+        let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
+        let kv = qmatmul::KvWrite { table: &self.rope, pos, k_cache, v_cache };
+        Ok(Some(qmatmul::gemv_q_qkv_rope(&input, parts, kv)?))
     }
 
     /// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)` with `h = norm(x)`: one fused GEMV when decoding, else the norm, two
