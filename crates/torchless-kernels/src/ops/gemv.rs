@@ -368,7 +368,7 @@ fn multi_impl(
             op,
             name: "parts",
             value: parts.len().to_string(),
-            reason: format!("between 1 and {MAX_PARTS} matrices are fused into one dispatch"),
+            reason: format!("between 1 and {MAX_PARTS} matrices share x in one call"),
         });
     }
     if outs.len() != parts.len() {
