@@ -1708,7 +1708,13 @@ mod tests {
         // Fused forms at Llama-3-8B decode shapes, bf16, b = 1, automatic launch shape.
         let in_len = 4096;
         let x = pattern_tensor(&backend, 1, in_len, DType::F32, 98);
-        for (name, parts) in [("qkv", vec![4096usize, 1024, 1024]), ("gate_up", vec![14336, 14336])] {
+        // xLSTM-7B's six projections (q, k, v, o, ĩ, f̃) of one block.
+        let fused = [
+            ("qkv", vec![4096usize, 1024, 1024]),
+            ("gate_up", vec![14336, 14336]),
+            ("qkvoif", vec![2048, 2048, 4096, 4096, 8, 8]),
+        ];
+        for (name, parts) in fused {
             let copies = 3;
             let sets: Vec<Vec<Tensor>> = (0..copies)
                 .map(|c| {
@@ -1727,7 +1733,7 @@ mod tests {
                     let launch = GemvOptions { kernel, tune, narrow: false };
                     let (t, host) = time_calls(&backend, |i| {
                         let set = &sets[i % copies];
-                        if name == "qkv" {
+                        if name != "gate_up" {
                             let ps: Vec<GemvPart<'_>> = set.iter().map(|w| GemvPart { w, bias: None }).collect();
                             let refs: Vec<&Tensor> = outs.iter().collect();
                             gemv_multi_into_with(&x, &ps, &refs, launch).unwrap();
