@@ -4,8 +4,9 @@
 // threads stride along the rows in vec4<u32> chunks (4 f32 or 8 16-bit values), two chunks in flight per
 // step, accumulate in f32 registers and reduce at the end.
 //
-// Up to three matrices that share x run in one dispatch (Q, K and V): workgroups [0, g1) belong to matrix 0,
-// [g1, g2) to matrix 1, [g2, n_groups) to matrix 2. Gated (GATED): y = act(w0·x) ⊙ (w1·x).
+// Up to six matrices that share x run in one dispatch (Q, K and V; xLSTM's q, k, v, o, ĩ, f̃): workgroups
+// [0, g1) belong to matrix 0, [g1, g2) to matrix 1, and so on up to [g5, n_groups) for matrix 5. Gated
+// (GATED): y = act(w0·x) ⊙ (w1·x).
 //
 // VEC: every row is a whole number of chunks (in % 4 == 0 for f32, in % 8 == 0 for 16-bit), so rows and the
 // rows of x start on 16-byte boundaries; otherwise the scalar path reads one element at a time (a 16-bit
@@ -14,9 +15,11 @@
 // Accumulators are indexed with constants only (rows of x unrolled by hand, guarded by BATCH), so drivers
 // keep them in registers.
 //
-// This file is the body of two modules (ops/gemv.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
-// tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
-// `main`, which calls `run` below.
+// This file is the body of four modules (ops/gemv.rs): followed by gemv_parts3.wgsl or gemv_parts6.wgsl
+// (the bindings of each matrix's weights, bias and output: three matrices in 12 storage buffers, six in 21,
+// for adapters that allow that many), then by reduce_workgroup.wgsl (a workgroup-memory tree) or
+// reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point `main`,
+// which calls `run` below.
 
 override DTYPE: u32 = 2u;
 override BIAS_DT: u32 = 0u;
@@ -27,7 +30,7 @@ override ROWS: u32 = 1u;
 // Rows of x, 1..=8.
 override BATCH: u32 = 1u;
 override VEC: bool = true;
-// Matrices sharing x, 1..=3 (the gated form uses 2).
+// Matrices sharing x, 1..=3 (gemv_parts3.wgsl) or 1..=6 (gemv_parts6.wgsl); the gated form uses 2.
 override NMAT: u32 = 1u;
 override GATED: bool = false;
 // Gated activation: 0 SiLU (SwiGLU), 1 GELU-tanh (GeGLU).
@@ -38,9 +41,12 @@ override RED_LEN: u32 = 64u;
 override NORM: u32 = 0u;
 override NW_DT: u32 = 0u;
 
+// Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
+// accumulated in place, the soft cap cap·tanh(y / cap) last.
 const F_BIAS0: u32 = 1u;
-const F_RES: u32 = 8u;
-const F_ACCUM: u32 = 16u;
+const F_RES: u32 = 64u;
+const F_ACCUM: u32 = 128u;
+const F_SOFTCAP: u32 = 256u;
 
 struct Params {
     in_len: u32,
@@ -49,31 +55,35 @@ struct Params {
     // vec4 words per row of x (VEC only)
     x_vec: u32,
     flags: u32,
+    // Rows of each matrix.
     n0: u32,
     n1: u32,
     n2: u32,
+    n3: u32,
+    n4: u32,
+    n5: u32,
+    // First workgroup of matrices 1..5.
     g1: u32,
     g2: u32,
+    g3: u32,
+    g4: u32,
+    g5: u32,
     n_groups: u32,
     // Input norm: epsilon.
     eps: f32,
+    // Soft cap (F_SOFTCAP).
+    cap: f32,
+    _pad0: u32,
     _pad1: u32,
 }
 
-// Absent operands are bound to a dummy (x for read-only slots, y0 for outputs) and never read.
+// Bindings shared by every variant; each matrix's weights (w0..), bias (bias0..) and output (y0..) follow
+// from binding 4 in gemv_parts3.wgsl / gemv_parts6.wgsl, with `wload`, `bias_of` and `store`. Absent
+// operands are bound to a dummy (x for read-only slots, y0 for outputs) and never read.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> w0: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> w1: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> w2: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> bias0: array<u32>;
-@group(0) @binding(6) var<storage, read> bias1: array<u32>;
-@group(0) @binding(7) var<storage, read> bias2: array<u32>;
-@group(0) @binding(8) var<storage, read> res: array<u32>;
-@group(0) @binding(9) var<storage, read_write> y0: array<u32>;
-@group(0) @binding(10) var<storage, read_write> y1: array<u32>;
-@group(0) @binding(11) var<storage, read_write> y2: array<u32>;
-@group(0) @binding(12) var<storage, read> nw: array<u32>;
+@group(0) @binding(2) var<storage, read> res: array<u32>;
+@group(0) @binding(3) var<storage, read> nw: array<u32>;
 
 // acc[r]: partial sums of the ROWS slots (lanes) with row r of x; acc[8 + r]: the same for the up matrix.
 var<private> acc: array<vec4<f32>, 16>;
@@ -97,16 +107,6 @@ struct W4 {
 struct X8 {
     a: vec4<f32>,
     b: vec4<f32>,
-}
-
-fn wload(m: u32, i: u32) -> vec4<u32> {
-    if (NMAT == 1u || m == 0u) {
-        return w0[i];
-    }
-    if (NMAT == 2u || m == 1u) {
-        return w1[i];
-    }
-    return w2[i];
 }
 
 fn load_rows(m: u32, k: u32) -> W4 {
@@ -375,15 +375,32 @@ fn setup(g: u32, li: u32) -> vec3<u32> {
     var m = 0u;
     var first = 0u;
     var n = p.n0;
-    if (NMAT > 1u && !GATED && g >= p.g1) {
-        m = 1u;
-        first = p.g1;
-        n = p.n1;
-    }
-    if (NMAT > 2u && g >= p.g2) {
-        m = 2u;
-        first = p.g2;
-        n = p.n2;
+    if (!GATED) {
+        if (NMAT > 1u && g >= p.g1) {
+            m = 1u;
+            first = p.g1;
+            n = p.n1;
+        }
+        if (NMAT > 2u && g >= p.g2) {
+            m = 2u;
+            first = p.g2;
+            n = p.n2;
+        }
+        if (NMAT > 3u && g >= p.g3) {
+            m = 3u;
+            first = p.g3;
+            n = p.n3;
+        }
+        if (NMAT > 4u && g >= p.g4) {
+            m = 4u;
+            first = p.g4;
+            n = p.n4;
+        }
+        if (NMAT > 5u && g >= p.g5) {
+            m = 5u;
+            first = p.g5;
+            n = p.n5;
+        }
     }
     let row0 = (g - first) * ROWS;
     let stride = select(p.in_len, p.in_vec, VEC);
@@ -479,27 +496,6 @@ fn n_slots() -> u32 {
 // n_slots() at its largest (BATCH 8, GATED, NORM).
 const MAX_SLOTS: u32 = 18u;
 
-fn bias_of(m: u32, row: u32) -> f32 {
-    let wi = word_index(BIAS_DT, row);
-    if (m == 0u) {
-        return decode(BIAS_DT, bias0[wi], row);
-    }
-    if (m == 1u) {
-        return decode(BIAS_DT, bias1[wi], row);
-    }
-    return decode(BIAS_DT, bias2[wi], row);
-}
-
-fn store(m: u32, i: u32, v: f32) {
-    if (NMAT == 1u || m == 0u) {
-        y0[i] = bitcast<u32>(v);
-    } else if (NMAT == 2u || m == 1u) {
-        y1[i] = bitcast<u32>(v);
-    } else {
-        y2[i] = bitcast<u32>(v);
-    }
-}
-
 fn gate_act(g: f32) -> f32 {
     if (ACT == 1u) {
         return gelu_tanh(g);
@@ -530,6 +526,9 @@ fn epilogue(r: u32, s: u32, info: vec3<u32>, v: f32, u: f32) {
     }
     if (m == 0u && (p.flags & F_ACCUM) != 0u) {
         out += bitcast<f32>(y0[i]);
+    }
+    if ((p.flags & F_SOFTCAP) != 0u) {
+        out = p.cap * safe_tanh(out / p.cap);
     }
     store(m, i, out);
 }

@@ -63,10 +63,12 @@ const Q4_K: u32 = 5u;
 const Q5_K: u32 = 6u;
 const Q6_K: u32 = 7u;
 
-// Bias of matrix m: bit m.
+// Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
+// accumulated in place, the soft cap cap·tanh(y / cap) last.
 const F_BIAS0: u32 = 1u;
-const F_RES: u32 = 8u;
-const F_ACCUM: u32 = 16u;
+const F_RES: u32 = 64u;
+const F_ACCUM: u32 = 128u;
+const F_SOFTCAP: u32 = 256u;
 
 struct Params {
     // Weight rows of each matrix (outputs per row of x).
@@ -84,7 +86,8 @@ struct Params {
     groups0: u32,
     groups01: u32,
     n_groups: u32,
-    _pad: u32,
+    // Soft cap (F_SOFTCAP).
+    cap: f32,
     // ROPE: the position of row 0 of x, the head dim, f32 per coefficient-table row, the cos/sin factor.
     pos: u32,
     head_dim: u32,
@@ -586,6 +589,9 @@ fn finish(row0: u32) {
         }
         if ((p.flags & F_ACCUM) != 0u) {
             out += bitcast<f32>(y0[i]);
+        }
+        if ((p.flags & F_SOFTCAP) != 0u) {
+            out = p.cap * safe_tanh(out / p.cap);
         }
         store_y(m, i, out);
     }

@@ -67,6 +67,8 @@ pub fn all() -> Vec<&'static KernelSource> {
         &gemm::GEMM_COOP,
         &gemv::GEMV,
         &gemv::GEMV_SUBGROUP,
+        &gemv::GEMV6,
+        &gemv::GEMV6_SUBGROUP,
         &mlstm::MLSTM,
         &norm::NORM,
         &qmatmul::gpu::QGEMV_X,

@@ -4,14 +4,16 @@
 //! the matrix once and runs at memory bandwidth.
 //!
 //! - [`gemv`] / [`gemv_into`]: one matrix, with an optional bias `[out]` (any float dtype) and an
-//!   optional f32 residual `[b, out]` added in the epilogue. The residual may be the output tensor itself
-//!   (`y += w·x`, the transformer's residual add).
-//! - [`gemv_multi`] / [`gemv_multi_into`]: up to three matrices that share `x` (Q, K and V) in one
-//!   dispatch, each with its own optional bias and its own output.
+//!   optional f32 residual `[b, out]` added in the epilogue, then an optional soft cap `cap·tanh(y/cap)`
+//!   (a final logit soft cap). The residual may be the output tensor itself (`y += w·x`, the transformer's
+//!   residual add).
+//! - [`gemv_multi`] / [`gemv_multi_into`]: up to six matrices that share `x` (Q, K and V; xLSTM's q, k, v,
+//!   o, ĩ, f̃) in one dispatch, each with its own optional bias and its own output. More than three need an
+//!   adapter with 21 storage buffers per shader stage; with fewer they run as two dispatches.
 //! - [`gemv_gated`] / [`gemv_gated_into`]: `y = act(w_gate·x) ⊙ (w_up·x)` with SiLU (SwiGLU) or GELU-tanh
 //!   (GeGLU), the gate/up half of a gated MLP, without writing the two products out.
 //!
-//! - [`gemv_multi_normed`] / [`gemv_gated_normed`]: the same with an input RMSNorm of `x` fused in
+//! - [`gemv_normed`], [`gemv_multi_normed`], [`gemv_gated_normed`]: the same with an input RMSNorm of `x` fused in
 //!   (`rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps)`: each workgroup sums x² on its way through `x`
 //!   and scales its dot products at the end), so decode needs no separate norm launch.
 //!
@@ -42,22 +44,37 @@ use crate::ops::elementwise::{gelu_tanh, silu};
 use crate::ops::norm::{self, RmsNormVariant};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(GEMV, "gemv", ["gemv", "reduce_workgroup"]);
-crate::kernel_source!(GEMV_SUBGROUP, "gemv_subgroup", ["gemv", "reduce_subgroup"]);
+// Up to three matrices (12 storage buffers) and up to six (21 storage buffers).
+crate::kernel_source!(GEMV, "gemv", ["gemv", "gemv_parts3", "reduce_workgroup"]);
+crate::kernel_source!(GEMV_SUBGROUP, "gemv_subgroup", ["gemv", "gemv_parts3", "reduce_subgroup"]);
+crate::kernel_source!(GEMV6, "gemv6", ["gemv", "gemv_parts6", "reduce_workgroup"]);
+crate::kernel_source!(GEMV6_SUBGROUP, "gemv6_subgroup", ["gemv", "gemv_parts6", "reduce_subgroup"]);
 
 /// The most rows of `x` one call takes.
 pub const MAX_BATCH: usize = 8;
-/// The most matrices [`gemv_multi`] fuses into one dispatch.
-pub const MAX_PARTS: usize = 3;
-/// Storage buffers the kernel binds (x, three weights, three biases, residual, three outputs).
-const STORAGE_BINDINGS: u32 = 12;
+/// The most matrices [`gemv_multi`] takes, fused into one dispatch where the adapter allows
+/// [`WIDE_STORAGE_BINDINGS`] storage buffers per shader stage (else in dispatches of [`NARROW_PARTS`]).
+pub const MAX_PARTS: usize = 6;
+/// The most matrices of one dispatch of the narrow kernel (gemv_parts3.wgsl).
+pub const NARROW_PARTS: usize = 3;
+/// Storage buffers of the narrow kernel: x, residual, norm weight, and per matrix its weights, bias and
+/// output.
+const NARROW_STORAGE_BINDINGS: u32 = 3 + 3 * NARROW_PARTS as u32;
+/// Storage buffers of the wide kernel (gemv_parts6.wgsl): the same for six matrices.
+pub const WIDE_STORAGE_BINDINGS: u32 = 3 + 3 * MAX_PARTS as u32;
 
-/// The epilogue flags of gemv.wgsl and qgemv.wgsl: the bias of matrix m (bit m), a residual bound of its
-/// own, the output accumulated in place (the residual is the output).
-pub(crate) fn epilogue_flags(has_bias: impl IntoIterator<Item = bool>, residual: bool, accumulate: bool) -> u32 {
+/// The epilogue flags of gemv.wgsl and qgemv.wgsl: the bias of matrix m (bit m, m < 6), a residual bound
+/// of its own, the output accumulated in place (the residual is the output), the soft cap.
+pub(crate) fn epilogue_flags(
+    has_bias: impl IntoIterator<Item = bool>,
+    residual: bool,
+    accumulate: bool,
+    soft_cap: bool,
+) -> u32 {
     const F_BIAS0: u32 = 1;
-    const F_RES: u32 = 8;
-    const F_ACCUM: u32 = 16;
+    const F_RES: u32 = 64;
+    const F_ACCUM: u32 = 128;
+    const F_SOFTCAP: u32 = 256;
     let mut flags = 0;
     for (m, b) in has_bias.into_iter().enumerate() {
         if b {
@@ -70,6 +87,9 @@ pub(crate) fn epilogue_flags(has_bias: impl IntoIterator<Item = bool>, residual:
     if accumulate {
         flags |= F_ACCUM;
     }
+    if soft_cap {
+        flags |= F_SOFTCAP;
+    }
     flags
 }
 
@@ -80,14 +100,13 @@ struct Params {
     in_vec: u32,
     x_vec: u32,
     flags: u32,
-    n0: u32,
-    n1: u32,
-    n2: u32,
-    g1: u32,
-    g2: u32,
+    n: [u32; MAX_PARTS],
+    /// First workgroup of matrices 1..6.
+    g: [u32; MAX_PARTS - 1],
     n_groups: u32,
     eps: f32,
-    _pad: u32,
+    cap: f32,
+    _pad: [u32; 2],
 }
 
 /// Which GPU kernel runs: the subgroup one where the adapter has subgroups (`Auto`), or a forced one.
@@ -101,12 +120,48 @@ pub enum GemvKernel {
     Workgroup,
 }
 
-/// What [`gemv`] adds to `w·x` before writing: a bias `[out]` (f32, f16 or bf16) broadcast over the rows
-/// of `x`, and an f32 residual shaped like the output, which may be the output tensor itself.
+/// What [`gemv`] does to `w·x` before writing: adds a bias `[out]` (f32, f16 or bf16) broadcast over the
+/// rows of `x` and an f32 residual shaped like the output, which may be the output tensor itself; then,
+/// with `soft_cap`, maps each value y to `cap·tanh(y / cap)` (Gemma 2's and xLSTM's final logit soft cap).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GemvEpilogue<'a> {
     pub bias: Option<&'a Tensor>,
     pub residual: Option<&'a Tensor>,
+    /// A positive finite cap.
+    pub soft_cap: Option<f32>,
+}
+
+impl<'a> GemvEpilogue<'a> {
+    /// Only a bias (or none).
+    pub fn bias(bias: Option<&'a Tensor>) -> GemvEpilogue<'a> {
+        GemvEpilogue { bias, ..Default::default() }
+    }
+
+    /// Only a residual (`Some(out)` accumulates into the output).
+    pub fn residual(residual: &'a Tensor) -> GemvEpilogue<'a> {
+        GemvEpilogue { residual: Some(residual), ..Default::default() }
+    }
+
+    /// The soft cap must be positive and finite.
+    pub(crate) fn check_soft_cap(&self, op: &'static str) -> Result<()> {
+        match self.soft_cap {
+            Some(cap) if !(cap.is_finite() && cap > 0.0) => Err(KernelError::Argument {
+                op,
+                name: "soft_cap",
+                value: cap.to_string(),
+                reason: "must be a positive finite number".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `cap·tanh(y / cap)`, or `y` without a cap (the CPU epilogue's last step).
+pub(crate) fn soft_cap(y: f32, cap: Option<f32>) -> f32 {
+    match cap {
+        Some(c) => c * (y / c).tanh(),
+        None => y,
+    }
 }
 
 /// One matrix of [`gemv_multi`]: `w [n, in]` and an optional bias `[n]`.
@@ -171,11 +226,14 @@ pub struct GemvOptions {
     pub kernel: GemvKernel,
     /// The launch shape; `None` picks it from the call's shape (tests force others).
     pub(crate) tune: Option<Tune>,
+    /// Forces the narrow kernel (at most three matrices per dispatch), as on an adapter with fewer than
+    /// [`WIDE_STORAGE_BINDINGS`] storage buffers (tests).
+    pub(crate) narrow: bool,
 }
 
 impl GemvOptions {
     pub fn with_kernel(kernel: GemvKernel) -> GemvOptions {
-        GemvOptions { kernel, tune: None }
+        GemvOptions { kernel, ..Default::default() }
     }
 }
 
@@ -231,7 +289,27 @@ pub fn gemv_into_with(
     out: &Tensor,
     launch: GemvOptions,
 ) -> Result<()> {
+    single_impl(w, x, None, epilogue, out, launch)
+}
+
+/// `rmsnorm(x)·w (+ bias) (+ residual)`, soft-capped if asked, into a new f32 tensor shaped like `x` with
+/// last dimension `w.shape()[0]`: the norm fused into the product (a model's final norm and LM head).
+pub fn gemv_normed(w: &Tensor, x: &Tensor, norm: InputNorm<'_>, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
+    let out = new_output("gemv", x, w)?;
+    single_impl(w, x, Some(norm), epilogue, &out, GemvOptions::default())?;
+    Ok(out)
+}
+
+fn single_impl(
+    w: &Tensor,
+    x: &Tensor,
+    norm: Option<InputNorm<'_>>,
+    epilogue: GemvEpilogue<'_>,
+    out: &Tensor,
+    launch: GemvOptions,
+) -> Result<()> {
     let op = "gemv";
+    epilogue.check_soft_cap(op)?;
     let (batch, in_len) = check_x(op, x)?;
     let rows = check_w(op, "w", w, in_len)?;
     let mat = Mat { w, bias: epilogue.bias, rows };
@@ -245,7 +323,8 @@ pub fn gemv_into_with(
         }
         None => None,
     };
-    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual, norm: None };
+    let soft_cap = epilogue.soft_cap;
+    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual, soft_cap, norm };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -289,7 +368,7 @@ fn multi_impl(
             op,
             name: "parts",
             value: parts.len().to_string(),
-            reason: format!("between 1 and {MAX_PARTS} matrices are fused into one dispatch"),
+            reason: format!("between 1 and {MAX_PARTS} matrices share x in one call"),
         });
     }
     if outs.len() != parts.len() {
@@ -318,7 +397,8 @@ fn multi_impl(
     {
         return Err(KernelError::DType { op, expected: format!("{first} (one dtype for every bias)"), found: other });
     }
-    let job = Job { op, x, batch, in_len, mats, outs: outs.to_vec(), gated: None, residual: None, norm };
+    let outs = outs.to_vec();
+    let job = Job { op, x, batch, in_len, mats, outs, gated: None, residual: None, soft_cap: None, norm };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -359,12 +439,14 @@ fn gated_impl(
     }
     check_out(op, "out", out, batch, rows)?;
     let mats = vec![Mat { w: w_gate, bias: None, rows }, Mat { w: w_up, bias: None, rows }];
-    let job = Job { op, x, batch, in_len, mats, outs: vec![out], gated: Some(act), residual: None, norm };
+    let (gated, outs) = (Some(act), vec![out]);
+    let job = Job { op, x, batch, in_len, mats, outs, gated, residual: None, soft_cap: None, norm };
     job.check_aliasing()?;
     job.run(launch)
 }
 
-const PART_NAMES: [&str; MAX_PARTS] = ["parts[0].w", "parts[1].w", "parts[2].w"];
+const PART_NAMES: [&str; MAX_PARTS] =
+    ["parts[0].w", "parts[1].w", "parts[2].w", "parts[3].w", "parts[4].w", "parts[5].w"];
 
 fn new_output(op: &'static str, x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let rows = w.shape().first().copied().unwrap_or(0);
@@ -458,13 +540,15 @@ struct Job<'a> {
     x: &'a Tensor,
     batch: usize,
     in_len: usize,
-    /// 1..=3 matrices; gated: [gate, up].
+    /// 1..=6 matrices; gated: [gate, up].
     mats: Vec<Mat<'a>>,
     /// One per matrix; gated: one.
     outs: Vec<&'a Tensor>,
     gated: Option<GatedAct>,
     /// Plain gemv only; may be `outs[0]` itself.
     residual: Option<&'a Tensor>,
+    /// Plain gemv only: cap·tanh(y / cap) last.
+    soft_cap: Option<f32>,
     /// Multi and gated only: RMSNorm of x first.
     norm: Option<InputNorm<'a>>,
 }
@@ -589,6 +673,9 @@ impl Job<'_> {
             if let Some(res) = &residual {
                 y.iter_mut().zip(res).for_each(|(v, r)| *v += r);
             }
+            if self.soft_cap.is_some() {
+                y.iter_mut().for_each(|v| *v = soft_cap(*v, self.soft_cap));
+            }
             cpu::write_f32(self.outs[k], &y);
         }
     }
@@ -605,7 +692,20 @@ impl Job<'_> {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
-        super::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "12 storage buffers per shader stage")?;
+        super::require_storage_buffers(ctx, op, NARROW_STORAGE_BINDINGS, "12 storage buffers per shader stage")?;
+        // More than three matrices: one dispatch of the wide kernel where the adapter allows its bindings,
+        // else the narrow kernel on the first three, then on the rest.
+        let wide = self.mats.len() > NARROW_PARTS;
+        if wide && (launch.narrow || ctx.limits().max_storage_buffers_per_shader_stage < WIDE_STORAGE_BINDINGS) {
+            let (m0, m1) = self.mats.split_at(NARROW_PARTS);
+            let (o0, o1) = self.outs.split_at(NARROW_PARTS);
+            for (mats, outs) in [(m0, o0), (m1, o1)] {
+                let job = Job { mats: mats.to_vec(), outs: outs.to_vec(), ..*self };
+                job.run_gpu(ctx, launch)?;
+            }
+            return Ok(());
+        }
+        let parts = if wide { MAX_PARTS } else { NARROW_PARTS };
         let gated = self.gated.is_some();
         let dtype = self.mats[0].w.dtype();
         let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
@@ -632,7 +732,7 @@ impl Job<'_> {
             None => (None, false),
         };
 
-        // Workgroups per matrix: [0, g1) matrix 0, [g1, g2) matrix 1, [g2, n) matrix 2.
+        // Workgroups per matrix: [0, g[0]) matrix 0, [g[0], g[1]) matrix 1, ..., [g[k-1], n) matrix k.
         let rows_per = tune.rows as usize;
         let groups: Vec<usize> = if gated {
             vec![self.mats[0].rows.div_ceil(rows_per)]
@@ -640,10 +740,20 @@ impl Job<'_> {
             self.mats.iter().map(|m| m.rows.div_ceil(rows_per)).collect()
         };
         let n_groups = to_u32(op, "workgroups", groups.iter().sum())?;
-        let g1 = to_u32(op, "workgroups", groups[0])?;
-        let g2 = to_u32(op, "workgroups", groups[0] + groups.get(1).copied().unwrap_or(0))?;
-        let rows_of = |k: usize| self.mats.get(k).map_or(Ok(0), |m| to_u32(op, "rows", m.rows));
-        let flags = epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate);
+        let mut g = [0u32; MAX_PARTS - 1];
+        let mut n = [0u32; MAX_PARTS];
+        let mut first = 0usize;
+        for (k, &count) in groups.iter().enumerate() {
+            if k > 0 {
+                g[k - 1] = to_u32(op, "workgroups", first)?;
+            }
+            first += count;
+        }
+        for (k, m) in self.mats.iter().enumerate() {
+            n[k] = to_u32(op, "rows", m.rows)?;
+        }
+        let flags =
+            epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate, self.soft_cap.is_some());
         // Element indices of the weights must fit a u32.
         for m in &self.mats {
             to_u32(op, "weight elements", m.w.numel())?;
@@ -654,14 +764,12 @@ impl Job<'_> {
             in_vec: to_u32(op, "in", self.in_len / per_vec4)?,
             x_vec: to_u32(op, "in", self.in_len / 4)?,
             flags,
-            n0: rows_of(0)?,
-            n1: rows_of(1)?,
-            n2: rows_of(2)?,
-            g1,
-            g2,
+            n,
+            g,
             n_groups,
             eps: self.norm.map_or(0.0, |n| n.eps),
-            _pad: 0,
+            cap: self.soft_cap.unwrap_or(1.0),
+            _pad: [0; 2],
         };
 
         // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
@@ -687,25 +795,19 @@ impl Job<'_> {
             ("NORM", self.norm.map_or(0.0, |n| if n.variant == RmsNormVariant::Gemma { 2.0 } else { 1.0 })),
             ("NW_DT", self.norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
         ];
-        let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
-        let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xb);
-        let y_at = |k: usize| ys.get(k).unwrap_or(&ys[0]);
-        let buffers = [
-            &xb,
-            w_at(0),
-            w_at(1),
-            w_at(2),
-            bias_at(0),
-            bias_at(1),
-            bias_at(2),
-            res.as_ref().unwrap_or(&xb),
-            y_at(0),
-            y_at(1),
-            y_at(2),
-            &nwb,
-        ];
+        // x, residual, norm weight, then per matrix of the kernel its weights, biases and outputs.
+        let mut buffers = vec![&xb, res.as_ref().unwrap_or(&xb), &nwb];
+        buffers.extend((0..parts).map(|k| ws.get(k).unwrap_or(&ws[0])));
+        buffers.extend((0..parts).map(|k| biases.get(k).and_then(Option::as_ref).unwrap_or(&xb)));
+        buffers.extend((0..parts).map(|k| ys.get(k).unwrap_or(&ys[0])));
+        let kernel = match (wide, subgroup) {
+            (false, false) => &GEMV,
+            (false, true) => &GEMV_SUBGROUP,
+            (true, false) => &GEMV6,
+            (true, true) => &GEMV6_SUBGROUP,
+        };
         ctx.dispatch(Dispatch {
-            kernel: if subgroup { &GEMV_SUBGROUP } else { &GEMV },
+            kernel,
             entry: "main",
             constants: &constants,
             params: Some(bytemuck::bytes_of(&params)),
@@ -904,12 +1006,16 @@ mod tests {
             Backend::Cpu => vec![GemvOptions::default()],
             Backend::Gpu(ctx) => {
                 let mut v = vec![
-                    GemvOptions { kernel: GemvKernel::Workgroup, tune: None },
-                    GemvOptions { kernel: GemvKernel::Workgroup, tune: Some(Tune { wg: 32, rows: 4 }) },
+                    GemvOptions { kernel: GemvKernel::Workgroup, tune: None, narrow: false },
+                    GemvOptions { kernel: GemvKernel::Workgroup, tune: Some(Tune { wg: 32, rows: 4 }), narrow: false },
                 ];
                 if ctx.has_subgroups() {
-                    v.push(GemvOptions { kernel: GemvKernel::Subgroup, tune: None });
-                    v.push(GemvOptions { kernel: GemvKernel::Subgroup, tune: Some(Tune { wg: 64, rows: 3 }) });
+                    v.push(GemvOptions { kernel: GemvKernel::Subgroup, tune: None, narrow: false });
+                    v.push(GemvOptions {
+                        kernel: GemvKernel::Subgroup,
+                        tune: Some(Tune { wg: 64, rows: 3 }),
+                        narrow: false,
+                    });
                 }
                 v
             }
@@ -1017,8 +1123,11 @@ mod tests {
                             } else {
                                 Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap()
                             };
-                            let epilogue =
-                                GemvEpilogue { bias: use_bias.then_some(&bd), residual: use_res.then_some(&rd) };
+                            let epilogue = GemvEpilogue {
+                                bias: use_bias.then_some(&bd),
+                                residual: use_res.then_some(&rd),
+                                soft_cap: None,
+                            };
                             gemv_into_with(&wd, &xd, epilogue, &out, launch).unwrap();
                             let name = format!(
                                 "gemv {dtype} [{rows}, {in_len}] b={b} {mode} (bias {bias_dtype}) on {}",
@@ -1032,15 +1141,120 @@ mod tests {
         }
     }
 
+    /// With more than three parts, also the narrow kernel in two dispatches (as on an adapter with fewer
+    /// than 21 storage buffers per stage).
+    fn multi_launches(backend: &Backend, parts: usize) -> Vec<GemvOptions> {
+        let mut v = launches(backend);
+        if parts > NARROW_PARTS && matches!(backend, Backend::Gpu(_)) {
+            let narrow: Vec<GemvOptions> = v.iter().map(|&l| GemvOptions { narrow: true, ..l }).collect();
+            v.extend(narrow);
+        }
+        v
+    }
+
+    /// The soft cap comes last, after the bias and the residual (also accumulated in place), and after a
+    /// fused input norm ([`gemv_normed`], a model's final norm and LM head).
+    #[test]
+    fn soft_cap_is_applied_after_bias_and_residual() {
+        let mut rng = Rng::new(12);
+        let cap_f64 = |v: f64, cap: f32| cap as f64 * (v / cap as f64).tanh();
+        for (dtype, rows, in_len, b, cap) in
+            [(DType::BF16, 33, 264, 1, 2.0f32), (DType::F16, 17, 255, 3, 30.0), (DType::F32, 64, 128, 8, 1.5)]
+        {
+            let (w, x) = inputs(&mut rng, rows, in_len, b, dtype);
+            let product = reference(&w, &x);
+            let bias_v = round_to(&rng.vec(rows, -3.0, 3.0), DType::BF16);
+            let res_v = rng.vec(b * rows, -3.0, 3.0);
+            let bias = Tensor::from_f32(&Backend::Cpu, &bias_v, &[rows], DType::BF16).unwrap();
+            let res = Tensor::from_slice(&Backend::Cpu, &res_v, &[b, rows]).unwrap();
+            for mode in ["cap", "bias", "residual", "in place"] {
+                let use_bias = mode == "bias" || mode == "in place";
+                let use_res = mode == "residual" || mode == "in place";
+                let want: Vec<f64> = product
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let v = v
+                            + if use_bias { bias_v[i % rows] as f64 } else { 0.0 }
+                            + if use_res { res_v[i] as f64 } else { 0.0 };
+                        cap_f64(v, cap)
+                    })
+                    .collect();
+                for backend in test_backends() {
+                    let (wd, xd, bd) = (on(&w, &backend), on(&x, &backend), on(&bias, &backend));
+                    for launch in launches(&backend) {
+                        let rd = on(&res, &backend);
+                        let out = if mode == "in place" {
+                            rd.clone()
+                        } else {
+                            Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap()
+                        };
+                        let epilogue = GemvEpilogue {
+                            bias: use_bias.then_some(&bd),
+                            residual: use_res.then_some(&rd),
+                            soft_cap: Some(cap),
+                        };
+                        gemv_into_with(&wd, &xd, epilogue, &out, launch).unwrap();
+                        let name = format!(
+                            "gemv {dtype} [{rows}, {in_len}] b={b} soft cap {cap} {mode} on {}",
+                            what(&backend, launch)
+                        );
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(in_len, 1.0));
+                    }
+                }
+            }
+            // Fused input norm, then the capped product (f64 reference of the normed x).
+            for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
+                let nw_v = round_to(&rng.vec(in_len, 0.5, 1.5), DType::BF16);
+                let nw = Tensor::from_f32(&Backend::Cpu, &nw_v, &[in_len], DType::BF16).unwrap();
+                let eps = 1e-6;
+                let xv = x.to_f32_vec().unwrap();
+                let plus = if variant == RmsNormVariant::Gemma { 1.0 } else { 0.0 };
+                let xn: Vec<f32> = xv
+                    .chunks(in_len)
+                    .flat_map(|row| {
+                        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / in_len as f64;
+                        let sc = 1.0 / (ms + eps as f64).sqrt();
+                        row.iter().zip(&nw_v).map(move |(&v, &g)| (v as f64 * sc * (g as f64 + plus)) as f32)
+                    })
+                    .collect();
+                let xn = Tensor::from_f32(&Backend::Cpu, &xn, &[b, in_len], DType::F32).unwrap();
+                let want: Vec<f64> = reference(&w, &xn).iter().map(|&v| cap_f64(v, cap)).collect();
+                for backend in test_backends() {
+                    let (wd, xd, nd) = (on(&w, &backend), on(&x, &backend), on(&nw, &backend));
+                    let norm = InputNorm { weight: &nd, eps, variant };
+                    let e = GemvEpilogue { soft_cap: Some(cap), ..Default::default() };
+                    for launch in launches(&backend) {
+                        let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
+                        single_impl(&wd, &xd, Some(norm), e, &out, launch).unwrap();
+                        let name = format!(
+                            "gemv_normed {dtype} [{rows}, {in_len}] b={b} {variant:?} soft cap {cap} on {}",
+                            what(&backend, launch)
+                        );
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(in_len, 4.0));
+                    }
+                    let y = gemv_normed(&wd, &xd, norm, e).unwrap();
+                    assert_eq!(y.shape(), &[b, rows]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn fused_multi_matches_separate_products() {
         let mut rng = Rng::new(10);
-        let cases: [(DType, &[usize], usize, usize); 5] = [
+        let cases: [(DType, &[usize], usize, usize); 10] = [
             (DType::BF16, &[64, 17, 17], 64, 1),
             (DType::F16, &[3, 127, 1], 257, 5),
             (DType::F32, &[33, 7], 100, 2),
             (DType::BF16, &[257], 127, 8),
             (DType::BF16, &[32, 8, 8], 1000, 3),
+            // Four to six parts (xLSTM: q, k, v, o, ĩ, f̃), ragged, aligned and odd rows.
+            (DType::BF16, &[31, 1, 64, 3], 256, 1),
+            (DType::F16, &[5, 33, 2, 17, 9], 255, 4),
+            (DType::BF16, &[16, 16, 32, 32, 1, 1], 264, 1),
+            (DType::F32, &[7, 1, 13, 33, 3, 2], 131, 8),
+            (DType::BF16, &[3, 255, 1, 8, 127, 2], 100, 2),
         ];
         for (dtype, rows, in_len, b) in cases {
             let x_v = rng.vec(b * in_len, -1.0, 1.0);
@@ -1052,8 +1266,8 @@ mod tests {
                 let w_v = round_to(&rng.vec(n * in_len, -1.0, 1.0), dtype);
                 let w = Tensor::from_f32(&Backend::Cpu, &w_v, &[n, in_len], dtype).unwrap();
                 let mut want = reference(&w, &x);
-                // Every part but the second has a bias.
-                let bias = (k != 1).then(|| {
+                // Every part but the second and the fifth has a bias.
+                let bias = (k != 1 && k != 4).then(|| {
                     let v = round_to(&rng.vec(n, -1.0, 1.0), DType::BF16);
                     want.iter_mut().enumerate().for_each(|(i, y)| *y += v[i % n] as f64);
                     Tensor::from_f32(&Backend::Cpu, &v, &[n], DType::BF16).unwrap()
@@ -1068,15 +1282,16 @@ mod tests {
                 let bd: Vec<Option<Tensor>> = biases.iter().map(|b| b.as_ref().map(|b| on(b, &backend))).collect();
                 let parts: Vec<GemvPart<'_>> =
                     wd.iter().zip(&bd).map(|(w, bias)| GemvPart { w, bias: bias.as_ref() }).collect();
-                for launch in launches(&backend) {
+                for launch in multi_launches(&backend, rows.len()) {
                     let outs: Vec<Tensor> =
                         rows.iter().map(|&n| Tensor::uninit(&backend, "test", &[b, n], DType::F32).unwrap()).collect();
                     let refs: Vec<&Tensor> = outs.iter().collect();
                     gemv_multi_into_with(&xd, &parts, &refs, launch).unwrap();
                     for (k, (out, want)) in outs.iter().zip(&wants).enumerate() {
                         let name = format!(
-                            "gemv_multi {dtype} {rows:?} in={in_len} b={b} part {k} on {}",
-                            what(&backend, launch)
+                            "gemv_multi {dtype} {rows:?} in={in_len} b={b} part {k} on {}{}",
+                            what(&backend, launch),
+                            if launch.narrow { " narrow" } else { "" }
                         );
                         assert_close(&name, &out.to_f32_vec().unwrap(), want, gemv_tolerance(in_len, 1.0));
                     }
@@ -1157,6 +1372,22 @@ mod tests {
                     multi_impl(&xd, Some(norm), &parts, &[&outs[0], &outs[1]], launch).unwrap();
                     assert_close(&format!("{name}: multi q"), &outs[0].to_f32_vec().unwrap(), &q_ref, tol);
                     assert_close(&format!("{name}: multi k"), &outs[1].to_f32_vec().unwrap(), &k_ref, tol);
+                    // Six parts (xLSTM's projections), q and k alternating; also the narrow kernel's two
+                    // dispatches on the GPU.
+                    let six: Vec<Tensor> = (0..6)
+                        .map(|j| Tensor::uninit(&backend, "test", &[b, rows + 3 * (j % 2)], DType::F32).unwrap())
+                        .collect();
+                    let parts6: Vec<GemvPart<'_>> = (0..6).map(|j| parts[j % 2]).collect();
+                    let refs: Vec<&Tensor> = six.iter().collect();
+                    let gpu = matches!(backend, Backend::Gpu(_));
+                    for l in [launch, GemvOptions { narrow: true, ..launch }].into_iter().take(1 + gpu as usize) {
+                        multi_impl(&xd, Some(norm), &parts6, &refs, l).unwrap();
+                        for (j, out) in six.iter().enumerate() {
+                            let want = if j % 2 == 0 { &q_ref } else { &k_ref };
+                            let n = format!("{name}: multi of six, part {j}{}", if l.narrow { " narrow" } else { "" });
+                            assert_close(&n, &out.to_f32_vec().unwrap(), want, tol);
+                        }
+                    }
 
                     let (wu, _) = inputs(&mut rng, rows, in_len, b, dtype);
                     let ud = on(&wu, &backend);
@@ -1225,11 +1456,12 @@ mod tests {
             assert!(matches!(gemv(&t(&[32], DType::F32), &x, none), Err(KernelError::Shape { .. })));
             assert!(matches!(gemv(&t(&[0, 8], DType::F32), &x, none), Err(KernelError::Empty { .. })));
             assert!(matches!(gemv(&w, &t(&[2, 0], DType::F32), none), Err(KernelError::Empty { .. })));
-            let bad_bias = GemvEpilogue { bias: Some(&t(&[5], DType::F32)), residual: None };
+            let five = t(&[5], DType::F32);
+            let bad_bias = GemvEpilogue::bias(Some(&five));
             assert!(matches!(gemv(&w, &x, bad_bias), Err(KernelError::Shape { .. })));
-            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[2, 4], DType::BF16)) };
+            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[2, 4], DType::BF16)), soft_cap: None };
             assert!(matches!(gemv(&w, &x, bad_res), Err(KernelError::DType { .. })));
-            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[3, 4], DType::F32)) };
+            let bad_res = GemvEpilogue { bias: None, residual: Some(&t(&[3, 4], DType::F32)), soft_cap: None };
             assert!(matches!(gemv(&w, &x, bad_res), Err(KernelError::Shape { .. })));
             assert!(matches!(gemv_into(&w, &x, none, &t(&[2, 5], DType::F32)), Err(KernelError::Shape { .. })));
             assert!(matches!(gemv_into(&w, &x, none, &t(&[2, 4], DType::F16)), Err(KernelError::DType { .. })));
@@ -1239,7 +1471,12 @@ mod tests {
             let part = GemvPart { w: &w, bias: None };
             let err = gemv_multi(&x, &[]).unwrap_err();
             assert!(matches!(&err, KernelError::Argument { name: "parts", value, .. } if value == "0"), "{err}");
-            assert!(matches!(gemv_multi(&x, &[part; 4]), Err(KernelError::Argument { name: "parts", .. })));
+            assert!(matches!(gemv_multi(&x, &[part; 7]), Err(KernelError::Argument { name: "parts", .. })));
+            for cap in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+                let e = GemvEpilogue { soft_cap: Some(cap), ..none };
+                let err = gemv(&w, &x, e).unwrap_err();
+                assert!(matches!(&err, KernelError::Argument { name: "soft_cap", .. }), "{err}");
+            }
             let o = t(&[2, 4], DType::F32);
             assert!(matches!(
                 gemv_multi_into(&x, &[part, part], &[&o]),
@@ -1269,7 +1506,7 @@ mod tests {
             let w = Tensor::zeros(&backend, &[4, 8], DType::F32).unwrap();
             let x = Tensor::zeros(&backend, &[1, 8], DType::F32).unwrap();
             let out = Tensor::zeros(&backend, &[1, 4], DType::F32).unwrap();
-            let launch = GemvOptions { kernel: GemvKernel::Subgroup, tune: None };
+            let launch = GemvOptions { kernel: GemvKernel::Subgroup, tune: None, narrow: false };
             let err = gemv_into_with(&w, &x, GemvEpilogue::default(), &out, launch).unwrap_err();
             assert!(matches!(err, KernelError::MissingFeature { op: "gemv", .. }));
         }
@@ -1294,7 +1531,7 @@ mod tests {
 
     #[test]
     fn params_match_the_wgsl_struct() {
-        for kernel in [&GEMV, &GEMV_SUBGROUP] {
+        for kernel in [&GEMV, &GEMV_SUBGROUP, &GEMV6, &GEMV6_SUBGROUP] {
             let size = crate::testing::wgsl_struct_size(kernel, "Params");
             assert_eq!(size as usize, std::mem::size_of::<Params>(), "{}", kernel.name);
         }
@@ -1442,7 +1679,7 @@ mod tests {
                     let mut first: Option<Vec<f32>> = None;
                     for &kernel in kernels {
                         for &tune in &tunes {
-                            let launch = GemvOptions { kernel, tune };
+                            let launch = GemvOptions { kernel, tune, narrow: false };
                             let (t, host) = time_calls(&backend, |i| {
                                 gemv_into_with(&ws[i % copies], &x, GemvEpilogue::default(), &out, launch).unwrap()
                             });
@@ -1474,7 +1711,13 @@ mod tests {
         // Fused forms at Llama-3-8B decode shapes, bf16, b = 1, automatic launch shape.
         let in_len = 4096;
         let x = pattern_tensor(&backend, 1, in_len, DType::F32, 98);
-        for (name, parts) in [("qkv", vec![4096usize, 1024, 1024]), ("gate_up", vec![14336, 14336])] {
+        // xLSTM-7B's six projections (q, k, v, o, ĩ, f̃) of one block.
+        let fused = [
+            ("qkv", vec![4096usize, 1024, 1024]),
+            ("gate_up", vec![14336, 14336]),
+            ("qkvoif", vec![2048, 2048, 4096, 4096, 8, 8]),
+        ];
+        for (name, parts) in fused {
             let copies = 3;
             let sets: Vec<Vec<Tensor>> = (0..copies)
                 .map(|c| {
@@ -1490,10 +1733,10 @@ mod tests {
             let wbytes: usize = parts.iter().map(|r| r * in_len * 2).sum();
             for &kernel in kernels {
                 for &tune in &tunes {
-                    let launch = GemvOptions { kernel, tune };
+                    let launch = GemvOptions { kernel, tune, narrow: false };
                     let (t, host) = time_calls(&backend, |i| {
                         let set = &sets[i % copies];
-                        if name == "qkv" {
+                        if name != "gate_up" {
                             let ps: Vec<GemvPart<'_>> = set.iter().map(|w| GemvPart { w, bias: None }).collect();
                             let refs: Vec<&Tensor> = outs.iter().collect();
                             gemv_multi_into_with(&x, &ps, &refs, launch).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! - [`gemv_q`] / [`gemv_q_into`]: decode, `y [b, rows] = x [b, cols] · Wᵀ` for 1 ≤ b ≤ 8 rows of f32
 //!   activations, with the dense GEMV's epilogue ([`GemvEpilogue`]: a bias `[rows]` of any float dtype
-//!   and an f32 residual shaped like the output, which may be the output itself).
+//!   and an f32 residual shaped like the output, which may be the output itself, then a soft cap).
 //! - [`GemvInput`]: x prepared once (optionally RMS-normalised in the same pass) for GEMVs that share it:
 //!   [`gemv_q_input`], [`gemv_q_multi`] (Q, K and V in one GPU launch) and [`gemv_q_gated`] (gate and up
 //!   with the SwiGLU/GeGLU epilogue in one launch).
@@ -182,7 +182,7 @@ impl GemvInput {
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
         let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
-        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, gated, rope, QGemvKernel::Auto, None)
+        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, None, gated, rope, QGemvKernel::Auto, None)
     }
 
     /// The tensors an output must not alias.
@@ -207,12 +207,12 @@ pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) ->
         && bias_dts.windows(2).all(|d| d[0] == d[1]);
     if !fusable {
         for ((w, bias), out) in parts.iter().zip(&outs) {
-            gemv_q_tuned(w, x, GemvEpilogue { bias: *bias, residual: None }, out, QGemvKernel::Auto, None)?;
+            gemv_q_tuned(w, x, GemvEpilogue::bias(*bias), out, QGemvKernel::Auto, None)?;
         }
         return Ok(outs);
     }
     for ((w, bias), out) in parts.iter().zip(&outs) {
-        check_part(w, x, GemvEpilogue { bias: *bias, residual: None }, out)?;
+        check_part(w, x, GemvEpilogue::bias(*bias), out)?;
     }
     let gparts: Vec<gpu::Part<'_>> =
         parts.iter().zip(&outs).map(|((w, bias), out)| gpu::Part { w, bias: *bias, out }).collect();
@@ -298,9 +298,9 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
         return Ok(q);
     }
     let q = x.new_output(wq.rows())?;
-    check_part(wq, x, GemvEpilogue { bias: parts[0].1, residual: None }, &q)?;
+    check_part(wq, x, GemvEpilogue { bias: parts[0].1, ..GemvEpilogue::default() }, &q)?;
     for (w, bias) in &parts[1..] {
-        check_operands(w, x, GemvEpilogue { bias: *bias, residual: None })?;
+        check_operands(w, x, GemvEpilogue { bias: *bias, ..GemvEpilogue::default() })?;
     }
     let mut inputs = x.tensors();
     inputs.extend([&q, wq.data(), wk.data(), wv.data()]);
@@ -368,6 +368,7 @@ fn gemv_q_tuned(
                 (&xq, &xs),
                 x.b,
                 epilogue.residual,
+                epilogue.soft_cap,
                 None,
                 None,
                 kernel,
@@ -381,6 +382,7 @@ fn gemv_q_tuned(
 /// Checks one weight matrix of a GEMV against its input, epilogue and output; returns their backend.
 fn check_part(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<'_>, out: &Tensor) -> Result<Backend> {
     let op = "gemv_q";
+    epilogue.check_soft_cap(op)?;
     check_operands(w, x, epilogue)?;
     check_out(op, "out", out, x.b, w.rows())?;
     let mut inputs = x.tensors();
@@ -562,6 +564,9 @@ fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, o
     }
     if let Some(res) = epilogue.residual.map(cpu::read_f32) {
         y.iter_mut().zip(&res).for_each(|(v, r)| *v += r);
+    }
+    if epilogue.soft_cap.is_some() {
+        y.iter_mut().for_each(|v| *v = super::gemv::soft_cap(*v, epilogue.soft_cap));
     }
     cpu::write_f32(out, &y);
 }
@@ -811,7 +816,7 @@ pub(crate) mod gpu {
         groups0: u32,
         groups01: u32,
         n_groups: u32,
-        _pad: u32,
+        cap: f32,
         pos: u32,
         head_dim: u32,
         rope_stride: u32,
@@ -911,7 +916,7 @@ pub(crate) mod gpu {
 
     /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
     /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
-    /// matrix. The callers check shapes.
+    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
@@ -919,6 +924,7 @@ pub(crate) mod gpu {
         (xq, xs): (&Tensor, &Tensor),
         b: usize,
         residual: Option<&Tensor>,
+        soft_cap: Option<f32>,
         gated: Option<GatedAct>,
         rope: Option<RopeOut<'_>>,
         kernel: QGemvKernel,
@@ -965,7 +971,8 @@ pub(crate) mod gpu {
             Some(r) => (Some(buf(r)?), false),
             None => (None, false),
         };
-        let flags = crate::ops::gemv::epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate);
+        let has_bias = biases.iter().map(Option::is_some);
+        let flags = crate::ops::gemv::epilogue_flags(has_bias, res.is_some(), accumulate, soft_cap.is_some());
         let mut rows = [0u32; 4];
         let mut scale_base = [0u32; 4];
         // Workgroups per matrix: [0, groups0) matrix 0, [groups0, groups01) matrix 1, the rest matrix 2;
@@ -991,7 +998,7 @@ pub(crate) mod gpu {
             groups0: groups[0] as u32,
             groups01: (groups[0] + groups[1]) as u32,
             n_groups,
-            _pad: 0,
+            cap: soft_cap.unwrap_or(1.0),
             pos: rope.map_or(Ok(0), |r| to_u32(op, "position", r.pos))?,
             head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
@@ -1559,7 +1566,7 @@ mod tests {
         let x16 = Tensor::from_f32(&cpu, &rng.vec(64, -1.0, 1.0), &[1, 64], DType::F16).unwrap();
         assert!(matches!(gemv_q(&w, &x16, GemvEpilogue::default()), Err(KernelError::DType { .. })));
         let bias = Tensor::from_slice(&cpu, &[0f32; 3], &[3]).unwrap();
-        let e = GemvEpilogue { bias: Some(&bias), residual: None };
+        let e = GemvEpilogue::bias(Some(&bias));
         assert!(matches!(gemv_q(&w, &x, e), Err(KernelError::Shape { .. })));
         let ids = Tensor::from_slice(&cpu, &[4u32], &[1]).unwrap();
         assert!(matches!(embedding_q(&w, &ids), Err(KernelError::Argument { .. })));
@@ -1577,24 +1584,40 @@ mod tests {
             let bias_v = rng.vec(rows, -1.0, 1.0);
             let res_v = rng.vec(b * rows, -1.0, 1.0);
             let product = reference(&wv, rows, cols, &xv);
-            let want: Vec<f64> =
-                product.iter().enumerate().map(|(i, v)| v + bias_v[i % rows] as f64 + res_v[i] as f64).collect();
-            for backend in test_backends() {
-                let wd = w.to_backend(&backend).unwrap();
-                let xd = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
-                let bias = Tensor::from_f32(&backend, &bias_v, &[rows], DType::F32).unwrap();
-                for in_place in [false, true] {
-                    let res = Tensor::from_slice(&backend, &res_v, &[b, rows]).unwrap();
-                    let out = if in_place {
-                        res.clone()
-                    } else {
-                        Tensor::uninit(&backend, "t", &[b, rows], DType::F32).unwrap()
-                    };
-                    gemv_q_into(&wd, &xd, GemvEpilogue { bias: Some(&bias), residual: Some(&res) }, &out).unwrap();
-                    let name = format!("gemv_q {ty} epilogue in_place={in_place} on {}", backend.name());
-                    assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
+            // Then the soft cap, last (a final logit soft cap).
+            for soft_cap in [None, Some(2.0f32)] {
+                let want: Vec<f64> = product
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let y = v + bias_v[i % rows] as f64 + res_v[i] as f64;
+                        soft_cap.map_or(y, |c| c as f64 * (y / c as f64).tanh())
+                    })
+                    .collect();
+                for backend in test_backends() {
+                    let wd = w.to_backend(&backend).unwrap();
+                    let xd = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
+                    let bias = Tensor::from_f32(&backend, &bias_v, &[rows], DType::F32).unwrap();
+                    for in_place in [false, true] {
+                        let res = Tensor::from_slice(&backend, &res_v, &[b, rows]).unwrap();
+                        let out = if in_place {
+                            res.clone()
+                        } else {
+                            Tensor::uninit(&backend, "t", &[b, rows], DType::F32).unwrap()
+                        };
+                        let e = GemvEpilogue { bias: Some(&bias), residual: Some(&res), soft_cap };
+                        gemv_q_into(&wd, &xd, e, &out).unwrap();
+                        let name = format!(
+                            "gemv_q {ty} epilogue in_place={in_place} soft cap {soft_cap:?} on {}",
+                            backend.name()
+                        );
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
+                    }
                 }
             }
+            let x = Tensor::from_slice(&Backend::Cpu, &xv, &[b, cols]).unwrap();
+            let e = GemvEpilogue { soft_cap: Some(-1.0), ..Default::default() };
+            assert!(matches!(gemv_q(&w, &x, e), Err(KernelError::Argument { name: "soft_cap", .. })));
         }
     }
 }

@@ -333,14 +333,19 @@ impl Llama {
 
         let x = logit_rows(x, n, which)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = match head {
-            // Quantized head when decoding: the final norm goes into the activations' quantization.
-            Linear::Quant(w) if x.rows_cols().0 <= gemv::MAX_BATCH => {
+        // Decoding: the final norm fused into the head's GEMV (for a quantized head, into the activations'
+        // quantization) and the final soft cap into its epilogue.
+        let decode = x.rows_cols().0 <= gemv::MAX_BATCH;
+        let e = GemvEpilogue { soft_cap: c.final_softcap, ..Default::default() };
+        match head {
+            Linear::Dense(w) if decode => return Ok(gemv::gemv_normed(w, &x, self.input_norm(&self.final_norm), e)?),
+            Linear::Quant(w) if decode => {
                 let input = GemvInput::new(&x, Some(self.input_norm(&self.final_norm)))?;
-                qmatmul::gemv_q_input(w, &input, GemvEpilogue::default())?
+                return Ok(qmatmul::gemv_q_input(w, &input, e)?);
             }
-            _ => head.forward(&self.norm(&x, &self.final_norm)?, None)?,
-        };
+            _ => {}
+        }
+        let logits = head.forward(&self.norm(&x, &self.final_norm)?, None)?;
         if let Some(cap) = c.final_softcap {
             elementwise::unary_into(&logits, Unary::Softcap { cap }, &logits)?;
         }

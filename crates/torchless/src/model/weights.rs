@@ -72,7 +72,7 @@ impl Linear {
             Linear::Dense(w) => linear(x, w, bias),
             Linear::Quant(w) => {
                 if m <= gemv::MAX_BATCH {
-                    return Ok(qmatmul::gemv_q(w, x, GemvEpilogue { bias, residual: None })?);
+                    return Ok(qmatmul::gemv_q(w, x, GemvEpilogue::bias(bias))?);
                 }
                 let y = qmatmul::gemm_q(x, w)?;
                 match bias {
@@ -94,9 +94,7 @@ impl Linear {
         let small = x.rows_cols().0 <= gemv::MAX_BATCH;
         match self {
             Linear::Dense(w) => linear_add_into(x, w, acc),
-            Linear::Quant(w) if small => {
-                Ok(qmatmul::gemv_q_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?)
-            }
+            Linear::Quant(w) if small => Ok(qmatmul::gemv_q_into(w, x, GemvEpilogue::residual(acc), acc)?),
             Linear::Quant(w) => {
                 let sum = elementwise::add(acc, &qmatmul::gemm_q(x, w)?)?;
                 Ok(convert::copy_into(&sum, acc)?)
@@ -108,7 +106,7 @@ impl Linear {
 /// `x [rows, in] · wᵀ (+ bias)` → `[rows, out]` f32 for a dense weight: GEMV for a few rows, GEMM otherwise.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if x.rows_cols().0 <= gemv::MAX_BATCH {
-        return Ok(gemv::gemv(w, x, GemvEpilogue { bias, residual: None })?);
+        return Ok(gemv::gemv(w, x, GemvEpilogue::bias(bias))?);
     }
     let mut opts = GemmOptions::a_bt().kernel(gemm_kernel(w));
     opts.bias = bias;
@@ -118,7 +116,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 /// `acc += x · wᵀ` in place, for a dense weight.
 pub fn linear_add_into(x: &Tensor, w: &Tensor, acc: &Tensor) -> Result<()> {
     if x.rows_cols().0 <= gemv::MAX_BATCH {
-        return Ok(gemv::gemv_into(w, x, GemvEpilogue { bias: None, residual: Some(acc) }, acc)?);
+        return Ok(gemv::gemv_into(w, x, GemvEpilogue::residual(acc), acc)?);
     }
     Ok(gemm::gemm_into(x, w, GemmOptions::a_bt().residual(acc).kernel(gemm_kernel(w)), acc)?)
 }

@@ -16,7 +16,7 @@
 
 use serde_json::Value;
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
-use torchless_kernels::ops::gemv::{self, GatedAct, GemvPart, InputNorm};
+use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
 use torchless_kernels::ops::mlstm::{self, GatedHeadNorm, MlstmInputs, MlstmOptions, MlstmState};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::{convert, select};
@@ -487,36 +487,44 @@ impl Xlstm {
         }
 
         let x = logit_rows(x, n, which)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        if x.rows_cols().0 <= gemv::MAX_BATCH {
+            // Decoding: the out norm and the soft cap fused into the head's GEMV.
+            let e = GemvEpilogue { soft_cap: c.output_logit_soft_cap, ..Default::default() };
+            return Ok(match &self.out_norm {
+                Some(w) => gemv::gemv_normed(head, &x, self.input_norm(w), e)?,
+                None => gemv::gemv(head, &x, e)?,
+            });
+        }
         let x = match &self.out_norm {
             Some(w) => self.norm(&x, w)?,
             None => x,
         };
-        let logits = linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None)?;
+        let logits = linear(&x, head, None)?;
         if let Some(cap) = c.output_logit_soft_cap {
             elementwise::unary_into(&logits, Unary::Softcap { cap }, &logits)?;
         }
         Ok(logits)
     }
 
-    /// q, k, v, o, ĩ, f̃ of `norm(x)`: decoding, two GEMV passes over `x` with the norm fused in;
-    /// otherwise the norm, then six GEMMs.
+    /// The RMSNorm of a block input or of the out norm, for fusing into a GEMV.
+    fn input_norm<'a>(&self, weight: &'a Tensor) -> InputNorm<'a> {
+        InputNorm { weight, eps: self.config.norm_eps, variant: RmsNormVariant::Standard }
+    }
+
+    /// q, k, v, o, ĩ, f̃ of `norm(x)`: decoding, one GEMV pass over `x` with the norm fused in (two on
+    /// adapters with fewer than 21 storage buffers per stage); otherwise the norm, then six GEMMs.
     fn normed_projections(&self, x: &Tensor, b: &Block) -> Result<[Tensor; 6]> {
         if x.rows_cols().0 <= gemv::MAX_BATCH {
-            let norm =
-                InputNorm { weight: &b.norm_mlstm, eps: self.config.norm_eps, variant: RmsNormVariant::Standard };
-            let qkv = [
+            let parts = [
                 GemvPart { w: &b.wq, bias: None },
                 GemvPart { w: &b.wk, bias: None },
                 GemvPart { w: &b.wv, bias: None },
-            ];
-            let gates = [
                 GemvPart { w: &b.wo, bias: None },
                 GemvPart { w: &b.wi, bias: Some(&b.bi) },
                 GemvPart { w: &b.wf, bias: Some(&b.bf) },
             ];
-            let qkv = gemv::gemv_multi_normed(x, norm, &qkv)?;
-            let ogates = gemv::gemv_multi_normed(x, norm, &gates)?;
-            let mut all = qkv.into_iter().chain(ogates);
+            let mut all = gemv::gemv_multi_normed(x, self.input_norm(&b.norm_mlstm), &parts)?.into_iter();
             let mut next = || all.next().expect("six outputs");
             return Ok([next(), next(), next(), next(), next(), next()]);
         }
@@ -535,7 +543,7 @@ impl Xlstm {
     /// GEMMs and a gated multiply.
     fn normed_swiglu(&self, x: &Tensor, b: &Block) -> Result<Tensor> {
         if x.rows_cols().0 <= gemv::MAX_BATCH {
-            let norm = InputNorm { weight: &b.norm_ffn, eps: self.config.norm_eps, variant: RmsNormVariant::Standard };
+            let norm = self.input_norm(&b.norm_ffn);
             return Ok(gemv::gemv_gated_normed(&b.w_gate, &b.w_up, x, norm, GatedAct::Silu)?);
         }
         let h = self.norm(x, &b.norm_ffn)?;
