@@ -69,6 +69,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &gemv::GEMV_SUBGROUP,
         &mlstm::MLSTM,
         &norm::NORM,
+        &norm::NORM_SUBGROUP,
         &qmatmul::gpu::QGEMV_X,
         &qmatmul::gpu::QGEMV,
         &qmatmul::gpu::QGEMV_SUBGROUP,
@@ -76,6 +77,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &rope::ROPE,
         &select::SELECT,
         &softmax::SOFTMAX,
+        &softmax::SOFTMAX_SUBGROUP,
     ]
 }
 
