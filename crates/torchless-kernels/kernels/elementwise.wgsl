@@ -1,5 +1,9 @@
-// Elementwise ops on float tensors. One thread maps one vec4<u32> (4 f32 or 8 f16/bf16 values); buffers
-// are padded to 16 bytes, so the tail words hold padding that is computed and never read.
+// Elementwise ops on float tensors. A thread maps PER vec4<u32> (4 f32 or 8 f16/bf16 values each), those
+// at i0 + k * 256 in its workgroup's block of 256 * PER (each k a coalesced sweep of the workgroup), and
+// issues all its loads before any arithmetic: PER loads in flight per thread instead of one, for the
+// memory latency of large tensors, and a quarter of the workgroups. A vec4 past the end is loaded from the
+// last vec4 (no branch before the loads) and not stored. Buffers are padded to 16 bytes, so the tail
+// words hold padding that is computed and never read.
 
 override DTYPE: u32 = 0u;
 // Unary: 0 silu, 1 gelu (tanh), 2 gelu (erf), 3 softcap, 4 scale.
@@ -50,6 +54,10 @@ fn unary_word(w: u32) -> u32 {
     return pack_pair(DTYPE, vec2<f32>(unary_f(v.x), unary_f(v.y)));
 }
 
+fn unary_vec(w: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(unary_word(w.x), unary_word(w.y), unary_word(w.z), unary_word(w.w));
+}
+
 fn binary_word(w: u32, z: u32) -> u32 {
     if (DTYPE == DT_F32) {
         return bitcast<u32>(binary_f(bitcast<f32>(w), bitcast<f32>(z)));
@@ -59,36 +67,83 @@ fn binary_word(w: u32, z: u32) -> u32 {
     return pack_pair(DTYPE, vec2<f32>(binary_f(v.x, u.x), binary_f(v.y, u.y)));
 }
 
+fn binary_vec(u: vec4<u32>, v: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(binary_word(u.x, v.x), binary_word(u.y, v.y), binary_word(u.z, v.z), binary_word(u.w, v.w));
+}
+
+// vec4s per thread (a workgroup covers 256 * PER; the host launches n_vec4 / (256 * PER) workgroups).
+const PER: u32 = 4u;
+
 @compute @workgroup_size(256)
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) li: u32) {
-    let i = linear_group_id(wid, nwg) * 256u + li;
-    if (i >= p.n_vec4) {
-        return;
+    let i0 = linear_group_id(wid, nwg) * (256u * PER) + li;
+    let last = p.n_vec4 - 1u;
+    let w0 = x[min(i0, last)];
+    let w1 = x[min(i0 + 256u, last)];
+    let w2 = x[min(i0 + 512u, last)];
+    let w3 = x[min(i0 + 768u, last)];
+    if (i0 < p.n_vec4) {
+        y[i0] = unary_vec(w0);
     }
-    let w = x[i];
-    y[i] = vec4<u32>(unary_word(w.x), unary_word(w.y), unary_word(w.z), unary_word(w.w));
+    if (i0 + 256u < p.n_vec4) {
+        y[i0 + 256u] = unary_vec(w1);
+    }
+    if (i0 + 512u < p.n_vec4) {
+        y[i0 + 512u] = unary_vec(w2);
+    }
+    if (i0 + 768u < p.n_vec4) {
+        y[i0 + 768u] = unary_vec(w3);
+    }
 }
 
+// In place, a loaded past-the-end vec4 may already be overwritten by its owner: it is never stored.
 @compute @workgroup_size(256)
 fn unary_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) li: u32) {
-    let i = linear_group_id(wid, nwg) * 256u + li;
-    if (i >= p.n_vec4) {
-        return;
+    let i0 = linear_group_id(wid, nwg) * (256u * PER) + li;
+    let last = p.n_vec4 - 1u;
+    let w0 = io[min(i0, last)];
+    let w1 = io[min(i0 + 256u, last)];
+    let w2 = io[min(i0 + 512u, last)];
+    let w3 = io[min(i0 + 768u, last)];
+    if (i0 < p.n_vec4) {
+        io[i0] = unary_vec(w0);
     }
-    let w = io[i];
-    io[i] = vec4<u32>(unary_word(w.x), unary_word(w.y), unary_word(w.z), unary_word(w.w));
+    if (i0 + 256u < p.n_vec4) {
+        io[i0 + 256u] = unary_vec(w1);
+    }
+    if (i0 + 512u < p.n_vec4) {
+        io[i0 + 512u] = unary_vec(w2);
+    }
+    if (i0 + 768u < p.n_vec4) {
+        io[i0 + 768u] = unary_vec(w3);
+    }
 }
 
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
-    let i = linear_group_id(wid, nwg) * 256u + li;
-    if (i >= p.n_vec4) {
-        return;
+    let i0 = linear_group_id(wid, nwg) * (256u * PER) + li;
+    let last = p.n_vec4 - 1u;
+    let a0 = a[min(i0, last)];
+    let a1 = a[min(i0 + 256u, last)];
+    let a2 = a[min(i0 + 512u, last)];
+    let a3 = a[min(i0 + 768u, last)];
+    let b0 = b[min(i0, last)];
+    let b1 = b[min(i0 + 256u, last)];
+    let b2 = b[min(i0 + 512u, last)];
+    let b3 = b[min(i0 + 768u, last)];
+    if (i0 < p.n_vec4) {
+        out[i0] = binary_vec(a0, b0);
     }
-    let u = a[i];
-    let v = b[i];
-    out[i] = vec4<u32>(binary_word(u.x, v.x), binary_word(u.y, v.y), binary_word(u.z, v.z), binary_word(u.w, v.w));
+    if (i0 + 256u < p.n_vec4) {
+        out[i0 + 256u] = binary_vec(a1, b1);
+    }
+    if (i0 + 512u < p.n_vec4) {
+        out[i0 + 512u] = binary_vec(a2, b2);
+    }
+    if (i0 + 768u < p.n_vec4) {
+        out[i0 + 768u] = binary_vec(a3, b3);
+    }
 }

@@ -1,19 +1,25 @@
 // Row norms: rmsnorm (plain or Gemma's 1 + w), layernorm (optional bias), each optionally fused with a
-// residual add (sum = x + res is written, then normed).
+// residual add (sum = x + res is written, then normed). A body file: row_reduce_subgroup.wgsl or
+// row_reduce_workgroup.wgsl follows it with the reduction and the entry point `main`.
 //
 // Work split: TPR threads (a power of two) share one row; a workgroup of WG threads holds WG / TPR rows.
 // A row is read in "units": UNIT = 4 loads a vec4<u32> (the row must start on a 16-byte boundary: n a
-// multiple of 4 for f32, of 8 for f16/bf16), UNIT = 1 loads one u32 word (any row). With CACHE > 0 each
-// thread keeps its CACHE units in registers between the reduction and the write (one read, one write);
-// with CACHE = 0 (rows too long for registers) it streams the row from memory once per pass.
+// multiple of 4 for f32, of 8 for f16/bf16), UNIT = 1 loads one u32 word (any row). A thread takes its
+// units UPT at a time ("a chunk": units b + lane + k * TPR, k < UPT), and issues the UPT loads of a chunk
+// together, before any arithmetic on them, so that UPT loads per thread are in flight (a load past the
+// row's end reads the row's last unit again instead of branching). A row of at most UPT * TPR units is one
+// chunk, kept in registers from the read to the write: one read of memory. Longer rows stream chunk by
+// chunk and read all but their last chunk a second time for the output (mostly from L2).
 //
 // f16/bf16 rows of odd length share a word with their neighbour rows: the host then launches the even
 // rows and the odd rows as two dispatches (row0, row_step = 2), and a thread writes a shared word by
 // read-modify-write of its own half, which no other thread of the dispatch touches.
 //
-// Statistics are robust to overflow: each thread keeps (p, sum of (v / p)^k) with p a power of two near
-// max |v|, combined by exact rescaling; mean(x^2) is never formed as an f32 that could overflow for
-// |x| ~ 1e30.
+// Statistics are robust to overflow: a partial is (p, count, m, q) with p a power of two near max |t|
+// (t = v for rmsnorm, v - shift for layernorm), m the mean of t / p and q the sum of (t / p - m)^2 (for
+// rmsnorm m stays 0 and q is the sum of (v / p)^2); partials merge by exact power-of-two rescaling and
+// Chan's pairwise update, so one reduction gives both the mean and the variance, and mean(x^2) is never
+// formed as an f32 that could overflow for |x| ~ 1e30.
 
 override DTYPE: u32 = 0u;        // x, res, sum, y
 override WDTYPE: u32 = 0u;       // weight and bias
@@ -23,9 +29,9 @@ override HAS_BIAS: bool = false; // layernorm adds b
 override ADD: bool = false;      // the row is x + res, written to sum before it is normed
 override UNIT: u32 = 4u;         // words per load: 4 or 1
 override TPR: u32 = 256u;        // threads per row
-override CACHE: u32 = 4u;        // units per thread kept in registers (<= 4); 0 streams from memory
+override UPT: u32 = 4u;          // units per thread and chunk, 1 to 4
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
-override CHUNK: u32 = 16u;       // partials combined per thread in the first reduction level (divides TPR)
+override CHUNK: u32 = 16u;       // row_reduce_workgroup.wgsl: partials merged per thread in its first level
 
 struct Params {
     rows: u32,
@@ -50,9 +56,12 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read_write> sum: array<vec4<u32>>;
 
-var<workgroup> red_m: array<f32, WG>;
-var<workgroup> red_s: array<f32, WG>;
-var<private> cache: array<vec4<u32>, 4>;
+// The thread's row: its first element, its first unit, its unit count (0 for a thread past the last row),
+// and the last unit a load may touch.
+var<private> es_: u32;
+var<private> fu_: u32;
+var<private> nu_: u32;
+var<private> last_: u32;
 
 // Elements per unit.
 fn epu() -> u32 {
@@ -206,10 +215,9 @@ fn params_of(bias: bool, col0: u32) -> array<f32, 8> {
 
 // ---- statistics -----------------------------------------------------------------------------------
 //
-// Partial statistics are (p, s): p a power of two (0 for nothing yet) at least half the largest |v| seen,
-// s the sum of (v / p)^k (k = 2 for squares, 1 for plain sums). Scaling by a power of two is exact, and
-// the reciprocals are formed from the exponent bits: no division, and nothing falls into the subnormal
-// range that GPUs flush to zero (1 / 3e38 would).
+// p is a power of two (0 while every t is 0) at least half the largest |t| seen. Scaling by a power of
+// two is exact, and the reciprocals are formed from the exponent bits: no division, and nothing falls
+// into the subnormal range that GPUs flush to zero (1 / 3e38 would).
 
 // The power of two with |m|'s exponent, clamped to [2^-126, 2^126]; 0 for 0.
 fn pow2_of(m: f32) -> f32 {
@@ -225,97 +233,80 @@ fn pow2_inv(p: f32) -> f32 {
     return bitcast<f32>((254u - (bitcast<u32>(p) >> 23u)) << 23u);
 }
 
-fn combine_scaled(a: vec2<f32>, c: vec2<f32>, square: bool) -> vec2<f32> {
-    let p = max(a.x, c.x);
+// The partial of no values.
+fn empty() -> vec4<f32> {
+    return vec4<f32>(0.0);
+}
+
+// Merges two partials (p, count, m, q): both are rescaled to the larger p (exactly), then Chan's update
+// m = (na ma + nb mb) / n, q = qa + qb + (mb - ma)^2 na nb / n. Written symmetrically in a and b, so that
+// every lane of a shuffle reduction ends with the same bits.
+fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (a.y == 0.0) {
+        return b;
+    }
+    if (b.y == 0.0) {
+        return a;
+    }
+    let n = a.y + b.y;
+    let p = max(a.x, b.x);
     if (p == 0.0) {
-        return vec2<f32>(0.0, a.y + c.y);
+        return vec4<f32>(0.0, n, 0.0, 0.0);
     }
     let r = pow2_inv(p);
     let fa = a.x * r;
-    let fc = c.x * r;
-    if (square) {
-        return vec2<f32>(p, a.y * (fa * fa) + c.y * (fc * fc));
+    let fb = b.x * r;
+    let qa = a.w * fa * fa;
+    let qb = b.w * fb * fb;
+    if (MODE == 0u) {
+        return vec4<f32>(p, n, 0.0, qa + qb);
     }
-    return vec2<f32>(p, a.y * fa + c.y * fc);
+    let ma = a.z * fa;
+    let mb = b.z * fb;
+    let d = mb - ma;
+    return vec4<f32>(p, n, (a.y * ma + b.y * mb) / n, qa + qb + d * d * (a.y * b.y / n));
 }
 
-// Adds the valid values of a unit, less `shift`, to a running (p, s).
-fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, shift: f32, square: bool) -> vec2<f32> {
-    var um = 0.0;
+// The partial of the values of unit u of the row (none if u is past the row), less `shift`.
+fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
+    if (u >= nu_) {
+        return empty();
+    }
+    let col0 = col_of(u);
+    var mx = 0.0;
+    var cnt = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (in_row(col0 + e)) {
-            um = max(um, abs(uval(u, e) - shift));
+            mx = max(mx, abs(uval(c, e) - shift));
+            cnt += 1.0;
         }
     }
-    let up = pow2_of(um);
-    var a = acc;
-    if (up > a.x) {
-        a = combine_scaled(a, vec2<f32>(up, 0.0), square);
+    let pw = pow2_of(mx);
+    if (pw == 0.0) {
+        return vec4<f32>(0.0, cnt, 0.0, 0.0);
     }
-    if (a.x == 0.0) {
-        return a;
+    let r = pow2_inv(pw);
+    var m = 0.0;
+    if (MODE == 1u) {
+        for (var e = 0u; e < epu(); e++) {
+            if (in_row(col0 + e)) {
+                m += (uval(c, e) - shift) * r;
+            }
+        }
+        m = m / cnt;
     }
-    let r = pow2_inv(a.x);
-    var s = 0.0;
+    var q = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (in_row(col0 + e)) {
-            let t = (uval(u, e) - shift) * r;
-            s += select(t, t * t, square);
+            let t = (uval(c, e) - shift) * r - m;
+            q += t * t;
         }
     }
-    return vec2<f32>(a.x, a.y + s);
+    return vec4<f32>(pw, cnt, m, q);
 }
 
-// (sum of t, sum of t^2) with t = (v - mean) * r over the valid values of a unit. The sum of t corrects
-// the mean for its own rounding (the corrected two-pass algorithm): the f32 mean of values near 1e4 is
-// off by up to half an ulp of 1e4, which is large next to a standard deviation of 1.
-fn centered(u: vec4<u32>, col0: u32, mean: f32, r: f32) -> vec2<f32> {
-    var s = vec2<f32>(0.0, 0.0);
-    for (var e = 0u; e < epu(); e++) {
-        if (in_row(col0 + e)) {
-            let t = (uval(u, e) - mean) * r;
-            s += vec2<f32>(t, t * t);
-        }
-    }
-    return s;
-}
-
-// kind: 0 scaled squares, 1 scaled sums, 2 plain sums of both components.
-fn combine(a: vec2<f32>, c: vec2<f32>, kind: u32) -> vec2<f32> {
-    if (kind == 2u) {
-        return a + c;
-    }
-    return combine_scaled(a, c, kind == 0u);
-}
-
-// Reduces the partials of each row's TPR threads; every thread gets its row's result. Two levels (three
-// barriers instead of log2(TPR)): CHUNK threads' partials are combined by one thread each, then every
-// thread combines the TPR / CHUNK chunk results (broadcast reads).
-fn reduce(li: u32, lane: u32, v: vec2<f32>, kind: u32) -> vec2<f32> {
-    workgroupBarrier();
-    red_m[li] = v.x;
-    red_s[li] = v.y;
-    workgroupBarrier();
-    let base = li - lane;
-    if (lane < TPR / CHUNK) {
-        let i0 = base + lane * CHUNK;
-        var acc = vec2<f32>(red_m[i0], red_s[i0]);
-        for (var j = 1u; j < CHUNK; j++) {
-            acc = combine(acc, vec2<f32>(red_m[i0 + j], red_s[i0 + j]), kind);
-        }
-        red_m[i0] = acc.x;
-        red_s[i0] = acc.y;
-    }
-    workgroupBarrier();
-    var acc = vec2<f32>(red_m[base], red_s[base]);
-    for (var j = 1u; j < TPR / CHUNK; j++) {
-        acc = combine(acc, vec2<f32>(red_m[base + j * CHUNK], red_s[base + j * CHUNK]), kind);
-    }
-    return acc;
-}
-
-// 1 / sqrt(p^2 q + eps) without forming p^2 (p from pow2_of, q = mean of (v / p)^2, at most 16). A zero
-// row gives 0 when eps is 0 (its output is 0 either way).
+// 1 / sqrt(p^2 q + eps) without forming p^2 (p from pow2_of, q = mean of (t / p - m)^2, at most 16). A
+// zero row gives 0 when eps is 0 (its output is 0 either way).
 fn robust_rsqrt(p: f32, q: f32, eps: f32) -> f32 {
     if (p == 0.0 || q == 0.0) {
         return select(0.0, inverseSqrt(eps), eps > 0.0);
@@ -347,10 +338,32 @@ fn element(i: u32) -> f32 {
     return round_dt(v + decode(DTYPE, res[wi >> 2u][wi & 3u], i));
 }
 
+// ---- units of the row -----------------------------------------------------------------------------
+
+// Column of the first element of unit u (wraps below 0 for a row starting mid-word).
+fn col_of(u: u32) -> u32 {
+    return (fu_ + u) * epu() - es_;
+}
+
+// The memory unit that unit u of the row is loaded from: past the row's end, its last unit again (the
+// same line another thread loads), so that loads need no branch.
+fn addr_of(u: u32) -> u32 {
+    return fu_ + min(u, last_);
+}
+
+// x + res of unit u, written to sum when u lies in the row.
+fn add_and_store(a: vec4<u32>, r: vec4<u32>, u: u32) -> vec4<u32> {
+    let s = add_unit(a, r);
+    if (u < nu_) {
+        st_sum(fu_ + u, s, col_of(u));
+    }
+    return s;
+}
+
 // ---- output ---------------------------------------------------------------------------------------
 
-// The normed unit: rmsnorm v * scale * w (or 1 + w); layernorm ((v - mean) - corr) * scale * w + b.
-fn norm_unit(u: vec4<u32>, col0: u32, mean: f32, corr: f32, scale: f32) -> vec4<u32> {
+// The normed unit: rmsnorm v * scale * w (or 1 + w); layernorm ((v - shift) - mean_t) * scale * w + b.
+fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32) -> vec4<u32> {
     let wv = params_of(false, col0);
     var bv: array<f32, 8>;
     if (MODE == 1u && HAS_BIAS) {
@@ -362,120 +375,163 @@ fn norm_unit(u: vec4<u32>, col0: u32, mean: f32, corr: f32, scale: f32) -> vec4<
         if (MODE == 0u) {
             o[e] = v * scale * select(wv[e], 1.0 + wv[e], GEMMA);
         } else {
-            o[e] = ((v - mean) - corr) * scale * wv[e] + bv[e];
+            o[e] = ((v - shift) - mean_t) * scale * wv[e] + bv[e];
         }
     }
     return pack_unit(o);
 }
 
-// The unit g of the row as the norm sees it: x, or x + res (written to sum on the first pass).
-fn first_load(g: u32, col0: u32) -> vec4<u32> {
-    let a = ld_x(g);
-    if (!ADD) {
-        return a;
+fn write_unit(c: vec4<u32>, u: u32, shift: f32, mean_t: f32, scale: f32) {
+    if (u < nu_) {
+        let col0 = col_of(u);
+        st_y(fu_ + u, norm_unit(c, col0, shift, mean_t, scale), col0);
     }
-    let s = add_unit(a, ld_res(g));
-    st_sum(g, s, col0);
-    return s;
 }
 
-fn reload(g: u32) -> vec4<u32> {
+// The row as the norm sees it, for the second read of a streamed row: x, or the sum written by this
+// same thread in the first read.
+fn reload(u: u32) -> vec4<u32> {
     if (ADD) {
-        return ld_sum(g);
+        return ld_sum(addr_of(u));
     }
-    return ld_x(g);
+    return ld_x(addr_of(u));
 }
 
-@compute @workgroup_size(WG)
-fn norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+fn run(g: u32, li: u32) {
     let lane = li % TPR;
-    let ri = linear_group_id(wid, nwg) * (WG / TPR) + li / TPR;
-    let r = p.row0 + ri * p.row_step;
+    let r = p.row0 + (g * (WG / TPR) + li / TPR) * p.row_step;
     let n = p.n;
-    let in_rows = r < p.rows;
     let ep = epu();
-    // Element offset of the row, its first unit, and its unit count (0 for threads past the last row).
-    let es = r * n;
-    let fu = es / ep;
-    let nu = select(0u, (es + n - 1u) / ep - fu + 1u, in_rows);
-    // Column of the first element of unit u: (fu + u) * ep - es (wraps for a row starting mid-word).
+    // Threads past the last row work on the last row (their loads stay in bounds) but write nothing.
+    let rr = min(r, p.rows - 1u);
+    es_ = rr * n;
+    fu_ = es_ / ep;
+    let units = (es_ + n - 1u) / ep - fu_ + 1u;
+    nu_ = select(0u, units, r < p.rows);
+    last_ = units - 1u;
+    let step = UPT * TPR;
 
-    // Pass 1: (p, sum of ((v - shift) / p)^k): k = 2 for rmsnorm (shift 0); k = 1 for layernorm, shifted
-    // by the row's first element so that a constant row gives exactly mean = shift and variance 0.
-    let square = MODE == 0u;
+    // Layernorm works on t = v - shift with the row's first element as shift, so that a constant row
+    // gives exactly mean = shift and variance 0, and rows far from 0 (1e4 +- 1) lose no precision.
     var shift = 0.0;
     if (MODE == 1u) {
-        if (in_rows) {
-            shift = element(es);
-        }
+        shift = element(es_);
         if (ADD) {
             // The in-place sum may overwrite res[es] below.
             workgroupBarrier();
         }
     }
-    var acc = vec2<f32>(0.0, 0.0);
-    if (CACHE > 0u) {
-        for (var k = 0u; k < CACHE; k++) {
-            let u = lane + k * TPR;
-            if (u < nu) {
-                let col0 = (fu + u) * ep - es;
-                let v = first_load(fu + u, col0);
-                cache[k] = v;
-                acc = accumulate(acc, v, col0, shift, square);
+
+    // First read: the partial of each chunk. c0..c3 keep the last chunk for the output.
+    var acc = empty();
+    var c0 = vec4<u32>(0u);
+    var c1 = vec4<u32>(0u);
+    var c2 = vec4<u32>(0u);
+    var c3 = vec4<u32>(0u);
+    var b = 0u;
+    for (var bb = 0u; bb < nu_; bb += step) {
+        b = bb;
+        let u0 = bb + lane;
+        let u1 = u0 + TPR;
+        let u2 = u1 + TPR;
+        let u3 = u2 + TPR;
+        // Every load of the chunk first, then the arithmetic.
+        c0 = ld_x(addr_of(u0));
+        if (UPT > 1u) {
+            c1 = ld_x(addr_of(u1));
+        }
+        if (UPT > 2u) {
+            c2 = ld_x(addr_of(u2));
+        }
+        if (UPT > 3u) {
+            c3 = ld_x(addr_of(u3));
+        }
+        if (ADD) {
+            let r0 = ld_res(addr_of(u0));
+            var r1 = vec4<u32>(0u);
+            var r2 = vec4<u32>(0u);
+            var r3 = vec4<u32>(0u);
+            if (UPT > 1u) {
+                r1 = ld_res(addr_of(u1));
+            }
+            if (UPT > 2u) {
+                r2 = ld_res(addr_of(u2));
+            }
+            if (UPT > 3u) {
+                r3 = ld_res(addr_of(u3));
+            }
+            c0 = add_and_store(c0, r0, u0);
+            if (UPT > 1u) {
+                c1 = add_and_store(c1, r1, u1);
+            }
+            if (UPT > 2u) {
+                c2 = add_and_store(c2, r2, u2);
+            }
+            if (UPT > 3u) {
+                c3 = add_and_store(c3, r3, u3);
             }
         }
-    } else {
-        for (var u = lane; u < nu; u += TPR) {
-            let col0 = (fu + u) * ep - es;
-            acc = accumulate(acc, first_load(fu + u, col0), col0, shift, square);
+        var part = unit_stats(c0, u0, shift);
+        if (UPT > 1u) {
+            part = combine(part, unit_stats(c1, u1, shift));
         }
+        if (UPT > 2u) {
+            part = combine(part, unit_stats(c2, u2, shift));
+        }
+        if (UPT > 3u) {
+            part = combine(part, unit_stats(c3, u3, shift));
+        }
+        acc = combine(acc, part);
     }
-    let tot = reduce(li, lane, acc, select(1u, 0u, square));
+
+    let tot = row_reduce(li, lane, acc);
     let pw = tot.x;
     let nf = f32(n);
-
-    var mean = 0.0;
-    var corr = 0.0;
-    var scale: f32;
-    if (MODE == 0u) {
-        scale = robust_rsqrt(pw, tot.y / nf, p.eps);
-    } else {
-        // Pass 2: the variance as the mean of ((v - mean) / p)^2, and the mean's correction.
-        mean = shift + pw * (tot.y / nf);
-        let r_p = select(0.0, pow2_inv(pw), pw > 0.0);
-        var d = vec2<f32>(0.0, 0.0);
-        if (CACHE > 0u) {
-            for (var k = 0u; k < CACHE; k++) {
-                let u = lane + k * TPR;
-                if (u < nu) {
-                    d += centered(cache[k], (fu + u) * ep - es, mean, r_p);
-                }
-            }
-        } else {
-            for (var u = lane; u < nu; u += TPR) {
-                d += centered(reload(fu + u), (fu + u) * ep - es, mean, r_p);
-            }
-        }
-        let dt = reduce(li, lane, d, 2u);
-        let c = dt.x / nf;
-        corr = pw * c;
-        scale = robust_rsqrt(pw, max(dt.y / nf - c * c, 0.0), p.eps);
+    var mean_t = 0.0;
+    if (MODE == 1u) {
+        mean_t = pw * tot.z;
     }
+    let scale = robust_rsqrt(pw, tot.w / nf, p.eps);
 
-    // Pass 3: write.
-    if (CACHE > 0u) {
-        for (var k = 0u; k < CACHE; k++) {
-            let u = lane + k * TPR;
-            if (u < nu) {
-                let col0 = (fu + u) * ep - es;
-                st_y(fu + u, norm_unit(cache[k], col0, mean, corr, scale), col0);
-            }
+    // Output: the chunks before the last are read again, the last one is still in registers.
+    for (var bb = 0u; bb < b; bb += step) {
+        let u0 = bb + lane;
+        let u1 = u0 + TPR;
+        let u2 = u1 + TPR;
+        let u3 = u2 + TPR;
+        let d0 = reload(u0);
+        var d1 = vec4<u32>(0u);
+        var d2 = vec4<u32>(0u);
+        var d3 = vec4<u32>(0u);
+        if (UPT > 1u) {
+            d1 = reload(u1);
         }
-    } else {
-        for (var u = lane; u < nu; u += TPR) {
-            let col0 = (fu + u) * ep - es;
-            st_y(fu + u, norm_unit(reload(fu + u), col0, mean, corr, scale), col0);
+        if (UPT > 2u) {
+            d2 = reload(u2);
         }
+        if (UPT > 3u) {
+            d3 = reload(u3);
+        }
+        write_unit(d0, u0, shift, mean_t, scale);
+        if (UPT > 1u) {
+            write_unit(d1, u1, shift, mean_t, scale);
+        }
+        if (UPT > 2u) {
+            write_unit(d2, u2, shift, mean_t, scale);
+        }
+        if (UPT > 3u) {
+            write_unit(d3, u3, shift, mean_t, scale);
+        }
+    }
+    let u0 = b + lane;
+    write_unit(c0, u0, shift, mean_t, scale);
+    if (UPT > 1u) {
+        write_unit(c1, u0 + TPR, shift, mean_t, scale);
+    }
+    if (UPT > 2u) {
+        write_unit(c2, u0 + 2u * TPR, shift, mean_t, scale);
+    }
+    if (UPT > 3u) {
+        write_unit(c3, u0 + 3u * TPR, shift, mean_t, scale);
     }
 }

@@ -304,29 +304,51 @@ fn span_of(g: u32) -> Span {
 var<workgroup> red_k: array<u32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 
-// This thread's best (key, index − base) over the span, reading whole vec4s.
-fn scan_best(s: Span, li: u32) -> vec2<u32> {
-    var bk = NONE_KEY;
-    var bi = NONE_INDEX;
+// The best of (bk, bi) and the elements of vec4 v of x (the vec4 at x index v, `q`) within the span.
+fn best_of_vec4(q: vec4<u32>, v: u32, s: Span, best: vec2<u32>) -> vec2<u32> {
+    var bk = best.x;
+    var bi = best.y;
     let ev = elems_per_vec4();
     let pw = per_word(DTYPE);
-    let v1 = (s.end + ev - 1u) / ev;
-    for (var v = s.start / ev + li; v < v1; v += WG) {
-        let q = x[v];
-        let e0 = v * ev;
-        for (var j = 0u; j < 4u; j++) {
-            for (var h = 0u; h < pw; h++) {
-                let e = e0 + j * pw + h;
-                let key = order_key(elem_bits(q[j], h));
-                // Indices rise within a thread: a strictly larger key is the first maximum.
-                if (e >= s.start && e < s.end && key > bk) {
-                    bk = key;
-                    bi = e - s.base;
-                }
+    let e0 = v * ev;
+    for (var j = 0u; j < 4u; j++) {
+        for (var h = 0u; h < pw; h++) {
+            let e = e0 + j * pw + h;
+            let key = order_key(elem_bits(q[j], h));
+            // Indices rise within a thread: a strictly larger key is the first maximum.
+            if (e >= s.start && e < s.end && key > bk) {
+                bk = key;
+                bi = e - s.base;
             }
         }
     }
     return vec2<u32>(bk, bi);
+}
+
+// This thread's best (key, index − base) over the span, reading whole vec4s, four at a time: the four
+// loads go out together (a vec4 past the span loads the span's last vec4 again and is skipped), so four
+// loads per thread are in flight instead of one.
+fn scan_best(s: Span, li: u32) -> vec2<u32> {
+    var best = vec2<u32>(NONE_KEY, NONE_INDEX);
+    let ev = elems_per_vec4();
+    let v1 = (s.end + ev - 1u) / ev;
+    for (var v = s.start / ev + li; v < v1; v += 4u * WG) {
+        let q0 = x[v];
+        let q1 = x[min(v + WG, v1 - 1u)];
+        let q2 = x[min(v + 2u * WG, v1 - 1u)];
+        let q3 = x[min(v + 3u * WG, v1 - 1u)];
+        best = best_of_vec4(q0, v, s, best);
+        if (v + WG < v1) {
+            best = best_of_vec4(q1, v + WG, s, best);
+        }
+        if (v + 2u * WG < v1) {
+            best = best_of_vec4(q2, v + 2u * WG, s, best);
+        }
+        if (v + 3u * WG < v1) {
+            best = best_of_vec4(q3, v + 3u * WG, s, best);
+        }
+    }
+    return best;
 }
 
 // The workgroup's best (key, index); every thread gets it.

@@ -1,11 +1,15 @@
 // Row-wise softmax, numerically stable, with a scale, an optional soft cap (cap * tanh(x / cap), after the
 // scale) and an optional causal mask (row r is query position (r mod q_rows) + offset; columns past it are
-// masked). Masked columns and rows with nothing to weigh (fully masked, or all -inf) come out as 0.
+// masked). Masked columns and rows with nothing to weigh (fully masked, or all -inf) come out as 0. A body
+// file: row_reduce_subgroup.wgsl or row_reduce_workgroup.wgsl follows it with the reduction and the entry
+// point `main`.
 //
 // Work split as in norm.wgsl: TPR threads per row, WG / TPR rows per workgroup, UNIT = 4 (vec4 loads, rows
-// 16-byte aligned) or 1 (word loads, any row); with CACHE > 0 each thread keeps its units in registers
-// (one read, one write), with CACHE = 0 the row is streamed twice. Each thread keeps an online (max, sum of
-// exp(v - max)); the pairs are combined by rescaling. f16/bf16 rows of odd length are launched as even and
+// 16-byte aligned) or 1 (word loads, any row); a thread issues the UPT loads of a chunk of units together,
+// a row of at most UPT * TPR units stays in registers (one read, one write), longer rows are streamed
+// chunk by chunk and all but the last chunk read again for the output. Each thread keeps an online (max,
+// sum of exp(v - max)); partials merge by rescaling. Units wholly past the causal mask are never read from
+// memory (their loads go to the last visible unit). f16/bf16 rows of odd length are launched as even and
 // odd rows (row0, row_step = 2) and words shared with a neighbour row are written by read-modify-write.
 
 override DTYPE: u32 = 0u;
@@ -13,9 +17,9 @@ override SOFTCAP: bool = false;
 override CAUSAL: bool = false;
 override UNIT: u32 = 4u;         // words per load: 4 or 1
 override TPR: u32 = 256u;        // threads per row
-override CACHE: u32 = 4u;        // units per thread kept in registers (<= 4); 0 streams from memory
+override UPT: u32 = 4u;          // units per thread and chunk, 1 to 4
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
-override CHUNK: u32 = 16u;       // partials combined per thread in the first reduction level (divides TPR)
+override CHUNK: u32 = 16u;       // row_reduce_workgroup.wgsl: partials merged per thread in its first level
 
 struct Params {
     rows: u32,
@@ -40,9 +44,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<u32>>;
 
-var<workgroup> red_m: array<f32, WG>;
-var<workgroup> red_s: array<f32, WG>;
-var<private> cache: array<vec4<u32>, 4>;
+// The thread's row: its first element, its first unit, its unit count (0 for a thread past the last row),
+// the last unit a load may touch (the last one with a visible column), and the mask limit.
+var<private> es_: u32;
+var<private> fu_: u32;
+var<private> nu_: u32;
+var<private> last_: u32;
+var<private> limit_: u32;
 
 // Stands for -inf (WGSL has no infinite constants): below every finite score.
 const LOWEST: f32 = -3.4028234663852886e38;
@@ -118,68 +126,63 @@ fn counts(s: f32) -> bool {
     return s > LOWEST;
 }
 
-// Adds the unmasked values (columns below `limit`) of a unit to a running (max, sum of exp(v - max)).
-fn accumulate(acc: vec2<f32>, u: vec4<u32>, col0: u32, limit: u32) -> vec2<f32> {
+// The partial of no values.
+fn empty() -> vec4<f32> {
+    return vec4<f32>(LOWEST, 0.0, 0.0, 0.0);
+}
+
+// Merges two (max, sum of exp(v - max)) partials; symmetric in a and b, so that every lane of a shuffle
+// reduction ends with the same bits.
+fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let m = max(a.x, b.x);
+    return vec4<f32>(m, a.y * exp_neg(a.x - m) + b.y * exp_neg(b.x - m), 0.0, 0.0);
+}
+
+// Column of the first element of unit u (wraps below 0 for a row starting mid-word).
+fn col_of(u: u32) -> u32 {
+    return (fu_ + u) * epu() - es_;
+}
+
+// Whether unit u lies in the row and has a column below the mask limit.
+fn unit_visible(u: u32) -> bool {
+    let col0 = col_of(u);
+    return u < nu_ && (col0 < limit_ || col0 + epu() - 1u < limit_);
+}
+
+// Unit u of the row, loaded without a branch: units past the row or wholly masked load the last visible
+// unit again (a line another thread of the row loads anyway), so they cost no memory traffic.
+fn load_unit(u: u32) -> vec4<u32> {
+    return ld_x(fu_ + min(u, last_));
+}
+
+// The (max, sum of exp(v - max)) of the visible values of unit u.
+fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
+    if (!unit_visible(u)) {
+        return empty();
+    }
+    let col0 = col_of(u);
     var um = LOWEST;
     for (var e = 0u; e < epu(); e++) {
-        if (visible(col0 + e, limit)) {
-            um = max(um, score(uval(u, e)));
+        if (visible(col0 + e, limit_)) {
+            um = max(um, score(uval(c, e)));
         }
-    }
-    var a = acc;
-    if (um > a.x) {
-        a = vec2<f32>(um, a.y * exp_neg(a.x - um));
     }
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
-        if (visible(col0 + e, limit)) {
-            let t = score(uval(u, e));
+        if (visible(col0 + e, limit_)) {
+            let t = score(uval(c, e));
             if (counts(t)) {
-                s += exp_neg(t - a.x);
+                s += exp_neg(t - um);
             }
         }
     }
-    return vec2<f32>(a.x, a.y + s);
+    return vec4<f32>(um, s, 0.0, 0.0);
 }
 
-// Reduces the (max, sum) partials of each row's TPR threads; every thread gets its row's result. Two
-// levels (three barriers instead of log2(TPR)): one thread per CHUNK partials, then every thread over
-// the TPR / CHUNK chunk results (broadcast reads). Each level takes the max first, then one exp a partial.
-fn reduce_pair(li: u32, lane: u32, v: vec2<f32>) -> vec2<f32> {
-    workgroupBarrier();
-    red_m[li] = v.x;
-    red_s[li] = v.y;
-    workgroupBarrier();
-    let base = li - lane;
-    if (lane < TPR / CHUNK) {
-        let i0 = base + lane * CHUNK;
-        var m = red_m[i0];
-        for (var j = 1u; j < CHUNK; j++) {
-            m = max(m, red_m[i0 + j]);
-        }
-        var t = 0.0;
-        for (var j = 0u; j < CHUNK; j++) {
-            t += red_s[i0 + j] * exp_neg(red_m[i0 + j] - m);
-        }
-        red_m[i0] = m;
-        red_s[i0] = t;
-    }
-    workgroupBarrier();
-    var m = red_m[base];
-    for (var j = 1u; j < TPR / CHUNK; j++) {
-        m = max(m, red_m[base + j * CHUNK]);
-    }
-    var t = 0.0;
-    for (var j = 0u; j < TPR / CHUNK; j++) {
-        t += red_s[base + j * CHUNK] * exp_neg(red_m[base + j * CHUNK] - m);
-    }
-    return vec2<f32>(m, t);
-}
-
-fn out_unit(u: vec4<u32>, col0: u32, limit: u32, m: f32, inv: f32) -> vec4<u32> {
+fn out_unit(u: vec4<u32>, col0: u32, m: f32, inv: f32) -> vec4<u32> {
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
-        if (visible(col0 + e, limit)) {
+        if (visible(col0 + e, limit_)) {
             let t = score(uval(u, e));
             if (counts(t)) {
                 o[e] = exp_neg(t - m) * inv;
@@ -189,69 +192,110 @@ fn out_unit(u: vec4<u32>, col0: u32, limit: u32, m: f32, inv: f32) -> vec4<u32> 
     return pack_unit(o);
 }
 
-@compute @workgroup_size(WG)
-fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) li: u32) {
+// Writes unit u of the row (masked columns as 0).
+fn write_unit(c: vec4<u32>, u: u32, m: f32, inv: f32) {
+    if (u < nu_) {
+        let col0 = col_of(u);
+        st_y(fu_ + u, out_unit(c, col0, m, inv), col0);
+    }
+}
+
+fn run(g: u32, li: u32) {
     let lane = li % TPR;
-    let ri = linear_group_id(wid, nwg) * (WG / TPR) + li / TPR;
-    let r = p.row0 + ri * p.row_step;
+    let r = p.row0 + (g * (WG / TPR) + li / TPR) * p.row_step;
     let n = p.n;
-    let in_rows = r < p.rows;
     let ep = epu();
-    let es = r * n;
-    let fu = es / ep;
-    let nu = select(0u, (es + n - 1u) / ep - fu + 1u, in_rows);
+    // Threads past the last row work on the last row (their loads stay in bounds) but write nothing.
+    let rr = min(r, p.rows - 1u);
+    es_ = rr * n;
+    fu_ = es_ / ep;
+    let units = (es_ + n - 1u) / ep - fu_ + 1u;
+    nu_ = select(0u, units, r < p.rows);
     // Columns below `limit` take part; the rest of the row is written as 0.
     var limit = n;
     if (CAUSAL) {
-        let reach = r % p.q_rows + p.mask_add;
+        let reach = rr % p.q_rows + p.mask_add;
         limit = min(n, select(reach - p.mask_sub, 0u, reach < p.mask_sub));
     }
+    limit_ = limit;
+    // The unit of the last visible column (of column 0 for a fully masked row).
+    last_ = (es_ + max(limit, 1u) - 1u) / ep - fu_;
+    let step = UPT * TPR;
 
-    var acc = vec2<f32>(LOWEST, 0.0);
-    if (CACHE > 0u) {
-        for (var k = 0u; k < CACHE; k++) {
-            let u = lane + k * TPR;
-            // Units wholly past the mask need not be read.
-            let col0 = (fu + u) * ep - es;
-            if (u < nu && (col0 < limit || col0 + ep - 1u < limit)) {
-                let v = ld_x(fu + u);
-                cache[k] = v;
-                acc = accumulate(acc, v, col0, limit);
-            }
+    // First read: the partial of each chunk. c0..c3 keep the last chunk for the output.
+    var acc = empty();
+    var c0 = vec4<u32>(0u);
+    var c1 = vec4<u32>(0u);
+    var c2 = vec4<u32>(0u);
+    var c3 = vec4<u32>(0u);
+    var b = 0u;
+    for (var bb = 0u; bb < nu_; bb += step) {
+        b = bb;
+        let u0 = bb + lane;
+        // Every load of the chunk first, then the arithmetic.
+        c0 = load_unit(u0);
+        if (UPT > 1u) {
+            c1 = load_unit(u0 + TPR);
         }
-    } else {
-        for (var u = lane; u < nu; u += TPR) {
-            let col0 = (fu + u) * ep - es;
-            if (col0 < limit || col0 + ep - 1u < limit) {
-                acc = accumulate(acc, ld_x(fu + u), col0, limit);
-            }
+        if (UPT > 2u) {
+            c2 = load_unit(u0 + 2u * TPR);
         }
+        if (UPT > 3u) {
+            c3 = load_unit(u0 + 3u * TPR);
+        }
+        var part = unit_part(c0, u0);
+        if (UPT > 1u) {
+            part = combine(part, unit_part(c1, u0 + TPR));
+        }
+        if (UPT > 2u) {
+            part = combine(part, unit_part(c2, u0 + 2u * TPR));
+        }
+        if (UPT > 3u) {
+            part = combine(part, unit_part(c3, u0 + 3u * TPR));
+        }
+        acc = combine(acc, part);
     }
-    let tot = reduce_pair(li, lane, acc);
+
+    let tot = row_reduce(li, lane, acc);
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 
-    if (CACHE > 0u) {
-        for (var k = 0u; k < CACHE; k++) {
-            let u = lane + k * TPR;
-            if (u < nu) {
-                let col0 = (fu + u) * ep - es;
-                var v = vec4<u32>(0u);
-                if (col0 < limit || col0 + ep - 1u < limit) {
-                    v = cache[k];
-                }
-                st_y(fu + u, out_unit(v, col0, limit, m, inv), col0);
-            }
+    // Output: the chunks before the last are read again, the last one is still in registers.
+    for (var bb = 0u; bb < b; bb += step) {
+        let u0 = bb + lane;
+        let d0 = load_unit(u0);
+        var d1 = vec4<u32>(0u);
+        var d2 = vec4<u32>(0u);
+        var d3 = vec4<u32>(0u);
+        if (UPT > 1u) {
+            d1 = load_unit(u0 + TPR);
         }
-    } else {
-        for (var u = lane; u < nu; u += TPR) {
-            let col0 = (fu + u) * ep - es;
-            var v = vec4<u32>(0u);
-            if (col0 < limit || col0 + ep - 1u < limit) {
-                v = ld_x(fu + u);
-            }
-            st_y(fu + u, out_unit(v, col0, limit, m, inv), col0);
+        if (UPT > 2u) {
+            d2 = load_unit(u0 + 2u * TPR);
         }
+        if (UPT > 3u) {
+            d3 = load_unit(u0 + 3u * TPR);
+        }
+        write_unit(d0, u0, m, inv);
+        if (UPT > 1u) {
+            write_unit(d1, u0 + TPR, m, inv);
+        }
+        if (UPT > 2u) {
+            write_unit(d2, u0 + 2u * TPR, m, inv);
+        }
+        if (UPT > 3u) {
+            write_unit(d3, u0 + 3u * TPR, m, inv);
+        }
+    }
+    let u0 = b + lane;
+    write_unit(c0, u0, m, inv);
+    if (UPT > 1u) {
+        write_unit(c1, u0 + TPR, m, inv);
+    }
+    if (UPT > 2u) {
+        write_unit(c2, u0 + 2u * TPR, m, inv);
+    }
+    if (UPT > 3u) {
+        write_unit(c3, u0 + 3u * TPR, m, inv);
     }
 }

@@ -71,6 +71,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &gemv::GEMV6_SUBGROUP,
         &mlstm::MLSTM,
         &norm::NORM,
+        &norm::NORM_SUBGROUP,
         &qmatmul::gpu::QGEMV_X,
         &qmatmul::gpu::QGEMV,
         &qmatmul::gpu::QGEMV_SUBGROUP,
@@ -78,6 +79,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &rope::ROPE,
         &select::SELECT,
         &softmax::SOFTMAX,
+        &softmax::SOFTMAX_SUBGROUP,
     ]
 }
 

@@ -11,6 +11,9 @@ use crate::tensor::Tensor;
 
 crate::kernel_source!(ELEMENTWISE, "elementwise");
 
+/// vec4s one workgroup maps (256 threads of `PER` = 4 in elementwise.wgsl).
+const VEC4_PER_GROUP: u32 = 1024;
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -245,7 +248,7 @@ pub fn unary_into(x: &Tensor, op: Unary, out: &Tensor) -> Result<()> {
                 constants: &constants,
                 params: Some(bytemuck::bytes_of(&params)),
                 buffers,
-                workgroups: Workgroups::Linear(params.n_vec4.div_ceil(256)),
+                workgroups: Workgroups::Linear(params.n_vec4.div_ceil(VEC4_PER_GROUP)),
             })
         }
     }
@@ -294,7 +297,7 @@ pub fn binary_into(a: &Tensor, b: &Tensor, op: Binary, out: &Tensor) -> Result<(
                 constants: &constants,
                 params: Some(bytemuck::bytes_of(&params)),
                 buffers: &[&ab, &bb, &ob],
-                workgroups: Workgroups::Linear(params.n_vec4.div_ceil(256)),
+                workgroups: Workgroups::Linear(params.n_vec4.div_ceil(VEC4_PER_GROUP)),
             })
         }
     }
@@ -400,6 +403,40 @@ mod tests {
             unary_into(&t, Unary::Softcap { cap: 5.0 }, &t).unwrap();
             let want: Vec<f64> = x.iter().map(|&v| 5.0 * (v as f64 / 5.0).tanh()).collect();
             assert_close("in-place softcap", &t.to_f32_vec().unwrap(), &want, Tolerance::for_dtype(DType::F32));
+        }
+    }
+
+    /// A workgroup maps 1024 vec4s, 256 threads of 4: sizes that end in each of a thread's four vec4s, on
+    /// a workgroup boundary and past one, out of place, in place and with two inputs.
+    #[test]
+    fn every_vec4_of_a_thread_handles_the_tail() {
+        let mut rng = Rng::new(3);
+        for backend in test_backends() {
+            for vec4s in [1usize, 256, 300, 513, 769, 1023, 1024, 1025, 2047, 3 * 1024 + 700] {
+                for dtype in [DType::F32, DType::BF16] {
+                    let n = vec4s * 16 / dtype.size_bytes() - 1; // the last vec4 partly padding
+                    let x = round_to(&rng.vec(n, -6.0, 6.0), dtype);
+                    let y = round_to(&rng.vec(n, -6.0, 6.0), dtype);
+                    let what = format!("{dtype} n={n} on {}", backend.name());
+                    let tol = Tolerance::for_dtype(dtype).scaled(2.0);
+                    let xt = Tensor::from_f32(&backend, &x, &[n], dtype).unwrap();
+                    let yt = Tensor::from_f32(&backend, &y, &[n], dtype).unwrap();
+                    let op = Unary::Softcap { cap: 3.0 };
+                    let want: Vec<f64> = x.iter().map(|&v| op.reference(v as f64)).collect();
+                    assert_close(
+                        &format!("softcap {what}"),
+                        &unary(&xt, op).unwrap().to_f32_vec().unwrap(),
+                        &want,
+                        tol,
+                    );
+                    let got = binary(&xt, &yt, Binary::SwiGlu).unwrap().to_f32_vec().unwrap();
+                    let want2: Vec<f64> =
+                        x.iter().zip(&y).map(|(&a, &b)| Binary::SwiGlu.reference(a as f64, b as f64)).collect();
+                    assert_close(&format!("swiglu {what}"), &got, &want2, tol);
+                    unary_into(&xt, op, &xt).unwrap();
+                    assert_close(&format!("in-place softcap {what}"), &xt.to_f32_vec().unwrap(), &want, tol);
+                }
+            }
         }
     }
 

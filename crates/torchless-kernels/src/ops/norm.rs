@@ -2,8 +2,13 @@
 //! rmsnorm, and layernorm. x, the residual and the outputs share one dtype (f32, f16 or bf16); the weight
 //! and bias may have another (engine weights are bf16 while activations are f32). Statistics are kept
 //! in f32 as (max |v|, sum of (v / max)^2), so rows of huge values (1e30) neither overflow nor lose
-//! precision; layernorm's variance is the mean of squared deviations from the mean (two passes over
-//! registers), never `E[x^2] - E[x]^2`.
+//! precision; layernorm's variance is the mean of squared deviations from the mean (per thread from its
+//! values in registers, merged across threads by Chan's pairwise update), never `E[x^2] - E[x]^2`.
+//!
+//! The kernel (kernels/norm.wgsl, shared layout with softmax) reads a row once when it fits in registers
+//! (up to 4 vec4 units a thread), issuing a thread's loads together; the row's partials merge by subgroup
+//! shuffles where the adapter has subgroups (kernels/row_reduce_subgroup.wgsl, one barrier), through
+//! workgroup memory otherwise (kernels/row_reduce_workgroup.wgsl).
 
 use rayon::prelude::*;
 
@@ -17,7 +22,8 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(NORM, "norm");
+crate::kernel_source!(NORM, "norm", ["norm", "row_reduce_workgroup"]);
+crate::kernel_source!(NORM_SUBGROUP, "norm_subgroup", ["norm", "row_reduce_subgroup"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -49,8 +55,8 @@ enum Kind {
 // ---- the row split shared with softmax ------------------------------------------------------------
 
 /// How a row kernel (norm.wgsl, softmax.wgsl) splits its rows over threads: `tpr` threads per row, each
-/// keeping `cache` units of `unit` words in registers (0: the row is streamed from memory), in
-/// workgroups of `wg` threads.
+/// keeping `cache` units of `unit` words in registers (0: the row is streamed from memory in chunks of
+/// [`MAX_CACHE`] units a thread), in workgroups of `wg` threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RowPlan {
     pub unit: u32,
@@ -61,20 +67,38 @@ pub(crate) struct RowPlan {
     pub split_parity: bool,
 }
 
-/// Units a thread keeps in registers at most (the size of the kernels' `cache` arrays). Longer rows are
-/// streamed twice, the second read mostly from L2: on an H100, softmax over [1024, 32768] f32 ran at
-/// 1.64 TB/s streamed against 1.16 TB/s with 8 units a thread in registers (one workgroup of 1024 threads
-/// then fills the SM's register file, so nothing overlaps its reduction).
+/// Units a thread keeps in registers at most (the kernels' c0..c3), and the units a thread loads at once
+/// when a row is streamed. Longer rows are streamed, all but their last chunk read twice, the second read
+/// mostly from L2: on an H100, softmax over [1024, 32768] f32 ran at 1.64 TB/s streamed against
+/// 1.16 TB/s with 8 units a thread in registers (one workgroup of 1024 threads then fills the SM's
+/// register file, so nothing overlaps its reduction).
 const MAX_CACHE: u32 = 4;
+
+/// Which row reduction a row kernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowReduce {
+    /// Subgroup shuffles where the adapter has subgroups, workgroup memory otherwise.
+    Auto,
+    /// Workgroup memory alone (tests compare it with the subgroup path on adapters that have both).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Workgroup,
+}
+
+impl RowReduce {
+    /// Whether the subgroup variant runs on `ctx`.
+    pub(crate) fn subgroup(self, ctx: &GpuContext) -> bool {
+        self == RowReduce::Auto && ctx.has_subgroups()
+    }
+}
 
 impl RowPlan {
     pub(crate) fn new(ctx: &GpuContext, n: u32, dtype: DType) -> RowPlan {
         let l = ctx.limits();
-        // Two f32 reduction arrays of WG entries must fit in workgroup memory.
+        // The reduction array (one vec4<f32> per thread) must fit in workgroup memory.
         let max_threads = l
             .max_compute_invocations_per_workgroup
             .min(l.max_compute_workgroup_size_x)
-            .min(l.max_compute_workgroup_storage_size / 8)
+            .min(l.max_compute_workgroup_storage_size / 16)
             .min(1024);
         Self::for_limit(prev_power_of_two(max_threads.max(1)), n, dtype)
     }
@@ -83,7 +107,7 @@ impl RowPlan {
         let per_word = if dtype == DType::F32 { 1 } else { 2 };
         let unit = if n.is_multiple_of(4 * per_word) { 4 } else { 1 };
         let units = n.div_ceil(unit * per_word);
-        let mut tpr = units.div_ceil(4).next_power_of_two().clamp(1, max_tpr);
+        let mut tpr = units.div_ceil(MAX_CACHE).next_power_of_two().clamp(1, max_tpr);
         let mut cache = units.div_ceil(tpr);
         if cache > MAX_CACHE {
             tpr = max_tpr;
@@ -92,19 +116,25 @@ impl RowPlan {
         RowPlan { unit, tpr, cache, wg: tpr.max(256.min(max_tpr)), split_parity: per_word == 2 && n % 2 == 1 }
     }
 
-    /// Partials one thread combines in the first level of the two-level reduction: about sqrt(tpr).
+    /// Partials one thread combines in the first level of the workgroup-memory reduction: about sqrt(tpr).
     pub(crate) fn chunk(&self) -> u32 {
         1 << self.tpr.trailing_zeros().div_ceil(2)
     }
 
-    pub(crate) fn constants(&self) -> [(&'static str, f64); 5] {
-        [
+    /// The override constants of the plan; `subgroup`: those of the subgroup variant on `ctx`.
+    pub(crate) fn constants(&self, ctx: &GpuContext, subgroup: bool) -> Vec<(&'static str, f64)> {
+        let upt = if self.cache == 0 { MAX_CACHE } else { self.cache };
+        let mut c = vec![
             ("UNIT", self.unit as f64),
             ("TPR", self.tpr as f64),
-            ("CACHE", self.cache as f64),
+            ("UPT", upt as f64),
             ("WG", self.wg as f64),
             ("CHUNK", self.chunk() as f64),
-        ]
+        ];
+        if subgroup {
+            c.push(("SG_MIN", ctx.info().subgroup_min_size.max(1) as f64));
+        }
+        c
     }
 
     /// (first row, row step, workgroups) of each launch.
@@ -164,6 +194,7 @@ pub fn rmsnorm_into(x: &Tensor, weight: &Tensor, eps: f32, variant: RmsNormVaria
         eps,
         sum: None,
         out,
+        reduce: RowReduce::Auto,
     })
 }
 
@@ -203,6 +234,7 @@ pub fn add_rmsnorm_into(
         eps,
         sum: Some(sum),
         out: normed,
+        reduce: RowReduce::Auto,
     })
 }
 
@@ -215,7 +247,18 @@ pub fn layernorm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32) -
 
 /// [`layernorm`] into `out` (x's shape and dtype, a separate tensor). `bias` has the weight's shape and dtype.
 pub fn layernorm_into(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32, out: &Tensor) -> Result<()> {
-    norm_into(NormArgs { op: "layernorm", kind: Kind::Layer, x, residual: None, weight, bias, eps, sum: None, out })
+    norm_into(NormArgs {
+        op: "layernorm",
+        kind: Kind::Layer,
+        x,
+        residual: None,
+        weight,
+        bias,
+        eps,
+        sum: None,
+        out,
+        reduce: RowReduce::Auto,
+    })
 }
 
 // ---- validation and dispatch ----------------------------------------------------------------------
@@ -230,6 +273,7 @@ struct NormArgs<'a> {
     eps: f32,
     sum: Option<&'a Tensor>,
     out: &'a Tensor,
+    reduce: RowReduce,
 }
 
 fn validate(a: &NormArgs) -> Result<(u32, u32)> {
@@ -325,25 +369,21 @@ fn gpu_norm(ctx: &GpuContext, a: &NormArgs, rows: u32, n: u32) -> Result<()> {
         Kind::Layer => (1.0, false),
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let [c0, c1, c2, c3, c4] = plan.constants();
-    let constants = [
+    let subgroup = a.reduce.subgroup(ctx);
+    let mut constants = vec![
         ("DTYPE", a.x.dtype().wgsl_code()),
         ("WDTYPE", a.weight.dtype().wgsl_code()),
         ("MODE", mode),
         ("GEMMA", flag(gemma)),
         ("HAS_BIAS", flag(a.bias.is_some())),
         ("ADD", flag(a.residual.is_some())),
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
     ];
+    constants.extend(plan.constants(ctx, subgroup));
     for (row0, row_step, groups) in plan.launches(rows) {
         let params = Params { rows, n, row0, row_step, eps: a.eps, _pad: [0; 3] };
         ctx.dispatch(Dispatch {
-            kernel: &NORM,
-            entry: "norm",
+            kernel: if subgroup { &NORM_SUBGROUP } else { &NORM },
+            entry: "main",
             constants: &constants,
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &[&w, &b, &x, &res, &y, &sum],
@@ -688,6 +728,80 @@ mod tests {
                     assert_close(&format!("in-place sum {what}"), &rt.to_f32_vec().unwrap(), &to_f64(&s), tol(dtype));
                     assert_close(&format!("in-place normed {what}"), &out.to_f32_vec().unwrap(), &want, tol(dtype));
                     assert_eq!(xt.to_f32_vec().unwrap(), x, "x is only read ({what})");
+                }
+            }
+        }
+    }
+
+    /// Every norm through both row reductions (subgroup shuffles where the adapter has them, and
+    /// workgroup memory), on shapes that take each path of the kernel: one chunk per thread with 1 to 4
+    /// units (the row in registers), many rows per workgroup, rows of at most a subgroup's threads, rows
+    /// spread over several subgroups, and streamed rows of 2 and more chunks (the last kept in registers).
+    #[test]
+    fn both_row_reductions_cover_every_kernel_path() {
+        let mut rng = Rng::new(27);
+        let shapes = [
+            (37, 64, DType::F32),    // 4 threads a row, 64 rows a workgroup
+            (9, 40, DType::BF16),    // 5 vec4 units: 2 threads of 3 units
+            (5, 33, DType::F16),     // word units, odd 16-bit rows (two launches)
+            (3, 4096, DType::F32),   // 256 threads of 4 units
+            (2, 4104, DType::F16),   // 513 vec4 units: 256 threads of up to 3
+            (2, 1000, DType::BF16),  // 125 vec4 units: 32 threads of 4
+            (2, 16388, DType::F32),  // 4097 units: streamed, 2 chunks (the second nearly empty)
+            (2, 70001, DType::BF16), // word units, odd 16-bit rows, streamed in many chunks
+        ];
+        for backend in test_backends() {
+            let Backend::Gpu(_) = backend else { continue };
+            for (rows, n, dtype) in shapes {
+                let x = round_to(&rng.vec(rows * n, -3.0, 3.0), dtype);
+                let r = round_to(&rng.vec(rows * n, -3.0, 3.0), dtype);
+                let w = round_to(&rng.vec(n, 0.5, 1.5), DType::F32);
+                let b = round_to(&rng.vec(n, -1.0, 1.0), DType::F32);
+                let xt = tensor(&backend, &x, &[rows, n], dtype);
+                let (wt, bt) = (tensor(&backend, &w, &[n], DType::F32), tensor(&backend, &b, &[n], DType::F32));
+                let s = round_to(&x.iter().zip(&r).map(|(a, b)| a + b).collect::<Vec<_>>(), dtype);
+                for reduce in [RowReduce::Auto, RowReduce::Workgroup] {
+                    let what = format!("{dtype} [{rows}, {n}] {reduce:?}");
+                    let args = |kind, bias, residual, sum, out| NormArgs {
+                        op: "test",
+                        kind,
+                        x: &xt,
+                        residual,
+                        weight: &wt,
+                        bias,
+                        eps: 1e-5,
+                        sum,
+                        out,
+                        reduce,
+                    };
+                    let out = Tensor::zeros(&backend, &[rows, n], dtype).unwrap();
+                    for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
+                        norm_into(args(Kind::Rms(variant), None, None, None, &out)).unwrap();
+                        let want = reference::rmsnorm(&x, &w, 1e-5, variant);
+                        assert_close(
+                            &format!("rmsnorm {variant:?} {what}"),
+                            &out.to_f32_vec().unwrap(),
+                            &want,
+                            tol(dtype),
+                        );
+                    }
+                    for bias in [None, Some(&bt)] {
+                        norm_into(args(Kind::Layer, bias, None, None, &out)).unwrap();
+                        let want = reference::layernorm(&x, &w, bias.map(|_| b.as_slice()), 1e-5);
+                        let got = out.to_f32_vec().unwrap();
+                        assert_close(&format!("layernorm bias={} {what}", bias.is_some()), &got, &want, tol(dtype));
+                    }
+                    // add_rmsnorm in place: the residual stream becomes the sum.
+                    let rt = tensor(&backend, &r, &[rows, n], dtype);
+                    norm_into(args(Kind::Rms(RmsNormVariant::Standard), None, Some(&rt), Some(&rt), &out)).unwrap();
+                    let want = reference::rmsnorm(&s, &w, 1e-5, RmsNormVariant::Standard);
+                    assert_close(
+                        &format!("add_rmsnorm sum {what}"),
+                        &rt.to_f32_vec().unwrap(),
+                        &to_f64(&s),
+                        tol(dtype),
+                    );
+                    assert_close(&format!("add_rmsnorm {what}"), &out.to_f32_vec().unwrap(), &want, tol(dtype));
                 }
             }
         }

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::norm::{RowPlan, check_elements};
+use super::norm::{RowPlan, RowReduce, check_elements};
 use super::{common_backend, require_float, require_non_empty, require_same_dtype, require_same_shape, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
@@ -19,7 +19,8 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(SOFTMAX, "softmax");
+crate::kernel_source!(SOFTMAX, "softmax", ["softmax", "row_reduce_workgroup"]);
+crate::kernel_source!(SOFTMAX_SUBGROUP, "softmax_subgroup", ["softmax", "row_reduce_subgroup"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -115,6 +116,10 @@ pub fn softmax_inplace(x: &Tensor, options: SoftmaxOptions) -> Result<()> {
 
 /// Softmax into `out` (x's shape and dtype); `out` may be `x` itself.
 pub fn softmax_into(x: &Tensor, options: SoftmaxOptions, out: &Tensor) -> Result<()> {
+    softmax_with(x, options, out, RowReduce::Auto)
+}
+
+fn softmax_with(x: &Tensor, options: SoftmaxOptions, out: &Tensor, reduce: RowReduce) -> Result<()> {
     const OP: &str = "softmax";
     options.validate()?;
     require_float(OP, x)?;
@@ -134,7 +139,7 @@ pub fn softmax_into(x: &Tensor, options: SoftmaxOptions, out: &Tensor) -> Result
             cpu::write_f32(out, &y);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_softmax(&ctx, x, &options, out, rows as u32, n as u32, q_rows as u32),
+        Backend::Gpu(ctx) => gpu_softmax(&ctx, x, &options, out, [rows as u32, n as u32, q_rows as u32], reduce),
     }
 }
 
@@ -143,9 +148,8 @@ fn gpu_softmax(
     x: &Tensor,
     options: &SoftmaxOptions,
     out: &Tensor,
-    rows: u32,
-    n: u32,
-    q_rows: u32,
+    [rows, n, q_rows]: [u32; 3],
+    reduce: RowReduce,
 ) -> Result<()> {
     const OP: &str = "softmax";
     let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
@@ -160,17 +164,13 @@ fn gpu_softmax(
     let mask_sub = to_u32(OP, "offset", (-reach).max(0) as usize)?;
     let plan = RowPlan::new(ctx, n, x.dtype());
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let [c0, c1, c2, c3, c4] = plan.constants();
-    let constants = [
+    let subgroup = reduce.subgroup(ctx);
+    let mut constants = vec![
         ("DTYPE", x.dtype().wgsl_code()),
         ("SOFTCAP", flag(options.softcap.is_some())),
         ("CAUSAL", flag(options.causal.is_some())),
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
     ];
+    constants.extend(plan.constants(ctx, subgroup));
     for (row0, row_step, groups) in plan.launches(rows) {
         let params = Params {
             rows,
@@ -186,8 +186,8 @@ fn gpu_softmax(
             _pad1: [0; 2],
         };
         ctx.dispatch(Dispatch {
-            kernel: &SOFTMAX,
-            entry: "softmax",
+            kernel: if subgroup { &SOFTMAX_SUBGROUP } else { &SOFTMAX },
+            entry: "main",
             constants: &constants,
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &[&xb, &yb],
@@ -336,6 +336,49 @@ mod tests {
                     let want = reference(&x, n, rows, &o);
                     let what = format!("softmax {o:?} {dtype} [{rows}, {n}] on {}", backend.name());
                     assert_close(&what, &got, &want, tol(dtype));
+                }
+            }
+        }
+    }
+
+    /// Both row reductions (subgroup shuffles where the adapter has them, and workgroup memory) on
+    /// shapes that take each path of the kernel: rows in registers with 1 to 4 units a thread, many rows
+    /// per workgroup, rows over several subgroups, and streamed rows of 2 and more chunks, with causal masks
+    /// whose limit falls in the first chunk, in a middle chunk and in the last one.
+    #[test]
+    fn both_row_reductions_cover_every_kernel_path() {
+        let mut rng = Rng::new(45);
+        let shapes = [
+            (37, 64, DType::F32),
+            (9, 40, DType::BF16),
+            (6, 33, DType::F16),
+            (3, 4096, DType::F32),
+            (2, 4104, DType::F16),
+            (2, 16388, DType::F32),
+            (2, 70001, DType::BF16),
+        ];
+        for backend in test_backends() {
+            let Backend::Gpu(_) = backend else { continue };
+            for (rows, n, dtype) in shapes {
+                let x = round_to(&rng.vec(rows * n, -6.0, 6.0), dtype);
+                let options = [
+                    SoftmaxOptions { scale: 0.5, softcap: Some(4.0), causal: None },
+                    SoftmaxOptions { causal: Some(CausalMask { offset: (n / 3) as isize }), ..Default::default() },
+                    SoftmaxOptions { causal: Some(CausalMask { offset: n as isize - 2 }), ..Default::default() },
+                    SoftmaxOptions { causal: Some(CausalMask { offset: -1 }), ..Default::default() },
+                ];
+                for o in options {
+                    for reduce in [RowReduce::Auto, RowReduce::Workgroup] {
+                        let t = Tensor::from_f32(&backend, &x, &[rows, n], dtype).unwrap();
+                        let out = Tensor::zeros(&backend, &[rows, n], dtype).unwrap();
+                        softmax_with(&t, o, &out, reduce).unwrap();
+                        let what = format!("softmax {o:?} {dtype} [{rows}, {n}] {reduce:?}");
+                        assert_close(&what, &out.to_f32_vec().unwrap(), &reference(&x, n, rows, &o), tol(dtype));
+                        // In place.
+                        softmax_with(&t, o, &t, reduce).unwrap();
+                        let what = format!("in place {what}");
+                        assert_close(&what, &t.to_f32_vec().unwrap(), &reference(&x, n, rows, &o), tol(dtype));
+                    }
                 }
             }
         }
