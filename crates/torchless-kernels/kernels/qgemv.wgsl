@@ -18,13 +18,9 @@
 // workgroups, ROWS/2 rows of each, and the output is act(gate)·up (SwiGLU or GeGLU), so an MLP's first half
 // is one dispatch.
 //
-// With ROPE, a decode step's Q, K and V projections (PARTS 3) also rotate Q and K and store K and V in the
-// KV caches, so that no launch of its own does it: y1 and y2 are then the caches [capacity, rows of the
-// part] and row r of x goes to cache row pos + r. A workgroup of Q or K owns ROWS/2 rotation pairs (ROWS
-// even): with HalfSplit the rows j and j + head_dim/2 of a head (slot pairs (0, 1) and (2, 3)), with
-// Interleaved the rows 2i and 2i + 1, which are consecutive anyway. Every dim rotates (rot_dim =
-// head_dim; the host checks). The pair's table coefficients are loaded before the main loop, so the
-// epilogue only adds arithmetic.
+// With ROPE (gemv_rope.wgsl), a decode step's Q, K and V projections (PARTS 3) also rotate Q and K and
+// store K and V in the KV caches: y1 and y2 are then the caches [capacity, rows of the part] and row r of x
+// goes to cache row pos + r.
 //
 // A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
@@ -49,8 +45,6 @@ override BIAS_DT: u32 = 0u;
 // Weight matrices (1..=3); 2 with GATED.
 override PARTS: u32 = 1u;
 override GATED: bool = false;
-// RoPE epilogue of parts 0 and 1: 0 none, 1 HalfSplit, 2 Interleaved (ops::rope::RopeLayout).
-override ROPE: u32 = 0u;
 // GATED activation: 0 silu, 1 gelu_tanh.
 override ACT: u32 = 0u;
 
@@ -151,9 +145,6 @@ var<private> acc7: vec4<f32>;
 var<private> li_: u32;
 // The matrix of this workgroup (not GATED).
 var<private> part_: u32;
-// ROPE: the table coefficients (hi, lo) of this workgroup's two rotation pairs.
-var<private> pair_hi: array<vec4<f32>, 2>;
-var<private> pair_lo: array<vec4<f32>, 2>;
 
 // Quant vectors per block.
 fn block_vecs() -> u32 {
@@ -452,34 +443,10 @@ fn slot_row(row0: u32, s: u32) -> u32 {
     if (GATED) {
         return row0 + s % rows_per_matrix();
     }
-    if (ROPE == 1u && rotates()) {
-        let half = p.head_dim / 2u;
-        let pair = row0 / 2u + s / 2u;
-        return (pair / half) * p.head_dim + pair % half + (s % 2u) * half;
+    if (rotates()) {
+        return rope_slot_row(row0, s);
     }
     return row0 + s;
-}
-
-// ROPE: the table coefficients of the frequency of each of this workgroup's pairs.
-fn load_pair_coefficients(row0: u32) {
-    let half = p.head_dim / 2u;
-    let st = p.rope_stride;
-    for (var k = 0u; k < ROWS / 2u; k++) {
-        let i = (row0 / 2u + k) % half;
-        pair_hi[k] = vec4<f32>(rope_tab[i], rope_tab[st + i], rope_tab[2u * st + i], rope_tab[3u * st + i]);
-        pair_lo[k] = vec4<f32>(rope_tab[4u * st + i], rope_tab[5u * st + i], rope_tab[6u * st + i],
-                               rope_tab[7u * st + i]);
-    }
-}
-
-// (cos, sin) of pair k at position `pos`.
-fn pair_cos_sin(k: u32, pos: u32) -> vec2<f32> {
-    let h = pair_hi[k];
-    let l = pair_lo[k];
-    let hi = array<vec4<f32>, 4>(vec4<f32>(h.x), vec4<f32>(h.y), vec4<f32>(h.z), vec4<f32>(h.w));
-    let lo = array<vec4<f32>, 4>(vec4<f32>(l.x), vec4<f32>(l.y), vec4<f32>(l.z), vec4<f32>(l.w));
-    let cs = rope_cos_sin(split_position(pos), hi, lo, p.rope_scale);
-    return vec2<f32>(cs.c.x, cs.s.x);
 }
 
 // Every slot's row of this workgroup, clamped to the last row.
@@ -609,13 +576,7 @@ fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
         }
     }
     if (m < 2u) {
-        for (var k = 0u; k < ROWS / 2u; k++) {
-            let cs = pair_cos_sin(k, p.pos + r);
-            let a = v[2u * k];
-            let b = v[2u * k + 1u];
-            v[2u * k] = a * cs.x - b * cs.y;
-            v[2u * k + 1u] = b * cs.x + a * cs.y;
-        }
+        v = rotate_pairs(v, p.pos + r);
     }
     // Q by row of x; K and V by cache row.
     let out_row = select(p.pos + r, r, m == 0u);

@@ -1,5 +1,5 @@
-// RoPE angles, shared by rope.wgsl and the quantized GEMV that rotates Q and K in its epilogue
-// (qgemv.wgsl). The coefficient table and why the angle is exact: the top of rope.wgsl.
+// RoPE angles, shared by rope.wgsl and the GEMVs' RoPE epilogue (gemv_rope.wgsl). The coefficient table and
+// why the angle is exact: the top of rope.wgsl.
 
 // A position as its four bytes, p = Σ q[k] · 256^k.
 fn split_position(pos: u32) -> vec4<f32> {

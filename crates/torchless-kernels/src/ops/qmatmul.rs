@@ -796,8 +796,8 @@ pub(crate) mod gpu {
     use crate::ops::to_u32;
 
     crate::kernel_source!(QGEMV_X, "qgemv_x");
-    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "qgemv", "reduce_workgroup"]);
-    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "qgemv", "reduce_subgroup"]);
+    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv", "reduce_workgroup"]);
+    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "gemv_rope", "qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
 
     /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
