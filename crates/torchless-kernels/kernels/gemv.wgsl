@@ -8,6 +8,10 @@
 // [0, g1) belong to matrix 0, [g1, g2) to matrix 1, and so on up to [g5, n_groups) for matrix 5. Gated
 // (GATED): y = act(w0·x) ⊙ (w1·x).
 //
+// With ROPE (gemv_rope.wgsl; NMAT 3, a decode step's Q, K and V), Q and K are rotated as they are written
+// and K and V go straight into the KV caches: y1 and y2 are then the caches [capacity, rows of the
+// matrix], row r of x at cache row pos + r.
+//
 // VEC: every row is a whole number of chunks (in % 4 == 0 for f32, in % 8 == 0 for 16-bit), so rows and the
 // rows of x start on 16-byte boundaries; otherwise the scalar path reads one element at a time (a 16-bit
 // row may then start in the middle of a word).
@@ -73,6 +77,12 @@ struct Params {
     eps: f32,
     // Soft cap (F_SOFTCAP).
     cap: f32,
+    // ROPE (gemv_rope.wgsl): the position of row 0 of x, the head dim, f32 per coefficient-table row, the
+    // cos/sin factor.
+    pos: u32,
+    head_dim: u32,
+    rope_stride: u32,
+    rope_scale: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -404,15 +414,32 @@ fn setup(g: u32, li: u32) -> vec3<u32> {
     }
     let row0 = (g - first) * ROWS;
     let stride = select(p.in_len, p.in_vec, VEC);
-    let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u));
-    base = rows * stride;
     mat = m;
+    if (rotates()) {
+        load_pair_coefficients(row0);
+    }
+    let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
+    let rows = min(want, vec4<u32>(n - 1u));
+    base = rows * stride;
     for (var j = 0u; j < 16u; j++) {
         acc[j] = vec4<f32>();
     }
     ssq_lo = vec4<f32>();
     ssq_hi = vec4<f32>();
     return vec3<u32>(m, row0, n);
+}
+
+// Whether this workgroup's rows rotate (Q or K of a ROPE dispatch).
+fn rotates() -> bool {
+    return ROPE > 0u && mat < 2u;
+}
+
+// The row of slot s of a workgroup whose first slot is row0 (it may be past the matrix's rows).
+fn slot_row(row0: u32, s: u32) -> u32 {
+    if (rotates()) {
+        return rope_slot_row(row0, s);
+    }
+    return row0 + s;
 }
 
 // This thread's partial sums over its share of the rows: chunks li, li + WG, ... two at a time.
@@ -507,7 +534,7 @@ fn gate_act(g: f32) -> f32 {
 // gated, the up matrix's `u`.
 fn epilogue(r: u32, s: u32, info: vec3<u32>, v: f32, u: f32) {
     let m = info.x;
-    let row = info.y + s;
+    let row = slot_row(info.y, s);
     let n = info.z;
     if (row >= n) {
         return;
@@ -517,10 +544,11 @@ fn epilogue(r: u32, s: u32, info: vec3<u32>, v: f32, u: f32) {
         return;
     }
     var out = v;
-    if ((p.flags & (F_BIAS0 << m)) != 0u) {
+    if (ROPE == 0u && (p.flags & (F_BIAS0 << m)) != 0u) {
         out += bias_of(m, row);
     }
-    let i = r * n + row;
+    // ROPE: K and V go to cache row pos + r (the bias is in `v` already).
+    let i = select(r, p.pos + r, ROPE > 0u && m > 0u) * n + row;
     if (m == 0u && (p.flags & F_RES) != 0u) {
         out += bitcast<f32>(res[i]);
     }
@@ -548,6 +576,17 @@ fn finish(info: vec3<u32>) {
             let scale = inverseSqrt(ss / f32(p.in_len) + p.eps);
             v *= scale;
             u *= scale;
+        }
+        if (ROPE > 0u) {
+            for (var s = 0u; s < ROWS; s++) {
+                let row = slot_row(info.y, s);
+                if (row < info.z && (p.flags & (F_BIAS0 << info.x)) != 0u) {
+                    v[s] += bias_of(info.x, row);
+                }
+            }
+            if (rotates()) {
+                v = rotate_pairs(v, p.pos + r);
+            }
         }
         for (var s = 0u; s < ROWS; s++) {
             epilogue(r, s, info, v[s], u[s]);

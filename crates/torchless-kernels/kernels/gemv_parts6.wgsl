@@ -20,6 +20,9 @@
 @group(0) @binding(20) var<storage, read_write> y4: array<u32>;
 @group(0) @binding(21) var<storage, read_write> y5: array<u32>;
 
+// ROPE: the RoPE coefficient table (gemv_rope.wgsl; a dummy without).
+@group(0) @binding(22) var<storage, read> rope_tab: array<f32>;
+
 // Chunk i of matrix m (NMAT bounds m, so the last matrix needs no test).
 fn wload(m: u32, i: u32) -> vec4<u32> {
     if (NMAT == 1u || m == 0u) {

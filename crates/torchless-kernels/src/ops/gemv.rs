@@ -42,13 +42,22 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::ops::elementwise::{gelu_tanh, silu};
 use crate::ops::norm::{self, RmsNormVariant};
+use crate::ops::rope::{KvWrite, RopeTable};
 use crate::tensor::Tensor;
 
 // Up to three matrices (12 storage buffers) and up to six (21 storage buffers).
-crate::kernel_source!(GEMV, "gemv", ["gemv", "gemv_parts3", "reduce_workgroup"]);
-crate::kernel_source!(GEMV_SUBGROUP, "gemv_subgroup", ["gemv", "gemv_parts3", "reduce_subgroup"]);
-crate::kernel_source!(GEMV6, "gemv6", ["gemv", "gemv_parts6", "reduce_workgroup"]);
-crate::kernel_source!(GEMV6_SUBGROUP, "gemv6_subgroup", ["gemv", "gemv_parts6", "reduce_subgroup"]);
+crate::kernel_source!(GEMV, "gemv", ["rope_angle", "gemv_rope", "gemv", "gemv_parts3", "reduce_workgroup"]);
+crate::kernel_source!(
+    GEMV_SUBGROUP,
+    "gemv_subgroup",
+    ["rope_angle", "gemv_rope", "gemv", "gemv_parts3", "reduce_subgroup"]
+);
+crate::kernel_source!(GEMV6, "gemv6", ["rope_angle", "gemv_rope", "gemv", "gemv_parts6", "reduce_workgroup"]);
+crate::kernel_source!(
+    GEMV6_SUBGROUP,
+    "gemv6_subgroup",
+    ["rope_angle", "gemv_rope", "gemv", "gemv_parts6", "reduce_subgroup"]
+);
 
 /// The most rows of `x` one call takes.
 pub const MAX_BATCH: usize = 8;
@@ -57,11 +66,11 @@ pub const MAX_BATCH: usize = 8;
 pub const MAX_PARTS: usize = 6;
 /// The most matrices of one dispatch of the narrow kernel (gemv_parts3.wgsl).
 pub const NARROW_PARTS: usize = 3;
-/// Storage buffers of the narrow kernel: x, residual, norm weight, and per matrix its weights, bias and
-/// output.
-const NARROW_STORAGE_BINDINGS: u32 = 3 + 3 * NARROW_PARTS as u32;
+/// Storage buffers of the narrow kernel: x, residual, norm weight, per matrix its weights, bias and
+/// output, and the RoPE table.
+const NARROW_STORAGE_BINDINGS: u32 = 4 + 3 * NARROW_PARTS as u32;
 /// Storage buffers of the wide kernel (gemv_parts6.wgsl): the same for six matrices.
-pub const WIDE_STORAGE_BINDINGS: u32 = 3 + 3 * MAX_PARTS as u32;
+pub const WIDE_STORAGE_BINDINGS: u32 = 4 + 3 * MAX_PARTS as u32;
 
 /// The epilogue flags of gemv.wgsl and qgemv.wgsl: the bias of matrix m (bit m, m < 6), a residual bound
 /// of its own, the output accumulated in place (the residual is the output), the soft cap.
@@ -106,6 +115,10 @@ struct Params {
     n_groups: u32,
     eps: f32,
     cap: f32,
+    pos: u32,
+    head_dim: u32,
+    rope_stride: u32,
+    rope_scale: f32,
     _pad: [u32; 2],
 }
 
@@ -324,7 +337,19 @@ fn single_impl(
         None => None,
     };
     let soft_cap = epilogue.soft_cap;
-    let job = Job { op, x, batch, in_len, mats: vec![mat], outs: vec![out], gated: None, residual, soft_cap, norm };
+    let job = Job {
+        op,
+        x,
+        batch,
+        in_len,
+        mats: vec![mat],
+        outs: vec![out],
+        gated: None,
+        residual,
+        soft_cap,
+        norm,
+        rope: None,
+    };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -340,6 +365,58 @@ pub fn gemv_multi_normed(x: &Tensor, norm: InputNorm<'_>, parts: &[GemvPart<'_>]
     let refs: Vec<&Tensor> = outs.iter().collect();
     multi_impl(x, Some(norm), parts, &refs, GemvOptions::default())?;
     Ok(outs)
+}
+
+/// A decode step's Q, K and V projections of `rmsnorm(x)` (`parts`: Wq, Wk, Wv and their optional biases)
+/// with RoPE and the KV-cache write fused in: returns Q rotated, f32 `[b, rows of Wq]`, and stores K
+/// rotated and V into rows `pos..pos + b` of the caches. What [`gemv_multi_normed`] followed by
+/// [`rope_qk_store_kv`](super::rope::rope_qk_store_kv) do, in one GPU dispatch where every dim of a head
+/// rotates and the rows are whole vec4 chunks; through those two ops otherwise (and on the CPU).
+pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], kv: KvWrite<'_>) -> Result<Tensor> {
+    const OP: &str = "gemv_qkv_rope";
+    let (batch, in_len) = check_x(OP, x)?;
+    let mut mats = Vec::with_capacity(3);
+    for (k, part) in parts.iter().enumerate() {
+        let rows = check_w(OP, PART_NAMES[k], part.w, in_len)?;
+        if part.w.dtype() != parts[0].w.dtype() {
+            return Err(KernelError::DType { op: OP, expected: parts[0].w.dtype().to_string(), found: part.w.dtype() });
+        }
+        let mat = Mat { w: part.w, bias: part.bias, rows };
+        check_bias(OP, &mat)?;
+        mats.push(mat);
+    }
+    let hd = kv.check(OP, mats[0].rows, mats[1].rows, mats[2].rows, batch)?;
+    let biases: Vec<DType> = mats.iter().filter_map(|m| m.bias.map(|b| b.dtype())).collect();
+    let per_vec4 = if mats[0].w.dtype() == DType::F32 { 4 } else { 8 };
+    let fusable = x.is_gpu()
+        && kv.rotates_whole_heads()
+        && in_len.is_multiple_of(per_vec4)
+        && biases.windows(2).all(|d| d[0] == d[1]);
+    if !fusable {
+        let [q, k, v]: [Tensor; 3] = gemv_multi_normed(x, norm, &parts)?
+            .try_into()
+            .map_err(|_| KernelError::Empty { op: OP, what: "outputs" })?;
+        kv.rope_and_store(&q, &k, &v, batch, hd)?;
+        return Ok(q);
+    }
+    let q = new_output(OP, x, parts[0].w)?;
+    let job = Job {
+        op: OP,
+        x,
+        batch,
+        in_len,
+        mats,
+        outs: vec![&q, kv.k_cache, kv.v_cache],
+        gated: None,
+        residual: None,
+        soft_cap: None,
+        norm: Some(norm),
+        rope: Some(RopeOut { table: kv.table, pos: kv.pos }),
+    };
+    job.check_aliasing()?;
+    kv.check_distinct(OP, &job.inputs())?;
+    job.run(GemvOptions::default())?;
+    Ok(q)
 }
 
 /// [`gemv_gated`] of `rmsnorm(x)`: the norm fused into the products.
@@ -398,7 +475,7 @@ fn multi_impl(
         return Err(KernelError::DType { op, expected: format!("{first} (one dtype for every bias)"), found: other });
     }
     let outs = outs.to_vec();
-    let job = Job { op, x, batch, in_len, mats, outs, gated: None, residual: None, soft_cap: None, norm };
+    let job = Job { op, x, batch, in_len, mats, outs, gated: None, residual: None, soft_cap: None, norm, rope: None };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -440,7 +517,7 @@ fn gated_impl(
     check_out(op, "out", out, batch, rows)?;
     let mats = vec![Mat { w: w_gate, bias: None, rows }, Mat { w: w_up, bias: None, rows }];
     let (gated, outs) = (Some(act), vec![out]);
-    let job = Job { op, x, batch, in_len, mats, outs, gated, residual: None, soft_cap: None, norm };
+    let job = Job { op, x, batch, in_len, mats, outs, gated, residual: None, soft_cap: None, norm, rope: None };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -551,6 +628,15 @@ struct Job<'a> {
     soft_cap: Option<f32>,
     /// Multi and gated only: RMSNorm of x first.
     norm: Option<InputNorm<'a>>,
+    /// [`gemv_qkv_rope`] only (GPU): outs[1] and outs[2] are the KV caches.
+    rope: Option<RopeOut<'a>>,
+}
+
+/// The RoPE epilogue of a fused Q, K, V dispatch (kernels/gemv_rope.wgsl).
+#[derive(Clone, Copy)]
+struct RopeOut<'a> {
+    table: &'a RopeTable,
+    pos: usize,
 }
 
 /// A fused input norm's weight has `in_len` float elements and its eps is finite and non-negative.
@@ -692,7 +778,7 @@ impl Job<'_> {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
-        super::require_storage_buffers(ctx, op, NARROW_STORAGE_BINDINGS, "12 storage buffers per shader stage")?;
+        super::require_storage_buffers(ctx, op, NARROW_STORAGE_BINDINGS, "13 storage buffers per shader stage")?;
         // More than three matrices: one dispatch of the wide kernel where the adapter allows its bindings,
         // else the narrow kernel on the first three, then on the rest.
         let wide = self.mats.len() > NARROW_PARTS;
@@ -711,7 +797,11 @@ impl Job<'_> {
         let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
         let vec = self.in_len.is_multiple_of(per_vec4);
         let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), gated));
-        let tune = clamp_tune(tune);
+        let mut tune = clamp_tune(tune);
+        if self.rope.is_some() {
+            // Whole rotation pairs: 2 or 4 slots.
+            tune.rows = (tune.rows & !1).max(2);
+        }
 
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
             let b = t.gpu_buffer().expect("GPU tensor");
@@ -769,6 +859,10 @@ impl Job<'_> {
             n_groups,
             eps: self.norm.map_or(0.0, |n| n.eps),
             cap: self.soft_cap.unwrap_or(1.0),
+            pos: self.rope.map_or(Ok(0), |r| to_u32(op, "position", r.pos))?,
+            head_dim: self.rope.map_or(0, |r| r.table.config().head_dim as u32),
+            rope_stride: self.rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
+            rope_scale: self.rope.map_or(1.0, |r| r.table.config().attention_scaling),
             _pad: [0; 2],
         };
 
@@ -794,12 +888,15 @@ impl Job<'_> {
             ("RED_LEN", red_len as f64),
             ("NORM", self.norm.map_or(0.0, |n| if n.variant == RmsNormVariant::Gemma { 2.0 } else { 1.0 })),
             ("NW_DT", self.norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
+            ("ROPE", self.rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
         ];
+        let table = self.rope.map(|r| buf(r.table.tensor())).transpose()?;
         // x, residual, norm weight, then per matrix of the kernel its weights, biases and outputs.
         let mut buffers = vec![&xb, res.as_ref().unwrap_or(&xb), &nwb];
         buffers.extend((0..parts).map(|k| ws.get(k).unwrap_or(&ws[0])));
         buffers.extend((0..parts).map(|k| biases.get(k).and_then(Option::as_ref).unwrap_or(&xb)));
         buffers.extend((0..parts).map(|k| ys.get(k).unwrap_or(&ys[0])));
+        buffers.push(table.as_ref().unwrap_or(&xb));
         let kernel = match (wide, subgroup) {
             (false, false) => &GEMV,
             (false, true) => &GEMV_SUBGROUP,
@@ -1332,6 +1429,83 @@ mod tests {
 
     /// The fused input norm equals rmsnorm then the product (f64 reference of the normed x), for multi and
     /// gated, both norm variants, every batch size class, aligned rows (fused) and odd rows (the fallback).
+    #[test]
+    fn qkv_rope_matches_normed_gemv_then_rope() {
+        use crate::ops::rope::{RopeConfig, RopeLayout::*, RopeTable, rope_qk_store_kv};
+        let mut rng = Rng::new(61);
+        // (dtype, layout, head_dim, rot_dim, q heads, kv heads, cols, b, pos, biases, Gemma norm): 128 heads
+        // of 64 and b = 2 take four slots a workgroup; rot_dim < head_dim and odd cols the two-op path.
+        #[rustfmt::skip]
+        let cases = [
+            (DType::BF16, HalfSplit, 64, 64, 8, 2, 256, 1, 5, false, false),
+            (DType::F16, HalfSplit, 64, 64, 128, 16, 64, 2, 300, true, false),
+            (DType::F32, Interleaved, 32, 32, 6, 3, 128, 3, 17, true, true),
+            (DType::BF16, Interleaved, 128, 128, 4, 1, 512, 1, 70000, false, false),
+            (DType::BF16, HalfSplit, 32, 16, 4, 2, 256, 1, 9, false, false),
+            (DType::F16, HalfSplit, 16, 16, 4, 4, 100, 2, 0, true, false),
+        ];
+        for (dtype, layout, hd, rot, nh, nkv, cols, b, pos, with_bias, gemma) in cases {
+            let (q_rows, kv_rows) = (nh * hd, nkv * hd);
+            let xv = rng.vec(b * cols, -2.0, 2.0);
+            let nwv = rng.vec(cols, 0.5, 1.5);
+            let wvs: Vec<Vec<f32>> = [q_rows, kv_rows, kv_rows].iter().map(|&r| rng.vec(r * cols, -0.2, 0.2)).collect();
+            let bvs: Vec<Option<Vec<f32>>> =
+                [q_rows, kv_rows, kv_rows].iter().map(|&n| with_bias.then(|| rng.vec(n, -1.0, 1.0))).collect();
+            let cap = pos + b + 2;
+            let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
+            let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
+            let variant = if gemma { RmsNormVariant::Gemma } else { RmsNormVariant::Standard };
+            for backend in test_backends() {
+                let t = |v: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(&backend, v, shape, dt).unwrap();
+                let x = t(&xv, &[b, cols], DType::F32);
+                let nw = t(&nwv, &[cols], DType::BF16);
+                let norm = InputNorm { weight: &nw, eps: 1e-5, variant };
+                let ws: Vec<Tensor> =
+                    wvs.iter().zip([q_rows, kv_rows, kv_rows]).map(|(v, r)| t(v, &[r, cols], dtype)).collect();
+                let bs: Vec<Option<Tensor>> =
+                    bvs.iter().map(|v| v.as_ref().map(|v| t(v, &[v.len()], DType::F32))).collect();
+                let parts: Vec<GemvPart<'_>> =
+                    ws.iter().zip(&bs).map(|(w, b)| GemvPart { w, bias: b.as_ref() }).collect();
+                let table = RopeTable::new(&backend, cfg.clone()).unwrap();
+                let cache = || t(&cache0, &[cap, nkv, hd], DType::F32);
+                // The two ops, each tested on its own.
+                let [q, k, v]: [Tensor; 3] = gemv_multi_normed(&x, norm, &parts).unwrap().try_into().unwrap();
+                let (kc_want, vc_want) = (cache(), cache());
+                let heads = |t: &Tensor, h: usize| t.reshape(&[b, h, hd]).unwrap();
+                rope_qk_store_kv(&heads(&q, nh), &heads(&k, nkv), &heads(&v, nkv), &table, pos, &kc_want, &vc_want)
+                    .unwrap();
+                let (kc, vc) = (cache(), cache());
+                let kv = KvWrite { table: &table, pos, k_cache: &kc, v_cache: &vc };
+                let got = gemv_qkv_rope(&x, norm, [parts[0], parts[1], parts[2]], kv).unwrap();
+                assert_eq!(got.shape(), &[b, q_rows]);
+                let what = format!(
+                    "gemv_qkv_rope {dtype} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
+                    backend.name()
+                );
+                let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
+                let tol = Tolerance { atol: 2e-5, rtol: 2e-5 };
+                assert_close(&format!("{what}: q"), &got.to_f32_vec().unwrap(), &f64s(&q), tol);
+                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&kc_want), tol);
+                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&vc_want), tol);
+            }
+        }
+        // Bad input: a step past the end of the cache, caches of the wrong shape.
+        let cpu = Backend::Cpu;
+        let z = |shape: &[usize]| Tensor::zeros(&cpu, shape, DType::F32).unwrap();
+        let (x, w, nw) = (z(&[1, 8]), z(&[4, 8]), z(&[8]));
+        let norm = InputNorm { weight: &nw, eps: 1e-5, variant: RmsNormVariant::Standard };
+        let table = RopeTable::new(&cpu, RopeConfig::new(4, 10000.0)).unwrap();
+        let part = GemvPart { w: &w, bias: None };
+        let (c, c2) = (z(&[2, 1, 4]), z(&[2, 1, 4]));
+        let err =
+            gemv_qkv_rope(&x, norm, [part, part, part], KvWrite { table: &table, pos: 2, k_cache: &c, v_cache: &c2 });
+        assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
+        let c3 = z(&[2, 2, 4]);
+        let err =
+            gemv_qkv_rope(&x, norm, [part, part, part], KvWrite { table: &table, pos: 0, k_cache: &c3, v_cache: &c3 });
+        assert!(matches!(err, Err(KernelError::Shape { .. })), "{err:?}");
+    }
+
     #[test]
     fn input_norm_matches_rmsnorm_then_gemv() {
         let mut rng = Rng::new(23);

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use super::gemv::{GatedAct, GemvEpilogue, InputNorm, MAX_BATCH};
 use super::norm::RmsNormVariant;
-use super::rope::{RopeLayout, RopeTable, rope_qk_store_kv};
+use super::rope::{KvWrite, RopeTable};
 use super::{common_backend, require_dtype};
 use crate::backend::Backend;
 use crate::cpu;
@@ -220,18 +220,6 @@ pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) ->
     Ok(outs)
 }
 
-/// Where a decode step's K and V go when [`gemv_q_qkv_rope`] rotates and stores them itself.
-#[derive(Clone, Copy)]
-pub struct KvWrite<'a> {
-    /// The model's rotation (every dim of a head must rotate for the fused dispatch).
-    pub table: &'a RopeTable,
-    /// The position of row 0 of x.
-    pub pos: usize,
-    /// f32 `[capacity, n_kv_heads, head_dim]`.
-    pub k_cache: &'a Tensor,
-    pub v_cache: &'a Tensor,
-}
-
 /// A decode step's Q, K and V projections (`parts`: the three matrices and their optional biases) with
 /// RoPE and the KV-cache write fused in: returns Q rotated, f32 `[b, rows of Wq]`, and stores K rotated
 /// and V into rows `pos..pos + b` of the caches. What [`gemv_q_multi`] followed by
@@ -239,62 +227,17 @@ pub struct KvWrite<'a> {
 /// every dim of a head rotates; through those two ops otherwise.
 pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3], kv: KvWrite<'_>) -> Result<Tensor> {
     const OP: &str = "gemv_q_qkv_rope";
-    let cfg = kv.table.config();
-    let hd = cfg.head_dim;
     let [(wq, _), (wk, _), (wv, _)] = parts;
-    for t in [kv.k_cache, kv.v_cache] {
-        require_dtype(OP, t, DType::F32)?;
-    }
-    let kv_rows = wk.rows();
-    let capacity = match kv.k_cache.shape() {
-        &[c, h, d]
-            if h * d == kv_rows && d == hd && wv.rows() == kv_rows && kv.v_cache.shape() == kv.k_cache.shape() =>
-        {
-            c
-        }
-        _ => {
-            return Err(KernelError::Shape {
-                op: OP,
-                detail: format!(
-                    "caches {:?} and {:?} must both be [capacity, n_kv_heads, {hd}] with n_kv_heads · {hd} = {} (the \
-                     rows of Wk and Wv: {kv_rows}, {})",
-                    kv.k_cache.shape(),
-                    kv.v_cache.shape(),
-                    kv_rows,
-                    wv.rows()
-                ),
-            });
-        }
-    };
-    if wq.rows() % hd != 0 {
-        return Err(KernelError::Shape {
-            op: OP,
-            detail: format!("Wq has {} rows, not whole heads of {hd}", wq.rows()),
-        });
-    }
-    if kv.pos + x.b > capacity {
-        return Err(KernelError::Argument {
-            op: OP,
-            name: "pos",
-            value: kv.pos.to_string(),
-            reason: format!("{} tokens from here overrun the cache of {capacity} rows", x.b),
-        });
-    }
+    let hd = kv.check(OP, wq.rows(), wk.rows(), wv.rows(), x.b)?;
     let bias_dts: Vec<DType> = parts.iter().filter_map(|(_, b)| b.map(Tensor::dtype)).collect();
     let fusable = matches!(x.data, InputData::Gpu { .. })
         && parts.iter().all(|(w, _)| w.quant_type() == wq.quant_type() && w.cols() == wq.cols())
         && bias_dts.windows(2).all(|d| d[0] == d[1])
-        && cfg.rot_dim == hd;
+        && kv.rotates_whole_heads();
     if !fusable {
         let [q, k, v]: [Tensor; 3] =
             gemv_q_multi(x, &parts)?.try_into().map_err(|_| KernelError::Empty { op: OP, what: "outputs" })?;
-        let b = x.b;
-        let (q3, k3, v3) = (
-            q.reshape(&[b, wq.rows() / hd, hd])?,
-            k.reshape(&[b, kv_rows / hd, hd])?,
-            v.reshape(&[b, kv_rows / hd, hd])?,
-        );
-        rope_qk_store_kv(&q3, &k3, &v3, kv.table, kv.pos, kv.k_cache, kv.v_cache)?;
+        kv.rope_and_store(&q, &k, &v, x.b, hd)?;
         return Ok(q);
     }
     let q = x.new_output(wq.rows())?;
@@ -305,13 +248,7 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
     let mut inputs = x.tensors();
     inputs.extend([&q, wq.data(), wk.data(), wv.data()]);
     inputs.extend(parts.iter().filter_map(|(_, b)| *b));
-    for (name, cache) in [("k_cache", kv.k_cache), ("v_cache", kv.v_cache)] {
-        super::require_distinct(OP, name, cache, &inputs)?;
-    }
-    super::require_distinct(OP, "k_cache", kv.k_cache, &[kv.v_cache])?;
-    let mut all = inputs.clone();
-    all.extend([kv.k_cache, kv.v_cache, kv.table.tensor()]);
-    common_backend(OP, &all)?;
+    kv.check_distinct(OP, &inputs)?;
     let gparts = [
         gpu::Part { w: wq, bias: parts[0].1, out: &q },
         gpu::Part { w: wk, bias: parts[1].1, out: kv.k_cache },
@@ -1021,14 +958,7 @@ pub(crate) mod gpu {
             ("PARTS", parts.len() as f64),
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
-            (
-                "ROPE",
-                match rope.map(|r| r.table.config().layout) {
-                    None => 0.0,
-                    Some(RopeLayout::HalfSplit) => 1.0,
-                    Some(RopeLayout::Interleaved) => 2.0,
-                },
-            ),
+            ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
@@ -1170,6 +1100,7 @@ pub(crate) mod gpu {
 mod tests {
     use super::*;
     use crate::ops::norm::RmsNormVariant;
+    use crate::ops::rope::rope_qk_store_kv;
     use crate::testing::{Rng, Tolerance, assert_close, test_backends, test_gpu};
 
     fn quantized(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (QuantTensor, Vec<f32>) {

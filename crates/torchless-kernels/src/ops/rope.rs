@@ -77,6 +77,11 @@ impl RopeLayout {
         }
     }
 
+    /// The GEMVs' `ROPE` constant (kernels/gemv_rope.wgsl): 1 HalfSplit, 2 Interleaved.
+    pub(crate) fn epilogue_code(self) -> f64 {
+        self.code() + 1.0
+    }
+
     /// The dims (a, b) of pair `i` when `half` pairs rotate.
     pub fn pair(self, i: usize, half: usize) -> (usize, usize) {
         match self {
@@ -323,6 +328,89 @@ pub fn rope_inplace(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>)
 /// Rotates x into `out` (same shape and dtype; `out` may be `x` itself).
 pub fn rope_into(x: &Tensor, table: &RopeTable, positions: RopePositions<'_>, out: &Tensor) -> Result<()> {
     rope_impl(x, table, positions, out, Path::Auto)
+}
+
+/// Where a decode step's K and V go when a fused GEMV ([`crate::ops::gemv::gemv_qkv_rope`],
+/// [`crate::ops::qmatmul::gemv_q_qkv_rope`]) rotates Q and K and stores K and V itself.
+#[derive(Clone, Copy)]
+pub struct KvWrite<'a> {
+    /// The model's rotation (the fused dispatch needs every dim of a head to rotate).
+    pub table: &'a RopeTable,
+    /// The position of the step's first token.
+    pub pos: usize,
+    /// f32 `[capacity, n_kv_heads, head_dim]`.
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+}
+
+impl KvWrite<'_> {
+    /// Checks the caches against projections of `q_rows`, `k_rows` and `v_rows` outputs for `tokens`
+    /// tokens; returns the head dim.
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        q_rows: usize,
+        k_rows: usize,
+        v_rows: usize,
+        tokens: usize,
+    ) -> Result<usize> {
+        for t in [self.k_cache, self.v_cache] {
+            require_dtype(op, t, DType::F32)?;
+        }
+        let hd = self.table.config.head_dim;
+        let capacity = match self.k_cache.shape() {
+            &[c, h, d]
+                if h * d == k_rows && d == hd && v_rows == k_rows && self.v_cache.shape() == self.k_cache.shape() =>
+            {
+                c
+            }
+            _ => {
+                return Err(KernelError::Shape {
+                    op,
+                    detail: format!(
+                        "caches {:?} and {:?} must both be [capacity, n_kv_heads, {hd}] with n_kv_heads · {hd} the \
+                         rows of Wk and Wv ({k_rows}, {v_rows})",
+                        self.k_cache.shape(),
+                        self.v_cache.shape(),
+                    ),
+                });
+            }
+        };
+        if q_rows % hd != 0 {
+            return Err(KernelError::Shape { op, detail: format!("Wq has {q_rows} rows, not whole heads of {hd}") });
+        }
+        if self.pos + tokens > capacity {
+            return Err(KernelError::Argument {
+                op,
+                name: "pos",
+                value: self.pos.to_string(),
+                reason: format!("{tokens} tokens from here overrun the cache of {capacity} rows"),
+            });
+        }
+        Ok(hd)
+    }
+
+    /// Whether every dim of a head rotates (what the fused epilogue handles).
+    pub(crate) fn rotates_whole_heads(&self) -> bool {
+        self.table.config.rot_dim == self.table.config.head_dim
+    }
+
+    /// The caches may not share storage with the GEMV's operands `inputs` or with each other, and live
+    /// on their backend.
+    pub(crate) fn check_distinct(&self, op: &'static str, inputs: &[&Tensor]) -> Result<()> {
+        require_distinct(op, "k_cache", self.k_cache, inputs)?;
+        require_distinct(op, "v_cache", self.v_cache, inputs)?;
+        require_distinct(op, "k_cache", self.k_cache, &[self.v_cache])?;
+        let mut all = inputs.to_vec();
+        all.extend([self.k_cache, self.v_cache, self.table.tensor()]);
+        common_backend(op, &all).map(|_| ())
+    }
+
+    /// The unfused path: q `[tokens, q_rows]` rotated in place, k and v rotated and stored.
+    pub(crate) fn rope_and_store(&self, q: &Tensor, k: &Tensor, v: &Tensor, tokens: usize, hd: usize) -> Result<()> {
+        let heads = |t: &Tensor| t.reshape(&[tokens, t.numel() / (tokens * hd), hd]);
+        rope_qk_store_kv(&heads(q)?, &heads(k)?, &heads(v)?, self.table, self.pos, self.k_cache, self.v_cache)
+    }
 }
 
 /// One attention step's rotary embedding and cache writes in one launch: rotates `q` `[tokens, heads,

@@ -406,8 +406,8 @@ impl Llama {
         Ok([l.wq.forward(&h, l.bq.as_ref())?, l.wk.forward(&h, l.bk.as_ref())?, l.wv.forward(&h, l.bv.as_ref())?])
     }
 
-    /// Decoding with quantized Q, K and V and no head norms: the norm, the projections, RoPE and the cache
-    /// write in one quantized GEMV (after the activations' quantization); returns q rotated `[n, q_dim]`.
+    /// Decoding without head norms: the norm, the Q, K, V projections, RoPE and the cache write in one GEMV
+    /// launch (quantized weights: after the activations' quantization); returns q rotated `[n, q_dim]`.
     /// `None` where that does not apply.
     fn fused_qkv_rope(
         &self,
@@ -417,16 +417,24 @@ impl Llama {
         k_cache: &Tensor,
         v_cache: &Tensor,
     ) -> Result<Option<Tensor>> {
-        let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv) else {
-            return Ok(None);
-        };
         if x.rows_cols().0 > gemv::MAX_BATCH || l.q_norm.is_some() || l.k_norm.is_some() {
             return Ok(None);
         }
-        let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
-        let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
-        let kv = qmatmul::KvWrite { table: &self.rope, pos, k_cache, v_cache };
-        Ok(Some(qmatmul::gemv_q_qkv_rope(&input, parts, kv)?))
+        let kv = rope::KvWrite { table: &self.rope, pos, k_cache, v_cache };
+        if let (Some(wq), Some(wk), Some(wv)) = (l.wq.as_dense(), l.wk.as_dense(), l.wv.as_dense()) {
+            let parts = [
+                GemvPart { w: wq, bias: l.bq.as_ref() },
+                GemvPart { w: wk, bias: l.bk.as_ref() },
+                GemvPart { w: wv, bias: l.bv.as_ref() },
+            ];
+            return Ok(Some(gemv::gemv_qkv_rope(x, self.input_norm(&l.attn_norm), parts, kv)?));
+        }
+        if let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv) {
+            let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
+            let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
+            return Ok(Some(qmatmul::gemv_q_qkv_rope(&input, parts, kv)?));
+        }
+        Ok(None)
     }
 
     /// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)` with `h = norm(x)`: one fused GEMV when decoding, else the norm, two
