@@ -376,7 +376,7 @@ impl KvWrite<'_> {
                 });
             }
         };
-        if q_rows % hd != 0 {
+        if !q_rows.is_multiple_of(hd) {
             return Err(KernelError::Shape { op, detail: format!("Wq has {q_rows} rows, not whole heads of {hd}") });
         }
         if self.pos + tokens > capacity {
