@@ -19,9 +19,9 @@
 // Accumulators are indexed with constants only (rows of x unrolled by hand, guarded by BATCH), so drivers
 // keep them in registers.
 //
-// This file is the body of four modules (ops/gemv.rs): followed by gemv_parts3.wgsl or gemv_parts6.wgsl
-// (the bindings of each matrix's weights, bias and output: three matrices in 12 storage buffers, six in 21,
-// for adapters that allow that many), then by reduce_workgroup.wgsl (a workgroup-memory tree) or
+// This file is the body of four modules (ops/gemv.rs), after rope_angle.wgsl and gemv_rope.wgsl: followed
+// by gemv_parts3.wgsl or gemv_parts6.wgsl (the bindings of each matrix's weights, bias and output and of the
+// RoPE table: three matrices in 13 storage buffers, six in 22, for adapters that allow that many), then by reduce_workgroup.wgsl (a workgroup-memory tree) or
 // reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point `main`,
 // which calls `run` below.
 

@@ -1,5 +1,5 @@
-// The per-matrix bindings of gemv.wgsl for up to 3 matrices: weights, biases and outputs from binding 4
-// (9 storage buffers, 12 with the body's). See gemv.wgsl.
+// The per-matrix bindings of gemv.wgsl for up to 3 matrices: weights, biases and outputs from binding 4,
+// and the RoPE table (10 storage buffers, 13 with the body's). See gemv.wgsl.
 
 @group(0) @binding(4) var<storage, read> w0: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;

@@ -1,5 +1,5 @@
-// The per-matrix bindings of gemv.wgsl for up to 6 matrices: weights, biases and outputs from binding 4
-// (18 storage buffers, 21 with the body's). See gemv.wgsl.
+// The per-matrix bindings of gemv.wgsl for up to 6 matrices: weights, biases and outputs from binding 4,
+// and the RoPE table (19 storage buffers, 22 with the body's). See gemv.wgsl.
 
 @group(0) @binding(4) var<storage, read> w0: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;

@@ -9,13 +9,15 @@
 //!   residual add).
 //! - [`gemv_multi`] / [`gemv_multi_into`]: up to six matrices that share `x` (Q, K and V; xLSTM's q, k, v,
 //!   o, ĩ, f̃) in one dispatch, each with its own optional bias and its own output. More than three need an
-//!   adapter with 21 storage buffers per shader stage; with fewer they run as two dispatches.
+//!   adapter with 22 storage buffers per shader stage; with fewer they run as two dispatches.
 //! - [`gemv_gated`] / [`gemv_gated_into`]: `y = act(w_gate·x) ⊙ (w_up·x)` with SiLU (SwiGLU) or GELU-tanh
 //!   (GeGLU), the gate/up half of a gated MLP, without writing the two products out.
 //!
 //! - [`gemv_normed`], [`gemv_multi_normed`], [`gemv_gated_normed`]: the same with an input RMSNorm of `x` fused in
 //!   (`rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps)`: each workgroup sums x² on its way through `x`
 //!   and scales its dot products at the end), so decode needs no separate norm launch.
+//! - [`gemv_qkv_rope`]: a decode step's normed Q, K, V projections that also rotate Q and K (RoPE) and
+//!   write K and V into the KV cache, so attention follows with no launch between (kernels/gemv_rope.wgsl).
 //!
 //! Each has a `*_with(.., GemvOptions)` twin that can force the GPU kernel ([`GemvKernel`]).
 //!
@@ -45,7 +47,7 @@ use crate::ops::norm::{self, RmsNormVariant};
 use crate::ops::rope::{KvWrite, RopeTable};
 use crate::tensor::Tensor;
 
-// Up to three matrices (12 storage buffers) and up to six (21 storage buffers).
+// Up to three matrices (13 storage buffers with the RoPE table) and up to six (22).
 crate::kernel_source!(GEMV, "gemv", ["rope_angle", "gemv_rope", "gemv", "gemv_parts3", "reduce_workgroup"]);
 crate::kernel_source!(
     GEMV_SUBGROUP,
@@ -1239,7 +1241,7 @@ mod tests {
     }
 
     /// With more than three parts, also the narrow kernel in two dispatches (as on an adapter with fewer
-    /// than 21 storage buffers per stage).
+    /// than 22 storage buffers per stage).
     fn multi_launches(backend: &Backend, parts: usize) -> Vec<GemvOptions> {
         let mut v = launches(backend);
         if parts > NARROW_PARTS && matches!(backend, Backend::Gpu(_)) {

@@ -7,6 +7,8 @@
 //! - [`GemvInput`]: x prepared once (optionally RMS-normalised in the same pass) for GEMVs that share it:
 //!   [`gemv_q_input`], [`gemv_q_multi`] (Q, K and V in one GPU launch) and [`gemv_q_gated`] (gate and up
 //!   with the SwiGLU/GeGLU epilogue in one launch).
+//! - [`gemv_q_qkv_rope`]: Q, K and V in one launch that also rotates Q and K (RoPE) and writes K and V
+//!   into the KV cache (kernels/gemv_rope.wgsl).
 //! - [`gemm_q`]: prefill, `x [m, cols] · Wᵀ` for any m.
 //! - [`embedding_q`]: rows of a quantized table gathered by u32 ids and dequantized to f32. An id out of
 //!   range is a [`KernelError::Argument`] on the CPU and a row of zeros on the GPU (which does not read
@@ -223,7 +225,7 @@ pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) ->
 /// A decode step's Q, K and V projections (`parts`: the three matrices and their optional biases) with
 /// RoPE and the KV-cache write fused in: returns Q rotated, f32 `[b, rows of Wq]`, and stores K rotated
 /// and V into rows `pos..pos + b` of the caches. What [`gemv_q_multi`] followed by
-/// [`rope_qk_store_kv`] do, in one GPU dispatch where the three matrices share a type and row length and
+/// [`rope_qk_store_kv`](super::rope::rope_qk_store_kv) do, in one GPU dispatch where the three matrices share a type and row length and
 /// every dim of a head rotates; through those two ops otherwise.
 pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3], kv: KvWrite<'_>) -> Result<Tensor> {
     const OP: &str = "gemv_q_qkv_rope";

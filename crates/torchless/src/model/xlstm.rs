@@ -513,7 +513,7 @@ impl Xlstm {
     }
 
     /// q, k, v, o, ĩ, f̃ of `norm(x)`: decoding, one GEMV pass over `x` with the norm fused in (two on
-    /// adapters with fewer than 21 storage buffers per stage); otherwise the norm, then six GEMMs.
+    /// adapters with fewer than 22 storage buffers per stage); otherwise the norm, then six GEMMs.
     fn normed_projections(&self, x: &Tensor, b: &Block) -> Result<[Tensor; 6]> {
         if x.rows_cols().0 <= gemv::MAX_BATCH {
             let parts = [
