@@ -117,6 +117,14 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let prompt = random_tokens(args.context);
     // Room for the profiled steps too, where the model's context allows.
     let capacity = (args.context + args.decode_tokens + 1 + PROFILE_STEPS).min(limit);
+    // Warm-up of the decode at the lengths it will run at: a kernel's pipeline can depend on the context
+    // (attention in one launch up to 256 keys, split beyond), and a pipeline made for the first time is
+    // compiled by the driver, which on a cold shader cache costs the first timed run ~0.3 s.
+    let mut state = model.new_state(capacity)?;
+    model.forward(&mut state, &prompt, 0, Logits::Last)?;
+    for pos in [args.context, args.context + args.decode_tokens - 1] {
+        model.forward(&mut state, &[next], pos, Logits::Last)?.to_f32_vec()?;
+    }
     let mut state = model.new_state(capacity)?;
     let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
     let first = select::argmax(&logits)?;
