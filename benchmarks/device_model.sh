@@ -19,7 +19,7 @@ llama)
   [ -f $M/config.json ] || timeout 120 python3 scripts/make_random_llama.py --out $M > "$OUT/make_llama.log" 2>&1
   [ -f $S/config.json ] || timeout 60 python3 scripts/make_random_llama.py --preset smollm2-135m --out $S > "$OUT/make_smollm2.log" 2>&1
   cat $M/*.safetensors > /dev/null  # warm page cache: the load time is from memory, not disk
-  # Discarded warm-up: the first run after the models are written records ~2x slower on the host.
+  # Discarded warm-up run: fills the driver's shader cache (bench-model also warms up in-process).
   timeout 60 $B bench-model --backend gpu --model $M --decode-tokens 16 --prefill-tokens 0 > /dev/null 2>&1
   timeout 100 $B $BM --model $M > "$OUT/llama_bf16.json" 2> "$OUT/llama_bf16.err"
   timeout 150 $B $BM --model $M --quantize q4_k > "$OUT/llama_q4_k.json" 2> "$OUT/llama_q4_k.err"
