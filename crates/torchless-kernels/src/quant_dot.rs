@@ -74,6 +74,95 @@ mod avx2 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod int_avx2;
+
+/// x (rows of `cols` values, `cols` a multiple of 32) quantized once per GEMV for the integer row dots,
+/// as the GPU's kernels/qgemv_x.wgsl does: per block of 32 with `d = max|x| / 127`, `hi = round(x / d)` and
+/// `lo = round((x − d·hi)·256 / d)` clamped to ±127, so that `x̃ = d/256·(256·hi + lo)` is within d/512 of x
+/// (d/256 where `lo` clamps). One byte alone moves close logits of small models; two keep them.
+pub(crate) struct QuantX {
+    hi: Vec<i8>,
+    lo: Vec<i8>,
+    /// `d / 256` per block.
+    scale: Vec<f32>,
+    /// `Σ x` per block (exact up to f32 rounding, as [`group_sums`]).
+    sum: Vec<f32>,
+    /// `Σ (256·hi + lo)` over each 4 consecutive values: 8 per block, in the lanes of the integer dots.
+    lanes: Vec<i32>,
+}
+
+/// One row of a [`QuantX`]: `hi`, `lo` as bytes (`cols`), the per-block values (`cols / 32`).
+pub(crate) struct QxRow<'a> {
+    hi: &'a [u8],
+    lo: &'a [u8],
+    scale: &'a [f32],
+    sum: &'a [f32],
+    lanes: &'a [i32],
+}
+
+/// The smallest block magnitude [`QuantX`] quantizes.
+const TINY: f32 = 1e-36;
+
+impl QuantX {
+    pub(crate) fn new(x: &[f32]) -> QuantX {
+        let n = x.len();
+        let (mut hi, mut lo) = (vec![0i8; n], vec![0i8; n]);
+        let mut scale = Vec::with_capacity(n / 32);
+        let mut lanes = Vec::with_capacity(n / 4);
+        for ((xb, hb), lb) in chunks::<_, 32>(x).zip(hi.chunks_exact_mut(32)).zip(lo.chunks_exact_mut(32)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // Blocks below `TINY` count as zero (127 / amax would overflow near the subnormals); they move
+            // an output by less than 32·TINY·max|w|.
+            let (d, inv) = if amax >= TINY { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            for ((&v, h), l) in xb.iter().zip(hb.iter_mut()).zip(lb.iter_mut()) {
+                let hv = (v * inv).round().clamp(-127.0, 127.0);
+                let lv = ((v - hv * d) * (256.0 * inv)).round().clamp(-127.0, 127.0);
+                (*h, *l) = (hv as i8, lv as i8);
+            }
+            let four = hb.chunks_exact(4).zip(lb.chunks_exact(4));
+            lanes.extend(four.map(|(h4, l4)| h4.iter().zip(l4).map(|(&h, &l)| 256 * h as i32 + l as i32).sum::<i32>()));
+            scale.push(d / 256.0);
+        }
+        QuantX { hi, lo, scale, sum: group_sums(x), lanes }
+    }
+
+    /// Row `r` of rows of `cols` values.
+    pub(crate) fn row(&self, r: usize, cols: usize) -> QxRow<'_> {
+        let g = cols / 32;
+        QxRow {
+            hi: bytemuck::cast_slice(&self.hi[r * cols..][..cols]),
+            lo: bytemuck::cast_slice(&self.lo[r * cols..][..cols]),
+            scale: &self.scale[r * g..][..g],
+            sum: &self.sum[r * g..][..g],
+            lanes: &self.lanes[8 * r * g..][..8 * g],
+        }
+    }
+}
+
+/// A row's integer dot product: `(quants, scales, x)` with the row's device quants and scales parts.
+pub(crate) type IntRowDot = fn(&[u8], &[u8], &QxRow<'_>) -> f32;
+
+/// The integer row dot of `ty` where the CPU has one (x86-64 with AVX2 and FMA), else `None` (then the
+/// f32 [`row_dot`]).
+pub(crate) fn int_row_dot(ty: QuantType) -> Option<IntRowDot> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx2_fma() {
+        return Some(match ty {
+            QuantType::Q8_0 => int_avx2::dot_q8_0,
+            QuantType::Q4_0 => int_avx2::dot_q4_0,
+            QuantType::Q4_1 => int_avx2::dot_q4_1,
+            QuantType::Q5_0 => int_avx2::dot_q5_0,
+            QuantType::Q5_1 => int_avx2::dot_q5_1,
+            QuantType::Q4K => int_avx2::dot_q4_k,
+            QuantType::Q5K => int_avx2::dot_q5_k,
+            QuantType::Q6K => int_avx2::dot_q6_k,
+        });
+    }
+    let _ = ty;
+    None
+}
+
 /// Sums of `x` over consecutive groups of 32 (`x.len()` a multiple of 32).
 pub(crate) fn group_sums(x: &[f32]) -> Vec<f32> {
     chunks::<_, 32>(x)
@@ -326,6 +415,116 @@ mod tests {
                 let got = dot(&qs[..nb * ty.quant_bytes()], &ss[..nb * ty.scale_bytes()], &x, &xs);
                 assert!((got as f64 - want).abs() <= 1e-5 * scale, "{ty} {which}: {got} vs {want}");
             }
+        }
+    }
+
+    /// x for the integer dots: random blocks scaled by 1, a huge outlier in a block, all zeros, tiny
+    /// magnitudes, below [`TINY`], and large ones, by block.
+    fn awkward_x(rng: &mut Rng, n: usize) -> Vec<f32> {
+        let mut x = rng.vec(n, -1.0, 1.0);
+        for (k, blk) in x.chunks_mut(32).enumerate() {
+            match k % 6 {
+                0 => {}
+                1 => blk[(7 * k) % 32] = 3e4,
+                2 => blk.fill(0.0),
+                3 => blk.iter_mut().for_each(|v| *v *= 1e-20),
+                4 => blk.iter_mut().for_each(|v| *v *= 1e-38),
+                _ => blk.iter_mut().for_each(|v| *v *= 1e3),
+            }
+        }
+        x
+    }
+
+    /// Random rows of `ty`: (device quants and scales per row, decoded weights).
+    fn rows_of(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<f32>) {
+        let values = rng.vec(rows * cols, -1.0, 1.0);
+        let t = QuantTensor::quantize(&crate::backend::Backend::Cpu, ty, &values, rows, cols).unwrap();
+        let w = t.to_f32_vec().unwrap();
+        let dev = t.data().to_bytes().unwrap();
+        let (qs, ss) = dev.split_at(t.scales_offset());
+        let (qb, sb) = (t.row_blocks() * ty.quant_bytes(), t.row_blocks() * ty.scale_bytes());
+        let parts = (0..rows).map(|r| (qs[r * qb..][..qb].to_vec(), ss[r * sb..][..sb].to_vec())).collect();
+        (parts, w)
+    }
+
+    /// Error allowed to an integer dot of weights `w` with x: x̃ moves each value by at most d/256 of its
+    /// block (d = max|x|/127); weights with an offset (`d·n + m`) see it through `d·n`, whose magnitude is
+    /// at most `|w| + max|w|` of the block; plus f32 rounding of the sums.
+    fn int_bound(w: &[f32], x: &[f32]) -> f64 {
+        let mut bound = 0f64;
+        for (wb, xb) in w.chunks(32).zip(x.chunks(32)) {
+            let e = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 256.0;
+            let e = e.max(TINY as f64);
+            let wmax = wb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            bound += wb
+                .iter()
+                .zip(xb)
+                .map(|(&a, &c)| (a.abs() as f64 + wmax) * e + 1e-5 * (a as f64 * c as f64).abs())
+                .sum::<f64>();
+        }
+        bound
+    }
+
+    /// The integer row dots against decode-then-dot in f64 and against the f32 row dots, every format, on
+    /// ragged row counts and awkward x; and, where the whole weight multiplies x̃ (no offset in the float
+    /// domain), against `Σ w·x̃` in f64, which checks the integer arithmetic to f32 rounding.
+    #[test]
+    fn int_row_dots_match_the_reference_and_the_f32_path() {
+        let Some(_) = int_row_dot(QuantType::Q8_0) else {
+            println!("note: no integer row dots on this CPU (x86-64 with AVX2 and FMA); skipped");
+            return;
+        };
+        let mut rng = Rng::new(12);
+        for ty in QuantType::ALL {
+            let idot = int_row_dot(ty).unwrap();
+            let fdot = baseline_row_dot(ty);
+            for (rows, blocks) in [(1, 1), (7, 3), (13, 2)] {
+                let cols = blocks * ty.block_elems();
+                let (parts, w) = rows_of(&mut rng, ty, rows, cols);
+                for x in [awkward_x(&mut rng, cols), rng.vec(cols, -1.0, 1.0)] {
+                    let xq = QuantX::new(&x);
+                    let xr = xq.row(0, cols);
+                    let xs = group_sums(&x);
+                    let xt: Vec<f64> = (0..cols)
+                        .map(|i| xr.scale[i / 32] as f64 * (256.0 * (xr.hi[i] as i8) as f64 + (xr.lo[i] as i8) as f64))
+                        .collect();
+                    for (o, (q, s)) in parts.iter().enumerate() {
+                        let wr = &w[o * cols..][..cols];
+                        let want: f64 = wr.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let bound = int_bound(wr, &x);
+                        let got = idot(q, s, &xr) as f64;
+                        let name = format!("{ty} [{rows}, {cols}] row {o}");
+                        assert!((got - want).abs() <= bound, "{name}: int {got} vs f64 {want}, allowed {bound}");
+                        let f = fdot(q, s, &x, &xs) as f64;
+                        assert!((got - f).abs() <= bound, "{name}: int {got} vs f32 path {f}, allowed {bound}");
+                        if matches!(ty, QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q6K) {
+                            let exact: f64 = wr.iter().zip(&xt).map(|(&a, &b)| a as f64 * b).sum();
+                            let mag: f64 = wr.iter().zip(&xt).map(|(&a, &b)| (a as f64 * b).abs()).sum();
+                            assert!((got - exact).abs() <= 1e-5 * mag, "{name}: int {got} vs Σ w·x̃ {exact}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// x̃ is within d/256 of x, blocks of zeros stay zero, and the sums are those of the blocks.
+    #[test]
+    fn quantized_x_is_within_its_bound() {
+        let mut rng = Rng::new(13);
+        let x = awkward_x(&mut rng, 64 * 32);
+        let xq = QuantX::new(&x);
+        let xr = xq.row(0, x.len());
+        for (i, &v) in x.iter().enumerate() {
+            let g = i / 32;
+            let xt = xr.scale[g] * (256.0 * (xr.hi[i] as i8) as f32 + (xr.lo[i] as i8) as f32);
+            let d = x[32 * g..][..32].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let allowed = if d * 127.0 < TINY { TINY } else { d / 256.0 * 1.001 };
+            assert!((xt - v).abs() <= allowed, "x[{i}] = {v}: {xt}");
+        }
+        for (g, blk) in x.chunks(32).enumerate() {
+            let s: f32 = blk.iter().sum();
+            assert!((xr.sum[g] - s).abs() <= 1e-5 * blk.iter().map(|v| v.abs()).sum::<f32>(), "block {g}");
         }
     }
 }

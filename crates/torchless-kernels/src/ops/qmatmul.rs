@@ -473,17 +473,27 @@ fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, o
     let (rows, cols) = (w.rows(), w.cols());
     // Every format's blocks are whole 32-groups, so the group sums line up with each x row.
     let groups = cols / 32;
-    let xs = quant_dot::group_sums(&xv);
-    let dot = quant_dot::row_dot(w.quant_type());
     // t [rows, b]: one task per run of weight rows, each row read once for all b rows of x.
     let mut t = vec![0f32; rows * b];
     let min_rows = (GEMV_TASK_WEIGHTS / cols).max(1);
-    t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
-        let (q, s) = view.row(o);
-        for (r, d) in dst.iter_mut().enumerate() {
-            *d = dot(q, s, &xv[r * cols..][..cols], &xs[r * groups..][..groups]);
-        }
-    });
+    if let Some(dot) = quant_dot::int_row_dot(w.quant_type()) {
+        // Integer dots with x quantized once (two bytes per value, as on the GPU).
+        let xq = quant_dot::QuantX::new(&xv);
+        let xr: Vec<_> = (0..b).map(|r| xq.row(r, cols)).collect();
+        t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
+            let (q, s) = view.row(o);
+            dst.iter_mut().zip(&xr).for_each(|(d, x)| *d = dot(q, s, x));
+        });
+    } else {
+        let xs = quant_dot::group_sums(&xv);
+        let dot = quant_dot::row_dot(w.quant_type());
+        t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
+            let (q, s) = view.row(o);
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d = dot(q, s, &xv[r * cols..][..cols], &xs[r * groups..][..groups]);
+            }
+        });
+    }
     drop(words);
     let mut y = if b == 1 {
         t
