@@ -13,6 +13,13 @@ pub(crate) fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU has AVX2, FMA and F16C (the integer GEMV dots; F16C converts block scales 8 at a time).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma_f16c() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
+}
+
 /// The elements of a CPU tensor as f32 (any dtype).
 pub fn read_f32(t: &Tensor) -> Vec<f32> {
     let words = t.cpu_words().expect("CPU kernels get CPU tensors");

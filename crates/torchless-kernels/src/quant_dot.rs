@@ -143,11 +143,11 @@ impl QuantX {
 /// A row's integer dot product: `(quants, scales, x)` with the row's device quants and scales parts.
 pub(crate) type IntRowDot = fn(&[u8], &[u8], &QxRow<'_>) -> f32;
 
-/// The integer row dot of `ty` where the CPU has one (x86-64 with AVX2 and FMA), else `None` (then the
-/// f32 [`row_dot`]).
+/// The integer row dot of `ty` where the CPU has one (x86-64 with AVX2, FMA and F16C), else `None` (then
+/// the f32 [`row_dot`]).
 pub(crate) fn int_row_dot(ty: QuantType) -> Option<IntRowDot> {
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::has_avx2_fma() {
+    if crate::cpu::has_avx2_fma_f16c() {
         return Some(match ty {
             QuantType::Q8_0 => int_avx2::dot_q8_0,
             QuantType::Q4_0 => int_avx2::dot_q4_0,
@@ -478,7 +478,7 @@ mod tests {
         for ty in QuantType::ALL {
             let idot = int_row_dot(ty).unwrap();
             let fdot = baseline_row_dot(ty);
-            for (rows, blocks) in [(1, 1), (7, 3), (13, 2)] {
+            for (rows, blocks) in [(1, 1), (7, 3), (13, 2), (3, 9), (2, 18)] {
                 let cols = blocks * ty.block_elems();
                 let (parts, w) = rows_of(&mut rng, ty, rows, cols);
                 for x in [awkward_x(&mut rng, cols), rng.vec(cols, -1.0, 1.0)] {

@@ -19,7 +19,7 @@ use super::{QxRow, chunks, f16_to_f32, h};
 macro_rules! entry {
     ($($name:ident => $body:ident),* $(,)?) => {$(
         pub(super) fn $name(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-            // SAFETY: `int_row_dot` hands these out only where `has_avx2_fma()` found AVX2 and FMA.
+            // SAFETY: `int_row_dot` hands these out only where `has_avx2_fma_f16c()` found AVX2, FMA and F16C.
             unsafe { $body(q, s, x) }
         }
     )*};
@@ -121,76 +121,151 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// The 32-weight formats, by `KIND`: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1.
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
+const Q5_1: u8 = 4;
+
+/// Bytes of a block's scales part.
+const fn scale_bytes(kind: u8) -> usize {
+    match kind {
+        Q8_0 | Q4_0 => 2,
+        Q4_1 => 4,
+        _ => 8,
+    }
+}
+
+/// Whether blocks of `kind` add `m` per weight (`d·n + m`).
+const fn has_min(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1)
+}
+
+/// The integer lanes of block `g` of a `KIND` row: `Σ n·x̃` in units of `dx/256`, `n` the weight's quant
+/// with any offset (Q4_0's 8, Q5_0's 16) taken off in the integer lanes (exact: no cancellation in floats).
+/// A macro: as a `target_feature` function (which cannot be `inline(always)`) it was not inlined.
+macro_rules! block_lanes {
+    ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr) => {{
+        let (q, s, x, g): (&[u8], &[u8], &QxRow<'_>, usize) = ($q, $s, $x, $g);
+        let (hi, lo) = xg(x, g);
+        if $kind == Q8_0 {
+            sdot(load32(q[32 * g..][..32].try_into().expect("32 bytes")), hi, lo)
+        } else {
+            let mut u = nibbles(q[16 * g..][..16].try_into().expect("16 bytes"));
+            if matches!($kind, Q5_0 | Q5_1) {
+                u = _mm256_or_si256(u, high_bits(&s[8 * g + 4..][..4]));
+            }
+            let v = udot(u, hi, lo);
+            match $kind {
+                Q4_0 => _mm256_sub_epi32(v, _mm256_slli_epi32::<3>(load_lanes(&x.lanes[8 * g..][..8]))),
+                Q5_0 => _mm256_sub_epi32(v, _mm256_slli_epi32::<4>(load_lanes(&x.lanes[8 * g..][..8]))),
+                _ => v,
+            }
+        }
+    }};
+}
+
+/// `(d, m)` of 4 consecutive blocks from their scales parts (`4·scale_bytes` bytes), with F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scales4<const KIND: u8>(s: &[u8]) -> (__m128, __m128) {
+    let load = |at: usize| {
+        let b: &[u8; 16] = s[at..][..16].try_into().expect("16 bytes");
+        load16(b)
+    };
+    if scale_bytes(KIND) == 2 {
+        let b: &[u8; 8] = s[..8].try_into().expect("8 bytes");
+        return (_mm_cvtph_ps(_mm_set_epi64x(0, i64::from_le_bytes(*b))), _mm_setzero_ps());
+    }
+    // The (d, m) f16 pairs of the 4 blocks as 4 u32 lanes.
+    let pairs = if scale_bytes(KIND) == 4 {
+        load(0)
+    } else {
+        let (a, b) = (_mm_castsi128_ps(load(0)), _mm_castsi128_ps(load(16)));
+        _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(a, b))
+    };
+    let dm = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(pairs), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    (_mm256_castps256_ps128(dm), _mm256_extractf128_ps::<1>(dm))
+}
+
 #[target_feature(enable = "avx2,fma")]
+#[inline]
+fn load4(v: &[f32]) -> __m128 {
+    let v: &[f32; 4] = v[..4].try_into().expect("4 values");
+    // SAFETY: `v` is 4 readable f32; `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_ps(v.as_ptr()) }
+}
+
+/// Lane `I` of `v`'s low half in all 8 lanes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn bcast<const I: i32>(v: __m256) -> __m256 {
+    _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(I))
+}
+
+/// A row of a 32-weight format: 4 blocks per step with their scales converted together (F16C) and two
+/// accumulators, then the remaining blocks one by one.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
+    let sb = scale_bytes(KIND);
+    let nb = x.scale.len();
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut mins = _mm_setzero_ps();
+    let mut g = 0;
+    while g + 4 <= nb {
+        let (d4, m4) = scales4::<KIND>(&s[g * sb..][..4 * sb]);
+        let sc = _mm256_castps128_ps256(_mm_mul_ps(d4, load4(&x.scale[g..])));
+        if has_min(KIND) {
+            mins = _mm_fmadd_ps(m4, load4(&x.sum[g..]), mins);
+        }
+        let l0 = _mm256_cvtepi32_ps(block_lanes!(KIND, q, s, x, g));
+        a0 = _mm256_fmadd_ps(l0, bcast::<0>(sc), a0);
+        let l1 = _mm256_cvtepi32_ps(block_lanes!(KIND, q, s, x, g + 1));
+        a1 = _mm256_fmadd_ps(l1, bcast::<1>(sc), a1);
+        let l2 = _mm256_cvtepi32_ps(block_lanes!(KIND, q, s, x, g + 2));
+        a0 = _mm256_fmadd_ps(l2, bcast::<2>(sc), a0);
+        let l3 = _mm256_cvtepi32_ps(block_lanes!(KIND, q, s, x, g + 3));
+        a1 = _mm256_fmadd_ps(l3, bcast::<3>(sc), a1);
+        g += 4;
+    }
+    let mut tail = 0f32;
+    for g in g..nb {
+        let sg = &s[g * sb..][..sb];
+        a0 = fma(a0, block_lanes!(KIND, q, s, x, g), h(sg, 0) * x.scale[g]);
+        if has_min(KIND) {
+            tail += h(sg, 2) * x.sum[g];
+        }
+    }
+    let m = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
+    let m = _mm_add_ss(m, _mm_shuffle_ps::<1>(m, m));
+    hsum(_mm256_add_ps(a0, a1)) + _mm_cvtss_f32(m) + tail
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (g, (qb, sb)) in chunks::<_, 32>(q).zip(chunks::<_, 2>(s)).enumerate() {
-        let (hi, lo) = xg(x, g);
-        let d = f16_to_f32(u16::from_le_bytes(*sb));
-        acc = fma(acc, sdot(load32(qb), hi, lo), d * x.scale[g]);
-    }
-    hsum(acc)
+    dot32::<Q8_0>(q, s, x)
 }
 
-/// Q4_0 and Q5_0: `d·(n − offset)` per weight, `Σ (n − offset)·x̃ = Σ n·x̃ − offset·Σ x̃` in the integer
-/// lanes (exact: no cancellation in floats).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn q_0<const FIVE: bool>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let sbytes = if FIVE { 8 } else { 2 };
-    for (g, (qb, sb)) in chunks::<_, 16>(q).zip(s.chunks_exact(sbytes)).enumerate() {
-        let (hi, lo) = xg(x, g);
-        let d = h(sb, 0);
-        let mut u = nibbles(qb);
-        if FIVE {
-            u = _mm256_or_si256(u, high_bits(&sb[4..8]));
-        }
-        let xl = load_lanes(&x.lanes[8 * g..][..8]);
-        let off = if FIVE { _mm256_slli_epi32::<4>(xl) } else { _mm256_slli_epi32::<3>(xl) };
-        acc = fma(acc, _mm256_sub_epi32(udot(u, hi, lo), off), d * x.scale[g]);
-    }
-    hsum(acc)
-}
-
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_0::<false>(q, s, x)
+    dot32::<Q4_0>(q, s, x)
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn q5_0(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_0::<true>(q, s, x)
-}
-
-/// Q4_1 and Q5_1: `d·n + m` per weight, `d·Σ n·x̃ + m·Σ x` (the exact sum, as the f32 path and the GPU).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn q_1<const FIVE: bool>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    let sbytes = if FIVE { 8 } else { 4 };
-    for (g, (qb, sb)) in chunks::<_, 16>(q).zip(s.chunks_exact(sbytes)).enumerate() {
-        let (hi, lo) = xg(x, g);
-        let (d, m) = (h(sb, 0), h(sb, 2));
-        let mut u = nibbles(qb);
-        if FIVE {
-            u = _mm256_or_si256(u, high_bits(&sb[4..8]));
-        }
-        acc = fma(acc, udot(u, hi, lo), d * x.scale[g]);
-        mins += m * x.sum[g];
-    }
-    hsum(acc) + mins
-}
-
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4_1(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_1::<false>(q, s, x)
+    dot32::<Q4_1>(q, s, x)
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
+    dot32::<Q5_0>(q, s, x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q5_1(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_1::<true>(q, s, x)
+    dot32::<Q5_1>(q, s, x)
 }
 
 /// Q4_K and Q5_K (blocks of 256: d, dmin, 12 bytes of 6-bit scales and mins, [qh 32,] qs 128): per 32
