@@ -115,9 +115,12 @@ impl QuantX {
             // Blocks below `TINY` count as zero (127 / amax would overflow near the subnormals); they move
             // an output by less than 32·TINY·max|w|.
             let (d, inv) = if amax >= TINY { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            // Rounding to nearest (ties to even, as WGSL's `round`) by adding and taking off 1.5·2²³, exact
+            // for magnitudes below 2²²; `f32::round` is a library call in the baseline build.
+            let round = |v: f32| (v + 12_582_912.0) - 12_582_912.0;
             for ((&v, h), l) in xb.iter().zip(hb.iter_mut()).zip(lb.iter_mut()) {
-                let hv = (v * inv).round().clamp(-127.0, 127.0);
-                let lv = ((v - hv * d) * (256.0 * inv)).round().clamp(-127.0, 127.0);
+                let hv = round(v * inv).clamp(-127.0, 127.0);
+                let lv = round((v - hv * d) * (256.0 * inv)).clamp(-127.0, 127.0);
                 (*h, *l) = (hv as i8, lv as i8);
             }
             let four = hb.chunks_exact(4).zip(lb.chunks_exact(4));

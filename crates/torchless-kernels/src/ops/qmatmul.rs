@@ -1252,6 +1252,54 @@ mod tests {
         }
     }
 
+    /// The CPU GEMV on arbitrary x (integer dots with x in two bytes on x86-64 with AVX2, the f32 path
+    /// elsewhere): every format, ragged rows, b = 1..8, blocks of very different magnitudes (one with a huge
+    /// outlier, one all zeros, tiny ones), within the two-byte activations' error bound of the f64
+    /// reference (weights with an offset `d·n + m` see it through `d·n`: at most `|w| + max|w|` of the
+    /// block).
+    #[test]
+    fn cpu_gemv_on_arbitrary_x_is_within_the_activation_bound() {
+        let mut rng = Rng::new(29);
+        for ty in QuantType::ALL {
+            for b in 1..=MAX_BATCH {
+                let rows = [1, 5, 37, 131][b % 4];
+                let cols = (1 + b % 3) * ty.block_elems();
+                let (w, wv) = quantized(&mut rng, ty, rows, cols);
+                let mut xv = rng.vec(b * cols, -1.0, 1.0);
+                for (k, blk) in xv.chunks_mut(32).enumerate() {
+                    match k % 5 {
+                        1 => blk[k % 32] = 2e4,
+                        2 => blk.fill(0.0),
+                        3 => blk.iter_mut().for_each(|v| *v *= 1e-25),
+                        _ => {}
+                    }
+                }
+                let got =
+                    gemv_q(&w, &Tensor::from_slice(&Backend::Cpu, &xv, &[b, cols]).unwrap(), GemvEpilogue::default())
+                        .unwrap()
+                        .to_f32_vec()
+                        .unwrap();
+                let want = reference(&wv, rows, cols, &xv);
+                for (r, x) in xv.chunks(cols).enumerate() {
+                    for o in 0..rows {
+                        let wr = &wv[o * cols..][..cols];
+                        let mut bound = 0f64;
+                        for (wb, xb) in wr.chunks(32).zip(x.chunks(32)) {
+                            let e = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0 / 256.0;
+                            let wmax = wb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                            let f32_err: f64 =
+                                wb.iter().zip(xb).map(|(&a, &c)| 1e-5 * (a as f64 * c as f64).abs()).sum();
+                            bound += wb.iter().map(|&a| (a.abs() as f64 + wmax) * e).sum::<f64>() + f32_err;
+                        }
+                        let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
+                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} row {o} of x {r}");
+                        assert!((g - e).abs() <= bound + 1e-30, "{name}: got {g}, want {e}, allowed {bound}");
+                    }
+                }
+            }
+        }
+    }
+
     /// `got` (GPU, `[b, rows]`) is within the two-byte activations' error bound of `x · Wᵀ`.
     fn assert_within_activation_bound(name: &str, got: &[f32], wv: &[f32], rows: usize, xv: &[f32]) {
         let cols = wv.len() / rows;
