@@ -438,8 +438,11 @@ mod tests {
         x
     }
 
+    /// Each row's device quants and scales parts.
+    type RowParts = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Random rows of `ty`: (device quants and scales per row, decoded weights).
-    fn rows_of(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<f32>) {
+    fn rows_of(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> (RowParts, Vec<f32>) {
         let values = rng.vec(rows * cols, -1.0, 1.0);
         let t = QuantTensor::quantize(&crate::backend::Backend::Cpu, ty, &values, rows, cols).unwrap();
         let w = t.to_f32_vec().unwrap();
