@@ -211,6 +211,15 @@ fn bcast<const I: i32>(v: __m256) -> __m256 {
 fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
     let sb = scale_bytes(KIND);
     let nb = x.scale.len();
+    // Rows are consecutive in the quants and scales regions: ask for the row after next while this one
+    // runs (small matrices end their streams before the hardware prefetcher ramps up). A prefetch never
+    // faults, and `wrapping_add` keeps the address arithmetic defined past the end of the weights.
+    for at in (0..q.len()).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(q.as_ptr().wrapping_add(2 * q.len() + at).cast());
+    }
+    for at in (0..s.len()).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().wrapping_add(2 * s.len() + at).cast());
+    }
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut mins = _mm_setzero_ps();
     let mut g = 0;
