@@ -578,15 +578,7 @@ fn finish(info: vec3<u32>) {
             u *= scale;
         }
         if (ROPE > 0u) {
-            for (var s = 0u; s < ROWS; s++) {
-                let row = slot_row(info.y, s);
-                if (row < info.z && (p.flags & (F_BIAS0 << info.x)) != 0u) {
-                    v[s] += bias_of(info.x, row);
-                }
-            }
-            if (rotates()) {
-                v = rotate_pairs(v, p.pos + r);
-            }
+            v = rope_epilogue_values(info.x, info.y, info.z, r, v);
         }
         for (var s = 0u; s < ROWS; s++) {
             epilogue(r, s, info, v[s], u[s]);

@@ -6,7 +6,8 @@
 // epilogue only adds arithmetic.
 //
 // The including module declares `ROWS`, `rope_tab` (ops::rope::RopeTable's coefficients, 8 rows of
-// p.rope_stride f32) and the params `p.head_dim`, `p.rope_stride` and `p.rope_scale`.
+// p.rope_stride f32), the params `p.head_dim`, `p.rope_stride`, `p.rope_scale`, `p.pos` and `p.flags` with
+// its bias bits `F_BIAS0 << m`, and `slot_row(row0, s)` and `bias_of(m, row)`.
 
 // 0 none, 1 HalfSplit, 2 Interleaved (ops::rope::RopeLayout).
 override ROPE: u32 = 0u;
@@ -52,4 +53,20 @@ fn rotate_pairs(v: vec4<f32>, pos: u32) -> vec4<f32> {
         out[2u * k + 1u] = b * cs.c.x + a * cs.s.x;
     }
     return out;
+}
+
+// The slots' outputs for row r of x of a workgroup of matrix m (rows n, first slot row0): the dot products
+// `sums` plus their biases, with Q's and K's pairs (m < 2) rotated for position pos + r.
+fn rope_epilogue_values(m: u32, row0: u32, n: u32, r: u32, sums: vec4<f32>) -> vec4<f32> {
+    var v = sums;
+    for (var s = 0u; s < ROWS; s++) {
+        let row = slot_row(row0, s);
+        if (row < n && (p.flags & (F_BIAS0 << m)) != 0u) {
+            v[s] += bias_of(m, row);
+        }
+    }
+    if (m < 2u) {
+        v = rotate_pairs(v, p.pos + r);
+    }
+    return v;
 }

@@ -568,16 +568,7 @@ fn finish(row0: u32) {
 fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
     let m = part_;
     let rows = p.rows[m];
-    var v = sums;
-    for (var s = 0u; s < ROWS; s++) {
-        let row = slot_row(row0, s);
-        if (row < rows && (p.flags & (F_BIAS0 << m)) != 0u) {
-            v[s] += bias_of(m, row);
-        }
-    }
-    if (m < 2u) {
-        v = rotate_pairs(v, p.pos + r);
-    }
+    let v = rope_epilogue_values(m, row0, rows, r, sums);
     // Q by row of x; K and V by cache row.
     let out_row = select(p.pos + r, r, m == 0u);
     for (var s = 0u; s < ROWS; s++) {

@@ -395,9 +395,9 @@ pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], 
         && in_len.is_multiple_of(per_vec4)
         && biases.windows(2).all(|d| d[0] == d[1]);
     if !fusable {
-        let [q, k, v]: [Tensor; 3] = gemv_multi_normed(x, norm, &parts)?
-            .try_into()
-            .map_err(|_| KernelError::Empty { op: OP, what: "outputs" })?;
+        let mut outs = gemv_multi_normed(x, norm, &parts)?.into_iter();
+        let mut next = || outs.next().expect("one output per part");
+        let (q, k, v) = (next(), next(), next());
         kv.rope_and_store(&q, &k, &v, batch, hd)?;
         return Ok(q);
     }

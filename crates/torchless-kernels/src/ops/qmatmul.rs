@@ -237,8 +237,9 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
         && bias_dts.windows(2).all(|d| d[0] == d[1])
         && kv.rotates_whole_heads();
     if !fusable {
-        let [q, k, v]: [Tensor; 3] =
-            gemv_q_multi(x, &parts)?.try_into().map_err(|_| KernelError::Empty { op: OP, what: "outputs" })?;
+        let mut outs = gemv_q_multi(x, &parts)?.into_iter();
+        let mut next = || outs.next().expect("one output per part");
+        let (q, k, v) = (next(), next(), next());
         kv.rope_and_store(&q, &k, &v, x.b, hd)?;
         return Ok(q);
     }
