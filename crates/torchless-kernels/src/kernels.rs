@@ -61,6 +61,7 @@ pub fn all() -> Vec<&'static KernelSource> {
     vec![
         &attention::ATTENTION,
         &attention::ATTENTION_SUBGROUP,
+        &attention::ATTENTION_TILE,
         &convert::CONVERT,
         &elementwise::ELEMENTWISE,
         &gemm::GEMM,
