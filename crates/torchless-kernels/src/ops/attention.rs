@@ -742,7 +742,9 @@ fn flash_gpu(
 // ---- bench ----------------------------------------------------------------------------------------
 
 /// Bench op names of this family.
-pub const BENCH_OPS: &[&str] = &["sdpa_decode", "flash_attention"];
+/// `sdpa_decode` reads an f16 cache (as the target states it); `sdpa_decode_f32` the f32 cache
+/// the engine keeps.
+pub const BENCH_OPS: &[&str] = &["sdpa_decode", "sdpa_decode_f32", "flash_attention"];
 
 /// `sdpa_decode`: 32 heads, 8 KV heads, head_dim 128, one token, an f16 cache whose K + V bytes are
 /// about `bytes` (kv_len = bytes / 4096: 16 MiB → 4k, 128 MiB → 32k). `flash_attention`: the same
@@ -757,15 +759,15 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     let opts = AttentionOptions::new(HD);
     let tolerance = Tolerance { atol: 2e-5, rtol: 5e-4 };
     let build = |op: &str| -> Result<BenchCase> {
-        if op == "sdpa_decode" {
-            let dtype = DType::F16;
-            let kv_len = ((bytes / (2 * HKV * HD * 2) as u64) as usize).max(1);
+        if op.starts_with("sdpa_decode") {
+            let dtype = if op == "sdpa_decode_f32" { DType::F32 } else { DType::F16 };
+            let kv_len = ((bytes / (2 * HKV * HD * dtype.size_bytes()) as u64) as usize).max(1);
             let q = random_tensor(11, &[1, H, HD], DType::F32, -2.0, 2.0)?;
             let k = random_tensor(12, &[kv_len, HKV, HD], dtype, -2.0, 2.0)?;
             let v = random_tensor(13, &[kv_len, HKV, HD], dtype, -1.0, 1.0)?;
             let kv_bytes = 2 * (kv_len * HKV * HD * dtype.size_bytes()) as u64;
             Ok(BenchCase {
-                op: "sdpa_decode",
+                op: if dtype == DType::F32 { "sdpa_decode_f32" } else { "sdpa_decode" },
                 dtype,
                 shape: format!("kv {kv_len}x{HKV}x{HD} q {H}"),
                 bytes: kv_bytes + 2 * (H * HD * 4) as u64,
