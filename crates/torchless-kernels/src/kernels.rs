@@ -61,7 +61,6 @@ pub fn all() -> Vec<&'static KernelSource> {
     vec![
         &attention::ATTENTION,
         &attention::ATTENTION_SUBGROUP,
-        &attention::ATTENTION_TILE,
         &convert::CONVERT,
         &elementwise::ELEMENTWISE,
         &gemm::GEMM,

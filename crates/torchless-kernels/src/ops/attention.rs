@@ -12,11 +12,10 @@
 //! GPU: `sdpa_decode` is flash-decoding: the visible keys are cut into splits read by separate
 //! workgroups (each K/V row is read once per KV head: all query heads of a group share it), each
 //! writing a partial softmax, and a second pass merges the splits; a short context (one split) is one
-//! pass that writes the output itself. Where the adapter has subgroups of at least 8 lanes (NVIDIA, AMD,
-//! Apple, lavapipe) the main pass is `attention_tile.wgsl` (a tile of 64 to 256 keys loaded at once, the
-//! online softmax updated once a tile) for head dims that are multiples of 8 and fit its lanes, else
-//! `attention_subgroup.wgsl` (K/V rows straight into registers, a few keys a step); without subgroups
-//! `attention.wgsl` stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
+//! pass that writes the output itself. Where the adapter has subgroups of
+//! at least 8 lanes (NVIDIA, AMD, Apple, lavapipe) the main pass is `attention_subgroup.wgsl` (K/V rows
+//! straight into registers, dot products reduced with subgroup shuffles); otherwise `attention.wgsl`
+//! stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
 //! an online softmax and never writes the scores out.
 //! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
 
@@ -32,7 +31,6 @@ use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention");
 crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
-crate::kernel_source!(ATTENTION_TILE, "attention_tile");
 
 /// Decode: a split covers at least this many keys (fewer splits for short contexts).
 const MIN_KEYS_PER_SPLIT: usize = 64;
@@ -45,12 +43,6 @@ const UNSPLIT_MAX_KEYS: usize = 256;
 /// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
 /// context, 1024 and more lose to per-workgroup start-up and the longer merge.
 const TARGET_WORKGROUPS: usize = 512;
-/// Decode with the tile kernel: up to this many keys one split per row (no merge launch). Its
-/// workgroups load a whole tile at once, so a single workgroup per KV head streams a few hundred keys
-/// in less time than a second launch costs.
-const TILE_UNSPLIT_MAX_KEYS: usize = 1024;
-/// Decode with the tile kernel: a split covers at least this many keys.
-const TILE_MIN_KEYS_PER_SPLIT: usize = 256;
 /// Decode: the most splits of one row (kernels/attention.wgsl `r_w`).
 const MAX_SPLITS: usize = 1024;
 /// The largest head dimension the kernels take.
@@ -218,7 +210,7 @@ pub fn sdpa_decode_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, DecodeLevel::Tile)
+    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true)
 }
 
 /// [`sdpa_decode`] with kv_len read from element 0 of the u32 tensor `kv_len` on the device, so one
@@ -246,10 +238,10 @@ pub fn sdpa_decode_device_len_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, DecodeLevel::Tile)
+    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true)
 }
 
-/// Both decode entry points; `level` caps the kernel (tests force the slower ones).
+/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests).
 fn decode_impl(
     q: &Tensor,
     k: &Tensor,
@@ -257,7 +249,7 @@ fn decode_impl(
     kv_len: KvLen<'_>,
     opts: AttentionOptions,
     out: &Tensor,
-    level: DecodeLevel,
+    subgroups: bool,
 ) -> Result<()> {
     const OP: &str = "sdpa_decode";
     let d = validate(OP, q, k, v, &opts, out)?;
@@ -289,7 +281,7 @@ fn decode_impl(
             };
             decode_cpu(q, k, v, n, &d, &opts, out)
         }
-        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, level),
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups),
     }
 }
 
@@ -470,19 +462,9 @@ enum KvLen<'a> {
     Device(&'a Tensor),
 }
 
-/// The best decode kernel a call may use (tests force the slower ones).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum DecodeLevel {
-    Workgroup,
-    Subgroup,
-    Tile,
-}
-
 /// Which decode kernel runs, and its shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DecodeKernel {
-    /// attention_tile.wgsl: `lanes` lanes per key, a tile of keys per phase.
-    Tile { lanes: usize },
     /// attention_subgroup.wgsl: `lanes` lanes per K/V row, reduced with subgroup shuffles.
     Subgroup { lanes: usize },
     /// attention.wgsl: K/V tiles of `tile_keys` keys staged in workgroup memory.
@@ -507,41 +489,19 @@ fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
     [preferred, smallest].into_iter().find(|&l| l <= min_subgroup && head_dim <= 16 * l)
 }
 
-/// Lanes per key for the tile kernel (8 elements a lane and slot, at most 2 slots), or None when the
-/// head dimension or the adapter's subgroups do not fit it.
-fn tile_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
-    if !head_dim.is_multiple_of(8) {
-        return None;
-    }
-    let chunks = head_dim / 8;
-    let preferred = chunks.next_power_of_two().clamp(8, 32);
-    let smallest = chunks.div_ceil(2).next_power_of_two().clamp(8, 32);
-    [preferred, smallest].into_iter().find(|&l| l <= min_subgroup && chunks <= 2 * l)
-}
-
 /// `max_keys`: the most keys a step may read (kv_len, or the capacity when kv_len lives on the
 /// device). `min_subgroup`: the adapter's smallest subgroup size (0 for none).
-fn decode_plan(
-    d: &Dims,
-    dtype: DType,
-    max_keys: usize,
-    opts: &AttentionOptions,
-    min_subgroup: usize,
-    level: DecodeLevel,
-) -> DecodePlan {
+fn decode_plan(d: &Dims, dtype: DType, max_keys: usize, opts: &AttentionOptions, min_subgroup: usize) -> DecodePlan {
     let hd = d.head_dim;
     let rows = d.tokens * d.group();
-    let tile = tile_lanes(hd, min_subgroup).filter(|_| level >= DecodeLevel::Tile);
-    let subgroup = subgroup_lanes(hd, min_subgroup).filter(|_| level >= DecodeLevel::Subgroup);
-    let (kernel, rows_per_block) = match (tile, subgroup) {
-        (Some(lanes), _) => (DecodeKernel::Tile { lanes }, rows.min(4)),
-        (None, Some(lanes)) => {
+    let (kernel, rows_per_block) = match subgroup_lanes(hd, min_subgroup) {
+        Some(lanes) => {
             // Registers: each row keeps a query slice and an output slice of `quads` vec4 per lane.
             let per_group = if dtype == DType::F32 { 4 } else { 8 };
             let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
             (DecodeKernel::Subgroup { lanes }, rows.min(8 / quads))
         }
-        (None, None) => {
+        None => {
             let tile_keys = (2048 / hd).min(64);
             (DecodeKernel::Workgroup { tile_keys }, rows.min(2048 / hd).min(1024 / tile_keys))
         }
@@ -550,11 +510,7 @@ fn decode_plan(
     let row_blocks = rows.div_ceil(rows_per_block);
     // With a window only the last window + tokens − 1 keys can be visible.
     let span = opts.window.map_or(max_keys, |w| max_keys.min(w + d.tokens - 1));
-    let (unsplit, min_per_split) = match kernel {
-        DecodeKernel::Tile { .. } => (TILE_UNSPLIT_MAX_KEYS, TILE_MIN_KEYS_PER_SPLIT),
-        _ => (UNSPLIT_MAX_KEYS, MIN_KEYS_PER_SPLIT),
-    };
-    let by_length = if span <= unsplit { 1 } else { span.div_ceil(min_per_split) };
+    let by_length = if span <= UNSPLIT_MAX_KEYS { 1 } else { span.div_ceil(MIN_KEYS_PER_SPLIT) };
     let by_occupancy = (TARGET_WORKGROUPS / (d.n_kv_heads * row_blocks)).max(1);
     DecodePlan { kernel, rows_per_block, row_blocks, n_splits: by_length.min(by_occupancy).clamp(1, MAX_SPLITS) }
 }
@@ -573,18 +529,15 @@ fn decode_gpu(
     d: &Dims,
     opts: &AttentionOptions,
     out: &Tensor,
-    level: DecodeLevel,
+    subgroups: bool,
 ) -> Result<()> {
     const OP: &str = "sdpa_decode";
     let max_keys = match kv_len {
         KvLen::Host(n) => n,
         KvLen::Device(_) => d.capacity,
     };
-    let (min_subgroup, level) = match ctx.has_subgroups() {
-        true => (ctx.info().subgroup_min_size as usize, level),
-        false => (0, DecodeLevel::Workgroup),
-    };
-    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup, level);
+    let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
+    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup);
     let hd4 = d.head_dim / 4;
     // One split: the main pass writes `out` itself.
     let direct = plan.n_splits == 1;
@@ -616,18 +569,6 @@ fn decode_gpu(
         causal: opts.causal as u32,
     };
     let (kernel, entry, constants, grid) = match plan.kernel {
-        DecodeKernel::Tile { lanes } => (
-            &ATTENTION_TILE,
-            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_tile" } else { "sdpa_decode_tile_dev" },
-            [
-                ("DTYPE", k.dtype().wgsl_code()),
-                ("HD", d.head_dim as f64),
-                ("LPK", lanes as f64),
-                ("RB", plan.rows_per_block as f64),
-                ("DIRECT", f64::from(u8::from(direct))),
-            ],
-            [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
-        ),
         DecodeKernel::Subgroup { lanes } => (
             &ATTENTION_SUBGROUP,
             if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
@@ -896,15 +837,12 @@ mod tests {
         }
     }
 
-    /// Decode kernels to run: the best one, and each slower one the adapter has (the plan falls back to
-    /// the next kernel where a shape does not fit one).
-    fn kernel_choices(backend: &Backend) -> Vec<DecodeLevel> {
+    /// Decode kernels to run: the subgroup one (where the adapter has it) and the workgroup one.
+    fn kernel_choices(backend: &Backend) -> Vec<bool> {
         match backend {
-            Backend::Cpu => vec![DecodeLevel::Tile],
-            Backend::Gpu(ctx) if ctx.has_subgroups() => {
-                vec![DecodeLevel::Tile, DecodeLevel::Subgroup, DecodeLevel::Workgroup]
-            }
-            Backend::Gpu(_) => vec![DecodeLevel::Workgroup],
+            Backend::Cpu => vec![true],
+            Backend::Gpu(ctx) if ctx.has_subgroups() => vec![true, false],
+            Backend::Gpu(_) => vec![false],
         }
     }
 
@@ -934,13 +872,6 @@ mod tests {
             (3, 8, 2, 128, 40, F32, None, Some(2), true),
             (2, 16, 2, 256, 65, F16, None, None, true),
             (4, 4, 4, 32, 50, F32, None, None, false),
-            // Tile kernel shapes: Llama-3's heads, ragged tiles, splits, a head_dim of 12 chunks, GQA 8.
-            (1, 32, 8, 128, 1000, F32, None, None, true),
-            (1, 32, 8, 128, 4100, F16, None, None, true),
-            (2, 8, 2, 64, 700, BF16, Some(30.0), Some(300), true),
-            (1, 8, 1, 128, 129, F32, None, None, true),
-            (1, 4, 4, 96, 77, F16, None, None, true),
-            (1, 4, 2, 32, 300, F32, Some(3.0), None, true),
         ];
         let mut rng = Rng::new(7);
         for &(tokens, nh, nkv, hd, kv_len, dtype, cap, window, causal) in cases {
@@ -949,11 +880,11 @@ mod tests {
             let want = x.reference(kv_len, kv_len as i64 - tokens as i64, &o);
             for backend in test_backends() {
                 let (q, k, v) = x.tensors(&backend);
-                for level in kernel_choices(&backend) {
+                for subgroups in kernel_choices(&backend) {
                     let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                    decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, level).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups).unwrap();
                     let what = format!(
-                        "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} ({level:?})",
+                        "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} (subgroups {subgroups})",
                         backend.name()
                     );
                     assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
@@ -1006,16 +937,16 @@ mod tests {
             let (q, k, v) = x.tensors(&backend);
             let len = Tensor::from_slice(&backend, &[1u32], &[1]).unwrap();
             let out = Tensor::zeros(&backend, &[1, 8, 64], DType::F32).unwrap();
-            for level in kernel_choices(&backend) {
+            for subgroups in kernel_choices(&backend) {
                 for kv_len in [1u32, 33, 257, 2999, 3000, 5000, 0] {
                     match &backend {
                         Backend::Cpu => cpu::write_u32(&len, &[kv_len]),
                         Backend::Gpu(ctx) => ctx.write_buffer(buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap(),
                     }
-                    decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, level).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups).unwrap();
                     let n = (kv_len as usize).min(capacity);
                     let want = if n == 0 { vec![0.0; 8 * 64] } else { x.reference(n, n as i64 - 1, &o) };
-                    let what = format!("device kv_len {kv_len} on {} ({level:?})", backend.name());
+                    let what = format!("device kv_len {kv_len} on {} (subgroups {subgroups})", backend.name());
                     assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
                 }
             }
@@ -1046,10 +977,10 @@ mod tests {
                 let got = flash_attention(&q, &k, &v, n, n - c.d.tokens, plain).unwrap().to_f32_vec().unwrap();
                 let want = c.reference(n, (n - c.d.tokens) as i64, &plain);
                 assert_close(&format!("flash {what}"), &got, &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
-                for level in kernel_choices(&backend) {
+                for subgroups in kernel_choices(&backend) {
                     let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                    decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, level).unwrap();
-                    let what = format!("decode {what} ({level:?})");
+                    decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, subgroups).unwrap();
+                    let what = format!("decode {what} (subgroups {subgroups})");
                     assert_close(&what, &out.to_f32_vec().unwrap(), &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
                 }
             }
@@ -1124,52 +1055,31 @@ mod tests {
 
     #[test]
     fn decode_plan_fills_the_device_and_fits_its_kernel() {
-        use DecodeLevel::{Subgroup, Tile};
         let d = Dims { tokens: 1, n_heads: 32, n_kv_heads: 8, head_dim: 128, capacity: 32768 };
         let o = AttentionOptions::new(128);
-        let plan = |d: &Dims, keys, o: &AttentionOptions, sg, level| decode_plan(d, DType::F16, keys, o, sg, level);
-        let p = plan(&d, 32768, &o, 32, Subgroup);
+        let p = decode_plan(&d, DType::F16, 32768, &o, 32);
         let sg = DecodeKernel::Subgroup { lanes: 16 };
         assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 4, row_blocks: 1, n_splits: 64 });
         let gqa8 = Dims { n_heads: 64, ..d };
-        assert_eq!(plan(&gqa8, 32768, &o, 32, Subgroup).row_blocks, 2);
-        assert_eq!(plan(&d, 2048, &o, 32, Subgroup).n_splits, 32);
-        assert_eq!(plan(&d, 10, &o, 32, Subgroup).n_splits, 1);
+        assert_eq!(decode_plan(&gqa8, DType::F16, 32768, &o, 32).row_blocks, 2);
+        assert_eq!(decode_plan(&d, DType::F16, 2048, &o, 32).n_splits, 32);
+        assert_eq!(decode_plan(&d, DType::F16, 10, &o, 32).n_splits, 1);
         // Short contexts in one launch, longer ones split.
-        assert_eq!(plan(&d, UNSPLIT_MAX_KEYS, &o, 32, Subgroup).n_splits, 1);
-        assert!(plan(&d, UNSPLIT_MAX_KEYS + 1, &o, 32, Subgroup).n_splits > 1);
+        assert_eq!(decode_plan(&d, DType::F16, UNSPLIT_MAX_KEYS, &o, 32).n_splits, 1);
+        assert!(decode_plan(&d, DType::F16, UNSPLIT_MAX_KEYS + 1, &o, 32).n_splits > 1);
         let windowed = AttentionOptions { window: Some(1024), ..o };
-        assert_eq!(plan(&d, 32768, &windowed, 32, Subgroup).n_splits, 16);
-        let wg = plan(&d, 32768, &o, 0, Tile);
+        assert_eq!(decode_plan(&d, DType::F16, 32768, &windowed, 32).n_splits, 16);
+        let wg = decode_plan(&d, DType::F16, 32768, &o, 0);
         assert_eq!(wg.kernel, DecodeKernel::Workgroup { tile_keys: 16 });
-        assert_eq!(plan(&d, 32768, &o, 8, Subgroup).kernel, DecodeKernel::Subgroup { lanes: 8 });
-        // The tile kernel: 16 lanes of 8 elements for head_dim 128, 8 lanes of two slots on 8-lane subgroups.
-        let t = plan(&d, 32768, &o, 32, Tile);
-        assert_eq!(
-            t,
-            DecodePlan { kernel: DecodeKernel::Tile { lanes: 16 }, rows_per_block: 4, row_blocks: 1, n_splits: 64 }
-        );
-        assert_eq!(plan(&d, 32768, &o, 8, Tile).kernel, DecodeKernel::Tile { lanes: 8 });
-        assert_eq!(plan(&d, TILE_UNSPLIT_MAX_KEYS, &o, 32, Tile).n_splits, 1);
-        assert!(plan(&d, TILE_UNSPLIT_MAX_KEYS + 1, &o, 32, Tile).n_splits > 1);
-        let hd256 = Dims { head_dim: 256, ..d };
-        assert_eq!(plan(&hd256, 100, &o, 16, Tile).kernel, DecodeKernel::Tile { lanes: 16 });
-        assert_eq!(plan(&hd256, 100, &o, 8, Tile).kernel, DecodeKernel::Workgroup { tile_keys: 8 });
+        assert_eq!(decode_plan(&d, DType::F16, 32768, &o, 8).kernel, DecodeKernel::Subgroup { lanes: 8 });
         for hd in (4..=256).step_by(4) {
             for (tokens, group) in [(1, 1), (1, 8), (3, 4), (8, 8)] {
                 let d = Dims { tokens, n_heads: 2 * group, n_kv_heads: 2, head_dim: hd, capacity: 1 };
                 for dtype in [DType::F32, DType::F16] {
                     for min_subgroup in [0, 8, 16, 32, 64] {
-                        let p = decode_plan(&d, dtype, 100_000, &o, min_subgroup, Tile);
+                        let p = decode_plan(&d, dtype, 100_000, &o, min_subgroup);
                         assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
                         match p.kernel {
-                            DecodeKernel::Tile { lanes } => {
-                                assert!(
-                                    lanes <= min_subgroup && hd % 8 == 0 && hd <= 16 * lanes,
-                                    "lanes {lanes} for hd {hd}"
-                                );
-                                assert!(p.rows_per_block <= 4);
-                            }
                             DecodeKernel::Subgroup { lanes } => {
                                 assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
                                 assert!(p.rows_per_block <= 8);
