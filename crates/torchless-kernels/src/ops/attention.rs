@@ -872,6 +872,13 @@ mod tests {
             (3, 8, 2, 128, 40, F32, None, Some(2), true),
             (2, 16, 2, 256, 65, F16, None, None, true),
             (4, 4, 4, 32, 50, F32, None, None, false),
+            // Llama-3's heads at lengths around the split thresholds, ragged key steps, GQA 8.
+            (1, 32, 8, 128, 1000, F32, None, None, true),
+            (1, 32, 8, 128, 4100, F16, None, None, true),
+            (2, 8, 2, 64, 700, BF16, Some(30.0), Some(300), true),
+            (1, 8, 1, 128, 129, F32, None, None, true),
+            (1, 4, 4, 96, 77, F16, None, None, true),
+            (1, 4, 2, 32, 300, F32, Some(3.0), None, true),
         ];
         let mut rng = Rng::new(7);
         for &(tokens, nh, nkv, hd, kv_len, dtype, cap, window, causal) in cases {
