@@ -3,12 +3,13 @@
 // LPR lanes; attention.wgsl holds the workgroup-memory version and the sdpa_decode_reduce pass, which
 // merges the partials written here (same layout).
 //
-// A workgroup (row block, split, kv head) of 128 threads is NG = 128 / LPR lane groups. A group of LPR
+// A workgroup (row block, split, kv head) of WG threads is NG = WG / LPR lane groups. A group of LPR
 // lanes covers one K/V row: lane `lane` holds the row's element groups lane + LPR·c (a group is one
 // vec4<u32>: 4 f32 or 8 16-bit values), at most 16 elements, as the columns ("quads") of a mat4x4.
 // Each step a group takes U keys; each lane forms partial dot products with its slice of every query
 // row of the block (held in registers), the group sums them with xor shuffles, and every lane updates
-// its slice of the online softmax. The groups' states are merged through workgroup memory at the end.
+// its slice of the online softmax. At the end the groups of a subgroup merge their states with shuffles,
+// then the subgroups' states are merged through workgroup memory, a few rows at a time.
 // Lanes of a group must be consecutive invocations of one subgroup (LPR <= subgroup size).
 //
 // Per-row state lives in separate variables (st0..st7) guarded by conditions on constants: naga bounds
@@ -23,8 +24,11 @@ override LPR: u32 = 16u;
 override RB: u32 = 4u;
 // One split: the kernel writes the normalised output itself (binding 4 is the output), no reduce pass.
 override DIRECT: bool = false;
-
-const WG: u32 = 128u;
+// Threads per workgroup (a multiple of the subgroup size). A short context runs one workgroup per KV head,
+// so a wide one keeps more loads in flight; a split context has many workgroups and uses 128.
+override WG: u32 = 128u;
+// The adapter's smallest subgroup size (>= LPR): groups within SG lanes merge by shuffles.
+override SG: u32 = 32u;
 const U: u32 = 4u; // keys per lane group per step
 const MASKED: f32 = -3.0e38;
 
@@ -308,17 +312,69 @@ fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
     return out;
 }
 
-var<workgroup> w_acc: array<vec4<f32>, 1024>; // [RB][NG][HD/4] slices (RB · NG · HD/4 <= 1024)
-var<workgroup> w_ml: array<vec2<f32>, 128>;   // [RB][NG] (max, sum)
+var<workgroup> w_acc: array<vec4<f32>, 1024>; // [rows of a round][states][HD/4] slices
+var<workgroup> w_ml: array<vec2<f32>, 128>;   // [rows of a round][states] (max, sum)
 var<workgroup> w_len: u32;
 
-// Puts the lane's state of row r into workgroup memory.
-fn stash_row(r: u32, row: Row, li: u32) {
+// Lanes that share a merged state after the subgroup merge, and the states left per row.
+fn state_span() -> u32 {
+    return max(LPR, SG);
+}
+
+fn states() -> u32 {
+    return WG / state_span();
+}
+
+// Rows merged per round through workgroup memory (the host keeps states · HD/4 <= 1024, states <= 128).
+fn rows_per_round() -> u32 {
+    return min(RB, min(1024u / (states() * (HD / 4u)), 128u / states()));
+}
+
+// Merges a row's state with that of the lane `mask` away (same slice, another group of the subgroup).
+fn merge_lanes(row: Row, mask: u32) -> Row {
+    let m_o = subgroupShuffleXor(row.m, mask);
+    let l_o = subgroupShuffleXor(row.l, mask);
+    let nq = quads_per_lane();
+    var a_o = mat4x4<f32>();
+    a_o[0] = subgroupShuffleXor(row.acc[0], mask);
+    if (nq > 1u) { a_o[1] = subgroupShuffleXor(row.acc[1], mask); }
+    if (nq > 2u) { a_o[2] = subgroupShuffleXor(row.acc[2], mask); }
+    if (nq > 3u) { a_o[3] = subgroupShuffleXor(row.acc[3], mask); }
+    let m = max(row.m, m_o);
+    var out = row;
+    if (!visible(m)) {
+        return out;
+    }
+    let wa = select(0.0, exp(row.m - m), visible(row.m));
+    let wb = select(0.0, exp(m_o - m), visible(m_o));
+    out.m = m;
+    out.l = row.l * wa + l_o * wb;
+    out.acc[0] = row.acc[0] * wa + a_o[0] * wb;
+    if (nq > 1u) { out.acc[1] = row.acc[1] * wa + a_o[1] * wb; }
+    if (nq > 2u) { out.acc[2] = row.acc[2] * wa + a_o[2] * wb; }
+    if (nq > 3u) { out.acc[3] = row.acc[3] * wa + a_o[3] * wb; }
+    return out;
+}
+
+fn subgroup_merge(row: Row) -> Row {
+    var r = row;
+    for (var mask = LPR; mask < SG; mask <<= 1u) {
+        r = merge_lanes(r, mask);
+    }
+    return r;
+}
+
+// Puts the lane's merged state of row r (round slot rl) into workgroup memory: the first group of each
+// subgroup span writes it.
+fn stash_row(rl: u32, row: Row, li: u32) {
     let lane = li % LPR;
-    let grp = li / LPR;
+    if (li % state_span() >= LPR) {
+        return;
+    }
+    let st = li / state_span();
     let hd4 = HD / 4u;
     let nq = quads_per_lane();
-    let at = (r * lanes_in_group() + grp) * hd4;
+    let at = (rl * states() + st) * hd4;
     let d0 = quad_d4(lane, 0u);
     if (d0 < hd4) { w_acc[at + d0] = row.acc[0]; }
     let d1 = quad_d4(lane, 1u);
@@ -328,32 +384,32 @@ fn stash_row(r: u32, row: Row, li: u32) {
     let d3 = quad_d4(lane, 3u);
     if (nq > 3u && d3 < hd4) { w_acc[at + d3] = row.acc[3]; }
     if (lane == 0u) {
-        w_ml[r * lanes_in_group() + grp] = vec2<f32>(row.m, row.l);
+        w_ml[rl * states() + st] = vec2<f32>(row.m, row.l);
     }
 }
 
-// Merges the NG groups' states of every row and writes the rows' partials (the layout of
+// Merges the stashed states of rows r0 .. r0 + n and writes the rows' partials (the layout of
 // attention.wgsl: per (output row, split) one vec4 (max, sum, 0, 0), then head_dim/4 vec4 of
 // weighted V). Called after stash_row and a barrier.
-fn merge_rows(li: u32, row0: u32, kvh: u32, split: u32) {
+fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
     let hd4 = HD / 4u;
-    let ng = lanes_in_group();
-    let nrows = min(RB, p.rows - row0);
-    for (var o = li; o < nrows * hd4; o += WG) {
-        let r = o / hd4;
-        let d4 = o - r * hd4;
+    let ng = states();
+    for (var o = li; o < n * hd4; o += WG) {
+        let rl = o / hd4;
+        let r = r0 + rl;
+        let d4 = o - rl * hd4;
         var mm = MASKED;
         for (var g = 0u; g < ng; g++) {
-            mm = max(mm, w_ml[r * ng + g].x);
+            mm = max(mm, w_ml[rl * ng + g].x);
         }
         var a = vec4<f32>(0.0);
         var ls = 0.0;
         if (visible(mm)) {
             for (var g = 0u; g < ng; g++) {
-                let ml = w_ml[r * ng + g];
+                let ml = w_ml[rl * ng + g];
                 if (visible(ml.x)) {
                     let w = exp(ml.x - mm);
-                    a += w * w_acc[(r * ng + g) * hd4 + d4];
+                    a += w * w_acc[(rl * ng + g) * hd4 + d4];
                     ls += w * ml.y;
                 }
             }
@@ -437,24 +493,38 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
         if (RB > 7u) { st7 = row_step(st7, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
     }
 
-    stash_row(0u, st0, li);
-    if (RB > 1u) { stash_row(1u, st1, li); }
-    if (RB > 2u) { stash_row(2u, st2, li); }
-    if (RB > 3u) { stash_row(3u, st3, li); }
-    if (RB > 4u) { stash_row(4u, st4, li); }
-    if (RB > 5u) { stash_row(5u, st5, li); }
-    if (RB > 6u) { stash_row(6u, st6, li); }
-    if (RB > 7u) { stash_row(7u, st7, li); }
-    workgroupBarrier();
-    merge_rows(li, row0, kvh, split);
+    st0 = subgroup_merge(st0);
+    if (RB > 1u) { st1 = subgroup_merge(st1); }
+    if (RB > 2u) { st2 = subgroup_merge(st2); }
+    if (RB > 3u) { st3 = subgroup_merge(st3); }
+    if (RB > 4u) { st4 = subgroup_merge(st4); }
+    if (RB > 5u) { st5 = subgroup_merge(st5); }
+    if (RB > 6u) { st6 = subgroup_merge(st6); }
+    if (RB > 7u) { st7 = subgroup_merge(st7); }
+    let nrows = min(RB, p.rows - row0);
+    let rr = rows_per_round();
+    for (var r0 = 0u; r0 < nrows; r0 += rr) {
+        // Row r goes to round slot r - r0 when it is in this round.
+        if (r0 == 0u) { stash_row(0u, st0, li); }
+        if (RB > 1u && r0 <= 1u && 1u < r0 + rr) { stash_row(1u - r0, st1, li); }
+        if (RB > 2u && r0 <= 2u && 2u < r0 + rr) { stash_row(2u - r0, st2, li); }
+        if (RB > 3u && r0 <= 3u && 3u < r0 + rr) { stash_row(3u - r0, st3, li); }
+        if (RB > 4u && r0 <= 4u && 4u < r0 + rr) { stash_row(4u - r0, st4, li); }
+        if (RB > 5u && r0 <= 5u && 5u < r0 + rr) { stash_row(5u - r0, st5, li); }
+        if (RB > 6u && r0 <= 6u && 6u < r0 + rr) { stash_row(6u - r0, st6, li); }
+        if (RB > 7u && r0 <= 7u && 7u < r0 + rr) { stash_row(7u - r0, st7, li); }
+        workgroupBarrier();
+        merge_rows(li, row0, r0, min(rr, nrows - r0), kvh, split);
+        workgroupBarrier();
+    }
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn sdpa_decode_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     decode_body(p.kv_len, wid, li);
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn sdpa_decode_dev_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     if (li == 0u) {
         w_len = kv_len_buf[0];

@@ -36,9 +36,13 @@ crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
 const MIN_KEYS_PER_SPLIT: usize = 64;
 /// Decode: up to this many keys one split per row, written out directly: one launch instead of two (a
 /// launch that waits on the one before costs an H200 ~4.3 µs through Vulkan). Measured there (32 heads,
-/// 8 KV heads × 128, f16): 256 keys 17.2 µs in one launch against 18.8 split; at 512 keys splitting wins
-/// (18.5 against 28.1).
+/// 8 KV heads × 128, f16, 128-thread workgroups): 256 keys 17.2 µs in one launch against 18.8 split; at
+/// 512 keys splitting won (18.5 against 28.1).
 const UNSPLIT_MAX_KEYS: usize = 256;
+/// Decode with one split: the widest workgroup the subgroup kernel takes. One workgroup per KV head
+/// walks all keys, and its key steps are chains of latencies, so more threads a workgroup means fewer
+/// steps.
+const UNSPLIT_MAX_THREADS: usize = 1024;
 /// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for. Measured on an H100
 /// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
 /// context, 1024 and more lose to per-workgroup start-up and the longer merge.
@@ -465,8 +469,9 @@ enum KvLen<'a> {
 /// Which decode kernel runs, and its shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DecodeKernel {
-    /// attention_subgroup.wgsl: `lanes` lanes per K/V row, reduced with subgroup shuffles.
-    Subgroup { lanes: usize },
+    /// attention_subgroup.wgsl: `lanes` lanes per K/V row, reduced with subgroup shuffles; `threads` a
+    /// workgroup.
+    Subgroup { lanes: usize, threads: usize },
     /// attention.wgsl: K/V tiles of `tile_keys` keys staged in workgroup memory.
     Workgroup { tile_keys: usize },
 }
@@ -489,17 +494,38 @@ fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
     [preferred, smallest].into_iter().find(|&l| l <= min_subgroup && head_dim <= 16 * l)
 }
 
+/// The subgroup kernel's widest workgroup (a power of two, 128..=`cap`) whose states fit its
+/// workgroup memory (kernels/attention_subgroup.wgsl `rows_per_round`): after the shuffle merge one state
+/// per max(lanes, subgroup) threads, at most 128 of them and 1024 head_dim/4 slices.
+fn subgroup_threads(head_dim: usize, lanes: usize, min_subgroup: usize, cap: usize) -> usize {
+    let span = lanes.max(min_subgroup);
+    let fits = |t: usize| t / span <= 128 && (t / span) * (head_dim / 4) <= 1024;
+    [1024, 512, 256].into_iter().find(|&t| t <= cap && fits(t)).unwrap_or(128)
+}
+
 /// `max_keys`: the most keys a step may read (kv_len, or the capacity when kv_len lives on the
-/// device). `min_subgroup`: the adapter's smallest subgroup size (0 for none).
-fn decode_plan(d: &Dims, dtype: DType, max_keys: usize, opts: &AttentionOptions, min_subgroup: usize) -> DecodePlan {
+/// device). `min_subgroup`: the adapter's smallest subgroup size (0 for none); `max_threads` its
+/// largest workgroup.
+fn decode_plan(
+    d: &Dims,
+    dtype: DType,
+    max_keys: usize,
+    opts: &AttentionOptions,
+    min_subgroup: usize,
+    max_threads: usize,
+) -> DecodePlan {
     let hd = d.head_dim;
     let rows = d.tokens * d.group();
+    // With a window only the last window + tokens − 1 keys can be visible.
+    let span = opts.window.map_or(max_keys, |w| max_keys.min(w + d.tokens - 1));
     let (kernel, rows_per_block) = match subgroup_lanes(hd, min_subgroup) {
         Some(lanes) => {
             // Registers: each row keeps a query slice and an output slice of `quads` vec4 per lane.
             let per_group = if dtype == DType::F32 { 4 } else { 8 };
             let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
-            (DecodeKernel::Subgroup { lanes }, rows.min(8 / quads))
+            let cap = if span <= UNSPLIT_MAX_KEYS { max_threads.min(UNSPLIT_MAX_THREADS) } else { 128 };
+            let threads = subgroup_threads(hd, lanes, min_subgroup, cap);
+            (DecodeKernel::Subgroup { lanes, threads }, rows.min(8 / quads))
         }
         None => {
             let tile_keys = (2048 / hd).min(64);
@@ -508,8 +534,6 @@ fn decode_plan(d: &Dims, dtype: DType, max_keys: usize, opts: &AttentionOptions,
     };
     let rows_per_block = rows_per_block.max(1);
     let row_blocks = rows.div_ceil(rows_per_block);
-    // With a window only the last window + tokens − 1 keys can be visible.
-    let span = opts.window.map_or(max_keys, |w| max_keys.min(w + d.tokens - 1));
     let by_length = if span <= UNSPLIT_MAX_KEYS { 1 } else { span.div_ceil(MIN_KEYS_PER_SPLIT) };
     let by_occupancy = (TARGET_WORKGROUPS / (d.n_kv_heads * row_blocks)).max(1);
     DecodePlan { kernel, rows_per_block, row_blocks, n_splits: by_length.min(by_occupancy).clamp(1, MAX_SPLITS) }
@@ -537,7 +561,8 @@ fn decode_gpu(
         KvLen::Device(_) => d.capacity,
     };
     let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
-    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup);
+    let max_threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
+    let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup, max_threads);
     let hd4 = d.head_dim / 4;
     // One split: the main pass writes `out` itself.
     let direct = plan.n_splits == 1;
@@ -569,22 +594,24 @@ fn decode_gpu(
         causal: opts.causal as u32,
     };
     let (kernel, entry, constants, grid) = match plan.kernel {
-        DecodeKernel::Subgroup { lanes } => (
+        DecodeKernel::Subgroup { lanes, threads } => (
             &ATTENTION_SUBGROUP,
             if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
-            [
+            vec![
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("LPR", lanes as f64),
                 ("RB", plan.rows_per_block as f64),
                 ("DIRECT", f64::from(u8::from(direct))),
+                ("WG", threads as f64),
+                ("SG", min_subgroup as f64),
             ],
             [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
         ),
         DecodeKernel::Workgroup { tile_keys } => (
             &ATTENTION,
             if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode" } else { "sdpa_decode_dev" },
-            [
+            vec![
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("TK", tile_keys as f64),
@@ -1064,38 +1091,49 @@ mod tests {
     fn decode_plan_fills_the_device_and_fits_its_kernel() {
         let d = Dims { tokens: 1, n_heads: 32, n_kv_heads: 8, head_dim: 128, capacity: 32768 };
         let o = AttentionOptions::new(128);
-        let p = decode_plan(&d, DType::F16, 32768, &o, 32);
-        let sg = DecodeKernel::Subgroup { lanes: 16 };
+        let plan = |d: &Dims, keys, o: &AttentionOptions, sg| decode_plan(d, DType::F16, keys, o, sg, 1024);
+        let p = plan(&d, 32768, &o, 32);
+        let sg = DecodeKernel::Subgroup { lanes: 16, threads: 128 };
         assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 4, row_blocks: 1, n_splits: 64 });
         let gqa8 = Dims { n_heads: 64, ..d };
-        assert_eq!(decode_plan(&gqa8, DType::F16, 32768, &o, 32).row_blocks, 2);
-        assert_eq!(decode_plan(&d, DType::F16, 2048, &o, 32).n_splits, 32);
-        assert_eq!(decode_plan(&d, DType::F16, 10, &o, 32).n_splits, 1);
-        // Short contexts in one launch, longer ones split.
-        assert_eq!(decode_plan(&d, DType::F16, UNSPLIT_MAX_KEYS, &o, 32).n_splits, 1);
-        assert!(decode_plan(&d, DType::F16, UNSPLIT_MAX_KEYS + 1, &o, 32).n_splits > 1);
+        assert_eq!(plan(&gqa8, 32768, &o, 32).row_blocks, 2);
+        assert_eq!(plan(&d, 2048, &o, 32).n_splits, 32);
+        // Short contexts in one launch of wide workgroups, longer ones split.
+        let short = plan(&d, 10, &o, 32);
+        assert_eq!((short.n_splits, short.kernel), (1, DecodeKernel::Subgroup { lanes: 16, threads: 1024 }));
+        assert_eq!(plan(&d, UNSPLIT_MAX_KEYS, &o, 32).n_splits, 1);
+        assert!(plan(&d, UNSPLIT_MAX_KEYS + 1, &o, 32).n_splits > 1);
+        assert_eq!(
+            decode_plan(&d, DType::F16, 10, &o, 32, 256).kernel,
+            DecodeKernel::Subgroup { lanes: 16, threads: 256 }
+        );
         let windowed = AttentionOptions { window: Some(1024), ..o };
-        assert_eq!(decode_plan(&d, DType::F16, 32768, &windowed, 32).n_splits, 16);
-        let wg = decode_plan(&d, DType::F16, 32768, &o, 0);
+        assert_eq!(plan(&d, 32768, &windowed, 32).n_splits, 16);
+        let wg = plan(&d, 32768, &o, 0);
         assert_eq!(wg.kernel, DecodeKernel::Workgroup { tile_keys: 16 });
-        assert_eq!(decode_plan(&d, DType::F16, 32768, &o, 8).kernel, DecodeKernel::Subgroup { lanes: 8 });
+        // 8-lane subgroups: one state per 8 threads, 32 slices each: 256 threads fill the 1024 slices.
+        assert_eq!(plan(&d, 10, &o, 8).kernel, DecodeKernel::Subgroup { lanes: 8, threads: 256 });
         for hd in (4..=256).step_by(4) {
             for (tokens, group) in [(1, 1), (1, 8), (3, 4), (8, 8)] {
                 let d = Dims { tokens, n_heads: 2 * group, n_kv_heads: 2, head_dim: hd, capacity: 1 };
                 for dtype in [DType::F32, DType::F16] {
                     for min_subgroup in [0, 8, 16, 32, 64] {
-                        let p = decode_plan(&d, dtype, 100_000, &o, min_subgroup);
-                        assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
-                        match p.kernel {
-                            DecodeKernel::Subgroup { lanes } => {
-                                assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
-                                assert!(p.rows_per_block <= 8);
-                            }
-                            DecodeKernel::Workgroup { tile_keys } => {
-                                let stride = (hd / 4) | 1;
-                                assert!(tile_keys * stride <= 576, "K tile of hd {hd}");
-                                assert!(p.rows_per_block * hd / 4 <= 512 && p.rows_per_block * tile_keys <= 1024);
-                                assert!(tile_keys * hd / 4 <= 4 * 128, "prefetch registers of hd {hd}");
+                        for keys in [10, 100_000] {
+                            let p = decode_plan(&d, dtype, keys, &o, min_subgroup, 1024);
+                            assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
+                            match p.kernel {
+                                DecodeKernel::Subgroup { lanes, threads } => {
+                                    assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
+                                    assert!(p.rows_per_block <= 8);
+                                    let states = threads / lanes.max(min_subgroup);
+                                    assert!(threads % min_subgroup == 0 && states <= 128 && states * hd / 4 <= 1024);
+                                }
+                                DecodeKernel::Workgroup { tile_keys } => {
+                                    let stride = (hd / 4) | 1;
+                                    assert!(tile_keys * stride <= 576, "K tile of hd {hd}");
+                                    assert!(p.rows_per_block * hd / 4 <= 512 && p.rows_per_block * tile_keys <= 1024);
+                                    assert!(tile_keys * hd / 4 <= 4 * 128, "prefetch registers of hd {hd}");
+                                }
                             }
                         }
                     }
