@@ -40,9 +40,11 @@ const MIN_KEYS_PER_SPLIT: usize = 64;
 /// 512 keys splitting won (18.5 against 28.1).
 const UNSPLIT_MAX_KEYS: usize = 256;
 /// Decode with one split: the widest workgroup the subgroup kernel takes. One workgroup per KV head
-/// walks all keys, and its key steps are chains of latencies, so more threads a workgroup means fewer
-/// steps.
-const UNSPLIT_MAX_THREADS: usize = 1024;
+/// walks all keys in steps that are chains of latencies, so more threads mean fewer steps; but the
+/// kernel keeps ~150 registers a thread, and wider workgroups spill them. Measured on the H200 (f32
+/// cache, 32/8 heads × 128, `benchmarks/results/2026-12-02d-h200/wide_kern.txt`): 256 keys 14.7 µs with
+/// 256 threads against 18.4 with 128, 19.5 with 512 and 44.4 with 1024.
+const UNSPLIT_MAX_THREADS: usize = 256;
 /// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for. Measured on an H100
 /// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
 /// context, 1024 and more lose to per-workgroup start-up and the longer merge.
@@ -1098,21 +1100,24 @@ mod tests {
         let gqa8 = Dims { n_heads: 64, ..d };
         assert_eq!(plan(&gqa8, 32768, &o, 32).row_blocks, 2);
         assert_eq!(plan(&d, 2048, &o, 32).n_splits, 32);
-        // Short contexts in one launch of wide workgroups, longer ones split.
+        // Short contexts in one launch of 256-thread workgroups (where the adapter allows), longer ones split.
         let short = plan(&d, 10, &o, 32);
-        assert_eq!((short.n_splits, short.kernel), (1, DecodeKernel::Subgroup { lanes: 16, threads: 1024 }));
+        assert_eq!((short.n_splits, short.kernel), (1, DecodeKernel::Subgroup { lanes: 16, threads: 256 }));
         assert_eq!(plan(&d, UNSPLIT_MAX_KEYS, &o, 32).n_splits, 1);
         assert!(plan(&d, UNSPLIT_MAX_KEYS + 1, &o, 32).n_splits > 1);
         assert_eq!(
-            decode_plan(&d, DType::F16, 10, &o, 32, 256).kernel,
-            DecodeKernel::Subgroup { lanes: 16, threads: 256 }
+            decode_plan(&d, DType::F16, 10, &o, 32, 128).kernel,
+            DecodeKernel::Subgroup { lanes: 16, threads: 128 }
         );
         let windowed = AttentionOptions { window: Some(1024), ..o };
         assert_eq!(plan(&d, 32768, &windowed, 32).n_splits, 16);
         let wg = plan(&d, 32768, &o, 0);
         assert_eq!(wg.kernel, DecodeKernel::Workgroup { tile_keys: 16 });
-        // 8-lane subgroups: one state per 8 threads, 32 slices each: 256 threads fill the 1024 slices.
-        assert_eq!(plan(&d, 10, &o, 8).kernel, DecodeKernel::Subgroup { lanes: 8, threads: 256 });
+        // Head dim 256: 16-lane subgroups leave one state per 16 threads, 64 slices each: 256 threads fill
+        // the 1024 slices; 8-lane subgroups are too narrow for the subgroup kernel.
+        let hd256 = Dims { head_dim: 256, ..d };
+        assert_eq!(plan(&hd256, 10, &o, 16).kernel, DecodeKernel::Subgroup { lanes: 16, threads: 256 });
+        assert_eq!(plan(&hd256, 10, &o, 8).kernel, DecodeKernel::Workgroup { tile_keys: 8 });
         for hd in (4..=256).step_by(4) {
             for (tokens, group) in [(1, 1), (1, 8), (3, 4), (8, 8)] {
                 let d = Dims { tokens, n_heads: 2 * group, n_kv_heads: 2, head_dim: hd, capacity: 1 };
