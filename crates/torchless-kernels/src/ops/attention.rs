@@ -49,6 +49,10 @@ const UNSPLIT_MAX_THREADS: usize = 256;
 /// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
 /// context, 1024 and more lose to per-workgroup start-up and the longer merge.
 const TARGET_WORKGROUPS: usize = 512;
+/// Decode, subgroup kernel: the most query rows a workgroup. Two rows a workgroup and twice the
+/// workgroups beat four on the H200 (Llama-3-8B bf16 decode 196.0 and 196.3 tok/s against 194.6 and
+/// 194.8, alternating; one row loses, 193.4: `benchmarks/results/2026-12-02d-h200/rb_ab.txt`).
+const SUBGROUP_MAX_ROWS: usize = 2;
 /// Decode: the most splits of one row (kernels/attention.wgsl `r_w`).
 const MAX_SPLITS: usize = 1024;
 /// The largest head dimension the kernels take.
@@ -527,7 +531,7 @@ fn decode_plan(
             let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
             let cap = if span <= UNSPLIT_MAX_KEYS { max_threads.min(UNSPLIT_MAX_THREADS) } else { 128 };
             let threads = subgroup_threads(hd, lanes, min_subgroup, cap);
-            (DecodeKernel::Subgroup { lanes, threads }, rows.min(8 / quads))
+            (DecodeKernel::Subgroup { lanes, threads }, rows.min(8 / quads).min(SUBGROUP_MAX_ROWS))
         }
         None => {
             let tile_keys = (2048 / hd).min(64);
@@ -1096,9 +1100,9 @@ mod tests {
         let plan = |d: &Dims, keys, o: &AttentionOptions, sg| decode_plan(d, DType::F16, keys, o, sg, 1024);
         let p = plan(&d, 32768, &o, 32);
         let sg = DecodeKernel::Subgroup { lanes: 16, threads: 128 };
-        assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 4, row_blocks: 1, n_splits: 64 });
+        assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 2, row_blocks: 2, n_splits: 32 });
         let gqa8 = Dims { n_heads: 64, ..d };
-        assert_eq!(plan(&gqa8, 32768, &o, 32).row_blocks, 2);
+        assert_eq!(plan(&gqa8, 32768, &o, 32).row_blocks, 4);
         assert_eq!(plan(&d, 2048, &o, 32).n_splits, 32);
         // Short contexts in one launch of 256-thread workgroups (where the adapter allows), longer ones split.
         let short = plan(&d, 10, &o, 32);
