@@ -813,6 +813,10 @@ fn gpu_step(
     require_storage_buffers(ctx, OP, 9, "9 storage buffers per shader stage")?;
     let p = params(d, 1, 1, 1, gate_cap, eps);
     let vec4 = d.dv.is_multiple_of(4) && ctx.limits().max_storage_buffers_per_shader_stage >= STEP4_STORAGE_BINDINGS;
+    if side.is_some() && !vec4 {
+        // fused_layout rules this out; the GEMV would read side data nobody wrote.
+        return Err(KernelError::Gpu(format!("{OP}: the head norm's side data needs the vec4 step (DV {})", d.dv)));
+    }
     if !vec4 {
         // One workgroup per head (the whole step, state included, in place).
         let bufs = [q, k, v, i, f, &state.c, state.n(), state.m(), out].map(|t| raw(ctx, OP, t));
