@@ -17,10 +17,13 @@
 //! Shapes: `x` is any f32 tensor whose last dimension is `cols`; the output has its shape with the last
 //! dimension replaced by `rows`.
 //!
-//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. The GEMV reads x as two signed
-//! bytes per value (per 32 values, x ≈ d·(256·hi + lo)/256, within d/256 of x with d = max|x|/127) and
-//! multiplies with packed 8-bit integer dot products; its results differ from the CPU's f32 ones by that
-//! rounding (tests use activations the byte form holds exactly, and a bound for arbitrary ones). CPU:
+//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. The GEMV reads x in one of two
+//! forms, chosen by [`X_VAR`] (or [`GemvInput::with_x`]): by default as f32, straight from the tensor
+//! (and normalised on the fly with a fused norm), the weights dequantized to f32 in registers, so that no
+//! launch prepares x; or as two signed bytes per value made by a launch of its own (per 32 values,
+//! x ≈ d·(256·hi + lo)/256, within d/256 of x with d = max|x|/127), multiplied with packed 8-bit integer
+//! dot products, whose results differ from the CPU's f32 ones by that rounding (tests use activations the
+//! byte form holds exactly, and a bound for arbitrary ones). CPU:
 //! rayon over weight rows, each row's blocks dequantized in registers and dotted with f32 x (GEMV,
 //! `quant_dot`); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
 //! `gemm` crate (GEMM).
@@ -89,17 +92,55 @@ pub fn gemv_q_into_with(
 }
 
 /// The activations of quantized GEMVs, `x [.., cols]` (f32, 1 to 8 rows, `cols` a multiple of 32),
-/// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU two
-/// signed bytes per value with per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV
-/// multiplies with integer dot products, stored in the order its threads read them for the weights' format
-/// (prepared when a GEMV first needs that order, so x must not be written between `new` and the GEMVs).
-/// GEMVs that share their input (Q, K and V; gate and up) prepare it once.
+/// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU (see
+/// [`QGemvX`]) x itself, which each GEMV reads (and normalises) as f32, or two signed bytes per value with
+/// per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV multiplies with integer dot
+/// products, stored in the order its threads read them for the weights' format (prepared when a GEMV first
+/// needs that order). Either way x must not be written between `new` and the GEMVs. GEMVs that share
+/// their input (Q, K and V; gate and up) prepare it once.
 pub struct GemvInput {
     /// The shape of x without its last dimension.
     lead: Vec<usize>,
     b: usize,
     cols: usize,
     data: InputData,
+    /// How the GPU GEMVs read x; `None`: as [`X_VAR`] says.
+    x_form: Option<QGemvX>,
+}
+
+/// How the GPU's quantized GEMV reads its activations x (the CPU reads f32 either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QGemvX {
+    /// Two signed bytes per value, made by a launch of their own before the first GEMV that reads them
+    /// (with the norm fused into that launch), multiplied with 8-bit integer dot products.
+    I8,
+    /// f32, read by every GEMV from the tensor itself (normalising it on the fly where a norm is fused),
+    /// with the weights dequantized to f32: no launch of its own. Where a launch's tile of x would not fit
+    /// the adapter's workgroup memory (many rows of x), that launch reads bytes instead.
+    F32,
+}
+
+/// The environment variable that chooses how the GPU's quantized GEMVs read x: `f32` (the default,
+/// [`QGemvX::F32`]) or `i8` ([`QGemvX::I8`]), read once per process, so that one binary can time both.
+pub const X_VAR: &str = "TORCHLESS_QGEMV_X";
+
+/// The form [`X_VAR`] asks for; an error naming the variable when it is neither `f32` nor `i8`.
+pub fn env_x_form() -> Result<QGemvX> {
+    static FORM: std::sync::OnceLock<std::result::Result<QGemvX, String>> = std::sync::OnceLock::new();
+    let parsed = FORM.get_or_init(|| match std::env::var(X_VAR) {
+        Err(_) => Ok(QGemvX::F32),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "f32" => Ok(QGemvX::F32),
+            "i8" => Ok(QGemvX::I8),
+            _ => Err(v),
+        },
+    });
+    parsed.clone().map_err(|value| KernelError::Argument {
+        op: "gemv_q",
+        name: X_VAR,
+        value,
+        reason: "must be f32 or i8 (or unset, for f32)".into(),
+    })
 }
 
 enum InputData {
@@ -150,7 +191,18 @@ impl GemvInput {
                 prepared: Mutex::new(Vec::new()),
             },
         };
-        Ok(GemvInput { lead, b, cols, data })
+        Ok(GemvInput { lead, b, cols, data, x_form: None })
+    }
+
+    /// This input with the GPU GEMVs reading x in `form` whatever [`X_VAR`] says (tests, benchmarks).
+    pub fn with_x(mut self, form: QGemvX) -> GemvInput {
+        self.x_form = Some(form);
+        self
+    }
+
+    /// How the GPU GEMVs read x.
+    fn x_form(&self) -> Result<QGemvX> {
+        self.x_form.map_or_else(env_x_form, Ok)
     }
 
     fn backend(&self) -> Backend {
@@ -183,8 +235,7 @@ impl GemvInput {
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
-        let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
-        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, None, gated, rope, QGemvKernel::Auto, None)
+        gpu::gemv(&ctx, parts, self, None, None, gated, rope, QGemvKernel::Auto, None)
     }
 
     /// The tensors an output must not alias.
@@ -300,21 +351,17 @@ fn gemv_q_tuned(
             cpu_gemv(w, xv, x.b, epilogue, out);
             Ok(())
         }
-        (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
-            let (xq, xs) = x.prepared(&ctx, w)?;
-            gpu::gemv(
-                &ctx,
-                &[gpu::Part { w, bias: epilogue.bias, out }],
-                (&xq, &xs),
-                x.b,
-                epilogue.residual,
-                epilogue.soft_cap,
-                None,
-                None,
-                kernel,
-                tune,
-            )
-        }
+        (Backend::Gpu(ctx), InputData::Gpu { .. }) => gpu::gemv(
+            &ctx,
+            &[gpu::Part { w, bias: epilogue.bias, out }],
+            x,
+            epilogue.residual,
+            epilogue.soft_cap,
+            None,
+            None,
+            kernel,
+            tune,
+        ),
         _ => unreachable!("check_part checked that x and the weights share a backend"),
     }
 }
@@ -771,6 +818,8 @@ pub(crate) mod gpu {
         head_dim: u32,
         rope_stride: u32,
         rope_scale: f32,
+        eps: f32,
+        _pad: [u32; 3],
     }
 
     #[repr(C)]
@@ -864,15 +913,68 @@ pub(crate) mod gpu {
         pub out: &'a Tensor,
     }
 
+    /// Vec4s of x a unit of weights of type `t` meets (kernels/qgemv.wgsl): 8 for the 32-weight blocks,
+    /// 16 for the K-quants' quarter blocks.
+    fn unit_vecs(t: QuantType) -> u64 {
+        match t {
+            QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => 16,
+            _ => 8,
+        }
+    }
+
+    /// The reduction scratch's length (vec4s) of a GEMV of `wg` threads with `slots` accumulator slots.
+    fn red_len(ctx: &GpuContext, subgroup: bool, wg: u32, slots: u32) -> u32 {
+        if subgroup { wg.div_ceil(ctx.info().subgroup_min_size.max(4)) * slots } else { wg }
+    }
+
+    /// Accumulator slots of a GEMV: one per row of x, two more for a fused norm's sums of squares
+    /// (kernels/qgemv.wgsl `n_slots`).
+    fn slots(b: usize, normed: bool) -> u32 {
+        b as u32 + if normed { 2 } else { 0 }
+    }
+
+    /// The f32-x GEMV's tile of x (kernels/qgemv.wgsl `XT_LEN`, vec4s) for `wg` threads and `b` rows of x.
+    fn tile_len(t: QuantType, wg: u32, b: usize) -> u64 {
+        let pad = if t == QuantType::Q6K { 2 } else { 1 };
+        b as u64 * unit_vecs(t) * (wg as u64 + pad)
+    }
+
+    /// The threads per workgroup with which an f32-x GEMV of weights `w` and `b` rows of x fits the
+    /// adapter's workgroup memory (its tile of x, the reduction scratch and its totals): `wg`, halved as
+    /// often as needed down to 32; `None` where even 32 do not fit (the bytes path serves that launch).
+    pub fn f32_x_threads(
+        ctx: &GpuContext,
+        w: &QuantTensor,
+        b: usize,
+        normed: bool,
+        wg: u32,
+        subgroup: bool,
+    ) -> Option<u32> {
+        let limit = u64::from(ctx.limits().max_compute_workgroup_storage_size);
+        let slots = slots(b, normed);
+        let mut wg = wg;
+        loop {
+            // reduce_workgroup.wgsl's totals (MAX_SLOTS vec4s) are counted for both variants.
+            let vec4s = tile_len(w.quant_type(), wg, b) + u64::from(red_len(ctx, subgroup, wg, slots)) + 10;
+            if 16 * vec4s <= limit {
+                return Some(wg);
+            }
+            if wg <= 32 {
+                return None;
+            }
+            wg /= 2;
+        }
+    }
+
     /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
     /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
-    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. The callers check shapes.
+    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. x is read as f32 or as
+    /// bytes (prepared here on first use) as `x` says ([`QGemvX`]). The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
         parts: &[Part<'_>],
-        (xq, xs): (&Tensor, &Tensor),
-        b: usize,
+        x: &GemvInput,
         residual: Option<&Tensor>,
         soft_cap: Option<f32>,
         gated: Option<GatedAct>,
@@ -911,7 +1013,27 @@ pub(crate) mod gpu {
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let (xqb, xsb) = (buf(xq)?, buf(xs)?);
+        let b = x.b;
+        let InputData::Gpu { x: xf, norm, .. } = &x.data else { unreachable!("a GPU input") };
+        // f32 x where its tile fits the workgroup memory (with fewer threads if need be), else bytes.
+        let f32_wg = match x.x_form()? {
+            QGemvX::F32 => f32_x_threads(ctx, w, b, norm.is_some(), tune.wg, subgroup),
+            QGemvX::I8 => None,
+        };
+        let normed = f32_wg.is_some() && norm.is_some();
+        // Bindings 1 and 2: x and the norm weight (x again without one), or the bytes and group sums.
+        let (xqb, xsb) = match f32_wg {
+            Some(wg) => {
+                tune.wg = wg;
+                let xb = buf(xf)?;
+                let nb = norm.as_ref().map(|n| buf(&n.0)).transpose()?;
+                (xb.clone(), nb.unwrap_or(xb))
+            }
+            None => {
+                let (xq, xs) = x.prepared(ctx, w)?;
+                (buf(&xq)?, buf(&xs)?)
+            }
+        };
         let ws: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.w.data())).collect::<Result<_>>()?;
         let ys: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.out)).collect::<Result<_>>()?;
         let biases: Vec<Option<wgpu::Buffer>> =
@@ -953,14 +1075,17 @@ pub(crate) mod gpu {
             head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
             rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
+            eps: if normed { norm.as_ref().map_or(0.0, |n| n.1) } else { 0.0 },
+            _pad: [0; 3],
         };
-        let red_len = if subgroup {
-            let min_sg = ctx.info().subgroup_min_size.max(4);
-            tune.wg.div_ceil(min_sg) * b as u32
-        } else {
-            tune.wg
-        };
+        let red_len = red_len(ctx, subgroup, tune.wg, slots(b, normed));
         let bias_dt = parts.iter().find_map(|p| p.bias).map_or(DType::F32, |t| t.dtype());
+        let norm_mode = match norm.as_ref().filter(|_| normed).map(|n| n.2) {
+            None => 0.0,
+            Some(RmsNormVariant::Standard) => 1.0,
+            Some(RmsNormVariant::Gemma) => 2.0,
+        };
+        let nw_dt = norm.as_ref().filter(|_| normed).map_or(DType::F32, |n| n.0.dtype());
         let constants = [
             ("QTYPE", w.quant_type().wgsl_code()),
             ("WG", tune.wg as f64),
@@ -972,6 +1097,10 @@ pub(crate) mod gpu {
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
             ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
+            ("X_F32", if f32_wg.is_some() { 1.0 } else { 0.0 }),
+            ("NORM", norm_mode),
+            ("NW_DT", nw_dt.wgsl_code()),
+            ("XT_LEN", if f32_wg.is_some() { tile_len(w.quant_type(), tune.wg, b) as f64 } else { 1.0 }),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
