@@ -127,20 +127,26 @@ pub const X_VAR: &str = "TORCHLESS_QGEMV_X";
 /// The form [`X_VAR`] asks for; an error naming the variable when it is neither `f32` nor `i8`.
 pub fn env_x_form() -> Result<QGemvX> {
     static FORM: std::sync::OnceLock<std::result::Result<QGemvX, String>> = std::sync::OnceLock::new();
-    let parsed = FORM.get_or_init(|| match std::env::var(X_VAR) {
+    FORM.get_or_init(|| match std::env::var(X_VAR) {
         Err(_) => Ok(QGemvX::F32),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "" | "f32" => Ok(QGemvX::F32),
-            "i8" => Ok(QGemvX::I8),
-            _ => Err(v),
-        },
-    });
-    parsed.clone().map_err(|value| KernelError::Argument {
-        op: "gemv_q",
-        name: X_VAR,
-        value,
-        reason: "must be f32 or i8 (or unset, for f32)".into(),
+        Ok(v) => parse_x_form(&v).map_err(|_| v),
     })
+    .clone()
+    .or_else(|v| parse_x_form(&v))
+}
+
+/// A value of [`X_VAR`]: `f32` or `i8` (any case, surrounding blanks ignored; empty means `f32`).
+pub fn parse_x_form(v: &str) -> Result<QGemvX> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "f32" => Ok(QGemvX::F32),
+        "i8" => Ok(QGemvX::I8),
+        _ => Err(KernelError::Argument {
+            op: "gemv_q",
+            name: X_VAR,
+            value: v.to_owned(),
+            reason: "must be f32 or i8 (or unset, for f32)".into(),
+        }),
+    }
 }
 
 enum InputData {
@@ -1252,22 +1258,62 @@ mod tests {
         (w, wv)
     }
 
+    /// The forms of x a test runs the GEMVs with on `backend`: both on a GPU; the CPU reads f32 either way.
+    fn x_forms(backend: &Backend) -> &'static [QGemvX] {
+        if backend.is_gpu() { &[QGemvX::I8, QGemvX::F32] } else { &[QGemvX::F32] }
+    }
+
+    /// What a GEMV of `w` with `b` rows of x (a fused norm: `normed`) asked to read x in `form` with the
+    /// automatic launch shape really reads, for test names: the f32 path serves bytes where its tile of x
+    /// does not fit the adapter's workgroup memory.
+    fn x_ran(backend: &Backend, w: &QuantTensor, b: usize, normed: bool, form: QGemvX) -> &'static str {
+        match (backend, form) {
+            (Backend::Gpu(ctx), QGemvX::F32) => {
+                match gpu::f32_x_threads(ctx, w, b, normed, gpu::auto_tune(w).wg, ctx.has_subgroups()) {
+                    Some(_) => "f32 x",
+                    None => "bytes (the f32 tile does not fit)",
+                }
+            }
+            (Backend::Gpu(_), QGemvX::I8) => "bytes",
+            (Backend::Cpu, _) => "f32 x",
+        }
+    }
+
+    /// Every test backend with every form of x it reads.
+    fn backends_and_forms() -> Vec<(Backend, QGemvX)> {
+        test_backends().into_iter().flat_map(|b| x_forms(&b).iter().map(move |&f| (b.clone(), f))).collect()
+    }
+
+    /// An input of x in `form`.
+    fn input(x: &Tensor, norm: Option<InputNorm<'_>>, form: QGemvX) -> GemvInput {
+        GemvInput::new(x, norm).unwrap().with_x(form)
+    }
+
+    /// Every type with ragged rows and rows of 1 to 16 blocks, batch 1 and one more, x in both forms.
     #[test]
     fn gemv_q_matches_the_f64_reference_for_every_type_and_batch() {
         let mut rng = Rng::new(21);
         for ty in QuantType::ALL {
             for (k, (rows, blocks)) in [(1, 1), (33, 3), (257, 16)].into_iter().enumerate() {
                 let cols = blocks * ty.block_elems();
-                let b = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
                 let (w, wv) = quantized(&mut rng, ty, rows, cols);
-                let xv = exact_activations(&mut rng, b * cols);
-                let want = reference(&wv, rows, cols, &xv);
-                for backend in test_backends() {
-                    let (wd, xd) =
-                        (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap());
-                    let got = gemv_q(&wd, &xd, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
-                    let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} on {}", backend.name());
-                    assert_close(&name, &got, &want, tolerance(cols));
+                let more = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
+                for b in if more == 1 { vec![1] } else { vec![1, more] } {
+                    let xv = exact_activations(&mut rng, b * cols);
+                    let want = reference(&wv, rows, cols, &xv);
+                    for backend in test_backends() {
+                        let (wd, xd) =
+                            (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap());
+                        for &form in x_forms(&backend) {
+                            let got = gemv_q_input(&wd, &input(&xd, None, form), GemvEpilogue::default())
+                                .unwrap()
+                                .to_f32_vec()
+                                .unwrap();
+                            let how = x_ran(&backend, &wd, b, false, form);
+                            let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {how} on {}", backend.name());
+                            assert_close(&name, &got, &want, tolerance(cols));
+                        }
+                    }
                 }
             }
         }
@@ -1331,23 +1377,16 @@ mod tests {
                 let want = reference(&wv, rows, cols, &xv);
                 let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
                 // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
-                // type, alternating between types.
+                // type and form of x, alternating between types.
                 for (i, &kernel) in kernels.iter().enumerate() {
-                    for tune in
-                        [Some((32, 3)), Some((256, 4))].into_iter().skip((i + ty.wgsl_code() as usize) % 2).step_by(2)
-                    {
-                        let tune = tune.map(|(wg, rows)| gpu::Tune { wg, rows });
+                    for (j, &form) in [QGemvX::I8, QGemvX::F32].iter().enumerate() {
+                        let shapes = [(32, 3), (256, 4)];
+                        let (wg, rows_per_wg) = shapes[(i + j + ty.wgsl_code() as usize) % 2];
+                        let tune = Some(gpu::Tune { wg, rows: rows_per_wg });
                         let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
-                        gemv_q_tuned(
-                            &wd,
-                            &GemvInput::new(&xd, None).unwrap(),
-                            GemvEpilogue::default(),
-                            &out,
-                            kernel,
-                            tune,
-                        )
-                        .unwrap();
-                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?}");
+                        gemv_q_tuned(&wd, &input(&xd, None, form), GemvEpilogue::default(), &out, kernel, tune)
+                            .unwrap();
+                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?} {form:?}");
                         assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
                     }
                 }
@@ -1355,30 +1394,62 @@ mod tests {
         }
     }
 
-    /// Arbitrary x on the GPU: the activations as two bytes (x ≈ d·(256·hi + lo)/256 per 32 values, d =
-    /// max|x| / 127) move each value by at most d/256 (d/512 except where the lo byte clamps), so each
-    /// output is within Σ|w|·d/256 of the exact product (plus f32 rounding).
+    /// Arbitrary x on the GPU. As bytes (x ≈ d·(256·hi + lo)/256 per 32 values, d = max|x| / 127) each value
+    /// moves by at most d/256 (d/512 except where the lo byte clamps), so each output is within Σ|w|·d/256
+    /// of the exact product (plus f32 rounding); as f32 only f32 rounding remains. Every type, blocks of
+    /// very different magnitudes (one with a huge outlier, one all zeros, tiny ones).
     #[test]
-    fn gpu_activation_quantization_error_is_within_its_bound() {
+    fn gpu_gemv_on_arbitrary_x_is_within_its_bound() {
         let Some(gpu) = test_gpu() else { return };
         let mut rng = Rng::new(26);
-        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q6K] {
-            let (rows, cols, b) = (13, 512, 2);
+        for ty in QuantType::ALL {
+            let (rows, cols, b) = (13, 2 * ty.block_elems().max(256), 1 + ty.wgsl_code() as usize % 2);
             let (w, wv) = quantized(&mut rng, ty, rows, cols);
-            // Blocks of very different magnitudes, one of them all zeros.
             let mut xv = rng.vec(b * cols, -1.0, 1.0);
             for (k, blk) in xv.chunks_mut(32).enumerate() {
-                blk.iter_mut().for_each(|v| *v *= [1.0, 1e-3, 30.0, 0.0][k % 4]);
+                match k % 6 {
+                    1 => blk.iter_mut().for_each(|v| *v *= 1e-3),
+                    2 => blk.iter_mut().for_each(|v| *v *= 30.0),
+                    3 => blk.fill(0.0),
+                    4 => blk[k % 32] = 2e4,
+                    5 => blk.iter_mut().for_each(|v| *v *= 1e-25),
+                    _ => {}
+                }
             }
-            let got = gemv_q(
-                &w.to_backend(&gpu).unwrap(),
-                &Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap(),
-                GemvEpilogue::default(),
-            )
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
-            assert_within_activation_bound(&format!("gemv_q {ty}"), &got, &wv, rows, &xv);
+            let wd = w.to_backend(&gpu).unwrap();
+            let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
+            for form in [QGemvX::I8, QGemvX::F32] {
+                let got =
+                    gemv_q_input(&wd, &input(&xd, None, form), GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                let name = format!("gemv_q {ty} b={b} {}", x_ran(&gpu, &wd, b, false, form));
+                match form {
+                    QGemvX::I8 => assert_within_activation_bound(&name, &got, &wv, rows, &xv),
+                    QGemvX::F32 => assert_within_f32_bound(&name, &got, &wv, rows, &xv),
+                }
+            }
+        }
+    }
+
+    /// `got` (`[b, rows]`) is within f32 rounding of `x · Wᵀ`: 1e-5 of Σ(|w| + max|w| of its block)·|x| (a
+    /// weight with an offset, `a·q + b`, is summed as its two terms, each at most that large).
+    fn assert_within_f32_bound(name: &str, got: &[f32], wv: &[f32], rows: usize, xv: &[f32]) {
+        let cols = wv.len() / rows;
+        let want = reference(wv, rows, cols, xv);
+        for (r, x) in xv.chunks(cols).enumerate() {
+            for o in 0..rows {
+                let wr = &wv[o * cols..][..cols];
+                let scale: f64 = wr
+                    .chunks(32)
+                    .zip(x.chunks(32))
+                    .map(|(wb, xb)| {
+                        let wmax = wb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                        wb.iter().zip(xb).map(|(&a, &c)| (a.abs() as f64 + wmax) * c.abs() as f64).sum::<f64>()
+                    })
+                    .sum();
+                let allowed = 1e-5 * scale + 1e-30;
+                let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
+                assert!((g - e).abs() <= allowed, "{name} row {o} of x {r}: got {g}, want {e}, allowed {allowed}");
+            }
         }
     }
 
@@ -1449,22 +1520,24 @@ mod tests {
     }
 
     /// A prepared input with the RMSNorm fused in equals the norm then the GEMV: exactly so on the CPU
-    /// (that is what it runs), within the activation bound of the normalised x on the GPU; one input
-    /// serves several GEMVs.
+    /// (that is what it runs); on the GPU within f32 rounding (x as f32, normalised by the GEMV) or the
+    /// activation bound (bytes) of the normalised x; one input serves several GEMVs. Norm weights of
+    /// every float dtype; x in bytes and in f32 units (Q4_K, Q8_0) and Q6_K's order.
     #[test]
     fn normed_input_matches_the_norm_then_the_gemv() {
         let mut rng = Rng::new(27);
         // 8448 values: rows longer than the quantization kernel keeps in registers (8192).
-        for (cols, b) in [(512, 3), (8448, 1)] {
+        for (case, (cols, b)) in [(512, 3), (8448, 1), (256, 1)].into_iter().enumerate() {
             let eps = 1e-5f32;
             let xv = rng.vec(b * cols, -2.0, 2.0);
             let nw = rng.vec(cols, 0.5, 1.5);
             let weights = [QuantType::Q4K, QuantType::Q8_0, QuantType::Q6K].map(|ty| quantized(&mut rng, ty, 7, cols));
-            for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
+            for (k, variant) in [RmsNormVariant::Standard, RmsNormVariant::Gemma].into_iter().enumerate() {
+                let nw_dt = [DType::BF16, DType::F32, DType::F16][(case + k) % 3];
                 for backend in test_backends() {
                     let x = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
-                    let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
-                    // The reference normalises with the bf16-rounded weight, in f64.
+                    let weight = Tensor::from_f32(&backend, &nw, &[cols], nw_dt).unwrap();
+                    // The reference normalises with the rounded weight, in f64.
                     let g: Vec<f64> = weight
                         .to_f32_vec()
                         .unwrap()
@@ -1480,17 +1553,27 @@ mod tests {
                             row.iter().zip(&g).map(move |(&v, &g)| (v as f64 * s * g) as f32)
                         })
                         .collect();
-                    let input = GemvInput::new(&x, Some(InputNorm { weight: &weight, eps, variant })).unwrap();
-                    for (w, wv) in &weights {
-                        let got = gemv_q_input(&w.to_backend(&backend).unwrap(), &input, GemvEpilogue::default())
-                            .unwrap()
-                            .to_f32_vec()
-                            .unwrap();
-                        let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
-                        if backend.is_gpu() {
-                            assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
-                        } else {
-                            assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
+                    for &form in x_forms(&backend) {
+                        let input = input(&x, Some(InputNorm { weight: &weight, eps, variant }), form);
+                        for (w, wv) in &weights {
+                            let wd = w.to_backend(&backend).unwrap();
+                            let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                            let how = x_ran(&backend, &wd, b, true, form);
+                            let ty = w.quant_type();
+                            let name = format!(
+                                "normed gemv_q {ty} [{cols}] b={b} {variant:?} {nw_dt:?} {how} on {}",
+                                backend.name()
+                            );
+                            match (backend.is_gpu(), form) {
+                                (false, _) => assert_close(
+                                    &name,
+                                    &got,
+                                    &reference(wv, w.rows(), cols, &xn),
+                                    tolerance(cols).scaled(4.0),
+                                ),
+                                (true, QGemvX::I8) => assert_within_activation_bound(&name, &got, wv, w.rows(), &xn),
+                                (true, QGemvX::F32) => assert_within_f32_bound(&name, &got, wv, w.rows(), &xn),
+                            }
                         }
                     }
                 }
@@ -1514,8 +1597,8 @@ mod tests {
             let biases = [Some(rng.vec(37, -1.0, 1.0)), None, Some(rng.vec(13, -1.0, 1.0))];
             let gate_up: Vec<(QuantTensor, Vec<f32>)> =
                 (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
-            for backend in test_backends() {
-                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+            for (backend, form) in backends_and_forms() {
+                let x = input(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None, form);
                 let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
                 let ws: Vec<QuantTensor> = mats.iter().map(|(w, _)| on(w)).collect();
                 let bs: Vec<Option<Tensor>> = biases
@@ -1535,7 +1618,7 @@ mod tests {
                 let outs = gemv_q_multi(&x, &parts).unwrap();
                 for (k, out) in outs.iter().enumerate() {
                     assert_eq!(out.shape(), &[b, mats[k].0.rows()]);
-                    let name = format!("gemv_q_multi part {k} b={b} on {}", backend.name());
+                    let name = format!("gemv_q_multi part {k} b={b} {form:?} on {}", backend.name());
                     assert_close(
                         &name,
                         &out.to_f32_vec().unwrap(),
@@ -1545,7 +1628,7 @@ mod tests {
                 }
                 let q6d = on(&q6);
                 let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
-                let name = format!("gemv_q_multi mixed b={b} on {}", backend.name());
+                let name = format!("gemv_q_multi mixed b={b} {form:?} on {}", backend.name());
                 assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
                 let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
                 let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
@@ -1553,7 +1636,7 @@ mod tests {
                     let got = gemv_q_gated(&x, &g, &u, act).unwrap();
                     assert_eq!(got.shape(), &[b, 11]);
                     let want: Vec<f64> = gr.iter().zip(&ur).map(|(&g, &u)| act.apply(g as f32) as f64 * u).collect();
-                    let name = format!("gemv_q_gated {act:?} b={b} on {}", backend.name());
+                    let name = format!("gemv_q_gated {act:?} b={b} {form:?} on {}", backend.name());
                     assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols).scaled(4.0));
                 }
             }
@@ -1565,19 +1648,21 @@ mod tests {
         use crate::ops::rope::{RopeConfig, RopeLayout::*, RopeTable};
         let mut rng = Rng::new(29);
         let cols = 256;
-        // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases): 64 heads of 64 rows give Wq
-        // 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
+        // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases, fused norm): 64 heads of 64 rows
+        // give Wq 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
         #[rustfmt::skip]
         let cases = [
-            (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false),
-            (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true),
-            (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true),
-            (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false),
-            (QuantType::Q4_0, Interleaved, 128, 128, 4, 1, 1, 70000, false),
-            (QuantType::Q4K, HalfSplit, 32, 16, 4, 2, 1, 9, false),
+            (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false, None),
+            (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true, Some(RmsNormVariant::Standard)),
+            (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true, None),
+            (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false, Some(RmsNormVariant::Gemma)),
+            (QuantType::Q4_0, Interleaved, 128, 128, 4, 1, 1, 70000, false, None),
+            (QuantType::Q4K, HalfSplit, 32, 16, 4, 2, 1, 9, false, Some(RmsNormVariant::Standard)),
+            (QuantType::Q5_1, HalfSplit, 32, 32, 4, 2, 1, 3, true, Some(RmsNormVariant::Gemma)),
         ];
-        for (ty, layout, hd, rot, nh, nkv, b, pos, with_bias) in cases {
+        for (ty, layout, hd, rot, nh, nkv, b, pos, with_bias, variant) in cases {
             let xv = exact_activations(&mut rng, b * cols);
+            let nw = rng.vec(cols, 0.5, 1.5);
             let (q_rows, kv_rows) = (nh * hd, nkv * hd);
             let mats: Vec<QuantTensor> =
                 [q_rows, kv_rows, kv_rows].into_iter().map(|rows| quantized(&mut rng, ty, rows, cols).0).collect();
@@ -1586,8 +1671,10 @@ mod tests {
             let cap = pos + b + 2;
             let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
-            for backend in test_backends() {
-                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+            for (backend, form) in backends_and_forms() {
+                let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
+                let norm = variant.map(|variant| InputNorm { weight: &weight, eps: 1e-5, variant });
+                let x = input(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), norm, form);
                 let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
                 let bs: Vec<Option<Tensor>> = biases
                     .iter()
@@ -1616,7 +1703,8 @@ mod tests {
                 let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
                 assert_eq!(got.shape(), &[b, q_rows]);
                 let what = format!(
-                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
+                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} norm {variant:?} {} on {}",
+                    x_ran(&backend, &ws[0], b, norm.is_some(), form),
                     backend.name()
                 );
                 let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
@@ -1636,6 +1724,93 @@ mod tests {
         let kv = KvWrite { table: &table, pos: 2, k_cache: &c, v_cache: &c2 };
         let err = gemv_q_qkv_rope(&x, [(&w, None), (&w, None), (&w, None)], kv);
         assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
+    }
+
+    /// x as f32 with the RMSNorm fused in (standard and Gemma, norm weights in bf16 and f32, b = 1 to 3,
+    /// every order of x in the tile) through every epilogue: Q, K and V with biases in one launch, the
+    /// gated MLP half, and bias, residual in place and soft cap together; each equals the norm op followed
+    /// by the same GEMV of the normalised x, to f32 rounding. (RoPE: `qkv_rope_matches_multi_then_rope`.)
+    #[test]
+    fn normed_f32_x_through_every_epilogue_matches_the_norm_then_the_gemv() {
+        use RmsNormVariant::*;
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(30);
+        let cols = 512;
+        let cases = [
+            (1, Standard, QuantType::Q4K),
+            (3, Gemma, QuantType::Q5_1),
+            (1, Gemma, QuantType::Q6K),
+            (2, Standard, QuantType::Q8_0),
+        ];
+        for (case, (b, variant, ty)) in cases.into_iter().enumerate() {
+            let x = Tensor::from_slice(&gpu, &rng.vec(b * cols, -2.0, 2.0), &[b, cols]).unwrap();
+            let nw_dt = [DType::BF16, DType::F32][case % 2];
+            let nw = Tensor::from_f32(&gpu, &rng.vec(cols, 0.5, 1.5), &[cols], nw_dt).unwrap();
+            let eps = 1e-6;
+            let xn = crate::ops::norm::rmsnorm(&x, &nw, eps, variant).unwrap();
+            let fused = input(&x, Some(InputNorm { weight: &nw, eps, variant }), QGemvX::F32);
+            let plain = input(&xn, None, QGemvX::F32);
+            let ws: Vec<QuantTensor> =
+                [37, 9, 13, 37].map(|rows| quantized(&mut rng, ty, rows, cols).0.to_backend(&gpu).unwrap()).into();
+            let what = format!("{ty} b={b} {variant:?} {nw_dt:?}");
+            assert_eq!(x_ran(&gpu, &ws[0], b, true, QGemvX::F32), "f32 x", "{what}");
+            let mut bias = |n: usize| Tensor::from_f32(&gpu, &rng.vec(n, -1.0, 1.0), &[n], DType::F16).unwrap();
+            let biases = [Some(bias(37)), None, Some(bias(13))];
+            let tol = tolerance(cols).scaled(4.0);
+            let check = |name: &str, got: &Tensor, want: &Tensor| {
+                let want: Vec<f64> = want.to_f32_vec().unwrap().into_iter().map(f64::from).collect();
+                assert_close(&format!("{name} {what}"), &got.to_f32_vec().unwrap(), &want, tol);
+            };
+            let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
+                ws[..3].iter().zip(&biases).map(|(w, b)| (w, b.as_ref())).collect();
+            let (got, want) = (gemv_q_multi(&fused, &parts).unwrap(), gemv_q_multi(&plain, &parts).unwrap());
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                check(&format!("normed gemv_q_multi part {k}"), g, w);
+            }
+            let act = [GatedAct::Silu, GatedAct::GeluTanh][case % 2];
+            check(
+                &format!("normed gemv_q_gated {act:?}"),
+                &gemv_q_gated(&fused, &ws[0], &ws[3], act).unwrap(),
+                &gemv_q_gated(&plain, &ws[0], &ws[3], act).unwrap(),
+            );
+            let res_v = rng.vec(b * 37, -1.0, 1.0);
+            let outs: Vec<Tensor> = [&fused, &plain]
+                .map(|inp| {
+                    let res = Tensor::from_slice(&gpu, &res_v, &[b, 37]).unwrap();
+                    let e = GemvEpilogue { bias: biases[0].as_ref(), residual: Some(&res), soft_cap: Some(3.0) };
+                    gemv_q_input_into(&ws[0], inp, e, &res).unwrap();
+                    res
+                })
+                .into();
+            check("normed gemv_q bias, residual in place, soft cap", &outs[0], &outs[1]);
+        }
+    }
+
+    /// x as f32 needs no launch of its own: a normed input's Q, K and V GEMV and gated GEMV are a launch
+    /// each, where x as bytes takes one more (its quantization, shared by both: one order of x).
+    #[test]
+    fn f32_x_needs_no_launch_of_its_own() {
+        if test_gpu().is_none() {
+            return;
+        }
+        // A context of its own: the shared one counts the launches of tests running alongside.
+        let ctx = std::sync::Arc::new(GpuContext::new(crate::backend::BackendPreference::Gpu).unwrap());
+        let gpu = Backend::Gpu(ctx.clone());
+        let mut rng = Rng::new(31);
+        let cols = 256;
+        let x = Tensor::from_slice(&gpu, &rng.vec(cols, -1.0, 1.0), &[1, cols]).unwrap();
+        let nw = Tensor::from_f32(&gpu, &rng.vec(cols, 0.5, 1.5), &[cols], DType::BF16).unwrap();
+        let ws: Vec<QuantTensor> = [64, 16, 16, 64]
+            .map(|rows| quantized(&mut rng, QuantType::Q4K, rows, cols).0.to_backend(&gpu).unwrap())
+            .into();
+        for (form, want) in [(QGemvX::I8, 3), (QGemvX::F32, 2)] {
+            let norm = InputNorm { weight: &nw, eps: 1e-5, variant: RmsNormVariant::Standard };
+            let inp = input(&x, Some(norm), form);
+            let before = ctx.host_stats();
+            gemv_q_multi(&inp, &[(&ws[0], None), (&ws[1], None), (&ws[2], None)]).unwrap();
+            gemv_q_gated(&inp, &ws[0], &ws[3], GatedAct::Silu).unwrap();
+            assert_eq!(ctx.host_stats().since(&before).launches, want, "launches with x as {form:?}");
+        }
     }
 
     #[test]
@@ -1693,6 +1868,20 @@ mod tests {
         assert!(matches!(embedding_q(&w, &ids), Err(KernelError::Argument { .. })));
         let fids = Tensor::from_slice(&cpu, &[1f32], &[1]).unwrap();
         assert!(matches!(embedding_q(&w, &fids), Err(KernelError::DType { .. })));
+        // The x form's variable, and a fused norm of the wrong length or epsilon, on every backend.
+        assert_eq!(parse_x_form(" F32 ").unwrap(), QGemvX::F32);
+        assert_eq!(parse_x_form("i8").unwrap(), QGemvX::I8);
+        assert_eq!(parse_x_form("").unwrap(), QGemvX::F32);
+        assert!(matches!(parse_x_form("int8"), Err(KernelError::Argument { name: X_VAR, .. })));
+        for backend in test_backends() {
+            let x = Tensor::from_slice(&backend, &rng.vec(64, -1.0, 1.0), &[1, 64]).unwrap();
+            let short = Tensor::from_slice(&backend, &[1f32; 32], &[32]).unwrap();
+            let n = InputNorm { weight: &short, eps: 1e-5, variant: RmsNormVariant::Standard };
+            assert!(matches!(GemvInput::new(&x, Some(n)), Err(KernelError::Shape { .. })));
+            let weight = Tensor::from_slice(&backend, &[1f32; 64], &[64]).unwrap();
+            let n = InputNorm { weight: &weight, eps: -1.0, variant: RmsNormVariant::Standard };
+            assert!(matches!(GemvInput::new(&x, Some(n)), Err(KernelError::Argument { name: "eps", .. })));
+        }
     }
 
     #[test]
@@ -1715,7 +1904,7 @@ mod tests {
                         soft_cap.map_or(y, |c| c as f64 * (y / c as f64).tanh())
                     })
                     .collect();
-                for backend in test_backends() {
+                for (backend, form) in backends_and_forms() {
                     let wd = w.to_backend(&backend).unwrap();
                     let xd = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
                     let bias = Tensor::from_f32(&backend, &bias_v, &[rows], DType::F32).unwrap();
@@ -1727,9 +1916,9 @@ mod tests {
                             Tensor::uninit(&backend, "t", &[b, rows], DType::F32).unwrap()
                         };
                         let e = GemvEpilogue { bias: Some(&bias), residual: Some(&res), soft_cap };
-                        gemv_q_into(&wd, &xd, e, &out).unwrap();
+                        gemv_q_input_into(&wd, &input(&xd, None, form), e, &out).unwrap();
                         let name = format!(
-                            "gemv_q {ty} epilogue in_place={in_place} soft cap {soft_cap:?} on {}",
+                            "gemv_q {ty} epilogue in_place={in_place} soft cap {soft_cap:?} {form:?} on {}",
                             backend.name()
                         );
                         assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
