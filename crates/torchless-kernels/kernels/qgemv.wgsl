@@ -381,18 +381,31 @@ fn has_offset() -> bool {
     return QTYPE == Q4_1 || QTYPE == Q5_1 || QTYPE == Q4_K || QTYPE == Q5_K;
 }
 
-// The four quants in the bytes of `w`, minus the centre, as f32. No int→float conversion: NVIDIA runs those
-// at a quarter or less of the FMA rate (16 a clock per SM on Hopper), too slow for four weights per byte
-// of a GEMV at full bandwidth. A byte OR'ed into the mantissa of 2^23 is the float 2^23 + q exactly, and
-// one subtraction removes 2^23 and the centre (exact: every value is an integer below 2^24); the byte
-// extraction and OR are one byte-permute on NVIDIA.
+// The four quants in the bytes of `w`, minus the centre, as f32, times the factor `x_place` of their place
+// in the word (x is staged divided by it, so the products are unchanged). No int→float conversion: NVIDIA
+// runs those at a quarter or less of the FMA rate (16 a clock per SM on Hopper), too slow for four weights
+// per byte of a GEMV at full bandwidth. Instead a byte OR'ed into the mantissa of 2^23 is the float
+// 2^23 + q exactly, and one subtraction removes 2^23 and the centre (exact: every value is an integer below
+// 2^24). Quants below 128 (all formats but Q8_0) stay where they are in bytes 0..2, q·256^i still below
+// 2^23: one AND-OR each, only byte 3 needs a shift (1.25 integer operations per weight rather than 1.75,
+// where the integer pipe, half as wide as the FMA pipe on NVIDIA, is the tighter one).
 fn quants_f32(w: u32) -> vec4<f32> {
-    var v = w;
+    let magic = vec4<u32>(0x4b000000u);
     if (QTYPE == Q8_0) {
-        v ^= 0x80808080u;
+        let v = w ^ 0x80808080u;
+        let m = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u) | magic;
+        return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0 + centre());
     }
-    let m = ((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) | vec4<u32>(0x4b000000u);
-    return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0 + centre());
+    let m = vec4<u32>(w & 0xffu, w & 0xff00u, w & 0xff0000u, w >> 24u) | magic;
+    return bitcast<vec4<f32>>(m) - (vec4<f32>(8388608.0) + centre() * x_place());
+}
+
+// The factor quants_f32 leaves on each lane of a vec4 (x is staged divided by it).
+fn x_place() -> vec4<f32> {
+    if (QTYPE == Q8_0) {
+        return vec4<f32>(1.0);
+    }
+    return vec4<f32>(1.0, 256.0, 65536.0, 1.0);
 }
 
 // Group q (16 quants, bytes in the order of the weights) dotted with 16 values of x (x0..x3).
@@ -446,15 +459,12 @@ fn norm4(e: u32) -> vec4<f32> {
     return n;
 }
 
-// Vec4 v of row r of x into tile entry `at` (times the norm weights nw); returns its sum of squares.
-fn stage_row(r: u32, v: u32, at: u32, nw: vec4<f32>) -> f32 {
+// Vec4 v of row r of x into tile entry `at`, times `f` (the norm weights, divided by x_place); returns its
+// sum of squares.
+fn stage_row(r: u32, v: u32, at: u32, f: vec4<f32>) -> f32 {
     let xv = bitcast<vec4<f32>>(xq[r * 4u * p.x_groups + v]);
-    if (NORM > 0u) {
-        xt[r * tile_row_len() + at] = xv * nw;
-        return dot(xv, xv);
-    }
-    xt[r * tile_row_len() + at] = xv;
-    return 0.0;
+    xt[r * tile_row_len() + at] = xv * f;
+    return select(0.0, dot(xv, xv), NORM > 0u);
 }
 
 // Tile t of x (units t·WG .. t·WG + WG of every row, a contiguous span of each row) into workgroup memory:
@@ -470,9 +480,10 @@ fn stage(t: u32) {
             break;
         }
         let at = tile_slot(i);
-        var nw: vec4<f32>;
+        // Exact: x_place is a power of two (short of underflow below 1e-33).
+        var nw = 1.0 / x_place();
         if (NORM > 0u) {
-            nw = norm4(4u * v);
+            nw *= norm4(4u * v);
         }
         ssq_lo.x += stage_row(0u, v, at, nw);
         if (BATCH > 1u) {
@@ -518,8 +529,7 @@ fn xdot_f32(r: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b:
         d.w = fdot16(q3.q, x0, x1, x2, x3);
     }
     if (has_offset()) {
-        let s = x0 + x1 + x2 + x3;
-        return a * d + b * (s.x + s.y + s.z + s.w);
+        return a * d + b * dot(x0 + x1 + x2 + x3, x_place());
     }
     return a * d;
 }
