@@ -66,6 +66,10 @@ override NORM: u32 = 0u;
 override NW_DT: u32 = 0u;
 // X_F32: vec4s of the workgroup's tile of x, BATCH · 4 · groups_per_unit() · tile_stride() (set by the host).
 override XT_LEN: u32 = 1u;
+// X_F32: sets of ROWS rows per workgroup, with BATCH · SETS ≤ 8 (1 without X_F32). The sets take turns on
+// each staged tile of x, so a workgroup reads x once for ROWS · SETS weight rows: each workgroup reads all
+// of x (from L2), and fewer, longer workgroups read less of it per weight byte.
+override SETS: u32 = 1u;
 
 const Q8_0: u32 = 0u;
 const Q4_0: u32 = 1u;
@@ -159,7 +163,7 @@ fn ws(m: u32, i: u32) -> u32 {
     return ws0[j];
 }
 
-// acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
+// acc<j>[k]: partial dot product of row k of set j / BATCH of this workgroup with row j % BATCH of x.
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
@@ -579,9 +583,25 @@ fn load_units(rows: vec4<u32>, u: u32) -> Units {
     return w;
 }
 
-// Unit u of every row of this workgroup (loaded in w) times every row of x. Rows and rows of x are unrolled
-// by hand (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
-fn compute(w: Units, u: u32) {
+// Adds v to accumulator j (a switch on plain registers, folded where j is a constant: never an indexed
+// array, which drivers may put in memory).
+fn add_acc(j: u32, v: vec4<f32>) {
+    switch j {
+        case 0u: { acc0 += v; }
+        case 1u: { acc1 += v; }
+        case 2u: { acc2 += v; }
+        case 3u: { acc3 += v; }
+        case 4u: { acc4 += v; }
+        case 5u: { acc5 += v; }
+        case 6u: { acc6 += v; }
+        default: { acc7 += v; }
+    }
+}
+
+// Unit u of every row of set si of this workgroup (loaded in w) times every row of x. Rows and rows of x
+// are unrolled by hand (guarded by ROWS and BATCH) so that every value is a plain register.
+fn compute(w: Units, u: u32, si: u32) {
+    let j = si * BATCH;
     for (var g = 0u; g < groups_per_unit(); g++) {
         let q0 = group(w.r0, u, g);
         var q1: Grp;
@@ -598,27 +618,27 @@ fn compute(w: Units, u: u32) {
         }
         let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
         let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
-        acc0 += xdot(0u, u, g, q0, q1, q2, q3, a, b);
+        add_acc(j, xdot(0u, u, g, q0, q1, q2, q3, a, b));
         if (BATCH > 1u) {
-            acc1 += xdot(1u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 1u, xdot(1u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 2u) {
-            acc2 += xdot(2u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 2u, xdot(2u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 3u) {
-            acc3 += xdot(3u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 3u, xdot(3u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 4u) {
-            acc4 += xdot(4u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 4u, xdot(4u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 5u) {
-            acc5 += xdot(5u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 5u, xdot(5u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 6u) {
-            acc6 += xdot(6u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 6u, xdot(6u, u, g, q0, q1, q2, q3, a, b));
         }
         if (BATCH > 7u) {
-            acc7 += xdot(7u, u, g, q0, q1, q2, q3, a, b);
+            add_acc(j + 7u, xdot(7u, u, g, q0, q1, q2, q3, a, b));
         }
     }
 }
@@ -645,7 +665,7 @@ fn setup(g: u32, li: u32) -> u32 {
         part_ = select(2u, 1u, g < p.groups01);
         first = g - select(p.groups01, p.groups0, part_ == 1u);
     }
-    return first * rows_per_matrix();
+    return first * rows_per_matrix() * SETS;
 }
 
 // Whether this workgroup's rows rotate (Q or K of a ROPE dispatch).
@@ -665,66 +685,87 @@ fn slot_row(row0: u32, s: u32) -> u32 {
     return row0 + s;
 }
 
-// Every slot's row of this workgroup, clamped to the last row.
+// The first row of set si of a workgroup whose first row is row0.
+fn set_row0(row0: u32, si: u32) -> u32 {
+    return row0 + si * rows_per_matrix();
+}
+
+// Every slot's row of set si, clamped to the last row.
+fn set_rows(row0: u32, si: u32) -> vec4<u32> {
+    let r0 = set_row0(row0, si);
+    let want = vec4<u32>(slot_row(r0, 0u), slot_row(r0, 1u), slot_row(r0, 2u), slot_row(r0, 3u));
+    return min(want, vec4<u32>(p.rows[part_] - 1u));
+}
+
 fn accumulate(row0: u32) {
-    if (rotates()) {
+    if (SETS == 1u && rotates()) {
         load_pair_coefficients(row0);
     }
-    let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
-    let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
     if (X_F32) {
         // A tile of WG units at a time, one per thread (the trip count is uniform: barriers inside). The
-        // weights' loads go first, so that they are in flight while x is staged.
+        // weights' loads go first, so that they are in flight while x is staged, and each set's while the
+        // set before computes.
         for (var t = 0u; t * WG < p.units; t++) {
             let u = t * WG + li_;
-            let w = load_units(rows, min(u, p.units - 1u));
+            let uc = min(u, p.units - 1u);
+            var w = load_units(set_rows(row0, 0u), uc);
             stage(t);
             workgroupBarrier();
-            if (u < p.units) {
-                compute(w, u);
+            for (var si = 0u; si < SETS; si++) {
+                var next: Units;
+                if (si + 1u < SETS) {
+                    next = load_units(set_rows(row0, si + 1u), uc);
+                }
+                if (u < p.units) {
+                    compute(w, u, si);
+                }
+                w = next;
             }
             workgroupBarrier();
         }
         return;
     }
+    let rows = set_rows(row0, 0u);
     for (var u = li_; u < p.units; u += WG) {
-        compute(load_units(rows, u), u);
+        compute(load_units(rows, u), u, 0u);
     }
 }
 
-// Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
+// Hands the accumulators to the variant's `put`: slot j holds the ROWS sums of set j / BATCH with row
+// j % BATCH of x.
 fn reduce_all() {
+    let n = BATCH * SETS;
     put(0u, acc0);
-    if (BATCH > 1u) {
+    if (n > 1u) {
         put(1u, acc1);
     }
-    if (BATCH > 2u) {
+    if (n > 2u) {
         put(2u, acc2);
     }
-    if (BATCH > 3u) {
+    if (n > 3u) {
         put(3u, acc3);
     }
-    if (BATCH > 4u) {
+    if (n > 4u) {
         put(4u, acc4);
     }
-    if (BATCH > 5u) {
+    if (n > 5u) {
         put(5u, acc5);
     }
-    if (BATCH > 6u) {
+    if (n > 6u) {
         put(6u, acc6);
     }
-    if (BATCH > 7u) {
+    if (n > 7u) {
         put(7u, acc7);
     }
     if (normed()) {
-        put(BATCH, ssq_lo);
-        put(BATCH + 1u, ssq_hi);
+        put(n, ssq_lo);
+        put(n + 1u, ssq_hi);
     }
 }
 
-// The rows of x, then with the fused norm two slots of sums of squares (rows 0..3 and 4..7 of x).
+// The sets' rows of x, then with the fused norm two slots of sums of squares (rows 0..3 and 4..7 of x).
 fn n_slots() -> u32 {
-    return BATCH + select(0u, 2u, normed());
+    return BATCH * SETS + select(0u, 2u, normed());
 }
 
 // n_slots() at its largest.
@@ -763,17 +804,23 @@ fn gate_act(g: f32) -> f32 {
     return silu(g);
 }
 
-// After the reduction: thread r < BATCH writes this workgroup's outputs of row r of x (one per row, or
-// act(gate)·up per row pair with GATED). The residual and accumulation flags only come with one matrix.
-fn finish(row0: u32) {
-    let r = li_;
-    if (r >= BATCH) {
+// After the reduction: thread j < BATCH · SETS writes the outputs of set j / BATCH of this workgroup for
+// row r = j % BATCH of x (one per row, or act(gate)·up per row pair with GATED). The residual and
+// accumulation flags only come with one matrix.
+fn finish(first_row: u32) {
+    let j = li_;
+    if (j >= BATCH * SETS) {
         return;
     }
-    var v = total(r);
+    let r = j % BATCH;
+    let row0 = set_row0(first_row, j / BATCH);
+    if (SETS > 1u && rotates()) {
+        load_pair_coefficients(row0);
+    }
+    var v = total(j);
     if (normed()) {
         // rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps): the scale applies to the dot products.
-        let ss = total(BATCH + r / 4u)[r % 4u];
+        let ss = total(BATCH * SETS + r / 4u)[r % 4u];
         v *= inverseSqrt(ss / f32(16u * p.x_groups) + p.eps);
     }
     let m = part_;

@@ -86,6 +86,7 @@ fn the_f32_x_gemv_translates_for_every_weight_type() {
                 ("XT_LEN", f64::from(xt_len)),
                 ("ROPE", f64::from(qtype % 3)),
                 ("PARTS", 3.0),
+                ("SETS", 2.0),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))

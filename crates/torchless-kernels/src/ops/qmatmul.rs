@@ -106,6 +106,8 @@ pub struct GemvInput {
     data: InputData,
     /// How the GPU GEMVs read x; `None`: as [`X_VAR`] says.
     x_form: Option<QGemvX>,
+    /// Sets of rows per workgroup the f32-x GPU GEMVs use (tests); 0: their choice.
+    sets: u32,
 }
 
 /// How the GPU's quantized GEMV reads its activations x (the CPU reads f32 either way).
@@ -197,12 +199,19 @@ impl GemvInput {
                 prepared: Mutex::new(Vec::new()),
             },
         };
-        Ok(GemvInput { lead, b, cols, data, x_form: None })
+        Ok(GemvInput { lead, b, cols, data, x_form: None, sets: 0 })
     }
 
     /// This input with the GPU GEMVs reading x in `form` whatever [`X_VAR`] says (tests, benchmarks).
     pub fn with_x(mut self, form: QGemvX) -> GemvInput {
         self.x_form = Some(form);
+        self
+    }
+
+    /// This input with the f32-x GPU GEMVs using `sets` sets of rows per workgroup (tests).
+    #[cfg(test)]
+    fn with_sets(mut self, sets: u32) -> GemvInput {
+        self.sets = sets;
         self
     }
 
@@ -681,8 +690,9 @@ pub const BENCH_OPS: &[&str] = &[
     "gemm_q8_0",
 ];
 
-/// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
-/// 32..=256; weight rows per workgroup, 1..=4), instead of the automatic choice: for benchmark sweeps.
+/// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS[,SETS]` (threads per
+/// workgroup, 32..=256; weight rows per set, 1..=4; with x as f32, sets of rows per workgroup, 1..=8, at
+/// most 8 / b with b rows of x, automatic where left out), instead of the automatic choice: for sweeps.
 pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
@@ -848,11 +858,14 @@ pub(crate) mod gpu {
         _pad: [u32; 3],
     }
 
-    /// Threads per workgroup and weight rows per workgroup of the GEMV.
+    /// Threads per workgroup, weight rows per set and sets per workgroup of the GEMV.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Tune {
         pub wg: u32,
         pub rows: u32,
+        /// Sets of `rows` rows per workgroup with x as f32 (kernels/qgemv.wgsl `SETS`; 1 with bytes):
+        /// 0 chooses ([`auto_sets`]).
+        pub sets: u32,
     }
 
     /// Units (groups of 16-byte quant vectors a thread takes at once) per weight row.
@@ -873,7 +886,15 @@ pub(crate) mod gpu {
         while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
-        Tune { wg, rows }
+        Tune { wg, rows, sets: 0 }
+    }
+
+    /// Sets of rows per workgroup with x as f32 (`rows_per_set` rows of each matrix in a set): two for one
+    /// row of x where that leaves at least 512 workgroups, else one. Every workgroup reads all of x (4 bytes
+    /// a value) from L2, 1.8 bytes per byte of Q4_K weights with one set of four rows; two sets halve that.
+    /// Chosen by that count, not yet measured against one set (`benchmarks/device_qgemv_sweep.sh` sweeps it).
+    pub fn auto_sets(w: &QuantTensor, b: usize, rows_per_set: usize) -> u32 {
+        if b == 1 && w.rows().div_ceil(2 * rows_per_set) >= 512 { 2 } else { 1 }
     }
 
     /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps: `None` when it is unset,
@@ -882,9 +903,12 @@ pub(crate) mod gpu {
         static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
         let parsed = TUNE.get_or_init(|| {
             let Ok(v) = std::env::var(TUNE_VAR) else { return Ok(None) };
-            let tune = v
-                .split_once(',')
-                .and_then(|(wg, rows)| Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? }));
+            let fields: Vec<Option<u32>> = v.split(',').map(|f| f.trim().parse().ok()).collect();
+            let tune = match fields[..] {
+                [Some(wg), Some(rows)] => Some(Tune { wg, rows, sets: 0 }),
+                [Some(wg), Some(rows), Some(sets)] if (1..=8).contains(&sets) => Some(Tune { wg, rows, sets }),
+                _ => None,
+            };
             match tune {
                 Some(t) if t.wg.is_power_of_two() && (32..=256).contains(&t.wg) && (1..=4).contains(&t.rows) => {
                     Ok(Some(t))
@@ -896,7 +920,9 @@ pub(crate) mod gpu {
             op: "gemv_q",
             name: TUNE_VAR,
             value,
-            reason: "must be WG,ROWS: WG a power of two from 32 to 256, ROWS from 1 to 4 (or unset)".into(),
+            reason: "must be WG,ROWS or WG,ROWS,SETS: WG a power of two from 32 to 256, ROWS from 1 to 4, SETS \
+                     from 1 to 8 (or unset)"
+                .into(),
         })
     }
 
@@ -933,7 +959,7 @@ pub(crate) mod gpu {
         if subgroup { wg.div_ceil(ctx.info().subgroup_min_size.max(4)) * slots } else { wg }
     }
 
-    /// Accumulator slots of a GEMV: one per row of x, two more for a fused norm's sums of squares
+    /// Accumulator slots of a GEMV: one per row of x and set, two more for a fused norm's sums of squares
     /// (kernels/qgemv.wgsl `n_slots`).
     fn slots(b: usize, normed: bool) -> u32 {
         b as u32 + if normed { 2 } else { 0 }
@@ -945,19 +971,20 @@ pub(crate) mod gpu {
         b as u64 * unit_vecs(t) * (wg as u64 + pad)
     }
 
-    /// The threads per workgroup with which an f32-x GEMV of weights `w` and `b` rows of x fits the
-    /// adapter's workgroup memory (its tile of x, the reduction scratch and its totals): `wg`, halved as
-    /// often as needed down to 32; `None` where even 32 do not fit (the bytes path serves that launch).
+    /// The threads per workgroup with which an f32-x GEMV of weights `w`, `b` rows of x and `sets` sets of
+    /// rows fits the adapter's workgroup memory (its tile of x, the reduction scratch and its totals): `wg`,
+    /// halved as often as needed down to 32; `None` where even 32 do not fit (bytes serve that launch).
     pub fn f32_x_threads(
         ctx: &GpuContext,
         w: &QuantTensor,
         b: usize,
+        sets: u32,
         normed: bool,
         wg: u32,
         subgroup: bool,
     ) -> Option<u32> {
         let limit = u64::from(ctx.limits().max_compute_workgroup_storage_size);
-        let slots = slots(b, normed);
+        let slots = slots(b * sets as usize, normed);
         let mut wg = wg;
         loop {
             // reduce_workgroup.wgsl's totals (MAX_SLOTS vec4s) are counted for both variants.
@@ -1022,10 +1049,18 @@ pub(crate) mod gpu {
         let b = x.b;
         let InputData::Gpu { x: xf, norm, .. } = &x.data else { unreachable!("a GPU input") };
         // f32 x where its tile fits the workgroup memory (with fewer threads if need be), else bytes.
-        let f32_wg = match x.x_form()? {
-            QGemvX::F32 => f32_x_threads(ctx, w, b, norm.is_some(), tune.wg, subgroup),
+        let form = x.x_form()?;
+        // A forced launch shape's sets, else the input's (tests), else the automatic choice.
+        let sets = match (tune.sets, x.sets) {
+            (0, 0) => auto_sets(w, b, rows_per_matrix),
+            (0, s) | (s, _) => s,
+        }
+        .clamp(1, (MAX_BATCH / b) as u32);
+        let f32_wg = match form {
+            QGemvX::F32 => f32_x_threads(ctx, w, b, sets, norm.is_some(), tune.wg, subgroup),
             QGemvX::I8 => None,
         };
+        let sets = if f32_wg.is_some() { sets } else { 1 };
         let normed = f32_wg.is_some() && norm.is_some();
         // Bindings 1 and 2: x and the norm weight (x again without one), or the bytes and group sums.
         let (xqb, xsb) = match f32_wg {
@@ -1060,7 +1095,7 @@ pub(crate) mod gpu {
             to_u32(op, "output elements", p.out.numel())?;
             rows[k] = to_u32(op, "rows", p.w.rows())?;
             scale_base[k] = self::scale_base(op, p.w)?;
-            groups[k] = p.w.rows().div_ceil(rows_per_matrix);
+            groups[k] = p.w.rows().div_ceil(rows_per_matrix * sets as usize);
         }
         if gated.is_some() {
             groups[1] = 0;
@@ -1084,7 +1119,7 @@ pub(crate) mod gpu {
             eps: if normed { norm.as_ref().map_or(0.0, |n| n.1) } else { 0.0 },
             _pad: [0; 3],
         };
-        let red_len = red_len(ctx, subgroup, tune.wg, slots(b, normed));
+        let red_len = red_len(ctx, subgroup, tune.wg, slots(b * sets as usize, normed));
         let bias_dt = parts.iter().find_map(|p| p.bias).map_or(DType::F32, |t| t.dtype());
         let norm_mode = match norm.as_ref().filter(|_| normed).map(|n| n.2) {
             None => 0.0,
@@ -1107,6 +1142,7 @@ pub(crate) mod gpu {
             ("NORM", norm_mode),
             ("NW_DT", nw_dt.wgsl_code()),
             ("XT_LEN", if f32_wg.is_some() { tile_len(w.quant_type(), tune.wg, b) as f64 } else { 1.0 }),
+            ("SETS", f64::from(sets)),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
@@ -1258,35 +1294,54 @@ mod tests {
         (w, wv)
     }
 
-    /// The forms of x a test runs the GEMVs with on `backend`: both on a GPU; the CPU reads f32 either way.
-    fn x_forms(backend: &Backend) -> &'static [QGemvX] {
-        if backend.is_gpu() { &[QGemvX::I8, QGemvX::F32] } else { &[QGemvX::F32] }
+    /// How a test has the GEMVs read x: its form and, for f32, the sets of rows per workgroup (0: the
+    /// automatic choice, one set at the tests' sizes).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct XPlan {
+        form: QGemvX,
+        sets: u32,
     }
 
-    /// What a GEMV of `w` with `b` rows of x (a fused norm: `normed`) asked to read x in `form` with the
-    /// automatic launch shape really reads, for test names: the f32 path serves bytes where its tile of x
-    /// does not fit the adapter's workgroup memory.
-    fn x_ran(backend: &Backend, w: &QuantTensor, b: usize, normed: bool, form: QGemvX) -> &'static str {
-        match (backend, form) {
+    const BYTES: XPlan = XPlan { form: QGemvX::I8, sets: 0 };
+    const F32: XPlan = XPlan { form: QGemvX::F32, sets: 0 };
+    const F32_SETS2: XPlan = XPlan { form: QGemvX::F32, sets: 2 };
+
+    /// The plans a test runs the GEMVs with on `backend`: bytes, f32 with one and two sets of rows on a
+    /// GPU; the CPU reads f32 either way.
+    fn x_forms(backend: &Backend) -> &'static [XPlan] {
+        if backend.is_gpu() { &[BYTES, F32, F32_SETS2] } else { &[F32] }
+    }
+
+    /// What a GEMV of `w` with `b` rows of x (a fused norm: `normed`) under `plan` with the automatic launch
+    /// shape really reads, for test names: the f32 path serves bytes where its tile of x does not fit the
+    /// adapter's workgroup memory, and takes at most 8 / b sets.
+    fn x_ran(backend: &Backend, w: &QuantTensor, b: usize, normed: bool, plan: XPlan) -> String {
+        match (backend, plan.form) {
             (Backend::Gpu(ctx), QGemvX::F32) => {
-                match gpu::f32_x_threads(ctx, w, b, normed, gpu::auto_tune(w).wg, ctx.has_subgroups()) {
-                    Some(_) => "f32 x",
-                    None => "bytes (the f32 tile does not fit)",
+                let tune = gpu::auto_tune(w);
+                let sets = match plan.sets {
+                    0 => gpu::auto_sets(w, b, tune.rows as usize),
+                    s => s,
+                }
+                .min((MAX_BATCH / b) as u32);
+                match gpu::f32_x_threads(ctx, w, b, sets, normed, tune.wg, ctx.has_subgroups()) {
+                    Some(_) => format!("f32 x, {sets} set(s)"),
+                    None => "bytes (the f32 tile does not fit)".into(),
                 }
             }
-            (Backend::Gpu(_), QGemvX::I8) => "bytes",
-            (Backend::Cpu, _) => "f32 x",
+            (Backend::Gpu(_), QGemvX::I8) => "bytes".into(),
+            (Backend::Cpu, _) => "f32 x".into(),
         }
     }
 
-    /// Every test backend with every form of x it reads.
-    fn backends_and_forms() -> Vec<(Backend, QGemvX)> {
+    /// Every test backend with every plan of x it runs.
+    fn backends_and_forms() -> Vec<(Backend, XPlan)> {
         test_backends().into_iter().flat_map(|b| x_forms(&b).iter().map(move |&f| (b.clone(), f))).collect()
     }
 
-    /// An input of x in `form`.
-    fn input(x: &Tensor, norm: Option<InputNorm<'_>>, form: QGemvX) -> GemvInput {
-        GemvInput::new(x, norm).unwrap().with_x(form)
+    /// An input of x under `plan`.
+    fn input(x: &Tensor, norm: Option<InputNorm<'_>>, plan: XPlan) -> GemvInput {
+        GemvInput::new(x, norm).unwrap().with_x(plan.form).with_sets(plan.sets)
     }
 
     /// Every type with ragged rows and rows of 1 to 16 blocks, batch 1 and one more, x in both forms.
@@ -1379,10 +1434,10 @@ mod tests {
                 // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
                 // type and form of x, alternating between types.
                 for (i, &kernel) in kernels.iter().enumerate() {
-                    for (j, &form) in [QGemvX::I8, QGemvX::F32].iter().enumerate() {
+                    for (j, &form) in [BYTES, F32, F32_SETS2].iter().enumerate() {
                         let shapes = [(32, 3), (256, 4)];
                         let (wg, rows_per_wg) = shapes[(i + j + ty.wgsl_code() as usize) % 2];
-                        let tune = Some(gpu::Tune { wg, rows: rows_per_wg });
+                        let tune = Some(gpu::Tune { wg, rows: rows_per_wg, sets: form.sets });
                         let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
                         gemv_q_tuned(&wd, &input(&xd, None, form), GemvEpilogue::default(), &out, kernel, tune)
                             .unwrap();
@@ -1418,11 +1473,11 @@ mod tests {
             }
             let wd = w.to_backend(&gpu).unwrap();
             let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
-            for form in [QGemvX::I8, QGemvX::F32] {
+            for &form in x_forms(&gpu) {
                 let got =
                     gemv_q_input(&wd, &input(&xd, None, form), GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
                 let name = format!("gemv_q {ty} b={b} {}", x_ran(&gpu, &wd, b, false, form));
-                match form {
+                match form.form {
                     QGemvX::I8 => assert_within_activation_bound(&name, &got, &wv, rows, &xv),
                     QGemvX::F32 => assert_within_f32_bound(&name, &got, &wv, rows, &xv),
                 }
@@ -1564,7 +1619,7 @@ mod tests {
                                 "normed gemv_q {ty} [{cols}] b={b} {variant:?} {nw_dt:?} {how} on {}",
                                 backend.name()
                             );
-                            match (backend.is_gpu(), form) {
+                            match (backend.is_gpu(), form.form) {
                                 (false, _) => assert_close(
                                     &name,
                                     &got,
@@ -1748,12 +1803,14 @@ mod tests {
             let nw = Tensor::from_f32(&gpu, &rng.vec(cols, 0.5, 1.5), &[cols], nw_dt).unwrap();
             let eps = 1e-6;
             let xn = crate::ops::norm::rmsnorm(&x, &nw, eps, variant).unwrap();
-            let fused = input(&x, Some(InputNorm { weight: &nw, eps, variant }), QGemvX::F32);
-            let plain = input(&xn, None, QGemvX::F32);
+            let plan = [F32, F32_SETS2][case % 2];
+            let fused = input(&x, Some(InputNorm { weight: &nw, eps, variant }), plan);
+            let plain = input(&xn, None, plan);
             let ws: Vec<QuantTensor> =
                 [37, 9, 13, 37].map(|rows| quantized(&mut rng, ty, rows, cols).0.to_backend(&gpu).unwrap()).into();
-            let what = format!("{ty} b={b} {variant:?} {nw_dt:?}");
-            assert_eq!(x_ran(&gpu, &ws[0], b, true, QGemvX::F32), "f32 x", "{what}");
+            let how = x_ran(&gpu, &ws[0], b, true, plan);
+            let what = format!("{ty} b={b} {variant:?} {nw_dt:?} {how}");
+            assert!(how.starts_with("f32 x"), "{what}");
             let mut bias = |n: usize| Tensor::from_f32(&gpu, &rng.vec(n, -1.0, 1.0), &[n], DType::F16).unwrap();
             let biases = [Some(bias(37)), None, Some(bias(13))];
             let tol = tolerance(cols).scaled(4.0);
@@ -1803,7 +1860,7 @@ mod tests {
         let ws: Vec<QuantTensor> = [64, 16, 16, 64]
             .map(|rows| quantized(&mut rng, QuantType::Q4K, rows, cols).0.to_backend(&gpu).unwrap())
             .into();
-        for (form, want) in [(QGemvX::I8, 3), (QGemvX::F32, 2)] {
+        for (form, want) in [(BYTES, 3), (F32, 2), (F32_SETS2, 2)] {
             let norm = InputNorm { weight: &nw, eps: 1e-5, variant: RmsNormVariant::Standard };
             let inp = input(&x, Some(norm), form);
             let before = ctx.host_stats();
