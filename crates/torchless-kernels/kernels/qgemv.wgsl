@@ -3,7 +3,7 @@
 // every block's scales (d, m, qh) in a second region starting at word p.scale_base[m] of matrix m. The
 // weights are read once for all rows of x and never expanded.
 //
-// x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
+// x arrives in one of two forms (X_F32, below). As integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
 // d·(256·hi + lo) / 256 (xq: per group of 16 values a vec4<u32> of hi bytes, in a row's first half, and
 // one of lo bytes, in its second), and per group (d/256, Σx) (xs). The groups are stored in the order the
 // threads read them (position g · units + u for group g of unit u), so a warp's loads of x are contiguous. A weight group of 16 is
@@ -37,6 +37,8 @@
 // reads its groups conflict-free, and converts the quants to f32 with a bit trick (`quants_f32`).
 // Dequantized weights and x meet in f32 FMAs: per group of 16, w = a·(q − c) + b' and the contribution is
 // a·Σ(q − c)·x + b'·Σx, with the centre c (8, 16, 32 or 128 for the symmetric formats) making b' = 0.
+// Every workgroup reads all of x, 4 bytes a value, so a workgroup takes SETS sets of ROWS rows, which take
+// turns on each staged tile; the epilogues see each set as a workgroup of its own (`finish`).
 //
 // This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
@@ -46,7 +48,7 @@
 override QTYPE: u32 = 0u;
 // Threads per workgroup: a power of two, 32..=256.
 override WG: u32 = 64u;
-// Weight rows per workgroup (its "slots"), 1..=4; 2 or 4 with GATED (half gate, half up).
+// Weight rows per workgroup (its "slots"; per set with SETS), 1..=4; 2 or 4 with GATED (half gate, half up).
 override ROWS: u32 = 1u;
 // Rows of x, 1..=8.
 override BATCH: u32 = 1u;
