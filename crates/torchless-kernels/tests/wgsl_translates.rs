@@ -62,3 +62,49 @@ fn every_kernel_validates_and_translates_to_msl_and_spirv() {
         }
     }
 }
+
+/// The quantized GEMV's f32-x variant (X_F32 with the fused norm, every weight type, both reductions) with
+/// its overrides set, as a pipeline sets them, translates too: the defaults above leave it out.
+#[test]
+fn the_f32_x_gemv_translates_for_every_weight_type() {
+    for name in ["qgemv", "qgemv_subgroup"] {
+        let kernel = kernels::all().into_iter().find(|k| k.name == name).expect("the quantized GEMV");
+        let source = kernel.compose();
+        let (module, info) = validate(name, &source);
+        for qtype in 0..8u32 {
+            // Tile: 2 rows of x, 16 vec4s a unit (8 for the 32-weight formats), 64 threads plus the pad.
+            let xt_len = 2 * if qtype >= 5 { 16 } else { 8 } * (64 + if qtype == 7 { 2 } else { 1 });
+            let constants: naga::back::PipelineConstants = [
+                ("QTYPE", f64::from(qtype)),
+                ("WG", 64.0),
+                ("ROWS", 4.0),
+                ("BATCH", 2.0),
+                ("RED_LEN", 64.0),
+                ("X_F32", 1.0),
+                ("NORM", f64::from(1 + qtype % 2)),
+                ("NW_DT", f64::from(qtype % 3)),
+                ("XT_LEN", f64::from(xt_len)),
+                ("ROPE", f64::from(qtype % 3)),
+                ("PARTS", 3.0),
+                ("SETS", 2.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let what = format!("{name} QTYPE {qtype}");
+            let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                .map(|(m, i)| (m.into_owned(), i))
+                .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+            let msl_options = naga::back::msl::Options { lang_version: (3, 0), ..Default::default() };
+            naga::back::msl::write_string(&module, &info, &msl_options, &naga::back::msl::PipelineOptions::default())
+                .unwrap_or_else(|e| panic!("{what}: MSL translation failed: {e}"));
+            let spv_options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: "main".into(),
+            };
+            naga::back::spv::write_vec(&module, &info, &spv_options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{what}: SPIR-V translation failed: {e}"));
+        }
+    }
+}
