@@ -3,7 +3,7 @@
 // every block's scales (d, m, qh) in a second region starting at word p.scale_base[m] of matrix m. The
 // weights are read once for all rows of x and never expanded.
 //
-// x arrives in one of two forms (X_F32, below). As integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
+// x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
 // d·(256·hi + lo) / 256 (xq: per group of 16 values a vec4<u32> of hi bytes, in a row's first half, and
 // one of lo bytes, in its second), and per group (d/256, Σx) (xs). The groups are stored in the order the
 // threads read them (position g · units + u for group g of unit u), so a warp's loads of x are contiguous. A weight group of 16 is
@@ -27,19 +27,6 @@
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
 // groups of 16 weights. Accumulation is in f32; the workgroup then reduces.
 //
-// With X_F32 the GEMV reads x itself, f32 [BATCH, cols] (xq), and no launch quantizes it first; with NORM
-// (xs: the norm weight) it RMS-normalises it too, as the dense gemv.wgsl does: every workgroup sums the
-// squares of the rows of x it reads anyway and scales its dot products by 1/sqrt(mean(x²) + eps) at the
-// end, so the norm costs neither a launch nor a pass. A thread's unit is 128 or 256 contiguous bytes of x,
-// so threads reading their own x would be 128–256 bytes apart (every warp-wide load touching 32 cache
-// lines); instead the workgroup stages WG units of x at a time in workgroup memory (`stage`), loaded
-// coalesced (neighbouring threads, neighbouring vec4s) and stored transposed so that each thread then
-// reads its groups conflict-free, and converts the quants to f32 with a bit trick (`quants_f32`).
-// Dequantized weights and x meet in f32 FMAs: per group of 16, w = a·(q − c) + b' and the contribution is
-// a·Σ(q − c)·x + b'·Σx, with the centre c (8, 16, 32 or 128 for the symmetric formats) making b' = 0.
-// Every workgroup reads all of x, 4 bytes a value, so a workgroup takes SETS sets of ROWS rows, which take
-// turns on each staged tile; the epilogues see each set as a workgroup of its own (`finish`).
-//
 // This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
 // `main`, which calls `run` below.
@@ -48,7 +35,7 @@
 override QTYPE: u32 = 0u;
 // Threads per workgroup: a power of two, 32..=256.
 override WG: u32 = 64u;
-// Weight rows per workgroup (its "slots"; per set with SETS), 1..=4; 2 or 4 with GATED (half gate, half up).
+// Weight rows per workgroup (its "slots"), 1..=4; 2 or 4 with GATED (half gate, half up).
 override ROWS: u32 = 1u;
 // Rows of x, 1..=8.
 override BATCH: u32 = 1u;
@@ -60,18 +47,6 @@ override PARTS: u32 = 1u;
 override GATED: bool = false;
 // GATED activation: 0 silu, 1 gelu_tanh.
 override ACT: u32 = 0u;
-// How x arrives: false, qgemv_x.wgsl's bytes (xq) and per-group scales and sums (xs); true, x itself as
-// f32 (xq), with the norm weight in xs where NORM asks.
-override X_F32: bool = false;
-// X_F32: 0 x as it is, 1 rmsnorm(x)·w, 2 rmsnorm(x)·(1 + w) (Gemma), the weight w of dtype NW_DT.
-override NORM: u32 = 0u;
-override NW_DT: u32 = 0u;
-// X_F32: vec4s of the workgroup's tile of x, BATCH · 4 · groups_per_unit() · tile_stride() (set by the host).
-override XT_LEN: u32 = 1u;
-// X_F32: sets of ROWS rows per workgroup, with BATCH · SETS ≤ 8 (1 without X_F32). The sets take turns on
-// each staged tile of x, so a workgroup reads x once for ROWS · SETS weight rows: each workgroup reads all
-// of x (from L2), and fewer, longer workgroups read less of it per weight byte.
-override SETS: u32 = 1u;
 
 const Q8_0: u32 = 0u;
 const Q4_0: u32 = 1u;
@@ -112,20 +87,13 @@ struct Params {
     head_dim: u32,
     rope_stride: u32,
     rope_scale: f32,
-    // X_F32 with NORM: the norm's epsilon.
-    eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 // Each matrix is bound twice: its quants as vec4s and its scales as words. Absent operands are bound to a
 // dummy and never read.
 @group(0) @binding(0) var<uniform> p: Params;
-// x: qgemv_x.wgsl's hi and lo bytes, or with X_F32 the f32 rows of x.
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
-// qgemv_x.wgsl's (d/256, Σx) per group (f32 bits), or with X_F32 and NORM the norm weight [cols] as words.
-@group(0) @binding(2) var<storage, read> xs: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> xs: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> wq0: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> ws0: array<u32>;
 @group(0) @binding(5) var<storage, read> wq1: array<vec4<u32>>;
@@ -165,7 +133,7 @@ fn ws(m: u32, i: u32) -> u32 {
     return ws0[j];
 }
 
-// acc<j>[k]: partial dot product of row k of set j / BATCH of this workgroup with row j % BATCH of x.
+// acc<r>[s]: partial dot product of row s of this workgroup with row r of x.
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
@@ -177,11 +145,6 @@ var<private> acc7: vec4<f32>;
 var<private> li_: u32;
 // The matrix of this workgroup (not GATED).
 var<private> part_: u32;
-// X_F32 with NORM: this thread's sums of squares of rows 0..3 and 4..7 of x.
-var<private> ssq_lo: vec4<f32>;
-var<private> ssq_hi: vec4<f32>;
-// X_F32: the current tile of x (`stage`).
-var<workgroup> xt: array<vec4<f32>, XT_LEN>;
 
 // Quant vectors per block.
 fn block_vecs() -> u32 {
@@ -368,187 +331,12 @@ fn idot(q: vec4<u32>, hi: vec4<u32>, lo: vec4<u32>) -> f32 {
     return f32((dot16(q, hi) << 8u) + dot16(q, lo));
 }
 
-// ---- f32 x (X_F32) ----
-
-// The value subtracted from every quant so that w = a·(q − c) (+ b'): the symmetric formats' zero point
-// (Q8_0's signed bytes are flipped to q + 128 first), 0 where a min gives the offset.
-fn centre() -> f32 {
-    switch QTYPE {
-        case 0u: { return 128.0; }
-        case 1u: { return 8.0; }
-        case 3u: { return 16.0; }
-        case 7u: { return 32.0; }
-        default: { return 0.0; }
-    }
-}
-
-// Whether groups have an offset b' (Q4_1, Q5_1, Q4_K, Q5_K) and so need Σx.
-fn has_offset() -> bool {
-    return QTYPE == Q4_1 || QTYPE == Q5_1 || QTYPE == Q4_K || QTYPE == Q5_K;
-}
-
-// The four quants in the bytes of `w`, minus the centre, as f32, times the factor `x_place` of their place
-// in the word (x is staged divided by it, so the products are unchanged). No int→float conversion: NVIDIA
-// runs those at a quarter or less of the FMA rate (16 a clock per SM on Hopper), too slow for four weights
-// per byte of a GEMV at full bandwidth. Instead a byte OR'ed into the mantissa of 2^23 is the float
-// 2^23 + q exactly, and one subtraction removes 2^23 and the centre (exact: every value is an integer below
-// 2^24). Quants below 128 (all formats but Q8_0) stay where they are in bytes 0..2, q·256^i still below
-// 2^23: one AND-OR each, only byte 3 needs a shift (1.25 integer operations per weight rather than 1.75,
-// where the integer pipe, half as wide as the FMA pipe on NVIDIA, is the tighter one).
-fn quants_f32(w: u32) -> vec4<f32> {
-    let magic = vec4<u32>(0x4b000000u);
-    if (QTYPE == Q8_0) {
-        let v = w ^ 0x80808080u;
-        let m = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u) | magic;
-        return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0 + centre());
-    }
-    let m = vec4<u32>(w & 0xffu, w & 0xff00u, w & 0xff0000u, w >> 24u) | magic;
-    return bitcast<vec4<f32>>(m) - (vec4<f32>(8388608.0) + centre() * x_place());
-}
-
-// The factor quants_f32 leaves on each lane of a vec4 (x is staged divided by it).
-fn x_place() -> vec4<f32> {
-    if (QTYPE == Q8_0) {
-        return vec4<f32>(1.0);
-    }
-    return vec4<f32>(1.0, 256.0, 65536.0, 1.0);
-}
-
-// Group q (16 quants, bytes in the order of the weights) dotted with 16 values of x (x0..x3).
-fn fdot16(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
-    return dot(quants_f32(q.x), x0) + dot(quants_f32(q.y), x1) + dot(quants_f32(q.z), x2)
-        + dot(quants_f32(q.w), x3);
-}
-
-// The tile of x in workgroup memory: for each row r of x, 4 · groups_per_unit() lanes (lane 4g + k: vec4
-// k of group g of a unit) of tile_stride() vec4s, entry ul of a lane belonging to the tile's unit ul. A
-// thread reads lane by lane at its own ul, so neighbouring threads read neighbouring vec4s (no bank
-// conflicts). The stride is WG plus a pad so that `stage`'s writes, 8 consecutive vec4s of x spread over
-// lanes, fall in different banks too: 1 where they are 8 lanes of one unit, 2 for Q6_K, whose 8 vec4s are
-// 4 lanes of two neighbouring units.
-fn tile_stride() -> u32 {
-    return WG + select(1u, 2u, QTYPE == Q6_K);
-}
-
-fn tile_row_len() -> u32 {
-    return 4u * groups_per_unit() * tile_stride();
-}
-
-// Where vec4 i of a tile's span of a row of x goes in the tile. Units are 32 or 64 consecutive values
-// (lane = i % vecs per unit) except Q6_K's: a superblock of 256 values is 4 units, and its x group w is
-// group (w % 8) / 2 of unit 2·(w / 8) + w % 2 (the inverse of the weights' group → x group map).
-fn tile_slot(i: u32) -> u32 {
-    let uv = 4u * groups_per_unit();
-    var ul = i / uv;
-    var lane = i % uv;
-    if (QTYPE == Q6_K) {
-        let s = i & 63u;
-        let w = s >> 2u;
-        ul = 4u * (i >> 6u) + 2u * (w >> 3u) + (w & 1u);
-        lane = 4u * ((w & 7u) >> 1u) + (s & 3u);
-    }
-    return lane * tile_stride() + ul;
-}
-
-// Norm weights e..e+3 (e a multiple of 4), with Gemma's 1 added.
-fn norm4(e: u32) -> vec4<f32> {
-    var n: vec4<f32>;
-    if (NW_DT == DT_F32) {
-        n = bitcast<vec4<f32>>(vec4<u32>(xs[e / 2u], xs[e / 2u + 1u]));
-    } else {
-        let w = xs[e / 4u];
-        n = vec4<f32>(unpack_pair(NW_DT, w.x), unpack_pair(NW_DT, w.y));
-    }
-    if (NORM == 2u) {
-        n += vec4<f32>(1.0);
-    }
-    return n;
-}
-
-// Vec4 v of row r of x into tile entry `at`, times `f` (the norm weights, divided by x_place); returns its
-// sum of squares.
-fn stage_row(r: u32, v: u32, at: u32, f: vec4<f32>) -> f32 {
-    let xv = bitcast<vec4<f32>>(xq[r * 4u * p.x_groups + v]);
-    xt[r * tile_row_len() + at] = xv * f;
-    return select(0.0, dot(xv, xv), NORM > 0u);
-}
-
-// Tile t of x (units t·WG .. t·WG + WG of every row, a contiguous span of each row) into workgroup memory:
-// thread li loads vec4s li, li + WG, ... of the span (coalesced) and, with NORM, sums their squares. Each
-// workgroup stages every value of x once, so the sums cover each row once.
-fn stage(t: u32) {
-    let uv = 4u * groups_per_unit();
-    let first = t * WG * uv;
-    for (var k = 0u; k < uv; k++) {
-        let i = k * WG + li_;
-        let v = first + i;
-        if (v >= 4u * p.x_groups) {
-            break;
-        }
-        let at = tile_slot(i);
-        // Exact: x_place is a power of two (short of underflow below 1e-33).
-        var nw = 1.0 / x_place();
-        if (NORM > 0u) {
-            nw *= norm4(4u * v);
-        }
-        ssq_lo.x += stage_row(0u, v, at, nw);
-        if (BATCH > 1u) {
-            ssq_lo.y += stage_row(1u, v, at, nw);
-        }
-        if (BATCH > 2u) {
-            ssq_lo.z += stage_row(2u, v, at, nw);
-        }
-        if (BATCH > 3u) {
-            ssq_lo.w += stage_row(3u, v, at, nw);
-        }
-        if (BATCH > 4u) {
-            ssq_hi.x += stage_row(4u, v, at, nw);
-        }
-        if (BATCH > 5u) {
-            ssq_hi.y += stage_row(5u, v, at, nw);
-        }
-        if (BATCH > 6u) {
-            ssq_hi.z += stage_row(6u, v, at, nw);
-        }
-        if (BATCH > 7u) {
-            ssq_hi.w += stage_row(7u, v, at, nw);
-        }
-    }
-}
-
-// xdot with f32 x: group g of this thread's unit of the ROWS rows with row r of x from the tile.
-fn xdot_f32(r: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let st = tile_stride();
-    let at = r * tile_row_len() + 4u * g * st + li_;
-    let x0 = xt[at];
-    let x1 = xt[at + st];
-    let x2 = xt[at + 2u * st];
-    let x3 = xt[at + 3u * st];
-    var d = vec4<f32>(fdot16(q0.q, x0, x1, x2, x3), 0.0, 0.0, 0.0);
-    if (ROWS > 1u) {
-        d.y = fdot16(q1.q, x0, x1, x2, x3);
-    }
-    if (ROWS > 2u) {
-        d.z = fdot16(q2.q, x0, x1, x2, x3);
-    }
-    if (ROWS > 3u) {
-        d.w = fdot16(q3.q, x0, x1, x2, x3);
-    }
-    if (has_offset()) {
-        return a * d + b * dot(x0 + x1 + x2 + x3, x_place());
-    }
-    return a * d;
-}
-
 // The contribution of group g of unit u of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
 fn xdot(r: u32, u: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let at = g * p.units + u;
-    if (X_F32) {
-        return xdot_f32(r, g, q0, q1, q2, q3, a, b);
-    }
     let hi = xq[2u * r * p.x_groups + at];
     let lo = xq[(2u * r + 1u) * p.x_groups + at];
-    let s = bitcast<vec2<f32>>(xs[r * p.x_groups + at]);
+    let s = xs[r * p.x_groups + at];
     var qx = vec4<f32>(idot(q0.q, hi, lo), 0.0, 0.0, 0.0);
     if (ROWS > 1u) {
         qx.y = idot(q1.q, hi, lo);
@@ -562,85 +350,59 @@ fn xdot(r: u32, u: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>
     return (a * s.x) * qx + b * s.y;
 }
 
-// Unit u of each of the ROWS rows of this workgroup, as loaded.
-struct Units {
-    r0: Raw,
-    r1: Raw,
-    r2: Raw,
-    r3: Raw,
-}
-
-fn load_units(rows: vec4<u32>, u: u32) -> Units {
-    var w: Units;
-    w.r0 = load_unit(slot_matrix(0u), rows.x, u);
+// Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
+// (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
+fn step(rows: vec4<u32>, u: u32) {
+    let r0 = load_unit(slot_matrix(0u), rows.x, u);
+    var r1: Raw;
+    var r2: Raw;
+    var r3: Raw;
     if (ROWS > 1u) {
-        w.r1 = load_unit(slot_matrix(1u), rows.y, u);
+        r1 = load_unit(slot_matrix(1u), rows.y, u);
     }
     if (ROWS > 2u) {
-        w.r2 = load_unit(slot_matrix(2u), rows.z, u);
+        r2 = load_unit(slot_matrix(2u), rows.z, u);
     }
     if (ROWS > 3u) {
-        w.r3 = load_unit(slot_matrix(3u), rows.w, u);
+        r3 = load_unit(slot_matrix(3u), rows.w, u);
     }
-    return w;
-}
-
-// Adds v to accumulator j (a switch on plain registers, folded where j is a constant: never an indexed
-// array, which drivers may put in memory).
-fn add_acc(j: u32, v: vec4<f32>) {
-    switch j {
-        case 0u: { acc0 += v; }
-        case 1u: { acc1 += v; }
-        case 2u: { acc2 += v; }
-        case 3u: { acc3 += v; }
-        case 4u: { acc4 += v; }
-        case 5u: { acc5 += v; }
-        case 6u: { acc6 += v; }
-        default: { acc7 += v; }
-    }
-}
-
-// Unit u of every row of set si of this workgroup (loaded in w) times every row of x. Rows and rows of x
-// are unrolled by hand (guarded by ROWS and BATCH) so that every value is a plain register.
-fn compute(w: Units, u: u32, si: u32) {
-    let j = si * BATCH;
     for (var g = 0u; g < groups_per_unit(); g++) {
-        let q0 = group(w.r0, u, g);
+        let q0 = group(r0, u, g);
         var q1: Grp;
         var q2: Grp;
         var q3: Grp;
         if (ROWS > 1u) {
-            q1 = group(w.r1, u, g);
+            q1 = group(r1, u, g);
         }
         if (ROWS > 2u) {
-            q2 = group(w.r2, u, g);
+            q2 = group(r2, u, g);
         }
         if (ROWS > 3u) {
-            q3 = group(w.r3, u, g);
+            q3 = group(r3, u, g);
         }
         let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
         let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
-        add_acc(j, xdot(0u, u, g, q0, q1, q2, q3, a, b));
+        acc0 += xdot(0u, u, g, q0, q1, q2, q3, a, b);
         if (BATCH > 1u) {
-            add_acc(j + 1u, xdot(1u, u, g, q0, q1, q2, q3, a, b));
+            acc1 += xdot(1u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 2u) {
-            add_acc(j + 2u, xdot(2u, u, g, q0, q1, q2, q3, a, b));
+            acc2 += xdot(2u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 3u) {
-            add_acc(j + 3u, xdot(3u, u, g, q0, q1, q2, q3, a, b));
+            acc3 += xdot(3u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 4u) {
-            add_acc(j + 4u, xdot(4u, u, g, q0, q1, q2, q3, a, b));
+            acc4 += xdot(4u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 5u) {
-            add_acc(j + 5u, xdot(5u, u, g, q0, q1, q2, q3, a, b));
+            acc5 += xdot(5u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 6u) {
-            add_acc(j + 6u, xdot(6u, u, g, q0, q1, q2, q3, a, b));
+            acc6 += xdot(6u, u, g, q0, q1, q2, q3, a, b);
         }
         if (BATCH > 7u) {
-            add_acc(j + 7u, xdot(7u, u, g, q0, q1, q2, q3, a, b));
+            acc7 += xdot(7u, u, g, q0, q1, q2, q3, a, b);
         }
     }
 }
@@ -667,7 +429,7 @@ fn setup(g: u32, li: u32) -> u32 {
         part_ = select(2u, 1u, g < p.groups01);
         first = g - select(p.groups01, p.groups0, part_ == 1u);
     }
-    return first * rows_per_matrix() * SETS;
+    return first * rows_per_matrix();
 }
 
 // Whether this workgroup's rows rotate (Q or K of a ROPE dispatch).
@@ -687,95 +449,50 @@ fn slot_row(row0: u32, s: u32) -> u32 {
     return row0 + s;
 }
 
-// The first row of set si of a workgroup whose first row is row0.
-fn set_row0(row0: u32, si: u32) -> u32 {
-    return row0 + si * rows_per_matrix();
-}
-
-// Every slot's row of set si, clamped to the last row.
-fn set_rows(row0: u32, si: u32) -> vec4<u32> {
-    let r0 = set_row0(row0, si);
-    let want = vec4<u32>(slot_row(r0, 0u), slot_row(r0, 1u), slot_row(r0, 2u), slot_row(r0, 3u));
-    return min(want, vec4<u32>(p.rows[part_] - 1u));
-}
-
+// Every slot's row of this workgroup, clamped to the last row.
 fn accumulate(row0: u32) {
-    if (SETS == 1u && rotates()) {
+    if (rotates()) {
         load_pair_coefficients(row0);
     }
-    if (X_F32) {
-        // A tile of WG units at a time, one per thread (the trip count is uniform: barriers inside). The
-        // weights' loads go first, so that they are in flight while x is staged, and each set's while the
-        // set before computes.
-        for (var t = 0u; t * WG < p.units; t++) {
-            let u = t * WG + li_;
-            let uc = min(u, p.units - 1u);
-            var w = load_units(set_rows(row0, 0u), uc);
-            stage(t);
-            workgroupBarrier();
-            for (var si = 0u; si < SETS; si++) {
-                var next: Units;
-                if (si + 1u < SETS) {
-                    next = load_units(set_rows(row0, si + 1u), uc);
-                }
-                if (u < p.units) {
-                    compute(w, u, si);
-                }
-                w = next;
-            }
-            workgroupBarrier();
-        }
-        return;
-    }
-    let rows = set_rows(row0, 0u);
+    let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
+    let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
     for (var u = li_; u < p.units; u += WG) {
-        compute(load_units(rows, u), u, 0u);
+        step(rows, u);
     }
 }
 
-// Hands the accumulators to the variant's `put`: slot j holds the ROWS sums of set j / BATCH with row
-// j % BATCH of x.
+// Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
 fn reduce_all() {
-    let n = BATCH * SETS;
     put(0u, acc0);
-    if (n > 1u) {
+    if (BATCH > 1u) {
         put(1u, acc1);
     }
-    if (n > 2u) {
+    if (BATCH > 2u) {
         put(2u, acc2);
     }
-    if (n > 3u) {
+    if (BATCH > 3u) {
         put(3u, acc3);
     }
-    if (n > 4u) {
+    if (BATCH > 4u) {
         put(4u, acc4);
     }
-    if (n > 5u) {
+    if (BATCH > 5u) {
         put(5u, acc5);
     }
-    if (n > 6u) {
+    if (BATCH > 6u) {
         put(6u, acc6);
     }
-    if (n > 7u) {
+    if (BATCH > 7u) {
         put(7u, acc7);
-    }
-    if (normed()) {
-        put(n, ssq_lo);
-        put(n + 1u, ssq_hi);
     }
 }
 
-// The sets' rows of x, then with the fused norm two slots of sums of squares (rows 0..3 and 4..7 of x).
 fn n_slots() -> u32 {
-    return BATCH * SETS + select(0u, 2u, normed());
+    return BATCH;
 }
 
 // n_slots() at its largest.
-const MAX_SLOTS: u32 = 10u;
-
-fn normed() -> bool {
-    return X_F32 && NORM > 0u;
-}
+const MAX_SLOTS: u32 = 8u;
 
 fn bias_of(m: u32, row: u32) -> f32 {
     let i = word_index(BIAS_DT, row);
@@ -806,25 +523,14 @@ fn gate_act(g: f32) -> f32 {
     return silu(g);
 }
 
-// After the reduction: thread j < BATCH · SETS writes the outputs of set j / BATCH of this workgroup for
-// row r = j % BATCH of x (one per row, or act(gate)·up per row pair with GATED). The residual and
-// accumulation flags only come with one matrix.
-fn finish(first_row: u32) {
-    let j = li_;
-    if (j >= BATCH * SETS) {
+// After the reduction: thread r < BATCH writes this workgroup's outputs of row r of x (one per row, or
+// act(gate)·up per row pair with GATED). The residual and accumulation flags only come with one matrix.
+fn finish(row0: u32) {
+    let r = li_;
+    if (r >= BATCH) {
         return;
     }
-    let r = j % BATCH;
-    let row0 = set_row0(first_row, j / BATCH);
-    if (SETS > 1u && rotates()) {
-        load_pair_coefficients(row0);
-    }
-    var v = total(j);
-    if (normed()) {
-        // rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps): the scale applies to the dot products.
-        let ss = total(BATCH * SETS + r / 4u)[r % 4u];
-        v *= inverseSqrt(ss / f32(16u * p.x_groups) + p.eps);
-    }
+    let v = total(r);
     let m = part_;
     let rows = p.rows[m];
     if (ROPE > 0u) {

@@ -17,13 +17,10 @@
 //! Shapes: `x` is any f32 tensor whose last dimension is `cols`; the output has its shape with the last
 //! dimension replaced by `rows`.
 //!
-//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. The GEMV reads x in one of two
-//! forms, chosen by [`X_VAR`] (or [`GemvInput::with_x`]): by default as f32, straight from the tensor
-//! (and normalised on the fly with a fused norm), the weights dequantized to f32 in registers, so that no
-//! launch prepares x; or as two signed bytes per value made by a launch of its own (per 32 values,
-//! x ≈ d·(256·hi + lo)/256, within d/256 of x with d = max|x|/127), multiplied with packed 8-bit integer
-//! dot products, whose results differ from the CPU's f32 ones by that rounding (tests use activations the
-//! byte form holds exactly, and a bound for arbitrary ones). CPU:
+//! GPU (kernels/qgemv*.wgsl, kernels/qmatmul.wgsl): see the kernel files. The GEMV reads x as two signed
+//! bytes per value (per 32 values, x ≈ d·(256·hi + lo)/256, within d/256 of x with d = max|x|/127) and
+//! multiplies with packed 8-bit integer dot products; its results differ from the CPU's f32 ones by that
+//! rounding (tests use activations the byte form holds exactly, and a bound for arbitrary ones). CPU:
 //! rayon over weight rows, each row's blocks dequantized in registers and dotted with f32 x (GEMV,
 //! `quant_dot`); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
 //! `gemm` crate (GEMM).
@@ -92,63 +89,17 @@ pub fn gemv_q_into_with(
 }
 
 /// The activations of quantized GEMVs, `x [.., cols]` (f32, 1 to 8 rows, `cols` a multiple of 32),
-/// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU (see
-/// [`QGemvX`]) x itself, which each GEMV reads (and normalises) as f32, or two signed bytes per value with
-/// per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV multiplies with integer dot
-/// products, stored in the order its threads read them for the weights' format (prepared when a GEMV first
-/// needs that order). Either way x must not be written between `new` and the GEMVs. GEMVs that share
-/// their input (Q, K and V; gate and up) prepare it once.
+/// optionally RMS-normalised first, in the form the backend's GEMV reads: f32 on the CPU; on the GPU two
+/// signed bytes per value with per-32 scales and per-16 sums (kernels/qgemv_x.wgsl), which the GEMV
+/// multiplies with integer dot products, stored in the order its threads read them for the weights' format
+/// (prepared when a GEMV first needs that order, so x must not be written between `new` and the GEMVs).
+/// GEMVs that share their input (Q, K and V; gate and up) prepare it once.
 pub struct GemvInput {
     /// The shape of x without its last dimension.
     lead: Vec<usize>,
     b: usize,
     cols: usize,
     data: InputData,
-    /// How the GPU GEMVs read x; `None`: as [`X_VAR`] says.
-    x_form: Option<QGemvX>,
-    /// Sets of rows per workgroup the f32-x GPU GEMVs use (tests); 0: their choice.
-    sets: u32,
-}
-
-/// How the GPU's quantized GEMV reads its activations x (the CPU reads f32 either way).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QGemvX {
-    /// Two signed bytes per value, made by a launch of their own before the first GEMV that reads them
-    /// (with the norm fused into that launch), multiplied with 8-bit integer dot products.
-    I8,
-    /// f32, read by every GEMV from the tensor itself (normalising it on the fly where a norm is fused),
-    /// with the weights dequantized to f32: no launch of its own. Where a launch's tile of x would not fit
-    /// the adapter's workgroup memory (many rows of x), that launch reads bytes instead.
-    F32,
-}
-
-/// The environment variable that chooses how the GPU's quantized GEMVs read x: `f32` (the default,
-/// [`QGemvX::F32`]) or `i8` ([`QGemvX::I8`]), read once per process, so that one binary can time both.
-pub const X_VAR: &str = "TORCHLESS_QGEMV_X";
-
-/// The form [`X_VAR`] asks for; an error naming the variable when it is neither `f32` nor `i8`.
-pub fn env_x_form() -> Result<QGemvX> {
-    static FORM: std::sync::OnceLock<std::result::Result<QGemvX, String>> = std::sync::OnceLock::new();
-    FORM.get_or_init(|| match std::env::var(X_VAR) {
-        Err(_) => Ok(QGemvX::F32),
-        Ok(v) => parse_x_form(&v).map_err(|_| v),
-    })
-    .clone()
-    .or_else(|v| parse_x_form(&v))
-}
-
-/// A value of [`X_VAR`]: `f32` or `i8` (any case, surrounding blanks ignored; empty means `f32`).
-pub fn parse_x_form(v: &str) -> Result<QGemvX> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "" | "f32" => Ok(QGemvX::F32),
-        "i8" => Ok(QGemvX::I8),
-        _ => Err(KernelError::Argument {
-            op: "gemv_q",
-            name: X_VAR,
-            value: v.to_owned(),
-            reason: "must be f32 or i8 (or unset, for f32)".into(),
-        }),
-    }
 }
 
 enum InputData {
@@ -199,25 +150,7 @@ impl GemvInput {
                 prepared: Mutex::new(Vec::new()),
             },
         };
-        Ok(GemvInput { lead, b, cols, data, x_form: None, sets: 0 })
-    }
-
-    /// This input with the GPU GEMVs reading x in `form` whatever [`X_VAR`] says (tests, benchmarks).
-    pub fn with_x(mut self, form: QGemvX) -> GemvInput {
-        self.x_form = Some(form);
-        self
-    }
-
-    /// This input with the f32-x GPU GEMVs using `sets` sets of rows per workgroup (tests).
-    #[cfg(test)]
-    fn with_sets(mut self, sets: u32) -> GemvInput {
-        self.sets = sets;
-        self
-    }
-
-    /// How the GPU GEMVs read x.
-    fn x_form(&self) -> Result<QGemvX> {
-        self.x_form.map_or_else(env_x_form, Ok)
+        Ok(GemvInput { lead, b, cols, data })
     }
 
     fn backend(&self) -> Backend {
@@ -250,7 +183,8 @@ impl GemvInput {
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
-        gpu::gemv(&ctx, parts, self, None, None, gated, rope, QGemvKernel::Auto, None)
+        let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
+        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, None, gated, rope, QGemvKernel::Auto, None)
     }
 
     /// The tensors an output must not alias.
@@ -366,17 +300,21 @@ fn gemv_q_tuned(
             cpu_gemv(w, xv, x.b, epilogue, out);
             Ok(())
         }
-        (Backend::Gpu(ctx), InputData::Gpu { .. }) => gpu::gemv(
-            &ctx,
-            &[gpu::Part { w, bias: epilogue.bias, out }],
-            x,
-            epilogue.residual,
-            epilogue.soft_cap,
-            None,
-            None,
-            kernel,
-            tune,
-        ),
+        (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
+            let (xq, xs) = x.prepared(&ctx, w)?;
+            gpu::gemv(
+                &ctx,
+                &[gpu::Part { w, bias: epilogue.bias, out }],
+                (&xq, &xs),
+                x.b,
+                epilogue.residual,
+                epilogue.soft_cap,
+                None,
+                None,
+                kernel,
+                tune,
+            )
+        }
         _ => unreachable!("check_part checked that x and the weights share a backend"),
     }
 }
@@ -690,9 +628,8 @@ pub const BENCH_OPS: &[&str] = &[
     "gemm_q8_0",
 ];
 
-/// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS[,SETS]` (threads per
-/// workgroup, 32..=256; weight rows per set, 1..=4; with x as f32, sets of rows per workgroup, 1..=8, at
-/// most 8 / b with b rows of x, automatic where left out), instead of the automatic choice: for sweeps.
+/// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
+/// 32..=256; weight rows per workgroup, 1..=4), instead of the automatic choice: for benchmark sweeps.
 pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
@@ -834,8 +771,6 @@ pub(crate) mod gpu {
         head_dim: u32,
         rope_stride: u32,
         rope_scale: f32,
-        eps: f32,
-        _pad: [u32; 3],
     }
 
     #[repr(C)]
@@ -858,14 +793,11 @@ pub(crate) mod gpu {
         _pad: [u32; 3],
     }
 
-    /// Threads per workgroup, weight rows per set and sets per workgroup of the GEMV.
+    /// Threads per workgroup and weight rows per workgroup of the GEMV.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Tune {
         pub wg: u32,
         pub rows: u32,
-        /// Sets of `rows` rows per workgroup with x as f32 (kernels/qgemv.wgsl `SETS`; 1 with bytes):
-        /// 0 chooses ([`auto_sets`]).
-        pub sets: u32,
     }
 
     /// Units (groups of 16-byte quant vectors a thread takes at once) per weight row.
@@ -886,15 +818,7 @@ pub(crate) mod gpu {
         while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
-        Tune { wg, rows, sets: 0 }
-    }
-
-    /// Sets of rows per workgroup with x as f32 (`rows_per_set` rows of each matrix in a set): two for one
-    /// row of x where that leaves at least 512 workgroups, else one. Every workgroup reads all of x (4 bytes
-    /// a value) from L2, 1.8 bytes per byte of Q4_K weights with one set of four rows; two sets halve that.
-    /// Chosen by that count, not yet measured against one set (`benchmarks/device_qgemv_sweep.sh` sweeps it).
-    pub fn auto_sets(w: &QuantTensor, b: usize, rows_per_set: usize) -> u32 {
-        if b == 1 && w.rows().div_ceil(2 * rows_per_set) >= 512 { 2 } else { 1 }
+        Tune { wg, rows }
     }
 
     /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps: `None` when it is unset,
@@ -903,12 +827,9 @@ pub(crate) mod gpu {
         static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
         let parsed = TUNE.get_or_init(|| {
             let Ok(v) = std::env::var(TUNE_VAR) else { return Ok(None) };
-            let fields: Vec<Option<u32>> = v.split(',').map(|f| f.trim().parse().ok()).collect();
-            let tune = match fields[..] {
-                [Some(wg), Some(rows)] => Some(Tune { wg, rows, sets: 0 }),
-                [Some(wg), Some(rows), Some(sets)] if (1..=8).contains(&sets) => Some(Tune { wg, rows, sets }),
-                _ => None,
-            };
+            let tune = v
+                .split_once(',')
+                .and_then(|(wg, rows)| Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? }));
             match tune {
                 Some(t) if t.wg.is_power_of_two() && (32..=256).contains(&t.wg) && (1..=4).contains(&t.rows) => {
                     Ok(Some(t))
@@ -920,9 +841,7 @@ pub(crate) mod gpu {
             op: "gemv_q",
             name: TUNE_VAR,
             value,
-            reason: "must be WG,ROWS or WG,ROWS,SETS: WG a power of two from 32 to 256, ROWS from 1 to 4, SETS \
-                     from 1 to 8 (or unset)"
-                .into(),
+            reason: "must be WG,ROWS: WG a power of two from 32 to 256, ROWS from 1 to 4 (or unset)".into(),
         })
     }
 
@@ -945,69 +864,15 @@ pub(crate) mod gpu {
         pub out: &'a Tensor,
     }
 
-    /// Vec4s of x a unit of weights of type `t` meets (kernels/qgemv.wgsl): 8 for the 32-weight blocks,
-    /// 16 for the K-quants' quarter blocks.
-    fn unit_vecs(t: QuantType) -> u64 {
-        match t {
-            QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => 16,
-            _ => 8,
-        }
-    }
-
-    /// The reduction scratch's length (vec4s) of a GEMV of `wg` threads with `slots` accumulator slots.
-    fn red_len(ctx: &GpuContext, subgroup: bool, wg: u32, slots: u32) -> u32 {
-        if subgroup { wg.div_ceil(ctx.info().subgroup_min_size.max(4)) * slots } else { wg }
-    }
-
-    /// Accumulator slots of a GEMV: one per row of x and set, two more for a fused norm's sums of squares
-    /// (kernels/qgemv.wgsl `n_slots`).
-    fn slots(b: usize, normed: bool) -> u32 {
-        b as u32 + if normed { 2 } else { 0 }
-    }
-
-    /// The f32-x GEMV's tile of x (kernels/qgemv.wgsl `XT_LEN`, vec4s) for `wg` threads and `b` rows of x.
-    fn tile_len(t: QuantType, wg: u32, b: usize) -> u64 {
-        let pad = if t == QuantType::Q6K { 2 } else { 1 };
-        b as u64 * unit_vecs(t) * (wg as u64 + pad)
-    }
-
-    /// The threads per workgroup with which an f32-x GEMV of weights `w`, `b` rows of x and `sets` sets of
-    /// rows fits the adapter's workgroup memory (its tile of x, the reduction scratch and its totals): `wg`,
-    /// halved as often as needed down to 32; `None` where even 32 do not fit (bytes serve that launch).
-    pub fn f32_x_threads(
-        ctx: &GpuContext,
-        w: &QuantTensor,
-        b: usize,
-        sets: u32,
-        normed: bool,
-        wg: u32,
-        subgroup: bool,
-    ) -> Option<u32> {
-        let limit = u64::from(ctx.limits().max_compute_workgroup_storage_size);
-        let slots = slots(b * sets as usize, normed);
-        let mut wg = wg;
-        loop {
-            // reduce_workgroup.wgsl's totals (MAX_SLOTS vec4s) are counted for both variants.
-            let vec4s = tile_len(w.quant_type(), wg, b) + u64::from(red_len(ctx, subgroup, wg, slots)) + 10;
-            if 16 * vec4s <= limit {
-                return Some(wg);
-            }
-            if wg <= 32 {
-                return None;
-            }
-            wg /= 2;
-        }
-    }
-
     /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
     /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
-    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. x is read as f32 or as
-    /// bytes (prepared here on first use) as `x` says ([`QGemvX`]). The callers check shapes.
+    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
         parts: &[Part<'_>],
-        x: &GemvInput,
+        (xq, xs): (&Tensor, &Tensor),
+        b: usize,
         residual: Option<&Tensor>,
         soft_cap: Option<f32>,
         gated: Option<GatedAct>,
@@ -1046,35 +911,7 @@ pub(crate) mod gpu {
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let b = x.b;
-        let InputData::Gpu { x: xf, norm, .. } = &x.data else { unreachable!("a GPU input") };
-        // f32 x where its tile fits the workgroup memory (with fewer threads if need be), else bytes.
-        let form = x.x_form()?;
-        // A forced launch shape's sets, else the input's (tests), else the automatic choice.
-        let sets = match (tune.sets, x.sets) {
-            (0, 0) => auto_sets(w, b, rows_per_matrix),
-            (0, s) | (s, _) => s,
-        }
-        .clamp(1, (MAX_BATCH / b) as u32);
-        let f32_wg = match form {
-            QGemvX::F32 => f32_x_threads(ctx, w, b, sets, norm.is_some(), tune.wg, subgroup),
-            QGemvX::I8 => None,
-        };
-        let sets = if f32_wg.is_some() { sets } else { 1 };
-        let normed = f32_wg.is_some() && norm.is_some();
-        // Bindings 1 and 2: x and the norm weight (x again without one), or the bytes and group sums.
-        let (xqb, xsb) = match f32_wg {
-            Some(wg) => {
-                tune.wg = wg;
-                let xb = buf(xf)?;
-                let nb = norm.as_ref().map(|n| buf(&n.0)).transpose()?;
-                (xb.clone(), nb.unwrap_or(xb))
-            }
-            None => {
-                let (xq, xs) = x.prepared(ctx, w)?;
-                (buf(&xq)?, buf(&xs)?)
-            }
-        };
+        let (xqb, xsb) = (buf(xq)?, buf(xs)?);
         let ws: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.w.data())).collect::<Result<_>>()?;
         let ys: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.out)).collect::<Result<_>>()?;
         let biases: Vec<Option<wgpu::Buffer>> =
@@ -1095,7 +932,7 @@ pub(crate) mod gpu {
             to_u32(op, "output elements", p.out.numel())?;
             rows[k] = to_u32(op, "rows", p.w.rows())?;
             scale_base[k] = self::scale_base(op, p.w)?;
-            groups[k] = p.w.rows().div_ceil(rows_per_matrix * sets as usize);
+            groups[k] = p.w.rows().div_ceil(rows_per_matrix);
         }
         if gated.is_some() {
             groups[1] = 0;
@@ -1116,17 +953,14 @@ pub(crate) mod gpu {
             head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
             rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
-            eps: if normed { norm.as_ref().map_or(0.0, |n| n.1) } else { 0.0 },
-            _pad: [0; 3],
         };
-        let red_len = red_len(ctx, subgroup, tune.wg, slots(b * sets as usize, normed));
+        let red_len = if subgroup {
+            let min_sg = ctx.info().subgroup_min_size.max(4);
+            tune.wg.div_ceil(min_sg) * b as u32
+        } else {
+            tune.wg
+        };
         let bias_dt = parts.iter().find_map(|p| p.bias).map_or(DType::F32, |t| t.dtype());
-        let norm_mode = match norm.as_ref().filter(|_| normed).map(|n| n.2) {
-            None => 0.0,
-            Some(RmsNormVariant::Standard) => 1.0,
-            Some(RmsNormVariant::Gemma) => 2.0,
-        };
-        let nw_dt = norm.as_ref().filter(|_| normed).map_or(DType::F32, |n| n.0.dtype());
         let constants = [
             ("QTYPE", w.quant_type().wgsl_code()),
             ("WG", tune.wg as f64),
@@ -1138,11 +972,6 @@ pub(crate) mod gpu {
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
             ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
-            ("X_F32", if f32_wg.is_some() { 1.0 } else { 0.0 }),
-            ("NORM", norm_mode),
-            ("NW_DT", nw_dt.wgsl_code()),
-            ("XT_LEN", if f32_wg.is_some() { tile_len(w.quant_type(), tune.wg, b) as f64 } else { 1.0 }),
-            ("SETS", f64::from(sets)),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
@@ -1294,81 +1123,22 @@ mod tests {
         (w, wv)
     }
 
-    /// How a test has the GEMVs read x: its form and, for f32, the sets of rows per workgroup (0: the
-    /// automatic choice, one set at the tests' sizes).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    struct XPlan {
-        form: QGemvX,
-        sets: u32,
-    }
-
-    const BYTES: XPlan = XPlan { form: QGemvX::I8, sets: 0 };
-    const F32: XPlan = XPlan { form: QGemvX::F32, sets: 0 };
-    const F32_SETS2: XPlan = XPlan { form: QGemvX::F32, sets: 2 };
-
-    /// The plans a test runs the GEMVs with on `backend`: bytes, f32 with one and two sets of rows on a
-    /// GPU; the CPU reads f32 either way.
-    fn x_forms(backend: &Backend) -> &'static [XPlan] {
-        if backend.is_gpu() { &[BYTES, F32, F32_SETS2] } else { &[F32] }
-    }
-
-    /// What a GEMV of `w` with `b` rows of x (a fused norm: `normed`) under `plan` with the automatic launch
-    /// shape really reads, for test names: the f32 path serves bytes where its tile of x does not fit the
-    /// adapter's workgroup memory, and takes at most 8 / b sets.
-    fn x_ran(backend: &Backend, w: &QuantTensor, b: usize, normed: bool, plan: XPlan) -> String {
-        match (backend, plan.form) {
-            (Backend::Gpu(ctx), QGemvX::F32) => {
-                let tune = gpu::auto_tune(w);
-                let sets = match plan.sets {
-                    0 => gpu::auto_sets(w, b, tune.rows as usize),
-                    s => s,
-                }
-                .min((MAX_BATCH / b) as u32);
-                match gpu::f32_x_threads(ctx, w, b, sets, normed, tune.wg, ctx.has_subgroups()) {
-                    Some(_) => format!("f32 x, {sets} set(s)"),
-                    None => "bytes (the f32 tile does not fit)".into(),
-                }
-            }
-            (Backend::Gpu(_), QGemvX::I8) => "bytes".into(),
-            (Backend::Cpu, _) => "f32 x".into(),
-        }
-    }
-
-    /// Every test backend with every plan of x it runs.
-    fn backends_and_forms() -> Vec<(Backend, XPlan)> {
-        test_backends().into_iter().flat_map(|b| x_forms(&b).iter().map(move |&f| (b.clone(), f))).collect()
-    }
-
-    /// An input of x under `plan`.
-    fn input(x: &Tensor, norm: Option<InputNorm<'_>>, plan: XPlan) -> GemvInput {
-        GemvInput::new(x, norm).unwrap().with_x(plan.form).with_sets(plan.sets)
-    }
-
-    /// Every type with ragged rows and rows of 1 to 16 blocks, batch 1 and one more, x in both forms.
     #[test]
     fn gemv_q_matches_the_f64_reference_for_every_type_and_batch() {
         let mut rng = Rng::new(21);
         for ty in QuantType::ALL {
             for (k, (rows, blocks)) in [(1, 1), (33, 3), (257, 16)].into_iter().enumerate() {
                 let cols = blocks * ty.block_elems();
+                let b = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
                 let (w, wv) = quantized(&mut rng, ty, rows, cols);
-                let more = 1 + (k * 3 + ty.wgsl_code() as usize) % MAX_BATCH;
-                for b in if more == 1 { vec![1] } else { vec![1, more] } {
-                    let xv = exact_activations(&mut rng, b * cols);
-                    let want = reference(&wv, rows, cols, &xv);
-                    for backend in test_backends() {
-                        let (wd, xd) =
-                            (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap());
-                        for &form in x_forms(&backend) {
-                            let got = gemv_q_input(&wd, &input(&xd, None, form), GemvEpilogue::default())
-                                .unwrap()
-                                .to_f32_vec()
-                                .unwrap();
-                            let how = x_ran(&backend, &wd, b, false, form);
-                            let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {how} on {}", backend.name());
-                            assert_close(&name, &got, &want, tolerance(cols));
-                        }
-                    }
+                let xv = exact_activations(&mut rng, b * cols);
+                let want = reference(&wv, rows, cols, &xv);
+                for backend in test_backends() {
+                    let (wd, xd) =
+                        (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap());
+                    let got = gemv_q(&wd, &xd, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                    let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} on {}", backend.name());
+                    assert_close(&name, &got, &want, tolerance(cols));
                 }
             }
         }
@@ -1432,16 +1202,23 @@ mod tests {
                 let want = reference(&wv, rows, cols, &xv);
                 let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
                 // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
-                // type and form of x, alternating between types.
+                // type, alternating between types.
                 for (i, &kernel) in kernels.iter().enumerate() {
-                    for (j, &form) in [BYTES, F32, F32_SETS2].iter().enumerate() {
-                        let shapes = [(32, 3), (256, 4)];
-                        let (wg, rows_per_wg) = shapes[(i + j + ty.wgsl_code() as usize) % 2];
-                        let tune = Some(gpu::Tune { wg, rows: rows_per_wg, sets: form.sets });
+                    for tune in
+                        [Some((32, 3)), Some((256, 4))].into_iter().skip((i + ty.wgsl_code() as usize) % 2).step_by(2)
+                    {
+                        let tune = tune.map(|(wg, rows)| gpu::Tune { wg, rows });
                         let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
-                        gemv_q_tuned(&wd, &input(&xd, None, form), GemvEpilogue::default(), &out, kernel, tune)
-                            .unwrap();
-                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?} {form:?}");
+                        gemv_q_tuned(
+                            &wd,
+                            &GemvInput::new(&xd, None).unwrap(),
+                            GemvEpilogue::default(),
+                            &out,
+                            kernel,
+                            tune,
+                        )
+                        .unwrap();
+                        let name = format!("gemv_q {ty} [{rows}, {cols}] b={b} {kernel:?} {tune:?}");
                         assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));
                     }
                 }
@@ -1449,62 +1226,30 @@ mod tests {
         }
     }
 
-    /// Arbitrary x on the GPU. As bytes (x ≈ d·(256·hi + lo)/256 per 32 values, d = max|x| / 127) each value
-    /// moves by at most d/256 (d/512 except where the lo byte clamps), so each output is within Σ|w|·d/256
-    /// of the exact product (plus f32 rounding); as f32 only f32 rounding remains. Every type, blocks of
-    /// very different magnitudes (one with a huge outlier, one all zeros, tiny ones).
+    /// Arbitrary x on the GPU: the activations as two bytes (x ≈ d·(256·hi + lo)/256 per 32 values, d =
+    /// max|x| / 127) move each value by at most d/256 (d/512 except where the lo byte clamps), so each
+    /// output is within Σ|w|·d/256 of the exact product (plus f32 rounding).
     #[test]
-    fn gpu_gemv_on_arbitrary_x_is_within_its_bound() {
+    fn gpu_activation_quantization_error_is_within_its_bound() {
         let Some(gpu) = test_gpu() else { return };
         let mut rng = Rng::new(26);
-        for ty in QuantType::ALL {
-            let (rows, cols, b) = (13, 2 * ty.block_elems().max(256), 1 + ty.wgsl_code() as usize % 2);
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q6K] {
+            let (rows, cols, b) = (13, 512, 2);
             let (w, wv) = quantized(&mut rng, ty, rows, cols);
+            // Blocks of very different magnitudes, one of them all zeros.
             let mut xv = rng.vec(b * cols, -1.0, 1.0);
             for (k, blk) in xv.chunks_mut(32).enumerate() {
-                match k % 6 {
-                    1 => blk.iter_mut().for_each(|v| *v *= 1e-3),
-                    2 => blk.iter_mut().for_each(|v| *v *= 30.0),
-                    3 => blk.fill(0.0),
-                    4 => blk[k % 32] = 2e4,
-                    5 => blk.iter_mut().for_each(|v| *v *= 1e-25),
-                    _ => {}
-                }
+                blk.iter_mut().for_each(|v| *v *= [1.0, 1e-3, 30.0, 0.0][k % 4]);
             }
-            let wd = w.to_backend(&gpu).unwrap();
-            let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
-            for &form in x_forms(&gpu) {
-                let got =
-                    gemv_q_input(&wd, &input(&xd, None, form), GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
-                let name = format!("gemv_q {ty} b={b} {}", x_ran(&gpu, &wd, b, false, form));
-                match form.form {
-                    QGemvX::I8 => assert_within_activation_bound(&name, &got, &wv, rows, &xv),
-                    QGemvX::F32 => assert_within_f32_bound(&name, &got, &wv, rows, &xv),
-                }
-            }
-        }
-    }
-
-    /// `got` (`[b, rows]`) is within f32 rounding of `x · Wᵀ`: 1e-5 of Σ(|w| + max|w| of its block)·|x| (a
-    /// weight with an offset, `a·q + b`, is summed as its two terms, each at most that large).
-    fn assert_within_f32_bound(name: &str, got: &[f32], wv: &[f32], rows: usize, xv: &[f32]) {
-        let cols = wv.len() / rows;
-        let want = reference(wv, rows, cols, xv);
-        for (r, x) in xv.chunks(cols).enumerate() {
-            for o in 0..rows {
-                let wr = &wv[o * cols..][..cols];
-                let scale: f64 = wr
-                    .chunks(32)
-                    .zip(x.chunks(32))
-                    .map(|(wb, xb)| {
-                        let wmax = wb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-                        wb.iter().zip(xb).map(|(&a, &c)| (a.abs() as f64 + wmax) * c.abs() as f64).sum::<f64>()
-                    })
-                    .sum();
-                let allowed = 1e-5 * scale + 1e-30;
-                let (g, e) = (got[r * rows + o] as f64, want[r * rows + o]);
-                assert!((g - e).abs() <= allowed, "{name} row {o} of x {r}: got {g}, want {e}, allowed {allowed}");
-            }
+            let got = gemv_q(
+                &w.to_backend(&gpu).unwrap(),
+                &Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap(),
+                GemvEpilogue::default(),
+            )
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+            assert_within_activation_bound(&format!("gemv_q {ty}"), &got, &wv, rows, &xv);
         }
     }
 
@@ -1575,24 +1320,22 @@ mod tests {
     }
 
     /// A prepared input with the RMSNorm fused in equals the norm then the GEMV: exactly so on the CPU
-    /// (that is what it runs); on the GPU within f32 rounding (x as f32, normalised by the GEMV) or the
-    /// activation bound (bytes) of the normalised x; one input serves several GEMVs. Norm weights of
-    /// every float dtype; x in bytes and in f32 units (Q4_K, Q8_0) and Q6_K's order.
+    /// (that is what it runs), within the activation bound of the normalised x on the GPU; one input
+    /// serves several GEMVs.
     #[test]
     fn normed_input_matches_the_norm_then_the_gemv() {
         let mut rng = Rng::new(27);
         // 8448 values: rows longer than the quantization kernel keeps in registers (8192).
-        for (case, (cols, b)) in [(512, 3), (8448, 1), (256, 1)].into_iter().enumerate() {
+        for (cols, b) in [(512, 3), (8448, 1)] {
             let eps = 1e-5f32;
             let xv = rng.vec(b * cols, -2.0, 2.0);
             let nw = rng.vec(cols, 0.5, 1.5);
             let weights = [QuantType::Q4K, QuantType::Q8_0, QuantType::Q6K].map(|ty| quantized(&mut rng, ty, 7, cols));
-            for (k, variant) in [RmsNormVariant::Standard, RmsNormVariant::Gemma].into_iter().enumerate() {
-                let nw_dt = [DType::BF16, DType::F32, DType::F16][(case + k) % 3];
+            for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
                 for backend in test_backends() {
                     let x = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
-                    let weight = Tensor::from_f32(&backend, &nw, &[cols], nw_dt).unwrap();
-                    // The reference normalises with the rounded weight, in f64.
+                    let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
+                    // The reference normalises with the bf16-rounded weight, in f64.
                     let g: Vec<f64> = weight
                         .to_f32_vec()
                         .unwrap()
@@ -1608,27 +1351,17 @@ mod tests {
                             row.iter().zip(&g).map(move |(&v, &g)| (v as f64 * s * g) as f32)
                         })
                         .collect();
-                    for &form in x_forms(&backend) {
-                        let input = input(&x, Some(InputNorm { weight: &weight, eps, variant }), form);
-                        for (w, wv) in &weights {
-                            let wd = w.to_backend(&backend).unwrap();
-                            let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
-                            let how = x_ran(&backend, &wd, b, true, form);
-                            let ty = w.quant_type();
-                            let name = format!(
-                                "normed gemv_q {ty} [{cols}] b={b} {variant:?} {nw_dt:?} {how} on {}",
-                                backend.name()
-                            );
-                            match (backend.is_gpu(), form.form) {
-                                (false, _) => assert_close(
-                                    &name,
-                                    &got,
-                                    &reference(wv, w.rows(), cols, &xn),
-                                    tolerance(cols).scaled(4.0),
-                                ),
-                                (true, QGemvX::I8) => assert_within_activation_bound(&name, &got, wv, w.rows(), &xn),
-                                (true, QGemvX::F32) => assert_within_f32_bound(&name, &got, wv, w.rows(), &xn),
-                            }
+                    let input = GemvInput::new(&x, Some(InputNorm { weight: &weight, eps, variant })).unwrap();
+                    for (w, wv) in &weights {
+                        let got = gemv_q_input(&w.to_backend(&backend).unwrap(), &input, GemvEpilogue::default())
+                            .unwrap()
+                            .to_f32_vec()
+                            .unwrap();
+                        let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
+                        if backend.is_gpu() {
+                            assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
+                        } else {
+                            assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
                         }
                     }
                 }
@@ -1652,8 +1385,8 @@ mod tests {
             let biases = [Some(rng.vec(37, -1.0, 1.0)), None, Some(rng.vec(13, -1.0, 1.0))];
             let gate_up: Vec<(QuantTensor, Vec<f32>)> =
                 (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
-            for (backend, form) in backends_and_forms() {
-                let x = input(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None, form);
+            for backend in test_backends() {
+                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
                 let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
                 let ws: Vec<QuantTensor> = mats.iter().map(|(w, _)| on(w)).collect();
                 let bs: Vec<Option<Tensor>> = biases
@@ -1673,7 +1406,7 @@ mod tests {
                 let outs = gemv_q_multi(&x, &parts).unwrap();
                 for (k, out) in outs.iter().enumerate() {
                     assert_eq!(out.shape(), &[b, mats[k].0.rows()]);
-                    let name = format!("gemv_q_multi part {k} b={b} {form:?} on {}", backend.name());
+                    let name = format!("gemv_q_multi part {k} b={b} on {}", backend.name());
                     assert_close(
                         &name,
                         &out.to_f32_vec().unwrap(),
@@ -1683,7 +1416,7 @@ mod tests {
                 }
                 let q6d = on(&q6);
                 let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
-                let name = format!("gemv_q_multi mixed b={b} {form:?} on {}", backend.name());
+                let name = format!("gemv_q_multi mixed b={b} on {}", backend.name());
                 assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
                 let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
                 let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
@@ -1691,7 +1424,7 @@ mod tests {
                     let got = gemv_q_gated(&x, &g, &u, act).unwrap();
                     assert_eq!(got.shape(), &[b, 11]);
                     let want: Vec<f64> = gr.iter().zip(&ur).map(|(&g, &u)| act.apply(g as f32) as f64 * u).collect();
-                    let name = format!("gemv_q_gated {act:?} b={b} {form:?} on {}", backend.name());
+                    let name = format!("gemv_q_gated {act:?} b={b} on {}", backend.name());
                     assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols).scaled(4.0));
                 }
             }
@@ -1703,21 +1436,19 @@ mod tests {
         use crate::ops::rope::{RopeConfig, RopeLayout::*, RopeTable};
         let mut rng = Rng::new(29);
         let cols = 256;
-        // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases, fused norm): 64 heads of 64 rows
-        // give Wq 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
+        // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases): 64 heads of 64 rows give Wq
+        // 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
         #[rustfmt::skip]
         let cases = [
-            (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false, None),
-            (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true, Some(RmsNormVariant::Standard)),
-            (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true, None),
-            (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false, Some(RmsNormVariant::Gemma)),
-            (QuantType::Q4_0, Interleaved, 128, 128, 4, 1, 1, 70000, false, None),
-            (QuantType::Q4K, HalfSplit, 32, 16, 4, 2, 1, 9, false, Some(RmsNormVariant::Standard)),
-            (QuantType::Q5_1, HalfSplit, 32, 32, 4, 2, 1, 3, true, Some(RmsNormVariant::Gemma)),
+            (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false),
+            (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true),
+            (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true),
+            (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false),
+            (QuantType::Q4_0, Interleaved, 128, 128, 4, 1, 1, 70000, false),
+            (QuantType::Q4K, HalfSplit, 32, 16, 4, 2, 1, 9, false),
         ];
-        for (ty, layout, hd, rot, nh, nkv, b, pos, with_bias, variant) in cases {
+        for (ty, layout, hd, rot, nh, nkv, b, pos, with_bias) in cases {
             let xv = exact_activations(&mut rng, b * cols);
-            let nw = rng.vec(cols, 0.5, 1.5);
             let (q_rows, kv_rows) = (nh * hd, nkv * hd);
             let mats: Vec<QuantTensor> =
                 [q_rows, kv_rows, kv_rows].into_iter().map(|rows| quantized(&mut rng, ty, rows, cols).0).collect();
@@ -1726,10 +1457,8 @@ mod tests {
             let cap = pos + b + 2;
             let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
-            for (backend, form) in backends_and_forms() {
-                let weight = Tensor::from_f32(&backend, &nw, &[cols], DType::BF16).unwrap();
-                let norm = variant.map(|variant| InputNorm { weight: &weight, eps: 1e-5, variant });
-                let x = input(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), norm, form);
+            for backend in test_backends() {
+                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
                 let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
                 let bs: Vec<Option<Tensor>> = biases
                     .iter()
@@ -1758,8 +1487,7 @@ mod tests {
                 let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
                 assert_eq!(got.shape(), &[b, q_rows]);
                 let what = format!(
-                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} norm {variant:?} {} on {}",
-                    x_ran(&backend, &ws[0], b, norm.is_some(), form),
+                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
                     backend.name()
                 );
                 let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
@@ -1779,95 +1507,6 @@ mod tests {
         let kv = KvWrite { table: &table, pos: 2, k_cache: &c, v_cache: &c2 };
         let err = gemv_q_qkv_rope(&x, [(&w, None), (&w, None), (&w, None)], kv);
         assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
-    }
-
-    /// x as f32 with the RMSNorm fused in (standard and Gemma, norm weights in bf16 and f32, b = 1 to 3,
-    /// every order of x in the tile) through every epilogue: Q, K and V with biases in one launch, the
-    /// gated MLP half, and bias, residual in place and soft cap together; each equals the norm op followed
-    /// by the same GEMV of the normalised x, to f32 rounding. (RoPE: `qkv_rope_matches_multi_then_rope`.)
-    #[test]
-    fn normed_f32_x_through_every_epilogue_matches_the_norm_then_the_gemv() {
-        use RmsNormVariant::*;
-        let Some(gpu) = test_gpu() else { return };
-        let mut rng = Rng::new(30);
-        let cols = 512;
-        let cases = [
-            (1, Standard, QuantType::Q4K),
-            (3, Gemma, QuantType::Q5_1),
-            (1, Gemma, QuantType::Q6K),
-            (2, Standard, QuantType::Q8_0),
-        ];
-        for (case, (b, variant, ty)) in cases.into_iter().enumerate() {
-            let x = Tensor::from_slice(&gpu, &rng.vec(b * cols, -2.0, 2.0), &[b, cols]).unwrap();
-            let nw_dt = [DType::BF16, DType::F32][case % 2];
-            let nw = Tensor::from_f32(&gpu, &rng.vec(cols, 0.5, 1.5), &[cols], nw_dt).unwrap();
-            let eps = 1e-6;
-            let xn = crate::ops::norm::rmsnorm(&x, &nw, eps, variant).unwrap();
-            let plan = [F32, F32_SETS2][case % 2];
-            let fused = input(&x, Some(InputNorm { weight: &nw, eps, variant }), plan);
-            let plain = input(&xn, None, plan);
-            let ws: Vec<QuantTensor> =
-                [37, 9, 13, 37].map(|rows| quantized(&mut rng, ty, rows, cols).0.to_backend(&gpu).unwrap()).into();
-            let how = x_ran(&gpu, &ws[0], b, true, plan);
-            let what = format!("{ty} b={b} {variant:?} {nw_dt:?} {how}");
-            assert!(how.starts_with("f32 x"), "{what}");
-            let mut bias = |n: usize| Tensor::from_f32(&gpu, &rng.vec(n, -1.0, 1.0), &[n], DType::F16).unwrap();
-            let biases = [Some(bias(37)), None, Some(bias(13))];
-            let tol = tolerance(cols).scaled(4.0);
-            let check = |name: &str, got: &Tensor, want: &Tensor| {
-                let want: Vec<f64> = want.to_f32_vec().unwrap().into_iter().map(f64::from).collect();
-                assert_close(&format!("{name} {what}"), &got.to_f32_vec().unwrap(), &want, tol);
-            };
-            let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
-                ws[..3].iter().zip(&biases).map(|(w, b)| (w, b.as_ref())).collect();
-            let (got, want) = (gemv_q_multi(&fused, &parts).unwrap(), gemv_q_multi(&plain, &parts).unwrap());
-            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                check(&format!("normed gemv_q_multi part {k}"), g, w);
-            }
-            let act = [GatedAct::Silu, GatedAct::GeluTanh][case % 2];
-            check(
-                &format!("normed gemv_q_gated {act:?}"),
-                &gemv_q_gated(&fused, &ws[0], &ws[3], act).unwrap(),
-                &gemv_q_gated(&plain, &ws[0], &ws[3], act).unwrap(),
-            );
-            let res_v = rng.vec(b * 37, -1.0, 1.0);
-            let outs: Vec<Tensor> = [&fused, &plain]
-                .map(|inp| {
-                    let res = Tensor::from_slice(&gpu, &res_v, &[b, 37]).unwrap();
-                    let e = GemvEpilogue { bias: biases[0].as_ref(), residual: Some(&res), soft_cap: Some(3.0) };
-                    gemv_q_input_into(&ws[0], inp, e, &res).unwrap();
-                    res
-                })
-                .into();
-            check("normed gemv_q bias, residual in place, soft cap", &outs[0], &outs[1]);
-        }
-    }
-
-    /// x as f32 needs no launch of its own: a normed input's Q, K and V GEMV and gated GEMV are a launch
-    /// each, where x as bytes takes one more (its quantization, shared by both: one order of x).
-    #[test]
-    fn f32_x_needs_no_launch_of_its_own() {
-        if test_gpu().is_none() {
-            return;
-        }
-        // A context of its own: the shared one counts the launches of tests running alongside.
-        let ctx = std::sync::Arc::new(GpuContext::new(crate::backend::BackendPreference::Gpu).unwrap());
-        let gpu = Backend::Gpu(ctx.clone());
-        let mut rng = Rng::new(31);
-        let cols = 256;
-        let x = Tensor::from_slice(&gpu, &rng.vec(cols, -1.0, 1.0), &[1, cols]).unwrap();
-        let nw = Tensor::from_f32(&gpu, &rng.vec(cols, 0.5, 1.5), &[cols], DType::BF16).unwrap();
-        let ws: Vec<QuantTensor> = [64, 16, 16, 64]
-            .map(|rows| quantized(&mut rng, QuantType::Q4K, rows, cols).0.to_backend(&gpu).unwrap())
-            .into();
-        for (form, want) in [(BYTES, 3), (F32, 2), (F32_SETS2, 2)] {
-            let norm = InputNorm { weight: &nw, eps: 1e-5, variant: RmsNormVariant::Standard };
-            let inp = input(&x, Some(norm), form);
-            let before = ctx.host_stats();
-            gemv_q_multi(&inp, &[(&ws[0], None), (&ws[1], None), (&ws[2], None)]).unwrap();
-            gemv_q_gated(&inp, &ws[0], &ws[3], GatedAct::Silu).unwrap();
-            assert_eq!(ctx.host_stats().since(&before).launches, want, "launches with x as {form:?}");
-        }
     }
 
     #[test]
@@ -1925,20 +1564,6 @@ mod tests {
         assert!(matches!(embedding_q(&w, &ids), Err(KernelError::Argument { .. })));
         let fids = Tensor::from_slice(&cpu, &[1f32], &[1]).unwrap();
         assert!(matches!(embedding_q(&w, &fids), Err(KernelError::DType { .. })));
-        // The x form's variable, and a fused norm of the wrong length or epsilon, on every backend.
-        assert_eq!(parse_x_form(" F32 ").unwrap(), QGemvX::F32);
-        assert_eq!(parse_x_form("i8").unwrap(), QGemvX::I8);
-        assert_eq!(parse_x_form("").unwrap(), QGemvX::F32);
-        assert!(matches!(parse_x_form("int8"), Err(KernelError::Argument { name: X_VAR, .. })));
-        for backend in test_backends() {
-            let x = Tensor::from_slice(&backend, &rng.vec(64, -1.0, 1.0), &[1, 64]).unwrap();
-            let short = Tensor::from_slice(&backend, &[1f32; 32], &[32]).unwrap();
-            let n = InputNorm { weight: &short, eps: 1e-5, variant: RmsNormVariant::Standard };
-            assert!(matches!(GemvInput::new(&x, Some(n)), Err(KernelError::Shape { .. })));
-            let weight = Tensor::from_slice(&backend, &[1f32; 64], &[64]).unwrap();
-            let n = InputNorm { weight: &weight, eps: -1.0, variant: RmsNormVariant::Standard };
-            assert!(matches!(GemvInput::new(&x, Some(n)), Err(KernelError::Argument { name: "eps", .. })));
-        }
     }
 
     #[test]
@@ -1961,7 +1586,7 @@ mod tests {
                         soft_cap.map_or(y, |c| c as f64 * (y / c as f64).tanh())
                     })
                     .collect();
-                for (backend, form) in backends_and_forms() {
+                for backend in test_backends() {
                     let wd = w.to_backend(&backend).unwrap();
                     let xd = Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap();
                     let bias = Tensor::from_f32(&backend, &bias_v, &[rows], DType::F32).unwrap();
@@ -1973,9 +1598,9 @@ mod tests {
                             Tensor::uninit(&backend, "t", &[b, rows], DType::F32).unwrap()
                         };
                         let e = GemvEpilogue { bias: Some(&bias), residual: Some(&res), soft_cap };
-                        gemv_q_input_into(&wd, &input(&xd, None, form), e, &out).unwrap();
+                        gemv_q_into(&wd, &xd, e, &out).unwrap();
                         let name = format!(
-                            "gemv_q {ty} epilogue in_place={in_place} soft cap {soft_cap:?} {form:?} on {}",
+                            "gemv_q {ty} epilogue in_place={in_place} soft cap {soft_cap:?} on {}",
                             backend.name()
                         );
                         assert_close(&name, &out.to_f32_vec().unwrap(), &want, tolerance(cols));

@@ -333,9 +333,8 @@ impl Llama {
 
         let x = logit_rows(x, n, which)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        // Decoding: the final norm fused into the head's GEMV (for a quantized head too: it normalises the f32
-        // x it reads, or with TORCHLESS_QGEMV_X=i8 the activations' quantization does) and the final soft cap
-        // into its epilogue.
+        // Decoding: the final norm fused into the head's GEMV (for a quantized head, into the activations'
+        // quantization) and the final soft cap into its epilogue.
         let decode = x.rows_cols().0 <= gemv::MAX_BATCH;
         let e = GemvEpilogue { soft_cap: c.final_softcap, ..Default::default() };
         match head {
@@ -396,8 +395,7 @@ impl Llama {
         if x.rows_cols().0 <= gemv::MAX_BATCH
             && let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv)
         {
-            // Quantized: one GEMV dispatch that normalises the f32 x it reads (with TORCHLESS_QGEMV_X=i8, after
-            // a launch that normalises and quantizes x).
+            // Quantized: the norm and the activations' quantization in one pass, then one GEMV dispatch.
             let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
             let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
             let mut out = qmatmul::gemv_q_multi(&input, &parts)?.into_iter();
@@ -409,8 +407,7 @@ impl Llama {
     }
 
     /// Decoding without head norms: the norm, the Q, K, V projections, RoPE and the cache write in one GEMV
-    /// launch (quantized weights with TORCHLESS_QGEMV_X=i8: after the activations' quantization); returns q
-    /// rotated `[n, q_dim]`.
+    /// launch (quantized weights: after the activations' quantization); returns q rotated `[n, q_dim]`.
     /// `None` where that does not apply.
     fn fused_qkv_rope(
         &self,
