@@ -41,13 +41,9 @@ override GATED: bool = false;
 override ACT: u32 = 0u;
 // Length of the reduction scratch (vec4s), set by the host.
 override RED_LEN: u32 = 64u;
-// Input norm of x (VEC only): 0 none; RMSNorm 1 x·w, 2 x·(1 + w) (Gemma), its weight's dtype NW_DT; 3 the
-// output-gated head norm of an mLSTM layer's h, σ(o) ⊙ (LayerNorm per head(x)·w + b), from the side data
-// its step wrote into `nw` (ops/gemv.rs HeadNormInput).
+// Input RMSNorm of x (VEC only): 0 none, 1 x·w, 2 x·(1 + w) (Gemma). Its weight's dtype is NW_DT.
 override NORM: u32 = 0u;
 override NW_DT: u32 = 0u;
-// NORM 3: entries of hn_stat (BATCH · heads).
-override HN: u32 = 1u;
 
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
@@ -55,8 +51,6 @@ const F_BIAS0: u32 = 1u;
 const F_RES: u32 = 64u;
 const F_ACCUM: u32 = 128u;
 const F_SOFTCAP: u32 = 256u;
-// NORM 3: the side data holds σ(o)·b.
-const F_HN_BIAS: u32 = 512u;
 
 struct Params {
     in_len: u32,
@@ -89,18 +83,8 @@ struct Params {
     head_dim: u32,
     rope_stride: u32,
     rope_scale: f32,
-    // NORM 3: heads per row of x, values per head, chunks per head, per head the slices with partial sums
-    // and their length, and where σ(o)·b and the partial sums start in the side data (f32 index).
-    hn_nh: u32,
-    hn_dh: u32,
-    hn_chunks: u32,
-    hn_slices: u32,
-    hn_slice_len: u32,
-    hn_gb: u32,
-    hn_stats: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 // Bindings shared by every variant; each matrix's weights (w0..), bias (bias0..) and output (y0..) follow
@@ -110,9 +94,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> res: array<u32>;
 @group(0) @binding(3) var<storage, read> nw: array<u32>;
-
-// NORM 3: (mean, 1/sqrt(var + eps)) of each (row of x, head), finished by every workgroup from the side data.
-var<workgroup> hn_stat: array<vec2<f32>, HN>;
 
 // acc[r]: partial sums of the ROWS slots (lanes) with row r of x; acc[8 + r]: the same for the up matrix.
 var<private> acc: array<vec4<f32>, 16>;
@@ -162,62 +143,7 @@ fn xchunk(r: u32, k: u32) -> X8 {
         c.a = bitcast<vec4<f32>>(x[i]);
         c.b = bitcast<vec4<f32>>(x[i + 1u]);
     }
-    if (NORM == 3u) {
-        c = head_normed(r, k, c);
-    }
     return c;
-}
-
-// Whether x goes through an RMSNorm (its sums of squares take two accumulator slots).
-fn rms_norm() -> bool {
-    return NORM == 1u || NORM == 2u;
-}
-
-// NORM 3: four f32 of the side data from index i.
-fn side4(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(vec4<u32>(nw[i], nw[i + 1u], nw[i + 2u], nw[i + 3u]));
-}
-
-// NORM 3: every (row of x, head)'s mean and 1/sqrt(var + eps) into hn_stat, from the per-slice sums and
-// squared deviations (from each slice's own mean) of its h: the mean first, then the deviations moved to it
-// (M2 = Σ M2_s + n_s·(mean_s − mean)²), as exact as a second pass over h and as stable.
-fn head_norm_stats(li: u32) {
-    for (var t = li; t < BATCH * p.hn_nh; t += WG) {
-        let base = p.hn_stats + 2u * t * p.hn_slices;
-        var sum = 0.0;
-        for (var s = 0u; s < p.hn_slices; s++) {
-            sum += bitcast<f32>(nw[base + 2u * s]);
-        }
-        let mean = sum / f32(p.hn_dh);
-        var m2 = 0.0;
-        for (var s = 0u; s < p.hn_slices; s++) {
-            let n = f32(min(p.hn_slice_len, p.hn_dh - s * p.hn_slice_len));
-            let d = bitcast<f32>(nw[base + 2u * s]) / n - mean;
-            m2 += bitcast<f32>(nw[base + 2u * s + 1u]) + n * d * d;
-        }
-        let var_eps = m2 / f32(p.hn_dh) + p.eps;
-        // A constant head with eps = 0 gives 0, as the layer norm kernels do.
-        hn_stat[t] = vec2<f32>(mean, select(0.0, inverseSqrt(var_eps), var_eps > 0.0));
-    }
-}
-
-// NORM 3: chunk k of row r of x normalised with its head's statistics and gated: (x − mean)·rstd·g (+ gb),
-// g = σ(o)·w and gb = σ(o)·b from the side data. A chunk lies inside one head (the host checks).
-fn head_normed(r: u32, k: u32, c: X8) -> X8 {
-    let st = hn_stat[r * p.hn_nh + k / p.hn_chunks];
-    let i = r * p.in_len + k * select(8u, 4u, DTYPE == DT_F32);
-    var o: X8;
-    o.a = (c.a - st.x) * st.y * side4(i);
-    if (DTYPE != DT_F32) {
-        o.b = (c.b - st.x) * st.y * side4(i + 4u);
-    }
-    if ((p.flags & F_HN_BIAS) != 0u) {
-        o.a += side4(p.hn_gb + i);
-        if (DTYPE != DT_F32) {
-            o.b += side4(p.hn_gb + i + 4u);
-        }
-    }
-    return o;
 }
 
 // One chunk of weights dotted with one chunk of x.
@@ -289,11 +215,11 @@ fn vec_step(k: u32) {
         u = load_rows(1u, k);
     }
     var nwc: X8;
-    if (rms_norm()) {
+    if (NORM > 0u) {
         nwc = norm_chunk(k);
     }
     var c0 = xchunk(0u, k);
-    if (rms_norm()) {
+    if (NORM > 0u) {
         ssq_lo.x += sumsq(c0);
         c0 = weighted(c0, nwc);
     }
@@ -303,7 +229,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 1u) {
         var c = xchunk(1u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_lo.y += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -314,7 +240,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 2u) {
         var c = xchunk(2u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_lo.z += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -325,7 +251,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 3u) {
         var c = xchunk(3u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_lo.w += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -336,7 +262,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 4u) {
         var c = xchunk(4u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_hi.x += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -347,7 +273,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 5u) {
         var c = xchunk(5u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_hi.y += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -358,7 +284,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 6u) {
         var c = xchunk(6u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_hi.z += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -369,7 +295,7 @@ fn vec_step(k: u32) {
     }
     if (BATCH > 7u) {
         var c = xchunk(7u, k);
-        if (rms_norm()) {
+        if (NORM > 0u) {
             ssq_hi.w += sumsq(c);
             c = weighted(c, nwc);
         }
@@ -582,7 +508,7 @@ fn reduce_all() {
             put(BATCH + 7u, acc[15]);
         }
     }
-    if (rms_norm()) {
+    if (NORM > 0u) {
         let j = select(BATCH, 2u * BATCH, GATED);
         put(j, ssq_lo);
         put(j + 1u, ssq_hi);
@@ -591,7 +517,7 @@ fn reduce_all() {
 
 // Accumulator slots handed to `put`.
 fn n_slots() -> u32 {
-    return select(BATCH, 2u * BATCH, GATED) + select(0u, 2u, rms_norm());
+    return select(BATCH, 2u * BATCH, GATED) + select(0u, 2u, NORM > 0u);
 }
 
 // n_slots() at its largest (BATCH 8, GATED, NORM).
@@ -644,7 +570,7 @@ fn finish(info: vec3<u32>) {
         if (GATED) {
             u = total(BATCH + r);
         }
-        if (rms_norm()) {
+        if (NORM > 0u) {
             // rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps): the scale applies to the dot products.
             let ss = total(select(BATCH, 2u * BATCH, GATED) + r / 4u)[r % 4u];
             let scale = inverseSqrt(ss / f32(p.in_len) + p.eps);
@@ -663,10 +589,6 @@ fn finish(info: vec3<u32>) {
 // Workgroup g's work, called by the variant's `main` once it has recorded its ids.
 fn run(g: u32, li: u32) {
     let info = setup(g, li);
-    if (NORM == 3u) {
-        head_norm_stats(li);
-        workgroupBarrier();
-    }
     accumulate();
     reduce_all();
     workgroupBarrier();

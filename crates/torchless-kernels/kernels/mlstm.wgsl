@@ -10,16 +10,16 @@
 // from every reader by a barrier or a dispatch boundary. mlstm_step runs one workgroup per head, so the new
 // m, the gates and the denominator are formed in workgroup memory before any thread uses them; m is read
 // and written by invocation 0 alone, n[a] and C[a][e] by the one invocation that owns them. mlstm_step4
-// splits a head's columns over workgroups that only read n and m, and writes n' and m' into the state's
-// spare pair of buffers (see there).
+// splits a head's columns over workgroups that only read n and m; mlstm_step4_state (or
+// mlstm_step4_state_norm, which also normalises h, touching no state) writes them after.
 
 override WG: u32 = 256u;      // threads per workgroup (a power of two)
 override TC: u32 = 32u;       // step: columns of C per pass (step4: per workgroup; a power of two dividing WG); chunk_out: WG / 8
-override HAS_W: bool = false; // layer norm (and mlstm_step4_gn): weight
-override HAS_B: bool = false; // layer norm (and mlstm_step4_gn): bias
+override HAS_W: bool = false; // layer norm: weight
+override HAS_B: bool = false; // layer norm: bias
 override HAS_G: bool = false; // layer norm: output gate, y = σ(o) ⊙ norm
-override WDTYPE: u32 = 0u;    // layer norm (and mlstm_step4_gn): dtype of the weight
-override BDTYPE: u32 = 0u;    // layer norm (and mlstm_step4_gn): dtype of the bias
+override WDTYPE: u32 = 0u;    // layer norm: dtype of the weight
+override BDTYPE: u32 = 0u;    // layer norm: dtype of the bias
 
 struct Params {
     heads: u32,   // B * NH (layer norm: segments = rows * NH)
@@ -33,11 +33,7 @@ struct Params {
     eps: f32,
     scale: f32,   // 1 / sqrt(DQK)
     gate_cap: f32, // soft cap of the gate pre-activations ĩ, f̃ (0: none)
-    side_gb: u32,    // mlstm_step4_gn: first f32 of σ(o)·b in gn_side
-    side_stats: u32, // mlstm_step4_gn: first f32 of the per-workgroup sums in gn_side
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    norm_eps: f32, // mlstm_step4_state_norm: the head norm's epsilon (eps is the mLSTM's)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -164,13 +160,11 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // ---- step, vec4 columns ---------------------------------------------------------------------------
 //
-// mlstm_step with DV a multiple of 4, in one launch over the whole GPU: one workgroup per (head, TC vec4
-// columns of C), so a layer's step launches heads × DV/(4·TC) workgroups instead of one per head. Each reads
-// C, v and h as vec4s, keeps four rows' loads in flight, and works out the new stabiliser, gates and
-// denominator itself from the old m and n, which it only reads. The state holds n and m twice
-// (ops/mlstm.rs MlstmState): this launch reads one pair and the head's first workgroup writes n' and m'
-// into the other, which no workgroup of the launch reads, so no workgroup sees state another one has
-// already replaced (the host swaps the pairs after recording the launch).
+// mlstm_step with DV a multiple of 4, over the whole GPU: one workgroup per (head, TC vec4 columns of C),
+// so a layer's step launches heads × DV/(4·TC) workgroups instead of one per head. Each reads C, v and h
+// as vec4s, keeps four rows' loads in flight, and works out the new stabiliser, gates and denominator
+// itself from the old m and n, which it only reads: mlstm_step4_state (the next launch, one workgroup per
+// head) writes the new n and m, so no workgroup reads state another one has already replaced.
 
 @group(0) @binding(1) var<storage, read> s4_q: array<f32>;
 @group(0) @binding(2) var<storage, read> s4_k: array<f32>;
@@ -178,14 +172,9 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(4) var<storage, read> s4_i: array<f32>;
 @group(0) @binding(5) var<storage, read> s4_f: array<f32>;
 @group(0) @binding(6) var<storage, read_write> s4_c: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> s4_n: array<f32>;
-@group(0) @binding(8) var<storage, read> s4_m: array<f32>;
+@group(0) @binding(7) var<storage, read_write> s4_n: array<f32>;
+@group(0) @binding(8) var<storage, read_write> s4_m: array<f32>;
 @group(0) @binding(9) var<storage, read_write> s4_h: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> s4_n_out: array<f32>;
-@group(0) @binding(11) var<storage, read_write> s4_m_out: array<f32>;
-
-// This invocation's four values of h (valid for li < TC and a column inside the head).
-var<private> s4_hval: vec4<f32>;
 
 // Component k of the sum of `acc` over the row groups of column li (valid for li < TC).
 fn col_sum(li: u32, v: f32) -> f32 {
@@ -208,36 +197,27 @@ fn step_gates(m0: f32, f_pre: f32, i_pre: f32) -> vec4<f32> {
     return vec4<f32>(m1, exp(lf + m0 - m1), exp(i_pre - m1), 0.0);
 }
 
-// Workgroups a head of the vec4 step.
-fn step4_slices() -> u32 {
-    return (p.dv / 4u + TC - 1u) / TC;
-}
-
-// Workgroup gid's share of the vec4 step (gid < heads × slices): its columns of C and h, and for the head's
-// first workgroup n' and m'. Leaves this invocation's h in s4_hval. Call in uniform control flow.
-fn step4_run(gid: u32, li: u32) {
+@compute @workgroup_size(WG)
+fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
     let dv4 = p.dv / 4u;
-    let slices = step4_slices();
+    let slices = (dv4 + TC - 1u) / TC;
+    let gid = linear_group_id(wid, nwg);
     let hd = gid / slices;
-    let first = gid % slices == 0u;
+    if (hd >= p.heads) {
+        return;
+    }
     if (li == 0u) {
         wg_gate = step_gates(s4_m[hd], gate_pre(s4_f[hd]), gate_pre(s4_i[hd]));
     }
     workgroupBarrier();
     let g = wg_gate;
-    if (first && li == 0u) {
-        s4_m_out[hd] = g.x;
-    }
 
-    // The denominator q̂·n' with n' = f·n + i·k (stored into the spare n by the head's first workgroup).
+    // The denominator q̂·n' with n' = f·n + i·k (n' is stored by mlstm_step4_state).
     let qk0 = hd * p.dqk;
     var den = 0.0;
     for (var a = li; a < p.dqk; a += WG) {
-        let n1 = g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a];
-        if (first) {
-            s4_n_out[qk0 + a] = n1;
-        }
-        den += s4_q[qk0 + a] * n1;
+        den += s4_q[qk0 + a] * (g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a]);
     }
     den = wg_sum(li, den) * p.scale;
     let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
@@ -282,101 +262,37 @@ fn step4_run(gid: u32, li: u32) {
         }
     }
     let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
-    s4_hval = h * (p.scale * inv);
     if (li < TC && e < dv4) {
-        s4_h[v0 + e] = s4_hval;
+        s4_h[v0 + e] = h * (p.scale * inv);
     }
 }
+
+// After mlstm_step4: n' = f·n + i·k and m', one workgroup per head (m by invocation 0 alone, after every
+// invocation has the gates). Its own bindings: k, the gates, n, m.
+@group(0) @binding(1) var<storage, read> ss_k: array<f32>;
+@group(0) @binding(2) var<storage, read> ss_i: array<f32>;
+@group(0) @binding(3) var<storage, read> ss_f: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ss_n: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ss_m: array<f32>;
 
 @compute @workgroup_size(WG)
-fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) li: u32) {
-    let gid = linear_group_id(wid, nwg);
-    if (gid >= p.heads * step4_slices()) {
+fn mlstm_step4_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
         return;
     }
-    step4_run(gid, li);
-}
-
-// ---- step with the gated head norm's side data ----------------------------------------------------
-//
-// mlstm_step4 that also prepares the output-gated head norm y = σ(o) ⊙ (LayerNorm(h)·w + b) for the GEMV
-// that consumes it (ops/gemv.rs HeadNormInput), so decode runs no norm launch: the per-head mean and variance
-// need every workgroup of the head, so this launch writes what each workgroup can, and the GEMV's workgroups
-// finish the reduction from a few numbers. Into `gn_side`: g = σ(o)·w per element (the elementwise part,
-// computed once here instead of in every GEMV workgroup), with a bias σ(o)·b from p.side_gb, and per
-// (head, workgroup) the sum of its h values and their squared deviations from its own mean (combined
-// exactly, and stably, by the GEMV) from p.side_stats.
-
-@group(0) @binding(12) var<storage, read> gn_o: array<vec4<f32>>;
-@group(0) @binding(13) var<storage, read> gn_w: array<u32>;
-@group(0) @binding(14) var<storage, read> gn_b: array<u32>;
-@group(0) @binding(15) var<storage, read_write> gn_side: array<f32>;
-
-fn gn_param(is_bias: bool, i: u32) -> f32 {
-    if (is_bias) {
-        return decode(BDTYPE, gn_b[word_index(BDTYPE, i)], i);
-    }
-    return decode(WDTYPE, gn_w[word_index(WDTYPE, i)], i);
-}
-
-// Sum of v over invocations 0..TC (every invocation gets it). Call in uniform control flow.
-fn tc_sum(li: u32, v: f32) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    var total = 0.0;
-    for (var j = 0u; j < TC; j++) {
-        total += red[j];
-    }
-    workgroupBarrier();
-    return total;
-}
-
-@compute @workgroup_size(WG)
-fn mlstm_step4_gn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
-    let gid = linear_group_id(wid, nwg);
-    let slices = step4_slices();
-    if (gid >= p.heads * slices) {
-        return;
-    }
-    step4_run(gid, li);
-    let dv4 = p.dv / 4u;
-    let hd = gid / slices;
-    let sl = gid % slices;
-    let e = sl * TC + li;
-    let live = li < TC && e < dv4;
-    let h = s4_hval;
-    var sum = 0.0;
-    if (live) {
-        let i = hd * dv4 + e;
-        let col = (hd % p.nh) * p.dv + 4u * e;
-        let o = gn_o[i];
-        let s = vec4<f32>(sigmoid(o.x), sigmoid(o.y), sigmoid(o.z), sigmoid(o.w));
-        for (var j = 0u; j < 4u; j++) {
-            var gj = s[j];
-            if (HAS_W) {
-                gj *= gn_param(false, col + j);
-            }
-            gn_side[4u * i + j] = gj;
-            if (HAS_B) {
-                gn_side[p.side_gb + 4u * i + j] = s[j] * gn_param(true, col + j);
-            }
-        }
-        sum = h.x + h.y + h.z + h.w;
-    }
-    let total = tc_sum(li, sum);
-    let count = f32(4u * min(TC, dv4 - sl * TC));
-    let mean = total / count;
-    var dev = 0.0;
-    if (live) {
-        let d = h - vec4<f32>(mean);
-        dev = dot(d, d);
-    }
-    let m2 = tc_sum(li, dev);
     if (li == 0u) {
-        gn_side[p.side_stats + 2u * gid] = total;
-        gn_side[p.side_stats + 2u * gid + 1u] = m2;
+        wg_gate = step_gates(ss_m[hd], gate_pre(ss_f[hd]), gate_pre(ss_i[hd]));
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+    let qk0 = hd * p.dqk;
+    for (var a = li; a < p.dqk; a += WG) {
+        ss_n[qk0 + a] = g.y * ss_n[qk0 + a] + g.z * ss_k[qk0 + a];
+    }
+    if (li == 0u) {
+        ss_m[hd] = g.x;
     }
 }
 
@@ -773,4 +689,41 @@ fn multihead_layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         return;
     }
     head_layernorm(li, seg, p.eps);
+}
+
+// ---- step state and output-gated head norm --------------------------------------------------------
+//
+// mlstm_step4_state and then the head's output norm in one launch (an mLSTM layer's decode then needs
+// two launches, not three): after mlstm_step4 the dispatch boundary makes the head's whole h visible,
+// and this kernel already runs one workgroup per head. Bindings: those of the layer norm (h as ln_x,
+// y as ln_y, o as ln_g), then the state update's. The two parts share no memory: the norm reads h, o, w,
+// b and writes y; the update reads k and the gates and writes n and m.
+
+@group(0) @binding(6) var<storage, read> sn_k: array<f32>;
+@group(0) @binding(7) var<storage, read> sn_i: array<f32>;
+@group(0) @binding(8) var<storage, read> sn_f: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sn_n: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sn_m: array<f32>;
+
+@compute @workgroup_size(WG)
+fn mlstm_step4_state_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let hd = linear_group_id(wid, nwg);
+    if (hd >= p.heads) {
+        return;
+    }
+    // As mlstm_step4_state.
+    if (li == 0u) {
+        wg_gate = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
+    }
+    workgroupBarrier();
+    let g = wg_gate;
+    let qk0 = hd * p.dqk;
+    for (var a = li; a < p.dqk; a += WG) {
+        sn_n[qk0 + a] = g.y * sn_n[qk0 + a] + g.z * sn_k[qk0 + a];
+    }
+    if (li == 0u) {
+        sn_m[hd] = g.x;
+    }
+    head_layernorm(li, hd, p.norm_eps);
 }

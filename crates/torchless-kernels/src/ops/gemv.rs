@@ -15,9 +15,7 @@
 //!
 //! - [`gemv_normed`], [`gemv_multi_normed`], [`gemv_gated_normed`]: the same with an input RMSNorm of `x` fused in
 //!   (`rmsnorm(x)·W = (x ⊙ w)·W / sqrt(mean(x²) + eps)`: each workgroup sums x² on its way through `x`
-//!   and scales its dot products at the end), so decode needs no separate norm launch. The crate-internal
-//!   `gemv_head_normed_into` takes an mLSTM layer's output-gated head norm as the input norm instead
-//!   (`HeadNormInput`, prepared by the mLSTM step: ops/mlstm.rs `mlstm_step_project_add`).
+//!   and scales its dot products at the end), so decode needs no separate norm launch.
 //! - [`gemv_qkv_rope`]: a decode step's normed Q, K, V projections that also rotate Q and K (RoPE) and
 //!   write K and V into the KV cache, so attention follows with no launch between (kernels/gemv_rope.wgsl).
 //!
@@ -123,14 +121,7 @@ struct Params {
     head_dim: u32,
     rope_stride: u32,
     rope_scale: f32,
-    hn_nh: u32,
-    hn_dh: u32,
-    hn_chunks: u32,
-    hn_slices: u32,
-    hn_slice_len: u32,
-    hn_gb: u32,
-    hn_stats: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 2],
 }
 
 /// Which GPU kernel runs: the subgroup one where the adapter has subgroups (`Auto`), or a forced one.
@@ -202,59 +193,6 @@ pub struct InputNorm<'a> {
     pub weight: &'a Tensor,
     pub eps: f32,
     pub variant: RmsNormVariant,
-}
-
-/// The most (row of x, head) pairs of a [`HeadNormInput`] on the GPU (each GEMV workgroup keeps their
-/// statistics in workgroup memory, 8 bytes each).
-pub(crate) const MAX_HEAD_NORM_SEGMENTS: usize = 1024;
-
-/// Where things lie in the side data of a [`HeadNormInput`] (f32 indices): g = σ(o)·w `[rows, nh·dh]` from
-/// 0; with a bias σ(o)·b `[rows, nh·dh]` after it; then per (row·nh + head, slice) two f32, the sum of the
-/// slice's values of x and the sum of their squared deviations from the slice's own mean. Head values
-/// [s·slice_len, (s + 1)·slice_len) form slice s; the last may be shorter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct HeadNormLayout {
-    /// Rows of x.
-    pub rows: usize,
-    pub nh: usize,
-    /// Values per head.
-    pub dh: usize,
-    pub slice_len: usize,
-    pub bias: bool,
-}
-
-impl HeadNormLayout {
-    pub fn slices(&self) -> usize {
-        self.dh.div_ceil(self.slice_len.max(1))
-    }
-
-    pub fn gb_offset(&self) -> usize {
-        self.rows * self.nh * self.dh
-    }
-
-    pub fn stats_offset(&self) -> usize {
-        self.gb_offset() * if self.bias { 2 } else { 1 }
-    }
-
-    /// f32 values of the side data.
-    pub fn len(&self) -> usize {
-        self.stats_offset() + 2 * self.rows * self.nh * self.slices()
-    }
-}
-
-/// The output-gated head norm of an mLSTM layer, σ(o) ⊙ (LayerNorm per head(x)·w + b), applied to `x`
-/// (its h) on the way into the GEMV, from side data the vec4 mLSTM step writes as it produces h
-/// (ops/mlstm.rs `mlstm_step_project_add`): σ(o)·w elementwise and partial sums per slice of each head.
-/// Every GEMV workgroup finishes each head's mean and variance from the few partial sums (a mean and
-/// variance over a head need every step workgroup of that head, hence a launch boundary; the GEMV is the
-/// next launch anyway), then normalises x chunk by chunk as it reads it: no norm launch of its own.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HeadNormInput<'a> {
-    /// f32 `[layout.len()]`.
-    pub side: &'a Tensor,
-    pub layout: HeadNormLayout,
-    /// The layer norm's epsilon (finite, >= 0).
-    pub eps: f32,
 }
 
 /// The activation of [`gemv_gated`]'s gate.
@@ -366,79 +304,21 @@ pub fn gemv_into_with(
     out: &Tensor,
     launch: GemvOptions,
 ) -> Result<()> {
-    single_impl(w, x, None, None, epilogue, out, launch)
+    single_impl(w, x, None, epilogue, out, launch)
 }
 
 /// `rmsnorm(x)·w (+ bias) (+ residual)`, soft-capped if asked, into a new f32 tensor shaped like `x` with
 /// last dimension `w.shape()[0]`: the norm fused into the product (a model's final norm and LM head).
 pub fn gemv_normed(w: &Tensor, x: &Tensor, norm: InputNorm<'_>, epilogue: GemvEpilogue<'_>) -> Result<Tensor> {
     let out = new_output("gemv", x, w)?;
-    single_impl(w, x, Some(norm), None, epilogue, &out, GemvOptions::default())?;
+    single_impl(w, x, Some(norm), epilogue, &out, GemvOptions::default())?;
     Ok(out)
-}
-
-/// `w·headnorm(x) (+ bias) (+ residual)` into `out`, [`gemv_into_with`] with the mLSTM layer's gated head
-/// norm of `x [rows, nh·dh]` fused into the product (see [`HeadNormInput`]). On the GPU every head must be
-/// a whole number of chunks (dh a multiple of 4 for f32 weights, 8 for 16-bit) and rows·nh at most
-/// [`MAX_HEAD_NORM_SEGMENTS`].
-pub(crate) fn gemv_head_normed_into(
-    w: &Tensor,
-    x: &Tensor,
-    norm: HeadNormInput<'_>,
-    epilogue: GemvEpilogue<'_>,
-    out: &Tensor,
-    launch: GemvOptions,
-) -> Result<()> {
-    single_impl(w, x, None, Some(norm), epilogue, out, launch)
-}
-
-/// A head norm's side data and layout must fit `x [batch, in_len]` (and the GPU kernel, for a GPU `x`).
-fn check_head_norm(op: &'static str, n: &HeadNormInput<'_>, w: &Tensor, x: &Tensor, batch: usize) -> Result<()> {
-    let l = n.layout;
-    let in_len = x.rows_cols().1;
-    if l.rows != batch || l.nh == 0 || l.dh == 0 || l.slice_len == 0 || l.nh * l.dh != in_len {
-        return Err(KernelError::Argument {
-            op,
-            name: "head_norm.layout",
-            value: format!("{l:?}"),
-            reason: format!("must describe x {:?}: rows {batch}, nh·dh = {in_len}, positive sizes", x.shape()),
-        });
-    }
-    require_dtype(op, n.side, DType::F32)?;
-    if n.side.numel() != l.len() {
-        return Err(KernelError::Shape {
-            op,
-            detail: format!("head norm side data {:?} must hold {} f32 for {l:?}", n.side.shape(), l.len()),
-        });
-    }
-    if !(n.eps.is_finite() && n.eps >= 0.0) {
-        return Err(KernelError::Argument {
-            op,
-            name: "eps",
-            value: n.eps.to_string(),
-            reason: "must be finite and non-negative".into(),
-        });
-    }
-    let per_vec4 = if w.dtype() == DType::F32 { 4 } else { 8 };
-    if x.is_gpu() && (!l.dh.is_multiple_of(per_vec4) || l.rows * l.nh > MAX_HEAD_NORM_SEGMENTS) {
-        return Err(KernelError::Argument {
-            op,
-            name: "head_norm.layout",
-            value: format!("{l:?}"),
-            reason: format!(
-                "the GPU kernel takes heads of whole {per_vec4}-value chunks and at most {MAX_HEAD_NORM_SEGMENTS} \
-                 (row, head) pairs"
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn single_impl(
     w: &Tensor,
     x: &Tensor,
     norm: Option<InputNorm<'_>>,
-    head_norm: Option<HeadNormInput<'_>>,
     epilogue: GemvEpilogue<'_>,
     out: &Tensor,
     launch: GemvOptions,
@@ -458,9 +338,6 @@ fn single_impl(
         }
         None => None,
     };
-    if let Some(n) = &head_norm {
-        check_head_norm(op, n, w, x, batch)?;
-    }
     let soft_cap = epilogue.soft_cap;
     let job = Job {
         op,
@@ -473,7 +350,6 @@ fn single_impl(
         residual,
         soft_cap,
         norm,
-        head_norm,
         rope: None,
     };
     job.check_aliasing()?;
@@ -537,7 +413,6 @@ pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], 
         residual: None,
         soft_cap: None,
         norm: Some(norm),
-        head_norm: None,
         rope: Some(RopeOut { table: kv.table, pos: kv.pos }),
     };
     job.check_aliasing()?;
@@ -602,20 +477,7 @@ fn multi_impl(
         return Err(KernelError::DType { op, expected: format!("{first} (one dtype for every bias)"), found: other });
     }
     let outs = outs.to_vec();
-    let job = Job {
-        op,
-        x,
-        batch,
-        in_len,
-        mats,
-        outs,
-        gated: None,
-        residual: None,
-        soft_cap: None,
-        norm,
-        head_norm: None,
-        rope: None,
-    };
+    let job = Job { op, x, batch, in_len, mats, outs, gated: None, residual: None, soft_cap: None, norm, rope: None };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -657,20 +519,7 @@ fn gated_impl(
     check_out(op, "out", out, batch, rows)?;
     let mats = vec![Mat { w: w_gate, bias: None, rows }, Mat { w: w_up, bias: None, rows }];
     let (gated, outs) = (Some(act), vec![out]);
-    let job = Job {
-        op,
-        x,
-        batch,
-        in_len,
-        mats,
-        outs,
-        gated,
-        residual: None,
-        soft_cap: None,
-        norm,
-        head_norm: None,
-        rope: None,
-    };
+    let job = Job { op, x, batch, in_len, mats, outs, gated, residual: None, soft_cap: None, norm, rope: None };
     job.check_aliasing()?;
     job.run(launch)
 }
@@ -781,8 +630,6 @@ struct Job<'a> {
     soft_cap: Option<f32>,
     /// Multi and gated only: RMSNorm of x first.
     norm: Option<InputNorm<'a>>,
-    /// Plain gemv only ([`gemv_head_normed_into`]): the gated head norm of x first.
-    head_norm: Option<HeadNormInput<'a>>,
     /// [`gemv_qkv_rope`] only (GPU): outs[1] and outs[2] are the KV caches.
     rope: Option<RopeOut<'a>>,
 }
@@ -822,7 +669,6 @@ impl Job<'_> {
     fn inputs(&self) -> Vec<&Tensor> {
         let mut v = vec![self.x];
         v.extend(self.norm.map(|n| n.weight));
-        v.extend(self.head_norm.map(|n| n.side));
         for m in &self.mats {
             v.push(m.w);
             v.extend(m.bias);
@@ -863,14 +709,6 @@ impl Job<'_> {
                 let job = Job { x: &xn, norm: None, mats: self.mats.clone(), outs: self.outs.clone(), ..*self };
                 return job.run(launch);
             }
-        }
-        if let Some(n) = self.head_norm
-            && !self.x.is_gpu()
-        {
-            // The CPU normalises x first (the GPU kernel does it chunk by chunk, checked to fit).
-            let xn = head_normed_cpu(self.x, n)?;
-            let job = Job { x: &xn, head_norm: None, mats: self.mats.clone(), outs: self.outs.clone(), ..*self };
-            return job.run(launch);
         }
         let mut all = self.inputs();
         all.extend(self.outs.iter().copied());
@@ -960,12 +798,7 @@ impl Job<'_> {
         let dtype = self.mats[0].w.dtype();
         let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
         let vec = self.in_len.is_multiple_of(per_vec4);
-        let kind = match (gated, self.norm.is_some() && self.mats.len() > 1) {
-            (true, _) => TuneKind::Gated,
-            (false, true) => TuneKind::NormedMulti,
-            (false, false) => TuneKind::Plain,
-        };
-        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind));
+        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), gated));
         let mut tune = clamp_tune(tune);
         if self.rope.is_some() {
             // Whole rotation pairs: 2 or 4 slots.
@@ -981,11 +814,9 @@ impl Job<'_> {
         let ws = self.mats.iter().map(|m| buf(m.w)).collect::<Result<Vec<_>>>()?;
         let biases = self.mats.iter().map(|m| m.bias.map(buf).transpose()).collect::<Result<Vec<_>>>()?;
         let ys = self.outs.iter().map(|t| buf(t)).collect::<Result<Vec<_>>>()?;
-        // The norm's weight, or the head norm's side data.
-        let nwb = match (self.norm, self.head_norm) {
-            (Some(n), _) => buf(n.weight)?,
-            (None, Some(n)) => buf(n.side)?,
-            (None, None) => xb.clone(),
+        let nwb = match self.norm {
+            Some(n) => buf(n.weight)?,
+            None => xb.clone(),
         };
         let (res, accumulate) = match self.residual {
             Some(r) if r.same_storage(self.outs[0]) => (None, true),
@@ -1013,14 +844,8 @@ impl Job<'_> {
         for (k, m) in self.mats.iter().enumerate() {
             n[k] = to_u32(op, "rows", m.rows)?;
         }
-        let mut flags =
+        let flags =
             epilogue_flags(biases.iter().map(Option::is_some), res.is_some(), accumulate, self.soft_cap.is_some());
-        const F_HN_BIAS: u32 = 512;
-        if self.head_norm.is_some_and(|n| n.layout.bias) {
-            flags |= F_HN_BIAS;
-        }
-        let hn = self.head_norm.map(|n| n.layout);
-        let hn_u32 = |f: fn(&HeadNormLayout) -> usize| hn.as_ref().map_or(Ok(0), |l| to_u32(op, "head norm", f(l)));
         // Element indices of the weights must fit a u32.
         for m in &self.mats {
             to_u32(op, "weight elements", m.w.numel())?;
@@ -1034,20 +859,13 @@ impl Job<'_> {
             n,
             g,
             n_groups,
-            eps: self.norm.map(|n| n.eps).or(self.head_norm.map(|n| n.eps)).unwrap_or(0.0),
+            eps: self.norm.map_or(0.0, |n| n.eps),
             cap: self.soft_cap.unwrap_or(1.0),
             pos: self.rope.map_or(Ok(0), |r| to_u32(op, "position", r.pos))?,
             head_dim: self.rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: self.rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
             rope_scale: self.rope.map_or(1.0, |r| r.table.config().attention_scaling),
-            hn_nh: hn_u32(|l| l.nh)?,
-            hn_dh: hn_u32(|l| l.dh)?,
-            hn_chunks: hn_u32(|l| l.dh)? / per_vec4 as u32,
-            hn_slices: hn_u32(HeadNormLayout::slices)?,
-            hn_slice_len: hn_u32(|l| l.slice_len)?,
-            hn_gb: hn_u32(HeadNormLayout::gb_offset)?,
-            hn_stats: hn_u32(HeadNormLayout::stats_offset)?,
-            _pad: [0; 3],
+            _pad: [0; 2],
         };
 
         // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
@@ -1070,17 +888,8 @@ impl Job<'_> {
             ("GATED", if gated { 1.0 } else { 0.0 }),
             ("ACT", self.gated.map_or(0.0, GatedAct::code)),
             ("RED_LEN", red_len as f64),
-            (
-                "NORM",
-                match (self.norm, hn) {
-                    (Some(n), _) if n.variant == RmsNormVariant::Gemma => 2.0,
-                    (Some(_), _) => 1.0,
-                    (None, Some(_)) => 3.0,
-                    (None, None) => 0.0,
-                },
-            ),
+            ("NORM", self.norm.map_or(0.0, |n| if n.variant == RmsNormVariant::Gemma { 2.0 } else { 1.0 })),
             ("NW_DT", self.norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
-            ("HN", hn.map_or(1, |l| l.rows * l.nh) as f64),
             ("ROPE", self.rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
         ];
         let table = self.rope.map(|r| buf(r.table.tensor())).transpose()?;
@@ -1118,20 +927,14 @@ impl Job<'_> {
 /// share each weight load; fewer rows when the dispatch would otherwise have under 2048 workgroups to
 /// spread over the GPU. The gated form at b = 1 takes four rows of each matrix: every workgroup reads all
 /// of x (and the norm's weight), so more rows a workgroup means less of that traffic per weight byte
-/// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds). The same holds
-/// for the RMS-normed multi-matrix form with 16-bit weights at b = 1 (xLSTM's six projections, 12304 rows
-/// at xLSTM-7B): with two rows a workgroup it reads 24 KiB of x and norm weight (in = 4096) beside 16 KiB
-/// of weights, 1.5 bytes per weight byte against 1 for a plain GEMV; four rows halve that (not measured
-/// yet: it ran at ~70 % of copy bandwidth with two rows where plain bf16 GEMVs reach ~85 %).
-fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind: TuneKind) -> Tune {
+/// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds).
+fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, gated: bool) -> Tune {
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
     let wg = (chunks / 4).next_power_of_two().clamp(32, 128) as u32;
-    let gated = kind == TuneKind::Gated;
     let mut rows: u32 = match (batch, gated, dtype) {
         (1, true, _) => 4,
         (1, _, DType::F32) => 1,
-        (1, ..) if kind == TuneKind::NormedMulti => 4,
         (1, ..) | (_, true, _) => 2,
         _ => 4,
     };
@@ -1141,46 +944,9 @@ fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind:
     Tune { wg, rows }
 }
 
-/// What a dispatch's workgroups read besides their weight rows, for [`auto_tune`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TuneKind {
-    /// x (and maybe a norm's weight) for the rows of one matrix, or of several without a norm.
-    Plain,
-    /// x (and maybe a norm's weight) for the same rows of the gate and up matrices.
-    Gated,
-    /// x and the RMSNorm's weight for rows of one of several matrices.
-    NormedMulti,
-}
-
 /// Keeps a tune inside the kernel's limits: a power-of-two workgroup of 32..=256 threads, 1..=4 rows.
 fn clamp_tune(t: Tune) -> Tune {
     Tune { wg: t.wg.clamp(32, 256).next_power_of_two().min(256), rows: t.rows.clamp(1, 4) }
-}
-
-/// x normalised by a [`HeadNormInput`] on the CPU, in f32 as the GPU kernel forms it: per (row, head) the
-/// mean of the slice sums, M2 = Σ M2_s + n_s·(mean_s − mean)², then (x − mean)·rstd·g (+ gb).
-fn head_normed_cpu(x: &Tensor, n: HeadNormInput<'_>) -> Result<Tensor> {
-    let (xs, side) = (cpu::read_f32(x), cpu::read_f32(n.side));
-    let l = n.layout;
-    let slices = l.slices();
-    let mut y = vec![0f32; xs.len()];
-    for (seg, (ys, xh)) in y.chunks_exact_mut(l.dh).zip(xs.chunks_exact(l.dh)).enumerate() {
-        let st = &side[l.stats_offset() + 2 * seg * slices..][..2 * slices];
-        let mean = st.iter().step_by(2).sum::<f32>() / l.dh as f32;
-        let mut m2 = 0f32;
-        for (s, pair) in st.chunks_exact(2).enumerate() {
-            let cnt = l.slice_len.min(l.dh - s * l.slice_len) as f32;
-            let d = pair[0] / cnt - mean;
-            m2 += pair[1] + cnt * d * d;
-        }
-        let var_eps = m2 / l.dh as f32 + n.eps;
-        let rstd = if var_eps > 0.0 { 1.0 / var_eps.sqrt() } else { 0.0 };
-        for (e, (o, &v)) in ys.iter_mut().zip(xh).enumerate() {
-            let i = seg * l.dh + e;
-            *o = (v - mean) * rstd * side[i] + if l.bias { side[l.gb_offset() + i] } else { 0.0 };
-        }
-    }
-    Tensor::from_slice(&Backend::Cpu, &y, x.shape())
 }
 
 /// The weights of a CPU tensor as a slice of their element type.
@@ -1559,7 +1325,7 @@ mod tests {
                     let e = GemvEpilogue { soft_cap: Some(cap), ..Default::default() };
                     for launch in launches(&backend) {
                         let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
-                        single_impl(&wd, &xd, Some(norm), None, e, &out, launch).unwrap();
+                        single_impl(&wd, &xd, Some(norm), e, &out, launch).unwrap();
                         let name = format!(
                             "gemv_normed {dtype} [{rows}, {in_len}] b={b} {variant:?} soft cap {cap} on {}",
                             what(&backend, launch)
@@ -1907,187 +1673,6 @@ mod tests {
         }
     }
 
-    /// The side data the vec4 mLSTM step writes for x `[b, nh·dh]` (HeadNormLayout), from f64: g = σ(o)·w,
-    /// σ(o)·bias, and per (row, head, slice) the sum of x and the squared deviations from the slice mean.
-    fn head_norm_side(x: &[f32], o: &[f32], w: Option<&[f32]>, bias: Option<&[f32]>, l: HeadNormLayout) -> Vec<f32> {
-        let width = l.nh * l.dh;
-        let sig = |v: f32| 1.0 / (1.0 + (-(v as f64)).exp());
-        let mut side = vec![0f32; l.len()];
-        for i in 0..l.rows * width {
-            let s = sig(o[i]);
-            side[i] = (s * w.map_or(1.0, |w| w[i % width] as f64)) as f32;
-            if let Some(b) = bias {
-                side[l.gb_offset() + i] = (s * b[i % width] as f64) as f32;
-            }
-        }
-        for (seg, xh) in x.chunks(l.dh).enumerate() {
-            for (sl, xs) in xh.chunks(l.slice_len).enumerate() {
-                let sum: f64 = xs.iter().map(|&v| v as f64).sum();
-                let mean = sum / xs.len() as f64;
-                let m2: f64 = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
-                let at = l.stats_offset() + 2 * (seg * l.slices() + sl);
-                side[at] = sum as f32;
-                side[at + 1] = m2 as f32;
-            }
-        }
-        side
-    }
-
-    /// The GEMV with the mLSTM's gated head norm as its input norm ([`gemv_head_normed_into`]) against the
-    /// f64 norm and product: ragged heads and slices (the last one short), several heads, every batch size,
-    /// more (row, head) pairs than threads, with and without the norm's weight and bias, eps 0 on a
-    /// constant head, every epilogue, every dtype, both kernels and forced launch shapes.
-    #[test]
-    fn head_norm_input_matches_the_f64_reference() {
-        use crate::ops::mlstm::reference::multihead_layernorm;
-        let mut rng = Rng::new(63);
-        // (dtype, rows, nh, dh, slice_len, b, weight?, bias?, eps)
-        #[rustfmt::skip]
-        let cases = [
-            (DType::BF16, 17, 2, 64, 32, 1, true, false, 1e-5f32),
-            (DType::F32, 3, 3, 12, 8, 2, true, true, 1e-6),
-            (DType::F16, 33, 1, 264, 32, 3, false, false, 1e-5),
-            (DType::BF16, 1, 8, 24, 7, 4, true, true, 0.0),
-            (DType::F32, 64, 5, 4, 4, 5, false, true, 1e-3),
-            (DType::BF16, 257, 2, 40, 16, 6, true, false, 1e-5),
-            (DType::F16, 31, 3, 16, 3, 7, true, true, 1e-5),
-            (DType::BF16, 9, 9, 8, 8, 8, true, false, 0.0),
-        ];
-        for (case, &(dtype, rows, nh, dh, slice_len, b, with_w, with_b, eps)) in cases.iter().enumerate() {
-            let width = nh * dh;
-            let l = HeadNormLayout { rows: b, nh, dh, slice_len, bias: with_b };
-            let mut xv = rng.vec(b * width, -2.0, 3.0);
-            if eps == 0.0 {
-                // A constant head: with eps 0 its values normalise to 0 (not 0/0).
-                xv[..dh].iter_mut().for_each(|v| *v = 1.25);
-            }
-            let ov: Vec<f32> = rng
-                .vec(b * width, -8.0, 8.0)
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| [v, 50.0, v, -50.0][i % 4])
-                .collect();
-            let wv = round_to(&rng.vec(width, 0.5, 1.5), DType::BF16);
-            let bv = round_to(&rng.vec(width, -1.0, 1.0), DType::F16);
-            let (wr, br) = (with_w.then_some(wv.as_slice()), with_b.then_some(bv.as_slice()));
-            let side_v = head_norm_side(&xv, &ov, wr, br, l);
-            let mut y = multihead_layernorm(&xv, width, nh, wr, br, Some(&ov), eps);
-            if eps == 0.0 {
-                // The f64 reference divides 0 by 0 on the constant head; its norm is 0 there (the ops'
-                // rule), leaving σ(o)·b.
-                for (e, v) in y[..dh].iter_mut().enumerate() {
-                    *v = br.map_or(0.0, |b| b[e] as f64) / (1.0 + (-(ov[e] as f64)).exp());
-                }
-            }
-            let w_v = round_to(&rng.vec(rows * width, -1.0, 1.0), dtype);
-            let bias_v = round_to(&rng.vec(rows, -1.0, 1.0), DType::BF16);
-            let res_v = rng.vec(b * rows, -1.0, 1.0);
-            let cap = 20.0f32;
-            let ymax = y.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-            for mode in ["plain", "bias", "in place", "capped"] {
-                let want: Vec<f64> = (0..b * rows)
-                    .map(|i| {
-                        let (r, o) = (i / rows, i % rows);
-                        let dot: f64 = w_v[o * width..][..width]
-                            .iter()
-                            .zip(&y[r * width..][..width])
-                            .map(|(&a, &c)| a as f64 * c)
-                            .sum();
-                        match mode {
-                            "bias" => dot + bias_v[o] as f64,
-                            "in place" => dot + res_v[i] as f64,
-                            "capped" => cap as f64 * (dot / cap as f64).tanh(),
-                            _ => dot,
-                        }
-                    })
-                    .collect();
-                for backend in test_backends() {
-                    let t = |v: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(&backend, v, shape, dt).unwrap();
-                    let (w, x) = (t(&w_v, &[rows, width], dtype), t(&xv, &[b, width], DType::F32));
-                    let side = t(&side_v, &[side_v.len()], DType::F32);
-                    let bias = t(&bias_v, &[rows], DType::BF16);
-                    let norm = HeadNormInput { side: &side, layout: l, eps };
-                    // Two of the launch variants a case (each is a pipeline for lavapipe to compile).
-                    let all = launches(&backend);
-                    let picked: Vec<GemvOptions> = all.iter().skip(2 * (case % 2)).take(2).copied().collect();
-                    for launch in if picked.is_empty() { all } else { picked } {
-                        let out = t(&res_v, &[b, rows], DType::F32);
-                        let epilogue = match mode {
-                            "bias" => GemvEpilogue::bias(Some(&bias)),
-                            "in place" => GemvEpilogue::residual(&out),
-                            "capped" => GemvEpilogue { soft_cap: Some(cap), ..Default::default() },
-                            _ => GemvEpilogue::default(),
-                        };
-                        gemv_head_normed_into(&w, &x, norm, epilogue, &out, launch).unwrap();
-                        let name = format!(
-                            "gemv head norm {dtype} [{rows}, {nh}x{dh}] slices of {slice_len} b={b} weight {with_w} \
-                             bias {with_b} eps {eps} {mode} on {}",
-                            what(&backend, launch)
-                        );
-                        // The side data is f32 from f64: a few ulp of each normalised value, summed.
-                        assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(width, 4.0 * ymax));
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn head_norm_input_rejects_bad_layouts_and_side_data() {
-        for backend in test_backends() {
-            let z = |shape: &[usize]| Tensor::zeros(&backend, shape, DType::F32).unwrap();
-            let (b, nh, dh, rows) = (2, 3, 8, 5);
-            let l = HeadNormLayout { rows: b, nh, dh, slice_len: 4, bias: false };
-            let (w, x, out, side) = (z(&[rows, nh * dh]), z(&[b, nh * dh]), z(&[b, rows]), z(&[l.len()]));
-            let call = |l: HeadNormLayout, side: &Tensor, eps: f32, out: &Tensor| {
-                let norm = HeadNormInput { side, layout: l, eps };
-                gemv_head_normed_into(&w, &x, norm, GemvEpilogue::default(), out, GemvOptions::default())
-            };
-            call(l, &side, 1e-5, &out).unwrap();
-            for bad in [
-                HeadNormLayout { rows: 1, ..l },
-                HeadNormLayout { nh: 2, ..l },
-                HeadNormLayout { slice_len: 0, ..l },
-                HeadNormLayout { dh: 0, nh: 0, ..l },
-            ] {
-                let r = call(bad, &z(&[bad.len().max(1)]), 1e-5, &out);
-                assert!(
-                    matches!(r, Err(KernelError::Argument { op: "gemv", name: "head_norm.layout", .. })),
-                    "{bad:?}: {r:?}"
-                );
-            }
-            // Side data of the wrong length or dtype, a bad eps, the output aliasing the side data.
-            assert!(matches!(call(l, &z(&[l.len() + 1]), 1e-5, &out), Err(KernelError::Shape { op: "gemv", .. })));
-            let half = Tensor::zeros(&backend, &[l.len()], DType::F16).unwrap();
-            assert!(matches!(call(l, &half, 1e-5, &out), Err(KernelError::DType { op: "gemv", .. })));
-            for eps in [-1.0, f32::NAN] {
-                assert!(matches!(call(l, &side, eps, &out), Err(KernelError::Argument { name: "eps", .. })));
-            }
-            // 2·24 values and 2·3·2 slices of two sums: 72 f32, the size of a [2, 36] output.
-            let side72 = z(&[l.len()]);
-            let (w36, out72) = (z(&[36, nh * dh]), side72.reshape(&[b, 36]).unwrap());
-            let norm = HeadNormInput { side: &side72, layout: l, eps: 1e-5 };
-            let r = gemv_head_normed_into(&w36, &x, norm, GemvEpilogue::default(), &out72, GemvOptions::default());
-            assert!(matches!(r, Err(KernelError::Argument { name: "out", .. })), "{r:?}");
-            // On the GPU, heads must be whole chunks of 16-bit weights.
-            if backend.is_gpu() {
-                let w16 = Tensor::zeros(&backend, &[rows, 3 * 4], DType::BF16).unwrap();
-                let x4 = z(&[1, 12]);
-                let l4 = HeadNormLayout { rows: 1, nh: 3, dh: 4, slice_len: 4, bias: false };
-                let norm = HeadNormInput { side: &z(&[l4.len()]), layout: l4, eps: 1e-5 };
-                let r = gemv_head_normed_into(
-                    &w16,
-                    &x4,
-                    norm,
-                    GemvEpilogue::default(),
-                    &z(&[1, rows]),
-                    GemvOptions::default(),
-                );
-                assert!(matches!(r, Err(KernelError::Argument { name: "head_norm.layout", .. })), "{r:?}");
-            }
-        }
-    }
-
     #[test]
     fn forcing_the_subgroup_kernel_without_subgroups_is_an_error() {
         if let Some(Backend::Gpu(ctx)) = crate::testing::test_gpu()
@@ -2284,8 +1869,7 @@ mod tests {
                                 }
                                 Some(f) => f.iter().zip(&got).map(|(a, c)| (a - c).abs()).fold(0.0f32, f32::max),
                             };
-                            let used =
-                                tune.unwrap_or_else(|| clamp_tune(auto_tune(b, in_len, dtype, rows, TuneKind::Plain)));
+                            let used = tune.unwrap_or_else(|| clamp_tune(auto_tune(b, in_len, dtype, rows, false)));
                             println!(
                                 "gemv {dtype:<4} [{rows:>6}, {in_len:>5}] b={b} {kernel:<9?} wg={:<3} rows={} {}: {:>8.1} us {:>6.0} GB/s  host {:>5.1} us  diff {diff:.1e}",
                                 used.wg,
@@ -2359,22 +1943,9 @@ mod tests {
         for b in 1..=MAX_BATCH {
             for in_len in [1, 7, 64, 4096, 14336] {
                 for dtype in DType::FLOATS {
-                    for kind in [TuneKind::Plain, TuneKind::Gated, TuneKind::NormedMulti] {
-                        let t = auto_tune(b, in_len, dtype, 4096, kind);
-                        assert_eq!(clamp_tune(t), t, "auto tune {t:?} is outside the limits");
-                    }
+                    let t = auto_tune(b, in_len, dtype, 4096, b % 2 == 0);
+                    assert_eq!(clamp_tune(t), t, "auto tune {t:?} is outside the limits");
                 }
-            }
-        }
-        // xLSTM-7B's six normed projections at b = 1 (bf16): four rows a workgroup, 3076 workgroups; plain and
-        // f32 stay as swept.
-        let six = 2 * 2048 + 2 * 4096 + 2 * 8;
-        assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 4 });
-        assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::Plain), Tune { wg: 128, rows: 2 });
-        assert_eq!(auto_tune(1, 4096, DType::F32, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 1 });
-        for b in 2..=MAX_BATCH {
-            for kind in [TuneKind::Plain, TuneKind::NormedMulti] {
-                assert_eq!(auto_tune(b, 4096, DType::BF16, six, kind), Tune { wg: 128, rows: 4 });
             }
         }
     }

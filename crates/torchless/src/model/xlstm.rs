@@ -7,8 +7,7 @@
 //!   h = rmsnorm(x);  q, k, v, o = h·Wq, h·Wk, h·Wv, h·Wo;  ĩ, f̃ = softcap(h·Wi + bi), softcap(h·Wf + bf)
 //!   y = mlstm(q, k, v, ĩ, f̃; C, n, m)      (chunkwise over a prompt, one recurrent step per decoded token;
 //!                                           the mLSTM kernels apply the gates' soft cap as they read them)
-//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head; decoding, the out projection's
-//!                                           GEMV applies gate and norm as it reads y)
+//!   x += Wout·(sigmoid(o) ⊙ headnorm(y))     (headnorm: a LayerNorm per head; gate and norm in one launch)
 //!   h = rmsnorm(x);  x += Wdown·(silu(h·Wgate) ⊙ h·Wup)
 //! then logits = softcap(rmsnorm(x)·Wlm).
 //!
@@ -455,15 +454,14 @@ impl Xlstm {
         for (block, s) in self.blocks.iter().zip(&state.blocks) {
             // mLSTM layer: projections of norm(x), the gate pre-activations uncapped (the mLSTM caps them).
             let [q, k, v, o, i, f] = self.normed_projections(&x, block)?;
-            // The recurrence (batch of one sequence), y = sigmoid(o) ⊙ headnorm(h) and x += Wout·y: decoding,
-            // one step whose gated norm the out projection's GEMV finishes (two launches on the GPU); over a
-            // prompt, chunkwise (or stepped) h, then the gated norm, then the projection.
-            if n == 1 {
+            // The recurrence (batch of one sequence) and y = sigmoid(o) ⊙ headnorm(h): decoding, one step
+            // with the gated norm fused in; over a prompt, chunkwise (or stepped) h, then the gated norm.
+            let y = if n == 1 {
                 let (q, k, v) = (q.reshape(&[1, nh, dqk])?, k.reshape(&[1, nh, dqk])?, v.reshape(&[1, nh, dv])?);
                 let o = o.reshape(&[1, nh, dv])?;
                 let norm = GatedHeadNorm { gate: &o, weight: Some(&block.head_norm), bias: None, eps: c.norm_eps };
-                let xs = MlstmInputs { q: &q, k: &k, v: &v, i_pre: &i, f_pre: &f };
-                mlstm::mlstm_step_project_add(xs, s, c.mlstm_options(), norm, &block.w_out, &x)?;
+                let x = MlstmInputs { q: &q, k: &k, v: &v, i_pre: &i, f_pre: &f };
+                mlstm::mlstm_step_gated_norm(x, s, c.mlstm_options(), norm)?
             } else {
                 let h = if self.step_prefill {
                     self.mlstm_steps(&q, &k, &v, &i, &f, s, &rows)?
@@ -475,10 +473,10 @@ impl Xlstm {
                     mlstm::mlstm_chunkwise(x, s, c.chunk_size, c.mlstm_options())?
                 };
                 let h = h.reshape(&[n, c.v_dim])?;
-                let y = mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?;
-                // Projected back and added to the residual.
-                linear_add_into(&y, &block.w_out, &x)?;
-            }
+                mlstm::multihead_layernorm_gated(&h, &o, nh, Some(&block.head_norm), None, c.norm_eps)?
+            };
+            // Projected back and added to the residual.
+            linear_add_into(&y.reshape(&[n, c.v_dim])?, &block.w_out, &x)?;
 
             // Feed-forward: x += Wdown·(silu(h·Wgate) ⊙ h·Wup), h = norm(x).
             let g = self.normed_swiglu(&x, block)?;
