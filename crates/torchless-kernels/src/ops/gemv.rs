@@ -798,7 +798,12 @@ impl Job<'_> {
         let dtype = self.mats[0].w.dtype();
         let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
         let vec = self.in_len.is_multiple_of(per_vec4);
-        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), gated));
+        let kind = match (gated, self.norm.is_some() && self.mats.len() > 1) {
+            (true, _) => TuneKind::Gated,
+            (false, true) => TuneKind::NormedMulti,
+            (false, false) => TuneKind::Plain,
+        };
+        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind));
         let mut tune = clamp_tune(tune);
         if self.rope.is_some() {
             // Whole rotation pairs: 2 or 4 slots.
@@ -927,14 +932,20 @@ impl Job<'_> {
 /// share each weight load; fewer rows when the dispatch would otherwise have under 2048 workgroups to
 /// spread over the GPU. The gated form at b = 1 takes four rows of each matrix: every workgroup reads all
 /// of x (and the norm's weight), so more rows a workgroup means less of that traffic per weight byte
-/// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds).
-fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, gated: bool) -> Tune {
+/// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds). The same holds
+/// for the RMS-normed multi-matrix form with 16-bit weights at b = 1 (xLSTM's six projections, 12304 rows
+/// at xLSTM-7B): with two rows a workgroup it reads 24 KiB of x and norm weight (in = 4096) beside 16 KiB
+/// of weights, 1.5 bytes per weight byte against 1 for a plain GEMV; four rows halve that (not measured
+/// yet: it ran at ~70 % of copy bandwidth with two rows where plain bf16 GEMVs reach ~85 %).
+fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind: TuneKind) -> Tune {
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
     let wg = (chunks / 4).next_power_of_two().clamp(32, 128) as u32;
+    let gated = kind == TuneKind::Gated;
     let mut rows: u32 = match (batch, gated, dtype) {
         (1, true, _) => 4,
         (1, _, DType::F32) => 1,
+        (1, ..) if kind == TuneKind::NormedMulti => 4,
         (1, ..) | (_, true, _) => 2,
         _ => 4,
     };
@@ -942,6 +953,17 @@ fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, gated
         rows /= 2;
     }
     Tune { wg, rows }
+}
+
+/// What a dispatch's workgroups read besides their weight rows, for [`auto_tune`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TuneKind {
+    /// x (and maybe a norm's weight) for the rows of one matrix, or of several without a norm.
+    Plain,
+    /// x (and maybe a norm's weight) for the same rows of the gate and up matrices.
+    Gated,
+    /// x and the RMSNorm's weight for rows of one of several matrices.
+    NormedMulti,
 }
 
 /// Keeps a tune inside the kernel's limits: a power-of-two workgroup of 32..=256 threads, 1..=4 rows.
@@ -1869,7 +1891,8 @@ mod tests {
                                 }
                                 Some(f) => f.iter().zip(&got).map(|(a, c)| (a - c).abs()).fold(0.0f32, f32::max),
                             };
-                            let used = tune.unwrap_or_else(|| clamp_tune(auto_tune(b, in_len, dtype, rows, false)));
+                            let used =
+                                tune.unwrap_or_else(|| clamp_tune(auto_tune(b, in_len, dtype, rows, TuneKind::Plain)));
                             println!(
                                 "gemv {dtype:<4} [{rows:>6}, {in_len:>5}] b={b} {kernel:<9?} wg={:<3} rows={} {}: {:>8.1} us {:>6.0} GB/s  host {:>5.1} us  diff {diff:.1e}",
                                 used.wg,
@@ -1943,9 +1966,22 @@ mod tests {
         for b in 1..=MAX_BATCH {
             for in_len in [1, 7, 64, 4096, 14336] {
                 for dtype in DType::FLOATS {
-                    let t = auto_tune(b, in_len, dtype, 4096, b % 2 == 0);
-                    assert_eq!(clamp_tune(t), t, "auto tune {t:?} is outside the limits");
+                    for kind in [TuneKind::Plain, TuneKind::Gated, TuneKind::NormedMulti] {
+                        let t = auto_tune(b, in_len, dtype, 4096, kind);
+                        assert_eq!(clamp_tune(t), t, "auto tune {t:?} is outside the limits");
+                    }
                 }
+            }
+        }
+        // xLSTM-7B's six normed projections at b = 1 (bf16): four rows a workgroup, 3076 workgroups; plain and
+        // f32 stay as swept.
+        let six = 2 * 2048 + 2 * 4096 + 2 * 8;
+        assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 4 });
+        assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::Plain), Tune { wg: 128, rows: 2 });
+        assert_eq!(auto_tune(1, 4096, DType::F32, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 1 });
+        for b in 2..=MAX_BATCH {
+            for kind in [TuneKind::Plain, TuneKind::NormedMulti] {
+                assert_eq!(auto_tune(b, 4096, DType::BF16, six, kind), Tune { wg: 128, rows: 4 });
             }
         }
     }
