@@ -716,12 +716,13 @@ fn flash_gpu(
 // ---- bench ----------------------------------------------------------------------------------------
 
 /// Bench op names of this family.
-/// `sdpa_decode` reads an f16 cache (as the target states it); `sdpa_decode_f32` the f32 cache
-/// the engine keeps.
+/// `sdpa_decode` reads an f16 cache (the reference shape of BENCHMARKS.md); `sdpa_decode_f32` the f32
+/// cache the engine keeps.
 pub const BENCH_OPS: &[&str] = &["sdpa_decode", "sdpa_decode_f32", "flash_attention"];
 
 /// `sdpa_decode`: 32 heads, 8 KV heads, head_dim 128, one token, an f16 cache whose K + V bytes are
-/// about `bytes` (kv_len = bytes / 4096: 16 MiB → 4k, 128 MiB → 32k). `flash_attention`: the same
+/// about `bytes` (kv_len = bytes / 4096: 16 MiB → 4k, 128 MiB → 32k); `sdpa_decode_f32` the same with an
+/// f32 cache (kv_len = bytes / 8192: 32 MiB → 4k, 256 MiB → 32k). `flash_attention`: the same
 /// heads, f32 Q/K/V, causal, L = S from `bytes` (inputs + output), at most 4096.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
