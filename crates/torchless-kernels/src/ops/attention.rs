@@ -599,11 +599,11 @@ fn decode_gpu(
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
     };
-    let (kernel, entry, constants, grid) = match plan.kernel {
-        DecodeKernel::Subgroup { lanes, threads } => (
-            &ATTENTION_SUBGROUP,
-            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
-            vec![
+    // The kernels take different overrides; each arm fills its own array.
+    let (subgroup_constants, workgroup_constants);
+    let (kernel, entry, constants, grid): (_, _, &[(&str, f64)], _) = match plan.kernel {
+        DecodeKernel::Subgroup { lanes, threads } => {
+            subgroup_constants = [
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("LPR", lanes as f64),
@@ -611,21 +611,29 @@ fn decode_gpu(
                 ("DIRECT", f64::from(u8::from(direct))),
                 ("WG", threads as f64),
                 ("SG", min_subgroup as f64),
-            ],
-            [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
-        ),
-        DecodeKernel::Workgroup { tile_keys } => (
-            &ATTENTION,
-            if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode" } else { "sdpa_decode_dev" },
-            vec![
+            ];
+            (
+                &ATTENTION_SUBGROUP,
+                if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
+                &subgroup_constants,
+                [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
+            )
+        }
+        DecodeKernel::Workgroup { tile_keys } => {
+            workgroup_constants = [
                 ("DTYPE", k.dtype().wgsl_code()),
                 ("HD", d.head_dim as f64),
                 ("TK", tile_keys as f64),
                 ("RB", plan.rows_per_block as f64),
                 ("DIRECT", f64::from(u8::from(direct))),
-            ],
-            [plan.n_splits as u32, d.n_kv_heads as u32, plan.row_blocks as u32],
-        ),
+            ];
+            (
+                &ATTENTION,
+                if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode" } else { "sdpa_decode_dev" },
+                &workgroup_constants,
+                [plan.n_splits as u32, d.n_kv_heads as u32, plan.row_blocks as u32],
+            )
+        }
     };
     let (qb, kb, vb, pb) = (buffer(q), buffer(k), buffer(v), buffer(&part));
     let len_buffer;
@@ -639,7 +647,7 @@ fn decode_gpu(
     ctx.dispatch(Dispatch {
         kernel,
         entry,
-        constants: &constants,
+        constants,
         params: Some(bytemuck::bytes_of(&params)),
         buffers,
         workgroups: Workgroups::Grid(grid),

@@ -941,12 +941,11 @@ fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind:
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
     let wg = (chunks / 4).next_power_of_two().clamp(32, 128) as u32;
-    let gated = kind == TuneKind::Gated;
-    let mut rows: u32 = match (batch, gated, dtype) {
-        (1, true, _) => 4,
+    let mut rows: u32 = match (batch, kind, dtype) {
+        (1, TuneKind::Gated, _) => 4,
         (1, _, DType::F32) => 1,
-        (1, ..) if kind == TuneKind::NormedMulti => 4,
-        (1, ..) | (_, true, _) => 2,
+        (1, TuneKind::NormedMulti, _) => 4,
+        (1, ..) | (_, TuneKind::Gated, _) => 2,
         _ => 4,
     };
     while rows > 1 && total_rows.div_ceil(rows as usize) < 2048 {
@@ -1506,11 +1505,8 @@ mod tests {
                     "gemv_qkv_rope {dtype} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
                     backend.name()
                 );
-                let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
                 let tol = Tolerance { atol: 2e-5, rtol: 2e-5 };
-                assert_close(&format!("{what}: q"), &got.to_f32_vec().unwrap(), &f64s(&q), tol);
-                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&kc_want), tol);
-                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&vc_want), tol);
+                crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
             }
         }
         // Bad input: a step past the end of the cache, caches of the wrong shape.

@@ -1490,11 +1490,8 @@ mod tests {
                     "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
                     backend.name()
                 );
-                let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
                 let tol = Tolerance { atol: 1e-5, rtol: 1e-5 };
-                assert_close(&format!("{what}: q"), &got.to_f32_vec().unwrap(), &f64s(&q), tol);
-                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&kc_want), tol);
-                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&vc_want), tol);
+                crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
             }
         }
         // Bad input: a step past the end of the cache.

@@ -802,6 +802,21 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     Some(build())
 }
 
+/// Test helper for the fused Q/K/V GEMV epilogues (ops/gemv.rs, ops/qmatmul.rs): the fused op's Q output
+/// and caches against those of the two ops it replaces.
+#[cfg(test)]
+pub(crate) fn assert_epilogue_matches(
+    what: &str,
+    got: [&Tensor; 3],
+    want: [&Tensor; 3],
+    tol: crate::testing::Tolerance,
+) {
+    let f64s = |t: &Tensor| t.to_f32_vec().unwrap().into_iter().map(f64::from).collect::<Vec<_>>();
+    for ((name, g), w) in ["q", "k cache", "v cache"].into_iter().zip(got).zip(want) {
+        crate::testing::assert_close(&format!("{what}: {name}"), &g.to_f32_vec().unwrap(), &f64s(w), tol);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
