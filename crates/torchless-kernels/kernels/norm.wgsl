@@ -147,8 +147,37 @@ fn pack_unit(o: array<f32, 8>) -> vec4<u32> {
                      pack_pair(DTYPE, vec2<f32>(o[4], o[5])), pack_pair(DTYPE, vec2<f32>(o[6], o[7])));
 }
 
+// UNIT 4: a unit's values as two vec4s (f32: elements 0..3 in lo, hi unused; 16-bit: 0..3 and 4..7).
+// Spelled out so that no private array is indexed by a loop variable (naga's loop counters keep drivers
+// from unrolling such loops, and the arrays then live in slow local memory).
+struct Vals {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn unit_vals(u: vec4<u32>) -> Vals {
+    if (DTYPE == DT_F32) {
+        return Vals(bitcast<vec4<f32>>(u), vec4<f32>(0.0));
+    }
+    return Vals(vec4<f32>(unpack_pair(DTYPE, u.x), unpack_pair(DTYPE, u.y)),
+                vec4<f32>(unpack_pair(DTYPE, u.z), unpack_pair(DTYPE, u.w)));
+}
+
+fn pack_vals(v: Vals) -> vec4<u32> {
+    if (DTYPE == DT_F32) {
+        return bitcast<vec4<u32>>(v.lo);
+    }
+    return vec4<u32>(pack_pair(DTYPE, v.lo.xy), pack_pair(DTYPE, v.lo.zw), pack_pair(DTYPE, v.hi.xy),
+                     pack_pair(DTYPE, v.hi.zw));
+}
+
 // x + res of one unit, rounded to DTYPE.
 fn add_unit(a: vec4<u32>, r: vec4<u32>) -> vec4<u32> {
+    if (UNIT == 4u) {
+        let va = unit_vals(a);
+        let vr = unit_vals(r);
+        return pack_vals(Vals(va.lo + vr.lo, va.hi + vr.hi));
+    }
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         o[e] = uval(a, e) + uval(r, e);
@@ -272,6 +301,9 @@ fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
     if (u >= nu_) {
         return empty();
     }
+    if (UNIT == 4u) {
+        return unit_stats_vec(unit_vals(c), shift);
+    }
     let col0 = col_of(u);
     var mx = 0.0;
     var cnt = 0.0;
@@ -301,6 +333,33 @@ fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
             let t = (uval(c, e) - shift) * r - m;
             q += t * t;
         }
+    }
+    return vec4<f32>(pw, cnt, m, q);
+}
+
+// unit_stats of a whole UNIT-4 unit (4 f32 or 8 16-bit values, all in the row), in vector operations.
+fn unit_stats_vec(v: Vals, shift: f32) -> vec4<f32> {
+    let wide = DTYPE != DT_F32;
+    let cnt = select(4.0, 8.0, wide);
+    let a = v.lo - vec4<f32>(shift);
+    let b = select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), wide);
+    let am = max(abs(a), abs(b));
+    let pw = pow2_of(max(max(am.x, am.y), max(am.z, am.w)));
+    if (pw == 0.0) {
+        return vec4<f32>(0.0, cnt, 0.0, 0.0);
+    }
+    let r = pow2_inv(pw);
+    let ar = a * r;
+    let br = b * r;
+    var m = 0.0;
+    if (MODE == 1u) {
+        m = dot(ar + br, vec4<f32>(1.0)) / cnt;
+    }
+    let ta = ar - vec4<f32>(m);
+    var q = dot(ta, ta);
+    if (wide) {
+        let tb = br - vec4<f32>(m);
+        q += dot(tb, tb);
     }
     return vec4<f32>(pw, cnt, m, q);
 }
@@ -368,6 +427,23 @@ fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32) -> ve
     var bv: array<f32, 8>;
     if (MODE == 1u && HAS_BIAS) {
         bv = params_of(true, col0);
+    }
+    if (UNIT == 4u) {
+        // Constant indices only: the arrays stay in registers.
+        var wl = vec4<f32>(wv[0], wv[1], wv[2], wv[3]);
+        var wh = vec4<f32>(wv[4], wv[5], wv[6], wv[7]);
+        let v = unit_vals(u);
+        if (MODE == 0u) {
+            if (GEMMA) {
+                wl += vec4<f32>(1.0);
+                wh += vec4<f32>(1.0);
+            }
+            return pack_vals(Vals(v.lo * scale * wl, v.hi * scale * wh));
+        }
+        let bl = vec4<f32>(bv[0], bv[1], bv[2], bv[3]);
+        let bh = vec4<f32>(bv[4], bv[5], bv[6], bv[7]);
+        return pack_vals(Vals(((v.lo - vec4<f32>(shift)) - vec4<f32>(mean_t)) * scale * wl + bl,
+                              ((v.hi - vec4<f32>(shift)) - vec4<f32>(mean_t)) * scale * wh + bh));
     }
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
