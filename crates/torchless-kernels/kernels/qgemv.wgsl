@@ -25,11 +25,11 @@
 // A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
-// groups of 16 weights. Q4_K and Q5_K take a leaner path (step_k): the unit's two sub-block scales are
-// decoded once, and the two groups of a sub-block, which share one x block, are summed as integers before
-// the one conversion to f32 (on the H200 that cut Llama-3-8B q4_k decode from 279 to 295 tok/s: the kernel
-// was bound by its instruction count as much as by its loads). Accumulation is in f32; the workgroup then
-// reduces.
+// groups of 16 weights (Q6_K, whose 16-weight sub-blocks each have a scale), or in sub-blocks of 32 (every
+// other format, step_pairs): their scales decoded once a unit, the two groups of a sub-block, which share
+// one weight scale and one x block, summed as integers before the one conversion to f32. On the H200 that
+// cut Llama-3-8B q4_k decode from 279 to 295 tok/s: the kernel was bound by its instruction count as much
+// as by its loads. Accumulation is in f32; the workgroup then reduces.
 //
 // This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
@@ -246,7 +246,7 @@ fn spread4(hb: u32) -> u32 {
 
 const NIBBLES: u32 = 0x0f0f0f0fu;
 
-// Group g (16 weights) of unit u as loaded in r (the formats other than Q4_K and Q5_K: step_k).
+// Group g (16 weights) of unit u as loaded in r (Q4_K and Q5_K: k_quants and k_scales instead).
 fn group(r: Raw, u: u32, g: u32) -> Grp {
     var out: Grp;
     out.a = r.d;
@@ -349,6 +349,23 @@ fn k_quants(r: Raw, u: u32, g: u32) -> vec4<u32> {
         | (((hv >> vec4<u32>(2u * (u & 3u) + hi)) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
 }
 
+// The quants of group g of unit u: K-quants through k_quants, 32-weight blocks through group().
+fn pair_quants(r: Raw, u: u32, g: u32) -> vec4<u32> {
+    if (is_k()) {
+        return k_quants(r, u, g);
+    }
+    return group(r, u, g).q;
+}
+
+// (a0, a1, b0, b1) of the unit's sub-blocks of 32: a 32-weight block is one (a, b) for both groups.
+fn pair_scales(r: Raw, u: u32) -> vec4<f32> {
+    if (is_k()) {
+        return k_scales(r.v0, u & 3u);
+    }
+    let g = group(r, u, 0u);
+    return vec4<f32>(g.a, g.a, g.b, g.b);
+}
+
 // The x block of 32 (16-value groups g0, g0 + 1 of a unit) as loaded: hi and lo bytes, scale and sums.
 struct XBlock {
     hi0: vec4<u32>,
@@ -370,27 +387,27 @@ fn x_block(r: u32, u: u32, g0: u32) -> XBlock {
 
 // One row's sub-block (groups g0, g0 + 1, one weight scale) dotted with its x block, in integers: both
 // groups share the x block's scale, so they are added before the one conversion to f32.
-fn k_idot(r: Raw, u: u32, g0: u32, x: XBlock) -> i32 {
-    let qa = k_quants(r, u, g0);
-    let qb = k_quants(r, u, g0 + 1u);
+fn pair_idot(r: Raw, u: u32, g0: u32, x: XBlock) -> i32 {
+    let qa = pair_quants(r, u, g0);
+    let qb = pair_quants(r, u, g0 + 1u);
     return ((dot16(qa, x.hi0) + dot16(qb, x.hi1)) << 8u) + dot16(qa, x.lo0) + dot16(qb, x.lo1);
 }
 
 // The contribution of sub-block `half` (0 or 1, a constant at every call) of unit u of the ROWS rows (raw
 // r0..r3; their k_scales s0..s3) with row xr of x.
-fn k_half(xr: u32, u: u32, half: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>,
+fn pair_half(xr: u32, u: u32, half: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>,
           s2: vec4<f32>, s3: vec4<f32>) -> vec4<f32> {
     let g0 = 2u * half;
     let x = x_block(xr, u, g0);
-    var i = vec4<i32>(k_idot(r0, u, g0, x), 0, 0, 0);
+    var i = vec4<i32>(pair_idot(r0, u, g0, x), 0, 0, 0);
     if (ROWS > 1u) {
-        i.y = k_idot(r1, u, g0, x);
+        i.y = pair_idot(r1, u, g0, x);
     }
     if (ROWS > 2u) {
-        i.z = k_idot(r2, u, g0, x);
+        i.z = pair_idot(r2, u, g0, x);
     }
     if (ROWS > 3u) {
-        i.w = k_idot(r3, u, g0, x);
+        i.w = pair_idot(r3, u, g0, x);
     }
     let a = select(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(s0.y, s1.y, s2.y, s3.y), half == 1u);
     let b = select(vec4<f32>(s0.z, s1.z, s2.z, s3.z), vec4<f32>(s0.w, s1.w, s2.w, s3.w), half == 1u);
@@ -399,16 +416,21 @@ fn k_half(xr: u32, u: u32, half: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: ve
 
 // Unit u of the ROWS rows with row xr of x: its two sub-blocks, unrolled (naga bounds every loop with a
 // counter, and drivers then keep a loop's selects).
-fn k_xdot(xr: u32, u: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>,
+fn pair_xdot(xr: u32, u: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>,
           s3: vec4<f32>) -> vec4<f32> {
-    return k_half(xr, u, 0u, r0, r1, r2, r3, s0, s1, s2, s3) + k_half(xr, u, 1u, r0, r1, r2, r3, s0, s1, s2, s3);
+    var out = pair_half(xr, u, 0u, r0, r1, r2, r3, s0, s1, s2, s3);
+    if (is_k()) {
+        out += pair_half(xr, u, 1u, r0, r1, r2, r3, s0, s1, s2, s3);
+    }
+    return out;
 }
 
-// step() for Q4_K and Q5_K: scales decoded once a unit, each sub-block's two groups summed as integers.
-fn step_k(rows: vec4<u32>, u: u32) {
-    let c = u & 3u;
+// step() for every format but Q6_K: a unit's sub-blocks of 32 weights (two for the K-quants, one block for
+// the 32-weight formats) each share one weight scale and one x block, so the scales are decoded once a
+// unit and a sub-block's two groups are summed as integers before the one conversion to f32.
+fn step_pairs(rows: vec4<u32>, u: u32) {
     let r0 = load_unit(slot_matrix(0u), rows.x, u);
-    let s0 = k_scales(r0.v0, c);
+    let s0 = pair_scales(r0, u);
     var r1: Raw;
     var r2: Raw;
     var r3: Raw;
@@ -417,45 +439,45 @@ fn step_k(rows: vec4<u32>, u: u32) {
     var s3: vec4<f32>;
     if (ROWS > 1u) {
         r1 = load_unit(slot_matrix(1u), rows.y, u);
-        s1 = k_scales(r1.v0, c);
+        s1 = pair_scales(r1, u);
     }
     if (ROWS > 2u) {
         r2 = load_unit(slot_matrix(2u), rows.z, u);
-        s2 = k_scales(r2.v0, c);
+        s2 = pair_scales(r2, u);
     }
     if (ROWS > 3u) {
         r3 = load_unit(slot_matrix(3u), rows.w, u);
-        s3 = k_scales(r3.v0, c);
+        s3 = pair_scales(r3, u);
     }
-    acc0 += k_xdot(0u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+    acc0 += pair_xdot(0u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     if (BATCH > 1u) {
-        acc1 += k_xdot(1u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc1 += pair_xdot(1u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 2u) {
-        acc2 += k_xdot(2u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc2 += pair_xdot(2u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 3u) {
-        acc3 += k_xdot(3u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc3 += pair_xdot(3u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 4u) {
-        acc4 += k_xdot(4u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc4 += pair_xdot(4u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 5u) {
-        acc5 += k_xdot(5u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc5 += pair_xdot(5u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 6u) {
-        acc6 += k_xdot(6u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc6 += pair_xdot(6u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
     if (BATCH > 7u) {
-        acc7 += k_xdot(7u, u, r0, r1, r2, r3, s0, s1, s2, s3);
+        acc7 += pair_xdot(7u, u, r0, r1, r2, r3, s0, s1, s2, s3);
     }
 }
 
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
 // (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
-    if (QTYPE == Q4_K || QTYPE == Q5_K) {
-        step_k(rows, u);
+    if (QTYPE != Q6_K) {
+        step_pairs(rows, u);
         return;
     }
     let r0 = load_unit(slot_matrix(0u), rows.x, u);
