@@ -389,7 +389,10 @@ pub fn quantize(ty: QuantType, values: &[f32]) -> Result<Vec<u8>> {
             reason: format!("{ty} quantizes whole blocks of {} values", ty.block_elems()),
         });
     }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+    // Checked in parallel chunks (rayon's per-element position_first costs more than the quantization).
+    const CHECK: usize = 1 << 16;
+    let bad = values.par_chunks(CHECK).position_first(|c| c.iter().any(|v| !v.is_finite()));
+    if let Some(i) = bad.map(|k| k * CHECK + values[k * CHECK..].iter().position(|v| !v.is_finite()).unwrap_or(0)) {
         return Err(KernelError::Argument {
             op,
             name: "values",
@@ -621,8 +624,19 @@ impl QuantTensor {
         let total = device_bytes(ty, nb);
         let mut dev = vec![0u8; total];
         let (qs, ss) = dev.split_at_mut(q_len);
-        for (i, block) in bytes.chunks_exact(ty.block_bytes()).enumerate() {
-            ty.split_block(block, &mut qs[i * qb..][..qb], &mut ss[i * sb..][..sb]);
+        // Blocks are independent; repacking an 8B model's matrices on one core took ~15 s.
+        const PER_TASK: usize = 1024;
+        let repack = |blocks: &[u8], q: &mut [u8], s: &mut [u8]| {
+            for (i, block) in blocks.chunks_exact(ty.block_bytes()).enumerate() {
+                ty.split_block(block, &mut q[i * qb..][..qb], &mut s[i * sb..][..sb]);
+            }
+        };
+        let tasks = bytes.par_chunks(ty.block_bytes() * PER_TASK).zip(qs.par_chunks_mut(qb * PER_TASK));
+        if sb == 0 {
+            // The K-quants keep their scales inside the quant vectors.
+            tasks.for_each(|(blocks, q)| repack(blocks, q, &mut []));
+        } else {
+            tasks.zip(ss.par_chunks_mut(sb * PER_TASK)).for_each(|((blocks, q), s)| repack(blocks, q, s));
         }
         let data = Tensor::from_bytes(backend, &dev, &[total / 4], DType::U32)?;
         Ok(QuantTensor { ty, rows, cols, data })
@@ -893,6 +907,14 @@ mod tests {
         ));
         assert!(matches!(quantize(ty, &[0.0; 33]), Err(KernelError::Argument { .. })));
         assert!(matches!(quantize(ty, &[f32::NAN; 32]), Err(KernelError::Argument { .. })));
+        // The first non-finite value is named, past the check's first parallel chunk too.
+        let mut values = vec![0.5f32; 4 << 16];
+        values[(3 << 16) + 5] = f32::INFINITY;
+        values[(1 << 16) + 7] = f32::NAN;
+        match quantize(QuantType::Q8_0, &values) {
+            Err(KernelError::Argument { value, .. }) => assert_eq!(value, format!("NaN at index {}", (1 << 16) + 7)),
+            other => panic!("expected an argument error, got {other:?}"),
+        }
         assert!(matches!(dequantize(ty, &[0; 18], &mut [0.0; 31]), Err(KernelError::Argument { .. })));
         assert!(matches!(dequantize(ty, &[0; 17], &mut [0.0; 32]), Err(KernelError::Argument { .. })));
     }
