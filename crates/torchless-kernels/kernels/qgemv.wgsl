@@ -26,7 +26,7 @@
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
 // (vec4<u32> loads; neighbouring threads read neighbouring vectors) and their scales, then walks the unit in
 // groups of 16 weights (Q6_K, whose 16-weight sub-blocks each have a scale), or in sub-blocks of 32 (every
-// other format, step_pairs): their scales decoded once a unit, the two groups of a sub-block, which share
+// other format, unit_xdot): their scales decoded once a unit, the two groups of a sub-block, which share
 // one weight scale and one x block, summed as integers before the one conversion to f32. On the H200 that
 // cut Llama-3-8B q4_k decode from 279 to 295 tok/s: the kernel was bound by its instruction count as much
 // as by its loads. Accumulation is in f32; the workgroup then reduces.
@@ -288,10 +288,6 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
 // The weights of group g of unit u meet x group 2u + g (32-weight blocks), 4u + g (Q4_K, Q5_K) or, for
 // Q6_K, 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j; qgemv_x.wgsl stores that x group at g · units + u.
 
-fn groups_per_unit() -> u32 {
-    return select(2u, 4u, is_k());
-}
-
 fn dot16(q: vec4<u32>, xv: vec4<u32>) -> i32 {
     return dot4I8Packed(q.x, xv.x) + dot4I8Packed(q.y, xv.y) + dot4I8Packed(q.z, xv.z) + dot4I8Packed(q.w, xv.w);
 }
@@ -393,144 +389,127 @@ fn pair_idot(r: Raw, u: u32, g0: u32, x: XBlock) -> i32 {
     return ((dot16(qa, x.hi0) + dot16(qb, x.hi1)) << 8u) + dot16(qa, x.lo0) + dot16(qb, x.lo1);
 }
 
-// The contribution of sub-block `half` (0 or 1, a constant at every call) of unit u of the ROWS rows (raw
-// r0..r3; their k_scales s0..s3) with row xr of x.
-fn pair_half(xr: u32, u: u32, half: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>,
-          s2: vec4<f32>, s3: vec4<f32>) -> vec4<f32> {
+// One unit of the ROWS rows of this workgroup as loaded (rows past ROWS unused).
+struct Rows {
+    r0: Raw,
+    r1: Raw,
+    r2: Raw,
+    r3: Raw,
+}
+
+// Each row's pair_scales (formats other than Q6_K).
+struct RowScales {
+    s0: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
+    s3: vec4<f32>,
+}
+
+// The contribution of sub-block `half` (0 or 1, a constant at every call) of unit u of the ROWS rows with
+// row xr of x.
+fn pair_half(xr: u32, u: u32, half: u32, rw: Rows, sc: RowScales) -> vec4<f32> {
     let g0 = 2u * half;
     let x = x_block(xr, u, g0);
-    var i = vec4<i32>(pair_idot(r0, u, g0, x), 0, 0, 0);
+    var i = vec4<i32>(pair_idot(rw.r0, u, g0, x), 0, 0, 0);
     if (ROWS > 1u) {
-        i.y = pair_idot(r1, u, g0, x);
+        i.y = pair_idot(rw.r1, u, g0, x);
     }
     if (ROWS > 2u) {
-        i.z = pair_idot(r2, u, g0, x);
+        i.z = pair_idot(rw.r2, u, g0, x);
     }
     if (ROWS > 3u) {
-        i.w = pair_idot(r3, u, g0, x);
+        i.w = pair_idot(rw.r3, u, g0, x);
     }
-    let a = select(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(s0.y, s1.y, s2.y, s3.y), half == 1u);
-    let b = select(vec4<f32>(s0.z, s1.z, s2.z, s3.z), vec4<f32>(s0.w, s1.w, s2.w, s3.w), half == 1u);
+    let second = half == 1u;
+    let a = select(vec4<f32>(sc.s0.x, sc.s1.x, sc.s2.x, sc.s3.x), vec4<f32>(sc.s0.y, sc.s1.y, sc.s2.y, sc.s3.y), second);
+    let b = select(vec4<f32>(sc.s0.z, sc.s1.z, sc.s2.z, sc.s3.z), vec4<f32>(sc.s0.w, sc.s1.w, sc.s2.w, sc.s3.w), second);
     return (a * x.d) * vec4<f32>(i) + b * x.sum;
 }
 
-// Unit u of the ROWS rows with row xr of x: its two sub-blocks, unrolled (naga bounds every loop with a
-// counter, and drivers then keep a loop's selects).
-fn pair_xdot(xr: u32, u: u32, r0: Raw, r1: Raw, r2: Raw, r3: Raw, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>,
-          s3: vec4<f32>) -> vec4<f32> {
-    var out = pair_half(xr, u, 0u, r0, r1, r2, r3, s0, s1, s2, s3);
-    if (is_k()) {
-        out += pair_half(xr, u, 1u, r0, r1, r2, r3, s0, s1, s2, s3);
+// Unit u of the ROWS rows times row xr of x. Every format but Q6_K goes by sub-blocks of 32 weights (two
+// for the K-quants, one block for the 32-weight formats), each sharing one weight scale and one x block:
+// the scales are decoded once a unit (sc) and a sub-block's two groups are summed as integers before the
+// one conversion to f32. Q6_K, whose 16-weight sub-blocks each have a scale, goes group by group. Both
+// unrolled where a loop would keep selects (naga bounds every loop with a counter, and drivers then do not
+// unroll it).
+fn unit_xdot(xr: u32, u: u32, rw: Rows, sc: RowScales) -> vec4<f32> {
+    if (QTYPE != Q6_K) {
+        var out = pair_half(xr, u, 0u, rw, sc);
+        if (is_k()) {
+            out += pair_half(xr, u, 1u, rw, sc);
+        }
+        return out;
+    }
+    var out = vec4<f32>(0.0);
+    for (var g = 0u; g < 4u; g++) {
+        let q0 = group(rw.r0, u, g);
+        var q1: Grp;
+        var q2: Grp;
+        var q3: Grp;
+        if (ROWS > 1u) {
+            q1 = group(rw.r1, u, g);
+        }
+        if (ROWS > 2u) {
+            q2 = group(rw.r2, u, g);
+        }
+        if (ROWS > 3u) {
+            q3 = group(rw.r3, u, g);
+        }
+        let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
+        let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
+        out += xdot(xr, u, g, q0, q1, q2, q3, a, b);
     }
     return out;
-}
-
-// step() for every format but Q6_K: a unit's sub-blocks of 32 weights (two for the K-quants, one block for
-// the 32-weight formats) each share one weight scale and one x block, so the scales are decoded once a
-// unit and a sub-block's two groups are summed as integers before the one conversion to f32.
-fn step_pairs(rows: vec4<u32>, u: u32) {
-    let r0 = load_unit(slot_matrix(0u), rows.x, u);
-    let s0 = pair_scales(r0, u);
-    var r1: Raw;
-    var r2: Raw;
-    var r3: Raw;
-    var s1: vec4<f32>;
-    var s2: vec4<f32>;
-    var s3: vec4<f32>;
-    if (ROWS > 1u) {
-        r1 = load_unit(slot_matrix(1u), rows.y, u);
-        s1 = pair_scales(r1, u);
-    }
-    if (ROWS > 2u) {
-        r2 = load_unit(slot_matrix(2u), rows.z, u);
-        s2 = pair_scales(r2, u);
-    }
-    if (ROWS > 3u) {
-        r3 = load_unit(slot_matrix(3u), rows.w, u);
-        s3 = pair_scales(r3, u);
-    }
-    acc0 += pair_xdot(0u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    if (BATCH > 1u) {
-        acc1 += pair_xdot(1u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 2u) {
-        acc2 += pair_xdot(2u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 3u) {
-        acc3 += pair_xdot(3u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 4u) {
-        acc4 += pair_xdot(4u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 5u) {
-        acc5 += pair_xdot(5u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 6u) {
-        acc6 += pair_xdot(6u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
-    if (BATCH > 7u) {
-        acc7 += pair_xdot(7u, u, r0, r1, r2, r3, s0, s1, s2, s3);
-    }
 }
 
 // Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
 // (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
 fn step(rows: vec4<u32>, u: u32) {
-    if (QTYPE != Q6_K) {
-        step_pairs(rows, u);
-        return;
-    }
-    let r0 = load_unit(slot_matrix(0u), rows.x, u);
-    var r1: Raw;
-    var r2: Raw;
-    var r3: Raw;
+    var rw: Rows;
+    var sc: RowScales;
+    rw.r0 = load_unit(slot_matrix(0u), rows.x, u);
     if (ROWS > 1u) {
-        r1 = load_unit(slot_matrix(1u), rows.y, u);
+        rw.r1 = load_unit(slot_matrix(1u), rows.y, u);
     }
     if (ROWS > 2u) {
-        r2 = load_unit(slot_matrix(2u), rows.z, u);
+        rw.r2 = load_unit(slot_matrix(2u), rows.z, u);
     }
     if (ROWS > 3u) {
-        r3 = load_unit(slot_matrix(3u), rows.w, u);
+        rw.r3 = load_unit(slot_matrix(3u), rows.w, u);
     }
-    for (var g = 0u; g < groups_per_unit(); g++) {
-        let q0 = group(r0, u, g);
-        var q1: Grp;
-        var q2: Grp;
-        var q3: Grp;
+    if (QTYPE != Q6_K) {
+        sc.s0 = pair_scales(rw.r0, u);
         if (ROWS > 1u) {
-            q1 = group(r1, u, g);
+            sc.s1 = pair_scales(rw.r1, u);
         }
         if (ROWS > 2u) {
-            q2 = group(r2, u, g);
+            sc.s2 = pair_scales(rw.r2, u);
         }
         if (ROWS > 3u) {
-            q3 = group(r3, u, g);
+            sc.s3 = pair_scales(rw.r3, u);
         }
-        let a = vec4<f32>(q0.a, q1.a, q2.a, q3.a);
-        let b = vec4<f32>(q0.b, q1.b, q2.b, q3.b);
-        acc0 += xdot(0u, u, g, q0, q1, q2, q3, a, b);
-        if (BATCH > 1u) {
-            acc1 += xdot(1u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 2u) {
-            acc2 += xdot(2u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 3u) {
-            acc3 += xdot(3u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 4u) {
-            acc4 += xdot(4u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 5u) {
-            acc5 += xdot(5u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 6u) {
-            acc6 += xdot(6u, u, g, q0, q1, q2, q3, a, b);
-        }
-        if (BATCH > 7u) {
-            acc7 += xdot(7u, u, g, q0, q1, q2, q3, a, b);
-        }
+    }
+    acc0 += unit_xdot(0u, u, rw, sc);
+    if (BATCH > 1u) {
+        acc1 += unit_xdot(1u, u, rw, sc);
+    }
+    if (BATCH > 2u) {
+        acc2 += unit_xdot(2u, u, rw, sc);
+    }
+    if (BATCH > 3u) {
+        acc3 += unit_xdot(3u, u, rw, sc);
+    }
+    if (BATCH > 4u) {
+        acc4 += unit_xdot(4u, u, rw, sc);
+    }
+    if (BATCH > 5u) {
+        acc5 += unit_xdot(5u, u, rw, sc);
+    }
+    if (BATCH > 6u) {
+        acc6 += unit_xdot(6u, u, rw, sc);
+    }
+    if (BATCH > 7u) {
+        acc7 += unit_xdot(7u, u, rw, sc);
     }
 }
 

@@ -391,8 +391,11 @@ pub fn quantize(ty: QuantType, values: &[f32]) -> Result<Vec<u8>> {
     }
     // Checked in parallel chunks (rayon's per-element position_first costs more than the quantization).
     const CHECK: usize = 1 << 16;
-    let bad = values.par_chunks(CHECK).position_first(|c| c.iter().any(|v| !v.is_finite()));
-    if let Some(i) = bad.map(|k| k * CHECK + values[k * CHECK..].iter().position(|v| !v.is_finite()).unwrap_or(0)) {
+    let bad = values
+        .par_chunks(CHECK)
+        .enumerate()
+        .find_map_first(|(k, c)| c.iter().position(|v| !v.is_finite()).map(|i| k * CHECK + i));
+    if let Some(i) = bad {
         return Err(KernelError::Argument {
             op,
             name: "values",
