@@ -74,6 +74,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &norm::NORM_SUBGROUP,
         &qmatmul::gpu::QGEMV_X,
         &qmatmul::gpu::QGEMV,
+        &qmatmul::gpu::QMATMUL_COOP,
         &qmatmul::gpu::QGEMV_SUBGROUP,
         &qmatmul::gpu::QMATMUL,
         &rope::ROPE,

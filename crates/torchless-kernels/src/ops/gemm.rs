@@ -406,6 +406,30 @@ struct Params {
     batch: u32,
 }
 
+/// The tolerance of a product whose inputs the 16×16 cooperative path rounds to f16 (depth k).
+pub fn f16_rounded_tolerance(k: usize) -> crate::testing::Tolerance {
+    crate::testing::Tolerance { atol: 2e-3 * (k as f64).sqrt(), rtol: 1e-2 }
+}
+
+/// `t`'s elements rounded to f16 (clamped to ±65504) by `gemm_coop.wgsl`'s pre-pass, in `t`'s layout,
+/// padded to a multiple of 8 elements: the input of a cooperative product that would otherwise convert
+/// `t` in every workgroup that stages it. Needs an adapter with a [`CoopVariant::F16x16`] configuration.
+pub(crate) fn f16_copy(ctx: &GpuContext, t: &Tensor) -> Result<Tensor> {
+    let n = t.numel();
+    let out = Tensor::uninit(&t.backend(), OP, &[n.next_multiple_of(8)], DType::F16)?;
+    let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
+    let params = Params { k: to_u32(OP, "elements", n)?, ..bytemuck::Zeroable::zeroed() };
+    ctx.dispatch(Dispatch {
+        kernel: &GEMM_COOP,
+        entry: "to_f16",
+        constants: &[("DT_A", t.dtype().wgsl_code())],
+        params: Some(bytemuck::bytes_of(&params)),
+        buffers: &[&buf(t), &buf(&out)],
+        workgroups: Workgroups::Linear(to_u32(OP, "elements", n.div_ceil(8 * 256))?),
+    })?;
+    Ok(out)
+}
+
 fn gemm_gpu(
     ctx: &GpuContext,
     a: &Tensor,
@@ -848,11 +872,7 @@ mod tests {
             let lossy = !(variant.exact_for(da) && variant.exact_for(db));
             for (ta, tb) in LAYOUTS {
                 for (m, n, k) in SHAPES {
-                    let tol = if lossy {
-                        Tolerance { atol: 2e-3 * (k as f64).sqrt(), rtol: 1e-2 }
-                    } else {
-                        tolerance(k).scaled(2.0)
-                    };
+                    let tol = if lossy { f16_rounded_tolerance(k) } else { tolerance(k).scaled(2.0) };
                     let case = Case::new(m, n, k, ta, tb, da, db);
                     check(&backend, &mut rng, case, GemmKernel::Cooperative, tol);
                 }
@@ -872,6 +892,20 @@ mod tests {
             let b = Tensor::from_f32(&backend, &[1.0, 0.0], &[2, 1], BF16).unwrap();
             let got = gemm(&a, &b, GemmOptions::new().kernel(GemmKernel::Cooperative)).unwrap().to_f32_vec().unwrap();
             assert_eq!(got, [65504.0]);
+            // The f16 pre-pass rounds to nearest and clamps the same way; 13 elements, not a multiple of 8.
+            let v = [1e6, -1e6, 1.5, 0.0, 1.0 / 3.0, 65519.0, -7.0, 2e-8, 0.1, 100.0, -0.5, 3.0, 1e-3];
+            for dtype in [F32, BF16] {
+                let t = Tensor::from_f32(&backend, &v, &[13], dtype).unwrap();
+                let got = f16_copy(ctx, &t).unwrap().to_f32_vec().unwrap();
+                let want: Vec<f32> = t
+                    .to_f32_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x.clamp(-65504.0, 65504.0)).to_f32())
+                    .chain([0.0; 3])
+                    .collect();
+                assert_eq!(got, want, "{dtype}");
+            }
         }
     }
 

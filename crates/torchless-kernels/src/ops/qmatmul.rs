@@ -24,6 +24,11 @@
 //! rayon over weight rows, each row's blocks dequantized in registers and dotted with f32 x (GEMV,
 //! `quant_dot`); panels of 32 weight rows decoded into a scratch buffer and multiplied with the
 //! `gemm` crate (GEMM).
+//!
+//! The GPU GEMM runs on tensor cores where the adapter offers 16×16×16 f16 cooperative matrices and
+//! 32-lane subgroups (kernels/qmatmul_coop.wgsl on kernels/coop16.wgsl): x is rounded to f16 once and the
+//! weights are dequantized to f16 as they are staged, with f32 accumulation, so its results carry f16
+//! input rounding (as the dense cooperative GEMM's do); elsewhere an f32 tiled kernel.
 
 use std::sync::Mutex;
 
@@ -701,7 +706,8 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
             },
             bytes: if gemm { wbytes + 4 * (m * cols + m * rows) as u64 } else { wbytes },
             flops: 2 * (m * rows * cols) as u64,
-            tolerance: if gemm { super::gemm::tolerance(cols).scaled(4.0) } else { tolerance(cols) },
+            // GEMM: adapters with 16×16 cooperative matrices round x and the weights to f16.
+            tolerance: if gemm { super::gemm::f16_rounded_tolerance(cols) } else { tolerance(cols) },
             inputs: vec![w.data().clone(), x],
             run: Box::new(move |i| {
                 let w = make(&i[0])?;
@@ -742,6 +748,7 @@ fn reference_par(wv: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
 pub(crate) mod gpu {
     use super::*;
     use crate::gpu::{Dispatch, GpuContext, Workgroups};
+    use crate::ops::gemm::{CoopVariant, cooperative_variant, f16_copy};
     use crate::ops::norm::RmsNormVariant;
     use crate::ops::to_u32;
 
@@ -749,6 +756,7 @@ pub(crate) mod gpu {
     crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv", "reduce_workgroup"]);
     crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "gemv_rope", "qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
+    crate::kernel_source!(QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop16", "qmatmul_coop"]);
 
     /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
     /// three outputs, the RoPE table).
@@ -1070,6 +1078,12 @@ pub(crate) mod gpu {
         })
     }
 
+    /// Whether gemm runs on coop16.wgsl: 16×16 f16 cooperative matrices and 32-lane subgroups (its
+    /// workgroup of 8 subgroups stages exactly two chunks a thread).
+    pub(crate) fn uses_coop16(ctx: &GpuContext) -> bool {
+        matches!(cooperative_variant(ctx), Some(CoopVariant::F16x16 { subgroup: 32 }))
+    }
+
     pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tensor) -> Result<()> {
         let op = "gemm_q";
         let params = matmul_params(op, w, m)?;
@@ -1077,6 +1091,20 @@ pub(crate) mod gpu {
         let bufs = [x, w.data(), out].map(|t| t.gpu_buffer().expect("GPU tensor"));
         for g in &bufs {
             ctx.check_binding(op, g.size())?;
+        }
+        // Tensor cores where the adapter has them: x rounded to f16 once, the weights dequantized to f16
+        // as they are staged.
+        if uses_coop16(ctx) {
+            let x16 = f16_copy(ctx, x)?;
+            let grid = [to_u32(op, "tiles", w.rows().div_ceil(128))?, to_u32(op, "tiles", m.div_ceil(128))?, 1];
+            return ctx.dispatch(Dispatch {
+                kernel: &QMATMUL_COOP,
+                entry: "gemm_coop16",
+                constants: &[("QTYPE", w.quant_type().wgsl_code()), ("WG16", 256.0)],
+                params: Some(bytemuck::bytes_of(&params)),
+                buffers: &[x16.gpu_buffer().expect("GPU tensor").raw(), bufs[1].raw(), bufs[2].raw()],
+                workgroups: Workgroups::Grid(grid),
+            });
         }
         let grid = [to_u32(op, "tiles", w.rows().div_ceil(64))?, to_u32(op, "tiles", m.div_ceil(64))?, 1];
         ctx.dispatch(Dispatch {
@@ -1112,6 +1140,7 @@ pub(crate) mod gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gemm;
     use crate::ops::norm::RmsNormVariant;
     use crate::ops::rope::rope_qk_store_kv;
     use crate::testing::{Rng, Tolerance, assert_close, test_backends, test_gpu};
@@ -1144,24 +1173,37 @@ mod tests {
         }
     }
 
+    /// gemm_q's tolerance: the cooperative-matrix path rounds x and the weights to f16.
+    fn gemm_tolerance(backend: &Backend, cols: usize) -> Tolerance {
+        match backend {
+            Backend::Gpu(ctx) if gpu::uses_coop16(ctx) => gemm::f16_rounded_tolerance(cols),
+            _ => tolerance(cols),
+        }
+    }
+
     #[test]
     fn gemm_q_and_embedding_q_match_the_dequantized_weights() {
         let mut rng = Rng::new(22);
         for ty in QuantType::ALL {
-            let (rows, cols) = (37, 2 * ty.block_elems());
-            let (w, wv) = quantized(&mut rng, ty, rows, cols);
-            for m in [1, 5, 70] {
-                let xv = rng.vec(m * cols, -1.0, 1.0);
-                let want = reference(&wv, rows, cols, &xv);
-                for backend in test_backends() {
-                    let (wd, xd) =
-                        (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[m, cols]).unwrap());
-                    let got = gemm_q(&xd, &wd).unwrap();
-                    assert_eq!(got.shape(), &[m, rows]);
-                    let name = format!("gemm_q {ty} [{rows}, {cols}] m={m} on {}", backend.name());
-                    assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols));
+            // 300 rows and m = 200: more than one 128×128 tile of the cooperative kernel each way.
+            for (rows, ms) in [(37, &[1, 5, 70][..]), (300, &[200][..])] {
+                let cols = 2 * ty.block_elems();
+                let (w, wv) = quantized(&mut rng, ty, rows, cols);
+                for &m in ms {
+                    let xv = rng.vec(m * cols, -1.0, 1.0);
+                    let want = reference(&wv, rows, cols, &xv);
+                    for backend in test_backends() {
+                        let (wd, xd) =
+                            (w.to_backend(&backend).unwrap(), Tensor::from_slice(&backend, &xv, &[m, cols]).unwrap());
+                        let got = gemm_q(&xd, &wd).unwrap();
+                        assert_eq!(got.shape(), &[m, rows]);
+                        let name = format!("gemm_q {ty} [{rows}, {cols}] m={m} on {}", backend.name());
+                        assert_close(&name, &got.to_f32_vec().unwrap(), &want, gemm_tolerance(&backend, cols));
+                    }
                 }
             }
+            let (rows, cols) = (37, 2 * ty.block_elems());
+            let (w, wv) = quantized(&mut rng, ty, rows, cols);
             let ids: Vec<u32> = vec![0, 36, 5, 5, 17];
             let want: Vec<f64> =
                 ids.iter().flat_map(|&i| wv[i as usize * cols..][..cols].iter().map(|&v| v as f64)).collect();

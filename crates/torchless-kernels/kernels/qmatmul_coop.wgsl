@@ -1,0 +1,58 @@
+// Quantized GEMM on cooperative matrices (prefill, where the adapter offers 16×16×16 f16): out [m, n] =
+// x [m, k] · Wᵀ with W [n, k] in a ggml block format, composed with qmatmul.wgsl (Params, W, dequant8) and
+// coop16.wgsl (the product). x arrives in f16 from gemm_coop.wgsl's pre-pass, rounded as the dense
+// product rounds its inputs; each chunk of B is 8 weights of one row, dequantized in registers and staged
+// as f16: the weights stay quantized in device memory.
+
+// x in f16, 8 halves an element (binding 1, as qmatmul's `src`, which this entry point does not use).
+@group(0) @binding(1) var<storage, read> x_h: array<mat2x4<f16>>;
+
+fn a_k_contig() -> bool {
+    return true;
+}
+
+fn b_k_contig() -> bool {
+    return true;
+}
+
+// Chunk ci of x's slice at rows m0, depth k1 (k is a multiple of 32, so a chunk is in or out whole).
+fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> Half8 {
+    let co = coop_chunk(ci, true);
+    let row = m0 + co.x;
+    let e = k1 + co.y;
+    if (row >= p.m || e >= p.k) {
+        return Half8(vec4<f16>(), vec4<f16>());
+    }
+    let h = x_h[(row * p.k + e) >> 3u];
+    return Half8(h[0], h[1]);
+}
+
+// Chunk ci of Wᵀ's slice at columns (rows of W) n0, depth k1.
+fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> Half8 {
+    let co = coop_chunk(ci, true);
+    let row = n0 + co.x;
+    let e = k1 + co.y;
+    if (row >= p.n || e >= p.k) {
+        return Half8(vec4<f16>(), vec4<f16>());
+    }
+    let v = dequant8(row, e);
+    return Half8(to_f16x4(v[0]), to_f16x4(v[1]));
+}
+
+fn store_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.n) {
+            out[m * p.n + n + j] = bitcast<u32>(v[j]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG16)
+fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+               @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sl: u32,
+               @builtin(subgroup_size) ss: u32) {
+    coop16_product(0u, wid.y * HM, wid.x * HN, p.k, lid, sg, sl, ss);
+}
