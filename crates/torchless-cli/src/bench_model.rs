@@ -10,6 +10,7 @@ use serde::Serialize;
 use torchless::generate::greedy_decode;
 use torchless::model::{LoadedModel, Logits};
 use torchless::{BackendPreference, Error, init_backend};
+use torchless_kernels::gpu::{GpuContext, KernelTime};
 use torchless_kernels::ops::select;
 use torchless_kernels::testing::Rng;
 
@@ -36,7 +37,8 @@ pub struct BenchModelArgs {
     prefill_tokens: usize,
     #[arg(long)]
     json: bool,
-    /// Also time every kernel of some decode steps with GPU timestamps and print where the time goes.
+    /// Also time every kernel of some decode steps and of one prefill with GPU timestamps and print where
+    /// the time goes.
     #[arg(long)]
     profile: bool,
     /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
@@ -150,6 +152,9 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
 
     if args.profile {
         profile_decode(&backend, model, &mut state, next, args.context + args.decode_tokens + 1)?;
+        if args.prefill_tokens > 0 {
+            profile_prefill(&backend, model, &prefill_prompt)?;
+        }
     }
 
     // xLSTM: the same prefill with the mLSTM stepped token by token (after a short warm-up of that path).
@@ -235,6 +240,14 @@ fn time_prefill(model: &torchless::model::Model, prompt: &[u32]) -> Result<f64, 
     Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The profiler of a GPU backend; the CPU has none.
+fn gpu_profiler(backend: &torchless::Backend) -> Result<&GpuContext, Error> {
+    match backend {
+        torchless::Backend::Gpu(ctx) => Ok(ctx),
+        _ => Err(Error::Argument { name: "--profile", value: "cpu".into(), reason: "needs a GPU backend".into() }),
+    }
+}
+
 /// Decode steps under GPU timestamps: per-kernel device time per token, on standard error.
 fn profile_decode(
     backend: &torchless::Backend,
@@ -243,9 +256,7 @@ fn profile_decode(
     mut next: u32,
     pos: usize,
 ) -> Result<(), Error> {
-    let torchless::Backend::Gpu(ctx) = backend else {
-        return Err(Error::Argument { name: "--profile", value: "cpu".into(), reason: "needs a GPU backend".into() });
-    };
+    let ctx = gpu_profiler(backend)?;
     ctx.start_profiling()?;
     let mut steps = 0;
     for i in 0..PROFILE_STEPS {
@@ -260,23 +271,40 @@ fn profile_decode(
         steps += 1;
     }
     let times = ctx.stop_profiling()?;
+    print_profile(ctx, &times, &format!("per decode token over {steps} steps"), steps);
+    Ok(())
+}
+
+/// One prefill of `prompt` under GPU timestamps: per-kernel device time, on standard error.
+fn profile_prefill(backend: &torchless::Backend, model: &torchless::model::Model, prompt: &[u32]) -> Result<(), Error> {
+    let ctx = gpu_profiler(backend)?;
+    let mut state = model.new_state(prompt.len())?;
+    ctx.start_profiling()?;
+    let logits = model.forward(&mut state, prompt, 0, Logits::Last)?;
+    select::argmax(&logits)?.to_vec::<u32>()?;
+    let times = ctx.stop_profiling()?;
+    print_profile(ctx, &times, &format!("of one prefill of {} tokens", prompt.len()), 1);
+    Ok(())
+}
+
+/// The kernels' device times, largest first as the profiler returns them, divided by `runs`.
+fn print_profile(ctx: &GpuContext, times: &[KernelTime], what: &str, runs: usize) {
     let total: f64 = times.iter().map(|t| t.total_ms).sum();
-    let per = |ms: f64| ms / steps.max(1) as f64;
+    let per = |ms: f64| ms / runs.max(1) as f64;
     let how = if ctx.profiles_in_pass() {
         "dispatches back to back, each with its wait on the one before"
     } else {
         "each dispatch timed alone, in its own pass"
     };
-    eprintln!("GPU time per decode token over {steps} steps ({how}): {:.3} ms", per(total));
-    eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms/token", "launches", "share");
-    for t in &times {
+    eprintln!("GPU time {what} ({how}): {:.3} ms", per(total));
+    eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms", "launches", "share");
+    for t in times {
         eprintln!(
             "{:<36} {:>10.4} {:>9} {:>6.1}%",
             t.kernel,
             per(t.total_ms),
-            t.launches / steps.max(1) as u64,
+            t.launches / runs.max(1) as u64,
             100.0 * t.total_ms / total
         );
     }
-    Ok(())
 }
