@@ -2,19 +2,22 @@ enable f16;
 enable wgpu_cooperative_matrix;
 
 // A 16×16×16 cooperative-matrix product (tensor cores; f16 inputs, f32 accumulators) whose operands come
-// from functions of the module composing it, so that it can stage operands that need decoding (the
-// quantized GEMM, qmatmul_coop.wgsl, dequantizes its weights here). The composing module provides:
-//   fetch_a16(z, m0, k1, ci) -> Half8    chunk ci (coop_chunk) of batch z's A slice at rows m0.., depth k1..
-//   fetch_b16(z, n0, k1, ci) -> Half8    the same for op(B) at columns n0..
-//   a_k_contig(), b_k_contig() -> bool   whether the operand's runs go along K (see coop_chunk)
-//   store_c4(z, m, n, v: vec4<f32>)      columns n..n+3 of row m of C, bounds and epilogue included
-// The dense GEMM keeps its own kernel (gemm_coop.wgsl): on the H200 this one ran f16 × f16 at 57 against
-// its 79 TFLOP/s (4096³), which its 48 KB of workgroup memory may explain (the dense kernel takes 28).
+// from functions of the module composing it: the dense GEMM (gemm_coop.wgsl) converts f32/bf16/f16
+// operands there, the quantized GEMM (qmatmul_coop.wgsl) dequantizes its weights. The composing module
+// provides:
+//   fetch_a16(z, m0, k1, ci) -> vec4<u32>  chunk ci (coop_chunk) of batch z's A slice at rows m0.., depth
+//                                          k1..: 8 elements as packed f16 pairs (see f16_bits), 0 outside
+//   fetch_b16(z, n0, k1, ci) -> vec4<u32>  the same for op(B) at columns n0..
+//   a_k_contig(), b_k_contig() -> bool     whether the operand's runs go along K (see coop_chunk)
+//   store_c4(z, m, n, v: vec4<f32>)        columns n..n+3 of row m of C, bounds and epilogue included
 //
-// A 128×128 tile of C per workgroup of 8 subgroups of 32 lanes; subgroup sg owns rows (sg & 1)·64 + 0..63
-// (4 fragments) and columns (sg >> 1)·32 + 0..31 (2 fragments). K advances by 32 a step. The slices are
-// double-buffered: while a step multiplies one buffer, the next slice (fetched into registers before the
-// products) is stored into the other, so a step needs one barrier.
+// A 128×128 tile of C per workgroup of 8 subgroups (WG16 = 8 × the adapter's fixed subgroup size);
+// subgroup sg owns rows (sg & 1)·64 + 0..63 (4 fragments) and columns (sg >> 1)·32 + 0..31 (2 fragments).
+// K advances by 32 a step; the next slice is fetched into registers (already in f16) while the current one
+// is multiplied. Staged in f16 scalars: an earlier version staging vec4<f16>s (fragments loaded from
+// vec4<f16> arrays), double-buffered or not, ran f16 4096³ at 55–57 TFLOP/s on the H200 where this one
+// runs at 79, and 109 without index clamps, as the composing modules declare it (GEMM_COOP in
+// src/ops/gemm.rs).
 override WG16: u32 = 256u;
 const HM: u32 = 128u;
 const HN: u32 = 128u;
@@ -23,28 +26,23 @@ const HK: u32 = 32u;
 // [depth][outer] tiles (runs along M or N: Aᵀ, B). The fragment loads read row- or column-major to match.
 const HSK: u32 = 40u;
 const HSO: u32 = 136u;
-// One staged slice, max(128·40, 32·136) halves; each operand has two.
-const HSLICE: u32 = 5120u;
-// Runs of 8 elements per chunk, 128·32/8 chunks per operand slice: two per thread.
+// Runs of 8 elements per chunk; 128·32/8 chunks per operand tile; at most 4 per thread (WG16 >= 128).
 const HCHUNKS: u32 = 512u;
 
-// Staged in vec4<f16> units: a chunk is two 8-byte stores, and the fragment loads read the same arrays
-// (offsets and strides in vec4s: every fragment starts on a multiple of 4 halves).
-var<workgroup> Ah: array<vec4<f16>, 2560>;
-var<workgroup> Bh: array<vec4<f16>, 2560>;
+var<workgroup> Ah: array<f16, 5120>; // max(128·40, 32·136)
+var<workgroup> Bh: array<f16, 5120>;
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
 // through store_c4. 8 × 16×16 f32.
 var<workgroup> Cs16: array<f32, 2048>;
 
-// Eight consecutive elements of an operand in f16.
-struct Half8 {
-    lo: vec4<f16>,
-    hi: vec4<f16>,
+// Two values rounded to f16 (clamped to ±65504 first: bf16 and f32 reach far beyond f16's range).
+fn f16_bits(v: vec2<f32>) -> u32 {
+    return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
-// Rounded to f16, clamped to ±65504 first (bf16 and f32 reach far beyond f16's range).
-fn to_f16x4(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+// Eight values as a chunk (packed f16 pairs).
+fn f16_chunk(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
+    return vec4<u32>(f16_bits(lo.xy), f16_bits(lo.zw), f16_bits(hi.xy), f16_bits(hi.zw));
 }
 
 // Where chunk ci of a 128 (outer) × 32 (depth) slice starts, as (outer, depth) offsets, when the operand
@@ -56,37 +54,61 @@ fn coop_chunk(ci: u32, k_contig: bool) -> vec2<u32> {
     return vec2<u32>((ci % 16u) * 8u, ci / 16u);
 }
 
-// Where a chunk starts in a staging slice, in halves.
+// Where chunk ci starts in a staging tile, in halves.
 fn stage_index(ci: u32, k_contig: bool) -> u32 {
     let co = coop_chunk(ci, k_contig);
     return select(co.y * HSO + co.x, co.x * HSK + co.y, k_contig);
 }
 
-fn stage_a16(s: u32, ci: u32, h: Half8) {
-    let i = (s + stage_index(ci, a_k_contig())) >> 2u;
-    Ah[i] = h.lo;
-    Ah[i + 1u] = h.hi;
+fn stage_a16(ci: u32, w: vec4<u32>) {
+    let i = stage_index(ci, a_k_contig());
+    let h0 = vec2<f16>(unpack2x16float(w.x));
+    let h1 = vec2<f16>(unpack2x16float(w.y));
+    let h2 = vec2<f16>(unpack2x16float(w.z));
+    let h3 = vec2<f16>(unpack2x16float(w.w));
+    Ah[i] = h0.x;
+    Ah[i + 1u] = h0.y;
+    Ah[i + 2u] = h1.x;
+    Ah[i + 3u] = h1.y;
+    Ah[i + 4u] = h2.x;
+    Ah[i + 5u] = h2.y;
+    Ah[i + 6u] = h3.x;
+    Ah[i + 7u] = h3.y;
 }
 
-fn stage_b16(s: u32, ci: u32, h: Half8) {
-    let i = (s + stage_index(ci, b_k_contig())) >> 2u;
-    Bh[i] = h.lo;
-    Bh[i + 1u] = h.hi;
+fn stage_b16(ci: u32, w: vec4<u32>) {
+    let i = stage_index(ci, b_k_contig());
+    let h0 = vec2<f16>(unpack2x16float(w.x));
+    let h1 = vec2<f16>(unpack2x16float(w.y));
+    let h2 = vec2<f16>(unpack2x16float(w.z));
+    let h3 = vec2<f16>(unpack2x16float(w.w));
+    Bh[i] = h0.x;
+    Bh[i + 1u] = h0.y;
+    Bh[i + 2u] = h1.x;
+    Bh[i + 3u] = h1.y;
+    Bh[i + 4u] = h2.x;
+    Bh[i + 5u] = h2.y;
+    Bh[i + 6u] = h3.x;
+    Bh[i + 7u] = h3.y;
 }
 
-// Fragment (row r0, depth k0) of the A slice staged at `s`; (depth k0, column n0) of the B slice.
-fn frag_a16(s: u32, r0: u32, k0: u32) -> coop_mat16x16<f16, A> {
+// Fragment (row r0, depth k0) of the staged A tile; (depth k0, column n0) of the staged B tile.
+fn frag_a16(r0: u32, k0: u32) -> coop_mat16x16<f16, A> {
     if (a_k_contig()) {
-        return coopLoadT<coop_mat16x16<f16, A>>(&Ah[(s + r0 * HSK + k0) >> 2u], HSK / 4u);
+        let i = r0 * HSK + k0;
+        return coopLoadT<coop_mat16x16<f16, A>>(&Ah[i], HSK);
     }
-    return coopLoad<coop_mat16x16<f16, A>>(&Ah[(s + k0 * HSO + r0) >> 2u], HSO / 4u);
+    let i = k0 * HSO + r0;
+    return coopLoad<coop_mat16x16<f16, A>>(&Ah[i], HSO);
 }
 
-fn frag_b16(s: u32, k0: u32, n0: u32) -> coop_mat16x16<f16, B> {
+fn frag_b16(k0: u32, n0: u32) -> coop_mat16x16<f16, B> {
     if (b_k_contig()) {
-        return coopLoad<coop_mat16x16<f16, B>>(&Bh[(s + n0 * HSK + k0) >> 2u], HSK / 4u);
+        let i = n0 * HSK + k0;
+        return coopLoad<coop_mat16x16<f16, B>>(&Bh[i], HSK);
     }
-    return coopLoadT<coop_mat16x16<f16, B>>(&Bh[(s + k0 * HSO + n0) >> 2u], HSO / 4u);
+    let i = k0 * HSO + n0;
+    return coopLoadT<coop_mat16x16<f16, B>>(&Bh[i], HSO);
 }
 
 // Stores fragment f of subgroup sg (rows m, columns n of C) through the scratch and store_c4.
@@ -103,37 +125,40 @@ fn out_frag16(f: coop_mat16x16<f32, C>, sg: u32, sl: u32, ss: u32, z: u32, m: u3
     workgroupBarrier();
 }
 
-// A slice's two chunks a thread (chunks lid and lid + WG16 of each operand) in named registers: an
-// indexed array would go to local memory and make every global load wait at once instead of
-// overlapping the products.
-struct Slice16 {
-    a0: Half8,
-    a1: Half8,
-    b0: Half8,
-    b1: Half8,
-}
-
-fn fetch_slice16(z: u32, m0: u32, n0: u32, k1: u32, lid: u32) -> Slice16 {
-    return Slice16(
-        fetch_a16(z, m0, k1, lid),
-        fetch_a16(z, m0, k1, lid + WG16),
-        fetch_b16(z, n0, k1, lid),
-        fetch_b16(z, n0, k1, lid + WG16),
-    );
-}
-
-fn stage_slice16(s: u32, lid: u32, q: Slice16) {
-    stage_a16(s, lid, q.a0);
-    stage_a16(s, lid + WG16, q.a1);
-    stage_b16(s, lid, q.b0);
-    stage_b16(s, lid + WG16, q.b1);
-}
-
 // The workgroup's 128×128 tile of batch z's C at rows m0, columns n0, over depth k.
 fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, ss: u32) {
     let ntiles = (k + HK - 1u) / HK;
-    stage_slice16(0u, lid, fetch_slice16(z, m0, n0, 0u, lid));
-    workgroupBarrier();
+
+    // The next slice's chunks live in named registers (slot s holds chunk lid + s·WG16; slots past
+    // HCHUNKS fold away, WG16 being a constant): an indexed array would go to local memory and make
+    // every global load wait at once instead of overlapping the products.
+    let has1 = WG16 < HCHUNKS;
+    let has2 = 2u * WG16 < HCHUNKS;
+    let has3 = 3u * WG16 < HCHUNKS;
+    let c0i = lid;
+    let c1i = lid + WG16;
+    let c2i = lid + 2u * WG16;
+    let c3i = lid + 3u * WG16;
+    var pa0 = fetch_a16(z, m0, 0u, c0i);
+    var pb0 = fetch_b16(z, n0, 0u, c0i);
+    var pa1 = vec4<u32>(0u);
+    var pb1 = vec4<u32>(0u);
+    var pa2 = vec4<u32>(0u);
+    var pb2 = vec4<u32>(0u);
+    var pa3 = vec4<u32>(0u);
+    var pb3 = vec4<u32>(0u);
+    if (has1) {
+        pa1 = fetch_a16(z, m0, 0u, c1i);
+        pb1 = fetch_b16(z, n0, 0u, c1i);
+    }
+    if (has2) {
+        pa2 = fetch_a16(z, m0, 0u, c2i);
+        pb2 = fetch_b16(z, n0, 0u, c2i);
+    }
+    if (has3) {
+        pa3 = fetch_a16(z, m0, 0u, c3i);
+        pb3 = fetch_b16(z, n0, 0u, c3i);
+    }
 
     let wm = (sg & 1u) * 64u;
     let wn = (sg >> 1u) * 32u;
@@ -147,19 +172,45 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
     var c31 = coop_mat16x16<f32, C>();
 
     for (var t = 0u; t < ntiles; t++) {
-        let cur = (t & 1u) * HSLICE;
-        let more = t + 1u < ntiles;
-        var next: Slice16;
-        if (more) {
-            next = fetch_slice16(z, m0, n0, (t + 1u) * HK, lid);
+        stage_a16(c0i, pa0);
+        stage_b16(c0i, pb0);
+        if (has1) {
+            stage_a16(c1i, pa1);
+            stage_b16(c1i, pb1);
+        }
+        if (has2) {
+            stage_a16(c2i, pa2);
+            stage_b16(c2i, pb2);
+        }
+        if (has3) {
+            stage_a16(c3i, pa3);
+            stage_b16(c3i, pb3);
+        }
+        workgroupBarrier();
+        if (t + 1u < ntiles) {
+            let k1 = (t + 1u) * HK;
+            pa0 = fetch_a16(z, m0, k1, c0i);
+            pb0 = fetch_b16(z, n0, k1, c0i);
+            if (has1) {
+                pa1 = fetch_a16(z, m0, k1, c1i);
+                pb1 = fetch_b16(z, n0, k1, c1i);
+            }
+            if (has2) {
+                pa2 = fetch_a16(z, m0, k1, c2i);
+                pb2 = fetch_b16(z, n0, k1, c2i);
+            }
+            if (has3) {
+                pa3 = fetch_a16(z, m0, k1, c3i);
+                pb3 = fetch_b16(z, n0, k1, c3i);
+            }
         }
         for (var k0 = 0u; k0 < HK; k0 += 16u) {
-            let a0 = frag_a16(cur, wm, k0);
-            let a1 = frag_a16(cur, wm + 16u, k0);
-            let a2 = frag_a16(cur, wm + 32u, k0);
-            let a3 = frag_a16(cur, wm + 48u, k0);
-            let b0 = frag_b16(cur, k0, wn);
-            let b1 = frag_b16(cur, k0, wn + 16u);
+            let a0 = frag_a16(wm, k0);
+            let a1 = frag_a16(wm + 16u, k0);
+            let a2 = frag_a16(wm + 32u, k0);
+            let a3 = frag_a16(wm + 48u, k0);
+            let b0 = frag_b16(k0, wn);
+            let b1 = frag_b16(k0, wn + 16u);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
@@ -168,11 +219,6 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
             c21 = coopMultiplyAdd(a2, b1, c21);
             c30 = coopMultiplyAdd(a3, b0, c30);
             c31 = coopMultiplyAdd(a3, b1, c31);
-        }
-        // The other buffer was last read in step t - 1, which every subgroup finished before the barrier
-        // that ended it.
-        if (more) {
-            stage_slice16(HSLICE - cur, lid, next);
         }
         workgroupBarrier();
     }

@@ -185,258 +185,52 @@ fn store4(z: u32, m: u32, n: u32, v: vec4<f32>) {
 }
 // ---- gemm shared: end ----
 
-// Workgroup sizes, set by the host from the adapter's (fixed) subgroup size S: 8 subgroups for the 16×16
-// entry point, 4 for the 8×8 one. Subgroup `sg` owns a fixed block of the workgroup's tile of C.
-override WG16: u32 = 256u;
+// Workgroup size of the 8×8 entry point, set by the host from the adapter's (fixed) subgroup size S:
+// 4 subgroups (the 16×16 entry point's WG16, 8 subgroups, is coop16.wgsl's).
 override WG8: u32 = 128u;
 
-// Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
-// through store4 (bounds, alpha, bias, residual). 8 × 16×16 (or 4 × 8×8) f32.
-var<workgroup> Cs: array<f32, 2048>;
+// Per-subgroup scratch for the 8×8 epilogue: a fragment is stored here, then each lane writes its part
+// of it through store4. 4 × 8×8 f32.
+var<workgroup> Cs: array<f32, 256>;
 
-// ---- 16×16×16, f16 inputs, f32 accumulators ------------------------------------------------------------
-// A 128×128 tile of C per workgroup; subgroup sg owns rows (sg & 1)·64 + 0..63 (4 fragments) and columns
-// (sg >> 1)·32 + 0..31 (2 fragments). K advances by 32 (two fragment steps); the next slice is loaded into
-// registers (already rounded to f16) while the current one is multiplied.
-const HM: u32 = 128u;
-const HN: u32 = 128u;
-const HK: u32 = 32u;
-// Staging row strides in halves, padded by 8 (16 bytes): [outer][depth] tiles (runs along K: A, Bᵀ) and
-// [depth][outer] tiles (runs along M or N: Aᵀ, B). The fragment loads read row- or column-major to match.
-const HSK: u32 = 40u;
-const HSO: u32 = 136u;
-// Runs of 8 elements per chunk; 128·32/8 chunks per operand tile; at most 4 per thread (WG16 >= 128).
-const HCHUNKS: u32 = 512u;
-
-var<workgroup> Ah: array<f16, 5120>; // max(128·40, 32·136)
-var<workgroup> Bh: array<f16, 5120>;
-
-// Two values rounded to f16 (clamped to ±65504 first: bf16 and f32 reach far beyond f16's range).
-fn f16_bits(v: vec2<f32>) -> u32 {
-    return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
-}
+// ---- 16×16×16, f16 inputs, f32 accumulators: the product of coop16.wgsl --------------------------------
 
 // Elements e..e+7 of A as packed f16 pairs (v of them in bounds, the rest 0).
 fn a_run8h(e: u32, v: u32) -> vec4<u32> {
     if (DT_A == DT_F16 && v == 8u && (e & 7u) == 0u) {
         return a[e >> 3u];
     }
-    let lo = a_run4(e, min(v, 4u));
-    let hi = a_run4(e + 4u, select(0u, v - 4u, v > 4u));
-    return vec4<u32>(f16_bits(lo.xy), f16_bits(lo.zw), f16_bits(hi.xy), f16_bits(hi.zw));
+    return f16_chunk(a_run4(e, min(v, 4u)), a_run4(e + 4u, select(0u, v - 4u, v > 4u)));
 }
 
 fn b_run8h(e: u32, v: u32) -> vec4<u32> {
     if (DT_B == DT_F16 && v == 8u && (e & 7u) == 0u) {
         return b[e >> 3u];
     }
-    let lo = b_run4(e, min(v, 4u));
-    let hi = b_run4(e + 4u, select(0u, v - 4u, v > 4u));
-    return vec4<u32>(f16_bits(lo.xy), f16_bits(lo.zw), f16_bits(hi.xy), f16_bits(hi.zw));
+    return f16_chunk(b_run4(e, min(v, 4u)), b_run4(e + 4u, select(0u, v - 4u, v > 4u)));
 }
 
-// Where a chunk (outer, depth) starts in a staging tile.
-fn stage_index(co: vec2<u32>, k_contig: bool, sk: u32, so: u32) -> u32 {
-    return select(co.y * so + co.x, co.x * sk + co.y, k_contig);
-}
-
-fn put_a8h(i: u32, w: vec4<u32>) {
-    let h0 = vec2<f16>(unpack2x16float(w.x));
-    let h1 = vec2<f16>(unpack2x16float(w.y));
-    let h2 = vec2<f16>(unpack2x16float(w.z));
-    let h3 = vec2<f16>(unpack2x16float(w.w));
-    Ah[i] = h0.x;
-    Ah[i + 1u] = h0.y;
-    Ah[i + 2u] = h1.x;
-    Ah[i + 3u] = h1.y;
-    Ah[i + 4u] = h2.x;
-    Ah[i + 5u] = h2.y;
-    Ah[i + 6u] = h3.x;
-    Ah[i + 7u] = h3.y;
-}
-
-fn put_b8h(i: u32, w: vec4<u32>) {
-    let h0 = vec2<f16>(unpack2x16float(w.x));
-    let h1 = vec2<f16>(unpack2x16float(w.y));
-    let h2 = vec2<f16>(unpack2x16float(w.z));
-    let h3 = vec2<f16>(unpack2x16float(w.w));
-    Bh[i] = h0.x;
-    Bh[i + 1u] = h0.y;
-    Bh[i + 2u] = h1.x;
-    Bh[i + 3u] = h1.y;
-    Bh[i + 4u] = h2.x;
-    Bh[i + 5u] = h2.y;
-    Bh[i + 6u] = h3.x;
-    Bh[i + 7u] = h3.y;
-}
-
-// Fragment (row r0, depth k0) of the staged A tile; (depth k0, column n0) of the staged B tile.
-fn frag_a16(r0: u32, k0: u32) -> coop_mat16x16<f16, A> {
-    if (a_k_contig()) {
-        let i = r0 * HSK + k0;
-        return coopLoadT<coop_mat16x16<f16, A>>(&Ah[i], HSK);
-    }
-    let i = k0 * HSO + r0;
-    return coopLoad<coop_mat16x16<f16, A>>(&Ah[i], HSO);
-}
-
-fn frag_b16(k0: u32, n0: u32) -> coop_mat16x16<f16, B> {
-    if (b_k_contig()) {
-        let i = n0 * HSK + k0;
-        return coopLoad<coop_mat16x16<f16, B>>(&Bh[i], HSK);
-    }
-    let i = k0 * HSO + n0;
-    return coopLoadT<coop_mat16x16<f16, B>>(&Bh[i], HSO);
-}
-
-// Stores fragment f of subgroup sg (rows m, columns n of C) through the scratch and store4.
-fn out_frag16(f: coop_mat16x16<f32, C>, sg: u32, sl: u32, ss: u32, z: u32, m: u32, n: u32) {
-    let i = sg * 256u;
-    coopStoreT(f, &Cs[i], 16u);
-    workgroupBarrier();
-    for (var q = sl; q < 64u; q += ss) {
-        let r = q >> 2u;
-        let cq = (q & 3u) * 4u;
-        let s = i + r * 16u + cq;
-        store4(z, m + r, n + cq, vec4<f32>(Cs[s], Cs[s + 1u], Cs[s + 2u], Cs[s + 3u]));
-    }
-    workgroupBarrier();
-}
-
-// Chunk `ci` of the A (B) tile at depth k1, fetched as packed f16 pairs; stored into the staging tile.
 fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = chunk_coords(ci, HM, HK, a_k_contig(), 8u);
+    let co = coop_chunk(ci, a_k_contig());
     let r = a_run_at(z, m0 + co.x, k1 + co.y, 8u);
     return a_run8h(r.e, r.v);
 }
 
 fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = chunk_coords(ci, HN, HK, b_k_contig(), 8u);
+    let co = coop_chunk(ci, b_k_contig());
     let r = b_run_at(z, n0 + co.x, k1 + co.y, 8u);
     return b_run8h(r.e, r.v);
 }
 
-fn stage_a16(ci: u32, w: vec4<u32>) {
-    put_a8h(stage_index(chunk_coords(ci, HM, HK, a_k_contig(), 8u), a_k_contig(), HSK, HSO), w);
-}
-
-fn stage_b16(ci: u32, w: vec4<u32>) {
-    put_b8h(stage_index(chunk_coords(ci, HN, HK, b_k_contig(), 8u), b_k_contig(), HSK, HSO), w);
+fn store_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    store4(z, m, n, v);
 }
 
 @compute @workgroup_size(WG16)
 fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sl: u32,
                @builtin(subgroup_size) ss: u32) {
-    let z = wid.z;
-    let m0 = wid.y * HM;
-    let n0 = wid.x * HN;
-    let ntiles = (p.k + HK - 1u) / HK;
-
-    // The next slice's chunks live in named registers (slot s holds chunk lid + s·WG16; slots past
-    // HCHUNKS fold away, WG16 being a constant): an indexed array would go to local memory and make
-    // every global load wait at once instead of overlapping the products.
-    let has1 = WG16 < HCHUNKS;
-    let has2 = 2u * WG16 < HCHUNKS;
-    let has3 = 3u * WG16 < HCHUNKS;
-    let c0i = lid;
-    let c1i = lid + WG16;
-    let c2i = lid + 2u * WG16;
-    let c3i = lid + 3u * WG16;
-    var pa0 = fetch_a16(z, m0, 0u, c0i);
-    var pb0 = fetch_b16(z, n0, 0u, c0i);
-    var pa1 = vec4<u32>(0u);
-    var pb1 = vec4<u32>(0u);
-    var pa2 = vec4<u32>(0u);
-    var pb2 = vec4<u32>(0u);
-    var pa3 = vec4<u32>(0u);
-    var pb3 = vec4<u32>(0u);
-    if (has1) {
-        pa1 = fetch_a16(z, m0, 0u, c1i);
-        pb1 = fetch_b16(z, n0, 0u, c1i);
-    }
-    if (has2) {
-        pa2 = fetch_a16(z, m0, 0u, c2i);
-        pb2 = fetch_b16(z, n0, 0u, c2i);
-    }
-    if (has3) {
-        pa3 = fetch_a16(z, m0, 0u, c3i);
-        pb3 = fetch_b16(z, n0, 0u, c3i);
-    }
-
-    let wm = (sg & 1u) * 64u;
-    let wn = (sg >> 1u) * 32u;
-    var c00 = coop_mat16x16<f32, C>();
-    var c01 = coop_mat16x16<f32, C>();
-    var c10 = coop_mat16x16<f32, C>();
-    var c11 = coop_mat16x16<f32, C>();
-    var c20 = coop_mat16x16<f32, C>();
-    var c21 = coop_mat16x16<f32, C>();
-    var c30 = coop_mat16x16<f32, C>();
-    var c31 = coop_mat16x16<f32, C>();
-
-    for (var t = 0u; t < ntiles; t++) {
-        stage_a16(c0i, pa0);
-        stage_b16(c0i, pb0);
-        if (has1) {
-            stage_a16(c1i, pa1);
-            stage_b16(c1i, pb1);
-        }
-        if (has2) {
-            stage_a16(c2i, pa2);
-            stage_b16(c2i, pb2);
-        }
-        if (has3) {
-            stage_a16(c3i, pa3);
-            stage_b16(c3i, pb3);
-        }
-        workgroupBarrier();
-        if (t + 1u < ntiles) {
-            let k1 = (t + 1u) * HK;
-            pa0 = fetch_a16(z, m0, k1, c0i);
-            pb0 = fetch_b16(z, n0, k1, c0i);
-            if (has1) {
-                pa1 = fetch_a16(z, m0, k1, c1i);
-                pb1 = fetch_b16(z, n0, k1, c1i);
-            }
-            if (has2) {
-                pa2 = fetch_a16(z, m0, k1, c2i);
-                pb2 = fetch_b16(z, n0, k1, c2i);
-            }
-            if (has3) {
-                pa3 = fetch_a16(z, m0, k1, c3i);
-                pb3 = fetch_b16(z, n0, k1, c3i);
-            }
-        }
-        for (var k0 = 0u; k0 < HK; k0 += 16u) {
-            let a0 = frag_a16(wm, k0);
-            let a1 = frag_a16(wm + 16u, k0);
-            let a2 = frag_a16(wm + 32u, k0);
-            let a3 = frag_a16(wm + 48u, k0);
-            let b0 = frag_b16(k0, wn);
-            let b1 = frag_b16(k0, wn + 16u);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c20 = coopMultiplyAdd(a2, b0, c20);
-            c21 = coopMultiplyAdd(a2, b1, c21);
-            c30 = coopMultiplyAdd(a3, b0, c30);
-            c31 = coopMultiplyAdd(a3, b1, c31);
-        }
-        workgroupBarrier();
-    }
-
-    let m = m0 + wm;
-    let n = n0 + wn;
-    out_frag16(c00, sg, sl, ss, z, m, n);
-    out_frag16(c01, sg, sl, ss, z, m, n + 16u);
-    out_frag16(c10, sg, sl, ss, z, m + 16u, n);
-    out_frag16(c11, sg, sl, ss, z, m + 16u, n + 16u);
-    out_frag16(c20, sg, sl, ss, z, m + 32u, n);
-    out_frag16(c21, sg, sl, ss, z, m + 32u, n + 16u);
-    out_frag16(c30, sg, sl, ss, z, m + 48u, n);
-    out_frag16(c31, sg, sl, ss, z, m + 48u, n + 16u);
+    coop16_product(wid.z, wid.y * HM, wid.x * HN, p.k, lid, sg, sl, ss);
 }
 
 // ---- f16 pre-pass ---------------------------------------------------------------------------------------
@@ -472,6 +266,11 @@ const EK: u32 = 16u;
 const ESK: u32 = 20u;
 const ESO: u32 = 68u;
 const ECHUNKS: u32 = 256u; // 64·16/4
+
+// Where a chunk (outer, depth) starts in an 8×8 staging tile.
+fn stage_index8(co: vec2<u32>, k_contig: bool) -> u32 {
+    return select(co.y * ESO + co.x, co.x * ESK + co.y, k_contig);
+}
 
 var<workgroup> Af: array<f32, 1280>; // max(64·20, 16·68)
 var<workgroup> Bf: array<f32, 1280>;
@@ -529,11 +328,11 @@ fn gemm_coop8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let coa = chunk_coords(ci, EM, EK, ka, 4u);
             let ra = a_run_at(z, m0 + coa.x, k1 + coa.y, 4u);
             let va = a_run4(ra.e, ra.v);
-            let ia = stage_index(coa, ka, ESK, ESO);
+            let ia = stage_index8(coa, ka);
             let cob = chunk_coords(ci, EN, EK, kb, 4u);
             let rb = b_run_at(z, n0 + cob.x, k1 + cob.y, 4u);
             let vb = b_run4(rb.e, rb.v);
-            let ib = stage_index(cob, kb, ESK, ESO);
+            let ib = stage_index8(cob, kb);
             // A run along depth lands in one staging row; along outer too (both layouts keep runs contiguous).
             Af[ia] = va.x;
             Af[ia + 1u] = va.y;

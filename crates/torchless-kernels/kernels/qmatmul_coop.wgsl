@@ -4,8 +4,9 @@
 // product rounds its inputs; each chunk of B is 8 weights of one row, dequantized in registers and staged
 // as f16: the weights stay quantized in device memory.
 
-// x in f16, 8 halves an element (binding 1, as qmatmul's `src`, which this entry point does not use).
-@group(0) @binding(1) var<storage, read> x_h: array<mat2x4<f16>>;
+// x in f16, 8 halves (4 packed pairs) an element (binding 1, as qmatmul's `src`, which this entry point
+// does not use).
+@group(0) @binding(1) var<storage, read> x_h: array<vec4<u32>>;
 
 fn a_k_contig() -> bool {
     return true;
@@ -16,27 +17,26 @@ fn b_k_contig() -> bool {
 }
 
 // Chunk ci of x's slice at rows m0, depth k1 (k is a multiple of 32, so a chunk is in or out whole).
-fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> Half8 {
+fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> vec4<u32> {
     let co = coop_chunk(ci, true);
     let row = m0 + co.x;
     let e = k1 + co.y;
     if (row >= p.m || e >= p.k) {
-        return Half8(vec4<f16>(), vec4<f16>());
+        return vec4<u32>(0u);
     }
-    let h = x_h[(row * p.k + e) >> 3u];
-    return Half8(h[0], h[1]);
+    return x_h[(row * p.k + e) >> 3u];
 }
 
 // Chunk ci of Wᵀ's slice at columns (rows of W) n0, depth k1.
-fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> Half8 {
+fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> vec4<u32> {
     let co = coop_chunk(ci, true);
     let row = n0 + co.x;
     let e = k1 + co.y;
     if (row >= p.n || e >= p.k) {
-        return Half8(vec4<f16>(), vec4<f16>());
+        return vec4<u32>(0u);
     }
     let v = dequant8(row, e);
-    return Half8(to_f16x4(v[0]), to_f16x4(v[1]));
+    return f16_chunk(v[0], v[1]);
 }
 
 fn store_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {

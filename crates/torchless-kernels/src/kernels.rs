@@ -10,6 +10,10 @@ pub struct KernelSource {
     pub name: &'static str,
     /// (file stem, text) of each part, in composition order.
     pub parts: &'static [(&'static str, &'static str)],
+    /// Whether the compiler clamps every array index (naga's bounds checks; on Vulkan with robust buffer
+    /// access the driver bounds storage buffers either way). Off only for a kernel whose every index is in
+    /// range by construction, as its declaration argues, and where the clamps were measured to cost.
+    pub bounds_checks: bool,
 }
 
 pub const COMMON: &str = include_str!("../kernels/common.wgsl");
@@ -41,16 +45,28 @@ pub fn compose(parts: &[&str]) -> String {
 }
 
 /// Declares a `KernelSource`: `kernel_source!(IDENT, "name")` for `kernels/<name>.wgsl`, or
-/// `kernel_source!(IDENT, "name", ["a", "b"])` for `kernels/a.wgsl` followed by `kernels/b.wgsl`.
+/// `kernel_source!(IDENT, "name", ["a", "b"])` for `kernels/a.wgsl` followed by `kernels/b.wgsl`;
+/// `kernel_source!(unchecked IDENT, ...)` turns the compiler's index clamps off (see
+/// [`KernelSource::bounds_checks`]).
 #[macro_export]
 macro_rules! kernel_source {
     ($ident:ident, $name:literal) => {
         $crate::kernel_source!($ident, $name, [$name]);
     };
     ($ident:ident, $name:literal, [$($part:literal),+ $(,)?]) => {
+        $crate::kernel_source!(@make $ident, $name, true, [$($part),+]);
+    };
+    (unchecked $ident:ident, $name:literal) => {
+        $crate::kernel_source!(@make $ident, $name, false, [$name]);
+    };
+    (unchecked $ident:ident, $name:literal, [$($part:literal),+ $(,)?]) => {
+        $crate::kernel_source!(@make $ident, $name, false, [$($part),+]);
+    };
+    (@make $ident:ident, $name:literal, $checks:literal, [$($part:literal),+]) => {
         pub static $ident: $crate::kernels::KernelSource = $crate::kernels::KernelSource {
             name: $name,
             parts: &[$(($part, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/", $part, ".wgsl")))),+],
+            bounds_checks: $checks,
         };
     };
 }

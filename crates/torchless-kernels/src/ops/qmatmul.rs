@@ -756,7 +756,14 @@ pub(crate) mod gpu {
     crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv", "reduce_workgroup"]);
     crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "gemv_rope", "qgemv", "reduce_subgroup"]);
     crate::kernel_source!(QMATMUL, "qmatmul");
-    crate::kernel_source!(QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop16", "qmatmul_coop"]);
+    // Without the compiler's index clamps, as gemm's GEMM_COOP (the same product, coop16.wgsl, argued
+    // there): gemm_q4_k 53 against 62 TFLOP/s at 4096³ on the H200, Llama-3-8B q4_k prefill 3.06k against
+    // 3.45k tok/s. Only `gemm_coop16` runs from this module (QMATMUL runs qmatmul.wgsl's own entry
+    // points, checked). Its weight reads stay in range: `dequant8` is called for a row below n and a
+    // depth below k only (k a whole number of blocks), so the block index is below n · row_blocks, all of
+    // whose words a quantized tensor of that shape holds; in-block offsets and the 8-value loops are
+    // bounded by the format's constants. x is read for rows below m and depths below k.
+    crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop16", "qmatmul_coop"]);
 
     /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
     /// three outputs, the RoPE table).
