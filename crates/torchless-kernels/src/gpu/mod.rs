@@ -456,13 +456,14 @@ impl GpuContext {
             wgpu::ShaderModuleDescriptor { label: Some(kernel.name), source: wgpu::ShaderSource::Wgsl(source.into()) };
         // Loop bounding (an iteration counter on every loop, added so that an infinite loop cannot be
         // optimised into undefined behaviour) costs the streaming kernels measurably on the H100.
-        // Bounds checks stay on.
+        // Bounds checks stay on unless the kernel source opts out.
         let mut checks = wgpu::ShaderRuntimeChecks::checked();
         checks.force_loop_bounding = false;
+        checks.bounds_checks = kernel.bounds_checks;
         // SAFETY: every loop in kernels/*.wgsl runs a trip count bounded by its uniform parameters
         // (row lengths, chunk counts, tile counts) or, in select.wgsl `consume`, by the 8 pending values
-        // each round retires at least one of, so none can run forever; that is the only check
-        // turned off.
+        // each round retires at least one of, so none can run forever. The sources without bounds checks
+        // index only in range (each argues so where it is declared).
         let module = unsafe { self.device.create_shader_module_trusted(desc, checks) };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(KernelError::Gpu(format!("compiling kernel {}: {e}", kernel.name)));
