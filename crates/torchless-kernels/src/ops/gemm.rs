@@ -416,6 +416,10 @@ struct Params {
     batch: u32,
 }
 
+/// How many workgroups must stage a tile of a non-f16 operand (the other dimension's tiles) before it is
+/// rounded to f16 by a pre-pass rather than in each of them.
+const PREPASS_MIN_STAGINGS: usize = 4;
+
 /// The tolerance of a product whose inputs the 16×16 cooperative path rounds to f16 (depth k).
 pub fn f16_rounded_tolerance(k: usize) -> crate::testing::Tolerance {
     crate::testing::Tolerance { atol: 2e-3 * (k as f64).sqrt(), rtol: 1e-2 }
@@ -449,6 +453,18 @@ fn gemm_gpu(
     out: &Tensor,
     path: GemmPath,
 ) -> Result<()> {
+    // The 16×16 path rounds its inputs to f16 as it stages them, in every workgroup that stages a tile:
+    // an operand that many workgroups stage is rounded once beforehand instead (same values).
+    let (a16, b16) = match path {
+        GemmPath::Cooperative(v @ CoopVariant::F16x16 { .. }) => {
+            let prepass = |t: &Tensor, stagings: usize| {
+                (t.dtype() != DType::F16 && stagings >= PREPASS_MIN_STAGINGS).then(|| f16_copy(ctx, t)).transpose()
+            };
+            (prepass(a, d.n.div_ceil(v.tile()))?, prepass(b, d.m.div_ceil(v.tile()))?)
+        }
+        _ => (None, None),
+    };
+    let (a, b) = (a16.as_ref().unwrap_or(a), b16.as_ref().unwrap_or(b));
     let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
     let (ab, bb, ob) = (buf(a), buf(b), buf(out));
     for t in [Some(a), Some(b), Some(out), opts.bias, opts.residual].into_iter().flatten() {
@@ -895,6 +911,13 @@ mod tests {
                 GemmKernel::Cooperative,
                 tolerance(77).scaled(if lossy { 500.0 } else { 2.0 }),
             );
+            // Both operands staged by more than PREPASS_MIN_STAGINGS workgroups: the 16×16 configuration
+            // rounds the non-f16 ones by the pre-pass (the batched A and the shared B alike).
+            for (ta, tb) in LAYOUTS {
+                let tol = if lossy { f16_rounded_tolerance(40) } else { tolerance(40).scaled(2.0) };
+                let case = Case::new(520, 515, 40, ta, tb, da, db).batched(Some(2), Some(1));
+                check(&backend, &mut rng, case, GemmKernel::Cooperative, tol);
+            }
         }
         // bf16 beyond f16's range is clamped to ±65504 on the f16 configuration.
         if let CoopVariant::F16x16 { .. } = variant {
