@@ -7,9 +7,9 @@
 //     recorded step can be replayed as the context grows. This main pass is the fallback for adapters
 //     without (large enough) subgroups; attention_subgroup.wgsl has the faster one, whose partials
 //     sdpa_decode_reduce merges too.
-//   flash (flash_attention): prefill. Workgroup (query block, head) keeps its BQ × head_dim output tile
-//     in registers and streams K/V tiles through workgroup memory with an online softmax; the scores
-//     never leave the workgroup.
+//   flash (flash_attention): prefill (attention_coop.wgsl has its tensor-core form). Workgroup (query
+//     block, head) keeps its BQ × head_dim output tile in registers and streams K/V tiles through
+//     workgroup memory with an online softmax; the scores never leave the workgroup.
 //
 // Q and the output are f32; K and V are f32, f16 or bf16 (DTYPE), rows [position, kv head, head_dim].
 // All arithmetic is f32. Masked scores are MASKED (finite, so no inf - inf); a row with no visible key
