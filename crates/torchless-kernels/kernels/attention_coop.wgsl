@@ -4,7 +4,7 @@ enable wgpu_cooperative_matrix;
 // flash_coop: the prefill attention of attention.wgsl's `flash` (same op, parameters and bindings) on
 // 16×16×16 f16 cooperative matrices with f32 accumulators, for adapters with 32-lane subgroups and
 // head_dim a multiple of 16, at most 128. Composed after attention.wgsl (FlashParams, bindings, MASKED,
-// softcap4).
+// softcap4) and f16_pack.wgsl.
 //
 // Workgroup (query block of 64 rows, head): 4 subgroups, each owning 16 query rows. Q is scaled, rounded
 // to f16 and kept in registers as head_dim/16 fragments. The softmax takes two passes over the keys,
@@ -26,13 +26,6 @@ var<workgroup> c_kv: array<f16, 8704>;
 // Per subgroup: its 16 rows of scores (f32) and probabilities (f16); the scores also carry the epilogue.
 var<workgroup> c_s: array<f32, 2304>;
 var<workgroup> c_p: array<f16, 2560>;
-
-// Eight values (two vec4 groups of f32 or one of 16-bit elements, DTYPE) as packed f16 pairs.
-fn c_f16x8(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
-    let a = clamp(lo, vec4<f32>(-65504.0), vec4<f32>(65504.0));
-    let b = clamp(hi, vec4<f32>(-65504.0), vec4<f32>(65504.0));
-    return vec4<u32>(pack2x16float(a.xy), pack2x16float(a.zw), pack2x16float(b.xy), pack2x16float(b.zw));
-}
 
 fn c_put8(at: u32, w: vec4<u32>) {
     let h0 = vec2<f16>(unpack2x16float(w.x));
@@ -66,7 +59,7 @@ fn c_fetch8(is_v: bool, key: u32, kvh: u32, e: u32) -> vec4<u32> {
             a = kc[i];
             b = kc[i + 1u];
         }
-        return c_f16x8(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
+        return f16_chunk(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
     }
     var w: vec4<u32>;
     if (is_v) {
@@ -77,7 +70,7 @@ fn c_fetch8(is_v: bool, key: u32, kvh: u32, e: u32) -> vec4<u32> {
     if (DTYPE == DT_F16) {
         return w;
     }
-    return c_f16x8(group_lo(w), group_hi(w));
+    return f16_chunk(group_lo(w), group_hi(w));
 }
 
 // The K tile (and the V tile when `with_v`) of keys kt0.. into c_kv: CK rows of HD/8 chunks.
@@ -256,7 +249,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         var w = vec4<u32>(0u);
         if (i < fp.q_len) {
             let at = ((i * fp.n_heads + head) * HD + e) >> 2u;
-            w = c_f16x8(bitcast<vec4<f32>>(q_in[at]) * fp.scale, bitcast<vec4<f32>>(q_in[at + 1u]) * fp.scale);
+            w = f16_chunk(bitcast<vec4<f32>>(q_in[at]) * fp.scale, bitcast<vec4<f32>>(q_in[at + 1u]) * fp.scale);
         }
         c_put8(r * CSTR + e, w);
     }

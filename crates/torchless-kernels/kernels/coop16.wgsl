@@ -6,7 +6,7 @@ enable wgpu_cooperative_matrix;
 // operands there, the quantized GEMM (qmatmul_coop.wgsl) dequantizes its weights. The composing module
 // provides:
 //   fetch_a16(z, m0, k1, ci) -> vec4<u32>  chunk ci (coop_chunk) of batch z's A slice at rows m0.., depth
-//                                          k1..: 8 elements as packed f16 pairs (see f16_bits), 0 outside
+//                                          k1..: 8 elements as packed f16 pairs (f16_pack.wgsl), 0 outside
 //   fetch_b16(z, n0, k1, ci) -> vec4<u32>  the same for op(B) at columns n0..
 //   a_k_contig(), b_k_contig() -> bool     whether the operand's runs go along K (see coop_chunk)
 //   store_c4(z, m, n, v: vec4<f32>)        columns n..n+3 of row m of C, bounds and epilogue included
@@ -34,16 +34,6 @@ var<workgroup> Bh: array<f16, 5120>;
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
 // through store_c4. 8 × 16×16 f32.
 var<workgroup> Cs16: array<f32, 2048>;
-
-// Two values rounded to f16 (clamped to ±65504 first: bf16 and f32 reach far beyond f16's range).
-fn f16_bits(v: vec2<f32>) -> u32 {
-    return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
-}
-
-// Eight values as a chunk (packed f16 pairs).
-fn f16_chunk(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
-    return vec4<u32>(f16_bits(lo.xy), f16_bits(lo.zw), f16_bits(hi.xy), f16_bits(hi.zw));
-}
 
 // Where chunk ci of a 128 (outer) × 32 (depth) slice starts, as (outer, depth) offsets, when the operand
 // is read in runs of 8 along its contiguous dimension.

@@ -34,7 +34,7 @@ use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention");
 crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
-crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["attention", "attention_coop"]);
+crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["attention", "f16_pack", "attention_coop"]);
 
 /// Flash attention on cooperative matrices rounds Q (scaled), K, V and the probabilities to f16.
 pub const FLASH_F16_TOLERANCE: crate::testing::Tolerance = crate::testing::Tolerance { atol: 3e-3, rtol: 1e-2 };
