@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// GPU clocks take a while to ramp up, so shorter runs understate the device.
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// Seconds each op runs untimed before its timed run, so that it starts at steady clocks: the
+    /// correctness check before it leaves the GPU idle while the CPU computes the reference, and an
+    /// H200 drops to 345 MHz within a second of idling (1 GiB ops read 10-17 % slower without this).
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
 }
 
 #[derive(Serialize)]
@@ -70,11 +75,20 @@ pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
             reason: "must be in (0, 60]".into(),
         });
     }
+    if !(0.0..=60.0).contains(&args.warmup) {
+        return Err(KernelError::Argument {
+            op: "bench",
+            name: "--warmup",
+            value: args.warmup.to_string(),
+            reason: "must be in [0, 60]".into(),
+        });
+    }
+    let timing = Timing { warmup: args.warmup, seconds: args.seconds };
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let bytes = args.mib << 20;
     eprintln!("bench on {} ({}), {} MiB per op", backend.name(), backend.device_name(), args.mib);
 
-    let copy_gbps = copy_bandwidth(&backend, bytes, args.seconds)?;
+    let copy_gbps = copy_bandwidth(&backend, bytes, timing)?;
     eprintln!("device copy bandwidth: {copy_gbps:.1} GB/s");
 
     let bar = ProgressBar::new(ops.len() as u64);
@@ -84,7 +98,7 @@ pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
     let mut rows = Vec::new();
     for op in &ops {
         bar.set_message(op.clone());
-        let row = kbench::case(op, bytes).and_then(|case| bench_case(&backend, &case, copy_gbps, args.seconds));
+        let row = kbench::case(op, bytes).and_then(|case| bench_case(&backend, &case, copy_gbps, timing));
         rows.push(row.unwrap_or_else(|e| Row {
             op: op.clone(),
             dtype: String::new(),
@@ -109,7 +123,7 @@ pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
     Ok(rows.iter().all(|r| r.ok))
 }
 
-fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, seconds: f64) -> Result<Row, KernelError> {
+fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, timing: Timing) -> Result<Row, KernelError> {
     // The buffers earlier ops left in the pool count against its cap: at a 1 GiB working set they would
     // leave no room for this op's output, which would then be freed and created anew every call, and a
     // new buffer costs wgpu a zero-fill of its whole size before the op writes it.
@@ -118,7 +132,7 @@ fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, seconds: f64)
     }
     let inputs = case.inputs_on(backend)?;
     let report = case.check(backend, &inputs)?;
-    let per_run = time_it(backend, seconds, || (case.run)(&inputs).map(drop))?;
+    let per_run = time_it(backend, timing, || (case.run)(&inputs).map(drop))?;
     let secs = per_run.as_secs_f64();
     let gbps = case.bytes as f64 / secs / 1e9;
     Ok(Row {
@@ -140,15 +154,30 @@ fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, seconds: f64)
     })
 }
 
-/// Mean time of one call: a warm-up, then batches of calls submitted together until `seconds` pass.
+/// How long to run an op untimed, then timed.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub warmup: f64,
+    pub seconds: f64,
+}
+
+/// Mean time of one call: untimed calls for `warmup` seconds (at least one), then batches of calls
+/// submitted together until `seconds` pass.
 pub fn time_it(
     backend: &Backend,
-    seconds: f64,
+    timing: Timing,
     mut f: impl FnMut() -> Result<(), KernelError>,
 ) -> Result<Duration, KernelError> {
-    f()?;
-    backend.synchronize()?;
-    let budget = Duration::from_secs_f64(seconds);
+    let warmup = Duration::from_secs_f64(timing.warmup);
+    let start = Instant::now();
+    loop {
+        f()?;
+        backend.synchronize()?;
+        if start.elapsed() >= warmup {
+            break;
+        }
+    }
+    let budget = Duration::from_secs_f64(timing.seconds);
     let start = Instant::now();
     let mut runs = 0u32;
     let mut batch = 1u32;
@@ -164,13 +193,13 @@ pub fn time_it(
 }
 
 /// Bytes moved per second by the device's own copy (read + write) of half the working set.
-pub fn copy_bandwidth(backend: &Backend, bytes: u64, seconds: f64) -> Result<f64, KernelError> {
+pub fn copy_bandwidth(backend: &Backend, bytes: u64, timing: Timing) -> Result<f64, KernelError> {
     let half = (bytes / 2).max(16) & !15;
     match backend {
         Backend::Cpu => {
             let src = vec![1u8; half as usize];
             let mut dst = vec![0u8; half as usize];
-            let t = time_it(backend, seconds, || {
+            let t = time_it(backend, timing, || {
                 dst.copy_from_slice(std::hint::black_box(&src));
                 Ok(())
             })?;
@@ -183,15 +212,15 @@ pub fn copy_bandwidth(backend: &Backend, bytes: u64, seconds: f64) -> Result<f64
             let src = Tensor::zeros(backend, &[half as usize / 4], DType::F32)?;
             let dst = Tensor::zeros(backend, &[half as usize / 4], DType::F32)?;
             let (s, d) = (src.gpu_buffer().expect("gpu").raw(), dst.gpu_buffer().expect("gpu").raw());
-            let dma = time_it(backend, seconds, || ctx.copy_buffer(s, 0, d, 0, half))?;
-            let kernel = time_it(backend, seconds, || convert::copy_into(&src, &dst))?;
+            let dma = time_it(backend, timing, || ctx.copy_buffer(s, 0, d, 0, half))?;
+            let kernel = time_it(backend, timing, || convert::copy_into(&src, &dst))?;
             let gbps = |t: Duration| 2.0 * half as f64 / t.as_secs_f64() / 1e9;
             // The same kernel and buffers on random data, for comparison only (not the denominator): if
             // it is slower than on zeros, the device compresses zero-filled memory, and the ops (which all
             // move random data) cannot reach the zeros' figure. The bench's `copy` op is this kernel on
             // random data into a pooled output buffer.
             let random = kbench::random_tensor(7, &[half as usize / 4], DType::F32, -1.0, 1.0)?.to_backend(backend)?;
-            let kernel_random = time_it(backend, seconds, || convert::copy_into(&random, &dst))?;
+            let kernel_random = time_it(backend, timing, || convert::copy_into(&random, &dst))?;
             eprintln!(
                 "copy: DMA {:.1} GB/s, copy kernel {:.1} GB/s (on random data {:.1} GB/s)",
                 gbps(dma),

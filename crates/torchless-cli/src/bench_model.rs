@@ -14,7 +14,7 @@ use torchless_kernels::gpu::{GpuContext, KernelTime};
 use torchless_kernels::ops::select;
 use torchless_kernels::testing::Rng;
 
-use crate::bench::copy_bandwidth;
+use crate::bench::{Timing, copy_bandwidth};
 
 /// Decode steps timed kernel by kernel under `--profile`.
 const PROFILE_STEPS: usize = 8;
@@ -101,7 +101,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             return Err(arg_error(name, n, format!("exceeds the model's context of {limit}")));
         }
     }
-    let copy_gbps = copy_bandwidth(&backend, 256 << 20, 1.0)?;
+    let copy_gbps = copy_bandwidth(&backend, 256 << 20, Timing { warmup: 0.5, seconds: 1.0 })?;
     let mut rng = Rng::new(7);
     let vocab = model.vocab_size() as u32;
     let mut random_tokens = |n: usize| (0..n).map(|_| rng.below(vocab)).collect::<Vec<u32>>();
