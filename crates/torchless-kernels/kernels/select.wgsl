@@ -428,36 +428,46 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // ---- top-k ---------------------------------------------------------------------------------------
 //
-// A workgroup keeps its best k so far, sorted, in `list`. It streams its elements in tiles of 8 per
-// thread, in rounds: a thread drops the elements that cannot beat the list's k-th entry and offers the
-// best of the rest. The round's candidates (at most one per thread) are sorted (bitonic, in workgroup
-// memory) and merged by rank: an element's new position is its position among its own kind plus the
-// number of the other kind that beat it (a binary search). The first round offers each thread's best,
-// which sets a high threshold at once; after that most tiles have no candidate at all. Every loop is
-// short (a tile takes at most 8 rounds): lavapipe ends any loop after 65535 iterations.
+// A workgroup keeps its best k so far, sorted, in `list`, and reads its elements once, in tiles of four
+// vec4s a thread. An element that beats the list's k-th entry (the threshold) is appended to a buffer of
+// candidates; the buffer is merged into the list (bitonic sort in workgroup memory, then each entry's new
+// position is its position among its own kind plus the number of the other kind that beat it, found by
+// binary search) only when it is half full, when it overflows, and at the end. The threshold is set by
+// the first tile: each thread offers its best element, and the list of those (the k-th best of the
+// threads' maxima, which at least k elements reach) is merged before the rest of the tile is offered.
+// On random data a chunk of 32k values then yields a few hundred candidates in all, so the workgroup
+// spends most of its time loading. Elements that find the buffer full stay pending and are offered again
+// after the merge (which raises the threshold), so no input, however ordered, loses an element. Every
+// loop is short: lavapipe ends any loop after 65535 iterations.
 
-var<workgroup> cand_k: array<u32, WG>;
-var<workgroup> cand_i: array<u32, WG>;
+// Candidates the buffer holds (two per thread).
+const CAP: u32 = 2u * WG;
+
+var<workgroup> cand_k: array<u32, CAP>;
+var<workgroup> cand_i: array<u32, CAP>;
 var<workgroup> list_k: array<u32, KMAX>;
 var<workgroup> list_i: array<u32, KMAX>;
 var<workgroup> next_k: array<u32, KMAX>;
 var<workgroup> next_i: array<u32, KMAX>;
 var<workgroup> n_cand: atomic<u32>;
-var<workgroup> more: atomic<u32>;
 var<workgroup> list_len: u32;
 var<workgroup> round_m: u32;
-var<workgroup> round_more: u32;
+var<workgroup> round_full: u32;
 
-// This thread's elements of the current tile and which of them are still to be offered.
-var<private> pk: array<u32, 8>;
-var<private> pi: array<u32, 8>;
+// This thread's tile: four units (vec4s of x, or two (key, index) pairs each in the merge pass), the
+// source position of unit 0 (x: its vec4 index; merge: its pair index), and which elements are still to
+// be offered (8 bits a unit).
+var<private> u0_: vec4<u32>;
+var<private> u1_: vec4<u32>;
+var<private> u2_: vec4<u32>;
+var<private> u3_: vec4<u32>;
+var<private> pos_: u32;
 var<private> pending: u32;
 
 fn topk_init(li: u32) {
     if (li == 0u) {
         list_len = 0u;
         atomicStore(&n_cand, 0u);
-        atomicStore(&more, 0u);
     }
     workgroupBarrier();
 }
@@ -492,8 +502,21 @@ fn cand_rank(k: u32, i: u32, m: u32) -> u32 {
     return lo;
 }
 
-// Sorts the m candidates and merges them into the list; called by the whole workgroup with a
-// uniform m in 1..=WG.
+// Places candidate a (< m) into next by its rank.
+fn place_candidate(a: u32, m: u32, len: u32) {
+    if (a < m) {
+        let ck = cand_k[a];
+        let ci = cand_i[a];
+        let r = a + list_rank(ck, ci, len);
+        if (r < p.k) {
+            next_k[r] = ck;
+            next_i[r] = ci;
+        }
+    }
+}
+
+// Sorts the m candidates and merges them into the list, emptying the buffer; called by the whole
+// workgroup with a uniform m in 1..=CAP.
 fn merge(m: u32, li: u32) {
     let len = list_len;
     let kk = p.k;
@@ -501,41 +524,36 @@ fn merge(m: u32, li: u32) {
     while (size < m) {
         size <<= 1u;
     }
-    if (li >= m && li < size) {
-        cand_k[li] = NONE_KEY;
-        cand_i[li] = NONE_INDEX;
+    for (var a = m + li; a < size; a += WG) {
+        cand_k[a] = NONE_KEY;
+        cand_i[a] = NONE_INDEX;
     }
-    // Bitonic sort of cand[0..size) into "beats" order.
+    // Bitonic sort of cand[0..size) into "beats" order; thread li handles the pairs led by li and li + WG.
     for (var span = 2u; span <= size; span <<= 1u) {
         for (var j = span >> 1u; j > 0u; j >>= 1u) {
             workgroupBarrier();
-            let q = li ^ j;
-            if (li < size && q > li) {
-                let ak = cand_k[li];
-                let ai = cand_i[li];
-                let bk = cand_k[q];
-                let bi = cand_i[q];
-                // The first half of each span is sorted best-first, the second best-last.
-                let swap = select(beats(ak, ai, bk, bi), beats(bk, bi, ak, ai), (li & span) == 0u);
-                if (swap) {
-                    cand_k[li] = bk;
-                    cand_i[li] = bi;
-                    cand_k[q] = ak;
-                    cand_i[q] = ai;
+            for (var a = li; a < size; a += WG) {
+                let q = a ^ j;
+                if (q > a) {
+                    let ak = cand_k[a];
+                    let ai = cand_i[a];
+                    let bk = cand_k[q];
+                    let bi = cand_i[q];
+                    // The first half of each span is sorted best-first, the second best-last.
+                    let swap = select(beats(ak, ai, bk, bi), beats(bk, bi, ak, ai), (a & span) == 0u);
+                    if (swap) {
+                        cand_k[a] = bk;
+                        cand_i[a] = bi;
+                        cand_k[q] = ak;
+                        cand_i[q] = ai;
+                    }
                 }
             }
         }
     }
     workgroupBarrier();
-    if (li < m) {
-        let ck = cand_k[li];
-        let ci = cand_i[li];
-        let r = li + list_rank(ck, ci, len);
-        if (r < kk) {
-            next_k[r] = ck;
-            next_i[r] = ci;
-        }
-    }
+    place_candidate(li, m, len);
+    place_candidate(li + WG, m, len);
     if (li < len) {
         let ek = list_k[li];
         let ei = list_i[li];
@@ -553,78 +571,150 @@ fn merge(m: u32, li: u32) {
     }
     if (li == 0u) {
         list_len = new_len;
+        atomicStore(&n_cand, 0u);
     }
     workgroupBarrier();
 }
 
-// Offers this thread's pending elements to the list, in rounds, until none is left.
-fn consume(li: u32) {
-    loop {
-        let len = list_len;
-        if (len >= p.k) {
-            let tk = list_k[p.k - 1u];
-            let ti = list_i[p.k - 1u];
-            for (var j = 0u; j < 8u; j++) {
-                if ((pending & (1u << j)) != 0u && !beats(pk[j], pi[j], tk, ti)) {
-                    pending &= ~(1u << j);
+// The list's k-th entry, which a candidate must beat (the sentinel while the list is short).
+fn threshold() -> vec2<u32> {
+    if (list_len >= p.k) {
+        return vec2<u32>(list_k[p.k - 1u], list_i[p.k - 1u]);
+    }
+    return vec2<u32>(NONE_KEY, NONE_INDEX);
+}
+
+// Element e of a unit: its (key, index within the row). `pairs`: the unit holds two (key, index) pairs
+// (the merge pass); otherwise it is vec4 `v` of x, in the row starting at element `base`.
+fn unit_elem(w: vec4<u32>, v: u32, e: u32, pairs: bool, base: u32) -> vec2<u32> {
+    if (pairs) {
+        return vec2<u32>(w[2u * e], w[2u * e + 1u]);
+    }
+    let pw = per_word(DTYPE);
+    return vec2<u32>(order_key(elem_bits(w[e / pw], e % pw)), v * elems_per_vec4() + e - base);
+}
+
+fn elems_per_unit(pairs: bool) -> u32 {
+    return select(elems_per_vec4(), 2u, pairs);
+}
+
+// Offers the pending elements of unit q that beat t; returns the bits of those that found the buffer
+// full (the others are no longer pending).
+fn offer_unit(w: vec4<u32>, q: u32, pairs: bool, base: u32, t: vec2<u32>) -> u32 {
+    var left = 0u;
+    let v = pos_ + q * WG;
+    for (var e = 0u; e < elems_per_unit(pairs); e++) {
+        let bit = 1u << (q * 8u + e);
+        if ((pending & bit) != 0u) {
+            let c = unit_elem(w, v, e, pairs, base);
+            if (beats(c.x, c.y, t.x, t.y)) {
+                let slot = atomicAdd(&n_cand, 1u);
+                if (slot < CAP) {
+                    cand_k[slot] = c.x;
+                    cand_i[slot] = c.y;
+                } else {
+                    left |= bit;
                 }
             }
         }
-        if (pending != 0u) {
-            var b = firstTrailingBit(pending);
-            for (var j = b + 1u; j < 8u; j++) {
-                if ((pending & (1u << j)) != 0u && beats(pk[j], pi[j], pk[b], pi[b])) {
-                    b = j;
-                }
-            }
-            let slot = atomicAdd(&n_cand, 1u); // at most one per thread: below WG
-            cand_k[slot] = pk[b];
-            cand_i[slot] = pi[b];
-            pending &= ~(1u << b);
-            if (pending != 0u) {
-                atomicStore(&more, 1u);
+    }
+    return left;
+}
+
+// The best pending element of unit q against `best` (x: index of unit, element), as (key, index, bit).
+fn best_of_unit(w: vec4<u32>, q: u32, pairs: bool, base: u32, best: vec3<u32>) -> vec3<u32> {
+    var b = best;
+    let v = pos_ + q * WG;
+    for (var e = 0u; e < elems_per_unit(pairs); e++) {
+        let bit = q * 8u + e;
+        if ((pending & (1u << bit)) != 0u) {
+            let c = unit_elem(w, v, e, pairs, base);
+            if (beats(c.x, c.y, b.x, b.y)) {
+                b = vec3<u32>(c.x, c.y, bit);
             }
         }
-        workgroupBarrier();
-        if (li == 0u) {
-            round_m = atomicLoad(&n_cand);
-            round_more = atomicLoad(&more);
-            atomicStore(&n_cand, 0u);
-            atomicStore(&more, 0u);
+    }
+    return b;
+}
+
+// After the buffer was filled: its count (at most CAP) into round_m, and whether it overflowed, for the
+// whole workgroup.
+fn count_candidates(li: u32) -> bool {
+    workgroupBarrier();
+    if (li == 0u) {
+        let n = atomicLoad(&n_cand);
+        round_m = min(n, CAP);
+        round_full = select(0u, 1u, n > CAP);
+    }
+    return workgroupUniformLoad(&round_full) != 0u;
+}
+
+// Offers the tile's pending elements: at the first tile each thread's best alone first (which sets the
+// threshold), then everything that beats the threshold, merging whenever the buffer overflows, and once
+// more when it is over half full.
+fn offer_tile(first: bool, pairs: bool, base: u32, li: u32) {
+    if (first) {
+        var b = vec3<u32>(NONE_KEY, NONE_INDEX, 32u);
+        b = best_of_unit(u0_, 0u, pairs, base, b);
+        b = best_of_unit(u1_, 1u, pairs, base, b);
+        b = best_of_unit(u2_, 2u, pairs, base, b);
+        b = best_of_unit(u3_, 3u, pairs, base, b);
+        if (b.z < 32u) {
+            let slot = atomicAdd(&n_cand, 1u); // one per thread: below CAP
+            cand_k[slot] = b.x;
+            cand_i[slot] = b.y;
+            pending &= ~(1u << b.z);
         }
+        count_candidates(li);
         let m = workgroupUniformLoad(&round_m);
-        let again = workgroupUniformLoad(&round_more);
         if (m > 0u) {
             merge(m, li);
         }
-        if (again == 0u) {
+    }
+    loop {
+        let t = threshold();
+        var left = offer_unit(u0_, 0u, pairs, base, t);
+        left |= offer_unit(u1_, 1u, pairs, base, t);
+        left |= offer_unit(u2_, 2u, pairs, base, t);
+        left |= offer_unit(u3_, 3u, pairs, base, t);
+        pending = left;
+        let full = count_candidates(li);
+        let m = workgroupUniformLoad(&round_m);
+        if (full || m > CAP / 2u) {
+            merge(m, li);
+        }
+        if (!full) {
             break;
         }
     }
 }
 
-// Loads tile t of the span into this thread's pending elements (8 per thread: two vec4s of f32 or
-// one of 16-bit values).
+// Merges what the buffer still holds.
+fn flush_candidates(li: u32) {
+    count_candidates(li);
+    let m = workgroupUniformLoad(&round_m);
+    if (m > 0u) {
+        merge(m, li);
+    }
+}
+
+// Loads tile t of the span (four vec4s a thread, a vec4 past the span loading the span's last one) and
+// marks its elements inside the span pending.
 fn load_x_tile(s: Span, t: u32, li: u32) {
-    pending = 0u;
     let ev = elems_per_vec4();
-    let pw = per_word(DTYPE);
-    let vpt = 8u / ev;
     let v1 = (s.end + ev - 1u) / ev;
-    for (var q = 0u; q < vpt; q++) {
-        let v = s.start / ev + (t * vpt + q) * WG + li;
-        if (v < v1) {
-            let w = x[v];
-            for (var j = 0u; j < 4u; j++) {
-                for (var h = 0u; h < pw; h++) {
-                    let e = v * ev + j * pw + h;
-                    let slot = (q * 4u + j) * pw + h;
-                    if (e >= s.start && e < s.end) {
-                        pk[slot] = order_key(elem_bits(w[j], h));
-                        pi[slot] = e - s.base;
-                        pending |= 1u << slot;
-                    }
-                }
+    pos_ = s.start / ev + t * 4u * WG + li;
+    u0_ = x[min(pos_, v1 - 1u)];
+    u1_ = x[min(pos_ + WG, v1 - 1u)];
+    u2_ = x[min(pos_ + 2u * WG, v1 - 1u)];
+    u3_ = x[min(pos_ + 3u * WG, v1 - 1u)];
+    pending = 0u;
+    for (var q = 0u; q < 4u; q++) {
+        let v = pos_ + q * WG;
+        for (var e = 0u; e < ev; e++) {
+            let g = v * ev + e;
+            if (v < v1 && g >= s.start && g < s.end) {
+                pending |= 1u << (q * 8u + e);
             }
         }
     }
@@ -635,11 +725,12 @@ fn topk_span(s: Span, li: u32) {
     topk_init(li);
     let ev = elems_per_vec4();
     let vecs = (s.end + ev - 1u) / ev - s.start / ev;
-    let tiles = (vecs * ev + 8u * WG - 1u) / (8u * WG);
+    let tiles = (vecs + 4u * WG - 1u) / (4u * WG);
     for (var t = 0u; t < tiles; t++) {
         load_x_tile(s, t, li);
-        consume(li);
+        offer_tile(t == 0u, false, s.base, li);
     }
+    flush_candidates(li);
 }
 
 // One workgroup per row: values and indices straight out.
@@ -676,7 +767,20 @@ fn topk_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-// One workgroup per row: the best k of its chunks' candidates.
+// Candidate pair c of the row's pairs starting at `first`, as a half unit (the sentinel past `count`).
+fn load_pair(first: u32, c: u32, count: u32) -> vec2<u32> {
+    if (c >= count) {
+        return vec2<u32>(NONE_KEY, NONE_INDEX);
+    }
+    return vec2<u32>(scratch_in2[2u * (first + c)], scratch_in2[2u * (first + c) + 1u]);
+}
+
+fn load_pair_unit(first: u32, c: u32, count: u32) -> vec4<u32> {
+    return vec4<u32>(load_pair(first, c, count), load_pair(first, c + 1u, count));
+}
+
+// One workgroup per row: the best k of its chunks' candidates, in tiles of four units (two pairs each)
+// a thread.
 @compute @workgroup_size(256)
 fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
@@ -689,20 +793,20 @@ fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let first = row * count;
     let tiles = (count + 8u * WG - 1u) / (8u * WG);
     for (var t = 0u; t < tiles; t++) {
+        // Unit q of this thread holds pairs 2 * pos_ + 2 * q * WG and the next one.
+        pos_ = t * 4u * WG + li;
+        u0_ = load_pair_unit(first, 2u * pos_, count);
+        u1_ = load_pair_unit(first, 2u * (pos_ + WG), count);
+        u2_ = load_pair_unit(first, 2u * (pos_ + 2u * WG), count);
+        u3_ = load_pair_unit(first, 2u * (pos_ + 3u * WG), count);
         pending = 0u;
-        for (var j = 0u; j < 8u; j++) {
-            let c = (t * 8u + j) * WG + li;
-            if (c < count) {
-                let key = scratch_in2[2u * (first + c)];
-                if (key != NONE_KEY) {
-                    pk[j] = key;
-                    pi[j] = scratch_in2[2u * (first + c) + 1u];
-                    pending |= 1u << j;
-                }
-            }
-        }
-        consume(li);
+        pending |= select(0u, 1u, u0_.x != NONE_KEY) | select(0u, 2u, u0_.z != NONE_KEY);
+        pending |= select(0u, 0x100u, u1_.x != NONE_KEY) | select(0u, 0x200u, u1_.z != NONE_KEY);
+        pending |= select(0u, 0x10000u, u2_.x != NONE_KEY) | select(0u, 0x20000u, u2_.z != NONE_KEY);
+        pending |= select(0u, 0x1000000u, u3_.x != NONE_KEY) | select(0u, 0x2000000u, u3_.z != NONE_KEY);
+        offer_tile(t == 0u, true, 0u, li);
     }
+    flush_candidates(li);
     if (li < p.k) {
         let o = row * p.k + li;
         let i = list_i[li];
