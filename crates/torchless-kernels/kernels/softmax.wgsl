@@ -155,35 +155,28 @@ fn load_unit(u: u32) -> vec4<u32> {
     return ld_x(fu_ + min(u, last_));
 }
 
-// The largest score of the visible values of unit u (LOWEST for none).
-fn unit_max(c: vec4<u32>, u: u32) -> f32 {
+// The (max, sum of exp(v - max)) of the visible values of unit u.
+fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
+    if (!unit_visible(u)) {
+        return empty();
+    }
+    let col0 = col_of(u);
     var um = LOWEST;
-    if (unit_visible(u)) {
-        let col0 = col_of(u);
-        for (var e = 0u; e < epu(); e++) {
-            if (visible(col0 + e, limit_)) {
-                um = max(um, score(uval(c, e)));
-            }
+    for (var e = 0u; e < epu(); e++) {
+        if (visible(col0 + e, limit_)) {
+            um = max(um, score(uval(c, e)));
         }
     }
-    return um;
-}
-
-// The sum of exp(score - m) over the visible values of unit u, for m at least their largest score.
-fn unit_sum(c: vec4<u32>, u: u32, m: f32) -> f32 {
     var s = 0.0;
-    if (unit_visible(u)) {
-        let col0 = col_of(u);
-        for (var e = 0u; e < epu(); e++) {
-            if (visible(col0 + e, limit_)) {
-                let t = score(uval(c, e));
-                if (counts(t)) {
-                    s += exp_neg(t - m);
-                }
+    for (var e = 0u; e < epu(); e++) {
+        if (visible(col0 + e, limit_)) {
+            let t = score(uval(c, e));
+            if (counts(t)) {
+                s += exp_neg(t - um);
             }
         }
     }
-    return s;
+    return vec4<f32>(um, s, 0.0, 0.0);
 }
 
 fn out_unit(u: vec4<u32>, col0: u32, m: f32, inv: f32) -> vec4<u32> {
@@ -250,28 +243,16 @@ fn run(g: u32, li: u32) {
         if (UPT > 3u) {
             c3 = load_unit(u0 + 3u * TPR);
         }
-        // The chunk's (max, sum) with one exp per value: the max of the chunk first, then the sum.
-        var cm = unit_max(c0, u0);
+        var part = unit_part(c0, u0);
         if (UPT > 1u) {
-            cm = max(cm, unit_max(c1, u0 + TPR));
+            part = combine(part, unit_part(c1, u0 + TPR));
         }
         if (UPT > 2u) {
-            cm = max(cm, unit_max(c2, u0 + 2u * TPR));
+            part = combine(part, unit_part(c2, u0 + 2u * TPR));
         }
         if (UPT > 3u) {
-            cm = max(cm, unit_max(c3, u0 + 3u * TPR));
+            part = combine(part, unit_part(c3, u0 + 3u * TPR));
         }
-        var cs = unit_sum(c0, u0, cm);
-        if (UPT > 1u) {
-            cs += unit_sum(c1, u0 + TPR, cm);
-        }
-        if (UPT > 2u) {
-            cs += unit_sum(c2, u0 + 2u * TPR, cm);
-        }
-        if (UPT > 3u) {
-            cs += unit_sum(c3, u0 + 3u * TPR, cm);
-        }
-        let part = vec4<f32>(cm, cs, 0.0, 0.0);
         acc = combine(acc, part);
     }
 
