@@ -724,38 +724,16 @@ fn flush_candidates(li: u32) {
     }
 }
 
-// The next tile's vec4s, loaded while the current one is offered: the offers end in barriers, and
-// without this a workgroup's loads would all wait for the last of its threads at every tile.
-var<private> n0_: vec4<u32>;
-var<private> n1_: vec4<u32>;
-var<private> n2_: vec4<u32>;
-var<private> n3_: vec4<u32>;
-
-// The first vec4 index of this thread's units of tile t.
-fn tile_pos(s: Span, t: u32, li: u32) -> u32 {
-    return s.start / elems_per_vec4() + t * 4u * WG + li;
-}
-
-// Loads tile t of the span into n0_..n3_ (four vec4s a thread; a vec4 past the span loads the span's
-// last one again).
-fn fetch_x_tile(s: Span, t: u32, li: u32) {
-    let v1 = (s.end + elems_per_vec4() - 1u) / elems_per_vec4();
-    let v = tile_pos(s, t, li);
-    n0_ = x[min(v, v1 - 1u)];
-    n1_ = x[min(v + WG, v1 - 1u)];
-    n2_ = x[min(v + 2u * WG, v1 - 1u)];
-    n3_ = x[min(v + 3u * WG, v1 - 1u)];
-}
-
-// Makes the fetched tile t the current one and marks its elements inside the span pending.
-fn take_x_tile(s: Span, t: u32, li: u32) {
+// Loads tile t of the span (four vec4s a thread, a vec4 past the span loading the span's last one) and
+// marks its elements inside the span pending.
+fn load_x_tile(s: Span, t: u32, li: u32) {
     let ev = elems_per_vec4();
     let v1 = (s.end + ev - 1u) / ev;
-    pos_ = tile_pos(s, t, li);
-    u0_ = n0_;
-    u1_ = n1_;
-    u2_ = n2_;
-    u3_ = n3_;
+    pos_ = s.start / ev + t * 4u * WG + li;
+    u0_ = x[min(pos_, v1 - 1u)];
+    u1_ = x[min(pos_ + WG, v1 - 1u)];
+    u2_ = x[min(pos_ + 2u * WG, v1 - 1u)];
+    u3_ = x[min(pos_ + 3u * WG, v1 - 1u)];
     pending = 0u;
     for (var q = 0u; q < 4u; q++) {
         let v = pos_ + q * WG;
@@ -779,12 +757,8 @@ fn topk_span(s: Span, li: u32) {
     let ev = elems_per_vec4();
     let vecs = (s.end + ev - 1u) / ev - s.start / ev;
     let tiles = (vecs + 4u * WG - 1u) / (4u * WG);
-    fetch_x_tile(s, 0u, li);
     for (var t = 0u; t < tiles; t++) {
-        take_x_tile(s, t, li);
-        if (t + 1u < tiles) {
-            fetch_x_tile(s, t + 1u, li);
-        }
+        load_x_tile(s, t, li);
         offer_tile(t == 0u, false, s.base, li);
     }
     flush_candidates(li);
