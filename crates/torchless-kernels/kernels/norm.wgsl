@@ -422,28 +422,12 @@ fn add_and_store(a: vec4<u32>, r: vec4<u32>, u: u32) -> vec4<u32> {
 // ---- output ---------------------------------------------------------------------------------------
 
 // The normed unit: rmsnorm v * scale * w (or 1 + w); layernorm ((v - shift) - mean_t) * scale * w + b.
-// The weight and bias values of a unit.
-struct UnitParams {
-    w: array<f32, 8>,
-    b: array<f32, 8>,
-}
-
-// The weight (and bias) of unit u of the row; nothing is loaded for a unit past the row (never written).
-fn unit_params(u: u32) -> UnitParams {
-    var r: UnitParams;
-    if (u < nu_) {
-        let col0 = col_of(u);
-        r.w = params_of(false, col0);
-        if (MODE == 1u && HAS_BIAS) {
-            r.b = params_of(true, col0);
-        }
+fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32) -> vec4<u32> {
+    let wv = params_of(false, col0);
+    var bv: array<f32, 8>;
+    if (MODE == 1u && HAS_BIAS) {
+        bv = params_of(true, col0);
     }
-    return r;
-}
-
-fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32, pr: UnitParams) -> vec4<u32> {
-    let wv = pr.w;
-    let bv = pr.b;
     if (UNIT == 4u) {
         // Constant indices only: the arrays stay in registers.
         var wl = vec4<f32>(wv[0], wv[1], wv[2], wv[3]);
@@ -473,40 +457,10 @@ fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32, pr: U
     return pack_unit(o);
 }
 
-fn write_unit(c: vec4<u32>, u: u32, shift: f32, mean_t: f32, scale: f32, pr: UnitParams) {
+fn write_unit(c: vec4<u32>, u: u32, shift: f32, mean_t: f32, scale: f32) {
     if (u < nu_) {
         let col0 = col_of(u);
-        st_y(fu_ + u, norm_unit(c, col0, shift, mean_t, scale, pr), col0);
-    }
-}
-
-// Writes the chunk of units u0 + k * TPR (k < UPT) held in c0..c3. Every weight (and bias) load of the
-// chunk goes out before its first store: a load after a store to another binding cannot be moved above
-// it (bindings may alias), so loading them unit by unit put an L2 round trip between the stores.
-fn write_chunk(c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, u0: u32, shift: f32, mean_t: f32,
-               scale: f32) {
-    let p0 = unit_params(u0);
-    var p1: UnitParams;
-    var p2: UnitParams;
-    var p3: UnitParams;
-    if (UPT > 1u) {
-        p1 = unit_params(u0 + TPR);
-    }
-    if (UPT > 2u) {
-        p2 = unit_params(u0 + 2u * TPR);
-    }
-    if (UPT > 3u) {
-        p3 = unit_params(u0 + 3u * TPR);
-    }
-    write_unit(c0, u0, shift, mean_t, scale, p0);
-    if (UPT > 1u) {
-        write_unit(c1, u0 + TPR, shift, mean_t, scale, p1);
-    }
-    if (UPT > 2u) {
-        write_unit(c2, u0 + 2u * TPR, shift, mean_t, scale, p2);
-    }
-    if (UPT > 3u) {
-        write_unit(c3, u0 + 3u * TPR, shift, mean_t, scale, p3);
+        st_y(fu_ + u, norm_unit(c, col0, shift, mean_t, scale), col0);
     }
 }
 
@@ -618,20 +572,42 @@ fn run(g: u32, li: u32) {
     // Output: the chunks before the last are read again, the last one is still in registers.
     for (var bb = 0u; bb < b; bb += step) {
         let u0 = bb + lane;
+        let u1 = u0 + TPR;
+        let u2 = u1 + TPR;
+        let u3 = u2 + TPR;
         let d0 = reload(u0);
         var d1 = vec4<u32>(0u);
         var d2 = vec4<u32>(0u);
         var d3 = vec4<u32>(0u);
         if (UPT > 1u) {
-            d1 = reload(u0 + TPR);
+            d1 = reload(u1);
         }
         if (UPT > 2u) {
-            d2 = reload(u0 + 2u * TPR);
+            d2 = reload(u2);
         }
         if (UPT > 3u) {
-            d3 = reload(u0 + 3u * TPR);
+            d3 = reload(u3);
         }
-        write_chunk(d0, d1, d2, d3, u0, shift, mean_t, scale);
+        write_unit(d0, u0, shift, mean_t, scale);
+        if (UPT > 1u) {
+            write_unit(d1, u1, shift, mean_t, scale);
+        }
+        if (UPT > 2u) {
+            write_unit(d2, u2, shift, mean_t, scale);
+        }
+        if (UPT > 3u) {
+            write_unit(d3, u3, shift, mean_t, scale);
+        }
     }
-    write_chunk(c0, c1, c2, c3, b + lane, shift, mean_t, scale);
+    let u0 = b + lane;
+    write_unit(c0, u0, shift, mean_t, scale);
+    if (UPT > 1u) {
+        write_unit(c1, u0 + TPR, shift, mean_t, scale);
+    }
+    if (UPT > 2u) {
+        write_unit(c2, u0 + 2u * TPR, shift, mean_t, scale);
+    }
+    if (UPT > 3u) {
+        write_unit(c3, u0 + 3u * TPR, shift, mean_t, scale);
+    }
 }

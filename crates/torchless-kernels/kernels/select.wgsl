@@ -598,36 +598,10 @@ fn elems_per_unit(pairs: bool) -> u32 {
     return select(elems_per_vec4(), 2u, pairs);
 }
 
-// order_key of four f32 bit patterns at once.
-fn order_key4(b: vec4<u32>) -> vec4<u32> {
-    let k = select(b ^ vec4<u32>(0x80000000u), ~b, (b & vec4<u32>(0x80000000u)) != vec4<u32>(0u));
-    let k0 = select(k, vec4<u32>(0x80000000u), b == vec4<u32>(0x80000000u));
-    return select(k0, vec4<u32>(0xffffffffu), (b & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u));
-}
-
-// Whether some element of a unit has a key of at least tk (could beat a threshold of key tk): the test
-// that lets almost every unit skip the per-element work once the threshold is high.
-fn unit_may_beat(w: vec4<u32>, pairs: bool, tk: u32) -> bool {
-    if (pairs) {
-        return max(w.x, w.z) >= tk;
-    }
-    if (DTYPE == DT_F32) {
-        return any(order_key4(w) >= vec4<u32>(tk));
-    }
-    let lo = vec4<u32>(widen_bits(DTYPE, w.x & 0xffffu), widen_bits(DTYPE, w.y & 0xffffu),
-                       widen_bits(DTYPE, w.z & 0xffffu), widen_bits(DTYPE, w.w & 0xffffu));
-    let hi = vec4<u32>(widen_bits(DTYPE, w.x >> 16u), widen_bits(DTYPE, w.y >> 16u),
-                       widen_bits(DTYPE, w.z >> 16u), widen_bits(DTYPE, w.w >> 16u));
-    return any(max(order_key4(lo), order_key4(hi)) >= vec4<u32>(tk));
-}
-
 // Offers the pending elements of unit q that beat t; returns the bits of those that found the buffer
 // full (the others are no longer pending).
 fn offer_unit(w: vec4<u32>, q: u32, pairs: bool, base: u32, t: vec2<u32>) -> u32 {
     var left = 0u;
-    if ((pending & (0xffu << (q * 8u))) == 0u || !unit_may_beat(w, pairs, t.x)) {
-        return left;
-    }
     let v = pos_ + q * WG;
     for (var e = 0u; e < elems_per_unit(pairs); e++) {
         let bit = 1u << (q * 8u + e);
@@ -737,15 +711,10 @@ fn load_x_tile(s: Span, t: u32, li: u32) {
     pending = 0u;
     for (var q = 0u; q < 4u; q++) {
         let v = pos_ + q * WG;
-        let g0 = v * ev;
-        if (v < v1 && g0 >= s.start && g0 + ev <= s.end) {
-            pending |= ((1u << ev) - 1u) << (q * 8u);
-        } else {
-            for (var e = 0u; e < ev; e++) {
-                let g = g0 + e;
-                if (v < v1 && g >= s.start && g < s.end) {
-                    pending |= 1u << (q * 8u + e);
-                }
+        for (var e = 0u; e < ev; e++) {
+            let g = v * ev + e;
+            if (v < v1 && g >= s.start && g < s.end) {
+                pending |= 1u << (q * 8u + e);
             }
         }
     }
