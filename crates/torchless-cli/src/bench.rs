@@ -26,12 +26,12 @@ pub struct BenchArgs {
     json: bool,
     /// Minimum timed seconds per op.
     /// GPU clocks take a while to ramp up, so shorter runs understate the device.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Timing::DEFAULT.seconds)]
     seconds: f64,
     /// Seconds each op runs untimed before its timed run, so that it starts at steady clocks: the
     /// correctness check before it leaves the GPU idle while the CPU computes the reference, and an
     /// H200 drops to 345 MHz within a second of idling (1 GiB ops read 10-17 % slower without this).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = Timing::DEFAULT.warmup)]
     warmup: f64,
 }
 
@@ -159,6 +159,11 @@ fn bench_case(backend: &Backend, case: &BenchCase, copy_gbps: f64, timing: Timin
 pub struct Timing {
     pub warmup: f64,
     pub seconds: f64,
+}
+
+impl Timing {
+    /// `torchless bench`'s defaults, also used by `bench-model` for its copy bandwidth.
+    pub const DEFAULT: Timing = Timing { warmup: 0.5, seconds: 1.0 };
 }
 
 /// Mean time of one call: untimed calls for `warmup` seconds (at least one), then batches of calls

@@ -101,7 +101,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             return Err(arg_error(name, n, format!("exceeds the model's context of {limit}")));
         }
     }
-    let copy_gbps = copy_bandwidth(&backend, 256 << 20, Timing { warmup: 0.5, seconds: 1.0 })?;
+    let copy_gbps = copy_bandwidth(&backend, 256 << 20, Timing::DEFAULT)?;
     let mut rng = Rng::new(7);
     let vocab = model.vocab_size() as u32;
     let mut random_tokens = |n: usize| (0..n).map(|_| rng.below(vocab)).collect::<Vec<u32>>();

@@ -437,9 +437,10 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // threads' maxima, which at least k elements reach) is merged before the rest of the tile is offered.
 // On random data a chunk of 32k values then yields a few hundred candidates in all (yet on the H200 the
 // kernel moves only 31-42 % of the copy bandwidth: the per-tile barriers and merges, not the loads, set
-// its pace; a vector pre-test of each unit and prefetching the next tile made it slower). Elements that find the buffer full stay pending and are offered again
-// after the merge (which raises the threshold), so no input, however ordered, loses an element. Every
-// loop is short: lavapipe ends any loop after 65535 iterations.
+// its pace; a vector pre-test of each unit and prefetching the next tile made it slower). Elements that
+// find the buffer full stay pending and are offered again after the merge (which raises the threshold),
+// so no input, however ordered, loses an element. Every loop is short: lavapipe ends any loop after
+// 65535 iterations.
 
 // Candidates the buffer holds (two per thread).
 const CAP: u32 = 2u * WG;
@@ -622,7 +623,7 @@ fn offer_unit(w: vec4<u32>, q: u32, pairs: bool, base: u32, t: vec2<u32>) -> u32
     return left;
 }
 
-// The best pending element of unit q against `best` (x: index of unit, element), as (key, index, bit).
+// The better of `best` and the best pending element of unit q, as (key, index, pending bit).
 fn best_of_unit(w: vec4<u32>, q: u32, pairs: bool, base: u32, best: vec3<u32>) -> vec3<u32> {
     var b = best;
     let v = pos_ + q * WG;
@@ -780,6 +781,11 @@ fn load_pair_unit(first: u32, c: u32, count: u32) -> vec4<u32> {
     return vec4<u32>(load_pair(first, c, count), load_pair(first, c + 1u, count));
 }
 
+// The pending bits of unit q of pairs: its real (non-sentinel) pairs.
+fn pair_pending(w: vec4<u32>, q: u32) -> u32 {
+    return (select(0u, 1u, w.x != NONE_KEY) | select(0u, 2u, w.z != NONE_KEY)) << (q * 8u);
+}
+
 // One workgroup per row: the best k of its chunks' candidates, in tiles of four units (two pairs each)
 // a thread.
 @compute @workgroup_size(256)
@@ -800,11 +806,7 @@ fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         u1_ = load_pair_unit(first, 2u * (pos_ + WG), count);
         u2_ = load_pair_unit(first, 2u * (pos_ + 2u * WG), count);
         u3_ = load_pair_unit(first, 2u * (pos_ + 3u * WG), count);
-        pending = 0u;
-        pending |= select(0u, 1u, u0_.x != NONE_KEY) | select(0u, 2u, u0_.z != NONE_KEY);
-        pending |= select(0u, 0x100u, u1_.x != NONE_KEY) | select(0u, 0x200u, u1_.z != NONE_KEY);
-        pending |= select(0u, 0x10000u, u2_.x != NONE_KEY) | select(0u, 0x20000u, u2_.z != NONE_KEY);
-        pending |= select(0u, 0x1000000u, u3_.x != NONE_KEY) | select(0u, 0x2000000u, u3_.z != NONE_KEY);
+        pending = pair_pending(u0_, 0u) | pair_pending(u1_, 1u) | pair_pending(u2_, 2u) | pair_pending(u3_, 3u);
         offer_tile(t == 0u, true, 0u, li);
     }
     flush_candidates(li);
