@@ -699,6 +699,21 @@ impl GpuContext {
         }
     }
 
+    /// Submits the recorded batch without waiting; the index (none when nothing was recorded) lets
+    /// [`wait_for`](Self::wait_for) wait for this submission alone.
+    pub fn submit(&self) -> Result<Option<wgpu::SubmissionIndex>> {
+        let mut batch = self.lock_batch();
+        self.submit_locked(&mut batch)
+    }
+
+    /// Waits until the submission `index` (and every one before it) has finished.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.take_device_error()
+    }
+
     /// Submits the batch and waits for the GPU to finish it.
     pub fn synchronize(&self) -> Result<()> {
         self.flush()?;
