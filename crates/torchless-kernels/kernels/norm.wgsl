@@ -32,6 +32,9 @@ override TPR: u32 = 256u;        // threads per row
 override UPT: u32 = 4u;          // units per thread and chunk, 1 to 4
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
 override CHUNK: u32 = 16u;       // row_reduce_workgroup.wgsl: partials merged per thread in its first level
+// Every row is one chunk of whole vec4 units (UNIT 4, at most UPT units a thread), so a thread's values stay
+// in registers from the read to the write. Layernorm then reduces twice with cheap merges (held_layernorm).
+override HELD: bool = false;
 
 struct Params {
     rows: u32,
@@ -296,6 +299,28 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(p, n, (a.y * ma + b.y * mb) / n, qa + qb + d * d * (a.y * b.y / n));
 }
 
+// The row reduction's stages: Chan partials (every rmsnorm, streamed layernorm rows); for held layernorm
+// rows, (p, Σ t / p) with p a power of two as in combine, then a plain sum.
+const CHAN: u32 = 0u;
+const SCALED_SUM: u32 = 1u;
+const SUM: u32 = 2u;
+
+fn merge(stage: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (stage == SUM) {
+        return a + b;
+    }
+    if (stage == SCALED_SUM) {
+        // Rescaling by the ratio of two powers of two is exact (or flushes what is negligible to 0).
+        let p = max(a.x, b.x);
+        if (p == 0.0) {
+            return vec4<f32>(0.0);
+        }
+        let r = pow2_inv(p);
+        return vec4<f32>(p, a.y * (a.x * r) + b.y * (b.x * r), 0.0, 0.0);
+    }
+    return combine(a, b);
+}
+
 // The partial of the values of unit u of the row (none if u is past the row), less `shift`.
 fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
     if (u >= nu_) {
@@ -419,6 +444,78 @@ fn add_and_store(a: vec4<u32>, r: vec4<u32>, u: u32) -> vec4<u32> {
     return s;
 }
 
+// ---- held layernorm rows ----------------------------------------------------------------------------
+//
+// Merging Chan partials costs two divisions and a rescale, eleven merges deep across a row's 256 threads:
+// that chain, not memory, set layernorm's pace. A row held in registers can afford two reductions with
+// merges of a few instructions instead: the row's power of two p and Σ t / p first, then Σ (t / p − mean)²,
+// the same two-pass statistics (t = v − shift, every term at most 16).
+
+// A thread's chunk as loaded: units u0, u0 + TPR, ... (c1..c3 unused past UPT).
+struct Chunk {
+    c0: vec4<u32>,
+    c1: vec4<u32>,
+    c2: vec4<u32>,
+    c3: vec4<u32>,
+}
+
+// t = v − shift of chunk unit k (unit u0 + k·TPR), 0 past the row (lo holds f32 units; 16-bit units use hi too).
+fn chunk_t(ch: Chunk, k: u32, u0: u32, shift: f32) -> Vals {
+    var c = ch.c0;
+    if (k == 1u) {
+        c = ch.c1;
+    } else if (k == 2u) {
+        c = ch.c2;
+    } else if (k == 3u) {
+        c = ch.c3;
+    }
+    let v = unit_vals(c);
+    let valid = k < UPT && u0 + k * TPR < nu_;
+    let hi_valid = valid && DTYPE != DT_F32;
+    return Vals(select(vec4<f32>(0.0), v.lo - vec4<f32>(shift), valid),
+                select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), hi_valid));
+}
+
+fn vmax_abs(v: Vals) -> f32 {
+    let a = max(abs(v.lo), abs(v.hi));
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+// Σ (t·r − m)² of the values of unit k (none past the row).
+fn dev2(v: Vals, k: u32, u0: u32, r: f32, m: f32) -> f32 {
+    if (k >= UPT || u0 + k * TPR >= nu_) {
+        return 0.0;
+    }
+    let a = v.lo * r - vec4<f32>(m);
+    var q = dot(a, a);
+    if (DTYPE != DT_F32) {
+        let b = v.hi * r - vec4<f32>(m);
+        q += dot(b, b);
+    }
+    return q;
+}
+
+// (mean of t, 1 / sqrt(variance + eps)) of a held row; every thread calls it (two row reductions).
+fn held_layernorm(li: u32, lane: u32, ch: Chunk, u0: u32, shift: f32) -> vec2<f32> {
+    let t0 = chunk_t(ch, 0u, u0, shift);
+    let t1 = chunk_t(ch, 1u, u0, shift);
+    let t2 = chunk_t(ch, 2u, u0, shift);
+    let t3 = chunk_t(ch, 3u, u0, shift);
+    let pl = pow2_of(max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3))));
+    let rl = pow2_inv(pl);
+    let one = vec4<f32>(1.0);
+    let sl = dot((t0.lo + t1.lo + t2.lo + t3.lo) * rl, one) + dot((t0.hi + t1.hi + t2.hi + t3.hi) * rl, one);
+    let first = row_reduce(li, lane, vec4<f32>(pl, select(0.0, sl, pl > 0.0), 0.0, 0.0), SCALED_SUM);
+    let nf = f32(p.n);
+    let m = first.y / nf;
+    let r = pow2_inv(first.x);
+    let q = dev2(t0, 0u, u0, r, m) + dev2(t1, 1u, u0, r, m) + dev2(t2, 2u, u0, r, m) + dev2(t3, 3u, u0, r, m);
+    // The first reduction's workgroup memory may still be read by other subgroups.
+    workgroupBarrier();
+    let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, first.x > 0.0), 0.0, 0.0, 0.0), SUM);
+    return vec2<f32>(first.x * m, robust_rsqrt(first.x, second.x / nf, p.eps));
+}
+
 // ---- output ---------------------------------------------------------------------------------------
 
 // The normed unit: rmsnorm v * scale * w (or 1 + w); layernorm ((v - shift) - mean_t) * scale * w + b.
@@ -498,7 +595,9 @@ fn run(g: u32, li: u32) {
         }
     }
 
-    // First read: the partial of each chunk. c0..c3 keep the last chunk for the output.
+    // First read: the partial of each chunk (not for held layernorm rows, whose statistics come after the
+    // loop). c0..c3 keep the last chunk for the output.
+    let two_pass = MODE == 1u && HELD;
     var acc = empty();
     var c0 = vec4<u32>(0u);
     var c1 = vec4<u32>(0u);
@@ -547,6 +646,9 @@ fn run(g: u32, li: u32) {
                 c3 = add_and_store(c3, r3, u3);
             }
         }
+        if (two_pass) {
+            continue;
+        }
         var part = unit_stats(c0, u0, shift);
         if (UPT > 1u) {
             part = combine(part, unit_stats(c1, u1, shift));
@@ -560,14 +662,20 @@ fn run(g: u32, li: u32) {
         acc = combine(acc, part);
     }
 
-    let tot = row_reduce(li, lane, acc);
-    let pw = tot.x;
-    let nf = f32(n);
     var mean_t = 0.0;
-    if (MODE == 1u) {
-        mean_t = pw * tot.z;
+    var scale = 0.0;
+    if (two_pass) {
+        let st = held_layernorm(li, lane, Chunk(c0, c1, c2, c3), b + lane, shift);
+        mean_t = st.x;
+        scale = st.y;
+    } else {
+        let tot = row_reduce(li, lane, acc, CHAN);
+        let pw = tot.x;
+        if (MODE == 1u) {
+            mean_t = pw * tot.z;
+        }
+        scale = robust_rsqrt(pw, tot.w / f32(n), p.eps);
     }
-    let scale = robust_rsqrt(pw, tot.w / nf, p.eps);
 
     // Output: the chunks before the last are read again, the last one is still in registers.
     for (var bb = 0u; bb < b; bb += step) {

@@ -1,9 +1,10 @@
 // Row reduction with subgroup shuffles, and the entry point, for a row body file (norm.wgsl, softmax.wgsl)
 // that provides:
 //   WG (threads per workgroup), TPR (threads per row, a power of two dividing WG; a row's threads are
-//   consecutive invocations), combine(a, b) (an associative merge of two partials that gives the same
-//   bits for (a, b) and (b, a)), empty() (a partial that combine leaves the other operand unchanged with),
-//   and run(g, li): workgroup g's work, which calls row_reduce once, from every thread (uniform control flow).
+//   consecutive invocations), merge(stage, a, b) (for each stage the body reduces by, an associative merge
+//   of two partials that gives the same bits for (a, b) and (b, a)), empty() (a partial that every stage's
+//   merge leaves the other operand unchanged with), and run(g, li): workgroup g's work, which calls
+//   row_reduce from every thread (uniform control flow), with a workgroupBarrier between two calls.
 // row_reduce_workgroup.wgsl is the same interface built on workgroup memory alone.
 //
 // A row's partials are merged by xor shuffles within the subgroup (every lane ends with the same bits,
@@ -19,11 +20,11 @@ var<workgroup> red: array<vec4<f32>, WG>;
 var<private> sg_size_: u32;
 
 // Every thread of a row gets the row's combined partial. `lane` is the thread's index within its row.
-fn row_reduce(li: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
+fn row_reduce(li: u32, lane: u32, v: vec4<f32>, stage: u32) -> vec4<f32> {
     let sgs = sg_size_;
     var a = v;
     for (var o = 1u; o < min(TPR, sgs); o <<= 1u) {
-        a = combine(a, subgroupShuffleXor(a, o));
+        a = merge(stage, a, subgroupShuffleXor(a, o));
     }
     if (TPR <= SG_MIN) {
         return a;
@@ -41,10 +42,10 @@ fn row_reduce(li: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
     let first = (li - lane) / sgs;
     var b = empty();
     for (var j = li % sgs; j < nsub; j += sgs) {
-        b = combine(b, red[first + j]);
+        b = merge(stage, b, red[first + j]);
     }
     for (var o = 1u; o < sgs; o <<= 1u) {
-        b = combine(b, subgroupShuffleXor(b, o));
+        b = merge(stage, b, subgroupShuffleXor(b, o));
     }
     return b;
 }

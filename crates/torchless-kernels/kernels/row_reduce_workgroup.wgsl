@@ -7,7 +7,7 @@ var<workgroup> red: array<vec4<f32>, WG>;
 // Every thread of a row gets the row's combined partial, in two levels (two barriers instead of
 // log2(TPR)): one thread per CHUNK partials, then every thread over the TPR / CHUNK chunk results
 // (broadcast reads, in the same order for every thread: the same bits).
-fn row_reduce(li: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
+fn row_reduce(li: u32, lane: u32, v: vec4<f32>, stage: u32) -> vec4<f32> {
     red[li] = v;
     workgroupBarrier();
     let base = li - lane;
@@ -15,14 +15,14 @@ fn row_reduce(li: u32, lane: u32, v: vec4<f32>) -> vec4<f32> {
         let i0 = base + lane * CHUNK;
         var acc = red[i0];
         for (var j = 1u; j < CHUNK; j++) {
-            acc = combine(acc, red[i0 + j]);
+            acc = merge(stage, acc, red[i0 + j]);
         }
         red[i0] = acc;
     }
     workgroupBarrier();
     var acc = red[base];
     for (var j = 1u; j < TPR / CHUNK; j++) {
-        acc = combine(acc, red[base + j * CHUNK]);
+        acc = merge(stage, acc, red[base + j * CHUNK]);
     }
     return acc;
 }

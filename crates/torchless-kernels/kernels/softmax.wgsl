@@ -138,6 +138,11 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(m, a.y * exp_neg(a.x - m) + b.y * exp_neg(b.x - m), 0.0, 0.0);
 }
 
+// The row reduction's merge: softmax reduces in one stage.
+fn merge(stage: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return combine(a, b);
+}
+
 // Column of the first element of unit u (wraps below 0 for a row starting mid-word).
 fn col_of(u: u32) -> u32 {
     return (fu_ + u) * epu() - es_;
@@ -256,7 +261,7 @@ fn run(g: u32, li: u32) {
         acc = combine(acc, part);
     }
 
-    let tot = row_reduce(li, lane, acc);
+    let tot = row_reduce(li, lane, acc, 0u);
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 

@@ -377,6 +377,7 @@ fn gpu_norm(ctx: &GpuContext, a: &NormArgs, rows: u32, n: u32) -> Result<()> {
         ("GEMMA", flag(gemma)),
         ("HAS_BIAS", flag(a.bias.is_some())),
         ("ADD", flag(a.residual.is_some())),
+        ("HELD", flag(plan.unit == 4 && plan.cache != 0)),
     ];
     constants.extend(plan.constants(ctx, subgroup));
     for (row0, row_step, groups) in plan.launches(rows) {
@@ -844,6 +845,8 @@ mod tests {
         x.extend(rng.vec(n, -1.0, 1.0).iter().map(|v| 1e4 + v)); // E[x^2] - E[x]^2 would cancel
         x.extend(rng.vec(n, -1e30, 1e30)); // huge
         x.extend(rng.vec(n, -1e-3, 1e-3)); // small against eps
+        x.push(1e6); // the first element (the shift) far from the rest
+        x.extend(rng.vec(n - 1, -1.0, 1.0));
         let rows = x.len() / n;
         let w = rng.vec(n, 0.5, 1.5);
         let b = rng.vec(n, -1.0, 1.0);
