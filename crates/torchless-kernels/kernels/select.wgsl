@@ -152,43 +152,76 @@ fn scaled_bits(b: u32) -> u32 {
     return b;
 }
 
-// dim % 8 == 0: one thread per output vec4 (4 f32 or 8 16-bit values), so writes are coalesced;
-// rows start on vec4 boundaries in every dtype.
-@compute @workgroup_size(256)
-fn embedding_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) li: u32) {
-    let t = linear_group_id(wid, nwg) * WG + li;
+// dim % 8 == 0: a thread writes EMB_UNITS output vec4s (4 f32 or 8 16-bit values each), WG apart so that
+// writes are coalesced; rows start on vec4 boundaries in every dtype. All of a thread's loads are issued
+// before its first store: with one vec4 in flight a thread, embedding ran at 88-90 % of copy.
+const EMB_UNITS: u32 = 4u;
+
+// What output vec4 t needs from memory: the table words (b only for f32 tables into 16-bit outputs), and
+// whether its id was in range.
+struct EmbLoad {
+    a: vec4<u32>,
+    b: vec4<u32>,
+    found: bool,
+}
+
+// Table element of output vec4 t's first value.
+fn emb_first(t: u32, id: u32) -> u32 {
+    let per_vec = select(8u, 4u, OUT_DTYPE == DT_F32);
+    return id * p.n + (t % (p.n / per_vec)) * per_vec;
+}
+
+fn emb_id(t: u32) -> u32 {
+    let per_vec = select(8u, 4u, OUT_DTYPE == DT_F32);
+    return ids[t / (p.n / per_vec)];
+}
+
+fn emb_load(t: u32) -> EmbLoad {
+    var l: EmbLoad;
     if (t >= p.threads) {
+        return l;
+    }
+    let id = emb_id(t);
+    // Out of range: zeros, and no read.
+    l.found = id < p.k;
+    if (!l.found) {
+        return l;
+    }
+    let s = emb_first(t, id);
+    if (DTYPE == DT_F32) {
+        l.a = table[s / 4u];
+        if (OUT_DTYPE != DT_F32) {
+            l.b = table[s / 4u + 1u];
+        }
+    } else {
+        l.a = table[s / 8u];
+    }
+    return l;
+}
+
+fn emb_store(t: u32, l: EmbLoad) {
+    if (t >= p.threads) {
+        return;
+    }
+    if (!l.found) {
+        emb_out[t] = vec4<u32>(0u);
+        return;
+    }
+    if (DTYPE == OUT_DTYPE && !SCALED) {
+        emb_out[t] = l.a;
         return;
     }
     let out_f32 = OUT_DTYPE == DT_F32;
     let per_vec = select(8u, 4u, out_f32);
-    let per_row = p.n / per_vec;
-    let id = ids[t / per_row];
-    if (id >= p.k) {
-        // Out of range: zeros, and no read.
-        emb_out[t] = vec4<u32>(0u);
-        return;
-    }
-    let s = id * p.n + (t % per_row) * per_vec; // first table element
-    if (DTYPE == OUT_DTYPE && !SCALED) {
-        emb_out[t] = table[s / per_vec];
-        return;
-    }
     // The per_vec values as f32 bits.
     var v: array<u32, 8>;
     if (DTYPE == DT_F32) {
-        let a = table[s / 4u];
-        var b = vec4<u32>(0u);
-        if (!out_f32) {
-            b = table[s / 4u + 1u];
-        }
-        v = array<u32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+        v = array<u32, 8>(l.a.x, l.a.y, l.a.z, l.a.w, l.b.x, l.b.y, l.b.z, l.b.w);
     } else {
-        let a = table[s / 8u];
-        let off = s % 8u; // 4 when an f32 output takes the second half of the vec4
+        // 4 when an f32 output takes the second half of the vec4.
+        let off = emb_first(t, emb_id(t)) % 8u;
         for (var j = 0u; j < per_vec; j++) {
-            v[j] = elem_bits(a[(off + j) / 2u], (off + j) % 2u);
+            v[j] = elem_bits(l.a[(off + j) / 2u], (off + j) % 2u);
         }
     }
     for (var j = 0u; j < per_vec; j++) {
@@ -203,6 +236,20 @@ fn embedding_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         }
         emb_out[t] = q;
     }
+}
+
+@compute @workgroup_size(256)
+fn embedding_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let t = linear_group_id(wid, nwg) * WG * EMB_UNITS + li;
+    let l0 = emb_load(t);
+    let l1 = emb_load(t + WG);
+    let l2 = emb_load(t + 2u * WG);
+    let l3 = emb_load(t + 3u * WG);
+    emb_store(t, l0);
+    emb_store(t + WG, l1);
+    emb_store(t + 2u * WG, l2);
+    emb_store(t + 3u * WG, l3);
 }
 
 // The raw bits of table element s (a 16-bit value in the low half for 16-bit dtypes).

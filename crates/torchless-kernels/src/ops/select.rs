@@ -44,6 +44,8 @@ struct Params {
 pub const TOPK_MAX: usize = 64;
 
 const WORKGROUP: usize = 256;
+/// Output vec4s a thread of `embedding_vec` writes (`EMB_UNITS` in select.wgsl).
+const EMBEDDING_UNITS: u32 = 4;
 /// Workgroups to aim for when splitting rows (enough to fill 132 SMs several times over).
 const TARGET_WORKGROUPS: usize = 1024;
 /// The shortest chunk of a split row: argmax reads 8 values per thread at least.
@@ -113,7 +115,7 @@ pub fn embedding_scaled_into(table: &Tensor, ids: &Tensor, scale: f32, out: &Ten
                 ctx.check_binding(op, b.size())?;
             }
             let vec_path = dim % 8 == 0;
-            // The vec4 path runs a thread per output vec4, the other a thread per output word.
+            // The vec4 path writes EMBEDDING_UNITS output vec4s a thread, the other a word a thread.
             let per_word = 4 / out.dtype().size_bytes();
             let threads = if vec_path { n * dim / (4 * per_word) } else { (n * dim).div_ceil(per_word) };
             let params = Params {
@@ -124,6 +126,7 @@ pub fn embedding_scaled_into(table: &Tensor, ids: &Tensor, scale: f32, out: &Ten
                 scale,
                 ..Params::default()
             };
+            let per_group = if vec_path { EMBEDDING_UNITS * WORKGROUP as u32 } else { WORKGROUP as u32 };
             let constants = [
                 ("DTYPE", table.dtype().wgsl_code()),
                 ("OUT_DTYPE", out.dtype().wgsl_code()),
@@ -135,7 +138,7 @@ pub fn embedding_scaled_into(table: &Tensor, ids: &Tensor, scale: f32, out: &Ten
                 constants: &constants,
                 params: Some(bytemuck::bytes_of(&params)),
                 buffers: &[tb, ib, ob],
-                workgroups: Workgroups::Linear(params.threads.div_ceil(WORKGROUP as u32)),
+                workgroups: Workgroups::Linear(params.threads.div_ceil(per_group)),
             })
         }
     }
@@ -560,7 +563,7 @@ mod tests {
         let mut rng = Rng::new(41);
         let vocab = 37;
         for backend in test_backends() {
-            for dim in [1usize, 3, 8, 31, 33, 64, 257] {
+            for dim in [1usize, 3, 8, 31, 33, 64, 257, 1032] {
                 for n in [1usize, 3, 17] {
                     let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u32)).collect();
                     let table = rng.vec(vocab * dim, -2.0, 2.0);
