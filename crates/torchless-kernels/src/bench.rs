@@ -96,6 +96,22 @@ pub fn random_tensor(seed: u64, shape: &[usize], dtype: DType, lo: f32, hi: f32)
     Tensor::from_f32(&Backend::Cpu, &values, shape, dtype)
 }
 
+/// A GEMV case's row length from the environment variable `var` (`default` when unset): a positive
+/// multiple of `multiple`, or an error naming the op and the variable.
+pub fn cols_from_env(op: &'static str, var: &'static str, default: usize, multiple: usize) -> Result<usize> {
+    match std::env::var(var) {
+        Ok(v) => v.parse::<usize>().ok().filter(|c| *c > 0 && c.is_multiple_of(multiple)).ok_or_else(|| {
+            KernelError::Argument {
+                op,
+                name: var,
+                value: v.clone(),
+                reason: format!("must be a positive multiple of {multiple}"),
+            }
+        }),
+        Err(_) => Ok(default),
+    }
+}
+
 /// A [rows, cols] shape whose `bytes_per_row`-sized rows fill about `bytes` bytes.
 pub fn rows_for(bytes: u64, cols: usize, bytes_per_elem_moved: usize) -> usize {
     ((bytes as usize) / (cols * bytes_per_elem_moved)).max(1)

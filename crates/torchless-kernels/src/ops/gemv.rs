@@ -1079,6 +1079,11 @@ pub const BENCH_OPS: &[&str] = &["gemv_f32", "gemv_f16", "gemv_bf16"];
 
 /// `b = 1` GEMV with `in = 4096` and as many rows as fill `bytes` (weights + x + y): 14336 rows
 /// (Llama-3-8B's up projection) at 112 MiB of bf16.
+/// The environment variable that sets the row length of the `gemv_*` bench cases (default 4096; 14336 with
+/// `--mib 112` gives Llama-3-8B's down projection, 4096 × 14336).
+pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_GEMV_COLS";
+
+/// `gemv_*`: b = 1 GEMV with as many rows of the row length (see [`BENCH_COLS_VAR`]) as fill `bytes`.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
     let dtype = match op {
@@ -1088,17 +1093,18 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
         _ => return None,
     };
     let build = move || -> Result<BenchCase> {
-        let in_len = 4096usize;
+        let name = BENCH_OPS[match dtype {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            _ => 2,
+        }];
+        let in_len = crate::bench::cols_from_env(name, BENCH_COLS_VAR, 4096, 8)?;
         let es = dtype.size_bytes() as u64;
         let rows = (bytes.saturating_sub(4 * in_len as u64) / (in_len as u64 * es + 4)).max(1) as usize;
         let w = random_tensor(11, &[rows, in_len], dtype, -1.0, 1.0)?;
         let x = random_tensor(12, &[1, in_len], DType::F32, -1.0, 1.0)?;
         Ok(BenchCase {
-            op: BENCH_OPS[match dtype {
-                DType::F32 => 0,
-                DType::F16 => 1,
-                _ => 2,
-            }],
+            op: name,
             dtype,
             shape: format!("[{rows}, {in_len}]·[1, {in_len}]"),
             bytes: rows as u64 * in_len as u64 * es + 4 * in_len as u64 + 4 * rows as u64,

@@ -665,17 +665,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
             let n = ((((bytes as f64) / 12.0).sqrt() as usize) / 256 * 256).clamp(256, 4096);
             (n, n, n)
         } else {
-            let cols = match std::env::var(BENCH_COLS_VAR) {
-                Ok(v) => v.parse::<usize>().ok().filter(|c| *c > 0 && c.is_multiple_of(256)).ok_or_else(|| {
-                    KernelError::Argument {
-                        op: name,
-                        name: BENCH_COLS_VAR,
-                        value: v.clone(),
-                        reason: "must be a positive multiple of 256".into(),
-                    }
-                })?,
-                Err(_) => 4096,
-            };
+            let cols = crate::bench::cols_from_env(name, BENCH_COLS_VAR, 4096, 256)?;
             (bench_rows(ty, cols, bytes), cols, 1)
         };
         let mut rng = crate::testing::Rng::new(31);
