@@ -481,6 +481,16 @@ fn vmax_abs(v: Vals) -> f32 {
     return max(max(a.x, a.y), max(a.z, a.w));
 }
 
+// (p, Σ t / p) of one unit's values, p = pow2_of(max |t|) (0 for an all-zero unit).
+fn unit_scaled_sum(t: Vals) -> vec4<f32> {
+    let p = pow2_of(vmax_abs(t));
+    if (p == 0.0) {
+        return vec4<f32>(0.0);
+    }
+    let r = pow2_inv(p);
+    return vec4<f32>(p, dot(t.lo * r, vec4<f32>(1.0)) + dot(t.hi * r, vec4<f32>(1.0)), 0.0, 0.0);
+}
+
 // Σ (t·r − m)² of the values of unit k (none past the row).
 fn dev2(v: Vals, k: u32, u0: u32, r: f32, m: f32) -> f32 {
     if (k >= UPT || u0 + k * TPR >= nu_) {
@@ -501,11 +511,11 @@ fn held_layernorm(li: u32, lane: u32, ch: Chunk, u0: u32, shift: f32) -> vec2<f3
     let t1 = chunk_t(ch, 1u, u0, shift);
     let t2 = chunk_t(ch, 2u, u0, shift);
     let t3 = chunk_t(ch, 3u, u0, shift);
-    let pl = pow2_of(max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3))));
-    let rl = pow2_inv(pl);
-    let one = vec4<f32>(1.0);
-    let sl = dot((t0.lo + t1.lo + t2.lo + t3.lo) * rl, one) + dot((t0.hi + t1.hi + t2.hi + t3.hi) * rl, one);
-    let first = row_reduce(li, lane, vec4<f32>(pl, select(0.0, sl, pl > 0.0), 0.0, 0.0), SCALED_SUM);
+    // Each unit scaled by its own power of two before anything is added: GPU compilers may factor a
+    // common scale out of a sum (x·r + y·r → (x + y)·r), and near f32's largest x + y overflows.
+    var local = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
+    local = merge(SCALED_SUM, local, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
+    let first = row_reduce(li, lane, local, SCALED_SUM);
     let nf = f32(p.n);
     let m = first.y / nf;
     let r = pow2_inv(first.x);

@@ -847,6 +847,8 @@ mod tests {
         x.extend(rng.vec(n, -1e-3, 1e-3)); // small against eps
         x.push(1e6); // the first element (the shift) far from the rest
         x.extend(rng.vec(n - 1, -1.0, 1.0));
+        // Near f32's largest, both signs: v - shift reaches 2.4e38, and a sum of two such overflows.
+        x.extend(rng.vec(n, -1.0, 1.0).iter().map(|v| v.signum() * (1e38 + 2e37 * v.abs())));
         let rows = x.len() / n;
         let w = rng.vec(n, 0.5, 1.5);
         let b = rng.vec(n, -1.0, 1.0);
