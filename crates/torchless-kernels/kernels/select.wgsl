@@ -157,23 +157,14 @@ fn scaled_bits(b: u32) -> u32 {
 // before its first store: with one vec4 in flight a thread, embedding ran at 88-90 % of copy.
 const EMB_UNITS: u32 = 4u;
 
-// What output vec4 t needs from memory: the table words (b only for f32 tables into 16-bit outputs), and
-// whether its id was in range.
+// What output vec4 t needs from memory: the table words (b only for f32 tables into 16-bit outputs),
+// whether its id was in range, and where its first value sits in a 16-bit table's vec4 (0 or 4: an f32
+// output takes half of one).
 struct EmbLoad {
     a: vec4<u32>,
     b: vec4<u32>,
     found: bool,
-}
-
-// Table element of output vec4 t's first value.
-fn emb_first(t: u32, id: u32) -> u32 {
-    let per_vec = select(8u, 4u, OUT_DTYPE == DT_F32);
-    return id * p.n + (t % (p.n / per_vec)) * per_vec;
-}
-
-fn emb_id(t: u32) -> u32 {
-    let per_vec = select(8u, 4u, OUT_DTYPE == DT_F32);
-    return ids[t / (p.n / per_vec)];
+    off: u32,
 }
 
 fn emb_load(t: u32) -> EmbLoad {
@@ -181,13 +172,17 @@ fn emb_load(t: u32) -> EmbLoad {
     if (t >= p.threads) {
         return l;
     }
-    let id = emb_id(t);
+    let per_vec = select(8u, 4u, OUT_DTYPE == DT_F32);
+    let per_row = p.n / per_vec;
+    let id = ids[t / per_row];
     // Out of range: zeros, and no read.
     l.found = id < p.k;
     if (!l.found) {
         return l;
     }
-    let s = emb_first(t, id);
+    // The table element of the first value.
+    let s = id * p.n + (t % per_row) * per_vec;
+    l.off = s % 8u;
     if (DTYPE == DT_F32) {
         l.a = table[s / 4u];
         if (OUT_DTYPE != DT_F32) {
@@ -218,10 +213,8 @@ fn emb_store(t: u32, l: EmbLoad) {
     if (DTYPE == DT_F32) {
         v = array<u32, 8>(l.a.x, l.a.y, l.a.z, l.a.w, l.b.x, l.b.y, l.b.z, l.b.w);
     } else {
-        // 4 when an f32 output takes the second half of the vec4.
-        let off = emb_first(t, emb_id(t)) % 8u;
         for (var j = 0u; j < per_vec; j++) {
-            v[j] = elem_bits(l.a[(off + j) / 2u], (off + j) % 2u);
+            v[j] = elem_bits(l.a[(l.off + j) / 2u], (l.off + j) % 2u);
         }
     }
     for (var j = 0u; j < per_vec; j++) {
