@@ -9,6 +9,11 @@ pub enum KernelError {
     )]
     NoAdapter { detail: String },
 
+    #[error(
+        "the best adapter, {adapter}, is a software renderer that runs on the CPU, slower than the CPU backend; `--backend gpu` (or TORCHLESS_BACKEND=gpu) uses it anyway"
+    )]
+    SoftwareAdapter { adapter: String },
+
     #[error("backend {requested} is not available on this machine: {reason}")]
     BackendUnavailable { requested: String, reason: String },
 

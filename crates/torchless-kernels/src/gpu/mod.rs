@@ -186,11 +186,15 @@ const FORGET_BIND_GROUPS_BYTES: u64 = 1 << 20;
 impl GpuContext {
     /// Opens the best adapter the preference allows: discrete before integrated before software.
     pub fn new(preference: BackendPreference) -> Result<Self> {
-        let adapters = adapters::ranked_adapters(preference.wgpu_backends());
-        let Some(adapter) = adapters.into_iter().next() else {
-            return Err(KernelError::NoAdapter { detail: format!(" for backend {preference}") });
-        };
-        Self::from_adapter(adapter)
+        Self::from_adapter(Self::best_adapter(preference)?)
+    }
+
+    /// The best compute-capable adapter for `preference`: discrete GPUs first, software renderers last.
+    pub fn best_adapter(preference: BackendPreference) -> Result<wgpu::Adapter> {
+        adapters::ranked_adapters(preference.wgpu_backends())
+            .into_iter()
+            .next()
+            .ok_or_else(|| KernelError::NoAdapter { detail: format!(" for backend {preference}") })
     }
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
