@@ -154,10 +154,11 @@ impl Backend {
 
 /// Opens the backend asked for (after the `TORCHLESS_BACKEND` override). `Auto` takes the best GPU and
 /// falls back to the CPU, saying why on stderr: when there is no GPU adapter, when it cannot be opened,
-/// and when the only one is a software renderer (Mesa's llvmpipe, Microsoft's WARP), which runs the
+/// and when the best one is a software renderer (Mesa's llvmpipe, Microsoft's WARP), which runs the
 /// kernels on the CPU far slower than the CPU backend's own code (tiny-llama on an idle 2-core machine:
-/// 13-16 tok/s through llvmpipe, 319-339 on the CPU backend). Any explicit GPU preference is an error when no fitting
-/// adapter exists, and takes a software renderer when that is all there is (the tests run on one).
+/// 13-16 tok/s through llvmpipe, 319-339 on the CPU backend). Any explicit GPU preference is an error
+/// when no fitting adapter exists, and takes a software renderer when that is all there is (the tests run
+/// on one).
 pub fn init_backend(preference: BackendPreference) -> Result<Backend> {
     let preference = preference.with_env_override()?;
     match preference {
