@@ -931,8 +931,9 @@ impl Job<'_> {
 /// about four chunks), two rows per workgroup for 16-bit b = 1 (one for f32), four once several rows of x
 /// share each weight load; fewer rows when the dispatch would otherwise have under 1024 workgroups to
 /// spread over the GPU (on an H200, 4092 rows of 4096 bf16 took 11.7 µs with one row a workgroup, 4092
-/// workgroups, against 8.5 µs with two and 8.3 µs with four, 1023 workgroups). The gated form at b = 1 takes four rows of each matrix: every workgroup reads all
-/// of x (and the norm's weight), so more rows a workgroup means less of that traffic per weight byte
+/// workgroups, against 8.5 µs with two and 8.3 µs with four, 1023 workgroups). The gated form at b = 1
+/// takes four rows of each matrix: every workgroup reads all of x (and the norm's weight), so more rows a
+/// workgroup means less of that traffic per weight byte
 /// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds). The same holds
 /// for the RMS-normed multi-matrix form with 16-bit weights at b = 1 (xLSTM's six projections, 12304 rows
 /// at xLSTM-7B): with two rows a workgroup it reads 24 KiB of x and norm weight (in = 4096) beside 16 KiB
@@ -1077,13 +1078,12 @@ pub fn reference(w: &Tensor, x: &Tensor) -> Vec<f64> {
 /// Bench op names of this family.
 pub const BENCH_OPS: &[&str] = &["gemv_f32", "gemv_f16", "gemv_bf16"];
 
-/// `b = 1` GEMV with `in = 4096` and as many rows as fill `bytes` (weights + x + y): 14336 rows
-/// (Llama-3-8B's up projection) at 112 MiB of bf16.
 /// The environment variable that sets the row length of the `gemv_*` bench cases (default 4096; 14336 with
 /// `--mib 112` gives Llama-3-8B's down projection, 4096 × 14336).
 pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_GEMV_COLS";
 
-/// `gemv_*`: b = 1 GEMV with as many rows of the row length (see [`BENCH_COLS_VAR`]) as fill `bytes`.
+/// `gemv_*`: b = 1 GEMV with as many rows of the row length (see [`BENCH_COLS_VAR`]) as fill `bytes`
+/// (weights + x + y): 14336 rows of 4096 (Llama-3-8B's up projection) at 112 MiB of bf16.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
     let dtype = match op {
