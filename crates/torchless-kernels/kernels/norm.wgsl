@@ -362,14 +362,24 @@ fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
     return vec4<f32>(pw, cnt, m, q);
 }
 
+// t = v − shift of a UNIT-4 unit's values (hi is 0 for an f32 unit, which holds 4).
+fn unit_t(v: Vals, shift: f32) -> Vals {
+    return Vals(v.lo - vec4<f32>(shift), select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), DTYPE != DT_F32));
+}
+
+fn vmax_abs(v: Vals) -> f32 {
+    let a = max(abs(v.lo), abs(v.hi));
+    return max(max(a.x, a.y), max(a.z, a.w));
+}
+
 // unit_stats of a whole UNIT-4 unit (4 f32 or 8 16-bit values, all in the row), in vector operations.
 fn unit_stats_vec(v: Vals, shift: f32) -> vec4<f32> {
     let wide = DTYPE != DT_F32;
     let cnt = select(4.0, 8.0, wide);
-    let a = v.lo - vec4<f32>(shift);
-    let b = select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), wide);
-    let am = max(abs(a), abs(b));
-    let pw = pow2_of(max(max(am.x, am.y), max(am.z, am.w)));
+    let t = unit_t(v, shift);
+    let a = t.lo;
+    let b = t.hi;
+    let pw = pow2_of(vmax_abs(t));
     if (pw == 0.0) {
         return vec4<f32>(0.0, cnt, 0.0, 0.0);
     }
@@ -451,34 +461,16 @@ fn add_and_store(a: vec4<u32>, r: vec4<u32>, u: u32) -> vec4<u32> {
 // merges of a few instructions instead: the row's power of two p and Σ t / p first, then Σ (t / p − mean)²,
 // the same two-pass statistics (t = v − shift, every term at most 16).
 
-// A thread's chunk as loaded: units u0, u0 + TPR, ... (c1..c3 unused past UPT).
-struct Chunk {
-    c0: vec4<u32>,
-    c1: vec4<u32>,
-    c2: vec4<u32>,
-    c3: vec4<u32>,
+// Whether unit k of a thread's chunk (unit u0 + k·TPR) was loaded and lies in the row.
+fn in_chunk(u0: u32, k: u32) -> bool {
+    return k < UPT && u0 + k * TPR < nu_;
 }
 
-// t = v − shift of chunk unit k (unit u0 + k·TPR), 0 past the row (lo holds f32 units; 16-bit units use hi too).
-fn chunk_t(ch: Chunk, k: u32, u0: u32, shift: f32) -> Vals {
-    var c = ch.c0;
-    if (k == 1u) {
-        c = ch.c1;
-    } else if (k == 2u) {
-        c = ch.c2;
-    } else if (k == 3u) {
-        c = ch.c3;
-    }
-    let v = unit_vals(c);
-    let valid = k < UPT && u0 + k * TPR < nu_;
-    let hi_valid = valid && DTYPE != DT_F32;
-    return Vals(select(vec4<f32>(0.0), v.lo - vec4<f32>(shift), valid),
-                select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), hi_valid));
-}
-
-fn vmax_abs(v: Vals) -> f32 {
-    let a = max(abs(v.lo), abs(v.hi));
-    return max(max(a.x, a.y), max(a.z, a.w));
+// t of chunk unit k as loaded in c, 0 when it is not in_chunk.
+fn held_t(c: vec4<u32>, u0: u32, k: u32, shift: f32) -> Vals {
+    let t = unit_t(unit_vals(c), shift);
+    let keep = in_chunk(u0, k);
+    return Vals(select(vec4<f32>(0.0), t.lo, keep), select(vec4<f32>(0.0), t.hi, keep));
 }
 
 // (p, Σ t / p) of one unit's values, p = pow2_of(max |t|) (0 for an all-zero unit).
@@ -491,9 +483,9 @@ fn unit_scaled_sum(t: Vals) -> vec4<f32> {
     return vec4<f32>(p, dot(t.lo * r, vec4<f32>(1.0)) + dot(t.hi * r, vec4<f32>(1.0)), 0.0, 0.0);
 }
 
-// Σ (t·r − m)² of the values of unit k (none past the row).
-fn dev2(v: Vals, k: u32, u0: u32, r: f32, m: f32) -> f32 {
-    if (k >= UPT || u0 + k * TPR >= nu_) {
+// Σ (t·r − m)² of the values of chunk unit k (none when it is not in_chunk).
+fn dev2(v: Vals, u0: u32, k: u32, r: f32, m: f32) -> f32 {
+    if (!in_chunk(u0, k)) {
         return 0.0;
     }
     let a = v.lo * r - vec4<f32>(m);
@@ -506,11 +498,12 @@ fn dev2(v: Vals, k: u32, u0: u32, r: f32, m: f32) -> f32 {
 }
 
 // (mean of t, 1 / sqrt(variance + eps)) of a held row; every thread calls it (two row reductions).
-fn held_layernorm(li: u32, lane: u32, ch: Chunk, u0: u32, shift: f32) -> vec2<f32> {
-    let t0 = chunk_t(ch, 0u, u0, shift);
-    let t1 = chunk_t(ch, 1u, u0, shift);
-    let t2 = chunk_t(ch, 2u, u0, shift);
-    let t3 = chunk_t(ch, 3u, u0, shift);
+fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, u0: u32,
+                  shift: f32) -> vec2<f32> {
+    let t0 = held_t(c0, u0, 0u, shift);
+    let t1 = held_t(c1, u0, 1u, shift);
+    let t2 = held_t(c2, u0, 2u, shift);
+    let t3 = held_t(c3, u0, 3u, shift);
     // Each unit scaled by its own power of two before anything is added: GPU compilers may factor a
     // common scale out of a sum (x·r + y·r → (x + y)·r), and near f32's largest x + y overflows.
     var local = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
@@ -519,7 +512,7 @@ fn held_layernorm(li: u32, lane: u32, ch: Chunk, u0: u32, shift: f32) -> vec2<f3
     let nf = f32(p.n);
     let m = first.y / nf;
     let r = pow2_inv(first.x);
-    let q = dev2(t0, 0u, u0, r, m) + dev2(t1, 1u, u0, r, m) + dev2(t2, 2u, u0, r, m) + dev2(t3, 3u, u0, r, m);
+    let q = dev2(t0, u0, 0u, r, m) + dev2(t1, u0, 1u, r, m) + dev2(t2, u0, 2u, r, m) + dev2(t3, u0, 3u, r, m);
     // The first reduction's workgroup memory may still be read by other subgroups.
     workgroupBarrier();
     let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, first.x > 0.0), 0.0, 0.0, 0.0), SUM);
@@ -675,7 +668,7 @@ fn run(g: u32, li: u32) {
     var mean_t = 0.0;
     var scale = 0.0;
     if (two_pass) {
-        let st = held_layernorm(li, lane, Chunk(c0, c1, c2, c3), b + lane, shift);
+        let st = held_layernorm(li, lane, c0, c1, c2, c3, b + lane, shift);
         mean_t = st.x;
         scale = st.y;
     } else {

@@ -665,8 +665,7 @@ impl GpuContext {
 
     /// Submits the recorded batch without waiting for it.
     pub fn flush(&self) -> Result<()> {
-        let mut batch = self.lock_batch();
-        self.submit_locked(&mut batch).map(|_| ())
+        self.submit().map(drop)
     }
 
     fn submit_locked(&self, batch: &mut Batch) -> Result<Option<wgpu::SubmissionIndex>> {
