@@ -504,10 +504,22 @@ fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32
     let t1 = held_t(c1, u0, 1u, shift);
     let t2 = held_t(c2, u0, 2u, shift);
     let t3 = held_t(c3, u0, 3u, shift);
-    // Each unit scaled by its own power of two before anything is added: GPU compilers may factor a
-    // common scale out of a sum (x·r + y·r → (x + y)·r), and near f32's largest x + y overflows.
-    var local = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
-    local = merge(SCALED_SUM, local, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
+    let mx = max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3)));
+    var local: vec4<f32>;
+    if (mx < 0x1p100f) {
+        // The thread's 16 or 32 values summed as they are (no overflow below 2^100), scaled once.
+        let pl = pow2_of(mx);
+        let rl = pow2_inv(pl);
+        let one = vec4<f32>(1.0);
+        let sl = dot(t0.lo + t1.lo + t2.lo + t3.lo, one) + dot(t0.hi + t1.hi + t2.hi + t3.hi, one);
+        local = vec4<f32>(pl, select(0.0, sl * rl, pl > 0.0), 0.0, 0.0);
+    } else {
+        // Values near f32's largest: each unit scaled by its own power of two before anything is added
+        // (GPU compilers may factor a common scale out of a sum, x·r + y·r → (x + y)·r, and x + y would
+        // overflow). Costs ~5 % of the kernel's speed on an H200 when taken for every row.
+        local = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
+        local = merge(SCALED_SUM, local, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
+    }
     let first = row_reduce(li, lane, local, SCALED_SUM);
     let nf = f32(p.n);
     let m = first.y / nf;

@@ -3,10 +3,15 @@
 // every block's scales (d, m, qh) in a second region starting at word p.scale_base[m] of matrix m. The
 // weights are read once for all rows of x and never expanded.
 //
-// x arrives as integers from qgemv_x.wgsl: per 32 values a scale d and two signed bytes per value, x ≈
-// d·(256·hi + lo) / 256 (xq: per group of 16 values a vec4<u32> of hi bytes, in a row's first half, and
-// one of lo bytes, in its second), and per group (d/256, Σx) (xs). The groups are stored in the order the
-// threads read them (position g · units + u for group g of unit u), so a warp's loads of x are contiguous. A weight group of 16 is
+// x is used as integers (qgemv_xcore.wgsl): per 32 values a scale d and two signed bytes per value, x ≈
+// d·(256·hi + lo) / 256 (per group of 16 values a vec4<u32> of hi bytes and one of lo bytes), and per group
+// (d/256, Σx). The groups are stored in the order the threads read them (position g · units + u for group
+// g of unit u), so a warp's loads of x are contiguous. With one row of x (FUSED) each workgroup quantizes
+// it into its workgroup memory first, from x in f32 (and RMS-normalises it where NORM asks): no launch of
+// its own, which cost an H200 ~4.5 µs of a 14336 × 4096 q8_0 GEMV's 22.5. The workgroup is then TEAMS
+// teams of WG threads, each team the workgroup of the unfused form (ROWS rows of its own), so that x is
+// quantized once for TEAMS · ROWS rows. Several rows of x come quantized by qgemv_x.wgsl, in a launch of
+// their own (xq: a row's hi vectors, then its lo vectors; xs: (d/256, Σx)). A weight group of 16 is
 // w = a·q + b (q the unsigned integer quant, 0..63, or Q8_0's signed byte; a and b the group's scale and
 // offset: b = −8a for Q4_0, −dmin·m for the K-quants), so its contribution is a·(d/256)·(256·q·hi + q·lo) +
 // b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has
@@ -61,6 +66,11 @@ const Q4_K: u32 = 5u;
 const Q5_K: u32 = 6u;
 const Q6_K: u32 = 7u;
 
+// x quantized by the workgroup (one row of x): bindings 1 and 2 then hold x in f32 and the norm weight.
+override FUSED: bool = false;
+// FUSED: the x groups (cols / 16) that workgroup memory holds.
+override XCAP: u32 = 1u;
+
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
 const F_BIAS0: u32 = 1u;
@@ -91,10 +101,16 @@ struct Params {
     head_dim: u32,
     rope_stride: u32,
     rope_scale: f32,
+    // FUSED with NORM: the norm's epsilon.
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Each matrix is bound twice: its quants as vec4s and its scales as words. Absent operands are bound to a
-// dummy and never read.
+// dummy and never read. With FUSED, xq holds x in f32 and xs the norm weight (bit patterns, read through
+// bitcasts: 16 storage buffers a stage is the portable limit, and every binding is taken).
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> xs: array<vec2<f32>>;
@@ -288,6 +304,87 @@ fn group(r: Raw, u: u32, g: u32) -> Grp {
 // The weights of group g of unit u meet x group 2u + g (32-weight blocks), 4u + g (Q4_K, Q5_K) or, for
 // Q6_K, 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j; qgemv_x.wgsl stores that x group at g · units + u.
 
+// FUSED: x as integers, in layout order (qgemv_xcore.wgsl position).
+var<workgroup> xw_hi: array<vec4<u32>, XCAP>;
+var<workgroup> xw_lo: array<vec4<u32>, XCAP>;
+var<workgroup> xw_s: array<vec2<f32>, XCAP>;
+
+// The hi and lo bytes and the (d/256, Σx) of the group at position `at` of row r of x.
+fn x_hi(r: u32, at: u32) -> vec4<u32> {
+    if (FUSED) {
+        return xw_hi[at];
+    }
+    return xq[2u * r * p.x_groups + at];
+}
+
+fn x_lo(r: u32, at: u32) -> vec4<u32> {
+    if (FUSED) {
+        return xw_lo[at];
+    }
+    return xq[(2u * r + 1u) * p.x_groups + at];
+}
+
+fn x_sc(r: u32, at: u32) -> vec2<f32> {
+    if (FUSED) {
+        return xw_s[at];
+    }
+    return xs[r * p.x_groups + at];
+}
+
+// FUSED: vec4 i of x, and word i of the norm weight, for qgemv_xcore.wgsl.
+fn x_vec(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(xq[i]);
+}
+
+fn norm_word(i: u32) -> u32 {
+    return bitcast<u32>(xs[i >> 1u][i & 1u]);
+}
+
+// FUSED: the row's sum of squares, reduced over the workgroup.
+var<workgroup> ssq: array<f32, WG * TEAMS>;
+
+// Quantizes x into workgroup memory (FUSED; nothing otherwise). `wli`: the thread's index in the whole
+// workgroup. Called by every thread, in uniform control flow; ends with a barrier.
+fn prologue(wli: u32) {
+    if (!FUSED) {
+        return;
+    }
+    let nb = p.x_groups / 2u;
+    let all = WG * TEAMS;
+    var scale = 1.0;
+    if (NORM > 0u) {
+        var ss = 0.0;
+        for (var b = wli; b < nb; b += all) {
+            ss += sum_squares(load_block(b));
+        }
+        ssq[wli] = ss;
+        workgroupBarrier();
+        for (var s = all / 2u; s > 0u; s >>= 1u) {
+            if (wli < s) {
+                ssq[wli] += ssq[wli + s];
+            }
+            workgroupBarrier();
+        }
+        scale = inverseSqrt(ssq[0] / f32(32u * nb) + p.eps);
+    }
+    for (var b = wli; b < nb; b += all) {
+        var w: Block;
+        if (NORM > 0u) {
+            w = load_norm(b);
+        }
+        let q = quantize_block(load_block(b), w, scale);
+        let a0 = position(2u * b);
+        let a1 = position(2u * b + 1u);
+        xw_hi[a0] = q.g0.hi;
+        xw_lo[a0] = q.g0.lo;
+        xw_s[a0] = q.g0.s;
+        xw_hi[a1] = q.g1.hi;
+        xw_lo[a1] = q.g1.lo;
+        xw_s[a1] = q.g1.s;
+    }
+    workgroupBarrier();
+}
+
 fn dot16(q: vec4<u32>, xv: vec4<u32>) -> i32 {
     return dot4I8Packed(q.x, xv.x) + dot4I8Packed(q.y, xv.y) + dot4I8Packed(q.z, xv.z) + dot4I8Packed(q.w, xv.w);
 }
@@ -301,9 +398,9 @@ fn idot(q: vec4<u32>, hi: vec4<u32>, lo: vec4<u32>) -> f32 {
 // The contribution of group g of unit u of the ROWS rows (q0..q3, scales a, offsets b) with row r of x.
 fn xdot(r: u32, u: u32, g: u32, q0: Grp, q1: Grp, q2: Grp, q3: Grp, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let at = g * p.units + u;
-    let hi = xq[2u * r * p.x_groups + at];
-    let lo = xq[(2u * r + 1u) * p.x_groups + at];
-    let s = xs[r * p.x_groups + at];
+    let hi = x_hi(r, at);
+    let lo = x_lo(r, at);
+    let s = x_sc(r, at);
     var qx = vec4<f32>(idot(q0.q, hi, lo), 0.0, 0.0, 0.0);
     if (ROWS > 1u) {
         qx.y = idot(q1.q, hi, lo);
@@ -375,10 +472,9 @@ struct XBlock {
 fn x_block(r: u32, u: u32, g0: u32) -> XBlock {
     let at0 = g0 * p.units + u;
     let at1 = at0 + p.units;
-    let s0 = xs[r * p.x_groups + at0];
-    let s1 = xs[r * p.x_groups + at1];
-    return XBlock(xq[2u * r * p.x_groups + at0], xq[(2u * r + 1u) * p.x_groups + at0],
-                  xq[2u * r * p.x_groups + at1], xq[(2u * r + 1u) * p.x_groups + at1], s0.x, s0.y + s1.y);
+    let s0 = x_sc(r, at0);
+    let s1 = x_sc(r, at1);
+    return XBlock(x_hi(r, at0), x_lo(r, at0), x_hi(r, at1), x_lo(r, at1), s0.x, s0.y + s1.y);
 }
 
 // One row's sub-block (groups g0, g0 + 1, one weight scale) dotted with its x block, in integers: both
@@ -462,11 +558,9 @@ fn unit_xdot(xr: u32, u: u32, rw: Rows, sc: RowScales) -> vec4<f32> {
     return out;
 }
 
-// Unit u of every row of this workgroup times every row of x. Rows and rows of x are unrolled by hand
-// (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
-fn step(rows: vec4<u32>, u: u32) {
+// Unit u of every row of this workgroup as loaded.
+fn load_rows(rows: vec4<u32>, u: u32) -> Rows {
     var rw: Rows;
-    var sc: RowScales;
     rw.r0 = load_unit(slot_matrix(0u), rows.x, u);
     if (ROWS > 1u) {
         rw.r1 = load_unit(slot_matrix(1u), rows.y, u);
@@ -477,6 +571,13 @@ fn step(rows: vec4<u32>, u: u32) {
     if (ROWS > 3u) {
         rw.r3 = load_unit(slot_matrix(3u), rows.w, u);
     }
+    return rw;
+}
+
+// Unit u of every row of this workgroup (loaded: rw) times every row of x. Rows and rows of x are unrolled
+// by hand (guarded by ROWS and BATCH) so that every value is a plain register, never an indexed array.
+fn step(rw: Rows, u: u32) {
+    var sc: RowScales;
     if (QTYPE != Q6_K) {
         sc.s0 = pair_scales(rw.r0, u);
         if (ROWS > 1u) {
@@ -562,8 +663,15 @@ fn accumulate(row0: u32) {
     }
     let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
     let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
-    for (var u = li_; u < p.units; u += WG) {
-        step(rows, u);
+    // The first unit's weights are loaded before x is quantized (FUSED), so that their latency overlaps
+    // the quantization's.
+    let first = load_rows(rows, min(li_, p.units - 1u));
+    prologue(wli_);
+    if (li_ < p.units) {
+        step(first, li_);
+    }
+    for (var u = li_ + WG; u < p.units; u += WG) {
+        step(load_rows(rows, u), u);
     }
 }
 
@@ -685,11 +793,15 @@ fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
     }
 }
 
-// Workgroup g's work, called by the variant's `main` once it has recorded its ids.
+// Team g's work (a team is the whole workgroup unless FUSED), called by the variant's `main` once it has
+// recorded its ids. A team past the last (the workgroup's last teams may have no rows)
+// works on the last team's rows, for the workgroup's barriers, and writes nothing.
 fn run(g: u32, li: u32) {
-    let row0 = setup(g, li);
+    let row0 = setup(min(g, p.n_groups - 1u), li);
     accumulate(row0);
     reduce_all();
     workgroupBarrier();
-    finish(row0);
+    if (g < p.n_groups) {
+        finish(row0);
+    }
 }

@@ -188,8 +188,36 @@ impl GemvInput {
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
-        let (xq, xs) = self.prepared(&ctx, parts[0].w)?;
-        gpu::gemv(&ctx, parts, (&xq, &xs), self.b, None, None, gated, rope, QGemvKernel::Auto, None)
+        self.dispatch(&ctx, parts, GemvEpilogue::default(), gated, rope, QGemvKernel::Auto, None)
+    }
+
+    /// One GPU dispatch of checked parts with the launch shape of [`gpu::choose_tune`] (`forced` or
+    /// automatic): one row of x is quantized by the GEMV's workgroups where the shape has teams, else
+    /// first in a launch of its own (once per layout, [`Self::prepared`]).
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        parts: &[gpu::Part<'_>],
+        epilogue: GemvEpilogue<'_>,
+        gated: Option<GatedAct>,
+        rope: Option<gpu::RopeOut<'_>>,
+        kernel: QGemvKernel,
+        forced: Option<gpu::Tune>,
+    ) -> Result<()> {
+        let InputData::Gpu { x, norm, .. } = &self.data else { unreachable!("dispatch takes a GPU input") };
+        let w = parts[0].w;
+        let tune = gpu::choose_tune(ctx, w, self.b, norm.is_some(), forced)?;
+        let (xq, xs);
+        let operand = if tune.teams > 0 {
+            let norm = norm.as_ref().map(|(weight, eps, variant)| InputNorm { weight, eps: *eps, variant: *variant });
+            gpu::XOperand::Raw(x, norm)
+        } else {
+            (xq, xs) = self.prepared(ctx, w)?;
+            gpu::XOperand::Quantized(&xq, &xs)
+        };
+        let (residual, soft_cap) = (epilogue.residual, epilogue.soft_cap);
+        gpu::gemv(ctx, parts, operand, self.b, residual, soft_cap, gated, rope, kernel, tune)
     }
 
     /// The tensors an output must not alias.
@@ -306,19 +334,7 @@ fn gemv_q_tuned(
             Ok(())
         }
         (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
-            let (xq, xs) = x.prepared(&ctx, w)?;
-            gpu::gemv(
-                &ctx,
-                &[gpu::Part { w, bias: epilogue.bias, out }],
-                (&xq, &xs),
-                x.b,
-                epilogue.residual,
-                epilogue.soft_cap,
-                None,
-                None,
-                kernel,
-                tune,
-            )
+            x.dispatch(&ctx, &[gpu::Part { w, bias: epilogue.bias, out }], epilogue, None, None, kernel, tune)
         }
         _ => unreachable!("check_part checked that x and the weights share a backend"),
     }
@@ -742,9 +758,13 @@ pub(crate) mod gpu {
     use crate::ops::norm::RmsNormVariant;
     use crate::ops::to_u32;
 
-    crate::kernel_source!(QGEMV_X, "qgemv_x");
-    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv", "reduce_workgroup"]);
-    crate::kernel_source!(QGEMV_SUBGROUP, "qgemv_subgroup", ["rope_angle", "gemv_rope", "qgemv", "reduce_subgroup"]);
+    crate::kernel_source!(QGEMV_X, "qgemv_x", ["qgemv_xcore", "qgemv_x"]);
+    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv_xcore", "qgemv", "reduce_workgroup"]);
+    crate::kernel_source!(
+        QGEMV_SUBGROUP,
+        "qgemv_subgroup",
+        ["rope_angle", "gemv_rope", "qgemv_xcore", "qgemv", "reduce_subgroup"]
+    );
     crate::kernel_source!(QMATMUL, "qmatmul");
     // Without the compiler's index clamps, as gemm's GEMM_COOP (the same product, coop16.wgsl, argued
     // there): gemm_q4_k 53 against 62 TFLOP/s at 4096³ on the H200, Llama-3-8B q4_k prefill 3.06k against
@@ -776,6 +796,8 @@ pub(crate) mod gpu {
         head_dim: u32,
         rope_stride: u32,
         rope_scale: f32,
+        eps: f32,
+        _pad: [u32; 3],
     }
 
     #[repr(C)]
@@ -798,11 +820,14 @@ pub(crate) mod gpu {
         _pad: [u32; 3],
     }
 
-    /// Threads per workgroup and weight rows per workgroup of the GEMV.
+    /// The GEMV's launch shape: `wg` threads and `rows` weight rows per team, and `teams` teams per
+    /// workgroup that share one quantization of x in workgroup memory (kernels/qgemv.wgsl FUSED; one row
+    /// of x only). `teams` 0: x is quantized in a launch of its own and a workgroup is one team.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Tune {
         pub wg: u32,
         pub rows: u32,
+        pub teams: u32,
     }
 
     /// Units (groups of 16-byte quant vectors a thread takes at once) per weight row.
@@ -813,30 +838,78 @@ pub(crate) mod gpu {
         }
     }
 
-    /// About four units per thread (32..=128 threads) and four rows per workgroup sharing each load of x;
-    /// fewer rows when there would be under 512 workgroups. The H200 sweep of
-    /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the best shape
-    /// for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336.
-    pub fn auto_tune(w: &QuantTensor) -> Tune {
-        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
+    /// Four rows per team sharing each load of x, fewer when there would be under 512 teams. With x
+    /// quantized in its own launch (several rows of x), about four units per thread (32..=128 threads): the
+    /// H200 sweep of `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the
+    /// best shape for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336. With one row of x,
+    /// quantized by each workgroup, the quantization is amortised over up to 8 teams (32 rows) while
+    /// keeping at least 128 workgroups, in teams of 32 threads per 4096 values of a row: the best of the
+    /// H200 sweep in `benchmarks/results/2026-12-03c-h200/` at both shapes and all four formats. A
+    /// normed row of x (`normed`) keeps its launch: every workgroup summing the row's squares made
+    /// Llama-3-8B q4_k decode 23 % slower there (297.6 → 230.5 tok/s) where the bare GEMVs got faster.
+    pub fn auto_tune(ctx: &GpuContext, w: &QuantTensor, b: usize, normed: bool) -> Tune {
         let mut rows: u32 = 4;
         while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
-        Tune { wg, rows }
+        if b == 1 && !normed {
+            let wg = prev_power_of_two((32 * (w.cols() / 4096).max(1)).min(256) as u32);
+            let teams = prev_power_of_two((w.rows().div_ceil(rows as usize) / 128).clamp(1, 8) as u32);
+            let teams = teams.min(fused_teams(ctx, w.cols(), wg));
+            if teams > 0 {
+                return Tune { wg, rows, teams };
+            }
+        }
+        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
+        Tune { wg, rows, teams: 0 }
     }
 
-    /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS`), for benchmark sweeps: `None` when it is unset,
-    /// an error naming the variable when it is malformed or out of range.
+    fn prev_power_of_two(v: u32) -> u32 {
+        if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
+    }
+
+    /// The most teams of `wg` threads (a power of two: the norm's tree reduction spans the workgroup) whose
+    /// workgroup can quantize a row of `cols` values into its memory (0: none can; the activations are
+    /// then quantized in a launch of their own).
+    pub fn fused_teams(ctx: &GpuContext, cols: usize, wg: u32) -> u32 {
+        let l = ctx.limits();
+        let threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
+        let fits = |t: u32| fused_storage(cols, wg, t) <= l.max_compute_workgroup_storage_size as usize;
+        let mut t = prev_power_of_two((threads / wg).max(1));
+        while t > 0 && !fits(t) {
+            t /= 2;
+        }
+        t
+    }
+
+    /// Workgroup memory of a FUSED launch (kernels/qgemv.wgsl and its reduction), bytes: x as two bytes
+    /// per value and 8 bytes per 16 values, the norm's scratch, and the reduction's (the larger, the
+    /// workgroup-memory tree's).
+    fn fused_storage(cols: usize, wg: u32, teams: u32) -> usize {
+        let threads = (wg * teams) as usize;
+        cols / 16 * 40 + 4 * threads + 16 * threads + 16 * 8 * teams as usize
+    }
+
+    /// The launch shape forced by [`TUNE_VAR`] (`WG,ROWS[,TEAMS]`), for benchmark sweeps: `None` when it
+    /// is unset, an error naming the variable when it is malformed or out of range.
     fn env_tune() -> Result<Option<Tune>> {
         static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
         let parsed = TUNE.get_or_init(|| {
             let Ok(v) = std::env::var(TUNE_VAR) else { return Ok(None) };
-            let tune = v
-                .split_once(',')
-                .and_then(|(wg, rows)| Some(Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? }));
+            let fields: Vec<Option<u32>> = v.split(',').map(|f| f.trim().parse().ok()).collect();
+            let tune = match fields[..] {
+                [Some(wg), Some(rows)] => Some(Tune { wg, rows, teams: 0 }),
+                [Some(wg), Some(rows), Some(teams)] => Some(Tune { wg, rows, teams }),
+                _ => None,
+            };
             match tune {
-                Some(t) if t.wg.is_power_of_two() && (32..=256).contains(&t.wg) && (1..=4).contains(&t.rows) => {
+                Some(t)
+                    if t.wg.is_power_of_two()
+                        && (32..=256).contains(&t.wg)
+                        && (1..=4).contains(&t.rows)
+                        && (t.teams == 0 || t.teams.is_power_of_two())
+                        && t.teams * t.wg <= 1024 =>
+                {
                     Ok(Some(t))
                 }
                 _ => Err(v),
@@ -846,8 +919,33 @@ pub(crate) mod gpu {
             op: "gemv_q",
             name: TUNE_VAR,
             value,
-            reason: "must be WG,ROWS: WG a power of two from 32 to 256, ROWS from 1 to 4 (or unset)".into(),
+            reason: "must be WG,ROWS[,TEAMS]: WG a power of two from 32 to 256, ROWS from 1 to 4, TEAMS a power \
+                     of two with TEAMS · WG at most 1024 (TEAMS 0 or absent: x quantized in a launch of its own) \
+                     (or unset)"
+                .into(),
         })
+    }
+
+    /// The launch shape of a GEMV of `b` rows of x (`normed`: with an input norm): forced by
+    /// [`TUNE_VAR`] or `forced`, else [`auto_tune`]; teams only where they fit (one row of x, the
+    /// workgroup's memory).
+    pub(super) fn choose_tune(
+        ctx: &GpuContext,
+        w: &QuantTensor,
+        b: usize,
+        normed: bool,
+        forced: Option<Tune>,
+    ) -> Result<Tune> {
+        let mut t = match forced {
+            Some(t) => t,
+            None => env_tune()?.unwrap_or_else(|| auto_tune(ctx, w, b, normed)),
+        };
+        t.wg = t.wg.clamp(32, 256).next_power_of_two().min(256);
+        if b > 1 {
+            t.teams = 0;
+        }
+        t.teams = prev_power_of_two(t.teams.min(fused_teams(ctx, w.cols(), t.wg)));
+        Ok(t)
     }
 
     fn scale_base(op: &'static str, w: &QuantTensor) -> Result<u32> {
@@ -869,40 +967,52 @@ pub(crate) mod gpu {
         pub out: &'a Tensor,
     }
 
+    /// x as a GEMV dispatch reads it.
+    pub enum XOperand<'a> {
+        /// Quantized by [`quantize_x`]: (xq, xs).
+        Quantized(&'a Tensor, &'a Tensor),
+        /// One row of x in f32, and the RMS norm to apply to it: each workgroup quantizes it (FUSED).
+        Raw(&'a Tensor, Option<InputNorm<'a>>),
+    }
+
     /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
     /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
-    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. The callers check shapes.
+    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. `tune` from [`choose_tune`],
+    /// with teams exactly when x is [`XOperand::Raw`]. The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
         parts: &[Part<'_>],
-        (xq, xs): (&Tensor, &Tensor),
+        x: XOperand<'_>,
         b: usize,
         residual: Option<&Tensor>,
         soft_cap: Option<f32>,
         gated: Option<GatedAct>,
         rope: Option<RopeOut<'_>>,
         kernel: QGemvKernel,
-        tune: Option<Tune>,
+        mut tune: Tune,
     ) -> Result<()> {
         let op = "gemv_q";
         debug_assert!((1..=3).contains(&parts.len()) && (gated.is_none() || parts.len() == 2));
         debug_assert!(rope.is_none() || (parts.len() == 3 && gated.is_none() && residual.is_none()));
+        debug_assert_eq!(tune.teams > 0, matches!(x, XOperand::Raw(..)));
         crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "16 storage buffers per shader stage")?;
         let subgroup = match kernel {
-            QGemvKernel::Auto => ctx.has_subgroups(),
+            QGemvKernel::Auto => {
+                ctx.has_subgroups() && (tune.teams <= 1 || tune.wg.is_multiple_of(ctx.info().subgroup_max_size))
+            }
             QGemvKernel::Workgroup => false,
             QGemvKernel::Subgroup if ctx.has_subgroups() => true,
             QGemvKernel::Subgroup => {
                 return Err(KernelError::MissingFeature { op, feature: "subgroups", adapter: ctx.info().name.clone() });
             }
         };
+        // Teams need subgroups that never span two of them.
+        if subgroup && tune.teams > 1 && !tune.wg.is_multiple_of(ctx.info().subgroup_max_size) {
+            tune.teams = 1;
+        }
         let w = parts[0].w;
-        let mut tune = match tune {
-            Some(t) => t,
-            None => env_tune()?.unwrap_or_else(|| auto_tune(w)),
-        };
-        tune.wg = tune.wg.clamp(32, 256).next_power_of_two().min(256);
+        let teams = tune.teams.max(1);
         // GATED: an even number of slots, half gate rows and half up rows.
         // RoPE: whole rotation pairs, 2 or 4 slots.
         tune.rows = if gated.is_some() || rope.is_some() {
@@ -916,7 +1026,14 @@ pub(crate) mod gpu {
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let (xqb, xsb) = (buf(xq)?, buf(xs)?);
+        let (xqb, xsb, norm) = match x {
+            XOperand::Quantized(xq, xs) => (buf(xq)?, buf(xs)?, None),
+            XOperand::Raw(x, norm) => {
+                let xb = buf(x)?;
+                let nb = norm.map(|n| buf(n.weight)).transpose()?.unwrap_or_else(|| xb.clone());
+                (xb, nb, norm)
+            }
+        };
         let ws: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.w.data())).collect::<Result<_>>()?;
         let ys: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.out)).collect::<Result<_>>()?;
         let biases: Vec<Option<wgpu::Buffer>> =
@@ -939,6 +1056,7 @@ pub(crate) mod gpu {
             scale_base[k] = self::scale_base(op, p.w)?;
             groups[k] = p.w.rows().div_ceil(rows_per_matrix);
         }
+        // Teams, whole workgroups of them; the last workgroup's spare teams write nothing.
         if gated.is_some() {
             groups[1] = 0;
         }
@@ -958,12 +1076,15 @@ pub(crate) mod gpu {
             head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
             rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
+            eps: norm.map_or(0.0, |n| n.eps),
+            _pad: [0; 3],
         };
+        let threads = tune.wg * teams;
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
-            tune.wg.div_ceil(min_sg) * b as u32
+            threads.div_ceil(min_sg) * b as u32
         } else {
-            tune.wg
+            threads
         };
         let bias_dt = parts.iter().find_map(|p| p.bias).map_or(DType::F32, |t| t.dtype());
         let constants = [
@@ -977,6 +1098,12 @@ pub(crate) mod gpu {
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
             ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
+            ("TEAMS", f64::from(teams)),
+            ("FUSED", if tune.teams > 0 { 1.0 } else { 0.0 }),
+            ("XCAP", if tune.teams > 0 { (w.cols() / 16) as f64 } else { 1.0 }),
+            ("NORM", norm_mode(norm)),
+            ("NW_DT", norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
+            ("LAYOUT", f64::from(x_layout(w.quant_type()))),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
@@ -1006,8 +1133,17 @@ pub(crate) mod gpu {
             constants: &constants,
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &buffers,
-            workgroups: Workgroups::Linear(n_groups),
+            workgroups: Workgroups::Linear(n_groups.div_ceil(teams)),
         })
+    }
+
+    /// qgemv_xcore.wgsl's NORM of an input norm.
+    fn norm_mode(norm: Option<InputNorm<'_>>) -> f64 {
+        match norm.map(|n| n.variant) {
+            None => 0.0,
+            Some(RmsNormVariant::Standard) => 1.0,
+            Some(RmsNormVariant::Gemma) => 2.0,
+        }
     }
 
     /// x [b, cols] (or rmsnorm(x)) as integers for the GEMV (kernels/qgemv_x.wgsl): two signed bytes per
@@ -1045,11 +1181,7 @@ pub(crate) mod gpu {
         // A workgroup per row with the norm (it sums the row's squares first), else a thread per block.
         let workgroups = if norm.is_some() { b as u32 } else { params.total_blocks.div_ceil(256) };
         let raw = |t: &Tensor| t.gpu_buffer().expect("GPU tensor").raw().clone();
-        let mode = match norm.map(|n| n.variant) {
-            None => 0.0,
-            Some(RmsNormVariant::Standard) => 1.0,
-            Some(RmsNormVariant::Gemma) => 2.0,
-        };
+        let mode = norm_mode(norm);
         let nw_dt = norm.map_or(DType::F32, |n| n.weight.dtype());
         let xb = raw(x);
         let nwb = norm.map_or_else(|| xb.clone(), |n| raw(n.weight));
@@ -1240,13 +1372,17 @@ mod tests {
                 let xv = exact_activations(&mut rng, b * cols);
                 let want = reference(&wv, rows, cols, &xv);
                 let xd = Tensor::from_slice(&gpu, &xv, &[b, cols]).unwrap();
-                // Each pipeline costs a shader compile on a software adapter: each kernel takes one shape per
-                // type, alternating between types.
+                // Each pipeline costs a shader compile on a software adapter: each kernel takes half the
+                // shapes per type, alternating between types; one row of x is also quantized in the
+                // workgroup by teams (the third number), including a last workgroup with spare teams.
+                let shapes: &[(u32, u32, u32)] = if b == 1 {
+                    &[(32, 3, 2), (256, 4, 0), (32, 3, 0), (64, 4, 4)]
+                } else {
+                    &[(32, 3, 0), (256, 4, 0)]
+                };
                 for (i, &kernel) in kernels.iter().enumerate() {
-                    for tune in
-                        [Some((32, 3)), Some((256, 4))].into_iter().skip((i + ty.wgsl_code() as usize) % 2).step_by(2)
-                    {
-                        let tune = tune.map(|(wg, rows)| gpu::Tune { wg, rows });
+                    for &(wg, slots, teams) in shapes.iter().skip((i + ty.wgsl_code() as usize) % 2).step_by(2) {
+                        let tune = Some(gpu::Tune { wg, rows: slots, teams });
                         let out = Tensor::uninit(&gpu, "test", &[b, rows], DType::F32).unwrap();
                         gemv_q_tuned(
                             &wd,
@@ -1365,7 +1501,8 @@ mod tests {
     fn normed_input_matches_the_norm_then_the_gemv() {
         let mut rng = Rng::new(27);
         // 8448 values: rows longer than the quantization kernel keeps in registers (8192).
-        for (cols, b) in [(512, 3), (8448, 1)] {
+        // One row of x is normalised by the GEMV's workgroups, several by the quantization launch.
+        for (cols, b) in [(512, 3), (8448, 1), (8448, 2)] {
             let eps = 1e-5f32;
             let xv = rng.vec(b * cols, -2.0, 2.0);
             let nw = rng.vec(cols, 0.5, 1.5);
@@ -1399,6 +1536,17 @@ mod tests {
                         let name = format!("normed gemv_q {} {variant:?} on {}", w.quant_type(), backend.name());
                         if backend.is_gpu() {
                             assert_within_activation_bound(&name, &got, wv, w.rows(), &xn);
+                            if b == 1 {
+                                // Normalised and quantized by the GEMV's workgroups (not the default for a
+                                // normed input).
+                                let wd = w.to_backend(&backend).unwrap();
+                                let out = Tensor::uninit(&backend, "test", &[1, w.rows()], DType::F32).unwrap();
+                                let tune = gpu::Tune { wg: 32, rows: 2, teams: 4 };
+                                let e = GemvEpilogue::default();
+                                gemv_q_tuned(&wd, &input, e, &out, QGemvKernel::Auto, Some(tune)).unwrap();
+                                let fused = out.to_f32_vec().unwrap();
+                                assert_within_activation_bound(&format!("{name} {tune:?}"), &fused, wv, w.rows(), &xn);
+                            }
                         } else {
                             assert_close(&name, &got, &reference(wv, w.rows(), cols, &xn), tolerance(cols).scaled(4.0));
                         }
