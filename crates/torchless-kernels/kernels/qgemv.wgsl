@@ -340,39 +340,28 @@ fn norm_word(i: u32) -> u32 {
     return bitcast<u32>(xs[i >> 1u][i & 1u]);
 }
 
-// FUSED: the row's sum of squares, reduced over the workgroup.
+// FUSED with NORM: each thread's part of the row's sum of squares.
 var<workgroup> ssq: array<f32, WG * TEAMS>;
 
 // Quantizes x into workgroup memory (FUSED; nothing otherwise). `wli`: the thread's index in the whole
-// workgroup. Called by every thread, in uniform control flow; ends with a barrier.
+// workgroup. Called by every thread, in uniform control flow; ends with a barrier. With NORM it quantizes
+// x·w (or x·(1 + w)) and keeps the sum of squares: rmsnorm(x)·w is that times the row's one scale
+// 1/rms(x), which `x_scale` applies to the dot products (so x is read once and no reduction waits here).
 fn prologue(wli: u32) {
     if (!FUSED) {
         return;
     }
     let nb = p.x_groups / 2u;
     let all = WG * TEAMS;
-    var scale = 1.0;
-    if (NORM > 0u) {
-        var ss = 0.0;
-        for (var b = wli; b < nb; b += all) {
-            ss += sum_squares(load_block(b));
-        }
-        ssq[wli] = ss;
-        workgroupBarrier();
-        for (var s = all / 2u; s > 0u; s >>= 1u) {
-            if (wli < s) {
-                ssq[wli] += ssq[wli + s];
-            }
-            workgroupBarrier();
-        }
-        scale = inverseSqrt(ssq[0] / f32(32u * nb) + p.eps);
-    }
+    var ss = 0.0;
     for (var b = wli; b < nb; b += all) {
+        let v = load_block(b);
         var w: Block;
         if (NORM > 0u) {
             w = load_norm(b);
+            ss += sum_squares(v);
         }
-        let q = quantize_block(load_block(b), w, scale);
+        let q = quantize_block(v, w, 1.0);
         let a0 = position(2u * b);
         let a1 = position(2u * b + 1u);
         xw_hi[a0] = q.g0.hi;
@@ -382,7 +371,24 @@ fn prologue(wli: u32) {
         xw_lo[a1] = q.g1.lo;
         xw_s[a1] = q.g1.s;
     }
+    if (NORM > 0u) {
+        ssq[wli] = ss;
+    }
     workgroupBarrier();
+}
+
+// FUSED with NORM: the reduction carries the row's sum of squares in one more slot, past the rows of x.
+fn norm_slot() -> bool {
+    return FUSED && NORM > 0u;
+}
+
+// The scale of the dot products: 1/rms(x) where the workgroup quantized x·w (FUSED with NORM), else 1.
+// After the reduction.
+fn x_scale() -> f32 {
+    if (!norm_slot()) {
+        return 1.0;
+    }
+    return inverseSqrt(total(BATCH).x / f32(16u * p.x_groups) + p.eps);
 }
 
 fn dot16(q: vec4<u32>, xv: vec4<u32>) -> i32 {
@@ -678,6 +684,14 @@ fn accumulate(row0: u32) {
 // Hands the accumulators to the variant's `put`: slot r holds the ROWS sums with row r of x.
 fn reduce_all() {
     put(0u, acc0);
+    if (norm_slot()) {
+        // The prologue's partial sums of squares, TEAMS per thread of a team: the team's sum is the row's.
+        var part = 0.0;
+        for (var k = 0u; k < TEAMS; k++) {
+            part += ssq[k * WG + li_];
+        }
+        put(BATCH, vec4<f32>(part, 0.0, 0.0, 0.0));
+    }
     if (BATCH > 1u) {
         put(1u, acc1);
     }
@@ -702,7 +716,7 @@ fn reduce_all() {
 }
 
 fn n_slots() -> u32 {
-    return BATCH;
+    return select(BATCH, BATCH + 1u, norm_slot());
 }
 
 // n_slots() at its largest.
@@ -744,7 +758,7 @@ fn finish(row0: u32) {
     if (r >= BATCH) {
         return;
     }
-    let v = total(r);
+    let v = total(r) * x_scale();
     let m = part_;
     let rows = p.rows[m];
     if (ROPE > 0u) {

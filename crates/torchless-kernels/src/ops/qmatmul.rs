@@ -1082,7 +1082,9 @@ pub(crate) mod gpu {
         let threads = tune.wg * teams;
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
-            threads.div_ceil(min_sg) * b as u32
+            // FUSED with a norm: one more slot, the row's sum of squares (qgemv.wgsl `norm_slot`).
+            let slots = b as u32 + u32::from(tune.teams > 0 && norm.is_some());
+            threads.div_ceil(min_sg) * slots
         } else {
             threads
         };
