@@ -669,8 +669,14 @@ fn accumulate(row0: u32) {
     }
     let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
     let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
-    // The first unit's weights are loaded before x is quantized (FUSED), so that their latency overlaps
-    // the quantization's.
+    if (!FUSED) {
+        for (var u = li_; u < p.units; u += WG) {
+            step(load_rows(rows, u), u);
+        }
+        return;
+    }
+    // The first unit's weights are loaded before x is quantized, so that their latency overlaps the
+    // quantization's.
     let first = load_rows(rows, min(li_, p.units - 1u));
     prologue(wli_);
     if (li_ < p.units) {

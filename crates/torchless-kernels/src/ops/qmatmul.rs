@@ -207,7 +207,7 @@ impl GemvInput {
     ) -> Result<()> {
         let InputData::Gpu { x, norm, .. } = &self.data else { unreachable!("dispatch takes a GPU input") };
         let w = parts[0].w;
-        let tune = gpu::choose_tune(ctx, w, self.b, norm.is_some(), forced)?;
+        let tune = gpu::choose_tune(ctx, w, self.b, forced)?;
         let (xq, xs);
         let operand = if tune.teams > 0 {
             let norm = norm.as_ref().map(|(weight, eps, variant)| InputNorm { weight, eps: *eps, variant: *variant });
@@ -838,29 +838,23 @@ pub(crate) mod gpu {
         }
     }
 
-    /// Four rows per team sharing each load of x, fewer when there would be under 512 teams. With x
-    /// quantized in its own launch (several rows of x), about four units per thread (32..=128 threads): the
-    /// H200 sweep of `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the
-    /// best shape for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336. With one row of x,
-    /// quantized by each workgroup, the quantization is amortised over up to 8 teams (32 rows) while
-    /// keeping at least 128 workgroups, in teams of 32 threads per 4096 values of a row: the best of the
-    /// H200 sweep in `benchmarks/results/2026-12-03c-h200/` at both shapes and all four formats. A
-    /// normed row of x (`normed`) keeps its launch: every workgroup summing the row's squares made
-    /// Llama-3-8B q4_k decode 23 % slower there (297.6 → 230.5 tok/s) where the bare GEMVs got faster.
-    pub fn auto_tune(ctx: &GpuContext, w: &QuantTensor, b: usize, normed: bool) -> Tune {
+    /// Four rows per workgroup sharing each load of x, fewer when there would be under 512 workgroups; about
+    /// four units per thread (32..=128 threads); x quantized in a launch of its own. The H200 sweep of
+    /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the best shape
+    /// for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336.
+    ///
+    /// Teams (one row of x quantized by each workgroup, FUSED) are never chosen here, only forced
+    /// ([`TUNE_VAR`]): on the H200 (`benchmarks/results/2026-12-03c-h200/`) the best team shapes made the
+    /// `gemv_q*` benches 5–18 % faster (one launch instead of two) but Llama-3-8B q4_k decode 17 % slower
+    /// (296 → 246 tok/s with the O and down projections fused, 232 with every GEMV): a workgroup of teams
+    /// must quantize x once for many rows to pay off, and 128–448 such workgroups keep fewer weight loads in
+    /// flight than the 1024–3584 small ones, which the benches' repeated, partly L2-resident matrices hide.
+    pub fn auto_tune(w: &QuantTensor) -> Tune {
+        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
         let mut rows: u32 = 4;
         while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
-        if b == 1 && !normed {
-            let wg = prev_power_of_two((32 * (w.cols() / 4096).max(1)).min(256) as u32);
-            let teams = prev_power_of_two((w.rows().div_ceil(rows as usize) / 128).clamp(1, 8) as u32);
-            let teams = teams.min(fused_teams(ctx, w.cols(), wg));
-            if teams > 0 {
-                return Tune { wg, rows, teams };
-            }
-        }
-        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
         Tune { wg, rows, teams: 0 }
     }
 
@@ -926,19 +920,20 @@ pub(crate) mod gpu {
         })
     }
 
-    /// The launch shape of a GEMV of `b` rows of x (`normed`: with an input norm): forced by
-    /// [`TUNE_VAR`] or `forced`, else [`auto_tune`]; teams only where they fit (one row of x, the
-    /// workgroup's memory).
-    pub(super) fn choose_tune(
-        ctx: &GpuContext,
-        w: &QuantTensor,
-        b: usize,
-        normed: bool,
-        forced: Option<Tune>,
-    ) -> Result<Tune> {
+    #[cfg(test)]
+    thread_local! {
+        /// Tests: the launch shape of every GEMV dispatch of this thread that does not force its own.
+        pub(super) static TEST_TUNE: std::cell::Cell<Option<Tune>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// The launch shape of a GEMV of `b` rows of x: forced by [`TUNE_VAR`] or `forced`, else
+    /// [`auto_tune`]; teams only where they fit (one row of x, the workgroup's memory).
+    pub(super) fn choose_tune(ctx: &GpuContext, w: &QuantTensor, b: usize, forced: Option<Tune>) -> Result<Tune> {
+        #[cfg(test)]
+        let forced = forced.or(TEST_TUNE.with(std::cell::Cell::get));
         let mut t = match forced {
             Some(t) => t,
-            None => env_tune()?.unwrap_or_else(|| auto_tune(ctx, w, b, normed)),
+            None => env_tune()?.unwrap_or_else(|| auto_tune(w)),
         };
         t.wg = t.wg.clamp(32, 256).next_power_of_two().min(256);
         if b > 1 {
@@ -1560,6 +1555,17 @@ mod tests {
 
     /// Q, K and V in one dispatch (rows that do not divide the workgroups' rows, biases on two of them), a
     /// mixed-type set that falls back to one GEMV each, and the gated MLP half for both activations.
+    /// Runs `f` with the automatic launch shapes and, for one row of x on a GPU, again with x quantized by
+    /// the GEMV's workgroups in teams (FUSED, which the automatic shapes never pick); `f` gets a label.
+    fn with_and_without_teams(backend: &Backend, b: usize, mut f: impl FnMut(&str)) {
+        f("");
+        if backend.is_gpu() && b == 1 {
+            gpu::TEST_TUNE.with(|t| t.set(Some(gpu::Tune { wg: 32, rows: 4, teams: 2 })));
+            f(" with teams");
+            gpu::TEST_TUNE.with(|t| t.set(None));
+        }
+    }
+
     #[test]
     fn multi_and_gated_gemvs_match_the_reference() {
         let mut rng = Rng::new(28);
@@ -1575,47 +1581,50 @@ mod tests {
             let gate_up: Vec<(QuantTensor, Vec<f32>)> =
                 (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
             for backend in test_backends() {
-                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
-                let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
-                let ws: Vec<QuantTensor> = mats.iter().map(|(w, _)| on(w)).collect();
-                let bs: Vec<Option<Tensor>> = biases
-                    .iter()
-                    .map(|b| b.as_ref().map(|v| Tensor::from_f32(&backend, v, &[v.len()], DType::F16).unwrap()))
-                    .collect();
-                let want = |wv: &[f32], rows: usize, bias: Option<&Tensor>| -> Vec<f64> {
-                    let bias = bias.map(|t| t.to_f32_vec().unwrap());
-                    reference(wv, rows, cols, &xv)
+                with_and_without_teams(&backend, b, |teams| {
+                    let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+                    let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
+                    let ws: Vec<QuantTensor> = mats.iter().map(|(w, _)| on(w)).collect();
+                    let bs: Vec<Option<Tensor>> = biases
                         .iter()
-                        .enumerate()
-                        .map(|(i, v)| v + bias.as_ref().map_or(0.0, |bv| bv[i % rows] as f64))
-                        .collect()
-                };
-                let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
-                    ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
-                let outs = gemv_q_multi(&x, &parts).unwrap();
-                for (k, out) in outs.iter().enumerate() {
-                    assert_eq!(out.shape(), &[b, mats[k].0.rows()]);
-                    let name = format!("gemv_q_multi part {k} b={b} on {}", backend.name());
-                    assert_close(
-                        &name,
-                        &out.to_f32_vec().unwrap(),
-                        &want(&mats[k].1, mats[k].0.rows(), bs[k].as_ref()),
-                        tolerance(cols),
-                    );
-                }
-                let q6d = on(&q6);
-                let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
-                let name = format!("gemv_q_multi mixed b={b} on {}", backend.name());
-                assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
-                let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
-                let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
-                for act in [GatedAct::Silu, GatedAct::GeluTanh] {
-                    let got = gemv_q_gated(&x, &g, &u, act).unwrap();
-                    assert_eq!(got.shape(), &[b, 11]);
-                    let want: Vec<f64> = gr.iter().zip(&ur).map(|(&g, &u)| act.apply(g as f32) as f64 * u).collect();
-                    let name = format!("gemv_q_gated {act:?} b={b} on {}", backend.name());
-                    assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols).scaled(4.0));
-                }
+                        .map(|b| b.as_ref().map(|v| Tensor::from_f32(&backend, v, &[v.len()], DType::F16).unwrap()))
+                        .collect();
+                    let want = |wv: &[f32], rows: usize, bias: Option<&Tensor>| -> Vec<f64> {
+                        let bias = bias.map(|t| t.to_f32_vec().unwrap());
+                        reference(wv, rows, cols, &xv)
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| v + bias.as_ref().map_or(0.0, |bv| bv[i % rows] as f64))
+                            .collect()
+                    };
+                    let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
+                        ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
+                    let outs = gemv_q_multi(&x, &parts).unwrap();
+                    for (k, out) in outs.iter().enumerate() {
+                        assert_eq!(out.shape(), &[b, mats[k].0.rows()]);
+                        let name = format!("gemv_q_multi part {k} b={b} on {}{teams}", backend.name());
+                        assert_close(
+                            &name,
+                            &out.to_f32_vec().unwrap(),
+                            &want(&mats[k].1, mats[k].0.rows(), bs[k].as_ref()),
+                            tolerance(cols),
+                        );
+                    }
+                    let q6d = on(&q6);
+                    let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
+                    let name = format!("gemv_q_multi mixed b={b} on {}{teams}", backend.name());
+                    assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
+                    let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
+                    let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
+                    for act in [GatedAct::Silu, GatedAct::GeluTanh] {
+                        let got = gemv_q_gated(&x, &g, &u, act).unwrap();
+                        assert_eq!(got.shape(), &[b, 11]);
+                        let want: Vec<f64> =
+                            gr.iter().zip(&ur).map(|(&g, &u)| act.apply(g as f32) as f64 * u).collect();
+                        let name = format!("gemv_q_gated {act:?} b={b} on {}{teams}", backend.name());
+                        assert_close(&name, &got.to_f32_vec().unwrap(), &want, tolerance(cols).scaled(4.0));
+                    }
+                });
             }
         }
     }
@@ -1647,40 +1656,42 @@ mod tests {
             let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
             for backend in test_backends() {
-                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
-                let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
-                let bs: Vec<Option<Tensor>> = biases
-                    .iter()
-                    .map(|v| v.as_ref().map(|v| Tensor::from_slice(&backend, v, &[v.len()]).unwrap()))
-                    .collect();
-                let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
-                    ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
-                let table = RopeTable::new(&backend, cfg.clone()).unwrap();
-                let cache = || Tensor::from_slice(&backend, &cache0, &[cap, nkv, hd]).unwrap();
-                // The two ops, each tested on its own.
-                let [q, k, v]: [Tensor; 3] = gemv_q_multi(&x, &parts).unwrap().try_into().unwrap();
-                let (kc_want, vc_want) = (cache(), cache());
-                let q3 = q.reshape(&[b, nh, hd]).unwrap();
-                rope_qk_store_kv(
-                    &q3,
-                    &k.reshape(&[b, nkv, hd]).unwrap(),
-                    &v.reshape(&[b, nkv, hd]).unwrap(),
-                    &table,
-                    pos,
-                    &kc_want,
-                    &vc_want,
-                )
-                .unwrap();
-                let (kc, vc) = (cache(), cache());
-                let kv = KvWrite { table: &table, pos, k_cache: &kc, v_cache: &vc };
-                let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
-                assert_eq!(got.shape(), &[b, q_rows]);
-                let what = format!(
-                    "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
-                    backend.name()
-                );
-                let tol = Tolerance { atol: 1e-5, rtol: 1e-5 };
-                crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
+                with_and_without_teams(&backend, b, |teams| {
+                    let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+                    let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
+                    let bs: Vec<Option<Tensor>> = biases
+                        .iter()
+                        .map(|v| v.as_ref().map(|v| Tensor::from_slice(&backend, v, &[v.len()]).unwrap()))
+                        .collect();
+                    let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
+                        ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
+                    let table = RopeTable::new(&backend, cfg.clone()).unwrap();
+                    let cache = || Tensor::from_slice(&backend, &cache0, &[cap, nkv, hd]).unwrap();
+                    // The two ops, each tested on its own.
+                    let [q, k, v]: [Tensor; 3] = gemv_q_multi(&x, &parts).unwrap().try_into().unwrap();
+                    let (kc_want, vc_want) = (cache(), cache());
+                    let q3 = q.reshape(&[b, nh, hd]).unwrap();
+                    rope_qk_store_kv(
+                        &q3,
+                        &k.reshape(&[b, nkv, hd]).unwrap(),
+                        &v.reshape(&[b, nkv, hd]).unwrap(),
+                        &table,
+                        pos,
+                        &kc_want,
+                        &vc_want,
+                    )
+                    .unwrap();
+                    let (kc, vc) = (cache(), cache());
+                    let kv = KvWrite { table: &table, pos, k_cache: &kc, v_cache: &vc };
+                    let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
+                    assert_eq!(got.shape(), &[b, q_rows]);
+                    let what = format!(
+                        "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}{teams}",
+                        backend.name()
+                    );
+                    let tol = Tolerance { atol: 1e-5, rtol: 1e-5 };
+                    crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
+                });
             }
         }
         // Bad input: a step past the end of the cache.
