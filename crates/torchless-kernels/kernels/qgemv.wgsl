@@ -6,12 +6,13 @@
 // x is used as integers (qgemv_xcore.wgsl): per 32 values a scale d and two signed bytes per value, x ≈
 // d·(256·hi + lo) / 256 (per group of 16 values a vec4<u32> of hi bytes and one of lo bytes), and per group
 // (d/256, Σx). The groups are stored in the order the threads read them (position g · units + u for group
-// g of unit u), so a warp's loads of x are contiguous. With one row of x (FUSED) each workgroup quantizes
-// it into its workgroup memory first, from x in f32 (and RMS-normalises it where NORM asks): no launch of
-// its own, which cost an H200 ~4.5 µs of a 14336 × 4096 q8_0 GEMV's 22.5. The workgroup is then TEAMS
-// teams of WG threads, each team the workgroup of the unfused form (ROWS rows of its own), so that x is
-// quantized once for TEAMS · ROWS rows. Several rows of x come quantized by qgemv_x.wgsl, in a launch of
-// their own (xq: a row's hi vectors, then its lo vectors; xs: (d/256, Σx)). A weight group of 16 is
+// g of unit u), so a warp's loads of x are contiguous. x comes quantized by qgemv_x.wgsl, in a launch of
+// its own (xq: a row's hi vectors, then its lo vectors; xs: (d/256, Σx)), or, with one row of x and
+// FUSED, each workgroup quantizes it into its workgroup memory first, from x in f32 (and RMS-normalises
+// it where NORM asks). The workgroup is then TEAMS teams of WG threads, each team the workgroup of the
+// unfused form (ROWS rows of its own), so that x is quantized once for TEAMS · ROWS rows. FUSED saves a
+// launch (~4.5 µs on an H200) and wins in the benches, but lost in Llama-3-8B decode there, so the host
+// uses it only when asked (ops/qmatmul.rs `auto_tune`). A weight group of 16 is
 // w = a·q + b (q the unsigned integer quant, 0..63, or Q8_0's signed byte; a and b the group's scale and
 // offset: b = −8a for Q4_0, −dmin·m for the K-quants), so its contribution is a·(d/256)·(256·q·hi + q·lo) +
 // b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has

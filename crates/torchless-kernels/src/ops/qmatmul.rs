@@ -862,9 +862,8 @@ pub(crate) mod gpu {
         if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
     }
 
-    /// The most teams of `wg` threads (a power of two: the norm's tree reduction spans the workgroup) whose
-    /// workgroup can quantize a row of `cols` values into its memory (0: none can; the activations are
-    /// then quantized in a launch of their own).
+    /// The most teams of `wg` threads (a power of two) whose workgroup can quantize a row of `cols` values
+    /// into its memory (0: none can; the activations are then quantized in a launch of their own).
     pub fn fused_teams(ctx: &GpuContext, cols: usize, wg: u32) -> u32 {
         let l = ctx.limits();
         let threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
