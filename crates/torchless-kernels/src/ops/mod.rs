@@ -18,6 +18,11 @@ use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::tensor::Tensor;
 
+/// The largest power of two at most `v` (0 for 0).
+pub(crate) fn prev_power_of_two(v: u32) -> u32 {
+    if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
+}
+
 /// The backend shared by every tensor of an op, or a typed error.
 pub fn common_backend(op: &'static str, tensors: &[&Tensor]) -> Result<Backend> {
     let first = tensors[0].backend();

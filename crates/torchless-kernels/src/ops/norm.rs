@@ -100,7 +100,7 @@ impl RowPlan {
             .min(l.max_compute_workgroup_size_x)
             .min(l.max_compute_workgroup_storage_size / 16)
             .min(1024);
-        Self::for_limit(prev_power_of_two(max_threads.max(1)), n, dtype)
+        Self::for_limit(super::prev_power_of_two(max_threads.max(1)), n, dtype)
     }
 
     fn for_limit(max_tpr: u32, n: u32, dtype: DType) -> RowPlan {
@@ -144,10 +144,6 @@ impl RowPlan {
         let step = starts.len() as u32;
         starts.iter().map(|&r0| (r0, step, (rows - r0).div_ceil(step).div_ceil(rows_per_group))).collect()
     }
-}
-
-fn prev_power_of_two(v: u32) -> u32 {
-    1 << (31 - v.leading_zeros())
 }
 
 /// Rejects tensors whose element offsets would not fit the kernels' u32 arithmetic.

@@ -756,7 +756,7 @@ pub(crate) mod gpu {
     use crate::gpu::{Dispatch, GpuContext, Workgroups};
     use crate::ops::gemm::{CoopVariant, cooperative_variant, f16_copy};
     use crate::ops::norm::RmsNormVariant;
-    use crate::ops::to_u32;
+    use crate::ops::{prev_power_of_two, to_u32};
 
     crate::kernel_source!(QGEMV_X, "qgemv_x", ["qgemv_xcore", "qgemv_x"]);
     crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv_xcore", "qgemv", "reduce_workgroup"]);
@@ -858,13 +858,9 @@ pub(crate) mod gpu {
         Tune { wg, rows, teams: 0 }
     }
 
-    fn prev_power_of_two(v: u32) -> u32 {
-        if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
-    }
-
     /// The most teams of `wg` threads (a power of two) whose workgroup can quantize a row of `cols` values
     /// into its memory (0: none can; the activations are then quantized in a launch of their own).
-    pub fn fused_teams(ctx: &GpuContext, cols: usize, wg: u32) -> u32 {
+    fn fused_teams(ctx: &GpuContext, cols: usize, wg: u32) -> u32 {
         let l = ctx.limits();
         let threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
         let fits = |t: u32| fused_storage(cols, wg, t) <= l.max_compute_workgroup_storage_size as usize;
@@ -938,7 +934,9 @@ pub(crate) mod gpu {
         if b > 1 {
             t.teams = 0;
         }
-        t.teams = prev_power_of_two(t.teams.min(fused_teams(ctx, w.cols(), t.wg)));
+        if t.teams > 0 {
+            t.teams = prev_power_of_two(t.teams.min(fused_teams(ctx, w.cols(), t.wg)));
+        }
         Ok(t)
     }
 
