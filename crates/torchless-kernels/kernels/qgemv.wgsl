@@ -72,6 +72,20 @@ override FUSED: bool = false;
 // FUSED: the x groups (cols / 16) that workgroup memory holds.
 override XCAP: u32 = 1u;
 
+// x comes quantized (one row) with its RMS norm deferred: the producing GEMV (QOUT below) quantized x·w,
+// and wrote each block's Σx² after the groups' (d/256, Σx) in xs. The reduction sums them in one more slot
+// and `x_scale` applies 1/rms(x) to the dot products, as with FUSED and NORM.
+override NSS: bool = false;
+// The output also written as the next quantized GEMV's x (one row of x; every workgroup owns 32
+// consecutive output rows, TEAMS · rows per matrix = 32): 0 no; 1 as it is; 2 times the next norm's
+// weight (bias1), its Σy² per block kept for that GEMV's NSS; 3 the same with (1 + weight) (Gemma). y1
+// receives the hi and lo bytes, y2 the (d/256, Σ) pairs and the Σy² (qgemv_xcore.wgsl layout, for the
+// next GEMV's QOUT_LAYOUT and p.qout_units). It saves that GEMV the launch that quantizes its x.
+override QOUT: u32 = 0u;
+override QOUT_LAYOUT: u32 = 0u;
+// dtype code of the next norm's weight (QOUT 2, 3).
+override QOUT_NW_DT: u32 = 0u;
+
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
 const F_BIAS0: u32 = 1u;
@@ -102,9 +116,10 @@ struct Params {
     head_dim: u32,
     rope_stride: u32,
     rope_scale: f32,
-    // FUSED with NORM: the norm's epsilon.
+    // FUSED with NORM, or NSS: the norm's epsilon.
     eps: f32,
-    _pad0: u32,
+    // QOUT: the next GEMV's units per row.
+    qout_units: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -362,7 +377,7 @@ fn prologue(wli: u32) {
             w = load_norm(b);
             ss += sum_squares(v);
         }
-        let q = quantize_block(v, w, 1.0);
+        let q = quantize_block(v, w, 1.0, NORM > 0u);
         let a0 = position(2u * b);
         let a1 = position(2u * b + 1u);
         xw_hi[a0] = q.g0.hi;
@@ -378,12 +393,13 @@ fn prologue(wli: u32) {
     workgroupBarrier();
 }
 
-// FUSED with NORM: the reduction carries the row's sum of squares in one more slot, past the rows of x.
+// FUSED with NORM, or NSS: the reduction carries the row's sum of squares in one more slot, past the rows
+// of x.
 fn norm_slot() -> bool {
-    return FUSED && NORM > 0u;
+    return (FUSED && NORM > 0u) || NSS;
 }
 
-// The scale of the dot products: 1/rms(x) where the workgroup quantized x·w (FUSED with NORM), else 1.
+// The scale of the dot products: 1/rms(x) where x·w was quantized (FUSED with NORM, or NSS), else 1.
 // After the reduction.
 fn x_scale() -> f32 {
     if (!norm_slot()) {
@@ -692,10 +708,17 @@ fn accumulate(row0: u32) {
 fn reduce_all() {
     put(0u, acc0);
     if (norm_slot()) {
-        // The prologue's partial sums of squares, TEAMS per thread of a team: the team's sum is the row's.
+        // FUSED: the prologue's partial sums of squares, TEAMS per thread of a team: the team's sum is the
+        // row's. NSS: the blocks' sums of squares, after x's groups in xs.
         var part = 0.0;
-        for (var k = 0u; k < TEAMS; k++) {
-            part += ssq[k * WG + li_];
+        if (FUSED) {
+            for (var k = 0u; k < TEAMS; k++) {
+                part += ssq[k * WG + li_];
+            }
+        } else {
+            for (var blk = li_; blk < p.x_groups / 2u; blk += WG) {
+                part += xs[p.x_groups + blk].x;
+            }
         }
         put(BATCH, vec4<f32>(part, 0.0, 0.0, 0.0));
     }
@@ -779,7 +802,9 @@ fn finish(row0: u32) {
         }
         let i = r * rows + row;
         if (GATED) {
-            store_y(0u, i, gate_act(v[s]) * v[s + ROWS / 2u]);
+            let out = gate_act(v[s]) * v[s + ROWS / 2u];
+            store_y(0u, i, out);
+            keep_out(row, out);
             continue;
         }
         var out = v[s];
@@ -796,6 +821,7 @@ fn finish(row0: u32) {
             out = p.cap * safe_tanh(out / p.cap);
         }
         store_y(m, i, out);
+        keep_out(row, out);
     }
 }
 
@@ -819,10 +845,89 @@ fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
 // works on the last team's rows, for the workgroup's barriers, and writes nothing.
 fn run(g: u32, li: u32) {
     let row0 = setup(min(g, p.n_groups - 1u), li);
+    load_qout_norm(row0);
     accumulate(row0);
     reduce_all();
     workgroupBarrier();
     if (g < p.n_groups) {
         finish(row0);
+    }
+    emit_block(row0);
+}
+
+// QOUT: the workgroup's 32 outputs (finish), and the next norm's weights for them (loaded first, so that
+// their latency hides under the main loop's).
+var<workgroup> qv: array<f32, 32>;
+var<workgroup> qn: array<f32, 32>;
+
+// QOUT 2, 3: the first 32 threads load the next norm's weights of the workgroup's rows (thread 0 of team 0
+// has the first row, row0).
+fn load_qout_norm(row0: u32) {
+    if (QOUT > 1u && wli_ < 32u) {
+        let row = row0 + wli_;
+        var w = decode(QOUT_NW_DT, bias1[word_index(QOUT_NW_DT, row)], row);
+        if (QOUT == 3u) {
+            w += 1.0;
+        }
+        qn[wli_] = w;
+    }
+}
+
+// QOUT: output `row` (of the workgroup's 32) for emit_block.
+fn keep_out(row: u32, v: f32) {
+    if (QOUT > 0u) {
+        qv[row & 31u] = v;
+    }
+}
+
+fn qv4(i: u32) -> vec4<f32> {
+    return vec4<f32>(qv[i], qv[i + 1u], qv[i + 2u], qv[i + 3u]);
+}
+
+fn qn4(i: u32) -> vec4<f32> {
+    return vec4<f32>(qn[i], qn[i + 1u], qn[i + 2u], qn[i + 3u]);
+}
+
+fn store_xq(i: u32, v: vec4<u32>) {
+    y1[4u * i] = v.x;
+    y1[4u * i + 1u] = v.y;
+    y1[4u * i + 2u] = v.z;
+    y1[4u * i + 3u] = v.w;
+}
+
+fn store_xs(i: u32, v: vec2<f32>) {
+    y2[2u * i] = bitcast<u32>(v.x);
+    y2[2u * i + 1u] = bitcast<u32>(v.y);
+}
+
+// QOUT: thread 0 quantizes the workgroup's block of 32 outputs (rows row0..row0 + 31) as group pair
+// row0 / 16 of the next GEMV's x, in that GEMV's layout, and with a norm keeps the block's Σy². Called by
+// every thread, in uniform control flow.
+fn emit_block(row0: u32) {
+    if (QOUT == 0u) {
+        return;
+    }
+    workgroupBarrier();
+    if (wli_ != 0u) {
+        return;
+    }
+    let v = Block(qv4(0u), qv4(4u), qv4(8u), qv4(12u), qv4(16u), qv4(20u), qv4(24u), qv4(28u));
+    var w: Block;
+    if (QOUT > 1u) {
+        w = Block(qn4(0u), qn4(4u), qn4(8u), qn4(12u), qn4(16u), qn4(20u), qn4(24u), qn4(28u));
+    }
+    let q = quantize_block(v, w, 1.0, QOUT > 1u);
+    let groups = p.rows[0] / 16u;
+    let blk = row0 / 32u;
+    let a0 = position_in(2u * blk, QOUT_LAYOUT, p.qout_units);
+    let a1 = position_in(2u * blk + 1u, QOUT_LAYOUT, p.qout_units);
+    store_xq(a0, q.g0.hi);
+    store_xq(groups + a0, q.g0.lo);
+    store_xs(a0, q.g0.s);
+    store_xq(a1, q.g1.hi);
+    store_xq(groups + a1, q.g1.lo);
+    store_xs(a1, q.g1.s);
+    if (QOUT > 1u) {
+        store_xs(groups + blk, vec2<f32>(sum_squares(v), 0.0));
     }
 }

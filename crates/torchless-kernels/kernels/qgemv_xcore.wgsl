@@ -60,16 +60,21 @@ fn split(v: vec4<f32>) -> vec2<u32> {
 
 // Where group xg of a row is stored: g · units + u for the unit u and group g (within it) that read it.
 fn position(xg: u32) -> u32 {
-    if (LAYOUT == 2u) {
+    return position_in(xg, LAYOUT, p.units);
+}
+
+// `position` for a GEMV of another layout (`lay`, as LAYOUT) and `units` per row.
+fn position_in(xg: u32, lay: u32, units: u32) -> u32 {
+    if (lay == 2u) {
         // Inverse of qgemv.wgsl's Q6_K x_group: xg = 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j.
         let w = xg & 15u;
         let rem = w & 7u;
-        return (rem >> 1u) * p.units + 4u * (xg >> 4u) + 2u * (w >> 3u) + (rem & 1u);
+        return (rem >> 1u) * units + 4u * (xg >> 4u) + 2u * (w >> 3u) + (rem & 1u);
     }
-    if (LAYOUT == 1u) {
-        return (xg & 3u) * p.units + (xg >> 2u);
+    if (lay == 1u) {
+        return (xg & 3u) * units + (xg >> 2u);
     }
-    return (xg & 1u) * p.units + (xg >> 1u);
+    return (xg & 1u) * units + (xg >> 1u);
 }
 
 // Sixteen values as stored: their hi and lo bytes, and (d / 256, their sum).
@@ -119,16 +124,16 @@ fn sum_squares(v: Block) -> f32 {
         + dot(v.v5, v.v5) + dot(v.v6, v.v6) + dot(v.v7, v.v7);
 }
 
-// Block b of a row, values v (times the norm weights w and `scale` where NORM asks), as its two groups
+// Block b of a row, values v (times the norm weights w and `scale` where `normed`), as its two groups
 // (block b is groups 2b and 2b + 1 of the row).
 struct QBlock {
     g0: QGroup,
     g1: QGroup,
 }
 
-fn quantize_block(v_in: Block, w: Block, scale: f32) -> QBlock {
+fn quantize_block(v_in: Block, w: Block, scale: f32, normed: bool) -> QBlock {
     var v = v_in;
-    if (NORM > 0u) {
+    if (normed) {
         v = Block(v.v0 * w.v0 * scale, v.v1 * w.v1 * scale, v.v2 * w.v2 * scale, v.v3 * w.v3 * scale,
                   v.v4 * w.v4 * scale, v.v5 * w.v5 * scale, v.v6 * w.v6 * scale, v.v7 * w.v7 * scale);
     }

@@ -70,6 +70,28 @@ pub fn gemv_q_input_into(w: &QuantTensor, x: &GemvInput, epilogue: GemvEpilogue<
     gemv_q_tuned(w, x, epilogue, out, QGemvKernel::Auto, None)
 }
 
+/// [`gemv_q_input_into`] whose output is then the input of another quantized GEMV (`then`): returns that
+/// input. On the GPU, with one row of x, this dispatch also writes it quantized for `then.next` (and its
+/// norm's sums), so the next GEMV needs no launch of its own to quantize it.
+pub fn gemv_q_input_into_then(
+    w: &QuantTensor,
+    x: &GemvInput,
+    epilogue: GemvEpilogue<'_>,
+    out: &Tensor,
+    then: NextInput<'_>,
+) -> Result<GemvInput> {
+    then.check(out, w.rows())?;
+    match (check_part(w, x, epilogue, out)?, &x.data) {
+        (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
+            x.run_gpu_then(&ctx, &[gpu::Part { w, bias: epilogue.bias, out }], epilogue, None, then)
+        }
+        _ => {
+            gemv_q_tuned(w, x, epilogue, out, QGemvKernel::Auto, None)?;
+            GemvInput::new(out, then.norm)
+        }
+    }
+}
+
 /// Which GPU kernel [`gemv_q_into_with`] runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QGemvKernel {
@@ -113,9 +135,52 @@ enum InputData {
     Gpu {
         x: Tensor,
         norm: Option<(Tensor, f32, RmsNormVariant)>,
-        /// (layout, xq, xs) per layout prepared so far (see [`gpu::x_layout`]).
-        prepared: Mutex<Vec<(u32, Tensor, Tensor)>>,
+        /// x quantized, per layout prepared so far (see [`gpu::x_layout`]).
+        prepared: Mutex<Vec<Prepared>>,
     },
+}
+
+/// x quantized for the GPU GEMV in one layout.
+#[derive(Clone)]
+struct Prepared {
+    layout: u32,
+    xq: Tensor,
+    xs: Tensor,
+    /// Written by the GEMV that produced x ([`gemv_q_input_into_then`]): x·w quantized, the norm's 1/rms
+    /// left to the GEMV that reads it.
+    deferred_norm: bool,
+}
+
+/// What a GEMV's output is for when it is the input of the next quantized GEMV (one row of x): normalised
+/// by `norm` where given, then multiplied by `next` (weights of `next.cols()` = the output's length).
+/// On the GPU the GEMV then also writes it quantized for `next`, which saves that GEMV the launch that
+/// quantizes its x.
+#[derive(Clone, Copy)]
+pub struct NextInput<'a> {
+    pub norm: Option<InputNorm<'a>>,
+    pub next: &'a QuantTensor,
+}
+
+impl NextInput<'_> {
+    /// Checks that `next` and the norm take an output of `rows` values on `backend`'s tensors `out`.
+    fn check(&self, out: &Tensor, rows: usize) -> Result<()> {
+        let op = "gemv_q";
+        if self.next.cols() != rows {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!(
+                    "the next GEMV's weights [{}, {}] do not take this GEMV's {rows} outputs",
+                    self.next.rows(),
+                    self.next.cols()
+                ),
+            });
+        }
+        if let Some(n) = self.norm {
+            super::gemv::check_input_norm(op, n, rows)?;
+            common_backend(op, &[out, n.weight, self.next.data()])?;
+        }
+        Ok(())
+    }
 }
 
 impl GemvInput {
@@ -142,6 +207,17 @@ impl GemvInput {
             super::gemv::check_input_norm(op, n, cols)?;
             common_backend(op, &[x, n.weight])?;
         }
+        Self::with_prepared(x, norm, b, cols, Vec::new())
+    }
+
+    /// A GPU input whose quantized forms `prepared` were already written (or none), or a CPU input.
+    fn with_prepared(
+        x: &Tensor,
+        norm: Option<InputNorm<'_>>,
+        b: usize,
+        cols: usize,
+        prepared: Vec<Prepared>,
+    ) -> Result<GemvInput> {
         let mut lead = x.shape().to_vec();
         lead.pop();
         let data = match x.backend() {
@@ -152,7 +228,7 @@ impl GemvInput {
             Backend::Gpu(_) => InputData::Gpu {
                 x: x.clone(),
                 norm: norm.map(|n| (n.weight.clone(), n.eps, n.variant)),
-                prepared: Mutex::new(Vec::new()),
+                prepared: Mutex::new(prepared),
             },
         };
         Ok(GemvInput { lead, b, cols, data })
@@ -164,18 +240,42 @@ impl GemvInput {
         }
     }
 
-    /// The GPU form of x for weights `w` (xq, xs), quantized on first use.
-    fn prepared(&self, ctx: &GpuContext, w: &QuantTensor) -> Result<(Tensor, Tensor)> {
+    /// The GPU form of x for weights `w` if it was already written, else `None`.
+    fn prepared_for(&self, w: &QuantTensor) -> Option<Prepared> {
+        let InputData::Gpu { prepared, .. } = &self.data else { unreachable!("a GPU input") };
+        let layout = gpu::x_layout(w.quant_type());
+        prepared.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|p| p.layout == layout).cloned()
+    }
+
+    /// The GPU form of x for weights `w`, quantized on first use.
+    fn prepared(&self, ctx: &GpuContext, w: &QuantTensor) -> Result<Prepared> {
+        if let Some(p) = self.prepared_for(w) {
+            return Ok(p);
+        }
         let InputData::Gpu { x, norm, prepared } = &self.data else { unreachable!("a GPU input") };
         let layout = gpu::x_layout(w.quant_type());
-        let mut prepared = prepared.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, xq, xs)) = prepared.iter().find(|(l, ..)| *l == layout) {
-            return Ok((xq.clone(), xs.clone()));
-        }
         let norm = norm.as_ref().map(|(weight, eps, variant)| InputNorm { weight, eps: *eps, variant: *variant });
         let (xq, xs) = gpu::quantize_x(ctx, x, self.b, self.cols, norm, layout, gpu::units(w))?;
-        prepared.push((layout, xq.clone(), xs.clone()));
-        Ok((xq, xs))
+        let p = Prepared { layout, xq, xs, deferred_norm: false };
+        prepared.lock().unwrap_or_else(|p| p.into_inner()).push(p.clone());
+        Ok(p)
+    }
+
+    /// The tensor this input was made from (on the CPU, x after its norm).
+    pub fn tensor(&self) -> &Tensor {
+        match &self.data {
+            InputData::Cpu(x) | InputData::Gpu { x, .. } => x,
+        }
+    }
+
+    /// The norm of x, if any.
+    fn norm(&self) -> Option<InputNorm<'_>> {
+        match &self.data {
+            InputData::Gpu { norm: Some((weight, eps, variant)), .. } => {
+                Some(InputNorm { weight, eps: *eps, variant: *variant })
+            }
+            _ => None,
+        }
     }
 
     /// A new f32 output shaped like x with last dimension `rows`.
@@ -188,7 +288,36 @@ impl GemvInput {
     /// One GPU dispatch of checked parts (see [`gpu::gemv`]).
     fn run_gpu(&self, parts: &[gpu::Part<'_>], gated: Option<GatedAct>, rope: Option<gpu::RopeOut<'_>>) -> Result<()> {
         let Backend::Gpu(ctx) = self.backend() else { unreachable!("run_gpu takes a GPU input") };
-        self.dispatch(&ctx, parts, GemvEpilogue::default(), gated, rope, QGemvKernel::Auto, None)
+        self.dispatch(&ctx, parts, GemvEpilogue::default(), gated, rope, QGemvKernel::Auto, None, None)
+    }
+
+    /// One GPU dispatch of checked parts (one matrix, or gate and up; `then` checked) whose output `parts[0].out` is then
+    /// the input of `then.next`: written quantized for it by the same dispatch where the launch shape
+    /// allows ([`gpu::emit_shape`]), else quantized when that GEMV first needs it.
+    fn run_gpu_then(
+        &self,
+        ctx: &GpuContext,
+        parts: &[gpu::Part<'_>],
+        epilogue: GemvEpilogue<'_>,
+        gated: Option<GatedAct>,
+        then: NextInput<'_>,
+    ) -> Result<GemvInput> {
+        let (w, out) = (parts[0].w, parts[0].out);
+        let tune = gpu::choose_tune(ctx, w, self.b, None)?;
+        let up_bias = parts.get(1).is_some_and(|p| p.bias.is_some());
+        let emits = gpu::emit_shape(ctx, tune, self.b, w.rows(), gated.is_some()).is_some()
+            && !(then.norm.is_some() && up_bias);
+        if !emits {
+            self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, None, None)?;
+            return GemvInput::new(out, then.norm);
+        }
+        let (xq, xs) = gpu::emit_tensors(out, w.rows())?;
+        let (layout, units) = (gpu::x_layout(then.next.quant_type()), gpu::units(then.next));
+        let emit =
+            gpu::Emit { xq: &xq, xs: &xs, norm: then.norm, layout, units: super::to_u32("gemv_q", "units", units)? };
+        self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, None, Some(emit))?;
+        let prepared = Prepared { layout, xq, xs, deferred_norm: then.norm.is_some() };
+        GemvInput::with_prepared(out, then.norm, 1, w.rows(), vec![prepared])
     }
 
     /// One GPU dispatch of checked parts with the launch shape of [`gpu::choose_tune`] (`forced` or
@@ -204,20 +333,26 @@ impl GemvInput {
         rope: Option<gpu::RopeOut<'_>>,
         kernel: QGemvKernel,
         forced: Option<gpu::Tune>,
+        emit: Option<gpu::Emit<'_>>,
     ) -> Result<()> {
-        let InputData::Gpu { x, norm, .. } = &self.data else { unreachable!("dispatch takes a GPU input") };
+        let InputData::Gpu { x, .. } = &self.data else { unreachable!("dispatch takes a GPU input") };
         let w = parts[0].w;
         let tune = gpu::choose_tune(ctx, w, self.b, forced)?;
-        let (xq, xs);
-        let operand = if tune.teams > 0 {
-            let norm = norm.as_ref().map(|(weight, eps, variant)| InputNorm { weight, eps: *eps, variant: *variant });
-            gpu::XOperand::Raw(x, norm)
-        } else {
-            (xq, xs) = self.prepared(ctx, w)?;
-            gpu::XOperand::Quantized(&xq, &xs)
+        let prepared = match self.prepared_for(w) {
+            None if tune.teams > 0 && emit.is_none() => None,
+            Some(p) => Some(p),
+            None => Some(self.prepared(ctx, w)?),
+        };
+        let operand = match &prepared {
+            None => gpu::XOperand::Raw(x, self.norm()),
+            Some(p) => gpu::XOperand::Quantized {
+                xq: &p.xq,
+                xs: &p.xs,
+                deferred_norm_eps: self.norm().filter(|_| p.deferred_norm).map(|n| n.eps),
+            },
         };
         let (residual, soft_cap) = (epilogue.residual, epilogue.soft_cap);
-        gpu::gemv(ctx, parts, operand, self.b, residual, soft_cap, gated, rope, kernel, tune)
+        gpu::gemv(ctx, parts, operand, self.b, residual, soft_cap, gated, rope, kernel, tune, emit)
     }
 
     /// The tensors an output must not alias.
@@ -319,6 +454,35 @@ pub fn gemv_q_gated(x: &GemvInput, gate: &QuantTensor, up: &QuantTensor, act: Ga
     Ok(out)
 }
 
+/// [`gemv_q_gated`] whose output is then the input of another quantized GEMV (`then`, usually the down
+/// projection): returns that input (its tensor: [`GemvInput::tensor`]), on the GPU written quantized for
+/// `then.next` by the same dispatch where it can (see [`gemv_q_input_into_then`]).
+pub fn gemv_q_gated_then(
+    x: &GemvInput,
+    gate: &QuantTensor,
+    up: &QuantTensor,
+    act: GatedAct,
+    then: NextInput<'_>,
+) -> Result<GemvInput> {
+    let fusable = matches!(x.data, InputData::Gpu { .. })
+        && gate.quant_type() == up.quant_type()
+        && (gate.rows(), gate.cols()) == (up.rows(), up.cols());
+    let ctx = match x.backend() {
+        Backend::Gpu(ctx) if fusable => ctx,
+        _ => {
+            let out = gemv_q_gated(x, gate, up, act)?;
+            then.check(&out, gate.rows())?;
+            return GemvInput::new(&out, then.norm);
+        }
+    };
+    let out = x.new_output(gate.rows())?;
+    then.check(&out, gate.rows())?;
+    check_part(gate, x, GemvEpilogue::default(), &out)?;
+    check_part(up, x, GemvEpilogue::default(), &out)?;
+    let parts = [gpu::Part { w: gate, bias: None, out: &out }, gpu::Part { w: up, bias: None, out: &out }];
+    x.run_gpu_then(&ctx, &parts, GemvEpilogue::default(), Some(act), then)
+}
+
 /// [`gemv_q_into_with`] of a prepared input with a forced launch shape (tests).
 fn gemv_q_tuned(
     w: &QuantTensor,
@@ -334,7 +498,7 @@ fn gemv_q_tuned(
             Ok(())
         }
         (Backend::Gpu(ctx), InputData::Gpu { .. }) => {
-            x.dispatch(&ctx, &[gpu::Part { w, bias: epilogue.bias, out }], epilogue, None, None, kernel, tune)
+            x.dispatch(&ctx, &[gpu::Part { w, bias: epilogue.bias, out }], epilogue, None, None, kernel, tune, None)
         }
         _ => unreachable!("check_part checked that x and the weights share a backend"),
     }
@@ -797,7 +961,8 @@ pub(crate) mod gpu {
         rope_stride: u32,
         rope_scale: f32,
         eps: f32,
-        _pad: [u32; 3],
+        qout_units: u32,
+        _pad: [u32; 2],
     }
 
     #[repr(C)]
@@ -961,16 +1126,63 @@ pub(crate) mod gpu {
 
     /// x as a GEMV dispatch reads it.
     pub enum XOperand<'a> {
-        /// Quantized by [`quantize_x`]: (xq, xs).
-        Quantized(&'a Tensor, &'a Tensor),
+        /// Quantized by [`quantize_x`] or by the GEMV that produced x ([`Emit`]): (xq, xs), and the epsilon
+        /// of x's RMS norm where the GEMV applies it (x·w was quantized, the blocks' Σx² follow in xs).
+        Quantized { xq: &'a Tensor, xs: &'a Tensor, deferred_norm_eps: Option<f32> },
         /// One row of x in f32, and the RMS norm to apply to it: each workgroup quantizes it (FUSED).
         Raw(&'a Tensor, Option<InputNorm<'a>>),
     }
 
+    /// Where a dispatch of one row of x also writes its output as the x of a next GEMV (kernels/qgemv.wgsl
+    /// `QOUT`): quantized in that GEMV's `layout` for its `units` per row, times `norm`'s weight (that GEMV
+    /// then applies 1/rms, [`XOperand::Quantized`]'s `deferred_norm_eps`). `xq`: `rows / 2` u32 words, `xs`:
+    /// `rows · 3 / 16` f32 ([`emit_tensors`]).
+    pub struct Emit<'a> {
+        pub xq: &'a Tensor,
+        pub xs: &'a Tensor,
+        pub norm: Option<InputNorm<'a>>,
+        pub layout: u32,
+        pub units: u32,
+    }
+
+    /// Tensors for an [`Emit`] of `rows` outputs.
+    pub fn emit_tensors(x: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
+        let blocks = rows / 32;
+        Ok((
+            Tensor::uninit(&x.backend(), "gemv_q", &[blocks * 16], DType::U32)?,
+            Tensor::uninit(&x.backend(), "gemv_q", &[blocks * 6], DType::F32)?,
+        ))
+    }
+
+    /// The launch shape of an emitting dispatch ([`Emit`]: each workgroup owns 32 output rows, in teams), in
+    /// [`gemv`]'s convention (`rows` per matrix with `gated`), from `tune` of [`choose_tune`]; `None` where it
+    /// cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the adapter
+    /// cannot run.
+    pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated: bool) -> Option<Tune> {
+        if b != 1 || !out_rows.is_multiple_of(32) {
+            return None;
+        }
+        let rows_per_matrix =
+            if gated { (2 * tune.rows).clamp(2, 4) / 2 } else { prev_power_of_two(tune.rows.clamp(1, 4)) };
+        let teams = 32 / rows_per_matrix;
+        let l = ctx.limits();
+        let max_threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
+        // Teams need subgroups that never span two of them.
+        let mut wg = tune.wg.max(if ctx.has_subgroups() { ctx.info().subgroup_max_size } else { 1 });
+        while wg * teams > max_threads && wg > 32 {
+            wg /= 2;
+        }
+        let fits =
+            wg * teams <= max_threads && (!ctx.has_subgroups() || wg.is_multiple_of(ctx.info().subgroup_max_size));
+        fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
+    }
+
     /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
     /// dtype), or with `gated` two (gate, up) of one shape into `parts[0].out`; `residual` only with one
-    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output. `tune` from [`choose_tune`],
-    /// with teams exactly when x is [`XOperand::Raw`]. The callers check shapes.
+    /// matrix; `soft_cap` (cap·tanh(y / cap), last) applies to every output; `emit` (one matrix or `gated`,
+    /// no RoPE) also writes the output as the next GEMV's x. `tune` from [`choose_tune`], with teams when x
+    /// is [`XOperand::Raw`]; an emitting dispatch takes its shape from [`emit_shape`] (which the caller
+    /// checked). The callers check shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv(
         ctx: &GpuContext,
@@ -983,12 +1195,25 @@ pub(crate) mod gpu {
         rope: Option<RopeOut<'_>>,
         kernel: QGemvKernel,
         mut tune: Tune,
+        emit: Option<Emit<'_>>,
     ) -> Result<()> {
         let op = "gemv_q";
         debug_assert!((1..=3).contains(&parts.len()) && (gated.is_none() || parts.len() == 2));
         debug_assert!(rope.is_none() || (parts.len() == 3 && gated.is_none() && residual.is_none()));
-        debug_assert_eq!(tune.teams > 0, matches!(x, XOperand::Raw(..)));
+        debug_assert!(emit.is_none() || (rope.is_none() && (parts.len() == 1 || gated.is_some())));
+        let fused = matches!(x, XOperand::Raw(..));
+        debug_assert!(!fused || tune.teams > 0);
         crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "16 storage buffers per shader stage")?;
+        if emit.is_some() {
+            tune =
+                emit_shape(ctx, tune, b, parts[0].w.rows(), gated.is_some()).ok_or_else(|| KernelError::Argument {
+                    op,
+                    name: "emit",
+                    value: format!("{} rows, {b} rows of x", parts[0].w.rows()),
+                    reason: "writing the output as the next GEMV's x takes one row of x and a multiple of 32 rows"
+                        .into(),
+                })?;
+        }
         let subgroup = match kernel {
             QGemvKernel::Auto => {
                 ctx.has_subgroups() && (tune.teams <= 1 || tune.wg.is_multiple_of(ctx.info().subgroup_max_size))
@@ -1018,12 +1243,12 @@ pub(crate) mod gpu {
             ctx.check_binding(op, g.size())?;
             Ok(g.raw().clone())
         };
-        let (xqb, xsb, norm) = match x {
-            XOperand::Quantized(xq, xs) => (buf(xq)?, buf(xs)?, None),
+        let (xqb, xsb, norm, deferred_eps) = match x {
+            XOperand::Quantized { xq, xs, deferred_norm_eps } => (buf(xq)?, buf(xs)?, None, deferred_norm_eps),
             XOperand::Raw(x, norm) => {
                 let xb = buf(x)?;
                 let nb = norm.map(|n| buf(n.weight)).transpose()?.unwrap_or_else(|| xb.clone());
-                (xb, nb, norm)
+                (xb, nb, norm, None)
             }
         };
         let ws: Vec<wgpu::Buffer> = parts.iter().map(|p| buf(p.w.data())).collect::<Result<_>>()?;
@@ -1068,14 +1293,16 @@ pub(crate) mod gpu {
             head_dim: rope.map_or(0, |r| r.table.config().head_dim as u32),
             rope_stride: rope.map_or(0, |r| r.table.tensor().shape()[1] as u32),
             rope_scale: rope.map_or(1.0, |r| r.table.config().attention_scaling),
-            eps: norm.map_or(0.0, |n| n.eps),
-            _pad: [0; 3],
+            eps: norm.map(|n| n.eps).or(deferred_eps).unwrap_or(0.0),
+            qout_units: emit.as_ref().map_or(0, |e| e.units),
+            _pad: [0; 2],
         };
         let threads = tune.wg * teams;
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
-            // FUSED with a norm: one more slot, the row's sum of squares (qgemv.wgsl `norm_slot`).
-            let slots = b as u32 + u32::from(tune.teams > 0 && norm.is_some());
+            // FUSED with a norm, or a deferred norm: one more slot, the row's sum of squares (qgemv.wgsl
+            // `norm_slot`).
+            let slots = b as u32 + u32::from(norm.is_some() || deferred_eps.is_some());
             threads.div_ceil(min_sg) * slots
         } else {
             threads
@@ -1093,16 +1320,43 @@ pub(crate) mod gpu {
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
             ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
             ("TEAMS", f64::from(teams)),
-            ("FUSED", if tune.teams > 0 { 1.0 } else { 0.0 }),
-            ("XCAP", if tune.teams > 0 { (w.cols() / 16) as f64 } else { 1.0 }),
+            ("FUSED", if fused { 1.0 } else { 0.0 }),
+            ("XCAP", if fused { (w.cols() / 16) as f64 } else { 1.0 }),
+            ("NSS", if deferred_eps.is_some() { 1.0 } else { 0.0 }),
+            ("QOUT", emit.as_ref().map_or(0.0, |e| 1.0 + norm_mode(e.norm))),
+            ("QOUT_LAYOUT", emit.as_ref().map_or(0.0, |e| f64::from(e.layout))),
+            ("QOUT_NW_DT", emit.as_ref().and_then(|e| e.norm).map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
             ("NORM", norm_mode(norm)),
             ("NW_DT", norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
             ("LAYOUT", f64::from(x_layout(w.quant_type()))),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
+        // An emitting dispatch (one matrix, or gate and up into one output) writes the next GEMV's x
+        // through y1 and y2 and reads the next norm's weight through bias1.
+        let emit_bufs = match &emit {
+            Some(e) => {
+                if e.norm.is_some() && biases.get(1).is_some_and(Option::is_some) {
+                    return Err(KernelError::Argument {
+                        op,
+                        name: "emit",
+                        value: "a norm".into(),
+                        reason: "a gated GEMV whose up projection has a bias cannot also apply the next norm".into(),
+                    });
+                }
+                Some((buf(e.xq)?, buf(e.xs)?, e.norm.map(|n| buf(n.weight)).transpose()?))
+            }
+            None => None,
+        };
         let w_at = |k: usize| ws.get(k).unwrap_or(&ws[0]);
-        let bias_at = |k: usize| biases.get(k).and_then(Option::as_ref).unwrap_or(&xsb);
-        let y_at = |k: usize| ys.get(k).unwrap_or(&ys[0]);
+        let bias_at = |k: usize| match (k, &emit_bufs) {
+            (1, Some((_, _, Some(nw)))) => nw,
+            _ => biases.get(k).and_then(Option::as_ref).unwrap_or(&xsb),
+        };
+        let y_at = |k: usize| match (k, &emit_bufs) {
+            (1, Some((xq, _, _))) => xq,
+            (2, Some((_, xs, _))) => xs,
+            _ => ys.get(k).unwrap_or(&ys[0]),
+        };
         let buffers = [
             &xqb,
             &xsb,
@@ -1548,6 +1802,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A GEMV (with a residual, or the gated form) that hands its output to the next GEMV as its input,
+    /// with that GEMV's norm (both variants) or none: on the GPU with one row of x the first dispatch writes
+    /// the next one's x quantized (each x layout: Q4_K, Q6_K, 32-weight blocks) and the norm's 1/rms is
+    /// applied by the next GEMV; with two rows of x it falls back to quantizing x in a launch. The first
+    /// output and the next GEMV's are checked against references on the output read back.
+    #[test]
+    fn emitted_inputs_match_the_reference() {
+        let mut rng = Rng::new(30);
+        let cols = 256;
+        // (rows of the first GEMVs, rows of x, the next GEMV's types and norms): 256 rows are eight
+        // workgroups of 32.
+        use RmsNormVariant::{Gemma, Standard};
+        let every = vec![None, Some(Standard), Some(Gemma)];
+        let cases = [
+            (256, 1, vec![(QuantType::Q4K, every.clone()), (QuantType::Q6K, vec![Some(Standard)])]),
+            (96, 1, vec![(QuantType::Q8_0, every), (QuantType::Q5_1, vec![None])]),
+            (256, 2, vec![(QuantType::Q4K, vec![Some(Standard)])]),
+        ];
+        for (rows, b, next_types) in cases {
+            let xv = exact_activations(&mut rng, b * cols);
+            let (w1, w1v) = quantized(&mut rng, QuantType::Q4_0, rows, cols);
+            let (gate, gv) = quantized(&mut rng, QuantType::Q8_0, rows, cols);
+            let (up, uv) = quantized(&mut rng, QuantType::Q8_0, rows, cols);
+            let res = rng.vec(b * rows, -1.0, 1.0);
+            let nw = rng.vec(rows, 0.5, 1.5);
+            let nexts: Vec<(QuantTensor, Vec<f32>, Vec<Option<RmsNormVariant>>)> = next_types
+                .into_iter()
+                .map(|(ty, variants)| {
+                    let (w, wv) = quantized(&mut rng, ty, 7, rows);
+                    (w, wv, variants)
+                })
+                .collect();
+            let r1: Vec<f64> = reference(&w1v, rows, cols, &xv).iter().zip(&res).map(|(v, &r)| v + r as f64).collect();
+            let (rg, ru) = (reference(&gv, rows, cols, &xv), reference(&uv, rows, cols, &xv));
+            let r_gated: Vec<f64> =
+                rg.iter().zip(&ru).map(|(&g, &u)| GatedAct::Silu.apply(g as f32) as f64 * u).collect();
+            for backend in test_backends() {
+                let on = |w: &QuantTensor| w.to_backend(&backend).unwrap();
+                let (w1d, gd, ud) = (on(&w1), on(&gate), on(&up));
+                let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
+                let weight = Tensor::from_f32(&backend, &nw, &[rows], DType::BF16).unwrap();
+                let g: Vec<f64> = weight.to_f32_vec().unwrap().iter().map(|&w| w as f64).collect();
+                for (next, nv, variants) in &nexts {
+                    let nd = on(next);
+                    for &variant in variants {
+                        let norm = variant.map(|variant| InputNorm { weight: &weight, eps: 1e-5, variant });
+                        let then = NextInput { norm, next: &nd };
+                        // The next GEMV's x as the reference sees it: the output read back, normalised in f64.
+                        let normed = |y: &[f32]| -> Vec<f32> {
+                            let Some(v) = variant else { return y.to_vec() };
+                            y.chunks(rows)
+                                .flat_map(|row| {
+                                    let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / rows as f64;
+                                    let s = 1.0 / (ms + 1e-5).sqrt();
+                                    let plus = if v == RmsNormVariant::Gemma { 1.0 } else { 0.0 };
+                                    row.iter().zip(&g).map(move |(&v, &w)| (v as f64 * s * (w + plus)) as f32)
+                                })
+                                .collect()
+                        };
+                        let name = format!(
+                            "{} rows, b={b}, next {} {variant:?} on {}",
+                            rows,
+                            next.quant_type(),
+                            backend.name()
+                        );
+                        let check_next = |what: &str, input: &GemvInput, y: &[f32]| {
+                            let got = gemv_q_input(&nd, input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                            let xn = normed(y);
+                            if backend.is_gpu() {
+                                assert_within_activation_bound(what, &got, nv, 7, &xn);
+                            } else {
+                                // tolerance() is for |x| <= 1.
+                                let amax = xn.iter().fold(1f32, |m, v| m.max(v.abs())) as f64;
+                                let tol = tolerance(rows).scaled(4.0 * amax);
+                                assert_close(what, &got, &reference(nv, 7, rows, &xn), tol);
+                            }
+                        };
+                        let h = Tensor::from_slice(&backend, &res, &[b, rows]).unwrap();
+                        let input = gemv_q_input_into_then(&w1d, &x, GemvEpilogue::residual(&h), &h, then).unwrap();
+                        let hv = h.to_f32_vec().unwrap();
+                        assert_close(&format!("residual GEMV, {name}"), &hv, &r1, tolerance(cols));
+                        check_next(&format!("after the residual GEMV, {name}"), &input, &hv);
+                        let input = gemv_q_gated_then(&x, &gd, &ud, GatedAct::Silu, then).unwrap();
+                        let yv = input.tensor().to_f32_vec().unwrap();
+                        if variant.is_none() || backend.is_gpu() {
+                            assert_close(&format!("gated GEMV, {name}"), &yv, &r_gated, tolerance(cols).scaled(4.0));
+                            check_next(&format!("after the gated GEMV, {name}"), &input, &yv);
+                        }
+                    }
+                }
+            }
+        }
+        // Bad input: next weights that do not take the output.
+        let cpu = Backend::Cpu;
+        let (w, _) = quantized(&mut rng, QuantType::Q8_0, 64, cols);
+        let (next, _) = quantized(&mut rng, QuantType::Q8_0, 4, 96);
+        let x = GemvInput::new(&Tensor::from_slice(&cpu, &vec![0.5; cols], &[1, cols]).unwrap(), None).unwrap();
+        let out = Tensor::zeros(&cpu, &[1, 64], DType::F32).unwrap();
+        let then = NextInput { norm: None, next: &next };
+        let err = gemv_q_input_into_then(&w, &x, GemvEpilogue::default(), &out, then);
+        assert!(matches!(err, Err(KernelError::Shape { .. })), "{:?}", err.err());
     }
 
     /// Q, K and V in one dispatch (rows that do not divide the workgroups' rows, biases on two of them), a
