@@ -716,9 +716,7 @@ fn reduce_all() {
                 part += ssq[k * WG + li_];
             }
         } else {
-            for (var blk = li_; blk < p.x_groups / 2u; blk += WG) {
-                part += xs[p.x_groups + blk].x;
-            }
+            part = nss_sum();
         }
         put(BATCH, vec4<f32>(part, 0.0, 0.0, 0.0));
     }
@@ -845,6 +843,7 @@ fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
 // works on the last team's rows, for the workgroup's barriers, and writes nothing.
 fn run(g: u32, li: u32) {
     let row0 = setup(min(g, p.n_groups - 1u), li);
+    load_nss();
     load_qout_norm(row0);
     accumulate(row0);
     reduce_all();
@@ -855,21 +854,55 @@ fn run(g: u32, li: u32) {
     emit_block(row0);
 }
 
-// QOUT: the workgroup's 32 outputs (finish), and the next norm's weights for them (loaded first, so that
-// their latency hides under the main loop's).
-var<workgroup> qv: array<f32, 32>;
-var<workgroup> qn: array<f32, 32>;
+// NSS: the Σx² of thread li_'s first eight blocks, loaded before the main loop and only summed after it
+// (a load consumed here would hold up the weight loads behind it); blocks past them are read after it.
+var<private> nss_a: vec4<f32>;
+var<private> nss_b: vec4<f32>;
 
-// QOUT 2, 3: the first 32 threads load the next norm's weights of the workgroup's rows (thread 0 of team 0
-// has the first row, row0).
+fn nss_at(k: u32) -> f32 {
+    let nb = p.x_groups / 2u;
+    return xs[p.x_groups + min(li_ + k * WG, nb - 1u)].x;
+}
+
+fn load_nss() {
+    if (NSS) {
+        nss_a = vec4<f32>(nss_at(0u), nss_at(1u), nss_at(2u), nss_at(3u));
+        nss_b = vec4<f32>(nss_at(4u), nss_at(5u), nss_at(6u), nss_at(7u));
+    }
+}
+
+// NSS: thread li_'s part of x's Σx² (the reduction adds the parts).
+fn nss_sum() -> f32 {
+    let nb = p.x_groups / 2u;
+    let k = vec4<u32>(0u, 1u, 2u, 3u);
+    let first = vec4<u32>(li_) + k * WG;
+    var part = dot(select(vec4<f32>(0.0), nss_a, first < vec4<u32>(nb)), vec4<f32>(1.0))
+        + dot(select(vec4<f32>(0.0), nss_b, first + 4u * WG < vec4<u32>(nb)), vec4<f32>(1.0));
+    for (var blk = li_ + 8u * WG; blk < nb; blk += WG) {
+        part += xs[p.x_groups + blk].x;
+    }
+    return part;
+}
+
+// QOUT: the workgroup's 32 outputs (finish); per thread t < 8 (of its vec4 t): the largest |y·w|, Σ y·w
+// and Σ y².
+var<workgroup> qv: array<f32, 32>;
+var<workgroup> q_amax: array<f32, 8>;
+var<workgroup> q_sum: array<f32, 8>;
+var<workgroup> q_sq: array<f32, 8>;
+// QOUT 2, 3, threads t < 8: the next norm's weights of the workgroup's rows 4t..4t + 3, loaded first so
+// that their latency hides under the main loop's.
+var<private> qn_: vec4<f32>;
+
+fn qout_weight(row: u32) -> f32 {
+    return decode(QOUT_NW_DT, bias1[word_index(QOUT_NW_DT, row)], row);
+}
+
+// Thread 0 of team 0 owns the workgroup's first row, row0.
 fn load_qout_norm(row0: u32) {
-    if (QOUT > 1u && wli_ < 32u) {
-        let row = row0 + wli_;
-        var w = decode(QOUT_NW_DT, bias1[word_index(QOUT_NW_DT, row)], row);
-        if (QOUT == 3u) {
-            w += 1.0;
-        }
-        qn[wli_] = w;
+    if (QOUT > 1u && wli_ < 8u) {
+        let r = row0 + 4u * wli_;
+        qn_ = vec4<f32>(qout_weight(r), qout_weight(r + 1u), qout_weight(r + 2u), qout_weight(r + 3u));
     }
 }
 
@@ -884,50 +917,56 @@ fn qv4(i: u32) -> vec4<f32> {
     return vec4<f32>(qv[i], qv[i + 1u], qv[i + 2u], qv[i + 3u]);
 }
 
-fn qn4(i: u32) -> vec4<f32> {
-    return vec4<f32>(qn[i], qn[i + 1u], qn[i + 2u], qn[i + 3u]);
-}
-
-fn store_xq(i: u32, v: vec4<u32>) {
-    y1[4u * i] = v.x;
-    y1[4u * i + 1u] = v.y;
-    y1[4u * i + 2u] = v.z;
-    y1[4u * i + 3u] = v.w;
-}
-
 fn store_xs(i: u32, v: vec2<f32>) {
     y2[2u * i] = bitcast<u32>(v.x);
     y2[2u * i + 1u] = bitcast<u32>(v.y);
 }
 
-// QOUT: thread 0 quantizes the workgroup's block of 32 outputs (rows row0..row0 + 31) as group pair
-// row0 / 16 of the next GEMV's x, in that GEMV's layout, and with a norm keeps the block's Σy². Called by
-// every thread, in uniform control flow.
+// QOUT: the workgroup's block of 32 outputs (rows row0..row0 + 31) quantized as group pair row0 / 16 of
+// the next GEMV's x (qgemv_xcore.wgsl, in that GEMV's layout), eight threads a vec4 each; with a norm, the
+// block's Σy² too. Called by every thread, in uniform control flow.
 fn emit_block(row0: u32) {
     if (QOUT == 0u) {
         return;
     }
     workgroupBarrier();
-    if (wli_ != 0u) {
+    let t = wli_;
+    var v = vec4<f32>();
+    if (t < 8u) {
+        let y = qv4(4u * t);
+        v = y;
+        if (QOUT > 1u) {
+            v = y * (qn_ + select(0.0, 1.0, QOUT == 3u));
+        }
+        q_amax[t] = amax4(v);
+        q_sum[t] = hsum(v);
+        q_sq[t] = dot(y, y);
+    }
+    workgroupBarrier();
+    if (t >= 8u) {
         return;
     }
-    let v = Block(qv4(0u), qv4(4u), qv4(8u), qv4(12u), qv4(16u), qv4(20u), qv4(24u), qv4(28u));
-    var w: Block;
-    if (QOUT > 1u) {
-        w = Block(qn4(0u), qn4(4u), qn4(8u), qn4(12u), qn4(16u), qn4(20u), qn4(24u), qn4(28u));
+    var amax = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        amax = max(amax, q_amax[k]);
     }
-    let q = quantize_block(v, w, 1.0, QOUT > 1u);
+    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
+    d_ = amax / 127.0;
+    let hl = split(v);
     let groups = p.rows[0] / 16u;
     let blk = row0 / 32u;
-    let a0 = position_in(2u * blk, QOUT_LAYOUT, p.qout_units);
-    let a1 = position_in(2u * blk + 1u, QOUT_LAYOUT, p.qout_units);
-    store_xq(a0, q.g0.hi);
-    store_xq(groups + a0, q.g0.lo);
-    store_xs(a0, q.g0.s);
-    store_xq(a1, q.g1.hi);
-    store_xq(groups + a1, q.g1.lo);
-    store_xs(a1, q.g1.s);
-    if (QOUT > 1u) {
-        store_xs(groups + blk, vec2<f32>(sum_squares(v), 0.0));
+    // Thread t holds words t % 4 of group t / 4's hi and lo vectors.
+    let at = position_in(2u * blk + t / 4u, QOUT_LAYOUT, p.qout_units);
+    y1[4u * at + (t & 3u)] = hl.x;
+    y1[4u * (groups + at) + (t & 3u)] = hl.y;
+    if ((t & 3u) == 0u) {
+        store_xs(at, vec2<f32>(d_ / 256.0, q_sum[t] + q_sum[t + 1u] + q_sum[t + 2u] + q_sum[t + 3u]));
+    }
+    if (QOUT > 1u && t == 0u) {
+        var ss = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            ss += q_sq[k];
+        }
+        store_xs(groups + blk, vec2<f32>(ss, 0.0));
     }
 }

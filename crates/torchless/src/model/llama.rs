@@ -15,7 +15,7 @@ use torchless_kernels::ops::attention::{self, AttentionOptions};
 use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
-use torchless_kernels::ops::qmatmul::{self, GemvInput};
+use torchless_kernels::ops::qmatmul::{self, GemvInput, NextInput};
 use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
 use torchless_kernels::{Backend, DType, Tensor};
 
@@ -275,13 +275,16 @@ impl Llama {
         let (hd, q_dim) = (c.head_dim, c.n_heads * c.head_dim);
         let mut x = self.embed(ids)?;
         to_u32("position", pos + n)?;
+        // Decoding with quantized weights, the input of the next GEMV as the one before wrote it (see
+        // `add_into_then`).
+        let mut next_in: Option<GemvInput> = None;
 
         for (i, layer) in self.layers.iter().enumerate() {
             // Attention: q rotated, the rotated k and v in the cache.
-            let q = match self.fused_qkv_rope(&x, layer, pos, &state.k[i], &state.v[i])? {
+            let q = match self.fused_qkv_rope(&x, &mut next_in, layer, pos, &state.k[i], &state.v[i])? {
                 Some(q) => q.reshape(&[n, c.n_heads, hd])?,
                 None => {
-                    let [q, k, v] = self.normed_qkv(&x, layer)?;
+                    let [q, k, v] = self.normed_qkv(&x, &mut next_in, layer)?;
                     let q = q.reshape(&[n, c.n_heads, hd])?;
                     let k = k.reshape(&[n, c.n_kv_heads, hd])?;
                     let v = v.reshape(&[n, c.n_kv_heads, hd])?;
@@ -312,17 +315,21 @@ impl Llama {
             x = match &layer.post_attn_norm {
                 Some(post) => elementwise::add(&x, &self.norm(&layer.wo.forward(&a, None)?, post)?)?,
                 None => {
-                    layer.wo.forward_add_into(&a, &x)?;
+                    next_in = self.add_into_then(&layer.wo, &a, None, &x, Some(&layer.mlp_norm), &layer.w_gate)?;
                     x
                 }
             };
 
             // Feed-forward.
-            let g = self.normed_gated_mlp(&x, layer)?;
+            let (g, g_in) = self.normed_gated_mlp(&x, &mut next_in, layer)?;
             x = match &layer.post_mlp_norm {
                 Some(post) => elementwise::add(&x, &self.norm(&layer.w_down.forward(&g, None)?, post)?)?,
                 None => {
-                    layer.w_down.forward_add_into(&g, &x)?;
+                    let (norm, next) = match self.layers.get(i + 1) {
+                        Some(l) => (&l.attn_norm, &l.wq),
+                        None => (&self.final_norm, self.lm_head.as_ref().unwrap_or(&self.embed)),
+                    };
+                    next_in = self.add_into_then(&layer.w_down, &g, g_in, &x, Some(norm), next)?;
                     x
                 }
             };
@@ -340,7 +347,11 @@ impl Llama {
         match head {
             Linear::Dense(w) if decode => return Ok(gemv::gemv_normed(w, &x, self.input_norm(&self.final_norm), e)?),
             Linear::Quant(w) if decode => {
-                let input = GemvInput::new(&x, Some(self.input_norm(&self.final_norm)))?;
+                // The last layer's input for the head holds every row of x; logit_rows kept only the last.
+                let input = match next_in.filter(|_| n == 1) {
+                    Some(input) => input,
+                    None => GemvInput::new(&x, Some(self.input_norm(&self.final_norm)))?,
+                };
                 return Ok(qmatmul::gemv_q_input(w, &input, e)?);
             }
             _ => {}
@@ -379,7 +390,7 @@ impl Llama {
 
     /// Q, K and V of `norm(x)`: decoding, one GEMV pass over `x` with the norm fused in; otherwise the
     /// norm, then three GEMMs.
-    fn normed_qkv(&self, x: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
+    fn normed_qkv(&self, x: &Tensor, prepared: &mut Option<GemvInput>, l: &Layer) -> Result<[Tensor; 3]> {
         if x.rows_cols().0 <= gemv::MAX_BATCH
             && let (Some(wq), Some(wk), Some(wv)) = (l.wq.as_dense(), l.wk.as_dense(), l.wv.as_dense())
         {
@@ -396,7 +407,7 @@ impl Llama {
             && let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv)
         {
             // Quantized: the norm and the activations' quantization in one pass, then one GEMV dispatch.
-            let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
+            let input = self.quant_input(x, prepared, &l.attn_norm)?;
             let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
             let mut out = qmatmul::gemv_q_multi(&input, &parts)?.into_iter();
             let mut next = || out.next().expect("one output per part");
@@ -412,6 +423,7 @@ impl Llama {
     fn fused_qkv_rope(
         &self,
         x: &Tensor,
+        prepared: &mut Option<GemvInput>,
         l: &Layer,
         pos: usize,
         k_cache: &Tensor,
@@ -430,7 +442,7 @@ impl Llama {
             return Ok(Some(gemv::gemv_qkv_rope(x, self.input_norm(&l.attn_norm), parts, kv)?));
         }
         if let (Linear::Quant(wq), Linear::Quant(wk), Linear::Quant(wv)) = (&l.wq, &l.wk, &l.wv) {
-            let input = GemvInput::new(x, Some(self.input_norm(&l.attn_norm)))?;
+            let input = self.quant_input(x, prepared, &l.attn_norm)?;
             let parts = [(wq, l.bq.as_ref()), (wk, l.bk.as_ref()), (wv, l.bv.as_ref())];
             return Ok(Some(qmatmul::gemv_q_qkv_rope(&input, parts, kv)?));
         }
@@ -438,18 +450,30 @@ impl Llama {
     }
 
     /// `act(h·Wgateᵀ) ⊙ (h·Wupᵀ)` with `h = norm(x)`: one fused GEMV when decoding, else the norm, two
-    /// GEMMs and a gated multiply.
-    fn normed_gated_mlp(&self, x: &Tensor, l: &Layer) -> Result<Tensor> {
+    /// GEMMs and a gated multiply. Decoding with quantized weights, `x`'s input may come `prepared`, and
+    /// the down projection's input comes back too (written by the same dispatch where it can be).
+    fn normed_gated_mlp(
+        &self,
+        x: &Tensor,
+        prepared: &mut Option<GemvInput>,
+        l: &Layer,
+    ) -> Result<(Tensor, Option<GemvInput>)> {
         if x.rows_cols().0 <= gemv::MAX_BATCH
             && let (Some(w_gate), Some(w_up)) = (l.w_gate.as_dense(), l.w_up.as_dense())
         {
-            return Ok(gemv::gemv_gated_normed(w_gate, w_up, x, self.input_norm(&l.mlp_norm), self.gated_act())?);
+            let g = gemv::gemv_gated_normed(w_gate, w_up, x, self.input_norm(&l.mlp_norm), self.gated_act())?;
+            return Ok((g, None));
         }
         if x.rows_cols().0 <= gemv::MAX_BATCH
             && let (Linear::Quant(w_gate), Linear::Quant(w_up)) = (&l.w_gate, &l.w_up)
         {
-            let input = GemvInput::new(x, Some(self.input_norm(&l.mlp_norm)))?;
-            return Ok(qmatmul::gemv_q_gated(&input, w_gate, w_up, self.gated_act())?);
+            let input = self.quant_input(x, prepared, &l.mlp_norm)?;
+            if let Linear::Quant(w_down) = &l.w_down {
+                let then = NextInput { norm: None, next: w_down };
+                let g = qmatmul::gemv_q_gated_then(&input, w_gate, w_up, self.gated_act(), then)?;
+                return Ok((g.tensor().clone(), Some(g)));
+            }
+            return Ok((qmatmul::gemv_q_gated(&input, w_gate, w_up, self.gated_act())?, None));
         }
         let h = self.norm(x, &l.mlp_norm)?;
         let (g, u) = (l.w_gate.forward(&h, None)?, l.w_up.forward(&h, None)?);
@@ -457,7 +481,52 @@ impl Llama {
             Activation::Silu => Binary::SwiGlu,
             Activation::GeluTanh => Binary::GeGlu,
         };
-        Ok(elementwise::binary(&g, &u, op)?)
+        Ok((elementwise::binary(&g, &u, op)?, None))
+    }
+
+    /// The quantized GEMVs' input `norm(x)`: as the GEMV before wrote it (`prepared`, taken), else new.
+    fn quant_input(&self, x: &Tensor, prepared: &mut Option<GemvInput>, norm: &Tensor) -> Result<GemvInput> {
+        match prepared.take() {
+            Some(input) => Ok(input),
+            None => Ok(GemvInput::new(x, Some(self.input_norm(norm)))?),
+        }
+    }
+
+    /// `acc += input · wᵀ` (the residual stream), in place. Decoding with quantized weights where the next
+    /// GEMV (`next`, after `norm`) is quantized too, the dispatch also writes that GEMV's input, returned
+    /// (`input` itself may come `prepared` by the GEMV before); otherwise `None`.
+    fn add_into_then(
+        &self,
+        w: &Linear,
+        input: &Tensor,
+        prepared: Option<GemvInput>,
+        acc: &Tensor,
+        norm: Option<&Tensor>,
+        next: &Linear,
+    ) -> Result<Option<GemvInput>> {
+        let Linear::Quant(wq) = w else {
+            w.forward_add_into(input, acc)?;
+            return Ok(None);
+        };
+        if input.rows_cols().0 > gemv::MAX_BATCH {
+            w.forward_add_into(input, acc)?;
+            return Ok(None);
+        }
+        let x = match prepared {
+            Some(x) => x,
+            None => GemvInput::new(input, None)?,
+        };
+        let e = GemvEpilogue::residual(acc);
+        match next {
+            Linear::Quant(next) => {
+                let then = NextInput { norm: norm.map(|w| self.input_norm(w)), next };
+                Ok(Some(qmatmul::gemv_q_input_into_then(wq, &x, e, acc, then)?))
+            }
+            Linear::Dense(_) => {
+                qmatmul::gemv_q_input_into(wq, &x, e, acc)?;
+                Ok(None)
+            }
+        }
     }
 
     /// The embedding rows of `ids` as f32 `[n, dim]`, times Gemma's normaliser.
