@@ -1003,20 +1003,26 @@ pub(crate) mod gpu {
         }
     }
 
-    /// Four rows per workgroup sharing each load of x, fewer when there would be under 512 workgroups; about
-    /// four units per thread (32..=128 threads); x quantized in a launch of its own. The H200 sweep of
-    /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put these at or within noise of the best shape
-    /// for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336.
+    /// Four rows per workgroup sharing each load of x (two for Q4_K and Q5_K), fewer when there would be
+    /// under 512 workgroups; about four units per thread (32..=128 threads; 32 for Q4_K and Q5_K); x
+    /// quantized in a launch of its own (or by the GEMV before, [`Emit`]). The H200 sweep of
+    /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put the general rule at or within noise of the
+    /// best shape of the kernel benches for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336; in
+    /// Llama-3-8B q4_k decode, where the weights come cold from memory, 32 threads and two rows did better:
+    /// 340.6–341.2 against 322.7–323.1 tok/s (`benchmarks/results/2026-12-03d-h200/`, Q4_K and Q5_K share
+    /// that code path; the other formats were not measured that way).
     ///
     /// Teams (one row of x quantized by each workgroup, FUSED) are never chosen here, only forced
     /// ([`TUNE_VAR`]): on the H200 (`benchmarks/results/2026-12-03c-h200/`) the best team shapes made the
     /// `gemv_q*` benches 5–18 % faster (one launch instead of two) but Llama-3-8B q4_k decode 17 % slower
-    /// (296 → 246 tok/s with the O and down projections fused, 232 with every GEMV): a workgroup of teams
-    /// must quantize x once for many rows to pay off, and 128–448 such workgroups keep fewer weight loads in
-    /// flight than the 1024–3584 small ones, which the benches' repeated, partly L2-resident matrices hide.
+    /// (296 → 246 tok/s with the O and down projections fused, 232 with every GEMV). Teams that read x
+    /// already quantized were not slower (304 against 297 tok/s, `2026-12-03d-h200/teams/`): each
+    /// workgroup's quantization of x, before its weight loads, is what cost.
     pub fn auto_tune(w: &QuantTensor) -> Tune {
-        let wg = (units(w) / 4).next_power_of_two().clamp(32, 128) as u32;
-        let mut rows: u32 = 4;
+        let (wg, mut rows) = match w.quant_type() {
+            QuantType::Q4K | QuantType::Q5K => (32, 2),
+            _ => ((units(w) / 4).next_power_of_two().clamp(32, 128) as u32, 4),
+        };
         while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
             rows /= 2;
         }
