@@ -202,3 +202,27 @@ fn xlstm_short_chunks_and_stepped_prefill() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every Llama-family fixture quantized on load (Q8_0): the GPU's token-by-token decode (its quantized
+/// GEMVs hand each other their inputs, kernels/qgemv.wgsl QOUT) gives the CPU's logits at every position.
+#[test]
+fn quantized_decode_gpu_matches_cpu() {
+    let backends = test_backends();
+    let Some(gpu) = backends.iter().find(|b| b.is_gpu()) else { return };
+    let q8 = Some(torchless_kernels::quant::QuantType::Q8_0);
+    for name in ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gqa"] {
+        let g = golden(name);
+        let dir = fixture_dir(name);
+        let load = |b: &Backend| LoadedModel::load_with(dir.to_str().unwrap(), b, false, q8).expect("loads").model;
+        let (cpu_model, gpu_model) = (load(&Backend::Cpu), load(gpu));
+        let n = g.tokens.len();
+        let (mut cs, mut gs) = (cpu_model.new_state(n).unwrap(), gpu_model.new_state(n).unwrap());
+        for p in 0..n {
+            let ids = &g.tokens[p..p + 1];
+            let want = cpu_model.forward(&mut cs, ids, p, Logits::Last).unwrap().to_f32_vec().unwrap();
+            let got = gpu_model.forward(&mut gs, ids, p, Logits::Last).unwrap().to_f32_vec().unwrap();
+            let (err, at) = max_diff(&got, &want);
+            assert!(err < 0.02, "{name} q8_0, position {p}: GPU logit {at} is {}, the CPU's {}", got[at], want[at]);
+        }
+    }
+}
