@@ -162,7 +162,7 @@ pub struct NextInput<'a> {
 }
 
 impl NextInput<'_> {
-    /// Checks that `next` and the norm take an output of `rows` values on `backend`'s tensors `out`.
+    /// Checks that `next` and the norm take an output `out` of `rows` values, on the same backend.
     fn check(&self, out: &Tensor, rows: usize) -> Result<()> {
         let op = "gemv_q";
         if self.next.cols() != rows {
@@ -291,9 +291,9 @@ impl GemvInput {
         self.dispatch(&ctx, parts, GemvEpilogue::default(), gated, rope, QGemvKernel::Auto, None, None)
     }
 
-    /// One GPU dispatch of checked parts (one matrix, or gate and up; `then` checked) whose output `parts[0].out` is then
-    /// the input of `then.next`: written quantized for it by the same dispatch where the launch shape
-    /// allows ([`gpu::emit_shape`]), else quantized when that GEMV first needs it.
+    /// One GPU dispatch of checked parts (one matrix, or gate and up; `then` checked) whose output
+    /// `parts[0].out` is then the input of `then.next`: written quantized for it by the same dispatch where
+    /// the launch shape allows ([`gpu::emit_shape`]), else quantized when that GEMV first needs it.
     fn run_gpu_then(
         &self,
         ctx: &GpuContext,
@@ -1151,12 +1151,12 @@ pub(crate) mod gpu {
         pub units: u32,
     }
 
-    /// Tensors for an [`Emit`] of `rows` outputs.
-    pub fn emit_tensors(x: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
+    /// Tensors for an [`Emit`] of `rows` outputs, on the backend of `like`.
+    pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
         let blocks = rows / 32;
         Ok((
-            Tensor::uninit(&x.backend(), "gemv_q", &[blocks * 16], DType::U32)?,
-            Tensor::uninit(&x.backend(), "gemv_q", &[blocks * 6], DType::F32)?,
+            Tensor::uninit(&like.backend(), "gemv_q", &[blocks * 16], DType::U32)?,
+            Tensor::uninit(&like.backend(), "gemv_q", &[blocks * 6], DType::F32)?,
         ))
     }
 
