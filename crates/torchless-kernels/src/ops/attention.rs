@@ -22,6 +22,8 @@
 //! tokens, 32/8 heads × 128: 21.7 against 15.1 TFLOP/s on the H200).
 //! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::{common_backend, require_dtype, require_float, require_non_empty, to_u32};
@@ -334,8 +336,12 @@ pub fn flash_attention_into(
     to_u32(OP, "q_offset + tokens", q_offset + d.tokens)?;
     match common_backend(OP, &[q, k, v, out])? {
         Backend::Cpu => {
-            let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, kv_len), kv_rows_f32(v, kv_len));
-            let o = attention_cpu(&qv, &kv, &vv, &d, kv_len, q_offset as i64, &opts);
+            let o = {
+                // The caches stay locked for reading until the output is computed, not while it is written.
+                let (kw, vw) = (cpu_words(k), cpu_words(v));
+                let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, &kw, kv_len), kv_rows_f32(v, &vw, kv_len));
+                attention_cpu(&qv, &kv, &vv, &d, kv_len, q_offset as i64, &opts)
+            };
             cpu::write_f32(out, &o);
             Ok(())
         }
@@ -345,26 +351,31 @@ pub fn flash_attention_into(
 
 // ---- CPU ------------------------------------------------------------------------------------------
 
-/// Rows `0..rows` of a CPU K or V tensor as f32 (the rest of the cache is not converted), in parallel
-/// chunks with the `half` crate's vectorised conversion.
-fn kv_rows_f32(t: &Tensor, rows: usize) -> Vec<f32> {
+/// The host words of a CPU tensor, locked for reading.
+fn cpu_words(t: &Tensor) -> std::sync::RwLockReadGuard<'_, Vec<u32>> {
+    t.cpu_words().expect("CPU kernels get CPU tensors")
+}
+
+/// Rows `0..rows` of a CPU K or V tensor (its `words`) as f32: an f32 cache as it is, no copy (decode
+/// reads the whole cache every token); f16 and bf16 converted, only those rows, in parallel chunks with
+/// the `half` crate's vectorised conversion.
+fn kv_rows_f32<'a>(t: &Tensor, words: &'a [u32], rows: usize) -> Cow<'a, [f32]> {
     use half::slice::HalfFloatSliceExt;
     const CHUNK: usize = 1 << 16;
     let n = rows * t.shape()[1..].iter().product::<usize>();
-    let words = t.cpu_words().expect("CPU kernels get CPU tensors");
     let mut out = vec![0f32; n];
     match t.dtype() {
         DType::F16 => {
-            let src: &[half::f16] = &bytemuck::cast_slice(&words)[..n];
+            let src: &[half::f16] = &bytemuck::cast_slice(words)[..n];
             out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| s.convert_to_f32_slice(o));
         }
         DType::BF16 => {
-            let src: &[half::bf16] = &bytemuck::cast_slice(&words)[..n];
+            let src: &[half::bf16] = &bytemuck::cast_slice(words)[..n];
             out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| s.convert_to_f32_slice(o));
         }
-        _ => out.copy_from_slice(&bytemuck::cast_slice::<u32, f32>(&words)[..n]),
+        _ => return Cow::Borrowed(&bytemuck::cast_slice::<u32, f32>(words)[..n]),
     }
-    out
+    Cow::Owned(out)
 }
 
 fn decode_cpu(
@@ -376,8 +387,12 @@ fn decode_cpu(
     opts: &AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, kv_len), kv_rows_f32(v, kv_len));
-    let o = attention_cpu(&qv, &kv, &vv, d, kv_len, kv_len as i64 - d.tokens as i64, opts);
+    let o = {
+        // The caches stay locked for reading until the output is computed, not while it is written.
+        let (kw, vw) = (cpu_words(k), cpu_words(v));
+        let (qv, kv, vv) = (cpu::read_f32(q), kv_rows_f32(k, &kw, kv_len), kv_rows_f32(v, &vw, kv_len));
+        attention_cpu(&qv, &kv, &vv, d, kv_len, kv_len as i64 - d.tokens as i64, opts)
+    };
     cpu::write_f32(out, &o);
     Ok(())
 }
@@ -822,7 +837,8 @@ fn reference_of(q: &Tensor, k: &Tensor, v: &Tensor, kv_len: usize, pos0: i64, op
     let [tokens, n_heads, head_dim] = *q.shape() else { return Vec::new() };
     let n_kv_heads = k.shape()[1];
     let d = Dims { tokens, n_heads, n_kv_heads, head_dim, capacity: k.shape()[0] };
-    reference(&cpu::read_f32(q), &kv_rows_f32(k, kv_len), &kv_rows_f32(v, kv_len), &d, kv_len, pos0, opts)
+    let (kw, vw) = (cpu_words(k), cpu_words(v));
+    reference(&cpu::read_f32(q), &kv_rows_f32(k, &kw, kv_len), &kv_rows_f32(v, &vw, kv_len), &d, kv_len, pos0, opts)
 }
 
 /// Attention in f64, two passes per row.
