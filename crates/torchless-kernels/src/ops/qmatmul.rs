@@ -370,6 +370,19 @@ impl GemvInput {
 pub fn gemv_q_multi(x: &GemvInput, parts: &[(&QuantTensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
     let outs: Vec<Tensor> = parts.iter().map(|(w, _)| x.new_output(w.rows())).collect::<Result<_>>()?;
     let (w0, _) = parts.first().ok_or(KernelError::Empty { op: "gemv_q_multi", what: "parts" })?;
+    if let InputData::Cpu(xt) = &x.data {
+        // One pass over every matrix's rows.
+        for ((w, bias), out) in parts.iter().zip(&outs) {
+            check_part(w, x, GemvEpilogue::bias(*bias), out)?;
+        }
+        let ws: Vec<&QuantTensor> = parts.iter().map(|(w, _)| *w).collect();
+        for ((t, (w, bias)), out) in cpu_products(&ws, &cpu::read_f32(xt), x.b).into_iter().zip(parts).zip(&outs) {
+            let mut y = by_x_row(t, w.rows(), x.b);
+            add_bias(&mut y, *bias, w.rows());
+            cpu::write_f32(out, &y);
+        }
+        return Ok(outs);
+    }
     let bias_dts: Vec<DType> = parts.iter().filter_map(|(_, b)| b.map(Tensor::dtype)).collect();
     let fusable = matches!(x.data, InputData::Gpu { .. })
         && parts.len() <= 3
@@ -432,6 +445,20 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
 /// `act(x·Wgateᵀ) ⊙ (x·Wupᵀ)` (the first half of a SwiGLU or GeGLU MLP) into a new tensor: on the GPU one
 /// dispatch that reads both matrices when they share a type and shape, else two GEMVs and the gated product.
 pub fn gemv_q_gated(x: &GemvInput, gate: &QuantTensor, up: &QuantTensor, act: GatedAct) -> Result<Tensor> {
+    if let InputData::Cpu(xt) = &x.data
+        && gate.rows() == up.rows()
+    {
+        // Both matrices in one pass, the activation applied as the products are written.
+        let out = x.new_output(gate.rows())?;
+        check_part(gate, x, GemvEpilogue::default(), &out)?;
+        check_part(up, x, GemvEpilogue::default(), &out)?;
+        let mut t = cpu_products(&[gate, up], &cpu::read_f32(xt), x.b).into_iter();
+        let mut next = || by_x_row(t.next().expect("two matrices"), gate.rows(), x.b);
+        let (g, u) = (next(), next());
+        let y: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| act.apply(g) * u).collect();
+        cpu::write_f32(&out, &y);
+        return Ok(out);
+    }
     let fusable = matches!(x.data, InputData::Gpu { .. })
         && gate.quant_type() == up.quant_type()
         && (gate.rows(), gate.cols()) == (up.rows(), up.cols());
@@ -652,51 +679,85 @@ fn check_out(op: &'static str, name: &str, t: &Tensor, b: usize, rows: usize) ->
 /// Weights per rayon task of the CPU GEMV (at least): enough to amortise the task.
 const GEMV_TASK_WEIGHTS: usize = 1 << 16;
 
-fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, out: &Tensor) {
-    let xv = cpu::read_f32(x);
-    let words = w.data().cpu_words().expect("CPU tensor");
-    let view = BlockView::new(w, &bytemuck::cast_slice::<u32, u8>(&words)[..w.size_bytes()]);
-    let (rows, cols) = (w.rows(), w.cols());
+/// `x · Wₖᵀ` for every matrix of `ws` (all of `cols = x.len() / b` columns), as `[rows, b]` per matrix
+/// (each weight row read once for all b rows of x), in one parallel pass over all their rows: one set of
+/// tasks instead of one per matrix (on a 2-core machine a pass costs as much again in thread wake-ups as
+/// a small GEMV's work), and x quantized once.
+fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
+    let cols = xv.len() / b;
+    let words: Vec<_> = ws.iter().map(|w| w.data().cpu_words().expect("CPU tensor")).collect();
+    let views: Vec<BlockView<'_>> = ws
+        .iter()
+        .zip(&words)
+        .map(|(w, words)| BlockView::new(w, &bytemuck::cast_slice::<u32, u8>(words)[..w.size_bytes()]))
+        .collect();
     // Every format's blocks are whole 32-groups, so the group sums line up with each x row.
     let groups = cols / 32;
-    // t [rows, b]: one task per run of weight rows, each row read once for all b rows of x.
-    let mut t = vec![0f32; rows * b];
+    // Integer dots with x quantized once (two bytes per value, as on the GPU) where the CPU has them.
+    let int_dots: Option<Vec<_>> = ws.iter().map(|w| quant_dot::int_row_dot(w.quant_type())).collect();
+    let xq = int_dots.as_ref().map(|_| quant_dot::QuantX::new(xv));
+    let xr: Vec<_> = xq.iter().flat_map(|xq| (0..b).map(|r| xq.row(r, cols))).collect();
+    let xs = if int_dots.is_none() { quant_dot::group_sums(xv) } else { Vec::new() };
+    let dots: Vec<_> = ws.iter().map(|w| quant_dot::row_dot(w.quant_type())).collect();
+    // Row o of the flat list is row o - start[k] of matrix k.
+    let start: Vec<usize> = ws.iter().scan(0, |acc, w| Some(std::mem::replace(acc, *acc + w.rows()))).collect();
+    let total: usize = ws.iter().map(|w| w.rows()).sum();
+    let mut t = vec![0f32; total * b];
     let min_rows = (GEMV_TASK_WEIGHTS / cols).max(1);
-    if let Some(dot) = quant_dot::int_row_dot(w.quant_type()) {
-        // Integer dots with x quantized once (two bytes per value, as on the GPU).
-        let xq = quant_dot::QuantX::new(&xv);
-        let xr: Vec<_> = (0..b).map(|r| xq.row(r, cols)).collect();
-        t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
-            let (q, s) = view.row(o);
-            dst.iter_mut().zip(&xr).for_each(|(d, x)| *d = dot(q, s, x));
-        });
-    } else {
-        let xs = quant_dot::group_sums(&xv);
-        let dot = quant_dot::row_dot(w.quant_type());
-        t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
-            let (q, s) = view.row(o);
-            for (r, d) in dst.iter_mut().enumerate() {
-                *d = dot(q, s, &xv[r * cols..][..cols], &xs[r * groups..][..groups]);
-            }
-        });
-    }
-    drop(words);
-    let mut y = if b == 1 {
-        t
-    } else {
-        let mut y = vec![0f32; b * rows];
-        for (o, v) in t.chunks_exact(b).enumerate() {
-            for (r, &val) in v.iter().enumerate() {
-                y[r * rows + o] = val;
+    t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
+        let k = start.partition_point(|&s| s <= o) - 1;
+        let (q, s) = views[k].row(o - start[k]);
+        match &int_dots {
+            Some(int) => dst.iter_mut().zip(&xr).for_each(|(d, x)| *d = int[k](q, s, x)),
+            None => {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = dots[k](q, s, &xv[r * cols..][..cols], &xs[r * groups..][..groups]);
+                }
             }
         }
-        y
-    };
-    if let Some(bias) = epilogue.bias.map(cpu::read_f32) {
+    });
+    if ws.len() == 1 {
+        return vec![t];
+    }
+    let mut out = Vec::with_capacity(ws.len());
+    let mut rest = t.as_slice();
+    for w in ws {
+        let (mine, tail) = rest.split_at(w.rows() * b);
+        out.push(mine.to_vec());
+        rest = tail;
+    }
+    out
+}
+
+/// Products `[rows, b]` (as [`cpu_products`] makes them) as `[b, rows]`.
+fn by_x_row(t: Vec<f32>, rows: usize, b: usize) -> Vec<f32> {
+    if b == 1 {
+        return t;
+    }
+    let mut y = vec![0f32; b * rows];
+    for (o, v) in t.chunks_exact(b).enumerate() {
+        for (r, &val) in v.iter().enumerate() {
+            y[r * rows + o] = val;
+        }
+    }
+    y
+}
+
+/// `y[r, o] += bias[o]` for every row r of x.
+fn add_bias(y: &mut [f32], bias: Option<&Tensor>, rows: usize) {
+    if let Some(bias) = bias.map(cpu::read_f32) {
         for row in y.chunks_exact_mut(rows) {
             row.iter_mut().zip(&bias).for_each(|(v, c)| *v += c);
         }
     }
+}
+
+fn cpu_gemv(w: &QuantTensor, x: &Tensor, b: usize, epilogue: GemvEpilogue<'_>, out: &Tensor) {
+    let xv = cpu::read_f32(x);
+    let t = cpu_products(&[w], &xv, b).pop().expect("one matrix");
+    let rows = w.rows();
+    let mut y = by_x_row(t, rows, b);
+    add_bias(&mut y, epilogue.bias, rows);
     if let Some(res) = epilogue.residual.map(cpu::read_f32) {
         y.iter_mut().zip(&res).for_each(|(v, r)| *v += r);
     }
