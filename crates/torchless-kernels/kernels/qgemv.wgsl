@@ -377,7 +377,7 @@ fn prologue(wli: u32) {
             w = load_norm(b);
             ss += sum_squares(v);
         }
-        let q = quantize_block(v, w, 1.0, NORM > 0u);
+        let q = quantize_block(v, w, 1.0);
         let a0 = position(2u * b);
         let a1 = position(2u * b + 1u);
         xw_hi[a0] = q.g0.hi;
@@ -950,8 +950,7 @@ fn emit_block(row0: u32) {
     for (var k = 0u; k < 8u; k++) {
         amax = max(amax, q_amax[k]);
     }
-    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
-    d_ = amax / 127.0;
+    set_block_scale(amax);
     let hl = split(v);
     let groups = p.rows[0] / 16u;
     let blk = row0 / 32u;

@@ -44,7 +44,7 @@ fn store_group(r: u32, xg: u32, g: QGroup) {
 
 // Block blk of x (block b of its row), values v, as bytes, scales and sums.
 fn store_block(blk: u32, b: u32, v: Block, w: Block, scale: f32) {
-    let q = quantize_block(v, w, scale, NORM > 0u);
+    let q = quantize_block(v, w, scale);
     let r = blk / p.blocks;
     store_group(r, 2u * b, q.g0);
     store_group(r, 2u * b + 1u, q.g1);

@@ -51,7 +51,13 @@ fn norm4(i: u32) -> vec4<f32> {
     return n;
 }
 
-// Four values as (hi, lo) bytes.
+// The scale of a block whose largest magnitude is `amax`, for `split`.
+fn set_block_scale(amax: f32) {
+    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
+    d_ = amax / 127.0;
+}
+
+// Four values as (hi, lo) bytes (of the block of the last `set_block_scale`).
 fn split(v: vec4<f32>) -> vec2<u32> {
     let hi = round(v * inv_);
     let lo = clamp(round((v - hi * d_) * (256.0 * inv_)), vec4<f32>(-127.0), vec4<f32>(127.0));
@@ -124,22 +130,21 @@ fn sum_squares(v: Block) -> f32 {
         + dot(v.v5, v.v5) + dot(v.v6, v.v6) + dot(v.v7, v.v7);
 }
 
-// Block b of a row, values v (times the norm weights w and `scale` where `normed`), as its two groups
+// Block b of a row, values v (times the norm weights w and `scale` where NORM asks), as its two groups
 // (block b is groups 2b and 2b + 1 of the row).
 struct QBlock {
     g0: QGroup,
     g1: QGroup,
 }
 
-fn quantize_block(v_in: Block, w: Block, scale: f32, normed: bool) -> QBlock {
+fn quantize_block(v_in: Block, w: Block, scale: f32) -> QBlock {
     var v = v_in;
-    if (normed) {
+    if (NORM > 0u) {
         v = Block(v.v0 * w.v0 * scale, v.v1 * w.v1 * scale, v.v2 * w.v2 * scale, v.v3 * w.v3 * scale,
                   v.v4 * w.v4 * scale, v.v5 * w.v5 * scale, v.v6 * w.v6 * scale, v.v7 * w.v7 * scale);
     }
     let amax = max(max(max(amax4(v.v0), amax4(v.v1)), max(amax4(v.v2), amax4(v.v3))),
                    max(max(amax4(v.v4), amax4(v.v5)), max(amax4(v.v6), amax4(v.v7))));
-    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
-    d_ = amax / 127.0;
+    set_block_scale(amax);
     return QBlock(quantize_group(v.v0, v.v1, v.v2, v.v3), quantize_group(v.v4, v.v5, v.v6, v.v7));
 }

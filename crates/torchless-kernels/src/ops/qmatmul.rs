@@ -307,15 +307,16 @@ impl GemvInput {
         let up_bias = parts.get(1).is_some_and(|p| p.bias.is_some());
         let emits = gpu::emit_shape(ctx, tune, self.b, w.rows(), gated.is_some()).is_some()
             && !(then.norm.is_some() && up_bias);
+        // The shape chosen here is the dispatch's (choose_tune keeps a chosen shape as it is).
         if !emits {
-            self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, None, None)?;
+            self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, Some(tune), None)?;
             return GemvInput::new(out, then.norm);
         }
         let (xq, xs) = gpu::emit_tensors(out, w.rows())?;
         let (layout, units) = (gpu::x_layout(then.next.quant_type()), gpu::units(then.next));
         let emit =
             gpu::Emit { xq: &xq, xs: &xs, norm: then.norm, layout, units: super::to_u32("gemv_q", "units", units)? };
-        self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, None, Some(emit))?;
+        self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, Some(tune), Some(emit))?;
         let prepared = Prepared { layout, xq, xs, deferred_norm: then.norm.is_some() };
         GemvInput::with_prepared(out, then.norm, 1, w.rows(), vec![prepared])
     }
@@ -697,8 +698,11 @@ fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
     let int_dots: Option<Vec<_>> = ws.iter().map(|w| quant_dot::int_row_dot(w.quant_type())).collect();
     let xq = int_dots.as_ref().map(|_| quant_dot::QuantX::new(xv));
     let xr: Vec<_> = xq.iter().flat_map(|xq| (0..b).map(|r| xq.row(r, cols))).collect();
-    let xs = if int_dots.is_none() { quant_dot::group_sums(xv) } else { Vec::new() };
-    let dots: Vec<_> = ws.iter().map(|w| quant_dot::row_dot(w.quant_type())).collect();
+    // Otherwise the f32 dots, with x's group sums.
+    let (xs, dots): (Vec<f32>, Vec<_>) = match int_dots {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => (quant_dot::group_sums(xv), ws.iter().map(|w| quant_dot::row_dot(w.quant_type())).collect()),
+    };
     // Row o of the flat list is row o - start[k] of matrix k.
     let start: Vec<usize> = ws.iter().scan(0, |acc, w| Some(std::mem::replace(acc, *acc + w.rows()))).collect();
     let total: usize = ws.iter().map(|w| w.rows()).sum();

@@ -504,14 +504,13 @@ impl Llama {
         norm: Option<&Tensor>,
         next: &Linear,
     ) -> Result<Option<GemvInput>> {
-        let Linear::Quant(wq) = w else {
-            w.forward_add_into(input, acc)?;
-            return Ok(None);
+        let wq = match w {
+            Linear::Quant(wq) if input.rows_cols().0 <= gemv::MAX_BATCH => wq,
+            _ => {
+                w.forward_add_into(input, acc)?;
+                return Ok(None);
+            }
         };
-        if input.rows_cols().0 > gemv::MAX_BATCH {
-            w.forward_add_into(input, acc)?;
-            return Ok(None);
-        }
         let x = match prepared {
             Some(x) => x,
             None => GemvInput::new(input, None)?,
