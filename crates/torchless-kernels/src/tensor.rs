@@ -128,6 +128,16 @@ impl Tensor {
         }
     }
 
+    /// Whether `other` lives on the same backend (and, for the GPU, the same device), without cloning
+    /// either handle.
+    pub fn same_backend(&self, other: &Tensor) -> bool {
+        match (&self.storage, &other.storage) {
+            (Storage::Cpu(_), Storage::Cpu(_)) => true,
+            (Storage::Gpu(a), Storage::Gpu(b)) => std::sync::Arc::ptr_eq(a.context(), b.context()),
+            _ => false,
+        }
+    }
+
     pub fn is_gpu(&self) -> bool {
         matches!(self.storage, Storage::Gpu(_))
     }

@@ -16,7 +16,10 @@ pub use adapters::{AdapterSummary, list_adapters};
 pub use profile::KernelTime;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
 
 use crate::backend::BackendPreference;
 use crate::error::{KernelError, Result};
@@ -40,17 +43,58 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
 
-type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// A pipeline's identity: kernel, entry point and override constants (as bits).
+struct PipelineKey {
+    kernel: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    /// The cache's key, hashed from borrowed parts (see [`BindKey::hash_of`]).
+    fn hash_of(kernel: &'static str, entry: &'static str, constants: &[(&'static str, f64)]) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        (kernel, entry).hash(&mut h);
+        for (name, value) in constants {
+            (name, value.to_bits()).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn matches(&self, kernel: &'static str, entry: &'static str, constants: &[(&'static str, f64)]) -> bool {
+        self.kernel == kernel
+            && self.entry == entry
+            && self.constants.iter().copied().eq(constants.iter().map(|&(k, v)| (k, v.to_bits())))
+    }
+}
 
 /// A bind group's identity: the pipeline, the parameters' place in the arena and the storage buffers.
 /// Decode records the same launches on the same buffers token after token (weights, and activations from
 /// the pool, which hands buffers out in the same order), so most bind groups are found here instead of
 /// being built again: building one is a large part of a launch's host cost.
-#[derive(PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: wgpu::ComputePipeline,
     params: Option<(u64, u64)>,
     buffers: Vec<wgpu::Buffer>,
+}
+
+impl BindKey {
+    /// The cache's key for a launch, hashed from borrowed parts: a decode step looks up ~200 bind groups,
+    /// and cloning a key's buffer handles (and SipHash over them) to look one up was a visible part of
+    /// the host's time per launch.
+    fn hash_of(pipeline: &wgpu::ComputePipeline, params: Option<(u64, u64)>, buffers: &[&wgpu::Buffer]) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        pipeline.hash(&mut h);
+        params.hash(&mut h);
+        for b in buffers {
+            b.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn matches(&self, pipeline: &wgpu::ComputePipeline, params: Option<(u64, u64)>, buffers: &[&wgpu::Buffer]) -> bool {
+        self.pipeline == *pipeline && self.params == params && self.buffers.iter().eq(buffers.iter().copied())
+    }
 }
 
 /// Bind groups kept at most; past it the cache starts over (it holds its buffers alive).
@@ -64,8 +108,11 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
-    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    /// Pipelines by [`PipelineKey::hash_of`], the key compared on a hit.
+    pipelines: Mutex<FxHashMap<u64, (PipelineKey, wgpu::ComputePipeline)>>,
+    /// Bind groups by [`BindKey::hash_of`]; the stored key is compared on a hit, so two keys of one hash
+    /// only cost a rebuild.
+    bind_groups: Mutex<FxHashMap<u64, (BindKey, wgpu::BindGroup)>>,
     pool: Mutex<BufferPool>,
     /// Buffers made by `alloc` because the pool had none of the size (see [`HostStats`]).
     buffers_made: std::sync::atomic::AtomicU64,
@@ -247,8 +294,8 @@ impl GpuContext {
             limits,
             cooperative_matrices,
             modules: Mutex::new(HashMap::new()),
-            pipelines: Mutex::new(HashMap::new()),
-            bind_groups: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(FxHashMap::default()),
+            bind_groups: Mutex::new(FxHashMap::default()),
             pool: Mutex::new(BufferPool::default()),
             buffers_made: Default::default(),
             batch: Mutex::new(Batch {
@@ -425,9 +472,10 @@ impl GpuContext {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let key: PipelineKey = (kernel.name, entry, constants.iter().map(|(k, v)| (*k, v.to_bits())).collect());
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(p.clone());
+        let hash = PipelineKey::hash_of(kernel.name, entry, constants);
+        match self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            Some((key, p)) if key.matches(kernel.name, entry, constants) => return Ok(p.clone()),
+            _ => {}
         }
         let module = self.module(kernel)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -446,7 +494,12 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(KernelError::Gpu(format!("building pipeline {label} {constants:?}: {e}")));
         }
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        let key = PipelineKey {
+            kernel: kernel.name,
+            entry,
+            constants: constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+        };
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, (key, pipeline.clone()));
         Ok(pipeline)
     }
 
@@ -498,15 +551,11 @@ impl GpuContext {
             batch.params.resize((offset + need) as usize, 0);
             params_at = Some((offset, params.len() as u64));
         }
-        let key = BindKey {
-            pipeline: pipeline.clone(),
-            params: params_at,
-            buffers: d.buffers.iter().map(|&b| b.clone()).collect(),
-        };
+        let hash = BindKey::hash_of(&pipeline, params_at, d.buffers);
         let mut cache = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
-        let bind_group = match cache.get(&key) {
-            Some(g) => g.clone(),
-            None => {
+        let bind_group = match cache.get(&hash) {
+            Some((key, g)) if key.matches(&pipeline, params_at, d.buffers) => g.clone(),
+            _ => {
                 let layout = pipeline.get_bind_group_layout(0);
                 let mut entries = Vec::with_capacity(d.buffers.len() + 1);
                 if let Some((offset, size)) = params_at {
@@ -531,7 +580,12 @@ impl GpuContext {
                 if cache.len() >= MAX_BIND_GROUPS {
                     cache.clear();
                 }
-                cache.insert(key, g.clone());
+                let key = BindKey {
+                    pipeline: pipeline.clone(),
+                    params: params_at,
+                    buffers: d.buffers.iter().map(|&b| b.clone()).collect(),
+                };
+                cache.insert(hash, (key, g.clone()));
                 g
             }
         };

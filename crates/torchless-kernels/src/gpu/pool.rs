@@ -1,6 +1,6 @@
 //! Recycles op-output buffers by size class, so a decode loop allocates nothing after its first step.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Cached bytes above which released buffers are freed instead of kept.
 const MAX_CACHED_BYTES: u64 = 2 << 30;
@@ -17,7 +17,7 @@ pub fn size_class(bytes: u64) -> u64 {
 
 #[derive(Default)]
 pub struct BufferPool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: FxHashMap<u64, Vec<wgpu::Buffer>>,
     cached_bytes: u64,
 }
 

@@ -25,14 +25,12 @@ pub(crate) fn prev_power_of_two(v: u32) -> u32 {
 
 /// The backend shared by every tensor of an op, or a typed error.
 pub fn common_backend(op: &'static str, tensors: &[&Tensor]) -> Result<Backend> {
-    let first = tensors[0].backend();
-    for t in &tensors[1..] {
-        let b = t.backend();
-        if b != first {
-            return Err(KernelError::DeviceMismatch { op, left: first.device_name(), right: b.device_name() });
-        }
+    let first = tensors[0];
+    if let Some(t) = tensors[1..].iter().find(|t| !first.same_backend(t)) {
+        let (left, right) = (first.backend().device_name(), t.backend().device_name());
+        return Err(KernelError::DeviceMismatch { op, left, right });
     }
-    Ok(first)
+    Ok(first.backend())
 }
 
 pub fn require_float(op: &'static str, t: &Tensor) -> Result<()> {
