@@ -30,6 +30,12 @@ override RB: u32 = 4u;
 // sdpa_decode with one split: the kernel writes the normalised output rows itself (binding 4 is the
 // output [tokens, n_heads, head_dim] f32) and no reduce pass follows.
 override DIRECT: bool = false;
+// sdpa_decode_reduce also writes its output as the x of the quantized GEMV that takes it (the O
+// projection), in that GEMV's QOUT_LAYOUT (xquant.wgsl) for p.qout_units units per row: the hi and lo
+// bytes to qx_out, (d / 256, Σ) per group of 16 to qs_out, as qgemv_x.wgsl lays out rows of x. It saves
+// the launch that would quantize it. HD must be a multiple of 32 (a block of 32 never spans two heads).
+override QOUT: bool = false;
+override QOUT_LAYOUT: u32 = 0u;
 
 const WG: u32 = 128u;
 const MASKED: f32 = -3.0e38;
@@ -51,6 +57,11 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
+    // QOUT: the next GEMV's units per row.
+    qout_units: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct FlashParams {
@@ -69,7 +80,7 @@ struct FlashParams {
 }
 
 // Bindings per entry point: sdpa_decode (p, q_in, kc, vc, part), sdpa_decode_dev (the same, kv_len_buf),
-// sdpa_decode_reduce (p, part_in, out_r), flash (fp, q_in, kc, vc, out_f).
+// sdpa_decode_reduce (p, part_in, out_r, and with QOUT qx_out, qs_out), flash (fp, q_in, kc, vc, out_f).
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(0) var<uniform> fp: FlashParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
@@ -79,6 +90,8 @@ struct FlashParams {
 @group(0) @binding(5) var<storage, read> kv_len_buf: array<u32>;
 @group(0) @binding(1) var<storage, read> part_in: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> out_r: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> qx_out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> qs_out: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> out_f: array<vec4<u32>>;
 
 // ---- K/V element groups --------------------------------------------------------------------------
@@ -442,6 +455,8 @@ fn sdpa_decode_dev(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 var<workgroup> r_w: array<f32, 1024>;      // per-split weights exp(m_s - M) (n_splits <= 1024)
 var<workgroup> r_ml: array<vec2<f32>, 128>; // per-thread (max, sum), reduced as a tree
 var<workgroup> r_a: array<vec4<f32>, 128>;  // per-thread weighted sums
+var<workgroup> r_qmax: array<f32, 64>;      // QOUT: per output vec4, its largest |value| and its sum
+var<workgroup> r_qsum: array<f32, 64>;
 
 fn part_ml(at: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(part_in[at].xy);
@@ -520,12 +535,51 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     r_a[li] = a;
     workgroupBarrier();
+    var y = vec4<f32>(0.0);
     if (g == 0u) {
         var sum = vec4<f32>(0.0);
         for (var gg = 0u; gg < ng; gg++) {
             sum += r_a[gg * hd4 + d4];
         }
-        out_r[row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), sum / total.y, total.y > 0.0));
+        y = select(vec4<f32>(0.0), sum / total.y, total.y > 0.0);
+        out_r[row * hd4 + d4] = bitcast<vec4<u32>>(y);
+    }
+    if (QOUT) {
+        emit_row(row, li, y);
+    }
+}
+
+// QOUT: output row `row` (head row % n_heads of token row / n_heads) quantized as HD / 32 blocks of the
+// token's row of x; thread li < HD / 4 holds its vec4 li (`y`). As qgemv.wgsl's emit_block: the eight
+// threads of a block share its largest magnitude through workgroup memory, each splits its own vec4 into
+// words of its group's hi and lo vectors, and one thread a group writes the group's (d / 256, Σ).
+fn emit_row(row: u32, li: u32, y: vec4<f32>) {
+    let hd4 = HD / 4u;
+    if (li < hd4) {
+        r_qmax[li] = amax4(y);
+        r_qsum[li] = hsum(y);
+    }
+    workgroupBarrier();
+    if (li >= hd4) {
+        return;
+    }
+    let first = li & ~7u;
+    var amax = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        amax = max(amax, r_qmax[first + k]);
+    }
+    set_block_scale(amax);
+    let hl = split(y);
+    let token = row / p.n_heads;
+    let groups = p.n_heads * HD / 16u;
+    // Group of 16 values of the token's row that holds this vec4.
+    let xg = ((row % p.n_heads) * HD + 4u * li) / 16u;
+    let at = position_in(xg, QOUT_LAYOUT, p.qout_units);
+    qx_out[4u * (2u * token * groups + at) + (li & 3u)] = hl.x;
+    qx_out[4u * ((2u * token + 1u) * groups + at) + (li & 3u)] = hl.y;
+    if ((li & 3u) == 0u) {
+        let s = r_qsum[li] + r_qsum[li + 1u] + r_qsum[li + 2u] + r_qsum[li + 3u];
+        qs_out[token * groups + at] = vec2<f32>(d_ / 256.0, s);
     }
 }
 

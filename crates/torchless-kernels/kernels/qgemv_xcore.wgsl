@@ -14,7 +14,8 @@
 // With NORM, x is first RMS-normalised (x·w / sqrt(mean(x²) + eps), or x·(1 + w) for Gemma).
 //
 // The including module provides `p.units` (the GEMV's units per row), `x_vec(i)` (vec4 i of x as f32)
-// and `norm_word(i)` (word i of the norm weight).
+// and `norm_word(i)` (word i of the norm weight); xquant.wgsl, which comes before, the block scale, the
+// byte split and the layout's positions.
 
 // 0: x as it is; 1: rmsnorm(x)·w; 2: rmsnorm(x)·(1 + w) (Gemma).
 override NORM: u32 = 0u;
@@ -23,18 +24,6 @@ override NW_DT: u32 = 0u;
 // The GEMV's unit: 0 two groups (32-weight block formats), 1 four groups (Q4_K, Q5_K), 2 Q6_K's four
 // groups (kernels/qgemv.wgsl `x_group`).
 override LAYOUT: u32 = 0u;
-
-var<private> inv_: f32;
-var<private> d_: f32;
-
-fn hsum(v: vec4<f32>) -> f32 {
-    return v.x + v.y + v.z + v.w;
-}
-
-fn amax4(v: vec4<f32>) -> f32 {
-    let a = abs(v);
-    return max(max(a.x, a.y), max(a.z, a.w));
-}
 
 // Norm weights i..i+3 (i a multiple of 4), with Gemma's 1 added.
 fn norm4(i: u32) -> vec4<f32> {
@@ -51,36 +40,9 @@ fn norm4(i: u32) -> vec4<f32> {
     return n;
 }
 
-// The scale of a block whose largest magnitude is `amax`, for `split`.
-fn set_block_scale(amax: f32) {
-    inv_ = select(0.0, 127.0 / amax, amax > 0.0);
-    d_ = amax / 127.0;
-}
-
-// Four values as (hi, lo) bytes (of the block of the last `set_block_scale`).
-fn split(v: vec4<f32>) -> vec2<u32> {
-    let hi = round(v * inv_);
-    let lo = clamp(round((v - hi * d_) * (256.0 * inv_)), vec4<f32>(-127.0), vec4<f32>(127.0));
-    return vec2<u32>(pack4xI8(vec4<i32>(hi)), pack4xI8(vec4<i32>(lo)));
-}
-
 // Where group xg of a row is stored: g · units + u for the unit u and group g (within it) that read it.
 fn position(xg: u32) -> u32 {
     return position_in(xg, LAYOUT, p.units);
-}
-
-// `position` for a GEMV of another layout (`lay`, as LAYOUT) and `units` per row.
-fn position_in(xg: u32, lay: u32, units: u32) -> u32 {
-    if (lay == 2u) {
-        // Inverse of qgemv.wgsl's Q6_K x_group: xg = 16·(u / 4) + 8h + 2g + j with u % 4 = 2h + j.
-        let w = xg & 15u;
-        let rem = w & 7u;
-        return (rem >> 1u) * units + 4u * (xg >> 4u) + 2u * (w >> 3u) + (rem & 1u);
-    }
-    if (lay == 1u) {
-        return (xg & 3u) * units + (xg >> 2u);
-    }
-    return (xg & 1u) * units + (xg >> 1u);
 }
 
 // Sixteen values as stored: their hi and lo bytes, and (d / 256, their sum).

@@ -26,17 +26,19 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
+use super::qmatmul::{GemvInput, QuantizedX};
 use super::{common_backend, require_dtype, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
+use crate::quant::QuantTensor;
 use crate::tensor::Tensor;
 
-crate::kernel_source!(ATTENTION, "attention");
+crate::kernel_source!(ATTENTION, "attention", ["xquant", "attention"]);
 crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
-crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["attention", "f16_pack", "attention_coop"]);
+crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["xquant", "attention", "f16_pack", "attention_coop"]);
 
 /// Flash attention on cooperative matrices rounds Q (scaled), K, V and the probabilities to f16.
 pub const FLASH_F16_TOLERANCE: crate::testing::Tolerance = crate::testing::Tolerance { atol: 3e-3, rtol: 1e-2 };
@@ -229,7 +231,29 @@ pub fn sdpa_decode_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true)
+    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true, None).map(drop)
+}
+
+/// [`sdpa_decode`] whose output `[tokens, n_heads · head_dim]` is the input of the quantized GEMV `next`
+/// (the O projection). On the GPU, when the step is split (a merge pass runs) and head_dim is a multiple
+/// of 32, the merge pass also writes it quantized for `next`, which saves the launch that would quantize it.
+pub fn sdpa_decode_for(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    opts: AttentionOptions,
+    next: &QuantTensor,
+) -> Result<GemvInput> {
+    let out = Tensor::uninit(&q.backend(), "sdpa_decode", q.shape(), DType::F32)?;
+    let (rows, cols) = match q.shape() {
+        &[t, h, d] => (t, h * d),
+        s => return Err(shape_err("sdpa_decode", format!("q {s:?} must be [tokens, n_heads, head_dim]"))),
+    };
+    let x = out.reshape(&[rows, cols])?;
+    GemvInput::produced_for(&x, next, |qout| {
+        decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, &out, true, qout)
+    })
 }
 
 /// [`sdpa_decode`] with kv_len read from element 0 of the u32 tensor `kv_len` on the device, so one
@@ -257,10 +281,12 @@ pub fn sdpa_decode_device_len_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true)
+    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true, None).map(drop)
 }
 
-/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests).
+/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests). `qout`: where
+/// the output also goes quantized for the next GEMV, if the launches allow it (returns whether it did).
+#[allow(clippy::too_many_arguments)]
 fn decode_impl(
     q: &Tensor,
     k: &Tensor,
@@ -269,7 +295,8 @@ fn decode_impl(
     opts: AttentionOptions,
     out: &Tensor,
     subgroups: bool,
-) -> Result<()> {
+    qout: Option<QuantizedX<'_>>,
+) -> Result<bool> {
     const OP: &str = "sdpa_decode";
     let d = validate(OP, q, k, v, &opts, out)?;
     to_u32(OP, "capacity", d.capacity)?;
@@ -298,9 +325,9 @@ fn decode_impl(
                 KvLen::Host(n) => n,
                 KvLen::Device(t) => (cpu::read_u32(t).first().copied().unwrap_or(0) as usize).min(d.capacity),
             };
-            decode_cpu(q, k, v, n, &d, &opts, out)
+            decode_cpu(q, k, v, n, &d, &opts, out).map(|()| false)
         }
-        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups),
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups, qout),
     }
 }
 
@@ -470,6 +497,8 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
+    qout_units: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -582,7 +611,8 @@ fn decode_gpu(
     opts: &AttentionOptions,
     out: &Tensor,
     subgroups: bool,
-) -> Result<()> {
+    qout: Option<QuantizedX<'_>>,
+) -> Result<bool> {
     const OP: &str = "sdpa_decode";
     let max_keys = match kv_len {
         KvLen::Host(n) => n,
@@ -620,6 +650,8 @@ fn decode_gpu(
         // A window wider than every position is no window (and keeps the kernel's sums in range).
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
+        qout_units: qout.as_ref().map_or(0, |x| x.units),
+        _pad: [0; 3],
     };
     // The kernels take different overrides; each arm fills its own array.
     let (subgroup_constants, workgroup_constants);
@@ -675,16 +707,26 @@ fn decode_gpu(
         workgroups: Workgroups::Grid(grid),
     })?;
     if direct {
-        return Ok(());
+        return Ok(false);
     }
+    // The merge pass quantizes whole blocks of 32 of one head.
+    let qout = qout.filter(|_| d.head_dim.is_multiple_of(32));
+    let (layout, quantized) = qout.as_ref().map_or((0, false), |x| (x.layout, true));
+    // Without QOUT its bindings (declared either way) get the output, never written through them.
+    let (xq, xs) = qout.as_ref().map_or((buffer(out), buffer(out)), |x| (buffer(x.xq), buffer(x.xs)));
     ctx.dispatch(Dispatch {
         kernel: &ATTENTION,
         entry: "sdpa_decode_reduce",
-        constants: &[("HD", d.head_dim as f64)],
+        constants: &[
+            ("HD", d.head_dim as f64),
+            ("QOUT", f64::from(u8::from(quantized))),
+            ("QOUT_LAYOUT", f64::from(layout)),
+        ],
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[pb, buffer(out)],
+        buffers: &[pb, buffer(out), xq, xs],
         workgroups: Workgroups::Linear((d.tokens * d.n_heads) as u32),
-    })
+    })?;
+    Ok(quantized)
 }
 
 /// Query rows per flash workgroup (kernels/attention.wgsl `f_bq`; attention_coop.wgsl `CQ`, 64).
@@ -981,7 +1023,7 @@ mod tests {
                 let (q, k, v) = x.tensors(&backend);
                 for subgroups in kernel_choices(&backend) {
                     let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                    decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups, None).unwrap();
                     let what = format!(
                         "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} (subgroups {subgroups})",
                         backend.name()
@@ -1028,6 +1070,54 @@ mod tests {
         }
     }
 
+    /// `sdpa_decode_for`: the attention output is `sdpa_decode`'s, and the next quantized GEMV of the input
+    /// it returns equals that GEMV of the output (on the GPU the merge pass wrote the input quantized,
+    /// the same blocks qgemv_x.wgsl makes, so the GEMV runs without a launch of its own: counted), for
+    /// every x layout, several tokens, and the cases that cannot emit (one split, head_dim 48).
+    #[test]
+    fn decode_for_a_quantized_gemv_matches_the_plain_path() {
+        use crate::ops::gemv::GemvEpilogue;
+        use crate::ops::qmatmul::{gemv_q, gemv_q_input, tolerance};
+        use crate::quant::QuantType;
+        let mut rng = Rng::new(43);
+        // (tokens, n_heads, n_kv, head_dim, kv_len): past UNSPLIT_MAX_KEYS the step is split.
+        let cases = [(1, 4, 2, 64, 600), (2, 2, 1, 128, 300), (1, 8, 8, 32, 100), (1, 16, 4, 48, 400)];
+        for (tokens, nh, nkv, hd, kv_len) in cases {
+            let inp = inputs(&mut rng, tokens, nh, nkv, hd, kv_len + 3, kv_len, DType::F32);
+            let o = opts(hd, None, None, true);
+            let cols = nh * hd;
+            for ty in
+                [QuantType::Q8_0, QuantType::Q4K, QuantType::Q6K].into_iter().filter(|t| cols % t.block_elems() == 0)
+            {
+                let w = QuantTensor::quantize(&Backend::Cpu, ty, &rng.vec(5 * cols, -1.0, 1.0), 5, cols).unwrap();
+                for backend in test_backends() {
+                    let name = format!("{tokens}x{nh}/{nkv}x{hd}, {kv_len} keys, {ty} on {}", backend.name());
+                    let (q, k, v) = inp.tensors(&backend);
+                    let wd = w.to_backend(&backend).unwrap();
+                    let plain = sdpa_decode(&q, &k, &v, kv_len, o).unwrap().reshape(&[tokens, cols]).unwrap();
+                    let want = gemv_q(&wd, &plain, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                    let input = sdpa_decode_for(&q, &k, &v, kv_len, o, &wd).unwrap();
+                    let launches = |b: &Backend| match b {
+                        Backend::Gpu(ctx) => ctx.host_stats().launches,
+                        Backend::Cpu => 0,
+                    };
+                    let before = launches(&backend);
+                    let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                    if backend.is_gpu() {
+                        let emitted = kv_len > UNSPLIT_MAX_KEYS && hd % 32 == 0;
+                        let gemv_launches = if emitted { 1 } else { 2 };
+                        assert_eq!(launches(&backend) - before, gemv_launches, "launches of the GEMV, {name}");
+                    }
+                    let plain: Vec<f64> = plain.to_f32_vec().unwrap().iter().map(|&v| v as f64).collect();
+                    assert_close(&name, &input.tensor().to_f32_vec().unwrap(), &plain, TOL);
+                    // |x| <= 1 here (a weighted mean of V rows), for which tolerance() holds.
+                    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                    assert_close(&format!("next GEMV, {name}"), &got, &want, tolerance(cols));
+                }
+            }
+        }
+    }
+
     #[test]
     fn decode_reads_kv_len_from_the_device_and_replays() {
         let mut rng = Rng::new(9);
@@ -1044,7 +1134,7 @@ mod tests {
                         Backend::Cpu => cpu::write_u32(&len, &[kv_len]),
                         Backend::Gpu(ctx) => ctx.write_buffer(buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap(),
                     }
-                    decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups, None).unwrap();
                     let n = (kv_len as usize).min(capacity);
                     let want = if n == 0 { vec![0.0; 8 * 64] } else { x.reference(n, n as i64 - 1, &o) };
                     let what = format!("device kv_len {kv_len} on {} (subgroups {subgroups})", backend.name());
@@ -1093,7 +1183,7 @@ mod tests {
                 }
                 for subgroups in kernel_choices(&backend) {
                     let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                    decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, subgroups).unwrap();
+                    decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, subgroups, None).unwrap();
                     let what = format!("decode {what} (subgroups {subgroups})");
                     assert_close(&what, &out.to_f32_vec().unwrap(), &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
                 }

@@ -151,6 +151,16 @@ struct Prepared {
     deferred_norm: bool,
 }
 
+/// Where a kernel that produces a quantized GEMV's x ([`GemvInput::produced_for`]) writes it quantized:
+/// the hi and lo bytes (`xq`, u32 words) and the per-group (d / 256, Σ) pairs (`xs`) of kernels/qgemv_x.wgsl,
+/// in that GEMV's x `layout` (kernels/xquant.wgsl `position_in`) for its `units` per row.
+pub struct QuantizedX<'a> {
+    pub xq: &'a Tensor,
+    pub xs: &'a Tensor,
+    pub layout: u32,
+    pub units: u32,
+}
+
 /// What a GEMV's output is for when it is the input of the next quantized GEMV (one row of x): normalised
 /// by `norm` where given, then multiplied by `next` (weights of `next.cols()` = the output's length).
 /// On the GPU the GEMV then also writes it quantized for `next`, which saves that GEMV the launch that
@@ -208,6 +218,39 @@ impl GemvInput {
             common_backend(op, &[x, n.weight])?;
         }
         Self::with_prepared(x, norm, b, cols, Vec::new())
+    }
+
+    /// The input of the quantized GEMV `next` that another op produces: `produce` writes `x` (f32, 1 to 8
+    /// rows of `next.cols()`) and, where it can, also writes it quantized for `next` in the same launch
+    /// (on the GPU it gets where, and returns whether it did; on the CPU it gets `None`). An input not
+    /// written quantized is quantized when a GEMV first needs it.
+    pub fn produced_for(
+        x: &Tensor,
+        next: &QuantTensor,
+        produce: impl FnOnce(Option<QuantizedX<'_>>) -> Result<bool>,
+    ) -> Result<GemvInput> {
+        let op = "gemv_q";
+        let (b, cols) = x.rows_cols();
+        if cols != next.cols() {
+            return Err(KernelError::Shape {
+                op,
+                detail: format!("x {:?} does not fit weights [{}, {}]", x.shape(), next.rows(), next.cols()),
+            });
+        }
+        let input = GemvInput::new(x, None)?;
+        if !x.is_gpu() {
+            produce(None)?;
+            return Ok(input);
+        }
+        let blocks = b * cols / 32;
+        let xq = Tensor::uninit(&x.backend(), op, &[blocks * 16], DType::U32)?;
+        let xs = Tensor::uninit(&x.backend(), op, &[blocks * 4], DType::F32)?;
+        let layout = gpu::x_layout(next.quant_type());
+        let units = super::to_u32(op, "units per row", gpu::units(next))?;
+        if !produce(Some(QuantizedX { xq: &xq, xs: &xs, layout, units }))? {
+            return Ok(input);
+        }
+        Self::with_prepared(x, None, b, cols, vec![Prepared { layout, xq, xs, deferred_norm: false }])
     }
 
     /// A GPU input whose quantized forms `prepared` were already written (or none), or a CPU input.
@@ -987,12 +1030,16 @@ pub(crate) mod gpu {
     use crate::ops::norm::RmsNormVariant;
     use crate::ops::{prev_power_of_two, to_u32};
 
-    crate::kernel_source!(QGEMV_X, "qgemv_x", ["qgemv_xcore", "qgemv_x"]);
-    crate::kernel_source!(QGEMV, "qgemv", ["rope_angle", "gemv_rope", "qgemv_xcore", "qgemv", "reduce_workgroup"]);
+    crate::kernel_source!(QGEMV_X, "qgemv_x", ["xquant", "qgemv_xcore", "qgemv_x"]);
+    crate::kernel_source!(
+        QGEMV,
+        "qgemv",
+        ["rope_angle", "gemv_rope", "xquant", "qgemv_xcore", "qgemv", "reduce_workgroup"]
+    );
     crate::kernel_source!(
         QGEMV_SUBGROUP,
         "qgemv_subgroup",
-        ["rope_angle", "gemv_rope", "qgemv_xcore", "qgemv", "reduce_subgroup"]
+        ["rope_angle", "gemv_rope", "xquant", "qgemv_xcore", "qgemv", "reduce_subgroup"]
     );
     crate::kernel_source!(QMATMUL, "qmatmul");
     // Without the compiler's index clamps, as gemm's GEMM_COOP (the same product, coop16.wgsl, argued

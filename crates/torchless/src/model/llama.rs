@@ -306,16 +306,22 @@ impl Llama {
                 window: c.layer_windows[i],
                 causal: true,
             };
-            let a = if n <= gemv::MAX_BATCH {
-                attention::sdpa_decode(&q, &state.k[i], &state.v[i], pos + n, opts)?
-            } else {
-                attention::flash_attention(&q, &state.k[i], &state.v[i], pos + n, pos, opts)?
+            // Decoding into a quantized O projection, the attention's merge pass writes its input.
+            let (a, a_in) = match &layer.wo {
+                Linear::Quant(wo) if n <= gemv::MAX_BATCH && layer.post_attn_norm.is_none() => {
+                    let input = attention::sdpa_decode_for(&q, &state.k[i], &state.v[i], pos + n, opts, wo)?;
+                    (input.tensor().clone(), Some(input))
+                }
+                _ if n <= gemv::MAX_BATCH => {
+                    (attention::sdpa_decode(&q, &state.k[i], &state.v[i], pos + n, opts)?, None)
+                }
+                _ => (attention::flash_attention(&q, &state.k[i], &state.v[i], pos + n, pos, opts)?, None),
             };
             let a = a.reshape(&[n, q_dim])?;
             x = match &layer.post_attn_norm {
                 Some(post) => elementwise::add(&x, &self.norm(&layer.wo.forward(&a, None)?, post)?)?,
                 None => {
-                    next_in = self.add_into_then(&layer.wo, &a, None, &x, Some(&layer.mlp_norm), &layer.w_gate)?;
+                    next_in = self.add_into_then(&layer.wo, &a, a_in, &x, Some(&layer.mlp_norm), &layer.w_gate)?;
                     x
                 }
             };
