@@ -29,6 +29,11 @@ override DIRECT: bool = false;
 override WG: u32 = 128u;
 // The adapter's smallest subgroup size (>= LPR): groups within SG lanes merge by shuffles.
 override SG: u32 = 32u;
+// With DIRECT, the output also written as the x of the quantized GEMV that takes it (the O projection),
+// in its QOUT_LAYOUT for p.qout_units units per row (as attention.wgsl's sdpa_decode_reduce does with
+// QOUT): the hi and lo bytes to qx_out, (d / 256, Σ) per group of 16 to qs_out. HD a multiple of 32.
+override QOUT: bool = false;
+override QOUT_LAYOUT: u32 = 0u;
 const U: u32 = 4u; // keys per lane group per step
 const MASKED: f32 = -3.0e38;
 
@@ -45,6 +50,7 @@ struct DecodeParams {
     softcap: f32,
     window: u32,
     causal: u32,
+    qout_units: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
@@ -52,7 +58,9 @@ struct DecodeParams {
 @group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> part: array<vec4<u32>>;
-@group(0) @binding(5) var<storage, read> kv_len_buf: array<u32>;
+@group(0) @binding(5) var<storage, read_write> qx_out: array<u32>;
+@group(0) @binding(6) var<storage, read_write> qs_out: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read> kv_len_buf: array<u32>;
 
 fn visible(s: f32) -> bool {
     return s > -1.0e38;
@@ -315,6 +323,9 @@ fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
 var<workgroup> w_acc: array<vec4<f32>, 1024>; // [rows of a round][states][HD/4] slices
 var<workgroup> w_ml: array<vec2<f32>, 128>;   // [rows of a round][states] (max, sum)
 var<workgroup> w_len: u32;
+// QOUT: per output vec4 of a round (its merge_rows slot), its largest |value| and its sum.
+var<workgroup> w_qmax: array<f32, 1024>;
+var<workgroup> w_qsum: array<f32, 1024>;
 
 // Lanes that share a merged state after the subgroup merge, and the states left per row.
 fn state_span() -> u32 {
@@ -419,13 +430,49 @@ fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
         let head = kvh * p.group + (rr - t * p.group);
         let out_row = t * p.n_heads + head;
         if (DIRECT) {
-            part[out_row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), a / ls, ls > 0.0));
+            let y = select(vec4<f32>(0.0), a / ls, ls > 0.0);
+            part[out_row * hd4 + d4] = bitcast<vec4<u32>>(y);
+            if (QOUT) {
+                w_qmax[o] = amax4(y);
+                w_qsum[o] = hsum(y);
+            }
             continue;
         }
         let at = (out_row * p.n_splits + split) * (hd4 + 1u);
         part[at + 1u + d4] = bitcast<vec4<u32>>(a);
         if (d4 == 0u) {
             part[at] = bitcast<vec4<u32>>(vec4<f32>(mm, ls, 0.0, 0.0));
+        }
+    }
+}
+
+// QOUT: the rows merge_rows just wrote (same slots o), quantized as blocks of 32 of their tokens' rows of
+// x. The eight slots of a block are consecutive (HD / 4 is a multiple of 8); each thread re-reads the
+// output vec4 it wrote and splits it with its block's scale, and one thread a group of 16 writes the
+// group's (d / 256, Σ). Called after merge_rows and a barrier.
+fn emit_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32) {
+    let hd4 = HD / 4u;
+    let groups = p.n_heads * HD / 16u;
+    for (var o = li; o < n * hd4; o += WG) {
+        let rl = o / hd4;
+        let d4 = o - rl * hd4;
+        let rr = row0 + r0 + rl;
+        let t = rr / p.group;
+        let head = kvh * p.group + (rr - t * p.group);
+        let y = bitcast<vec4<f32>>(part[(t * p.n_heads + head) * hd4 + d4]);
+        let first = o & ~7u;
+        var amax = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            amax = max(amax, w_qmax[first + k]);
+        }
+        set_block_scale(amax);
+        let hl = split(y);
+        let at = position_in((head * HD + 4u * d4) / 16u, QOUT_LAYOUT, p.qout_units);
+        qx_out[4u * (2u * t * groups + at) + (o & 3u)] = hl.x;
+        qx_out[4u * ((2u * t + 1u) * groups + at) + (o & 3u)] = hl.y;
+        if ((o & 3u) == 0u) {
+            let s = w_qsum[o] + w_qsum[o + 1u] + w_qsum[o + 2u] + w_qsum[o + 3u];
+            qs_out[t * groups + at] = vec2<f32>(d_ / 256.0, s);
         }
     }
 }
@@ -516,6 +563,10 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
         workgroupBarrier();
         merge_rows(li, row0, r0, min(rr, nrows - r0), kvh, split);
         workgroupBarrier();
+        if (DIRECT && QOUT) {
+            // The next round's merge_rows rewrites w_qmax only after its own barrier.
+            emit_rows(li, row0, r0, min(rr, nrows - r0), kvh);
+        }
     }
 }
 

@@ -37,7 +37,7 @@ use crate::quant::QuantTensor;
 use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention", ["xquant", "attention"]);
-crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup");
+crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup", ["xquant", "attention_subgroup"]);
 crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["xquant", "attention", "f16_pack", "attention_coop"]);
 
 /// Flash attention on cooperative matrices rounds Q (scaled), K, V and the probabilities to f16.
@@ -235,8 +235,9 @@ pub fn sdpa_decode_into(
 }
 
 /// [`sdpa_decode`] whose output `[tokens, n_heads · head_dim]` is the input of the quantized GEMV `next`
-/// (the O projection). On the GPU, when the step is split (a merge pass runs) and head_dim is a multiple
-/// of 32, the merge pass also writes it quantized for `next`, which saves the launch that would quantize it.
+/// (the O projection). On the GPU, with head_dim a multiple of 32, the pass that writes the output (the
+/// merge pass of a split step, or the subgroup kernel of an unsplit one) also writes it quantized for
+/// `next`, which saves the launch that would quantize it.
 pub fn sdpa_decode_for(
     q: &Tensor,
     k_cache: &Tensor,
@@ -633,6 +634,11 @@ fn decode_gpu(
     for t in [q, k, v, out, &part] {
         ctx.check_binding(OP, t.size_bytes() as u64)?;
     }
+    // The pass that writes the output (the main one with one split, else the merge) also writes it
+    // quantized where asked: whole blocks of 32 of one head, and for the main pass the subgroup kernel.
+    let qout = qout.filter(|_| d.head_dim.is_multiple_of(32));
+    let main_emits = direct && qout.is_some() && matches!(plan.kernel, DecodeKernel::Subgroup { .. });
+    let (layout, units) = qout.as_ref().map_or((0, 0), |x| (x.layout, x.units));
     let params = DecodeParams {
         kv_len: match kv_len {
             KvLen::Host(n) => to_u32(OP, "kv_len", n)?,
@@ -650,8 +656,13 @@ fn decode_gpu(
         // A window wider than every position is no window (and keeps the kernel's sums in range).
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
-        qout_units: qout.as_ref().map_or(0, |x| x.units),
+        qout_units: units,
         _pad: [0; 3],
+    };
+    // Without QOUT its bindings (declared either way) get the output, never written through them.
+    let (qxb, qsb) = match &qout {
+        Some(x) => (buffer(x.xq), buffer(x.xs)),
+        None => (buffer(out), buffer(out)),
     };
     // The kernels take different overrides; each arm fills its own array.
     let (subgroup_constants, workgroup_constants);
@@ -665,6 +676,8 @@ fn decode_gpu(
                 ("DIRECT", f64::from(u8::from(direct))),
                 ("WG", threads as f64),
                 ("SG", min_subgroup as f64),
+                ("QOUT", f64::from(u8::from(main_emits))),
+                ("QOUT_LAYOUT", f64::from(layout)),
             ];
             (
                 &ATTENTION_SUBGROUP,
@@ -690,43 +703,37 @@ fn decode_gpu(
         }
     };
     let (qb, kb, vb, pb) = (buffer(q), buffer(k), buffer(v), buffer(&part));
-    let len_buffer;
-    let buffers: &[&wgpu::Buffer] = match kv_len {
-        KvLen::Host(_) => &[qb, kb, vb, pb],
-        KvLen::Device(t) => {
-            len_buffer = buffer(t);
-            &[qb, kb, vb, pb, len_buffer]
-        }
-    };
+    let mut buffers = vec![qb, kb, vb, pb];
+    if kernel.name == ATTENTION_SUBGROUP.name {
+        buffers.extend([qxb, qsb]);
+    }
+    if let KvLen::Device(t) = kv_len {
+        buffers.push(buffer(t));
+    }
     ctx.dispatch(Dispatch {
         kernel,
         entry,
         constants,
         params: Some(bytemuck::bytes_of(&params)),
-        buffers,
+        buffers: &buffers,
         workgroups: Workgroups::Grid(grid),
     })?;
     if direct {
-        return Ok(false);
+        return Ok(main_emits);
     }
-    // The merge pass quantizes whole blocks of 32 of one head.
-    let qout = qout.filter(|_| d.head_dim.is_multiple_of(32));
-    let (layout, quantized) = qout.as_ref().map_or((0, false), |x| (x.layout, true));
-    // Without QOUT its bindings (declared either way) get the output, never written through them.
-    let (xq, xs) = qout.as_ref().map_or((buffer(out), buffer(out)), |x| (buffer(x.xq), buffer(x.xs)));
     ctx.dispatch(Dispatch {
         kernel: &ATTENTION,
         entry: "sdpa_decode_reduce",
         constants: &[
             ("HD", d.head_dim as f64),
-            ("QOUT", f64::from(u8::from(quantized))),
+            ("QOUT", f64::from(u8::from(qout.is_some()))),
             ("QOUT_LAYOUT", f64::from(layout)),
         ],
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[pb, buffer(out), xq, xs],
+        buffers: &[pb, buffer(out), qxb, qsb],
         workgroups: Workgroups::Linear((d.tokens * d.n_heads) as u32),
     })?;
-    Ok(quantized)
+    Ok(qout.is_some())
 }
 
 /// Query rows per flash workgroup (kernels/attention.wgsl `f_bq`; attention_coop.wgsl `CQ`, 64).
@@ -1071,9 +1078,9 @@ mod tests {
     }
 
     /// `sdpa_decode_for`: the attention output is `sdpa_decode`'s, and the next quantized GEMV of the input
-    /// it returns equals that GEMV of the output (on the GPU the merge pass wrote the input quantized,
-    /// the same blocks qgemv_x.wgsl makes, so the GEMV runs without a launch of its own: counted), for
-    /// every x layout, several tokens, and the cases that cannot emit (one split, head_dim 48).
+    /// it returns equals that GEMV of the output (on the GPU the pass that wrote the output also wrote it
+    /// quantized, the same blocks qgemv_x.wgsl makes, so the GEMV needs no launch to quantize it), for
+    /// every x layout, several tokens, split and unsplit steps, and head_dim 48 (no emission).
     #[test]
     fn decode_for_a_quantized_gemv_matches_the_plain_path() {
         use crate::ops::gemv::GemvEpilogue;
@@ -1081,7 +1088,8 @@ mod tests {
         use crate::quant::QuantType;
         let mut rng = Rng::new(43);
         // (tokens, n_heads, n_kv, head_dim, kv_len): past UNSPLIT_MAX_KEYS the step is split.
-        let cases = [(1, 4, 2, 64, 600), (2, 2, 1, 128, 300), (1, 8, 8, 32, 100), (1, 16, 4, 48, 400)];
+        let cases =
+            [(1, 4, 2, 64, 600), (2, 2, 1, 128, 300), (1, 8, 8, 32, 100), (3, 4, 1, 64, 40), (1, 16, 4, 48, 400)];
         for (tokens, nh, nkv, hd, kv_len) in cases {
             let inp = inputs(&mut rng, tokens, nh, nkv, hd, kv_len + 3, kv_len, DType::F32);
             let o = opts(hd, None, None, true);
@@ -1097,17 +1105,16 @@ mod tests {
                     let plain = sdpa_decode(&q, &k, &v, kv_len, o).unwrap().reshape(&[tokens, cols]).unwrap();
                     let want = gemv_q(&wd, &plain, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
                     let input = sdpa_decode_for(&q, &k, &v, kv_len, o, &wd).unwrap();
-                    let launches = |b: &Backend| match b {
-                        Backend::Gpu(ctx) => ctx.host_stats().launches,
-                        Backend::Cpu => 0,
-                    };
-                    let before = launches(&backend);
-                    let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
-                    if backend.is_gpu() {
-                        let emitted = kv_len > UNSPLIT_MAX_KEYS && hd % 32 == 0;
-                        let gemv_launches = if emitted { 1 } else { 2 };
-                        assert_eq!(launches(&backend) - before, gemv_launches, "launches of the GEMV, {name}");
+                    if let Backend::Gpu(ctx) = &backend {
+                        // The merge pass emits, or with one split the subgroup kernel, where it runs.
+                        let min_sg = if ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
+                        let threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
+                        let plan = decode_plan(&inp.d, DType::F32, kv_len, &o, min_sg, threads);
+                        let by_kernel = matches!(plan.kernel, DecodeKernel::Subgroup { .. });
+                        let emits = (plan.n_splits > 1 || by_kernel) && hd % 32 == 0;
+                        assert_eq!(input.is_quantized_for(&wd), emits, "written quantized, {name} ({plan:?})");
                     }
+                    let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
                     let plain: Vec<f64> = plain.to_f32_vec().unwrap().iter().map(|&v| v as f64).collect();
                     assert_close(&name, &input.tensor().to_f32_vec().unwrap(), &plain, TOL);
                     // |x| <= 1 here (a weighted mean of V rows), for which tolerance() holds.

@@ -304,6 +304,12 @@ impl GemvInput {
         Ok(p)
     }
 
+    /// Whether x is already written quantized for weights `w` (a GEMV of `w` then needs no launch to
+    /// quantize it).
+    pub fn is_quantized_for(&self, w: &QuantTensor) -> bool {
+        matches!(self.data, InputData::Gpu { .. }) && self.prepared_for(w).is_some()
+    }
+
     /// The tensor this input was made from (on the CPU, x after its norm).
     pub fn tensor(&self) -> &Tensor {
         match &self.data {
