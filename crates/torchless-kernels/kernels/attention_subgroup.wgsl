@@ -323,9 +323,11 @@ fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
 var<workgroup> w_acc: array<vec4<f32>, 1024>; // [rows of a round][states][HD/4] slices
 var<workgroup> w_ml: array<vec2<f32>, 128>;   // [rows of a round][states] (max, sum)
 var<workgroup> w_len: u32;
-// QOUT: per output vec4 of a round (its merge_rows slot), its largest |value| and its sum.
-var<workgroup> w_qmax: array<f32, 1024>;
-var<workgroup> w_qsum: array<f32, 1024>;
+// QOUT: per output vec4 of a round (its merge_rows slot), its largest |value| and its sum. Sized by the
+// host (1024 with QOUT, else 1), so that kernels without QOUT keep their occupancy.
+override QCAP: u32 = 1u;
+var<workgroup> w_qmax: array<f32, QCAP>;
+var<workgroup> w_qsum: array<f32, QCAP>;
 
 // Lanes that share a merged state after the subgroup merge, and the states left per row.
 fn state_span() -> u32 {

@@ -678,6 +678,7 @@ fn decode_gpu(
                 ("SG", min_subgroup as f64),
                 ("QOUT", f64::from(u8::from(main_emits))),
                 ("QOUT_LAYOUT", f64::from(layout)),
+                ("QCAP", if main_emits { 1024.0 } else { 1.0 }),
             ];
             (
                 &ATTENTION_SUBGROUP,
