@@ -57,12 +57,12 @@ struct Report {
     context: usize,
     decode_tokens: usize,
     decode_tok_s: f64,
-    /// Host time per decode token spent recording and submitting the forward pass.
+    /// Host time per decode token spent recording the forward pass (and handing its batches over).
     decode_record_ms: f64,
     /// Host time per decode token spent waiting for the device (near 0: bound by the host).
     decode_wait_ms: f64,
-    /// GPU: per decode token, kernel launches, bind groups made (cache misses), submissions and the host
-    /// time inside them.
+    /// GPU: per decode token, kernel launches, bind groups made (cache misses), submissions and the time
+    /// the submission thread spent finishing and submitting them (beside the recording, not in it).
     decode_launches: Option<f64>,
     decode_bind_groups_made: Option<f64>,
     decode_buffers_made: Option<f64>,
@@ -218,7 +218,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         ) {
             println!(
                 "  per decode token: {launches:.1} launches, {made:.1} bind groups and {buffers:.1} buffers made, \
-                 {submits:.1} submissions taking {submit_ms:.3} ms of the recording"
+                 {submits:.1} submissions finished and submitted in {submit_ms:.3} ms (beside the recording)"
             );
         }
         if let Some(p) = report.prefill_tok_s {

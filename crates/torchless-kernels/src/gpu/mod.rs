@@ -3,6 +3,8 @@
 //! Ops record into one open compute pass; nothing is submitted until the host needs a result
 //! ([`GpuContext::read_buffer`]), the batch is full, or [`GpuContext::flush`] is called. Small op
 //! parameters live in a per-batch uniform arena, written once just before the batch is submitted.
+//! Batches are finished and submitted in order on a thread of their own (the `submit` module), so the
+//! host records the next batch meanwhile; errors of a batch surface at a later flush or wait.
 //!
 //! A released buffer may be handed to the next op of the same batch: GPU writes are ordered after the
 //! earlier reads by wgpu's barriers. Host writes are the hazard (queue writes land before the whole
@@ -11,6 +13,7 @@
 mod adapters;
 mod pool;
 mod profile;
+mod submit;
 
 pub use adapters::{AdapterSummary, list_adapters};
 pub use profile::KernelTime;
@@ -119,6 +122,7 @@ pub struct GpuContext {
     batch: Mutex<Batch>,
     /// The first error wgpu reported outside an error scope; returned by the next flush.
     device_error: Arc<Mutex<Option<String>>>,
+    submitter: submit::Submitter,
 }
 
 struct Batch {
@@ -143,7 +147,7 @@ pub struct HostStats {
     pub buffers_made: u64,
     pub submits: u64,
     /// Host time submitting: the parameter upload, finishing the encoder (wgpu encodes the recorded passes
-    /// there) and `Queue::submit`.
+    /// there) and `Queue::submit`, on the submission thread (beside the recording) unless profiling.
     pub submit_time: std::time::Duration,
 }
 
@@ -286,6 +290,7 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         let limits = device.limits();
+        let submitter = submit::Submitter::new(queue.clone(), arena.clone())?;
         Ok(Self {
             device,
             queue,
@@ -308,6 +313,7 @@ impl GpuContext {
                 profiler: None,
             }),
             device_error,
+            submitter,
         })
     }
 
@@ -332,9 +338,13 @@ impl GpuContext {
 
     /// What the host has recorded and submitted so far.
     pub fn host_stats(&self) -> HostStats {
+        let (submits, submit_time) = self.submitter.stats();
+        let stats = self.lock_batch().stats;
         HostStats {
             buffers_made: self.buffers_made.load(std::sync::atomic::Ordering::Relaxed),
-            ..self.lock_batch().stats
+            submits: stats.submits + submits,
+            submit_time: stats.submit_time + submit_time,
+            ..stats
         }
     }
 
@@ -349,6 +359,8 @@ impl GpuContext {
         self.submit_locked(&mut batch)?;
         Ok(batch.profiler.take().map(|mut p| p.take()).unwrap_or_default())
     }
+    /// The device queue. Work submitted to it directly must first call [`flush_to_queue`](Self::flush_to_queue)
+    /// to run after what was recorded.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
@@ -435,7 +447,7 @@ impl GpuContext {
     /// Overwrites the start of `buffer` with `data`, ordered after every op recorded so far.
     pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         // Queue writes land before the next submission, so recorded work must go first.
-        self.flush()?;
+        self.flush_to_queue()?;
         let padded = data.len().next_multiple_of(4);
         if padded == data.len() {
             self.queue.write_buffer(buffer, offset, data);
@@ -714,39 +726,83 @@ impl GpuContext {
         if batch.launches < SUBMIT_MIN_LAUNCHES {
             return Ok(());
         }
-        self.submit_locked(&mut batch).map(|_| ())
+        self.submit_locked(&mut batch)
     }
 
     /// Submits the recorded batch without waiting for it.
     pub fn flush(&self) -> Result<()> {
-        self.submit().map(drop)
+        let mut batch = self.lock_batch();
+        self.submit_locked(&mut batch)
     }
 
-    fn submit_locked(&self, batch: &mut Batch) -> Result<Option<wgpu::SubmissionIndex>> {
+    fn submit_locked(&self, batch: &mut Batch) -> Result<()> {
+        self.send_locked(batch, None, false).map(drop)
+    }
+
+    /// Hands the recorded batch (if any) to the submission thread, with a read-back buffer to map once it
+    /// is submitted; with `want_index`, returns where its submission index will arrive. While profiling,
+    /// submits on this thread instead (after the thread's batches), in order with the profiler's reads.
+    fn send_locked(
+        &self,
+        batch: &mut Batch,
+        map: Option<submit::MapJob>,
+        want_index: bool,
+    ) -> Result<Option<std::sync::mpsc::Receiver<wgpu::SubmissionIndex>>> {
         batch.pass = None;
         batch.launches = 0;
-        let index = match batch.encoder.take() {
-            Some(mut encoder) => {
-                let t = std::time::Instant::now();
-                if !batch.params.is_empty() {
-                    self.queue.write_buffer(&batch.arena, 0, &batch.params);
-                    batch.params.clear();
-                }
-                if let Some(p) = &batch.profiler {
-                    p.resolve(&mut encoder);
-                }
-                let index = self.queue.submit([encoder.finish()]);
-                batch.stats.submits += 1;
-                batch.stats.submit_time += t.elapsed();
-                Some(index)
+        let (index_tx, index_rx) = match want_index {
+            true => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (Some(tx), Some(rx))
             }
-            None => None,
+            false => (None, None),
         };
+        let Some(mut encoder) = batch.encoder.take() else {
+            self.take_device_error()?;
+            return Ok(None);
+        };
+        if batch.profiler.is_none() {
+            let params = std::mem::take(&mut batch.params);
+            self.submitter.send(submit::Job { encoder, params, map, index: index_tx })?;
+            self.take_device_error()?;
+            return Ok(index_rx);
+        }
+        self.submitter.drain()?;
+        let t = std::time::Instant::now();
+        if !batch.params.is_empty() {
+            self.queue.write_buffer(&batch.arena, 0, &batch.params);
+            batch.params.clear();
+        }
+        if let Some(p) = &batch.profiler {
+            p.resolve(&mut encoder);
+        }
+        let index = self.queue.submit([encoder.finish()]);
+        if let Some(map) = map {
+            map.start();
+        }
+        if let Some(tx) = index_tx {
+            let _ = tx.send(index);
+        }
+        batch.stats.submits += 1;
+        batch.stats.submit_time += t.elapsed();
         if let Some(p) = batch.profiler.as_mut() {
             p.collect(&self.device).map_err(KernelError::Gpu)?;
         }
         self.take_device_error()?;
-        Ok(index)
+        Ok(index_rx)
+    }
+
+    /// Submits the recorded batch and returns once it is in the device queue: work submitted to
+    /// [`queue`](Self::queue) afterwards, and queue writes, run after it.
+    pub fn flush_to_queue(&self) -> Result<()> {
+        self.flush()?;
+        self.drain_submissions()
+    }
+
+    /// Returns once every batch handed over so far is in the device queue (the open batch stays open).
+    pub(crate) fn drain_submissions(&self) -> Result<()> {
+        self.submitter.drain()?;
+        self.take_device_error()
     }
 
     fn take_device_error(&self) -> Result<()> {
@@ -756,11 +812,14 @@ impl GpuContext {
         }
     }
 
-    /// Submits the recorded batch without waiting; the index (none when nothing was recorded) lets
-    /// [`wait_for`](Self::wait_for) wait for this submission alone.
+    /// Submits the recorded batch without waiting for the device; the index (none when nothing was
+    /// recorded) lets [`wait_for`](Self::wait_for) wait for this submission alone.
     pub fn submit(&self) -> Result<Option<wgpu::SubmissionIndex>> {
-        let mut batch = self.lock_batch();
-        self.submit_locked(&mut batch)
+        let rx = {
+            let mut batch = self.lock_batch();
+            self.send_locked(&mut batch, None, true)?
+        };
+        rx.map(|rx| rx.recv().map_err(|_| KernelError::Gpu("the GPU submission thread has stopped".into()))).transpose()
     }
 
     /// Waits until the submission `index` (and every one before it) has finished.
@@ -773,11 +832,7 @@ impl GpuContext {
 
     /// Submits the batch and waits for the GPU to finish it.
     pub fn synchronize(&self) -> Result<()> {
-        self.flush()?;
-        self.wait()
-    }
-
-    fn wait(&self) -> Result<()> {
+        self.flush_to_queue()?;
         self.device
             .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
             .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
@@ -804,15 +859,13 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let map = submit::MapJob { staging: staging.clone(), mapped: tx };
         let index = {
             let mut batch = self.lock_batch();
             self.encoder(&mut batch).copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-            self.submit_locked(&mut batch)?.expect("the copy was just recorded")
+            self.send_locked(&mut batch, Some(map), true)?.expect("the copy was just recorded")
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
         Ok(StagedRead { staging, index, bytes, rx })
     }
 }
@@ -820,7 +873,8 @@ impl GpuContext {
 /// A copy to the host, submitted and being mapped.
 struct StagedRead {
     staging: wgpu::Buffer,
-    index: wgpu::SubmissionIndex,
+    /// Where the copy's submission index arrives once the submission thread has submitted it.
+    index: std::sync::mpsc::Receiver<wgpu::SubmissionIndex>,
     bytes: u64,
     rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
@@ -828,8 +882,9 @@ struct StagedRead {
 impl StagedRead {
     /// Waits for the copy's submission (not for anything submitted after it) and returns the bytes.
     fn finish(self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let index = self.index.recv().map_err(|_| KernelError::Gpu("the GPU submission thread has stopped".into()))?;
         ctx.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(self.index), timeout: None })
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
             .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
         ctx.take_device_error()?;
         self.rx

@@ -1782,8 +1782,9 @@ mod tests {
         };
         let resolve = buf(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
         let read = buf(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        ctx.drain_submissions().unwrap();
         ctx.queue().submit([stamp(0).finish()]);
-        ctx.flush().unwrap();
+        ctx.flush_to_queue().unwrap();
         let mut end = stamp(1);
         end.resolve_query_set(&qs, 0..2, &resolve, 0);
         end.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
