@@ -359,6 +359,7 @@ impl GpuContext {
         self.submit_locked(&mut batch)?;
         Ok(batch.profiler.take().map(|mut p| p.take()).unwrap_or_default())
     }
+
     /// The device queue. Work submitted to it directly must first call [`flush_to_queue`](Self::flush_to_queue)
     /// to run after what was recorded.
     pub fn queue(&self) -> &wgpu::Queue {

@@ -306,7 +306,7 @@ impl Llama {
                 window: c.layer_windows[i],
                 causal: true,
             };
-            // Decoding into a quantized O projection, the attention's merge pass writes its input.
+            // Decoding into a quantized O projection, the attention also writes its output quantized for it.
             let (a, a_in) = match &layer.wo {
                 Linear::Quant(wo) if n <= gemv::MAX_BATCH && layer.post_attn_norm.is_none() => {
                     let input = attention::sdpa_decode_for(&q, &state.k[i], &state.v[i], pos + n, opts, wo)?;
