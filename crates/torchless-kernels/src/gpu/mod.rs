@@ -917,6 +917,35 @@ mod tests {
     use crate::ops::elementwise::{self, Unary};
     use crate::{Backend, BackendPreference, Tensor};
 
+    /// Batches handed to the submission thread stay in order with what the host does to the queue itself:
+    /// a queue write after a flushed op lands after it (without the wait for the thread, the write landed
+    /// first on lavapipe in every run), and reads see every batch before them.
+    #[test]
+    fn queue_writes_and_reads_keep_their_order_with_handed_over_batches() {
+        if crate::testing::test_gpu().is_none() {
+            return; // skipped, and said so
+        }
+        let ctx = std::sync::Arc::new(GpuContext::new(BackendPreference::Gpu).expect("an adapter is present"));
+        let backend = Backend::Gpu(ctx.clone());
+        let x = Tensor::from_slice(&backend, &[1f32; 64], &[64]).unwrap();
+        for round in 0..16 {
+            let y = elementwise::add(&x, &x).unwrap();
+            ctx.flush().unwrap();
+            let v = [round as f32; 64];
+            ctx.write_buffer(y.gpu_buffer().unwrap().raw(), 0, bytemuck::cast_slice(&v)).unwrap();
+            assert_eq!(y.to_f32_vec().unwrap(), v, "round {round}: the write landed before the add");
+        }
+        // Many batches in flight (more than the thread queues), then one read.
+        let mut y = x.clone();
+        for _ in 0..40 {
+            for _ in 0..70 {
+                y = elementwise::add(&y, &x).unwrap();
+            }
+            ctx.flush_some().unwrap();
+        }
+        assert_eq!(y.to_f32_vec().unwrap(), vec![2801f32; 64]);
+    }
+
     #[test]
     fn profiling_times_every_launch_and_host_stats_count_them() {
         if crate::testing::test_gpu().is_none() {
