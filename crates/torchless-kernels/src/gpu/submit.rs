@@ -42,7 +42,7 @@ impl MapJob {
 struct Progress {
     sent: u64,
     done: u64,
-    /// False once the thread has stopped (it never does while its channel is open, unless wgpu panics).
+    /// True once the thread has stopped (it does not while its channel is open, unless wgpu panics).
     stopped: bool,
     submit_time: Duration,
 }
