@@ -763,7 +763,9 @@ impl GpuContext {
             return Ok(None);
         };
         if batch.profiler.is_none() {
-            let params = std::mem::take(&mut batch.params);
+            // The next batch's arena bytes start at this one's size, not growing from nothing.
+            let next = Vec::with_capacity(batch.params.len());
+            let params = std::mem::replace(&mut batch.params, next);
             self.submitter.send(submit::Job { encoder, params, map, index: index_tx })?;
             self.take_device_error()?;
             return Ok(index_rx);
