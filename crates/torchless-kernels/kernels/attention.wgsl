@@ -575,8 +575,8 @@ fn emit_row(row: u32, li: u32, y: vec4<f32>) {
     // Group of 16 values of the token's row that holds this vec4.
     let xg = ((row % p.n_heads) * HD + 4u * li) / 16u;
     let at = position_in(xg, QOUT_LAYOUT, p.qout_units);
-    qx_out[4u * (2u * token * groups + at) + (li & 3u)] = hl.x;
-    qx_out[4u * ((2u * token + 1u) * groups + at) + (li & 3u)] = hl.y;
+    qx_out[x_word(token, groups, at, false, li & 3u)] = hl.x;
+    qx_out[x_word(token, groups, at, true, li & 3u)] = hl.y;
     if ((li & 3u) == 0u) {
         let s = r_qsum[li] + r_qsum[li + 1u] + r_qsum[li + 2u] + r_qsum[li + 3u];
         qs_out[token * groups + at] = vec2<f32>(d_ / 256.0, s);

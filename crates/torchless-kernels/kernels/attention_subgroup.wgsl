@@ -470,8 +470,8 @@ fn emit_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32) {
         set_block_scale(amax);
         let hl = split(y);
         let at = position_in((head * HD + 4u * d4) / 16u, QOUT_LAYOUT, p.qout_units);
-        qx_out[4u * (2u * t * groups + at) + (o & 3u)] = hl.x;
-        qx_out[4u * ((2u * t + 1u) * groups + at) + (o & 3u)] = hl.y;
+        qx_out[x_word(t, groups, at, false, o & 3u)] = hl.x;
+        qx_out[x_word(t, groups, at, true, o & 3u)] = hl.y;
         if ((o & 3u) == 0u) {
             let s = w_qsum[o] + w_qsum[o + 1u] + w_qsum[o + 2u] + w_qsum[o + 3u];
             qs_out[t * groups + at] = vec2<f32>(d_ / 256.0, s);

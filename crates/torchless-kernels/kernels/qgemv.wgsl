@@ -956,8 +956,8 @@ fn emit_block(row0: u32) {
     let blk = row0 / 32u;
     // Thread t holds words t % 4 of group t / 4's hi and lo vectors.
     let at = position_in(2u * blk + t / 4u, QOUT_LAYOUT, p.qout_units);
-    y1[4u * at + (t & 3u)] = hl.x;
-    y1[4u * (groups + at) + (t & 3u)] = hl.y;
+    y1[x_word(0u, groups, at, false, t & 3u)] = hl.x;
+    y1[x_word(0u, groups, at, true, t & 3u)] = hl.y;
     if ((t & 3u) == 0u) {
         store_xs(at, vec2<f32>(d_ / 256.0, q_sum[t] + q_sum[t + 1u] + q_sum[t + 2u] + q_sum[t + 3u]));
     }

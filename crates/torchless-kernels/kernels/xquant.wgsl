@@ -41,3 +41,9 @@ fn position_in(xg: u32, lay: u32, units: u32) -> u32 {
     }
     return (xg & 1u) * units + (xg >> 1u);
 }
+
+// Word w (0..3) of the hi bytes (`lo` false) or the lo bytes of the group at position `at` of row r of x,
+// counted in u32 words, in qgemv_x.wgsl's layout: a row's `groups` hi vectors, then its lo vectors.
+fn x_word(r: u32, groups: u32, at: u32, lo: bool, w: u32) -> u32 {
+    return 4u * ((2u * r + select(0u, 1u, lo)) * groups + at) + w;
+}

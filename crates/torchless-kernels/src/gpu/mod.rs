@@ -762,30 +762,21 @@ impl GpuContext {
             self.take_device_error()?;
             return Ok(None);
         };
+        if let Some(p) = &batch.profiler {
+            p.resolve(&mut encoder);
+        }
+        // The next batch's arena bytes start at this one's size, not growing from nothing.
+        let next = Vec::with_capacity(batch.params.len());
+        let params = std::mem::replace(&mut batch.params, next);
+        let job = submit::Job { encoder, params, map, index: index_tx };
         if batch.profiler.is_none() {
-            // The next batch's arena bytes start at this one's size, not growing from nothing.
-            let next = Vec::with_capacity(batch.params.len());
-            let params = std::mem::replace(&mut batch.params, next);
-            self.submitter.send(submit::Job { encoder, params, map, index: index_tx })?;
+            self.submitter.send(job)?;
             self.take_device_error()?;
             return Ok(index_rx);
         }
         self.submitter.drain()?;
         let t = std::time::Instant::now();
-        if !batch.params.is_empty() {
-            self.queue.write_buffer(&batch.arena, 0, &batch.params);
-            batch.params.clear();
-        }
-        if let Some(p) = &batch.profiler {
-            p.resolve(&mut encoder);
-        }
-        let index = self.queue.submit([encoder.finish()]);
-        if let Some(map) = map {
-            map.start();
-        }
-        if let Some(tx) = index_tx {
-            let _ = tx.send(index);
-        }
+        job.run(&self.queue, &batch.arena);
         batch.stats.submits += 1;
         batch.stats.submit_time += t.elapsed();
         if let Some(p) = batch.profiler.as_mut() {
@@ -822,7 +813,7 @@ impl GpuContext {
             let mut batch = self.lock_batch();
             self.send_locked(&mut batch, None, true)?
         };
-        rx.map(|rx| rx.recv().map_err(|_| KernelError::Gpu("the GPU submission thread has stopped".into()))).transpose()
+        rx.map(|rx| rx.recv().map_err(|_| submit::stopped())).transpose()
     }
 
     /// Waits until the submission `index` (and every one before it) has finished.
@@ -885,7 +876,7 @@ struct StagedRead {
 impl StagedRead {
     /// Waits for the copy's submission (not for anything submitted after it) and returns the bytes.
     fn finish(self, ctx: &GpuContext) -> Result<Vec<u8>> {
-        let index = self.index.recv().map_err(|_| KernelError::Gpu("the GPU submission thread has stopped".into()))?;
+        let index = self.index.recv().map_err(|_| submit::stopped())?;
         ctx.device
             .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
             .map_err(|e| KernelError::Gpu(format!("waiting for the GPU: {e}")))?;
@@ -919,16 +910,20 @@ mod tests {
     use crate::ops::elementwise::{self, Unary};
     use crate::{Backend, BackendPreference, Tensor};
 
+    /// A context of its own (the shared one records other tests' launches concurrently), or `None`
+    /// without an adapter (the test is then skipped, and said so).
+    fn own_context() -> Option<(std::sync::Arc<GpuContext>, Backend)> {
+        crate::testing::test_gpu()?;
+        let ctx = std::sync::Arc::new(GpuContext::new(BackendPreference::Gpu).expect("an adapter is present"));
+        Some((ctx.clone(), Backend::Gpu(ctx)))
+    }
+
     /// Batches handed to the submission thread stay in order with what the host does to the queue itself:
     /// a queue write after a flushed op lands after it (without the wait for the thread, the write landed
     /// first on lavapipe in every run), and reads see every batch before them.
     #[test]
     fn queue_writes_and_reads_keep_their_order_with_handed_over_batches() {
-        if crate::testing::test_gpu().is_none() {
-            return; // skipped, and said so
-        }
-        let ctx = std::sync::Arc::new(GpuContext::new(BackendPreference::Gpu).expect("an adapter is present"));
-        let backend = Backend::Gpu(ctx.clone());
+        let Some((ctx, backend)) = own_context() else { return };
         let x = Tensor::from_slice(&backend, &[1f32; 64], &[64]).unwrap();
         for round in 0..16 {
             let y = elementwise::add(&x, &x).unwrap();
@@ -950,12 +945,7 @@ mod tests {
 
     #[test]
     fn profiling_times_every_launch_and_host_stats_count_them() {
-        if crate::testing::test_gpu().is_none() {
-            return; // skipped, and said so
-        }
-        // A context of its own: the shared one records other tests' launches concurrently.
-        let ctx = std::sync::Arc::new(GpuContext::new(BackendPreference::Gpu).expect("an adapter is present"));
-        let backend = Backend::Gpu(ctx.clone());
+        let Some((ctx, backend)) = own_context() else { return };
         let x = Tensor::from_slice(&backend, &[0.5f32; 300], &[300]).unwrap();
         let before = ctx.host_stats();
         ctx.start_profiling().unwrap();

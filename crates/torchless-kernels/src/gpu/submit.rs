@@ -29,8 +29,31 @@ pub(super) struct MapJob {
     pub mapped: mpsc::Sender<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
+impl Job {
+    /// Writes the parameter arena, finishes and submits the encoder, then starts the read-back's map and
+    /// sends the index. The submission thread runs every job this way (and the recording thread, while
+    /// profiling).
+    pub fn run(self, queue: &wgpu::Queue, arena: &wgpu::Buffer) {
+        if !self.params.is_empty() {
+            queue.write_buffer(arena, 0, &self.params);
+        }
+        let index = queue.submit([self.encoder.finish()]);
+        if let Some(map) = self.map {
+            map.start();
+        }
+        if let Some(tx) = self.index {
+            let _ = tx.send(index);
+        }
+    }
+}
+
+/// The error of a hand-over or a wait once the submission thread is gone.
+pub(super) fn stopped() -> KernelError {
+    KernelError::Gpu("the GPU submission thread has stopped".into())
+}
+
 impl MapJob {
-    pub fn start(self) {
+    fn start(self) {
         let MapJob { staging, mapped } = self;
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = mapped.send(r);
@@ -87,16 +110,7 @@ impl Submitter {
                 let _stop = guard;
                 for job in rx {
                     let t = Instant::now();
-                    if !job.params.is_empty() {
-                        queue.write_buffer(&arena, 0, &job.params);
-                    }
-                    let index = queue.submit([job.encoder.finish()]);
-                    if let Some(map) = job.map {
-                        map.start();
-                    }
-                    if let Some(tx) = job.index {
-                        let _ = tx.send(index);
-                    }
+                    job.run(&queue, &arena);
                     let mut p = shared.lock();
                     p.done += 1;
                     p.submit_time += t.elapsed();
@@ -110,7 +124,6 @@ impl Submitter {
 
     /// Hands a batch to the thread (waiting while [`QUEUED_BATCHES`] are queued).
     pub fn send(&self, job: Job) -> Result<()> {
-        let stopped = || KernelError::Gpu("the GPU submission thread has stopped".into());
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         self.shared.lock().sent += 1;
         jobs.send(job).map_err(|_| {
