@@ -73,6 +73,13 @@ fn bad_input_is_a_clear_error() {
     std::fs::create_dir_all(&tmp).unwrap();
     let copy = |name: &str| std::fs::copy(Path::new(llama).join(name), tmp.join(name)).unwrap();
     let dir = tmp.to_str().unwrap();
+    // A model given as a file that is not a GGUF file.
+    let not_gguf = tmp.join("weights.bin");
+    std::fs::write(&not_gguf, b"not a model").unwrap();
+    assert_clean_error(
+        &torchless(&["logits", "--model", not_gguf.to_str().unwrap(), "--tokens", "1", "--backend", "cpu"]),
+        &["weights.bin", "not a GGUF file"],
+    );
     // config.json missing.
     assert_clean_error(&torchless(&["logits", "--model", dir, "--tokens", "1", "--backend", "cpu"]), &["config.json"]);
     // An unsupported architecture lists the supported ones.

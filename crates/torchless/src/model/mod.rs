@@ -230,6 +230,16 @@ pub fn open_gguf(path: &Path) -> Result<GgufFile> {
 
 fn resolve(name_or_path: &str) -> Result<PathBuf> {
     let path = Path::new(name_or_path);
+    if path.is_file() {
+        // GGUF files were taken before (`is_gguf`): a model given as a file must be one.
+        return Err(Error::Argument {
+            name: "model",
+            value: name_or_path.to_string(),
+            reason: "a file that is not a GGUF file (neither a .gguf name nor the GGUF magic); pass a Hugging Face \
+                     model directory, a .gguf file or a built-in name (tiny-llama, tiny-xlstm)"
+                .into(),
+        });
+    }
     if path.exists() {
         return Ok(path.to_path_buf());
     }
