@@ -13,7 +13,8 @@
 //
 // Q and the output are f32; K and V are f32, f16 or bf16 (DTYPE), rows [position, kv head, head_dim].
 // All arithmetic is f32. Masked scores are MASKED (finite, so no inf - inf); a row with no visible key
-// gets zeros.
+// gets zeros. attention_kv.wgsl, composed before this file, holds the decode parameters and the K/V
+// element groups that attention_subgroup.wgsl shares.
 //
 // No private array is indexed by a loop variable: naga bounds every loop with a counter, so drivers do
 // not unroll them, and such arrays would live in slow local memory. Per-thread state is spelled out as
@@ -38,31 +39,6 @@ override QOUT: bool = false;
 override QOUT_LAYOUT: u32 = 0u;
 
 const WG: u32 = 128u;
-const MASKED: f32 = -3.0e38;
-
-fn visible(s: f32) -> bool {
-    return s > -1.0e38;
-}
-
-struct DecodeParams {
-    kv_len: u32,
-    capacity: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    group: u32,
-    tokens: u32,
-    rows: u32,
-    n_splits: u32,
-    scale: f32,
-    softcap: f32,
-    window: u32,
-    causal: u32,
-    // QOUT: the next GEMV's units per row.
-    qout_units: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
 
 struct FlashParams {
     q_len: u32,
@@ -94,70 +70,9 @@ struct FlashParams {
 @group(0) @binding(4) var<storage, read_write> qs_out: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> out_f: array<vec4<u32>>;
 
-// ---- K/V element groups --------------------------------------------------------------------------
-// A group is one vec4<u32>: 4 f32 or 8 16-bit elements.
-
-fn group_elems() -> u32 {
-    return select(8u, 4u, DTYPE == DT_F32);
-}
-
-// The word holding element `e` of K or V (e is even for 16-bit types: rows are a multiple of 4 long).
-fn elem_word(e: u32) -> u32 {
-    return select(e >> 1u, e, DTYPE == DT_F32);
-}
-
-// Four words of K from word `w` (even). 16-bit rows of head_dim ≡ 4 (mod 8) start mid-vector: then two
-// loads are spliced (the second only when `n` > 2 words are wanted, so it never runs past the buffer).
-fn k_words(w: u32, n: u32) -> vec4<u32> {
-    let i = w >> 2u;
-    let a = kc[i];
-    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
-        return a;
-    }
-    var b = vec4<u32>(0u);
-    if (n > 2u) {
-        b = kc[i + 1u];
-    }
-    return vec4<u32>(a.z, a.w, b.x, b.y);
-}
-
-fn v_words(w: u32, n: u32) -> vec4<u32> {
-    let i = w >> 2u;
-    let a = vc[i];
-    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
-        return a;
-    }
-    var b = vec4<u32>(0u);
-    if (n > 2u) {
-        b = vc[i + 1u];
-    }
-    return vec4<u32>(a.z, a.w, b.x, b.y);
-}
-
-// Elements 0..3 of a group as f32.
-fn group_lo(w: vec4<u32>) -> vec4<f32> {
-    if (DTYPE == DT_F32) {
-        return bitcast<vec4<f32>>(w);
-    }
-    return vec4<f32>(unpack_pair(DTYPE, w.x), unpack_pair(DTYPE, w.y));
-}
-
-// Elements 4..7 of a 16-bit group as f32.
-fn group_hi(w: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack_pair(DTYPE, w.z), unpack_pair(DTYPE, w.w));
-}
-
 fn apply_softcap(s: f32, cap: f32) -> f32 {
     if (cap > 0.0) {
         return cap * safe_tanh(s / cap);
-    }
-    return s;
-}
-
-
-fn softcap4(s: vec4<f32>, cap: f32) -> vec4<f32> {
-    if (cap > 0.0) {
-        return cap * vec4<f32>(safe_tanh(s.x / cap), safe_tanh(s.y / cap), safe_tanh(s.z / cap), safe_tanh(s.w / cap));
     }
     return s;
 }

@@ -1,7 +1,8 @@
 // sdpa_decode with subgroup shuffles: K and V rows go straight from memory into registers, with no
 // workgroup memory and no barrier in the main loop. Chosen when the adapter has subgroups of at least
 // LPR lanes; attention.wgsl holds the workgroup-memory version and the sdpa_decode_reduce pass, which
-// merges the partials written here (same layout).
+// merges the partials written here (same layout). attention_kv.wgsl, composed before this file, holds
+// the parameters and the K/V element groups both read.
 //
 // A workgroup (row block, split, kv head) of WG threads is NG = WG / LPR lane groups. A group of LPR
 // lanes covers one K/V row: lane `lane` holds the row's element groups lane + LPR·c (a group is one
@@ -35,23 +36,6 @@ override SG: u32 = 32u;
 override QOUT: bool = false;
 override QOUT_LAYOUT: u32 = 0u;
 const U: u32 = 4u; // keys per lane group per step
-const MASKED: f32 = -3.0e38;
-
-struct DecodeParams {
-    kv_len: u32,
-    capacity: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    group: u32,
-    tokens: u32,
-    rows: u32,
-    n_splits: u32,
-    scale: f32,
-    softcap: f32,
-    window: u32,
-    causal: u32,
-    qout_units: u32,
-}
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
@@ -61,18 +45,6 @@ struct DecodeParams {
 @group(0) @binding(5) var<storage, read_write> qx_out: array<u32>;
 @group(0) @binding(6) var<storage, read_write> qs_out: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read> kv_len_buf: array<u32>;
-
-fn visible(s: f32) -> bool {
-    return s > -1.0e38;
-}
-
-fn group_elems() -> u32 {
-    return select(8u, 4u, DTYPE == DT_F32);
-}
-
-fn elem_word(e: u32) -> u32 {
-    return select(e >> 1u, e, DTYPE == DT_F32);
-}
 
 // Element groups per row, per lane (at most 4), and quads (vec4 of f32) per lane (at most 4).
 fn groups_per_row() -> u32 {
@@ -97,45 +69,6 @@ fn quad_d4(lane: u32, k: u32) -> u32 {
         return lane + LPR * k;
     }
     return 2u * (lane + LPR * (k / 2u)) + (k & 1u);
-}
-
-// Four words of K or V from word `w` (even). Only 16-bit rows of head_dim ≡ 4 (mod 8) start
-// mid-vector; they splice two loads (the second only when `n` > 2 words are wanted).
-fn k_words(w: u32, n: u32) -> vec4<u32> {
-    let i = w >> 2u;
-    let a = kc[i];
-    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
-        return a;
-    }
-    var b = vec4<u32>(0u);
-    if (n > 2u) {
-        b = kc[i + 1u];
-    }
-    return vec4<u32>(a.z, a.w, b.x, b.y);
-}
-
-fn v_words(w: u32, n: u32) -> vec4<u32> {
-    let i = w >> 2u;
-    let a = vc[i];
-    if (DTYPE == DT_F32 || HD % 8u == 0u || (w & 3u) == 0u) {
-        return a;
-    }
-    var b = vec4<u32>(0u);
-    if (n > 2u) {
-        b = vc[i + 1u];
-    }
-    return vec4<u32>(a.z, a.w, b.x, b.y);
-}
-
-fn group_lo(w: vec4<u32>) -> vec4<f32> {
-    if (DTYPE == DT_F32) {
-        return bitcast<vec4<f32>>(w);
-    }
-    return vec4<f32>(unpack_pair(DTYPE, w.x), unpack_pair(DTYPE, w.y));
-}
-
-fn group_hi(w: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack_pair(DTYPE, w.z), unpack_pair(DTYPE, w.w));
 }
 
 // Group slot c of lane `lane` in the row starting at element `row_e`, from K (is_v false) or V, as
@@ -248,13 +181,6 @@ fn slice_dot(a: mat4x4<f32>, b: mat4x4<f32>) -> f32 {
     if (quads_per_lane() > 2u) { d += dot(a[2], b[2]); }
     if (quads_per_lane() > 3u) { d += dot(a[3], b[3]); }
     return d;
-}
-
-fn softcap4(s: vec4<f32>, cap: f32) -> vec4<f32> {
-    if (cap > 0.0) {
-        return cap * vec4<f32>(safe_tanh(s.x / cap), safe_tanh(s.y / cap), safe_tanh(s.z / cap), safe_tanh(s.w / cap));
-    }
-    return s;
 }
 
 // One query row: its scaled slice, its position, and the lane's slice of its online softmax.
