@@ -19,7 +19,7 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(CONVERT, "convert");
+crate::kernel_source!(CONVERT, "convert", ["bits16", "convert"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]

@@ -25,7 +25,7 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, Workgroups};
 use crate::tensor::{Tensor, bytes_to_f32};
 
-crate::kernel_source!(SELECT, "select");
+crate::kernel_source!(SELECT, "select", ["bits16", "select"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
