@@ -129,13 +129,13 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
         let _ = out.flush();
     })?;
     println!();
+    let prefill = stats.prefill_tps().map_or_else(|| "not run".to_string(), |tps| format!("{tps:.1} tok/s"));
     eprintln!(
-        "[{} on {}] load {:.2} s | prompt {} tokens, {:.1} tok/s | generated {} tokens, {:.1} tok/s",
+        "[{} on {}] load {:.2} s | prompt {} tokens, {prefill} | generated {} tokens, {:.1} tok/s",
         loaded.name,
         backend.device_name(),
         load_secs,
         stats.prompt_tokens,
-        stats.prefill_tps(),
         stats.generated_tokens,
         stats.decode_tps()
     );

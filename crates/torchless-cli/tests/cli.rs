@@ -47,6 +47,10 @@ fn generate_prints_text_and_a_stats_line() {
     assert!(out.starts_with("Once upon a time") && out.len() > "Once upon a time".len(), "{out}");
     let err = stderr(&o);
     assert!(err.contains("prompt") && err.contains("tok/s") && err.contains("load"), "{err}");
+    // With no token to generate the prompt is not run, and the stats line says so.
+    let o = torchless(&["generate", "--backend", "cpu", "--max-tokens", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("prompt 5 tokens, not run | generated 0 tokens"), "{}", stderr(&o));
 }
 
 #[test]

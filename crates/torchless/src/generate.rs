@@ -26,8 +26,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn prefill_tps(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_secs.max(1e-9)
+    /// Prompt tokens per second, None where the prompt was not run (`max_tokens` 0).
+    pub fn prefill_tps(&self) -> Option<f64> {
+        (self.prefill_secs > 0.0).then(|| self.prompt_tokens as f64 / self.prefill_secs)
     }
     /// Tokens per second after the first generated token (which comes out of the prefill).
     pub fn decode_tps(&self) -> f64 {
