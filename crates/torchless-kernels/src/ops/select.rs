@@ -46,8 +46,12 @@ pub const TOPK_MAX: usize = 64;
 const WORKGROUP: usize = 256;
 /// Output vec4s a thread of `embedding_vec` writes (`EMB_UNITS` in select.wgsl).
 const EMBEDDING_UNITS: u32 = 4;
-/// Workgroups to aim for when splitting rows (enough to fill 132 SMs several times over).
-const TARGET_WORKGROUPS: usize = 1024;
+/// Workgroups to aim for when splitting rows: a row is split only while the rows alone make fewer. On the
+/// H200 (132 SMs) every split that a merge pass has to undo cost more than it gained: [523, 128256] f32
+/// with one workgroup a row (523) argmax 94.5 % of copy and topk 1.48 TB/s, against 90.9 % and 1.22 TB/s
+/// split in two (the target 1024), 89.6 % and 0.87 TB/s in eight
+/// (`benchmarks/results/2026-12-04-h200/select_split/`).
+const TARGET_WORKGROUPS: usize = 512;
 /// The shortest chunk of a split row: argmax reads 8 values per thread at least.
 const ARGMAX_MIN_CHUNK: usize = 2048;
 /// Top-k chunks are longer, so the merge pass sees fewer candidates (chunks · k); and a workgroup's
@@ -858,6 +862,9 @@ mod tests {
         assert_eq!(split(1, 128_256, ARGMAX_MIN_CHUNK).chunks, 63);
         assert_eq!(split(1, 100, ARGMAX_MIN_CHUNK), Split { chunks: 1, chunk_len: 100 });
         assert_eq!(split(4096, 128_256, ARGMAX_MIN_CHUNK).chunks, 1);
+        // The bench's 256 MiB case: a workgroup a row already fills the device.
+        assert_eq!(split(523, 128_256, ARGMAX_MIN_CHUNK).chunks, 1);
+        assert_eq!(split(64, 128_256, TOPK_MIN_CHUNK).chunks, 8);
         for n in [1usize, 2, 3, 4095, 4096, 4097, 200_000] {
             for rows in [1usize, 3, 1000] {
                 for min in [ARGMAX_MIN_CHUNK, TOPK_MIN_CHUNK] {
