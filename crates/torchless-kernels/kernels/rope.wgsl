@@ -322,17 +322,25 @@ fn rope_words(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // ---- rope_qk_kv: one decode/prefill step's q, k and v in one launch --------------------------------
 //
-// f32 only. q [tokens, heads, hd] rotates in place; k [tokens, kv_heads, hd] rotates into the key cache and
-// v is copied into the value cache, both at row `position(token)` of caches [capacity, kv_heads, hd].
-// One thread per pair of elements of a row: pair i < half is the rotated pair of frequency i, pair
-// i >= half the two pass-through elements rot_dim + 2(i - half) and the next. Params used: n_threads,
-// heads, head_groups (= kv_heads), row_slots (= hd), half, table_stride, pos_offset, attn_scale.
+// q, k and v f32. q [tokens, heads, hd] rotates in place; k [tokens, kv_heads, hd] rotates into the key
+// cache and v is copied into the value cache, both at row `position(token)` of caches [capacity, kv_heads,
+// hd]. One thread per pair of elements of a row: pair i < half is the rotated pair of frequency i, pair
+// i >= half the two pass-through elements rot_dim + 2(i - half) and the next. rope_qk_kv writes f32
+// caches; rope_qk_kv16 writes f16 or bf16 caches (CACHE_DT), where its thread i of a K or V row writes the
+// row's word i (elements 2i and 2i + 1, each rotated with its own partner), so that no two threads share a
+// word. Params used: n_threads, heads, head_groups (= kv_heads), row_slots (= hd), half, table_stride,
+// pos_offset, attn_scale.
+
+// rope_qk_kv16: the caches' dtype.
+override CACHE_DT: u32 = 1u;
 
 @group(0) @binding(1) var<storage, read_write> q_io: array<f32>;
 @group(0) @binding(4) var<storage, read> k_in: array<f32>;
 @group(0) @binding(5) var<storage, read> v_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache_w: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_cache_w: array<u32>;
 
 // The two element indices of pair i within a row.
 fn pair_of(i: u32) -> vec2<u32> {
@@ -395,4 +403,69 @@ fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         k_cache[dst + e.x] = a;
         k_cache[dst + e.y] = b;
     }
+}
+
+// Element e of the f32 row at k_in[base..] (head dim p.row_slots), rotated for position pos.
+fn k_rotated(base: u32, e: u32, pos: u32) -> f32 {
+    let x = k_in[base + e];
+    if (e >= 2u * p.half) {
+        return x;
+    }
+    // x is the pair's first element a (a' = a·cos − b·sin) or its second b (b' = b·cos + a·sin).
+    var first: bool;
+    var i: u32;
+    var partner: u32;
+    if (LAYOUT == 0u) {
+        first = e < p.half;
+        i = select(e - p.half, e, first);
+        partner = select(e - p.half, e + p.half, first);
+    } else {
+        first = (e & 1u) == 0u;
+        i = e / 2u;
+        partner = select(e - 1u, e + 1u, first);
+    }
+    let cs = cos_sin1(split_position(pos), i);
+    let y = k_in[base + partner];
+    return select(x * cs.x + y * cs.y, x * cs.x - y * cs.y, first);
+}
+
+@compute @workgroup_size(256)
+fn rope_qk_kv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    let g = linear_group_id(wid, nwg) * 256u + li;
+    if (g >= p.n_threads) {
+        return;
+    }
+    let hd = p.row_slots;
+    let words = hd / 2u;
+    let i = g % words;
+    let row = g / words;
+    let per_token = p.heads + 2u * p.head_groups;
+    let token = row / per_token;
+    let r = row % per_token;
+    let pos = position(token);
+    if (r < p.heads) {
+        // q: as rope_qk_kv, thread i its pair i.
+        let e = pair_of(i);
+        let base = (token * p.heads + r) * hd;
+        var a = q_io[base + e.x];
+        var b = q_io[base + e.y];
+        if (i < p.half) {
+            let cs = cos_sin1(split_position(pos), i);
+            let ra = a * cs.x - b * cs.y;
+            b = b * cs.x + a * cs.y;
+            a = ra;
+        }
+        q_io[base + e.x] = a;
+        q_io[base + e.y] = b;
+        return;
+    }
+    let kvh = (r - p.heads) % p.head_groups;
+    let src = (token * p.head_groups + kvh) * hd;
+    let dst = (pos * p.head_groups + kvh) * words + i;
+    if (r >= p.heads + p.head_groups) {
+        v_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(v_in[src + 2u * i], v_in[src + 2u * i + 1u]));
+        return;
+    }
+    k_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(k_rotated(src, 2u * i, pos), k_rotated(src, 2u * i + 1u, pos)));
 }

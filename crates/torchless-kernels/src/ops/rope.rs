@@ -416,7 +416,8 @@ impl KvWrite<'_> {
 /// One attention step's rotary embedding and cache writes in one launch: rotates `q` `[tokens, heads,
 /// head_dim]` in place, rotates `k` `[tokens, kv_heads, head_dim]` into rows `pos..pos + tokens` of
 /// `k_cache` `[capacity, kv_heads, head_dim]` and copies `v` into the same rows of `v_cache`. Token `t`
-/// has position `pos + t`. All f32; `k` and `v` are left as they are.
+/// has position `pos + t`. `q`, `k` and `v` are f32 (`k` and `v` are left as they are); the caches are
+/// both f32, both f16 or both bf16 (rounded to nearest as they are written).
 pub fn rope_qk_store_kv(
     q: &Tensor,
     k: &Tensor,
@@ -427,9 +428,12 @@ pub fn rope_qk_store_kv(
     v_cache: &Tensor,
 ) -> Result<()> {
     const OP: &str = "rope_qk_kv";
-    for t in [q, k, v, k_cache, v_cache] {
+    for t in [q, k, v] {
         require_dtype(OP, t, DType::F32)?;
     }
+    let cache_dt = k_cache.dtype();
+    require_float(OP, k_cache)?;
+    require_dtype(OP, v_cache, cache_dt)?;
     let cfg = &table.config;
     let shape_err = |detail: String| KernelError::Shape { op: OP, detail };
     let (&[tokens, heads, hd], &[kt, kv_heads, khd]) = (q.shape(), k.shape()) else {
@@ -471,8 +475,10 @@ pub fn rope_qk_store_kv(
         Backend::Cpu => {
             rope_inplace(q, table, positions)?;
             let k_rot = rope(k, table, positions)?;
-            super::convert::copy_rows_into(&k_rot, k_cache, pos)?;
-            super::convert::copy_rows_into(v, v_cache, pos)
+            let in_cache_dtype =
+                |t: Tensor| if cache_dt == DType::F32 { Ok(t) } else { super::convert::cast(&t, cache_dt) };
+            super::convert::copy_rows_into(&in_cache_dtype(k_rot)?, k_cache, pos)?;
+            super::convert::copy_rows_into(&in_cache_dtype(v.clone())?, v_cache, pos)
         }
         Backend::Gpu(ctx) => {
             let raw = |t: &Tensor| -> Result<wgpu::Buffer> {
@@ -493,10 +499,19 @@ pub fn rope_qk_store_kv(
                 ..Params::default()
             };
             let tab = raw(table.tensor())?;
+            let (entry, cache_code) = match cache_dt {
+                DType::F32 => ("rope_qk_kv", DType::F16.wgsl_code()),
+                dt => ("rope_qk_kv16", dt.wgsl_code()),
+            };
             ctx.dispatch(Dispatch {
                 kernel: &ROPE,
-                entry: "rope_qk_kv",
-                constants: &[("DTYPE", DType::F32.wgsl_code()), ("LAYOUT", cfg.layout.code()), ("POSITIONS", 0.0)],
+                entry,
+                constants: &[
+                    ("DTYPE", DType::F32.wgsl_code()),
+                    ("LAYOUT", cfg.layout.code()),
+                    ("POSITIONS", 0.0),
+                    ("CACHE_DT", cache_code),
+                ],
                 params: Some(bytemuck::bytes_of(&params)),
                 buffers: &[&raw(q)?, &tab, &tab, &raw(k)?, &raw(v)?, &raw(k_cache)?, &raw(v_cache)?],
                 workgroups: Workgroups::Linear(threads.div_ceil(WORKGROUP)),
@@ -1173,7 +1188,8 @@ mod tests {
     }
 
     /// The fused step equals rope on q and k plus row copies, on every backend, both layouts, partial
-    /// rotation, GQA, several tokens at an offset; cache rows outside the step keep their contents.
+    /// rotation (an odd number of pairs too), GQA, several tokens at an offset, into f32, f16 and bf16
+    /// caches; cache rows outside the step keep their contents.
     #[test]
     fn rope_qk_store_kv_matches_rope_and_copies() {
         let mut rng = Rng::new(41);
@@ -1182,6 +1198,7 @@ mod tests {
             (RopeLayout::HalfSplit, 16, 8, 4, 4, 5, 7),
             (RopeLayout::Interleaved, 128, 128, 8, 1, 3, 300),
             (RopeLayout::Interleaved, 6, 4, 2, 2, 9, 1),
+            (RopeLayout::HalfSplit, 10, 6, 2, 1, 2, 3),
         ] {
             let cap = pos + tokens + 2;
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
@@ -1207,19 +1224,30 @@ mod tests {
             want_kc[pos * row..(pos + tokens) * row].copy_from_slice(&want_k);
             let mut want_vc = cache0.clone();
             want_vc[pos * row..(pos + tokens) * row].copy_from_slice(&vv);
+            let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
             for b in test_backends() {
-                let table = RopeTable::new(&b, cfg.clone()).unwrap();
-                let q = t(&b, &qv, &[tokens, heads, hd]);
-                let (k, v) = (t(&b, &kv_, &[tokens, kv, hd]), t(&b, &vv, &[tokens, kv, hd]));
-                let (kc, vc) = (t(&b, &cache0, &[cap, kv, hd]), t(&b, &cache0, &[cap, kv, hd]));
-                rope_qk_store_kv(&q, &k, &v, &table, pos, &kc, &vc).unwrap();
-                let what = format!("rope_qk_kv {layout:?} hd {hd} rot {rot} on {}", b.name());
-                let tol = Tolerance { atol: 2e-6, rtol: 2e-6 };
-                let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-                assert_close(&format!("{what}: q"), &q.to_f32_vec().unwrap(), &f64s(&want_q), tol);
-                assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &f64s(&want_kc), tol);
-                assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &f64s(&want_vc), tol);
-                assert_eq!(k.to_f32_vec().unwrap(), kv_, "{what}: k is an input");
+                for cache_dt in DType::FLOATS {
+                    // A 16-bit cache holds the values rounded to nearest; the rotation (f32 on the GPU)
+                    // may round the other way where it lands near a midpoint: one unit in the last place.
+                    let (rounded, cache_tol): (fn(f32) -> f32, Tolerance) = match cache_dt {
+                        DType::F16 => (|x| half::f16::from_f32(x).to_f32(), Tolerance { atol: 1e-3, rtol: 1e-3 }),
+                        DType::BF16 => (|x| half::bf16::from_f32(x).to_f32(), Tolerance { atol: 8e-3, rtol: 8e-3 }),
+                        _ => (|x| x, Tolerance { atol: 2e-6, rtol: 2e-6 }),
+                    };
+                    let table = RopeTable::new(&b, cfg.clone()).unwrap();
+                    let q = t(&b, &qv, &[tokens, heads, hd]);
+                    let (k, v) = (t(&b, &kv_, &[tokens, kv, hd]), t(&b, &vv, &[tokens, kv, hd]));
+                    let cache = || Tensor::from_f32(&b, &cache0, &[cap, kv, hd], cache_dt).unwrap();
+                    let (kc, vc) = (cache(), cache());
+                    rope_qk_store_kv(&q, &k, &v, &table, pos, &kc, &vc).unwrap();
+                    let what = format!("rope_qk_kv {layout:?} hd {hd} rot {rot}, {cache_dt} cache on {}", b.name());
+                    let tol = Tolerance { atol: 2e-6, rtol: 2e-6 };
+                    let want = |c: &[f32]| c.iter().map(|&x| rounded(x) as f64).collect::<Vec<_>>();
+                    assert_close(&format!("{what}: q"), &q.to_f32_vec().unwrap(), &f64s(&want_q), tol);
+                    assert_close(&format!("{what}: k cache"), &kc.to_f32_vec().unwrap(), &want(&want_kc), cache_tol);
+                    assert_close(&format!("{what}: v cache"), &vc.to_f32_vec().unwrap(), &want(&want_vc), cache_tol);
+                    assert_eq!(k.to_f32_vec().unwrap(), kv_, "{what}: k is an input");
+                }
             }
         }
         // A step past the end of the cache is a typed error.
@@ -1229,6 +1257,13 @@ mod tests {
         let err =
             rope_qk_store_kv(&z(&[2, 1, 4]), &z(&[2, 1, 4]), &z(&[2, 1, 4]), &table, 3, &z(&[4, 1, 4]), &z(&[4, 1, 4]));
         assert!(matches!(err, Err(KernelError::Argument { name: "pos", .. })), "{err:?}");
+        // Caches of two dtypes, or of an integer one, are typed errors.
+        let c16 = Tensor::zeros(&cpu, &[4, 1, 4], DType::F16).unwrap();
+        let err = rope_qk_store_kv(&z(&[1, 1, 4]), &z(&[1, 1, 4]), &z(&[1, 1, 4]), &table, 0, &c16, &z(&[4, 1, 4]));
+        assert!(matches!(err, Err(KernelError::DType { .. })), "{err:?}");
+        let cu = Tensor::zeros(&cpu, &[4, 1, 4], DType::U32).unwrap();
+        let err = rope_qk_store_kv(&z(&[1, 1, 4]), &z(&[1, 1, 4]), &z(&[1, 1, 4]), &table, 0, &cu, &cu);
+        assert!(matches!(err, Err(KernelError::DType { .. })), "{err:?}");
     }
 
     #[test]
