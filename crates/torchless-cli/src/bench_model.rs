@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 use torchless::generate::greedy_decode;
-use torchless::model::{LoadedModel, Logits};
+use torchless::model::Logits;
 use torchless::{BackendPreference, Error, init_backend};
 use torchless_kernels::gpu::{GpuContext, KernelTime};
 use torchless_kernels::ops::select;
@@ -41,10 +41,8 @@ pub struct BenchModelArgs {
     /// the time goes.
     #[arg(long)]
     profile: bool,
-    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
-    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
-    #[arg(long, value_parser = crate::run::parse_quant)]
-    pub quantize: Option<torchless_kernels::quant::QuantType>,
+    #[command(flatten)]
+    pub load: crate::run::LoadOptions,
 }
 
 #[derive(Serialize)]
@@ -89,7 +87,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     }
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let mut loaded = LoadedModel::load_with(&args.model, &backend, !args.json, args.quantize)?;
+    let mut loaded = args.load.load(&args.model, &backend, !args.json)?;
     backend.synchronize()?;
     let load_s = t0.elapsed().as_secs_f64();
     let model = &loaded.model;

@@ -13,13 +13,45 @@ use torchless::tokenizer::Tokenizer;
 use torchless_kernels::quant::QuantType;
 
 /// `--quantize` values.
-pub fn parse_quant(s: &str) -> Result<QuantType, String> {
+fn parse_quant(s: &str) -> Result<QuantType, String> {
     QuantType::parse(s).ok_or_else(|| {
         let names: Vec<&str> = QuantType::ALL.iter().map(|t| t.name()).collect();
         format!("unknown quantization type {s:?} (one of {})", names.join(", "))
     })
 }
-use torchless::{BackendPreference, Error, init_backend};
+use torchless::{Backend, BackendPreference, Error, init_backend};
+use torchless_kernels::DType;
+
+/// `--kv-cache` values.
+fn parse_kv_dtype(s: &str) -> Result<DType, String> {
+    DType::parse(s)
+        .filter(|d| d.is_float())
+        .ok_or_else(|| format!("unknown KV cache dtype {s:?} (one of f32, f16, bf16)"))
+}
+
+/// How a model loads: the options `generate`, `logits` and `bench-model` share.
+#[derive(Args)]
+pub struct LoadOptions {
+    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
+    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
+    #[arg(long, value_parser = parse_quant)]
+    pub quantize: Option<QuantType>,
+    /// The KV cache's dtype: f32 (the default), f16 or bf16, which halve its memory (K and V are rounded
+    /// as they are written). Llama-family models only.
+    #[arg(long, value_parser = parse_kv_dtype)]
+    pub kv_cache: Option<DType>,
+}
+
+impl LoadOptions {
+    /// Loads `model` on `backend` with these options.
+    pub fn load(&self, model: &str, backend: &Backend, progress: bool) -> Result<LoadedModel, Error> {
+        let mut loaded = LoadedModel::load_with(model, backend, progress, self.quantize)?;
+        if let Some(dtype) = self.kv_cache {
+            loaded.model.set_kv_dtype(dtype)?;
+        }
+        Ok(loaded)
+    }
+}
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -57,10 +89,8 @@ pub struct GenerateArgs {
     /// A system message for --chat.
     #[arg(long)]
     system: Option<String>,
-    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
-    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
-    #[arg(long, value_parser = parse_quant)]
-    pub quantize: Option<QuantType>,
+    #[command(flatten)]
+    pub load: LoadOptions,
 }
 
 #[derive(Args)]
@@ -75,10 +105,8 @@ pub struct LogitsArgs {
     /// Print exactly {"logits": [[...], ...]}.
     #[arg(long)]
     json: bool,
-    /// Quantize the weight matrices as they load: q8_0, q4_0 or q4_k (also q4_1, q5_0, q5_1, q5_k, q6_k).
-    /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
-    #[arg(long, value_parser = parse_quant)]
-    pub quantize: Option<QuantType>,
+    #[command(flatten)]
+    pub load: LoadOptions,
 }
 
 fn read_prompt(prompt: &str) -> Result<String, Error> {
@@ -103,7 +131,7 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     sampling.validate()?;
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
     let t0 = Instant::now();
-    let loaded = LoadedModel::load_with(&args.model, &backend, true, args.quantize)?;
+    let loaded = args.load.load(&args.model, &backend, true)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
         Error::Tokenizer(format!("{}: no tokenizer (tokenizer.json or GGUF tokenizer metadata), so `generate` cannot read text; use `logits`", args.model))
@@ -144,7 +172,7 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
 
 pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
     let backend = init_backend(args.backend.parse::<BackendPreference>()?)?;
-    let loaded = LoadedModel::load_with(&args.model, &backend, false, args.quantize)?;
+    let loaded = args.load.load(&args.model, &backend, false)?;
     let vocab = loaded.model.vocab_size();
     if let Some(&id) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });

@@ -71,6 +71,12 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
     // An unknown backend name.
     assert_clean_error(&torchless(&["generate", "--backend", "tpu"]), &["tpu"]);
+    // A KV cache dtype that is not a float type, and a KV cache for a model that has none.
+    assert_clean_error(&torchless(&["generate", "--kv-cache", "q8_0", "--backend", "cpu"]), &["q8_0", "f16"]);
+    assert_clean_error(
+        &torchless(&["generate", "--model", "tiny-xlstm", "--kv-cache", "f16", "--backend", "cpu"]),
+        &["kv-cache", "xLSTM"],
+    );
 
     let tmp = std::env::temp_dir().join(format!("torchless-cli-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use torchless::generate::greedy_decode;
 use torchless::model::{LoadedModel, Logits, Model};
-use torchless_kernels::Backend;
 use torchless_kernels::testing::test_backends;
+use torchless_kernels::{Backend, DType};
 
 struct Golden {
     tokens: Vec<u32>,
@@ -67,6 +67,14 @@ fn assert_rows_close(what: &str, got: &[f32], want: &[Vec<f32>], tol: f32) {
     );
 }
 
+/// `check_kv16` tolerances against transformers' logits (|logit| up to 5) for f16 and bf16 caches: about
+/// twice the largest error measured on these fixtures (0.013 and 0.055, CPU and lavapipe alike).
+const KV16_TOL: [f32; 2] = [0.03, 0.12];
+/// `check_kv16`: the most the CPU's and the GPU's logits may differ with the same f16 and bf16 caches
+/// (measured: up to 1.3e-3 and 9.2e-3; a value near a rounding midpoint may round the other way on one of
+/// them, by a unit in the last place, and more so in bf16).
+const KV16_AGREE: [f32; 2] = [4e-3, 3e-2];
+
 /// Full-sequence logits (the prefill path: GEMM and flash attention), then the same positions fed
 /// in two chunks through the KV cache, and a 32-token greedy decode (the GEMV and sdpa_decode path).
 fn check(name: &str, tol: f32) {
@@ -106,9 +114,54 @@ fn check(name: &str, tol: f32) {
     }
 }
 
+/// The same positions with a 16-bit KV cache: the full prompt (flash attention over the cache), then a
+/// 5-token prefill and single tokens (the decode path, which writes the cache through rope_qk_kv16
+/// instead of the GEMV epilogue). K and V rounded to f16 or bf16 move the logits from transformers' by up
+/// to `tol`; the CPU and the GPU round the same values, so they agree with each other within
+/// `agree` (a wrong rotation or a misplaced cache word on one of them moves logits by far more).
+fn check_kv16(name: &str, dtype: DType, tol: f32, agree: f32) {
+    let g = golden(name);
+    let n = g.tokens.len();
+    let mut first_backend: Option<(String, Vec<f32>)> = None;
+    for backend in test_backends() {
+        let what = format!("{name}, {dtype} KV cache, on {}", backend.name());
+        let mut model = load(name, &backend);
+        model.set_kv_dtype(dtype).expect("a Llama-family model takes a 16-bit cache");
+        let mut state = model.new_state(n).expect("state");
+        let logits = model.forward(&mut state, &g.tokens, 0, Logits::All).expect("forward");
+        assert_rows_close(&format!("{what}, full prompt"), &logits.to_f32_vec().unwrap(), &g.logits, tol);
+        let mut state = model.new_state(n).expect("state");
+        let split = 5.min(n);
+        let first = model.forward(&mut state, &g.tokens[..split], 0, Logits::All).expect("forward");
+        assert_rows_close(&format!("{what}, first chunk"), &first.to_f32_vec().unwrap(), &g.logits[..split], tol);
+        let mut all = logits.to_f32_vec().unwrap();
+        for p in split..n {
+            let row = model.forward(&mut state, &g.tokens[p..p + 1], p, Logits::Last).expect("forward");
+            let row = row.to_f32_vec().unwrap();
+            assert_rows_close(&format!("{what}, position {p}"), &row, &g.logits[p..p + 1], tol);
+            all.extend(row);
+        }
+        match &first_backend {
+            None => first_backend = Some((backend.name().to_string(), all)),
+            Some((other, want)) => {
+                let (err, at) = max_diff(&all, want);
+                assert!(err <= agree, "{what}: {err:.3e} from {other} at logit {at} (> {agree:.0e})");
+            }
+        }
+    }
+}
+
 #[test]
 fn llama() {
     check("llama", 1e-4);
+}
+
+#[test]
+fn kv_cache_f16_and_bf16() {
+    for name in ["llama", "gemma2", "phi3", "qwen2"] {
+        check_kv16(name, DType::F16, KV16_TOL[0], KV16_AGREE[0]);
+        check_kv16(name, DType::BF16, KV16_TOL[1], KV16_AGREE[1]);
+    }
 }
 
 #[test]

@@ -55,9 +55,12 @@ pub struct Llama {
     final_norm: Tensor,
     layers: Vec<Layer>,
     rope: RopeTable,
+    /// The dtype of the KV caches that `new_state` makes.
+    kv_dtype: DType,
 }
 
-/// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]` f32.
+/// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]`, f32 (the default), f16 or
+/// bf16 (`Llama::set_kv_dtype`).
 pub struct State {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -220,7 +223,7 @@ impl Llama {
         }
         ld.progress.finish_and_clear();
         let rope = rope_table(c, backend)?;
-        Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope })
+        Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope, kv_dtype: DType::F32 })
     }
 
     /// Bytes of weights one decode step reads: every layer, the final norm and the LM head (the
@@ -242,6 +245,21 @@ impl Llama {
         (layers + head + self.final_norm.size_bytes()) as u64
     }
 
+    /// The dtype of the KV caches of states made from now on: f32 (the default), or f16 or bf16, which
+    /// halve the cache's memory and the bytes attention reads a token; K and V are rounded to it as they
+    /// are written (attention still computes in f32).
+    pub fn set_kv_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(Error::Argument {
+                name: "kv-cache",
+                value: dtype.to_string(),
+                reason: "a KV cache is f32, f16 or bf16".into(),
+            });
+        }
+        self.kv_dtype = dtype;
+        Ok(())
+    }
+
     /// A KV cache for `capacity` positions.
     pub fn new_state(&self, capacity: usize) -> Result<State> {
         let c = &self.config;
@@ -249,7 +267,7 @@ impl Llama {
             return Err(Error::ContextLength { what: "the KV cache", needed: capacity, limit: c.max_seq_len });
         }
         let shape = [capacity.max(1), c.n_kv_heads, c.head_dim];
-        let zeros = || Tensor::zeros(&self.backend, &shape, DType::F32);
+        let zeros = || Tensor::zeros(&self.backend, &shape, self.kv_dtype);
         let k = (0..c.n_layers).map(|_| zeros()).collect::<std::result::Result<Vec<_>, _>>()?;
         let v = (0..c.n_layers).map(|_| zeros()).collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(State { k, v, capacity })
@@ -435,7 +453,13 @@ impl Llama {
         k_cache: &Tensor,
         v_cache: &Tensor,
     ) -> Result<Option<Tensor>> {
-        if x.rows_cols().0 > gemv::MAX_BATCH || l.q_norm.is_some() || l.k_norm.is_some() {
+        // The GEMV epilogues write f32 caches only (their threads own single elements, a 16-bit cache
+        // word holds two).
+        if x.rows_cols().0 > gemv::MAX_BATCH
+            || l.q_norm.is_some()
+            || l.k_norm.is_some()
+            || k_cache.dtype() != DType::F32
+        {
             return Ok(None);
         }
         let kv = rope::KvWrite { table: &self.rope, pos, k_cache, v_cache };

@@ -70,6 +70,19 @@ impl Model {
         }
     }
 
+    /// The dtype of the KV caches of states made from now on (f32, f16 or bf16; see
+    /// [`llama::Llama::set_kv_dtype`]). An xLSTM keeps a recurrent state of fixed size instead: an error.
+    pub fn set_kv_dtype(&mut self, dtype: torchless_kernels::DType) -> Result<()> {
+        match self {
+            Model::Llama(m) => m.set_kv_dtype(dtype),
+            Model::Xlstm(_) => Err(Error::Argument {
+                name: "kv-cache",
+                value: dtype.to_string(),
+                reason: "an xLSTM keeps a recurrent state, not a KV cache; leave the option out".into(),
+            }),
+        }
+    }
+
     /// xLSTM: run the mLSTM of a prefill token by token (`mlstm_step`) instead of chunkwise, to compare
     /// the two. Returns whether the model has such a choice (false for the Llama family).
     pub fn set_step_prefill(&mut self, on: bool) -> bool {
