@@ -354,6 +354,24 @@ fn pair_of(i: u32) -> vec2<u32> {
     return vec2<u32>(2u * i, 2u * i + 1u);
 }
 
+// Pair i (elements e.x, e.y) rotated for position pos, if it rotates (i < half).
+fn rotate_pair(v: vec2<f32>, i: u32, pos: u32) -> vec2<f32> {
+    if (i >= p.half) {
+        return v;
+    }
+    let cs = cos_sin1(split_position(pos), i);
+    return vec2<f32>(v.x * cs.x - v.y * cs.y, v.y * cs.x + v.x * cs.y);
+}
+
+// Pair i of row r (< heads) of token's q, rotated in place.
+fn rotate_q_pair(token: u32, r: u32, i: u32, pos: u32) {
+    let e = pair_of(i);
+    let base = (token * p.heads + r) * p.row_slots;
+    let v = rotate_pair(vec2<f32>(q_io[base + e.x], q_io[base + e.y]), i, pos);
+    q_io[base + e.x] = v.x;
+    q_io[base + e.y] = v.y;
+}
+
 @compute @workgroup_size(256)
 fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
@@ -369,40 +387,22 @@ fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let token = row / per_token;
     let r = row % per_token;
     let pos = position(token);
+    if (r < p.heads) {
+        rotate_q_pair(token, r, i, pos);
+        return;
+    }
     let e = pair_of(i);
+    let kvh = (r - p.heads) % p.head_groups;
+    let src = (token * p.head_groups + kvh) * hd;
+    let dst = (pos * p.head_groups + kvh) * hd;
     if (r >= p.heads + p.head_groups) {
-        let src = (token * p.head_groups + (r - p.heads - p.head_groups)) * hd;
-        let dst = (pos * p.head_groups + (r - p.heads - p.head_groups)) * hd;
         v_cache[dst + e.x] = v_in[src + e.x];
         v_cache[dst + e.y] = v_in[src + e.y];
         return;
     }
-    var a: f32;
-    var b: f32;
-    if (r < p.heads) {
-        let base = (token * p.heads + r) * hd;
-        a = q_io[base + e.x];
-        b = q_io[base + e.y];
-    } else {
-        let base = (token * p.head_groups + (r - p.heads)) * hd;
-        a = k_in[base + e.x];
-        b = k_in[base + e.y];
-    }
-    if (i < p.half) {
-        let cs = cos_sin1(split_position(pos), i);
-        let ra = a * cs.x - b * cs.y;
-        b = b * cs.x + a * cs.y;
-        a = ra;
-    }
-    if (r < p.heads) {
-        let base = (token * p.heads + r) * hd;
-        q_io[base + e.x] = a;
-        q_io[base + e.y] = b;
-    } else {
-        let dst = (pos * p.head_groups + (r - p.heads)) * hd;
-        k_cache[dst + e.x] = a;
-        k_cache[dst + e.y] = b;
-    }
+    let v = rotate_pair(vec2<f32>(k_in[src + e.x], k_in[src + e.y]), i, pos);
+    k_cache[dst + e.x] = v.x;
+    k_cache[dst + e.y] = v.y;
 }
 
 // Element e of the f32 row at k_in[base..] (head dim p.row_slots), rotated for position pos.
@@ -445,19 +445,7 @@ fn rope_qk_kv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let r = row % per_token;
     let pos = position(token);
     if (r < p.heads) {
-        // q: as rope_qk_kv, thread i its pair i.
-        let e = pair_of(i);
-        let base = (token * p.heads + r) * hd;
-        var a = q_io[base + e.x];
-        var b = q_io[base + e.y];
-        if (i < p.half) {
-            let cs = cos_sin1(split_position(pos), i);
-            let ra = a * cs.x - b * cs.y;
-            b = b * cs.x + a * cs.y;
-            a = ra;
-        }
-        q_io[base + e.x] = a;
-        q_io[base + e.y] = b;
+        rotate_q_pair(token, r, i, pos);
         return;
     }
     let kvh = (r - p.heads) % p.head_groups;
