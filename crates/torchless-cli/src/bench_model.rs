@@ -49,6 +49,8 @@ pub struct BenchModelArgs {
 struct Report {
     model: String,
     device: String,
+    /// The KV cache's dtype (`--kv-cache`; absent for an xLSTM, which has none).
+    kv_cache: Option<String>,
     weight_gb_per_token: f64,
     load_s: f64,
     copy_gbps: f64,
@@ -181,6 +183,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let report = Report {
         model: loaded.name.clone(),
         device: backend.device_name(),
+        kv_cache: model.kv_dtype().map(|d| d.to_string()),
         weight_gb_per_token: bytes / 1e9,
         load_s,
         copy_gbps,
@@ -203,7 +206,10 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
-        println!("model {} on {}", report.model, report.device);
+        match &report.kv_cache {
+            Some(kv) => println!("model {} on {}, {kv} KV cache", report.model, report.device),
+            None => println!("model {} on {}", report.model, report.device),
+        }
         println!("load: {:.2} s", report.load_s);
         println!(
             "copy bandwidth: {:.1} GB/s; weights read per token: {:.3} GB",

@@ -22,7 +22,6 @@
 //! tokens, 32/8 heads × 128: 21.7 against 15.1 TFLOP/s on the H200).
 //! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
 
-
 use rayon::prelude::*;
 
 use super::qmatmul::{GemvInput, QuantizedX};

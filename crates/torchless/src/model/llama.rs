@@ -260,6 +260,11 @@ impl Llama {
         Ok(())
     }
 
+    /// The dtype of the KV caches `new_state` makes.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
+    }
+
     /// A KV cache for `capacity` positions.
     pub fn new_state(&self, capacity: usize) -> Result<State> {
         let c = &self.config;

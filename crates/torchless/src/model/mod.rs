@@ -70,6 +70,14 @@ impl Model {
         }
     }
 
+    /// The dtype of the KV caches `new_state` makes (None for an xLSTM, which keeps none).
+    pub fn kv_dtype(&self) -> Option<torchless_kernels::DType> {
+        match self {
+            Model::Llama(m) => Some(m.kv_dtype()),
+            Model::Xlstm(_) => None,
+        }
+    }
+
     /// The dtype of the KV caches of states made from now on (f32, f16 or bf16; see
     /// [`llama::Llama::set_kv_dtype`]). An xLSTM keeps a recurrent state of fixed size instead: an error.
     pub fn set_kv_dtype(&mut self, dtype: torchless_kernels::DType) -> Result<()> {
