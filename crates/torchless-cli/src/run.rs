@@ -1,4 +1,5 @@
-//! `torchless generate` and `torchless logits`.
+//! `torchless generate` and `torchless logits`, and the model-loading options they share with
+//! `torchless bench-model`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -10,6 +11,8 @@ use torchless::model::{LoadedModel, Logits};
 use torchless::sampling::SamplingParams;
 use torchless::tokenizer::Message;
 use torchless::tokenizer::Tokenizer;
+use torchless::{Backend, BackendPreference, Error, init_backend};
+use torchless_kernels::DType;
 use torchless_kernels::quant::QuantType;
 
 /// `--quantize` values.
@@ -19,8 +22,6 @@ fn parse_quant(s: &str) -> Result<QuantType, String> {
         format!("unknown quantization type {s:?} (one of {})", names.join(", "))
     })
 }
-use torchless::{Backend, BackendPreference, Error, init_backend};
-use torchless_kernels::DType;
 
 /// `--kv-cache` values.
 fn parse_kv_dtype(s: &str) -> Result<DType, String> {
