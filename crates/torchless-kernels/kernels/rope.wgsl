@@ -331,7 +331,7 @@ fn rope_words(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // word. Params used: n_threads, heads, head_groups (= kv_heads), row_slots (= hd), half, table_stride,
 // pos_offset, attn_scale.
 
-// rope_qk_kv16: the caches' dtype.
+// rope_qk_kv16: the caches' dtype (f16 or bf16; rope_qk_kv ignores it).
 override CACHE_DT: u32 = 1u;
 
 @group(0) @binding(1) var<storage, read_write> q_io: array<f32>;
@@ -372,6 +372,26 @@ fn rotate_q_pair(token: u32, r: u32, i: u32, pos: u32) {
     q_io[base + e.y] = v.y;
 }
 
+// What thread g of rope_qk_kv or rope_qk_kv16 works on: slot i (pair or word, head_dim / 2 of them) of
+// row r of token `token` (rows: the heads of q, then the KV heads of k, then those of v), at position pos.
+// Rows of k and v are also given as their KV head.
+struct StepSlot {
+    i: u32,
+    token: u32,
+    r: u32,
+    pos: u32,
+    kvh: u32,
+}
+
+fn step_slot(g: u32) -> StepSlot {
+    let slots = p.row_slots / 2u;
+    let row = g / slots;
+    let per_token = p.heads + 2u * p.head_groups;
+    let token = row / per_token;
+    let r = row % per_token;
+    return StepSlot(g % slots, token, r, position(token), (r - min(r, p.heads)) % p.head_groups);
+}
+
 @compute @workgroup_size(256)
 fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
@@ -379,28 +399,21 @@ fn rope_qk_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (g >= p.n_threads) {
         return;
     }
-    let hd = p.row_slots;
-    let pairs = hd / 2u;
-    let i = g % pairs;
-    let row = g / pairs;
-    let per_token = p.heads + 2u * p.head_groups;
-    let token = row / per_token;
-    let r = row % per_token;
-    let pos = position(token);
-    if (r < p.heads) {
-        rotate_q_pair(token, r, i, pos);
+    let t = step_slot(g);
+    if (t.r < p.heads) {
+        rotate_q_pair(t.token, t.r, t.i, t.pos);
         return;
     }
-    let e = pair_of(i);
-    let kvh = (r - p.heads) % p.head_groups;
-    let src = (token * p.head_groups + kvh) * hd;
-    let dst = (pos * p.head_groups + kvh) * hd;
-    if (r >= p.heads + p.head_groups) {
+    let hd = p.row_slots;
+    let e = pair_of(t.i);
+    let src = (t.token * p.head_groups + t.kvh) * hd;
+    let dst = (t.pos * p.head_groups + t.kvh) * hd;
+    if (t.r >= p.heads + p.head_groups) {
         v_cache[dst + e.x] = v_in[src + e.x];
         v_cache[dst + e.y] = v_in[src + e.y];
         return;
     }
-    let v = rotate_pair(vec2<f32>(k_in[src + e.x], k_in[src + e.y]), i, pos);
+    let v = rotate_pair(vec2<f32>(k_in[src + e.x], k_in[src + e.y]), t.i, t.pos);
     k_cache[dst + e.x] = v.x;
     k_cache[dst + e.y] = v.y;
 }
@@ -436,24 +449,17 @@ fn rope_qk_kv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (g >= p.n_threads) {
         return;
     }
+    let t = step_slot(g);
+    if (t.r < p.heads) {
+        rotate_q_pair(t.token, t.r, t.i, t.pos);
+        return;
+    }
     let hd = p.row_slots;
-    let words = hd / 2u;
-    let i = g % words;
-    let row = g / words;
-    let per_token = p.heads + 2u * p.head_groups;
-    let token = row / per_token;
-    let r = row % per_token;
-    let pos = position(token);
-    if (r < p.heads) {
-        rotate_q_pair(token, r, i, pos);
+    let src = (t.token * p.head_groups + t.kvh) * hd;
+    let dst = (t.pos * p.head_groups + t.kvh) * (hd / 2u) + t.i;
+    if (t.r >= p.heads + p.head_groups) {
+        v_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(v_in[src + 2u * t.i], v_in[src + 2u * t.i + 1u]));
         return;
     }
-    let kvh = (r - p.heads) % p.head_groups;
-    let src = (token * p.head_groups + kvh) * hd;
-    let dst = (pos * p.head_groups + kvh) * words + i;
-    if (r >= p.heads + p.head_groups) {
-        v_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(v_in[src + 2u * i], v_in[src + 2u * i + 1u]));
-        return;
-    }
-    k_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(k_rotated(src, 2u * i, pos), k_rotated(src, 2u * i + 1u, pos)));
+    k_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(k_rotated(src, 2u * t.i, t.pos), k_rotated(src, 2u * t.i + 1u, t.pos)));
 }

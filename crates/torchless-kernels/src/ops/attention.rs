@@ -390,8 +390,11 @@ fn cpu_words(t: &Tensor) -> std::sync::RwLockReadGuard<'_, Vec<u32>> {
 fn kv_rows_f32(t: &Tensor, words: &[u32], rows: usize) -> Vec<f32> {
     let view = KvView::new(t, words);
     let row = t.shape()[1..].iter().product::<usize>();
-    let mut buf = vec![0f32; row];
-    (0..rows).flat_map(|j| view.row(j * row, row, &mut buf).to_vec()).collect()
+    let (mut out, mut buf) = (Vec::with_capacity(rows * row), vec![0f32; row]);
+    for j in 0..rows {
+        out.extend_from_slice(view.row(j * row, row, &mut buf));
+    }
+    out
 }
 
 /// A CPU K or V cache as its attention reads it: an f32 cache as it is; an f16 or bf16 cache row by row,

@@ -499,10 +499,7 @@ pub fn rope_qk_store_kv(
                 ..Params::default()
             };
             let tab = raw(table.tensor())?;
-            let (entry, cache_code) = match cache_dt {
-                DType::F32 => ("rope_qk_kv", DType::F16.wgsl_code()),
-                dt => ("rope_qk_kv16", dt.wgsl_code()),
-            };
+            let entry = if cache_dt == DType::F32 { "rope_qk_kv" } else { "rope_qk_kv16" };
             ctx.dispatch(Dispatch {
                 kernel: &ROPE,
                 entry,
@@ -510,7 +507,7 @@ pub fn rope_qk_store_kv(
                     ("DTYPE", DType::F32.wgsl_code()),
                     ("LAYOUT", cfg.layout.code()),
                     ("POSITIONS", 0.0),
-                    ("CACHE_DT", cache_code),
+                    ("CACHE_DT", cache_dt.wgsl_code()),
                 ],
                 params: Some(bytemuck::bytes_of(&params)),
                 buffers: &[&raw(q)?, &tab, &tab, &raw(k)?, &raw(v)?, &raw(k_cache)?, &raw(v_cache)?],
