@@ -644,6 +644,101 @@ fn decode_plan(
     DecodePlan { kernel, rows_per_block, row_blocks, n_splits: by_length.min(by_occupancy).clamp(1, MAX_SPLITS) }
 }
 
+/// The environment variable that forces the subgroup decode kernel's shape, `LANES,THREADS,ROWS,SPLITS`
+/// (each 0 for the automatic choice), instead of [`decode_plan`]'s: for benchmark sweeps.
+pub const DECODE_TUNE_VAR: &str = "TORCHLESS_DECODE_TUNE";
+
+/// A decode shape forced by [`DECODE_TUNE_VAR`]; 0 keeps the plan's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DecodeTune {
+    lanes: usize,
+    threads: usize,
+    rows: usize,
+    splits: usize,
+}
+
+impl DecodeTune {
+    fn parse(v: &str) -> Option<DecodeTune> {
+        let f: Vec<usize> = v.split(',').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+        match f[..] {
+            [lanes, threads, rows, splits] => Some(DecodeTune { lanes, threads, rows, splits }),
+            _ => None,
+        }
+    }
+
+    /// `plan` with the forced fields, or an error naming the field the adapter or the kernel cannot take.
+    fn apply(
+        self,
+        plan: DecodePlan,
+        d: &Dims,
+        dtype: DType,
+        min_subgroup: usize,
+        max_threads: usize,
+    ) -> Result<DecodePlan> {
+        let bad = |reason: String| KernelError::Argument {
+            op: "sdpa_decode",
+            name: DECODE_TUNE_VAR,
+            value: format!("{},{},{},{}", self.lanes, self.threads, self.rows, self.splits),
+            reason,
+        };
+        let DecodeKernel::Subgroup { lanes, threads } = plan.kernel else {
+            return Err(bad("only the subgroup kernel takes a forced shape, and this adapter has none".into()));
+        };
+        let pick = |forced: usize, auto: usize| if forced == 0 { auto } else { forced };
+        let (lanes, threads) = (pick(self.lanes, lanes), pick(self.threads, threads));
+        let hd = d.head_dim;
+        if ![8, 16, 32].contains(&lanes) || lanes > min_subgroup || hd > 16 * lanes {
+            return Err(bad(format!(
+                "LANES {lanes} must be 8, 16 or 32, at most the subgroup size {min_subgroup}, with head_dim {hd} \
+                 at most 16 · LANES"
+            )));
+        }
+        let span = lanes.max(min_subgroup);
+        if !threads.is_power_of_two()
+            || threads < span
+            || threads > max_threads
+            || threads / span > 128
+            || (threads / span) * (hd / 4) > 1024
+        {
+            return Err(bad(format!(
+                "THREADS {threads} must be a power of two from {span} to {max_threads} whose states fit the \
+                 kernel's workgroup memory"
+            )));
+        }
+        let per_group = if dtype == DType::F32 { 4 } else { 8 };
+        let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
+        let all_rows = d.tokens * d.group();
+        let rows = pick(self.rows, plan.rows_per_block);
+        if rows > all_rows.min(8 / quads) {
+            return Err(bad(format!("ROWS {rows} must be at most {}", all_rows.min(8 / quads))));
+        }
+        let n_splits = pick(self.splits, plan.n_splits);
+        if n_splits > MAX_SPLITS {
+            return Err(bad(format!("SPLITS {n_splits} must be at most {MAX_SPLITS}")));
+        }
+        Ok(DecodePlan {
+            kernel: DecodeKernel::Subgroup { lanes, threads },
+            rows_per_block: rows,
+            row_blocks: all_rows.div_ceil(rows),
+            n_splits,
+        })
+    }
+}
+
+fn env_decode_tune() -> Result<Option<DecodeTune>> {
+    static TUNE: std::sync::OnceLock<std::result::Result<Option<DecodeTune>, String>> = std::sync::OnceLock::new();
+    let parsed = TUNE.get_or_init(|| match std::env::var(DECODE_TUNE_VAR) {
+        Err(_) => Ok(None),
+        Ok(v) => DecodeTune::parse(&v).map(Some).ok_or(v),
+    });
+    parsed.clone().map_err(|value| KernelError::Argument {
+        op: "sdpa_decode",
+        name: DECODE_TUNE_VAR,
+        value,
+        reason: "must be LANES,THREADS,ROWS,SPLITS (integers, 0 for the automatic choice) or unset".into(),
+    })
+}
+
 fn buffer(t: &Tensor) -> &wgpu::Buffer {
     t.gpu_buffer().expect("a GPU op gets GPU tensors").raw()
 }
@@ -669,6 +764,10 @@ fn decode_gpu(
     let min_subgroup = if subgroups && ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
     let max_threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
     let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup, max_threads);
+    let plan = match env_decode_tune()? {
+        Some(t) => t.apply(plan, d, k.dtype(), min_subgroup, max_threads)?,
+        None => plan,
+    };
     let hd4 = d.head_dim / 4;
     // One split: the main pass writes `out` itself.
     let direct = plan.n_splits == 1;
@@ -1310,6 +1409,30 @@ mod tests {
             let out = t(&[1, 8, 32], DType::F32);
             assert!(matches!(sdpa_decode_into(&q, &k, &k, 4, o, &out), Err(KernelError::Shape { .. })));
         }
+    }
+
+    #[test]
+    fn a_forced_decode_shape_is_applied_or_refused_by_name() {
+        let d = Dims { tokens: 1, n_heads: 32, n_kv_heads: 8, head_dim: 128, capacity: 32768 };
+        let o = AttentionOptions::new(128);
+        let auto = decode_plan(&d, DType::F16, 32768, &o, 32, 1024);
+        let tune = |v: &str| DecodeTune::parse(v).unwrap().apply(auto, &d, DType::F16, 32, 1024);
+        assert_eq!(tune("0,0,0,0").unwrap(), auto);
+        let p = tune("8,256,1,48").unwrap();
+        assert_eq!(p.kernel, DecodeKernel::Subgroup { lanes: 8, threads: 256 });
+        assert_eq!((p.rows_per_block, p.row_blocks, p.n_splits), (1, 4, 48));
+        assert_eq!(tune("0,0,4,0").unwrap().row_blocks, 1);
+        for (v, field) in
+            [("8,0,4,0", "ROWS"), ("64,0,0,0", "LANES"), ("0,96,0,0", "THREADS"), ("0,0,0,5000", "SPLITS")]
+        {
+            let e = tune(v).unwrap_err().to_string();
+            assert!(e.contains(DECODE_TUNE_VAR) && e.contains(v) && e.contains(field), "{v}: {e}");
+        }
+        for v in ["", "1,2,3", "a,b,c,d", "1,2,3,4,5", "-1,0,0,0"] {
+            assert_eq!(DecodeTune::parse(v), None, "{v:?}");
+        }
+        let wg = decode_plan(&d, DType::F16, 32768, &o, 0, 1024);
+        assert!(DecodeTune::parse("0,0,0,8").unwrap().apply(wg, &d, DType::F16, 0, 1024).is_err());
     }
 
     #[test]
