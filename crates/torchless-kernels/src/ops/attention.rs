@@ -58,10 +58,12 @@ const UNSPLIT_MAX_KEYS: usize = 256;
 /// cache, 32/8 heads × 128, `benchmarks/results/2026-12-02d-h200/wide_kern.txt`): 256 keys 14.7 µs with
 /// 256 threads against 18.4 with 128, 19.5 with 512 and 44.4 with 1024.
 const UNSPLIT_MAX_THREADS: usize = 256;
-/// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for. Measured on an H100
-/// (132 SMs), f16 cache, 32 heads / 8 KV heads / head_dim 128: 256 to 512 were best at 4k to 64k
-/// context, 1024 and more lose to per-workgroup start-up and the longer merge.
-const TARGET_WORKGROUPS: usize = 512;
+/// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for: about two a
+/// multiprocessor of an H100/H200 (132), one wave at the subgroup kernel's occupancy. A sweep on the H200
+/// (`benchmarks/results/2026-12-04b-h200/sweep/`, 32 heads / 8 KV heads × 128, 8 lanes a row, 128
+/// threads, two rows a workgroup): 16 splits (256 workgroups) against 32 (512): 32768 keys f16 60.1
+/// against 63.1 µs, 16384 keys f32 41.9 against 47.9, 4096 keys f16 13.7 against 15.6.
+const TARGET_WORKGROUPS: usize = 256;
 /// Decode, subgroup kernel: the most query rows a workgroup. Two rows a workgroup and twice the
 /// workgroups beat four on the H200 (Llama-3-8B bf16 decode 196.0 and 196.3 tok/s against 194.6 and
 /// 194.8, alternating; one row loses, 193.4: `benchmarks/results/2026-12-02d-h200/rb_ab.txt`).
@@ -591,12 +593,13 @@ struct DecodePlan {
     n_splits: usize,
 }
 
-/// Lanes per K/V row for the subgroup kernel (at most 16 elements of a row per lane, preferably 8),
-/// or None when the adapter's subgroups are too small.
+/// Lanes per K/V row for the subgroup kernel (16 elements of a row per lane where the subgroups allow:
+/// fewer shuffles a key), or None when the adapter's subgroups are too small. On the H200 (same sweep,
+/// head_dim 128, 128 threads) 8 lanes made the f16 split kernel 60.1 µs at 32768 keys where 16 lanes
+/// (256 threads for the same 64 keys a step) made 60.8, and 16 lanes with 128 threads 30 % slower.
 fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
-    let preferred = (head_dim / 8).next_power_of_two().clamp(8, 32);
-    let smallest = (head_dim / 16).next_power_of_two().clamp(8, 32);
-    [preferred, smallest].into_iter().find(|&l| l <= min_subgroup && head_dim <= 16 * l)
+    let lanes = head_dim.div_ceil(16).next_power_of_two().clamp(8, 32);
+    (lanes <= min_subgroup && head_dim <= 16 * lanes).then_some(lanes)
 }
 
 /// The subgroup kernel's widest workgroup (a power of two, 128..=`cap`) whose states fit its
@@ -1421,7 +1424,7 @@ mod tests {
         let p = tune("8,256,1,48").unwrap();
         assert_eq!(p.kernel, DecodeKernel::Subgroup { lanes: 8, threads: 256 });
         assert_eq!((p.rows_per_block, p.row_blocks, p.n_splits), (1, 4, 48));
-        assert_eq!(tune("0,0,4,0").unwrap().row_blocks, 1);
+        assert_eq!(tune("16,0,4,0").unwrap().row_blocks, 1);
         for (v, field) in
             [("8,0,4,0", "ROWS"), ("64,0,0,0", "LANES"), ("0,96,0,0", "THREADS"), ("0,0,0,5000", "SPLITS")]
         {
@@ -1441,19 +1444,20 @@ mod tests {
         let o = AttentionOptions::new(128);
         let plan = |d: &Dims, keys, o: &AttentionOptions, sg| decode_plan(d, DType::F16, keys, o, sg, 1024);
         let p = plan(&d, 32768, &o, 32);
-        let sg = DecodeKernel::Subgroup { lanes: 16, threads: 128 };
-        assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 2, row_blocks: 2, n_splits: 32 });
+        let sg = DecodeKernel::Subgroup { lanes: 8, threads: 128 };
+        assert_eq!(p, DecodePlan { kernel: sg, rows_per_block: 2, row_blocks: 2, n_splits: 16 });
         let gqa8 = Dims { n_heads: 64, ..d };
         assert_eq!(plan(&gqa8, 32768, &o, 32).row_blocks, 4);
-        assert_eq!(plan(&d, 2048, &o, 32).n_splits, 32);
+        assert_eq!(plan(&d, 2048, &o, 32).n_splits, 16);
+        assert_eq!(plan(&d, 512, &o, 32).n_splits, 8);
         // Short contexts in one launch of 256-thread workgroups (where the adapter allows), longer ones split.
         let short = plan(&d, 10, &o, 32);
-        assert_eq!((short.n_splits, short.kernel), (1, DecodeKernel::Subgroup { lanes: 16, threads: 256 }));
+        assert_eq!((short.n_splits, short.kernel), (1, DecodeKernel::Subgroup { lanes: 8, threads: 256 }));
         assert_eq!(plan(&d, UNSPLIT_MAX_KEYS, &o, 32).n_splits, 1);
         assert!(plan(&d, UNSPLIT_MAX_KEYS + 1, &o, 32).n_splits > 1);
         assert_eq!(
             decode_plan(&d, DType::F16, 10, &o, 32, 128).kernel,
-            DecodeKernel::Subgroup { lanes: 16, threads: 128 }
+            DecodeKernel::Subgroup { lanes: 8, threads: 128 }
         );
         let windowed = AttentionOptions { window: Some(1024), ..o };
         assert_eq!(plan(&d, 32768, &windowed, 32).n_splits, 16);
