@@ -75,8 +75,9 @@ const KV16_TOL: [f32; 2] = [0.03, 0.12];
 /// them, by a unit in the last place, and more so in bf16).
 const KV16_AGREE: [f32; 2] = [4e-3, 3e-2];
 
-/// Full-sequence logits (the prefill path: GEMM and flash attention), then the same positions fed
-/// in two chunks through the KV cache, and a 32-token greedy decode (the GEMV and sdpa_decode path).
+/// Full-sequence logits (the prefill path: GEMM and flash attention), then the same positions fed in
+/// chunks of 3 (a long prompt's path), in a 5-token prefill and single tokens through the KV cache, and a
+/// 32-token greedy decode (the GEMV and sdpa_decode path).
 fn check(name: &str, tol: f32) {
     let g = golden(name);
     for backend in test_backends() {
@@ -89,6 +90,14 @@ fn check(name: &str, tol: f32) {
         let logits = model.forward(&mut state, &g.tokens, 0, Logits::All).expect("forward");
         assert_eq!(logits.shape(), [n, vocab]);
         assert_rows_close(&format!("{what}, full prompt"), &logits.to_f32_vec().unwrap(), &g.logits, tol);
+
+        // The long-prompt path: chunks of 3 tokens, each attending to the cache the ones before filled.
+        for which in [Logits::All, Logits::Last] {
+            let mut state = model.new_state(n).expect("state");
+            let logits = model.forward_chunks(&mut state, &g.tokens, 0, which, 3).expect("forward");
+            let want = if which == Logits::All { &g.logits[..] } else { &g.logits[n - 1..] };
+            assert_rows_close(&format!("{what}, chunks of 3, {which:?}"), &logits.to_f32_vec().unwrap(), want, tol);
+        }
 
         // A 5-token prefill then single tokens: cache writes at an offset, rope offsets, decode attention.
         let mut state = model.new_state(n).expect("state");

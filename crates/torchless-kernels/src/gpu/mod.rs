@@ -220,18 +220,14 @@ impl Drop for GpuBuffer {
     fn drop(&mut self) {
         match self.buffer.take() {
             Some(buffer) if self.pooled => self.ctx.release(buffer),
-            // Cached bind groups hold their buffers: a large one (weights of a model being dropped) is
-            // freed only once they are gone. Small ones (token ids) may wait for the cache to turn over.
-            Some(buffer) if buffer.size() >= FORGET_BIND_GROUPS_BYTES => {
-                drop(buffer);
-                self.ctx.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            }
-            _ => {}
+            // Weights of a model being dropped, for example.
+            Some(buffer) => self.ctx.forget(buffer),
+            None => {}
         }
     }
 }
 
-/// Dropping an unpooled buffer at least this large clears the bind-group cache.
+/// Freeing a buffer at least this large clears the bind-group cache.
 const FORGET_BIND_GROUPS_BYTES: u64 = 1 << 20;
 
 impl GpuContext {
@@ -468,7 +464,21 @@ impl GpuContext {
     }
 
     fn release(&self, buffer: wgpu::Buffer) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).put(buffer);
+        let refused = self.pool.lock().unwrap_or_else(|p| p.into_inner()).put(buffer);
+        if let Some(buffer) = refused {
+            self.forget(buffer);
+        }
+    }
+
+    /// Frees `buffer`. Cached bind groups hold their buffers, so a large one is freed only once they are
+    /// gone: without this, a long prefill whose activations overflow the pool kept every layer's
+    /// (a 32768-token Llama-3-8B prefill ran an H200 out of memory). Small ones (token ids) may wait for
+    /// the cache to turn over.
+    fn forget(&self, buffer: wgpu::Buffer) {
+        if buffer.size() >= FORGET_BIND_GROUPS_BYTES {
+            drop(buffer);
+            self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     /// Frees every cached buffer of the pool.

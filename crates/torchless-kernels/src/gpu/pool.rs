@@ -28,13 +28,15 @@ impl BufferPool {
         Some(buffer)
     }
 
-    pub fn put(&mut self, buffer: wgpu::Buffer) {
+    /// Keeps `buffer` for reuse, or hands it back when the cache is full (the caller frees it).
+    pub fn put(&mut self, buffer: wgpu::Buffer) -> Option<wgpu::Buffer> {
         let size = buffer.size();
         if self.cached_bytes + size > MAX_CACHED_BYTES {
-            return; // dropping frees it
+            return Some(buffer);
         }
         self.cached_bytes += size;
         self.free.entry(size).or_default().push(buffer);
+        None
     }
 
     pub fn clear(&mut self) {

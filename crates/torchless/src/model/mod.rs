@@ -17,6 +17,9 @@ use crate::tokenizer::Tokenizer;
 use torchless_kernels::quant::QuantType;
 use weights::{Source, SourceKind};
 
+/// `Model::forward` runs longer prompts in chunks of this many tokens.
+pub const PREFILL_CHUNK: usize = 4096;
+
 /// Which positions' logits `forward` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -116,8 +119,42 @@ impl Model {
                 reason: "needs at least one token".into(),
             });
         }
-        let ids = Tensor::from_slice(self.backend(), tokens, &[tokens.len()])?;
-        self.forward_ids(state, &ids, pos, which)
+        self.forward_chunks(state, tokens, pos, which, PREFILL_CHUNK)
+    }
+
+    /// [`Model::forward`] in chunks of at most `chunk` tokens. A long prompt goes through in chunks so
+    /// that its activations (~270 KB a token for Llama-3-8B) stay bounded and the buffer pool recycles
+    /// them; each chunk attends to the cache the ones before filled. Every position's logits are
+    /// gathered on the host (a caller asking for them reads them).
+    pub fn forward_chunks(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        pos: usize,
+        which: Logits,
+        chunk: usize,
+    ) -> Result<Tensor> {
+        let chunk = chunk.max(1);
+        let mut rows = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(tokens.len());
+            let ids = Tensor::from_slice(self.backend(), &tokens[start..end], &[end - start])?;
+            let logits = self.forward_ids(state, &ids, pos + start, which)?;
+            if end == tokens.len() && start == 0 {
+                return Ok(logits);
+            }
+            if which == Logits::All {
+                rows.extend(logits.to_f32_vec()?);
+            }
+            if end == tokens.len() {
+                return match which {
+                    Logits::Last => Ok(logits),
+                    Logits::All => Ok(Tensor::from_slice(self.backend(), &rows, &[tokens.len(), self.vocab_size()])?),
+                };
+            }
+            start = end;
+        }
     }
 
     fn backend(&self) -> &Backend {
