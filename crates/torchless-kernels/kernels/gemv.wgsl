@@ -10,7 +10,8 @@
 //
 // With ROPE (gemv_rope.wgsl; NMAT 3, a decode step's Q, K and V), Q and K are rotated as they are written
 // and K and V go straight into the KV caches: y1 and y2 are then the caches [capacity, rows of the
-// matrix], row r of x at cache row pos + r.
+// matrix] (f32, or f16 or bf16 written a word of two rows at a time: CACHE_DT), row r of x at cache row
+// pos + r.
 //
 // VEC: every row is a whole number of chunks (in % 4 == 0 for f32, in % 8 == 0 for 16-bit), so rows and the
 // rows of x start on 16-byte boundaries; otherwise the scalar path reads one element at a time (a 16-bit
@@ -579,6 +580,12 @@ fn finish(info: vec3<u32>) {
         }
         if (ROPE > 0u) {
             v = rope_epilogue_values(info.x, info.y, info.z, r, v);
+            if (CACHE_DT != DT_F32 && info.x > 0u) {
+                let kw = kv16_words(info.x, info.y, info.z, p.pos + r, v);
+                if (kw.ok.x) { store_word(info.x, kw.at.x, kw.w.x); }
+                if (kw.ok.y) { store_word(info.x, kw.at.y, kw.w.y); }
+                return;
+            }
         }
         for (var s = 0u; s < ROWS; s++) {
             epilogue(r, s, info, v[s], u[s]);

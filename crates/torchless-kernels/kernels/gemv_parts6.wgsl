@@ -63,18 +63,22 @@ fn bias_of(m: u32, row: u32) -> f32 {
     return decode(BIAS_DT, bias5[wi], row);
 }
 
-fn store(m: u32, i: u32, v: f32) {
+fn store_word(m: u32, i: u32, w: u32) {
     if (NMAT == 1u || m == 0u) {
-        y0[i] = bitcast<u32>(v);
+        y0[i] = w;
     } else if (NMAT == 2u || m == 1u) {
-        y1[i] = bitcast<u32>(v);
+        y1[i] = w;
     } else if (NMAT == 3u || m == 2u) {
-        y2[i] = bitcast<u32>(v);
+        y2[i] = w;
     } else if (NMAT == 4u || m == 3u) {
-        y3[i] = bitcast<u32>(v);
+        y3[i] = w;
     } else if (NMAT == 5u || m == 4u) {
-        y4[i] = bitcast<u32>(v);
+        y4[i] = w;
     } else {
-        y5[i] = bitcast<u32>(v);
+        y5[i] = w;
     }
+}
+
+fn store(m: u32, i: u32, v: f32) {
+    store_word(m, i, bitcast<u32>(v));
 }

@@ -25,8 +25,8 @@
 // is one dispatch.
 //
 // With ROPE (gemv_rope.wgsl), a decode step's Q, K and V projections (PARTS 3) also rotate Q and K and
-// store K and V in the KV caches: y1 and y2 are then the caches [capacity, rows of the part] and row r of x
-// goes to cache row pos + r.
+// store K and V in the KV caches: y1 and y2 are then the caches [capacity, rows of the part] (f32, or f16
+// or bf16 written a word of two rows at a time: CACHE_DT) and row r of x goes to cache row pos + r.
 //
 // A row is cut into *units* of whole 16-byte quant vectors: a block for the 32-weight formats (32 weights), a quarter block for the K-quants (64 weights).
 // Thread li takes units li, li + WG, ...: it loads the unit's quant vectors of each of its ROWS rows
@@ -762,14 +762,18 @@ fn bias_of(m: u32, row: u32) -> f32 {
     return decode(BIAS_DT, w, row);
 }
 
-fn store_y(m: u32, i: u32, v: f32) {
+fn store_y_word(m: u32, i: u32, w: u32) {
     if (PARTS > 1u && m == 1u) {
-        y1[i] = bitcast<u32>(v);
+        y1[i] = w;
     } else if (PARTS > 2u && m == 2u) {
-        y2[i] = bitcast<u32>(v);
+        y2[i] = w;
     } else {
-        y0[i] = bitcast<u32>(v);
+        y0[i] = w;
     }
+}
+
+fn store_y(m: u32, i: u32, v: f32) {
+    store_y_word(m, i, bitcast<u32>(v));
 }
 
 fn gate_act(g: f32) -> f32 {
@@ -830,6 +834,12 @@ fn finish_rope(row0: u32, r: u32, sums: vec4<f32>) {
     let v = rope_epilogue_values(m, row0, rows, r, sums);
     // Q by row of x; K and V by cache row.
     let out_row = select(p.pos + r, r, m == 0u);
+    if (CACHE_DT != DT_F32 && m > 0u) {
+        let kw = kv16_words(m, row0, rows, out_row, v);
+        if (kw.ok.x) { store_y_word(m, kw.at.x, kw.w.x); }
+        if (kw.ok.y) { store_y_word(m, kw.at.y, kw.w.y); }
+        return;
+    }
     for (var s = 0u; s < ROWS; s++) {
         let row = slot_row(row0, s);
         if (row < rows) {

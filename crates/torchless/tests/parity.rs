@@ -124,10 +124,11 @@ fn check(name: &str, tol: f32) {
 }
 
 /// The same positions with a 16-bit KV cache: the full prompt (flash attention over the cache), then a
-/// 5-token prefill and single tokens (the decode path, which writes the cache through rope_qk_kv16
-/// instead of the GEMV epilogue). K and V rounded to f16 or bf16 move the logits from transformers' by up
-/// to `tol`; the CPU and the GPU round the same values, so they agree with each other within
-/// `agree` (a wrong rotation or a misplaced cache word on one of them moves logits by far more).
+/// 5-token prefill and single tokens (the decode path: on the GPU the fused Q/K/V GEMV writes the 16-bit
+/// cache two rows a word, on the CPU rope_qk_store_kv). K and V rounded to f16 or bf16 move the logits
+/// from transformers' by up to `tol`; the CPU and the GPU round the same values, so they agree with each
+/// other within `agree` (a wrong rotation or a misplaced cache word on one of them moves logits by far
+/// more).
 fn check_kv16(name: &str, dtype: DType, tol: f32, agree: f32) {
     let g = golden(name);
     let n = g.tokens.len();

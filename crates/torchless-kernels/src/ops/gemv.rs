@@ -390,10 +390,8 @@ pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], 
     let hd = kv.check(OP, mats[0].rows, mats[1].rows, mats[2].rows, batch)?;
     let biases: Vec<DType> = mats.iter().filter_map(|m| m.bias.map(|b| b.dtype())).collect();
     let per_vec4 = if mats[0].w.dtype() == DType::F32 { 4 } else { 8 };
-    let fusable = x.is_gpu()
-        && kv.rotates_whole_heads()
-        && in_len.is_multiple_of(per_vec4)
-        && biases.windows(2).all(|d| d[0] == d[1]);
+    let fusable =
+        x.is_gpu() && kv.fusable() && in_len.is_multiple_of(per_vec4) && biases.windows(2).all(|d| d[0] == d[1]);
     if !fusable {
         let mut outs = gemv_multi_normed(x, norm, &parts)?.into_iter();
         let mut next = || outs.next().expect("one output per part");
@@ -413,7 +411,7 @@ pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], 
         residual: None,
         soft_cap: None,
         norm: Some(norm),
-        rope: Some(RopeOut { table: kv.table, pos: kv.pos }),
+        rope: Some(RopeOut { table: kv.table, pos: kv.pos, cache: kv.cache_dtype() }),
     };
     job.check_aliasing()?;
     kv.check_distinct(OP, &job.inputs())?;
@@ -639,6 +637,8 @@ struct Job<'a> {
 struct RopeOut<'a> {
     table: &'a RopeTable,
     pos: usize,
+    /// The KV caches' dtype.
+    cache: DType,
 }
 
 /// A fused input norm's weight has `in_len` float elements and its eps is finite and non-negative.
@@ -805,9 +805,12 @@ impl Job<'_> {
         };
         let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind));
         let mut tune = clamp_tune(tune);
-        if self.rope.is_some() {
+        match self.rope {
+            // A 16-bit cache's words: four slots (kernels/gemv_rope.wgsl CACHE_DT).
+            Some(r) if r.cache != DType::F32 => tune.rows = 4,
             // Whole rotation pairs: 2 or 4 slots.
-            tune.rows = (tune.rows & !1).max(2);
+            Some(_) => tune.rows = (tune.rows & !1).max(2),
+            None => {}
         }
 
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
@@ -896,6 +899,7 @@ impl Job<'_> {
             ("NORM", self.norm.map_or(0.0, |n| if n.variant == RmsNormVariant::Gemma { 2.0 } else { 1.0 })),
             ("NW_DT", self.norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
             ("ROPE", self.rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
+            ("CACHE_DT", self.rope.map_or(DType::F32, |r| r.cache).wgsl_code()),
         ];
         let table = self.rope.map(|r| buf(r.table.tensor())).transpose()?;
         // x, residual, norm weight, then per matrix of the kernel its weights, biases and outputs.
@@ -1485,7 +1489,9 @@ mod tests {
             let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
             let variant = if gemma { RmsNormVariant::Gemma } else { RmsNormVariant::Standard };
-            for backend in test_backends() {
+            for (backend, cache_dt) in
+                test_backends().into_iter().flat_map(|b| crate::ops::rope::CACHE_DTYPES.map(|d| (b.clone(), d)))
+            {
                 let t = |v: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(&backend, v, shape, dt).unwrap();
                 let x = t(&xv, &[b, cols], DType::F32);
                 let nw = t(&nwv, &[cols], DType::BF16);
@@ -1497,7 +1503,7 @@ mod tests {
                 let parts: Vec<GemvPart<'_>> =
                     ws.iter().zip(&bs).map(|(w, b)| GemvPart { w, bias: b.as_ref() }).collect();
                 let table = RopeTable::new(&backend, cfg.clone()).unwrap();
-                let cache = || t(&cache0, &[cap, nkv, hd], DType::F32);
+                let cache = || t(&cache0, &[cap, nkv, hd], cache_dt);
                 // The two ops, each tested on its own.
                 let [q, k, v]: [Tensor; 3] = gemv_multi_normed(&x, norm, &parts).unwrap().try_into().unwrap();
                 let (kc_want, vc_want) = (cache(), cache());
@@ -1509,10 +1515,13 @@ mod tests {
                 let got = gemv_qkv_rope(&x, norm, [parts[0], parts[1], parts[2]], kv).unwrap();
                 assert_eq!(got.shape(), &[b, q_rows]);
                 let what = format!(
-                    "gemv_qkv_rope {dtype} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}",
+                    "gemv_qkv_rope {dtype} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos}, {cache_dt} cache, on {}",
                     backend.name()
                 );
-                let tol = Tolerance { atol: 2e-5, rtol: 2e-5 };
+                let tol = match cache_dt {
+                    DType::F32 => Tolerance { atol: 2e-5, rtol: 2e-5 },
+                    dt => crate::ops::rope::cache_rounding_tolerance(dt),
+                };
                 crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
             }
         }

@@ -466,7 +466,7 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
     let fusable = matches!(x.data, InputData::Gpu { .. })
         && parts.iter().all(|(w, _)| w.quant_type() == wq.quant_type() && w.cols() == wq.cols())
         && bias_dts.windows(2).all(|d| d[0] == d[1])
-        && kv.rotates_whole_heads();
+        && kv.fusable();
     if !fusable {
         let mut outs = gemv_q_multi(x, &parts)?.into_iter();
         let mut next = || outs.next().expect("one output per part");
@@ -488,7 +488,7 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
         gpu::Part { w: wk, bias: parts[1].1, out: kv.k_cache },
         gpu::Part { w: wv, bias: parts[2].1, out: kv.v_cache },
     ];
-    x.run_gpu(&gparts, None, Some(gpu::RopeOut { table: kv.table, pos: kv.pos }))?;
+    x.run_gpu(&gparts, None, Some(gpu::RopeOut { table: kv.table, pos: kv.pos, cache: kv.cache_dtype() }))?;
     Ok(q)
 }
 
@@ -1239,6 +1239,8 @@ pub(crate) mod gpu {
     pub struct RopeOut<'a> {
         pub table: &'a RopeTable,
         pub pos: usize,
+        /// The KV caches' dtype.
+        pub cache: DType,
     }
 
     /// One weight matrix of a GPU GEMV dispatch, with its bias and output.
@@ -1355,11 +1357,13 @@ pub(crate) mod gpu {
         let w = parts[0].w;
         let teams = tune.teams.max(1);
         // GATED: an even number of slots, half gate rows and half up rows.
-        // RoPE: whole rotation pairs, 2 or 4 slots.
-        tune.rows = if gated.is_some() || rope.is_some() {
-            if gated.is_some() { (2 * tune.rows).clamp(2, 4) } else { (tune.rows & !1).clamp(2, 4) }
-        } else {
-            tune.rows.clamp(1, 4)
+        // RoPE: whole rotation pairs, 2 or 4 slots; four for a 16-bit cache's words (kernels/gemv_rope.wgsl
+        // CACHE_DT).
+        tune.rows = match (gated, rope) {
+            (Some(_), _) => (2 * tune.rows).clamp(2, 4),
+            (None, Some(r)) if r.cache != DType::F32 => 4,
+            (None, Some(_)) => (tune.rows & !1).clamp(2, 4),
+            (None, None) => tune.rows.clamp(1, 4),
         };
         let rows_per_matrix = if gated.is_some() { tune.rows / 2 } else { tune.rows } as usize;
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
@@ -1443,6 +1447,7 @@ pub(crate) mod gpu {
             ("GATED", if gated.is_some() { 1.0 } else { 0.0 }),
             ("ACT", if gated == Some(GatedAct::GeluTanh) { 1.0 } else { 0.0 }),
             ("ROPE", rope.map_or(0.0, |r| r.table.config().layout.epilogue_code())),
+            ("CACHE_DT", rope.map_or(DType::F32, |r| r.cache).wgsl_code()),
             ("TEAMS", f64::from(teams)),
             ("FUSED", if fused { 1.0 } else { 0.0 }),
             ("XCAP", if fused { (w.cols() / 16) as f64 } else { 1.0 }),
@@ -2133,7 +2138,9 @@ mod tests {
             let cap = pos + b + 2;
             let cache0 = rng.vec(cap * kv_rows, -1.0, 1.0);
             let cfg = RopeConfig::new(hd, 10000.0).with_rot_dim(rot).with_layout(layout);
-            for backend in test_backends() {
+            for (backend, cache_dt) in
+                test_backends().into_iter().flat_map(|b| crate::ops::rope::CACHE_DTYPES.map(|d| (b.clone(), d)))
+            {
                 with_and_without_teams(&backend, b, |teams| {
                     let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
                     let ws: Vec<QuantTensor> = mats.iter().map(|w| w.to_backend(&backend).unwrap()).collect();
@@ -2144,7 +2151,7 @@ mod tests {
                     let parts: Vec<(&QuantTensor, Option<&Tensor>)> =
                         ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
                     let table = RopeTable::new(&backend, cfg.clone()).unwrap();
-                    let cache = || Tensor::from_slice(&backend, &cache0, &[cap, nkv, hd]).unwrap();
+                    let cache = || Tensor::from_f32(&backend, &cache0, &[cap, nkv, hd], cache_dt).unwrap();
                     // The two ops, each tested on its own.
                     let [q, k, v]: [Tensor; 3] = gemv_q_multi(&x, &parts).unwrap().try_into().unwrap();
                     let (kc_want, vc_want) = (cache(), cache());
@@ -2164,10 +2171,13 @@ mod tests {
                     let got = gemv_q_qkv_rope(&x, [parts[0], parts[1], parts[2]], kv).unwrap();
                     assert_eq!(got.shape(), &[b, q_rows]);
                     let what = format!(
-                        "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos} on {}{teams}",
+                        "gemv_q_qkv_rope {ty} {layout:?} hd {hd} rot {rot} {nh}/{nkv} b={b} pos {pos}, {cache_dt} cache, on {}{teams}",
                         backend.name()
                     );
-                    let tol = Tolerance { atol: 1e-5, rtol: 1e-5 };
+                    let tol = match cache_dt {
+                        DType::F32 => Tolerance { atol: 1e-5, rtol: 1e-5 },
+                        dt => crate::ops::rope::cache_rounding_tolerance(dt),
+                    };
                     crate::ops::rope::assert_epilogue_matches(&what, [&got, &kc, &vc], [&q, &kc_want, &vc_want], tol);
                 });
             }

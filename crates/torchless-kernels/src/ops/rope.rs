@@ -338,7 +338,7 @@ pub struct KvWrite<'a> {
     pub table: &'a RopeTable,
     /// The position of the step's first token.
     pub pos: usize,
-    /// f32 `[capacity, n_kv_heads, head_dim]`.
+    /// `[capacity, n_kv_heads, head_dim]`, both f32, both f16 or both bf16.
     pub k_cache: &'a Tensor,
     pub v_cache: &'a Tensor,
 }
@@ -354,9 +354,8 @@ impl KvWrite<'_> {
         v_rows: usize,
         tokens: usize,
     ) -> Result<usize> {
-        for t in [self.k_cache, self.v_cache] {
-            require_dtype(op, t, DType::F32)?;
-        }
+        require_float(op, self.k_cache)?;
+        require_dtype(op, self.v_cache, self.k_cache.dtype())?;
         let hd = self.table.config.head_dim;
         let capacity = match self.k_cache.shape() {
             &[c, h, d]
@@ -390,9 +389,17 @@ impl KvWrite<'_> {
         Ok(hd)
     }
 
-    /// Whether every dim of a head rotates (what the fused epilogue handles).
-    pub(crate) fn rotates_whole_heads(&self) -> bool {
-        self.table.config.rot_dim == self.table.config.head_dim
+    /// Whether the fused epilogue (kernels/gemv_rope.wgsl) can write these caches: every dim of a head
+    /// rotates, and a 16-bit cache's words pair rows that one thread of four slots holds (head_dim a
+    /// multiple of 4, so that a HalfSplit pair j, j + 1 stays within its half).
+    pub(crate) fn fusable(&self) -> bool {
+        let cfg = &self.table.config;
+        cfg.rot_dim == cfg.head_dim && (self.k_cache.dtype() == DType::F32 || cfg.head_dim.is_multiple_of(4))
+    }
+
+    /// The caches' dtype code for the fused epilogue's `CACHE_DT`.
+    pub(crate) fn cache_dtype(&self) -> DType {
+        self.k_cache.dtype()
     }
 
     /// The caches may not share storage with the GEMV's operands `inputs` or with each other, and live
@@ -813,6 +820,18 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
     };
     Some(build())
 }
+
+/// The fused Q/K/V epilogues' 16-bit caches against the two ops': the same values to f32 rounding, which
+/// may round one unit apart (f16 2^-11, bf16 2^-8 relative).
+#[cfg(test)]
+pub(crate) fn cache_rounding_tolerance(cache: DType) -> crate::testing::Tolerance {
+    let rel = if cache == DType::BF16 { 8e-3 } else { 1e-3 };
+    crate::testing::Tolerance { atol: 2.0 * rel, rtol: rel }
+}
+
+/// The KV cache dtypes the fused Q/K/V epilogues write, for tests.
+#[cfg(test)]
+pub(crate) const CACHE_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 /// Test helper for the fused Q/K/V GEMV epilogues (ops/gemv.rs, ops/qmatmul.rs): the fused op's Q output
 /// and caches against those of the two ops it replaces.

@@ -458,13 +458,7 @@ impl Llama {
         k_cache: &Tensor,
         v_cache: &Tensor,
     ) -> Result<Option<Tensor>> {
-        // The GEMV epilogues write f32 caches only (their threads own single elements, a 16-bit cache
-        // word holds two).
-        if x.rows_cols().0 > gemv::MAX_BATCH
-            || l.q_norm.is_some()
-            || l.k_norm.is_some()
-            || k_cache.dtype() != DType::F32
-        {
+        if x.rows_cols().0 > gemv::MAX_BATCH || l.q_norm.is_some() || l.k_norm.is_some() {
             return Ok(None);
         }
         let kv = rope::KvWrite { table: &self.rope, pos, k_cache, v_cache };
