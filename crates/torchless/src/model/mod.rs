@@ -17,7 +17,7 @@ use crate::tokenizer::Tokenizer;
 use torchless_kernels::quant::QuantType;
 use weights::{Source, SourceKind};
 
-/// `Model::forward` runs longer prompts in chunks of this many tokens.
+/// `Model::forward` runs longer prompts in chunks of this many tokens (see [`Model::forward_chunks`]).
 pub const PREFILL_CHUNK: usize = 4096;
 
 /// Which positions' logits `forward` returns.
@@ -108,6 +108,21 @@ impl Model {
 
     /// Runs `tokens` at positions `pos..` and returns logits [rows, vocab] f32 on the model's backend.
     pub fn forward(&self, state: &mut State, tokens: &[u32], pos: usize, which: Logits) -> Result<Tensor> {
+        self.forward_chunks(state, tokens, pos, which, PREFILL_CHUNK)
+    }
+
+    /// [`Model::forward`] in chunks of at most `chunk` tokens. A long prompt goes through in chunks so
+    /// that its activations (about 300 KB a token for Llama-3-8B) stay bounded and the buffer pool
+    /// recycles them; each chunk attends to the cache the ones before filled. Every position's logits are
+    /// gathered on the host (a caller asking for them reads them).
+    pub fn forward_chunks(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        pos: usize,
+        which: Logits,
+        chunk: usize,
+    ) -> Result<Tensor> {
         let vocab = self.vocab_size();
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::TokenOutOfRange { id, vocab });
@@ -119,21 +134,6 @@ impl Model {
                 reason: "needs at least one token".into(),
             });
         }
-        self.forward_chunks(state, tokens, pos, which, PREFILL_CHUNK)
-    }
-
-    /// [`Model::forward`] in chunks of at most `chunk` tokens. A long prompt goes through in chunks so
-    /// that its activations (~270 KB a token for Llama-3-8B) stay bounded and the buffer pool recycles
-    /// them; each chunk attends to the cache the ones before filled. Every position's logits are
-    /// gathered on the host (a caller asking for them reads them).
-    pub fn forward_chunks(
-        &self,
-        state: &mut State,
-        tokens: &[u32],
-        pos: usize,
-        which: Logits,
-        chunk: usize,
-    ) -> Result<Tensor> {
         let chunk = chunk.max(1);
         let mut rows = Vec::new();
         let mut start = 0;
@@ -141,17 +141,16 @@ impl Model {
             let end = (start + chunk).min(tokens.len());
             let ids = Tensor::from_slice(self.backend(), &tokens[start..end], &[end - start])?;
             let logits = self.forward_ids(state, &ids, pos + start, which)?;
-            if end == tokens.len() && start == 0 {
-                return Ok(logits);
-            }
-            if which == Logits::All {
-                rows.extend(logits.to_f32_vec()?);
-            }
-            if end == tokens.len() {
-                return match which {
-                    Logits::Last => Ok(logits),
-                    Logits::All => Ok(Tensor::from_slice(self.backend(), &rows, &[tokens.len(), self.vocab_size()])?),
-                };
+            let last = end == tokens.len();
+            match which {
+                Logits::All if !(last && start == 0) => {
+                    rows.extend(logits.to_f32_vec()?);
+                    if last {
+                        return Ok(Tensor::from_slice(self.backend(), &rows, &[tokens.len(), vocab])?);
+                    }
+                }
+                _ if last => return Ok(logits),
+                _ => {}
             }
             start = end;
         }
