@@ -607,8 +607,20 @@ fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
 /// per max(lanes, subgroup) threads, at most 128 of them and 1024 head_dim/4 slices.
 fn subgroup_threads(head_dim: usize, lanes: usize, min_subgroup: usize, cap: usize) -> usize {
     let span = lanes.max(min_subgroup);
-    let fits = |t: usize| t / span <= 128 && (t / span) * (head_dim / 4) <= 1024;
-    [1024, 512, 256].into_iter().find(|&t| t <= cap && fits(t)).unwrap_or(128)
+    [1024, 512, 256].into_iter().find(|&t| t <= cap && states_fit(t, head_dim, span)).unwrap_or(128)
+}
+
+/// Whether the states a workgroup of `threads` keeps after its subgroup merge (one per `span` threads)
+/// fit the subgroup kernel's workgroup memory: at most 128 of them and 1024 head_dim/4 slices.
+fn states_fit(threads: usize, head_dim: usize, span: usize) -> bool {
+    threads / span <= 128 && (threads / span) * (head_dim / 4) <= 1024
+}
+
+/// The vec4 quads of a K/V row (and of each query and output row) one lane of `lanes` holds: the subgroup
+/// kernel keeps RB times that many registers for its rows, so RB · quads <= 8.
+fn quads_per_lane(head_dim: usize, dtype: DType, lanes: usize) -> usize {
+    let per_group = if dtype == DType::F32 { 4 } else { 8 };
+    head_dim.div_ceil(per_group).div_ceil(lanes) * per_group / 4
 }
 
 /// `max_keys`: the most keys a step may read (kv_len, or the capacity when kv_len lives on the
@@ -629,8 +641,7 @@ fn decode_plan(
     let (kernel, rows_per_block) = match subgroup_lanes(hd, min_subgroup) {
         Some(lanes) => {
             // Registers: each row keeps a query slice and an output slice of `quads` vec4 per lane.
-            let per_group = if dtype == DType::F32 { 4 } else { 8 };
-            let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
+            let quads = quads_per_lane(hd, dtype, lanes);
             let cap = if span <= UNSPLIT_MAX_KEYS { max_threads.min(UNSPLIT_MAX_THREADS) } else { 128 };
             let threads = subgroup_threads(hd, lanes, min_subgroup, cap);
             (DecodeKernel::Subgroup { lanes, threads }, rows.min(8 / quads).min(SUBGROUP_MAX_ROWS))
@@ -697,19 +708,13 @@ impl DecodeTune {
             )));
         }
         let span = lanes.max(min_subgroup);
-        if !threads.is_power_of_two()
-            || threads < span
-            || threads > max_threads
-            || threads / span > 128
-            || (threads / span) * (hd / 4) > 1024
-        {
+        if !threads.is_power_of_two() || threads < span || threads > max_threads || !states_fit(threads, hd, span) {
             return Err(bad(format!(
                 "THREADS {threads} must be a power of two from {span} to {max_threads} whose states fit the \
                  kernel's workgroup memory"
             )));
         }
-        let per_group = if dtype == DType::F32 { 4 } else { 8 };
-        let quads = hd.div_ceil(per_group).div_ceil(lanes) * per_group / 4;
+        let quads = quads_per_lane(hd, dtype, lanes);
         let all_rows = d.tokens * d.group();
         let rows = pick(self.rows, plan.rows_per_block);
         if rows > all_rows.min(8 / quads) {
@@ -730,11 +735,7 @@ impl DecodeTune {
 
 fn env_decode_tune() -> Result<Option<DecodeTune>> {
     static TUNE: std::sync::OnceLock<std::result::Result<Option<DecodeTune>, String>> = std::sync::OnceLock::new();
-    let parsed = TUNE.get_or_init(|| match std::env::var(DECODE_TUNE_VAR) {
-        Err(_) => Ok(None),
-        Ok(v) => DecodeTune::parse(&v).map(Some).ok_or(v),
-    });
-    parsed.clone().map_err(|value| KernelError::Argument {
+    super::env_override(&TUNE, DECODE_TUNE_VAR, DecodeTune::parse).map_err(|value| KernelError::Argument {
         op: "sdpa_decode",
         name: DECODE_TUNE_VAR,
         value,

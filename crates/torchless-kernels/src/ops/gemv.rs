@@ -411,7 +411,7 @@ pub fn gemv_qkv_rope(x: &Tensor, norm: InputNorm<'_>, parts: [GemvPart<'_>; 3], 
         residual: None,
         soft_cap: None,
         norm: Some(norm),
-        rope: Some(RopeOut { table: kv.table, pos: kv.pos, cache: kv.cache_dtype() }),
+        rope: Some(RopeOut { table: kv.table, pos: kv.pos, cache: kv.k_cache.dtype() }),
     };
     job.check_aliasing()?;
     kv.check_distinct(OP, &job.inputs())?;

@@ -19,6 +19,20 @@ use crate::error::{KernelError, Result};
 use crate::tensor::Tensor;
 
 /// The largest power of two at most `v` (0 for 0).
+/// A launch-shape override from environment variable `var` (for benchmark sweeps), read and parsed once
+/// a process: `None` when unset, the variable's text as the error when `parse` rejects it.
+pub(crate) fn env_override<T: Clone>(
+    cell: &'static std::sync::OnceLock<std::result::Result<Option<T>, String>>,
+    var: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> std::result::Result<Option<T>, String> {
+    cell.get_or_init(|| match std::env::var(var) {
+        Err(_) => Ok(None),
+        Ok(v) => parse(&v).map(Some).ok_or(v),
+    })
+    .clone()
+}
+
 pub(crate) fn prev_power_of_two(v: u32) -> u32 {
     if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
 }

@@ -488,7 +488,7 @@ pub fn gemv_q_qkv_rope(x: &GemvInput, parts: [(&QuantTensor, Option<&Tensor>); 3
         gpu::Part { w: wk, bias: parts[1].1, out: kv.k_cache },
         gpu::Part { w: wv, bias: parts[2].1, out: kv.v_cache },
     ];
-    x.run_gpu(&gparts, None, Some(gpu::RopeOut { table: kv.table, pos: kv.pos, cache: kv.cache_dtype() }))?;
+    x.run_gpu(&gparts, None, Some(gpu::RopeOut { table: kv.table, pos: kv.pos, cache: kv.k_cache.dtype() }))?;
     Ok(q)
 }
 
@@ -1172,28 +1172,21 @@ pub(crate) mod gpu {
     /// is unset, an error naming the variable when it is malformed or out of range.
     fn env_tune() -> Result<Option<Tune>> {
         static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
-        let parsed = TUNE.get_or_init(|| {
-            let Ok(v) = std::env::var(TUNE_VAR) else { return Ok(None) };
+        let parsed = crate::ops::env_override(&TUNE, TUNE_VAR, |v| {
             let fields: Vec<Option<u32>> = v.split(',').map(|f| f.trim().parse().ok()).collect();
             let tune = match fields[..] {
-                [Some(wg), Some(rows)] => Some(Tune { wg, rows, teams: 0 }),
-                [Some(wg), Some(rows), Some(teams)] => Some(Tune { wg, rows, teams }),
-                _ => None,
+                [Some(wg), Some(rows)] => Tune { wg, rows, teams: 0 },
+                [Some(wg), Some(rows), Some(teams)] => Tune { wg, rows, teams },
+                _ => return None,
             };
-            match tune {
-                Some(t)
-                    if t.wg.is_power_of_two()
-                        && (32..=256).contains(&t.wg)
-                        && (1..=4).contains(&t.rows)
-                        && (t.teams == 0 || t.teams.is_power_of_two())
-                        && t.teams * t.wg <= 1024 =>
-                {
-                    Ok(Some(t))
-                }
-                _ => Err(v),
-            }
+            (tune.wg.is_power_of_two()
+                && (32..=256).contains(&tune.wg)
+                && (1..=4).contains(&tune.rows)
+                && (tune.teams == 0 || tune.teams.is_power_of_two())
+                && tune.teams * tune.wg <= 1024)
+                .then_some(tune)
         });
-        parsed.clone().map_err(|value| KernelError::Argument {
+        parsed.map_err(|value| KernelError::Argument {
             op: "gemv_q",
             name: TUNE_VAR,
             value,

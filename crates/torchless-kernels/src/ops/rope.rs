@@ -397,11 +397,6 @@ impl KvWrite<'_> {
         cfg.rot_dim == cfg.head_dim && (self.k_cache.dtype() == DType::F32 || cfg.head_dim.is_multiple_of(4))
     }
 
-    /// The caches' dtype code for the fused epilogue's `CACHE_DT`.
-    pub(crate) fn cache_dtype(&self) -> DType {
-        self.k_cache.dtype()
-    }
-
     /// The caches may not share storage with the GEMV's operands `inputs` or with each other, and live
     /// on their backend.
     pub(crate) fn check_distinct(&self, op: &'static str, inputs: &[&Tensor]) -> Result<()> {
