@@ -37,8 +37,8 @@ pub struct LoadOptions {
     /// Q4_K falls back to Q5_0 for rows that are not multiples of 256, as llama.cpp does.
     #[arg(long, value_parser = parse_quant)]
     pub quantize: Option<QuantType>,
-    /// The KV cache's dtype: f32 (the default), f16 or bf16, which halve its memory (K and V are rounded
-    /// as they are written). Llama-family models only.
+    /// The KV cache's dtype: f32, f16 or bf16 (half the memory; K and V are rounded as they are written).
+    /// By default f16 on a GPU and f32 on the CPU. Llama-family models only.
     #[arg(long, value_parser = parse_kv_dtype)]
     pub kv_cache: Option<DType>,
 }

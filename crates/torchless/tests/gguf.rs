@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use torchless::model::{LoadedModel, Logits};
+use torchless_kernels::DType;
 use torchless_kernels::testing::test_backends;
 
 fn fixtures() -> PathBuf {
@@ -42,7 +43,9 @@ fn check(file: &str, hf: &str, tol: f32, greedy: bool) {
         let what = format!("{file} on {}", backend.name());
         let loaded =
             LoadedModel::load(path.to_str().unwrap(), &backend, false).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let model = loaded.model;
+        // An f32 KV cache (the GPU's default is f16): the exact path, held to transformers within `tol`.
+        let mut model = loaded.model;
+        model.set_kv_dtype(DType::F32).unwrap();
         let mut state = model.new_state(g.tokens.len() + g.greedy.len()).unwrap();
         let got = model.forward(&mut state, &g.tokens, 0, Logits::All).unwrap().to_f32_vec().unwrap();
         assert_eq!(got.len(), g.logits.len(), "{what}: logit count");

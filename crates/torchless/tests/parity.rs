@@ -36,11 +36,17 @@ fn golden(name: &str) -> Golden {
     }
 }
 
+/// The model with an f32 KV cache (the GPU's default is f16): the exact path, which `check` holds to
+/// transformers' logits within 1e-4; `check_kv16` covers the 16-bit caches.
 fn load(name: &str, backend: &Backend) -> Model {
     let dir = fixture_dir(name);
-    LoadedModel::load(dir.to_str().expect("utf-8 path"), backend, false)
+    let mut model = LoadedModel::load(dir.to_str().expect("utf-8 path"), backend, false)
         .unwrap_or_else(|e| panic!("loading {name} on {}: {e}", backend.name()))
-        .model
+        .model;
+    if let Model::Llama(llama) = &mut model {
+        llama.set_kv_dtype(DType::F32).expect("f32 is a KV cache dtype");
+    }
+    model
 }
 
 /// Largest |a − b| and where it is.

@@ -59,8 +59,16 @@ pub struct Llama {
     kv_dtype: DType,
 }
 
-/// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]`, f32 (the default), f16 or
-/// bf16 (`Llama::set_kv_dtype`).
+/// The KV cache dtype a model loaded on `backend` starts with: f16 on a GPU, where the decode step's fused
+/// Q/K/V GEMV writes it at no cost and attention reads half the bytes (Llama-3-8B on an H200 decodes as fast
+/// as with f32 at context 512 and faster beyond; BENCHMARKS.md), as llama.cpp does; f32 on the CPU, whose
+/// attention would widen every 16-bit row it reads.
+pub fn default_kv_dtype(backend: &Backend) -> DType {
+    if backend.is_gpu() { DType::F16 } else { DType::F32 }
+}
+
+/// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]`, f32, f16 or bf16
+/// (`Llama::set_kv_dtype`).
 pub struct State {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -223,7 +231,8 @@ impl Llama {
         }
         ld.progress.finish_and_clear();
         let rope = rope_table(c, backend)?;
-        Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope, kv_dtype: DType::F32 })
+        let kv_dtype = default_kv_dtype(backend);
+        Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope, kv_dtype })
     }
 
     /// Bytes of weights one decode step reads: every layer, the final norm and the LM head (the
@@ -245,9 +254,9 @@ impl Llama {
         (layers + head + self.final_norm.size_bytes()) as u64
     }
 
-    /// The dtype of the KV caches of states made from now on: f32 (the default), or f16 or bf16, which
-    /// halve the cache's memory and the bytes attention reads a token; K and V are rounded to it as they
-    /// are written (attention still computes in f32).
+    /// The dtype of the KV caches of states made from now on: f32, or f16 or bf16, which halve the
+    /// cache's memory and the bytes attention reads a token; K and V are rounded to it as they are written
+    /// (attention still computes in f32). The default is [`default_kv_dtype`].
     pub fn set_kv_dtype(&mut self, dtype: DType) -> Result<()> {
         if !dtype.is_float() {
             return Err(Error::Argument {
