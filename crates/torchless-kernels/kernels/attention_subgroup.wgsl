@@ -13,16 +13,16 @@
 // then the subgroups' states are merged through workgroup memory, a few rows at a time.
 // Lanes of a group must be consecutive invocations of one subgroup (LPR <= subgroup size).
 //
-// Per-row state lives in separate variables (st0..st7) guarded by conditions on constants: naga bounds
-// every loop with a counter, so drivers would not unroll loops over a private array.
+// The two rows' states live in separate variables guarded by conditions on constants: naga bounds every
+// loop with a counter, so drivers would not unroll loops over a private array.
 
 override DTYPE: u32 = 0u;
 // Head dimension: a multiple of 4, at most 256, and HD <= 16 · LPR.
 override HD: u32 = 128u;
 // Lanes per K/V row: 8, 16 or 32, at most the subgroup size.
 override LPR: u32 = 16u;
-// Query rows per workgroup: at most 8, and RB · quads per lane <= 8.
-override RB: u32 = 4u;
+// Query rows per workgroup: 1 or 2.
+override RB: u32 = 2u;
 // One split: the kernel writes the normalised output itself (binding 4 is the output), no reduce pass.
 override DIRECT: bool = false;
 // Threads per workgroup (a multiple of the subgroup size). A short context runs one workgroup per KV head,
@@ -36,6 +36,9 @@ override SG: u32 = 32u;
 override QOUT: bool = false;
 override QOUT_LAYOUT: u32 = 0u;
 const U: u32 = 4u; // keys per lane group per step
+// Load the next step's K and V words before folding the current ones, so that a step's memory latency
+// overlaps the one before's arithmetic (twice the registers for raw words; ops/attention.rs says when).
+override PREFETCH: bool = false;
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
@@ -213,13 +216,17 @@ fn row_init(r: u32, row0: u32, kvh: u32, lane: u32, first_pos: i32) -> Row {
     return row;
 }
 
-// Folds U keys (positions kp, in range where `live`) with K slices k0..k3 and V slices v0..v3.
-fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
-            k0: mat4x4<f32>, k1: mat4x4<f32>, k2: mat4x4<f32>, k3: mat4x4<f32>,
-            v0: mat4x4<f32>, v1: mat4x4<f32>, v2: mat4x4<f32>, v3: mat4x4<f32>) -> Row {
-    let q = row.q;
-    let part_s = vec4<f32>(slice_dot(q, k0), slice_dot(q, k1), slice_dot(q, k2), slice_dot(q, k3));
-    var s = softcap4(group_sum(part_s), p.softcap);
+// A row's online-softmax update for one step: its new running max, the factor that rescales what it
+// held, and the weights of the step's keys.
+struct Fold {
+    m: f32,
+    alpha: f32,
+    pr: vec4<f32>,
+}
+
+// `part`: the lane's partial scores of the step's keys (positions kp, in range where `live`).
+fn fold_weights(row: Row, part: vec4<f32>, kp: vec4<i32>, live: vec4<bool>) -> Fold {
+    var s = softcap4(group_sum(part), p.softcap);
     var ok = live;
     if (p.causal != 0u) {
         ok = ok & (kp <= vec4<i32>(row.pos));
@@ -228,21 +235,83 @@ fn row_step(row: Row, kp: vec4<i32>, live: vec4<bool>,
         ok = ok & (kp > vec4<i32>(row.pos - i32(p.window)));
     }
     s = select(vec4<f32>(MASKED), s, ok);
-    let m_new = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
-    if (!visible(m_new)) {
-        return row;
-    }
+    var f: Fold;
+    // With nothing visible yet m stays MASKED, alpha and pr 0, so the row stays empty.
+    f.m = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
+    f.alpha = select(0.0, exp(row.m - f.m), visible(row.m));
+    f.pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(f.m)), s > vec4<f32>(-1.0e38));
+    return f;
+}
+
+// The row's state after a step, its output slice rescaled but its V terms not yet added.
+fn fold_start(row: Row, f: Fold) -> Row {
     var out = row;
-    let alpha = select(0.0, exp(row.m - m_new), visible(row.m));
-    let pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), s > vec4<f32>(-1.0e38));
-    out.m = m_new;
-    out.l = row.l * alpha + pr.x + pr.y + pr.z + pr.w;
-    // Column by column, so the columns past the slice stay constant zeros (0 · x does not fold).
+    out.m = f.m;
+    out.l = row.l * f.alpha + f.pr.x + f.pr.y + f.pr.z + f.pr.w;
     let nq = quads_per_lane();
-    out.acc[0] = row.acc[0] * alpha + v0[0] * pr.x + v1[0] * pr.y + v2[0] * pr.z + v3[0] * pr.w;
-    if (nq > 1u) { out.acc[1] = row.acc[1] * alpha + v0[1] * pr.x + v1[1] * pr.y + v2[1] * pr.z + v3[1] * pr.w; }
-    if (nq > 2u) { out.acc[2] = row.acc[2] * alpha + v0[2] * pr.x + v1[2] * pr.y + v2[2] * pr.z + v3[2] * pr.w; }
-    if (nq > 3u) { out.acc[3] = row.acc[3] * alpha + v0[3] * pr.x + v1[3] * pr.y + v2[3] * pr.z + v3[3] * pr.w; }
+    out.acc[0] = row.acc[0] * f.alpha;
+    if (nq > 1u) { out.acc[1] = row.acc[1] * f.alpha; }
+    if (nq > 2u) { out.acc[2] = row.acc[2] * f.alpha; }
+    if (nq > 3u) { out.acc[3] = row.acc[3] * f.alpha; }
+    return out;
+}
+
+// acc += v · w, column by column, so the columns past the slice stay constant zeros (0 · x does not fold).
+fn add_v(acc: mat4x4<f32>, v: mat4x4<f32>, w: f32) -> mat4x4<f32> {
+    var out = acc;
+    let nq = quads_per_lane();
+    out[0] += v[0] * w;
+    if (nq > 1u) { out[1] += v[1] * w; }
+    if (nq > 2u) { out[2] += v[2] * w; }
+    if (nq > 3u) { out[3] += v[3] * w; }
+    return out;
+}
+
+// The block's (at most two) rows.
+struct Rows {
+    a: Row,
+    b: Row,
+}
+
+// Folds a step's U keys into both rows. Key by key, K then V, each row slice is unpacked where it is
+// used, so that one unpacked slice is live at a time beside the raw words (which a prefetching loop
+// holds twice).
+fn fold_step(rows: Rows, kp: vec4<i32>, live: vec4<bool>, st: Step, lane: u32) -> Rows {
+    let two = RB > 1u;
+    var pa = vec4<f32>(0.0);
+    var pb = vec4<f32>(0.0);
+    var k = unpack_raw(st.k0, lane);
+    pa.x = slice_dot(rows.a.q, k);
+    if (two) { pb.x = slice_dot(rows.b.q, k); }
+    k = unpack_raw(st.k1, lane);
+    pa.y = slice_dot(rows.a.q, k);
+    if (two) { pb.y = slice_dot(rows.b.q, k); }
+    k = unpack_raw(st.k2, lane);
+    pa.z = slice_dot(rows.a.q, k);
+    if (two) { pb.z = slice_dot(rows.b.q, k); }
+    k = unpack_raw(st.k3, lane);
+    pa.w = slice_dot(rows.a.q, k);
+    if (two) { pb.w = slice_dot(rows.b.q, k); }
+    let fa = fold_weights(rows.a, pa, kp, live);
+    var out: Rows;
+    out.a = fold_start(rows.a, fa);
+    var fb: Fold;
+    if (two) {
+        fb = fold_weights(rows.b, pb, kp, live);
+        out.b = fold_start(rows.b, fb);
+    }
+    var v = unpack_raw(st.v0, lane);
+    out.a.acc = add_v(out.a.acc, v, fa.pr.x);
+    if (two) { out.b.acc = add_v(out.b.acc, v, fb.pr.x); }
+    v = unpack_raw(st.v1, lane);
+    out.a.acc = add_v(out.a.acc, v, fa.pr.y);
+    if (two) { out.b.acc = add_v(out.b.acc, v, fb.pr.y); }
+    v = unpack_raw(st.v2, lane);
+    out.a.acc = add_v(out.a.acc, v, fa.pr.z);
+    if (two) { out.b.acc = add_v(out.b.acc, v, fb.pr.z); }
+    v = unpack_raw(st.v3, lane);
+    out.a.acc = add_v(out.a.acc, v, fa.pr.w);
+    if (two) { out.b.acc = add_v(out.b.acc, v, fb.pr.w); }
     return out;
 }
 
@@ -427,67 +496,38 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
     let k0 = min(lo + split * split_len, kv_len);
     let k1 = min(k0 + split_len, kv_len);
 
-    var st0 = row_init(0u, row0, kvh, lane, first_pos);
-    var st1: Row;
-    var st2: Row;
-    var st3: Row;
-    var st4: Row;
-    var st5: Row;
-    var st6: Row;
-    var st7: Row;
-    if (RB > 1u) { st1 = row_init(1u, row0, kvh, lane, first_pos); }
-    if (RB > 2u) { st2 = row_init(2u, row0, kvh, lane, first_pos); }
-    if (RB > 3u) { st3 = row_init(3u, row0, kvh, lane, first_pos); }
-    if (RB > 4u) { st4 = row_init(4u, row0, kvh, lane, first_pos); }
-    if (RB > 5u) { st5 = row_init(5u, row0, kvh, lane, first_pos); }
-    if (RB > 6u) { st6 = row_init(6u, row0, kvh, lane, first_pos); }
-    if (RB > 7u) { st7 = row_init(7u, row0, kvh, lane, first_pos); }
+    var rows: Rows;
+    rows.a = row_init(0u, row0, kvh, lane, first_pos);
+    if (RB > 1u) { rows.b = row_init(1u, row0, kvh, lane, first_pos); }
 
     let last = max(k1, 1u) - 1u;
     let lanes_keys = vec4<u32>(grp) + vec4<u32>(0u, ng, 2u * ng, 3u * ng);
+    var cur: Step;
+    if (PREFETCH && k0 < k1) {
+        cur = load_step(vec4<u32>(k0) + lanes_keys, k1, last, kvh, lane);
+    }
     for (var kb = k0; kb < k1; kb += step) {
         let key = vec4<u32>(kb) + lanes_keys;
-        let cur = load_step(key, k1, last, kvh, lane);
-        let live = key < vec4<u32>(k1);
-        let kp = vec4<i32>(key);
-        let ka = unpack_raw(cur.k0, lane);
-        let kb2 = unpack_raw(cur.k1, lane);
-        let kc2 = unpack_raw(cur.k2, lane);
-        let kd = unpack_raw(cur.k3, lane);
-        let va = unpack_raw(cur.v0, lane);
-        let vb = unpack_raw(cur.v1, lane);
-        let vc2 = unpack_raw(cur.v2, lane);
-        let vd = unpack_raw(cur.v3, lane);
-        st0 = row_step(st0, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd);
-        if (RB > 1u) { st1 = row_step(st1, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 2u) { st2 = row_step(st2, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 3u) { st3 = row_step(st3, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 4u) { st4 = row_step(st4, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 5u) { st5 = row_step(st5, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 6u) { st6 = row_step(st6, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
-        if (RB > 7u) { st7 = row_step(st7, kp, live, ka, kb2, kc2, kd, va, vb, vc2, vd); }
+        var next: Step;
+        if (!PREFETCH) {
+            cur = load_step(key, k1, last, kvh, lane);
+        } else if (kb + step < k1) {
+            next = load_step(key + vec4<u32>(step), k1, last, kvh, lane);
+        }
+        rows = fold_step(rows, vec4<i32>(key), key < vec4<u32>(k1), cur, lane);
+        if (PREFETCH) {
+            cur = next;
+        }
     }
 
-    st0 = subgroup_merge(st0);
-    if (RB > 1u) { st1 = subgroup_merge(st1); }
-    if (RB > 2u) { st2 = subgroup_merge(st2); }
-    if (RB > 3u) { st3 = subgroup_merge(st3); }
-    if (RB > 4u) { st4 = subgroup_merge(st4); }
-    if (RB > 5u) { st5 = subgroup_merge(st5); }
-    if (RB > 6u) { st6 = subgroup_merge(st6); }
-    if (RB > 7u) { st7 = subgroup_merge(st7); }
+    rows.a = subgroup_merge(rows.a);
+    if (RB > 1u) { rows.b = subgroup_merge(rows.b); }
     let nrows = min(RB, p.rows - row0);
     let rr = rows_per_round();
     for (var r0 = 0u; r0 < nrows; r0 += rr) {
         // Row r goes to round slot r - r0 when it is in this round.
-        if (r0 == 0u) { stash_row(0u, st0, li); }
-        if (RB > 1u && r0 <= 1u && 1u < r0 + rr) { stash_row(1u - r0, st1, li); }
-        if (RB > 2u && r0 <= 2u && 2u < r0 + rr) { stash_row(2u - r0, st2, li); }
-        if (RB > 3u && r0 <= 3u && 3u < r0 + rr) { stash_row(3u - r0, st3, li); }
-        if (RB > 4u && r0 <= 4u && 4u < r0 + rr) { stash_row(4u - r0, st4, li); }
-        if (RB > 5u && r0 <= 5u && 5u < r0 + rr) { stash_row(5u - r0, st5, li); }
-        if (RB > 6u && r0 <= 6u && 6u < r0 + rr) { stash_row(6u - r0, st6, li); }
-        if (RB > 7u && r0 <= 7u && 7u < r0 + rr) { stash_row(7u - r0, st7, li); }
+        if (r0 == 0u) { stash_row(0u, rows.a, li); }
+        if (RB > 1u && r0 <= 1u && 1u < r0 + rr) { stash_row(1u - r0, rows.b, li); }
         workgroupBarrier();
         merge_rows(li, row0, r0, min(rr, nrows - r0), kvh, split);
         workgroupBarrier();

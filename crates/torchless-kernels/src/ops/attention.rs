@@ -58,14 +58,18 @@ const UNSPLIT_MAX_KEYS: usize = 256;
 /// cache, 32/8 heads × 128, `benchmarks/results/2026-12-02d-h200/wide_kern.txt`): 256 keys 14.7 µs with
 /// 256 threads against 18.4 with 128, 19.5 with 512 and 44.4 with 1024.
 const UNSPLIT_MAX_THREADS: usize = 256;
+/// Decode, subgroup kernel with several splits: lane groups (one K/V row each) a workgroup. Measured on the
+/// H200 (`benchmarks/results/2026-12-04c-h200/km/`, f32, head_dim 128, 16 lanes a row): 256 threads 40.8 µs
+/// at 16384 keys against 56.0 with 128; with 8 lanes 128 threads beat 256 (`2026-12-04b-h200/sweep/`).
+const SPLIT_LANE_GROUPS: usize = 16;
 /// Decode: the number of workgroups (splits × KV heads × row blocks) to aim for: about two a
 /// multiprocessor of an H100/H200 (132), one wave at the subgroup kernel's occupancy. A sweep on the H200
 /// (`benchmarks/results/2026-12-04b-h200/sweep/`, 32 heads / 8 KV heads × 128, 8 lanes a row, 128
 /// threads, two rows a workgroup): 16 splits (256 workgroups) against 32 (512): 32768 keys f16 60.1
 /// against 63.1 µs, 16384 keys f32 41.9 against 47.9, 4096 keys f16 13.7 against 15.6.
 const TARGET_WORKGROUPS: usize = 256;
-/// Decode, subgroup kernel: the most query rows a workgroup. Two rows a workgroup and twice the
-/// workgroups beat four on the H200 (Llama-3-8B bf16 decode 196.0 and 196.3 tok/s against 194.6 and
+/// Decode, subgroup kernel: the most query rows a workgroup (kernels/attention_subgroup.wgsl takes one or
+/// two). Two rows a workgroup and twice the workgroups beat four on the H200 (Llama-3-8B bf16 decode 196.0 and 196.3 tok/s against 194.6 and
 /// 194.8, alternating; one row loses, 193.4: `benchmarks/results/2026-12-02d-h200/rb_ab.txt`).
 const SUBGROUP_MAX_ROWS: usize = 2;
 /// Decode: the most splits of one row (kernels/attention.wgsl `r_w`).
@@ -593,13 +597,17 @@ struct DecodePlan {
     n_splits: usize,
 }
 
-/// Lanes per K/V row for the subgroup kernel (16 elements of a row per lane where the subgroups allow:
-/// fewer shuffles a key), or None when the adapter's subgroups are too small. On the H200 (same sweep,
-/// head_dim 128, 128 threads) 8 lanes made the f16 split kernel 60.1 µs at 32768 keys where 16 lanes
-/// (256 threads for the same 64 keys a step) made 60.8, and 16 lanes with 128 threads 30 % slower.
-fn subgroup_lanes(head_dim: usize, min_subgroup: usize) -> Option<usize> {
-    let lanes = head_dim.div_ceil(16).next_power_of_two().clamp(8, 32);
-    (lanes <= min_subgroup && head_dim <= 16 * lanes).then_some(lanes)
+/// Lanes per K/V row for the subgroup kernel, or None when the adapter's subgroups are too small (a lane
+/// holds at most 16 elements). Where the subgroups allow, a lane holds 32 bytes of a row: 16 elements of a
+/// 16-bit cache, 8 of an f32 one, so that a prefetching step's raw words fit the registers. On the H200
+/// (head_dim 128, `benchmarks/results/2026-12-04b-h200/sweep/`, `2026-12-04c-h200/km/`): f16 at 32768
+/// keys 60.1 µs with 8 lanes against 60.8 with 16; f32 at 16384 keys 40.8 µs with 16 lanes against 45.1
+/// with 8 (both with 16 lane groups a workgroup, [`SPLIT_LANE_GROUPS`]).
+fn subgroup_lanes(head_dim: usize, dtype: DType, min_subgroup: usize) -> Option<usize> {
+    let fewest = head_dim.div_ceil(16).next_power_of_two().clamp(8, 32);
+    let per_lane = if dtype == DType::F32 { 8 } else { 16 };
+    let wanted = head_dim.div_ceil(per_lane).next_power_of_two().clamp(8, 32);
+    (fewest <= min_subgroup).then(|| wanted.min(min_subgroup).max(fewest))
 }
 
 /// The subgroup kernel's widest workgroup (a power of two, 128..=`cap`) whose states fit its
@@ -616,11 +624,13 @@ fn states_fit(threads: usize, head_dim: usize, span: usize) -> bool {
     threads / span <= 128 && (threads / span) * (head_dim / 4) <= 1024
 }
 
-/// The vec4 quads of a K/V row (and of each query and output row) one lane of `lanes` holds: the subgroup
-/// kernel keeps RB times that many registers for its rows, so RB · quads <= 8.
-fn quads_per_lane(head_dim: usize, dtype: DType, lanes: usize) -> usize {
-    let per_group = if dtype == DType::F32 { 4 } else { 8 };
-    head_dim.div_ceil(per_group).div_ceil(lanes) * per_group / 4
+/// Whether the subgroup decode kernel loads a step's K/V words before folding the step before (its
+/// PREFETCH): twice the registers for raw words, which a 16-bit cache can spare. On the H200 (32 heads /
+/// 8 KV heads × 128, `benchmarks/results/2026-12-04c-h200/km/`) it made f16 at 32768 keys 50.7 µs
+/// against 58.5 (68 % of copy against 60 %), and f32 at 16384 keys 102.8 against 45.1 (as if its registers
+/// spilled).
+fn decode_prefetch(dtype: DType) -> bool {
+    dtype != DType::F32
 }
 
 /// `max_keys`: the most keys a step may read (kv_len, or the capacity when kv_len lives on the
@@ -638,13 +648,12 @@ fn decode_plan(
     let rows = d.tokens * d.group();
     // With a window only the last window + tokens − 1 keys can be visible.
     let span = opts.window.map_or(max_keys, |w| max_keys.min(w + d.tokens - 1));
-    let (kernel, rows_per_block) = match subgroup_lanes(hd, min_subgroup) {
+    let (kernel, rows_per_block) = match subgroup_lanes(hd, dtype, min_subgroup) {
         Some(lanes) => {
-            // Registers: each row keeps a query slice and an output slice of `quads` vec4 per lane.
-            let quads = quads_per_lane(hd, dtype, lanes);
-            let cap = if span <= UNSPLIT_MAX_KEYS { max_threads.min(UNSPLIT_MAX_THREADS) } else { 128 };
+            let cap =
+                if span <= UNSPLIT_MAX_KEYS { max_threads.min(UNSPLIT_MAX_THREADS) } else { SPLIT_LANE_GROUPS * lanes };
             let threads = subgroup_threads(hd, lanes, min_subgroup, cap);
-            (DecodeKernel::Subgroup { lanes, threads }, rows.min(8 / quads).min(SUBGROUP_MAX_ROWS))
+            (DecodeKernel::Subgroup { lanes, threads }, rows.min(SUBGROUP_MAX_ROWS))
         }
         None => {
             let tile_keys = (2048 / hd).min(64);
@@ -681,14 +690,7 @@ impl DecodeTune {
     }
 
     /// `plan` with the forced fields, or an error naming the field the adapter or the kernel cannot take.
-    fn apply(
-        self,
-        plan: DecodePlan,
-        d: &Dims,
-        dtype: DType,
-        min_subgroup: usize,
-        max_threads: usize,
-    ) -> Result<DecodePlan> {
+    fn apply(self, plan: DecodePlan, d: &Dims, min_subgroup: usize, max_threads: usize) -> Result<DecodePlan> {
         let bad = |reason: String| KernelError::Argument {
             op: "sdpa_decode",
             name: DECODE_TUNE_VAR,
@@ -714,11 +716,10 @@ impl DecodeTune {
                  kernel's workgroup memory"
             )));
         }
-        let quads = quads_per_lane(hd, dtype, lanes);
         let all_rows = d.tokens * d.group();
         let rows = pick(self.rows, plan.rows_per_block);
-        if rows > all_rows.min(8 / quads) {
-            return Err(bad(format!("ROWS {rows} must be at most {}", all_rows.min(8 / quads))));
+        if rows > all_rows.min(SUBGROUP_MAX_ROWS) {
+            return Err(bad(format!("ROWS {rows} must be at most {}", all_rows.min(SUBGROUP_MAX_ROWS))));
         }
         let n_splits = pick(self.splits, plan.n_splits);
         if n_splits > MAX_SPLITS {
@@ -769,7 +770,7 @@ fn decode_gpu(
     let max_threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
     let plan = decode_plan(d, k.dtype(), max_keys, opts, min_subgroup, max_threads);
     let plan = match env_decode_tune()? {
-        Some(t) => t.apply(plan, d, k.dtype(), min_subgroup, max_threads)?,
+        Some(t) => t.apply(plan, d, min_subgroup, max_threads)?,
         None => plan,
     };
     let hd4 = d.head_dim / 4;
@@ -829,6 +830,7 @@ fn decode_gpu(
                 ("QOUT", f64::from(u8::from(main_emits))),
                 ("QOUT_LAYOUT", f64::from(layout)),
                 ("QCAP", if main_emits { 1024.0 } else { 1.0 }),
+                ("PREFETCH", f64::from(u8::from(decode_prefetch(k.dtype())))),
             ];
             (
                 &ATTENTION_SUBGROUP,
@@ -1260,7 +1262,7 @@ mod tests {
                         // The merge pass emits, or with one split the subgroup kernel, where it runs.
                         let min_sg = if ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
                         let threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
-                        let plan = decode_plan(&inp.d, DType::F32, kv_len, &o, min_sg, threads);
+                        let plan = decode_plan(&inp.d, k.dtype(), kv_len, &o, min_sg, threads);
                         let by_kernel = matches!(plan.kernel, DecodeKernel::Subgroup { .. });
                         let emits = (plan.n_splits > 1 || by_kernel) && hd % 32 == 0;
                         assert_eq!(input.is_quantized_for(&wd), emits, "written quantized, {name} ({plan:?})");
@@ -1420,15 +1422,19 @@ mod tests {
         let d = Dims { tokens: 1, n_heads: 32, n_kv_heads: 8, head_dim: 128, capacity: 32768 };
         let o = AttentionOptions::new(128);
         let auto = decode_plan(&d, DType::F16, 32768, &o, 32, 1024);
-        let tune = |v: &str| DecodeTune::parse(v).unwrap().apply(auto, &d, DType::F16, 32, 1024);
+        let tune = |v: &str| DecodeTune::parse(v).unwrap().apply(auto, &d, 32, 1024);
         assert_eq!(tune("0,0,0,0").unwrap(), auto);
         let p = tune("8,256,1,48").unwrap();
         assert_eq!(p.kernel, DecodeKernel::Subgroup { lanes: 8, threads: 256 });
         assert_eq!((p.rows_per_block, p.row_blocks, p.n_splits), (1, 4, 48));
-        assert_eq!(tune("16,0,4,0").unwrap().row_blocks, 1);
-        for (v, field) in
-            [("8,0,4,0", "ROWS"), ("64,0,0,0", "LANES"), ("0,96,0,0", "THREADS"), ("0,0,0,5000", "SPLITS")]
-        {
+        assert_eq!(tune("16,0,2,0").unwrap().row_blocks, 2);
+        for (v, field) in [
+            ("8,0,4,0", "ROWS"),
+            ("0,0,3,0", "ROWS"),
+            ("64,0,0,0", "LANES"),
+            ("0,96,0,0", "THREADS"),
+            ("0,0,0,5000", "SPLITS"),
+        ] {
             let e = tune(v).unwrap_err().to_string();
             assert!(e.contains(DECODE_TUNE_VAR) && e.contains(v) && e.contains(field), "{v}: {e}");
         }
@@ -1436,7 +1442,7 @@ mod tests {
             assert_eq!(DecodeTune::parse(v), None, "{v:?}");
         }
         let wg = decode_plan(&d, DType::F16, 32768, &o, 0, 1024);
-        assert!(DecodeTune::parse("0,0,0,8").unwrap().apply(wg, &d, DType::F16, 0, 1024).is_err());
+        assert!(DecodeTune::parse("0,0,0,8").unwrap().apply(wg, &d, 0, 1024).is_err());
     }
 
     #[test]
@@ -1462,6 +1468,10 @@ mod tests {
         );
         let windowed = AttentionOptions { window: Some(1024), ..o };
         assert_eq!(plan(&d, 32768, &windowed, 32).n_splits, 16);
+        // An f32 cache: 16 lanes a row (8 elements each) and 16 lane groups, where the subgroups allow.
+        let f32_plan = decode_plan(&d, DType::F32, 32768, &o, 32, 1024);
+        assert_eq!(f32_plan.kernel, DecodeKernel::Subgroup { lanes: 16, threads: 256 });
+        assert_eq!(decode_plan(&d, DType::F32, 32768, &o, 8, 1024).kernel, sg);
         let wg = plan(&d, 32768, &o, 0);
         assert_eq!(wg.kernel, DecodeKernel::Workgroup { tile_keys: 16 });
         // Head dim 256: 16-lane subgroups leave one state per 16 threads, 64 slices each: 256 threads fill
@@ -1472,24 +1482,24 @@ mod tests {
         for hd in (4..=256).step_by(4) {
             for (tokens, group) in [(1, 1), (1, 8), (3, 4), (8, 8)] {
                 let d = Dims { tokens, n_heads: 2 * group, n_kv_heads: 2, head_dim: hd, capacity: 1 };
-                for dtype in [DType::F32, DType::F16] {
-                    for min_subgroup in [0, 8, 16, 32, 64] {
-                        for keys in [10, 100_000] {
-                            let p = decode_plan(&d, dtype, keys, &o, min_subgroup, 1024);
-                            assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
-                            match p.kernel {
-                                DecodeKernel::Subgroup { lanes, threads } => {
-                                    assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
-                                    assert!(p.rows_per_block <= 8);
-                                    let states = threads / lanes.max(min_subgroup);
-                                    assert!(threads % min_subgroup == 0 && states <= 128 && states * hd / 4 <= 1024);
-                                }
-                                DecodeKernel::Workgroup { tile_keys } => {
-                                    let stride = (hd / 4) | 1;
-                                    assert!(tile_keys * stride <= 576, "K tile of hd {hd}");
-                                    assert!(p.rows_per_block * hd / 4 <= 512 && p.rows_per_block * tile_keys <= 1024);
-                                    assert!(tile_keys * hd / 4 <= 4 * 128, "prefetch registers of hd {hd}");
-                                }
+                for (dtype, min_subgroup) in
+                    [DType::F32, DType::F16].into_iter().flat_map(|t| [0, 8, 16, 32, 64].map(|m| (t, m)))
+                {
+                    for keys in [10, 100_000] {
+                        let p = decode_plan(&d, dtype, keys, &o, min_subgroup, 1024);
+                        assert!(p.n_splits >= 1 && p.n_splits <= MAX_SPLITS);
+                        match p.kernel {
+                            DecodeKernel::Subgroup { lanes, threads } => {
+                                assert!(lanes <= min_subgroup && hd <= 16 * lanes, "lanes {lanes} for hd {hd}");
+                                assert!(p.rows_per_block <= SUBGROUP_MAX_ROWS);
+                                let states = threads / lanes.max(min_subgroup);
+                                assert!(threads % min_subgroup == 0 && states <= 128 && states * hd / 4 <= 1024);
+                            }
+                            DecodeKernel::Workgroup { tile_keys } => {
+                                let stride = (hd / 4) | 1;
+                                assert!(tile_keys * stride <= 576, "K tile of hd {hd}");
+                                assert!(p.rows_per_block * hd / 4 <= 512 && p.rows_per_block * tile_keys <= 1024);
+                                assert!(tile_keys * hd / 4 <= 4 * 128, "prefetch registers of hd {hd}");
                             }
                         }
                     }
