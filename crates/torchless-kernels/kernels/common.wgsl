@@ -50,6 +50,16 @@ fn pack_pair(dt: u32, v: vec2<f32>) -> u32 {
     return pack_bf16(v);
 }
 
+// As pack_pair, but f16 values beyond its range saturate at ±65504 (pack2x16float leaves them
+// undefined): what the KV cache stores, where an infinite key would turn every score it meets into NaN.
+// The CPU's cache writes saturate the same way (ops/rope.rs).
+fn pack_pair_saturating(dt: u32, v: vec2<f32>) -> u32 {
+    if (dt == DT_F16) {
+        return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+    }
+    return pack_bf16(v);
+}
+
 // Element `i` of a float buffer whose word at i's position is `w`.
 fn decode(dt: u32, w: u32, i: u32) -> f32 {
     if (dt == DT_F32) {

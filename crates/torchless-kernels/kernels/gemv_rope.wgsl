@@ -93,6 +93,6 @@ fn kv16_words(m: u32, row0: u32, n: u32, cache_row: u32, v: vec4<f32>) -> KvWord
         a = v.xz;
         b = v.yw;
     }
-    return KvWords((vec2<u32>(cache_row * n) + rows) / 2u, vec2<u32>(pack_pair(CACHE_DT, a), pack_pair(CACHE_DT, b)),
+    return KvWords((vec2<u32>(cache_row * n) + rows) / 2u, vec2<u32>(pack_pair_saturating(CACHE_DT, a), pack_pair_saturating(CACHE_DT, b)),
                    rows < vec2<u32>(n));
 }

@@ -458,8 +458,8 @@ fn rope_qk_kv16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let src = (t.token * p.head_groups + t.kvh) * hd;
     let dst = (t.pos * p.head_groups + t.kvh) * (hd / 2u) + t.i;
     if (t.r >= p.heads + p.head_groups) {
-        v_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(v_in[src + 2u * t.i], v_in[src + 2u * t.i + 1u]));
+        v_cache_w[dst] = pack_pair_saturating(CACHE_DT, vec2<f32>(v_in[src + 2u * t.i], v_in[src + 2u * t.i + 1u]));
         return;
     }
-    k_cache_w[dst] = pack_pair(CACHE_DT, vec2<f32>(k_rotated(src, 2u * t.i, t.pos), k_rotated(src, 2u * t.i + 1u, t.pos)));
+    k_cache_w[dst] = pack_pair_saturating(CACHE_DT, vec2<f32>(k_rotated(src, 2u * t.i, t.pos), k_rotated(src, 2u * t.i + 1u, t.pos)));
 }

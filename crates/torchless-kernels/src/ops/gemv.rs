@@ -1542,6 +1542,63 @@ mod tests {
         assert!(matches!(err, Err(KernelError::Shape { .. })), "{err:?}");
     }
 
+    /// An f16 KV cache saturates at ±65504 where K or V leave f16's range, on every backend and through
+    /// both writers (the fused GEMV of a decode step, and `rope_qk_store_kv` of a prefill), instead of
+    /// storing infinities (or, from the GPU's pack2x16float, anything), which would make every score they
+    /// meet NaN.
+    #[test]
+    fn an_f16_kv_cache_saturates_out_of_range_values() {
+        use crate::ops::rope::{RopeConfig, RopeTable, cache_rounding_tolerance, rope_qk_store_kv};
+        let mut rng = Rng::new(31);
+        let (hd, heads, cols) = (16, 2, 64);
+        let rows = heads * hd;
+        let xv = rng.vec(cols, -1.0, 1.0);
+        let wv = rng.vec(rows * cols, -0.1, 0.1);
+        // Biases far beyond f16's range in both signs, and ordinary ones.
+        let bias: Vec<f32> = (0..rows).map(|i| [3.0e5, -1.0e6, 0.5, -2.0][i % 4]).collect();
+        for backend in test_backends() {
+            let t = |v: &[f32], shape: &[usize], dt: DType| Tensor::from_f32(&backend, v, shape, dt).unwrap();
+            let (x, w, b, nw) = (
+                t(&xv, &[1, cols], DType::F32),
+                t(&wv, &[rows, cols], DType::F32),
+                t(&bias, &[rows], DType::F32),
+                t(&vec![1.0; cols], &[cols], DType::F32),
+            );
+            let norm = InputNorm { weight: &nw, eps: 1e-5, variant: RmsNormVariant::Standard };
+            let part = GemvPart { w: &w, bias: Some(&b) };
+            // Position 0 does not rotate, so the cache holds the projections themselves.
+            let table = RopeTable::new(&backend, RopeConfig::new(hd, 10000.0)).unwrap();
+            let [_, k, v]: [Tensor; 3] = gemv_multi_normed(&x, norm, &[part, part, part]).unwrap().try_into().unwrap();
+            let want: Vec<f32> = k
+                .to_f32_vec()
+                .unwrap()
+                .iter()
+                .map(|&y| half::f16::from_f32(y.clamp(-65504.0, 65504.0)).to_f32())
+                .collect();
+            assert!(want.iter().filter(|y| y.abs() == 65504.0).count() >= rows / 2, "the case overflows f16");
+            let cache = || Tensor::zeros(&backend, &[2, heads, hd], DType::F16).unwrap();
+            let (kc, vc) = (cache(), cache());
+            gemv_qkv_rope(&x, norm, [part, part, part], KvWrite { table: &table, pos: 0, k_cache: &kc, v_cache: &vc })
+                .unwrap();
+            let (kc2, vc2) = (cache(), cache());
+            let heads3 = |t: &Tensor| t.reshape(&[1, heads, hd]).unwrap();
+            let q = Tensor::zeros(&backend, &[1, heads, hd], DType::F32).unwrap();
+            rope_qk_store_kv(&q, &heads3(&k), &heads3(&v), &table, 0, &kc2, &vc2).unwrap();
+            for (what, c, row) in [
+                ("fused GEMV", &kc, 0),
+                ("fused GEMV, V", &vc, 0),
+                ("rope_qk_store_kv", &kc2, 0),
+                ("rope_qk_store_kv, V", &vc2, 0),
+            ] {
+                let got = c.to_f32_vec().unwrap()[row * rows..(row + 1) * rows].to_vec();
+                let tol = cache_rounding_tolerance(DType::F16);
+                let want64: Vec<f64> = want.iter().map(|&y| y as f64).collect();
+                assert!(got.iter().all(|y| y.is_finite()), "{what} on {}: {got:?}", backend.name());
+                assert_close(&format!("{what} on {}", backend.name()), &got, &want64, tol);
+            }
+        }
+    }
+
     #[test]
     fn input_norm_matches_rmsnorm_then_gemv() {
         let mut rng = Rng::new(23);

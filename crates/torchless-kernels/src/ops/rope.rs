@@ -415,11 +415,15 @@ impl KvWrite<'_> {
     }
 }
 
+/// f16's largest finite value: an f16 KV cache saturates there (kernels/common.wgsl `pack_pair_saturating`).
+const F16_MAX: f32 = 65504.0;
+
 /// One attention step's rotary embedding and cache writes in one launch: rotates `q` `[tokens, heads,
 /// head_dim]` in place, rotates `k` `[tokens, kv_heads, head_dim]` into rows `pos..pos + tokens` of
 /// `k_cache` `[capacity, kv_heads, head_dim]` and copies `v` into the same rows of `v_cache`. Token `t`
 /// has position `pos + t`. `q`, `k` and `v` are f32 (`k` and `v` are left as they are); the caches are
-/// both f32, both f16 or both bf16 (rounded to nearest as they are written).
+/// both f32, both f16 or both bf16 (rounded to nearest as they are written; f16 saturates at ±65504, so
+/// that an outlier key stays finite).
 pub fn rope_qk_store_kv(
     q: &Tensor,
     k: &Tensor,
@@ -477,8 +481,15 @@ pub fn rope_qk_store_kv(
         Backend::Cpu => {
             rope_inplace(q, table, positions)?;
             let k_rot = rope(k, table, positions)?;
-            let in_cache_dtype =
-                |t: Tensor| if cache_dt == DType::F32 { Ok(t) } else { super::convert::cast(&t, cache_dt) };
+            let in_cache_dtype = |t: Tensor| match cache_dt {
+                DType::F32 => Ok(t),
+                // Saturating at f16's largest finite value, as the GPU's cache writes do.
+                DType::F16 => {
+                    let v: Vec<f32> = cpu::read_f32(&t).iter().map(|x| x.clamp(-F16_MAX, F16_MAX)).collect();
+                    Tensor::from_f32(&Backend::Cpu, &v, t.shape(), DType::F16)
+                }
+                _ => super::convert::cast(&t, cache_dt),
+            };
             super::convert::copy_rows_into(&in_cache_dtype(k_rot)?, k_cache, pos)?;
             super::convert::copy_rows_into(&in_cache_dtype(v.clone())?, v_cache, pos)
         }
