@@ -26,8 +26,10 @@ struct Params {
     k: u32,
     // embedding: threads to run.
     threads: u32,
+    // embedding: the scale; repeat_penalty: the factor of positive logits (1 / penalty).
     scale: f32,
-    _pad: u32,
+    // repeat_penalty: the factor of the others (the penalty).
+    scale_neg: f32,
 }
 
 const WG: u32 = 256u;
@@ -39,7 +41,8 @@ const NONE_INDEX: u32 = 0xffffffffu;
 // Bindings per entry point:
 //   embedding_vec (table, ids, emb_out); embedding_any (table_w, ids, emb_out_w);
 //   argmax_rows (x, idx_out); argmax_partial, topk_partial (x, scratch); argmax_merge (scratch_in, idx_out);
-//   topk_rows (x, val_out, topk_idx); topk_merge (x, scratch_in2, val_out2, topk_idx2).
+//   topk_rows (x, val_out, topk_idx); topk_merge (x, scratch_in2, val_out2, topk_idx2);
+//   repeat_penalty (pen_x, pen_ids).
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> table: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> table_w: array<u32>;
@@ -55,6 +58,8 @@ const NONE_INDEX: u32 = 0xffffffffu;
 @group(0) @binding(2) var<storage, read> scratch_in2: array<u32>;
 @group(0) @binding(3) var<storage, read_write> val_out2: array<u32>;
 @group(0) @binding(4) var<storage, read_write> topk_idx2: array<u32>;
+@group(0) @binding(1) var<storage, read_write> pen_x: array<f32>;
+@group(0) @binding(2) var<storage, read> pen_ids: array<u32>;
 
 // The f32 bits of element h (0 or 1) of word w of dtype DTYPE.
 fn elem_bits(w: u32, h: u32) -> u32 {
@@ -776,5 +781,21 @@ fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         let i = list_i[li];
         topk_idx2[o] = i;
         val_out2[o] = x_bits(row * p.n + i);
+    }
+}
+
+// ---- repeat penalty ------------------------------------------------------------------------------
+// Each of the p.rows distinct ids scales its logit of the p.n in place: a positive one by p.scale
+// (1 / penalty), any other by p.scale_neg (the penalty). Both are products, rounded as the CPU's are.
+// An id past the row is skipped.
+@compute @workgroup_size(64)
+fn repeat_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x >= p.rows) {
+        return;
+    }
+    let id = pen_ids[gid.x];
+    if (id < p.n) {
+        let l = pen_x[id];
+        pen_x[id] = l * select(p.scale_neg, p.scale, l > 0.0);
     }
 }

@@ -36,10 +36,22 @@ impl Stats {
     }
 }
 
-/// Picks the next token from a [1, vocab] logits tensor, reading back only what the sampler needs.
+/// Picks the next token from a [1, vocab] logits tensor, reading back only what the sampler needs: on a
+/// GPU the repeat penalty is applied to the logits there (in place), and greedy picking or a top-k of at
+/// most 64 select there too, so only the token or k candidates come back.
 pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: &[u32]) -> Result<u32> {
     let p = &sampler.params;
-    if p.is_greedy() {
+    // On the CPU the sampler penalizes the logits it reads; on a GPU they are penalized where they are.
+    if logits.is_gpu() && p.repeat_penalty != 1.0 {
+        let ids = sampler.penalized_ids(history);
+        let ids = torchless_kernels::Tensor::from_slice(&logits.backend(), &ids, &[ids.len()])?;
+        select::repeat_penalty(logits, &ids, p.repeat_penalty)?;
+    }
+    let penalized = logits.is_gpu() || p.repeat_penalty == 1.0;
+    if !penalized {
+        return Ok(sampler.sample(&logits.to_f32_vec()?, history));
+    }
+    if p.temperature == 0.0 {
         return Ok(select::argmax(logits)?.to_vec::<u32>()?[0]);
     }
     if let Some(k) = p.device_top_k() {
@@ -47,7 +59,8 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
         let (values, ids) = (values.to_f32_vec()?, ids.to_vec::<u32>()?);
         return Ok(sampler.sample_candidates(ids.into_iter().zip(values).collect()));
     }
-    Ok(sampler.sample(&logits.to_f32_vec()?, history))
+    let all = logits.to_f32_vec()?;
+    Ok(sampler.sample_candidates(all.into_iter().enumerate().map(|(i, l)| (i as u32, l)).collect()))
 }
 
 /// Greedy decoding with each token kept on the device: step t + 1 is recorded (and its layers
@@ -196,4 +209,43 @@ pub fn generate(
     stats.decode_secs = t1.map_or(0.0, |t| t.elapsed().as_secs_f64());
     stats.generated_tokens = out.generated;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use torchless_kernels::Tensor;
+    use torchless_kernels::testing::test_backends;
+
+    /// `pick` draws the same tokens on every backend: on a GPU the repeat penalty is applied to the
+    /// logits there and the device selects, on the CPU the sampler does both on the host.
+    #[test]
+    fn pick_draws_the_same_tokens_on_every_backend() {
+        let vocab = 5000;
+        let logits: Vec<f32> = (0..vocab as u64).map(|i| ((i * 2654435761) % 211) as f32 / 20.0 - 4.0).collect();
+        let history: Vec<u32> = (0..300).map(|i| (i * 7919) % vocab as u32).collect();
+        let cases = [
+            SamplingParams::default(),
+            SamplingParams { temperature: 0.0, ..Default::default() },
+            SamplingParams { top_k: 0, ..Default::default() },
+            SamplingParams { repeat_penalty: 1.0, ..Default::default() },
+            SamplingParams { repeat_penalty: 0.7, top_k: 64, ..Default::default() },
+        ];
+        for params in cases {
+            let mut drawn: Vec<(String, Vec<u32>)> = Vec::new();
+            for backend in test_backends() {
+                let mut sampler = Sampler::new(params.clone()).unwrap();
+                let tokens: Vec<u32> = (0..40)
+                    .map(|t| {
+                        let x = Tensor::from_slice(&backend, &logits, &[1, vocab]).unwrap();
+                        pick(&mut sampler, &x, &history[..200 + t]).unwrap()
+                    })
+                    .collect();
+                drawn.push((backend.name().to_string(), tokens));
+            }
+            for (name, tokens) in &drawn[1..] {
+                assert_eq!(tokens, &drawn[0].1, "{params:?}: {name} against {}", drawn[0].0);
+            }
+        }
+    }
 }

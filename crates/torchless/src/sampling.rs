@@ -65,9 +65,10 @@ impl SamplingParams {
         self.temperature == 0.0 && self.repeat_penalty == 1.0
     }
 
-    /// Whether the candidates can come from the device's top-k instead of all logits.
+    /// The top-k the device can select the candidates with (once any repeat penalty is applied to the
+    /// logits there), instead of reading all logits back.
     pub fn device_top_k(&self) -> Option<usize> {
-        (self.repeat_penalty == 1.0 && self.top_k > 0 && self.top_k <= DEVICE_TOP_K_MAX).then_some(self.top_k)
+        (self.top_k > 0 && self.top_k <= DEVICE_TOP_K_MAX).then_some(self.top_k)
     }
 }
 
@@ -104,18 +105,24 @@ impl Sampler {
         self.sample_candidates(candidates)
     }
 
-    fn apply_repeat_penalty(&self, logits: &mut [f32], history: &[u32]) {
-        let p = self.params.repeat_penalty;
-        if p == 1.0 {
-            return;
+    /// The distinct tokens of the last `repeat_last_n` of `history`, whose logits the repeat penalty
+    /// scales (none without a penalty).
+    pub fn penalized_ids(&self, history: &[u32]) -> Vec<u32> {
+        if self.params.repeat_penalty == 1.0 {
+            return Vec::new();
         }
         let start = history.len().saturating_sub(self.params.repeat_last_n);
         let mut seen = std::collections::HashSet::new();
-        for &id in &history[start..] {
-            if let Some(l) = logits.get_mut(id as usize)
-                && seen.insert(id)
-            {
-                *l = if *l > 0.0 { *l / p } else { *l * p };
+        history[start..].iter().copied().filter(|&id| seen.insert(id)).collect()
+    }
+
+    /// Positive logits times 1 / penalty, others times the penalty: the same products as the device's
+    /// `select::repeat_penalty`, so both pick the same tokens.
+    fn apply_repeat_penalty(&self, logits: &mut [f32], history: &[u32]) {
+        let p = self.params.repeat_penalty;
+        for id in self.penalized_ids(history) {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l *= if *l > 0.0 { 1.0 / p } else { p };
             }
         }
     }

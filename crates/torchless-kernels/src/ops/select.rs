@@ -37,7 +37,7 @@ struct Params {
     k: u32,
     threads: u32,
     scale: f32,
-    _pad: u32,
+    scale_neg: f32,
 }
 
 /// The largest k of [`topk`].
@@ -333,6 +333,77 @@ pub fn argmax_row(row: &[f32]) -> u32 {
         }
     }
     at
+}
+
+// ---- repeat penalty -----------------------------------------------------------------------------
+
+/// The repetition penalty of sampling, in place: each logit of `x` (f32 `[n]` or `[1, n]`) named in
+/// `ids` (u32, distinct, each `< n`) is multiplied by `1 / penalty` where positive and by `penalty`
+/// otherwise, so that a sampler can take the top-k of penalized logits on the device instead of reading
+/// them all back. On the GPU an id `>= n` is skipped (the host does not read the ids back); on the CPU it
+/// is an error.
+pub fn repeat_penalty(x: &Tensor, ids: &Tensor, penalty: f32) -> Result<()> {
+    let op = "repeat_penalty";
+    let (rows, n) = rows_of(op, x)?;
+    if x.dtype() != DType::F32 || rows != 1 {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("x must be one f32 row, found {} {:?}", x.dtype(), x.shape()),
+        });
+    }
+    if ids.dtype() != DType::U32 || ids.shape().len() != 1 {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!("ids must be u32 [m], found {} {:?}", ids.dtype(), ids.shape()),
+        });
+    }
+    if !(penalty.is_finite() && penalty > 0.0) {
+        return Err(KernelError::Argument {
+            op,
+            name: "penalty",
+            value: penalty.to_string(),
+            reason: "must be a positive number".into(),
+        });
+    }
+    let m = ids.numel();
+    if m == 0 {
+        return Ok(());
+    }
+    let (up, down) = (1.0 / penalty, penalty);
+    match common_backend(op, &[x, ids])? {
+        Backend::Cpu => {
+            let mut v = cpu::read_f32(x);
+            let ids = cpu::read_u32(ids);
+            for &id in &ids {
+                let l = v.get_mut(id as usize).ok_or_else(|| KernelError::Argument {
+                    op,
+                    name: "ids",
+                    value: id.to_string(),
+                    reason: format!("past the row of {n} logits"),
+                })?;
+                *l *= if *l > 0.0 { up } else { down };
+            }
+            cpu::write_f32(x, &v);
+            Ok(())
+        }
+        Backend::Gpu(ctx) => {
+            let params = Params {
+                rows: to_u32(op, "ids", m)?,
+                n: to_u32(op, "n", n)?,
+                scale: up,
+                scale_neg: down,
+                ..Params::default()
+            };
+            ctx.dispatch(Dispatch {
+                kernel: &SELECT,
+                entry: "repeat_penalty",
+                constants: &[],
+                params: Some(bytemuck::bytes_of(&params)),
+                buffers: &[gpu_buffer(x), gpu_buffer(ids)],
+                workgroups: Workgroups::Linear(params.rows.div_ceil(64)),
+            })
+        }
+    }
 }
 
 /// The k largest values of each row of `x [rows, n]` (or `[n]`) and their indices, sorted
@@ -840,6 +911,32 @@ mod tests {
             let x = Tensor::from_slice(&backend, &v, &[rows, n]).unwrap();
             let (_, idx) = topk(&x, 1).unwrap();
             assert_eq!(idx.to_vec::<u32>().unwrap(), argmax(&x).unwrap().to_vec::<u32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn repeat_penalty_scales_the_named_logits_on_every_backend() {
+        let x0 = [2.0f32, -3.0, 0.0, 5.5, -0.25, 1.0];
+        // Ids 4, 0, 1, 2: positive logits times 1 / penalty, others times the penalty, each rounded once.
+        let want = [2.0 * (1.0 / 1.3f32), -3.0 * 1.3, 0.0, 5.5, -0.25 * 1.3, 1.0];
+        for backend in test_backends() {
+            let x = Tensor::from_slice(&backend, &x0, &[1, 6]).unwrap();
+            let ids = Tensor::from_slice(&backend, &[4u32, 0, 1, 2], &[4]).unwrap();
+            repeat_penalty(&x, &ids, 1.3).unwrap();
+            let got = x.to_vec::<f32>().unwrap();
+            assert_eq!(got, want, "on {}", backend.name());
+            let none = Tensor::from_slice(&backend, &[0u32; 0], &[0]).unwrap();
+            repeat_penalty(&x, &none, 1.3).unwrap();
+            assert_eq!(x.to_vec::<f32>().unwrap(), got, "no ids, no change on {}", backend.name());
+            let past = Tensor::from_slice(&backend, &[6u32], &[1]).unwrap();
+            let r = repeat_penalty(&x, &past, 1.3);
+            match backend {
+                Backend::Cpu => assert!(matches!(r, Err(KernelError::Argument { name: "ids", .. })), "{r:?}"),
+                Backend::Gpu(_) => assert_eq!(x.to_vec::<f32>().unwrap(), got, "an id past the row is skipped"),
+            }
+            let two_rows = Tensor::from_slice(&backend, &[1.0f32; 4], &[2, 2]).unwrap();
+            assert!(matches!(repeat_penalty(&two_rows, &past, 1.3), Err(KernelError::Shape { .. })));
+            assert!(matches!(repeat_penalty(&x, &past, 0.0), Err(KernelError::Argument { name: "penalty", .. })));
         }
     }
 
