@@ -47,8 +47,9 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
         let ids = torchless_kernels::Tensor::from_slice(&logits.backend(), &ids, &[ids.len()])?;
         select::repeat_penalty(logits, &ids, p.repeat_penalty)?;
     }
-    let penalized = logits.is_gpu() || p.repeat_penalty == 1.0;
-    if !penalized {
+    // Whether `logits` are the ones to sample from, the penalty (if any) applied.
+    let logits_final = logits.is_gpu() || p.repeat_penalty == 1.0;
+    if !logits_final {
         return Ok(sampler.sample(&logits.to_f32_vec()?, history));
     }
     if p.temperature == 0.0 {
