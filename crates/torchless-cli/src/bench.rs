@@ -54,7 +54,7 @@ struct Row {
 pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
     let all = kbench::op_names();
     if args.ops.iter().any(|o| o == "list") {
-        println!("{}", all.join("\n"));
+        outln!("{}", all.join("\n"));
         return Ok(true);
     }
     let ops: Vec<String> =
@@ -116,7 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<bool, KernelError> {
     bar.finish_and_clear();
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+        outln!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
     } else {
         print_table(&rows, copy_gbps);
     }
@@ -247,18 +247,26 @@ pub fn copy_bandwidth(backend: &Backend, bytes: u64, timing: Timing) -> Result<f
 }
 
 fn print_table(rows: &[Row], copy_gbps: f64) {
-    println!(
+    outln!(
         "{:<16} {:<5} {:<22} {:>10} {:>9} {:>7} {:>10} {:>8} {:>4}",
-        "op", "dtype", "shape", "time ms", "GB/s", "% copy", "max err", "TFLOP/s", "ok"
+        "op",
+        "dtype",
+        "shape",
+        "time ms",
+        "GB/s",
+        "% copy",
+        "max err",
+        "TFLOP/s",
+        "ok"
     );
     for r in rows {
         if let Some(e) = &r.error
             && r.dtype.is_empty()
         {
-            println!("{:<16} error: {e}", r.op);
+            outln!("{:<16} error: {e}", r.op);
             continue;
         }
-        println!(
+        outln!(
             "{:<16} {:<5} {:<22} {:>10.4} {:>9.1} {:>6.1}% {:>10.2e} {:>8} {:>4}",
             r.op,
             r.dtype,
@@ -271,8 +279,8 @@ fn print_table(rows: &[Row], copy_gbps: f64) {
             if r.ok { "yes" } else { "NO" }
         );
         if let Some(e) = &r.error {
-            println!("    {e}");
+            outln!("    {e}");
         }
     }
-    println!("device copy bandwidth: {copy_gbps:.1} GB/s (read + write)");
+    outln!("device copy bandwidth: {copy_gbps:.1} GB/s (read + write)");
 }

@@ -204,24 +204,30 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         prefill_step_tok_s,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        outln!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
         match &report.kv_cache {
-            Some(kv) => println!("model {} on {}, {kv} KV cache", report.model, report.device),
-            None => println!("model {} on {}", report.model, report.device),
+            Some(kv) => outln!("model {} on {}, {kv} KV cache", report.model, report.device),
+            None => outln!("model {} on {}", report.model, report.device),
         }
-        println!("load: {:.2} s", report.load_s);
-        println!(
+        outln!("load: {:.2} s", report.load_s);
+        outln!(
             "copy bandwidth: {:.1} GB/s; weights read per token: {:.3} GB",
-            report.copy_gbps, report.weight_gb_per_token
+            report.copy_gbps,
+            report.weight_gb_per_token
         );
-        println!(
+        outln!(
             "decode: {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
-            report.decode_tok_s, report.context, report.decode_tokens, report.roofline_tok_s, report.pct_of_roofline
+            report.decode_tok_s,
+            report.context,
+            report.decode_tokens,
+            report.roofline_tok_s,
+            report.pct_of_roofline
         );
-        println!(
+        outln!(
             "host per decode token: {:.3} ms recording, {:.3} ms waiting for the device",
-            report.decode_record_ms, report.decode_wait_ms
+            report.decode_record_ms,
+            report.decode_wait_ms
         );
         if let (Some(launches), Some(made), Some(buffers), Some(submits), Some(submit_ms)) = (
             report.decode_launches,
@@ -230,16 +236,16 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             report.decode_submits,
             report.decode_submit_ms,
         ) {
-            println!(
+            outln!(
                 "  per decode token: {launches:.1} launches, {made:.1} bind groups and {buffers:.1} buffers made, \
                  {submits:.1} submissions finished and submitted in {submit_ms:.3} ms (beside the recording)"
             );
         }
         if let Some(p) = report.prefill_tok_s {
-            println!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
+            outln!("prefill: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
         }
         if let Some(p) = report.prefill_step_tok_s {
-            println!("prefill, mLSTM stepped token by token: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
+            outln!("prefill, mLSTM stepped token by token: {p:.1} tok/s ({} tokens)", report.prefill_tokens);
         }
     }
     Ok(())

@@ -1,5 +1,16 @@
 //! The `torchless` command-line tool.
 
+/// `print!` to standard output through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to standard output through [`write_stdout`].
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod bench;
 mod bench_model;
 mod run;
@@ -54,34 +65,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to standard output and flushes (generated text streams). When the reader has gone
+/// (`torchless logits ... | head`) the process ends quietly with success, as Unix tools do, instead of
+/// panicking as `println!` would; another write error ends it with the error.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(2);
+    }
+}
+
 fn print_backends() {
     let cpu = torchless_kernels::Backend::Cpu;
-    println!("cpu     {}", cpu.device_name());
+    outln!("cpu     {}", cpu.device_name());
     let adapters = torchless_kernels::gpu::list_adapters();
     if adapters.is_empty() {
-        println!("gpu     none found (Vulkan, Metal and DX12 were searched; on Linux install a Vulkan driver)");
+        outln!("gpu     none found (Vulkan, Metal and DX12 were searched; on Linux install a Vulkan driver)");
     }
     for a in adapters {
-        println!("{:<7} {} ({})", a.backend, a.name, a.device_type);
+        outln!("{:<7} {} ({})", a.backend, a.name, a.device_type);
         if !a.driver.is_empty() {
-            println!("        driver: {}", a.driver);
+            outln!("        driver: {}", a.driver);
         }
         let subgroups = if a.subgroups {
             format!("{}..{}", a.subgroup_sizes.0, a.subgroup_sizes.1)
         } else {
             "not supported".to_string()
         };
-        println!("        subgroups: {subgroups}; f16: {}", if a.f16 { "yes" } else { "no" });
+        outln!("        subgroups: {subgroups}; f16: {}", if a.f16 { "yes" } else { "no" });
         let coop =
             if a.cooperative_matrices.is_empty() { "none".to_string() } else { a.cooperative_matrices.join(", ") };
-        println!("        cooperative matrices: {coop}");
-        println!(
+        outln!("        cooperative matrices: {coop}");
+        outln!(
             "        max storage binding: {}; max buffer: {}; storage buffers per stage: {}",
             human_bytes(a.max_storage_binding_bytes),
             human_bytes(a.max_buffer_bytes),
             a.max_storage_buffers_per_stage
         );
-        println!(
+        outln!(
             "        workgroup: {} invocations, {} of shared memory",
             a.max_workgroup_invocations,
             human_bytes(a.max_workgroup_storage_bytes as u64)

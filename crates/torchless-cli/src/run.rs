@@ -1,7 +1,7 @@
 //! `torchless generate` and `torchless logits`, and the model-loading options they share with
 //! `torchless bench-model`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -150,14 +150,10 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     let prompt = tokenizer.encode(&text, !args.chat)?;
     let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: args.stop.clone() };
     if !args.chat {
-        print!("{user_text}");
+        out!("{user_text}");
     }
-    let mut out = std::io::stdout();
-    let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| {
-        let _ = out.write_all(piece.as_bytes());
-        let _ = out.flush();
-    })?;
-    println!();
+    let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| out!("{piece}"))?;
+    outln!();
     let prefill = stats.prefill_tps().map_or_else(|| "not run".to_string(), |tps| format!("{tps:.1} tok/s"));
     eprintln!(
         "[{} on {}] load {:.2} s | prompt {} tokens, {prefill} | generated {} tokens, {:.1} tok/s",
@@ -183,12 +179,12 @@ pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
     let values = logits.to_f32_vec()?;
     let rows: Vec<&[f32]> = values.chunks(vocab).collect();
     if args.json {
-        println!("{}", serde_json::json!({ "logits": rows }));
+        outln!("{}", serde_json::json!({ "logits": rows }));
     } else {
         for (i, row) in rows.iter().enumerate() {
             let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(j, _)| j);
             let head: Vec<String> = row.iter().take(8).map(|v| format!("{v:.4}")).collect();
-            println!("position {i} (token {}): argmax {best}; logits [{} ...]", args.tokens[i], head.join(", "));
+            outln!("position {i} (token {}): argmax {best}; logits [{} ...]", args.tokens[i], head.join(", "));
         }
     }
     Ok(())
@@ -234,10 +230,10 @@ pub fn tokenize_cmd(args: &TokenizeArgs) -> Result<(), Error> {
     let text = read_prompt(&args.text)?;
     let ids = tokenizer.encode(&text, false)?;
     if args.json {
-        println!("{}", serde_json::json!({ "ids": ids }));
+        outln!("{}", serde_json::json!({ "ids": ids }));
     } else {
         let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-        println!("{}", ids.join(" "));
+        outln!("{}", ids.join(" "));
     }
     Ok(())
 }

@@ -53,6 +53,31 @@ fn generate_prints_text_and_a_stats_line() {
     assert!(stderr(&o).contains("prompt 5 tokens, not run | generated 0 tokens"), "{}", stderr(&o));
 }
 
+/// A reader that stops early (`torchless logits ... | head -c 16`) ends the command quietly with success,
+/// as with Unix tools, not with a panic. 40 positions of 256 logits make ~200 KB of JSON, more than a
+/// pipe holds, so the writes after the reader has gone fail.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = fixture("llama");
+    let tokens: Vec<String> = (5..45).map(|t| t.to_string()).collect();
+    let tokens = tokens.join(",");
+    let args = ["logits", "--model", dir.to_str().unwrap(), "--tokens", &tokens, "--backend", "cpu", "--json"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_torchless"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut first = [0u8; 16];
+    child.stdout.take().expect("piped").read_exact(&mut first).expect("some output");
+    // The read end is dropped here.
+    let o = child.wait_with_output().expect("it ends");
+    assert!(o.status.success(), "{:?}, stderr: {}", o.status, stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let llama = fixture("llama");
