@@ -57,7 +57,10 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
     }
     if let Some(k) = p.device_top_k() {
         let (values, ids) = select::topk(logits, k)?;
-        let (values, ids) = (values.to_f32_vec()?, ids.to_vec::<u32>()?);
+        // Both copies start before either is awaited: one wait for the device, not two.
+        let (values, ids) = (values.to_bytes_later()?, ids.to_bytes_later()?);
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&values.wait()?);
+        let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&ids.wait()?);
         return Ok(sampler.sample_candidates(ids.into_iter().zip(values).collect()));
     }
     let all = logits.to_f32_vec()?;
