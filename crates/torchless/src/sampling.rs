@@ -147,13 +147,14 @@ impl Sampler {
         }
         let t = self.params.temperature as f64;
         let max = best.1 as f64;
-        let weight = |l: f32| ((l as f64 - max) / t).exp();
-        let total: f64 = c.iter().map(|&(_, l)| weight(l)).sum();
+        // Each candidate with its unnormalized probability, computed once.
+        let mut c: Vec<((u32, f32), f64)> = c.into_iter().map(|x| (x, ((x.1 as f64 - max) / t).exp())).collect();
+        let total: f64 = c.iter().map(|&(_, w)| w).sum();
         // min-p: tokens below min_p times the most likely one's probability (1 / total) are never drawn.
         let floor = self.params.min_p as f64 / total;
-        c.retain(|&(_, l)| weight(l) / total >= floor);
-        c.sort_unstable_by(order);
-        let probs: Vec<f64> = c.iter().map(|&(_, l)| weight(l) / total).collect();
+        c.retain(|&(_, w)| w / total >= floor);
+        c.sort_unstable_by(|a, b| order(&a.0, &b.0));
+        let probs: Vec<f64> = c.iter().map(|&(_, w)| w / total).collect();
         // top-p: the smallest prefix whose mass reaches p.
         let mut keep = probs.len();
         let mut cum = 0.0;
@@ -169,10 +170,10 @@ impl Sampler {
         for (i, p) in probs[..keep].iter().enumerate() {
             r -= p;
             if r <= 0.0 {
-                return c[i].0;
+                return c[i].0.0;
             }
         }
-        c[keep - 1].0
+        c[keep - 1].0.0
     }
 }
 

@@ -18,7 +18,6 @@ use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::tensor::Tensor;
 
-/// The largest power of two at most `v` (0 for 0).
 /// A launch-shape override from environment variable `var` (for benchmark sweeps), read and parsed once
 /// a process: `None` when unset, the variable's text as the error when `parse` rejects it.
 pub(crate) fn env_override<T: Clone>(
@@ -33,6 +32,7 @@ pub(crate) fn env_override<T: Clone>(
     .clone()
 }
 
+/// The largest power of two at most `v` (0 for 0).
 pub(crate) fn prev_power_of_two(v: u32) -> u32 {
     if v == 0 { 0 } else { 1 << (31 - v.leading_zeros()) }
 }
