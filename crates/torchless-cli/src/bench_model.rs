@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
-use torchless::generate::greedy_decode;
+use torchless::generate::{greedy_decode, pick, sampled_decode};
 use torchless::model::Logits;
+use torchless::sampling::{Sampler, SamplingParams};
 use torchless::{BackendPreference, Error, init_backend};
 use torchless_kernels::gpu::{GpuContext, KernelTime};
 use torchless_kernels::ops::select;
@@ -32,6 +33,10 @@ pub struct BenchModelArgs {
     /// Tokens to decode (greedy, argmax on the device, one read-back per token).
     #[arg(long, default_value_t = 128)]
     decode_tokens: usize,
+    /// Decode with `generate`'s default sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
+    /// repeat penalty 1.1) instead of greedily: each token is drawn on the host before the next step.
+    #[arg(long)]
+    sampling: bool,
     /// Length of the timed prefill (0 skips it).
     #[arg(long, default_value_t = 2048)]
     prefill_tokens: usize,
@@ -56,6 +61,8 @@ struct Report {
     copy_gbps: f64,
     context: usize,
     decode_tokens: usize,
+    /// "greedy" or "sampling" (`--sampling`).
+    decode: &'static str,
     decode_tok_s: f64,
     /// Host time per decode token spent recording the forward pass (and handing its batches over).
     decode_record_ms: f64,
@@ -140,6 +147,8 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let mut state = model.new_state(capacity)?;
     let logits = model.forward(&mut state, &prompt, 0, Logits::Last)?;
     let first = select::argmax(&logits)?;
+    let mut sampler = Sampler::new(SamplingParams::default())?;
+    let first_sampled = if args.sampling { pick(&mut sampler, &logits, &prompt)? } else { 0 };
     backend.synchronize()?;
     // The generation loop of `generate` (greedy, token kept on the device): decode_tokens forward passes.
     let stats = || match &backend {
@@ -149,10 +158,25 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
     let stats_before = stats();
     let t = Instant::now();
     let mut next = 0;
-    let host = greedy_decode(model, &mut state, first, args.context, args.decode_tokens, |token| {
+    let on_token = |token| {
         next = token;
         Ok(true)
-    })?;
+    };
+    let host = if args.sampling {
+        let mut history = prompt.clone();
+        sampled_decode(
+            model,
+            &mut state,
+            &mut sampler,
+            &mut history,
+            first_sampled,
+            args.context,
+            args.decode_tokens,
+            on_token,
+        )?
+    } else {
+        greedy_decode(model, &mut state, first, args.context, args.decode_tokens, on_token)?
+    };
     let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / args.decode_tokens as f64;
     let decode_s = t.elapsed().as_secs_f64();
     let decode_tok_s = args.decode_tokens as f64 / decode_s;
@@ -189,6 +213,7 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
         copy_gbps,
         context: args.context,
         decode_tokens: args.decode_tokens,
+        decode: if args.sampling { "sampling" } else { "greedy" },
         decode_tok_s,
         decode_record_ms: per_token_ms(host.record),
         decode_wait_ms: per_token_ms(host.wait),
@@ -217,7 +242,8 @@ pub fn run(args: &BenchModelArgs) -> Result<(), Error> {
             report.weight_gb_per_token
         );
         outln!(
-            "decode: {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
+            "decode ({}): {:.1} tok/s at context {} ({} tokens); roofline {:.1} tok/s; {:.1}% of it",
+            report.decode,
             report.decode_tok_s,
             report.context,
             report.decode_tokens,

@@ -103,7 +103,39 @@ pub fn greedy_decode(
     Ok(times)
 }
 
-/// Where the host's time went in [`greedy_decode`]: a wait near zero means the device finished each token
+/// Sampled decoding: step by step, each token read back (as `pick` reads it: on a GPU the k candidates
+/// of a device top-k) and drawn on the host before the next step can be recorded. `first` is the token at
+/// position `pos`, `history` the context before it (the repeat penalty's window). `on_token` gets each
+/// token in order, from `first` on, and returns whether to go on; at most `steps` forward passes run.
+#[allow(clippy::too_many_arguments)]
+pub fn sampled_decode(
+    model: &Model,
+    state: &mut State,
+    sampler: &mut Sampler,
+    history: &mut Vec<u32>,
+    first: u32,
+    pos: usize,
+    steps: usize,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<HostTimes> {
+    let mut times = HostTimes::default();
+    let mut next = first;
+    for i in 0..=steps {
+        history.push(next);
+        if !on_token(next)? || i == steps {
+            break;
+        }
+        let t = Instant::now();
+        let logits = model.forward(state, &[next], pos + i, Logits::Last)?;
+        times.record += t.elapsed();
+        let t = Instant::now();
+        next = pick(sampler, &logits, history)?;
+        times.wait += t.elapsed();
+    }
+    Ok(times)
+}
+
+/// Where the host's time went in [`greedy_decode`] and [`sampled_decode`]: a wait near zero means the device finished each token
 /// before the host had recorded the next one (decode bound by the host, not the device).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostTimes {
@@ -120,7 +152,6 @@ struct Emitter<'a, F: FnMut(&str)> {
     max_tokens: usize,
     decoder: StreamDecoder,
     text: String,
-    history: Vec<u32>,
     generated: usize,
     on_text: F,
 }
@@ -131,7 +162,6 @@ impl<F: FnMut(&str)> Emitter<'_, F> {
         if self.tokenizer.is_eos(token) {
             return Ok(false);
         }
-        self.history.push(token);
         self.generated += 1;
         let piece = self.decoder.push(self.tokenizer, token)?;
         if !piece.is_empty() {
@@ -184,7 +214,6 @@ pub fn generate(
         max_tokens,
         decoder: StreamDecoder::new(),
         text: String::new(),
-        history: prompt.to_vec(),
         generated: 0,
         on_text,
     };
@@ -202,13 +231,14 @@ pub fn generate(
             out.push(token)
         })?;
     } else {
-        let mut next = pick(&mut sampler, &logits, &out.history)?;
+        let mut history = prompt.to_vec();
+        let first = pick(&mut sampler, &logits, &history)?;
         stats.prefill_secs = t0.elapsed().as_secs_f64();
         t1 = Some(Instant::now());
-        while out.push(next)? {
-            let logits = model.forward(&mut state, &[next], out.history.len() - 1, Logits::Last)?;
-            next = pick(&mut sampler, &logits, &out.history)?;
-        }
+        let pos = prompt.len();
+        sampled_decode(model, &mut state, &mut sampler, &mut history, first, pos, max_tokens - 1, |token| {
+            out.push(token)
+        })?;
     }
     stats.decode_secs = t1.map_or(0.0, |t| t.elapsed().as_secs_f64());
     stats.generated_tokens = out.generated;
