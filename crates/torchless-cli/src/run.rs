@@ -67,7 +67,8 @@ pub struct GenerateArgs {
     /// 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
-    /// 0 disables it.
+    /// 0 disables it. On a GPU, 1 to 64 draw each token on the device (no wait for the host between
+    /// steps); 0 or more than 64 read the logits back and sample on the host.
     #[arg(long, default_value_t = 40)]
     top_k: usize,
     #[arg(long, default_value_t = 0.95)]

@@ -785,15 +785,21 @@ fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // ---- repeat penalty ------------------------------------------------------------------------------
-// Each of the p.rows distinct ids scales its logit of the p.n in place: a positive one by p.scale
-// (1 / penalty), any other by p.scale_neg (the penalty). Both are products, rounded as the CPU's are.
-// An id past the row is skipped.
+// Each of the p.rows ids scales its logit of the p.n in place: a positive one by p.scale (1 / penalty),
+// any other by p.scale_neg (the penalty). Both are products, rounded as the CPU's are. An id past the
+// row is skipped, and an id listed more than once counts once (by its first place): the list can be the
+// device's ring of recent tokens (sample.wgsl), which the host never reads.
 @compute @workgroup_size(64)
 fn repeat_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= p.rows) {
         return;
     }
     let id = pen_ids[gid.x];
+    for (var j = 0u; j < gid.x; j++) {
+        if (pen_ids[j] == id) {
+            return;
+        }
+    }
     if (id < p.n) {
         let l = pen_x[id];
         pen_x[id] = l * select(p.scale_neg, p.scale, l > 0.0);

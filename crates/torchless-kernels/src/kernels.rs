@@ -95,6 +95,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &qmatmul::gpu::QGEMV_SUBGROUP,
         &qmatmul::gpu::QMATMUL,
         &rope::ROPE,
+        &sample::SAMPLE,
         &select::SELECT,
         &softmax::SOFTMAX,
         &softmax::SOFTMAX_SUBGROUP,

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use torchless_kernels::Tensor;
+use torchless_kernels::ops::sample::{self, Draw};
 use torchless_kernels::ops::select;
 
 use crate::error::{Error, Result};
@@ -56,6 +57,7 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
         return Ok(select::argmax(logits)?.to_vec::<u32>()?[0]);
     }
     if let Some(k) = p.device_top_k() {
+        let k = k.min(logits.numel());
         let (values, ids) = select::topk(logits, k)?;
         // Both copies start before either is awaited: one wait for the device, not two.
         let (values, ids) = (values.to_bytes_later()?, ids.to_bytes_later()?);
@@ -103,12 +105,39 @@ pub fn greedy_decode(
     Ok(times)
 }
 
-/// Sampled decoding: step by step, each token read back (as `pick` reads it: on a GPU the k candidates
-/// of a device top-k) and drawn on the host before the next step can be recorded. `first` is the token at
-/// position `pos`, `history` the context before it (the repeat penalty's window). `on_token` gets each
-/// token in order, from `first` on, and returns whether to go on; at most `steps` forward passes run.
+/// Sampled decoding. `first` is the token at position `pos`, `history` the context before it (the repeat
+/// penalty's window; each token is appended as it comes). `on_token` gets each token in order, from
+/// `first` on, and returns whether to go on; at most `steps` forward passes run.
+///
+/// On a GPU with a device top-k (`--top-k` 1 to 64, as by default) the token is drawn on the device and
+/// fed straight to the next step, so the host records step t + 1 before it reads token t, as greedy
+/// decoding does ([`device_sampled_decode`]). Otherwise each token is read back (the k candidates, or
+/// the logits) and drawn on the host before the next step is recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn sampled_decode(
+    model: &Model,
+    state: &mut State,
+    sampler: &mut Sampler,
+    history: &mut Vec<u32>,
+    first: u32,
+    pos: usize,
+    steps: usize,
+    on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<HostTimes> {
+    let p = &sampler.params;
+    if model.backend().is_gpu()
+        && p.temperature > 0.0
+        && let Some(k) = p.device_top_k()
+    {
+        let k = k.min(model.vocab_size());
+        return device_sampled_decode(model, state, sampler, history, first, pos, steps, k, on_token);
+    }
+    host_sampled_decode(model, state, sampler, history, first, pos, steps, on_token)
+}
+
+/// [`sampled_decode`] with every token read back and drawn on the host (`pick`).
+#[allow(clippy::too_many_arguments)]
+fn host_sampled_decode(
     model: &Model,
     state: &mut State,
     sampler: &mut Sampler,
@@ -131,6 +160,77 @@ pub fn sampled_decode(
         let t = Instant::now();
         next = pick(sampler, &logits, history)?;
         times.wait += t.elapsed();
+    }
+    Ok(times)
+}
+
+/// [`sampled_decode`] with every draw on the device: per step the repeat penalty (over a ring of the
+/// last `repeat_last_n` tokens that the device itself keeps), the top-`k` and `ops::sample::sample_top_k`
+/// with the host generator's next uniform draw, which does not depend on the token. The token tensor is
+/// the next step's input; the host reads it back one step behind.
+#[allow(clippy::too_many_arguments)]
+fn device_sampled_decode(
+    model: &Model,
+    state: &mut State,
+    sampler: &mut Sampler,
+    history: &mut Vec<u32>,
+    first: u32,
+    pos: usize,
+    steps: usize,
+    k: usize,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<HostTimes> {
+    let mut times = HostTimes::default();
+    let backend = model.backend();
+    let p = sampler.params.clone();
+    history.push(first);
+    if !on_token(first)? {
+        return Ok(times);
+    }
+    // History index j lives in slot j % n; empty slots hold an id past every vocabulary (skipped).
+    let n = p.repeat_last_n.max(1);
+    let penalty = p.repeat_penalty != 1.0 && p.repeat_last_n > 0;
+    let mut ring = vec![u32::MAX; n];
+    let start = history.len().saturating_sub(n);
+    for (j, &token) in history.iter().enumerate().skip(start) {
+        ring[j % n] = token;
+    }
+    let window = Tensor::from_slice(backend, &ring, &[n])?;
+    let base = history.len();
+    let mut ids = Tensor::from_slice(backend, &[first], &[1])?;
+    let mut pending: Option<torchless_kernels::tensor::PendingBytes> = None;
+    for i in 0..=steps {
+        let t = Instant::now();
+        let next = if i < steps {
+            let logits = model.forward_ids(state, &ids, pos + i, Logits::Last)?;
+            if penalty {
+                select::repeat_penalty(&logits, &window, p.repeat_penalty)?;
+            }
+            let (values, candidates) = select::topk(&logits, k)?;
+            let next = Tensor::uninit(backend, "sampled token", &[1], torchless_kernels::DType::U32)?;
+            // The largest f32 below 1 at most: an f64 draw just under 1 would round up to it.
+            let u = (sampler.next_draw() as f32).min(1.0 - f32::EPSILON / 2.0);
+            let draw = Draw { temperature: p.temperature, top_p: p.top_p, min_p: p.min_p, u };
+            let slot = penalty.then_some((&window, (base + i) % n));
+            sample::sample_top_k(&values, &candidates, draw, &next, slot)?;
+            Some(next)
+        } else {
+            None
+        };
+        times.record += t.elapsed();
+        if let Some(read) = pending.take() {
+            let t = Instant::now();
+            let bytes = read.wait()?;
+            times.wait += t.elapsed();
+            let token: u32 = bytemuck::pod_read_unaligned(&bytes[..4]);
+            history.push(token);
+            if !on_token(token)? {
+                break;
+            }
+        }
+        let Some(next) = next else { break };
+        pending = Some(next.to_bytes_later()?);
+        ids = next;
     }
     Ok(times)
 }
@@ -178,8 +278,8 @@ impl<F: FnMut(&str)> Emitter<'_, F> {
 }
 
 /// Generates from `prompt` (token ids), calling `on_text` with each new piece of text. Greedy decoding
-/// keeps each token on the device ([`greedy_decode`]); sampling reads back the top-k candidates (or the
-/// logits) each step.
+/// keeps each token on the device ([`greedy_decode`]); so does sampling on a GPU with a top-k of at most
+/// 64, which draws there ([`sampled_decode`]); otherwise each step's logits come back to the host.
 pub fn generate(
     model: &Model,
     tokenizer: &Tokenizer,
@@ -250,6 +350,48 @@ mod tests {
     use super::*;
     use torchless_kernels::Tensor;
     use torchless_kernels::testing::test_backends;
+
+    /// Sampled decoding with the draw on the device (the GPU's path) yields the tokens that reading each
+    /// step's candidates back and drawing on the host does, with the repeat penalty's ring of recent
+    /// tokens wrapping several times.
+    #[test]
+    fn device_draws_decode_as_host_draws() {
+        let Some(backend) = test_backends().into_iter().find(|b| b.is_gpu()) else {
+            return; // test_backends has reported the GPU missing (and fails where one is required)
+        };
+        let loaded = crate::model::LoadedModel::load("tiny-llama", &backend, false).unwrap();
+        let model = &loaded.model;
+        let prompt = loaded.tokenizer.as_ref().unwrap().encode("The", true).unwrap();
+        let steps = 200;
+        let short_window = SamplingParams { repeat_penalty: 4.0, repeat_last_n: 5, ..Default::default() };
+        let hot = SamplingParams { top_k: 64, temperature: 1.3, ..Default::default() };
+        for params in [SamplingParams::default(), short_window, hot] {
+            let mut runs = Vec::new();
+            for device in [true, false] {
+                let mut state = model.new_state(prompt.len() + steps + 1).unwrap();
+                let mut sampler = Sampler::new(params.clone()).unwrap();
+                let mut history = prompt.clone();
+                let logits = model.forward(&mut state, &prompt, 0, Logits::Last).unwrap();
+                let first = pick(&mut sampler, &logits, &history).unwrap();
+                let mut tokens = Vec::new();
+                let on_token = |t| {
+                    tokens.push(t);
+                    Ok(true)
+                };
+                let (s, h, pos) = (&mut state, &mut history, prompt.len());
+                if device {
+                    let k = params.top_k;
+                    device_sampled_decode(model, s, &mut sampler, h, first, pos, steps, k, on_token).unwrap();
+                } else {
+                    host_sampled_decode(model, s, &mut sampler, h, first, pos, steps, on_token).unwrap();
+                }
+                assert_eq!(tokens.len(), steps + 1);
+                assert_eq!(history[prompt.len()..], tokens[..]);
+                runs.push(tokens);
+            }
+            assert_eq!(runs[0], runs[1], "{params:?}: device draws against host draws");
+        }
+    }
 
     /// `pick` draws the same tokens on every backend: on a GPU the repeat penalty is applied to the
     /// logits there and the device selects, on the CPU the sampler does both on the host.

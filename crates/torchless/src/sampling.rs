@@ -3,7 +3,8 @@
 
 use crate::error::{Error, Result};
 
-/// The largest top-k the GPU selects on the device; larger k (or none) reads back all logits.
+/// The largest top-k the GPU selects (and draws from) on the device; larger k (or none) reads back all
+/// logits.
 pub const DEVICE_TOP_K_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,10 +128,18 @@ impl Sampler {
         }
     }
 
+    /// The uniform draw in [0, 1) of the next sampled token: one a token whenever the temperature is
+    /// above 0 (whatever the candidates), none for greedy picking, so that a draw made on the device
+    /// (`torchless_kernels::ops::sample`) takes the generator's values in the same order.
+    pub fn next_draw(&mut self) -> f64 {
+        if self.params.temperature == 0.0 { 0.0 } else { self.rng.next_f64() }
+    }
+
     /// Picks a token from (id, logit) candidates: all logits, or the device's top-k. Work is linear in
     /// the candidates: only those that top-k and min-p leave can be drawn, and only they are sorted (a
     /// sort of Llama-3's 128k logits cost 4.4 ms a token on the 2-core machine).
     pub fn sample_candidates(&mut self, mut c: Vec<(u32, f32)>) -> u32 {
+        let u = self.next_draw();
         c.retain(|(_, l)| !l.is_nan());
         // Larger logits first; ties go to the lower id.
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -166,7 +175,7 @@ impl Sampler {
             }
         }
         let mass: f64 = probs[..keep].iter().sum();
-        let mut r = self.rng.next_f64() * mass;
+        let mut r = u * mass;
         for (i, p) in probs[..keep].iter().enumerate() {
             r -= p;
             if r <= 0.0 {

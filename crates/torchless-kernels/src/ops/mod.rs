@@ -10,6 +10,7 @@ pub mod mlstm;
 pub mod norm;
 pub mod qmatmul;
 pub mod rope;
+pub mod sample;
 pub mod select;
 pub mod softmax;
 

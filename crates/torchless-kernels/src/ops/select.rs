@@ -338,10 +338,10 @@ pub fn argmax_row(row: &[f32]) -> u32 {
 // ---- repeat penalty -----------------------------------------------------------------------------
 
 /// The repetition penalty of sampling, in place: each logit of `x` (f32 `[n]` or `[1, n]`) named in
-/// `ids` (u32, distinct, each `< n`) is multiplied by `1 / penalty` where positive and by `penalty`
-/// otherwise, so that a sampler can take the top-k of penalized logits on the device instead of reading
-/// them all back. On the GPU an id `>= n` is skipped (the host does not read the ids back); on the CPU it
-/// is an error.
+/// `ids` (u32, each `< n`; an id listed twice counts once) is multiplied by `1 / penalty` where positive
+/// and by `penalty` otherwise, so that a sampler can take the top-k of penalized logits on the device
+/// instead of reading them all back. On the GPU an id `>= n` is skipped (the ids can be the device's ring
+/// of recent tokens, which the host does not read); on the CPU it is an error.
 pub fn repeat_penalty(x: &Tensor, ids: &Tensor, penalty: f32) -> Result<()> {
     let op = "repeat_penalty";
     let (rows, n) = rows_of(op, x)?;
@@ -373,7 +373,9 @@ pub fn repeat_penalty(x: &Tensor, ids: &Tensor, penalty: f32) -> Result<()> {
     match common_backend(op, &[x, ids])? {
         Backend::Cpu => {
             let mut v = cpu::read_f32(x);
-            let ids = cpu::read_u32(ids);
+            let mut ids = cpu::read_u32(ids);
+            ids.sort_unstable();
+            ids.dedup();
             for &id in &ids {
                 let l = v.get_mut(id as usize).ok_or_else(|| KernelError::Argument {
                     op,
@@ -925,6 +927,11 @@ mod tests {
             repeat_penalty(&x, &ids, 1.3).unwrap();
             let got = x.to_vec::<f32>().unwrap();
             assert_eq!(got, want, "on {}", backend.name());
+            // An id listed twice counts once (the device's ring of recent tokens repeats them).
+            let twice = Tensor::from_slice(&backend, &x0, &[1, 6]).unwrap();
+            let ids = Tensor::from_slice(&backend, &[4u32, 0, 4, 1, 2, 0, 0], &[7]).unwrap();
+            repeat_penalty(&twice, &ids, 1.3).unwrap();
+            assert_eq!(twice.to_vec::<f32>().unwrap(), want, "repeated ids on {}", backend.name());
             let none = Tensor::from_slice(&backend, &[0u32; 0], &[0]).unwrap();
             repeat_penalty(&x, &none, 1.3).unwrap();
             assert_eq!(x.to_vec::<f32>().unwrap(), got, "no ids, no change on {}", backend.name());

@@ -43,6 +43,14 @@ pub enum State {
 }
 
 impl Model {
+    /// Where the model's weights and states live.
+    pub fn backend(&self) -> &Backend {
+        match self {
+            Model::Llama(m) => m.backend(),
+            Model::Xlstm(m) => m.backend(),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Model::Llama(m) => m.config.vocab_size,
@@ -153,13 +161,6 @@ impl Model {
                 _ => {}
             }
             start = end;
-        }
-    }
-
-    fn backend(&self) -> &Backend {
-        match self {
-            Model::Llama(m) => m.backend(),
-            Model::Xlstm(m) => m.backend(),
         }
     }
 }
