@@ -69,17 +69,32 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
     Ok(sampler.sample_candidates(all.into_iter().enumerate().map(|(i, l)| (i as u32, l)).collect()))
 }
 
-/// Greedy decoding with each token kept on the device: step t + 1 is recorded (and its layers
-/// submitted) before token t is read back, so the device does not sit idle while the host reads a token
-/// and records the next step. `first` holds the token at position `pos` (`[1]` u32 on the model's
-/// backend, e.g. the prefill's argmax). `on_token` gets each token in order, from `first` on, and
-/// returns whether to go on; at most `steps` forward passes run (so `steps + 1` tokens come out).
+/// Greedy decoding with each token kept on the device (see [`pipelined_decode`]). `first` holds the
+/// token at position `pos` (`[1]` u32 on the model's backend, e.g. the prefill's argmax). `on_token`
+/// gets each token in order, from `first` on, and returns whether to go on; at most `steps` forward
+/// passes run (so `steps + 1` tokens come out).
 pub fn greedy_decode(
     model: &Model,
     state: &mut State,
     first: Tensor,
     pos: usize,
     steps: usize,
+    on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<HostTimes> {
+    pipelined_decode(model, state, first, pos, steps, |logits, _| Ok(select::argmax(logits)?), on_token)
+}
+
+/// The decode loop whose tokens never wait for the host: `next_token(logits, step)` chooses each token
+/// on the model's backend (`[1]` u32), which is the next step's input as it is, so step t + 1 is recorded
+/// (and its layers submitted) before token t is read back, and the device does not sit idle while the
+/// host reads a token and records the next step.
+fn pipelined_decode(
+    model: &Model,
+    state: &mut State,
+    first: Tensor,
+    pos: usize,
+    steps: usize,
+    mut next_token: impl FnMut(&Tensor, usize) -> Result<Tensor>,
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<HostTimes> {
     let mut times = HostTimes::default();
@@ -88,7 +103,7 @@ pub fn greedy_decode(
     for i in 0..steps {
         let t = Instant::now();
         let logits = model.forward_ids(state, &ids, pos + i, Logits::Last)?;
-        let next = select::argmax(&logits)?;
+        let next = next_token(&logits, i)?;
         times.record += t.elapsed();
         let t = Instant::now();
         let bytes = pending.wait()?;
@@ -164,10 +179,10 @@ fn host_sampled_decode(
     Ok(times)
 }
 
-/// [`sampled_decode`] with every draw on the device: per step the repeat penalty (over a ring of the
-/// last `repeat_last_n` tokens that the device itself keeps), the top-`k` and `ops::sample::sample_top_k`
-/// with the host generator's next uniform draw, which does not depend on the token. The token tensor is
-/// the next step's input; the host reads it back one step behind.
+/// [`sampled_decode`] with every draw on the device, in [`pipelined_decode`]: per step the repeat
+/// penalty (over a ring of the last `repeat_last_n` tokens that the device itself keeps), the top-`k` and
+/// `ops::sample::sample_top_k` with the host generator's next uniform draw, which does not depend on the
+/// token.
 #[allow(clippy::too_many_arguments)]
 fn device_sampled_decode(
     model: &Model,
@@ -180,63 +195,41 @@ fn device_sampled_decode(
     k: usize,
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<HostTimes> {
-    let mut times = HostTimes::default();
     let backend = model.backend();
     let p = sampler.params.clone();
-    history.push(first);
-    if !on_token(first)? {
-        return Ok(times);
-    }
-    // History index j lives in slot j % n; empty slots hold an id past every vocabulary (skipped).
+    // History index j (the first token is index `base`) lives in slot j % n; empty slots hold an id past
+    // every vocabulary, which the penalty skips.
     let n = p.repeat_last_n.max(1);
     let penalty = p.repeat_penalty != 1.0 && p.repeat_last_n > 0;
+    let base = history.len();
     let mut ring = vec![u32::MAX; n];
-    let start = history.len().saturating_sub(n);
-    for (j, &token) in history.iter().enumerate().skip(start) {
+    for (j, &token) in history.iter().chain([&first]).enumerate().skip((base + 1).saturating_sub(n)) {
         ring[j % n] = token;
     }
     let window = Tensor::from_slice(backend, &ring, &[n])?;
-    let base = history.len();
-    let mut ids = Tensor::from_slice(backend, &[first], &[1])?;
-    let mut pending: Option<torchless_kernels::tensor::PendingBytes> = None;
-    for i in 0..=steps {
-        let t = Instant::now();
-        let next = if i < steps {
-            let logits = model.forward_ids(state, &ids, pos + i, Logits::Last)?;
-            if penalty {
-                select::repeat_penalty(&logits, &window, p.repeat_penalty)?;
-            }
-            let (values, candidates) = select::topk(&logits, k)?;
-            let next = Tensor::uninit(backend, "sampled token", &[1], torchless_kernels::DType::U32)?;
-            // The largest f32 below 1 at most: an f64 draw just under 1 would round up to it.
-            let u = (sampler.next_draw() as f32).min(1.0 - f32::EPSILON / 2.0);
-            let draw = Draw { temperature: p.temperature, top_p: p.top_p, min_p: p.min_p, u };
-            let slot = penalty.then_some((&window, (base + i) % n));
-            sample::sample_top_k(&values, &candidates, draw, &next, slot)?;
-            Some(next)
-        } else {
-            None
-        };
-        times.record += t.elapsed();
-        if let Some(read) = pending.take() {
-            let t = Instant::now();
-            let bytes = read.wait()?;
-            times.wait += t.elapsed();
-            let token: u32 = bytemuck::pod_read_unaligned(&bytes[..4]);
-            history.push(token);
-            if !on_token(token)? {
-                break;
-            }
+    let next_token = |logits: &Tensor, step: usize| -> Result<Tensor> {
+        if penalty {
+            select::repeat_penalty(logits, &window, p.repeat_penalty)?;
         }
-        let Some(next) = next else { break };
-        pending = Some(next.to_bytes_later()?);
-        ids = next;
-    }
-    Ok(times)
+        let (values, candidates) = select::topk(logits, k)?;
+        let next = Tensor::uninit(backend, "sampled token", &[1], torchless_kernels::DType::U32)?;
+        // The largest f32 below 1 at most: an f64 draw just under 1 would round up to it.
+        let u = (sampler.next_draw() as f32).min(1.0 - f32::EPSILON / 2.0);
+        let draw = Draw { temperature: p.temperature, top_p: p.top_p, min_p: p.min_p, u };
+        let slot = penalty.then_some((&window, (base + 1 + step) % n));
+        sample::sample_top_k(&values, &candidates, draw, &next, slot)?;
+        Ok(next)
+    };
+    let first = Tensor::from_slice(backend, &[first], &[1])?;
+    pipelined_decode(model, state, first, pos, steps, next_token, |token| {
+        history.push(token);
+        on_token(token)
+    })
 }
 
-/// Where the host's time went in [`greedy_decode`] and [`sampled_decode`]: a wait near zero means the device finished each token
-/// before the host had recorded the next one (decode bound by the host, not the device).
+/// Where the host's time went in [`greedy_decode`] and [`sampled_decode`]: a wait near zero means the
+/// device finished each token before the host had recorded the next one (bound by the host, not the
+/// device).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostTimes {
     /// Recording the forward passes and submitting them.
