@@ -8,7 +8,7 @@
 //! the candidate the draw lands on. The device computes in f32 where the host uses f64, so the two pick
 //! the same token except where the draw falls within rounding of a boundary between two candidates.
 
-use super::{common_backend, to_u32};
+use super::{common_backend, require_distinct, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -87,6 +87,10 @@ pub fn sample_top_k(
         });
     }
     check_draw(op, draw)?;
+    require_distinct(op, "token", token, &[values, ids])?;
+    if let Some((w, _)) = window {
+        require_distinct(op, "window", w, &[values, ids])?;
+    }
     let (window_len, slot) = match window {
         Some((w, slot)) => {
             if w.dtype() != DType::U32 || w.shape().len() != 1 || slot >= w.numel() {
@@ -336,6 +340,10 @@ mod tests {
             assert!(err(sample_top_k(&values, &short, ok, &token, None)).contains("ids"));
             assert!(err(sample_top_k(&values, &ids, ok, &ids, None)).contains("token"));
             assert!(err(sample_top_k(&values, &ids, ok, &token, Some((&short, 1)))).contains("slot"));
+            let one = Tensor::from_slice(&backend, &[1.0f32], &[1]).unwrap();
+            let one_id = Tensor::from_slice(&backend, &[0u32], &[1]).unwrap();
+            assert!(err(sample_top_k(&one, &one_id, ok, &one_id, None)).contains("token"));
+            assert!(err(sample_top_k(&one, &one_id, ok, &token, Some((&one_id, 0)))).contains("window"));
             let many = Tensor::from_slice(&backend, &[0.0f32; 65], &[65]).unwrap();
             assert!(err(sample_top_k(&many, &ids, ok, &token, None)).contains("k <= 64"));
         }
