@@ -166,6 +166,27 @@ pub(crate) fn int_row_dot(ty: QuantType) -> Option<IntRowDot> {
     None
 }
 
+/// Two rows' integer dot products with one x: `(quants, scales)` of each row, then x.
+pub(crate) type IntRowDot2 = fn(&[u8], &[u8], &[u8], &[u8], &QxRow<'_>) -> [f32; 2];
+
+/// The two-row integer dot of `ty` where there is one (the 32-weight formats, on CPUs that have
+/// [`int_row_dot`]): x is loaded once for both rows.
+pub(crate) fn int_row_dot2(ty: QuantType) -> Option<IntRowDot2> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx2_fma_f16c() {
+        return match ty {
+            QuantType::Q8_0 => Some(int_avx2::dot2_q8_0),
+            QuantType::Q4_0 => Some(int_avx2::dot2_q4_0),
+            QuantType::Q4_1 => Some(int_avx2::dot2_q4_1),
+            QuantType::Q5_0 => Some(int_avx2::dot2_q5_0),
+            QuantType::Q5_1 => Some(int_avx2::dot2_q5_1),
+            _ => None,
+        };
+    }
+    let _ = ty;
+    None
+}
+
 /// Sums of `x` over consecutive groups of 32 (`x.len()` a multiple of 32).
 pub(crate) fn group_sums(x: &[f32]) -> Vec<f32> {
     chunks::<_, 32>(x)
@@ -509,6 +530,35 @@ mod tests {
                             assert!((got - exact).abs() <= 1e-5 * mag, "{name}: int {got} vs Σ w·x̃ {exact}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The two-row dot gives each row's single-row dot to the bit (the same sums in the same order), with
+    /// block counts that end in the 4-block steps and in the tail.
+    #[test]
+    fn two_row_dots_equal_single_row_dots() {
+        let Some(_) = int_row_dot2(QuantType::Q8_0) else {
+            println!("note: no integer row dots on this CPU (x86-64 with AVX2 and FMA); skipped");
+            return;
+        };
+        let mut rng = Rng::new(13);
+        for ty in QuantType::ALL {
+            let Some(dot2) = int_row_dot2(ty) else {
+                assert!(ty.block_elems() == 256, "{ty}: a 32-weight format without a two-row dot");
+                continue;
+            };
+            let dot = int_row_dot(ty).unwrap();
+            for blocks in [1, 3, 4, 5, 9, 18] {
+                let cols = blocks * ty.block_elems();
+                let (parts, _) = rows_of(&mut rng, ty, 2, cols);
+                for x in [awkward_x(&mut rng, cols), rng.vec(cols, -1.0, 1.0)] {
+                    let xq = QuantX::new(&x);
+                    let xr = xq.row(0, cols);
+                    let ((q0, s0), (q1, s1)) = (&parts[0], &parts[1]);
+                    let want = [dot(q0, s0, &xr), dot(q1, s1, &xr)];
+                    assert_eq!(dot2(q0, s0, q1, s1, &xr), want, "{ty}, {blocks} blocks");
                 }
             }
         }

@@ -732,7 +732,9 @@ const GEMV_TASK_WEIGHTS: usize = 1 << 16;
 /// `x · Wₖᵀ` for every matrix of `ws` (all of `cols = x.len() / b` columns), as `[rows, b]` per matrix
 /// (each weight row read once for all b rows of x), in one parallel pass over all their rows: one set of
 /// tasks instead of one per matrix (on a 2-core machine a pass costs as much again in thread wake-ups as
-/// a small GEMV's work), and x quantized once.
+/// a small GEMV's work), and x quantized once. With one row of x and a 32-weight format, rows go in
+/// pairs through the two-row integer dot (x loaded once for both: SmolLM2 Q4_1 decode 4–8 % faster on
+/// the 2-core machine).
 fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
     let cols = xv.len() / b;
     let words: Vec<_> = ws.iter().map(|w| w.data().cpu_words().expect("CPU tensor")).collect();
@@ -757,8 +759,34 @@ fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
     let total: usize = ws.iter().map(|w| w.rows()).sum();
     let mut t = vec![0f32; total * b];
     let min_rows = (GEMV_TASK_WEIGHTS / cols).max(1);
+    let matrix_of = |o: usize| start.partition_point(|&s| s <= o) - 1;
+    // One row of x: weight rows in pairs where the format has a two-row dot (x loaded once for both).
+    let pairs: Option<Vec<_>> = match (&int_dots, b) {
+        (Some(_), 1) => ws.iter().map(|w| quant_dot::int_row_dot2(w.quant_type())).collect(),
+        _ => None,
+    };
+    if let (Some(int), Some(int2)) = (&int_dots, &pairs) {
+        let x = &xr[0];
+        t.par_chunks_mut(2).with_min_len(min_rows.div_ceil(2)).enumerate().for_each(|(p, dst)| {
+            let o = 2 * p;
+            let k = matrix_of(o);
+            let (q0, s0) = views[k].row(o - start[k]);
+            if dst.len() == 2 && matrix_of(o + 1) == k {
+                let (q1, s1) = views[k].row(o + 1 - start[k]);
+                dst.copy_from_slice(&int2[k](q0, s0, q1, s1, x));
+            } else {
+                dst[0] = int[k](q0, s0, x);
+                if dst.len() == 2 {
+                    let k1 = matrix_of(o + 1);
+                    let (q1, s1) = views[k1].row(o + 1 - start[k1]);
+                    dst[1] = int[k1](q1, s1, x);
+                }
+            }
+        });
+        return split_products(t, ws, b);
+    }
     t.par_chunks_mut(b).with_min_len(min_rows).enumerate().for_each(|(o, dst)| {
-        let k = start.partition_point(|&s| s <= o) - 1;
+        let k = matrix_of(o);
         let (q, s) = views[k].row(o - start[k]);
         match &int_dots {
             Some(int) => dst.iter_mut().zip(&xr).for_each(|(d, x)| *d = int[k](q, s, x)),
@@ -769,6 +797,11 @@ fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
             }
         }
     });
+    split_products(t, ws, b)
+}
+
+/// The products of [`cpu_products`], one list of rows after another, cut into one list per matrix.
+fn split_products(t: Vec<f32>, ws: &[&QuantTensor], b: usize) -> Vec<Vec<f32>> {
     if ws.len() == 1 {
         return vec![t];
     }
@@ -2056,6 +2089,12 @@ mod tests {
             let biases = [Some(rng.vec(37, -1.0, 1.0)), None, Some(rng.vec(13, -1.0, 1.0))];
             let gate_up: Vec<(QuantTensor, Vec<f32>)> =
                 (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
+            // 32-weight formats of odd row counts: the CPU pairs rows for its two-row dot, across the
+            // matrices' boundaries too, and the last row has no partner.
+            let odd: Vec<(QuantTensor, Vec<f32>)> = [(QuantType::Q4_1, 7), (QuantType::Q8_0, 11), (QuantType::Q4_0, 5)]
+                .into_iter()
+                .map(|(ty, rows)| quantized(&mut rng, ty, rows, cols))
+                .collect();
             for backend in test_backends() {
                 with_and_without_teams(&backend, b, |teams| {
                     let x = GemvInput::new(&Tensor::from_slice(&backend, &xv, &[b, cols]).unwrap(), None).unwrap();
@@ -2090,6 +2129,13 @@ mod tests {
                     let mixed = gemv_q_multi(&x, &[(&ws[0], None), (&q6d, None)]).unwrap();
                     let name = format!("gemv_q_multi mixed b={b} on {}{teams}", backend.name());
                     assert_close(&name, &mixed[1].to_f32_vec().unwrap(), &want(&q6v, 9, None), tolerance(cols));
+                    let odd_ws: Vec<QuantTensor> = odd.iter().map(|(w, _)| on(w)).collect();
+                    let odd_parts: Vec<(&QuantTensor, Option<&Tensor>)> = odd_ws.iter().map(|w| (w, None)).collect();
+                    for (k, out) in gemv_q_multi(&x, &odd_parts).unwrap().iter().enumerate() {
+                        let (w, wv) = (&odd[k].0, &odd[k].1);
+                        let name = format!("gemv_q_multi odd rows part {k} b={b} on {}{teams}", backend.name());
+                        assert_close(&name, &out.to_f32_vec().unwrap(), &want(wv, w.rows(), None), tolerance(cols));
+                    }
                     let (g, u) = (on(&gate_up[0].0), on(&gate_up[1].0));
                     let (gr, ur) = (reference(&gate_up[0].1, 11, cols, &xv), reference(&gate_up[1].1, 11, cols, &xv));
                     for act in [GatedAct::Silu, GatedAct::GeluTanh] {

@@ -25,6 +25,28 @@ macro_rules! entry {
     )*};
 }
 
+/// The two-row dot of a 32-weight format: `(quants, scales)` of each row, and x.
+macro_rules! entry2 {
+    ($($name:ident => $kind:ident),* $(,)?) => {$(
+        pub(super) fn $name(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn inner(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+                dot32x2::<$kind>(q0, s0, q1, s1, x)
+            }
+            // SAFETY: `int_row_dot2` hands these out only where `has_avx2_fma_f16c()` found AVX2, FMA and F16C.
+            unsafe { inner(q0, s0, q1, s1, x) }
+        }
+    )*};
+}
+
+entry2!(
+    dot2_q8_0 => Q8_0,
+    dot2_q4_0 => Q4_0,
+    dot2_q4_1 => Q4_1,
+    dot2_q5_0 => Q5_0,
+    dot2_q5_1 => Q5_1,
+);
+
 entry!(
     dot_q8_0 => q8_0,
     dot_q4_0 => q4_0,
@@ -147,8 +169,14 @@ const fn has_min(kind: u8) -> bool {
 /// A macro: as a `target_feature` function (which cannot be `inline(always)`) it was not inlined.
 macro_rules! block_lanes {
     ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr) => {{
-        let (q, s, x, g): (&[u8], &[u8], &QxRow<'_>, usize) = ($q, $s, $x, $g);
+        let (x, g): (&QxRow<'_>, usize) = ($x, $g);
         let (hi, lo) = xg(x, g);
+        block_lanes!($kind, $q, $s, x, g, hi, lo)
+    }};
+    // With x's bytes of the block already loaded (`hi`, `lo`), for two rows that share them.
+    ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr, $hi:expr, $lo:expr) => {{
+        let (q, s, x, g): (&[u8], &[u8], &QxRow<'_>, usize) = ($q, $s, $x, $g);
+        let (hi, lo) = ($hi, $lo);
         if $kind == Q8_0 {
             sdot(load32(q[32 * g..][..32].try_into().expect("32 bytes")), hi, lo)
         } else {
@@ -250,6 +278,66 @@ fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
     let m = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
     let m = _mm_add_ss(m, _mm_shuffle_ps::<1>(m, m));
     hsum(_mm256_add_ps(a0, a1)) + _mm_cvtss_f32(m) + tail
+}
+
+/// [`dot32`] of two rows (`q0, s0` and `q1, s1`, each a whole row) with the same x: each block of x is
+/// loaded once for both, and the two rows' chains run side by side.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot32x2<const KIND: u8>(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+    let sb = scale_bytes(KIND);
+    let nb = x.scale.len();
+    // As dot32: the rows after next, asked for while these run (here the next pair's).
+    for part in [q0, s0, q1, s1] {
+        for at in (0..part.len()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(2 * part.len() + at).cast());
+        }
+    }
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut ma, mut mb) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let mut g = 0;
+    while g + 4 <= nb {
+        let xs = load4(&x.scale[g..]);
+        let (da, mda) = scales4::<KIND>(&s0[g * sb..][..4 * sb]);
+        let (db, mdb) = scales4::<KIND>(&s1[g * sb..][..4 * sb]);
+        let (sa, sc_b) = (_mm256_castps128_ps256(_mm_mul_ps(da, xs)), _mm256_castps128_ps256(_mm_mul_ps(db, xs)));
+        if has_min(KIND) {
+            let sums = load4(&x.sum[g..]);
+            ma = _mm_fmadd_ps(mda, sums, ma);
+            mb = _mm_fmadd_ps(mdb, sums, mb);
+        }
+        macro_rules! step {
+            ($i:literal, $acc_a:ident, $acc_b:ident) => {{
+                let (hi, lo) = xg(x, g + $i);
+                let la = _mm256_cvtepi32_ps(block_lanes!(KIND, q0, s0, x, g + $i, hi, lo));
+                $acc_a = _mm256_fmadd_ps(la, bcast::<$i>(sa), $acc_a);
+                let lb = _mm256_cvtepi32_ps(block_lanes!(KIND, q1, s1, x, g + $i, hi, lo));
+                $acc_b = _mm256_fmadd_ps(lb, bcast::<$i>(sc_b), $acc_b);
+            }};
+        }
+        step!(0, a0, b0);
+        step!(1, a1, b1);
+        step!(2, a0, b0);
+        step!(3, a1, b1);
+        g += 4;
+    }
+    let mut tails = [0f32; 2];
+    for g in g..nb {
+        let (hi, lo) = xg(x, g);
+        for (r, (q, s, acc)) in [(q0, s0, &mut a0), (q1, s1, &mut b0)].into_iter().enumerate() {
+            let sg = &s[g * sb..][..sb];
+            *acc = fma(*acc, block_lanes!(KIND, q, s, x, g, hi, lo), h(sg, 0) * x.scale[g]);
+            if has_min(KIND) {
+                tails[r] += h(sg, 2) * x.sum[g];
+            }
+        }
+    }
+    let fold = |m: __m128| {
+        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
+    };
+    [hsum(_mm256_add_ps(a0, a1)) + fold(ma) + tails[0], hsum(_mm256_add_ps(b0, b1)) + fold(mb) + tails[1]]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
