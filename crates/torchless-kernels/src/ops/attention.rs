@@ -25,7 +25,7 @@
 use rayon::prelude::*;
 
 use super::qmatmul::{GemvInput, QuantizedX};
-use super::{common_backend, require_dtype, require_float, require_non_empty, to_u32};
+use super::{common_backend, gpu_buffer, require_dtype, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -744,10 +744,6 @@ fn env_decode_tune() -> Result<Option<DecodeTune>> {
     })
 }
 
-fn buffer(t: &Tensor) -> &wgpu::Buffer {
-    t.gpu_buffer().expect("a GPU op gets GPU tensors").raw()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn decode_gpu(
     ctx: &std::sync::Arc<GpuContext>,
@@ -812,8 +808,8 @@ fn decode_gpu(
     };
     // Without QOUT its bindings (declared either way) get the output, never written through them.
     let (qxb, qsb) = match &qout {
-        Some(x) => (buffer(x.xq), buffer(x.xs)),
-        None => (buffer(out), buffer(out)),
+        Some(x) => (gpu_buffer(x.xq), gpu_buffer(x.xs)),
+        None => (gpu_buffer(out), gpu_buffer(out)),
     };
     // The kernels take different overrides; each arm fills its own array.
     let (subgroup_constants, workgroup_constants);
@@ -855,13 +851,13 @@ fn decode_gpu(
             )
         }
     };
-    let (qb, kb, vb, pb) = (buffer(q), buffer(k), buffer(v), buffer(&part));
+    let (qb, kb, vb, pb) = (gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(&part));
     let mut buffers = vec![qb, kb, vb, pb];
     if kernel.name == ATTENTION_SUBGROUP.name {
         buffers.extend([qxb, qsb]);
     }
     if let KvLen::Device(t) = kv_len {
-        buffers.push(buffer(t));
+        buffers.push(gpu_buffer(t));
     }
     ctx.dispatch(Dispatch {
         kernel,
@@ -883,7 +879,7 @@ fn decode_gpu(
             ("QOUT_LAYOUT", f64::from(layout)),
         ],
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[pb, buffer(out), qxb, qsb],
+        buffers: &[pb, gpu_buffer(out), qxb, qsb],
         workgroups: Workgroups::Linear((d.tokens * d.n_heads) as u32),
     })?;
     Ok(qout.is_some())
@@ -966,7 +962,7 @@ fn flash_gpu(
         entry,
         constants: &constants,
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[buffer(q), buffer(k), buffer(v), buffer(out)],
+        buffers: &[gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(out)],
         workgroups: Workgroups::Grid([n_qblocks as u32, d.n_heads as u32, 1]),
     })
 }
@@ -1292,7 +1288,9 @@ mod tests {
                 for kv_len in [1u32, 33, 257, 2999, 3000, 5000, 0] {
                     match &backend {
                         Backend::Cpu => cpu::write_u32(&len, &[kv_len]),
-                        Backend::Gpu(ctx) => ctx.write_buffer(buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap(),
+                        Backend::Gpu(ctx) => {
+                            ctx.write_buffer(gpu_buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap()
+                        }
                     }
                     decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups, None).unwrap();
                     let n = (kv_len as usize).min(capacity);

@@ -11,7 +11,9 @@
 //! the device's copy engine). [`copy_rows_into_at`] takes the row from a u32 tensor on the device, so
 //! a decode step recorded ahead of time writes at a position only the GPU knows.
 
-use super::{common_backend, require_float, require_non_empty, require_same_dtype, require_same_shape, to_u32};
+use super::{
+    common_backend, gpu_buffer, require_float, require_non_empty, require_same_dtype, require_same_shape, to_u32,
+};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -267,10 +269,6 @@ fn cpu_copy_rows(src: &Tensor, dst: &Tensor, offset_bytes: usize) {
     let words = src.cpu_words().expect("CPU tensor");
     let bytes: &[u8] = bytemuck::cast_slice(&words);
     cpu::write_bytes(dst, offset_bytes, &bytes[..src.size_bytes()]);
-}
-
-fn gpu_buffer(t: &Tensor) -> &wgpu::Buffer {
-    t.gpu_buffer().expect("GPU tensor on the GPU backend").raw()
 }
 
 /// Bench op names of this family.

@@ -108,6 +108,11 @@ pub fn require_distinct(op: &'static str, name: &'static str, a: &Tensor, others
     Ok(())
 }
 
+/// The wgpu buffer of a tensor that a GPU op was handed (`common_backend` found every tensor on the GPU).
+pub(crate) fn gpu_buffer(t: &Tensor) -> &wgpu::Buffer {
+    t.gpu_buffer().expect("GPU tensor on the GPU backend").raw()
+}
+
 /// A kernel binding `n` storage buffers needs an adapter that allows that many per shader stage; `feature`
 /// names the need in the error ("12 storage buffers per shader stage").
 pub(crate) fn require_storage_buffers(

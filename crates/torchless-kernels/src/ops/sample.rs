@@ -8,7 +8,7 @@
 //! the candidate the draw lands on. The device computes in f32 where the host uses f64, so the two pick
 //! the same token except where the draw falls within rounding of a boundary between two candidates.
 
-use super::{common_backend, require_distinct, to_u32};
+use super::{common_backend, gpu_buffer, require_distinct, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -130,21 +130,17 @@ pub fn sample_top_k(
                 _pad: 0,
             };
             // Without a window the token buffer stands in for it (window_len 0: never written).
-            let ring = window.map_or(buffer(token), |(w, _)| buffer(w));
+            let ring = window.map_or(gpu_buffer(token), |(w, _)| gpu_buffer(w));
             ctx.dispatch(Dispatch {
                 kernel: &SAMPLE,
                 entry: "sample_top_k",
                 constants: &[],
                 params: Some(bytemuck::bytes_of(&params)),
-                buffers: &[buffer(values), buffer(ids), buffer(token), ring],
+                buffers: &[gpu_buffer(values), gpu_buffer(ids), gpu_buffer(token), ring],
                 workgroups: Workgroups::Linear(1),
             })
         }
     }
-}
-
-fn buffer(t: &Tensor) -> &wgpu::Buffer {
-    t.gpu_buffer().expect("GPU tensor on the GPU backend").raw()
 }
 
 fn check_draw(op: &'static str, d: Draw) -> Result<()> {

@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::{common_backend, require_float, require_non_empty, to_u32};
+use super::{common_backend, gpu_buffer, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
 use crate::dtype::DType;
@@ -500,10 +500,6 @@ pub fn topk_row(row: &[f32], k: usize) -> Vec<u32> {
     }
     keyed.sort_unstable_by(first);
     keyed.into_iter().map(|(_, i)| i).collect()
-}
-
-fn gpu_buffer(t: &Tensor) -> &wgpu::Buffer {
-    t.gpu_buffer().expect("GPU tensor on the GPU backend").raw()
 }
 
 /// f64 references, written independently of [`order_key`]: for the tests and the bench.
