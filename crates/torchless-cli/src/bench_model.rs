@@ -34,7 +34,8 @@ pub struct BenchModelArgs {
     #[arg(long, default_value_t = 128)]
     decode_tokens: usize,
     /// Decode with `generate`'s default sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
-    /// repeat penalty 1.1) instead of greedily: each token is drawn on the host before the next step.
+    /// repeat penalty 1.1) instead of greedily: drawn on the device where `generate` would (a GPU), on the
+    /// host otherwise.
     #[arg(long)]
     sampling: bool,
     /// Length of the timed prefill (0 skips it).
@@ -333,24 +334,40 @@ fn profile_prefill(backend: &torchless::Backend, model: &torchless::model::Model
     Ok(())
 }
 
-/// The kernels' device times, largest first as the profiler returns them, divided by `runs`.
+/// The kernels' device times divided by `runs`: per kernel entry point, then per entry point and grid
+/// (one line per matrix shape of a model's GEMVs, say), largest first, with the time of one launch.
 fn print_profile(ctx: &GpuContext, times: &[KernelTime], what: &str, runs: usize) {
     let total: f64 = times.iter().map(|t| t.total_ms).sum();
-    let per = |ms: f64| ms / runs.max(1) as f64;
+    let runs = runs.max(1);
+    let per = |ms: f64| ms / runs as f64;
     let how = if ctx.profiles_in_pass() {
         "dispatches back to back, each with its wait on the one before"
     } else {
         "each dispatch timed alone, in its own pass"
     };
     eprintln!("GPU time {what} ({how}): {:.3} ms", per(total));
-    eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms", "launches", "share");
+    let mut by_kernel: Vec<(&str, f64, u64)> = Vec::new();
     for t in times {
+        match by_kernel.iter_mut().find(|(k, ..)| *k == t.kernel) {
+            Some((_, ms, n)) => (*ms, *n) = (*ms + t.total_ms, *n + t.launches),
+            None => by_kernel.push((&t.kernel, t.total_ms, t.launches)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!("{:<36} {:>10} {:>9} {:>7}", "kernel/entry", "ms", "launches", "share");
+    for (kernel, ms, launches) in by_kernel {
+        eprintln!("{kernel:<36} {:>10.4} {:>9} {:>6.1}%", per(ms), launches / runs as u64, 100.0 * ms / total);
+    }
+    eprintln!("{:<36} {:>16} {:>10} {:>9} {:>10}", "by grid", "workgroups", "ms", "launches", "us/launch");
+    for t in times {
+        let [x, y, z] = t.grid;
         eprintln!(
-            "{:<36} {:>10.4} {:>9} {:>6.1}%",
+            "{:<36} {:>16} {:>10.4} {:>9} {:>10.2}",
             t.kernel,
+            format!("{x}x{y}x{z}"),
             per(t.total_ms),
-            t.launches / runs.max(1) as u64,
-            100.0 * t.total_ms / total
+            t.launches / runs as u64,
+            1e3 * t.total_ms / t.launches.max(1) as f64
         );
     }
 }

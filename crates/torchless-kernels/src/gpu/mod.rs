@@ -349,7 +349,7 @@ impl GpuContext {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     }
 
-    /// Stops profiling and returns the GPU time per kernel entry point since it started.
+    /// Stops profiling and returns the GPU time per kernel entry point and grid since it started.
     pub fn stop_profiling(&self) -> Result<Vec<KernelTime>> {
         let mut batch = self.lock_batch();
         self.submit_locked(&mut batch)?;
@@ -648,7 +648,7 @@ impl GpuContext {
         bind_group: &wgpu::BindGroup,
         [x, y, z]: [u32; 3],
     ) {
-        let label = format!("{}/{}", d.kernel.name, d.entry);
+        let label = profile::Launch { kernel: format!("{}/{}", d.kernel.name, d.entry), grid: [x, y, z] };
         let profiler = batch.profiler.as_mut().expect("profiling is on");
         let query_set = profiler.query_set.clone();
         if self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
@@ -957,6 +957,8 @@ mod tests {
     fn profiling_times_every_launch_and_host_stats_count_them() {
         let Some((ctx, backend)) = own_context() else { return };
         let x = Tensor::from_slice(&backend, &[0.5f32; 300], &[300]).unwrap();
+        // Large enough for more workgroups than `x` takes: the same entry point on another grid.
+        let big = Tensor::from_slice(&backend, &vec![0.5f32; 1 << 20], &[1 << 20]).unwrap();
         let before = ctx.host_stats();
         ctx.start_profiling().unwrap();
         let mut y = x.clone();
@@ -964,13 +966,16 @@ mod tests {
             y = elementwise::unary(&y, Unary::Silu).unwrap();
             y = elementwise::add(&y, &x).unwrap();
         }
+        elementwise::unary(&big, Unary::Silu).unwrap();
         let times = ctx.stop_profiling().unwrap();
         let after = ctx.host_stats();
         let launches: u64 = times.iter().map(|t| t.launches).sum();
-        assert_eq!(launches, 10, "{times:?}");
-        assert_eq!(times.len(), 2, "one entry per kernel entry point: {times:?}");
+        assert_eq!(launches, 11, "{times:?}");
+        assert_eq!(times.len(), 3, "one entry per kernel entry point and grid: {times:?}");
+        let one = times.iter().find(|t| t.launches == 1).expect("the large silu on its own line");
+        assert!(times.iter().any(|t| t.launches == 5 && t.kernel == one.kernel && t.grid != one.grid), "{times:?}");
         assert!(times.iter().all(|t| t.total_ms.is_finite() && t.total_ms >= 0.0), "{times:?}");
-        assert_eq!(after.launches - before.launches, 10);
+        assert_eq!(after.launches - before.launches, 11);
         assert!(after.submits > before.submits);
         // Still correct while profiled: silu(0.5) + 0.5, five times over.
         let mut want = 0.5f32;

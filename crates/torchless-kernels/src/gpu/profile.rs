@@ -16,21 +16,33 @@ pub(super) struct Profiler {
     pub query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// Kernel/entry of each dispatch recorded in the open batch, with the timestamps before and after it.
-    labels: Vec<(String, u32, u32)>,
+    /// Kernel/entry and grid of each dispatch recorded in the open batch, with the timestamps before and
+    /// after it.
+    labels: Vec<(Launch, u32, u32)>,
     /// Timestamps used in the open batch.
     stamps: u32,
     /// The last timestamp written in the open compute pass, if any (in-pass stamping).
     pub pass_stamp: Option<u32>,
     /// Nanoseconds per timestamp tick.
     period_ns: f64,
-    totals: HashMap<String, (f64, u64)>,
+    totals: HashMap<Launch, (f64, u64)>,
 }
 
-/// GPU time of one kernel entry point, summed over its launches.
+/// A kernel entry point launched on one grid: the unit the profiler sums over (one model's GEMVs of
+/// different matrices have different grids, so they come out apart).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Launch {
+    pub kernel: String,
+    pub grid: [u32; 3],
+}
+
+/// GPU time of one kernel entry point on one grid, summed over its launches.
 #[derive(Clone, Debug)]
 pub struct KernelTime {
+    /// `kernel-file/entry`.
     pub kernel: String,
+    /// Workgroups in x, y and z.
+    pub grid: [u32; 3],
     pub total_ms: f64,
     pub launches: u64,
 }
@@ -80,8 +92,8 @@ impl Profiler {
     }
 
     /// Names the dispatch timed from stamp `start` to stamp `end`.
-    pub fn label(&mut self, label: String, start: u32, end: u32) {
-        self.labels.push((label, start, end));
+    pub fn label(&mut self, launch: Launch, start: u32, end: u32) {
+        self.labels.push((launch, start, end));
     }
 
     /// Records the resolve of this batch's timestamps at the end of `encoder`.
@@ -121,12 +133,12 @@ impl Profiler {
         Ok(())
     }
 
-    /// The totals so far, largest first; clears them.
+    /// The totals so far, one per kernel entry and grid, largest first; clears them.
     pub fn take(&mut self) -> Vec<KernelTime> {
         let mut v: Vec<KernelTime> = self
             .totals
             .drain()
-            .map(|(kernel, (ns, launches))| KernelTime { kernel, total_ms: ns / 1e6, launches })
+            .map(|(Launch { kernel, grid }, (ns, launches))| KernelTime { kernel, grid, total_ms: ns / 1e6, launches })
             .collect();
         v.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         v
