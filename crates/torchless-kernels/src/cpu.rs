@@ -5,15 +5,15 @@ use crate::dtype::DType;
 use crate::tensor::{Tensor, bytes_to_f32, f32_to_bytes};
 
 /// Whether this x86-64 CPU has AVX2 and FMA (asked once): the quantized dot products have a second build
-/// for them, chosen at run time, since the crate is compiled for baseline x86-64. (The dense GEMV gained
-/// nothing from one on the 2-core development machine: it runs at the memory's speed already.)
+/// for them, chosen at run time, since the crate is compiled for baseline x86-64.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// Whether the CPU has AVX2, FMA and F16C (the integer GEMV dots; F16C converts block scales 8 at a time).
+/// Whether the CPU has AVX2, FMA and F16C (the integer GEMV dots, where F16C converts block scales 8 at a
+/// time, and the dense GEMV, where it widens f16 weights).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma_f16c() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cpu;
+pub(crate) mod dense_dot;
 pub mod dtype;
 pub mod error;
 pub mod gpu;

@@ -39,6 +39,7 @@ use rayon::prelude::*;
 use super::{common_backend, require_dtype, require_float, to_u32};
 use crate::backend::Backend;
 use crate::cpu;
+use crate::dense_dot::WeightRow;
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
@@ -731,13 +732,13 @@ impl Job<'_> {
             let (gate, up) = (&self.mats[0], &self.mats[1]);
             let gw = gate.w.cpu_words().expect("CPU tensor");
             let uw = up.w.cpu_words().expect("CPU tensor");
-            let (gv, uv) = (WeightView::new(gate.w, &gw), WeightView::new(up.w, &uw));
+            let (gv, uv) = (WeightRow::of(gate.w, &gw), WeightRow::of(up.w, &uw));
             let per_row: Vec<[f32; MAX_BATCH]> = (0..gate.rows)
                 .into_par_iter()
                 .with_min_len(16)
                 .map(|o| {
-                    let g = row_dots(&gv, o, in_len, &x, b);
-                    let u = row_dots(&uv, o, in_len, &x, b);
+                    let g = row_dots(gv, o, in_len, &x, b);
+                    let u = row_dots(uv, o, in_len, &x, b);
                     std::array::from_fn(|r| act.apply(g[r]) * u[r])
                 })
                 .collect();
@@ -748,9 +749,9 @@ impl Job<'_> {
         let residual = self.residual.map(cpu::read_f32);
         for (k, m) in self.mats.iter().enumerate() {
             let words = m.w.cpu_words().expect("CPU tensor");
-            let view = WeightView::new(m.w, &words);
+            let view = WeightRow::of(m.w, &words);
             let per_row: Vec<[f32; MAX_BATCH]> =
-                (0..m.rows).into_par_iter().with_min_len(16).map(|o| row_dots(&view, o, in_len, &x, b)).collect();
+                (0..m.rows).into_par_iter().with_min_len(16).map(|o| row_dots(view, o, in_len, &x, b)).collect();
             drop(words);
             let mut y = scatter(&per_row, b);
             if let Some(bias) = m.bias.map(cpu::read_f32) {
@@ -976,71 +977,9 @@ fn clamp_tune(t: Tune) -> Tune {
     Tune { wg: t.wg.clamp(32, 256).next_power_of_two().min(256), rows: t.rows.clamp(1, 4) }
 }
 
-/// The weights of a CPU tensor as a slice of their element type.
-enum WeightView<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-    BF16(&'a [half::bf16]),
-}
-
-impl<'a> WeightView<'a> {
-    fn new(t: &Tensor, words: &'a [u32]) -> WeightView<'a> {
-        let n = t.numel();
-        match t.dtype() {
-            DType::F16 => WeightView::F16(&bytemuck::cast_slice(words)[..n]),
-            DType::BF16 => WeightView::BF16(&bytemuck::cast_slice(words)[..n]),
-            _ => WeightView::F32(&bytemuck::cast_slice(words)[..n]),
-        }
-    }
-
-    /// Elements [start, start + n) as f32: the weights themselves for f32, else decoded into `buf`.
-    fn block<'b>(&'b self, start: usize, n: usize, buf: &'b mut [f32; BLOCK]) -> &'b [f32] {
-        use half::slice::HalfFloatSliceExt;
-        let (end, dst) = (start + n, &mut buf[..n]);
-        match self {
-            WeightView::F32(v) => return &v[start..end],
-            // F16C where the processor has it (runtime detection inside `half`).
-            WeightView::F16(v) => v[start..end].convert_to_f32_slice(dst),
-            // bf16 is the top half of an f32: a shift the compiler vectorizes.
-            WeightView::BF16(v) => {
-                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
-                    *d = f32::from_bits((s.to_bits() as u32) << 16);
-                }
-            }
-        }
-        dst
-    }
-}
-
-/// Weights decoded per block by the CPU path.
-const BLOCK: usize = 256;
-
-/// Row `o` of the weights dotted with each of the `b` rows of `x`: blocks of 256 weights as f32, then 16
-/// independent f32 lanes per row of x (enough to keep the vector adders busy).
-fn row_dots(w: &WeightView<'_>, o: usize, in_len: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
-    const LANES: usize = 16;
-    let mut buf = [0f32; BLOCK];
-    let mut lanes = [[0f32; LANES]; MAX_BATCH];
-    let base = o * in_len;
-    let mut start = 0;
-    while start < in_len {
-        let n = BLOCK.min(in_len - start);
-        let wv = w.block(base + start, n, &mut buf);
-        for (r, acc) in lanes.iter_mut().enumerate().take(b) {
-            let xs = &x[r * in_len + start..][..n];
-            let (mut wc, mut xc) = (wv.chunks_exact(LANES), xs.chunks_exact(LANES));
-            for (wq, xq) in (&mut wc).zip(&mut xc) {
-                for l in 0..LANES {
-                    acc[l] += wq[l] * xq[l];
-                }
-            }
-            for (l, (a, c)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
-                acc[l] += a * c;
-            }
-        }
-        start += n;
-    }
-    std::array::from_fn(|r| lanes[r].iter().sum())
+/// Row `o` of the weights dotted with each of the `b` rows of `x`.
+fn row_dots(w: WeightRow<'_>, o: usize, in_len: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
+    crate::dense_dot::row_dots(w.slice(o * in_len, in_len), &x[..b * in_len], b)
 }
 
 /// Per-row results [rows][b] to the output layout [b, rows].
