@@ -472,11 +472,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Attention of every query row (token `t` at position `pos0 + t`) over keys `0..kv_len` of `k`, `v`
-/// (`[capacity, n_kv_heads, head_dim]`), in f32. A rayon task takes one query head of an f32 cache, or
-/// the whole GQA group of a 16-bit one, whose heads then share each K and V row widened once. Measured
-/// on the 2-core machine (SmolLM2, 3 KV heads of 3, context 512): a task per group widened 25 % faster
-/// than a task per head (51.6 against 41.1 tok/s), but with an f32 cache it left too few tasks for the
-/// cores (47.2 against 55.7).
+/// (`[capacity, n_kv_heads, head_dim]`), in f32. A rayon task takes a token's whole GQA group, whose heads
+/// then share each K and V row (widened once from a 16-bit cache), except in a one-token decode over an
+/// f32 cache, where it takes one query head. Measured on the 2-core machine (SmolLM2, 9 heads on 3 KV
+/// heads): decoding at context 512, a task per group widened 25 % faster than a task per head (51.6
+/// against 41.1 tok/s), but with an f32 cache it left too few tasks for the cores (47.2 against 55.7);
+/// prefill has tasks enough (tokens × KV heads), and there a task per group prefilled 512 tokens at 455–462
+/// against 350–414 tok/s, 1024 at 304–347 against 297–307 (`benchmarks/results/2026-12-04e-cpu/`).
 fn attention_cpu(
     q: &[f32],
     k: &KvView,
@@ -487,7 +489,7 @@ fn attention_cpu(
     opts: &AttentionOptions,
 ) -> Vec<f32> {
     let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
-    let per_task = if matches!(k, KvView::F32(_)) { 1 } else { group };
+    let per_task = if matches!(k, KvView::F32(_)) && d.tokens == 1 { 1 } else { group };
     let mut out = vec![0f32; d.tokens * n_heads * hd];
     // A task's heads h0 .. h0 + per_task of token t are one run of rows of `out` (and of `q`).
     out.par_chunks_mut(per_task * hd).enumerate().for_each(|(task, o)| {
