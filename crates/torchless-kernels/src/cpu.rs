@@ -20,6 +20,72 @@ pub(crate) fn has_avx2_fma_f16c() -> bool {
     *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
 }
 
+/// The elements of a CPU float tensor in their own type, for kernels that widen them as they read (a
+/// GEMV's weight rows, an attention's K and V rows) instead of converting the whole tensor first.
+#[derive(Clone, Copy)]
+pub(crate) enum Floats<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    BF16(&'a [half::bf16]),
+}
+
+impl<'a> Floats<'a> {
+    /// The elements of `t`, whose host words are `words`.
+    pub(crate) fn of(t: &Tensor, words: &'a [u32]) -> Floats<'a> {
+        let n = t.numel();
+        match t.dtype() {
+            DType::F16 => Floats::F16(&bytemuck::cast_slice(words)[..n]),
+            DType::BF16 => Floats::BF16(&bytemuck::cast_slice(words)[..n]),
+            _ => Floats::F32(&bytemuck::cast_slice(words)[..n]),
+        }
+    }
+
+    /// Elements `start..start + len`.
+    pub(crate) fn slice(self, start: usize, len: usize) -> Floats<'a> {
+        match self {
+            Floats::F32(x) => Floats::F32(&x[start..][..len]),
+            Floats::F16(x) => Floats::F16(&x[start..][..len]),
+            Floats::BF16(x) => Floats::BF16(&x[start..][..len]),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Floats::F32(x) => x.len(),
+            Floats::F16(x) => x.len(),
+            Floats::BF16(x) => x.len(),
+        }
+    }
+
+    /// Elements `start..start + len` as f32: borrowed from f32 elements, else widened into `buf`.
+    pub(crate) fn widened<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        use half::slice::HalfFloatSliceExt;
+        let buf = &mut buf[..len];
+        match self {
+            Floats::F32(x) => &x[start..][..len],
+            Floats::F16(x) => {
+                x[start..][..len].convert_to_f32_slice(buf);
+                buf
+            }
+            Floats::BF16(x) => {
+                x[start..][..len].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
+/// The sum of the 8 lanes of an AVX register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
 /// The elements of a CPU tensor as f32 (any dtype).
 pub fn read_f32(t: &Tensor) -> Vec<f32> {
     let words = t.cpu_words().expect("CPU kernels get CPU tensors");

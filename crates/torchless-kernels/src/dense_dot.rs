@@ -10,49 +10,12 @@
 
 use half::{bf16, f16};
 
+use crate::cpu::Floats;
 use crate::ops::gemv::MAX_BATCH;
-
-/// One weight row.
-#[derive(Clone, Copy)]
-pub(crate) enum WeightRow<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    BF16(&'a [bf16]),
-}
-
-impl<'a> WeightRow<'a> {
-    /// The weights of a CPU tensor (its `words`) as one run of their element type.
-    pub(crate) fn of(t: &crate::tensor::Tensor, words: &'a [u32]) -> WeightRow<'a> {
-        use crate::dtype::DType;
-        let n = t.numel();
-        match t.dtype() {
-            DType::F16 => WeightRow::F16(&bytemuck::cast_slice(words)[..n]),
-            DType::BF16 => WeightRow::BF16(&bytemuck::cast_slice(words)[..n]),
-            _ => WeightRow::F32(&bytemuck::cast_slice(words)[..n]),
-        }
-    }
-
-    /// Elements `start..start + len`.
-    pub(crate) fn slice(self, start: usize, len: usize) -> WeightRow<'a> {
-        match self {
-            WeightRow::F32(w) => WeightRow::F32(&w[start..][..len]),
-            WeightRow::F16(w) => WeightRow::F16(&w[start..][..len]),
-            WeightRow::BF16(w) => WeightRow::BF16(&w[start..][..len]),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            WeightRow::F32(w) => w.len(),
-            WeightRow::F16(w) => w.len(),
-            WeightRow::BF16(w) => w.len(),
-        }
-    }
-}
 
 /// `w · x_r` for each of the `b` rows of `x` (`b` rows of `w.len()` values, `1 <= b <= MAX_BATCH`);
 /// entries past `b` are 0.
-pub(crate) fn row_dots(w: WeightRow<'_>, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
+pub(crate) fn row_dots(w: Floats<'_>, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
     let n = w.len();
     let mut out = [0f32; MAX_BATCH];
     macro_rules! batch {
@@ -67,16 +30,16 @@ pub(crate) fn row_dots(w: WeightRow<'_>, x: &[f32], b: usize) -> [f32; MAX_BATCH
     out
 }
 
-fn dots<const B: usize>(w: WeightRow<'_>, xs: [&[f32]; B]) -> [f32; B] {
+fn dots<const B: usize>(w: Floats<'_>, xs: [&[f32]; B]) -> [f32; B] {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::has_avx2_fma_f16c() {
         // SAFETY: AVX2, FMA and F16C were found on this CPU.
         return unsafe { avx2::dots(w, xs) };
     }
     match w {
-        WeightRow::F32(w) => portable::dots(w, xs),
-        WeightRow::F16(w) => portable::dots(w, xs),
-        WeightRow::BF16(w) => portable::dots(w, xs),
+        Floats::F32(w) => portable::dots(w, xs),
+        Floats::F16(w) => portable::dots(w, xs),
+        Floats::BF16(w) => portable::dots(w, xs),
     }
 }
 
@@ -144,24 +107,25 @@ mod portable {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::WeightRow;
+    use super::Floats;
+    use crate::cpu::hsum256 as hsum;
 
     /// Weights `at..at + 8` as f32.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn load8(w: WeightRow<'_>, at: usize) -> __m256 {
+    fn load8(w: Floats<'_>, at: usize) -> __m256 {
         match w {
-            WeightRow::F32(w) => {
+            Floats::F32(w) => {
                 let v: &[f32; 8] = w[at..][..8].try_into().expect("8 weights");
                 // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
                 unsafe { _mm256_loadu_ps(v.as_ptr()) }
             }
-            WeightRow::F16(w) => {
+            Floats::F16(w) => {
                 let v: &[half::f16; 8] = w[at..][..8].try_into().expect("8 weights");
                 // SAFETY: as above, 16 bytes.
                 _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
             }
-            WeightRow::BF16(w) => {
+            Floats::BF16(w) => {
                 let v: &[half::bf16; 8] = w[at..][..8].try_into().expect("8 weights");
                 // SAFETY: as above, 16 bytes.
                 let h = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
@@ -178,19 +142,11 @@ mod avx2 {
         unsafe { _mm256_loadu_ps(v.as_ptr()) }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
-    }
-
     /// `U` accumulator chains per row of x, 8·U weights a step: one row of x needs several chains to
     /// hide the FMA's latency, several rows have enough between them (and 16 registers in all).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn dots_u<const B: usize, const U: usize>(w: WeightRow<'_>, xs: [&[f32]; B]) -> [f32; B] {
+    fn dots_u<const B: usize, const U: usize>(w: Floats<'_>, xs: [&[f32]; B]) -> [f32; B] {
         let n = w.len();
         let step = 8 * U;
         let full = n / step * step;
@@ -213,9 +169,9 @@ mod avx2 {
             let tail: f32 = (full..n)
                 .map(|i| {
                     let wi = match w {
-                        WeightRow::F32(w) => w[i],
-                        WeightRow::F16(w) => w[i].to_f32(),
-                        WeightRow::BF16(w) => w[i].to_f32(),
+                        Floats::F32(w) => w[i],
+                        Floats::F16(w) => w[i].to_f32(),
+                        Floats::BF16(w) => w[i].to_f32(),
                     };
                     wi * xs[r][i]
                 })
@@ -227,7 +183,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dots<const B: usize>(w: WeightRow<'_>, xs: [&[f32]; B]) -> [f32; B] {
+    pub(super) unsafe fn dots<const B: usize>(w: Floats<'_>, xs: [&[f32]; B]) -> [f32; B] {
         match B {
             1 => dots_u::<B, 4>(w, xs),
             2 | 3 => dots_u::<B, 2>(w, xs),
@@ -251,18 +207,18 @@ mod tests {
             let (w16, wb): (Vec<f16>, Vec<bf16>) =
                 (w.iter().map(|&v| f16::from_f32(v)).collect(), w.iter().map(|&v| bf16::from_f32(v)).collect());
             let x = rng.vec(n * MAX_BATCH, -1.0, 1.0);
-            let rows: [(WeightRow, Vec<f32>); 3] = [
-                (WeightRow::F32(&w), w.clone()),
-                (WeightRow::F16(&w16), w16.iter().map(|v| v.to_f32()).collect()),
-                (WeightRow::BF16(&wb), wb.iter().map(|v| v.to_f32()).collect()),
+            let rows: [(Floats, Vec<f32>); 3] = [
+                (Floats::F32(&w), w.clone()),
+                (Floats::F16(&w16), w16.iter().map(|v| v.to_f32()).collect()),
+                (Floats::BF16(&wb), wb.iter().map(|v| v.to_f32()).collect()),
             ];
             for (row, wf) in rows {
                 for b in 1..=MAX_BATCH {
                     let got = row_dots(row, &x[..b * n], b);
                     let portable: [f32; 3] = match row {
-                        WeightRow::F32(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
-                        WeightRow::F16(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
-                        WeightRow::BF16(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
+                        Floats::F32(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
+                        Floats::F16(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
+                        Floats::BF16(w) => portable::dots(w, std::array::from_fn(|r| &x[r * n..][..n])),
                     };
                     for r in 0..MAX_BATCH {
                         let dot: f64 = wf.iter().zip(&x[r * n..][..n]).map(|(&a, &c)| a as f64 * c as f64).sum();

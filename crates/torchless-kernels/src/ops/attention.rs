@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::qmatmul::{GemvInput, QuantizedX};
 use super::{common_backend, gpu_buffer, require_dtype, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
-use crate::cpu;
+use crate::cpu::{self, Floats};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
@@ -375,7 +375,7 @@ pub fn flash_attention_into(
             let o = {
                 // The caches stay locked for reading until the output is computed, not while it is written.
                 let (kw, vw) = (cpu_words(k), cpu_words(v));
-                let (kv, vv) = (KvView::new(k, &kw), KvView::new(v, &vw));
+                let (kv, vv) = (Floats::of(k, &kw), Floats::of(v, &vw));
                 attention_cpu(&cpu::read_f32(q), &kv, &vv, &d, kv_len, q_offset as i64, &opts)
             };
             cpu::write_f32(out, &o);
@@ -394,49 +394,13 @@ fn cpu_words(t: &Tensor) -> std::sync::RwLockReadGuard<'_, Vec<u32>> {
 
 /// Rows `0..rows` of a CPU K or V tensor (its `words`) as f32, for the f64 reference.
 fn kv_rows_f32(t: &Tensor, words: &[u32], rows: usize) -> Vec<f32> {
-    let view = KvView::new(t, words);
+    let view = Floats::of(t, words);
     let row = t.shape()[1..].iter().product::<usize>();
     let (mut out, mut buf) = (Vec::with_capacity(rows * row), vec![0f32; row]);
     for j in 0..rows {
-        out.extend_from_slice(view.row(j * row, row, &mut buf));
+        out.extend_from_slice(view.widened(j * row, row, &mut buf));
     }
     out
-}
-
-/// A CPU K or V cache as its attention reads it: an f32 cache as it is; an f16 or bf16 cache row by row,
-/// each row widened to f32 as it is read (widening the whole cache each step cost SmolLM2's decode a
-/// quarter of its speed, most of it in the allocation's page faults).
-enum KvView<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
-    BF16(&'a [half::bf16]),
-}
-
-impl<'a> KvView<'a> {
-    fn new(t: &Tensor, words: &'a [u32]) -> KvView<'a> {
-        match t.dtype() {
-            DType::F16 => KvView::F16(bytemuck::cast_slice(words)),
-            DType::BF16 => KvView::BF16(bytemuck::cast_slice(words)),
-            _ => KvView::F32(bytemuck::cast_slice(words)),
-        }
-    }
-
-    /// Elements `start..start + len` as f32: borrowed from an f32 cache, else widened into `buf`.
-    fn row<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> &'b [f32] {
-        use half::slice::HalfFloatSliceExt;
-        let buf = &mut buf[..len];
-        match self {
-            KvView::F32(x) => &x[start..start + len],
-            KvView::F16(x) => {
-                x[start..start + len].convert_to_f32_slice(buf);
-                buf
-            }
-            KvView::BF16(x) => {
-                x[start..start + len].convert_to_f32_slice(buf);
-                buf
-            }
-        }
-    }
 }
 
 fn decode_cpu(
@@ -451,7 +415,7 @@ fn decode_cpu(
     let o = {
         // The caches stay locked for reading until the output is computed, not while it is written.
         let (kw, vw) = (cpu_words(k), cpu_words(v));
-        let (kv, vv) = (KvView::new(k, &kw), KvView::new(v, &vw));
+        let (kv, vv) = (Floats::of(k, &kw), Floats::of(v, &vw));
         attention_cpu(&cpu::read_f32(q), &kv, &vv, d, kv_len, kv_len as i64 - d.tokens as i64, opts)
     };
     cpu::write_f32(out, &o);
@@ -479,22 +443,24 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// against 41.1 tok/s), but with an f32 cache it left too few tasks for the cores (47.2 against 55.7);
 /// prefill has tasks enough (tokens × KV heads), and there a task per group prefilled 512 tokens at 455–462
 /// against 350–414 tok/s, 1024 at 304–347 against 297–307 (`benchmarks/results/2026-12-04e-cpu/`).
+/// A 16-bit cache is widened row by row as it is read (widening the whole cache each step cost SmolLM2's
+/// decode a quarter of its speed, most of it in the allocation's page faults).
 fn attention_cpu(
     q: &[f32],
-    k: &KvView,
-    v: &KvView,
+    k: &Floats,
+    v: &Floats,
     d: &Dims,
     kv_len: usize,
     pos0: i64,
     opts: &AttentionOptions,
 ) -> Vec<f32> {
-    if let (KvView::F32(kf), KvView::F32(vf)) = (k, v)
+    if let (Floats::F32(kf), Floats::F32(vf)) = (k, v)
         && d.tokens >= GEMM_ATTENTION_TOKENS
     {
         return attention_cpu_gemm(q, kf, vf, d, kv_len, pos0, opts);
     }
     let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
-    let per_task = if matches!(k, KvView::F32(_)) && d.tokens == 1 { 1 } else { group };
+    let per_task = if matches!(k, Floats::F32(_)) && d.tokens == 1 { 1 } else { group };
     let mut out = vec![0f32; d.tokens * n_heads * hd];
     // A task's heads h0 .. h0 + per_task of token t are one run of rows of `out` (and of `q`).
     out.par_chunks_mut(per_task * hd).enumerate().for_each(|(task, o)| {
@@ -511,7 +477,7 @@ fn attention_cpu(
             // SAFETY: AVX2 and FMA were found on this CPU.
             return unsafe { task.run_avx2(o) };
         }
-        task.run(o);
+        task.body(o);
     });
     out
 }
@@ -648,8 +614,8 @@ fn attention_cpu_gemm(
 /// their outputs written to `o`.
 struct Task<'a> {
     qs: &'a [f32],
-    k: &'a KvView<'a>,
-    v: &'a KvView<'a>,
+    k: &'a Floats<'a>,
+    v: &'a Floats<'a>,
     kvh: usize,
     n_kv: usize,
     hd: usize,
@@ -658,10 +624,6 @@ struct Task<'a> {
 }
 
 impl Task<'_> {
-    fn run(&self, o: &mut [f32]) {
-        self.body(o)
-    }
-
     /// [`Self::body`] compiled for AVX2 and FMA (twice the vector width of the baseline build, fused
     /// multiply-adds).
     ///
@@ -683,7 +645,7 @@ impl Task<'_> {
         // Scores [per_task, keys].
         let mut p = vec![0f32; per_task * keys];
         for j in lo..hi {
-            let kr = k.row((j * n_kv + kvh) * hd, hd, &mut buf);
+            let kr = k.widened((j * n_kv + kvh) * hd, hd, &mut buf);
             for (h, qr) in qs.chunks_exact(hd).enumerate() {
                 let s = opts.scale * dot(qr, kr);
                 p[h * keys + j - lo] = opts.softcap.map_or(s, |c| c * (s / c).tanh());
@@ -700,7 +662,7 @@ impl Task<'_> {
             inv[h] = 1.0 / l;
         }
         for j in lo..hi {
-            let vr = v.row((j * n_kv + kvh) * hd, hd, &mut buf);
+            let vr = v.widened((j * n_kv + kvh) * hd, hd, &mut buf);
             for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
                 let pj = p[h * keys + j - lo];
                 for (oe, &ve) in oh.iter_mut().zip(vr) {

@@ -38,8 +38,7 @@ use rayon::prelude::*;
 
 use super::{common_backend, require_dtype, require_float, to_u32};
 use crate::backend::Backend;
-use crate::cpu;
-use crate::dense_dot::WeightRow;
+use crate::cpu::{self, Floats};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
@@ -732,7 +731,7 @@ impl Job<'_> {
             let (gate, up) = (&self.mats[0], &self.mats[1]);
             let gw = gate.w.cpu_words().expect("CPU tensor");
             let uw = up.w.cpu_words().expect("CPU tensor");
-            let (gv, uv) = (WeightRow::of(gate.w, &gw), WeightRow::of(up.w, &uw));
+            let (gv, uv) = (Floats::of(gate.w, &gw), Floats::of(up.w, &uw));
             let per_row: Vec<[f32; MAX_BATCH]> = (0..gate.rows)
                 .into_par_iter()
                 .with_min_len(16)
@@ -749,7 +748,7 @@ impl Job<'_> {
         let residual = self.residual.map(cpu::read_f32);
         for (k, m) in self.mats.iter().enumerate() {
             let words = m.w.cpu_words().expect("CPU tensor");
-            let view = WeightRow::of(m.w, &words);
+            let view = Floats::of(m.w, &words);
             let per_row: Vec<[f32; MAX_BATCH]> =
                 (0..m.rows).into_par_iter().with_min_len(16).map(|o| row_dots(view, o, in_len, &x, b)).collect();
             drop(words);
@@ -978,7 +977,7 @@ fn clamp_tune(t: Tune) -> Tune {
 }
 
 /// Row `o` of the weights dotted with each of the `b` rows of `x`.
-fn row_dots(w: WeightRow<'_>, o: usize, in_len: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
+fn row_dots(w: Floats<'_>, o: usize, in_len: usize, x: &[f32], b: usize) -> [f32; MAX_BATCH] {
     crate::dense_dot::row_dots(w.slice(o * in_len, in_len), &x[..b * in_len], b)
 }
 

@@ -767,20 +767,20 @@ fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
     };
     if let (Some(int), Some(int2)) = (&int_dots, &pairs) {
         let x = &xr[0];
+        let one = |o: usize| {
+            let k = matrix_of(o);
+            let (q, s) = views[k].row(o - start[k]);
+            int[k](q, s, x)
+        };
         t.par_chunks_mut(2).with_min_len(min_rows.div_ceil(2)).enumerate().for_each(|(p, dst)| {
             let o = 2 * p;
             let k = matrix_of(o);
-            let (q0, s0) = views[k].row(o - start[k]);
             if dst.len() == 2 && matrix_of(o + 1) == k {
-                let (q1, s1) = views[k].row(o + 1 - start[k]);
+                let ((q0, s0), (q1, s1)) = (views[k].row(o - start[k]), views[k].row(o + 1 - start[k]));
                 dst.copy_from_slice(&int2[k](q0, s0, q1, s1, x));
             } else {
-                dst[0] = int[k](q0, s0, x);
-                if dst.len() == 2 {
-                    let k1 = matrix_of(o + 1);
-                    let (q1, s1) = views[k1].row(o + 1 - start[k1]);
-                    dst[1] = int[k1](q1, s1, x);
-                }
+                // The last row, or a pair split between two matrices.
+                dst.iter_mut().enumerate().for_each(|(i, d)| *d = one(o + i));
             }
         });
         return split_products(t, ws, b);

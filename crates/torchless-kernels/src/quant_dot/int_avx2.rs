@@ -14,6 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::{QxRow, chunks, f16_to_f32, h};
+use crate::cpu::hsum256 as hsum;
 
 /// The row dot of a format: `(quants, scales, x)`.
 macro_rules! entry {
@@ -132,15 +133,6 @@ fn xg(x: &QxRow<'_>, g: usize) -> (__m256i, __m256i) {
 #[inline]
 fn fma(acc: __m256, lanes: __m256i, scale: f32) -> __m256 {
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(scale), acc)
-}
-
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
 }
 
 /// The 32-weight formats, by `KIND`: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1.
