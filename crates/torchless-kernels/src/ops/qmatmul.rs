@@ -958,7 +958,19 @@ pub const BENCH_OPS: &[&str] = &[
     "gemv_q6_k",
     "gemm_q4_k",
     "gemm_q8_0",
+    "gemv_q8_0_xq",
+    "gemv_q4_0_xq",
+    "gemv_q4_1_xq",
+    "gemv_q5_0_xq",
+    "gemv_q5_1_xq",
+    "gemv_q4_k_xq",
+    "gemv_q5_k_xq",
+    "gemv_q6_k_xq",
 ];
+
+/// The suffix of the `gemv_q*` bench ops that time the GEMV alone: x quantized once, before the timed
+/// runs, as in decode, where the op before the GEMV writes it quantized (`NextInput`).
+const PREQUANTIZED_SUFFIX: &str = "_xq";
 
 /// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
 /// 32..=256; weight rows per workgroup, 1..=4), instead of the automatic choice: for benchmark sweeps.
@@ -977,12 +989,17 @@ pub fn bench_rows(ty: QuantType, cols: usize, bytes: u64) -> usize {
 }
 
 /// `gemv_q*`: b = 1 GEMV `[rows, cols]` (see [`bench_rows`]); `bytes` counts the quantized weights only.
-/// `gemm_q*`: `x [n, n] · Wᵀ` with n = sqrt(bytes / 12) rounded to a multiple of 256 (at most 4096), as the
-/// dense GEMM bench.
+/// Each run quantizes x, then multiplies; with the suffix `_xq` x is quantized once, outside the timed
+/// runs. `gemm_q*`: `x [n, n] · Wᵀ` with n = sqrt(bytes / 12) rounded to a multiple of 256 (at most 4096),
+/// as the dense GEMM bench.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::BenchCase;
     let name: &'static str = BENCH_OPS.iter().find(|&&n| n == op)?;
-    let (gemm, ty) = match name.split_once('_') {
+    let (base, prequantized) = match name.strip_suffix(PREQUANTIZED_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let (gemm, ty) = match base.split_once('_') {
         Some(("gemm", t)) => (true, QuantType::parse(t)?),
         Some((_, t)) => (false, QuantType::parse(t)?),
         None => return None,
@@ -1013,6 +1030,8 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
         let x = Tensor::from_slice(&Backend::Cpu, &xv, &[m, cols])?;
         let wbytes = w.size_bytes() as u64;
         let make = move |data: &Tensor| QuantTensor::from_device_data(ty, rows, cols, data.clone());
+        // `_xq`: x's quantized form, kept for the x it was made from (the CPU's and the GPU's x alternate).
+        let held: Mutex<Option<GemvInput>> = Mutex::new(None);
         Ok(BenchCase {
             op: name,
             dtype: DType::U32,
@@ -1028,7 +1047,18 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
             inputs: vec![w.data().clone(), x],
             run: Box::new(move |i| {
                 let w = make(&i[0])?;
-                if gemm { gemm_q(&i[1], &w) } else { gemv_q(&w, &i[1], GemvEpilogue::default()) }
+                if gemm {
+                    return gemm_q(&i[1], &w);
+                }
+                if !prequantized {
+                    return gemv_q(&w, &i[1], GemvEpilogue::default());
+                }
+                let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+                if !held.as_ref().is_some_and(|x| x.tensor().same_storage(&i[1])) {
+                    *held = Some(GemvInput::new(&i[1], None)?);
+                }
+                // The GPU's x is quantized by its first run (the check's, then the untimed warm-up's).
+                gemv_q_input(&w, held.as_ref().expect("set above"), GemvEpilogue::default())
             }),
             reference: Box::new(move |i| {
                 let w = QuantTensor::from_device_data(ty, rows, cols, i[0].clone())?;
