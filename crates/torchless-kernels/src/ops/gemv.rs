@@ -803,7 +803,10 @@ impl Job<'_> {
             (false, true) => TuneKind::NormedMulti,
             (false, false) => TuneKind::Plain,
         };
-        let tune = launch.tune.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind));
+        let tune = match launch.tune {
+            Some(t) => t,
+            None => env_tune()?.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind)),
+        };
         let mut tune = clamp_tune(tune);
         match self.rope {
             // A 16-bit cache's words: four slots (kernels/gemv_rope.wgsl CACHE_DT).
@@ -969,6 +972,27 @@ enum TuneKind {
     Gated,
     /// x and the RMSNorm's weight for rows of one of several matrices.
     NormedMulti,
+}
+
+/// The environment variable that forces every GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
+/// a power of two from 32 to 256; output rows per workgroup, 1..=4), instead of the automatic choice: for
+/// benchmark sweeps. Dispatches whose layout needs other rows (RoPE pairs, 16-bit cache words) adjust it.
+pub const TUNE_VAR: &str = "TORCHLESS_GEMV_TUNE";
+
+/// The launch shape forced by [`TUNE_VAR`]: `None` when it is unset, an error naming it when malformed.
+fn env_tune() -> Result<Option<Tune>> {
+    static TUNE: std::sync::OnceLock<std::result::Result<Option<Tune>, String>> = std::sync::OnceLock::new();
+    let parsed = super::env_override(&TUNE, TUNE_VAR, |v| {
+        let (wg, rows) = v.split_once(',')?;
+        let t = Tune { wg: wg.trim().parse().ok()?, rows: rows.trim().parse().ok()? };
+        (t.wg.is_power_of_two() && (32..=256).contains(&t.wg) && (1..=4).contains(&t.rows)).then_some(t)
+    });
+    parsed.map_err(|value| KernelError::Argument {
+        op: "gemv",
+        name: TUNE_VAR,
+        value,
+        reason: "must be WG,ROWS: WG a power of two from 32 to 256, ROWS from 1 to 4 (or unset)".into(),
+    })
 }
 
 /// Keeps a tune inside the kernel's limits: a power-of-two workgroup of 32..=256 threads, 1..=4 rows.
