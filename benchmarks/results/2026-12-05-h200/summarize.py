@@ -4,7 +4,7 @@ import glob, json, os, sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "."
 rows = {}
-for f in sorted(glob.glob(os.path.join(root, "r", "*_*_*_*.json"))):
+for f in sorted(g for g in glob.glob(os.path.join(root, "r", "*_*_*_*.json")) if "gemv_" not in g):
     name = os.path.basename(f)[:-5]
     model, build, mode, rnd = name.split("_")
     try:
@@ -25,6 +25,6 @@ for f in sorted(glob.glob(os.path.join(root, "r", "gemv_*.json")) + glob.glob(os
     except Exception:
         print(f"{os.path.basename(f)}: no result")
         continue
-    for r in d if isinstance(d, list) else d.get("results", []):
+    for r in d:
         print(f"{os.path.basename(f):28} {r['op']:14} {r['shape']:32} {r['ms']*1e3:8.1f} µs {r['gbps']:7.0f} GB/s "
               f"{r['pct_of_copy']:5.1f} % ok={r['ok']}")
