@@ -169,6 +169,16 @@ impl Model {
     /// [`Model::forward`] with the ids in a u32 tensor on the model's backend, which may be the previous
     /// step's `argmax` still on the device: the host can record step t + 1 before it reads token t.
     pub fn forward_ids(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
+        if !self.backend().is_gpu() {
+            // The whole step on a worker of rayon's pool, so that each op's parallel loop forks from inside
+            // the pool (work the other workers may steal) instead of handing a job in from outside and
+            // blocking until a worker has run it: a decode step has a few hundred such loops.
+            return rayon::scope(|_| self.forward_ids_here(state, ids, pos, which));
+        }
+        self.forward_ids_here(state, ids, pos, which)
+    }
+
+    fn forward_ids_here(&self, state: &mut State, ids: &Tensor, pos: usize, which: Logits) -> Result<Tensor> {
         match (self, state) {
             (Model::Llama(m), State::Llama(s)) => m.forward_ids(s, ids, pos, which),
             (Model::Xlstm(m), State::Xlstm(s)) => m.forward_ids(s, ids, pos, which),
