@@ -12,6 +12,15 @@ pub(crate) fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU also has AVX-512 VNNI and VL (the integer GEMV's byte dot products in one instruction).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512_vnni() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2_fma_f16c() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+    })
+}
+
 /// Whether the CPU has AVX2, FMA and F16C (the integer GEMV dots, where F16C converts block scales 8 at a
 /// time, and the dense GEMV, where it widens f16 weights).
 #[cfg(target_arch = "x86_64")]

@@ -173,18 +173,30 @@ pub(crate) type IntRowDot2 = fn(&[u8], &[u8], &[u8], &[u8], &QxRow<'_>) -> [f32;
 /// [`int_row_dot`]): x is loaded once for both rows.
 pub(crate) fn int_row_dot2(ty: QuantType) -> Option<IntRowDot2> {
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::has_avx2_fma_f16c() {
-        return match ty {
-            QuantType::Q8_0 => Some(int_avx2::dot2_q8_0),
-            QuantType::Q4_0 => Some(int_avx2::dot2_q4_0),
-            QuantType::Q4_1 => Some(int_avx2::dot2_q4_1),
-            QuantType::Q5_0 => Some(int_avx2::dot2_q5_0),
-            QuantType::Q5_1 => Some(int_avx2::dot2_q5_1),
-            _ => None,
-        };
+    return int_row_dot2_with(ty, crate::cpu::has_avx512_vnni());
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
     }
-    let _ = ty;
-    None
+}
+
+/// [`int_row_dot2`] with AVX-512 VNNI's byte dot products or without (where the CPU has AVX2, FMA and
+/// F16C; `vnni` only where it also has VNNI and VL).
+#[cfg(target_arch = "x86_64")]
+fn int_row_dot2_with(ty: QuantType, vnni: bool) -> Option<IntRowDot2> {
+    if !crate::cpu::has_avx2_fma_f16c() {
+        return None;
+    }
+    let (plain, with_vnni): (IntRowDot2, IntRowDot2) = match ty {
+        QuantType::Q8_0 => (int_avx2::dot2_q8_0, int_avx2::dot2_q8_0_vnni),
+        QuantType::Q4_0 => (int_avx2::dot2_q4_0, int_avx2::dot2_q4_0_vnni),
+        QuantType::Q4_1 => (int_avx2::dot2_q4_1, int_avx2::dot2_q4_1_vnni),
+        QuantType::Q5_0 => (int_avx2::dot2_q5_0, int_avx2::dot2_q5_0_vnni),
+        QuantType::Q5_1 => (int_avx2::dot2_q5_1, int_avx2::dot2_q5_1_vnni),
+        _ => return None,
+    };
+    Some(if vnni { with_vnni } else { plain })
 }
 
 /// Sums of `x` over consecutive groups of 32 (`x.len()` a multiple of 32).
@@ -544,21 +556,30 @@ mod tests {
             return;
         };
         let mut rng = Rng::new(13);
-        for ty in QuantType::ALL {
-            let Some(dot2) = int_row_dot2(ty) else {
-                assert!(ty.block_elems() == 256, "{ty}: a 32-weight format without a two-row dot");
-                continue;
-            };
-            let dot = int_row_dot(ty).unwrap();
-            for blocks in [1, 3, 4, 5, 9, 18] {
-                let cols = blocks * ty.block_elems();
-                let (parts, _) = rows_of(&mut rng, ty, 2, cols);
-                for x in [awkward_x(&mut rng, cols), rng.vec(cols, -1.0, 1.0)] {
-                    let xq = QuantX::new(&x);
-                    let xr = xq.row(0, cols);
-                    let ((q0, s0), (q1, s1)) = (&parts[0], &parts[1]);
-                    let want = [dot(q0, s0, &xr), dot(q1, s1, &xr)];
-                    assert_eq!(dot2(q0, s0, q1, s1, &xr), want, "{ty}, {blocks} blocks");
+        // AVX2's byte dot products, and AVX-512 VNNI's where the CPU has them (the same integer lanes).
+        let mut paths = vec![false];
+        if crate::cpu::has_avx512_vnni() {
+            paths.push(true);
+        } else {
+            println!("note: no AVX-512 VNNI on this CPU; its two-row dots are not tested here");
+        }
+        for vnni in paths {
+            for ty in QuantType::ALL {
+                let Some(dot2) = int_row_dot2_with(ty, vnni) else {
+                    assert!(ty.block_elems() == 256, "{ty}: a 32-weight format without a two-row dot");
+                    continue;
+                };
+                let dot = int_row_dot(ty).unwrap();
+                for blocks in [1, 3, 4, 5, 9, 18] {
+                    let cols = blocks * ty.block_elems();
+                    let (parts, _) = rows_of(&mut rng, ty, 2, cols);
+                    for x in [awkward_x(&mut rng, cols), rng.vec(cols, -1.0, 1.0)] {
+                        let xq = QuantX::new(&x);
+                        let xr = xq.row(0, cols);
+                        let ((q0, s0), (q1, s1)) = (&parts[0], &parts[1]);
+                        let want = [dot(q0, s0, &xr), dot(q1, s1, &xr)];
+                        assert_eq!(dot2(q0, s0, q1, s1, &xr), want, "{ty}, {blocks} blocks, vnni {vnni}");
+                    }
                 }
             }
         }

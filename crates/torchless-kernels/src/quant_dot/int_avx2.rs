@@ -26,9 +26,10 @@ macro_rules! entry {
     )*};
 }
 
-/// The two-row dot of a 32-weight format: `(quants, scales)` of each row, and x.
+/// The two-row dot of a 32-weight format: `(quants, scales)` of each row, and x; the `_vnni` form with
+/// AVX-512 VNNI's byte dot products.
 macro_rules! entry2 {
-    ($($name:ident => $kind:ident),* $(,)?) => {$(
+    ($($name:ident, $vnni:ident => $kind:ident),* $(,)?) => {$(
         pub(super) fn $name(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
             #[target_feature(enable = "avx2,fma,f16c")]
             fn inner(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
@@ -37,15 +38,25 @@ macro_rules! entry2 {
             // SAFETY: `int_row_dot2` hands these out only where `has_avx2_fma_f16c()` found AVX2, FMA and F16C.
             unsafe { inner(q0, s0, q1, s1, x) }
         }
+
+        pub(super) fn $vnni(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            fn inner(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+                dot32x2_vnni::<$kind>(q0, s0, q1, s1, x)
+            }
+            // SAFETY: `int_row_dot2` hands these out only where `has_avx512_vnni()` also found AVX-512 VNNI
+            // and VL.
+            unsafe { inner(q0, s0, q1, s1, x) }
+        }
     )*};
 }
 
 entry2!(
-    dot2_q8_0 => Q8_0,
-    dot2_q4_0 => Q4_0,
-    dot2_q4_1 => Q4_1,
-    dot2_q5_0 => Q5_0,
-    dot2_q5_1 => Q5_1,
+    dot2_q8_0, dot2_q8_0_vnni => Q8_0,
+    dot2_q4_0, dot2_q4_0_vnni => Q4_0,
+    dot2_q4_1, dot2_q4_1_vnni => Q4_1,
+    dot2_q5_0, dot2_q5_0_vnni => Q5_0,
+    dot2_q5_1, dot2_q5_1_vnni => Q5_1,
 );
 
 entry!(
@@ -120,6 +131,22 @@ fn sdot(w: __m256i, hi: __m256i, lo: __m256i) -> __m256i {
     udot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(hi, w), _mm256_sign_epi8(lo, w))
 }
 
+/// [`udot`] with AVX-512 VNNI: one `vpdpbusd` sums each 4 bytes' products into a lane, where AVX2 takes
+/// `maddubs` and `madd` (the same lanes, exactly: neither can overflow here).
+#[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+#[inline]
+fn udot_vnni(u: __m256i, hi: __m256i, lo: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    _mm256_add_epi32(_mm256_slli_epi32::<8>(_mm256_dpbusd_epi32(zero, u, hi)), _mm256_dpbusd_epi32(zero, u, lo))
+}
+
+/// [`sdot`] with [`udot_vnni`].
+#[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+#[inline]
+fn sdot_vnni(w: __m256i, hi: __m256i, lo: __m256i) -> __m256i {
+    udot_vnni(_mm256_sign_epi8(w, w), _mm256_sign_epi8(hi, w), _mm256_sign_epi8(lo, w))
+}
+
 /// x's `hi` and `lo` bytes of group `g`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -163,20 +190,21 @@ macro_rules! block_lanes {
     ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr) => {{
         let (x, g): (&QxRow<'_>, usize) = ($x, $g);
         let (hi, lo) = xg(x, g);
-        block_lanes!($kind, $q, $s, x, g, hi, lo)
+        block_lanes!($kind, $q, $s, x, g, hi, lo, udot, sdot)
     }};
-    // With x's bytes of the block already loaded (`hi`, `lo`), for two rows that share them.
-    ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr, $hi:expr, $lo:expr) => {{
+    // With x's bytes of the block already loaded (`hi`, `lo`), for two rows that share them, and the byte
+    // dot products to use.
+    ($kind:expr, $q:expr, $s:expr, $x:expr, $g:expr, $hi:expr, $lo:expr, $udot:ident, $sdot:ident) => {{
         let (q, s, x, g): (&[u8], &[u8], &QxRow<'_>, usize) = ($q, $s, $x, $g);
         let (hi, lo) = ($hi, $lo);
         if $kind == Q8_0 {
-            sdot(load32(q[32 * g..][..32].try_into().expect("32 bytes")), hi, lo)
+            $sdot(load32(q[32 * g..][..32].try_into().expect("32 bytes")), hi, lo)
         } else {
             let mut u = nibbles(q[16 * g..][..16].try_into().expect("16 bytes"));
             if matches!($kind, Q5_0 | Q5_1) {
                 u = _mm256_or_si256(u, high_bits(&s[8 * g + 4..][..4]));
             }
-            let v = udot(u, hi, lo);
+            let v = $udot(u, hi, lo);
             match $kind {
                 Q4_0 => _mm256_sub_epi32(v, _mm256_slli_epi32::<3>(load_lanes(&x.lanes[8 * g..][..8]))),
                 Q5_0 => _mm256_sub_epi32(v, _mm256_slli_epi32::<4>(load_lanes(&x.lanes[8 * g..][..8]))),
@@ -273,64 +301,73 @@ fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
 }
 
 /// [`dot32`] of two rows (`q0, s0` and `q1, s1`, each a whole row) with the same x: each block of x is
-/// loaded once for both, and the two rows' chains run side by side.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot32x2<const KIND: u8>(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
-    let sb = scale_bytes(KIND);
-    let nb = x.scale.len();
-    // As dot32: the rows after next, asked for while these run (here the next pair's).
-    for part in [q0, s0, q1, s1] {
-        for at in (0..part.len()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(2 * part.len() + at).cast());
-        }
-    }
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut ma, mut mb) = (_mm_setzero_ps(), _mm_setzero_ps());
-    let mut g = 0;
-    while g + 4 <= nb {
-        let xs = load4(&x.scale[g..]);
-        let (da, mda) = scales4::<KIND>(&s0[g * sb..][..4 * sb]);
-        let (db, mdb) = scales4::<KIND>(&s1[g * sb..][..4 * sb]);
-        let (sa, sc_b) = (_mm256_castps128_ps256(_mm_mul_ps(da, xs)), _mm256_castps128_ps256(_mm_mul_ps(db, xs)));
-        if has_min(KIND) {
-            let sums = load4(&x.sum[g..]);
-            ma = _mm_fmadd_ps(mda, sums, ma);
-            mb = _mm_fmadd_ps(mdb, sums, mb);
-        }
-        macro_rules! step {
-            ($i:literal, $acc_a:ident, $acc_b:ident) => {{
-                let (hi, lo) = xg(x, g + $i);
-                let la = _mm256_cvtepi32_ps(block_lanes!(KIND, q0, s0, x, g + $i, hi, lo));
-                $acc_a = _mm256_fmadd_ps(la, bcast::<$i>(sa), $acc_a);
-                let lb = _mm256_cvtepi32_ps(block_lanes!(KIND, q1, s1, x, g + $i, hi, lo));
-                $acc_b = _mm256_fmadd_ps(lb, bcast::<$i>(sc_b), $acc_b);
-            }};
-        }
-        step!(0, a0, b0);
-        step!(1, a1, b1);
-        step!(2, a0, b0);
-        step!(3, a1, b1);
-        g += 4;
-    }
-    let mut tails = [0f32; 2];
-    for g in g..nb {
-        let (hi, lo) = xg(x, g);
-        for (r, (q, s, acc)) in [(q0, s0, &mut a0), (q1, s1, &mut b0)].into_iter().enumerate() {
-            let sg = &s[g * sb..][..sb];
-            *acc = fma(*acc, block_lanes!(KIND, q, s, x, g, hi, lo), h(sg, 0) * x.scale[g]);
-            if has_min(KIND) {
-                tails[r] += h(sg, 2) * x.sum[g];
+/// loaded once for both, and the two rows' chains run side by side. Made twice: with AVX2's byte dot
+/// products (`dot32x2`) and with AVX-512 VNNI's (`dot32x2_vnni`).
+macro_rules! dot32x2 {
+    ($name:ident, $features:literal, $udot:ident, $sdot:ident) => {
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn $name<const KIND: u8>(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+            let sb = scale_bytes(KIND);
+            let nb = x.scale.len();
+            // As dot32: the rows after next, asked for while these run (here the next pair's).
+            for part in [q0, s0, q1, s1] {
+                for at in (0..part.len()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(2 * part.len() + at).cast());
+                }
             }
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let (mut ma, mut mb) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let mut g = 0;
+            while g + 4 <= nb {
+                let xs = load4(&x.scale[g..]);
+                let (da, mda) = scales4::<KIND>(&s0[g * sb..][..4 * sb]);
+                let (db, mdb) = scales4::<KIND>(&s1[g * sb..][..4 * sb]);
+                let (sa, sc_b) =
+                    (_mm256_castps128_ps256(_mm_mul_ps(da, xs)), _mm256_castps128_ps256(_mm_mul_ps(db, xs)));
+                if has_min(KIND) {
+                    let sums = load4(&x.sum[g..]);
+                    ma = _mm_fmadd_ps(mda, sums, ma);
+                    mb = _mm_fmadd_ps(mdb, sums, mb);
+                }
+                macro_rules! step {
+                    ($i:literal, $acc_a:ident, $acc_b:ident) => {{
+                        let (hi, lo) = xg(x, g + $i);
+                        let la = _mm256_cvtepi32_ps(block_lanes!(KIND, q0, s0, x, g + $i, hi, lo, $udot, $sdot));
+                        $acc_a = _mm256_fmadd_ps(la, bcast::<$i>(sa), $acc_a);
+                        let lb = _mm256_cvtepi32_ps(block_lanes!(KIND, q1, s1, x, g + $i, hi, lo, $udot, $sdot));
+                        $acc_b = _mm256_fmadd_ps(lb, bcast::<$i>(sc_b), $acc_b);
+                    }};
+                }
+                step!(0, a0, b0);
+                step!(1, a1, b1);
+                step!(2, a0, b0);
+                step!(3, a1, b1);
+                g += 4;
+            }
+            let mut tails = [0f32; 2];
+            for g in g..nb {
+                let (hi, lo) = xg(x, g);
+                for (r, (q, s, acc)) in [(q0, s0, &mut a0), (q1, s1, &mut b0)].into_iter().enumerate() {
+                    let sg = &s[g * sb..][..sb];
+                    *acc = fma(*acc, block_lanes!(KIND, q, s, x, g, hi, lo, $udot, $sdot), h(sg, 0) * x.scale[g]);
+                    if has_min(KIND) {
+                        tails[r] += h(sg, 2) * x.sum[g];
+                    }
+                }
+            }
+            let fold = |m: __m128| {
+                let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
+            };
+            [hsum(_mm256_add_ps(a0, a1)) + fold(ma) + tails[0], hsum(_mm256_add_ps(b0, b1)) + fold(mb) + tails[1]]
         }
-    }
-    let fold = |m: __m128| {
-        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps::<1>(m, m)))
     };
-    [hsum(_mm256_add_ps(a0, a1)) + fold(ma) + tails[0], hsum(_mm256_add_ps(b0, b1)) + fold(mb) + tails[1]]
 }
+
+dot32x2!(dot32x2, "avx2,fma,f16c", udot, sdot);
+dot32x2!(dot32x2_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", udot_vnni, sdot_vnni);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_0(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
