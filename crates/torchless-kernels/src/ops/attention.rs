@@ -108,10 +108,8 @@ impl AttentionOptions {
         {
             return arg("softcap", cap.to_string(), "must be a positive finite number");
         }
-        if let Some(w) = self.window {
-            if w == 0 {
-                return arg("window", "0".into(), "must be at least 1 (None for no window)");
-            }
+        if self.window == Some(0) {
+            return arg("window", "0".into(), "must be at least 1 (None for no window)");
         }
         Ok(())
     }
