@@ -4,6 +4,54 @@
 use crate::dtype::DType;
 use crate::tensor::{Tensor, bytes_to_f32, f32_to_bytes};
 
+/// An f32 matrix operand of [`gemm_f32`]: its first element and its column and row strides, in elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<P> {
+    pub ptr: P,
+    pub col_stride: isize,
+    pub row_stride: isize,
+}
+
+/// `dst [m, n] = (dst if accumulate) + scale · lhs [m, k] · rhs [k, n]` through the `gemm` crate.
+///
+/// # Safety
+/// Each operand's elements at its strides (`m × n`, `m × k`, `k × n`) are valid for the access, and `dst`
+/// overlaps neither input.
+pub(crate) unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract is gemm's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride,
+            dst.row_stride,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// Whether this x86-64 CPU has AVX2 and FMA (asked once): the quantized dot products have a second build
 /// for them, chosen at run time, since the crate is compiled for baseline x86-64.
 #[cfg(target_arch = "x86_64")]

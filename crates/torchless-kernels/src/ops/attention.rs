@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::qmatmul::{GemvInput, QuantizedX};
 use super::{common_backend, gpu_buffer, require_dtype, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
-use crate::cpu::{self, Floats};
+use crate::cpu::{self, Floats, Strided};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
@@ -529,25 +529,13 @@ fn attention_cpu_gemm(
             // q_row and kb `keys` rows of hd at stride kv_row (their lengths checked by the slicing above),
             // read as Kᵀ [hd, keys]; p overlaps neither.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    keys,
-                    hd,
-                    p.as_mut_ptr(),
-                    1,
-                    keys as isize,
+                cpu::gemm_f32(
+                    (rows, keys, hd),
+                    Strided { ptr: p.as_mut_ptr(), col_stride: 1, row_stride: keys as isize },
                     false,
-                    qb.as_ptr(),
-                    1,
-                    q_row as isize,
-                    kb.as_ptr(),
-                    kv_row as isize,
-                    1,
-                    0.0,
+                    Strided { ptr: qb.as_ptr(), col_stride: 1, row_stride: q_row as isize },
+                    Strided { ptr: kb.as_ptr(), col_stride: kv_row as isize, row_stride: 1 },
                     opts.scale,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::None,
                 );
             }
@@ -574,25 +562,13 @@ fn attention_cpu_gemm(
             // SAFETY: o is rows·hd elements at row stride hd; p is rows·keys at stride keys; vb holds
             // `keys` rows of hd at stride kv_row; o overlaps neither.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    hd,
-                    keys,
-                    o.as_mut_ptr(),
-                    1,
-                    hd as isize,
+                cpu::gemm_f32(
+                    (rows, hd, keys),
+                    Strided { ptr: o.as_mut_ptr(), col_stride: 1, row_stride: hd as isize },
                     false,
-                    p.as_ptr(),
-                    1,
-                    keys as isize,
-                    vb.as_ptr(),
-                    1,
-                    kv_row as isize,
-                    0.0,
+                    Strided { ptr: p.as_ptr(), col_stride: 1, row_stride: keys as isize },
+                    Strided { ptr: vb.as_ptr(), col_stride: 1, row_stride: kv_row as isize },
                     1.0,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::None,
                 );
             }

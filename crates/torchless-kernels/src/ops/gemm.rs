@@ -14,7 +14,7 @@
 
 use super::{common_backend, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
-use crate::cpu;
+use crate::cpu::{self, Strided};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
@@ -369,25 +369,13 @@ fn gemm_cpu(a: &Tensor, b: &Tensor, opts: &GemmOptions<'_>, d: &GemmDims, out: &
         // SAFETY: `c` holds m·n elements written with row stride n; `ab` holds the m·k elements of op(A)
         // and `bb` the k·n elements of op(B) at the strides given (validated shapes); none overlap.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
+            cpu::gemm_f32(
+                (m, n, k),
+                Strided { ptr: c.as_mut_ptr(), col_stride: 1, row_stride: n as isize },
                 opts.residual.is_some(),
-                ab.as_ptr(),
-                a_cs,
-                a_rs,
-                bb.as_ptr(),
-                b_cs,
-                b_rs,
-                1.0,
+                Strided { ptr: ab.as_ptr(), col_stride: a_cs, row_stride: a_rs },
+                Strided { ptr: bb.as_ptr(), col_stride: b_cs, row_stride: b_rs },
                 opts.alpha,
-                false,
-                false,
-                false,
                 parallelism,
             );
         }

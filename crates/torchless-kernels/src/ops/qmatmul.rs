@@ -39,7 +39,7 @@ use super::norm::RmsNormVariant;
 use super::rope::{KvWrite, RopeTable};
 use super::{common_backend, require_dtype};
 use crate::backend::Backend;
-use crate::cpu;
+use crate::cpu::{self, Strided};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::gpu::GpuContext;
@@ -880,25 +880,13 @@ fn cpu_gemm(x: &Tensor, w: &QuantTensor, m: usize, out: &Tensor) {
             // SAFETY: y [m, rows] (row stride `rows`) gets columns r0..r0+n written by this task only; the
             // panel holds n rows of `cols` weights and x holds m rows of `cols`; nothing overlaps.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    cols,
-                    dst.0.add(r0),
-                    1,
-                    rows as isize,
+                cpu::gemm_f32(
+                    (m, n, cols),
+                    Strided { ptr: dst.0.add(r0), col_stride: 1, row_stride: rows as isize },
                     false,
-                    xv.as_ptr(),
-                    1,
-                    cols as isize,
-                    panel.as_ptr(),
-                    cols as isize,
-                    1,
-                    0.0,
+                    Strided { ptr: xv.as_ptr(), col_stride: 1, row_stride: cols as isize },
+                    Strided { ptr: panel.as_ptr(), col_stride: cols as isize, row_stride: 1 },
                     1.0,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::None,
                 );
             }
