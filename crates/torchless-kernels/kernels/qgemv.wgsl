@@ -85,6 +85,8 @@ override QOUT: u32 = 0u;
 override QOUT_LAYOUT: u32 = 0u;
 // dtype code of the next norm's weight (QOUT 2, 3).
 override QOUT_NW_DT: u32 = 0u;
+// Load unit u + WG's weights before unit u's arithmetic (not FUSED).
+override PREFETCH: bool = false;
 
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
@@ -686,6 +688,17 @@ fn accumulate(row0: u32) {
     }
     let want = vec4<u32>(slot_row(row0, 0u), slot_row(row0, 1u), slot_row(row0, 2u), slot_row(row0, 3u));
     let rows = min(want, vec4<u32>(p.rows[part_] - 1u));
+    if (!FUSED && PREFETCH) {
+        // The next unit's weights are loaded before this one's arithmetic, so that their latency hides
+        // under it (the last load repeats the last unit: a cache hit, never out of bounds).
+        var cur = load_rows(rows, min(li_, p.units - 1u));
+        for (var u = li_; u < p.units; u += WG) {
+            let next = load_rows(rows, min(u + WG, p.units - 1u));
+            step(cur, u);
+            cur = next;
+        }
+        return;
+    }
     if (!FUSED) {
         for (var u = li_; u < p.units; u += WG) {
             step(load_rows(rows, u), u);

@@ -963,6 +963,9 @@ const PREQUANTIZED_SUFFIX: &str = "_xq";
 /// The environment variable that forces the GPU GEMV's launch shape, `WG,ROWS` (threads per workgroup,
 /// 32..=256; weight rows per workgroup, 1..=4), instead of the automatic choice: for benchmark sweeps.
 pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
+/// The environment variable that forces the quantized GEMV's weight prefetch on (`1`) or off (`0`) for every
+/// format, instead of the automatic choice: for benchmark sweeps.
+pub const PREFETCH_VAR: &str = "TORCHLESS_QGEMV_PREFETCH";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
 pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_QGEMV_COLS";
@@ -1273,6 +1276,28 @@ pub(crate) mod gpu {
         Ok(t)
     }
 
+    /// Whether the GEMV of weights of type `t` loads each unit's weights one iteration ahead
+    /// (kernels/qgemv.wgsl PREFETCH): forced by [`PREFETCH_VAR`], else only for Q6_K. On the H200
+    /// (`benchmarks/results/2026-12-05b-h200/pf/`, the GEMV alone) it took Q6_K from 64.5 to 69.5 % of copy
+    /// at 14336 × 4096 and from 67.7 to 82.8 % at 4096 × 14336, and cost the formats with shorter unit
+    /// arithmetic their registers: q8_0 93.8 → 76.7 %, q4_0 79.4 → 75.8 %, Llama-3-8B q4_k decode 355.2 →
+    /// 346.4 tok/s. The formats not measured keep it off.
+    fn prefetch(t: QuantType) -> Result<bool> {
+        static FORCED: std::sync::OnceLock<std::result::Result<Option<bool>, String>> = std::sync::OnceLock::new();
+        let forced = crate::ops::env_override(&FORCED, PREFETCH_VAR, |v| match v.trim() {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        })
+        .map_err(|value| KernelError::Argument {
+            op: "gemv_q",
+            name: PREFETCH_VAR,
+            value,
+            reason: "must be 0 or 1 (or unset)".into(),
+        })?;
+        Ok(forced.unwrap_or(t == QuantType::Q6K))
+    }
+
     fn scale_base(op: &'static str, w: &QuantTensor) -> Result<u32> {
         to_u32(op, "weight words", w.scales_offset() / 4)
     }
@@ -1502,6 +1527,7 @@ pub(crate) mod gpu {
             ("NORM", norm_mode(norm)),
             ("NW_DT", norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
             ("LAYOUT", f64::from(x_layout(w.quant_type()))),
+            ("PREFETCH", if prefetch(w.quant_type())? { 1.0 } else { 0.0 }),
         ];
         let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
         // An emitting dispatch (one matrix, or gate and up into one output) writes the next GEMV's x
