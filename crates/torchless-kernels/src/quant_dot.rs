@@ -169,8 +169,8 @@ pub(crate) fn int_row_dot(ty: QuantType) -> Option<IntRowDot> {
 /// Two rows' integer dot products with one x: `(quants, scales)` of each row, then x.
 pub(crate) type IntRowDot2 = fn(&[u8], &[u8], &[u8], &[u8], &QxRow<'_>) -> [f32; 2];
 
-/// The two-row integer dot of `ty` where there is one (the 32-weight formats, on CPUs that have
-/// [`int_row_dot`]): x is loaded once for both rows.
+/// The two-row integer dot of `ty` where the CPU has [`int_row_dot`] (every format): x is loaded once for
+/// both rows.
 pub(crate) fn int_row_dot2(ty: QuantType) -> Option<IntRowDot2> {
     #[cfg(target_arch = "x86_64")]
     return int_row_dot2_with(ty, crate::cpu::has_avx512_vnni());
@@ -194,7 +194,9 @@ fn int_row_dot2_with(ty: QuantType, vnni: bool) -> Option<IntRowDot2> {
         QuantType::Q4_1 => (int_avx2::dot2_q4_1, int_avx2::dot2_q4_1_vnni),
         QuantType::Q5_0 => (int_avx2::dot2_q5_0, int_avx2::dot2_q5_0_vnni),
         QuantType::Q5_1 => (int_avx2::dot2_q5_1, int_avx2::dot2_q5_1_vnni),
-        _ => return None,
+        QuantType::Q4K => (int_avx2::dot2_q4_k, int_avx2::dot2_q4_k_vnni),
+        QuantType::Q5K => (int_avx2::dot2_q5_k, int_avx2::dot2_q5_k_vnni),
+        QuantType::Q6K => (int_avx2::dot2_q6_k, int_avx2::dot2_q6_k_vnni),
     };
     Some(if vnni { with_vnni } else { plain })
 }
@@ -547,8 +549,8 @@ mod tests {
         }
     }
 
-    /// The two-row dot gives each row's single-row dot to the bit (the same sums in the same order), with
-    /// block counts that end in the 4-block steps and in the tail.
+    /// The two-row dot gives each row's single-row dot to the bit (the same sums in the same order), every
+    /// format, with block counts that end in the 32-weight formats' 4-block steps and in their tail.
     #[test]
     fn two_row_dots_equal_single_row_dots() {
         let Some(_) = int_row_dot2(QuantType::Q8_0) else {
@@ -565,10 +567,7 @@ mod tests {
         }
         for vnni in paths {
             for ty in QuantType::ALL {
-                let Some(dot2) = int_row_dot2_with(ty, vnni) else {
-                    assert!(ty.block_elems() == 256, "{ty}: a 32-weight format without a two-row dot");
-                    continue;
-                };
+                let dot2 = int_row_dot2_with(ty, vnni).unwrap_or_else(|| panic!("{ty}: no two-row dot"));
                 let dot = int_row_dot(ty).unwrap();
                 for blocks in [1, 3, 4, 5, 9, 18] {
                     let cols = blocks * ty.block_elems();

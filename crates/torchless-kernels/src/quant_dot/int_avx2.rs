@@ -8,12 +8,12 @@
 //! quant, ggml's `m`) are applied once per block from the block sums of x.
 //!
 //! Ranges: unsigned quants ≤ 63 times |x bytes| ≤ 127 keep `maddubs`'s i16 pairs below 2·63·127 = 16002,
-//! Q8_0's magnitudes ≤ 128 below 2·128·127 = 32512 (no saturation); `256·Σ` stays below 2³¹ (Q6_K, the
-//! largest, reaches 256·2·8128·128 ≈ 5.3·10⁸).
+//! Q8_0's magnitudes ≤ 128 below 2·128·127 = 32512 (no saturation); `256·Σ` stays below 2³¹ (Q8_0, the
+//! largest, reaches 256·4·128·127 ≈ 1.7·10⁷).
 
 use std::arch::x86_64::*;
 
-use super::{QxRow, chunks, f16_to_f32, h};
+use super::{QxRow, h};
 use crate::cpu::hsum256 as hsum;
 
 /// The row dot of a format: `(quants, scales, x)`.
@@ -26,14 +26,15 @@ macro_rules! entry {
     )*};
 }
 
-/// The two-row dot of a 32-weight format: `(quants, scales)` of each row, and x; the `_vnni` form with
-/// AVX-512 VNNI's byte dot products.
+/// The two-row dot of a format: `(quants, scales)` of each row, and x; the `_vnni` form with AVX-512
+/// VNNI's byte dot products. `$plain` and `$with_vnni` (with generic arguments `$g`) take the two rows'
+/// parts as arrays.
 macro_rules! entry2 {
-    ($($name:ident, $vnni:ident => $kind:ident),* $(,)?) => {$(
+    ($($name:ident, $vnni:ident => $plain:ident, $with_vnni:ident <$($g:tt),*>),* $(,)?) => {$(
         pub(super) fn $name(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
             #[target_feature(enable = "avx2,fma,f16c")]
             fn inner(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
-                dot32x2::<$kind>(q0, s0, q1, s1, x)
+                $plain::<$($g),*>([q0, q1], [s0, s1], x)
             }
             // SAFETY: `int_row_dot2` hands these out only where `has_avx2_fma_f16c()` found AVX2, FMA and F16C.
             unsafe { inner(q0, s0, q1, s1, x) }
@@ -42,7 +43,7 @@ macro_rules! entry2 {
         pub(super) fn $vnni(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             fn inner(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
-                dot32x2_vnni::<$kind>(q0, s0, q1, s1, x)
+                $with_vnni::<$($g),*>([q0, q1], [s0, s1], x)
             }
             // SAFETY: `int_row_dot2` hands these out only where `has_avx512_vnni()` also found AVX-512 VNNI
             // and VL.
@@ -52,11 +53,14 @@ macro_rules! entry2 {
 }
 
 entry2!(
-    dot2_q8_0, dot2_q8_0_vnni => Q8_0,
-    dot2_q4_0, dot2_q4_0_vnni => Q4_0,
-    dot2_q4_1, dot2_q4_1_vnni => Q4_1,
-    dot2_q5_0, dot2_q5_0_vnni => Q5_0,
-    dot2_q5_1, dot2_q5_1_vnni => Q5_1,
+    dot2_q8_0, dot2_q8_0_vnni => dot32x2, dot32x2_vnni <Q8_0>,
+    dot2_q4_0, dot2_q4_0_vnni => dot32x2, dot32x2_vnni <Q4_0>,
+    dot2_q4_1, dot2_q4_1_vnni => dot32x2, dot32x2_vnni <Q4_1>,
+    dot2_q5_0, dot2_q5_0_vnni => dot32x2, dot32x2_vnni <Q5_0>,
+    dot2_q5_1, dot2_q5_1_vnni => dot32x2, dot32x2_vnni <Q5_1>,
+    dot2_q4_k, dot2_q4_k_vnni => dot256, dot256_vnni <Q4_K, 2>,
+    dot2_q5_k, dot2_q5_k_vnni => dot256, dot256_vnni <Q5_K, 2>,
+    dot2_q6_k, dot2_q6_k_vnni => dot256, dot256_vnni <Q6_K, 2>,
 );
 
 entry!(
@@ -168,6 +172,10 @@ const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
 const Q5_0: u8 = 3;
 const Q5_1: u8 = 4;
+/// The 256-weight formats, by `KIND` ([`dot256`]).
+const Q4_K: u8 = 5;
+const Q5_K: u8 = 6;
+const Q6_K: u8 = 7;
 
 /// Bytes of a block's scales part.
 const fn scale_bytes(kind: u8) -> usize {
@@ -300,14 +308,15 @@ fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
     hsum(_mm256_add_ps(a0, a1)) + _mm_cvtss_f32(m) + tail
 }
 
-/// [`dot32`] of two rows (`q0, s0` and `q1, s1`, each a whole row) with the same x: each block of x is
+/// [`dot32`] of two rows (`q`, `s`: each row's parts, each a whole row) with the same x: each block of x is
 /// loaded once for both, and the two rows' chains run side by side. Made twice: with AVX2's byte dot
 /// products (`dot32x2`) and with AVX-512 VNNI's (`dot32x2_vnni`).
 macro_rules! dot32x2 {
     ($name:ident, $features:literal, $udot:ident, $sdot:ident) => {
         #[target_feature(enable = $features)]
         #[inline]
-        fn $name<const KIND: u8>(q0: &[u8], s0: &[u8], q1: &[u8], s1: &[u8], x: &QxRow<'_>) -> [f32; 2] {
+        fn $name<const KIND: u8>(q: [&[u8]; 2], s: [&[u8]; 2], x: &QxRow<'_>) -> [f32; 2] {
+            let ([q0, q1], [s0, s1]) = (q, s);
             let sb = scale_bytes(KIND);
             let nb = x.scale.len();
             // As dot32: the rows after next, asked for while these run (here the next pair's).
@@ -394,96 +403,242 @@ fn q5_1(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
     dot32::<Q5_1>(q, s, x)
 }
 
-/// Q4_K and Q5_K (blocks of 256: d, dmin, 12 bytes of 6-bit scales and mins, [qh 32,] qs 128): per 32
-/// weights `d·sc·n − dmin·m`.
+/// Block `blk` of 256 values of x.
+struct XBlock<'a> {
+    hi: &'a [u8; 256],
+    lo: &'a [u8; 256],
+    scale: &'a [f32; 8],
+    sum: &'a [f32; 8],
+    lanes: &'a [i32; 64],
+}
+
+impl<'a> XBlock<'a> {
+    #[inline(always)]
+    fn new(x: &QxRow<'a>, blk: usize) -> XBlock<'a> {
+        XBlock {
+            hi: x.hi[256 * blk..][..256].try_into().expect("256 bytes"),
+            lo: x.lo[256 * blk..][..256].try_into().expect("256 bytes"),
+            scale: x.scale[8 * blk..][..8].try_into().expect("8 values"),
+            sum: x.sum[8 * blk..][..8].try_into().expect("8 values"),
+            lanes: x.lanes[64 * blk..][..64].try_into().expect("64 lanes"),
+        }
+    }
+
+    /// `hi` and `lo` of group `j` (0..8), as [`xg`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn group(&self, j: usize) -> (__m256i, __m256i) {
+        (
+            load32(self.hi[32 * j..][..32].try_into().expect("32 bytes")),
+            load32(self.lo[32 * j..][..32].try_into().expect("32 bytes")),
+        )
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn q_k<const FIVE: bool>(q: &[u8], x: &QxRow<'_>) -> f32 {
-    let bytes = if FIVE { 176 } else { 144 };
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (blk, b) in q.chunks_exact(bytes).enumerate() {
-        let (d, dmin) = (h(b, 0), h(b, 2));
-        let scales: &[u8; 12] = b[4..16].try_into().expect("12 bytes");
-        let qs = if FIVE { &b[48..176] } else { &b[16..144] };
-        let qh = if FIVE { load32(b[16..48].try_into().expect("32 bytes")) } else { _mm256_setzero_si256() };
-        for (c, qc) in chunks::<_, 32>(qs).enumerate() {
-            let g = 8 * blk + 2 * c;
-            let raw = load32(qc);
+fn load8(v: &[f32; 8]) -> __m256 {
+    // SAFETY: `v` is 8 readable f32; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+/// The 8 scales and the 8 mins (6 bits each) of a Q4_K or Q5_K block from its 12 bytes, as f32 lanes:
+/// ggml's unpacking of all 16 at once (what [`super::scale_min_k4`] does for one).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn scales_mins_k(b: &[u8; 12]) -> (__m256, __m256) {
+    let w = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    let (low6, low4, two) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    // Scales and mins 0..3: the low 6 bits of bytes 0..3 and 4..7. 4..7: the nibbles of bytes 8..11 with
+    // the top 2 bits of bytes 0..3 (scales) or 4..7 (mins) above them.
+    let sc = (w0 & low6) as u64 | (((w2 & low4) | (((w0 >> 6) & two) << 4)) as u64) << 32;
+    let m = (w1 & low6) as u64 | ((((w2 >> 4) & low4) | (((w1 >> 6) & two) << 4)) as u64) << 32;
+    let widen = |v: u64| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)));
+    (widen(sc), widen(m))
+}
+
+/// Bit `k` of each byte of `qh` as 16 or 0 (Q5_K's fifth bits). Shifting 16-bit lanes moves no bit that
+/// the mask keeps across bytes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn bit_k(qh: __m256i, k: usize) -> __m256i {
+    let at4 = match k {
+        0 => _mm256_slli_epi16::<4>(qh),
+        1 => _mm256_slli_epi16::<3>(qh),
+        2 => _mm256_slli_epi16::<2>(qh),
+        3 => _mm256_slli_epi16::<1>(qh),
+        4 => qh,
+        5 => _mm256_srli_epi16::<1>(qh),
+        6 => _mm256_srli_epi16::<2>(qh),
+        _ => _mm256_srli_epi16::<3>(qh),
+    };
+    _mm256_and_si256(at4, _mm256_set1_epi8(16))
+}
+
+/// Bits `2k, 2k + 1` of each byte of `qh` as bits 4 and 5 (Q6_K's high bits), as [`bit_k`].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn two_bits_k(qh: __m256i, k: usize) -> __m256i {
+    let at4 = match k {
+        0 => _mm256_slli_epi16::<4>(qh),
+        1 => _mm256_slli_epi16::<2>(qh),
+        2 => qh,
+        _ => _mm256_srli_epi16::<2>(qh),
+    };
+    _mm256_and_si256(at4, _mm256_set1_epi8(0x30))
+}
+
+/// Rows of a 256-weight format (`KIND`): `R` of them (1 or 2) with the same x, each group of x loaded
+/// once for all and the rows' chains side by side. The single-row dots are `R = 1` of the AVX2 form, so
+/// the two-row ones (AVX2's `dot256`, AVX-512 VNNI's `dot256_vnni`: the same integer lanes) equal them to
+/// the bit. Per block, the scales of all its groups are made at once (times x's, in 8 lanes); each row
+/// has two accumulators (even and odd groups: one FMA chain is the bound otherwise).
+///
+/// Q4_K and Q5_K (blocks of 256: d, dmin, 12 bytes of 6-bit scales and mins, [qh 32,] qs 128): per 32
+/// weights `d·sc·n − dmin·m`, the mins from x's block sums. Q6_K (blocks of 256: ql 128, qh 64, 16 signed
+/// 8-bit scales; d in the scales part): per 16 weights `d·sc·(n − 32)`, with `n` unsigned through the
+/// byte dots and `32·Σ x̃` (x's lanes) taken off in the integer lanes; the scale, which changes every 4
+/// lanes, goes in with the float one (the lanes, below 2²³, convert exactly).
+macro_rules! dot256 {
+    ($name:ident, $features:literal, $udot:ident) => {
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn $name<const KIND: u8, const R: usize>(q: [&[u8]; R], s: [&[u8]; R], x: &QxRow<'_>) -> [f32; R] {
+            let bytes = match KIND {
+                Q4_K => 144,
+                Q5_K => 176,
+                _ => 208,
+            };
             let mask = _mm256_set1_epi8(0x0F);
-            let mut u0 = _mm256_and_si256(raw, mask);
-            let mut u1 = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
-            if FIVE {
-                let sixteen = _mm256_set1_epi8(16);
-                let bit = |k: usize| {
-                    let b = _mm256_set1_epi8((1u8 << k) as i8);
-                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b), b), sixteen)
-                };
-                u0 = _mm256_or_si256(u0, bit(2 * c));
-                u1 = _mm256_or_si256(u1, bit(2 * c + 1));
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            // Q4_K, Q5_K: `Σ dmin·m·Σx` per lane.
+            let mut mins = [_mm256_setzero_ps(); R];
+            // As dot32, the rows after next (here after these R) are asked for while these run, but a block
+            // at a time: two rows read side by side defeat the hardware prefetcher, and asking for whole
+            // rows at the start was slower (Q4_K two-row dots, one thread: about 1.7 ms against 1.3–1.4 ms).
+            for part in &s {
+                for at in (0..part.len()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(2 * part.len() + at).cast());
+                }
             }
-            let (sc0, m0) = super::scale_min_k4(2 * c, scales);
-            let (sc1, m1) = super::scale_min_k4(2 * c + 1, scales);
-            let (h0, l0) = xg(x, g);
-            let (h1, l1) = xg(x, g + 1);
-            acc = fma(acc, udot(u0, h0, l0), d * sc0 as f32 * x.scale[g]);
-            acc = fma(acc, udot(u1, h1, l1), d * sc1 as f32 * x.scale[g + 1]);
-            mins += dmin * (m0 as f32 * x.sum[g] + m1 as f32 * x.sum[g + 1]);
+            for blk in 0..x.scale.len() / 8 {
+                for q in &q {
+                    let next = q.as_ptr().wrapping_add(2 * q.len() + bytes * blk);
+                    // Every line the block touches (it need not start on one).
+                    for at in [0, 64, 128, 192, bytes - 1] {
+                        if at < bytes {
+                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at).cast());
+                        }
+                    }
+                }
+                // The block of x and of each row as arrays and slices of known length: the loads below
+                // need no bounds checks.
+                let xb = XBlock::new(x, blk);
+                let mut block = [&[][..]; R];
+                for (b, q) in block.iter_mut().zip(q) {
+                    *b = &q[bytes * blk..][..bytes];
+                }
+                // (Loops over the rows rather than `array::from_fn`, whose closures were not inlined.)
+                if KIND == Q6_K {
+                    let mut d = [_mm256_setzero_ps(); R];
+                    for (d, s) in d.iter_mut().zip(s) {
+                        let bits = u16::from_le_bytes([s[2 * blk], s[2 * blk + 1]]);
+                        *d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+                    }
+                    for half in 0..2 {
+                        // x's scales of the half's 4 groups, each twice (one per 16 weights).
+                        let xs = _mm256_castps128_ps256(load4(&xb.scale[4 * half..]));
+                        let xs = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+                        let mut sc = [_mm256_setzero_ps(); R];
+                        for ((sc, b), d) in sc.iter_mut().zip(block).zip(d) {
+                            let s8: &[u8; 8] = b[192 + 8 * half..][..8].try_into().expect("8 bytes");
+                            let s8 = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(*s8)));
+                            *sc = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(s8)), xs);
+                        }
+                        macro_rules! group {
+                            ($k:literal) => {{
+                                let j = 4 * half + $k;
+                                let (hi, lo) = xb.group(j);
+                                let x32 = _mm256_slli_epi32::<5>(load_lanes(&xb.lanes[8 * j..][..8]));
+                                let (k0, k1) = (2 * $k, 2 * $k + 1);
+                                let at = _mm256_setr_epi32(k0, k0, k0, k0, k1, k1, k1, k1);
+                                for ((acc, b), sc) in acc.iter_mut().zip(block).zip(sc) {
+                                    let ql = load32(b[64 * half + 32 * ($k % 2)..][..32].try_into().expect("32 bytes"));
+                                    let low = if $k < 2 { ql } else { _mm256_srli_epi16::<4>(ql) };
+                                    let qh = load32(b[128 + 32 * half..][..32].try_into().expect("32 bytes"));
+                                    let n = _mm256_or_si256(_mm256_and_si256(low, mask), two_bits_k(qh, $k));
+                                    let lanes = _mm256_cvtepi32_ps(_mm256_sub_epi32($udot(n, hi, lo), x32));
+                                    let scale = _mm256_permutevar8x32_ps(sc, at);
+                                    acc[$k % 2] = _mm256_fmadd_ps(lanes, scale, acc[$k % 2]);
+                                }
+                            }};
+                        }
+                        group!(0);
+                        group!(1);
+                        group!(2);
+                        group!(3);
+                    }
+                } else {
+                    let (xs, xsum) = (load8(xb.scale), load8(xb.sum));
+                    // Per row, `d·sc` times x's scale for each group.
+                    let mut sc = [_mm256_setzero_ps(); R];
+                    for ((sc, mins), b) in sc.iter_mut().zip(&mut mins).zip(block) {
+                        let dm = i32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+                        let dm = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(dm)));
+                        let (s8, m8) = scales_mins_k(b[4..16].try_into().expect("12 bytes"));
+                        *mins = _mm256_fmadd_ps(_mm256_mul_ps(bcast::<1>(dm), m8), xsum, *mins);
+                        *sc = _mm256_mul_ps(_mm256_mul_ps(bcast::<0>(dm), s8), xs);
+                    }
+                    macro_rules! chunk {
+                        ($c:literal) => {{
+                            let ((h0, l0), (h1, l1)) = (xb.group(2 * $c), xb.group(2 * $c + 1));
+                            for ((acc, b), sc) in acc.iter_mut().zip(block).zip(sc) {
+                                let qs = if KIND == Q5_K { &b[48..] } else { &b[16..] };
+                                let raw = load32(qs[32 * $c..][..32].try_into().expect("32 bytes"));
+                                let mut u0 = _mm256_and_si256(raw, mask);
+                                let mut u1 = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
+                                if KIND == Q5_K {
+                                    let qh = load32(b[16..48].try_into().expect("32 bytes"));
+                                    u0 = _mm256_or_si256(u0, bit_k(qh, 2 * $c));
+                                    u1 = _mm256_or_si256(u1, bit_k(qh, 2 * $c + 1));
+                                }
+                                let v0 = _mm256_cvtepi32_ps($udot(u0, h0, l0));
+                                acc[0] = _mm256_fmadd_ps(v0, bcast::<{ 2 * $c }>(sc), acc[0]);
+                                let v1 = _mm256_cvtepi32_ps($udot(u1, h1, l1));
+                                acc[1] = _mm256_fmadd_ps(v1, bcast::<{ 2 * $c + 1 }>(sc), acc[1]);
+                            }
+                        }};
+                    }
+                    chunk!(0);
+                    chunk!(1);
+                    chunk!(2);
+                    chunk!(3);
+                }
+            }
+            let mut out = [0f32; R];
+            for ((o, [a0, a1]), m) in out.iter_mut().zip(acc).zip(mins) {
+                *o = hsum(_mm256_add_ps(a0, a1)) - hsum(m);
+            }
+            out
         }
-    }
-    hsum(acc) - mins
+    };
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn q4_k(q: &[u8], _s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_k::<false>(q, x)
+dot256!(dot256, "avx2,fma,f16c", udot);
+dot256!(dot256_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", udot_vnni);
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
+    dot256::<Q4_K, 1>([q], [s], x)[0]
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn q5_k(q: &[u8], _s: &[u8], x: &QxRow<'_>) -> f32 {
-    q_k::<true>(q, x)
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
+    dot256::<Q5_K, 1>([q], [s], x)[0]
 }
 
-/// Q6_K (blocks of 256: ql 128, qh 64, 16 signed 8-bit scales; d in the scales part): per 16 weights
-/// `d·sc·(n − 32)`, the signed quants through [`sdot`]'s sign trick with `_mm256_madd_epi16` applying the
-/// two scales of each 32 weights.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q6_k(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let (mask, m32) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(32));
-    for (blk, (b, sb)) in chunks::<_, 208>(q).zip(chunks::<_, 2>(s)).enumerate() {
-        let d = f16_to_f32(u16::from_le_bytes(*sb));
-        for half in 0..2 {
-            let ql = [
-                load32(b[64 * half..][..32].try_into().expect("32")),
-                load32(b[64 * half + 32..][..32].try_into().expect("32")),
-            ];
-            let qh = load32(b[128 + 32 * half..][..32].try_into().expect("32"));
-            let sc = &b[192 + 8 * half..][..8];
-            for k in 0..4 {
-                let g = 8 * blk + 4 * half + k;
-                let src = ql[k % 2];
-                let low = if k < 2 { src } else { _mm256_srli_epi16::<4>(src) };
-                let low = _mm256_and_si256(low, mask);
-                let high = match k {
-                    0 => qh,
-                    1 => _mm256_srli_epi16::<2>(qh),
-                    2 => _mm256_srli_epi16::<4>(qh),
-                    _ => _mm256_srli_epi16::<6>(qh),
-                };
-                let high = _mm256_slli_epi16::<4>(_mm256_and_si256(high, _mm256_set1_epi8(3)));
-                let w = _mm256_sub_epi8(_mm256_or_si256(low, high), m32);
-                let (hi, lo) = xg(x, g);
-                let (a, sh, sl) = (_mm256_sign_epi8(w, w), _mm256_sign_epi8(hi, w), _mm256_sign_epi8(lo, w));
-                let scv = _mm256_set_m128i(
-                    _mm_set1_epi16(sc[2 * k + 1] as i8 as i16),
-                    _mm_set1_epi16(sc[2 * k] as i8 as i16),
-                );
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(a, sh), scv);
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(a, sl), scv);
-                acc = fma(acc, _mm256_add_epi32(_mm256_slli_epi32::<8>(ph), pl), d * x.scale[g]);
-            }
-        }
-    }
-    hsum(acc)
+    dot256::<Q6_K, 1>([q], [s], x)[0]
 }
