@@ -732,9 +732,8 @@ const GEMV_TASK_WEIGHTS: usize = 1 << 16;
 /// `x · Wₖᵀ` for every matrix of `ws` (all of `cols = x.len() / b` columns), as `[rows, b]` per matrix
 /// (each weight row read once for all b rows of x), in one parallel pass over all their rows: one set of
 /// tasks instead of one per matrix (on a 2-core machine a pass costs as much again in thread wake-ups as
-/// a small GEMV's work), and x quantized once. With one row of x and a 32-weight format, rows go in
-/// pairs through the two-row integer dot (x loaded once for both: SmolLM2 Q4_1 decode 4–8 % faster on
-/// the 2-core machine).
+/// a small GEMV's work), and x quantized once. With one row of x, rows go in pairs through the two-row
+/// integer dot (x loaded once for both: SmolLM2 Q4_1 decode 4–8 % faster on the 2-core machine).
 fn cpu_products(ws: &[&QuantTensor], xv: &[f32], b: usize) -> Vec<Vec<f32>> {
     let cols = xv.len() / b;
     let words: Vec<_> = ws.iter().map(|w| w.data().cpu_words().expect("CPU tensor")).collect();
@@ -2133,8 +2132,8 @@ mod tests {
             let biases = [Some(rng.vec(37, -1.0, 1.0)), None, Some(rng.vec(13, -1.0, 1.0))];
             let gate_up: Vec<(QuantTensor, Vec<f32>)> =
                 (0..2).map(|_| quantized(&mut rng, QuantType::Q8_0, 11, cols)).collect();
-            // 32-weight formats of odd row counts: the CPU pairs rows for its two-row dot, across the
-            // matrices' boundaries too, and the last row has no partner.
+            // Odd row counts: the CPU pairs rows for its two-row dot, across the matrices' boundaries too,
+            // and the last row has no partner.
             let odd: Vec<(QuantTensor, Vec<f32>)> = [(QuantType::Q4_1, 7), (QuantType::Q8_0, 11), (QuantType::Q4_0, 5)]
                 .into_iter()
                 .map(|(ty, rows)| quantized(&mut rng, ty, rows, cols))
