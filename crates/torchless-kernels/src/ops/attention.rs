@@ -1285,6 +1285,7 @@ mod tests {
             (1, 8, 1, 128, 129, F32, None, None, true),
             (1, 4, 4, 96, 77, F16, None, None, true),
             (1, 4, 2, 32, 300, F32, Some(3.0), None, true),
+            (1, 6, 2, 64, 2600, F32, Some(4.0), Some(2000), true),
         ];
         let mut rng = Rng::new(7);
         for &(tokens, nh, nkv, hd, kv_len, dtype, cap, window, causal) in cases {
