@@ -279,27 +279,61 @@ fn prefetch_bytes(p: *const u8, from: usize, to: usize) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(to.saturating_sub(1)).cast());
 }
 
+/// The row after next of a 32-weight format's row (`q`, `s`), which the dots ask for while they run: rows
+/// are consecutive in the quants and scales regions, and small matrices end their streams before the
+/// hardware prefetcher ramps up.
+#[derive(Clone, Copy)]
+struct RowAfterNext {
+    q: *const u8,
+    s: *const u8,
+    q_len: usize,
+    s_len: usize,
+}
+
+impl RowAfterNext {
+    fn of(q: &[u8], s: &[u8]) -> RowAfterNext {
+        let after_next = |part: &[u8]| part.as_ptr().wrapping_add(2 * part.len());
+        RowAfterNext { q: after_next(q), s: after_next(s), q_len: q.len(), s_len: s.len() }
+    }
+
+    /// The start of its 4 blocks from block `g` (64 bytes of quants, 128 for Q8_0; the scales' steps, at
+    /// most 32 bytes apart, reach every line).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn step<const KIND: u8>(self, g: usize) {
+        let bq = quant_bytes(KIND);
+        _mm_prefetch::<_MM_HINT_T0>(self.q.wrapping_add(bq * g).cast());
+        if KIND == Q8_0 {
+            _mm_prefetch::<_MM_HINT_T0>(self.q.wrapping_add(bq * g + 64).cast());
+        }
+        _mm_prefetch::<_MM_HINT_T0>(self.s.wrapping_add(scale_bytes(KIND) * g).cast());
+    }
+
+    /// Its blocks from block `g` on.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn rest<const KIND: u8>(self, g: usize) {
+        prefetch_bytes(self.q, quant_bytes(KIND) * g, self.q_len);
+        prefetch_bytes(self.s, scale_bytes(KIND) * g, self.s_len);
+    }
+}
+
 /// A row of a 32-weight format: 4 blocks per step with their scales converted together (F16C) and two
 /// accumulators, then the remaining blocks one by one.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
-    let (sb, bq) = (scale_bytes(KIND), quant_bytes(KIND));
+    let sb = scale_bytes(KIND);
     let nb = x.scale.len();
-    // Rows are consecutive in the quants and scales regions: ask for the row after next while this one
-    // runs (small matrices end their streams before the hardware prefetcher ramps up), a step (4 blocks)
-    // at a time and the tail's blocks after the loop, as in dot32x2 (single rows alone, one thread, 16 MiB,
-    // against whole rows at the start: q8_0 1.68 -> 1.18 ms, q4_0 3.32 -> 2.87, q4_1 2.25 -> 2.13).
-    let (nq, ns) = (q.as_ptr().wrapping_add(2 * q.len()), s.as_ptr().wrapping_add(2 * s.len()));
+    // The row after next, a step (4 blocks) at a time and the tail's blocks after the loop, as in dot32x2
+    // (single rows alone, one thread, 16 MiB, against whole rows at the start: q8_0 1.68 -> 1.18 ms, q4_0
+    // 3.32 -> 2.87, q4_1 2.25 -> 2.13).
+    let after_next = RowAfterNext::of(q, s);
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut mins = _mm_setzero_ps();
     let mut g = 0;
     while g + 4 <= nb {
-        _mm_prefetch::<_MM_HINT_T0>(nq.wrapping_add(bq * g).cast());
-        if KIND == Q8_0 {
-            _mm_prefetch::<_MM_HINT_T0>(nq.wrapping_add(bq * g + 64).cast());
-        }
-        _mm_prefetch::<_MM_HINT_T0>(ns.wrapping_add(sb * g).cast());
+        after_next.step::<KIND>(g);
         let (d4, m4) = scales4::<KIND>(&s[g * sb..][..4 * sb]);
         let sc = _mm256_castps128_ps256(_mm_mul_ps(d4, load4(&x.scale[g..])));
         if has_min(KIND) {
@@ -315,8 +349,7 @@ fn dot32<const KIND: u8>(q: &[u8], s: &[u8], x: &QxRow<'_>) -> f32 {
         a1 = _mm256_fmadd_ps(l3, bcast::<3>(sc), a1);
         g += 4;
     }
-    prefetch_bytes(nq, bq * g, q.len());
-    prefetch_bytes(ns, sb * g, s.len());
+    after_next.rest::<KIND>(g);
     let mut tail = 0f32;
     for g in g..nb {
         let sg = &s[g * sb..][..sb];
@@ -341,26 +374,18 @@ macro_rules! dot32x2 {
             let ([q0, q1], [s0, s1]) = (q, s);
             let sb = scale_bytes(KIND);
             let nb = x.scale.len();
-            let bq = quant_bytes(KIND);
             // As dot32, the rows after next (here the next pair's) are asked for while these run, a step (4
-            // blocks, 64 bytes of quants, 128 for Q8_0) at a time as in dot256: two rows read side by side
-            // defeat the hardware prefetcher, and whole rows asked for at the start were slower (one thread,
-            // 16 MiB: q4_1 2.24 -> 1.55 ms, q8_0 1.36 -> 0.91, q4_0 2.57 -> 1.91). Each step asks for the
-            // start of the next pair's same 4 blocks; the steps' addresses, 64 bytes apart (scales: 4·sb ≤
-            // 32), reach every line; the tail asks for the rest.
-            let next = |part: &[u8]| part.as_ptr().wrapping_add(2 * part.len());
-            let (nq0, ns0, nq1, ns1) = (next(q0), next(s0), next(q1), next(s1));
+            // blocks) at a time as in dot256: two rows read side by side defeat the hardware prefetcher,
+            // and whole rows asked for at the start were slower (one thread, 16 MiB: q4_1 2.24 -> 1.55 ms,
+            // q8_0 1.36 -> 0.91, q4_0 2.57 -> 1.91).
+            let after_next = [RowAfterNext::of(q0, s0), RowAfterNext::of(q1, s1)];
             let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let (mut ma, mut mb) = (_mm_setzero_ps(), _mm_setzero_ps());
             let mut g = 0;
             while g + 4 <= nb {
-                for (nq, ns) in [(nq0, ns0), (nq1, ns1)] {
-                    _mm_prefetch::<_MM_HINT_T0>(nq.wrapping_add(bq * g).cast());
-                    if KIND == Q8_0 {
-                        _mm_prefetch::<_MM_HINT_T0>(nq.wrapping_add(bq * g + 64).cast());
-                    }
-                    _mm_prefetch::<_MM_HINT_T0>(ns.wrapping_add(sb * g).cast());
+                for row in after_next {
+                    row.step::<KIND>(g);
                 }
                 let xs = load4(&x.scale[g..]);
                 let (da, mda) = scales4::<KIND>(&s0[g * sb..][..4 * sb]);
@@ -387,9 +412,8 @@ macro_rules! dot32x2 {
                 step!(3, a1, b1);
                 g += 4;
             }
-            for (nq, ns, q, s) in [(nq0, ns0, q0, s0), (nq1, ns1, q1, s1)] {
-                prefetch_bytes(nq, bq * g, q.len());
-                prefetch_bytes(ns, sb * g, s.len());
+            for row in after_next {
+                row.rest::<KIND>(g);
             }
             let mut tails = [0f32; 2];
             for g in g..nb {
@@ -554,19 +578,12 @@ macro_rules! dot256 {
             // at a time: two rows read side by side defeat the hardware prefetcher, and asking for whole
             // rows at the start was slower (Q4_K two-row dots, one thread: about 1.7 ms against 1.3–1.4 ms).
             for part in &s {
-                for at in (0..part.len()).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(2 * part.len() + at).cast());
-                }
+                prefetch_bytes(part.as_ptr().wrapping_add(2 * part.len()), 0, part.len());
             }
             for blk in 0..x.scale.len() / 8 {
                 for q in &q {
-                    let next = q.as_ptr().wrapping_add(2 * q.len() + bytes * blk);
                     // Every line the block touches (it need not start on one).
-                    for at in [0, 64, 128, 192, bytes - 1] {
-                        if at < bytes {
-                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at).cast());
-                        }
-                    }
+                    prefetch_bytes(q.as_ptr().wrapping_add(2 * q.len() + bytes * blk), 0, bytes);
                 }
                 // The block of x and of each row as arrays and slices of known length: the loads below
                 // need no bounds checks.
