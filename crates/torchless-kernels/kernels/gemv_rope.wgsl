@@ -11,10 +11,10 @@
 
 // 0 none, 1 HalfSplit, 2 Interleaved (ops::rope::RopeLayout).
 override ROPE: u32 = 0u;
-// The KV caches' dtype (common.wgsl DT_*). With a 16-bit cache a workgroup has four slots (ROWS 4) and its
-// thread writes whole words, each two adjacent rows of a cache row: slots (0, 2) and (1, 3) of a HalfSplit
-// K workgroup (rows j, j + 1 and j + half, j + half + 1: row0 / 2 is an even pair and half is even), slots
-// (0, 1) and (2, 3) otherwise. The host checks both.
+// The KV caches' dtype (common.wgsl DT_*). With a 16-bit cache a workgroup's thread writes whole words,
+// each two adjacent rows of a cache row: slots (0, 1) and, with four slots, (2, 3); a HalfSplit K
+// workgroup has four slots (ROWS 4), and its words are slots (0, 2) and (1, 3) (rows j, j + 1 and
+// j + half, j + half + 1: row0 / 2 is an even pair and half is even). The host checks both.
 override CACHE_DT: u32 = 0u;
 
 // The table coefficients (hi, lo) of this workgroup's one or two rotation pairs.
@@ -76,8 +76,9 @@ fn rope_epilogue_values(m: u32, row0: u32, n: u32, r: u32, sums: vec4<f32>) -> v
     return v;
 }
 
-// The two 16-bit cache words of a K (m 1) or V (m 2) workgroup's four slot values `v` in cache row
-// `cache_row` of a matrix of n rows: their word indices, the words, and whether each is in the matrix.
+// The 16-bit cache words of a K (m 1) or V (m 2) workgroup's slot values `v` in cache row `cache_row` of a
+// matrix of n rows: their word indices, the words, and whether each is this workgroup's (ROWS 2 has one)
+// and in the matrix.
 struct KvWords {
     at: vec2<u32>,
     w: vec2<u32>,
@@ -94,5 +95,5 @@ fn kv16_words(m: u32, row0: u32, n: u32, cache_row: u32, v: vec4<f32>) -> KvWord
         b = v.yw;
     }
     return KvWords((vec2<u32>(cache_row * n) + rows) / 2u, vec2<u32>(pack_pair_saturating(CACHE_DT, a), pack_pair_saturating(CACHE_DT, b)),
-                   rows < vec2<u32>(n));
+                   (rows < vec2<u32>(n)) & vec2<bool>(true, ROWS == 4u));
 }

@@ -116,9 +116,10 @@ pub struct Config {
     pub tie_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
-    /// GGUF files of llama-family architectures store Q and K with the rows of each head interleaved
-    /// (llama.cpp's converter permutes them); the loader restores Hugging Face's half-split order.
-    pub unpermute_qk: bool,
+    /// GGUF files of llama-family architectures store the Q and K projections with the rows of each head
+    /// in rotation-pair order (llama.cpp's converter permutes them), the order the engine keeps them in
+    /// (`model::weights::RopePairs`).
+    pub qk_rows_paired: bool,
 }
 
 fn get_usize(j: &Value, key: &str) -> Result<Option<usize>> {
@@ -283,7 +284,7 @@ impl Config {
             tie_embeddings: get_bool(j, "tie_word_embeddings").unwrap_or(gemma),
             bos_token_id: token_ids(j.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(j.get("eos_token_id")),
-            unpermute_qk: false,
+            qk_rows_paired: false,
         })
     }
 

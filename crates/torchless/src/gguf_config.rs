@@ -228,7 +228,7 @@ impl Config {
             tie_embeddings: h.tensor("output.weight").is_none(),
             bos_token_id,
             eos_token_ids,
-            unpermute_qk: permuted(arch),
+            qk_rows_paired: permuted(arch),
         })
     }
 }
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!((c.head_dim, c.rot_dim, c.vocab_size, c.max_seq_len), (16, 16, 10, 4096));
         assert_eq!((c.rope_theta, c.norm_eps), (500000.0, 1e-6));
         assert_eq!(c.eos_token_ids, vec![2, 7]);
-        assert!(c.tie_embeddings && c.unpermute_qk && !c.qkv_bias);
+        assert!(c.tie_embeddings && c.qk_rows_paired && !c.qkv_bias);
         assert_eq!(c.rope_scaling, RopeScalingConfig::None);
     }
 

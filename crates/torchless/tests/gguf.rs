@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
+use torchless::model::weights::{RopePairs, Source, SourceKind};
 use torchless::model::{LoadedModel, Logits};
 use torchless_kernels::DType;
 use torchless_kernels::testing::test_backends;
@@ -86,7 +87,7 @@ fn llama3_rope_freqs_tied_gguf_matches_hugging_face() {
 }
 
 #[test]
-fn qwen2_bias_unpermuted_gguf_matches_hugging_face() {
+fn qwen2_bias_neox_gguf_matches_hugging_face() {
     check("qwen2_f32.gguf", "qwen2", 1e-4, true);
 }
 
@@ -96,24 +97,18 @@ fn llama_f16_gguf_is_close() {
     check("llama_f16.gguf", "llama", 5e-2, false);
 }
 
-/// Without the inverse permutation the logits are far off: the test above is sensitive to it.
+/// Read as if its Q and K rows were in Hugging Face's order, a llama.cpp llama file's logits are far off:
+/// the test above is sensitive to the order.
 #[test]
-fn skipping_the_unpermute_is_detected() {
+fn misreading_the_permuted_rows_is_detected() {
     let g = golden("llama");
     let path = fixtures().join("gguf/llama_f32.gguf");
     let backend = torchless_kernels::Backend::Cpu;
     let file = torchless::model::open_gguf(&path).unwrap();
-    let mut config = torchless::config::Config::from_gguf(&file).unwrap();
-    assert!(config.unpermute_qk);
-    config.unpermute_qk = false;
-    let kind = torchless::model::weights::SourceKind::Gguf {
-        file: &file,
-        arch: config.arch,
-        unpermute_qk: false,
-        n_heads: config.n_heads,
-        n_kv_heads: config.n_kv_heads,
-    };
-    let source = torchless::model::weights::Source { kind, quantize: None };
+    let config = torchless::config::Config::from_gguf(&file).unwrap();
+    assert!(config.qk_rows_paired);
+    let kind = SourceKind::Gguf { file: &file, arch: config.arch, qk_rows_paired: false };
+    let source = Source { kind, quantize: None, pairs: Some(RopePairs::of(&config)) };
     let model = torchless::model::llama::Llama::load(config, &source, &backend, false).unwrap();
     let model = torchless::model::Model::Llama(model);
     let mut state = model.new_state(g.tokens.len()).unwrap();

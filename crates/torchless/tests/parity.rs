@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use torchless::generate::greedy_decode;
+use torchless::model::llama::Llama;
+use torchless::model::weights::{Source, SourceKind};
 use torchless::model::{LoadedModel, Logits, Model};
 use torchless_kernels::testing::test_backends;
 use torchless_kernels::{Backend, DType};
@@ -49,6 +51,19 @@ fn load(name: &str, backend: &Backend) -> Model {
     model
 }
 
+/// The model loaded with its Q and K rows in Hugging Face's order, rotated as half-split pairs (the engine
+/// keeps them in rotation-pair order: `torchless::model::weights::RopePairs`), with an f32 KV cache.
+fn load_in_hf_order(name: &str, backend: &Backend) -> Model {
+    let dir = fixture_dir(name);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = torchless::config::Config::from_json(&json).unwrap();
+    let weights = torchless::safetensors_dir::SafetensorsDir::open(&dir).unwrap();
+    let source = Source { kind: SourceKind::Safetensors(&weights), quantize: None, pairs: None };
+    let mut llama = Llama::load(config, &source, backend, false).unwrap();
+    llama.set_kv_dtype(DType::F32).unwrap();
+    Model::Llama(llama)
+}
+
 /// Largest |a − b| and where it is.
 fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
     assert_eq!(got.len(), want.len(), "logit counts differ");
@@ -85,6 +100,10 @@ const KV16_AGREE: [f32; 2] = [4e-3, 3e-2];
 /// chunks of 3 (a long prompt's path), in a 5-token prefill and single tokens through the KV cache, and a
 /// 32-token greedy decode (the GEMV and sdpa_decode path).
 fn check(name: &str, tol: f32) {
+    check_loaded(name, tol, load);
+}
+
+fn check_loaded(name: &str, tol: f32, load: fn(&str, &Backend) -> Model) {
     let g = golden(name);
     for backend in test_backends() {
         let what = format!("{name} on {}", backend.name());
@@ -208,6 +227,15 @@ fn gemma2_softcaps_sandwich_norms() {
 #[test]
 fn phi3_fused_projections_partial_rotary() {
     check("phi3", 1e-4);
+}
+
+/// Q and K in Hugging Face's row order with half-split RoPE, the order the loader otherwise changes: with
+/// biases, head norms, a fused projection and partial rotation.
+#[test]
+fn hugging_face_row_order() {
+    for name in ["qwen2", "qwen3", "phi3"] {
+        check_loaded(name, 1e-4, load_in_hf_order);
+    }
 }
 
 #[test]

@@ -808,12 +808,9 @@ impl Job<'_> {
             None => env_tune()?.unwrap_or_else(|| auto_tune(self.batch, self.in_len, dtype, self.total_rows(), kind)),
         };
         let mut tune = clamp_tune(tune);
-        match self.rope {
-            // A 16-bit cache's words: four slots (kernels/gemv_rope.wgsl CACHE_DT).
-            Some(r) if r.cache != DType::F32 => tune.rows = 4,
-            // Whole rotation pairs: 2 or 4 slots.
-            Some(_) => tune.rows = (tune.rows & !1).max(2),
-            None => {}
+        // RoPE: whole rotation pairs (and a 16-bit cache's whole words).
+        if let Some(r) = self.rope {
+            tune.rows = r.table.config().layout.epilogue_slots(r.cache, tune.rows);
         }
 
         let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
@@ -1430,11 +1427,13 @@ mod tests {
         use crate::ops::rope::{RopeConfig, RopeLayout::*, RopeTable, rope_qk_store_kv};
         let mut rng = Rng::new(61);
         // (dtype, layout, head_dim, rot_dim, q heads, kv heads, cols, b, pos, biases, Gemma norm): 128 heads
-        // of 64 and b = 2 take four slots a workgroup; rot_dim < head_dim and odd cols the two-op path.
+        // of 64 take four slots a workgroup, fewer rows two (Interleaved with a 16-bit cache: one word);
+        // rot_dim < head_dim and odd cols the two-op path.
         #[rustfmt::skip]
         let cases = [
             (DType::BF16, HalfSplit, 64, 64, 8, 2, 256, 1, 5, false, false),
             (DType::F16, HalfSplit, 64, 64, 128, 16, 64, 2, 300, true, false),
+            (DType::F16, Interleaved, 64, 64, 128, 16, 64, 1, 33, true, false),
             (DType::F32, Interleaved, 32, 32, 6, 3, 128, 3, 17, true, true),
             (DType::BF16, Interleaved, 128, 128, 4, 1, 512, 1, 70000, false, false),
             (DType::BF16, HalfSplit, 32, 16, 4, 2, 256, 1, 9, false, false),

@@ -1425,12 +1425,10 @@ pub(crate) mod gpu {
         let w = parts[0].w;
         let teams = tune.teams.max(1);
         // GATED: an even number of slots, half gate rows and half up rows.
-        // RoPE: whole rotation pairs, 2 or 4 slots; four for a 16-bit cache's words (kernels/gemv_rope.wgsl
-        // CACHE_DT).
+        // RoPE: whole rotation pairs (and a 16-bit cache's whole words).
         tune.rows = match (gated, rope) {
             (Some(_), _) => (2 * tune.rows).clamp(2, 4),
-            (None, Some(r)) if r.cache != DType::F32 => 4,
-            (None, Some(_)) => (tune.rows & !1).clamp(2, 4),
+            (None, Some(r)) => r.table.config().layout.epilogue_slots(r.cache, tune.rows),
             (None, None) => tune.rows.clamp(1, 4),
         };
         let rows_per_matrix = if gated.is_some() { tune.rows / 2 } else { tune.rows } as usize;
@@ -2200,10 +2198,12 @@ mod tests {
         let mut rng = Rng::new(29);
         let cols = 256;
         // (type, layout, head_dim, rot_dim, q heads, kv heads, b, pos, biases): 64 heads of 64 rows give Wq
-        // 4096 rows, four slots a workgroup; rot_dim < head_dim takes the two-op path.
+        // 4096 rows; a HalfSplit workgroup with a 16-bit cache has four slots, an Interleaved one two (Q4_K's
+        // automatic shape) or four (teams); rot_dim < head_dim takes the two-op path.
         #[rustfmt::skip]
         let cases = [
             (QuantType::Q4K, HalfSplit, 64, 64, 8, 2, 1, 5, false),
+            (QuantType::Q4K, Interleaved, 64, 64, 8, 2, 1, 12, true),
             (QuantType::Q4K, HalfSplit, 64, 64, 64, 8, 1, 300, true),
             (QuantType::Q8_0, Interleaved, 32, 32, 6, 3, 3, 17, true),
             (QuantType::Q6K, HalfSplit, 16, 16, 4, 4, 2, 0, false),

@@ -82,6 +82,16 @@ impl RopeLayout {
         self.code() + 1.0
     }
 
+    /// Slots (rows) a workgroup of the fused Q/K/V + RoPE GEMV epilogue takes, from the launch shape's
+    /// `tuned` count: whole rotation pairs, 2 or 4; with a 16-bit cache and HalfSplit pairs always 4, since
+    /// a cache word's two adjacent rows then belong to two pairs (kernels/gemv_rope.wgsl CACHE_DT).
+    pub(crate) fn epilogue_slots(self, cache: DType, tuned: u32) -> u32 {
+        match self {
+            RopeLayout::HalfSplit if cache != DType::F32 => 4,
+            _ => (tuned & !1).clamp(2, 4),
+        }
+    }
+
     /// The dims (a, b) of pair `i` when `half` pairs rotate.
     pub fn pair(self, i: usize, half: usize) -> (usize, usize) {
         match self {

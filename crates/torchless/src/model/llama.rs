@@ -16,7 +16,7 @@ use torchless_kernels::ops::elementwise::{self, Binary, Unary};
 use torchless_kernels::ops::gemv::{self, GatedAct, GemvEpilogue, GemvPart, InputNorm};
 use torchless_kernels::ops::norm::{self, RmsNormVariant};
 use torchless_kernels::ops::qmatmul::{self, GemvInput, NextInput};
-use torchless_kernels::ops::rope::{self, RopeConfig, RopeScaling, RopeTable};
+use torchless_kernels::ops::rope::{self, RopeConfig, RopeLayout, RopeScaling, RopeTable};
 use torchless_kernels::{Backend, DType, Tensor};
 
 use super::Logits;
@@ -129,8 +129,9 @@ pub(super) fn progress_bar(total: u64, visible: bool) -> ProgressBar {
     bar
 }
 
-/// The rope table for a config: HalfSplit (Hugging Face layout), partial rotation, frequency scaling.
-fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
+/// The rope table for a config: partial rotation, frequency scaling, and pairs in the order the Q and K
+/// rows were loaded in (`layout`).
+fn rope_table(config: &Config, backend: &Backend, layout: RopeLayout) -> Result<RopeTable> {
     let scaling = match &config.rope_scaling {
         RopeScalingConfig::None => RopeScaling::None,
         RopeScalingConfig::Linear { factor } => RopeScaling::Linear { factor: *factor },
@@ -146,8 +147,10 @@ fn rope_table(config: &Config, backend: &Backend) -> Result<RopeTable> {
         }
         RopeScalingConfig::Factors(f) => RopeScaling::Factors(f.clone()),
     };
-    let cfg =
-        RopeConfig::new(config.head_dim, config.rope_theta as f64).with_rot_dim(config.rot_dim).with_scaling(scaling);
+    let cfg = RopeConfig::new(config.head_dim, config.rope_theta as f64)
+        .with_rot_dim(config.rot_dim)
+        .with_scaling(scaling)
+        .with_layout(layout);
     Ok(RopeTable::new(backend, cfg)?)
 }
 
@@ -230,7 +233,10 @@ impl Llama {
             });
         }
         ld.progress.finish_and_clear();
-        let rope = rope_table(c, backend)?;
+        // Q and K rows in rotation-pair order (`weights::RopePairs`) rotate adjacent pairs; in Hugging
+        // Face's order, half-split ones.
+        let layout = if weights.pairs.is_some() { RopeLayout::Interleaved } else { RopeLayout::HalfSplit };
+        let rope = rope_table(c, backend, layout)?;
         let kv_dtype = default_kv_dtype(backend);
         Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope, kv_dtype })
     }

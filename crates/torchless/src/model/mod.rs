@@ -15,7 +15,7 @@ use crate::gguf::{GgufFile, OpenError};
 use crate::safetensors_dir::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
 use torchless_kernels::quant::QuantType;
-use weights::{Source, SourceKind};
+use weights::{RopePairs, Source, SourceKind};
 
 /// `Model::forward` runs longer prompts in chunks of this many tokens (see [`Model::forward_chunks`]).
 pub const PREFILL_CHUNK: usize = 4096;
@@ -243,7 +243,8 @@ impl LoadedModel {
             let config = Config::from_json(&json)?;
             let weights = SafetensorsDir::open(&dir)?;
             let (bos, eos) = (config.bos_token_id, config.eos_token_ids.clone());
-            let source = Source { kind: SourceKind::Safetensors(&weights), quantize };
+            let pairs = Some(RopePairs::of(&config));
+            let source = Source { kind: SourceKind::Safetensors(&weights), quantize, pairs };
             (Model::Llama(llama::Llama::load(config, &source, backend, progress)?), bos, eos)
         };
         let tokenizer =
@@ -260,14 +261,8 @@ impl LoadedModel {
     ) -> Result<LoadedModel> {
         let file = open_gguf(path)?;
         let config = Config::from_gguf(&file)?;
-        let kind = SourceKind::Gguf {
-            file: &file,
-            arch: config.arch,
-            unpermute_qk: config.unpermute_qk,
-            n_heads: config.n_heads,
-            n_kv_heads: config.n_kv_heads,
-        };
-        let source = Source { kind, quantize };
+        let kind = SourceKind::Gguf { file: &file, arch: config.arch, qk_rows_paired: config.qk_rows_paired };
+        let source = Source { kind, quantize, pairs: Some(RopePairs::of(&config)) };
         let model = Model::Llama(llama::Llama::load(config.clone(), &source, backend, progress)?);
         let tokenizer = Tokenizer::from_gguf(&file, &config)?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());

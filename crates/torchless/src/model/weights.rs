@@ -132,18 +132,100 @@ pub struct Source<'a> {
     pub kind: SourceKind<'a>,
     /// Quantize dense weight matrices (projections, embedding, LM head) to this type as they load.
     pub quantize: Option<QuantType>,
+    /// Llama family: Q and K rows (with their biases and head norms) reach the engine in rotation-pair
+    /// order (see [`RopePairs`]).
+    pub pairs: Option<RopePairs>,
 }
 
 pub enum SourceKind<'a> {
     Safetensors(&'a SafetensorsDir),
-    /// Names are translated with [`gguf_name`]; Q and K rows are un-permuted when `unpermute_qk`.
+    /// Names are translated with [`gguf_name`]. `qk_rows_paired`: the Q and K projections' rows are in
+    /// the order llama.cpp's converter permutes them to for llama-family files.
     Gguf {
         file: &'a GgufFile,
         arch: Arch,
-        unpermute_qk: bool,
-        n_heads: usize,
-        n_kv_heads: usize,
+        qk_rows_paired: bool,
     },
+}
+
+/// The engine keeps each head's Q and K rows in rotation-pair order: Hugging Face's pair (j, j + rot/2)
+/// (`rotate_half`) becomes rows 2j and 2j + 1, and unrotated dims keep their place. RoPE then rotates
+/// adjacent rows (`RopeLayout::Interleaved`), so that a rotation pair is one word of a 16-bit K cache and
+/// the decode step's fused Q/K/V launch needs only two rows a workgroup. Attention dots q with k, so the
+/// same order in both changes nothing else. This is llama.cpp's order for llama-family GGUF files.
+#[derive(Clone, Copy, Debug)]
+pub struct RopePairs {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rot_dim: usize,
+}
+
+impl RopePairs {
+    pub fn of(config: &crate::config::Config) -> RopePairs {
+        RopePairs {
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+            rot_dim: config.rot_dim,
+        }
+    }
+
+    /// The Hugging Face row (within a head) of row `t` of the pair order.
+    fn hf_row(&self, t: usize) -> usize {
+        if t < self.rot_dim { t % 2 * (self.rot_dim / 2) + t / 2 } else { t }
+    }
+
+    /// The blocks of Q or K rows of the tensor Hugging Face calls `name`, as (first row, heads).
+    fn blocks(&self, name: &str) -> Vec<(usize, usize)> {
+        let Some((_, leaf)) = name.rsplit_once(".self_attn.") else { return Vec::new() };
+        match leaf {
+            "q_proj.weight" | "q_proj.bias" => vec![(0, self.n_heads)],
+            "k_proj.weight" | "k_proj.bias" => vec![(0, self.n_kv_heads)],
+            "q_norm.weight" | "k_norm.weight" => vec![(0, 1)],
+            "qkv_proj.weight" => vec![(0, self.n_heads), (self.n_heads * self.head_dim, self.n_kv_heads)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// `bytes` (`rows` rows, rows first) with the Q and K rows of `name` in pair order, taken from
+    /// Hugging Face's order or, with `llama_cpp`, from llama.cpp's permuted one (HF row `s·d/2 + j` of a
+    /// head at row `2j + s`). Borrowed where that changes nothing; where the tensor has fewer rows than its
+    /// heads, the rows they need.
+    fn reorder<'b>(
+        &self,
+        name: &str,
+        bytes: Cow<'b, [u8]>,
+        rows: usize,
+        llama_cpp: bool,
+    ) -> std::result::Result<Cow<'b, [u8]>, usize> {
+        let d = self.head_dim;
+        let half = d / 2;
+        let src = |t: usize| {
+            let hf = self.hf_row(t);
+            if llama_cpp { 2 * (hf % half) + hf / half } else { hf }
+        };
+        let blocks = self.blocks(name);
+        if blocks.is_empty() || (0..d).all(|t| src(t) == t) {
+            return Ok(bytes);
+        }
+        let needed = blocks.iter().map(|&(r0, h)| r0 + h * d).max().unwrap_or(0);
+        if rows < needed || !bytes.len().is_multiple_of(rows) {
+            return Err(needed);
+        }
+        let row_bytes = bytes.len() / rows;
+        let mut out = bytes.to_vec();
+        for (r0, heads) in blocks {
+            for h in 0..heads {
+                let head = (r0 + h * d) * row_bytes;
+                for t in 0..d {
+                    let (to, from) = (head + t * row_bytes, head + src(t) * row_bytes);
+                    out[to..to + row_bytes].copy_from_slice(&bytes[from..from + row_bytes]);
+                }
+            }
+        }
+        Ok(out.into())
+    }
 }
 
 /// Raw bytes of one tensor with what they hold (`shape` in Hugging Face order, rows first).
@@ -152,11 +234,22 @@ enum Raw<'a> {
     Quant { bytes: Cow<'a, [u8]>, ty: QuantType, shape: Vec<usize> },
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
     fn shape(&self) -> &[usize] {
         match self {
             Raw::Dense { shape, .. } | Raw::Quant { shape, .. } => shape,
         }
+    }
+
+    /// The same tensor with its bytes passed through `f`.
+    fn map_bytes<E>(
+        self,
+        f: impl FnOnce(Cow<'a, [u8]>) -> std::result::Result<Cow<'a, [u8]>, E>,
+    ) -> std::result::Result<Raw<'a>, E> {
+        Ok(match self {
+            Raw::Dense { bytes, dtype, shape } => Raw::Dense { bytes: f(bytes)?, dtype, shape },
+            Raw::Quant { bytes, ty, shape } => Raw::Quant { bytes: f(bytes)?, ty, shape },
+        })
     }
 }
 
@@ -206,27 +299,6 @@ fn make_linear(backend: &Backend, raw: Raw<'_>, quantize: Option<QuantType>) -> 
     }
 }
 
-/// Reorders the rows of each head of Q or K from llama.cpp's interleaved pairs back to Hugging Face's
-/// half-split order: HF row `h·d + s·d/2 + j` is GGUF row `h·d + 2j + s`. Rows are opaque byte runs (whole
-/// quantization blocks), so this works for every type.
-pub fn unpermute_rows(bytes: &[u8], rows: usize, n_heads: usize) -> Option<Vec<u8>> {
-    if rows == 0 || n_heads == 0 || !rows.is_multiple_of(2 * n_heads) || !bytes.len().is_multiple_of(rows) {
-        return None;
-    }
-    let (d, row_bytes) = (rows / n_heads, bytes.len() / rows);
-    let half = d / 2;
-    let mut out = Vec::with_capacity(bytes.len());
-    for h in 0..n_heads {
-        for s in 0..2 {
-            for j in 0..half {
-                let src = (h * d + 2 * j + s) * row_bytes;
-                out.extend_from_slice(&bytes[src..src + row_bytes]);
-            }
-        }
-    }
-    Some(out)
-}
-
 impl Source<'_> {
     pub fn contains(&self, name: &str) -> bool {
         match &self.kind {
@@ -260,34 +332,34 @@ impl Source<'_> {
         }
     }
 
-    /// The tensor's bytes in HF row order, its type and HF shape.
+    /// The tensor's bytes (Q and K rows in pair order where [`Source::pairs`] asks for it), its type and
+    /// Hugging Face shape.
     fn raw(&self, name: &str) -> Result<(String, Raw<'_>)> {
+        let (gname, raw) = self.raw_stored(name)?;
+        let (Some(pairs), Some(&rows)) = (&self.pairs, raw.shape().first()) else { return Ok((gname, raw)) };
+        // llama.cpp's converter permutes the projections' weights, not their biases.
+        let llama_cpp =
+            matches!(self.kind, SourceKind::Gguf { qk_rows_paired: true, .. }) && name.ends_with("_proj.weight");
+        let shape = raw.shape().to_vec();
+        let raw = raw.map_bytes(|b| pairs.reorder(name, b, rows, llama_cpp)).map_err(|needed| Error::TensorShape {
+            name: gname.clone(),
+            expected: [&[needed], &shape[1..]].concat(),
+            found: shape,
+        })?;
+        Ok((gname, raw))
+    }
+
+    /// The tensor's bytes as stored, its type and Hugging Face shape.
+    fn raw_stored(&self, name: &str) -> Result<(String, Raw<'_>)> {
         match &self.kind {
             SourceKind::Safetensors(d) => {
                 let (bytes, dtype, shape) = d.raw(name)?;
                 Ok((name.to_string(), Raw::Dense { bytes: bytes.into(), dtype, shape: shape.to_vec() }))
             }
-            SourceKind::Gguf { file, arch, unpermute_qk, n_heads, n_kv_heads } => {
+            SourceKind::Gguf { file, arch, .. } => {
                 let (gname, info) = Self::gguf_info(file, *arch, name)?;
-                let mut bytes: Cow<[u8]> = file.tensor_bytes(info).into();
+                let bytes: Cow<[u8]> = file.tensor_bytes(info).into();
                 let shape = info.shape();
-                let heads = if gname.contains(".attn_q.") {
-                    Some(*n_heads)
-                } else if gname.contains(".attn_k.") {
-                    Some(*n_kv_heads)
-                } else {
-                    None
-                };
-                if let (true, Some(heads)) = (*unpermute_qk, heads) {
-                    let rows = shape.first().copied().unwrap_or(1);
-                    bytes = unpermute_rows(&bytes, rows, heads)
-                        .ok_or_else(|| Error::TensorShape {
-                            name: gname.clone(),
-                            expected: vec![heads * 2, 0],
-                            found: shape.clone(),
-                        })?
-                        .into();
-                }
                 if let Some(dtype) = dense_dtype(info.ty) {
                     return Ok((gname, Raw::Dense { bytes, dtype, shape }));
                 }
@@ -359,29 +431,55 @@ impl Source<'_> {
 mod tests {
     use super::*;
 
-    /// Applies convert_hf_to_gguf.py's permute to row indices and checks the inverse restores them.
+    fn pairs(n_heads: usize, n_kv_heads: usize, head_dim: usize, rot_dim: usize) -> RopePairs {
+        RopePairs { n_heads, n_kv_heads, head_dim, rot_dim }
+    }
+
+    /// Rows of two bytes, each its own index: what a reorder moved where is read off its output.
+    fn numbered(rows: usize) -> Vec<u8> {
+        (0..rows).flat_map(|r| [r as u8, 0xAA]).collect()
+    }
+
+    fn row_ids(bytes: &[u8]) -> Vec<usize> {
+        bytes.chunks_exact(2).map(|r| r[0] as usize).collect()
+    }
+
+    /// From Hugging Face's order the pair order is convert_hf_to_gguf.py's permute
+    /// (`W.reshape(n_h, 2, d/2).swapaxes(1, 2)`: row h·d + 2j + s holds HF row h·d + s·d/2 + j); from that
+    /// permuted order it is the order itself, borrowed.
     #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
+    fn pair_order_is_llama_cpp_permute() {
         for (n_heads, d) in [(1, 2), (2, 4), (3, 8), (4, 16)] {
             let rows = n_heads * d;
-            // permute: W.reshape(n_h, 2, d/2).swapaxes(1, 2): GGUF row h*d + 2j + s holds HF row h*d + s*d/2 + j.
-            let mut gguf = vec![0u8; rows * 3];
-            for h in 0..n_heads {
-                for j in 0..d / 2 {
-                    for s in 0..2 {
-                        let g = h * d + 2 * j + s;
-                        let hf = h * d + s * d / 2 + j;
-                        gguf[g * 3..g * 3 + 3].copy_from_slice(&[hf as u8, 0xAA, hf as u8]);
-                    }
-                }
-            }
-            let out = unpermute_rows(&gguf, rows, n_heads).unwrap();
-            for r in 0..rows {
-                assert_eq!(&out[r * 3..r * 3 + 3], &[r as u8, 0xAA, r as u8], "{n_heads} heads of {d}");
-            }
+            let p = pairs(n_heads, n_heads, d, d);
+            let name = "model.layers.0.self_attn.q_proj.weight";
+            let got = p.reorder(name, numbered(rows).into(), rows, false).unwrap();
+            let want: Vec<usize> = (0..rows).map(|r| r / d * d + r % 2 * d / 2 + r % d / 2).collect();
+            assert_eq!(row_ids(&got), want, "{n_heads} heads of {d}");
+            let permuted = p.reorder(name, Cow::Borrowed(&got[..]), rows, true).unwrap();
+            assert!(matches!(permuted, Cow::Borrowed(_)) && permuted[..] == got[..]);
         }
-        assert!(unpermute_rows(&[0; 12], 3, 1).is_none());
-        assert!(unpermute_rows(&[0; 10], 4, 1).is_none());
+    }
+
+    /// Partial rotation pairs the rotated dims only; Phi-3's fused Q/K/V reorders its Q and K blocks and
+    /// leaves V; a head norm is one head; other tensors are left alone; rows that are not whole heads are
+    /// refused.
+    #[test]
+    fn pair_order_of_partial_rotation_fused_qkv_and_norms() {
+        let p = pairs(2, 1, 6, 4);
+        let got = p.reorder("model.layers.1.self_attn.k_proj.bias", numbered(6).into(), 6, false).unwrap();
+        assert_eq!(row_ids(&got), [0, 2, 1, 3, 4, 5]);
+        let got = p.reorder("model.layers.1.self_attn.qkv_proj.weight", numbered(24).into(), 24, false).unwrap();
+        let head = |h: usize| [0, 2, 1, 3, 4, 5].map(|t| h * 6 + t);
+        let want: Vec<usize> = [head(0), head(1), head(2)].concat().into_iter().chain(18..24).collect();
+        assert_eq!(row_ids(&got), want);
+        let got = p.reorder("model.layers.1.self_attn.q_norm.weight", numbered(6).into(), 6, false).unwrap();
+        assert_eq!(row_ids(&got), [0, 2, 1, 3, 4, 5]);
+        for name in ["model.layers.1.self_attn.v_proj.weight", "model.layers.1.self_attn.o_proj.weight"] {
+            let rows = numbered(12);
+            assert!(matches!(p.reorder(name, Cow::Borrowed(&rows[..]), 12, false), Ok(Cow::Borrowed(_))));
+        }
+        assert_eq!(p.reorder("model.layers.1.self_attn.q_proj.weight", numbered(6).into(), 6, false), Err(12));
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Xlstm {
     pub fn load(config: Config, weights: &SafetensorsDir, backend: &Backend, progress: bool) -> Result<Xlstm> {
         let c = &config;
         let (dim, qk, v, nh, ffn) = (c.dim, c.qk_dim, c.v_dim, c.n_heads, c.ffn_dim);
-        let source = Source { kind: SourceKind::Safetensors(weights), quantize: None };
+        let source = Source { kind: SourceKind::Safetensors(weights), quantize: None, pairs: None };
         let ld = Loader { weights: &source, backend, progress: progress_bar(source.total_bytes(), progress) };
 
         let embed = ld.load("backbone.embeddings.weight", &[c.vocab_size, dim])?;
