@@ -12,7 +12,7 @@
 // it where NORM asks). The workgroup is then TEAMS teams of WG threads, each team the workgroup of the
 // unfused form (ROWS rows of its own), so that x is quantized once for TEAMS · ROWS rows. FUSED saves a
 // launch (~4.5 µs on an H200) and wins in the benches, but lost in Llama-3-8B decode there, so the host
-// uses it only when asked (ops/qmatmul.rs `auto_tune`). A weight group of 16 is
+// uses it only when asked (ops/qmatmul/gpu.rs `auto_tune`). A weight group of 16 is
 // w = a·q + b (q the unsigned integer quant, 0..63, or Q8_0's signed byte; a and b the group's scale and
 // offset: b = −8a for Q4_0, −dmin·m for the K-quants), so its contribution is a·(d/256)·(256·q·hi + q·lo) +
 // b·Σx: the integer dots are packed 4×8-bit dot products (dp4a), one instruction each where the adapter has
@@ -37,7 +37,7 @@
 // cut Llama-3-8B q4_k decode from 279 to 295 tok/s: the kernel was bound by its instruction count as much
 // as by its loads. Accumulation is in f32; the workgroup then reduces.
 //
-// This file is the body of two modules (ops/qmatmul.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
+// This file is the body of two modules (ops/qmatmul/gpu.rs): followed by reduce_workgroup.wgsl (a workgroup-memory
 // tree) or reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point
 // `main`, which calls `run` below.
 
