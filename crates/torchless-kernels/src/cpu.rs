@@ -130,6 +130,27 @@ impl<'a> Floats<'a> {
             }
         }
     }
+
+    /// Asks the CPU to bring elements `start..start + len` into its caches (nothing past the end).
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, start: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let (ptr, size): (*const u8, usize) = match self {
+                Floats::F32(x) => (x.as_ptr().cast(), 4),
+                Floats::F16(x) => (x.as_ptr().cast(), 2),
+                Floats::BF16(x) => (x.as_ptr().cast(), 2),
+            };
+            let end = (start + len).min(self.len()) * size;
+            let mut at = start * size;
+            while at < end {
+                // SAFETY: a prefetch of an address inside the slice; it reads nothing.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(at).cast()) };
+                at += 64;
+            }
+        }
+    }
 }
 
 /// The sum of the 8 lanes of an AVX register.
