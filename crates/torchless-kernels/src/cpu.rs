@@ -164,6 +164,32 @@ pub(crate) fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
 }
 
+/// Elements `at..at + 8` of `w` as f32 (16-bit ones widened in the register).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn load8_avx2(w: Floats<'_>, at: usize) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    match w {
+        Floats::F32(w) => {
+            let v: &[f32; 8] = w[at..][..8].try_into().expect("8 values");
+            // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
+            unsafe { _mm256_loadu_ps(v.as_ptr()) }
+        }
+        Floats::F16(w) => {
+            let v: &[half::f16; 8] = w[at..][..8].try_into().expect("8 values");
+            // SAFETY: as above, 16 bytes.
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
+        }
+        Floats::BF16(w) => {
+            let v: &[half::bf16; 8] = w[at..][..8].try_into().expect("8 values");
+            // SAFETY: as above, 16 bytes.
+            let h = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+}
+
 /// The elements of a CPU tensor as f32 (any dtype).
 pub fn read_f32(t: &Tensor) -> Vec<f32> {
     let words = t.cpu_words().expect("CPU kernels get CPU tensors");

@@ -108,31 +108,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::Floats;
-    use crate::cpu::hsum256 as hsum;
-
-    /// Weights `at..at + 8` as f32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn load8(w: Floats<'_>, at: usize) -> __m256 {
-        match w {
-            Floats::F32(w) => {
-                let v: &[f32; 8] = w[at..][..8].try_into().expect("8 weights");
-                // SAFETY: `v` is 32 readable bytes; `loadu` has no alignment requirement.
-                unsafe { _mm256_loadu_ps(v.as_ptr()) }
-            }
-            Floats::F16(w) => {
-                let v: &[half::f16; 8] = w[at..][..8].try_into().expect("8 weights");
-                // SAFETY: as above, 16 bytes.
-                _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
-            }
-            Floats::BF16(w) => {
-                let v: &[half::bf16; 8] = w[at..][..8].try_into().expect("8 weights");
-                // SAFETY: as above, 16 bytes.
-                let h = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
-                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-            }
-        }
-    }
+    use crate::cpu::{hsum256 as hsum, load8_avx2 as load8};
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]

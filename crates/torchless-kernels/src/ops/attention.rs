@@ -441,8 +441,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// against 41.1 tok/s), but with an f32 cache it left too few tasks for the cores (47.2 against 55.7);
 /// prefill has tasks enough (tokens × KV heads), and there a task per group prefilled 512 tokens at 455–462
 /// against 350–414 tok/s, 1024 at 304–347 against 297–307 (`benchmarks/results/2026-12-04e-cpu/`).
-/// A 16-bit cache is widened row by row as it is read (widening the whole cache each step cost SmolLM2's
-/// decode a quarter of its speed, most of it in the allocation's page faults).
+/// A 16-bit cache is widened as it is read, in registers where the CPU has AVX2 and F16C (widening the
+/// whole cache each step cost SmolLM2's decode a quarter of its speed, most of it in the allocation's page
+/// faults). With tasks of one head the 16-bit cache's decode measured within noise of tasks of a group
+/// after that (2026-12-05, `benchmarks/results/2026-12-05c-cpu/attention_blocked.txt`).
 fn attention_cpu(
     q: &[f32],
     k: &Floats,
@@ -469,13 +471,7 @@ fn attention_cpu(
             return;
         }
         let qs = &q[first * hd..][..per_task * hd];
-        let task = Task { qs, k, v, kvh, n_kv, hd, keys: lo..hi, opts };
-        #[cfg(target_arch = "x86_64")]
-        if crate::cpu::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were found on this CPU.
-            return unsafe { task.run_avx2(o) };
-        }
-        task.body(o);
+        Task { qs, k, v, kvh, n_kv, hd, keys: lo..hi, opts }.run(o);
     });
     out
 }
@@ -602,50 +598,46 @@ struct Task<'a> {
 }
 
 impl Task<'_> {
-    /// [`Self::body`] compiled for AVX2 and FMA (twice the vector width of the baseline build, fused
-    /// multiply-adds).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, o: &mut [f32]) {
-        self.body(o)
+    /// Adds the attention of the task's query rows into `o` (zeros; one row of head_dim per query row).
+    fn run(&self, o: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::has_avx2_fma_f16c() && self.hd.is_multiple_of(8) {
+            // SAFETY: AVX2, FMA and F16C were found on this CPU, and head_dim is a multiple of 8.
+            return unsafe { self.run_avx2(o) };
+        }
+        self.run_portable(o);
     }
 
-    #[inline(always)]
-    fn body(&self, o: &mut [f32]) {
-        let Task { qs, k, v, kvh, n_kv, hd, ref keys, opts } = *self;
-        let (lo, hi) = (keys.start, keys.end);
-        let per_task = qs.len() / hd;
-        let keys = hi - lo;
+    /// Where key j's row starts in the caches.
+    fn row(&self, j: usize) -> usize {
+        (j * self.n_kv + self.kvh) * self.hd
+    }
+
+    /// A query row's scaled, soft-capped score from its dot product with a key.
+    fn score(&self, dot: f32) -> f32 {
+        let s = self.opts.scale * dot;
+        self.opts.softcap.map_or(s, |c| c * (s / c).tanh())
+    }
+
+    fn run_portable(&self, o: &mut [f32]) {
+        let Task { qs, k, v, hd, ref keys, .. } = *self;
+        let (lo, n) = (keys.start, keys.len());
         let mut buf = vec![0f32; hd];
-        // Scores [per_task, keys].
-        let mut p = vec![0f32; per_task * keys];
-        let row = |j: usize| (j * n_kv + kvh) * hd;
-        for j in lo..hi {
-            k.prefetch(row(j + ROWS_AHEAD), hd);
-            let kr = k.widened(row(j), hd, &mut buf);
+        // Scores [query rows, keys].
+        let mut p = vec![0f32; qs.len() / hd * n];
+        for j in keys.clone() {
+            k.prefetch(self.row(j + ROWS_AHEAD), hd);
+            let kr = k.widened(self.row(j), hd, &mut buf);
             for (h, qr) in qs.chunks_exact(hd).enumerate() {
-                let s = opts.scale * dot(qr, kr);
-                p[h * keys + j - lo] = opts.softcap.map_or(s, |c| c * (s / c).tanh());
+                p[h * n + j - lo] = self.score(dot(qr, kr));
             }
         }
-        let mut inv = vec![0f32; per_task];
-        for (h, ph) in p.chunks_exact_mut(keys).enumerate() {
-            let m = ph.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut l = 0f32;
-            for s in ph.iter_mut() {
-                *s = (*s - m).exp();
-                l += *s;
-            }
-            inv[h] = 1.0 / l;
-        }
-        for j in lo..hi {
-            v.prefetch(row(j + ROWS_AHEAD), hd);
-            let vr = v.widened(row(j), hd, &mut buf);
+        let inv = softmax_unnormalized(&mut p, n);
+        for j in keys.clone() {
+            v.prefetch(self.row(j + ROWS_AHEAD), hd);
+            let vr = v.widened(self.row(j), hd, &mut buf);
             for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
-                let pj = p[h * keys + j - lo];
+                let pj = p[h * n + j - lo];
                 for (oe, &ve) in oh.iter_mut().zip(vr) {
                     *oe += pj * ve;
                 }
@@ -655,6 +647,87 @@ impl Task<'_> {
             oh.iter_mut().for_each(|e| *e *= s);
         }
     }
+
+    /// [`Self::run_portable`] four keys at a time: each query row's dot products with four K rows as four
+    /// independent FMA chains (one horizontal reduction for the four), and each output chunk loaded and
+    /// stored once for four V rows; 16-bit rows are widened in registers, not through a buffer. SmolLM2's
+    /// decode on the 2-core machine with an f16 cache, medians of 5 (BENCHMARKS.md): context 1500 54.8 →
+    /// 64.0 tok/s, 512 89.0 → 99.1; with an f32 cache, which is read at the memory's pace, within noise.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and head_dim be a multiple of 8.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_avx2(&self, o: &mut [f32]) {
+        use std::arch::x86_64::*;
+
+        use crate::cpu::load8_avx2 as load8;
+        let Task { qs, k, v, hd, ref keys, .. } = *self;
+        let (lo, hi, n) = (keys.start, keys.end, keys.len());
+        // Block j0's four rows, the last block's missing ones replaced by its last (weighted 0).
+        let rows = |j0: usize| -> [usize; 4] { std::array::from_fn(|i| self.row((j0 + i).min(hi - 1))) };
+        let mut p = vec![0f32; qs.len() / hd * n];
+        for j0 in (lo..hi).step_by(4) {
+            (0..4).for_each(|i| k.prefetch(self.row(j0 + ROWS_AHEAD + i), hd));
+            let r = rows(j0);
+            for (h, q) in qs.chunks_exact(hd).enumerate() {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for c in (0..hd).step_by(8) {
+                    let qc = load8(Floats::F32(q), c);
+                    for (a, &ri) in acc.iter_mut().zip(&r) {
+                        *a = _mm256_fmadd_ps(qc, load8(*k, ri + c), *a);
+                    }
+                }
+                // Lane i of the low half: Σ acc[i].
+                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+                let h4 = _mm256_hadd_ps(h01, h23);
+                let mut dots = [0f32; 4];
+                // SAFETY: `dots` is 16 writable bytes; `storeu` has no alignment requirement.
+                unsafe { _mm_storeu_ps(dots.as_mut_ptr(), _mm_add_ps(_mm256_castps256_ps128(h4), _mm256_extractf128_ps::<1>(h4))) };
+                for (i, &d) in dots.iter().enumerate().take(hi - j0) {
+                    p[h * n + j0 - lo + i] = self.score(d);
+                }
+            }
+        }
+        let inv = softmax_unnormalized(&mut p, n);
+        for j0 in (lo..hi).step_by(4) {
+            (0..4).for_each(|i| v.prefetch(self.row(j0 + ROWS_AHEAD + i), hd));
+            let r = rows(j0);
+            for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+                let pj: [__m256; 4] = std::array::from_fn(|i| {
+                    _mm256_set1_ps(if j0 + i < hi { p[h * n + j0 - lo + i] } else { 0.0 })
+                });
+                for c in (0..hd).step_by(8) {
+                    let mut acc = load8(Floats::F32(oh), c);
+                    for (&w, &ri) in pj.iter().zip(&r) {
+                        acc = _mm256_fmadd_ps(w, load8(*v, ri + c), acc);
+                    }
+                    let out: &mut [f32; 8] = (&mut oh[c..c + 8]).try_into().expect("8 values");
+                    // SAFETY: `out` is 32 writable bytes; `storeu` has no alignment requirement.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+                }
+            }
+        }
+        for (oh, s) in o.chunks_exact_mut(hd).zip(inv) {
+            oh.iter_mut().for_each(|e| *e *= s);
+        }
+    }
+}
+
+/// Each row of `keys` scores in `p` replaced by exp(score − the row's max); returns 1 / each row's sum.
+fn softmax_unnormalized(p: &mut [f32], keys: usize) -> Vec<f32> {
+    p.chunks_exact_mut(keys)
+        .map(|ph| {
+            let m = ph.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut l = 0f32;
+            for s in ph.iter_mut() {
+                *s = (*s - m).exp();
+                l += *s;
+            }
+            1.0 / l
+        })
+        .collect()
 }
 
 // ---- GPU ------------------------------------------------------------------------------------------
