@@ -678,14 +678,7 @@ impl Task<'_> {
                         *a = _mm256_fmadd_ps(qc, load8(*k, ri + c), *a);
                     }
                 }
-                // Lane i of the low half: Σ acc[i].
-                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-                let h4 = _mm256_hadd_ps(h01, h23);
-                let mut dots = [0f32; 4];
-                // SAFETY: `dots` is 16 writable bytes; `storeu` has no alignment requirement.
-                unsafe { _mm_storeu_ps(dots.as_mut_ptr(), _mm_add_ps(_mm256_castps256_ps128(h4), _mm256_extractf128_ps::<1>(h4))) };
-                for (i, &d) in dots.iter().enumerate().take(hi - j0) {
+                for (i, &d) in crate::cpu::hsum256x4(acc).iter().enumerate().take(hi - j0) {
                     p[h * n + j0 - lo + i] = self.score(d);
                 }
             }
@@ -695,9 +688,8 @@ impl Task<'_> {
             (0..4).for_each(|i| v.prefetch(self.row(j0 + ROWS_AHEAD + i), hd));
             let r = rows(j0);
             for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
-                let pj: [__m256; 4] = std::array::from_fn(|i| {
-                    _mm256_set1_ps(if j0 + i < hi { p[h * n + j0 - lo + i] } else { 0.0 })
-                });
+                let pj: [__m256; 4] =
+                    std::array::from_fn(|i| _mm256_set1_ps(if j0 + i < hi { p[h * n + j0 - lo + i] } else { 0.0 }));
                 for c in (0..hd).step_by(8) {
                     let mut acc = load8(Floats::F32(oh), c);
                     for (&w, &ri) in pj.iter().zip(&r) {
