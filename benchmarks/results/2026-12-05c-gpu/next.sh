@@ -5,7 +5,7 @@
 # base.xz = 96deda8 + ../2026-12-05b-h200/pf2_switches.diff (half-split rows, four a workgroup).
 # (1) The pair order A/B: Llama-3-8B q4_k and bf16 decode at context 512, f16 KV cache (the GPU default),
 #     alternating, and a q4_k profile of each (the Q/K/V launch's µs by grid).
-# (2) = ../2026-12-05b-h200/pf2.sh on device.xz: Q6_K prefetch at the LM head's shape and in Q6_K decode;
+# (2) the unrun pf2.sh of ../2026-12-05b-h200/, on device.xz: Q6_K prefetch at the LM head's shape and in Q6_K decode;
 #     the attention's K/V prefetch on/off at context 512 and 4096; the Q/K/V launch's norm ablated;
 #     the emitting GEMVs at one row a warp. Writes $OUT/next.tgz.
 source .gl/setup.sh
@@ -29,7 +29,7 @@ done; done
 for b in base device; do
   timeout 100 /tmp/$b bench-model $M --decode-tokens 32 --quantize q4_k --profile > $R/pairs_prof_q4k_$b.txt 2>&1
 done
-# (2) pf2.sh.
+# (2) pf2.sh's runs.
 P="timeout 100 /tmp/device bench-model $M"
 for round in 1 2; do for pf in 0 1; do
   TORCHLESS_QGEMV_PREFETCH=$pf $P --decode-tokens 128 --quantize q6_k --json >> $R/q6k_pf$pf.json 2>> $R/q6k_pf$pf.err
