@@ -213,16 +213,15 @@ impl RopePairs {
         if rows < needed || !bytes.len().is_multiple_of(rows) {
             return Err(needed);
         }
+        // The stored row that row r of the output takes.
+        let from = |r: usize| match blocks.iter().find(|&&(r0, h)| (r0..r0 + h * d).contains(&r)) {
+            Some(&(r0, _)) => r - (r - r0) % d + src((r - r0) % d),
+            None => r,
+        };
         let row_bytes = bytes.len() / rows;
-        let mut out = bytes.to_vec();
-        for (r0, heads) in blocks {
-            for h in 0..heads {
-                let head = (r0 + h * d) * row_bytes;
-                for t in 0..d {
-                    let (to, from) = (head + t * row_bytes, head + src(t) * row_bytes);
-                    out[to..to + row_bytes].copy_from_slice(&bytes[from..from + row_bytes]);
-                }
-            }
+        let mut out = Vec::with_capacity(bytes.len());
+        for r in 0..rows {
+            out.extend_from_slice(&bytes[from(r) * row_bytes..][..row_bytes]);
         }
         Ok(out.into())
     }
