@@ -38,7 +38,7 @@ pub struct LoadOptions {
     #[arg(long, value_parser = parse_quant)]
     pub quantize: Option<QuantType>,
     /// The KV cache's dtype: f32, f16 or bf16 (half the memory; K and V are rounded as they are written).
-    /// By default f16 on a GPU and f32 on the CPU. Llama-family models only.
+    /// By default f16. Llama-family models only.
     #[arg(long, value_parser = parse_kv_dtype)]
     pub kv_cache: Option<DType>,
 }

@@ -131,6 +131,17 @@ impl<'a> Floats<'a> {
         }
     }
 
+    /// Elements `0..len` as new f32 values.
+    pub(crate) fn prefix_f32(&self, len: usize) -> Vec<f32> {
+        let mut out = vec![0f32; len];
+        if let Floats::F32(x) = self {
+            out.copy_from_slice(&x[..len]);
+        } else {
+            self.widened(0, len, &mut out);
+        }
+        out
+    }
+
     /// Asks the CPU to bring elements `start..start + len` into its caches (nothing past the end).
     #[inline(always)]
     pub(crate) fn prefetch(&self, start: usize, len: usize) {

@@ -44,7 +44,7 @@ fn check(file: &str, hf: &str, tol: f32, greedy: bool) {
         let what = format!("{file} on {}", backend.name());
         let loaded =
             LoadedModel::load(path.to_str().unwrap(), &backend, false).unwrap_or_else(|e| panic!("{what}: {e}"));
-        // An f32 KV cache (the GPU's default is f16): the exact path, held to transformers within `tol`.
+        // An f32 KV cache (the default is f16): the exact path, held to transformers within `tol`.
         let mut model = loaded.model;
         model.set_kv_dtype(DType::F32).unwrap();
         let mut state = model.new_state(g.tokens.len() + g.greedy.len()).unwrap();

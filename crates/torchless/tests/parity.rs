@@ -38,7 +38,7 @@ fn golden(name: &str) -> Golden {
     }
 }
 
-/// The model with an f32 KV cache (the GPU's default is f16): the exact path, which `check` holds to
+/// The model with an f32 KV cache (the default is f16): the exact path, which `check` holds to
 /// transformers' logits within 1e-4; `check_kv16` covers the 16-bit caches.
 fn load(name: &str, backend: &Backend) -> Model {
     let dir = fixture_dir(name);

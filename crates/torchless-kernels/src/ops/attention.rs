@@ -454,10 +454,13 @@ fn attention_cpu(
     pos0: i64,
     opts: &AttentionOptions,
 ) -> Vec<f32> {
-    if let (Floats::F32(kf), Floats::F32(vf)) = (k, v)
-        && d.tokens >= GEMM_ATTENTION_TOKENS
-    {
-        return attention_cpu_gemm(q, kf, vf, d, kv_len, pos0, opts);
+    if d.tokens >= GEMM_ATTENTION_TOKENS {
+        if let (Floats::F32(kf), Floats::F32(vf)) = (k, v) {
+            return attention_cpu_gemm(q, kf, vf, d, kv_len, pos0, opts);
+        }
+        // A 16-bit cache's rows 0..kv_len widened once, a cost that all the query rows share.
+        let n = kv_len * d.n_kv_heads * d.head_dim;
+        return attention_cpu_gemm(q, &k.prefix_f32(n), &v.prefix_f32(n), d, kv_len, pos0, opts);
     }
     let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
     let per_task = if matches!(k, Floats::F32(_)) && d.tokens == 1 { 1 } else { group };

@@ -59,13 +59,12 @@ pub struct Llama {
     kv_dtype: DType,
 }
 
-/// The KV cache dtype a model loaded on `backend` starts with: f16 on a GPU, where the decode step's fused
-/// Q/K/V GEMV writes it at no cost and attention reads half the bytes (Llama-3-8B on an H200 decodes as fast
-/// as with f32 at context 512 and faster beyond; BENCHMARKS.md), as llama.cpp does; f32 on the CPU, whose
-/// attention would widen every 16-bit row it reads.
-pub fn default_kv_dtype(backend: &Backend) -> DType {
-    if backend.is_gpu() { DType::F16 } else { DType::F32 }
-}
+/// The KV cache dtype a model starts with, on every backend: f16, as llama.cpp does. It halves the cache's
+/// memory and the bytes attention reads a token. On a GPU the decode step's fused Q/K/V GEMV writes it at
+/// no cost (Llama-3-8B on an H200 decodes as fast as with f32 at context 512 and faster beyond); the CPU's
+/// attention widens its rows in registers (SmolLM2 on the 2-core machine decodes within noise of f32 at
+/// context 64, 5 % faster at 512 and 22 % at 1500, and prefills as fast; BENCHMARKS.md).
+pub const DEFAULT_KV_DTYPE: DType = DType::F16;
 
 /// The KV cache of one sequence: per layer `[capacity, n_kv_heads, head_dim]`, f32, f16 or bf16
 /// (`Llama::set_kv_dtype`).
@@ -237,7 +236,7 @@ impl Llama {
         // Face's order, half-split ones.
         let layout = if weights.pairs.is_some() { RopeLayout::Interleaved } else { RopeLayout::HalfSplit };
         let rope = rope_table(c, backend, layout)?;
-        let kv_dtype = default_kv_dtype(backend);
+        let kv_dtype = DEFAULT_KV_DTYPE;
         Ok(Llama { config, backend: backend.clone(), embed, lm_head, final_norm, layers, rope, kv_dtype })
     }
 
@@ -262,7 +261,7 @@ impl Llama {
 
     /// The dtype of the KV caches of states made from now on: f32, or f16 or bf16, which halve the
     /// cache's memory and the bytes attention reads a token; K and V are rounded to it as they are written
-    /// (attention still computes in f32). The default is [`default_kv_dtype`].
+    /// (attention still computes in f32). The default is [`DEFAULT_KV_DTYPE`].
     pub fn set_kv_dtype(&mut self, dtype: DType) -> Result<()> {
         if !dtype.is_float() {
             return Err(Error::Argument {
