@@ -191,12 +191,15 @@ pub(super) fn choose_tune(ctx: &GpuContext, w: &QuantTensor, b: usize, forced: O
 }
 
 /// Whether the GEMV of weights of type `t` loads each unit's weights one iteration ahead
-/// (kernels/qgemv.wgsl PREFETCH): forced by [`PREFETCH_VAR`], else only for Q6_K. On the H200
-/// (`benchmarks/results/2026-12-05b-h200/pf/`, the GEMV alone) it took Q6_K from 64.5 to 69.5 % of copy
-/// at 14336 × 4096 and from 67.7 to 82.8 % at 4096 × 14336, and cost the formats with shorter unit
-/// arithmetic their registers: q8_0 93.8 → 76.7 %, q4_0 79.4 → 75.8 %, Llama-3-8B q4_k decode 355.2 →
-/// 346.4 tok/s. The formats not measured keep it off.
-fn prefetch(t: QuantType) -> Result<bool> {
+/// (kernels/qgemv.wgsl PREFETCH): forced by [`PREFETCH_VAR`], else only for a plain Q6_K GEMV (no RoPE,
+/// gated or emitting epilogue: in decode, the LM head of a Q4_K_M file). The GEMV alone on the H200
+/// (`benchmarks/results/2026-12-05b-h200/pf/`): Q6_K 64.5 → 69.5 % of copy at 14336 × 4096 and 67.7 →
+/// 82.8 % at 4096 × 14336, while the formats with shorter unit arithmetic lost to its registers (q8_0
+/// 93.8 → 76.7 %, q4_0 79.4 → 75.8 %, Llama-3-8B q4_k decode 355.2 → 346.4 tok/s). On the H100 at the LM
+/// head's shape (128000 × 4096) 85.3–87.6 → 94.1–95.3 % (`2026-12-05c-h100/`). But in the fused Q/K/V +
+/// RoPE launch it cost the H200 33.3 against 21.9 µs (Llama-3-8B with every matrix Q6_K: decode 208.7
+/// tok/s with it everywhere, 234.9 with it nowhere, 234.7 with it in the LM head only; `2026-12-05c-h200/`).
+fn prefetch(t: QuantType, plain: bool) -> Result<bool> {
     static FORCED: std::sync::OnceLock<std::result::Result<Option<bool>, String>> = std::sync::OnceLock::new();
     let forced = crate::ops::env_override(&FORCED, PREFETCH_VAR, |v| match v.trim() {
         "0" => Some(false),
@@ -209,7 +212,7 @@ fn prefetch(t: QuantType) -> Result<bool> {
         value,
         reason: "must be 0 or 1 (or unset)".into(),
     })?;
-    Ok(forced.unwrap_or(t == QuantType::Q6K))
+    Ok(forced.unwrap_or(t == QuantType::Q6K && plain))
 }
 
 fn scale_base(op: &'static str, w: &QuantTensor) -> Result<u32> {
@@ -435,7 +438,10 @@ pub fn gemv(
         ("NORM", norm_mode(norm)),
         ("NW_DT", norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
         ("LAYOUT", f64::from(x_layout(w.quant_type()))),
-        ("PREFETCH", if prefetch(w.quant_type())? { 1.0 } else { 0.0 }),
+        (
+            "PREFETCH",
+            if prefetch(w.quant_type(), rope.is_none() && gated.is_none() && emit.is_none())? { 1.0 } else { 0.0 },
+        ),
     ];
     let table = rope.map(|r| buf(r.table.tensor())).transpose()?;
     // An emitting dispatch (one matrix, or gate and up into one output) writes the next GEMV's x

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Not run (no machine started again in the session): which Q6_K GEMVs lose with PREFETCH in decode. Build:
+# Run on an H200 (the H100 did not start again): which Q6_K GEMVs lose with PREFETCH in decode. Build:
 # HEAD + pf3_switch.diff (XPF=noemit: prefetch only in GEMVs that do not emit the next one's input; XPF=big:
 # only with 32768 rows or more, the LM head), packed as target/devgz/device.xz; carry .gl, target/devgz and
 # this file. Writes $OUT/pf3.tgz.
