@@ -147,21 +147,36 @@ impl<'a> Floats<'a> {
     pub(crate) fn prefetch(&self, start: usize, len: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             let (ptr, size): (*const u8, usize) = match self {
                 Floats::F32(x) => (x.as_ptr().cast(), 4),
                 Floats::F16(x) => (x.as_ptr().cast(), 2),
                 Floats::BF16(x) => (x.as_ptr().cast(), 2),
             };
-            let end = (start + len).min(self.len()) * size;
-            let mut at = start * size;
-            while at < end {
-                // SAFETY: a prefetch of an address inside the slice; it reads nothing.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(at).cast()) };
-                at += 64;
+            let (from, to) = (start * size, (start + len).min(self.len()) * size);
+            if from < to {
+                prefetch_bytes(ptr, from, to);
             }
         }
     }
+}
+
+/// Asks for the lines of bytes `from..to` at `p` (`from` may equal `to`; the line of `to - 1` is asked for
+/// in any case): every 64th byte and the last. A prefetch never faults, and `wrapping_add` keeps the
+/// address arithmetic defined past the end of the data.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn prefetch_bytes(p: *const u8, from: usize, to: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let line = |at: usize| {
+        // SAFETY: SSE is part of x86-64; a prefetch reads nothing and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at).cast()) }
+    };
+    let mut at = from;
+    while at < to {
+        line(at);
+        at += 64;
+    }
+    line(to.saturating_sub(1));
 }
 
 /// The sum of the 8 lanes of an AVX register.

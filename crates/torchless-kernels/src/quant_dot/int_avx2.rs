@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::{QxRow, h};
-use crate::cpu::hsum256 as hsum;
+use crate::cpu::{hsum256 as hsum, prefetch_bytes};
 
 /// The row dot of a format: `(quants, scales, x)`.
 macro_rules! entry {
@@ -263,20 +263,6 @@ fn bcast<const I: i32>(v: __m256) -> __m256 {
 /// Bytes of a block's quants part, for the 32-weight formats.
 const fn quant_bytes(kind: u8) -> usize {
     if kind == Q8_0 { 32 } else { 16 }
-}
-
-/// Asks for the lines of bytes `from..to` at `p` (`from` may equal `to`; the line of `to - 1` is asked for
-/// in any case): every 64th byte and the last. A prefetch never faults, and `wrapping_add` keeps the
-/// address arithmetic defined past the end of the weights.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn prefetch_bytes(p: *const u8, from: usize, to: usize) {
-    let mut at = from;
-    while at < to {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at).cast());
-        at += 64;
-    }
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(to.saturating_sub(1)).cast());
 }
 
 /// The row after next of a 32-weight format's row (`q`, `s`), which the dots ask for while they run: rows
