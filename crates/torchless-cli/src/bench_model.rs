@@ -334,8 +334,9 @@ fn profile_prefill(backend: &torchless::Backend, model: &torchless::model::Model
     Ok(())
 }
 
-/// The kernels' device times divided by `runs`: per kernel entry point, then per entry point and grid
-/// (one line per matrix shape of a model's GEMVs, say), largest first, with the time of one launch.
+/// The kernels' device times divided by `runs`: per kernel entry point, then per entry point, grid and
+/// largest operand (one line per weight matrix shape of a model's GEMVs, say), largest first, with the
+/// time of one launch.
 fn print_profile(ctx: &GpuContext, times: &[KernelTime], what: &str, runs: usize) {
     let total: f64 = times.iter().map(|t| t.total_ms).sum();
     let runs = runs.max(1);
@@ -358,13 +359,17 @@ fn print_profile(ctx: &GpuContext, times: &[KernelTime], what: &str, runs: usize
     for (kernel, ms, launches) in by_kernel {
         eprintln!("{kernel:<36} {:>10.4} {:>9} {:>6.1}%", per(ms), launches / runs as u64, 100.0 * ms / total);
     }
-    eprintln!("{:<36} {:>16} {:>10} {:>9} {:>10}", "by grid", "workgroups", "ms", "launches", "us/launch");
+    eprintln!(
+        "{:<36} {:>16} {:>12} {:>10} {:>9} {:>10}",
+        "by grid and largest operand", "workgroups", "operand MiB", "ms", "launches", "us/launch"
+    );
     for t in times {
         let [x, y, z] = t.grid;
         eprintln!(
-            "{:<36} {:>16} {:>10.4} {:>9} {:>10.2}",
+            "{:<36} {:>16} {:>12.2} {:>10.4} {:>9} {:>10.2}",
             t.kernel,
             format!("{x}x{y}x{z}"),
+            t.largest_operand as f64 / (1 << 20) as f64,
             per(t.total_ms),
             t.launches / runs as u64,
             1e3 * t.total_ms / t.launches.max(1) as f64

@@ -648,7 +648,11 @@ impl GpuContext {
         bind_group: &wgpu::BindGroup,
         [x, y, z]: [u32; 3],
     ) {
-        let label = profile::Launch { kernel: format!("{}/{}", d.kernel.name, d.entry), grid: [x, y, z] };
+        let label = profile::Launch {
+            kernel: format!("{}/{}", d.kernel.name, d.entry),
+            grid: [x, y, z],
+            largest_operand: d.buffers.iter().map(|b| b.size()).max().unwrap_or(0),
+        };
         let profiler = batch.profiler.as_mut().expect("profiling is on");
         let query_set = profiler.query_set.clone();
         if self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
@@ -971,9 +975,11 @@ mod tests {
         let after = ctx.host_stats();
         let launches: u64 = times.iter().map(|t| t.launches).sum();
         assert_eq!(launches, 11, "{times:?}");
-        assert_eq!(times.len(), 3, "one entry per kernel entry point and grid: {times:?}");
+        assert_eq!(times.len(), 3, "one entry per kernel entry point, grid and largest operand: {times:?}");
         let one = times.iter().find(|t| t.launches == 1).expect("the large silu on its own line");
         assert!(times.iter().any(|t| t.launches == 5 && t.kernel == one.kernel && t.grid != one.grid), "{times:?}");
+        assert!(one.largest_operand >= 4 << 20, "the large silu's operand is 4 MiB: {times:?}");
+        assert!(times.iter().all(|t| t.launches == 1 || t.largest_operand < 4 << 20), "{times:?}");
         assert!(times.iter().all(|t| t.total_ms.is_finite() && t.total_ms >= 0.0), "{times:?}");
         assert_eq!(after.launches - before.launches, 11);
         assert!(after.submits > before.submits);

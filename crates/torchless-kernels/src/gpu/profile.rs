@@ -28,12 +28,14 @@ pub(super) struct Profiler {
     totals: HashMap<Launch, (f64, u64)>,
 }
 
-/// A kernel entry point launched on one grid: the unit the profiler sums over (one model's GEMVs of
-/// different matrices have different grids, so they come out apart).
+/// A kernel entry point launched on one grid with its largest operand of one size: the unit the
+/// profiler sums over (one model's GEMVs of different matrices come out apart, even where their grids
+/// are the same, as those of a model's O and down projections can be).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Launch {
     pub kernel: String,
     pub grid: [u32; 3],
+    pub largest_operand: u64,
 }
 
 /// GPU time of one kernel entry point on one grid, summed over its launches.
@@ -43,6 +45,8 @@ pub struct KernelTime {
     pub kernel: String,
     /// Workgroups in x, y and z.
     pub grid: [u32; 3],
+    /// Bytes of the largest buffer bound to the launch (a GEMV's weights, say).
+    pub largest_operand: u64,
     pub total_ms: f64,
     pub launches: u64,
 }
@@ -138,7 +142,13 @@ impl Profiler {
         let mut v: Vec<KernelTime> = self
             .totals
             .drain()
-            .map(|(Launch { kernel, grid }, (ns, launches))| KernelTime { kernel, grid, total_ms: ns / 1e6, launches })
+            .map(|(Launch { kernel, grid, largest_operand }, (ns, launches))| KernelTime {
+                kernel,
+                grid,
+                largest_operand,
+                total_ms: ns / 1e6,
+                launches,
+            })
             .collect();
         v.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         v
