@@ -171,6 +171,12 @@ thread_local! {
     pub(super) static TEST_TUNE: std::cell::Cell<Option<Tune>> = const { std::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: the fewest rows a team of an emitting dispatch of this thread takes (default 1).
+    pub(super) static TEST_EMIT_ROWS: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
 /// The launch shape of a GEMV of `b` rows of x: forced by [`TUNE_VAR`] or `forced`, else
 /// [`auto_tune`]; teams only where they fit (one row of x, the workgroup's memory).
 pub(super) fn choose_tune(ctx: &GpuContext, w: &QuantTensor, b: usize, forced: Option<Tune>) -> Result<Tune> {
@@ -267,25 +273,37 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 }
 
 /// The launch shape of an emitting dispatch ([`Emit`]: each workgroup owns 32 output rows, in teams), in
-/// [`gemv`]'s convention (`rows` per matrix with `gated`), from `tune` of [`choose_tune`]; `None` where it
-/// cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the adapter
-/// cannot run.
+/// [`gemv`]'s convention (`rows` per matrix with `gated`), from the team width of `tune` ([`choose_tune`]);
+/// `None` where it cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the
+/// adapter cannot run. A team takes as few rows as the workgroup allows: one row a team (32 teams)
+/// where it fits. Measured on the H100 (Llama-3-8B `--quantize q4_k` decode, `benchmarks/results/
+/// 2026-12-05d-h100/`): the down projection's launch (128 workgroups) 30.14 → 30.01 µs profiled, O 16.04
+/// → 15.49, gate/up 44.14 → 42.85 against two rows a team; four rows a team, or 64-thread teams, lost.
 pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated: bool) -> Option<Tune> {
     if b != 1 || !out_rows.is_multiple_of(32) {
         return None;
     }
-    let rows_per_matrix =
-        if gated { (2 * tune.rows).clamp(2, 4) / 2 } else { prev_power_of_two(tune.rows.clamp(1, 4)) };
-    let teams = 32 / rows_per_matrix;
     let l = ctx.limits();
     let max_threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
     // Teams need subgroups that never span two of them.
-    let mut wg = tune.wg.max(if ctx.has_subgroups() { ctx.info().subgroup_max_size } else { 1 });
-    while wg * teams > max_threads && wg > 32 {
-        wg /= 2;
-    }
-    let fits = wg * teams <= max_threads && (!ctx.has_subgroups() || wg.is_multiple_of(ctx.info().subgroup_max_size));
-    fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
+    let sub = if ctx.has_subgroups() { ctx.info().subgroup_max_size } else { 1 };
+    // GATED: at most two rows of each matrix (four slots).
+    let most_rows = if gated { 2 } else { 4 };
+    #[cfg(test)]
+    let fewest_rows = TEST_EMIT_ROWS.with(std::cell::Cell::get).unwrap_or(1);
+    #[cfg(not(test))]
+    let fewest_rows = 1;
+    [1, 2, 4].into_iter().filter(|&r| r >= fewest_rows.min(most_rows) && r <= most_rows).find_map(
+        |rows_per_matrix: u32| {
+            let teams = 32 / rows_per_matrix;
+            let mut wg = tune.wg.max(sub);
+            while wg * teams > max_threads && wg > 32 {
+                wg /= 2;
+            }
+            let fits = wg * teams <= max_threads && wg.is_multiple_of(sub);
+            fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
+        },
+    )
 }
 
 /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one

@@ -345,17 +345,25 @@ fn emitted_inputs_match_the_reference() {
                             assert_close(what, &got, &reference(nv, 7, rows, &xn), tol);
                         }
                     };
-                    let h = Tensor::from_slice(&backend, &res, &[b, rows]).unwrap();
-                    let input = gemv_q_input_into_then(&w1d, &x, GemvEpilogue::residual(&h), &h, then).unwrap();
-                    let hv = h.to_f32_vec().unwrap();
-                    assert_close(&format!("residual GEMV, {name}"), &hv, &r1, tolerance(cols));
-                    check_next(&format!("after the residual GEMV, {name}"), &input, &hv);
-                    let input = gemv_q_gated_then(&x, &gd, &ud, GatedAct::Silu, then).unwrap();
-                    let yv = input.tensor().to_f32_vec().unwrap();
-                    if variant.is_none() || backend.is_gpu() {
-                        assert_close(&format!("gated GEMV, {name}"), &yv, &r_gated, tolerance(cols).scaled(4.0));
-                        check_next(&format!("after the gated GEMV, {name}"), &input, &yv);
+                    // Every emitting shape (one, two or four rows a team; the gated form at most two) with
+                    // the standard norm; the default (one) otherwise.
+                    let shapes: &[u32] = if variant == Some(Standard) { &[1, 2, 4] } else { &[1] };
+                    for &team_rows in shapes {
+                        super::gpu::TEST_EMIT_ROWS.with(|c| c.set(Some(team_rows)));
+                        let name = format!("{name}, {team_rows} rows a team");
+                        let h = Tensor::from_slice(&backend, &res, &[b, rows]).unwrap();
+                        let input = gemv_q_input_into_then(&w1d, &x, GemvEpilogue::residual(&h), &h, then).unwrap();
+                        let hv = h.to_f32_vec().unwrap();
+                        assert_close(&format!("residual GEMV, {name}"), &hv, &r1, tolerance(cols));
+                        check_next(&format!("after the residual GEMV, {name}"), &input, &hv);
+                        let input = gemv_q_gated_then(&x, &gd, &ud, GatedAct::Silu, then).unwrap();
+                        let yv = input.tensor().to_f32_vec().unwrap();
+                        if variant.is_none() || backend.is_gpu() {
+                            assert_close(&format!("gated GEMV, {name}"), &yv, &r_gated, tolerance(cols).scaled(4.0));
+                            check_next(&format!("after the gated GEMV, {name}"), &input, &yv);
+                        }
                     }
+                    super::gpu::TEST_EMIT_ROWS.with(|c| c.set(None));
                 }
             }
         }
