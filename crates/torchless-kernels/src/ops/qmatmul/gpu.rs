@@ -275,11 +275,12 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 /// The launch shape of an emitting dispatch ([`Emit`]: each workgroup owns 32 output rows, in teams), in
 /// [`gemv`]'s convention (`rows` per matrix with `gated`), from the team width of `tune` ([`choose_tune`]);
 /// `None` where it cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the
-/// adapter cannot run. A team takes as few rows as the workgroup allows: one row a team (32 teams)
-/// where it fits. Measured on the H100 (Llama-3-8B `--quantize q4_k` decode, `benchmarks/results/
-/// 2026-12-05d-h100/`): the down projection's launch (128 workgroups) 30.14 → 30.01 µs profiled, O 16.04
-/// → 15.49, gate/up 44.14 → 42.85 against two rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run
-/// each); four rows a team, or 64-thread teams, lost.
+/// adapter cannot run. A team keeps the tune's width and takes as few rows as the workgroup then allows:
+/// one row a team (32 teams) where teams are one warp, as the K-quants' are. Measured on the H100
+/// (Llama-3-8B `--quantize q4_k` decode, `benchmarks/results/2026-12-05d-h100/`): the down projection's
+/// launch (128 workgroups) 30.14 → 30.01 µs profiled, O 16.04 → 15.49, gate/up 44.14 → 42.85 against two
+/// rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each); four rows a team, or 64-thread teams,
+/// lost. Other formats' one-warp teams (rows of up to 4096 weights) follow the same rule, unmeasured.
 pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated: bool) -> Option<Tune> {
     if b != 1 || !out_rows.is_multiple_of(32) {
         return None;
@@ -294,17 +295,22 @@ pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated
     let fewest_rows = TEST_EMIT_ROWS.with(std::cell::Cell::get).unwrap_or(1);
     #[cfg(not(test))]
     let fewest_rows = 1;
-    [1, 2, 4].into_iter().filter(|&r| r >= fewest_rows.min(most_rows) && r <= most_rows).find_map(
-        |rows_per_matrix: u32| {
-            let teams = 32 / rows_per_matrix;
-            let mut wg = tune.wg.max(sub);
-            while wg * teams > max_threads && wg > 32 {
-                wg /= 2;
-            }
-            let fits = wg * teams <= max_threads && wg.is_multiple_of(sub);
-            fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
-        },
-    )
+    // Teams as wide as the tune's, narrowed only where even the most rows a team do not fit.
+    let width = tune.wg.max(sub);
+    let shape = |rows_per_matrix: u32, narrow: bool| {
+        let teams = 32 / rows_per_matrix;
+        let mut wg = width;
+        while narrow && wg * teams > max_threads && wg > 32 {
+            wg /= 2;
+        }
+        let fits = wg * teams <= max_threads && wg.is_multiple_of(sub);
+        fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
+    };
+    [1, 2, 4]
+        .into_iter()
+        .filter(|&r| r >= fewest_rows.min(most_rows) && r <= most_rows)
+        .find_map(|r| shape(r, false))
+        .or_else(|| shape(most_rows, true))
 }
 
 /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
