@@ -280,7 +280,9 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 /// (Llama-3-8B `--quantize q4_k` decode, `benchmarks/results/2026-12-05d-h100/`): the down projection's
 /// launch (128 workgroups) 30.14 → 30.01 µs profiled, O 16.04 → 15.49, gate/up 44.14 → 42.85 against two
 /// rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each); four rows a team, or 64-thread teams,
-/// lost. Other formats' one-warp teams (rows of up to 4096 weights) follow the same rule, unmeasured.
+/// lost. The other formats follow the same rule, unmeasured (their teams are 32 to 128 threads wide by
+/// row length: Q6_K on rows of 14336 takes two rows of 64-thread teams where it took four, Q8_0 there keeps
+/// four rows of 128 threads).
 pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated: bool) -> Option<Tune> {
     if b != 1 || !out_rows.is_multiple_of(32) {
         return None;
