@@ -354,8 +354,8 @@ impl GemvInput {
         let (w, out) = (parts[0].w, parts[0].out);
         let tune = gpu::choose_tune(ctx, w, self.b, None)?;
         let up_bias = parts.get(1).is_some_and(|p| p.bias.is_some());
-        let emits = gpu::emit_shape(ctx, tune, self.b, w.rows(), gated.is_some()).is_some()
-            && !(then.norm.is_some() && up_bias);
+        let emits =
+            gpu::emit_shape(ctx, tune, self.b, w, gated.is_some()).is_some() && !(then.norm.is_some() && up_bias);
         // The shape chosen here is the dispatch's (choose_tune keeps a chosen shape as it is).
         if !emits {
             self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, Some(tune), None)?;

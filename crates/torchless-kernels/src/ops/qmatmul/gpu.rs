@@ -173,7 +173,7 @@ thread_local! {
 
 #[cfg(test)]
 thread_local! {
-    /// Tests: the fewest rows a team of an emitting dispatch of this thread takes (default 1).
+    /// Tests: the fewest rows a team of an emitting dispatch of this thread takes, whatever the format.
     pub(super) static TEST_EMIT_ROWS: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
@@ -272,47 +272,51 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
     ))
 }
 
-/// The launch shape of an emitting dispatch ([`Emit`]: each workgroup owns 32 output rows, in teams), in
-/// [`gemv`]'s convention (`rows` per matrix with `gated`), from the team width of `tune` ([`choose_tune`]);
+/// The launch shape of an emitting dispatch of weights `w` ([`Emit`]: each workgroup owns 32 output rows,
+/// in teams), in [`gemv`]'s convention (`rows` per matrix with `gated`), from `tune` of [`choose_tune`];
 /// `None` where it cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the
-/// adapter cannot run. A team keeps the tune's width and takes as few rows as the workgroup then allows:
-/// one row a team (32 teams) where teams are one warp, as the K-quants' are. Measured on the H100
-/// (Llama-3-8B `--quantize q4_k` decode, `benchmarks/results/2026-12-05d-h100/`): the down projection's
-/// launch (128 workgroups) 30.14 → 30.01 µs profiled, O 16.04 → 15.49, gate/up 44.14 → 42.85 against two
-/// rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each); four rows a team, or 64-thread teams,
-/// lost. The other formats follow the same rule, unmeasured (their teams are 32 to 128 threads wide by
-/// row length: Q6_K on rows of 14336 takes two rows of 64-thread teams where it took four, Q8_0 there keeps
-/// four rows of 128 threads).
-pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, out_rows: usize, gated: bool) -> Option<Tune> {
-    if b != 1 || !out_rows.is_multiple_of(32) {
+/// adapter cannot run. Q4_K and Q5_K teams (one warp each) take the fewest rows the workgroup allows at
+/// the tune's width: one row a team, 32 teams. Measured on the H100 (Llama-3-8B `--quantize q4_k`
+/// decode, `benchmarks/results/2026-12-05d-h100/`): down 30.14 → 30.01 µs profiled, O 16.04 → 15.49,
+/// gate/up 44.14 → 42.85 against two rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each);
+/// four rows a team, or 64-thread teams, lost. The other formats, not measured so, keep the tune's rows.
+pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated: bool) -> Option<Tune> {
+    if b != 1 || !w.rows().is_multiple_of(32) {
         return None;
     }
     let l = ctx.limits();
     let max_threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
     // Teams need subgroups that never span two of them.
     let sub = if ctx.has_subgroups() { ctx.info().subgroup_max_size } else { 1 };
-    // GATED: at most two rows of each matrix (four slots).
-    let most_rows = if gated { 2 } else { 4 };
-    #[cfg(test)]
-    let fewest_rows = TEST_EMIT_ROWS.with(std::cell::Cell::get).unwrap_or(1);
-    #[cfg(not(test))]
-    let fewest_rows = 1;
-    // Teams as wide as the tune's, narrowed only where even the most rows a team do not fit.
-    let width = tune.wg.max(sub);
+    // `rows_per_matrix` rows a team at the tune's width, narrowed where `narrow` allows and it must be.
     let shape = |rows_per_matrix: u32, narrow: bool| {
         let teams = 32 / rows_per_matrix;
-        let mut wg = width;
+        let mut wg = tune.wg.max(sub);
         while narrow && wg * teams > max_threads && wg > 32 {
             wg /= 2;
         }
         let fits = wg * teams <= max_threads && wg.is_multiple_of(sub);
         fits.then_some(Tune { wg, rows: rows_per_matrix, teams })
     };
-    [1, 2, 4]
-        .into_iter()
-        .filter(|&r| r >= fewest_rows.min(most_rows) && r <= most_rows)
-        .find_map(|r| shape(r, false))
-        .or_else(|| shape(most_rows, true))
+    // GATED: at most two rows of each matrix (four slots).
+    let most_rows = if gated { 2 } else { 4 };
+    // The fewest rows from `fewest` on that fit at the tune's width, else the most, narrowed.
+    let fewest_fitting = |fewest: u32| {
+        [1, 2, 4]
+            .into_iter()
+            .filter(|&r| (fewest.min(most_rows)..=most_rows).contains(&r))
+            .find_map(|r| shape(r, false))
+            .or_else(|| shape(most_rows, true))
+    };
+    #[cfg(test)]
+    if let Some(fewest) = TEST_EMIT_ROWS.with(std::cell::Cell::get) {
+        return fewest_fitting(fewest);
+    }
+    if matches!(w.quant_type(), QuantType::Q4K | QuantType::Q5K) {
+        return fewest_fitting(1);
+    }
+    let tune_rows = if gated { (2 * tune.rows).clamp(2, 4) / 2 } else { prev_power_of_two(tune.rows.clamp(1, 4)) };
+    shape(tune_rows, true)
 }
 
 /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
@@ -343,7 +347,7 @@ pub fn gemv(
     debug_assert!(!fused || tune.teams > 0);
     crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "16 storage buffers per shader stage")?;
     if emit.is_some() {
-        tune = emit_shape(ctx, tune, b, parts[0].w.rows(), gated.is_some()).ok_or_else(|| KernelError::Argument {
+        tune = emit_shape(ctx, tune, b, parts[0].w, gated.is_some()).ok_or_else(|| KernelError::Argument {
             op,
             name: "emit",
             value: format!("{} rows, {b} rows of x", parts[0].w.rows()),

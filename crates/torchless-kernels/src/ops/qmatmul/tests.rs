@@ -346,7 +346,7 @@ fn emitted_inputs_match_the_reference() {
                         }
                     };
                     // Every emitting shape (one, two or four rows a team; the gated form at most two) with
-                    // the standard norm; the default (one) otherwise.
+                    // the standard norm; the format's default otherwise.
                     let shapes: &[u32] = if variant == Some(Standard) { &[1, 2, 4] } else { &[1] };
                     for &team_rows in shapes {
                         super::gpu::TEST_EMIT_ROWS.with(|c| c.set(Some(team_rows)));
