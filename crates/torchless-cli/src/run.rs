@@ -153,8 +153,10 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     if !args.chat {
         out!("{user_text}");
     }
-    let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| out!("{piece}"))?;
+    let stats = generate(&loaded.model, tokenizer, &prompt, &opts, |piece| out!("{piece}"));
+    // End the streamed line before the stats line or an error.
     outln!();
+    let stats = stats?;
     let prefill = stats.prefill_tps().map_or_else(|| "not run".to_string(), |tps| format!("{tps:.1} tok/s"));
     eprintln!(
         "[{} on {}] load {:.2} s | prompt {} tokens, {prefill} | generated {} tokens, {:.1} tok/s",

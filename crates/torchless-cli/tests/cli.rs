@@ -94,6 +94,10 @@ fn bad_input_is_a_clear_error() {
     // Out-of-range sampling flags.
     assert_clean_error(&torchless(&["generate", "--top-p", "1.5", "--backend", "cpu"]), &["top"]);
     assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
+    // An empty stop string (every text contains it).
+    let o = torchless(&["generate", "--stop", "", "--backend", "cpu"]);
+    assert_clean_error(&o, &["stop", "empty"]);
+    assert!(String::from_utf8_lossy(&o.stdout).ends_with('\n'), "the streamed line ends before the error");
     // An unknown backend name.
     assert_clean_error(&torchless(&["generate", "--backend", "tpu"]), &["tpu"]);
     // A KV cache dtype that is not a float type, and a KV cache for a model that has none.

@@ -287,6 +287,10 @@ pub fn generate(
             reason: "needs at least one token".into(),
         });
     }
+    if opts.stop.iter().any(String::is_empty) {
+        // Every text contains the empty string: it would stop after the first token.
+        return Err(Error::Argument { name: "stop", value: "\"\"".into(), reason: "must not be empty".into() });
+    }
     let limit = model.max_seq_len();
     if prompt.len() >= limit {
         return Err(Error::ContextLength { what: "the prompt", needed: prompt.len(), limit });
