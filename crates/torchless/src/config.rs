@@ -163,6 +163,14 @@ pub fn token_ids(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
+/// A norm's epsilon as the kernels accept it (finite, not negative), else an error naming `field`.
+pub(crate) fn checked_norm_eps(field: impl Into<String>, eps: f32) -> Result<f32> {
+    if eps.is_finite() && eps >= 0.0 {
+        return Ok(eps);
+    }
+    Err(Error::config(field, format!("{eps} must be finite and not negative")))
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -193,7 +201,10 @@ impl Config {
         let vocab_size = require_usize(j, "vocab_size")?;
         let hidden_dim = require_usize(j, "intermediate_size")?;
         let max_seq_len = get_usize(j, "max_position_embeddings")?.unwrap_or(4096);
-        let norm_eps = get_f32(j, "rms_norm_eps")?.unwrap_or(1e-6);
+        if max_seq_len == 0 {
+            return Err(Error::config("max_position_embeddings", "must be positive"));
+        }
+        let norm_eps = checked_norm_eps("rms_norm_eps", get_f32(j, "rms_norm_eps")?.unwrap_or(1e-6))?;
 
         // transformers 5 nests rope settings in `rope_parameters`; older configs use rope_theta/rope_scaling.
         let rope_params = j.get("rope_parameters").filter(|v| v.is_object());
@@ -369,6 +380,11 @@ mod tests {
         let mut j = base();
         j["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         assert!(Config::from_json(&j).unwrap_err().to_string().contains("yarn"));
+        for (field, value) in [("rms_norm_eps", json!(-1.0)), ("max_position_embeddings", json!(0))] {
+            let mut j = base();
+            j[field] = value;
+            assert!(Config::from_json(&j).unwrap_err().to_string().contains(field), "{field}");
+        }
     }
 
     #[test]

@@ -117,7 +117,8 @@ impl Config {
             }
         };
         let max_seq_len = h.get_usize(&key("context_length")).map_err(g)?.unwrap_or(4096).max(1);
-        let norm_eps = h.get_f32(&key("attention.layer_norm_rms_epsilon")).map_err(g)?.unwrap_or(1e-5);
+        let eps_key = key("attention.layer_norm_rms_epsilon");
+        let norm_eps = crate::config::checked_norm_eps(&eps_key, h.get_f32(&eps_key).map_err(g)?.unwrap_or(1e-5))?;
         let rope_theta = h.get_f32(&key("rope.freq_base")).map_err(g)?.unwrap_or(10000.0);
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             return Err(Error::config(key("rope.freq_base"), format!("{rope_theta} must be positive")));
