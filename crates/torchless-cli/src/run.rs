@@ -89,7 +89,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// A system message for --chat.
-    #[arg(long)]
+    #[arg(long, requires = "chat")]
     system: Option<String>,
     #[command(flatten)]
     pub load: LoadOptions,

@@ -94,6 +94,8 @@ fn bad_input_is_a_clear_error() {
     // Out-of-range sampling flags.
     assert_clean_error(&torchless(&["generate", "--top-p", "1.5", "--backend", "cpu"]), &["top"]);
     assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
+    // A system message without --chat (it would be ignored).
+    assert_clean_error(&torchless(&["generate", "--system", "Be brief.", "--backend", "cpu"]), &["--chat"]);
     // An empty stop string (every text contains it).
     let o = torchless(&["generate", "--stop", "", "--backend", "cpu"]);
     assert_clean_error(&o, &["stop", "empty"]);
