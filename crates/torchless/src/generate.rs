@@ -69,10 +69,10 @@ pub fn pick(sampler: &mut Sampler, logits: &torchless_kernels::Tensor, history: 
     Ok(sampler.sample_candidates(all.into_iter().enumerate().map(|(i, l)| (i as u32, l)).collect()))
 }
 
-/// Greedy decoding with each token kept on the device (see [`pipelined_decode`]). `first` holds the
-/// token at position `pos` (`[1]` u32 on the model's backend, e.g. the prefill's argmax). `on_token`
-/// gets each token in order, from `first` on, and returns whether to go on; at most `steps` forward
-/// passes run (so `steps + 1` tokens come out).
+/// Greedy decoding with each token kept on the device: the host records step t + 1 before it reads
+/// token t. `first` holds the token at position `pos` (`[1]` u32 on the model's backend, e.g. the
+/// prefill's argmax). `on_token` gets each token in order, from `first` on, and returns whether to go
+/// on; at most `steps` forward passes run (so `steps + 1` tokens come out).
 pub fn greedy_decode(
     model: &Model,
     state: &mut State,
@@ -126,7 +126,7 @@ fn pipelined_decode(
 ///
 /// On a GPU with a device top-k (`--top-k` 1 to 64, as by default) the token is drawn on the device and
 /// fed straight to the next step, so the host records step t + 1 before it reads token t, as greedy
-/// decoding does ([`device_sampled_decode`]). Otherwise each token is read back (the k candidates, or
+/// decoding does. Otherwise each token is read back (the k candidates, or
 /// the logits) and drawn on the host before the next step is recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn sampled_decode(

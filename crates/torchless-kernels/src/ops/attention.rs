@@ -859,7 +859,7 @@ fn decode_plan(
 }
 
 /// The environment variable that forces the subgroup decode kernel's shape, `LANES,THREADS,ROWS,SPLITS`
-/// (each 0 for the automatic choice), instead of [`decode_plan`]'s: for benchmark sweeps.
+/// (each 0 for the automatic choice), instead of the one planned from the shape: for benchmark sweeps.
 pub const DECODE_TUNE_VAR: &str = "TORCHLESS_DECODE_TUNE";
 
 /// A decode shape forced by [`DECODE_TUNE_VAR`]; 0 keeps the plan's value.
