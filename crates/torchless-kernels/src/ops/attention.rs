@@ -445,6 +445,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// whole cache each step cost SmolLM2's decode a quarter of its speed, most of it in the allocation's page
 /// faults). With tasks of one head the 16-bit cache's decode measured within noise of tasks of a group
 /// after that (2026-12-05, `benchmarks/results/2026-12-05c-cpu/attention_blocked.txt`).
+/// With fewer tasks than two per thread (SmolLM2 decoding: three), each task's keys are cut into runs
+/// ([`key_parts`]) whose softmax states are merged after: medians of 5, context 512 101.9 → 112.6 tok/s,
+/// 1500 70.0–70.8 → 80.6–84.9, 64 (too short to cut) unchanged
+/// (`benchmarks/results/2026-12-05e-cpu/attention_key_parts.txt`).
 fn attention_cpu(
     q: &[f32],
     k: &Floats,
@@ -464,19 +468,85 @@ fn attention_cpu(
     }
     let (hd, n_heads, n_kv, group) = (d.head_dim, d.n_heads, d.n_kv_heads, d.group());
     let per_task = if matches!(k, Floats::F32(_)) && d.tokens == 1 { 1 } else { group };
-    let mut out = vec![0f32; d.tokens * n_heads * hd];
-    // A task's heads h0 .. h0 + per_task of token t are one run of rows of `out` (and of `q`).
-    out.par_chunks_mut(per_task * hd).enumerate().for_each(|(task, o)| {
-        let first = task * per_task;
+    let tasks = d.tokens * n_heads / per_task;
+    // A task's heads h0 .. h0 + per_task of token t are one run of rows of `out` (and of `q`), over its
+    // keys cut into `parts` runs.
+    let task = |i: usize, part: usize, parts: usize, o: &mut [f32]| -> Vec<RowState> {
+        let first = i * per_task;
         let (t, kvh) = (first / n_heads, first % n_heads / group);
         let (lo, hi) = opts.key_range(pos0 + t as i64, kv_len);
-        if lo >= hi {
-            return;
+        let per = (hi.saturating_sub(lo)).div_ceil(parts);
+        let keys = (lo + part * per).min(hi)..(lo + (part + 1) * per).min(hi);
+        if keys.is_empty() {
+            return vec![RowState::EMPTY; per_task];
         }
         let qs = &q[first * hd..][..per_task * hd];
-        Task { qs, k, v, kvh, n_kv, hd, keys: lo..hi, opts }.run(o);
-    });
+        Task { qs, k, v, kvh, n_kv, hd, keys, opts }.run(o)
+    };
+    let mut out = vec![0f32; d.tokens * n_heads * hd];
+    let parts = key_parts(tasks, kv_len);
+    if parts == 1 {
+        out.par_chunks_mut(per_task * hd).enumerate().for_each(|(i, o)| {
+            let states = task(i, 0, 1, o);
+            normalize(o, &states);
+        });
+        return out;
+    }
+    // Each (task, part) into its own rows, then the parts' states merged.
+    let mut partial = vec![0f32; parts * out.len()];
+    let states: Vec<Vec<RowState>> =
+        partial.par_chunks_mut(per_task * hd).enumerate().map(|(j, o)| task(j / parts, j % parts, parts, o)).collect();
+    for (i, o) in out.chunks_exact_mut(per_task * hd).enumerate() {
+        for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+            let of_part =
+                |p: usize| (states[i * parts + p][h], &partial[((i * parts + p) * per_task + h) * hd..][..hd]);
+            let m = (0..parts).map(|p| of_part(p).0.m).fold(f32::NEG_INFINITY, f32::max);
+            let mut l = 0f32;
+            for p in 0..parts {
+                let (st, op) = of_part(p);
+                if st.l > 0.0 {
+                    let w = (st.m - m).exp();
+                    l += st.l * w;
+                    oh.iter_mut().zip(op).for_each(|(a, b)| *a += w * b);
+                }
+            }
+            normalize(oh, &[RowState { m, l }]);
+        }
+    }
     out
+}
+
+/// Keys a decode task takes at the least before [`key_parts`] cuts them: below that a part's fixed costs
+/// outweigh the balance it buys.
+const MIN_PART_KEYS: usize = 128;
+
+/// Into how many runs of keys each of `tasks` attention tasks is cut, so that every thread has about two
+/// tasks: decoding has one task per KV head (a group sharing its widened K and V rows), and SmolLM2's
+/// three left one of two cores idle for a third of the attention.
+fn key_parts(tasks: usize, kv_len: usize) -> usize {
+    let wanted = (2 * rayon::current_num_threads()).div_ceil(tasks.max(1));
+    wanted.min(kv_len / MIN_PART_KEYS).max(1)
+}
+
+/// A query row's softmax state over some keys: the largest score `m` and the sum `l` of exp(score − m);
+/// its output row holds Σ exp(score − m)·v, not yet divided by `l`.
+#[derive(Clone, Copy, Debug)]
+struct RowState {
+    m: f32,
+    l: f32,
+}
+
+impl RowState {
+    /// No keys: weight 0 in a merge, a zero output row.
+    const EMPTY: RowState = RowState { m: f32::NEG_INFINITY, l: 0.0 };
+}
+
+/// Output rows (one per state) divided by their sums; rows without keys stay zero.
+fn normalize(o: &mut [f32], states: &[RowState]) {
+    for (oh, st) in o.chunks_exact_mut(o.len() / states.len()).zip(states) {
+        let inv = if st.l > 0.0 { 1.0 / st.l } else { 0.0 };
+        oh.iter_mut().for_each(|e| *e *= inv);
+    }
 }
 
 /// Query rows from which [`attention_cpu`] over an f32 cache runs as matrix products.
@@ -601,14 +671,15 @@ struct Task<'a> {
 }
 
 impl Task<'_> {
-    /// Adds the attention of the task's query rows into `o` (zeros; one row of head_dim per query row).
-    fn run(&self, o: &mut [f32]) {
+    /// Adds the attention of the task's query rows into `o` (zeros; one row of head_dim per query row),
+    /// not yet divided by the rows' sums, and returns each row's state.
+    fn run(&self, o: &mut [f32]) -> Vec<RowState> {
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::has_avx2_fma_f16c() && self.hd.is_multiple_of(8) {
             // SAFETY: AVX2, FMA and F16C were found on this CPU, and head_dim is a multiple of 8.
             return unsafe { self.run_avx2(o) };
         }
-        self.run_portable(o);
+        self.run_portable(o)
     }
 
     /// Where key j's row starts in the caches.
@@ -622,7 +693,7 @@ impl Task<'_> {
         self.opts.softcap.map_or(s, |c| c * (s / c).tanh())
     }
 
-    fn run_portable(&self, o: &mut [f32]) {
+    fn run_portable(&self, o: &mut [f32]) -> Vec<RowState> {
         let Task { qs, k, v, hd, ref keys, .. } = *self;
         let (lo, n) = (keys.start, keys.len());
         let mut buf = vec![0f32; hd];
@@ -635,7 +706,7 @@ impl Task<'_> {
                 p[h * n + j - lo] = self.score(dot(qr, kr));
             }
         }
-        let inv = softmax_unnormalized(&mut p, n);
+        let states = softmax_unnormalized(&mut p, n);
         for j in keys.clone() {
             v.prefetch(self.row(j + ROWS_AHEAD), hd);
             let vr = v.widened(self.row(j), hd, &mut buf);
@@ -646,9 +717,7 @@ impl Task<'_> {
                 }
             }
         }
-        for (oh, s) in o.chunks_exact_mut(hd).zip(inv) {
-            oh.iter_mut().for_each(|e| *e *= s);
-        }
+        states
     }
 
     /// [`Self::run_portable`] four keys at a time: each query row's dot products with four K rows as four
@@ -661,7 +730,7 @@ impl Task<'_> {
     /// The CPU must have AVX2, FMA and F16C, and head_dim be a multiple of 8.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn run_avx2(&self, o: &mut [f32]) {
+    unsafe fn run_avx2(&self, o: &mut [f32]) -> Vec<RowState> {
         use std::arch::x86_64::*;
 
         use crate::cpu::load8_avx2 as load8;
@@ -686,7 +755,7 @@ impl Task<'_> {
                 }
             }
         }
-        let inv = softmax_unnormalized(&mut p, n);
+        let states = softmax_unnormalized(&mut p, n);
         for j0 in (lo..hi).step_by(4) {
             (0..4).for_each(|i| v.prefetch(self.row(j0 + ROWS_AHEAD + i), hd));
             let r = rows(j0);
@@ -704,14 +773,12 @@ impl Task<'_> {
                 }
             }
         }
-        for (oh, s) in o.chunks_exact_mut(hd).zip(inv) {
-            oh.iter_mut().for_each(|e| *e *= s);
-        }
+        states
     }
 }
 
-/// Each row of `keys` scores in `p` replaced by exp(score − the row's max); returns 1 / each row's sum.
-fn softmax_unnormalized(p: &mut [f32], keys: usize) -> Vec<f32> {
+/// Each row of `keys` scores in `p` replaced by exp(score − the row's max); returns each row's state.
+fn softmax_unnormalized(p: &mut [f32], keys: usize) -> Vec<RowState> {
     p.chunks_exact_mut(keys)
         .map(|ph| {
             let m = ph.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -720,7 +787,7 @@ fn softmax_unnormalized(p: &mut [f32], keys: usize) -> Vec<f32> {
                 *s = (*s - m).exp();
                 l += *s;
             }
-            1.0 / l
+            RowState { m, l }
         })
         .collect()
 }
