@@ -157,6 +157,9 @@ impl<'a> Floats<'a> {
                 prefetch_bytes(ptr, from, to);
             }
         }
+        // Elsewhere a hint only (stable Rust has no prefetch intrinsic outside x86).
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, len);
     }
 }
 

@@ -92,7 +92,9 @@ pub(crate) struct QuantX {
     lanes: Vec<i32>,
 }
 
-/// One row of a [`QuantX`]: `hi`, `lo` as bytes (`cols`), the per-block values (`cols / 32`).
+/// One row of a [`QuantX`]: `hi`, `lo` as bytes (`cols`), the per-block values (`cols / 32`). Read by the
+/// integer dots, which exist on x86-64 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct QxRow<'a> {
     hi: &'a [u8],
     lo: &'a [u8],
@@ -550,7 +552,9 @@ mod tests {
     }
 
     /// The two-row dot gives each row's single-row dot to the bit (the same sums in the same order), every
-    /// format, with block counts that end in the 32-weight formats' 4-block steps and in their tail.
+    /// format, with block counts that end in the 32-weight formats' 4-block steps and in their tail. The
+    /// integer dots exist on x86-64 only.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn two_row_dots_equal_single_row_dots() {
         let Some(_) = int_row_dot2(QuantType::Q8_0) else {
