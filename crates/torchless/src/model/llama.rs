@@ -25,35 +25,51 @@ use super::{check_ids, logit_rows};
 use crate::config::{Activation, Arch, Config, RopeScalingConfig};
 use crate::error::{Error, Result};
 
+/// One decoder layer's weights (q_dim = n_heads·head_dim, kv_dim = n_kv_heads·head_dim). Q and K rows are
+/// in rotation-pair order (`model::weights::RopePairs`).
 struct Layer {
+    /// RMSNorm before attention: [dim].
     attn_norm: Tensor,
+    /// [q_dim, dim]
     wq: Linear,
+    /// [kv_dim, dim]
     wk: Linear,
+    /// [kv_dim, dim]
     wv: Linear,
+    /// Qwen2 (and `attention_bias`): [q_dim], [kv_dim], [kv_dim].
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
+    /// Qwen3: RMSNorm of each head of q and k: [head_dim].
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
+    /// [dim, q_dim]
     wo: Linear,
-    /// Gemma 2: RMSNorm of the attention output before the residual add.
+    /// Gemma 2: RMSNorm of the attention output before the residual add: [dim].
     post_attn_norm: Option<Tensor>,
+    /// RMSNorm before the MLP: [dim].
     mlp_norm: Tensor,
+    /// [hidden_dim, dim]
     w_gate: Linear,
+    /// [hidden_dim, dim]
     w_up: Linear,
+    /// [dim, hidden_dim]
     w_down: Linear,
-    /// Gemma 2: RMSNorm of the MLP output before the residual add.
+    /// Gemma 2: RMSNorm of the MLP output before the residual add: [dim].
     post_mlp_norm: Option<Tensor>,
 }
 
 pub struct Llama {
     pub config: Config,
     backend: Backend,
+    /// [vocab, dim]
     embed: Linear,
-    /// `None` when tied to the embedding.
+    /// [vocab, dim]; `None` when tied to the embedding.
     lm_head: Option<Linear>,
+    /// [dim]
     final_norm: Tensor,
     layers: Vec<Layer>,
+    /// The rotation's inverse frequencies and the kernels' coefficient table ([8, rot_dim / 2 rounded up]).
     rope: RopeTable,
     /// The dtype of the KV caches that `new_state` makes.
     kv_dtype: DType,
