@@ -9,6 +9,9 @@ Hugging Face's half-split order to interleaved pairs:
 
 with n_h = n_head for Q and n_head_kv for K; this script applies exactly that, so the Rust loader's inverse
 permutation is tested against the untouched HF weights' golden logits. Qwen2 (NEOX rope) is not permuted.
+Gemma 2 (Gemma2Model, NEOX rope, not permuted) gets 1 added to every `*norm.weight` (llama.cpp multiplies by
+the norm weight where transformers multiplies by 1 + w), its soft caps and sliding window as metadata, and
+no rope keys (llama.cpp's defaults: theta 10000, the whole head rotated).
 Llama-3 rope scaling becomes the `rope_freqs.weight` tensor (LlamaModel.generate_extra_tensors).
 Matrices are written in the requested type (F32, F16 or Q8_0 through gguf.quants.quantize); 1-D tensors stay
 F32 as llama.cpp keeps them. Tied embeddings: no output.weight.
@@ -80,7 +83,8 @@ def convert(name, qtype, out_name):
     src = FIX / name
     cfg = json.loads((src / "config.json").read_text())
     w = read_safetensors(src / "model.safetensors")
-    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}[cfg["model_type"]]
+    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma2": "gemma2"}[cfg["model_type"]]
+    gemma = arch == "gemma2"
     n_head = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_head)
     dim = cfg["hidden_size"]
@@ -99,13 +103,18 @@ def convert(name, qtype, out_name):
     if arch == "phi3":
         # Phi3Model writes int(partial_rotary_factor * n_embd) // n_head rotated dims.
         wr.add_rope_dimension_count(int(rp.get("partial_rotary_factor", 1.0) * dim) // n_head)
-    else:
+    elif not gemma:
         wr.add_rope_dimension_count(hd)
     wr.add_head_count(n_head)
     wr.add_head_count_kv(n_kv)
     wr.add_key_length(hd)
     wr.add_value_length(hd)
-    wr.add_rope_freq_base(theta)
+    if gemma:
+        wr.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+        wr.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+        wr.add_sliding_window(cfg["sliding_window"])
+    else:
+        wr.add_rope_freq_base(theta)
     wr.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     wr.add_vocab_size(cfg["vocab_size"])
     wr.add_file_type({T.F32: 0, T.F16: 1, T.Q8_0: 7}[qtype])
@@ -113,6 +122,8 @@ def convert(name, qtype, out_name):
     wr.add_eos_token_id(cfg["eos_token_id"])
 
     def add(gname, t):
+        if gemma and gname.endswith("norm.weight"):
+            t = t + np.float32(1.0)
         if t.ndim == 1 or qtype == T.F32:
             wr.add_tensor(gname, t.astype(np.float32))
         elif qtype == T.F16:
@@ -153,7 +164,12 @@ def convert(name, qtype, out_name):
                     bias = permute(bias, n_head, n_head if b == "q" else n_kv)
                 add(f"blk.{i}.attn_{b}.bias", bias)
         add(f"blk.{i}.attn_output.weight", w[f"{p}.self_attn.o_proj.weight"])
-        add(f"blk.{i}.ffn_norm.weight", w[f"{p}.post_attention_layernorm.weight"])
+        if gemma:
+            add(f"blk.{i}.post_attention_norm.weight", w[f"{p}.post_attention_layernorm.weight"])
+            add(f"blk.{i}.ffn_norm.weight", w[f"{p}.pre_feedforward_layernorm.weight"])
+            add(f"blk.{i}.post_ffw_norm.weight", w[f"{p}.post_feedforward_layernorm.weight"])
+        else:
+            add(f"blk.{i}.ffn_norm.weight", w[f"{p}.post_attention_layernorm.weight"])
         if arch == "phi3":
             add(f"blk.{i}.ffn_up.weight", w[f"{p}.mlp.gate_up_proj.weight"])
         else:
@@ -247,6 +263,7 @@ def main():
     convert("qwen3", T.F32, "qwen3_f32.gguf")
     convert("phi3", T.F32, "phi3_f32.gguf")
     convert("phi3", T.Q8_0, "phi3_q8_0.gguf")
+    convert("gemma2", T.F32, "gemma2_f32.gguf")
     make_fuzz_seeds()
     from importlib.metadata import version
     print(f"gguf {version('gguf')}, numpy {np.__version__}", file=sys.stderr)

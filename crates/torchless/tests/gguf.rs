@@ -97,6 +97,42 @@ fn llama_f16_gguf_is_close() {
     check("llama_f16.gguf", "llama", 5e-2, false);
 }
 
+/// Gemma 2 as llama.cpp converts it: 1 added to every norm weight, the soft caps and sliding window as
+/// metadata, no rope keys. A GGUF file cannot hold `query_pre_attn_scalar` (llama.cpp scales queries by
+/// 1/sqrt(head_dim), Gemma 2 27B's n_embd / n_head aside) and the fixture's is 32, not its head_dim 16; so
+/// the file is held to its Hugging Face directory with `query_pre_attn_scalar` = head_dim, both run by
+/// torchless (whose Hugging Face Gemma 2 matches transformers' golden logits in parity.rs), over 16
+/// tokens: past the sliding window of 4, soft caps active. Norms read as 1 + w again, or the directory's
+/// own scalar, move the logits by 2.7 to 3.8.
+#[test]
+fn gemma2_gguf_matches_its_hugging_face_directory() {
+    let g = golden("gemma2");
+    let src = fixtures().join("gemma2");
+    let dir = std::env::temp_dir().join(format!("torchless-gemma2-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["query_pre_attn_scalar"] = config["head_dim"].clone();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let gguf = fixtures().join("gguf/gemma2_f32.gguf");
+    let logits = |path: &std::path::Path, backend: &torchless_kernels::Backend| {
+        let mut model = LoadedModel::load(path.to_str().unwrap(), backend, false).unwrap().model;
+        model.set_kv_dtype(DType::F32).unwrap();
+        let mut state = model.new_state(g.tokens.len()).unwrap();
+        model.forward(&mut state, &g.tokens, 0, Logits::All).unwrap().to_f32_vec().unwrap()
+    };
+    for backend in test_backends() {
+        let (want, got) = (logits(&dir, &backend), logits(&gguf, &backend));
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(
+            got.iter().all(|v| v.is_finite()) && err <= 1e-4,
+            "gemma2 GGUF on {}: max |error| {err:.3e}",
+            backend.name()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Read as if its Q and K rows were in Hugging Face's order, a llama.cpp llama file's logits are far off:
 /// the test above is sensitive to the order.
 #[test]
