@@ -158,16 +158,22 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     outln!();
     let stats = stats?;
     let prefill = stats.prefill_tps().map_or_else(|| "not run".to_string(), |tps| format!("{tps:.1} tok/s"));
+    // The first token comes out of the prefill: decode speed needs a second.
+    let decode = if stats.generated_tokens > 1 { format!(", {:.1} tok/s", stats.decode_tps()) } else { String::new() };
     eprintln!(
-        "[{} on {}] load {:.2} s | prompt {} tokens, {prefill} | generated {} tokens, {:.1} tok/s",
+        "[{} on {}] load {:.2} s | prompt {}, {prefill} | generated {}{decode}",
         loaded.name,
         backend.device_name(),
         load_secs,
-        stats.prompt_tokens,
-        stats.generated_tokens,
-        stats.decode_tps()
+        tokens(stats.prompt_tokens),
+        tokens(stats.generated_tokens),
     );
     Ok(())
+}
+
+/// "1 token", "5 tokens".
+fn tokens(n: usize) -> String {
+    if n == 1 { "1 token".into() } else { format!("{n} tokens") }
 }
 
 pub fn logits_cmd(args: &LogitsArgs) -> Result<(), Error> {
