@@ -79,8 +79,8 @@ pub struct GenerateArgs {
     repeat_penalty: f32,
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
-    /// Stop when the output contains this text (repeatable).
-    #[arg(long)]
+    /// Stop when the output contains this text (repeatable; not empty).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     stop: Vec<String>,
     /// auto, cpu, gpu, metal, vulkan or dx12.
     #[arg(long, default_value = "auto")]

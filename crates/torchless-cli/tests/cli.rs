@@ -96,9 +96,12 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
     // A system message without --chat (it would be ignored).
     assert_clean_error(&torchless(&["generate", "--system", "Be brief.", "--backend", "cpu"]), &["--chat"]);
-    // An empty stop string (every text contains it).
-    let o = torchless(&["generate", "--stop", "", "--backend", "cpu"]);
-    assert_clean_error(&o, &["stop", "empty"]);
+    // An empty stop string (every text contains it), refused before the model loads.
+    assert_clean_error(&torchless(&["generate", "--stop", "", "--backend", "cpu"]), &["--stop"]);
+    // A prompt longer than the built-in model's context: the streamed prompt's line ends before the error.
+    let long = "word ".repeat(400);
+    let o = torchless(&["generate", "--prompt", &long, "--backend", "cpu"]);
+    assert_clean_error(&o, &["prompt"]);
     assert!(String::from_utf8_lossy(&o.stdout).ends_with('\n'), "the streamed line ends before the error");
     // An unknown backend name.
     assert_clean_error(&torchless(&["generate", "--backend", "tpu"]), &["tpu"]);
