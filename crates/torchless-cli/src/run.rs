@@ -158,8 +158,7 @@ pub fn generate_cmd(args: &GenerateArgs) -> Result<(), Error> {
     outln!();
     let stats = stats?;
     let prefill = stats.prefill_tps().map_or_else(|| "not run".to_string(), |tps| format!("{tps:.1} tok/s"));
-    // The first token comes out of the prefill: decode speed needs a second.
-    let decode = if stats.generated_tokens > 1 { format!(", {:.1} tok/s", stats.decode_tps()) } else { String::new() };
+    let decode = stats.decode_tps().map_or_else(String::new, |tps| format!(", {tps:.1} tok/s"));
     eprintln!(
         "[{} on {}] load {:.2} s | prompt {}, {prefill} | generated {}{decode}",
         loaded.name,

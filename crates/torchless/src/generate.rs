@@ -31,9 +31,10 @@ impl Stats {
     pub fn prefill_tps(&self) -> Option<f64> {
         (self.prefill_secs > 0.0).then(|| self.prompt_tokens as f64 / self.prefill_secs)
     }
-    /// Tokens per second after the first generated token (which comes out of the prefill).
-    pub fn decode_tps(&self) -> f64 {
-        self.generated_tokens.saturating_sub(1) as f64 / self.decode_secs.max(1e-9)
+    /// Tokens per second after the first generated token (which comes out of the prefill); None with
+    /// fewer than two generated tokens.
+    pub fn decode_tps(&self) -> Option<f64> {
+        (self.generated_tokens > 1).then(|| (self.generated_tokens - 1) as f64 / self.decode_secs.max(1e-9))
     }
 }
 
