@@ -19,19 +19,19 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
     /// Working set of each op in MiB (inputs plus outputs).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536), allow_negative_numbers = true)]
     mib: u64,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
     /// Minimum timed seconds per op.
     /// GPU clocks take a while to ramp up, so shorter runs understate the device.
-    #[arg(long, default_value_t = Timing::DEFAULT.seconds)]
+    #[arg(long, default_value_t = Timing::DEFAULT.seconds, allow_negative_numbers = true)]
     seconds: f64,
     /// Seconds each op runs untimed before its timed run, so that it starts at steady clocks: the
     /// correctness check before it leaves the GPU idle while the CPU computes the reference, and an
     /// H200 drops to 345 MHz within a second of idling (1 GiB ops read 10-17 % slower without this).
-    #[arg(long, default_value_t = Timing::DEFAULT.warmup)]
+    #[arg(long, default_value_t = Timing::DEFAULT.warmup, allow_negative_numbers = true)]
     warmup: f64,
 }
 

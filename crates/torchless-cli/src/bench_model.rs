@@ -28,10 +28,10 @@ pub struct BenchModelArgs {
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Context already in the KV cache when decoding starts.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, allow_negative_numbers = true)]
     context: usize,
     /// Tokens to decode (greedy, argmax on the device, one read-back per token).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     decode_tokens: usize,
     /// Decode with `generate`'s default sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
     /// repeat penalty 1.1) instead of greedily: drawn on the device where `generate` would (a GPU), on the
@@ -39,7 +39,7 @@ pub struct BenchModelArgs {
     #[arg(long)]
     sampling: bool,
     /// Length of the timed prefill (0 skips it).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, allow_negative_numbers = true)]
     prefill_tokens: usize,
     #[arg(long)]
     json: bool,

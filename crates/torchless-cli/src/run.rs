@@ -62,22 +62,22 @@ pub struct GenerateArgs {
     /// The prompt; `-` reads it from standard input.
     #[arg(long, default_value = "Once upon a time")]
     prompt: String,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     max_tokens: usize,
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// 0 disables it. On a GPU, 1 to 64 draw each token on the device (no wait for the host between
     /// steps); 0 or more than 64 read the logits back and sample on the host.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.1, allow_negative_numbers = true)]
     repeat_penalty: f32,
-    #[arg(long, default_value_t = 0x5eed)]
+    #[arg(long, default_value_t = 0x5eed, allow_negative_numbers = true)]
     seed: u64,
     /// Stop when the output contains this text (repeatable; not empty).
     #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
@@ -100,7 +100,7 @@ pub struct LogitsArgs {
     #[arg(long, default_value = torchless::builtin::DEFAULT_MODEL)]
     model: String,
     /// Comma-separated token ids.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, allow_negative_numbers = true)]
     tokens: Vec<u32>,
     #[arg(long, default_value = "auto")]
     backend: String,

@@ -93,7 +93,10 @@ fn bad_input_is_a_clear_error() {
     assert_clean_error(&torchless(&["generate", "--model", llama, "--backend", "cpu"]), &["tokenizer"]);
     // Out-of-range sampling flags.
     assert_clean_error(&torchless(&["generate", "--top-p", "1.5", "--backend", "cpu"]), &["top"]);
-    assert_clean_error(&torchless(&["generate", "--temperature=-1", "--backend", "cpu"]), &["temperature"]);
+    // Negative values as users type them (`--flag -1`, not only `--flag=-1`) reach the range checks.
+    assert_clean_error(&torchless(&["generate", "--temperature", "-1", "--backend", "cpu"]), &["temperature", "≥ 0"]);
+    assert_clean_error(&torchless(&["generate", "--min-p", "-0.1", "--backend", "cpu"]), &["min-p", "[0, 1)"]);
+    assert_clean_error(&torchless(&["logits", "--tokens", "3,-1", "--backend", "cpu"]), &["'-1'", "--tokens"]);
     // A system message without --chat (it would be ignored).
     assert_clean_error(&torchless(&["generate", "--system", "Be brief.", "--backend", "cpu"]), &["--chat"]);
     // An empty stop string (every text contains it), refused before the model loads.
