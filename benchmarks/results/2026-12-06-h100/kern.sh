@@ -8,7 +8,7 @@ MEM=rmsnorm,add_rmsnorm,layernorm,softmax,topk
 for mib in 256 1024; do
   timeout 90 $B bench --backend gpu --mib $mib --json --ops $MEM > $R/bench_mem_$mib.json 2> $R/bench_mem_$mib.err
 done
-timeout 80 python3 benchmarks/torch_reference.py 256 1024 --json > $R/torch_mem.json 2> $R/torch_mem.err
+timeout 70 python3 benchmarks/torch_reference.py 256 1024 --json > $R/torch_mem.json 2> $R/torch_mem.err
 timeout 40 $B bench --backend gpu --mib 32 --json --ops gemv_f16,gemv_bf16 > $R/gemv_32.json 2> $R/gemv_32.err
 timeout 40 $B bench --backend gpu --mib 16 --json --ops sdpa_decode > $R/sdpa_16.json 2> $R/sdpa_16.err
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > $R/env.txt 2>&1
