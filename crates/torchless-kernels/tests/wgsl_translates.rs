@@ -44,11 +44,21 @@ fn every_kernel_validates_and_translates_to_msl_and_spirv() {
         let name = kernel.name;
         let source = kernel.compose();
         let (module, info) = validate(name, &source);
-        // Overrides keep their defaults here; pipelines set them at creation.
-        let (module, info) =
+        // Overrides keep their defaults here; pipelines set them at creation. naga 30 panics (an assertion
+        // in its HandleVec) when a module-scope expression, such as a workgroup array's size, uses an
+        // override declared after other overrides whose own declarations come later still: name the kernel.
+        let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
                 .map(|(m, i)| (m.into_owned(), i))
-                .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+        }));
+        let (module, info) = match processed {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => panic!("{name}: overrides: {e}"),
+            Err(_) => panic!(
+                "{name}: naga panicked processing the overrides: declare each `override` before the first \
+                 module-scope use of any override declared after it (e.g. with the others at the top of its file)"
+            ),
+        };
 
         let msl_options = naga::back::msl::Options { lang_version: (3, 0), ..Default::default() };
         naga::back::msl::write_string(&module, &info, &msl_options, &naga::back::msl::PipelineOptions::default())
