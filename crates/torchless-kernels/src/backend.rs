@@ -218,7 +218,7 @@ fn cpu_name() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    format!("{model} ({threads} threads)")
+    format!("{model} ({threads} thread{})", if threads == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
