@@ -50,6 +50,7 @@ fn every_kernel_validates_and_translates_to_msl_and_spirv() {
         let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
                 .map(|(m, i)| (m.into_owned(), i))
+                .map_err(|e| e.to_string())
         }));
         let (module, info) = match processed {
             Ok(Ok(done)) => done,
