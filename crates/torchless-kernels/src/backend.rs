@@ -209,16 +209,30 @@ fn check_platform(preference: BackendPreference) -> Result<()> {
 
 fn cpu_name() -> String {
     let threads = rayon::current_num_threads();
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let model = cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_string());
     format!("{model} ({threads} thread{})", if threads == 1 { "" } else { "s" })
+}
+
+/// The processor's marketing name: Linux's /proc/cpuinfo, macOS's sysctl (read once: it runs a command).
+fn cpu_model() -> Option<String> {
+    #[cfg(target_os = "macos")]
+    {
+        static MODEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        MODEL
+            .get_or_init(|| {
+                let out =
+                    std::process::Command::new("sysctl").args(["-n", "machdep.cpu.brand_string"]).output().ok()?;
+                let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+                (out.status.success() && !name.is_empty()).then_some(name)
+            })
+            .clone()
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("model name"))?;
+        Some(line.split(':').nth(1)?.trim().to_string())
+    }
 }
 
 #[cfg(test)]
