@@ -208,31 +208,22 @@ fn check_platform(preference: BackendPreference) -> Result<()> {
 }
 
 fn cpu_name() -> String {
+    static MODEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let model = MODEL.get_or_init(|| cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_string()));
     let threads = rayon::current_num_threads();
-    let model = cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_string());
     format!("{model} ({threads} thread{})", if threads == 1 { "" } else { "s" })
 }
 
-/// The processor's marketing name: Linux's /proc/cpuinfo, macOS's sysctl (read once: it runs a command).
+/// The processor's marketing name: macOS's sysctl, elsewhere /proc/cpuinfo (absent on Windows).
 fn cpu_model() -> Option<String> {
-    #[cfg(target_os = "macos")]
-    {
-        static MODEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-        MODEL
-            .get_or_init(|| {
-                let out =
-                    std::process::Command::new("sysctl").args(["-n", "machdep.cpu.brand_string"]).output().ok()?;
-                let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
-                (out.status.success() && !name.is_empty()).then_some(name)
-            })
-            .clone()
+    if cfg!(target_os = "macos") {
+        let out = std::process::Command::new("sysctl").args(["-n", "machdep.cpu.brand_string"]).output().ok()?;
+        let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        return (out.status.success() && !name.is_empty()).then_some(name);
     }
-    #[cfg(not(target_os = "macos"))]
-    {
-        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-        let line = info.lines().find(|l| l.starts_with("model name"))?;
-        Some(line.split(':').nth(1)?.trim().to_string())
-    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split(':').nth(1)?.trim().to_string())
 }
 
 #[cfg(test)]
