@@ -31,3 +31,8 @@ for e in 0 2; do
       --ops gemv_q4_k_xq,gemv_q8_0_xq >> $R/size_e${e}_m$mib.json 2>> $R/size_e${e}_m$mib.err
   done
 done
+# A dependent launch's cost: the copy kernel into one buffer (each launch waits on the one before; the
+# `copy:` line of stderr) at 1, 2 and 4 MiB, where the bytes take under 1.5 µs.
+for mib in 1 2 4; do
+  timeout 20 $B bench --backend gpu --mib $mib --json --ops scale > $R/chain_m$mib.json 2> $R/chain_m$mib.err
+done
