@@ -810,7 +810,8 @@ struct DecodeParams {
     window: u32,
     causal: u32,
     qout_units: u32,
-    _pad: [u32; 3],
+    row_blocks: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -992,6 +993,25 @@ impl DecodeTune {
     }
 }
 
+/// The environment variable that turns the in-kernel merge of decode splits off (`0`) or on (`1`, the
+/// default where the backend allows it), for benchmarks: off, `sdpa_decode_reduce` merges them.
+pub const DECODE_MERGE_VAR: &str = "TORCHLESS_DECODE_MERGE";
+
+fn env_decode_merge() -> Result<bool> {
+    static MERGE: std::sync::OnceLock<std::result::Result<Option<bool>, String>> = std::sync::OnceLock::new();
+    let parsed = super::env_override(&MERGE, DECODE_MERGE_VAR, |v| match v.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    });
+    parsed.map(|v| v.unwrap_or(true)).map_err(|value| KernelError::Argument {
+        op: "sdpa_decode",
+        name: DECODE_MERGE_VAR,
+        value,
+        reason: "must be 0 or 1 (or unset)".into(),
+    })
+}
+
 fn env_decode_tune() -> Result<Option<DecodeTune>> {
     static TUNE: std::sync::OnceLock<std::result::Result<Option<DecodeTune>, String>> = std::sync::OnceLock::new();
     super::env_override(&TUNE, DECODE_TUNE_VAR, DecodeTune::parse).map_err(|value| KernelError::Argument {
@@ -1028,8 +1048,14 @@ fn decode_gpu(
         None => plan,
     };
     let hd4 = d.head_dim / 4;
-    // One split: the main pass writes `out` itself.
+    // One split: the main pass writes `out` itself. Several: the subgroup kernel's last workgroup of each
+    // (row block, KV head) merges them where it can (MERGE), else sdpa_decode_reduce does.
     let direct = plan.n_splits == 1;
+    let merge = !direct
+        && matches!(plan.kernel, DecodeKernel::Subgroup { .. })
+        && ctx.device_scope_storage_barrier()
+        && d.n_kv_heads * plan.row_blocks <= crate::gpu::ARRIVAL_COUNTERS
+        && env_decode_merge()?;
     let part = if direct {
         out.clone()
     } else {
@@ -1042,7 +1068,7 @@ fn decode_gpu(
     // The pass that writes the output (the main one with one split, else the merge) also writes it
     // quantized where asked: whole blocks of 32 of one head, and for the main pass the subgroup kernel.
     let qout = qout.filter(|_| d.head_dim.is_multiple_of(32));
-    let main_emits = direct && qout.is_some() && matches!(plan.kernel, DecodeKernel::Subgroup { .. });
+    let main_emits = (direct || merge) && qout.is_some() && matches!(plan.kernel, DecodeKernel::Subgroup { .. });
     let (layout, units) = qout.as_ref().map_or((0, 0), |x| (x.layout, x.units));
     let params = DecodeParams {
         kv_len: match kv_len {
@@ -1062,7 +1088,8 @@ fn decode_gpu(
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
         qout_units: units,
-        _pad: [0; 3],
+        row_blocks: plan.row_blocks as u32,
+        _pad: [0; 2],
     };
     // Without QOUT its bindings (declared either way) get the output, never written through them.
     let (qxb, qsb) = match &qout {
@@ -1079,6 +1106,7 @@ fn decode_gpu(
                 ("LPR", lanes as f64),
                 ("RB", plan.rows_per_block as f64),
                 ("DIRECT", f64::from(u8::from(direct))),
+                ("MERGE", f64::from(u8::from(merge))),
                 ("WG", threads as f64),
                 ("SG", min_subgroup as f64),
                 ("QOUT", f64::from(u8::from(main_emits))),
@@ -1112,7 +1140,7 @@ fn decode_gpu(
     let (qb, kb, vb, pb) = (gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(&part));
     let mut buffers = vec![qb, kb, vb, pb];
     if kernel.name == ATTENTION_SUBGROUP.name {
-        buffers.extend([qxb, qsb]);
+        buffers.extend([qxb, qsb, ctx.arrival_counters(), gpu_buffer(out)]);
     }
     if let KvLen::Device(t) = kv_len {
         buffers.push(gpu_buffer(t));
@@ -1125,7 +1153,7 @@ fn decode_gpu(
         buffers: &buffers,
         workgroups: Workgroups::Grid(grid),
     })?;
-    if direct {
+    if direct || merge {
         return Ok(main_emits);
     }
     ctx.dispatch(Dispatch {
