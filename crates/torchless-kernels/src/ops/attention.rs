@@ -237,7 +237,7 @@ pub fn sdpa_decode_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true, None).map(drop)
+    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, DecodeKernels::Auto, None).map(drop)
 }
 
 /// [`sdpa_decode`] whose output `[tokens, n_heads · head_dim]` is the input of the quantized GEMV `next`
@@ -252,6 +252,18 @@ pub fn sdpa_decode_for(
     opts: AttentionOptions,
     next: &QuantTensor,
 ) -> Result<GemvInput> {
+    decode_for(q, k_cache, v_cache, kv_len, opts, next, DecodeKernels::Auto)
+}
+
+fn decode_for(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    opts: AttentionOptions,
+    next: &QuantTensor,
+    kernels: DecodeKernels,
+) -> Result<GemvInput> {
     let out = Tensor::uninit(&q.backend(), "sdpa_decode", q.shape(), DType::F32)?;
     let (rows, cols) = match q.shape() {
         &[t, h, d] => (t, h * d),
@@ -259,7 +271,7 @@ pub fn sdpa_decode_for(
     };
     let x = out.reshape(&[rows, cols])?;
     GemvInput::produced_for(&x, next, |qout| {
-        decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, &out, true, qout)
+        decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, &out, kernels, qout)
     })
 }
 
@@ -288,11 +300,23 @@ pub fn sdpa_decode_device_len_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true, None).map(drop)
+    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, DecodeKernels::Auto, None).map(drop)
 }
 
-/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests). `qout`: where
-/// the output also goes quantized for the next GEMV, if the launches allow it (returns whether it did).
+/// Which decode kernels may run: the entry points take `Auto`, tests force each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DecodeKernels {
+    /// The subgroup kernel where the adapter has one, its splits merged as [`env_decode_merge`] says.
+    Auto,
+    /// The subgroup kernel where the adapter has one, its splits merged in its own launch where the
+    /// backend allows (`merge`) or by sdpa_decode_reduce.
+    Subgroup { merge: bool },
+    /// The workgroup-memory kernel.
+    Workgroup,
+}
+
+/// Both decode entry points. `qout`: where the output also goes quantized for the next GEMV, if the
+/// launches allow it (returns whether it did).
 #[allow(clippy::too_many_arguments)]
 fn decode_impl(
     q: &Tensor,
@@ -301,7 +325,7 @@ fn decode_impl(
     kv_len: KvLen<'_>,
     opts: AttentionOptions,
     out: &Tensor,
-    subgroups: bool,
+    kernels: DecodeKernels,
     qout: Option<QuantizedX<'_>>,
 ) -> Result<bool> {
     const OP: &str = "sdpa_decode";
@@ -334,7 +358,7 @@ fn decode_impl(
             };
             decode_cpu(q, k, v, n, &d, &opts, out).map(|()| false)
         }
-        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups, qout),
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, kernels, qout),
     }
 }
 
@@ -993,8 +1017,8 @@ impl DecodeTune {
     }
 }
 
-/// The environment variable that turns the in-kernel merge of decode splits off (`0`) or on (`1`, the
-/// default where the backend allows it), for benchmarks: off, `sdpa_decode_reduce` merges them.
+/// The environment variable that turns the in-kernel merge of decode splits on (`1`, where the backend
+/// allows it) or off (`0`, the default): off, `sdpa_decode_reduce` merges them in a launch of its own.
 pub const DECODE_MERGE_VAR: &str = "TORCHLESS_DECODE_MERGE";
 
 fn env_decode_merge() -> Result<bool> {
@@ -1004,7 +1028,9 @@ fn env_decode_merge() -> Result<bool> {
         "1" => Some(true),
         _ => None,
     });
-    parsed.map(|v| v.unwrap_or(true)).map_err(|value| KernelError::Argument {
+    // Off until it is measured on hardware whose caches are not coherent across workgroups (lavapipe's
+    // are): the partials must come from other SMs' writes, not from this one's L1.
+    parsed.map(|v| v.unwrap_or(false)).map_err(|value| KernelError::Argument {
         op: "sdpa_decode",
         name: DECODE_MERGE_VAR,
         value,
@@ -1032,10 +1058,11 @@ fn decode_gpu(
     d: &Dims,
     opts: &AttentionOptions,
     out: &Tensor,
-    subgroups: bool,
+    kernels: DecodeKernels,
     qout: Option<QuantizedX<'_>>,
 ) -> Result<bool> {
     const OP: &str = "sdpa_decode";
+    let subgroups = kernels != DecodeKernels::Workgroup;
     let max_keys = match kv_len {
         KvLen::Host(n) => n,
         KvLen::Device(_) => d.capacity,
@@ -1055,7 +1082,11 @@ fn decode_gpu(
         && matches!(plan.kernel, DecodeKernel::Subgroup { .. })
         && ctx.device_scope_storage_barrier()
         && d.n_kv_heads * plan.row_blocks <= crate::gpu::ARRIVAL_COUNTERS
-        && env_decode_merge()?;
+        && match kernels {
+            DecodeKernels::Auto => env_decode_merge()?,
+            DecodeKernels::Subgroup { merge } => merge,
+            DecodeKernels::Workgroup => false,
+        };
     let part = if direct {
         out.clone()
     } else {
