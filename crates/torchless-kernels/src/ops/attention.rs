@@ -1062,6 +1062,10 @@ fn decode_gpu(
     qout: Option<QuantizedX<'_>>,
 ) -> Result<bool> {
     const OP: &str = "sdpa_decode";
+    let kernels = match kernels {
+        DecodeKernels::Auto => DecodeKernels::Subgroup { merge: env_decode_merge()? },
+        forced => forced,
+    };
     let subgroups = kernels != DecodeKernels::Workgroup;
     let max_keys = match kv_len {
         KvLen::Host(n) => n,
@@ -1082,11 +1086,7 @@ fn decode_gpu(
         && matches!(plan.kernel, DecodeKernel::Subgroup { .. })
         && ctx.device_scope_storage_barrier()
         && d.n_kv_heads * plan.row_blocks <= crate::gpu::ARRIVAL_COUNTERS
-        && match kernels {
-            DecodeKernels::Auto => env_decode_merge()?,
-            DecodeKernels::Subgroup { merge } => merge,
-            DecodeKernels::Workgroup => false,
-        };
+        && kernels == DecodeKernels::Subgroup { merge: true };
     let part = if direct {
         out.clone()
     } else {
