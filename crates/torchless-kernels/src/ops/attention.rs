@@ -11,8 +11,9 @@
 //!
 //! GPU: `sdpa_decode` is flash-decoding: the visible keys are cut into splits read by separate
 //! workgroups (each K/V row is read once per KV head: all query heads of a group share it), each
-//! writing a partial softmax, and a second pass merges the splits; a short context (one split) is one
-//! pass that writes the output itself. Where the adapter has subgroups of
+//! writing a partial softmax, and a second pass merges the splits (or, with `TORCHLESS_DECODE_MERGE=1`
+//! on Vulkan and D3D12, the last workgroup of each query block to finish does, in the same launch); a
+//! short context (one split) is one pass that writes the output itself. Where the adapter has subgroups of
 //! at least 8 lanes (NVIDIA, AMD, Apple, lavapipe) the main pass is `attention_subgroup.wgsl` (K/V rows
 //! straight into registers, dot products reduced with subgroup shuffles); otherwise `attention.wgsl`
 //! stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
@@ -242,7 +243,7 @@ pub fn sdpa_decode_into(
 
 /// [`sdpa_decode`] whose output `[tokens, n_heads · head_dim]` is the input of the quantized GEMV `next`
 /// (the O projection). On the GPU, with head_dim a multiple of 32, the pass that writes the output (the
-/// merge pass of a split step, or the subgroup kernel of an unsplit one) also writes it quantized for
+/// merge of a split step, or the subgroup kernel of an unsplit one) also writes it quantized for
 /// `next`, which saves the launch that would quantize it.
 pub fn sdpa_decode_for(
     q: &Tensor,
