@@ -1172,7 +1172,10 @@ fn decode_gpu(
     let (qb, kb, vb, pb) = (gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(&part));
     let mut buffers = vec![qb, kb, vb, pb];
     if kernel.name == ATTENTION_SUBGROUP.name {
-        buffers.extend([qxb, qsb, ctx.arrival_counters(), gpu_buffer(out)]);
+        // Without MERGE the counters' binding gets the output (never touched through it), so that
+        // launches that do not count arrivals are not ordered after those that do.
+        let arrivals = if merge { ctx.arrival_counters() } else { gpu_buffer(out) };
+        buffers.extend([qxb, qsb, arrivals, gpu_buffer(out)]);
     }
     if let KvLen::Device(t) = kv_len {
         buffers.push(gpu_buffer(t));
