@@ -44,15 +44,16 @@ override PREFETCH: bool = false;
 // cost more than the merge (a dependent launch is ~3 µs on an H100). Each workgroup's partials are
 // released by a device-scope storage barrier before it counts itself in (binding 7, an arrival counter
 // per (row block, KV head) that starts at zero and is left at zero); the last one to arrive acquires them
-// with another. Only where storageBarrier is a device-scope fence (Vulkan, D3D12; not Metal, where
-// naga's threadgroup_barrier orders memory within the threadgroup only): ops/attention.rs decides.
+// with another and reads them through the @coherent binding (attention_partials_coherent.wgsl). Only
+// where storageBarrier is a device-scope fence (Vulkan, D3D12; not Metal, where naga's
+// threadgroup_barrier orders memory within the threadgroup only): ops/attention.rs decides.
 override MERGE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read_write> part: array<vec4<u32>>;
+// Binding 4, `part`: attention_partials.wgsl (or its @coherent form for MERGE), composed before this file.
 @group(0) @binding(5) var<storage, read_write> qx_out: array<u32>;
 @group(0) @binding(6) var<storage, read_write> qs_out: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> arrivals: array<atomic<u32>>;

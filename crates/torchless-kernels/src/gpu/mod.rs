@@ -47,7 +47,8 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::MEMORY_DECORATION_COHERENT);
 
 /// A pipeline's identity: kernel, entry point and override constants (as bits).
 struct PipelineKey {
@@ -389,11 +390,14 @@ impl GpuContext {
     pub fn arrival_counters(&self) -> &wgpu::Buffer {
         &self.arrivals
     }
-    /// Whether `storageBarrier()` is a device-scope fence here, so that a workgroup may read what others
-    /// wrote before they counted themselves in ([`arrival_counters`](Self::arrival_counters)): naga
-    /// makes it one for SPIR-V and HLSL; for MSL it orders memory within the threadgroup only.
-    pub fn device_scope_storage_barrier(&self) -> bool {
+    /// Whether a workgroup may read what others wrote before they counted themselves in
+    /// ([`arrival_counters`](Self::arrival_counters)): `storageBarrier()` is a device-scope fence (naga
+    /// makes it one for SPIR-V and HLSL; for MSL it orders memory within the threadgroup only) and the
+    /// data can be declared `@coherent` (MEMORY_DECORATION_COHERENT), so no load is served from a cache
+    /// that missed the other workgroups' stores.
+    pub fn cross_workgroup_handoff(&self) -> bool {
         matches!(self.info.backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
+            && self.features.contains(wgpu::Features::MEMORY_DECORATION_COHERENT)
     }
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)

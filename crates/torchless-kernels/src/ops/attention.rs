@@ -36,7 +36,17 @@ use crate::quant::QuantTensor;
 use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention", ["xquant", "attention_kv", "attention"]);
-crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup", ["xquant", "attention_kv", "attention_subgroup"]);
+crate::kernel_source!(
+    ATTENTION_SUBGROUP,
+    "attention_subgroup",
+    ["xquant", "attention_kv", "attention_partials", "attention_subgroup"]
+);
+// The same with its partials @coherent, for MERGE (adapters with MEMORY_DECORATION_COHERENT).
+crate::kernel_source!(
+    ATTENTION_SUBGROUP_MERGE,
+    "attention_subgroup_merge",
+    ["xquant", "attention_kv", "attention_partials_coherent", "attention_subgroup"]
+);
 crate::kernel_source!(
     ATTENTION_COOP,
     "attention_coop",
@@ -1085,7 +1095,7 @@ fn decode_gpu(
     let direct = plan.n_splits == 1;
     let merge = !direct
         && matches!(plan.kernel, DecodeKernel::Subgroup { .. })
-        && ctx.device_scope_storage_barrier()
+        && ctx.cross_workgroup_handoff()
         && d.n_kv_heads * plan.row_blocks <= crate::gpu::ARRIVAL_COUNTERS
         && kernels == DecodeKernels::Subgroup { merge: true };
     let part = if direct {
@@ -1147,7 +1157,7 @@ fn decode_gpu(
                 ("PREFETCH", f64::from(u8::from(decode_prefetch(k.dtype())))),
             ];
             (
-                &ATTENTION_SUBGROUP,
+                if merge { &ATTENTION_SUBGROUP_MERGE } else { &ATTENTION_SUBGROUP },
                 if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
                 &subgroup_constants,
                 [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
@@ -1171,7 +1181,7 @@ fn decode_gpu(
     };
     let (qb, kb, vb, pb) = (gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(&part));
     let mut buffers = vec![qb, kb, vb, pb];
-    if kernel.name == ATTENTION_SUBGROUP.name {
+    if matches!(plan.kernel, DecodeKernel::Subgroup { .. }) {
         // Without MERGE the counters' binding gets the output (never touched through it), so that
         // launches that do not count arrivals are not ordered after those that do.
         let arrivals = if merge { ctx.arrival_counters() } else { gpu_buffer(out) };

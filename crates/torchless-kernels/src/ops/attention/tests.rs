@@ -58,7 +58,7 @@ fn kernel_choices(backend: &Backend) -> Vec<DecodeKernels> {
     use DecodeKernels::*;
     match backend {
         Backend::Cpu => vec![Auto],
-        Backend::Gpu(ctx) if ctx.has_subgroups() && ctx.device_scope_storage_barrier() => {
+        Backend::Gpu(ctx) if ctx.has_subgroups() && ctx.cross_workgroup_handoff() => {
             vec![Subgroup { merge: true }, Subgroup { merge: false }, Workgroup]
         }
         Backend::Gpu(ctx) if ctx.has_subgroups() => vec![Subgroup { merge: false }, Workgroup],
