@@ -1039,8 +1039,8 @@ fn env_decode_merge() -> Result<bool> {
         "1" => Some(true),
         _ => None,
     });
-    // Off until it is measured on hardware whose caches are not coherent across workgroups (lavapipe's
-    // are): the partials must come from other SMs' writes, not from this one's L1.
+    // Off until measured on a GPU: lavapipe (coherent caches, no real launch cost) can show neither that
+    // a GPU's caches honour the barriers and @coherent reads nor that it is faster.
     parsed.map(|v| v.unwrap_or(false)).map_err(|value| KernelError::Argument {
         op: "sdpa_decode",
         name: DECODE_MERGE_VAR,
