@@ -20,6 +20,10 @@ done
 for m in 1 0; do
   TORCHLESS_DECODE_MERGE=$m run $B $M --quantize q4_k --context 4096
 done
+# With the merge in the launch, fewer or more splits than the plan's (11 at 512) may pay off.
+for sp in 4 8 16 22; do
+  TORCHLESS_DECODE_MERGE=1 TORCHLESS_DECODE_TUNE=0,0,0,$sp run $B $M --quantize q4_k
+done
 for m in 1 0 1 0; do
   TORCHLESS_DECODE_MERGE=$m run $B bench --backend gpu --mib 16 --json --ops sdpa_decode
 done
