@@ -39,14 +39,15 @@ const U: u32 = 4u; // keys per lane group per step
 // Load the next step's K and V words before folding the current ones, so that a step's memory latency
 // overlaps the one before's arithmetic (twice the registers for raw words; ops/attention.rs says when).
 override PREFETCH: bool = false;
-// Split, and the last workgroup of each (row block, KV head) to finish merges the splits' partials into
-// the output (binding 8; with QOUT also quantized), so no sdpa_decode_reduce launch follows: that launch
-// cost more than the merge (a dependent launch is ~3 µs on an H100). Each workgroup's partials are
-// released by a device-scope storage barrier before it counts itself in (binding 7, an arrival counter
-// per (row block, KV head) that starts at zero and is left at zero); the last one to arrive acquires them
-// with another and reads them through the @coherent binding (attention_partials_coherent.wgsl). Only
-// where storageBarrier is a device-scope fence (Vulkan, D3D12; not Metal, where naga's
-// threadgroup_barrier orders memory within the threadgroup only): ops/attention.rs decides.
+// Split, and the last workgroup of each (row block, KV head) to finish merges the splits' partials
+// into the output (binding 8; with QOUT also quantized), so no sdpa_decode_reduce launch follows (a
+// dependent launch costs ~3 µs on an H100; whether the merge costs less is not measured yet). Each
+// workgroup's partials are released by a device-scope storage barrier before it counts itself in
+// (binding 7, an arrival counter per (row block, KV head) that starts at zero and is left at zero); the
+// last one to arrive acquires them with another and reads them through the @coherent binding
+// (attention_partials_coherent.wgsl). Only where storageBarrier is a device-scope fence (Vulkan, D3D12;
+// not Metal, where naga's threadgroup_barrier orders memory within the threadgroup only):
+// ops/attention.rs decides.
 override MERGE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
@@ -462,10 +463,10 @@ fn output_vec(i: u32) -> vec4<u32> {
     return part[i];
 }
 
-// QOUT: the rows merge_rows (or merge_splits) just wrote (same slots o), quantized as blocks of 32 of their tokens' rows of
-// x. The eight slots of a block are consecutive (HD / 4 is a multiple of 8); each thread re-reads the
-// output vec4 it wrote and splits it with its block's scale, and one thread a group of 16 writes the
-// group's (d / 256, Σ). Called after merge_rows and a barrier.
+// QOUT: the rows merge_rows (or merge_splits) just wrote (same slots o), quantized as blocks of 32 of
+// their tokens' rows of x. The eight slots of a block are consecutive (HD / 4 is a multiple of 8); each
+// thread re-reads the output vec4 it wrote and splits it with its block's scale, and one thread a group
+// of 16 writes the group's (d / 256, Σ). Called after merge_rows (or merge_splits) and a barrier.
 fn emit_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32) {
     let hd4 = HD / 4u;
     let groups = p.n_heads * HD / 16u;
