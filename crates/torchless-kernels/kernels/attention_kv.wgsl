@@ -30,8 +30,7 @@ struct DecodeParams {
     causal: u32,
     // QOUT: the next GEMV's units per row.
     qout_units: u32,
-    // Row blocks of the decode grid (MERGE's arrival counters).
-    row_blocks: u32,
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }

@@ -39,27 +39,15 @@ const U: u32 = 4u; // keys per lane group per step
 // Load the next step's K and V words before folding the current ones, so that a step's memory latency
 // overlaps the one before's arithmetic (twice the registers for raw words; ops/attention.rs says when).
 override PREFETCH: bool = false;
-// Split, and the last workgroup of each (row block, KV head) to finish merges the splits' partials
-// into the output (binding 8; with QOUT also quantized), so no sdpa_decode_reduce launch follows (a
-// dependent launch costs ~3 µs on an H100; whether the merge costs less is not measured yet). Each
-// workgroup's partials are released by a device-scope storage barrier before it counts itself in
-// (binding 7, an arrival counter per (row block, KV head) that starts at zero and is left at zero); the
-// last one to arrive acquires them with another and reads them through the @coherent binding
-// (attention_partials_coherent.wgsl). Only where storageBarrier is a device-scope fence (Vulkan, D3D12;
-// not Metal, where naga's threadgroup_barrier orders memory within the threadgroup only):
-// ops/attention.rs decides.
-override MERGE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
-// Binding 4, `part`: attention_partials.wgsl (or its @coherent form for MERGE), composed before this file.
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> qx_out: array<u32>;
 @group(0) @binding(6) var<storage, read_write> qs_out: array<vec2<f32>>;
-@group(0) @binding(7) var<storage, read_write> arrivals: array<atomic<u32>>;
-@group(0) @binding(8) var<storage, read_write> merged: array<vec4<u32>>;
-@group(0) @binding(9) var<storage, read> kv_len_buf: array<u32>;
+@group(0) @binding(7) var<storage, read> kv_len_buf: array<u32>;
 
 // Element groups per row, per lane (at most 4), and quads (vec4 of f32) per lane (at most 4).
 fn groups_per_row() -> u32 {
@@ -455,18 +443,10 @@ fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
     }
 }
 
-// Vec4 i of the output: in `part` with DIRECT, in `merged` with MERGE.
-fn output_vec(i: u32) -> vec4<u32> {
-    if (MERGE) {
-        return merged[i];
-    }
-    return part[i];
-}
-
-// QOUT: the rows merge_rows (or merge_splits) just wrote (same slots o), quantized as blocks of 32 of
-// their tokens' rows of x. The eight slots of a block are consecutive (HD / 4 is a multiple of 8); each
-// thread re-reads the output vec4 it wrote and splits it with its block's scale, and one thread a group
-// of 16 writes the group's (d / 256, Σ). Called after merge_rows (or merge_splits) and a barrier.
+// QOUT: the rows merge_rows just wrote (same slots o), quantized as blocks of 32 of their tokens' rows of
+// x. The eight slots of a block are consecutive (HD / 4 is a multiple of 8); each thread re-reads the
+// output vec4 it wrote and splits it with its block's scale, and one thread a group of 16 writes the
+// group's (d / 256, Σ). Called after merge_rows and a barrier.
 fn emit_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32) {
     let hd4 = HD / 4u;
     let groups = p.n_heads * HD / 16u;
@@ -476,7 +456,7 @@ fn emit_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32) {
         let rr = row0 + r0 + rl;
         let t = rr / p.group;
         let head = kvh * p.group + (rr - t * p.group);
-        let y = bitcast<vec4<f32>>(output_vec((t * p.n_heads + head) * hd4 + d4));
+        let y = bitcast<vec4<f32>>(part[(t * p.n_heads + head) * hd4 + d4]);
         let first = o & ~7u;
         var amax = 0.0;
         for (var k = 0u; k < 8u; k++) {
@@ -555,68 +535,6 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
             // The next round's merge_rows rewrites w_qmax only after its own barrier.
             emit_rows(li, row0, r0, min(rr, nrows - r0), kvh);
         }
-    }
-    if (MERGE) {
-        merge_splits(li, wid, row0, nrows, kvh);
-    }
-}
-
-var<workgroup> w_last: u32;
-
-// MERGE: counts this workgroup in; the last of its (row block, KV head) merges the n_splits partials of
-// its rows into `merged` (as attention.wgsl's sdpa_decode_reduce) and, with QOUT, emits them quantized.
-fn merge_splits(li: u32, wid: vec3<u32>, row0: u32, nrows: u32, kvh: u32) {
-    // Release: every thread's partial writes happen before the count.
-    storageBarrier();
-    let slot = kvh * p.row_blocks + wid.x;
-    if (li == 0u) {
-        w_last = select(0u, 1u, atomicAdd(&arrivals[slot], 1u) == p.n_splits - 1u);
-    }
-    if (workgroupUniformLoad(&w_last) == 0u) {
-        return;
-    }
-    // Acquire: the other splits' partials, written before their counts.
-    storageBarrier();
-    if (li == 0u) {
-        atomicStore(&arrivals[slot], 0u);
-    }
-    let hd4 = HD / 4u;
-    let ns = p.n_splits;
-    let rec = hd4 + 1u;
-    for (var o = li; o < nrows * hd4; o += WG) {
-        let rl = o / hd4;
-        let d4 = o - rl * hd4;
-        let rr = row0 + rl;
-        let t = rr / p.group;
-        let out_row = t * p.n_heads + kvh * p.group + (rr - t * p.group);
-        let base = out_row * ns * rec;
-        var mm = MASKED;
-        for (var s = 0u; s < ns; s++) {
-            mm = max(mm, bitcast<f32>(part[base + s * rec].x));
-        }
-        var a = vec4<f32>(0.0);
-        var ls = 0.0;
-        if (visible(mm)) {
-            for (var s = 0u; s < ns; s++) {
-                let ml = bitcast<vec2<f32>>(part[base + s * rec].xy);
-                if (ml.y > 0.0) {
-                    let w = exp(ml.x - mm);
-                    a += w * bitcast<vec4<f32>>(part[base + s * rec + 1u + d4]);
-                    ls += w * ml.y;
-                }
-            }
-        }
-        let y = select(vec4<f32>(0.0), a / ls, ls > 0.0);
-        merged[out_row * hd4 + d4] = bitcast<vec4<u32>>(y);
-        if (QOUT) {
-            w_qmax[o] = amax4(y);
-            w_qsum[o] = hsum(y);
-        }
-    }
-    if (QOUT) {
-        storageBarrier();
-        workgroupBarrier();
-        emit_rows(li, row0, 0u, nrows, kvh);
     }
 }
 

@@ -77,7 +77,6 @@ pub fn all() -> Vec<&'static KernelSource> {
     vec![
         &attention::ATTENTION,
         &attention::ATTENTION_SUBGROUP,
-        &attention::ATTENTION_SUBGROUP_MERGE,
         &attention::ATTENTION_COOP,
         &convert::CONVERT,
         &elementwise::ELEMENTWISE,

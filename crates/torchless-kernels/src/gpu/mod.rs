@@ -31,9 +31,6 @@ use pool::{BufferPool, size_class};
 
 /// Every GPU buffer is padded to this many bytes so kernels may load whole `vec4<u32>` words.
 pub const BUFFER_ALIGN: u64 = 16;
-/// Counters in [`GpuContext::arrival_counters`].
-pub const ARRIVAL_COUNTERS: usize = 4096;
-
 /// Bytes of the per-batch parameter arena; when it fills, the batch is submitted and a new one begins.
 const PARAM_ARENA_BYTES: u64 = 256 * 1024;
 
@@ -47,8 +44,7 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
-    .union(wgpu::Features::MEMORY_DECORATION_COHERENT);
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
 
 /// A pipeline's identity: kernel, entry point and override constants (as bits).
 struct PipelineKey {
@@ -127,8 +123,6 @@ pub struct GpuContext {
     /// The first error wgpu reported outside an error scope; returned by the next flush.
     device_error: Arc<Mutex<Option<String>>>,
     submitter: submit::Submitter,
-    /// See [`GpuContext::arrival_counters`].
-    arrivals: wgpu::Buffer,
 }
 
 struct Batch {
@@ -291,13 +285,6 @@ impl GpuContext {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        // wgpu zero-fills new buffers.
-        let arrivals = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("torchless arrival counters"),
-            size: 4 * ARRIVAL_COUNTERS as u64,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
         let limits = device.limits();
         let submitter = submit::Submitter::new(queue.clone(), arena.clone())?;
         Ok(Self {
@@ -323,7 +310,6 @@ impl GpuContext {
             }),
             device_error,
             submitter,
-            arrivals,
         })
     }
 
@@ -383,21 +369,6 @@ impl GpuContext {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
-    }
-    /// [`ARRIVAL_COUNTERS`] u32 counters, zero between launches: a kernel whose last workgroup to finish
-    /// completes the work (counting arrivals with atomics) uses them and leaves them at zero. Launches
-    /// that use them are ordered by the barriers wgpu puts between writers of one buffer.
-    pub fn arrival_counters(&self) -> &wgpu::Buffer {
-        &self.arrivals
-    }
-    /// Whether a workgroup may read what others wrote before they counted themselves in
-    /// ([`arrival_counters`](Self::arrival_counters)): `storageBarrier()` is a device-scope fence (naga
-    /// makes it one for SPIR-V and HLSL; for MSL it orders memory within the threadgroup only) and the
-    /// data can be declared `@coherent` (MEMORY_DECORATION_COHERENT), so no load is served from a cache
-    /// that missed the other workgroups' stores.
-    pub fn cross_workgroup_handoff(&self) -> bool {
-        matches!(self.info.backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
-            && self.features.contains(wgpu::Features::MEMORY_DECORATION_COHERENT)
     }
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)

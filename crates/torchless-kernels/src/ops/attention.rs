@@ -11,9 +11,8 @@
 //!
 //! GPU: `sdpa_decode` is flash-decoding: the visible keys are cut into splits read by separate
 //! workgroups (each K/V row is read once per KV head: all query heads of a group share it), each
-//! writing a partial softmax, and a second pass merges the splits (or, with `TORCHLESS_DECODE_MERGE=1`
-//! on Vulkan and D3D12, the last workgroup of each query block to finish does, in the same launch); a
-//! short context (one split) is one pass that writes the output itself. Where the adapter has subgroups of
+//! writing a partial softmax, and a second pass merges the splits; a short context (one split) is one
+//! pass that writes the output itself. Where the adapter has subgroups of
 //! at least 8 lanes (NVIDIA, AMD, Apple, lavapipe) the main pass is `attention_subgroup.wgsl` (K/V rows
 //! straight into registers, dot products reduced with subgroup shuffles); otherwise `attention.wgsl`
 //! stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
@@ -36,17 +35,7 @@ use crate::quant::QuantTensor;
 use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention", ["xquant", "attention_kv", "attention"]);
-crate::kernel_source!(
-    ATTENTION_SUBGROUP,
-    "attention_subgroup",
-    ["xquant", "attention_kv", "attention_partials", "attention_subgroup"]
-);
-// The same with its partials @coherent, for MERGE (adapters with MEMORY_DECORATION_COHERENT).
-crate::kernel_source!(
-    ATTENTION_SUBGROUP_MERGE,
-    "attention_subgroup_merge",
-    ["xquant", "attention_kv", "attention_partials_coherent", "attention_subgroup"]
-);
+crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup", ["xquant", "attention_kv", "attention_subgroup"]);
 crate::kernel_source!(
     ATTENTION_COOP,
     "attention_coop",
@@ -248,12 +237,12 @@ pub fn sdpa_decode_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, DecodeKernels::Auto, None).map(drop)
+    decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, out, true, None).map(drop)
 }
 
 /// [`sdpa_decode`] whose output `[tokens, n_heads · head_dim]` is the input of the quantized GEMV `next`
 /// (the O projection). On the GPU, with head_dim a multiple of 32, the pass that writes the output (the
-/// merge of a split step, or the subgroup kernel of an unsplit one) also writes it quantized for
+/// merge pass of a split step, or the subgroup kernel of an unsplit one) also writes it quantized for
 /// `next`, which saves the launch that would quantize it.
 pub fn sdpa_decode_for(
     q: &Tensor,
@@ -263,18 +252,6 @@ pub fn sdpa_decode_for(
     opts: AttentionOptions,
     next: &QuantTensor,
 ) -> Result<GemvInput> {
-    decode_for(q, k_cache, v_cache, kv_len, opts, next, DecodeKernels::Auto)
-}
-
-fn decode_for(
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    kv_len: usize,
-    opts: AttentionOptions,
-    next: &QuantTensor,
-    kernels: DecodeKernels,
-) -> Result<GemvInput> {
     let out = Tensor::uninit(&q.backend(), "sdpa_decode", q.shape(), DType::F32)?;
     let (rows, cols) = match q.shape() {
         &[t, h, d] => (t, h * d),
@@ -282,7 +259,7 @@ fn decode_for(
     };
     let x = out.reshape(&[rows, cols])?;
     GemvInput::produced_for(&x, next, |qout| {
-        decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, &out, kernels, qout)
+        decode_impl(q, k_cache, v_cache, KvLen::Host(kv_len), opts, &out, true, qout)
     })
 }
 
@@ -311,23 +288,11 @@ pub fn sdpa_decode_device_len_into(
     opts: AttentionOptions,
     out: &Tensor,
 ) -> Result<()> {
-    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, DecodeKernels::Auto, None).map(drop)
+    decode_impl(q, k_cache, v_cache, KvLen::Device(kv_len), opts, out, true, None).map(drop)
 }
 
-/// Which decode kernels may run: the entry points take `Auto`, tests force each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DecodeKernels {
-    /// The subgroup kernel where the adapter has one, its splits merged as [`env_decode_merge`] says.
-    Auto,
-    /// The subgroup kernel where the adapter has one, its splits merged in its own launch where the
-    /// backend allows (`merge`) or by sdpa_decode_reduce.
-    Subgroup { merge: bool },
-    /// The workgroup-memory kernel.
-    Workgroup,
-}
-
-/// Both decode entry points. `qout`: where the output also goes quantized for the next GEMV, if the
-/// launches allow it (returns whether it did).
+/// Both decode entry points; `subgroups` false forces the workgroup-memory kernel (tests). `qout`: where
+/// the output also goes quantized for the next GEMV, if the launches allow it (returns whether it did).
 #[allow(clippy::too_many_arguments)]
 fn decode_impl(
     q: &Tensor,
@@ -336,7 +301,7 @@ fn decode_impl(
     kv_len: KvLen<'_>,
     opts: AttentionOptions,
     out: &Tensor,
-    kernels: DecodeKernels,
+    subgroups: bool,
     qout: Option<QuantizedX<'_>>,
 ) -> Result<bool> {
     const OP: &str = "sdpa_decode";
@@ -369,7 +334,7 @@ fn decode_impl(
             };
             decode_cpu(q, k, v, n, &d, &opts, out).map(|()| false)
         }
-        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, kernels, qout),
+        Backend::Gpu(ctx) => decode_gpu(&ctx, q, k, v, kv_len, &d, &opts, out, subgroups, qout),
     }
 }
 
@@ -845,8 +810,7 @@ struct DecodeParams {
     window: u32,
     causal: u32,
     qout_units: u32,
-    row_blocks: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -1028,27 +992,6 @@ impl DecodeTune {
     }
 }
 
-/// The environment variable that turns the in-kernel merge of decode splits on (`1`, where the backend
-/// allows it) or off (`0`, the default): off, `sdpa_decode_reduce` merges them in a launch of its own.
-pub const DECODE_MERGE_VAR: &str = "TORCHLESS_DECODE_MERGE";
-
-fn env_decode_merge() -> Result<bool> {
-    static MERGE: std::sync::OnceLock<std::result::Result<Option<bool>, String>> = std::sync::OnceLock::new();
-    let parsed = super::env_override(&MERGE, DECODE_MERGE_VAR, |v| match v.trim() {
-        "0" => Some(false),
-        "1" => Some(true),
-        _ => None,
-    });
-    // Off until measured on a GPU: lavapipe (coherent caches, no real launch cost) can show neither that
-    // a GPU's caches honour the barriers and @coherent reads nor that it is faster.
-    parsed.map(|v| v.unwrap_or(false)).map_err(|value| KernelError::Argument {
-        op: "sdpa_decode",
-        name: DECODE_MERGE_VAR,
-        value,
-        reason: "must be 0 or 1 (or unset)".into(),
-    })
-}
-
 fn env_decode_tune() -> Result<Option<DecodeTune>> {
     static TUNE: std::sync::OnceLock<std::result::Result<Option<DecodeTune>, String>> = std::sync::OnceLock::new();
     super::env_override(&TUNE, DECODE_TUNE_VAR, DecodeTune::parse).map_err(|value| KernelError::Argument {
@@ -1069,15 +1012,10 @@ fn decode_gpu(
     d: &Dims,
     opts: &AttentionOptions,
     out: &Tensor,
-    kernels: DecodeKernels,
+    subgroups: bool,
     qout: Option<QuantizedX<'_>>,
 ) -> Result<bool> {
     const OP: &str = "sdpa_decode";
-    let kernels = match kernels {
-        DecodeKernels::Auto => DecodeKernels::Subgroup { merge: env_decode_merge()? },
-        forced => forced,
-    };
-    let subgroups = kernels != DecodeKernels::Workgroup;
     let max_keys = match kv_len {
         KvLen::Host(n) => n,
         KvLen::Device(_) => d.capacity,
@@ -1090,14 +1028,8 @@ fn decode_gpu(
         None => plan,
     };
     let hd4 = d.head_dim / 4;
-    // One split: the main pass writes `out` itself. Several: the subgroup kernel's last workgroup of each
-    // (row block, KV head) merges them where it can (MERGE), else sdpa_decode_reduce does.
+    // One split: the main pass writes `out` itself.
     let direct = plan.n_splits == 1;
-    let merge = !direct
-        && matches!(plan.kernel, DecodeKernel::Subgroup { .. })
-        && ctx.cross_workgroup_handoff()
-        && d.n_kv_heads * plan.row_blocks <= crate::gpu::ARRIVAL_COUNTERS
-        && kernels == DecodeKernels::Subgroup { merge: true };
     let part = if direct {
         out.clone()
     } else {
@@ -1110,7 +1042,7 @@ fn decode_gpu(
     // The pass that writes the output (the main one with one split, else the merge) also writes it
     // quantized where asked: whole blocks of 32 of one head, and for the main pass the subgroup kernel.
     let qout = qout.filter(|_| d.head_dim.is_multiple_of(32));
-    let main_emits = (direct || merge) && qout.is_some() && matches!(plan.kernel, DecodeKernel::Subgroup { .. });
+    let main_emits = direct && qout.is_some() && matches!(plan.kernel, DecodeKernel::Subgroup { .. });
     let (layout, units) = qout.as_ref().map_or((0, 0), |x| (x.layout, x.units));
     let params = DecodeParams {
         kv_len: match kv_len {
@@ -1130,8 +1062,7 @@ fn decode_gpu(
         window: opts.window.filter(|&w| w <= d.capacity).unwrap_or(0) as u32,
         causal: opts.causal as u32,
         qout_units: units,
-        row_blocks: plan.row_blocks as u32,
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
     // Without QOUT its bindings (declared either way) get the output, never written through them.
     let (qxb, qsb) = match &qout {
@@ -1148,7 +1079,6 @@ fn decode_gpu(
                 ("LPR", lanes as f64),
                 ("RB", plan.rows_per_block as f64),
                 ("DIRECT", f64::from(u8::from(direct))),
-                ("MERGE", f64::from(u8::from(merge))),
                 ("WG", threads as f64),
                 ("SG", min_subgroup as f64),
                 ("QOUT", f64::from(u8::from(main_emits))),
@@ -1157,7 +1087,7 @@ fn decode_gpu(
                 ("PREFETCH", f64::from(u8::from(decode_prefetch(k.dtype())))),
             ];
             (
-                if merge { &ATTENTION_SUBGROUP_MERGE } else { &ATTENTION_SUBGROUP },
+                &ATTENTION_SUBGROUP,
                 if matches!(kv_len, KvLen::Host(_)) { "sdpa_decode_sg" } else { "sdpa_decode_dev_sg" },
                 &subgroup_constants,
                 [plan.row_blocks as u32, plan.n_splits as u32, d.n_kv_heads as u32],
@@ -1181,11 +1111,8 @@ fn decode_gpu(
     };
     let (qb, kb, vb, pb) = (gpu_buffer(q), gpu_buffer(k), gpu_buffer(v), gpu_buffer(&part));
     let mut buffers = vec![qb, kb, vb, pb];
-    if matches!(plan.kernel, DecodeKernel::Subgroup { .. }) {
-        // Without MERGE the counters' binding gets the output (never touched through it), so that
-        // launches that do not count arrivals are not ordered after those that do.
-        let arrivals = if merge { ctx.arrival_counters() } else { gpu_buffer(out) };
-        buffers.extend([qxb, qsb, arrivals, gpu_buffer(out)]);
+    if kernel.name == ATTENTION_SUBGROUP.name {
+        buffers.extend([qxb, qsb]);
     }
     if let KvLen::Device(t) = kv_len {
         buffers.push(gpu_buffer(t));
@@ -1198,7 +1125,7 @@ fn decode_gpu(
         buffers: &buffers,
         workgroups: Workgroups::Grid(grid),
     })?;
-    if direct || merge {
+    if direct {
         return Ok(main_emits);
     }
     ctx.dispatch(Dispatch {

@@ -52,17 +52,12 @@ impl Inputs {
     }
 }
 
-/// Decode kernels to run: the subgroup one (where the adapter has it) with its splits merged in its own
-/// launch (where the backend allows) and by sdpa_decode_reduce, and the workgroup one.
-fn kernel_choices(backend: &Backend) -> Vec<DecodeKernels> {
-    use DecodeKernels::*;
+/// Decode kernels to run: the subgroup one (where the adapter has it) and the workgroup one.
+fn kernel_choices(backend: &Backend) -> Vec<bool> {
     match backend {
-        Backend::Cpu => vec![Auto],
-        Backend::Gpu(ctx) if ctx.has_subgroups() && ctx.cross_workgroup_handoff() => {
-            vec![Subgroup { merge: true }, Subgroup { merge: false }, Workgroup]
-        }
-        Backend::Gpu(ctx) if ctx.has_subgroups() => vec![Subgroup { merge: false }, Workgroup],
-        Backend::Gpu(_) => vec![Workgroup],
+        Backend::Cpu => vec![true],
+        Backend::Gpu(ctx) if ctx.has_subgroups() => vec![true, false],
+        Backend::Gpu(_) => vec![false],
     }
 }
 
@@ -108,11 +103,11 @@ fn decode_matches_the_f64_reference() {
         let want = x.reference(kv_len, kv_len as i64 - tokens as i64, &o);
         for backend in test_backends() {
             let (q, k, v) = x.tensors(&backend);
-            for kernels in kernel_choices(&backend) {
+            for subgroups in kernel_choices(&backend) {
                 let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, kernels, None).unwrap();
+                decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups, None).unwrap();
                 let what = format!(
-                    "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} ({kernels:?})",
+                    "decode T={tokens} {nh}/{nkv}x{hd} kv_len {kv_len} {dtype} {o:?} on {} (subgroups {subgroups})",
                     backend.name()
                 );
                 assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
@@ -184,30 +179,22 @@ fn decode_for_a_quantized_gemv_matches_the_plain_path() {
                 let wd = w.to_backend(&backend).unwrap();
                 let plain = sdpa_decode(&q, &k, &v, kv_len, o).unwrap().reshape(&[tokens, cols]).unwrap();
                 let want = gemv_q(&wd, &plain, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
+                let input = sdpa_decode_for(&q, &k, &v, kv_len, o, &wd).unwrap();
+                if let Backend::Gpu(ctx) = &backend {
+                    // The merge pass emits, or with one split the subgroup kernel, where it runs.
+                    let min_sg = if ctx.has_subgroups() { ctx.info().subgroup_min_size as usize } else { 0 };
+                    let threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
+                    let plan = decode_plan(&inp.d, k.dtype(), kv_len, &o, min_sg, threads);
+                    let by_kernel = matches!(plan.kernel, DecodeKernel::Subgroup { .. });
+                    let emits = (plan.n_splits > 1 || by_kernel) && hd % 32 == 0;
+                    assert_eq!(input.is_quantized_for(&wd), emits, "written quantized, {name} ({plan:?})");
+                }
+                let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
                 let plain: Vec<f64> = plain.to_f32_vec().unwrap().iter().map(|&v| v as f64).collect();
+                assert_close(&name, &input.tensor().to_f32_vec().unwrap(), &plain, TOL);
                 // |x| <= 1 here (a weighted mean of V rows), for which tolerance() holds.
                 let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
-                for kernels in kernel_choices(&backend) {
-                    let name = format!("{name} ({kernels:?})");
-                    let input = decode_for(&q, &k, &v, kv_len, o, &wd, kernels).unwrap();
-                    if let Backend::Gpu(ctx) = &backend {
-                        // The merge (its own pass or the split kernel's) emits, or with one split the
-                        // subgroup kernel, where it runs.
-                        let min_sg = match kernels {
-                            DecodeKernels::Workgroup => 0,
-                            _ if ctx.has_subgroups() => ctx.info().subgroup_min_size as usize,
-                            _ => 0,
-                        };
-                        let threads = ctx.limits().max_compute_invocations_per_workgroup as usize;
-                        let plan = decode_plan(&inp.d, k.dtype(), kv_len, &o, min_sg, threads);
-                        let by_kernel = matches!(plan.kernel, DecodeKernel::Subgroup { .. });
-                        let emits = (plan.n_splits > 1 || by_kernel) && hd % 32 == 0;
-                        assert_eq!(input.is_quantized_for(&wd), emits, "written quantized, {name} ({plan:?})");
-                    }
-                    let got = gemv_q_input(&wd, &input, GemvEpilogue::default()).unwrap().to_f32_vec().unwrap();
-                    assert_close(&name, &input.tensor().to_f32_vec().unwrap(), &plain, TOL);
-                    assert_close(&format!("next GEMV, {name}"), &got, &want, tolerance(cols));
-                }
+                assert_close(&format!("next GEMV, {name}"), &got, &want, tolerance(cols));
             }
         }
     }
@@ -223,16 +210,16 @@ fn decode_reads_kv_len_from_the_device_and_replays() {
         let (q, k, v) = x.tensors(&backend);
         let len = Tensor::from_slice(&backend, &[1u32], &[1]).unwrap();
         let out = Tensor::zeros(&backend, &[1, 8, 64], DType::F32).unwrap();
-        for kernels in kernel_choices(&backend) {
+        for subgroups in kernel_choices(&backend) {
             for kv_len in [1u32, 33, 257, 2999, 3000, 5000, 0] {
                 match &backend {
                     Backend::Cpu => cpu::write_u32(&len, &[kv_len]),
                     Backend::Gpu(ctx) => ctx.write_buffer(gpu_buffer(&len), 0, bytemuck::bytes_of(&kv_len)).unwrap(),
                 }
-                decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, kernels, None).unwrap();
+                decode_impl(&q, &k, &v, KvLen::Device(&len), o, &out, subgroups, None).unwrap();
                 let n = (kv_len as usize).min(capacity);
                 let want = if n == 0 { vec![0.0; 8 * 64] } else { x.reference(n, n as i64 - 1, &o) };
-                let what = format!("device kv_len {kv_len} on {} ({kernels:?})", backend.name());
+                let what = format!("device kv_len {kv_len} on {} (subgroups {subgroups})", backend.name());
                 assert_close(&what, &out.to_f32_vec().unwrap(), &want, TOL);
             }
         }
@@ -276,10 +263,10 @@ fn fully_masked_rows_are_zeros_and_extremes_stay_finite() {
                 };
                 assert_close(&format!("flash {what}"), &got, &want, tol);
             }
-            for kernels in kernel_choices(&backend) {
+            for subgroups in kernel_choices(&backend) {
                 let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
-                decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, kernels, None).unwrap();
-                let what = format!("decode {what} ({kernels:?})");
+                decode_impl(&q, &k, &v, KvLen::Host(n), plain, &out, subgroups, None).unwrap();
+                let what = format!("decode {what} (subgroups {subgroups})");
                 assert_close(&what, &out.to_f32_vec().unwrap(), &want, Tolerance { atol: 1e-3, rtol: 1e-3 });
             }
         }
