@@ -41,7 +41,7 @@ const NONE_INDEX: u32 = 0xffffffffu;
 // Bindings per entry point:
 //   embedding_vec (table, ids, emb_out); embedding_any (table_w, ids, emb_out_w);
 //   argmax_rows (x, idx_out); argmax_partial, topk_partial (x, scratch); argmax_merge (scratch_in, idx_out);
-//   topk_rows (x, val_out, topk_idx); topk_merge (x, scratch_in2, val_out2, topk_idx2);
+//   topk_rows (x, val_out, topk_idx); topk_merge (x = the partials, x_vals = x, val_out2, topk_idx2);
 //   repeat_penalty (pen_x, pen_ids).
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> table: array<vec4<u32>>;
@@ -55,7 +55,7 @@ const NONE_INDEX: u32 = 0xffffffffu;
 @group(0) @binding(1) var<storage, read> scratch_in: array<u32>;
 @group(0) @binding(2) var<storage, read_write> val_out: array<u32>;
 @group(0) @binding(3) var<storage, read_write> topk_idx: array<u32>;
-@group(0) @binding(2) var<storage, read> scratch_in2: array<u32>;
+@group(0) @binding(2) var<storage, read> x_vals: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> val_out2: array<u32>;
 @group(0) @binding(4) var<storage, read_write> topk_idx2: array<u32>;
 @group(0) @binding(1) var<storage, read_write> pen_x: array<f32>;
@@ -241,11 +241,9 @@ fn elems_per_vec4() -> u32 {
     return select(8u, 4u, DTYPE == DT_F32);
 }
 
-// The f32 bits of element e of x.
-fn x_bits(e: u32) -> u32 {
-    let ev = elems_per_vec4();
-    let q = x[e / ev];
-    let r = e % ev;
+// The f32 bits of element e of x, given the vec4 of x that holds it.
+fn bits_in(q: vec4<u32>, e: u32) -> u32 {
+    let r = e % elems_per_vec4();
     let pw = per_word(DTYPE);
     return elem_bits(q[r / pw], r % pw);
 }
@@ -398,18 +396,21 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // vec4s a thread. An element that beats the list's k-th entry (the threshold) is appended to a buffer of
 // candidates; the buffer is merged into the list (bitonic sort in workgroup memory, then each entry's new
 // position is its position among its own kind plus the number of the other kind that beat it, found by
-// binary search) only when it is half full, when it overflows, and at the end. The threshold is set by
-// the first tile: each thread offers its best element, and the list of those (the k-th best of the
-// threads' maxima, which at least k elements reach) is merged before the rest of the tile is offered.
-// On random data a chunk of 32k values then yields a few hundred candidates in all (yet on the H200 the
-// kernel moves only 31-42 % of the copy bandwidth: the per-tile barriers and merges, not the loads, set
-// its pace; a vector pre-test of each unit and prefetching the next tile made it slower). Elements that
-// find the buffer full stay pending and are offered again after the merge (which raises the threshold),
-// so no input, however ordered, loses an element. Every loop is short: lavapipe ends any loop after
-// 65535 iterations.
+// binary search). The threshold is set by the first tile: each thread offers its best element, and the
+// list of those (the k-th best of the threads' maxima, which at least k elements reach) is merged before
+// the rest is offered. After that the threads scan on without a barrier for ROUND_TILES tiles, comparing
+// each element with the threshold in registers, and the workgroup meets only at the end of a round, to
+// merge the buffer when it is over half full or overflowed. (A barrier a tile, as this kernel had before,
+// held it to 51-58 % of the copy bandwidth on the H100: its pace was the barriers', not the loads'.) A
+// thread whose element finds the buffer full stops, its tile's remaining elements pending, and goes on
+// after the merge (which raises the threshold), so no input, however ordered, loses an element. On
+// random data a row of 128k values yields under a thousand candidates in all. Every loop is short:
+// lavapipe ends any loop after 65535 iterations.
 
-// Candidates the buffer holds (two per thread).
-const CAP: u32 = 2u * WG;
+// Candidates the buffer holds (four per thread).
+const CAP: u32 = 4u * WG;
+// Tiles a thread scans between two meetings of the workgroup.
+const ROUND_TILES: u32 = 8u;
 
 var<workgroup> cand_k: array<u32, CAP>;
 var<workgroup> cand_i: array<u32, CAP>;
@@ -431,6 +432,8 @@ var<private> u2_: vec4<u32>;
 var<private> u3_: vec4<u32>;
 var<private> pos_: u32;
 var<private> pending: u32;
+// The tile the units hold.
+var<private> tile_: u32;
 
 fn topk_init(li: u32) {
     if (li == 0u) {
@@ -520,8 +523,9 @@ fn merge(m: u32, li: u32) {
         }
     }
     workgroupBarrier();
-    place_candidate(li, m, len);
-    place_candidate(li + WG, m, len);
+    for (var a = li; a < m; a += WG) {
+        place_candidate(a, m, len);
+    }
     if (li < len) {
         let ek = list_k[li];
         let ei = list_i[li];
@@ -617,44 +621,21 @@ fn count_candidates(li: u32) -> bool {
     return workgroupUniformLoad(&round_full) != 0u;
 }
 
-// Offers the tile's pending elements: at the first tile each thread's best alone first (which sets the
-// threshold), then everything that beats the threshold, merging whenever the buffer overflows, and once
-// more when it is over half full.
-fn offer_tile(first: bool, pairs: bool, base: u32, li: u32) {
-    if (first) {
-        var b = vec3<u32>(NONE_KEY, NONE_INDEX, 32u);
-        b = best_of_unit(u0_, 0u, pairs, base, b);
-        b = best_of_unit(u1_, 1u, pairs, base, b);
-        b = best_of_unit(u2_, 2u, pairs, base, b);
-        b = best_of_unit(u3_, 3u, pairs, base, b);
-        if (b.z < 32u) {
-            let slot = atomicAdd(&n_cand, 1u); // one per thread: below CAP
-            cand_k[slot] = b.x;
-            cand_i[slot] = b.y;
-            pending &= ~(1u << b.z);
-        }
-        count_candidates(li);
-        let m = workgroupUniformLoad(&round_m);
-        if (m > 0u) {
-            merge(m, li);
-        }
+// At the first tile: each thread offers its best pending element alone, and the list of those is merged,
+// which sets the threshold.
+fn offer_first_best(pairs: bool, base: u32, li: u32) {
+    var b = vec3<u32>(NONE_KEY, NONE_INDEX, 32u);
+    b = best_of_unit(u0_, 0u, pairs, base, b);
+    b = best_of_unit(u1_, 1u, pairs, base, b);
+    b = best_of_unit(u2_, 2u, pairs, base, b);
+    b = best_of_unit(u3_, 3u, pairs, base, b);
+    if (b.z < 32u) {
+        let slot = atomicAdd(&n_cand, 1u); // one per thread: below CAP
+        cand_k[slot] = b.x;
+        cand_i[slot] = b.y;
+        pending &= ~(1u << b.z);
     }
-    loop {
-        let t = threshold();
-        var left = offer_unit(u0_, 0u, pairs, base, t);
-        left |= offer_unit(u1_, 1u, pairs, base, t);
-        left |= offer_unit(u2_, 2u, pairs, base, t);
-        left |= offer_unit(u3_, 3u, pairs, base, t);
-        pending = left;
-        let full = count_candidates(li);
-        let m = workgroupUniformLoad(&round_m);
-        if (full || m > CAP / 2u) {
-            merge(m, li);
-        }
-        if (!full) {
-            break;
-        }
-    }
+    flush_candidates(li);
 }
 
 // Merges what the buffer still holds.
@@ -664,6 +645,76 @@ fn flush_candidates(li: u32) {
     if (m > 0u) {
         merge(m, li);
     }
+}
+
+// What a scan reads: the span's elements of x, or (`pairs`, the merge pass) the span's vec4s of x, each
+// two (key, index) pairs of the chunks' candidates.
+struct Source {
+    pairs: bool,
+    s: Span,
+}
+
+// Loads tile t into this thread's units and marks the elements it holds pending.
+fn load_tile(src: Source, t: u32, li: u32) {
+    if (src.pairs) {
+        pos_ = src.s.start + t * 4u * WG + li;
+        u0_ = load_pair_unit(pos_, src.s.end);
+        u1_ = load_pair_unit(pos_ + WG, src.s.end);
+        u2_ = load_pair_unit(pos_ + 2u * WG, src.s.end);
+        u3_ = load_pair_unit(pos_ + 3u * WG, src.s.end);
+        pending = pair_pending(u0_, 0u) | pair_pending(u1_, 1u) | pair_pending(u2_, 2u) | pair_pending(u3_, 3u);
+    } else {
+        load_x_tile(src.s, t, li);
+    }
+}
+
+// The thread's part of a round: offers what is pending of its current tile (`tile_`), then loads and
+// offers the next tiles below t_end, all against the threshold the round began with; stops early when
+// the buffer is full, leaving the rest pending.
+fn scan_round(src: Source, t_end: u32, li: u32) {
+    let t = threshold();
+    let base = src.s.base;
+    loop {
+        if (pending != 0u) {
+            var left = offer_unit(u0_, 0u, src.pairs, base, t);
+            left |= offer_unit(u1_, 1u, src.pairs, base, t);
+            left |= offer_unit(u2_, 2u, src.pairs, base, t);
+            left |= offer_unit(u3_, 3u, src.pairs, base, t);
+            pending = left;
+            if (left != 0u) {
+                break;
+            }
+        }
+        if (tile_ + 1u >= t_end) {
+            break;
+        }
+        tile_ += 1u;
+        load_tile(src, tile_, li);
+    }
+}
+
+// The best k of the source's `tiles` tiles into the list.
+fn topk_scan(src: Source, tiles: u32, li: u32) {
+    topk_init(li);
+    tile_ = 0u;
+    load_tile(src, 0u, li);
+    offer_first_best(src.pairs, src.s.base, li);
+    var t_end = min(tiles, 1u + ROUND_TILES);
+    loop {
+        scan_round(src, t_end, li);
+        let full = count_candidates(li);
+        let m = workgroupUniformLoad(&round_m);
+        if (full || m > CAP / 2u) {
+            merge(m, li);
+        }
+        if (!full) {
+            if (t_end == tiles) {
+                break;
+            }
+            t_end = min(tiles, t_end + ROUND_TILES);
+        }
+    }
+    flush_candidates(li);
 }
 
 // Loads tile t of the span (four vec4s a thread, a vec4 past the span loading the span's last one) and
@@ -676,6 +727,11 @@ fn load_x_tile(s: Span, t: u32, li: u32) {
     u1_ = x[min(pos_ + WG, v1 - 1u)];
     u2_ = x[min(pos_ + 2u * WG, v1 - 1u)];
     u3_ = x[min(pos_ + 3u * WG, v1 - 1u)];
+    if (pos_ * ev >= s.start && (pos_ + 3u * WG + 1u) * ev <= s.end) {
+        // Inside the span: every element (the common case, without the per-element tests below).
+        pending = select(0x0f0f0f0fu, 0xffffffffu, ev == 8u);
+        return;
+    }
     pending = 0u;
     for (var q = 0u; q < 4u; q++) {
         let v = pos_ + q * WG;
@@ -690,15 +746,9 @@ fn load_x_tile(s: Span, t: u32, li: u32) {
 
 // The span's best k into the list.
 fn topk_span(s: Span, li: u32) {
-    topk_init(li);
     let ev = elems_per_vec4();
     let vecs = (s.end + ev - 1u) / ev - s.start / ev;
-    let tiles = (vecs + 4u * WG - 1u) / (4u * WG);
-    for (var t = 0u; t < tiles; t++) {
-        load_x_tile(s, t, li);
-        offer_tile(t == 0u, false, s.base, li);
-    }
-    flush_candidates(li);
+    topk_scan(Source(false, s), (vecs + 4u * WG - 1u) / (4u * WG), li);
 }
 
 // One workgroup per row: values and indices straight out.
@@ -714,11 +764,19 @@ fn topk_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let o = row * p.k + li;
         let i = list_i[li];
         topk_idx[o] = i;
-        val_out[o] = x_bits(row * p.n + i);
+        let e = row * p.n + i;
+        val_out[o] = bits_in(x[e / elems_per_vec4()], e);
     }
 }
 
-// One workgroup per chunk: its best k (key, index) pairs into scratch, padded with sentinels.
+// vec4s of partials a chunk writes: its best k (key, index) pairs, two a vec4, so that every chunk's
+// start is vec4-aligned.
+fn pair_units() -> u32 {
+    return (p.k + 1u) / 2u;
+}
+
+// One workgroup per chunk: its best k (key, index) pairs into scratch, padded with sentinels to a whole
+// number of vec4s.
 @compute @workgroup_size(256)
 fn topk_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
@@ -727,24 +785,20 @@ fn topk_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     topk_span(span_of(g), li);
-    if (li < p.k) {
-        let o = 2u * (g * p.k + li);
+    if (li < 2u * pair_units()) {
+        let o = 2u * (g * 2u * pair_units() + li);
         let valid = li < list_len;
         scratch[o] = select(NONE_KEY, list_k[li], valid);
         scratch[o + 1u] = select(NONE_INDEX, list_i[li], valid);
     }
 }
 
-// Candidate pair c of the row's pairs starting at `first`, as a half unit (the sentinel past `count`).
-fn load_pair(first: u32, c: u32, count: u32) -> vec2<u32> {
-    if (c >= count) {
-        return vec2<u32>(NONE_KEY, NONE_INDEX);
+// The two candidate pairs of vec4 v of x (sentinels from `end` on).
+fn load_pair_unit(v: u32, end: u32) -> vec4<u32> {
+    if (v >= end) {
+        return vec4<u32>(NONE_KEY, NONE_INDEX, NONE_KEY, NONE_INDEX);
     }
-    return vec2<u32>(scratch_in2[2u * (first + c)], scratch_in2[2u * (first + c) + 1u]);
-}
-
-fn load_pair_unit(first: u32, c: u32, count: u32) -> vec4<u32> {
-    return vec4<u32>(load_pair(first, c, count), load_pair(first, c + 1u, count));
+    return x[v];
 }
 
 // The pending bits of unit q of pairs: its real (non-sentinel) pairs.
@@ -752,8 +806,8 @@ fn pair_pending(w: vec4<u32>, q: u32) -> u32 {
     return (select(0u, 1u, w.x != NONE_KEY) | select(0u, 2u, w.z != NONE_KEY)) << (q * 8u);
 }
 
-// One workgroup per row: the best k of its chunks' candidates, in tiles of four units (two pairs each)
-// a thread.
+// One workgroup per row: the best k of its chunks' candidates (bound as x; x itself as x_vals), in tiles
+// of four units (two pairs each) a thread.
 @compute @workgroup_size(256)
 fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
@@ -761,26 +815,15 @@ fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (row >= p.rows) {
         return;
     }
-    topk_init(li);
-    let count = p.chunks * p.k;
-    let first = row * count;
-    let tiles = (count + 8u * WG - 1u) / (8u * WG);
-    for (var t = 0u; t < tiles; t++) {
-        // Unit q of this thread holds pairs 2 * pos_ + 2 * q * WG and the next one.
-        pos_ = t * 4u * WG + li;
-        u0_ = load_pair_unit(first, 2u * pos_, count);
-        u1_ = load_pair_unit(first, 2u * (pos_ + WG), count);
-        u2_ = load_pair_unit(first, 2u * (pos_ + 2u * WG), count);
-        u3_ = load_pair_unit(first, 2u * (pos_ + 3u * WG), count);
-        pending = pair_pending(u0_, 0u) | pair_pending(u1_, 1u) | pair_pending(u2_, 2u) | pair_pending(u3_, 3u);
-        offer_tile(t == 0u, true, 0u, li);
-    }
-    flush_candidates(li);
+    let units = p.chunks * pair_units();
+    let first = row * units;
+    topk_scan(Source(true, Span(0u, first, first + units)), (units + 4u * WG - 1u) / (4u * WG), li);
     if (li < p.k) {
         let o = row * p.k + li;
         let i = list_i[li];
         topk_idx2[o] = i;
-        val_out2[o] = x_bits(row * p.n + i);
+        let e = row * p.n + i;
+        val_out2[o] = bits_in(x_vals[e / elems_per_vec4()], e);
     }
 }
 

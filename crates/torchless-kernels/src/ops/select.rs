@@ -481,11 +481,12 @@ fn topk_with(x: &Tensor, k: usize, values: &Tensor, indices: &Tensor, chunks: Op
             if s.chunks == 1 {
                 return dispatch("topk_rows", &[xb, vb, ib], params.rows);
             }
-            let bytes = rows as u64 * s.chunks as u64 * k as u64 * 8;
+            // Each chunk's k (key, index) pairs, padded to whole vec4s (`pair_units` in select.wgsl).
+            let bytes = rows as u64 * s.chunks as u64 * k.div_ceil(2) as u64 * 16;
             let partials = ctx.alloc("topk partials", bytes)?;
             ctx.check_binding(op, partials.size())?;
             dispatch("topk_partial", &[xb, partials.raw()], groups)?;
-            dispatch("topk_merge", &[xb, partials.raw(), vb, ib], params.rows)
+            dispatch("topk_merge", &[partials.raw(), xb, vb, ib], params.rows)
         }
     }
 }

@@ -272,6 +272,19 @@ fn topk_of_a_single_long_row() {
             // Many chunks of rising values: every merge tile is full of candidates.
             let rising: Vec<f32> = (0..n).map(|i| (i / 3) as f32).collect();
             check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 64, Some(800), &what);
+            // Rising values with the top 64 planted at random places: until the last of them is merged
+            // every element beats the threshold, the buffer overflows round after round, and the planted
+            // ones sit in tiles whose scan a full buffer cut short.
+            let mut planted = rising.clone();
+            for j in 0..64 {
+                planted[rng.below(n as u32) as usize] = 1e6 + j as f32;
+            }
+            for chunks in [None, Some(1), Some(3)] {
+                check_topk(&backend, std::slice::from_ref(&planted), DType::F32, 64, chunks, &what);
+            }
+            // An odd k: each chunk's pairs padded to whole vec4s for the merge pass.
+            check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 63, Some(800), &what);
+            check_topk(&backend, std::slice::from_ref(&row), DType::F16, 9, Some(37), &what);
             check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 64, Some(1), &what);
         }
     }
