@@ -466,13 +466,14 @@ fn topk_with(x: &Tensor, k: usize, values: &Tensor, indices: &Tensor, chunks: Op
                 k: k as u32,
                 ..Params::default()
             };
-            let constants = [("DTYPE", x.dtype().wgsl_code())];
             let groups = to_u32(op, "workgroups", rows * s.chunks)?;
             let dispatch = |entry, buffers: &[&wgpu::Buffer], groups| {
+                // topk_merge scans the chunks' (key, index) pairs, the others x's elements.
+                let pairs = if entry == "topk_merge" { 1.0 } else { 0.0 };
                 ctx.dispatch(Dispatch {
                     kernel: &SELECT,
                     entry,
-                    constants: &constants,
+                    constants: &[("DTYPE", x.dtype().wgsl_code()), ("PAIRS", pairs)],
                     params: Some(bytemuck::bytes_of(&params)),
                     buffers,
                     workgroups: Workgroups::Linear(groups),
