@@ -412,10 +412,10 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // each element with the threshold in registers, and the workgroup meets only at the end of a round, to
 // merge the buffer when it is over half full or overflowed (a barrier a tile, as before, cost 2 points
 // on the H100: 51-58 % of the copy bandwidth against 53.5-60 %; 32 tiles a round and 4 were slower
-// than 8). A thread whose element finds the buffer full stops, its tile's remaining elements pending, and goes on
-// after the merge (which raises the threshold), so no input, however ordered, loses an element. On
-// random data a row of 128k values yields under a thousand candidates in all. Every loop is short:
-// lavapipe ends any loop after 65535 iterations.
+// than 8). A thread whose element finds the buffer full stops, its tile's remaining elements pending,
+// and goes on after the merge (which raises the threshold), so no input, however ordered, loses an
+// element. On random data a row of 128k values yields under a thousand candidates in all. Every loop is
+// short: lavapipe ends any loop after 65535 iterations.
 
 // Candidates the buffer holds (four per thread).
 const CAP: u32 = 4u * WG;
