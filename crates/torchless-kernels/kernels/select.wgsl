@@ -580,6 +580,11 @@ fn elems_per_unit() -> u32 {
     return select(elems_per_vec4(), 2u, PAIRS);
 }
 
+// The f32 bits of half h (0 or 1) of each word of a 16-bit vec4 of x.
+fn halves_bits(w: vec4<u32>, h: u32) -> vec4<u32> {
+    return vec4<u32>(elem_bits(w.x, h), elem_bits(w.y, h), elem_bits(w.z, h), elem_bits(w.w, h));
+}
+
 // Bit e set for each element e of unit q that beats t, found for the whole unit at once with vector
 // operations, so that only the rare element that beats the threshold runs offer_unit's loop (H100:
 // 55.2 / 62.8 % of the copy bandwidth at 256 MiB / 1 GiB against 53.5 / 60.1 % testing each element with
@@ -602,8 +607,8 @@ fn beating_bits(w: vec4<u32>, q: u32, base: u32, t: vec2<u32>) -> u32 {
         return select(0u, 1u, b.x) | select(0u, 2u, b.y) | select(0u, 4u, b.z) | select(0u, 8u, b.w);
     }
     // Two elements a word: the low halves are elements 0, 2, 4, 6, the high halves 1, 3, 5, 7.
-    let lo = order_key4(vec4<u32>(elem_bits(w.x, 0u), elem_bits(w.y, 0u), elem_bits(w.z, 0u), elem_bits(w.w, 0u)));
-    let hi = order_key4(vec4<u32>(elem_bits(w.x, 1u), elem_bits(w.y, 1u), elem_bits(w.z, 1u), elem_bits(w.w, 1u)));
+    let lo = order_key4(halves_bits(w, 0u));
+    let hi = order_key4(halves_bits(w, 1u));
     let bl = (lo > tk) | ((lo == tk) & (i0 + vec4<u32>(0u, 2u, 4u, 6u) < ti));
     let bh = (hi > tk) | ((hi == tk) & (i0 + vec4<u32>(1u, 3u, 5u, 7u) < ti));
     return select(0u, 1u, bl.x) | select(0u, 4u, bl.y) | select(0u, 16u, bl.z) | select(0u, 64u, bl.w)
