@@ -434,8 +434,8 @@ var<workgroup> round_m: u32;
 var<workgroup> round_full: u32;
 
 // This thread's tile: four units (vec4s of x, or two (key, index) pairs each in the merge pass), the
-// source position of unit 0 (x: its vec4 index; merge: its pair index), and which elements are still to
-// be offered (8 bits a unit).
+// source position of unit 0 (its vec4 index in x: of the values, or of the merge pass's pairs), and which
+// elements are still to be offered (8 bits a unit).
 var<private> u0_: vec4<u32>;
 var<private> u1_: vec4<u32>;
 var<private> u2_: vec4<u32>;
