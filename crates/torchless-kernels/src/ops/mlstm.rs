@@ -204,7 +204,9 @@ pub fn mlstm_step_gated_norm(
     let rows = [d.b, d.nh * d.dv];
     let backend = q.backend();
     let h = Tensor::uninit(&backend, "mlstm_step h", &shape, DType::F32)?;
-    validate_mhln(OP, &h.reshape(&rows)?, d.nh, weight, bias, Some(&gate.reshape(&rows)?), norm_eps)?;
+    let gate_rows = gate.reshape(&rows)?;
+    let head_norm = HeadNorm { nh: d.nh, weight, bias, gate: Some(&gate_rows), eps: norm_eps };
+    validate_mhln(OP, &h.reshape(&rows)?, head_norm)?;
     // The state is written while the norm's tensors are read.
     let mut read: Vec<&Tensor> = vec![gate];
     read.extend(weight);
@@ -218,8 +220,7 @@ pub fn mlstm_step_gated_norm(
     match common_backend(OP, &all)? {
         Backend::Cpu => {
             cpu_step(d, q, k, v, i_pre, f_pre, state, gate_soft_cap, eps, &h);
-            let gate = gate.reshape(&rows)?;
-            cpu_mhln(&h.reshape(&rows)?, d.nh, weight, bias, Some(&gate), norm_eps, &y.reshape(&rows)?);
+            cpu_mhln(&h.reshape(&rows)?, head_norm, &y.reshape(&rows)?);
         }
         Backend::Gpu(ctx) => {
             gpu_step(&ctx, d, [q, k, v, i_pre, f_pre], state, gate_soft_cap, eps, &h, Some((norm, &y)))?;
@@ -272,7 +273,7 @@ pub fn multihead_layernorm(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Tensor> {
-    mhln(MHLN, x, nh, weight, bias, None, eps)
+    mhln(MHLN, x, HeadNorm { nh, weight, bias, gate: None, eps })
 }
 
 /// [`multihead_layernorm`] into `out` (x's shape, f32, a separate tensor).
@@ -284,7 +285,7 @@ pub fn multihead_layernorm_into(
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    mhln_into(MHLN, x, nh, weight, bias, None, eps, out)
+    mhln_into(MHLN, x, HeadNorm { nh, weight, bias, gate: None, eps }, out)
 }
 
 /// The output-gated multi-head layer norm of an mLSTM layer: `sigmoid(gate) ⊙ multihead_layernorm(x)`,
@@ -298,7 +299,7 @@ pub fn multihead_layernorm_gated(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Tensor> {
-    mhln(MHLN_GATED, x, nh, weight, bias, Some(gate), eps)
+    mhln(MHLN_GATED, x, HeadNorm { nh, weight, bias, gate: Some(gate), eps })
 }
 
 /// [`multihead_layernorm_gated`] into `out` (x's shape, f32, a separate tensor).
@@ -312,51 +313,43 @@ pub fn multihead_layernorm_gated_into(
     eps: f32,
     out: &Tensor,
 ) -> Result<()> {
-    mhln_into(MHLN_GATED, x, nh, weight, bias, Some(gate), eps, out)
+    mhln_into(MHLN_GATED, x, HeadNorm { nh, weight, bias, gate: Some(gate), eps }, out)
 }
 
 const MHLN: &str = "multihead_layernorm";
 const MHLN_GATED: &str = "multihead_layernorm_gated";
 
-fn mhln(
-    op: &'static str,
-    x: &Tensor,
+/// A multi-head layer norm's arguments beside x: its heads, optional weight, bias and output gate, eps.
+#[derive(Clone, Copy)]
+struct HeadNorm<'a> {
     nh: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    gate: Option<&Tensor>,
+    weight: Option<&'a Tensor>,
+    bias: Option<&'a Tensor>,
+    gate: Option<&'a Tensor>,
     eps: f32,
-) -> Result<Tensor> {
-    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
+}
+
+fn mhln(op: &'static str, x: &Tensor, norm: HeadNorm<'_>) -> Result<Tensor> {
+    validate_mhln(op, x, norm)?;
     let out = Tensor::uninit(&x.backend(), op, x.shape(), DType::F32)?;
-    mhln_into(op, x, nh, weight, bias, gate, eps, &out)?;
+    mhln_into(op, x, norm, &out)?;
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mhln_into(
-    op: &'static str,
-    x: &Tensor,
-    nh: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    gate: Option<&Tensor>,
-    eps: f32,
-    out: &Tensor,
-) -> Result<()> {
-    validate_mhln(op, x, nh, weight, bias, gate, eps)?;
+fn mhln_into(op: &'static str, x: &Tensor, norm: HeadNorm<'_>, out: &Tensor) -> Result<()> {
+    validate_mhln(op, x, norm)?;
     let mut inputs: Vec<&Tensor> = vec![x];
-    inputs.extend(weight);
-    inputs.extend(bias);
-    inputs.extend(gate);
+    inputs.extend(norm.weight);
+    inputs.extend(norm.bias);
+    inputs.extend(norm.gate);
     check_out(op, out, x.shape(), &inputs)?;
     inputs.push(out);
     match common_backend(op, &inputs)? {
         Backend::Cpu => {
-            cpu_mhln(x, nh, weight, bias, gate, eps, out);
+            cpu_mhln(x, norm, out);
             Ok(())
         }
-        Backend::Gpu(ctx) => gpu_mhln(&ctx, op, x, nh, weight, bias, gate, eps, out),
+        Backend::Gpu(ctx) => gpu_mhln(&ctx, op, x, norm, out),
     }
 }
 
@@ -531,15 +524,8 @@ fn validate_chunkwise(
     Ok(d)
 }
 
-fn validate_mhln(
-    op: &'static str,
-    x: &Tensor,
-    nh: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    gate: Option<&Tensor>,
-    eps: f32,
-) -> Result<()> {
+fn validate_mhln(op: &'static str, x: &Tensor, norm: HeadNorm<'_>) -> Result<()> {
+    let HeadNorm { nh, weight, bias, gate, eps } = norm;
     require_dtype(op, x, DType::F32)?;
     require_non_empty(op, "x", x)?;
     let (_, width) = x.rows_cols();
@@ -653,7 +639,13 @@ fn gpu_step(
         let Some((n, y)) = norm else { return Ok(()) };
         let rows = [d.b, d.nh * d.dv];
         let (h, g, y) = (out.reshape(&rows)?, n.gate.reshape(&rows)?, y.reshape(&rows)?);
-        gpu_mhln(ctx, MHLN_GATED, &h, d.nh, n.weight, n.bias, Some(&g), n.eps, &y)
+        gpu_mhln(
+            ctx,
+            MHLN_GATED,
+            &h,
+            HeadNorm { nh: d.nh, weight: n.weight, bias: n.bias, gate: Some(&g), eps: n.eps },
+            &y,
+        )
     };
     if !d.dv.is_multiple_of(4) {
         // One workgroup per head (the whole step, state included).
@@ -782,18 +774,8 @@ fn gpu_chunkwise(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gpu_mhln(
-    ctx: &GpuContext,
-    op: &'static str,
-    x: &Tensor,
-    nh: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    gate: Option<&Tensor>,
-    eps: f32,
-    out: &Tensor,
-) -> Result<()> {
+fn gpu_mhln(ctx: &GpuContext, op: &'static str, x: &Tensor, norm: HeadNorm<'_>, out: &Tensor) -> Result<()> {
+    let HeadNorm { nh, weight, bias, gate, eps } = norm;
     let (rows, width) = x.rows_cols();
     let dh = width / nh;
     let xb = raw(ctx, op, x)?;
@@ -1025,15 +1007,8 @@ fn cpu_chunkwise(
     cpu::write_f32(out, &h_all.into_inner().unwrap_or_else(|p| p.into_inner()));
 }
 
-fn cpu_mhln(
-    x: &Tensor,
-    nh: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    gate: Option<&Tensor>,
-    eps: f32,
-    out: &Tensor,
-) {
+fn cpu_mhln(x: &Tensor, norm: HeadNorm<'_>, out: &Tensor) {
+    let HeadNorm { nh, weight, bias, gate, eps } = norm;
     let xs = cpu::read_f32(x);
     let (_, width) = x.rows_cols();
     let dh = width / nh;
