@@ -1,6 +1,7 @@
 // Row norms: rmsnorm (plain or Gemma's 1 + w), layernorm (optional bias), each optionally fused with a
-// residual add (sum = x + res is written, then normed). A body file: row_reduce_subgroup.wgsl or
-// row_reduce_workgroup.wgsl follows it with the reduction and the entry point `main`.
+// residual add (sum = x + res is written, then normed). A body file: row_units.wgsl precedes it (loads,
+// stores and values by unit), and row_reduce_subgroup.wgsl or row_reduce_workgroup.wgsl follows it with
+// the reduction and the entry point `main`.
 //
 // Work split: TPR threads (a power of two) share one row; a workgroup of WG threads holds WG / TPR rows.
 // A row is read in "units": UNIT = 4 loads a vec4<u32> (the row must start on a 16-byte boundary: n a
@@ -59,26 +60,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read_write> sum: array<vec4<u32>>;
 
-// The thread's row: its first element, its first unit, its unit count (0 for a thread past the last row),
-// and the last unit a load may touch.
-var<private> es_: u32;
-var<private> fu_: u32;
-var<private> nu_: u32;
-var<private> last_: u32;
-
-// Elements per unit.
-fn epu() -> u32 {
-    return UNIT * per_word(DTYPE);
-}
-
-// ---- memory access by unit ------------------------------------------------------------------------
-
-fn ld_x(g: u32) -> vec4<u32> {
-    if (UNIT == 4u) {
-        return x[g];
-    }
-    return vec4<u32>(x[g >> 2u][g & 3u], 0u, 0u, 0u);
-}
+// ---- memory access by unit (x and y: row_units.wgsl) --------------------------------------------------
 
 fn ld_res(g: u32) -> vec4<u32> {
     if (UNIT == 4u) {
@@ -103,52 +85,12 @@ fn st_sum(g: u32, v: vec4<u32>, col0: u32) {
     }
 }
 
-fn st_y(g: u32, v: vec4<u32>, col0: u32) {
-    if (UNIT == 4u) {
-        y[g] = v;
-    } else {
-        y[g >> 2u][g & 3u] = merge_word(v.x, y[g >> 2u][g & 3u], col0);
-    }
-}
-
-// The word to store for a one-word unit whose first column is col0 (wrapped below 0 for a row starting in
-// the high half): halves outside [0, n) keep the old value.
-fn merge_word(new_w: u32, old_w: u32, col0: u32) -> u32 {
-    if (DTYPE == DT_F32) {
-        return new_w;
-    }
-    var m = 0u;
-    if (col0 < p.n) {
-        m = m | 0xffffu;
-    }
-    if (col0 + 1u < p.n) {
-        m = m | 0xffff0000u;
-    }
-    return (new_w & m) | (old_w & ~m);
-}
-
 // Whether column c (wrapped below 0 for a row starting mid-word) lies in the row; whole vec4 units always do.
 fn in_row(c: u32) -> bool {
     return UNIT == 4u || c < p.n;
 }
 
 // ---- values of a unit -----------------------------------------------------------------------------
-
-fn uval(u: vec4<u32>, e: u32) -> f32 {
-    if (DTYPE == DT_F32) {
-        return bitcast<f32>(u[e]);
-    }
-    let pair = unpack_pair(DTYPE, u[e >> 1u]);
-    return select(pair.x, pair.y, (e & 1u) == 1u);
-}
-
-fn pack_unit(o: array<f32, 8>) -> vec4<u32> {
-    if (DTYPE == DT_F32) {
-        return vec4<u32>(bitcast<u32>(o[0]), bitcast<u32>(o[1]), bitcast<u32>(o[2]), bitcast<u32>(o[3]));
-    }
-    return vec4<u32>(pack_pair(DTYPE, vec2<f32>(o[0], o[1])), pack_pair(DTYPE, vec2<f32>(o[2], o[3])),
-                     pack_pair(DTYPE, vec2<f32>(o[4], o[5])), pack_pair(DTYPE, vec2<f32>(o[6], o[7])));
-}
 
 // UNIT 4: a unit's values as two vec4s (f32: elements 0..3 in lo, hi unused; 16-bit: 0..3 and 4..7).
 // Spelled out so that no private array is indexed by a loop variable (naga's loop counters keep drivers
@@ -433,11 +375,6 @@ fn element(i: u32) -> f32 {
 }
 
 // ---- units of the row -----------------------------------------------------------------------------
-
-// Column of the first element of unit u (wraps below 0 for a row starting mid-word).
-fn col_of(u: u32) -> u32 {
-    return (fu_ + u) * epu() - es_;
-}
 
 // The memory unit that unit u of the row is loaded from: past the row's end, its last unit again (the
 // same line another thread loads), so that loads need no branch.

@@ -1,8 +1,8 @@
 // Row-wise softmax, numerically stable, with a scale, an optional soft cap (cap * tanh(x / cap), after the
 // scale) and an optional causal mask (row r is query position (r mod q_rows) + offset; columns past it are
 // masked). Masked columns and rows with nothing to weigh (fully masked, or all -inf) come out as 0. A body
-// file: row_reduce_subgroup.wgsl or row_reduce_workgroup.wgsl follows it with the reduction and the entry
-// point `main`.
+// file: row_units.wgsl precedes it (loads, stores and values by unit), and row_reduce_subgroup.wgsl or
+// row_reduce_workgroup.wgsl follows it with the reduction and the entry point `main`.
 //
 // Work split as in norm.wgsl: TPR threads per row, WG / TPR rows per workgroup, UNIT = 4 (vec4 loads, rows
 // 16-byte aligned) or 1 (word loads, any row); a thread issues the UPT loads of a chunk of units together,
@@ -44,66 +44,17 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<u32>>;
 
-// The thread's row: its first element, its first unit, its unit count (0 for a thread past the last row),
-// the last unit a load may touch (the last one with a visible column), and the mask limit.
-var<private> es_: u32;
-var<private> fu_: u32;
-var<private> nu_: u32;
-var<private> last_: u32;
+// The mask limit of the thread's row (row_units.wgsl holds the rest of its place in the row; here the
+// last unit a load may touch is the last one with a visible column).
 var<private> limit_: u32;
 
 // Stands for -inf (WGSL has no infinite constants): below every finite score.
 const LOWEST: f32 = -3.4028234663852886e38;
 
-fn epu() -> u32 {
-    return UNIT * per_word(DTYPE);
-}
-
-fn ld_x(g: u32) -> vec4<u32> {
-    if (UNIT == 4u) {
-        return x[g];
-    }
-    return vec4<u32>(x[g >> 2u][g & 3u], 0u, 0u, 0u);
-}
-
-fn st_y(g: u32, v: vec4<u32>, col0: u32) {
-    if (UNIT == 4u) {
-        y[g] = v;
-    } else if (DTYPE == DT_F32) {
-        y[g >> 2u][g & 3u] = v.x;
-    } else {
-        // Halves outside the row keep their value (col0 wraps below 0 for a row starting mid-word).
-        var m = 0u;
-        if (col0 < p.n) {
-            m = m | 0xffffu;
-        }
-        if (col0 + 1u < p.n) {
-            m = m | 0xffff0000u;
-        }
-        y[g >> 2u][g & 3u] = (v.x & m) | (y[g >> 2u][g & 3u] & ~m);
-    }
-}
-
 // Whether column c takes part: below the mask limit (which is n without a mask). Whole vec4 units of an
 // unmasked row always do.
 fn visible(c: u32, limit: u32) -> bool {
     return (UNIT == 4u && !CAUSAL) || c < limit;
-}
-
-fn uval(u: vec4<u32>, e: u32) -> f32 {
-    if (DTYPE == DT_F32) {
-        return bitcast<f32>(u[e]);
-    }
-    let pair = unpack_pair(DTYPE, u[e >> 1u]);
-    return select(pair.x, pair.y, (e & 1u) == 1u);
-}
-
-fn pack_unit(o: array<f32, 8>) -> vec4<u32> {
-    if (DTYPE == DT_F32) {
-        return vec4<u32>(bitcast<u32>(o[0]), bitcast<u32>(o[1]), bitcast<u32>(o[2]), bitcast<u32>(o[3]));
-    }
-    return vec4<u32>(pack_pair(DTYPE, vec2<f32>(o[0], o[1])), pack_pair(DTYPE, vec2<f32>(o[2], o[3])),
-                     pack_pair(DTYPE, vec2<f32>(o[4], o[5])), pack_pair(DTYPE, vec2<f32>(o[6], o[7])));
 }
 
 // The score of one element: scale, then the soft cap.
@@ -141,11 +92,6 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 // The row reduction's merge: softmax reduces in one stage.
 fn merge(stage: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return combine(a, b);
-}
-
-// Column of the first element of unit u (wraps below 0 for a row starting mid-word).
-fn col_of(u: u32) -> u32 {
-    return (fu_ + u) * epu() - es_;
 }
 
 // Whether unit u lies in the row and has a column below the mask limit.

@@ -22,8 +22,8 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(NORM, "norm", ["norm", "row_reduce_workgroup"]);
-crate::kernel_source!(NORM_SUBGROUP, "norm_subgroup", ["norm", "row_reduce_subgroup"]);
+crate::kernel_source!(NORM, "norm", ["row_units", "norm", "row_reduce_workgroup"]);
+crate::kernel_source!(NORM_SUBGROUP, "norm_subgroup", ["row_units", "norm", "row_reduce_subgroup"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

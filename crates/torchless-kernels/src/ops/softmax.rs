@@ -19,8 +19,8 @@ use crate::error::{KernelError, Result};
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
 use crate::tensor::Tensor;
 
-crate::kernel_source!(SOFTMAX, "softmax", ["softmax", "row_reduce_workgroup"]);
-crate::kernel_source!(SOFTMAX_SUBGROUP, "softmax_subgroup", ["softmax", "row_reduce_subgroup"]);
+crate::kernel_source!(SOFTMAX, "softmax", ["row_units", "softmax", "row_reduce_workgroup"]);
+crate::kernel_source!(SOFTMAX_SUBGROUP, "softmax_subgroup", ["row_units", "softmax", "row_reduce_subgroup"]);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
