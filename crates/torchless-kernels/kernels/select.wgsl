@@ -691,8 +691,8 @@ fn flush_candidates(li: u32) {
     }
 }
 
-// Loads tile t into this thread's units and marks the elements it holds pending.
-// The span: x's elements, or with PAIRS the vec4s of x that hold a row's chunk candidates.
+// Loads tile t of the span (x's elements, or with PAIRS the vec4s of x that hold a row's chunk
+// candidates) into this thread's units and marks the elements they hold pending.
 fn load_tile(s: Span, t: u32, li: u32) {
     if (PAIRS) {
         pos_ = s.start + t * 4u * WG + li;
