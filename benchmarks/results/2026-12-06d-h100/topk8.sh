@@ -1,6 +1,6 @@
 #!/bin/bash
 # target/topk-exp: branch topk-sg at its RMAX/EARLYONLY commit, built with `cargo build --release` and copied;
-# target/release/torchless: main. Run with carry [".gl", "target/release/torchless", "target/topk-exp.xz"] (xz keeps the carry under 64 MiB).
+# target/release/torchless: main at 8820f6a (DBL ported, so it should match the DBL lines). Run with carry [".gl", "target/release/torchless", "target/topk-exp.xz"] (xz keeps the carry under 64 MiB).
 # Top-k with the branch's switches around DBL (rounds of 1, 2, 4, ... RMAX tiles merging what the buffer
 # holds; EARLYONLY: rounds of RMAX tiles merge only as main does), FLT (float pre-test), PF (next tile's
 # loads early), alternating, at 256 MiB and 1 GiB; then every issue-2 op on main at 256 MiB. $OUT/all.txt.
