@@ -616,9 +616,38 @@ fn beating_bits(w: vec4<u32>, q: u32, base: u32, t: vec2<u32>) -> u32 {
         | select(0u, 2u, bh.x) | select(0u, 8u, bh.y) | select(0u, 32u, bh.z) | select(0u, 128u, bh.w);
 }
 
-// Offers the pending elements of unit q that beat t; returns the bits of those that found the buffer
-// full (the others are no longer pending).
-fn offer_unit(w: vec4<u32>, q: u32, base: u32, t: vec2<u32>) -> u32 {
+// The value whose key is k, for may_beat: NaN's key gives +inf (only a NaN beats it, and may_beat lets
+// every NaN through), so that no comparison meets a NaN operand.
+fn key_value(k: u32) -> f32 {
+    if (k == 0xffffffffu) {
+        return bitcast<f32>(0x7f800000u);
+    }
+    return bitcast<f32>(select(~k, k ^ 0x80000000u, k >= 0x80000000u));
+}
+
+// Whether some element of unit w may beat a threshold of value tf: one float comparison a vec4 skips
+// nearly every unit before beating_bits' key arithmetic (H100, 256 MiB / 1 GiB: 71.0 / 81.0 % of the
+// copy bandwidth against 63.9 / 73.4 % without). Conservative: ties, -0 against +0 and every NaN pass,
+// and beating_bits decides.
+fn may_beat(w: vec4<u32>, tf: f32) -> bool {
+    let nan = vec4<u32>(0x7f800000u);
+    let abs = vec4<u32>(0x7fffffffu);
+    let tv = vec4<f32>(tf);
+    if (DTYPE == DT_F32) {
+        return any(bitcast<vec4<f32>>(w) >= tv) || any((w & abs) > nan);
+    }
+    let lo = halves_bits(w, 0u);
+    let hi = halves_bits(w, 1u);
+    return any(bitcast<vec4<f32>>(lo) >= tv) || any(bitcast<vec4<f32>>(hi) >= tv) || any((lo & abs) > nan)
+        || any((hi & abs) > nan);
+}
+
+// Offers the pending elements of unit q that beat t (of value tf, where `pretest`); returns the bits of
+// those that found the buffer full (the others are no longer pending).
+fn offer_unit(w: vec4<u32>, q: u32, base: u32, t: vec2<u32>, pretest: bool, tf: f32) -> u32 {
+    if (pretest && !may_beat(w, tf)) {
+        return 0u;
+    }
     var todo = beating_bits(w, q, base, t) & (pending >> (q * 8u)) & 0xffu;
     var left = 0u;
     let v = pos_ + q * WG;
@@ -709,16 +738,25 @@ fn load_tile(s: Span, t: u32, li: u32) {
 
 // The thread's part of a round: offers what is pending of its current tile (`tile_`), then loads and
 // offers the next tiles below t_end, all against the threshold the round began with; stops early when
-// the buffer is full, leaving the rest pending.
+// the buffer is full, leaving the rest pending. x's next tile is loaded before this one is tested, so
+// that its loads are in flight meanwhile (H100: 74.1 / 83.9 % of copy against 71.0 / 81.0 %).
 fn scan_round(s: Span, t_end: u32, li: u32) {
     let t = threshold();
+    // The float pre-test reads x's values; the merge pass's pairs hold keys.
+    let pretest = !PAIRS && t.x != NONE_KEY;
+    let tf = key_value(t.x);
     let base = s.base;
     loop {
+        let ahead = !PAIRS && tile_ + 1u < t_end;
+        var next = Units();
+        if (ahead) {
+            next = x_tile(s, tile_ + 1u, li);
+        }
         if (pending != 0u) {
-            var left = offer_unit(u0_, 0u, base, t);
-            left |= offer_unit(u1_, 1u, base, t);
-            left |= offer_unit(u2_, 2u, base, t);
-            left |= offer_unit(u3_, 3u, base, t);
+            var left = offer_unit(u0_, 0u, base, t, pretest, tf);
+            left |= offer_unit(u1_, 1u, base, t, pretest, tf);
+            left |= offer_unit(u2_, 2u, base, t, pretest, tf);
+            left |= offer_unit(u3_, 3u, base, t, pretest, tf);
             pending = left;
             if (left != 0u) {
                 break;
@@ -728,7 +766,11 @@ fn scan_round(s: Span, t_end: u32, li: u32) {
             break;
         }
         tile_ += 1u;
-        load_tile(s, tile_, li);
+        if (ahead) {
+            hold_x_tile(s, tile_, li, next);
+        } else {
+            load_tile(s, tile_, li);
+        }
     }
 }
 
@@ -757,16 +799,37 @@ fn topk_scan(s: Span, tiles: u32, li: u32) {
     }
 }
 
-// Loads tile t of the span (four vec4s a thread, a vec4 past the span loading the span's last one) and
-// marks its elements inside the span pending.
+// A thread's four vec4s of a tile of x.
+struct Units {
+    u0: vec4<u32>,
+    u1: vec4<u32>,
+    u2: vec4<u32>,
+    u3: vec4<u32>,
+}
+
+// Loads this thread's units of tile t of the span, a vec4 past the span loading the span's last one.
+fn x_tile(s: Span, t: u32, li: u32) -> Units {
+    let ev = elems_per_vec4();
+    let v1 = (s.end + ev - 1u) / ev;
+    let v = s.start / ev + t * 4u * WG + li;
+    return Units(x[min(v, v1 - 1u)], x[min(v + WG, v1 - 1u)], x[min(v + 2u * WG, v1 - 1u)],
+        x[min(v + 3u * WG, v1 - 1u)]);
+}
+
+// Loads tile t of the span and marks its elements inside the span pending.
 fn load_x_tile(s: Span, t: u32, li: u32) {
+    hold_x_tile(s, t, li, x_tile(s, t, li));
+}
+
+// Makes `u`, tile t's units, this thread's tile and marks its elements inside the span pending.
+fn hold_x_tile(s: Span, t: u32, li: u32, u: Units) {
     let ev = elems_per_vec4();
     let v1 = (s.end + ev - 1u) / ev;
     pos_ = s.start / ev + t * 4u * WG + li;
-    u0_ = x[min(pos_, v1 - 1u)];
-    u1_ = x[min(pos_ + WG, v1 - 1u)];
-    u2_ = x[min(pos_ + 2u * WG, v1 - 1u)];
-    u3_ = x[min(pos_ + 3u * WG, v1 - 1u)];
+    u0_ = u.u0;
+    u1_ = u.u1;
+    u2_ = u.u2;
+    u3_ = u.u3;
     if (pos_ * ev >= s.start && (pos_ + 3u * WG + 1u) * ev <= s.end) {
         // Inside the span: every element (the common case, without the per-element tests below).
         pending = select(0x0f0f0f0fu, 0xffffffffu, ev == 8u);

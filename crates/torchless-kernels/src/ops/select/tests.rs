@@ -140,6 +140,20 @@ fn edge_rows(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     r[n - 1] = f32::NAN;
     r[n / 3] = f32::NAN;
     rows.push(r);
+    // NaN of both signs nearly everywhere: the threshold is a NaN, which only a NaN beats.
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 7 == 3 {
+                    (i as f32).sin()
+                } else if i % 2 == 0 {
+                    f32::NAN
+                } else {
+                    -f32::NAN
+                }
+            })
+            .collect(),
+    );
     // ±0 and subnormals.
     rows.push((0..n).map(|i| [-0.0, 0.0, 1e-45, -1e-45, 2e-45][i % 5]).collect());
     // Sorted both ways (every element beats the running top-k when ascending).
@@ -285,6 +299,10 @@ fn topk_of_a_single_long_row() {
             // An odd k: each chunk's pairs padded to whole vec4s for the merge pass.
             check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 63, Some(800), &what);
             check_topk(&backend, std::slice::from_ref(&row), DType::F16, 9, Some(37), &what);
+            // Many tiles of 16-bit values through the float pre-test, no chunks.
+            for dtype in [DType::F16, DType::BF16] {
+                check_topk(&backend, std::slice::from_ref(&row), dtype, 64, None, &what);
+            }
             check_topk(&backend, std::slice::from_ref(&rising), DType::F32, 64, Some(1), &what);
         }
     }
