@@ -162,7 +162,7 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 //
 // mlstm_step with DV a multiple of 4, over the whole GPU: one workgroup per (head, TC vec4 columns of C),
 // so a layer's step launches heads × DV/(4·TC) workgroups instead of one per head. Each reads C, v and h
-// as vec4s, keeps four rows' loads in flight, and works out the new stabiliser, gates and denominator
+// as vec4s, issues its loads before it waits on any, and works out the new stabiliser, gates and denominator
 // itself from the old m and n, which it only reads: mlstm_step4_state (the next launch, one workgroup per
 // head) writes the new n and m, so no workgroup reads state another one has already replaced.
 
@@ -176,16 +176,24 @@ fn mlstm_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(8) var<storage, read_write> s4_m: array<f32>;
 @group(0) @binding(9) var<storage, read_write> s4_h: array<vec4<f32>>;
 
-// Component k of the sum of `acc` over the row groups of column li (valid for li < TC).
-fn col_sum(li: u32, v: f32) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    var total = 0.0;
-    if (li < TC) {
-        for (var r = 0u; r < WG / TC; r++) {
-            total += red[li + r * TC];
+// Rows of C a thread of mlstm_step4 loads before it waits on anything (all of them at xLSTM-7B's DQK 256
+// with TC 8: WG / TC = 32 row groups of 8 rows).
+const STEP_ROWS: u32 = 8u;
+
+var<workgroup> red4: array<vec4<f32>, WG>;
+
+// The sum of v over the invocations whose index is li modulo `keep` (a power of two, at most WG), for
+// every invocation: a tree in workgroup memory, log2(WG / keep) barriers. Call in uniform control flow.
+fn class_sum(li: u32, v: vec4<f32>, keep: u32) -> vec4<f32> {
+    red4[li] = v;
+    for (var st = WG / 2u; st >= keep; st >>= 1u) {
+        workgroupBarrier();
+        if (li < st) {
+            red4[li] += red4[li + st];
         }
     }
+    workgroupBarrier();
+    let total = red4[li % keep];
     workgroupBarrier();
     return total;
 }
@@ -197,6 +205,10 @@ fn step_gates(m0: f32, f_pre: f32, i_pre: f32) -> vec4<f32> {
     return vec4<f32>(m1, exp(lf + m0 - m1), exp(i_pre - m1), 0.0);
 }
 
+// Every load of a thread is issued before it waits on any: its rows of C (up to STEP_ROWS) with their
+// q and k, v, the denominator's q·n and q·k terms and the gates, so the launch costs one memory round
+// trip and two reductions, not a chain of them (the denominator f·(q·n) + i·(q·k) is summed as its two
+// dot products, which need no gate).
 @compute @workgroup_size(WG)
 fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) li: u32) {
@@ -207,62 +219,64 @@ fn mlstm_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (hd >= p.heads) {
         return;
     }
-    if (li == 0u) {
-        wg_gate = step_gates(s4_m[hd], gate_pre(s4_f[hd]), gate_pre(s4_i[hd]));
-    }
-    workgroupBarrier();
-    let g = wg_gate;
-
-    // The denominator q̂·n' with n' = f·n + i·k (n' is stored by mlstm_step4_state).
     let qk0 = hd * p.dqk;
-    var den = 0.0;
-    for (var a = li; a < p.dqk; a += WG) {
-        den += s4_q[qk0 + a] * (g.y * s4_n[qk0 + a] + g.z * s4_k[qk0 + a]);
-    }
-    den = wg_sum(li, den) * p.scale;
-    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
-
-    // C' = f·C + i·k·vᵀ and q̂ᵀC' for this workgroup's TC columns, WG / TC row groups each summing rows.
     let c0 = hd * p.dqk * dv4;
     let v0 = hd * dv4;
     let rg = li / TC;
     let stride = WG / TC;
     let e = (gid % slices) * TC + li % TC;
-    var acc = vec4<f32>(0.0);
-    if (e < dv4) {
-        let ve = g.z * s4_v[v0 + e];
-        var a = rg;
-        for (; a + 3u * stride < p.dqk; a += 4u * stride) {
-            let a1 = a + stride;
-            let a2 = a1 + stride;
-            let a3 = a2 + stride;
-            let i0 = c0 + a * dv4 + e;
-            let i1 = c0 + a1 * dv4 + e;
-            let i2 = c0 + a2 * dv4 + e;
-            let i3 = c0 + a3 * dv4 + e;
-            let x0 = s4_c[i0];
-            let x1 = s4_c[i1];
-            let x2 = s4_c[i2];
-            let x3 = s4_c[i3];
-            let y0 = g.y * x0 + s4_k[qk0 + a] * ve;
-            let y1 = g.y * x1 + s4_k[qk0 + a1] * ve;
-            let y2 = g.y * x2 + s4_k[qk0 + a2] * ve;
-            let y3 = g.y * x3 + s4_k[qk0 + a3] * ve;
-            s4_c[i0] = y0;
-            s4_c[i1] = y1;
-            s4_c[i2] = y2;
-            s4_c[i3] = y3;
-            acc += s4_q[qk0 + a] * y0 + s4_q[qk0 + a1] * y1 + s4_q[qk0 + a2] * y2 + s4_q[qk0 + a3] * y3;
-        }
-        for (; a < p.dqk; a += stride) {
-            let i0 = c0 + a * dv4 + e;
-            let y0 = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
-            s4_c[i0] = y0;
-            acc += s4_q[qk0 + a] * y0;
+    let col = e < dv4;
+
+    var xs: array<vec4<f32>, STEP_ROWS>;
+    var ks: array<f32, STEP_ROWS>;
+    var qs: array<f32, STEP_ROWS>;
+    var vv = vec4<f32>(0.0);
+    if (col) {
+        vv = s4_v[v0 + e];
+        for (var j = 0u; j < STEP_ROWS; j++) {
+            let a = rg + j * stride;
+            if (a < p.dqk) {
+                xs[j] = s4_c[c0 + a * dv4 + e];
+                ks[j] = s4_k[qk0 + a];
+                qs[j] = s4_q[qk0 + a];
+            }
         }
     }
-    let h = vec4<f32>(col_sum(li, acc.x), col_sum(li, acc.y), col_sum(li, acc.z), col_sum(li, acc.w));
-    if (li < TC && e < dv4) {
+    var qn = 0.0;
+    var qk = 0.0;
+    for (var a = li; a < p.dqk; a += WG) {
+        let qa = s4_q[qk0 + a];
+        qn += qa * s4_n[qk0 + a];
+        qk += qa * s4_k[qk0 + a];
+    }
+    // Every invocation forms the gates: three loads of the same words, and no barrier to publish them.
+    let g = step_gates(s4_m[hd], gate_pre(s4_f[hd]), gate_pre(s4_i[hd]));
+    let dots = class_sum(li, vec4<f32>(qn, qk, 0.0, 0.0), 1u);
+    let den = (g.y * dots.x + g.z * dots.y) * p.scale;
+    let inv = 1.0 / (max(abs(den), exp(-g.x)) + p.eps);
+
+    // C' = f·C + i·k·vᵀ and q̂ᵀC' for this workgroup's TC columns, WG / TC row groups each summing rows.
+    let ve = g.z * vv;
+    var acc = vec4<f32>(0.0);
+    if (col) {
+        for (var j = 0u; j < STEP_ROWS; j++) {
+            let a = rg + j * stride;
+            if (a < p.dqk) {
+                let y = g.y * xs[j] + ks[j] * ve;
+                s4_c[c0 + a * dv4 + e] = y;
+                acc += qs[j] * y;
+            }
+        }
+        // Rows past the first STEP_ROWS of each row group (DQK > STEP_ROWS · WG / TC).
+        for (var a = rg + STEP_ROWS * stride; a < p.dqk; a += stride) {
+            let i0 = c0 + a * dv4 + e;
+            let y = g.y * s4_c[i0] + s4_k[qk0 + a] * ve;
+            s4_c[i0] = y;
+            acc += s4_q[qk0 + a] * y;
+        }
+    }
+    let h = class_sum(li, acc, TC);
+    if (li < TC && col) {
         s4_h[v0 + e] = h * (p.scale * inv);
     }
 }
@@ -282,15 +296,13 @@ fn mlstm_step4_state(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (hd >= p.heads) {
         return;
     }
-    if (li == 0u) {
-        wg_gate = step_gates(ss_m[hd], gate_pre(ss_f[hd]), gate_pre(ss_i[hd]));
-    }
-    workgroupBarrier();
-    let g = wg_gate;
+    let g = step_gates(ss_m[hd], gate_pre(ss_f[hd]), gate_pre(ss_i[hd]));
     let qk0 = hd * p.dqk;
     for (var a = li; a < p.dqk; a += WG) {
         ss_n[qk0 + a] = g.y * ss_n[qk0 + a] + g.z * ss_k[qk0 + a];
     }
+    // Every invocation has read the old m before invocation 0 replaces it.
+    storageBarrier();
     if (li == 0u) {
         ss_m[hd] = g.x;
     }
@@ -712,18 +724,15 @@ fn mlstm_step4_state_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     if (hd >= p.heads) {
         return;
     }
-    // As mlstm_step4_state.
-    if (li == 0u) {
-        wg_gate = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
-    }
-    workgroupBarrier();
-    let g = wg_gate;
+    // As mlstm_step4_state, m written after the norm's barriers.
+    let g = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
     let qk0 = hd * p.dqk;
     for (var a = li; a < p.dqk; a += WG) {
         sn_n[qk0 + a] = g.y * sn_n[qk0 + a] + g.z * sn_k[qk0 + a];
     }
+    head_layernorm(li, hd, p.norm_eps);
+    storageBarrier();
     if (li == 0u) {
         sn_m[hd] = g.x;
     }
-    head_layernorm(li, hd, p.norm_eps);
 }

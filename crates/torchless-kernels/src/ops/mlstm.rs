@@ -40,8 +40,8 @@
 //! GPU (kernels/mlstm.wgsl):
 //! - `mlstm_step` with DV a multiple of 4 (xLSTM-7B) is two dispatches: `mlstm_step4`, one workgroup per
 //!   (head, 8 vec4 columns of C) (128 workgroups at xLSTM-7B batch 1, not 8), each forming the new m, gates
-//!   and denominator from the old m and n, which it only reads, and updating its columns of C with four
-//!   rows' loads in flight; then `mlstm_step4_state`, per head, writes n and m. So no invocation reads
+//!   and denominator from the old m and n, which it only reads, and updating its columns of C, every load
+//!   issued before the first wait; then `mlstm_step4_state`, per head, writes n and m. So no invocation reads
 //!   state another one has rewritten (the seed shader's race). Other DV: one dispatch of one workgroup per
 //!   head (up to 1024 invocations), where invocation 0 alone reads and writes m and publishes the new m and
 //!   gates through workgroup memory behind a barrier, and `n[a]` and `C[a][e]` are each read and written by the

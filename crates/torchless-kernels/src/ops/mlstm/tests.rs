@@ -148,7 +148,8 @@ fn step_matches_the_f64_recurrence() {
     for backend in test_backends() {
         for (i, &(b, nh, dqk, dv)) in [
             // DV not a multiple of 4: scalar columns; otherwise vec4 columns, 8 per workgroup (64, 516, 4400:
-            // several workgroups a head, the last one partly empty for 516).
+            // several workgroups a head, the last one partly empty for 516). DQK 256 fills the rows a thread
+            // loads up front at 256 invocations (xLSTM-7B's), 300 runs past them.
             (1, 1, 1, 1),
             (2, 3, 5, 7),
             (1, 2, 33, 17),
@@ -158,6 +159,8 @@ fn step_matches_the_f64_recurrence() {
             (2, 3, 16, 64),
             (1, 1, 7, 516),
             (1, 1, 5, 4400),
+            (1, 2, 256, 64),
+            (1, 1, 300, 36),
         ]
         .iter()
         .enumerate()
