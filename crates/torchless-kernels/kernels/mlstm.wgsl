@@ -659,76 +659,9 @@ fn ln_param(is_bias: bool, i: u32) -> f32 {
     return decode(WDTYPE, ln_w[word_index(WDTYPE, i)], i);
 }
 
-// Elements of a segment an invocation holds in registers in head_layernorm_held.
-const LN_HELD: u32 = 4u;
-
 // Segment seg (a (row, head) pair of DH = p.dv elements) of ln_x normalised into ln_y, then ·w, +b and
 // ·σ(o) as HAS_W, HAS_B and HAS_G say. Sums over the workgroup: call in uniform control flow.
 fn head_layernorm(li: u32, seg: u32, eps: f32) {
-    if (p.dv <= LN_HELD * WG) {
-        head_layernorm_held(li, seg, eps);
-    } else {
-        head_layernorm_streamed(li, seg, eps);
-    }
-}
-
-// head_layernorm with the segment in registers: every load (x, w, b, the gate) is issued before the
-// first sum, and x is read once. The same sums in the same order as head_layernorm_streamed.
-fn head_layernorm_held(li: u32, seg: u32, eps: f32) {
-    let dh = p.dv;
-    let base = seg * dh;
-    let col0 = (seg % p.nh) * dh;
-    var xs: array<f32, LN_HELD>;
-    var ws: array<f32, LN_HELD>;
-    var bs: array<f32, LN_HELD>;
-    var gs: array<f32, LN_HELD>;
-    var s = 0.0;
-    for (var j = 0u; j < LN_HELD; j++) {
-        let e = li + j * WG;
-        if (e < dh) {
-            xs[j] = ln_x[base + e];
-            if (HAS_W) {
-                ws[j] = ln_param(false, col0 + e);
-            }
-            if (HAS_B) {
-                bs[j] = ln_param(true, col0 + e);
-            }
-            if (HAS_G) {
-                gs[j] = ln_g[base + e];
-            }
-            s += xs[j];
-        }
-    }
-    let mean = wg_sum(li, s) / f32(dh);
-    var s2 = 0.0;
-    for (var j = 0u; j < LN_HELD; j++) {
-        if (li + j * WG < dh) {
-            let d = xs[j] - mean;
-            s2 += d * d;
-        }
-    }
-    let var_eps = wg_sum(li, s2) / f32(dh) + eps;
-    let inv = select(0.0, inverseSqrt(var_eps), var_eps > 0.0);
-    for (var j = 0u; j < LN_HELD; j++) {
-        let e = li + j * WG;
-        if (e < dh) {
-            var y = (xs[j] - mean) * inv;
-            if (HAS_W) {
-                y *= ws[j];
-            }
-            if (HAS_B) {
-                y += bs[j];
-            }
-            if (HAS_G) {
-                y *= sigmoid(gs[j]);
-            }
-            ln_y[base + e] = y;
-        }
-    }
-}
-
-// head_layernorm for any DH: x read twice.
-fn head_layernorm_streamed(li: u32, seg: u32, eps: f32) {
     let dh = p.dv;
     let base = seg * dh;
     let col0 = (seg % p.nh) * dh;
@@ -791,29 +724,13 @@ fn mlstm_step4_state_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     if (hd >= p.heads) {
         return;
     }
-    // As mlstm_step4_state, with n's first rows loaded before the norm so that their loads and the
-    // norm's go out together, and m written after the norm's barriers.
+    // As mlstm_step4_state, m written after the norm's barriers.
     let g = step_gates(sn_m[hd], gate_pre(sn_f[hd]), gate_pre(sn_i[hd]));
     let qk0 = hd * p.dqk;
-    var ns: array<f32, LN_HELD>;
-    var ks: array<f32, LN_HELD>;
-    for (var j = 0u; j < LN_HELD; j++) {
-        let a = li + j * WG;
-        if (a < p.dqk) {
-            ns[j] = sn_n[qk0 + a];
-            ks[j] = sn_k[qk0 + a];
-        }
-    }
-    head_layernorm(li, hd, p.norm_eps);
-    for (var j = 0u; j < LN_HELD; j++) {
-        let a = li + j * WG;
-        if (a < p.dqk) {
-            sn_n[qk0 + a] = g.y * ns[j] + g.z * ks[j];
-        }
-    }
-    for (var a = li + LN_HELD * WG; a < p.dqk; a += WG) {
+    for (var a = li; a < p.dqk; a += WG) {
         sn_n[qk0 + a] = g.y * sn_n[qk0 + a] + g.z * sn_k[qk0 + a];
     }
+    head_layernorm(li, hd, p.norm_eps);
     storageBarrier();
     if (li == 0u) {
         sn_m[hd] = g.x;
