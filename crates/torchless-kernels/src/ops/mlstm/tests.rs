@@ -195,6 +195,8 @@ fn step_gated_norm_matches_the_f64_reference() {
             (2, 3, 16, 64),
             (1, 1, 7, 516),
             (1, 1, 5, 4400),
+            // DQK past the fused launch's 256 invocations: several rows of n each.
+            (1, 1, 1100, 8),
         ]
         .iter()
         .enumerate()
