@@ -1,8 +1,8 @@
 #!/bin/bash
-# xLSTM-7B decode (random bf16): main at bc1c738 (target/main-step.xz, the reworked mLSTM step) against cebf1f3
-# (target/release/torchless: the head norm held in registers, n's rows loaded before it), alternating.
-# Not run (this session's device time was spent). The change is not on main: `git am xlstm-norm.patch`
-# (here) onto main, build, and keep main's binary as target/main-step.xz. Carry [".gl", "target/release/torchless", "target/main-step.xz"]. $OUT/ab.txt. ~2 min.
+# xLSTM-7B decode (random bf16): main (target/main-step.xz: `cargo build --release`, strip, xz) against main
+# with xlstm-norm.patch applied (target/release/torchless: the head norm held in registers, n's rows loaded
+# before it), alternating. Not run yet (12-06d's device time was spent). Carry [".gl",
+# "target/release/torchless", "target/main-step.xz"]. $OUT/ab.txt. ~2 min.
 source .gl/setup.sh
 [ -f target/main-step ] || xz -dk target/main-step.xz
 A=$OUT/ab.txt; X=/tmp/xlstm-7b-random; O=./target/main-step; N=./target/release/torchless
