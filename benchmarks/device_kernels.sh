@@ -13,6 +13,8 @@ done
 timeout 80 python3 benchmarks/torch_reference.py 256 1024 --json > "$OUT/torch_mem.json" 2> "$OUT/torch_mem.err"
 {
   for mib in 32 112 1002; do timeout 60 $B bench --backend gpu --mib $mib --json --ops gemv_f16,gemv_bf16; done
+  # 4096 × 14336 (Llama-3-8B's down projection): the fourth GEMV shape.
+  TORCHLESS_BENCH_GEMV_COLS=14336 timeout 60 $B bench --backend gpu --mib 112 --json --ops gemv_f16,gemv_bf16
   timeout 120 $B bench --backend gpu --mib 256 --json --ops gemv_f32,gemm_f32,gemm_f16,gemm_bf16,gemm_at_b,gemm_a_bt
   for mib in 16 128; do timeout 60 $B bench --backend gpu --mib $mib --json --ops sdpa_decode; done
   timeout 120 $B bench --backend gpu --mib 160 --json --ops flash_attention
