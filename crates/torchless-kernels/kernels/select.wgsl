@@ -484,16 +484,20 @@ fn cand_rank(k: u32, i: u32, m: u32) -> u32 {
     return lo;
 }
 
-// Places candidate a (< m) into next by its rank.
-fn place_candidate(a: u32, m: u32, len: u32) {
-    if (a < m) {
-        let ck = cand_k[a];
-        let ci = cand_i[a];
-        let r = a + list_rank(ck, ci, len);
-        if (r < p.k) {
-            next_k[r] = ck;
-            next_i[r] = ci;
-        }
+// How many of the first `m` candidates, in any order, beat (k, i).
+fn cand_count(k: u32, i: u32, m: u32) -> u32 {
+    var r = 0u;
+    for (var j = 0u; j < m; j++) {
+        r += select(0u, 1u, beats(cand_k[j], cand_i[j], k, i));
+    }
+    return r;
+}
+
+// Puts (k, i) at place r of the merged list, if that is among the best k.
+fn place_next(k: u32, i: u32, r: u32) {
+    if (r < p.k) {
+        next_k[r] = k;
+        next_i[r] = i;
     }
 }
 
@@ -518,30 +522,15 @@ fn merge(m: u32, li: u32) {
 // candidates' (key, index) pairs are distinct: an element is offered once.
 fn merge_counted(m: u32, li: u32) {
     let len = list_len;
-    let kk = p.k;
     if (li < m) {
         let ck = cand_k[li];
         let ci = cand_i[li];
-        var r = list_rank(ck, ci, len);
-        for (var j = 0u; j < m; j++) {
-            r += select(0u, 1u, beats(cand_k[j], cand_i[j], ck, ci));
-        }
-        if (r < kk) {
-            next_k[r] = ck;
-            next_i[r] = ci;
-        }
+        place_next(ck, ci, list_rank(ck, ci, len) + cand_count(ck, ci, m));
     }
     if (li < len) {
         let ek = list_k[li];
         let ei = list_i[li];
-        var r = li;
-        for (var j = 0u; j < m; j++) {
-            r += select(0u, 1u, beats(cand_k[j], cand_i[j], ek, ei));
-        }
-        if (r < kk) {
-            next_k[r] = ek;
-            next_i[r] = ei;
-        }
+        place_next(ek, ei, li + cand_count(ek, ei, m));
     }
     take_next(len + m, li);
 }
@@ -549,7 +538,6 @@ fn merge_counted(m: u32, li: u32) {
 // merge by a bitonic sort of the candidates and a binary search of each entry's place in the other kind.
 fn merge_sorted(m: u32, li: u32) {
     let len = list_len;
-    let kk = p.k;
     var size = 1u;
     while (size < m) {
         size <<= 1u;
@@ -583,16 +571,14 @@ fn merge_sorted(m: u32, li: u32) {
     }
     workgroupBarrier();
     for (var a = li; a < m; a += WG) {
-        place_candidate(a, m, len);
+        let ck = cand_k[a];
+        let ci = cand_i[a];
+        place_next(ck, ci, a + list_rank(ck, ci, len));
     }
     if (li < len) {
         let ek = list_k[li];
         let ei = list_i[li];
-        let r = li + cand_rank(ek, ei, m);
-        if (r < kk) {
-            next_k[r] = ek;
-            next_i[r] = ei;
-        }
+        place_next(ek, ei, li + cand_rank(ek, ei, m));
     }
     take_next(len + m, li);
 }
