@@ -406,11 +406,11 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 // vec4s a thread. An element that beats the list's k-th entry (the threshold) is appended to a buffer of
 // candidates; the buffer is merged into the list: each entry's new position is its position among its own
 // kind plus the number of the other kind that beat it, counted (up to RANK_MERGE_MAX candidates) or found
-// by binary search after a bitonic sort of the candidates in workgroup memory. The threshold is set by the first tile: each thread offers its best element, and the
-// list of those (the k-th best of the threads' maxima, which at least k elements reach) is merged before
-// the rest is offered. After that the threads scan on without a barrier for a round of tiles, comparing
-// each element with the threshold in registers, and the workgroup meets only at the end of a round, to
-// merge what the buffer holds. Rounds double from 1 tile to ROUND_TILES, so that the threshold tightens
+// by binary search after a bitonic sort of the candidates in workgroup memory. The threshold is set by
+// the first tile: each thread offers its best element, and the list of those (the k-th best of the
+// threads' maxima, which at least k elements reach) is merged before the rest is offered. After that the
+// threads scan on without a barrier for a round of tiles, comparing each element with the threshold in
+// registers, and the workgroup meets only at the end of a round, to merge what the buffer holds. Rounds double from 1 tile to ROUND_TILES, so that the threshold tightens
 // while candidates are many and the workgroup meets seldom once they are few (H100, 256 MiB / 1 GiB:
 // 64.6 / 73.7 % of the copy bandwidth against 54.8 / 62.3 % with rounds of 8 tiles from the start that
 // merged only a buffer over half full). A thread whose element finds the buffer full stops, its tile's
@@ -516,7 +516,7 @@ fn merge(m: u32, li: u32) {
     }
 }
 
-// merge for m <= WG candidates without sorting them: a candidate's place is the number of candidates that
+// merge for m <= RANK_MERGE_MAX (< WG) candidates without sorting them: a candidate's place is the number of candidates that
 // beat it plus the list entries that beat it, an entry's its place plus the candidates that beat it (m
 // broadcast reads of workgroup memory an invocation, against a sort's log2(m)² / 2 barriers). The
 // candidates' (key, index) pairs are distinct: an element is offered once.
@@ -779,7 +779,8 @@ fn load_tile(s: Span, t: u32, li: u32) {
 // the buffer is full, leaving the rest pending. x's next tile is loaded before this one is tested, so
 // that its loads are in flight meanwhile (H100: 74.1 / 83.9 % of copy against 71.0 / 81.0 %). Loading
 // past the round's end, to keep loads in flight during the merge, is slower (79.3 / 87.1 % against
-// 81.0 / 91.6 %), two tiles ahead much slower (58.5 / 77 %).
+// 81.0 / 91.6 %), and so are two tiles in flight (58.5 / 77 %): their registers cost workgroups a
+// multiprocessor (five fit an H100's now, results 2026-12-06e `topk_rows.txt`).
 fn scan_round(s: Span, t_end: u32, li: u32) {
     let t = threshold();
     // The float pre-test reads x's values; the merge pass's pairs hold keys.
