@@ -402,21 +402,21 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // ---- top-k ---------------------------------------------------------------------------------------
 //
-// A workgroup keeps its best k so far, sorted, in `list`, and reads its elements once, in tiles of four
-// vec4s a thread. An element that beats the list's k-th entry (the threshold) is appended to a buffer of
-// candidates; the buffer is merged into the list: each entry's new position is its position among its own
-// kind plus the number of the other kind that beat it, counted (up to RANK_MERGE_MAX candidates) or found
-// by binary search after a bitonic sort of the candidates in workgroup memory. The threshold is set by
-// the first tile: each thread offers its best element, and the list of those (the k-th best of the
-// threads' maxima, which at least k elements reach) is merged before the rest is offered. After that the
-// threads scan on without a barrier for a round of tiles, comparing each element with the threshold in
-// registers, and the workgroup meets only at the end of a round, to merge what the buffer holds. Rounds double from 1 tile to ROUND_TILES, so that the threshold tightens
-// while candidates are many and the workgroup meets seldom once they are few (H100, 256 MiB / 1 GiB:
-// 64.6 / 73.7 % of the copy bandwidth against 54.8 / 62.3 % with rounds of 8 tiles from the start that
-// merged only a buffer over half full). A thread whose element finds the buffer full stops, its tile's
-// remaining elements pending, and goes on after the merge (which raises the threshold), so no input,
-// however ordered, loses an element. On random data a row of 128k values yields under a thousand
-// candidates in all. Every loop is short: lavapipe ends any loop after 65535 iterations.
+// A workgroup keeps its best k so far, sorted, in `list`, and reads its elements once, in tiles of four vec4s
+// a thread. An element that beats the list's k-th entry (the threshold) is appended to a buffer of candidates;
+// the buffer is merged into the list: each entry's new position is its position among its own kind plus the
+// number of the other kind that beat it, counted (up to RANK_MERGE_MAX candidates) or found by binary search
+// after a bitonic sort of the candidates in workgroup memory. The threshold is set by the first tile: each
+// thread offers its best element, and the list of those (the k-th best of the threads' maxima, which at least
+// k elements reach) is merged before the rest is offered. After that the threads scan on without a barrier for
+// a round of tiles, comparing each element with the threshold in registers, and the workgroup meets only at
+// the end of a round, to merge what the buffer holds. Rounds double from 1 tile to ROUND_TILES, so that the
+// threshold tightens while candidates are many and the workgroup meets seldom once they are few (H100, 256 MiB
+// / 1 GiB: 64.6 / 73.7 % of the copy bandwidth against 54.8 / 62.3 % with rounds of 8 tiles from the start
+// that merged only a buffer over half full). A thread whose element finds the buffer full stops, its tile's
+// remaining elements pending, and goes on after the merge (which raises the threshold), so no input, however
+// ordered, loses an element. On random data a row of 128k values yields under a thousand candidates in all.
+// Every loop is short: lavapipe ends any loop after 65535 iterations.
 
 // Candidates the buffer holds (four per thread).
 const CAP: u32 = 4u * WG;
@@ -516,9 +516,9 @@ fn merge(m: u32, li: u32) {
     }
 }
 
-// merge for m <= RANK_MERGE_MAX (< WG) candidates without sorting them: a candidate's place is the number of candidates that
-// beat it plus the list entries that beat it, an entry's its place plus the candidates that beat it (m
-// broadcast reads of workgroup memory an invocation, against a sort's log2(m)² / 2 barriers). The
+// merge for m <= RANK_MERGE_MAX (< WG) candidates without sorting them: a candidate's place is the number of
+// candidates that beat it plus the list entries that beat it, an entry's its place plus the candidates that
+// beat it (m broadcast reads of workgroup memory an invocation, against a sort's log2(m)² / 2 barriers). The
 // candidates' (key, index) pairs are distinct: an element is offered once.
 fn merge_counted(m: u32, li: u32) {
     let len = list_len;
