@@ -8,7 +8,10 @@ mkdir -p target/exp
 rm -f target/exp/*
 cargo build --release
 cp target/release/torchless target/exp/main
-git switch -q topk-wgc
+# The branch, or (where it did not survive) the same from its patch on its base commit (the patch is
+# copied first: the base's tree lacks this folder).
+P=$(mktemp); cp benchmarks/results/2026-12-06e-h100/topk-wgc.patch $P
+git switch -q topk-wgc 2>/dev/null || { git switch -q -c topk-wgc 91ff71e; git am -q $P; }
 F=crates/torchless-kernels/kernels/select.wgsl
 for w in 256 320 512 640; do
   room=$(python3 -c "print(1 << (4 * $w - 1).bit_length())")
