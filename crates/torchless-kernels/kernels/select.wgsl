@@ -507,37 +507,52 @@ fn place_next(k: u32, i: u32, r: u32) {
 const RANK_MERGE_MAX: u32 = 128u;
 
 // Merges the m candidates into the list, emptying the buffer; called by the whole workgroup with a uniform
-// m in 1..=CAP.
+// m in 1..=CAP. Each entry's new place is its place among its own kind plus the number of the other kind
+// that beat it. Up to RANK_MERGE_MAX candidates count the candidates that beat them (m broadcast reads of
+// workgroup memory an invocation, against a sort's log2(m)² / 2 barriers); more are sorted first, so that a
+// candidate's index is that count and an entry's is a binary search. The candidates' (key, index) pairs
+// are distinct: an element is offered once.
 fn merge(m: u32, li: u32) {
-    if (m <= RANK_MERGE_MAX) {
-        merge_counted(m, li);
-    } else {
-        merge_sorted(m, li);
-    }
-}
-
-// merge for m <= RANK_MERGE_MAX (< WG) candidates without sorting them: a candidate's place is the number of
-// candidates that beat it plus the list entries that beat it, an entry's its place plus the candidates that
-// beat it (m broadcast reads of workgroup memory an invocation, against a sort's log2(m)² / 2 barriers). The
-// candidates' (key, index) pairs are distinct: an element is offered once.
-fn merge_counted(m: u32, li: u32) {
     let len = list_len;
-    if (li < m) {
-        let ck = cand_k[li];
-        let ci = cand_i[li];
-        place_next(ck, ci, list_rank(ck, ci, len) + cand_count(ck, ci, m));
+    let counted = m <= RANK_MERGE_MAX;
+    if (!counted) {
+        sort_candidates(m, li);
+    }
+    for (var a = li; a < m; a += WG) {
+        let ck = cand_k[a];
+        let ci = cand_i[a];
+        var beaten_by = a;
+        if (counted) {
+            beaten_by = cand_count(ck, ci, m);
+        }
+        place_next(ck, ci, beaten_by + list_rank(ck, ci, len));
     }
     if (li < len) {
         let ek = list_k[li];
         let ei = list_i[li];
-        place_next(ek, ei, li + cand_count(ek, ei, m));
+        var beaten_by = 0u;
+        if (counted) {
+            beaten_by = cand_count(ek, ei, m);
+        } else {
+            beaten_by = cand_rank(ek, ei, m);
+        }
+        place_next(ek, ei, li + beaten_by);
     }
-    take_next(len + m, li);
+    workgroupBarrier();
+    let new_len = min(p.k, len + m);
+    if (li < new_len) {
+        list_k[li] = next_k[li];
+        list_i[li] = next_i[li];
+    }
+    if (li == 0u) {
+        list_len = new_len;
+        atomicStore(&n_cand, 0u);
+    }
+    workgroupBarrier();
 }
 
-// merge by a bitonic sort of the candidates and a binary search of each entry's place in the other kind.
-fn merge_sorted(m: u32, li: u32) {
-    let len = list_len;
+// Sorts the m candidates into "beats" order (bitonic, in workgroup memory, padded to a power of two).
+fn sort_candidates(m: u32, li: u32) {
     var size = 1u;
     while (size < m) {
         size <<= 1u;
@@ -568,32 +583,6 @@ fn merge_sorted(m: u32, li: u32) {
                 }
             }
         }
-    }
-    workgroupBarrier();
-    for (var a = li; a < m; a += WG) {
-        let ck = cand_k[a];
-        let ci = cand_i[a];
-        place_next(ck, ci, a + list_rank(ck, ci, len));
-    }
-    if (li < len) {
-        let ek = list_k[li];
-        let ei = list_i[li];
-        place_next(ek, ei, li + cand_rank(ek, ei, m));
-    }
-    take_next(len + m, li);
-}
-
-// Makes the merged entries in next, the best k of `merged`, the list, and empties the buffer.
-fn take_next(merged: u32, li: u32) {
-    workgroupBarrier();
-    let new_len = min(p.k, merged);
-    if (li < new_len) {
-        list_k[li] = next_k[li];
-        list_i[li] = next_i[li];
-    }
-    if (li == 0u) {
-        list_len = new_len;
-        atomicStore(&n_cand, 0u);
     }
     workgroupBarrier();
 }
