@@ -1,0 +1,22 @@
+#!/bin/bash
+# Locally, from a clean tree on main (~3 min): main, branch topk-pre (rebuilt from topk-pre.patch on
+# 31d7742 where the branch did not survive) with rounds of up to 8 tiles (its own) and of up to 16, into
+# target/exp/ (stripped, xz). Then on the GPU machine: topk19.sh, carry [".gl", "target/exp"].
+set -eu
+mkdir -p target/exp
+cargo build --release
+cp target/release/torchless target/exp/main
+P=$(mktemp); cp benchmarks/results/2026-12-06f-h100/topk-pre.patch $P
+git switch -q topk-pre 2>/dev/null || { git switch -q -c topk-pre 31d7742; git am -q $P; }
+cargo build --release
+cp target/release/torchless target/exp/pre
+F=crates/torchless-kernels/kernels/select.wgsl
+sed -i 's/^const ROUND_TILES: u32 = 8u;/const ROUND_TILES: u32 = 16u;/' $F
+grep -q "^const ROUND_TILES: u32 = 16u;" $F
+TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>&1 | grep -E "^test result: ok. 4 passed" > /dev/null
+cargo build --release
+cp target/release/torchless target/exp/pre16
+git checkout $F
+git switch -q main
+for b in main pre pre16; do strip target/exp/$b; xz -T4 -f target/exp/$b; done
+ls -la target/exp
