@@ -1,7 +1,7 @@
 #!/bin/bash
 # Locally, from a clean tree on main (~1.5 min): main's cooperative GEMM core (coop16.wgsl) with slices
 # 64 deep instead of 32 (four 16-deep steps a barrier pair instead of two; the next slice's 1024 chunks
-# in four register slots a thread; staging 2 × 18 KiB), as target/exp/hk64.xz beside main.xz. naga
+# in four register slots a thread, so only for WG16 = 256, subgroups of 32; staging 2 × 18 KiB), as target/exp/hk64.xz beside main.xz. naga
 # validates it here (wgsl_translates); lavapipe has no cooperative matrices, so the bench's check on the
 # GPU machine is its only test. Then: coop20.sh, carry [".gl", "target/exp"].
 set -eu
