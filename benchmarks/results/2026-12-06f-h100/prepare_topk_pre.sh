@@ -1,7 +1,8 @@
 #!/bin/bash
-# Locally, from a clean tree on main (~3 min): main, branch topk-pre (rebuilt from topk-pre.patch on
-# 31d7742 where the branch did not survive) with rounds of up to 8 tiles (its own) and of up to 16, into
-# target/exp/ (stripped, xz). Then on the GPU machine: topk19.sh, carry [".gl", "target/exp"].
+# Locally, from a clean tree on main (~4 min): main, branch topk-pre (rebuilt from topk-pre.patch on
+# 31d7742 where the branch did not survive) with rounds of up to 8 tiles (its own), of up to 16, and with
+# up to 256 candidates merged by counting, into target/exp/ (stripped, xz). Then on the GPU machine:
+# topk19.sh, carry [".gl", "target/exp"].
 set -eu
 mkdir -p target/exp
 cargo build --release
@@ -17,6 +18,13 @@ TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>
 cargo build --release
 cp target/release/torchless target/exp/pre16
 git checkout $F
+# Buffers of up to 256 candidates counted (the first tile's 256 thread maxima too) instead of up to 128.
+sed -i 's/^const RANK_MERGE_MAX: u32 = 128u;/const RANK_MERGE_MAX: u32 = 256u;/' $F
+grep -q "^const RANK_MERGE_MAX: u32 = 256u;" $F
+TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>&1 | grep -E "^test result: ok. 4 passed" > /dev/null
+cargo build --release
+cp target/release/torchless target/exp/pre256
+git checkout $F
 git switch -q main
-for b in main pre pre16; do strip target/exp/$b; xz -T4 -f target/exp/$b; done
+for b in main pre pre16 pre256; do strip target/exp/$b; xz -T4 -f target/exp/$b; done
 ls -la target/exp
