@@ -12,19 +12,18 @@ git switch -q topk-pre 2>/dev/null || { git switch -q -c topk-pre 31d7742; git a
 cargo build --release
 cp target/release/torchless target/exp/pre
 F=crates/torchless-kernels/kernels/select.wgsl
-sed -i 's/^const ROUND_TILES: u32 = 8u;/const ROUND_TILES: u32 = 16u;/' $F
-grep -q "^const ROUND_TILES: u32 = 16u;" $F
-TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>&1 | grep -E "^test result: ok. 4 passed" > /dev/null
-cargo build --release
-cp target/release/torchless target/exp/pre16
-git checkout $F
+# A build of the branch with one constant of select.wgsl changed: name, constant, its value there, new value.
+variant() {
+  sed -i "s/^const $2: u32 = $3u;/const $2: u32 = $4u;/" $F
+  grep -q "^const $2: u32 = $4u;" $F
+  TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>&1 | grep -E "^test result: ok. 4 passed" > /dev/null
+  cargo build --release
+  cp target/release/torchless target/exp/$1
+  git checkout $F
+}
+variant pre16 ROUND_TILES 8 16
 # Buffers of up to 256 candidates counted (the first tile's 256 thread maxima too) instead of up to 128.
-sed -i 's/^const RANK_MERGE_MAX: u32 = 128u;/const RANK_MERGE_MAX: u32 = 256u;/' $F
-grep -q "^const RANK_MERGE_MAX: u32 = 256u;" $F
-TORCHLESS_EXP_TOPK_PRE=1 cargo test --release -p torchless-kernels --lib topk 2>&1 | grep -E "^test result: ok. 4 passed" > /dev/null
-cargo build --release
-cp target/release/torchless target/exp/pre256
-git checkout $F
+variant pre256 RANK_MERGE_MAX 128 256
 git switch -q main
 for b in main pre pre16 pre256; do strip target/exp/$b; xz -T4 -f target/exp/$b; done
 ls -la target/exp
