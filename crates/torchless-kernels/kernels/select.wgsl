@@ -784,11 +784,14 @@ fn load_tile(s: Span, t: u32, li: u32) {
 // The thread's part of a round: offers what is pending of its current tile (`tile_`), then loads and
 // offers the next tiles below t_end, all against the threshold the round began with; stops early when
 // the buffer is full, leaving the rest pending. x's next tile is loaded before this one is tested, so
-// that its loads are in flight meanwhile (H100: 74.1 / 83.9 % of copy against 71.0 / 81.0 %). Loading
-// past the round's end, to keep loads in flight during the merge, is slower (79.3 / 87.1 % against
-// 81.0 / 91.6 %), and so are two tiles in flight (58.5 / 77 %): their registers cost workgroups a
-// multiprocessor (five fit an H100's now, results 2026-12-06e `topk_rows.txt`).
-fn scan_round(s: Span, t_end: u32, li: u32) {
+// that its loads are in flight meanwhile (H100: 74.1 / 83.9 % of copy against 71.0 / 81.0 %). A round
+// that offered all its tiles ends by loading the next round's first tile into the spent tile's
+// registers, so that its loads are in flight during the merge (H100, 256 MiB / 1 GiB: 80.0–80.3 /
+// 89.9 % against 79.3–79.5 / 89.7–89.9 %, results 2026-12-06g `topk.txt`). Holding that tile in registers
+// of its own is slower (79.3 / 87.1 % against 81.0 / 91.6 %), and so are two tiles in flight (58.5 /
+// 77 %): their registers cost workgroups a multiprocessor (five fit an H100's now, results 2026-12-06e
+// `topk_rows.txt`).
+fn scan_round(s: Span, t_end: u32, tiles: u32, li: u32) {
     let t = threshold();
     // The float pre-test reads x's values; the merge pass's pairs hold keys.
     let pretest = !PAIRS && t.x != NONE_KEY;
@@ -811,6 +814,10 @@ fn scan_round(s: Span, t_end: u32, li: u32) {
             }
         }
         if (tile_ + 1u >= t_end) {
+            if (!PAIRS && tile_ + 1u < tiles) {
+                tile_ += 1u;
+                load_x_tile(s, tile_, li);
+            }
             break;
         }
         tile_ += 1u;
@@ -831,7 +838,7 @@ fn topk_scan(s: Span, tiles: u32, li: u32) {
     var round_tiles = 1u;
     var t_end = min(tiles, 1u + round_tiles);
     loop {
-        scan_round(s, t_end, li);
+        scan_round(s, t_end, tiles, li);
         let full = count_candidates(li);
         let m = workgroupUniformLoad(&round_m);
         if (m > 0u) {
