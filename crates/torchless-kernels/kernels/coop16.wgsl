@@ -13,33 +13,36 @@ enable wgpu_cooperative_matrix;
 //
 // A 128×128 tile of C per workgroup of 8 subgroups (WG16 = 8 × the adapter's fixed subgroup size);
 // subgroup sg owns rows (sg & 1)·64 + 0..63 (4 fragments) and columns (sg >> 1)·32 + 0..31 (2 fragments).
-// K advances by 32 a step; the next slice is fetched into registers (already in f16) while the current one
-// is multiplied. Staged in f16 scalars: an earlier version staging vec4<f16>s (fragments loaded from
+// K advances by 64 a step, four 16-deep products between a barrier pair; the next slice is fetched into
+// registers (already in f16) while the current one is multiplied. On the H100 (4096³,
+// `benchmarks/results/2026-12-06g-h100/`) 64-deep slices beat 32-deep ones: f16 138.0 against 115.9
+// TFLOP/s, bf16 132.7 against 111.4, and the quantized prefill GEMMs q4_k 80.3 against 65.4, q8_0 81.4
+// against 62.5. Staged in f16 scalars: an earlier version staging vec4<f16>s (fragments loaded from
 // vec4<f16> arrays), double-buffered or not, ran f16 4096³ at 55–57 TFLOP/s on the H200 where this one
 // runs at 79, and 109 without index clamps, as the composing modules declare it (GEMM_COOP in
 // src/ops/gemm.rs).
 override WG16: u32 = 256u;
 const HM: u32 = 128u;
 const HN: u32 = 128u;
-const HK: u32 = 32u;
+const HK: u32 = 64u;
 // Staging row strides in halves, padded by 8 (16 bytes): [outer][depth] tiles (runs along K: A, Bᵀ) and
 // [depth][outer] tiles (runs along M or N: Aᵀ, B). The fragment loads read row- or column-major to match.
-const HSK: u32 = 40u;
+const HSK: u32 = 72u;
 const HSO: u32 = 136u;
-// Runs of 8 elements per chunk; 128·32/8 chunks per operand tile; at most 4 per thread (WG16 >= 128).
-const HCHUNKS: u32 = 512u;
+// Runs of 8 elements per chunk; 128·64/8 chunks per operand tile; at most 4 per thread (WG16 >= 256).
+const HCHUNKS: u32 = 1024u;
 
-var<workgroup> Ah: array<f16, 5120>; // max(128·40, 32·136)
-var<workgroup> Bh: array<f16, 5120>;
+var<workgroup> Ah: array<f16, 9216>; // max(128·72, 64·136)
+var<workgroup> Bh: array<f16, 9216>;
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
 // through store_c4. 8 × 16×16 f32.
 var<workgroup> Cs16: array<f32, 2048>;
 
-// Where chunk ci of a 128 (outer) × 32 (depth) slice starts, as (outer, depth) offsets, when the operand
+// Where chunk ci of a 128 (outer) × 64 (depth) slice starts, as (outer, depth) offsets, when the operand
 // is read in runs of 8 along its contiguous dimension.
 fn coop_chunk(ci: u32, k_contig: bool) -> vec2<u32> {
     if (k_contig) {
-        return vec2<u32>(ci / 4u, (ci % 4u) * 8u);
+        return vec2<u32>(ci / 8u, (ci % 8u) * 8u);
     }
     return vec2<u32>((ci % 16u) * 8u, ci / 16u);
 }

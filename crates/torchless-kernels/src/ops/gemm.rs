@@ -132,6 +132,10 @@ impl CoopVariant {
     }
 }
 
+/// Workgroup memory of kernels/coop16.wgsl: two staged f16 tiles of 128 × 72 halves and the epilogue's
+/// 8 × 16×16 f32.
+const COOP16_WORKGROUP_BYTES: u32 = 2 * 128 * 72 * 2 + 2048 * 4;
+
 /// The cooperative-matrix variant `ctx` can run, if any: the adapter must offer the configuration, f16
 /// and subgroups, and a fixed subgroup size (each subgroup owns a fixed block of the output tile).
 pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
@@ -152,8 +156,9 @@ pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     let limits = ctx.limits();
     let fits =
         |wg: u32| wg <= limits.max_compute_invocations_per_workgroup && wg <= limits.max_compute_workgroup_size_x;
-    // The 16×16 kernel holds at most 4 staged chunks per thread: 512 / (8 · subgroup) <= 4.
-    if (16..=128).contains(&subgroup) && offers(16, S::F16) && fits(8 * subgroup) {
+    // The 16×16 kernel holds at most 4 staged chunks per thread: 1024 / (8 · subgroup) <= 4.
+    let coop16_memory = limits.max_compute_workgroup_storage_size >= COOP16_WORKGROUP_BYTES;
+    if (32..=128).contains(&subgroup) && offers(16, S::F16) && fits(8 * subgroup) && coop16_memory {
         return Some(CoopVariant::F16x16 { subgroup });
     }
     if (4..=128).contains(&subgroup) && offers(8, S::F32) && fits(4 * subgroup) {

@@ -600,7 +600,7 @@ fn matmul_params(op: &'static str, w: &QuantTensor, m: usize) -> Result<MatmulPa
 }
 
 /// Whether gemm runs on coop16.wgsl: 16×16 f16 cooperative matrices and 32-lane subgroups (its
-/// workgroup of 8 subgroups stages exactly two chunks a thread).
+/// workgroup of 8 subgroups stages exactly four chunks a thread).
 pub(crate) fn uses_coop16(ctx: &GpuContext) -> bool {
     matches!(cooperative_variant(ctx), Some(CoopVariant::F16x16 { subgroup: 32 }))
 }
