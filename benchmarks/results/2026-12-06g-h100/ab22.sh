@@ -23,3 +23,7 @@ for b in main new; do
     timeout 100 ./target/exp/$b bench-model --backend gpu --model $M --prefill-tokens 2048 --decode-tokens 16 $Q > $OUT/prefill_${b}_$q.txt 2>&1
   done
 done
+# q4_k decode with four rows a Q/K/V workgroup (TORCHLESS_QGEMV_TUNE=32,4) against the automatic two.
+D="timeout 60 ./target/exp/new bench-model --backend gpu --model $M --prefill-tokens 0 --decode-tokens 128 --quantize q4_k"
+$D > $OUT/decode_q4k_auto.txt 2>&1
+TORCHLESS_QGEMV_TUNE=32,4 $D > $OUT/decode_q4k_32x4.txt 2>&1
