@@ -2,12 +2,13 @@
 # Locally, from a clean tree on main (~3 min): the binaries next24.sh compares, into target/exp/
 # (stripped, xz), each built only where missing: base (14071a5, before this session's kernels), main,
 # tk16 (branch gemm-tk16, rebuilt from gemm-tk16.patch on 98ef87a where the branch did not survive) and
-# cdb (branch coop-db, from coop-db.patch on b74028d). Then on the GPU machine: next24.sh, carry
+# cdb (branch coop-db, from coop-db.patch on b74028d) and kreg (branch gemm-kreg, from gemm-kreg.patch on
+# d2147a4). Then on the GPU machine: next24.sh, carry
 # [".gl", "target/exp"].
 set -eu
 R=benchmarks/results/2026-12-06g-h100
 mkdir -p target/exp
-P=$(mktemp -d); cp $R/gemm-tk16.patch $R/coop-db.patch $P/
+P=$(mktemp -d); cp $R/gemm-tk16.patch $R/coop-db.patch $R/gemm-kreg.patch $P/
 # build NAME REF [BRANCH PATCH]: the binary of REF (or of BRANCH, made from PATCH on REF if missing).
 build() {
   [ -f target/exp/$1.xz ] && return
@@ -24,4 +25,5 @@ build base 14071a5
 build main main
 build tk16 98ef87a gemm-tk16 gemm-tk16.patch
 build cdb b74028d coop-db coop-db.patch
+build kreg d2147a4 gemm-kreg gemm-kreg.patch
 ls -la target/exp
