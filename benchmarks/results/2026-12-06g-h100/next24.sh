@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine, carry [".gl", "target/exp"] after prepare24.sh (~5 min). $OUT/ab.txt and $OUT/*_*.txt.
+# GPU machine, carry [".gl", "target/exp"] after prepare24.sh (~7 min). $OUT/ab.txt and $OUT/*_*.txt.
 # 1. The tiled f32 GEMM with 16-deep slices (tk16: two chunks a thread, 32 KiB double-buffered) against
 #    main's 8-deep ones, and kreg (operands whose runs go along K staged as they lie, [outer][depth], one
 #    vec4 store a chunk, and transposed in registers by the micro-kernel: A of A·B, both of A·Bᵀ), 4096³,
