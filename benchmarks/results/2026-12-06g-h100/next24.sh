@@ -3,7 +3,7 @@
 # 1. The tiled f32 GEMM with 16-deep slices (tk16: two chunks a thread, 32 KiB double-buffered) against
 #    main's 8-deep ones, and kreg (operands whose runs go along K staged as they lie, [outer][depth], one
 #    vec4 store a chunk, and transposed in registers by the micro-kernel: A of A·B, both of A·Bᵀ), 4096³,
-#    alternating twice. Target: A·B at 70 % of cuBLAS (36.3 TFLOP/s; main 33.6).
+#    and kreg16 (both), alternating twice. Target: A·B at 70 % of cuBLAS (36.3 TFLOP/s; main 33.6).
 # 2. The cooperative GEMM core double-buffered at 32-deep slices (cdb: one barrier a slice, 48 KiB)
 #    against main's single-buffered 64-deep slices, alternating twice.
 # 3. Llama-3-8B prefill of 2048 tokens, bf16 and q4_k, base (32-deep cooperative slices) against main.
@@ -13,9 +13,9 @@
 #    GEMV 6–9 points on 12-06b (75.5–76.5 % of copy, target 80).
 source .gl/setup.sh
 (which ncu nsys; ls /usr/local/cuda*/bin 2>/dev/null | head -30) > $OUT/tools.txt 2>&1
-for b in base main tk16 cdb kreg; do [ -f target/exp/$b ] || xz -dk target/exp/$b.xz; done
+for b in base main tk16 cdb kreg kreg16; do [ -f target/exp/$b ] || xz -dk target/exp/$b.xz; done
 A=$OUT/ab.txt
-for b in main tk16 kreg main tk16 kreg; do
+for b in main tk16 kreg kreg16 main tk16 kreg kreg16; do
   echo "=== $b tiled" >> $A
   timeout 40 ./target/exp/$b bench --backend gpu --mib 256 --ops gemm_f32,gemm_at_b,gemm_a_bt 2>&1 | grep -E "^gemm|rror" >> $A
 done
