@@ -1,7 +1,8 @@
 #!/bin/bash
 # Locally, from a clean tree on main (~4 min): the binaries next24.sh compares, into target/exp/
 # (stripped, xz), each built only where missing: base (14071a5, before this session's kernels), main,
-# tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg) and kreg16 (branch gemm-kreg16).
+# tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg) and kreg16 (branch gemm-kreg16),
+# and main's kernel unit tests (ktest).
 # A branch that did not survive is remade from its patch here. Then on the GPU machine: next24.sh, carry
 # [".gl", "target/exp"].
 set -eu
@@ -35,4 +36,12 @@ build tk16 gemm-tk16
 build cdb coop-db
 build kreg gemm-kreg
 build kreg16 gemm-kreg16
+# The kernels' unit tests of main, for tests25.sh (they carry their WGSL; lavapipe cannot run the
+# cooperative paths, the H100 can).
+if [ ! -f target/exp/ktest.xz ]; then
+  T=$(cargo test --release -p torchless-kernels --lib --no-run 2>&1 | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p')
+  cp "$T" target/exp/ktest
+  strip target/exp/ktest
+  xz -T4 -f target/exp/ktest
+fi
 ls -la target/exp
