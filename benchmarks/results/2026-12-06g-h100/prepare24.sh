@@ -1,8 +1,8 @@
 #!/bin/bash
 # Locally, from a clean tree on main (~4 min): the binaries next24.sh compares, into target/exp/
 # (stripped, xz), each built only where missing: base (14071a5, before this session's kernels), main,
-# tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg) and kreg16 (branch gemm-kreg16),
-# and main's kernel unit tests (ktest).
+# tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg), kreg16 (branch gemm-kreg16) and
+# desync (branch topk-desync), and main's kernel unit tests (ktest).
 # A branch that did not survive is remade from its patch here. Then on the GPU machine: next24.sh, carry
 # [".gl", "target/exp"].
 set -eu
@@ -20,6 +20,7 @@ restore gemm-tk16 98ef87a
 restore coop-db b74028d
 restore gemm-kreg d2147a4
 restore gemm-kreg16 gemm-kreg
+restore topk-desync 82dd006
 # build NAME REF: the binary of REF, a commit or branch.
 build() {
   [ -f target/exp/$1.xz ] && return
@@ -36,6 +37,7 @@ build tk16 gemm-tk16
 build cdb coop-db
 build kreg gemm-kreg
 build kreg16 gemm-kreg16
+build desync topk-desync
 # The kernels' unit tests of main, for tests25.sh (they carry their WGSL; lavapipe cannot run the
 # cooperative paths, the H100 can).
 if [ ! -f target/exp/ktest.xz ]; then
