@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine, carry [".gl", "target/exp"] after prepare24.sh (~7 min). $OUT/ab.txt and $OUT/*_*.txt.
+# GPU machine, carry [".gl", "target/exp"] after prepare24.sh and tests25.sh (~7.5 min). $OUT/ab.txt and $OUT/*_*.txt.
 # 1. The tiled f32 GEMM with 16-deep slices (tk16: two chunks a thread, 32 KiB double-buffered) against
 #    main's 8-deep ones, and kreg (operands whose runs go along K staged as they lie, [outer][depth], one
 #    vec4 store a chunk, and transposed in registers by the micro-kernel: A of A·B, both of A·Bᵀ), 4096³,
@@ -7,13 +7,15 @@
 # 2. The cooperative GEMM core double-buffered at 32-deep slices (cdb: one barrier a slice, 48 KiB)
 #    against main's single-buffered 64-deep slices, alternating twice.
 # 3. Llama-3-8B prefill of 2048 tokens, bf16 and q4_k, base (32-deep cooperative slices) against main.
-# 4. q4_k decode, four rows a Q/K/V workgroup (TORCHLESS_QGEMV_TUNE=32,4) against the automatic two, and
-#    the Q4_K GEMV alone (x quantized outside the timing) at issue 6's shapes, 14336×4096 and 4096×14336,
-#    with the automatic shape (32 threads, 2 rows) and forced ones: rows share x's loads, which cost the
-#    GEMV 6–9 points on 12-06b (75.5–76.5 % of copy, target 80).
+# 4. q4_k decode, four rows a Q/K/V workgroup (TORCHLESS_QGEMV_TUNE=32,4) against the automatic two (the
+#    Q4_K GEMV's launch shapes alone are in tests25.sh).
+# 5. bf16 decode with the Q/K/V dispatch's input norm dropped (nonorm, branch qkv-ablate,
+#    TORCHLESS_EXP_QKV_NONORM=1; wrong results, timing only), profiled and unprofiled, against the switch
+#    off: is the norm (its weight read by every workgroup, x's squares) why that launch runs at 69 % of
+#    copy where the plain GEMVs reach 89-92 %?
 source .gl/setup.sh
 (which ncu nsys; ls /usr/local/cuda*/bin 2>/dev/null | head -30) > $OUT/tools.txt 2>&1
-for b in base main tk16 cdb kreg kreg16; do [ -f target/exp/$b ] || xz -dk target/exp/$b.xz; done
+for b in base main tk16 cdb kreg kreg16 nonorm; do [ -f target/exp/$b ] || xz -dk target/exp/$b.xz; done
 A=$OUT/ab.txt
 for b in main tk16 kreg kreg16 main tk16 kreg kreg16; do
   echo "=== $b tiled" >> $A
@@ -34,10 +36,8 @@ done
 D="timeout 40 ./target/exp/main bench-model --backend gpu --model $M --prefill-tokens 0 --decode-tokens 128 --quantize q4_k"
 $D > $OUT/decode_q4k_auto.txt 2>&1
 TORCHLESS_QGEMV_TUNE=32,4 $D > $OUT/decode_q4k_32x4.txt 2>&1
-for cols in 4096 14336; do
-  for t in auto 32,4 32,1 64,4 64,2; do
-    echo "=== gemv_q4_k_xq cols $cols tune $t" >> $A
-    T=""; [ $t = auto ] || T="TORCHLESS_QGEMV_TUNE=$t"
-    env $T TORCHLESS_BENCH_QGEMV_COLS=$cols timeout 40 ./target/exp/main bench --backend gpu --mib 32 --ops gemv_q4_k_xq 2>&1 | grep -E "^gemv|rror" >> $A
-  done
-done
+P="timeout 60 ./target/exp/nonorm bench-model --backend gpu --model $M --prefill-tokens 0"
+$P --decode-tokens 32 --profile > $OUT/prof_bf16_norm.txt 2>&1
+TORCHLESS_EXP_QKV_NONORM=1 $P --decode-tokens 32 --profile > $OUT/prof_bf16_nonorm.txt 2>&1
+$P --decode-tokens 128 > $OUT/rate_bf16_norm.txt 2>&1
+TORCHLESS_EXP_QKV_NONORM=1 $P --decode-tokens 128 > $OUT/rate_bf16_nonorm.txt 2>&1

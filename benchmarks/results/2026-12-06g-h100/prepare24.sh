@@ -2,7 +2,7 @@
 # Locally, from a clean tree on main (~4 min): the binaries next24.sh compares, into target/exp/
 # (stripped, xz), each built only where missing: base (14071a5, before this session's kernels), main,
 # tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg), kreg16 (branch gemm-kreg16) and
-# desync (branch topk-desync), and main's kernel unit tests (ktest).
+# desync (branch topk-desync), nonorm (branch qkv-ablate), and main's kernel unit tests (ktest).
 # A branch that did not survive is remade from its patch here. Then on the GPU machine: next24.sh, carry
 # [".gl", "target/exp"].
 set -eu
@@ -21,6 +21,7 @@ restore coop-db b74028d
 restore gemm-kreg d2147a4
 restore gemm-kreg16 gemm-kreg
 restore topk-desync 82dd006
+restore qkv-ablate e855c83
 # build NAME REF: the binary of REF, a commit or branch.
 build() {
   [ -f target/exp/$1.xz ] && return
@@ -38,6 +39,7 @@ build cdb coop-db
 build kreg gemm-kreg
 build kreg16 gemm-kreg16
 build desync topk-desync
+build nonorm qkv-ablate
 # The kernels' unit tests of main, for tests25.sh (they carry their WGSL; lavapipe cannot run the
 # cooperative paths, the H100 can).
 if [ ! -f target/exp/ktest.xz ]; then

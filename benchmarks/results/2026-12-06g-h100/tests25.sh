@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine, carry [".gl", "target/exp"] after prepare24.sh, before next24.sh (~5 min).
+# GPU machine, carry [".gl", "target/exp"] after prepare24.sh, before next24.sh (~7 min).
 # 1. main's kernel unit tests on the H100, where the cooperative-matrix paths (the dense and quantized
 #    GEMMs on coop16.wgsl, flash attention) run; lavapipe, which CI and the local checks use, offers none.
 #    The 64-deep slices (98ef87a) have had only the bench's 4096³ checks on a GPU. $OUT/ktest*.txt.
@@ -9,6 +9,9 @@
 #    together and meet for their ~7 merges at the same moments, with memory idle meanwhile; does
 #    staggering them let one's loads overlap another's merge? (80.0–80.3 % of copy; target 90.)
 #    $OUT/topk.txt.
+# 3. The Q4_K GEMV alone (x quantized outside the timing) at issue 6's shapes, 14336×4096 and 4096×14336,
+#    with the automatic shape (32 threads, 2 rows) and forced ones: rows share x's loads, which cost the
+#    GEMV 6–9 points on 12-06b (75.5–76.5 % of copy, target 80). In $OUT/topk.txt too.
 source .gl/setup.sh
 for b in ktest main desync; do [ -f target/exp/$b ] || xz -dk target/exp/$b.xz; done
 # The cooperative paths' tests first, then the rest.
@@ -24,5 +27,12 @@ for i in 1 2; do
     one main main $mib X=0
     one desync-off desync $mib X=0
     one desync desync $mib TORCHLESS_EXP_TOPK_DESYNC=1
+  done
+done
+for cols in 4096 14336; do
+  for t in auto 32,4 32,1 64,4 64,2; do
+    echo "=== gemv_q4_k_xq cols $cols tune $t" >> $A
+    T=""; [ $t = auto ] || T="TORCHLESS_QGEMV_TUNE=$t"
+    env $T TORCHLESS_BENCH_QGEMV_COLS=$cols timeout 40 ./target/exp/main bench --backend gpu --mib 32 --ops gemv_q4_k_xq 2>&1 | grep -E "^gemv|rror" >> $A
   done
 done
