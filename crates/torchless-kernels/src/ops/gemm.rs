@@ -138,8 +138,7 @@ const COOP16_WORKGROUP_BYTES: u32 = 2 * 128 * 72 * 2 + 2048 * 4;
 
 /// The cooperative-matrix variant `ctx` can run, if any: the adapter must offer the configuration, f16
 /// and subgroups, and a fixed subgroup size (each subgroup owns a fixed block of the output tile); the
-/// 16×16 kernel also needs subgroups of at least 32 lanes and 45 KiB of workgroup
-/// memory.
+/// 16×16 kernel also needs subgroups of at least 32 lanes and 45 KiB of workgroup memory.
 pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     use wgpu::CooperativeScalarType as S;
     if !ctx.has_f16() || !ctx.has_subgroups() {
