@@ -1,10 +1,10 @@
 #!/bin/bash
-# Locally, from a clean tree on main (~4 min): the binaries next24.sh compares, into target/exp/
-# (stripped, xz), each built only where missing: base (14071a5, before this session's kernels), main,
-# tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg), kreg16 (branch gemm-kreg16) and
-# desync (branch topk-desync), nonorm (branch qkv-ablate), and main's kernel unit tests (ktest).
-# A branch that did not survive is remade from its patch here. Then on the GPU machine: next24.sh, carry
-# [".gl", "target/exp"].
+# Locally, from a clean tree on main (~5 min): the binaries tests25.sh and next24.sh compare, into
+# target/exp/ (stripped, xz), each built only where missing: base (14071a5, before this session's
+# kernels), main, tk16 (branch gemm-tk16), cdb (branch coop-db), kreg (branch gemm-kreg), kreg16 (branch
+# gemm-kreg16), desync (branch topk-desync), nonorm (branch qkv-ablate), and main's kernel unit tests
+# (ktest). A branch that did not survive is remade from its patch here. Then on the GPU machine:
+# tests25.sh, then next24.sh, a call each, carry [".gl", "target/exp"].
 set -eu
 R=benchmarks/results/2026-12-06g-h100
 mkdir -p target/exp
