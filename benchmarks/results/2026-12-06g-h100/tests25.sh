@@ -7,7 +7,9 @@
 #    TORCHLESS_EXP_TOPK_DESYNC=1) against the switch off and main, alternating twice at 256 MiB and 1 GiB.
 #    Question: at 256 MiB (523 rows, four workgroups a multiprocessor, one wave) the workgroups start
 #    together and meet for their ~7 merges at the same moments, with memory idle meanwhile; does
-#    staggering them let one's loads overlap another's merge? (80.0–80.3 % of copy; target 90.)
+#    staggering them let one's loads overlap another's merge? (80.0–80.3 % of copy; target 90.) And
+#    TORCHLESS_EXP_TOPK_FIRST=1: tile 1 loaded before the first tile's merge (the sorted one of 256
+#    candidates), which now has no load in flight; alone and with the stagger.
 #    $OUT/topk.txt.
 # 3. The Q4_K GEMV alone (x quantized outside the timing) at issue 6's shapes, 14336×4096 and 4096×14336,
 #    with the automatic shape (32 threads, 2 rows) and forced ones: rows share x's loads, which cost the
@@ -27,6 +29,8 @@ for i in 1 2; do
     one main main $mib X=0
     one desync-off desync $mib X=0
     one desync desync $mib TORCHLESS_EXP_TOPK_DESYNC=1
+    one first desync $mib TORCHLESS_EXP_TOPK_FIRST=1
+    one desync+first desync $mib TORCHLESS_EXP_TOPK_DESYNC=1 TORCHLESS_EXP_TOPK_FIRST=1
   done
 done
 for cols in 4096 14336; do
