@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine, carry [".gl", "target/exp"] after prepare24.sh, before next24.sh (~7 min).
+# GPU machine, carry [".gl", "target/exp"] after prepare24.sh, before next24.sh (~8 min).
 # 1. main's kernel unit tests on the H100, where the cooperative-matrix paths (the dense and quantized
 #    GEMMs on coop16.wgsl, flash attention) run; lavapipe, which CI and the local checks use, offers none.
 #    The 64-deep slices (98ef87a) have had only the bench's 4096³ checks on a GPU. $OUT/ktest*.txt.
