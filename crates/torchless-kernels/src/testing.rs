@@ -155,17 +155,46 @@ pub fn test_backends() -> Vec<Backend> {
     v
 }
 
+/// A kernel's composed module, parsed by naga, with its type layouts.
+#[cfg(test)]
+fn wgsl_layout(kernel: &crate::kernels::KernelSource) -> (naga::Module, naga::proc::Layouter) {
+    let module = naga::front::wgsl::parse_str(&kernel.compose()).expect("kernel parses");
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).expect("layout");
+    (module, layouter)
+}
+
 /// The byte size naga computes for the WGSL struct `name` of `kernel`, to check that a Rust parameter
 /// struct matches its WGSL twin.
 #[cfg(test)]
 pub fn wgsl_struct_size(kernel: &crate::kernels::KernelSource, name: &str) -> u32 {
-    let module = naga::front::wgsl::parse_str(&kernel.compose()).expect("kernel parses");
-    let mut layouter = naga::proc::Layouter::default();
-    layouter.update(module.to_ctx()).expect("layout");
+    let (module, layouter) = wgsl_layout(kernel);
     let (handle, _) = module
         .types
         .iter()
         .find(|(_, t)| t.name.as_deref() == Some(name))
         .unwrap_or_else(|| panic!("struct {name} not found in {}", kernel.name));
     layouter[handle].size
+}
+
+/// The bytes of workgroup memory that entry point `entry` of `kernel` uses (its `var<workgroup>`s as
+/// naga lays them out), to check a host-side figure of it.
+#[cfg(test)]
+pub fn wgsl_workgroup_bytes(kernel: &crate::kernels::KernelSource, entry: &str) -> u32 {
+    let (module, layouter) = wgsl_layout(kernel);
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .expect("kernel validates");
+    let index = module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .unwrap_or_else(|| panic!("entry point {entry} not found in {}", kernel.name));
+    let uses = info.get_entry_point(index);
+    module
+        .global_variables
+        .iter()
+        .filter(|&(h, g)| g.space == naga::AddressSpace::WorkGroup && !uses[h].is_empty())
+        .map(|(_, g)| layouter[g.ty].size)
+        .sum()
 }

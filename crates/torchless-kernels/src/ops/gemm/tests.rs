@@ -403,6 +403,11 @@ fn params_match_the_wgsl_struct() {
 }
 
 #[test]
+fn coop16_workgroup_memory_matches_the_variant_check() {
+    assert_eq!(crate::testing::wgsl_workgroup_bytes(&GEMM_COOP, "gemm_coop16"), COOP16_WORKGROUP_BYTES);
+}
+
+#[test]
 fn bench_cases_are_square_and_capped() {
     let case = bench_case("gemm_a_bt", 256 << 20).unwrap().unwrap();
     assert_eq!(case.shape, "4096x4096x4096");
