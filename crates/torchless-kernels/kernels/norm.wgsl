@@ -341,19 +341,28 @@ fn unit_stats_vec(v: Vals, shift: f32) -> vec4<f32> {
     return vec4<f32>(pw, cnt, m, q);
 }
 
-// 1 / sqrt(p^2 q + eps) without forming p^2 (p from pow2_of, q = mean of (t / p - m)^2, at most 16). A
-// zero row gives 0 when eps is 0 (its output is 0 either way).
-fn robust_rsqrt(p: f32, q: f32, eps: f32) -> f32 {
-    if (p == 0.0 || q == 0.0) {
-        return select(0.0, inverseSqrt(eps), eps > 0.0);
-    }
+// How a row is normed: y = (t / p - m) * s * w (+ b), with t = v - shift, p from pow2_of and m the mean
+// of t / p. Kept apart rather than folded into one factor s / p: for a row near f32's largest, 1 / rms is
+// below 2^-126, and GPUs flush such subnormal factors to zero (NVIDIA's Vulkan driver does).
+struct RowNorm {
+    inv_p: f32,
+    mean: f32,
+    scale: f32,
+}
+
+// s = p / sqrt(p^2 q + eps), without forming p^2 (q = mean of (t / p - m)^2, at most 16). A row whose
+// t / p - m are all 0 (a zero or constant row) gets s = 0: its output is 0 (or b) whatever s is.
+fn row_norm(p: f32, m: f32, q: f32, eps: f32) -> RowNorm {
     let r = pow2_inv(p);
+    if (p == 0.0 || q == 0.0) {
+        return RowNorm(r, m, 0.0);
+    }
     let e2 = eps * r * r;
     if (e2 > 1e30) {
-        // p^2 q < 16e-30 eps: negligible next to eps (and r * r may be infinite).
-        return inverseSqrt(eps);
+        // p^2 q < 16e-30 eps: negligible next to eps (and r * r may be infinite); p >= 2^-126 keeps s normal.
+        return RowNorm(r, m, p * inverseSqrt(eps));
     }
-    return r * inverseSqrt(q + e2);
+    return RowNorm(r, m, inverseSqrt(q + e2));
 }
 
 // The value v rounded to DTYPE.
@@ -434,9 +443,9 @@ fn dev2(v: Vals, u0: u32, k: u32, r: f32, m: f32) -> f32 {
     return q;
 }
 
-// (mean of t, 1 / sqrt(variance + eps)) of a held row; every thread calls it (two row reductions).
+// The statistics of a held row; every thread calls it (two row reductions).
 fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, u0: u32,
-                  shift: f32) -> vec2<f32> {
+                  shift: f32) -> RowNorm {
     let t0 = held_t(c0, u0, 0u, shift);
     let t1 = held_t(c1, u0, 1u, shift);
     let t2 = held_t(c2, u0, 2u, shift);
@@ -465,13 +474,13 @@ fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32
     // The first reduction's workgroup memory may still be read by other subgroups.
     workgroupBarrier();
     let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, first.x > 0.0), 0.0, 0.0, 0.0), SUM);
-    return vec2<f32>(first.x * m, robust_rsqrt(first.x, second.x / nf, p.eps));
+    return row_norm(first.x, m, second.x / nf, p.eps);
 }
 
 // ---- output ---------------------------------------------------------------------------------------
 
-// The normed unit: rmsnorm v * scale * w (or 1 + w); layernorm ((v - shift) - mean_t) * scale * w + b.
-fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32) -> vec4<u32> {
+// The normed unit: rmsnorm v / p * s * w (or 1 + w); layernorm ((v - shift) / p - m) * s * w + b.
+fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, st: RowNorm) -> vec4<u32> {
     let wv = params_of(false, col0);
     var bv: array<f32, 8>;
     if (MODE == 1u && HAS_BIAS) {
@@ -487,29 +496,30 @@ fn norm_unit(u: vec4<u32>, col0: u32, shift: f32, mean_t: f32, scale: f32) -> ve
                 wl += vec4<f32>(1.0);
                 wh += vec4<f32>(1.0);
             }
-            return pack_vals(Vals(v.lo * scale * wl, v.hi * scale * wh));
+            return pack_vals(Vals(v.lo * st.inv_p * st.scale * wl, v.hi * st.inv_p * st.scale * wh));
         }
         let bl = vec4<f32>(bv[0], bv[1], bv[2], bv[3]);
         let bh = vec4<f32>(bv[4], bv[5], bv[6], bv[7]);
-        return pack_vals(Vals(((v.lo - vec4<f32>(shift)) - vec4<f32>(mean_t)) * scale * wl + bl,
-                              ((v.hi - vec4<f32>(shift)) - vec4<f32>(mean_t)) * scale * wh + bh));
+        let t = unit_t(v, shift);
+        let m = vec4<f32>(st.mean);
+        return pack_vals(Vals((t.lo * st.inv_p - m) * st.scale * wl + bl, (t.hi * st.inv_p - m) * st.scale * wh + bh));
     }
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         let v = uval(u, e);
         if (MODE == 0u) {
-            o[e] = v * scale * select(wv[e], 1.0 + wv[e], GEMMA);
+            o[e] = v * st.inv_p * st.scale * select(wv[e], 1.0 + wv[e], GEMMA);
         } else {
-            o[e] = ((v - shift) - mean_t) * scale * wv[e] + bv[e];
+            o[e] = ((v - shift) * st.inv_p - st.mean) * st.scale * wv[e] + bv[e];
         }
     }
     return pack_unit(o);
 }
 
-fn write_unit(c: vec4<u32>, u: u32, shift: f32, mean_t: f32, scale: f32) {
+fn write_unit(c: vec4<u32>, u: u32, shift: f32, st: RowNorm) {
     if (u < nu_) {
         let col0 = col_of(u);
-        st_y(fu_ + u, norm_unit(c, col0, shift, mean_t, scale), col0);
+        st_y(fu_ + u, norm_unit(c, col0, shift, st), col0);
     }
 }
 
@@ -614,19 +624,12 @@ fn run(g: u32, li: u32) {
         acc = combine(acc, part);
     }
 
-    var mean_t = 0.0;
-    var scale = 0.0;
+    var st: RowNorm;
     if (two_pass) {
-        let st = held_layernorm(li, lane, c0, c1, c2, c3, b + lane, shift);
-        mean_t = st.x;
-        scale = st.y;
+        st = held_layernorm(li, lane, c0, c1, c2, c3, b + lane, shift);
     } else {
         let tot = row_reduce(li, lane, acc, CHAN);
-        let pw = tot.x;
-        if (MODE == 1u) {
-            mean_t = pw * tot.z;
-        }
-        scale = robust_rsqrt(pw, tot.w / f32(n), p.eps);
+        st = row_norm(tot.x, tot.z, tot.w / f32(n), p.eps);
     }
 
     // Output: the chunks before the last are read again, the last one is still in registers.
@@ -648,26 +651,26 @@ fn run(g: u32, li: u32) {
         if (UPT > 3u) {
             d3 = reload(u3);
         }
-        write_unit(d0, u0, shift, mean_t, scale);
+        write_unit(d0, u0, shift, st);
         if (UPT > 1u) {
-            write_unit(d1, u1, shift, mean_t, scale);
+            write_unit(d1, u1, shift, st);
         }
         if (UPT > 2u) {
-            write_unit(d2, u2, shift, mean_t, scale);
+            write_unit(d2, u2, shift, st);
         }
         if (UPT > 3u) {
-            write_unit(d3, u3, shift, mean_t, scale);
+            write_unit(d3, u3, shift, st);
         }
     }
     let u0 = b + lane;
-    write_unit(c0, u0, shift, mean_t, scale);
+    write_unit(c0, u0, shift, st);
     if (UPT > 1u) {
-        write_unit(c1, u0 + TPR, shift, mean_t, scale);
+        write_unit(c1, u0 + TPR, shift, st);
     }
     if (UPT > 2u) {
-        write_unit(c2, u0 + 2u * TPR, shift, mean_t, scale);
+        write_unit(c2, u0 + 2u * TPR, shift, st);
     }
     if (UPT > 3u) {
-        write_unit(c3, u0 + 3u * TPR, shift, mean_t, scale);
+        write_unit(c3, u0 + 3u * TPR, shift, st);
     }
 }
