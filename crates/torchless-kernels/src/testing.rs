@@ -223,3 +223,23 @@ pub fn wgsl_workgroup_bytes(kernel: &crate::kernels::KernelSource, entry: &str) 
         .map(|(_, g)| layouter[g.ty].size)
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards [`with_flushed_subnormals`]: on lavapipe (x86_64, where CI runs the GPU tests) a kernel's
+    /// subnormal result comes back as 0, as on NVIDIA. Other adapters flush or not as their hardware does.
+    #[test]
+    fn lavapipe_flushes_subnormals_as_gpus_do() {
+        let Some(gpu) = test_gpu() else { return };
+        if !cfg!(target_arch = "x86_64") || !gpu.device_name().contains("llvmpipe") {
+            eprintln!("torchless: subnormal flush check skipped: the adapter is {}", gpu.device_name());
+            return;
+        }
+        let tiny = f32::MIN_POSITIVE; // 2^-126, the smallest normal
+        let x = crate::Tensor::from_slice(&gpu, &[tiny, 1.0], &[2]).unwrap();
+        let half = crate::ops::elementwise::scale(&x, 0.5).unwrap().to_f32_vec().unwrap();
+        assert_eq!(half, [0.0, 0.5], "2^-127 (subnormal) must be flushed to 0 on the test GPU");
+    }
+}
