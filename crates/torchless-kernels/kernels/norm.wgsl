@@ -208,8 +208,8 @@ fn pow2_inv(p: f32) -> f32 {
 }
 
 // Values that are summed after scaling are scaled without a multiplication: GPU compilers may factor a
-// common factor out of a sum, x·r + y·r → (x + y)·r, and x + y can overflow where x·r + y·r cannot
-// (NVIDIA's Vulkan driver gave NaN statistics for rows near f32's largest).
+// common factor out of a sum, x·r + y·r → (x + y)·r, and x + y can overflow where x·r + y·r cannot (the
+// likely cause of the NaN that NVIDIA's Vulkan driver gave for layernorm rows near f32's largest).
 
 // a / p for powers of two a <= p from pow2_of, from the exponent bits: 0 for a = 0 and below 2^-126.
 fn pow2_ratio(a: f32, p: f32) -> f32 {
