@@ -11,8 +11,10 @@
 # 2. The norms' speed, main against a07728c (old), alternating twice. $OUT/norm.txt.
 # 3. Q4_K GEMV, 64 threads a workgroup under 8192 rows (q4k64, branch q4k-wg64): 12-06h's tests25 found
 #    4096 x 14336 at 79.9 % of copy with 64,2 against 73.7 % automatic (32,2), 14336 x 4096 unchanged.
-#    The GEMV alone at both shapes and Llama-3-8B q4_k decode (its Q/K/V launch changes), alternating.
-#    $OUT/q4k.txt.
+#    The GEMV alone at both shapes and Llama-3-8B q4_k decode (its Q/K/V launch changes), alternating;
+#    also main's decode with TORCHLESS_QGEMV_TUNE=32,1 (one row a workgroup in the plain launches, Q/K/V
+#    and the LM head; the emitting ones keep one-warp teams of one row): the Q/K/V + RoPE launch ran at
+#    26 % of copy on 12-06g, with 3072 one-warp workgroups. $OUT/q4k.txt.
 # 4. 12-06g's tiled f32 GEMM experiments (tk16, kreg) and the double-buffered cooperative core (cdb),
 #    against main. Target: tiled A·B 36.3 TFLOP/s (70 % of cuBLAS; 33.6 on 12-06f). $OUT/ab.txt.
 source .gl/setup.sh
@@ -38,9 +40,10 @@ done
 M=/tmp/llama3-8b-random
 [ -f $M/config.json ] || timeout 150 python3 scripts/make_random_llama.py --out $M > $OUT/make_llama.log 2>&1
 for i in 1 2; do
-  for b in main q4k64; do
+  for b in main q4k64 main-32x1; do
     echo "=== $b decode q4_k" >> $A
-    timeout 60 $D/$b bench-model --backend gpu --model $M --prefill-tokens 0 --decode-tokens 128 --quantize q4_k 2>&1 | grep -E "^decode|rror" >> $A
+    T=X=0; [ $b = main-32x1 ] && T=TORCHLESS_QGEMV_TUNE=32,1
+    env $T timeout 60 $D/${b%-32x1} bench-model --backend gpu --model $M --prefill-tokens 0 --decode-tokens 128 --quantize q4_k 2>&1 | grep -E "^decode|rror" >> $A
   done
 done
 A=$OUT/ab.txt
