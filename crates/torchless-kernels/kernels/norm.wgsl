@@ -202,9 +202,14 @@ fn pow2_of(m: f32) -> f32 {
     return bitcast<f32>(e << 23u);
 }
 
+// The exponent of 1 / p for a power of two p from pow2_of: t / p is ldexp(t, inv_exp(p)).
+fn inv_exp(p: f32) -> i32 {
+    return 127 - i32(bitcast<u32>(p) >> 23u);
+}
+
 // 1 / p for a power of two p from pow2_of (exact).
 fn pow2_inv(p: f32) -> f32 {
-    return bitcast<f32>((254u - (bitcast<u32>(p) >> 23u)) << 23u);
+    return bitcast<f32>(u32(inv_exp(p) + 127) << 23u);
 }
 
 // Values that are summed after scaling are scaled without a multiplication: GPU compilers may factor a
@@ -213,13 +218,8 @@ fn pow2_inv(p: f32) -> f32 {
 
 // a / p for powers of two a <= p from pow2_of, from the exponent bits: 0 for a = 0 and below 2^-126.
 fn pow2_ratio(a: f32, p: f32) -> f32 {
-    let d = i32(bitcast<u32>(a) >> 23u) - i32(bitcast<u32>(p) >> 23u) + 127;
-    return select(0.0, bitcast<f32>(u32(max(d, 1)) << 23u), a != 0.0 && d >= 1);
-}
-
-// The exponent of 1 / p for a power of two p from pow2_of: t / p is ldexp(t, inv_exp(p)).
-fn inv_exp(p: f32) -> i32 {
-    return 127 - i32(bitcast<u32>(p) >> 23u);
+    let d = i32(bitcast<u32>(a) >> 23u) + inv_exp(p);
+    return select(0.0, bitcast<f32>(u32(d) << 23u), a != 0.0 && d >= 1);
 }
 
 // The partial of no values.
@@ -340,12 +340,15 @@ fn unit_stats_vec(v: Vals, shift: f32) -> vec4<f32> {
         return vec4<f32>(0.0, cnt, 0.0, 0.0);
     }
     let r = pow2_inv(pw);
-    let ar = a * r;
-    let br = b * r;
+    var ar = a * r;
+    var br = b * r;
     var m = 0.0;
     if (MODE == 1u) {
+        // Summed: scaled through the exponent.
         let k = vec4<i32>(inv_exp(pw));
-        m = dot(ldexp(a, k) + ldexp(b, k), vec4<f32>(1.0)) / cnt;
+        ar = ldexp(a, k);
+        br = ldexp(b, k);
+        m = dot(ar + br, vec4<f32>(1.0)) / cnt;
     }
     let ta = ar - vec4<f32>(m);
     var q = dot(ta, ta);
