@@ -370,17 +370,23 @@ struct RowNorm {
 
 // s = p / sqrt(p^2 q + eps), without forming p^2 (q = mean of (t / p - m)^2, at most 16). A row whose
 // t / p - m are all 0 (a zero or constant row) gets s = 0: its output is 0 (or b) whatever s is.
+//
+// eps / p^2 is scaled through the exponent, never as eps * r * r: r * r overflows for p < 2^-64, and a
+// compiler that forms it first turns eps = 0 into 0 * inf = NaN (NVIDIA's Vulkan driver did, for a row of
+// values near 1e-30).
 fn row_norm(p: f32, m: f32, q: f32, eps: f32) -> RowNorm {
     let r = pow2_inv(p);
     if (p == 0.0 || q == 0.0) {
         return RowNorm(r, m, 0.0);
     }
-    let e2 = eps * r * r;
-    if (e2 > 1e30) {
-        // p^2 q < 16e-30 eps: negligible next to eps (and r * r may be infinite); p >= 2^-126 keeps s normal.
+    let k = inv_exp(p);
+    let eps_exp = i32((bitcast<u32>(eps) >> 23u) & 0xffu) - 127;
+    if (eps > 0.0 && eps_exp + 2 * k > 100) {
+        // eps / p^2 > 2^100 while q <= 16: p^2 q is negligible next to eps; p >= 2^-126 keeps s normal.
         return RowNorm(r, m, p * inverseSqrt(eps));
     }
-    return RowNorm(r, m, inverseSqrt(q + e2));
+    // Each step's exponent stays within ldexp's range (|k| <= 126); what falls below 2^-126 is negligible.
+    return RowNorm(r, m, inverseSqrt(q + ldexp(ldexp(eps, k), k)));
 }
 
 // The value v rounded to DTYPE.
