@@ -106,7 +106,10 @@ pub fn units(w: &QuantTensor) -> usize {
 /// workgroup's quantization of x, before its weight loads, is what cost.
 pub fn auto_tune(w: &QuantTensor) -> Tune {
     let (wg, mut rows) = match w.quant_type() {
-        QuantType::Q4K | QuantType::Q5K => (32, 2),
+        // 64 threads for long rows in too few workgroups to keep the GPU busy: on the H100 (the GEMV alone,
+        // 32 MiB, `benchmarks/results/2026-12-06i-h100/`) 4096 × 14336 ran at 80.8–81.4 % of copy against
+        // 75.6–75.7 % with 32, while 4096-long rows (Llama-3-8B's Q/K/V) lost: decode 326 against 334 tok/s.
+        QuantType::Q4K | QuantType::Q5K => (if w.rows() < 8192 && w.cols() >= 8192 { 64 } else { 32 }, 2),
         _ => ((units(w) / 4).next_power_of_two().clamp(32, 128) as u32, 4),
     };
     while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
@@ -275,8 +278,8 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 /// The launch shape of an emitting dispatch of weights `w` ([`Emit`]: each workgroup owns 32 output rows,
 /// in teams), in [`gemv`]'s convention (`rows` per matrix with `gated`), from `tune` of [`choose_tune`];
 /// `None` where it cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the
-/// adapter cannot run. Q4_K and Q5_K teams (one warp each) take the fewest rows the workgroup allows at
-/// the tune's width: one row a team, 32 teams. Measured on the H100 (Llama-3-8B `--quantize q4_k`
+/// adapter cannot run. Q4_K and Q5_K teams are one warp each, one row a team (32 teams), whatever the
+/// tune's width. Measured on the H100 (Llama-3-8B `--quantize q4_k`
 /// decode, `benchmarks/results/2026-12-05d-h100/`): down 30.14 → 30.01 µs profiled, O 16.04 → 15.49,
 /// gate/up 44.14 → 42.85 against two rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each);
 /// four rows a team, or 64-thread teams, lost. The other formats, not measured so, keep the tune's rows.
@@ -284,6 +287,9 @@ pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated
     if b != 1 || !w.rows().is_multiple_of(32) {
         return None;
     }
+    let k_quant = matches!(w.quant_type(), QuantType::Q4K | QuantType::Q5K);
+    // Q4_K and Q5_K teams are one warp whatever the plain GEMV's width ([`auto_tune`]).
+    let tune = if k_quant { Tune { wg: 32, ..tune } } else { tune };
     let l = ctx.limits();
     let max_threads = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
     // Teams need subgroups that never span two of them.
@@ -312,7 +318,7 @@ pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated
     if let Some(fewest) = TEST_EMIT_ROWS.with(std::cell::Cell::get) {
         return fewest_fitting(fewest);
     }
-    if matches!(w.quant_type(), QuantType::Q4K | QuantType::Q5K) {
+    if k_quant {
         return fewest_fitting(1);
     }
     let tune_rows = if gated { (2 * tune.rows).clamp(2, 4) / 2 } else { prev_power_of_two(tune.rows.clamp(1, 4)) };
