@@ -106,16 +106,22 @@ pub fn units(w: &QuantTensor) -> usize {
 /// workgroup's quantization of x, before its weight loads, is what cost.
 pub fn auto_tune(w: &QuantTensor) -> Tune {
     let (wg, mut rows) = match w.quant_type() {
-        // 64 threads for long rows in too few workgroups to keep the GPU busy: on the H100 (the GEMV alone,
-        // 32 MiB, `benchmarks/results/2026-12-06i-h100/`) 4096 × 14336 ran at 80.8–81.4 % of copy against
-        // 75.6–75.7 % with 32, while 4096-long rows (Llama-3-8B's Q/K/V) lost: decode 326 against 334 tok/s.
-        QuantType::Q4K | QuantType::Q5K => (if w.rows() < 8192 && w.cols() >= 8192 { 64 } else { 32 }, 2),
+        QuantType::Q4K | QuantType::Q5K => (k_quant_threads(w.rows(), w.cols()), 2),
         _ => ((units(w) / 4).next_power_of_two().clamp(32, 128) as u32, 4),
     };
     while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
         rows /= 2;
     }
     Tune { wg, rows, teams: 0 }
+}
+
+/// Threads a workgroup for a plain Q4_K or Q5_K GEMV: 32, or 64 for long rows (8192 values or more) in
+/// too few rows (under 8192) to keep the GPU busy with one-warp workgroups. On the H100 (the GEMV alone,
+/// 32 MiB, `benchmarks/results/2026-12-06i-h100/run28/`): 4096 × 14336 ran at 80.8–81.4 % of copy against
+/// 75.6–75.7 % with 32; 14336 × 4096 gained nothing (12-06h), and 4096-long rows in the Q/K/V launch of
+/// Llama-3-8B q4_k decode lost (326 against 334 tok/s).
+pub(super) fn k_quant_threads(rows: usize, cols: usize) -> u32 {
+    if rows < 8192 && cols >= 8192 { 64 } else { 32 }
 }
 
 /// The most teams of `wg` threads (a power of two) whose workgroup can quantize a row of `cols` values

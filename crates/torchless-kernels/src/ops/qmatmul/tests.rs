@@ -652,3 +652,13 @@ fn bias_and_residual_are_added_in_the_epilogue() {
         assert!(matches!(gemv_q(&w, &x, e), Err(KernelError::Argument { name: "soft_cap", .. })));
     }
 }
+
+#[test]
+fn k_quant_gemvs_widen_only_for_long_rows_in_few_workgroups() {
+    use super::gpu::k_quant_threads;
+    // Llama-3-8B's down projection: 64 threads; its Q/K/V, gate/up and LM head: one warp.
+    assert_eq!(k_quant_threads(4096, 14336), 64);
+    for (rows, cols) in [(4096, 4096), (1024, 4096), (14336, 4096), (128256, 4096), (8192, 8192)] {
+        assert_eq!(k_quant_threads(rows, cols), 32, "{rows} x {cols}");
+    }
+}
