@@ -34,7 +34,7 @@ override UPT: u32 = 4u;          // units per thread and chunk, 1 to 4
 override WG: u32 = 256u;         // threads per workgroup, a multiple of TPR
 override CHUNK: u32 = 16u;       // row_reduce_workgroup.wgsl: partials merged per thread in its first level
 // Every row is one chunk of whole vec4 units (UNIT 4, at most UPT units a thread), so a thread's values stay
-// in registers from the read to the write. Layernorm then reduces twice with cheap merges (held_layernorm).
+// in registers from the read to the write; its statistics then come from two cheap reductions (held_stats).
 override HELD: bool = false;
 
 struct Params {
@@ -255,15 +255,19 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(p, n, (a.y * ma + b.y * mb) / n, qa + qb + d * d * (a.y * b.y / n));
 }
 
-// The row reduction's stages: Chan partials (every rmsnorm, streamed layernorm rows); for held layernorm
-// rows, (p, Σ t / p) with p a power of two as in combine, then a plain sum.
+// The row reduction's stages: Chan partials (streamed rows); for held rows, a plain sum after either
+// (p, Σ t / p) with p a power of two as in combine (layernorm) or the largest |v| (rmsnorm).
 const CHAN: u32 = 0u;
 const SCALED_SUM: u32 = 1u;
 const SUM: u32 = 2u;
+const MAX: u32 = 3u;
 
 fn merge(stage: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     if (stage == SUM) {
         return a + b;
+    }
+    if (stage == MAX) {
+        return max(a, b);
     }
     if (stage == SCALED_SUM) {
         // Rescaling by the ratio of two powers of two is exact (or flushes what is negligible to 0).
@@ -424,12 +428,13 @@ fn add_and_store(a: vec4<u32>, r: vec4<u32>, u: u32) -> vec4<u32> {
     return s;
 }
 
-// ---- held layernorm rows ----------------------------------------------------------------------------
+// ---- held rows --------------------------------------------------------------------------------------
 //
 // Merging Chan partials costs two divisions and a rescale, eleven merges deep across a row's 256 threads:
 // that chain, not memory, set layernorm's pace. A row held in registers can afford two reductions with
 // merges of a few instructions instead: the row's power of two p and Σ t / p first, then Σ (t / p − mean)²,
-// the same two-pass statistics (t = v − shift, every term at most 16).
+// the same two-pass statistics (t = v − shift, every term at most 16). Rmsnorm needs no mean: the row's
+// largest |v| first (its power of two p), then Σ (v / p)².
 
 // Whether unit k of a thread's chunk (unit u0 + k·TPR) was loaded and lies in the row.
 fn in_chunk(u0: u32, k: u32) -> bool {
@@ -468,13 +473,22 @@ fn dev2(v: Vals, u0: u32, k: u32, r: f32, m: f32) -> f32 {
 }
 
 // The statistics of a held row; every thread calls it (two row reductions).
-fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, u0: u32,
-                  shift: f32) -> RowNorm {
+fn held_stats(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c3: vec4<u32>, u0: u32,
+              shift: f32) -> RowNorm {
     let t0 = held_t(c0, u0, 0u, shift);
     let t1 = held_t(c1, u0, 1u, shift);
     let t2 = held_t(c2, u0, 2u, shift);
     let t3 = held_t(c3, u0, 3u, shift);
     let mx = max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3)));
+    let nf = f32(p.n);
+    if (MODE == 0u) {
+        let pw = pow2_of(row_reduce(li, lane, vec4<f32>(mx, 0.0, 0.0, 0.0), MAX).x);
+        let r = pow2_inv(pw);
+        let q = dev2(t0, u0, 0u, r, 0.0) + dev2(t1, u0, 1u, r, 0.0) + dev2(t2, u0, 2u, r, 0.0) + dev2(t3, u0, 3u, r, 0.0);
+        workgroupBarrier();
+        let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, pw > 0.0), 0.0, 0.0, 0.0), SUM);
+        return row_norm(pw, 0.0, second.x / nf, p.eps);
+    }
     var local: vec4<f32>;
     if (mx < 0x1p100f) {
         // The thread's 16 or 32 values summed as they are (no overflow below 2^100), scaled once.
@@ -490,7 +504,6 @@ fn held_layernorm(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32
         local = merge(SCALED_SUM, local, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
     }
     let first = row_reduce(li, lane, local, SCALED_SUM);
-    let nf = f32(p.n);
     let m = first.y / nf;
     let r = pow2_inv(first.x);
     let q = dev2(t0, u0, 0u, r, m) + dev2(t1, u0, 1u, r, m) + dev2(t2, u0, 2u, r, m) + dev2(t3, u0, 3u, r, m);
@@ -580,9 +593,9 @@ fn run(g: u32, li: u32) {
         }
     }
 
-    // First read: the partial of each chunk (not for held layernorm rows, whose statistics come after the
-    // loop). c0..c3 keep the last chunk for the output.
-    let two_pass = MODE == 1u && HELD;
+    // First read: the partial of each chunk (not for held rows, whose statistics come after the loop).
+    // c0..c3 keep the last chunk for the output.
+    let two_pass = HELD;
     var acc = empty();
     var c0 = vec4<u32>(0u);
     var c1 = vec4<u32>(0u);
@@ -649,7 +662,7 @@ fn run(g: u32, li: u32) {
 
     var st: RowNorm;
     if (two_pass) {
-        st = held_layernorm(li, lane, c0, c1, c2, c3, b + lane, shift);
+        st = held_stats(li, lane, c0, c1, c2, c3, b + lane, shift);
     } else {
         let tot = row_reduce(li, lane, acc, CHAN);
         st = row_norm(tot.x, tot.z, tot.w / f32(n), p.eps);

@@ -238,25 +238,32 @@ fn both_row_reductions_cover_every_kernel_path() {
 #[test]
 fn rmsnorm_of_huge_and_tiny_rows_stays_finite() {
     let rows: Vec<Vec<f32>> = vec![
-        vec![1e30, -3e30, 2.5e30, 1e30, -1e30, 7e29, 1e30],
-        vec![3e38, -3e38, 1e38, 2e38, 0.0, 1.0, -1.0],
-        vec![1e-30, -2e-30, 3e-30, 1e-30, 0.0, 1e-31, -5e-30],
-        vec![0.0; 7],
-        vec![1e30, 1e-30, 0.0, -1.0, 1.0, 1e20, -1e25],
+        vec![1e30, -3e30, 2.5e30, 1e30, -1e30, 7e29, 1e30, 2e30],
+        vec![3e38, -3e38, 1e38, 2e38, 0.0, 1.0, -1.0, 3e38],
+        vec![1e-30, -2e-30, 3e-30, 1e-30, 0.0, 1e-31, -5e-30, 2e-30],
+        vec![0.0; 8],
+        vec![1e30, 1e-30, 0.0, -1.0, 1.0, 1e20, -1e25, 0.5],
     ];
-    let n = 7;
-    let x: Vec<f32> = rows.concat();
+    // 7 columns: rows read a word at a time, statistics merged as partials; 8: rows held in registers
+    // (the max-then-sum statistics).
+    for n in [7, 8] {
+        let x: Vec<f32> = rows.iter().flat_map(|r| &r[..n]).copied().collect();
+        rmsnorm_extremes(&x, rows.len(), n);
+    }
+}
+
+fn rmsnorm_extremes(x: &[f32], rows: usize, n: usize) {
     let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.25).collect();
     for backend in test_backends() {
         for eps in [1e-6f32, 0.0] {
-            let xt = Tensor::from_slice(&backend, &x, &[rows.len(), n]).unwrap();
+            let xt = Tensor::from_slice(&backend, x, &[rows, n]).unwrap();
             let wt = Tensor::from_slice(&backend, &w, &[n]).unwrap();
             let got = rmsnorm(&xt, &wt, eps, RmsNormVariant::Standard).unwrap().to_f32_vec().unwrap();
-            assert!(got.iter().all(|v| v.is_finite()), "non-finite output {got:?} on {}", backend.name());
-            let mut want = reference::rmsnorm(&x, &w, eps, RmsNormVariant::Standard);
+            let what = format!("rmsnorm extremes n={n} eps={eps} on {}", backend.name());
+            assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output {got:?}");
+            let mut want = reference::rmsnorm(x, &w, eps, RmsNormVariant::Standard);
             // The reference of the zero row with eps = 0 is 0/0; the kernels define it as 0.
             want.iter_mut().for_each(|v| *v = if v.is_nan() { 0.0 } else { *v });
-            let what = format!("rmsnorm extremes eps={eps} on {}", backend.name());
             assert_close(&what, &got, &want, Tolerance { atol: 1e-6, rtol: 1e-5 });
         }
     }
