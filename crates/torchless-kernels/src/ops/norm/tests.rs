@@ -252,6 +252,33 @@ fn rmsnorm_of_huge_and_tiny_rows_stays_finite() {
     }
 }
 
+#[test]
+fn rmsnorm_propagates_nan_and_infinity_as_pytorch_does() {
+    // Row 0 holds a NaN: every output is NaN. Row 1 holds +inf and row 2 −inf: mean(x²) is inf, so that
+    // element is inf / inf = NaN and the others x / inf = 0. 7 columns: word units; 8: held rows; 20000:
+    // rows streamed in chunks.
+    for n in [7, 8, 20000] {
+        let mut x: Vec<f32> = (0..3 * n).map(|i| ((i % 13) as f32 - 6.0) * 0.5).collect();
+        x[n / 2] = f32::NAN;
+        x[n + 3] = f32::INFINITY;
+        x[2 * n + n - 1] = f32::NEG_INFINITY;
+        let w = vec![1.5f32; n];
+        for backend in test_backends() {
+            let xt = Tensor::from_slice(&backend, &x, &[3, n]).unwrap();
+            let wt = Tensor::from_slice(&backend, &w, &[n]).unwrap();
+            let got = rmsnorm(&xt, &wt, 1e-6, RmsNormVariant::Standard).unwrap().to_f32_vec().unwrap();
+            let what = format!("rmsnorm n={n} on {}", backend.name());
+            assert!(got[..n].iter().all(|v| v.is_nan()), "{what}: the NaN row gave {:?}", &got[..8.min(n)]);
+            for (row, bad) in [(1, 3), (2, n - 1)] {
+                for (j, &v) in got[row * n..(row + 1) * n].iter().enumerate() {
+                    let ok = if j == bad { v.is_nan() } else { v == 0.0 };
+                    assert!(ok, "{what}: row {row} column {j} gave {v}");
+                }
+            }
+        }
+    }
+}
+
 fn rmsnorm_extremes(x: &[f32], rows: usize, n: usize) {
     let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.25).collect();
     for backend in test_backends() {
