@@ -1,6 +1,6 @@
 #!/bin/bash
 # Locally, from a clean tree on main: the binaries run32.sh compares, into target/exp/j/ (stripped, xz):
-# main, gather and gatherw (branches gemm-gather, gemm-gather-w, remade from gemm-gather-w.patch where
+# main, main's kernel unit tests (ktest), gather and gatherw (branches gemm-gather, gemm-gather-w, remade from gemm-gather-w.patch where
 # missing). Then on the GPU machine: run32.sh, carry [".gl", "target/exp/j"].
 set -eu
 R=benchmarks/results/2026-12-06i-h100/next
@@ -19,3 +19,5 @@ build() {
 build main $MAIN
 build gather gemm-gather
 build gatherw gemm-gather-w
+[ -f $D/ktest.xz ] || pack ktest "$(cargo test --release -p torchless-kernels --lib --no-run 2>&1 |
+  grep -o 'target/release/deps/torchless_kernels-[a-z0-9]*')"

@@ -9,6 +9,8 @@
 #    launch's fixed ~2-3 µs is a fifth of the 12 µs; fewer, larger workgroups (4 rows) may start faster.
 #    Also q6_k, q4_0, q8_0 at both shapes with the automatic shape (issue 6's other formats, last timed on
 #    the H100 on 12-06b). $OUT/qshape.txt
+# 3. main's kernel unit tests on NVIDIA (new since 12-06i's run: NaN / inf propagation in rmsnorm).
+#    $OUT/ktest.txt
 source .gl/setup.sh
 D=target/exp/j
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
@@ -30,3 +32,5 @@ for cols in 4096 14336; do
   echo "=== cols $cols others" >> $A
   TORCHLESS_BENCH_QGEMV_COLS=$cols timeout 60 $D/main bench --backend gpu --mib 32 --ops gemv_q6_k_xq,gemv_q4_0_xq,gemv_q8_0_xq 2>&1 | grep -E "^gemv|rror" >> $A
 done
+env TORCHLESS_REQUIRE_GPU=1 timeout 100 $D/ktest --test-threads 16 > $OUT/ktest.txt 2>&1
+echo "rc $?" >> $OUT/ktest.txt
