@@ -279,6 +279,31 @@ fn rmsnorm_propagates_nan_and_infinity_as_pytorch_does() {
     }
 }
 
+#[test]
+fn layernorm_rows_with_nan_or_infinity_are_nan_as_in_pytorch() {
+    // A NaN, +inf or −inf anywhere makes the row's mean or variance NaN: every output is NaN (+inf first
+    // too, where it is the shift).
+    for n in [7, 8, 20000] {
+        let bad = [(0, f32::NAN), (n / 2, f32::INFINITY), (n - 1, f32::NEG_INFINITY), (0, f32::INFINITY)];
+        let mut x: Vec<f32> = (0..bad.len() * n).map(|i| ((i % 13) as f32 - 6.0) * 0.5).collect();
+        for (row, &(col, v)) in bad.iter().enumerate() {
+            x[row * n + col] = v;
+        }
+        let w = vec![1.5f32; n];
+        let b = vec![0.25f32; n];
+        for backend in test_backends() {
+            let xt = Tensor::from_slice(&backend, &x, &[bad.len(), n]).unwrap();
+            let wt = Tensor::from_slice(&backend, &w, &[n]).unwrap();
+            let bt = Tensor::from_slice(&backend, &b, &[n]).unwrap();
+            let got = layernorm(&xt, &wt, Some(&bt), 1e-5).unwrap().to_f32_vec().unwrap();
+            for (row, out) in got.chunks(n).enumerate() {
+                let what = format!("layernorm n={n} row {row} on {}", backend.name());
+                assert!(out.iter().all(|v| v.is_nan()), "{what}: {:?}", &out[..8.min(n)]);
+            }
+        }
+    }
+}
+
 fn rmsnorm_extremes(x: &[f32], rows: usize, n: usize) {
     let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.25).collect();
     for backend in test_backends() {
