@@ -1,6 +1,7 @@
 // Row-wise softmax, numerically stable, with a scale, an optional soft cap (cap * tanh(x / cap), after the
 // scale) and an optional causal mask (row r is query position (r mod q_rows) + offset; columns past it are
-// masked). Masked columns and rows with nothing to weigh (fully masked, or all -inf) come out as 0. A body
+// masked). Masked columns and rows with nothing to weigh (fully masked, or all -inf) come out as 0; a row
+// with a NaN or +inf score comes out as NaN, every column, as in PyTorch (its sum is NaN there). A body
 // file: row_units.wgsl precedes it (loads, stores and values by unit), and row_reduce_subgroup.wgsl or
 // row_reduce_workgroup.wgsl follows it with the reduction and the entry point `main`.
 //
@@ -77,16 +78,23 @@ fn counts(s: f32) -> bool {
     return s > LOWEST;
 }
 
-// The partial of no values.
+// Whether a score is NaN or +inf, which make the row NaN. Read from the bits: GPUs' max and comparisons
+// need not see a NaN (the clamp in exp_neg would turn it into a weight of 0).
+fn poisons(s: f32) -> bool {
+    let b = bitcast<u32>(s);
+    return (b & 0x7fffffffu) >= 0x7f800000u && b != 0xff800000u;
+}
+
+// The partial of no values: (max, sum of exp(v - max), 1 if a score poisons the row, unused).
 fn empty() -> vec4<f32> {
     return vec4<f32>(LOWEST, 0.0, 0.0, 0.0);
 }
 
-// Merges two (max, sum of exp(v - max)) partials; symmetric in a and b, so that every lane of a shuffle
-// reduction ends with the same bits.
+// Merges two partials; symmetric in a and b, so that every lane of a shuffle reduction ends with the same
+// bits.
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let m = max(a.x, b.x);
-    return vec4<f32>(m, a.y * exp_neg(a.x - m) + b.y * exp_neg(b.x - m), 0.0, 0.0);
+    return vec4<f32>(m, a.y * exp_neg(a.x - m) + b.y * exp_neg(b.x - m), max(a.z, b.z), 0.0);
 }
 
 // The row reduction's merge: softmax reduces in one stage.
@@ -113,9 +121,12 @@ fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
     }
     let col0 = col_of(u);
     var um = LOWEST;
+    var bad = false;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            um = max(um, score(uval(c, e)));
+            let t = score(uval(c, e));
+            um = max(um, t);
+            bad = bad || poisons(t);
         }
     }
     var s = 0.0;
@@ -127,10 +138,28 @@ fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
             }
         }
     }
-    return vec4<f32>(um, s, 0.0, 0.0);
+    return vec4<f32>(um, s, select(0.0, 1.0, bad), 0.0);
+}
+
+// Set once the row's statistics are known: the row is written as NaN.
+var<private> poisoned_: bool;
+
+// A word of NaNs of DTYPE (two halves for f16 and bf16), written as bits: a conversion of a NaN to f16
+// need not give one.
+fn nan_word() -> u32 {
+    if (DTYPE == DT_F16) {
+        return 0x7e007e00u;
+    }
+    if (DTYPE == DT_BF16) {
+        return 0x7fc07fc0u;
+    }
+    return 0x7fc00000u;
 }
 
 fn out_unit(u: vec4<u32>, col0: u32, m: f32, inv: f32) -> vec4<u32> {
+    if (poisoned_) {
+        return vec4<u32>(nan_word());
+    }
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
@@ -208,6 +237,7 @@ fn run(g: u32, li: u32) {
     }
 
     let tot = row_reduce(li, lane, acc, 0u);
+    poisoned_ = tot.z > 0.0;
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 

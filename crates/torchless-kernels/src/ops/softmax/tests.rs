@@ -162,6 +162,27 @@ fn minus_infinity_inputs_and_extremes() {
 }
 
 #[test]
+fn rows_with_nan_or_plus_infinity_are_nan_as_in_pytorch() {
+    // max is NaN or +inf, and x − max is NaN for that element: the row's sum, so every output, is NaN.
+    for n in [5, 64, 4099, 70001] {
+        let bad = [(0, f32::NAN), (n / 2, f32::INFINITY), (n - 1, f32::NAN)];
+        let mut x: Vec<f32> = (0..bad.len() * n).map(|i| ((i % 13) as f32 - 6.0) * 0.5).collect();
+        for (row, &(col, v)) in bad.iter().enumerate() {
+            x[row * n + col] = v;
+        }
+        for backend in test_backends() {
+            for dtype in DType::FLOATS {
+                let got = run(&backend, &x, &[bad.len(), n], dtype, SoftmaxOptions::default());
+                for (row, out) in got.chunks(n).enumerate() {
+                    let what = format!("softmax {dtype} n={n} row {row} on {}", backend.name());
+                    assert!(out.iter().all(|v| v.is_nan()), "{what}: {:?}", &out[..5]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn in_place_matches_out_of_place() {
     let mut rng = Rng::new(44);
     for backend in test_backends() {
