@@ -1,6 +1,6 @@
 #!/bin/bash
 # Locally, from a clean tree on main: the binaries run32.sh compares, into target/exp/j/ (stripped, xz):
-# main, main's kernel unit tests (ktest), gather and gatherw (branches gemm-gather, gemm-gather-w, remade from gemm-gather-w.patch where
+# main, prev (4fc347d, before softmax's NaN rows), main's kernel unit tests (ktest), gather and gatherw (branches gemm-gather, gemm-gather-w, remade from gemm-gather-w.patch where
 # missing). Then on the GPU machine: run32.sh, carry [".gl", "target/exp/j"].
 set -eu
 R=benchmarks/results/2026-12-06i-h100/next
@@ -17,6 +17,7 @@ build() {
   pack $1 target/release/torchless
 }
 build main $MAIN
+build prev 4fc347d
 build gather gemm-gather
 build gatherw gemm-gather-w
 [ -f $D/ktest.xz ] || pack ktest "$(cargo test --release -p torchless-kernels --lib --no-run 2>&1 |

@@ -9,8 +9,11 @@
 #    launch's fixed ~2-3 µs is a fifth of the 12 µs; fewer, larger workgroups (4 rows) may start faster.
 #    Also q6_k, q4_0, q8_0 at both shapes with the automatic shape (issue 6's other formats, last timed on
 #    the H100 on 12-06b). $OUT/qshape.txt
-# 3. main's kernel unit tests on NVIDIA (new since 12-06i's run: NaN / inf propagation in rmsnorm).
-#    $OUT/ktest.txt
+# 3. main's kernel unit tests on NVIDIA (new since 12-06i's run: NaN / inf propagation in the norms and
+#    softmax). $OUT/ktest.txt
+# 4. softmax now checks every score's bits for NaN / +inf (the row is then NaN): its speed against prev
+#    (4fc347d), with the norms, 256 MiB and 1 GiB, alternating. Softmax was at 90.7 % of copy (target 90).
+#    $OUT/rows.txt
 source .gl/setup.sh
 D=target/exp/j
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
@@ -34,3 +37,11 @@ for cols in 4096 14336; do
 done
 env TORCHLESS_REQUIRE_GPU=1 timeout 100 $D/ktest --test-threads 16 > $OUT/ktest.txt 2>&1
 echo "rc $?" >> $OUT/ktest.txt
+for i in 1 2; do
+  for mib in 256 1024; do
+    for b in prev main; do
+      echo "=== $b $mib MiB" >> $OUT/rows.txt
+      timeout 60 $D/$b bench --backend gpu --mib $mib --ops softmax,rmsnorm,add_rmsnorm,layernorm 2>&1 | grep -E "^(soft|rms|add|layer)|rror" >> $OUT/rows.txt
+    done
+  done
+done
