@@ -104,7 +104,7 @@ impl SoftmaxOptions {
 
 /// Softmax of the rows of `x` (the last dimension) into a new tensor. As in PyTorch, −inf scores weigh 0
 /// and a row with a NaN or +inf score comes out as NaN; a row with nothing to weigh (all −inf or masked)
-/// comes out as zeros.
+/// comes out as zeros (PyTorch gives NaN there; zeros suit attention rows that see no key).
 pub fn softmax(x: &Tensor, options: SoftmaxOptions) -> Result<Tensor> {
     let out = Tensor::uninit(&x.backend(), "softmax", x.shape(), x.dtype())?;
     softmax_into(x, options, &out)?;
