@@ -154,9 +154,9 @@ fn d_accumulate(st: Acc, o: u32, nk: u32, kg: u32, kg_count: u32) -> Acc {
     let d4 = o - r * hd4;
     var mt = MASKED;
     for (var j = kg; j < nk; j += kg_count) {
-        mt = max(mt, d_s[r * TK + j]);
+        mt = nan_max(mt, d_s[r * TK + j]);
     }
-    let m_new = max(st.m, mt);
+    let m_new = nan_max(st.m, mt);
     if (!visible(m_new)) {
         return st;
     }
@@ -189,7 +189,7 @@ fn d_write(st: Acc, o: u32, row0: u32, kvh: u32, split: u32) {
 fn write_partial(out_row: u32, split: u32, d4: u32, m: f32, l: f32, a: vec4<f32>) {
     let hd4 = HD / 4u;
     if (DIRECT) {
-        part[out_row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), a / l, l > 0.0));
+        part[out_row * hd4 + d4] = bitcast<vec4<u32>>(select(vec4<f32>(0.0), a / l, weighed(l)));
         return;
     }
     let at = (out_row * p.n_splits + split) * (hd4 + 1u);
@@ -327,7 +327,7 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
         if (kg == 0u) {
             var mm = MASKED;
             for (var g = 0u; g < kg_count; g++) {
-                mm = max(mm, d_s[2u * (g * nt + base)]);
+                mm = nan_max(mm, d_s[2u * (g * nt + base)]);
             }
             var merged = acc_empty();
             if (visible(mm)) {
@@ -379,7 +379,7 @@ fn part_ml(at: u32) -> vec2<f32> {
 
 // Two softmax states (max, sum) as one.
 fn merge_ml(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
+    let m = nan_max(a.x, b.x);
     if (!visible(m)) {
         return vec2<f32>(MASKED, 0.0);
     }
@@ -405,7 +405,7 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     var ml = vec2<f32>(MASKED, 0.0);
     for (var s = li; s < ns; s += WG) {
         let x = part_ml(base + s * rec);
-        if (x.y > 0.0) {
+        if (weighed(x.y)) {
             ml = merge_ml(ml, x);
         }
     }
@@ -420,7 +420,7 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let total = r_ml[0];
     for (var s = li; s < ns; s += WG) {
         let x = part_ml(base + s * rec);
-        r_w[s] = select(0.0, exp(x.x - total.x), x.y > 0.0);
+        r_w[s] = select(0.0, exp(x.x - total.x), weighed(x.y));
     }
     workgroupBarrier();
 
@@ -456,7 +456,7 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         for (var gg = 0u; gg < ng; gg++) {
             sum += r_a[gg * hd4 + d4];
         }
-        y = select(vec4<f32>(0.0), sum / total.y, total.y > 0.0);
+        y = select(vec4<f32>(0.0), sum / total.y, weighed(total.y));
         out_r[row * hd4 + d4] = bitcast<vec4<u32>>(y);
     }
     if (QOUT) {
@@ -624,10 +624,6 @@ fn f_mask(s: vec4<f32>, i: u32, kt0: u32, nk: u32, tx: u32) -> vec4<f32> {
     return select(vec4<f32>(MASKED), softcap4(s, fp.softcap), ok);
 }
 
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
 struct RowStep {
     m: f32,
     l: f32,
@@ -639,14 +635,14 @@ struct RowStep {
 fn f_row(s: vec4<f32>, r: u32, m_old: f32, l_old: f32, tx: u32) -> RowStep {
     var mt = MASKED;
     for (var t = 0u; t < 8u; t++) {
-        mt = max(mt, f_r[r * 8u + t]);
+        mt = nan_max(mt, f_r[r * 8u + t]);
     }
-    let m_new = max(m_old, mt);
+    let m_new = nan_max(m_old, mt);
     var alpha = 1.0;
     if (visible(m_new)) {
         alpha = select(0.0, exp(m_old - m_new), visible(m_old));
     }
-    let pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), s > vec4<f32>(-1.0e38));
+    let pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), visible4(s));
     let ps = f_bk() + 1u;
     f_p[r * ps + tx] = pr.x;
     f_p[r * ps + tx + 8u] = pr.y;
@@ -685,7 +681,7 @@ fn f_inv_sum(r: u32) -> f32 {
     for (var t = 0u; t < 8u; t++) {
         ls += f_r[r * 8u + t];
     }
-    return select(0.0, 1.0 / ls, ls > 0.0);
+    return select(0.0, 1.0 / ls, weighed(ls));
 }
 
 @compute @workgroup_size(128)
@@ -792,13 +788,13 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         // Soft cap and masks; each thread's row maxima over its keys.
         s0 = f_mask(s0, q0 + ty, kt0, nk, tx);
         s1 = f_mask(s1, q0 + ty + 16u, kt0, nk, tx);
-        f_r[ty * 8u + tx] = max4(s0);
-        f_r[(ty + 16u) * 8u + tx] = max4(s1);
+        f_r[ty * 8u + tx] = nan_max4(s0);
+        f_r[(ty + 16u) * 8u + tx] = nan_max4(s1);
         if (!wide) {
             s2 = f_mask(s2, q0 + ty + 32u, kt0, nk, tx);
             s3 = f_mask(s3, q0 + ty + 48u, kt0, nk, tx);
-            f_r[(ty + 32u) * 8u + tx] = max4(s2);
-            f_r[(ty + 48u) * 8u + tx] = max4(s3);
+            f_r[(ty + 32u) * 8u + tx] = nan_max4(s2);
+            f_r[(ty + 48u) * 8u + tx] = nan_max4(s3);
         }
         workgroupBarrier();
 

@@ -187,11 +187,7 @@ fn c_lane_scores(sg: u32, sl: u32, kt0: u32, pos: u32, row_ok: bool) -> Scores {
 }
 
 fn c_exp4(s: vec4<f32>, m: f32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), exp(s - vec4<f32>(m)), s > vec4<f32>(-1.0e38));
-}
-
-fn c_max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
+    return select(vec4<f32>(0.0), exp(s - vec4<f32>(m)), visible4(s));
 }
 
 fn c_sum4(v: vec4<f32>) -> f32 {
@@ -278,8 +274,8 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_scores(q, sg);
         workgroupBarrier();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
-        let mb = max(max(c_max4(s.a), c_max4(s.b)), max(c_max4(s.c), c_max4(s.d)));
-        let m_new = max(m, max(mb, subgroupShuffleXor(mb, 1u)));
+        let mb = nan_max(nan_max(nan_max4(s.a), nan_max4(s.b)), nan_max(nan_max4(s.c), nan_max4(s.d)));
+        let m_new = nan_max(m, nan_max(mb, subgroupShuffleXor(mb, 1u)));
         if (visible(m_new)) {
             let part = c_sum4(c_exp4(s.a, m_new)) + c_sum4(c_exp4(s.b, m_new)) + c_sum4(c_exp4(s.c, m_new))
                 + c_sum4(c_exp4(s.d, m_new));
@@ -289,7 +285,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
     }
     let l_row = l + subgroupShuffleXor(l, 1u);
-    let inv = select(0.0, 1.0 / l_row, l_row > 0.0);
+    let inv = select(0.0, 1.0 / l_row, weighed(l_row));
 
     // Pass 2: O = P·V with P = exp(S - m) / l.
     var o0 = coop_mat16x16<f32, C>();

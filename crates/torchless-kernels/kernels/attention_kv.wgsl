@@ -4,8 +4,35 @@
 
 const MASKED: f32 = -3.0e38;
 
+// NaN scores (from a NaN or infinite query or key; +inf ones become NaN as inf − inf) must reach the
+// output as NaN, as in PyTorch, so they count as visible and their row's sum as weighed. NaN is read from
+// the bits: GPUs' comparisons need not see it (s > -1e38 alone weighed it 0 and dropped it).
+fn is_nan(s: f32) -> bool {
+    return (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// max that keeps a NaN (GPUs' max may return the other operand): a row's running max is NaN once it has
+// seen a NaN score, so every weight after it is exp(s − NaN) = NaN and no gate on the max drops the row.
+fn nan_max(a: f32, b: f32) -> f32 {
+    return select(max(a, b), a + b, is_nan(a) || is_nan(b));
+}
+
+fn nan_max4(v: vec4<f32>) -> f32 {
+    return nan_max(nan_max(v.x, v.y), nan_max(v.z, v.w));
+}
+
+// Whether a score (or running max) takes part: not MASKED.
 fn visible(s: f32) -> bool {
-    return s > -1.0e38;
+    return s > -1.0e38 || is_nan(s);
+}
+
+fn visible4(s: vec4<f32>) -> vec4<bool> {
+    return (s > vec4<f32>(-1.0e38)) | ((bitcast<vec4<u32>>(s) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u));
+}
+
+// Whether a row's sum of weights is divided by (a row that saw no key has 0 and comes out as 0).
+fn weighed(l: f32) -> bool {
+    return l > 0.0 || is_nan(l);
 }
 
 fn softcap4(s: vec4<f32>, cap: f32) -> vec4<f32> {

@@ -237,9 +237,9 @@ fn fold_weights(row: Row, part: vec4<f32>, kp: vec4<i32>, live: vec4<bool>) -> F
     s = select(vec4<f32>(MASKED), s, ok);
     var f: Fold;
     // With nothing visible yet m stays MASKED, alpha and pr 0, so the row stays empty.
-    f.m = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
+    f.m = nan_max(row.m, nan_max4(s));
     f.alpha = select(0.0, exp(row.m - f.m), visible(row.m));
-    f.pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(f.m)), s > vec4<f32>(-1.0e38));
+    f.pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(f.m)), visible4(s));
     return f;
 }
 
@@ -348,7 +348,7 @@ fn merge_lanes(row: Row, mask: u32) -> Row {
     if (nq > 1u) { a_o[1] = subgroupShuffleXor(row.acc[1], mask); }
     if (nq > 2u) { a_o[2] = subgroupShuffleXor(row.acc[2], mask); }
     if (nq > 3u) { a_o[3] = subgroupShuffleXor(row.acc[3], mask); }
-    let m = max(row.m, m_o);
+    let m = nan_max(row.m, m_o);
     var out = row;
     if (!visible(m)) {
         return out;
@@ -408,7 +408,7 @@ fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
         let d4 = o - rl * hd4;
         var mm = MASKED;
         for (var g = 0u; g < ng; g++) {
-            mm = max(mm, w_ml[rl * ng + g].x);
+            mm = nan_max(mm, w_ml[rl * ng + g].x);
         }
         var a = vec4<f32>(0.0);
         var ls = 0.0;
@@ -427,7 +427,7 @@ fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
         let head = kvh * p.group + (rr - t * p.group);
         let out_row = t * p.n_heads + head;
         if (DIRECT) {
-            let y = select(vec4<f32>(0.0), a / ls, ls > 0.0);
+            let y = select(vec4<f32>(0.0), a / ls, weighed(ls));
             part[out_row * hd4 + d4] = bitcast<vec4<u32>>(y);
             if (QOUT) {
                 w_qmax[o] = amax4(y);

@@ -1341,4 +1341,10 @@ mod layout_tests {
         let size = crate::testing::wgsl_struct_size(&super::ATTENTION, "FlashParams");
         assert_eq!(size as usize, std::mem::size_of::<super::FlashParams>());
     }
+
+    /// Lavapipe cannot run the cooperative flash kernel; naga at least validates it here.
+    #[test]
+    fn the_cooperative_flash_kernel_validates() {
+        assert!(crate::testing::wgsl_workgroup_bytes(&super::ATTENTION_COOP, "flash_coop") > 0);
+    }
 }
