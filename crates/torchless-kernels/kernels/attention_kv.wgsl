@@ -5,11 +5,8 @@
 const MASKED: f32 = -3.0e38;
 
 // NaN scores (from a NaN or infinite query or key; +inf ones become NaN as inf − inf) must reach the
-// output as NaN, as in PyTorch, so they count as visible and their row's sum as weighed. NaN is read from
-// the bits: GPUs' comparisons need not see it (s > -1e38 alone weighed it 0 and dropped it).
-fn is_nan(s: f32) -> bool {
-    return (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
-}
+// output as NaN, as in PyTorch, so they count as visible and their row's sum as weighed (is_nan reads the
+// bits: GPUs' comparisons need not see a NaN, and s > -1e38 alone weighed it 0 and dropped it).
 
 // max that keeps a NaN (GPUs' max may return the other operand): a row's running max is NaN once it has
 // seen a NaN score, so every weight after it is exp(s − NaN) = NaN and no gate on the max drops the row.

@@ -108,9 +108,18 @@ fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
 }
 
+// Whether v is a NaN, from its bits: GPUs' comparisons, min and max need not see one.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 // tanh accurate to a few ulp everywhere: drivers' tanh can lose all relative precision near 0
-// (lavapipe's returns 1e-6 for 1e-30) or overflow to NaN for large |x|.
+// (lavapipe's returns 1e-6 for 1e-30) or overflow to NaN for large |x|. A NaN stays NaN (min and sign
+// below could lose it).
 fn safe_tanh(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
     let a = abs(x);
     if (a < 0.4) {
         let t = x * x;

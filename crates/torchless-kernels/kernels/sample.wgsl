@@ -27,10 +27,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> token: array<u32>;
 @group(0) @binding(4) var<storage, read_write> window: array<u32>;
 
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) < 0x7f800000u;
 }

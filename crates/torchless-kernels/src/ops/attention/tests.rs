@@ -419,18 +419,20 @@ fn decode_plan_fills_the_device_and_fits_its_kernel() {
 fn a_nan_in_a_query_or_a_visible_key_makes_those_outputs_nan() {
     // 3000 keys: the decode is split, and its partials merged by sdpa_decode_reduce.
     for kv_len in [30, 3000] {
-        nan_case(kv_len);
+        for softcap in [None, Some(20.0)] {
+            nan_case(kv_len, softcap);
+        }
     }
 }
 
-fn nan_case(kv_len: usize) {
+fn nan_case(kv_len: usize, softcap: Option<f32>) {
     let mut rng = Rng::new(12);
     let (tokens, nh, nkv, hd) = (2, 4, 2, 64);
     let mut x = inputs(&mut rng, tokens, nh, nkv, hd, kv_len + 2, kv_len, DType::F32);
     // Query head 0 of token 0; key 7 of KV head 1 (query heads 2 and 3 of both tokens see it).
     x.q[5] = f32::NAN;
     x.k[(7 * nkv + 1) * hd + 3] = f32::NAN;
-    let o = opts(hd, None, None, true);
+    let o = opts(hd, softcap, None, true);
     let pos0 = kv_len - tokens;
     let nan_row = |t: usize, h: usize| (t == 0 && h == 0) || h >= 2;
     for backend in test_backends() {
@@ -445,7 +447,7 @@ fn nan_case(kv_len: usize) {
             let got = out.to_f32_vec().unwrap();
             for (i, row) in got.chunks(hd).enumerate() {
                 let (t, h) = (i / nh, i % nh);
-                let what = format!("{name} kv_len {kv_len} token {t} head {h} on {}", backend.name());
+                let what = format!("{name} kv_len {kv_len} {softcap:?} token {t} head {h} on {}", backend.name());
                 if nan_row(t, h) {
                     assert!(row.iter().all(|e| e.is_nan()), "{what}: {:?}", &row[..4]);
                 } else {

@@ -178,6 +178,19 @@ fn rows_with_nan_or_plus_infinity_are_nan_as_in_pytorch() {
                     assert!(out.iter().all(|v| v.is_nan()), "{what}: {:?}", &out[..5]);
                 }
             }
+            // With a soft cap a NaN stays NaN, while +inf is capped (cap · tanh(inf) = cap): that row is
+            // finite and sums to 1.
+            let capped = SoftmaxOptions { softcap: Some(5.0), ..SoftmaxOptions::default() };
+            let got = run(&backend, &x, &[bad.len(), n], DType::F32, capped);
+            for (row, out) in got.chunks(n).enumerate() {
+                let what = format!("capped softmax n={n} row {row} on {}", backend.name());
+                if row == 1 {
+                    let sum: f32 = out.iter().sum();
+                    assert!(out.iter().all(|v| v.is_finite()) && (sum - 1.0).abs() < 1e-3, "{what}: sum {sum}");
+                } else {
+                    assert!(out.iter().all(|v| v.is_nan()), "{what}: {:?}", &out[..5]);
+                }
+            }
         }
     }
 }
