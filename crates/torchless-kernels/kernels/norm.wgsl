@@ -212,10 +212,11 @@ fn pow2_inv(p: f32) -> f32 {
     return bitcast<f32>(u32(inv_exp(p) + 127) << 23u);
 }
 
-// Values that are summed after scaling are scaled without a multiplication: GPU compilers may factor a
-// common factor out of a sum, x·r + y·r → (x + y)·r, and x + y can overflow where x·r + y·r cannot (the
-// likely cause of the NaN that NVIDIA's Vulkan driver gave for layernorm rows near f32's largest).
-
+// Values that are summed after scaling are scaled without a multiplication (ldexp, or pow2_ratio below):
+// GPU compilers may factor a common factor out of a sum, x·r + y·r → (x + y)·r, and x + y can overflow
+// where x·r + y·r cannot (the likely cause of the NaN that NVIDIA's Vulkan driver gave for layernorm rows
+// near f32's largest).
+//
 // a / p for powers of two a <= p from pow2_of, from the exponent bits: 0 for a = 0 and below 2^-126.
 fn pow2_ratio(a: f32, p: f32) -> f32 {
     let d = i32(bitcast<u32>(a) >> 23u) + inv_exp(p);
@@ -481,36 +482,38 @@ fn held_stats(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c
     let t3 = held_t(c3, u0, 3u, shift);
     let mx = max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3)));
     let nf = f32(p.n);
+    // The row's power of two pw and the mean m of t / pw (0 for rmsnorm).
+    var pw: f32;
+    var m = 0.0;
     if (MODE == 0u) {
-        let pw = pow2_of(row_reduce(li, lane, vec4<f32>(mx, 0.0, 0.0, 0.0), MAX).x);
-        let r = pow2_inv(pw);
-        let q = dev2(t0, u0, 0u, r, 0.0) + dev2(t1, u0, 1u, r, 0.0) + dev2(t2, u0, 2u, r, 0.0) + dev2(t3, u0, 3u, r, 0.0);
-        workgroupBarrier();
-        let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, pw > 0.0), 0.0, 0.0, 0.0), SUM);
-        return row_norm(pw, 0.0, second.x / nf, p.eps);
+        pw = pow2_of(row_reduce(li, lane, vec4<f32>(mx, 0.0, 0.0, 0.0), MAX).x);
+    } else {
+        let first = row_reduce(li, lane, held_scaled_sum(mx, t0, t1, t2, t3), SCALED_SUM);
+        pw = first.x;
+        m = first.y / nf;
     }
-    var local: vec4<f32>;
+    let r = pow2_inv(pw);
+    let q = dev2(t0, u0, 0u, r, m) + dev2(t1, u0, 1u, r, m) + dev2(t2, u0, 2u, r, m) + dev2(t3, u0, 3u, r, m);
+    // The first reduction's workgroup memory may still be read by other subgroups.
+    workgroupBarrier();
+    let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, pw > 0.0), 0.0, 0.0, 0.0), SUM);
+    return row_norm(pw, m, second.x / nf, p.eps);
+}
+
+// A thread's (p, Σ t / p) of its held values t0..t3 (mx: their largest |t|).
+fn held_scaled_sum(mx: f32, t0: Vals, t1: Vals, t2: Vals, t3: Vals) -> vec4<f32> {
     if (mx < 0x1p100f) {
         // The thread's 16 or 32 values summed as they are (no overflow below 2^100), scaled once.
         let pl = pow2_of(mx);
         let rl = pow2_inv(pl);
         let one = vec4<f32>(1.0);
         let sl = dot(t0.lo + t1.lo + t2.lo + t3.lo, one) + dot(t0.hi + t1.hi + t2.hi + t3.hi, one);
-        local = vec4<f32>(pl, select(0.0, sl * rl, pl > 0.0), 0.0, 0.0);
-    } else {
-        // Values near f32's largest: each unit scaled by its own power of two before anything is added.
-        // Costs ~5 % of the kernel's speed on an H200 when taken for every row.
-        local = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
-        local = merge(SCALED_SUM, local, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
+        return vec4<f32>(pl, select(0.0, sl * rl, pl > 0.0), 0.0, 0.0);
     }
-    let first = row_reduce(li, lane, local, SCALED_SUM);
-    let m = first.y / nf;
-    let r = pow2_inv(first.x);
-    let q = dev2(t0, u0, 0u, r, m) + dev2(t1, u0, 1u, r, m) + dev2(t2, u0, 2u, r, m) + dev2(t3, u0, 3u, r, m);
-    // The first reduction's workgroup memory may still be read by other subgroups.
-    workgroupBarrier();
-    let second = row_reduce(li, lane, vec4<f32>(select(0.0, q, first.x > 0.0), 0.0, 0.0, 0.0), SUM);
-    return row_norm(first.x, m, second.x / nf, p.eps);
+    // Values near f32's largest: each unit scaled by its own power of two before anything is added.
+    // Costs ~5 % of the kernel's speed on an H200 when taken for every row.
+    let a = merge(SCALED_SUM, unit_scaled_sum(t0), unit_scaled_sum(t1));
+    return merge(SCALED_SUM, a, merge(SCALED_SUM, unit_scaled_sum(t2), unit_scaled_sum(t3)));
 }
 
 // ---- output ---------------------------------------------------------------------------------------

@@ -81,8 +81,7 @@ fn counts(s: f32) -> bool {
 // Whether a score is NaN or +inf, which make the row NaN. Read from the bits: GPUs' max and comparisons
 // need not see a NaN (the clamp in exp_neg would turn it into a weight of 0).
 fn poisons(s: f32) -> bool {
-    let b = bitcast<u32>(s);
-    return (b & 0x7fffffffu) >= 0x7f800000u && b != 0xff800000u;
+    return is_nan(s) || bitcast<u32>(s) == 0x7f800000u;
 }
 
 // The partial of no values: (max, sum of exp(v - max), 1 if a score poisons the row, unused).

@@ -90,7 +90,7 @@ pub fn units(w: &QuantTensor) -> usize {
 }
 
 /// Four rows per workgroup sharing each load of x (two for Q4_K and Q5_K), fewer when there would be
-/// under 512 workgroups; about four units per thread (32..=128 threads; 32 for Q4_K and Q5_K); x
+/// under 512 workgroups; about four units per thread (32..=128 threads; Q4_K and Q5_K: [`k_quant_threads`]); x
 /// quantized in a launch of its own (or by the GEMV before, [`Emit`]). The H200 sweep of
 /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put the general rule at or within noise of the
 /// best shape of the kernel benches for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336; in
@@ -285,8 +285,8 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 /// in teams), in [`gemv`]'s convention (`rows` per matrix with `gated`), from `tune` of [`choose_tune`];
 /// `None` where it cannot emit: more than one row of x, outputs not a multiple of 32, or a workgroup the
 /// adapter cannot run. Q4_K and Q5_K teams are one warp each, one row a team (32 teams), whatever the
-/// tune's width. Measured on the H100 (Llama-3-8B `--quantize q4_k`
-/// decode, `benchmarks/results/2026-12-05d-h100/`): down 30.14 → 30.01 µs profiled, O 16.04 → 15.49,
+/// tune's width. Measured on the H100 (Llama-3-8B `--quantize q4_k` decode,
+/// `benchmarks/results/2026-12-05d-h100/`): down 30.14 → 30.01 µs profiled, O 16.04 → 15.49,
 /// gate/up 44.14 → 42.85 against two rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each);
 /// four rows a team, or 64-thread teams, lost. The other formats, not measured so, keep the tune's rows.
 pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated: bool) -> Option<Tune> {
