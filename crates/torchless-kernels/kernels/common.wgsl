@@ -50,12 +50,23 @@ fn pack_pair(dt: u32, v: vec2<f32>) -> u32 {
     return pack_bf16(v);
 }
 
-// As pack_pair, but f16 values beyond its range saturate at ±65504 (pack2x16float leaves them
-// undefined): what the KV cache stores, where an infinite key would turn every score it meets into NaN.
-// The CPU's cache writes saturate the same way (ops/rope.rs).
+// Two values as f16, those beyond its range saturating at ±65504 (pack2x16float leaves them undefined).
+// A NaN stays NaN, its half written as bits: the clamp could turn it into a bound (GPUs' min and max may
+// drop a NaN; NVIDIA's do).
+fn f16_pair_saturating(v: vec2<f32>) -> u32 {
+    let h = pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+    let nan = (bitcast<vec2<u32>>(v) & vec2<u32>(0x7fffffffu)) > vec2<u32>(0x7f800000u);
+    let lo = select(h & 0xffffu, 0x7e00u, nan.x);
+    let hi = select(h & 0xffff0000u, 0x7e000000u, nan.y);
+    return lo | hi;
+}
+
+// As pack_pair, but f16 values beyond its range saturate (f16_pair_saturating): what the KV cache stores,
+// where an infinite key would turn every score it meets into NaN. The CPU's cache writes saturate the same
+// way (ops/rope.rs).
 fn pack_pair_saturating(dt: u32, v: vec2<f32>) -> u32 {
     if (dt == DT_F16) {
-        return pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+        return f16_pair_saturating(v);
     }
     return pack_bf16(v);
 }

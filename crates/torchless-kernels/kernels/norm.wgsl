@@ -268,7 +268,8 @@ fn merge(stage: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
         return a + b;
     }
     if (stage == MAX) {
-        return max(a, b);
+        // Largest |v|s, compared as bits (abs_bits).
+        return bitcast<vec4<f32>>(max(bitcast<vec4<u32>>(a), bitcast<vec4<u32>>(b)));
     }
     if (stage == SCALED_SUM) {
         // Rescaling by the ratio of two powers of two is exact (or flushes what is negligible to 0).
@@ -290,15 +291,15 @@ fn unit_stats(c: vec4<u32>, u: u32, shift: f32) -> vec4<f32> {
         return unit_stats_vec(unit_vals(c), shift);
     }
     let col0 = col_of(u);
-    var mx = 0.0;
+    var mx = 0u;
     var cnt = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (in_row(col0 + e)) {
-            mx = max(mx, abs(uval(c, e) - shift));
+            mx = max(mx, bitcast<u32>(uval(c, e) - shift) & 0x7fffffffu);
             cnt += 1.0;
         }
     }
-    let pw = pow2_of(mx);
+    let pw = pow2_of(bitcast<f32>(mx));
     if (pw == 0.0) {
         return vec4<f32>(0.0, cnt, 0.0, 0.0);
     }
@@ -328,8 +329,12 @@ fn unit_t(v: Vals, shift: f32) -> Vals {
     return Vals(v.lo - vec4<f32>(shift), select(vec4<f32>(0.0), v.hi - vec4<f32>(shift), DTYPE != DT_F32));
 }
 
-fn vmax_abs(v: Vals) -> f32 {
-    let a = max(abs(v.lo), abs(v.hi));
+// The bits of a unit's largest |v|. Non-negative floats order as their bits do, with a NaN above them all,
+// so the largest |v| of values holding a NaN is NaN (its p then 2^126, and its sums NaN) where GPUs' max
+// could drop the NaN (NVIDIA's does) and leave p = 0, whose shortcuts would lose it.
+fn abs_bits(v: Vals) -> u32 {
+    let mask = vec4<u32>(0x7fffffffu);
+    let a = max(bitcast<vec4<u32>>(v.lo) & mask, bitcast<vec4<u32>>(v.hi) & mask);
     return max(max(a.x, a.y), max(a.z, a.w));
 }
 
@@ -340,7 +345,7 @@ fn unit_stats_vec(v: Vals, shift: f32) -> vec4<f32> {
     let t = unit_t(v, shift);
     let a = t.lo;
     let b = t.hi;
-    let pw = pow2_of(vmax_abs(t));
+    let pw = pow2_of(bitcast<f32>(abs_bits(t)));
     if (pw == 0.0) {
         return vec4<f32>(0.0, cnt, 0.0, 0.0);
     }
@@ -451,7 +456,7 @@ fn held_t(c: vec4<u32>, u0: u32, k: u32, shift: f32) -> Vals {
 
 // (p, Σ t / p) of one unit's values, p = pow2_of(max |t|) (0 for an all-zero unit).
 fn unit_scaled_sum(t: Vals) -> vec4<f32> {
-    let p = pow2_of(vmax_abs(t));
+    let p = pow2_of(bitcast<f32>(abs_bits(t)));
     if (p == 0.0) {
         return vec4<f32>(0.0);
     }
@@ -480,7 +485,7 @@ fn held_stats(li: u32, lane: u32, c0: vec4<u32>, c1: vec4<u32>, c2: vec4<u32>, c
     let t1 = held_t(c1, u0, 1u, shift);
     let t2 = held_t(c2, u0, 2u, shift);
     let t3 = held_t(c3, u0, 3u, shift);
-    let mx = max(max(vmax_abs(t0), vmax_abs(t1)), max(vmax_abs(t2), vmax_abs(t3)));
+    let mx = bitcast<f32>(max(max(abs_bits(t0), abs_bits(t1)), max(abs_bits(t2), abs_bits(t3))));
     let nf = f32(p.n);
     // The row's power of two pw and the mean m of t / pw (0 for rmsnorm).
     var pw: f32;

@@ -301,6 +301,13 @@ fn cooperative_matrices_match_the_reference_where_offered() {
                 .chain([0.0; 3])
                 .collect();
             assert_eq!(got, want, "{dtype}");
+            // A NaN stays NaN (the clamp alone could make it ±65504: GPUs' min and max may drop a NaN).
+            let t = Tensor::from_f32(&backend, &[1.0, f32::NAN, 2.0], &[1, 3], dtype).unwrap();
+            let got = f16_copy(ctx, &t).unwrap().to_f32_vec().unwrap();
+            assert!(got[1].is_nan() && got[0] == 1.0 && got[2] == 2.0, "{dtype}: {got:?}");
+            let b = Tensor::from_f32(&backend, &[1.0, 1.0, 1.0], &[3, 1], dtype).unwrap();
+            let got = gemm(&t, &b, GemmOptions::new().kernel(GemmKernel::Cooperative)).unwrap().to_f32_vec().unwrap();
+            assert!(got[0].is_nan(), "{dtype}: the product of a NaN row gave {got:?}");
         }
     }
 }
