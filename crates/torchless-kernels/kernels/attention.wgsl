@@ -144,7 +144,7 @@ struct Acc {
 }
 
 fn acc_empty() -> Acc {
-    return Acc(MASKED, 0.0, vec4<f32>(0.0));
+    return Acc(FLOOR, 0.0, vec4<f32>(0.0));
 }
 
 // Folds this thread's keys of the tile (every kg_count-th from kg) into the state of output vec4 `o`.
@@ -154,19 +154,17 @@ fn d_accumulate(st: Acc, o: u32, nk: u32, kg: u32, kg_count: u32) -> Acc {
     let d4 = o - r * hd4;
     var mt = MASKED;
     for (var j = kg; j < nk; j += kg_count) {
-        mt = nan_max(mt, d_s[r * TK + j]);
+        mt = max(mt, d_s[r * TK + j]);
     }
-    let m_new = nan_max(st.m, mt);
-    if (!visible(m_new)) {
-        return st;
-    }
-    let alpha = select(0.0, exp(st.m - m_new), visible(st.m));
+    // Masked keys weigh 0 (attention_kv.wgsl).
+    let m_new = max(st.m, mt);
+    let alpha = exp(st.m - m_new);
     var a = st.a * alpha;
     var ls = st.l * alpha;
     let stride = d_stride();
     for (var j = kg; j < nk; j += kg_count) {
         let s = d_s[r * TK + j];
-        let pj = select(0.0, exp(s - m_new), visible(s));
+        let pj = exp(s - m_new);
         ls += pj;
         a += pj * d_v[j * stride + d4];
     }
@@ -325,22 +323,15 @@ fn decode_body(kv_len_in: u32, wid: vec3<u32>, li: u32) {
         }
         workgroupBarrier();
         if (kg == 0u) {
-            var mm = MASKED;
-            for (var g = 0u; g < kg_count; g++) {
-                mm = nan_max(mm, d_s[2u * (g * nt + base)]);
-            }
             var merged = acc_empty();
-            if (visible(mm)) {
-                merged.m = mm;
-                for (var g = 0u; g < kg_count; g++) {
-                    let at = g * nt + base;
-                    let mg = d_s[2u * at];
-                    if (visible(mg)) {
-                        let w = exp(mg - mm);
-                        merged.a += w * d_k[at];
-                        merged.l += w * d_s[2u * at + 1u];
-                    }
-                }
+            for (var g = 0u; g < kg_count; g++) {
+                merged.m = max(merged.m, d_s[2u * (g * nt + base)]);
+            }
+            for (var g = 0u; g < kg_count; g++) {
+                let at = g * nt + base;
+                let w = exp(d_s[2u * at] - merged.m);
+                merged.a += w * d_k[at];
+                merged.l += w * d_s[2u * at + 1u];
             }
             st0 = merged;
         }
@@ -379,13 +370,8 @@ fn part_ml(at: u32) -> vec2<f32> {
 
 // Two softmax states (max, sum) as one.
 fn merge_ml(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = nan_max(a.x, b.x);
-    if (!visible(m)) {
-        return vec2<f32>(MASKED, 0.0);
-    }
-    let wa = select(0.0, exp(a.x - m), visible(a.x));
-    let wb = select(0.0, exp(b.x - m), visible(b.x));
-    return vec2<f32>(m, a.y * wa + b.y * wb);
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
 // One workgroup per output row merges its n_splits partials (empty splits have sum 0).
@@ -402,12 +388,9 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let base = row * ns * rec;
 
     // The row's overall (max, sum): each thread folds its splits, then a tree over the threads.
-    var ml = vec2<f32>(MASKED, 0.0);
+    var ml = vec2<f32>(FLOOR, 0.0);
     for (var s = li; s < ns; s += WG) {
-        let x = part_ml(base + s * rec);
-        if (weighed(x.y)) {
-            ml = merge_ml(ml, x);
-        }
+        ml = merge_ml(ml, part_ml(base + s * rec));
     }
     r_ml[li] = ml;
     for (var half = WG / 2u; half > 0u; half >>= 1u) {
@@ -419,8 +402,7 @@ fn sdpa_decode_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     workgroupBarrier();
     let total = r_ml[0];
     for (var s = li; s < ns; s += WG) {
-        let x = part_ml(base + s * rec);
-        r_w[s] = select(0.0, exp(x.x - total.x), weighed(x.y));
+        r_w[s] = exp(part_ml(base + s * rec).x - total.x);
     }
     workgroupBarrier();
 
@@ -624,6 +606,10 @@ fn f_mask(s: vec4<f32>, i: u32, kt0: u32, nk: u32, tx: u32) -> vec4<f32> {
     return select(vec4<f32>(MASKED), softcap4(s, fp.softcap), ok);
 }
 
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
 struct RowStep {
     m: f32,
     l: f32,
@@ -635,14 +621,12 @@ struct RowStep {
 fn f_row(s: vec4<f32>, r: u32, m_old: f32, l_old: f32, tx: u32) -> RowStep {
     var mt = MASKED;
     for (var t = 0u; t < 8u; t++) {
-        mt = nan_max(mt, f_r[r * 8u + t]);
+        mt = max(mt, f_r[r * 8u + t]);
     }
-    let m_new = nan_max(m_old, mt);
-    var alpha = 1.0;
-    if (visible(m_new)) {
-        alpha = select(0.0, exp(m_old - m_new), visible(m_old));
-    }
-    let pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), visible4(s));
+    // Masked keys weigh 0 (attention_kv.wgsl).
+    let m_new = max(m_old, mt);
+    let alpha = exp(m_old - m_new);
+    let pr = exp(s - vec4<f32>(m_new));
     let ps = f_bk() + 1u;
     f_p[r * ps + tx] = pr.x;
     f_p[r * ps + tx + 8u] = pr.y;
@@ -714,7 +698,7 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let nkf = (bk * f_groups_per_chunk() + WG - 1u) / WG;
     let nvf = (bk * f_groups_per_row() + WG - 1u) / WG;
 
-    var mrow = vec4<f32>(MASKED);
+    var mrow = vec4<f32>(FLOOR);
     var lrow = vec4<f32>(0.0);
     var o0 = mat4x4<f32>();
     var o1 = mat4x4<f32>();
@@ -788,13 +772,13 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         // Soft cap and masks; each thread's row maxima over its keys.
         s0 = f_mask(s0, q0 + ty, kt0, nk, tx);
         s1 = f_mask(s1, q0 + ty + 16u, kt0, nk, tx);
-        f_r[ty * 8u + tx] = nan_max4(s0);
-        f_r[(ty + 16u) * 8u + tx] = nan_max4(s1);
+        f_r[ty * 8u + tx] = max4(s0);
+        f_r[(ty + 16u) * 8u + tx] = max4(s1);
         if (!wide) {
             s2 = f_mask(s2, q0 + ty + 32u, kt0, nk, tx);
             s3 = f_mask(s3, q0 + ty + 48u, kt0, nk, tx);
-            f_r[(ty + 32u) * 8u + tx] = nan_max4(s2);
-            f_r[(ty + 48u) * 8u + tx] = nan_max4(s3);
+            f_r[(ty + 32u) * 8u + tx] = max4(s2);
+            f_r[(ty + 48u) * 8u + tx] = max4(s3);
         }
         workgroupBarrier();
 

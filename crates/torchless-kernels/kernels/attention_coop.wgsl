@@ -186,8 +186,13 @@ fn c_lane_scores(sg: u32, sl: u32, kt0: u32, pos: u32, row_ok: bool) -> Scores {
     );
 }
 
+// Masked keys weigh 0 (attention_kv.wgsl).
 fn c_exp4(s: vec4<f32>, m: f32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), exp(s - vec4<f32>(m)), visible4(s));
+    return exp(s - vec4<f32>(m));
+}
+
+fn c_max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
 }
 
 fn c_sum4(v: vec4<f32>) -> f32 {
@@ -266,7 +271,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let pos = fp.q_offset + row;
 
     // Pass 1: the row's max m and (this lane's half of) its sum l.
-    var m = MASKED;
+    var m = FLOOR;
     var l = 0.0;
     for (var kt0 = lo; kt0 < hi; kt0 += CK) {
         c_stage_kv(kt0, kvh, li, false);
@@ -274,13 +279,11 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_scores(q, sg);
         workgroupBarrier();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
-        let mb = nan_max(nan_max(nan_max4(s.a), nan_max4(s.b)), nan_max(nan_max4(s.c), nan_max4(s.d)));
-        let m_new = nan_max(m, nan_max(mb, subgroupShuffleXor(mb, 1u)));
-        if (visible(m_new)) {
-            let part = c_sum4(c_exp4(s.a, m_new)) + c_sum4(c_exp4(s.b, m_new)) + c_sum4(c_exp4(s.c, m_new))
-                + c_sum4(c_exp4(s.d, m_new));
-            l = l * select(0.0, exp(m - m_new), visible(m)) + part;
-        }
+        let mb = max(max(c_max4(s.a), c_max4(s.b)), max(c_max4(s.c), c_max4(s.d)));
+        let m_new = max(m, max(mb, subgroupShuffleXor(mb, 1u)));
+        let part = c_sum4(c_exp4(s.a, m_new)) + c_sum4(c_exp4(s.b, m_new)) + c_sum4(c_exp4(s.c, m_new))
+            + c_sum4(c_exp4(s.d, m_new));
+        l = l * exp(m - m_new) + part;
         m = m_new;
         workgroupBarrier();
     }

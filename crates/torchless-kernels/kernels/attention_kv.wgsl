@@ -2,32 +2,19 @@
 // composed before each (ops/attention.rs): the decode parameters, the masked score, and the K/V cache's
 // element groups. The including module declares DTYPE, HD and the bindings kc and vc.
 
-const MASKED: f32 = -3.0e38;
-
+// Masked scores are MASKED; a row's running max starts at FLOOR, above MASKED and at most any score that
+// counts (scores below it weigh nothing), so a masked score's weight exp(MASKED − m) is 0
+// whatever m is and needs no select, and a row that has seen no visible key keeps m = FLOOR and l = 0.
+//
 // NaN scores (from a NaN or infinite query or key; +inf ones become NaN as inf − inf) must reach the
-// output as NaN, as in PyTorch, so they count as visible and their row's sum as weighed (is_nan reads the
-// bits: GPUs' comparisons need not see a NaN, and s > -1e38 alone weighed it 0 and dropped it).
+// output as NaN, as in PyTorch. No gate drops a weight: a NaN score's weight exp(NaN − m) is NaN whether
+// or not the GPU's max kept the NaN in m (NVIDIA's max returns the other operand), and so are the row's
+// sum l and its output; only `weighed` tests l, from its bits.
+const MASKED: f32 = -3.0e38;
+const FLOOR: f32 = -1.0e38;
 
-// max that keeps a NaN (GPUs' max may return the other operand): a row's running max is NaN once it has
-// seen a NaN score, so every weight after it is exp(s − NaN) = NaN and no gate on the max drops the row.
-fn nan_max(a: f32, b: f32) -> f32 {
-    return select(max(a, b), a + b, is_nan(a) || is_nan(b));
-}
-
-fn nan_max4(v: vec4<f32>) -> f32 {
-    return nan_max(nan_max(v.x, v.y), nan_max(v.z, v.w));
-}
-
-// Whether a score (or running max) takes part: not MASKED.
-fn visible(s: f32) -> bool {
-    return s > -1.0e38 || is_nan(s);
-}
-
-fn visible4(s: vec4<f32>) -> vec4<bool> {
-    return (s > vec4<f32>(-1.0e38)) | ((bitcast<vec4<u32>>(s) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u));
-}
-
-// Whether a row's sum of weights is divided by (a row that saw no key has 0 and comes out as 0).
+// Whether a row's sum of weights is divided by (a row that saw no key has 0 and comes out as 0; is_nan
+// reads the bits, as GPUs' comparisons need not see a NaN).
 fn weighed(l: f32) -> bool {
     return l > 0.0 || is_nan(l);
 }

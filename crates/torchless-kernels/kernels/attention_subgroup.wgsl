@@ -197,7 +197,7 @@ struct Row {
 
 fn row_init(r: u32, row0: u32, kvh: u32, lane: u32, first_pos: i32) -> Row {
     var row: Row;
-    row.m = MASKED;
+    row.m = FLOOR;
     let rr = row0 + r;
     let t = rr / p.group;
     let head = kvh * p.group + (rr - t * p.group);
@@ -236,10 +236,10 @@ fn fold_weights(row: Row, part: vec4<f32>, kp: vec4<i32>, live: vec4<bool>) -> F
     }
     s = select(vec4<f32>(MASKED), s, ok);
     var f: Fold;
-    // With nothing visible yet m stays MASKED, alpha and pr 0, so the row stays empty.
-    f.m = nan_max(row.m, nan_max4(s));
-    f.alpha = select(0.0, exp(row.m - f.m), visible(row.m));
-    f.pr = select(vec4<f32>(0.0), exp(s - vec4<f32>(f.m)), visible4(s));
+    // Masked keys weigh 0 (attention_kv.wgsl): with nothing visible yet the row stays empty.
+    f.m = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
+    f.alpha = exp(row.m - f.m);
+    f.pr = exp(s - vec4<f32>(f.m));
     return f;
 }
 
@@ -348,13 +348,10 @@ fn merge_lanes(row: Row, mask: u32) -> Row {
     if (nq > 1u) { a_o[1] = subgroupShuffleXor(row.acc[1], mask); }
     if (nq > 2u) { a_o[2] = subgroupShuffleXor(row.acc[2], mask); }
     if (nq > 3u) { a_o[3] = subgroupShuffleXor(row.acc[3], mask); }
-    let m = nan_max(row.m, m_o);
+    let m = max(row.m, m_o);
     var out = row;
-    if (!visible(m)) {
-        return out;
-    }
-    let wa = select(0.0, exp(row.m - m), visible(row.m));
-    let wb = select(0.0, exp(m_o - m), visible(m_o));
+    let wa = exp(row.m - m);
+    let wb = exp(m_o - m);
     out.m = m;
     out.l = row.l * wa + l_o * wb;
     out.acc[0] = row.acc[0] * wa + a_o[0] * wb;
@@ -406,21 +403,17 @@ fn merge_rows(li: u32, row0: u32, r0: u32, n: u32, kvh: u32, split: u32) {
         let rl = o / hd4;
         let r = r0 + rl;
         let d4 = o - rl * hd4;
-        var mm = MASKED;
+        var mm = FLOOR;
         for (var g = 0u; g < ng; g++) {
-            mm = nan_max(mm, w_ml[rl * ng + g].x);
+            mm = max(mm, w_ml[rl * ng + g].x);
         }
         var a = vec4<f32>(0.0);
         var ls = 0.0;
-        if (visible(mm)) {
-            for (var g = 0u; g < ng; g++) {
-                let ml = w_ml[rl * ng + g];
-                if (visible(ml.x)) {
-                    let w = exp(ml.x - mm);
-                    a += w * w_acc[(rl * ng + g) * hd4 + d4];
-                    ls += w * ml.y;
-                }
-            }
+        for (var g = 0u; g < ng; g++) {
+            let ml = w_ml[rl * ng + g];
+            let w = exp(ml.x - mm);
+            a += w * w_acc[(rl * ng + g) * hd4 + d4];
+            ls += w * ml.y;
         }
         let rr = row0 + r;
         let t = rr / p.group;

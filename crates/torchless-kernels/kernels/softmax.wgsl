@@ -68,23 +68,18 @@ fn score(v: f32) -> f32 {
 }
 
 // exp(d) for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
-// honour infinities in arithmetic).
+// honour infinities in arithmetic). A row's max is at least LOWEST, so -inf scores weigh 0, as if masked,
+// and a row of them sums to 0.
 fn exp_neg(d: f32) -> f32 {
     return exp(max(d, -200.0));
 }
 
-// Whether a score takes part in the sum: -inf scores weigh 0, as if masked.
-fn counts(s: f32) -> bool {
-    return s > LOWEST;
-}
+// A NaN or +inf score makes the row NaN. +inf is the row's max; a NaN shows in the bits of the largest
+// |score| (non-negative floats order as their bits do, a NaN above them all), as GPUs' max and comparisons
+// need not see one (NVIDIA's max drops it, and so would the clamp in exp_neg).
+const NAN_ABS: u32 = 0x7f800001u;
 
-// Whether a score is NaN or +inf, which make the row NaN. Read from the bits: GPUs' max and comparisons
-// need not see a NaN (the clamp in exp_neg would turn it into a weight of 0).
-fn poisons(s: f32) -> bool {
-    return is_nan(s) || bitcast<u32>(s) == 0x7f800000u;
-}
-
-// The partial of no values: (max, sum of exp(v - max), 1 if a score poisons the row, unused).
+// The partial of no values: (max, sum of exp(v - max), 1 if a score is NaN, unused).
 fn empty() -> vec4<f32> {
     return vec4<f32>(LOWEST, 0.0, 0.0, 0.0);
 }
@@ -120,24 +115,21 @@ fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
     }
     let col0 = col_of(u);
     var um = LOWEST;
-    var bad = false;
+    var mag = 0u;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
             let t = score(uval(c, e));
             um = max(um, t);
-            bad = bad || poisons(t);
+            mag = max(mag, bitcast<u32>(t) & 0x7fffffffu);
         }
     }
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            let t = score(uval(c, e));
-            if (counts(t)) {
-                s += exp_neg(t - um);
-            }
+            s += exp_neg(score(uval(c, e)) - um);
         }
     }
-    return vec4<f32>(um, s, select(0.0, 1.0, bad), 0.0);
+    return vec4<f32>(um, s, select(0.0, 1.0, mag >= NAN_ABS), 0.0);
 }
 
 // Set once the row's statistics are known: the row is written as NaN.
@@ -162,10 +154,7 @@ fn out_unit(u: vec4<u32>, col0: u32, m: f32, inv: f32) -> vec4<u32> {
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            let t = score(uval(u, e));
-            if (counts(t)) {
-                o[e] = exp_neg(t - m) * inv;
-            }
+            o[e] = exp_neg(score(uval(u, e)) - m) * inv;
         }
     }
     return pack_unit(o);
@@ -236,7 +225,7 @@ fn run(g: u32, li: u32) {
     }
 
     let tot = row_reduce(li, lane, acc, 0u);
-    poisoned_ = tot.z > 0.0;
+    poisoned_ = tot.z > 0.0 || bitcast<u32>(tot.x) == 0x7f800000u;
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 
