@@ -61,14 +61,10 @@ fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 // ---- f16 pre-pass ---------------------------------------------------------------------------------------
 // A product input rounded to f16 once, before a cooperative product that would otherwise convert it in
-// every workgroup staging it (qmatmul_coop.wgsl reads x this way): rounded to nearest and clamped to
-// ±65504 as the staging of coop16.wgsl rounds. Thread i converts elements 8i..8i+7 of the buffer bound as
-// A (DT_A); p.k holds the element count.
-@group(0) @binding(2) var<storage, read_write> h_out: array<vec4<f16>>;
-
-fn to_f16x4_clamped(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-}
+// every workgroup staging it (qmatmul_coop.wgsl reads x this way): rounded as the staging of coop16.wgsl
+// rounds (f16_chunk). Thread i converts elements 8i..8i+7 of the buffer bound as A (DT_A) into one chunk
+// of packed f16 pairs; p.k holds the element count.
+@group(0) @binding(2) var<storage, read_write> h_out: array<vec4<u32>>;
 
 @compute @workgroup_size(256)
 fn to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -79,8 +75,7 @@ fn to_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         return;
     }
     let v = min(p.k - e, 8u);
-    h_out[2u * i] = to_f16x4_clamped(a_run4(e, min(v, 4u)));
-    h_out[2u * i + 1u] = to_f16x4_clamped(a_run4(e + 4u, select(0u, v - 4u, v > 4u)));
+    h_out[i] = f16_chunk(a_run4(e, min(v, 4u)), a_run4(e + 4u, select(0u, v - 4u, v > 4u)));
 }
 
 // ---- 8×8×8, f32 inputs and accumulators (Apple's simdgroup matrices) ------------------------------------

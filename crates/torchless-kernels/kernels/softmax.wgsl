@@ -67,19 +67,38 @@ fn score(v: f32) -> f32 {
     return t;
 }
 
+// What a row's max is taken over: the score with a soft cap, else the value itself (scale > 0 keeps the
+// order).
+fn key(v: f32) -> f32 {
+    if (SOFTCAP) {
+        return score(v);
+    }
+    return v;
+}
+
+// A key's score less the row's, without a soft cap scaled after the subtraction: scaled first, a compiler
+// may fuse v·scale − m into one fma, whose unrounded product misses the max's rounded one by up to half an
+// ulp, far from 0 near 1e30 (NVIDIA's Vulkan driver did: the largest score weighed inf or 0).
+fn key_diff(k: f32, m: f32) -> f32 {
+    if (SOFTCAP) {
+        return k - m;
+    }
+    return (k - m) * p.scale;
+}
+
 // exp(d) for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
-// honour infinities in arithmetic). A row's max is at least LOWEST, so -inf scores weigh 0, as if masked,
-// and a row of them sums to 0.
+// honour infinities in arithmetic). A row's max key is at least LOWEST, so -inf scores weigh 0, as if
+// masked, and a row of them sums to 0.
 fn exp_neg(d: f32) -> f32 {
     return exp(max(d, -200.0));
 }
 
-// A NaN or +inf score makes the row NaN. +inf is the row's max; a NaN shows in the bits of the largest
-// |score| (non-negative floats order as their bits do, a NaN above them all), as GPUs' max and comparisons
-// need not see one (NVIDIA's max drops it, and so would the clamp in exp_neg).
+// A NaN or +inf score makes the row NaN. +inf is the row's max score; a NaN shows in the bits of the
+// largest |key| (non-negative floats order as their bits do, a NaN above them all), as GPUs' max and
+// comparisons need not see one (NVIDIA's max drops it, and so would the clamp in exp_neg).
 const NAN_ABS: u32 = 0x7f800001u;
 
-// The partial of no values: (max, sum of exp(v - max), 1 if a score is NaN, unused).
+// The partial of no values: (max key, sum of exp(score - max score), 1 if a key is NaN, unused).
 fn empty() -> vec4<f32> {
     return vec4<f32>(LOWEST, 0.0, 0.0, 0.0);
 }
@@ -88,7 +107,7 @@ fn empty() -> vec4<f32> {
 // bits.
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let m = max(a.x, b.x);
-    return vec4<f32>(m, a.y * exp_neg(a.x - m) + b.y * exp_neg(b.x - m), max(a.z, b.z), 0.0);
+    return vec4<f32>(m, a.y * exp_neg(key_diff(a.x, m)) + b.y * exp_neg(key_diff(b.x, m)), max(a.z, b.z), 0.0);
 }
 
 // The row reduction's merge: softmax reduces in one stage.
@@ -108,7 +127,7 @@ fn load_unit(u: u32) -> vec4<u32> {
     return ld_x(fu_ + min(u, last_));
 }
 
-// The (max, sum of exp(v - max)) of the visible values of unit u.
+// The partial (max key, sum of exp(score − max score), NaN flag) of the visible values of unit u.
 fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
     if (!unit_visible(u)) {
         return empty();
@@ -118,15 +137,15 @@ fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
     var mag = 0u;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            let t = score(uval(c, e));
-            um = max(um, t);
-            mag = max(mag, bitcast<u32>(t) & 0x7fffffffu);
+            let k = key(uval(c, e));
+            um = max(um, k);
+            mag = max(mag, bitcast<u32>(k) & 0x7fffffffu);
         }
     }
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            s += exp_neg(score(uval(c, e)) - um);
+            s += exp_neg(key_diff(key(uval(c, e)), um));
         }
     }
     return vec4<f32>(um, s, select(0.0, 1.0, mag >= NAN_ABS), 0.0);
@@ -154,7 +173,7 @@ fn out_unit(u: vec4<u32>, col0: u32, m: f32, inv: f32) -> vec4<u32> {
     var o: array<f32, 8>;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            o[e] = exp_neg(score(uval(u, e)) - m) * inv;
+            o[e] = exp_neg(key_diff(key(uval(u, e)), m)) * inv;
         }
     }
     return pack_unit(o);
@@ -225,7 +244,8 @@ fn run(g: u32, li: u32) {
     }
 
     let tot = row_reduce(li, lane, acc, 0u);
-    poisoned_ = tot.z > 0.0 || bitcast<u32>(tot.x) == 0x7f800000u;
+    let top = select(tot.x * p.scale, tot.x, SOFTCAP);
+    poisoned_ = tot.z > 0.0 || bitcast<u32>(top) == 0x7f800000u;
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 

@@ -504,7 +504,8 @@ fn attention_cpu(
             let mut l = 0f32;
             for p in 0..parts {
                 let (st, op) = of_part(p);
-                if st.l > 0.0 {
+                // A part that saw a NaN score has l = NaN, and must make the row NaN.
+                if st.l != 0.0 {
                     let w = (st.m - m).exp();
                     l += st.l * w;
                     oh.iter_mut().zip(op).for_each(|(a, b)| *a += w * b);

@@ -417,10 +417,12 @@ fn decode_plan_fills_the_device_and_fits_its_kernel() {
 
 #[test]
 fn a_nan_in_a_query_or_a_visible_key_makes_those_outputs_nan() {
-    // 3000 keys: the decode is split, and its partials merged by sdpa_decode_reduce.
+    // 3000 keys: the decode is split, and its partials merged by sdpa_decode_reduce. 16 threads: the CPU
+    // cuts the keys into parts as on a 16-core machine (key_parts), whose states are merged too.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(16).build().unwrap();
     for kv_len in [30, 3000] {
         for softcap in [None, Some(20.0)] {
-            nan_case(kv_len, softcap);
+            pool.install(|| nan_case(kv_len, softcap));
         }
     }
 }
