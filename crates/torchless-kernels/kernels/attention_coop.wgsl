@@ -10,8 +10,8 @@ enable wgpu_cooperative_matrix;
 // to f16 and kept in registers as head_dim/16 fragments. The softmax takes two passes over the keys,
 // which keeps the output in cooperative accumulators (they cannot be rescaled row by row as an online
 // softmax would need): the first computes each row's max and sum from S = Q·Kᵀ, the second recomputes S,
-// turns it into P = exp(S - max) / sum in f16 and accumulates P·V. K and V tiles of 32 keys are rounded
-// to f16 as they are staged (clamped to ±65504). S goes through workgroup memory so that each lane can
+// turns it into P = exp(S - max) / sum in f16 and accumulates P·V. K and V arrive in f16 (the host rounds
+// other dtypes once, as f16_chunk rounds) and are staged in tiles of 32 keys. S goes through workgroup memory so that each lane can
 // apply the soft cap and masks to its row: lane l owns row l / 2, keys (l % 2)·16 + 0..15 of the tile.
 
 const CQ: u32 = 64u;
@@ -48,29 +48,10 @@ fn c_fetch8(is_v: bool, key: u32, kvh: u32, e: u32) -> vec4<u32> {
         return vec4<u32>(0u);
     }
     let at = (key * fp.n_kv_heads + kvh) * HD + e;
-    if (DTYPE == DT_F32) {
-        let i = at >> 2u;
-        var a: vec4<u32>;
-        var b: vec4<u32>;
-        if (is_v) {
-            a = vc[i];
-            b = vc[i + 1u];
-        } else {
-            a = kc[i];
-            b = kc[i + 1u];
-        }
-        return f16_chunk(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
-    }
-    var w: vec4<u32>;
     if (is_v) {
-        w = vc[at >> 3u];
-    } else {
-        w = kc[at >> 3u];
+        return vc[at >> 3u];
     }
-    if (DTYPE == DT_F16) {
-        return w;
-    }
-    return f16_chunk(group_lo(w), group_hi(w));
+    return kc[at >> 3u];
 }
 
 // The K tile (and the V tile when `with_v`) of keys kt0.. into c_kv: CK rows of HD/8 chunks.

@@ -1213,9 +1213,19 @@ fn flash_gpu(
         window: opts.window.filter(|&w| w <= q_offset + d.tokens).unwrap_or(0) as u32,
         _pad: 0,
     };
+    let coop = flash_coop_fits(ctx, d.head_dim);
+    // The cooperative kernel stages K and V as f16: other dtypes are rounded once, here, rather than in
+    // every workgroup that stages a tile (each K and V tile is staged by every query block of its heads).
+    let rounded;
+    let (k, v) = if coop && k.dtype() != DType::F16 && kv_len > 0 {
+        let n = kv_len * d.n_kv_heads * d.head_dim;
+        rounded = (super::gemm::f16_copy_prefix(ctx, k, n)?, super::gemm::f16_copy_prefix(ctx, v, n)?);
+        (&rounded.0, &rounded.1)
+    } else {
+        (k, v)
+    };
     let constants = [("DTYPE", k.dtype().wgsl_code()), ("HD", d.head_dim as f64)];
-    let (kernel, entry) =
-        if flash_coop_fits(ctx, d.head_dim) { (&ATTENTION_COOP, "flash_coop") } else { (&ATTENTION, "flash") };
+    let (kernel, entry) = if coop { (&ATTENTION_COOP, "flash_coop") } else { (&ATTENTION, "flash") };
     ctx.dispatch(Dispatch {
         kernel,
         entry,

@@ -419,11 +419,16 @@ pub fn f16_rounded_tolerance(k: usize) -> crate::testing::Tolerance {
     crate::testing::Tolerance { atol: 2e-3 * (k as f64).sqrt(), rtol: 1e-2 }
 }
 
-/// `t`'s elements rounded to f16 (clamped to ±65504) by `gemm_coop.wgsl`'s pre-pass, in `t`'s layout,
-/// padded to a multiple of 8 elements: the input of a cooperative product that would otherwise convert
-/// `t` in every workgroup that stages it. Needs an adapter with a [`CoopVariant::F16x16`] configuration.
+/// `t`'s elements rounded to f16 (clamped to ±65504, a NaN kept) by `gemm_coop.wgsl`'s pre-pass, in `t`'s
+/// layout, padded to a multiple of 8 elements: the input of a cooperative product that would otherwise
+/// convert `t` in every workgroup that stages it. Needs an adapter with a [`CoopVariant::F16x16`]
+/// configuration.
 pub(crate) fn f16_copy(ctx: &GpuContext, t: &Tensor) -> Result<Tensor> {
-    let n = t.numel();
+    f16_copy_prefix(ctx, t, t.numel())
+}
+
+/// [`f16_copy`] of `t`'s first `n` elements (at least one).
+pub(crate) fn f16_copy_prefix(ctx: &GpuContext, t: &Tensor, n: usize) -> Result<Tensor> {
     let out = Tensor::uninit(&t.backend(), OP, &[n.next_multiple_of(8)], DType::F16)?;
     let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
     let params = Params { k: to_u32(OP, "elements", n)?, ..bytemuck::Zeroable::zeroed() };
