@@ -354,6 +354,23 @@ fn the_vec_path_covers_the_common_shapes() {
 /// rotation (an odd number of pairs too), GQA, several tokens at an offset, into f32, f16 and bf16
 /// caches; cache rows outside the step keep their contents.
 #[test]
+fn an_f16_cache_saturates_and_keeps_a_nan() {
+    // Position 0 rotates by nothing (a NaN still spoils its pair: NaN · sin 0 is NaN, as in PyTorch).
+    let x = [f32::NAN, 1e6, -1e6, 1.5];
+    for b in test_backends() {
+        let table = RopeTable::new(&b, RopeConfig::new(4, 10000.0)).unwrap();
+        let t = |v: &[f32]| Tensor::from_slice(&b, v, &[1, 1, 4]).unwrap();
+        let cache = || Tensor::zeros(&b, &[2, 1, 4], DType::F16).unwrap();
+        let (kc, vc) = (cache(), cache());
+        rope_qk_store_kv(&t(&[0.0; 4]), &t(&x), &t(&x), &table, 0, &kc, &vc).unwrap();
+        let (k, v) = (kc.to_f32_vec().unwrap(), vc.to_f32_vec().unwrap());
+        let what = format!("f16 cache on {}", b.name());
+        assert!(v[0].is_nan() && v[1..] == [65504.0, -65504.0, 1.5, 0.0, 0.0, 0.0, 0.0], "{what}: v {v:?}");
+        assert!(k[0].is_nan() && k[2].is_nan() && (k[1], k[3]) == (65504.0, 1.5), "{what}: k {k:?}");
+    }
+}
+
+#[test]
 fn rope_qk_store_kv_matches_rope_and_copies() {
     let mut rng = Rng::new(41);
     for (layout, hd, rot, heads, kv, tokens, pos) in [
