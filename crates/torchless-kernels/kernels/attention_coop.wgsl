@@ -11,8 +11,9 @@ enable wgpu_cooperative_matrix;
 // which keeps the output in cooperative accumulators (they cannot be rescaled row by row as an online
 // softmax would need): the first computes each row's max and sum from S = Q·Kᵀ, the second recomputes S,
 // turns it into P = exp(S - max) / sum in f16 and accumulates P·V. K and V arrive in f16 (the host rounds
-// other dtypes once, as f16_chunk rounds) and are staged in tiles of 32 keys. S goes through workgroup memory so that each lane can
-// apply the soft cap and masks to its row: lane l owns row l / 2, keys (l % 2)·16 + 0..15 of the tile.
+// other dtypes once, as f16_chunk rounds) and are staged in tiles of 32 keys. S goes through workgroup
+// memory so that each lane can apply the soft cap and masks to its row: lane l owns row l / 2, keys
+// (l % 2)·16 + 0..15 of the tile.
 
 const CQ: u32 = 64u;
 const CK: u32 = 32u;

@@ -3,8 +3,8 @@
 // element groups. The including module declares DTYPE, HD and the bindings kc and vc.
 
 // Masked scores are MASKED; a row's running max starts at FLOOR, above MASKED and at most any score that
-// counts (scores below it weigh nothing), so a masked score's weight exp(MASKED − m) is 0
-// whatever m is and needs no select, and a row that has seen no visible key keeps m = FLOOR and l = 0.
+// counts (scores below it weigh nothing), so a masked score's weight exp(MASKED − m) is 0 whatever m is
+// and needs no select, and a row that has seen no visible key keeps m = FLOOR and l = 0.
 //
 // NaN scores (from a NaN or infinite query or key; +inf ones become NaN as inf − inf) must reach the
 // output as NaN, as in PyTorch. No gate drops a weight: a NaN score's weight exp(NaN − m) is NaN whether
