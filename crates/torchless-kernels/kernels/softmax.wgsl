@@ -76,21 +76,24 @@ fn key(v: f32) -> f32 {
     return v;
 }
 
-// A key's score less the row's, without a soft cap scaled after the subtraction: scaled first, a compiler
-// may fuse v·scale − m into one fma, whose unrounded product misses the max's rounded one by up to half an
-// ulp, far from 0 near 1e30 (NVIDIA's Vulkan driver did: the largest score weighed inf or 0).
+const LOG2E: f32 = 1.4426950408889634;
+
+// A key's score less the row's, times log2(e) (exp_neg takes powers of two: one product for both
+// factors). Without a soft cap the scale comes after the subtraction: scaled first, a compiler may fuse
+// v·scale − m into one fma, whose unrounded product misses the max's rounded one by up to half an ulp,
+// far from 0 near 1e30 (NVIDIA's Vulkan driver did: the largest score weighed inf or 0).
 fn key_diff(k: f32, m: f32) -> f32 {
     if (SOFTCAP) {
-        return k - m;
+        return (k - m) * LOG2E;
     }
-    return (k - m) * p.scale;
+    return (k - m) * (p.scale * LOG2E);
 }
 
-// exp(d) for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
+// 2^d for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
 // honour infinities in arithmetic). A row's max key is at least LOWEST, so -inf scores weigh 0, as if
 // masked, and a row of them sums to 0.
 fn exp_neg(d: f32) -> f32 {
-    return exp(max(d, -200.0));
+    return exp2(max(d, -300.0));
 }
 
 // A NaN or +inf score makes the row NaN. +inf is the row's max score; a NaN shows in the bits of the
