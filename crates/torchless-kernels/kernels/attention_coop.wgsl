@@ -4,7 +4,7 @@ enable wgpu_cooperative_matrix;
 // flash_coop: the prefill attention of attention.wgsl's `flash` (same op, parameters and bindings) on
 // 16×16×16 f16 cooperative matrices with f32 accumulators, for adapters with 32-lane subgroups and
 // head_dim a multiple of 16, at most 128. Composed after attention.wgsl (FlashParams, bindings, MASKED,
-// softcap4) and f16_pack.wgsl.
+// softcap4, max4).
 //
 // Workgroup (query block of 64 rows, head): 4 subgroups, each owning 16 query rows. Q is scaled, rounded
 // to f16 and kept in registers as head_dim/16 fragments. The softmax takes two passes over the keys,
@@ -173,10 +173,6 @@ fn c_exp4(s: vec4<f32>, m: f32) -> vec4<f32> {
     return exp(s - vec4<f32>(m));
 }
 
-fn c_max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
 fn c_sum4(v: vec4<f32>) -> f32 {
     return v.x + v.y + v.z + v.w;
 }
@@ -261,7 +257,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_scores(q, sg);
         workgroupBarrier();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
-        let mb = max(max(c_max4(s.a), c_max4(s.b)), max(c_max4(s.c), c_max4(s.d)));
+        let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
         let m_new = max(m, max(mb, subgroupShuffleXor(mb, 1u)));
         let part = c_sum4(c_exp4(s.a, m_new)) + c_sum4(c_exp4(s.b, m_new)) + c_sum4(c_exp4(s.c, m_new))
             + c_sum4(c_exp4(s.d, m_new));

@@ -61,6 +61,13 @@ fn f16_pair_saturating(v: vec2<f32>) -> u32 {
     return lo | hi;
 }
 
+// Eight values as a chunk of packed f16 pairs, as f16_pair_saturating rounds them (bf16 and f32 reach far
+// beyond f16's range): how the cooperative kernels stage their operands in f16.
+fn f16_chunk(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
+    return vec4<u32>(f16_pair_saturating(lo.xy), f16_pair_saturating(lo.zw), f16_pair_saturating(hi.xy),
+                     f16_pair_saturating(hi.zw));
+}
+
 // As pack_pair, but f16 values beyond its range saturate (f16_pair_saturating): what the KV cache stores,
 // where an infinite key would turn every score it meets into NaN. The CPU's cache writes saturate the same
 // way (ops/rope.rs).

@@ -6,7 +6,7 @@ enable wgpu_cooperative_matrix;
 // operands there, the quantized GEMM (qmatmul_coop.wgsl) dequantizes its weights. The composing module
 // provides:
 //   fetch_a16(z, m0, k1, ci) -> vec4<u32>  chunk ci (coop_chunk) of batch z's A slice at rows m0.., depth
-//                                          k1..: 8 elements as packed f16 pairs (f16_pack.wgsl), 0 outside
+//                                          k1..: 8 elements as packed f16 pairs (common.wgsl's f16_chunk), 0 outside
 //   fetch_b16(z, n0, k1, ci) -> vec4<u32>  the same for op(B) at columns n0..
 //   a_k_contig(), b_k_contig() -> bool     whether the operand's runs go along K (see coop_chunk)
 //   store_c4(z, m, n, v: vec4<f32>)        columns n..n+3 of row m of C, bounds and epilogue included

@@ -36,11 +36,7 @@ use crate::tensor::Tensor;
 
 crate::kernel_source!(ATTENTION, "attention", ["xquant", "attention_kv", "attention"]);
 crate::kernel_source!(ATTENTION_SUBGROUP, "attention_subgroup", ["xquant", "attention_kv", "attention_subgroup"]);
-crate::kernel_source!(
-    ATTENTION_COOP,
-    "attention_coop",
-    ["xquant", "attention_kv", "attention", "f16_pack", "attention_coop"]
-);
+crate::kernel_source!(ATTENTION_COOP, "attention_coop", ["xquant", "attention_kv", "attention", "attention_coop"]);
 
 /// Flash attention on cooperative matrices rounds Q (scaled), K, V and the probabilities to f16.
 pub const FLASH_F16_TOLERANCE: crate::testing::Tolerance = crate::testing::Tolerance { atol: 3e-3, rtol: 1e-2 };

@@ -31,7 +31,7 @@ crate::kernel_source!(GEMM, "gemm", ["gemm_shared", "gemm"]);
 // (a full 8-element run of 16-bit values reads one 16-byte word, inside the buffer's padding) and written
 // only inside [M, N] (`store4`), with the host checking every operand's length against M, N, K and the
 // batch strides.
-crate::kernel_source!(unchecked GEMM_COOP, "gemm_coop", ["gemm_shared", "gemm_coop", "f16_pack", "coop16"]);
+crate::kernel_source!(unchecked GEMM_COOP, "gemm_coop", ["gemm_shared", "gemm_coop", "coop16"]);
 
 const OP: &str = "gemm";
 

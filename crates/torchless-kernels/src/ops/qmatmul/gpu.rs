@@ -23,7 +23,7 @@ crate::kernel_source!(QMATMUL, "qmatmul");
 // depth below k only (k a whole number of blocks), so the block index is below n · row_blocks, all of
 // whose words a quantized tensor of that shape holds; in-block offsets and the 8-value loops are
 // bounded by the format's constants. x is read for rows below m and depths below k.
-crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "f16_pack", "coop16", "qmatmul_coop"]);
+crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop16", "qmatmul_coop"]);
 
 /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
 /// three outputs, the RoPE table).
