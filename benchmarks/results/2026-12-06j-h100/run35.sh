@@ -1,8 +1,9 @@
 #!/bin/bash
 # GPU machine, carry [".gl", "target/exp/l"] (stripped, xz: main = 7f54c0a, mid = 4263208 (before the
 # flash pre-pass), prev = 4fc347d (before any NaN handling), exp2 = 782c2d3 (softmax's weights as exp2,
-# one product for log2(e) and the scale); ktest = exp2's kernel unit tests), ~5 min:
-# 1. exp2's kernel unit tests on NVIDIA (run34: softmax's fused scale, the f16 pre-pass's clamp and the
+# one product for log2(e) and the scale); ktest = main's kernel unit tests as
+# prepare35.sh builds them, at or after 762e15d), ~5 min:
+# 1. The kernel unit tests on NVIDIA (run34: softmax's fused scale, the f16 pre-pass's clamp and the
 #    CPU's key parts still lost a NaN or the max). $OUT/ktest.txt
 # 2. flash_attention (f32 Q/K/V): prev / mid / main; softmax prev / main / exp2, alternating. $OUT/cost.txt
 source .gl/setup.sh
