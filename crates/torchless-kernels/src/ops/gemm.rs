@@ -11,6 +11,10 @@
 //! GPU kernels: `kernels/gemm.wgsl` (tiled, every adapter: 128×128 workgroup tiles, 8×8 register
 //! micro-tiles) and `kernels/gemm_coop.wgsl` (cooperative matrices, chosen per [`GemmKernel`] when the
 //! adapter offers a 16×16×16 f16→f32 or 8×8×8 f32 configuration). CPU: the `gemm` crate in f32.
+//!
+//! Pre-passes, where many workgroups stage the same operand: the 16×16 path rounds f32 and bf16 operands
+//! to f16 once; the tiled kernel rewrites operands stored along the depth (A, or B used transposed) as
+//! f32 `[depth, outer]`, the layout its depth loop runs fastest on.
 
 use super::{common_backend, require_float, require_non_empty, to_u32};
 use crate::backend::Backend;
@@ -510,7 +514,8 @@ fn gemm_gpu(
     let (a, b) = (a16.as_ref().unwrap_or(a), b16.as_ref().unwrap_or(b));
     // The tiled kernel's depth loop runs fastest with both operands stored depth-major (Aᵀ·B: 37.1 against
     // 33.6 TFLOP/s for A·B on the H100, whose A it transposes into workgroup memory as it stages it).
-    let (mut trans_a, mut trans_b, mut a_bstride, mut b_bstride) = (opts.trans_a, opts.trans_b, d.a_bstride, d.b_bstride);
+    let (mut trans_a, mut trans_b, mut a_bstride, mut b_bstride) =
+        (opts.trans_a, opts.trans_b, d.a_bstride, d.b_bstride);
     let (mut a_packed, mut b_packed) = (None, None);
     let fits = |depth_major: bool, stagings: usize| depth_major || stagings >= PACK_MIN_STAGINGS;
     if path == GemmPath::Tiled
