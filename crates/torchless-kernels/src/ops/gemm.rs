@@ -517,11 +517,12 @@ fn gemm_gpu(
     let (mut trans_a, mut trans_b, mut a_bstride, mut b_bstride) =
         (opts.trans_a, opts.trans_b, d.a_bstride, d.b_bstride);
     let (mut a_packed, mut b_packed) = (None, None);
-    let fits = |depth_major: bool, stagings: usize| depth_major || stagings >= PACK_MIN_STAGINGS;
+    // Both operands must end depth-major: each already is, or is staged often enough to pay for its copy.
+    let settles = |depth_major: bool, stagings: usize| depth_major || stagings >= PACK_MIN_STAGINGS;
     if path == GemmPath::Tiled
         && (!trans_a || trans_b)
-        && fits(trans_a, d.n.div_ceil(128))
-        && fits(!trans_b, d.m.div_ceil(128))
+        && settles(trans_a, d.n.div_ceil(128))
+        && settles(!trans_b, d.m.div_ceil(128))
     {
         if !trans_a {
             a_packed = depth_major_copy(ctx, a, d.m, d.k, d.a_bstride, d.batch)?;
