@@ -164,3 +164,53 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     store4(z, mb + 3u, na, c14);
     store4(z, mb + 3u, nb, c15);
 }
+
+// Packing for the tiled kernel: an operand bound as A with TRANS_A 0 (stored [outer, depth]: A, or B used
+// transposed with p.m its N) rewritten as f32 [z][depth][outer] into `packed`, so that the product stages it as
+// it lies (see depth_major_copy in ops/gemm.rs). A 64×64 tile a workgroup, through workgroup memory so
+// that both the reads (runs along depth) and the writes (runs along outer) are coalesced.
+const PT: u32 = 64u;
+@group(0) @binding(2) var<storage, read_write> packed: array<vec4<u32>>;
+// Rows of 65: the transposing stores of a warp fall on different banks.
+var<workgroup> pack_tile: array<f32, 4160>;
+
+@compute @workgroup_size(256)
+fn pack_depth_major(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = wid.x * PT;
+    let k0 = wid.y * PT;
+    let z = wid.z;
+    for (var i = 0u; i < 4u; i++) {
+        let r = lid + i * 256u;
+        let o = r >> 4u;
+        let kk = (r & 15u) * 4u;
+        let run = a_run_at(z, o0 + o, k0 + kk, 4u);
+        let v = a_run4(run.e, run.v);
+        for (var j = 0u; j < 4u; j++) {
+            pack_tile[(kk + j) * 65u + o] = v[j];
+        }
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < 4u; i++) {
+        let r = lid + i * 256u;
+        let kk = r >> 4u;
+        let o = (r & 15u) * 4u;
+        let k = k0 + kk;
+        let m = o0 + o;
+        if (k >= p.k || m >= p.m) {
+            continue;
+        }
+        let t = kk * 65u + o;
+        let v = vec4<f32>(pack_tile[t], pack_tile[t + 1u], pack_tile[t + 2u], pack_tile[t + 3u]);
+        let e = (z * p.k + k) * p.m + m;
+        if (m + 3u < p.m && (e & 3u) == 0u) {
+            packed[e >> 2u] = bitcast<vec4<u32>>(v);
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if (m + j < p.m) {
+                let ej = e + j;
+                packed[ej >> 2u][ej & 3u] = bitcast<u32>(v[j]);
+            }
+        }
+    }
+}

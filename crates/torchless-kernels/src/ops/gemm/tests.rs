@@ -117,6 +117,28 @@ fn batches_and_shared_operands_match_the_f64_reference() {
 }
 
 #[test]
+fn large_tiled_products_with_operands_packed_depth_major_match_the_reference() {
+    use DType::{BF16, F16, F32};
+    // Past PACK_MIN_STAGINGS tiles of M and N, the tiled kernel first rewrites A (and Bᵀ) depth-major.
+    let (m, n) = (PACK_MIN_STAGINGS * 128 + 3, PACK_MIN_STAGINGS * 128 + 1);
+    let mut rng = Rng::new(9);
+    if let Some(backend) = test_gpu() {
+        for (ta, tb) in LAYOUTS {
+            for (k, da, db) in [(19, F32, F32), (66, BF16, F16)] {
+                let case = Case::new(m, n, k, ta, tb, da, db);
+                check(&backend, &mut rng, case, GemmKernel::Tiled, tolerance(k).scaled(2.0));
+            }
+        }
+        for (ta, tb) in [(false, false), (false, true)] {
+            for (ba, bb) in [(Some(2), None), (None, Some(2)), (Some(2), Some(2))] {
+                let case = Case::new(m, n, 5, ta, tb, F32, BF16).batched(ba, bb);
+                check(&backend, &mut rng, case, GemmKernel::Tiled, tolerance(5).scaled(2.0));
+            }
+        }
+    }
+}
+
+#[test]
 fn epilogue_adds_bias_and_residual_and_scales_by_alpha() {
     use DType::{BF16, F16, F32};
     let mut rng = Rng::new(4);
