@@ -1,8 +1,8 @@
 #!/bin/bash
-# GPU machine, carry [".gl", "target/exp/n"] (stripped, xz: base = f5e09e6 (main after the GEMM packing),
-# nanw = branch softmax-nanw (softmax's NaN carried by the row's sum, no per-score flag), ktest = nanw's
+# GPU machine, after prepare37.sh, carry [".gl", "target/exp/n"] (stripped, xz: base = main, nanw = main
+# with softmax-nanw.patch (softmax's NaN carried by the row's sum, no per-score flag), ktest = nanw's
 # kernel unit tests), ~2 min:
-# 1. softmax and attention unit tests on NVIDIA (its max drops a NaN: does the sum keep it?). $OUT/ktest.txt
+# 1. the softmax unit tests on NVIDIA (its max drops a NaN: does the sum keep it?). $OUT/ktest.txt
 # 2. softmax at 256 MiB (base and nanw alternating twice) and 1 GiB (once). $OUT/softmax.txt
 source .gl/setup.sh
 D=target/exp/n
