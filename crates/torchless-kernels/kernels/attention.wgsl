@@ -606,10 +606,6 @@ fn f_mask(s: vec4<f32>, i: u32, kt0: u32, nk: u32, tx: u32) -> vec4<f32> {
     return select(vec4<f32>(MASKED), softcap4(s, fp.softcap), ok);
 }
 
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
 struct RowStep {
     m: f32,
     l: f32,

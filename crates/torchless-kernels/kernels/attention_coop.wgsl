@@ -4,7 +4,7 @@ enable wgpu_cooperative_matrix;
 // flash_coop: the prefill attention of attention.wgsl's `flash` (same op, parameters and bindings) on
 // 16×16×16 f16 cooperative matrices with f32 accumulators, for adapters with 32-lane subgroups and
 // head_dim a multiple of 16, at most 128. Composed after attention.wgsl (FlashParams, bindings, MASKED,
-// softcap4, max4).
+// softcap4; attention_kv.wgsl: max4).
 //
 // Workgroup (query block of 64 rows, head): 4 subgroups, each owning 16 query rows. Q is scaled, rounded
 // to f16 and kept in registers as head_dim/16 fragments. The softmax takes two passes over the keys,

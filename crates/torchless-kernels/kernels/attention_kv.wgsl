@@ -98,3 +98,8 @@ fn group_lo(w: vec4<u32>) -> vec4<f32> {
 fn group_hi(w: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(unpack_pair(DTYPE, w.z), unpack_pair(DTYPE, w.w));
 }
+
+// The largest of four scores (a running max, which need not keep a NaN: see MASKED and FLOOR above).
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}

@@ -237,7 +237,7 @@ fn fold_weights(row: Row, part: vec4<f32>, kp: vec4<i32>, live: vec4<bool>) -> F
     s = select(vec4<f32>(MASKED), s, ok);
     var f: Fold;
     // Masked keys weigh 0 (attention_kv.wgsl): with nothing visible yet the row stays empty.
-    f.m = max(row.m, max(max(s.x, s.y), max(s.z, s.w)));
+    f.m = max(row.m, max4(s));
     f.alpha = exp(row.m - f.m);
     f.pr = exp(s - vec4<f32>(f.m));
     return f;

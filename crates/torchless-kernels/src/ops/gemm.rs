@@ -439,17 +439,21 @@ pub(crate) fn f16_copy(ctx: &GpuContext, t: &Tensor) -> Result<Tensor> {
 /// [`f16_copy`] of `t`'s first `n` elements (at least one).
 pub(crate) fn f16_copy_prefix(ctx: &GpuContext, t: &Tensor, n: usize) -> Result<Tensor> {
     let out = Tensor::uninit(&t.backend(), OP, &[n.next_multiple_of(8)], DType::F16)?;
-    let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
     let params = Params { k: to_u32(OP, "elements", n)?, ..bytemuck::Zeroable::zeroed() };
     ctx.dispatch(Dispatch {
         kernel: &GEMM_COOP,
         entry: "to_f16",
         constants: &[("DT_A", t.dtype().wgsl_code())],
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[&buf(t), &buf(&out)],
+        buffers: &[&raw(t), &raw(&out)],
         workgroups: Workgroups::Linear(to_u32(OP, "elements", n.div_ceil(8 * 256))?),
     })?;
     Ok(out)
+}
+
+/// The device buffer of a tensor on the GPU backend.
+fn raw(t: &Tensor) -> wgpu::Buffer {
+    t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone()
 }
 
 /// The f32 copy of operand `t` (`[.., outer, depth]`, `bstride` elements between its `batch` entries, 0
@@ -469,7 +473,6 @@ fn depth_major_copy(
         return Ok(None);
     }
     let out = Tensor::uninit(&t.backend(), OP, &[n], DType::F32)?;
-    let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
     let params = Params {
         m: to_u32(OP, "M", outer)?,
         k: to_u32(OP, "K", depth)?,
@@ -481,7 +484,7 @@ fn depth_major_copy(
         entry: "pack_depth_major",
         constants: &[("DT_A", t.dtype().wgsl_code())],
         params: Some(bytemuck::bytes_of(&params)),
-        buffers: &[&buf(t), &buf(&out)],
+        buffers: &[&raw(t), &raw(&out)],
         workgroups: Workgroups::Grid([
             to_u32(OP, "M tiles", outer.div_ceil(64))?,
             to_u32(OP, "K tiles", depth.div_ceil(64))?,
@@ -539,8 +542,7 @@ fn gemm_gpu(
     }
     let a = a_packed.as_ref().map_or(a, |(t, _)| t);
     let b = b_packed.as_ref().map_or(b, |(t, _)| t);
-    let buf = |t: &Tensor| t.gpu_buffer().expect("GPU tensors on a GPU backend").raw().clone();
-    let (ab, bb, ob) = (buf(a), buf(b), buf(out));
+    let (ab, bb, ob) = (raw(a), raw(b), raw(out));
     for t in [Some(a), Some(b), Some(out), opts.bias, opts.residual].into_iter().flatten() {
         ctx.check_binding(OP, t.size_bytes() as u64)?;
     }
@@ -565,9 +567,9 @@ fn gemm_gpu(
         Some(_) => 1.0,
     };
     // Absent epilogue operands are bound to A (read-only, never read).
-    let bias_b = opts.bias.map_or_else(|| ab.clone(), buf);
+    let bias_b = opts.bias.map_or_else(|| ab.clone(), raw);
     let res_b = match opts.residual {
-        Some(r) if !in_place => buf(r),
+        Some(r) if !in_place => raw(r),
         _ => ab.clone(),
     };
     let code = |t: Option<&Tensor>| t.map_or(0.0, |t| t.dtype().wgsl_code());
