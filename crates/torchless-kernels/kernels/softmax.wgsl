@@ -91,17 +91,19 @@ fn key_diff(k: f32, m: f32) -> f32 {
 
 // 2^d for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
 // honour infinities in arithmetic). A row's max key is at least LOWEST, so -inf scores weigh 0, as if
-// masked, and a row of them sums to 0.
+// masked, and a row of them sums to 0. For the output, whose NaN rows are written apart.
 fn exp_neg(d: f32) -> f32 {
     return exp2(max(d, -300.0));
 }
 
-// A NaN or +inf score makes the row NaN. +inf is the row's max score; a NaN shows in the bits of the
-// largest |key| (non-negative floats order as their bits do, a NaN above them all), as GPUs' max and
-// comparisons need not see one (NVIDIA's max drops it, and so would the clamp in exp_neg).
-const NAN_ABS: u32 = 0x7f800001u;
+// exp_neg for the row's sum, keeping a NaN: a NaN d fails the comparison and weighs 2^NaN, where the
+// clamp's max would drop it (NVIDIA's max returns the other operand). A NaN score so makes the sum NaN
+// whatever max did with it, and +inf, the row's max, makes inf − inf = NaN: either way the row is NaN.
+fn exp_neg_keeping_nan(d: f32) -> f32 {
+    return select(exp2(d), 0.0, d < -300.0);
+}
 
-// The partial of no values: (max key, sum of exp(score - max score), 1 if a key is NaN, unused).
+// The partial of no values: (max key, sum of exp(score - max score), unused, unused).
 fn empty() -> vec4<f32> {
     return vec4<f32>(LOWEST, 0.0, 0.0, 0.0);
 }
@@ -110,7 +112,7 @@ fn empty() -> vec4<f32> {
 // bits.
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let m = max(a.x, b.x);
-    return vec4<f32>(m, a.y * exp_neg(key_diff(a.x, m)) + b.y * exp_neg(key_diff(b.x, m)), max(a.z, b.z), 0.0);
+    return vec4<f32>(m, a.y * exp_neg(key_diff(a.x, m)) + b.y * exp_neg(key_diff(b.x, m)), 0.0, 0.0);
 }
 
 // The row reduction's merge: softmax reduces in one stage.
@@ -130,28 +132,25 @@ fn load_unit(u: u32) -> vec4<u32> {
     return ld_x(fu_ + min(u, last_));
 }
 
-// The partial (max key, sum of exp(score − max score), NaN flag) of the visible values of unit u.
+// The partial (max key, sum of exp(score − max score)) of the visible values of unit u.
 fn unit_part(c: vec4<u32>, u: u32) -> vec4<f32> {
     if (!unit_visible(u)) {
         return empty();
     }
     let col0 = col_of(u);
     var um = LOWEST;
-    var mag = 0u;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            let k = key(uval(c, e));
-            um = max(um, k);
-            mag = max(mag, bitcast<u32>(k) & 0x7fffffffu);
+            um = max(um, key(uval(c, e)));
         }
     }
     var s = 0.0;
     for (var e = 0u; e < epu(); e++) {
         if (visible(col0 + e, limit_)) {
-            s += exp_neg(key_diff(key(uval(c, e)), um));
+            s += exp_neg_keeping_nan(key_diff(key(uval(c, e)), um));
         }
     }
-    return vec4<f32>(um, s, select(0.0, 1.0, mag >= NAN_ABS), 0.0);
+    return vec4<f32>(um, s, 0.0, 0.0);
 }
 
 // Set once the row's statistics are known: the row is written as NaN.
@@ -248,7 +247,7 @@ fn run(g: u32, li: u32) {
 
     let tot = row_reduce(li, lane, acc, 0u);
     let top = select(tot.x * p.scale, tot.x, SOFTCAP);
-    poisoned_ = tot.z > 0.0 || bitcast<u32>(top) == 0x7f800000u;
+    poisoned_ = is_nan(tot.y) || bitcast<u32>(top) == 0x7f800000u;
     let m = tot.x;
     let inv = select(0.0, 1.0 / tot.y, tot.y > 0.0);
 
