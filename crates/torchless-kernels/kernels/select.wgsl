@@ -420,7 +420,10 @@ fn argmax_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // Candidates the buffer holds (four per thread).
 const CAP: u32 = 4u * WG;
-// The most tiles a thread scans between two meetings of the workgroup.
+// The round schedule: tiles of the first round after tile 0, the factor each next round grows by, and
+// the most tiles a thread scans between two meetings of the workgroup.
+const ROUND_FIRST: u32 = 1u;
+const ROUND_GROWTH: u32 = 2u;
 const ROUND_TILES: u32 = 8u;
 
 var<workgroup> cand_k: array<u32, CAP>;
@@ -835,7 +838,7 @@ fn topk_scan(s: Span, tiles: u32, li: u32) {
     tile_ = 0u;
     load_tile(s, 0u, li);
     offer_first_best(s.base, li);
-    var round_tiles = 1u;
+    var round_tiles = ROUND_FIRST;
     var t_end = min(tiles, 1u + round_tiles);
     loop {
         scan_round(s, t_end, tiles, li);
@@ -848,7 +851,7 @@ fn topk_scan(s: Span, tiles: u32, li: u32) {
             if (t_end == tiles) {
                 break;
             }
-            round_tiles = min(2u * round_tiles, ROUND_TILES);
+            round_tiles = min(ROUND_GROWTH * round_tiles, ROUND_TILES);
             t_end = min(tiles, t_end + round_tiles);
         }
     }
