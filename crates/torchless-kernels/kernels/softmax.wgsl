@@ -91,7 +91,8 @@ fn key_diff(k: f32, m: f32) -> f32 {
 
 // 2^d for d <= 0, with d clamped so that -inf and overflowed differences give exactly 0 (GPUs may not
 // honour infinities in arithmetic). A row's max key is at least LOWEST, so -inf scores weigh 0, as if
-// masked, and a row of them sums to 0. For the output, whose NaN rows are written apart.
+// masked, and a row of them sums to 0. Used where a NaN need not survive: the partials' merge (their sums
+// already carry it) and the output weights (a NaN row is written whole, see poisoned_).
 fn exp_neg(d: f32) -> f32 {
     return exp2(max(d, -300.0));
 }
