@@ -745,16 +745,24 @@ fn count_candidates(li: u32) -> bool {
     return workgroupUniformLoad(&round_full) != 0u;
 }
 
-// At the first tile: each thread offers its best pending element alone, and the list of those is merged,
-// which sets the threshold.
+// At the first tile: each pair of threads offers the better of its two best pending elements alone, and
+// the list of those is merged, which sets the threshold. Pairs, not threads, so that the merge takes at
+// most WG / 2 = RANK_MERGE_MAX candidates by counted ranks rather than a sort, while every workgroup of a
+// launch that fits the GPU at once waits on it with no loads in flight.
 fn offer_first_best(base: u32, li: u32) {
     var b = vec3<u32>(NONE_KEY, NONE_INDEX, 32u);
     b = best_of_unit(u0_, 0u, base, b);
     b = best_of_unit(u1_, 1u, base, b);
     b = best_of_unit(u2_, 2u, base, b);
     b = best_of_unit(u3_, 3u, base, b);
-    if (b.z < 32u) {
-        let slot = atomicAdd(&n_cand, 1u); // one per thread: below CAP
+    // The buffer is empty: its first WG entries swap the pair's bests.
+    cand_k[li] = b.x;
+    cand_i[li] = b.y;
+    workgroupBarrier();
+    let other = vec2<u32>(cand_k[li ^ 1u], cand_i[li ^ 1u]);
+    workgroupBarrier();
+    if (b.z < 32u && beats(b.x, b.y, other.x, other.y)) {
+        let slot = atomicAdd(&n_cand, 1u); // one per pair: below CAP
         cand_k[slot] = b.x;
         cand_i[slot] = b.y;
         pending &= ~(1u << b.z);
