@@ -6,7 +6,7 @@
 # keys (own-v4.patch); owntest = own's kernel unit tests.
 set -eu
 D=target/exp/r
-R=benchmarks/results/2026-12-07-h100
+R=$(pwd)/benchmarks/results/2026-12-07-h100; cp $R/own-v4.patch /tmp/own-v4.patch; R=/tmp
 mkdir -p $D
 cargo build --release && strip -o $D/base target/release/torchless
 git checkout topk-own
