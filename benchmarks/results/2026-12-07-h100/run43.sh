@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine (H100), after prepare43.sh, carry [".gl", "target/exp/r"], ~5 min, in order:
+# GPU machine (H100), after prepare43.sh, carry [".gl", "target/exp/r"], ~6 min, in order:
 # 1. top-k (k = 64, rows of 128256 f32): base, own, own-v4 at 256 MiB alternating twice, 1 GiB once.
 #    $OUT/topk.txt
 # 2. own's select unit tests on NVIDIA. $OUT/ktest.txt
@@ -19,3 +19,5 @@ echo "rc $?" >> $OUT/ktest.txt
 for mib in 256 1024; do
   timeout 150 $D/own bench --backend gpu --mib $mib > $OUT/ops$mib.txt 2>&1
 done
+# 4. PyTorch's timings of the same ops (rmsnorm, add_rmsnorm, softmax beside ours). $OUT/torch.txt
+timeout 120 python3 benchmarks/torch_reference.py 256 1024 > $OUT/torch.txt 2>&1
