@@ -308,6 +308,36 @@ fn topk_of_a_single_long_row() {
     }
 }
 
+/// The best values all in one GPU thread's slots: thread 0 of a workgroup of 256 reads every vec4 at a
+/// multiple of 256 vec4s from its span's start, every 2048th element in any dtype. Its first tile offers
+/// one element a pair of threads, and the rest of what it holds must stay pending through the rounds.
+#[test]
+fn topk_when_one_thread_reads_many_of_the_best() {
+    let mut rng = Rng::new(56);
+    for backend in test_backends() {
+        let n = 40_000;
+        let what = format!("topk planted in one thread's slots on {}", backend.name());
+        let mut rows = Vec::new();
+        for planted in [1usize, 8, 19] {
+            let mut r = rng.vec(n, -1.0, 1.0);
+            for j in 0..planted {
+                r[2048 * j] = 10.0 + j as f32;
+            }
+            rows.push(r);
+        }
+        // The same value repeating every 2048: ties, broken by the index.
+        rows.push((0..n).map(|i| if i % 2048 == 0 { 3.0 } else { (i as f32).sin() }).collect());
+        for dtype in DType::FLOATS {
+            for k in [5usize, 20, 64] {
+                check_topk(&backend, &rows, dtype, k, None, &what);
+                if backend.is_gpu() {
+                    check_topk(&backend, &rows, dtype, k, Some(1), &what);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn topk_1_agrees_with_argmax() {
     let mut rng = Rng::new(55);
