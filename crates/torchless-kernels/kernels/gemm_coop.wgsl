@@ -36,15 +36,13 @@ fn b_run8h(e: u32, v: u32) -> vec4<u32> {
     return f16_chunk(b_run4(e, min(v, 4u)), b_run4(e + 4u, select(0u, v - 4u, v > 4u)));
 }
 
-fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = coop_chunk(ci, a_k_contig());
-    let r = a_run_at(z, m0 + co.x, k1 + co.y, 8u);
+fn fetch_a16(z: u32, m: u32, k: u32) -> vec4<u32> {
+    let r = a_run_at(z, m, k, 8u);
     return a_run8h(r.e, r.v);
 }
 
-fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = coop_chunk(ci, b_k_contig());
-    let r = b_run_at(z, n0 + co.x, k1 + co.y, 8u);
+fn fetch_b16(z: u32, n: u32, k: u32) -> vec4<u32> {
+    let r = b_run_at(z, n, k, 8u);
     return b_run8h(r.e, r.v);
 }
 

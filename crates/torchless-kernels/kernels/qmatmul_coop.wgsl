@@ -16,22 +16,16 @@ fn b_k_contig() -> bool {
     return true;
 }
 
-// Chunk ci of x's slice at rows m0, depth k1 (k is a multiple of 32, so a chunk is in or out whole).
-fn fetch_a16(z: u32, m0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = coop_chunk(ci, true);
-    let row = m0 + co.x;
-    let e = k1 + co.y;
+// x's row m, depth k..k+7 (k is a multiple of 32, so a chunk is in or out whole).
+fn fetch_a16(z: u32, row: u32, e: u32) -> vec4<u32> {
     if (row >= p.m || e >= p.k) {
         return vec4<u32>(0u);
     }
     return x_h[(row * p.k + e) >> 3u];
 }
 
-// Chunk ci of Wᵀ's slice at columns (rows of W) n0, depth k1.
-fn fetch_b16(z: u32, n0: u32, k1: u32, ci: u32) -> vec4<u32> {
-    let co = coop_chunk(ci, true);
-    let row = n0 + co.x;
-    let e = k1 + co.y;
+// Wᵀ's column (row of W) `row`, depth e..e+7.
+fn fetch_b16(z: u32, row: u32, e: u32) -> vec4<u32> {
     if (row >= p.n || e >= p.k) {
         return vec4<u32>(0u);
     }

@@ -28,8 +28,8 @@ crate::kernel_source!(GEMM, "gemm", ["gemm_shared", "gemm"]);
 // Without the compiler's index clamps: on the H200 they cost the 16×16 product a third of its speed (f16
 // 4096³: 79 against 109 TFLOP/s; Llama-3-8B bf16 prefill 3.3k against 3.8k tok/s; the clamps sit on every
 // staging store and fragment load). Every index is in range by construction: staging offsets come from
-// chunk numbers below the tile's chunk count (HCHUNKS, ECHUNKS) through `coop_chunk` and fit the
-// staging arrays (largest 127·40 + 31 < 5120 halves; 63·20 + 19 < 1280 floats), fragment loads read
+// chunk numbers below the slice's chunk count (ACHUNKS / BCHUNKS, ECHUNKS) through `coop_chunk` and fit
+// the staging arrays (largest 255·10 + 7 < 2560 vec4<f16>s; 63·20 + 19 < 1280 floats), fragment loads read
 // 16 (8) rows of a tile from its first row and column, the epilogue scratch is 8 (4) fragments of its
 // subgroups, and the buffers are read only through runs whose in-bounds length `operand_run` computed
 // (a full 8-element run of 16-bit values reads one 16-byte word, inside the buffer's padding) and written
@@ -121,10 +121,11 @@ impl CoopVariant {
             CoopVariant::F32x8 { subgroup } => 4 * subgroup,
         }
     }
-    fn tile(self) -> usize {
+    /// Rows and columns of C a workgroup computes.
+    fn tile(self) -> (usize, usize) {
         match self {
-            CoopVariant::F16x16 { .. } => 128,
-            CoopVariant::F32x8 { .. } => 64,
+            CoopVariant::F16x16 { .. } => COOP16_TILE,
+            CoopVariant::F32x8 { .. } => (64, 64),
         }
     }
     /// Whether inputs of `dtype` reach the matrices unrounded.
@@ -136,13 +137,16 @@ impl CoopVariant {
     }
 }
 
-/// Workgroup memory of kernels/coop16.wgsl: two staged f16 tiles of 128 × 72 halves and the epilogue's
-/// 8 × 16×16 f32.
-const COOP16_WORKGROUP_BYTES: u32 = 2 * 128 * 72 * 2 + 2048 * 4;
+/// Rows and columns of C a workgroup of kernels/coop16.wgsl computes (the dense and the quantized GEMM).
+pub(crate) const COOP16_TILE: (usize, usize) = (128, 256);
+
+/// Workgroup memory of kernels/coop16.wgsl: staged f16 slices of 128 × 40 and 256 × 40 halves and the
+/// epilogue's 8 × 16×16 f32.
+const COOP16_WORKGROUP_BYTES: u32 = (128 + 256) * 40 * 2 + 2048 * 4;
 
 /// The cooperative-matrix variant `ctx` can run, if any: the adapter must offer the configuration, f16
 /// and subgroups, and a fixed subgroup size (each subgroup owns a fixed block of the output tile); the
-/// 16×16 kernel also needs subgroups of at least 32 lanes and 45 KiB of workgroup memory.
+/// 16×16 kernel also needs subgroups of 32 or 64 lanes and 38 KiB of workgroup memory.
 pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     use wgpu::CooperativeScalarType as S;
     if !ctx.has_f16() || !ctx.has_subgroups() {
@@ -161,9 +165,10 @@ pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     let limits = ctx.limits();
     let fits =
         |wg: u32| wg <= limits.max_compute_invocations_per_workgroup && wg <= limits.max_compute_workgroup_size_x;
-    // The 16×16 kernel holds at most 4 staged chunks per thread: 1024 / (8 · subgroup) <= 4.
+    // The 16×16 kernel's 8 subgroups stage a slice of 512 chunks of A and 1024 of B: every thread one
+    // to two of A (subgroups of 32 or 64 lanes) and at most four of B.
     let coop16_memory = limits.max_compute_workgroup_storage_size >= COOP16_WORKGROUP_BYTES;
-    if (32..=128).contains(&subgroup) && offers(16, S::F16) && fits(8 * subgroup) && coop16_memory {
+    if (32..=64).contains(&subgroup) && offers(16, S::F16) && fits(8 * subgroup) && coop16_memory {
         return Some(CoopVariant::F16x16 { subgroup });
     }
     if (4..=128).contains(&subgroup) && offers(8, S::F32) && fits(4 * subgroup) {
@@ -510,7 +515,8 @@ fn gemm_gpu(
             let prepass = |t: &Tensor, stagings: usize| {
                 (t.dtype() != DType::F16 && stagings >= PREPASS_MIN_STAGINGS).then(|| f16_copy(ctx, t)).transpose()
             };
-            (prepass(a, d.n.div_ceil(v.tile()))?, prepass(b, d.m.div_ceil(v.tile()))?)
+            let (tile_m, tile_n) = v.tile();
+            (prepass(a, d.n.div_ceil(tile_n))?, prepass(b, d.m.div_ceil(tile_m))?)
         }
         _ => (None, None),
     };
@@ -598,9 +604,11 @@ fn gemm_gpu(
             };
             (&GEMM_COOP, entry, v.tile())
         }
-        GemmPath::Tiled | GemmPath::Cpu => (&GEMM, "gemm_tiled", 128),
+        GemmPath::Tiled | GemmPath::Cpu => (&GEMM, "gemm_tiled", (128, 128)),
     };
-    let grid = [to_u32(OP, "N tiles", d.n.div_ceil(tile))?, to_u32(OP, "M tiles", d.m.div_ceil(tile))?, params.batch];
+    let (tile_m, tile_n) = tile;
+    let grid =
+        [to_u32(OP, "N tiles", d.n.div_ceil(tile_n))?, to_u32(OP, "M tiles", d.m.div_ceil(tile_m))?, params.batch];
     ctx.dispatch(Dispatch {
         kernel,
         entry,

@@ -349,7 +349,8 @@ fn auto_picks_the_cpu_and_coop_requests_fail_on_the_cpu() {
     }
 }
 
-type Variant = (String, &'static crate::kernels::KernelSource, &'static str, Vec<(&'static str, f64)>);
+/// A kernel to time: label, module, entry point, override constants, workgroup tile (rows, columns of C).
+type Variant = (String, &'static crate::kernels::KernelSource, &'static str, Vec<(&'static str, f64)>, (usize, usize));
 
 /// Tuning aid, not a check: times the raw kernels at 4096³ on the test GPU (no allocation, no
 /// readback). Run on a GPU machine with `cargo test --release -p torchless-kernels profile_variants
@@ -390,14 +391,15 @@ fn profile_variants() {
                 ("RES", 0.0),
                 ("DT_RES", 0.0),
             ];
-            variants.push((format!("tiled {dtype} tb={tb}"), &GEMM, "gemm_tiled", base.clone()));
+            variants.push((format!("tiled {dtype} tb={tb}"), &GEMM, "gemm_tiled", base.clone(), (128, 128)));
             if dtype == DType::F16 && cooperative_variant(ctx).is_some() {
                 let mut c = base.clone();
                 c.push(("WG16", 256.0));
-                variants.push((format!("coop16 tb={tb}"), &GEMM_COOP, "gemm_coop16", c));
+                variants.push((format!("coop16 tb={tb}"), &GEMM_COOP, "gemm_coop16", c, COOP16_TILE));
             }
         }
-        for (label, kernel, entry, constants) in variants {
+        for (label, kernel, entry, constants, (tile_m, tile_n)) in variants {
+            let grid = [(n / tile_n) as u32, (n / tile_m) as u32, 1];
             let run = || {
                 ctx.dispatch(Dispatch {
                     kernel,
@@ -405,7 +407,7 @@ fn profile_variants() {
                     constants: &constants,
                     params: Some(bytemuck::bytes_of(&p)),
                     buffers: &[&ab, &bb, &ob, &ab, &ab],
-                    workgroups: Workgroups::Grid([32, 32, 1]),
+                    workgroups: Workgroups::Grid(grid),
                 })
                 .unwrap()
             };

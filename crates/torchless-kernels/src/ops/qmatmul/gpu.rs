@@ -1,6 +1,6 @@
 use super::*;
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
-use crate::ops::gemm::{CoopVariant, cooperative_variant, f16_copy};
+use crate::ops::gemm::{COOP16_TILE, CoopVariant, cooperative_variant, f16_copy};
 use crate::ops::norm::RmsNormVariant;
 use crate::ops::{prev_power_of_two, to_u32};
 
@@ -611,8 +611,8 @@ fn matmul_params(op: &'static str, w: &QuantTensor, m: usize) -> Result<MatmulPa
     })
 }
 
-/// Whether gemm runs on coop16.wgsl: 16×16 f16 cooperative matrices and 32-lane subgroups (its
-/// workgroup of 8 subgroups stages exactly four chunks a thread).
+/// Whether gemm runs on coop16.wgsl: 16×16 f16 cooperative matrices and 32-lane subgroups (the
+/// workgroup of 256 threads the dispatch below sets).
 pub(crate) fn uses_coop16(ctx: &GpuContext) -> bool {
     matches!(cooperative_variant(ctx), Some(CoopVariant::F16x16 { subgroup: 32 }))
 }
@@ -629,7 +629,8 @@ pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tenso
     // as they are staged.
     if uses_coop16(ctx) {
         let x16 = f16_copy(ctx, x)?;
-        let grid = [to_u32(op, "tiles", w.rows().div_ceil(128))?, to_u32(op, "tiles", m.div_ceil(128))?, 1];
+        let (tile_m, tile_n) = COOP16_TILE;
+        let grid = [to_u32(op, "tiles", w.rows().div_ceil(tile_n))?, to_u32(op, "tiles", m.div_ceil(tile_m))?, 1];
         return ctx.dispatch(Dispatch {
             kernel: &QMATMUL_COOP,
             entry: "gemm_coop16",

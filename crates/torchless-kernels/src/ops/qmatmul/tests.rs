@@ -44,7 +44,7 @@ fn gemm_tolerance(backend: &Backend, cols: usize) -> Tolerance {
 fn gemm_q_and_embedding_q_match_the_dequantized_weights() {
     let mut rng = Rng::new(22);
     for ty in QuantType::ALL {
-        // 300 rows and m = 200: more than one 128×128 tile of the cooperative kernel each way.
+        // 300 rows and m = 200: more than one 128×256 tile (m × rows) of the cooperative kernel each way.
         for (rows, ms) in [(37, &[1, 5, 70][..]), (300, &[200][..])] {
             let cols = 2 * ty.block_elems();
             let (w, wv) = quantized(&mut rng, ty, rows, cols);
