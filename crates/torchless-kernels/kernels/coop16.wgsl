@@ -16,10 +16,11 @@ enable wgpu_cooperative_matrix;
 // 64); subgroup sg owns rows (sg & 1)·64 + 0..63 and columns (sg >> 1)·64 + 0..63, 4×4 fragments, so a
 // 16-deep step loads 8 fragments for 16 products. K advances by 32 a step, two 16-deep products between
 // a barrier pair; the next slice is fetched into registers (already in f16) while the current one is
-// multiplied. On the H200 (4096³, `benchmarks/results/2026-12-07b-h200/run47/`) this tile and the
-// vec4<f16> staging below run f16 at 164.8 TFLOP/s and bf16 at 156.5, against 132.7 / 129.9 for 128×128
-// tiles of 64-deep slices staged in f16 scalars (the tile alone 159.6 / 151.0, the staging alone 137.4 /
-// 134.7). Both layouts fit 48 KiB of workgroup memory only at 32-deep slices.
+// multiplied. At 4096³ this tile and the vec4<f16> staging below run f16 at 166.4 TFLOP/s and bf16 at
+// 157.8 on the H100, against 134.6 / 130.7 for 128×128 tiles of 64-deep slices staged in f16 scalars
+// (`benchmarks/results/2026-12-07c-h100/run48/`); on the H200 164.8 / 156.5 against 132.7 / 129.9, the
+// tile alone 159.6 / 151.0, the staging alone 137.4 / 134.7 (`2026-12-07b-h200/run47/`). The larger tile
+// fits 48 KiB of workgroup memory only with 32-deep slices.
 override WG16: u32 = 256u;
 const HM: u32 = 128u;
 const HN: u32 = 256u;
@@ -34,8 +35,9 @@ const HSK: u32 = 10u; // (32 + 8) / 4
 const HSOA: u32 = 34u; // (128 + 8) / 4
 const HSOB: u32 = 66u; // (256 + 8) / 4
 
-// Staged as vec4<f16>s: a chunk is two 8-byte stores instead of eight 2-byte ones (137.4 against 132.7
-// TFLOP/s on the H200 at 128×128 tiles); fragment loads count offsets and strides in these vectors.
+// Staged as vec4<f16>s: a chunk is two 8-byte stores instead of eight 2-byte ones; fragment loads count
+// offsets and strides in these vectors. (naga takes a cooperative load's element type from the pointer,
+// so the 16-byte words NVIDIA's own samples stage through would load as u32 matrices.)
 var<workgroup> Ah: array<vec4<f16>, 1280>; // max(128·10, 32·34)
 var<workgroup> Bh: array<vec4<f16>, 2560>; // max(256·10, 32·66)
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
