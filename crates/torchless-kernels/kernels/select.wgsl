@@ -432,8 +432,10 @@ const ROUND_FIRST: u32 = 1u;
 const ROUND_GROWTH: u32 = 2u;
 const ROUND_TILES: u32 = 8u;
 
-var<workgroup> cand_k: array<u32, CAP>;
-var<workgroup> cand_i: array<u32, CAP>;
+// (key, index) pairs: a counted merge reads one 8-byte word a candidate (H100, 256 MiB / 1 GiB: 82.7 /
+// 93.0 % of copy against 81.3 / 91.3 % as two arrays; the list as pairs too gained nothing more;
+// `benchmarks/results/2026-12-07c-h100/topk/`).
+var<workgroup> cand: array<vec2<u32>, CAP>;
 var<workgroup> list_k: array<u32, KMAX>;
 var<workgroup> list_i: array<u32, KMAX>;
 var<workgroup> next_k: array<u32, KMAX>;
@@ -484,7 +486,8 @@ fn cand_rank(k: u32, i: u32, m: u32) -> u32 {
     var hi = m;
     while (lo < hi) {
         let mid = (lo + hi) / 2u;
-        if (beats(cand_k[mid], cand_i[mid], k, i)) {
+        let c = cand[mid];
+        if (beats(c.x, c.y, k, i)) {
             lo = mid + 1u;
         } else {
             hi = mid;
@@ -497,7 +500,8 @@ fn cand_rank(k: u32, i: u32, m: u32) -> u32 {
 fn cand_count(k: u32, i: u32, m: u32) -> u32 {
     var r = 0u;
     for (var j = 0u; j < m; j++) {
-        r += select(0u, 1u, beats(cand_k[j], cand_i[j], k, i));
+        let c = cand[j];
+        r += select(0u, 1u, beats(c.x, c.y, k, i));
     }
     return r;
 }
@@ -533,8 +537,8 @@ fn merge(m: u32, li: u32) {
 fn merge_counted(m: u32, li: u32) {
     let len = list_len;
     if (li < m) {
-        let ck = cand_k[li];
-        let ci = cand_i[li];
+        let ck = cand[li].x;
+        let ci = cand[li].y;
         place_next(ck, ci, list_rank(ck, ci, len) + cand_count(ck, ci, m));
     }
     if (li < len) {
@@ -551,8 +555,8 @@ fn merge_sorted(m: u32, li: u32) {
     let len = list_len;
     sort_candidates(m, li);
     for (var a = li; a < m; a += WG) {
-        let ck = cand_k[a];
-        let ci = cand_i[a];
+        let ck = cand[a].x;
+        let ci = cand[a].y;
         place_next(ck, ci, a + list_rank(ck, ci, len));
     }
     if (li < len) {
@@ -585,8 +589,7 @@ fn sort_candidates(m: u32, li: u32) {
         size <<= 1u;
     }
     for (var a = m + li; a < size; a += WG) {
-        cand_k[a] = NONE_KEY;
-        cand_i[a] = NONE_INDEX;
+        cand[a] = vec2<u32>(NONE_KEY, NONE_INDEX);
     }
     // Bitonic sort of cand[0..size) into "beats" order; thread li handles the pairs led by li and li + WG.
     for (var span = 2u; span <= size; span <<= 1u) {
@@ -595,17 +598,17 @@ fn sort_candidates(m: u32, li: u32) {
             for (var a = li; a < size; a += WG) {
                 let q = a ^ j;
                 if (q > a) {
-                    let ak = cand_k[a];
-                    let ai = cand_i[a];
-                    let bk = cand_k[q];
-                    let bi = cand_i[q];
+                    let ca = cand[a];
+                    let cb = cand[q];
+                    let ak = ca.x;
+                    let ai = ca.y;
+                    let bk = cb.x;
+                    let bi = cb.y;
                     // The first half of each span is sorted best-first, the second best-last.
                     let swap = select(beats(ak, ai, bk, bi), beats(bk, bi, ak, ai), (a & span) == 0u);
                     if (swap) {
-                        cand_k[a] = bk;
-                        cand_i[a] = bi;
-                        cand_k[q] = ak;
-                        cand_i[q] = ai;
+                        cand[a] = cb;
+                        cand[q] = ca;
                     }
                 }
             }
@@ -712,8 +715,7 @@ fn offer_unit(w: vec4<u32>, q: u32, base: u32, t: vec2<u32>, pretest: bool, tf: 
         let c = unit_elem(w, v, e, base);
         let slot = atomicAdd(&n_cand, 1u);
         if (slot < CAP) {
-            cand_k[slot] = c.x;
-            cand_i[slot] = c.y;
+            cand[slot] = c;
         } else {
             left |= 1u << (q * 8u + e);
         }
@@ -761,15 +763,13 @@ fn offer_first_best(base: u32, li: u32) {
     b = best_of_unit(u2_, 2u, base, b);
     b = best_of_unit(u3_, 3u, base, b);
     // The buffer is empty: its first WG entries swap the pair's bests.
-    cand_k[li] = b.x;
-    cand_i[li] = b.y;
+    cand[li] = b.xy;
     workgroupBarrier();
-    let other = vec2<u32>(cand_k[li ^ 1u], cand_i[li ^ 1u]);
+    let other = cand[li ^ 1u];
     workgroupBarrier();
     if (b.z < 32u && beats(b.x, b.y, other.x, other.y)) {
         let slot = atomicAdd(&n_cand, 1u); // one per pair: below CAP
-        cand_k[slot] = b.x;
-        cand_i[slot] = b.y;
+        cand[slot] = b.xy;
         pending &= ~(1u << b.z);
     }
     flush_candidates(li);
