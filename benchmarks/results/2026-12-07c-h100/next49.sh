@@ -1,6 +1,7 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/r/main.xz", "target/exp/r/flashv4h.xz",
-# "target/exp/r/flashv4htest.xz", "target/exp/r/c512.xz", "target/exp/r/c512test.xz"] (~5.5 min). Builds (not in git; rebuild if main has moved): main = c905baa,
+# "target/exp/r/flashv4htest.xz", "target/exp/r/c512.xz", "target/exp/r/c512test.xz"] (~5.5 min).
+# Builds (not in git; rebuild if main's kernels have moved): main = c905baa,
 # flashv4h = main + flash-v4h.patch (the cooperative flash attention staging K/V/Q as vec4<f16>s, as the
 # GEMM core now does), flashv4htest = its `cargo test --release -p torchless-kernels --lib --no-run`;
 # c512 = main + coop-512.patch (the GEMM core's 128×256 tile computed by 16 subgroups of 64×32 instead of
@@ -8,10 +9,10 @@
 # for 8 products instead of 8 for 16), c512test its tests; each stripped, then xz'd.
 # 1. flash_attention (4k tokens, causal), main against flashv4h, alternating twice. $OUT/flash.txt
 # 2. flashv4h's attention unit tests on NVIDIA (its cooperative path runs there only). $OUT/ftest.txt
-# 4. main against c512, 4096³ GEMMs, alternating twice; c512's GEMM unit tests on NVIDIA. $OUT/gemm.txt,
-#    $OUT/gtest.txt
 # 3. PyTorch at 1 GiB (add_rmsnorm sized as ours) between two runs of our rmsnorm, add_rmsnorm, softmax.
 #    $OUT/torch.txt, $OUT/norms.txt
+# 4. main against c512, 4096³ GEMMs, alternating twice; c512's GEMM unit tests on NVIDIA. $OUT/gemm.txt,
+#    $OUT/gtest.txt
 source .gl/setup.sh
 D=target/exp/r
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
