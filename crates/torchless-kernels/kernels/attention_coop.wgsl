@@ -23,24 +23,18 @@ const SSTR: u32 = 36u;
 const PSTR: u32 = 40u;
 // K tile at 0, V tile at CK·CSTR; at the start the Q block (CQ·CSTR halves) goes through the same array.
 const CV: u32 = 4352u;
-var<workgroup> c_kv: array<f16, 8704>;
+// Held as vec4<f16>s (as coop16.wgsl stages): a chunk is two 8-byte stores; fragment loads count offsets
+// and strides in these vectors.
+var<workgroup> c_kv: array<vec4<f16>, 2176>;
 // Per subgroup: its 16 rows of scores (f32) and probabilities (f16); the scores also carry the epilogue.
 var<workgroup> c_s: array<f32, 2304>;
 var<workgroup> c_p: array<f16, 2560>;
 
+// Halves at..at+7 (at a multiple of 8) of c_kv from a chunk of packed f16 pairs.
 fn c_put8(at: u32, w: vec4<u32>) {
-    let h0 = vec2<f16>(unpack2x16float(w.x));
-    let h1 = vec2<f16>(unpack2x16float(w.y));
-    let h2 = vec2<f16>(unpack2x16float(w.z));
-    let h3 = vec2<f16>(unpack2x16float(w.w));
-    c_kv[at] = h0.x;
-    c_kv[at + 1u] = h0.y;
-    c_kv[at + 2u] = h1.x;
-    c_kv[at + 3u] = h1.y;
-    c_kv[at + 4u] = h2.x;
-    c_kv[at + 5u] = h2.y;
-    c_kv[at + 6u] = h3.x;
-    c_kv[at + 7u] = h3.y;
+    let i = at / 4u;
+    c_kv[i] = vec4<f16>(vec2<f16>(unpack2x16float(w.x)), vec2<f16>(unpack2x16float(w.y)));
+    c_kv[i + 1u] = vec4<f16>(vec2<f16>(unpack2x16float(w.z)), vec2<f16>(unpack2x16float(w.w)));
 }
 
 // Elements e..e+7 of key `key`'s row of K (is_v false) or V, as f16 pairs; zeros past kv_len.
@@ -70,17 +64,17 @@ fn c_stage_kv(kt0: u32, kvh: u32, li: u32, with_v: bool) {
 
 // Q fragment f (head-dim columns 16f..) of subgroup sg's rows, from the staged block.
 fn c_qfrag(sg: u32, f: u32) -> coop_mat16x16<f16, A> {
-    return coopLoadT<coop_mat16x16<f16, A>>(&c_kv[sg * 16u * CSTR + f * 16u], CSTR);
+    return coopLoadT<coop_mat16x16<f16, A>>(&c_kv[(sg * 16u * CSTR + f * 16u) / 4u], CSTR / 4u);
 }
 
 // Keys 16n.. of the K tile as the B operand (rows: head-dim columns 16f..).
 fn c_kfrag(f: u32, n: u32) -> coop_mat16x16<f16, B> {
-    return coopLoad<coop_mat16x16<f16, B>>(&c_kv[n * 16u * CSTR + f * 16u], CSTR);
+    return coopLoad<coop_mat16x16<f16, B>>(&c_kv[(n * 16u * CSTR + f * 16u) / 4u], CSTR / 4u);
 }
 
 // Rows 16n.. (keys) of the V tile as the B operand, head-dim columns 16f...
 fn c_vfrag(n: u32, f: u32) -> coop_mat16x16<f16, B> {
-    return coopLoadT<coop_mat16x16<f16, B>>(&c_kv[CV + n * 16u * CSTR + f * 16u], CSTR);
+    return coopLoadT<coop_mat16x16<f16, B>>(&c_kv[(CV + n * 16u * CSTR + f * 16u) / 4u], CSTR / 4u);
 }
 
 // Fragments of a subgroup's Q rows, head-dim columns 16f.. (those past HD stay zero and unused).
