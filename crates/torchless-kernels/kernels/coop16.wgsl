@@ -12,20 +12,21 @@ enable wgpu_cooperative_matrix;
 //   fetch_b16(z, n, k) -> vec4<u32>      the same for op(B) from column n, depth k
 //   store_c4(z, m, n, v: vec4<f32>)      columns n..n+3 of row m of C, bounds and epilogue included
 //
-// A 128×256 tile of C per workgroup of 8 subgroups (WG16 = 8 × the adapter's fixed subgroup size, 32 or
-// 64); subgroup sg owns rows (sg & 1)·64 + 0..63 and columns (sg >> 1)·64 + 0..63, 4×4 fragments, so a
-// 16-deep step loads 8 fragments for 16 products. K advances by 32 a step, two 16-deep products between
-// a barrier pair; the next slice is fetched into registers (already in f16) while the current one is
-// multiplied. At 4096³ this tile and the vec4<f16> staging below run f16 at 166.4 TFLOP/s and bf16 at
-// 157.8 on the H100, against 134.6 / 130.7 for 128×128 tiles of 64-deep slices staged in f16 scalars
-// (`benchmarks/results/2026-12-07c-h100/run48/`); on the H200 164.8 / 156.5 against 132.7 / 129.9, the
-// tile alone 159.6 / 151.0, the staging alone 137.4 / 134.7 (`2026-12-07b-h200/run47/`). The larger tile
-// fits 48 KiB of workgroup memory only with 32-deep slices.
-override WG16: u32 = 256u;
+// A 128×256 tile of C per workgroup of 16 subgroups of 32 lanes (WG16 = 512); subgroup sg owns rows
+// (sg & 1)·64 + 0..63 and columns (sg >> 1)·32 + 0..31, 4×2 fragments, so a 16-deep step loads 6
+// fragments for 8 products. K advances by 32 a step, two 16-deep products between a barrier pair; the
+// next slice is fetched into registers (already in f16) while the current one is multiplied. The
+// vec4<f16> staging below and this tile run f16 at 166.4 TFLOP/s on the H100 at 4096³ with 8 subgroups
+// of 64×64 (`benchmarks/results/2026-12-07c-h100/run48/`, against 134.6 for 128×128 tiles of 64-deep
+// slices staged in f16 scalars); 16 subgroups of 64×32 run 183.7 (bf16 172.9 against 157.7, the
+// quantized GEMMs 15 to 20 % faster: `2026-12-07d-h100/next49/`): twice the warps hide the barriers
+// and the loads better than the larger fragment blocks save. The tile fits 48 KiB of workgroup memory
+// only with 32-deep slices.
+override WG16: u32 = 512u;
 const HM: u32 = 128u;
 const HN: u32 = 256u;
 const HK: u32 = 32u;
-// Chunks of 8 elements in a slice of A (128 × 32) and of B (256 × 32): 2 and 4 a thread at WG16 = 256.
+// Chunks of 8 elements in a slice of A (128 × 32) and of B (256 × 32): 1 and 2 a thread at WG16 = 512.
 const ACHUNKS: u32 = 512u;
 const BCHUNKS: u32 = 1024u;
 // Staging row strides in vec4<f16>s (4 halves), rows padded by 8 halves (16 bytes) so that a fragment's
@@ -41,8 +42,8 @@ const HSOB: u32 = 66u; // (256 + 8) / 4
 var<workgroup> Ah: array<vec4<f16>, 1280>; // max(128·10, 32·34)
 var<workgroup> Bh: array<vec4<f16>, 2560>; // max(256·10, 32·66)
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
-// through store_c4. 8 × 16×16 f32.
-var<workgroup> Cs16: array<f32, 2048>;
+// through store_c4. 16 × 16×16 f32.
+var<workgroup> Cs16: array<f32, 4096>;
 
 // Where chunk ci of an `outer` × 32 (depth) slice starts, as (outer, depth) offsets, when the operand is
 // read in runs of 8 along its contiguous dimension.
@@ -147,23 +148,15 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
     }
 
     let wm = (sg & 1u) * 64u;
-    let wn = (sg >> 1u) * 64u;
+    let wn = (sg >> 1u) * 32u;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
-    var c02 = coop_mat16x16<f32, C>();
-    var c03 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    var c12 = coop_mat16x16<f32, C>();
-    var c13 = coop_mat16x16<f32, C>();
     var c20 = coop_mat16x16<f32, C>();
     var c21 = coop_mat16x16<f32, C>();
-    var c22 = coop_mat16x16<f32, C>();
-    var c23 = coop_mat16x16<f32, C>();
     var c30 = coop_mat16x16<f32, C>();
     var c31 = coop_mat16x16<f32, C>();
-    var c32 = coop_mat16x16<f32, C>();
-    var c33 = coop_mat16x16<f32, C>();
 
     for (var t = 0u; t < ntiles; t++) {
         stage_a16(lid, pa0);
@@ -205,24 +198,14 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
             let fa3 = frag_a16(wm + 48u, k0);
             let fb0 = frag_b16(k0, wn);
             let fb1 = frag_b16(k0, wn + 16u);
-            let fb2 = frag_b16(k0, wn + 32u);
-            let fb3 = frag_b16(k0, wn + 48u);
             c00 = coopMultiplyAdd(fa0, fb0, c00);
             c01 = coopMultiplyAdd(fa0, fb1, c01);
-            c02 = coopMultiplyAdd(fa0, fb2, c02);
-            c03 = coopMultiplyAdd(fa0, fb3, c03);
             c10 = coopMultiplyAdd(fa1, fb0, c10);
             c11 = coopMultiplyAdd(fa1, fb1, c11);
-            c12 = coopMultiplyAdd(fa1, fb2, c12);
-            c13 = coopMultiplyAdd(fa1, fb3, c13);
             c20 = coopMultiplyAdd(fa2, fb0, c20);
             c21 = coopMultiplyAdd(fa2, fb1, c21);
-            c22 = coopMultiplyAdd(fa2, fb2, c22);
-            c23 = coopMultiplyAdd(fa2, fb3, c23);
             c30 = coopMultiplyAdd(fa3, fb0, c30);
             c31 = coopMultiplyAdd(fa3, fb1, c31);
-            c32 = coopMultiplyAdd(fa3, fb2, c32);
-            c33 = coopMultiplyAdd(fa3, fb3, c33);
         }
         workgroupBarrier();
     }
@@ -231,18 +214,10 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
     let n = n0 + wn;
     out_frag16(c00, sg, sl, ss, z, m, n);
     out_frag16(c01, sg, sl, ss, z, m, n + 16u);
-    out_frag16(c02, sg, sl, ss, z, m, n + 32u);
-    out_frag16(c03, sg, sl, ss, z, m, n + 48u);
     out_frag16(c10, sg, sl, ss, z, m + 16u, n);
     out_frag16(c11, sg, sl, ss, z, m + 16u, n + 16u);
-    out_frag16(c12, sg, sl, ss, z, m + 16u, n + 32u);
-    out_frag16(c13, sg, sl, ss, z, m + 16u, n + 48u);
     out_frag16(c20, sg, sl, ss, z, m + 32u, n);
     out_frag16(c21, sg, sl, ss, z, m + 32u, n + 16u);
-    out_frag16(c22, sg, sl, ss, z, m + 32u, n + 32u);
-    out_frag16(c23, sg, sl, ss, z, m + 32u, n + 48u);
     out_frag16(c30, sg, sl, ss, z, m + 48u, n);
     out_frag16(c31, sg, sl, ss, z, m + 48u, n + 16u);
-    out_frag16(c32, sg, sl, ss, z, m + 48u, n + 32u);
-    out_frag16(c33, sg, sl, ss, z, m + 48u, n + 48u);
 }

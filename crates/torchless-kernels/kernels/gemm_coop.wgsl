@@ -12,7 +12,7 @@ enable wgpu_cooperative_matrix;
 // bf16's range ask for the tiled kernel. The 8×8 f32 entry point stages f32 exactly.
 
 // Workgroup size of the 8×8 entry point, set by the host from the adapter's (fixed) subgroup size S:
-// 4 subgroups (the 16×16 entry point's WG16, 8 subgroups, is coop16.wgsl's).
+// 4 subgroups (the 16×16 entry point's WG16, 16 subgroups, is coop16.wgsl's).
 override WG8: u32 = 128u;
 
 // Per-subgroup scratch for the 8×8 epilogue: a fragment is stored here, then each lane writes its part

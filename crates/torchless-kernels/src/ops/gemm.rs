@@ -108,7 +108,7 @@ impl<'a> GemmOptions<'a> {
 /// The cooperative-matrix variant an adapter supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoopVariant {
-    /// 16×16×16 f16 inputs, f32 accumulators (NVIDIA Vulkan); 8 subgroups of `subgroup` lanes.
+    /// 16×16×16 f16 inputs, f32 accumulators (NVIDIA Vulkan); 16 subgroups of `subgroup` (32) lanes.
     F16x16 { subgroup: u32 },
     /// 8×8×8 f32 (Apple); 4 subgroups of `subgroup` lanes.
     F32x8 { subgroup: u32 },
@@ -117,7 +117,7 @@ pub enum CoopVariant {
 impl CoopVariant {
     fn workgroup_size(self) -> u32 {
         match self {
-            CoopVariant::F16x16 { subgroup } => 8 * subgroup,
+            CoopVariant::F16x16 { .. } => COOP16_WORKGROUP,
             CoopVariant::F32x8 { subgroup } => 4 * subgroup,
         }
     }
@@ -140,13 +140,16 @@ impl CoopVariant {
 /// Rows and columns of C a workgroup of kernels/coop16.wgsl computes (the dense and the quantized GEMM).
 pub(crate) const COOP16_TILE: (usize, usize) = (128, 256);
 
+/// Threads of a kernels/coop16.wgsl workgroup (its WG16): 16 subgroups of 32 lanes.
+pub(crate) const COOP16_WORKGROUP: u32 = 512;
+
 /// Workgroup memory of kernels/coop16.wgsl: staged f16 slices of 128 × 40 and 256 × 40 halves and the
-/// epilogue's 8 × 16×16 f32.
-const COOP16_WORKGROUP_BYTES: u32 = (128 + 256) * 40 * 2 + 2048 * 4;
+/// epilogue's 16 × 16×16 f32.
+const COOP16_WORKGROUP_BYTES: u32 = (128 + 256) * 40 * 2 + 4096 * 4;
 
 /// The cooperative-matrix variant `ctx` can run, if any: the adapter must offer the configuration, f16
 /// and subgroups, and a fixed subgroup size (each subgroup owns a fixed block of the output tile); the
-/// 16×16 kernel also needs subgroups of 32 or 64 lanes and 38 KiB of workgroup memory.
+/// 16×16 kernel also needs subgroups of 32 lanes and 46 KiB of workgroup memory.
 pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     use wgpu::CooperativeScalarType as S;
     if !ctx.has_f16() || !ctx.has_subgroups() {
@@ -165,10 +168,10 @@ pub fn cooperative_variant(ctx: &GpuContext) -> Option<CoopVariant> {
     let limits = ctx.limits();
     let fits =
         |wg: u32| wg <= limits.max_compute_invocations_per_workgroup && wg <= limits.max_compute_workgroup_size_x;
-    // The 16×16 kernel's 8 subgroups stage a slice of 512 chunks of A and 1024 of B: every thread one
-    // to two of A (subgroups of 32 or 64 lanes) and at most four of B.
+    // The 16×16 kernel's 16 subgroups own fixed blocks of a 128×256 tile, and its 512 threads stage a
+    // slice's 512 chunks of A and 1024 of B, so its subgroups must be 32 lanes wide.
     let coop16_memory = limits.max_compute_workgroup_storage_size >= COOP16_WORKGROUP_BYTES;
-    if (32..=64).contains(&subgroup) && offers(16, S::F16) && fits(8 * subgroup) && coop16_memory {
+    if subgroup == 32 && offers(16, S::F16) && fits(COOP16_WORKGROUP) && coop16_memory {
         return Some(CoopVariant::F16x16 { subgroup });
     }
     if (4..=128).contains(&subgroup) && offers(8, S::F32) && fits(4 * subgroup) {

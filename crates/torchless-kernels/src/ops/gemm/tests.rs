@@ -394,7 +394,7 @@ fn profile_variants() {
             variants.push((format!("tiled {dtype} tb={tb}"), &GEMM, "gemm_tiled", base.clone(), (128, 128)));
             if dtype == DType::F16 && cooperative_variant(ctx).is_some() {
                 let mut c = base.clone();
-                c.push(("WG16", 256.0));
+                c.push(("WG16", f64::from(COOP16_WORKGROUP)));
                 variants.push((format!("coop16 tb={tb}"), &GEMM_COOP, "gemm_coop16", c, COOP16_TILE));
             }
         }

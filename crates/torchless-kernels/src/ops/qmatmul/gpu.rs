@@ -1,6 +1,6 @@
 use super::*;
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
-use crate::ops::gemm::{COOP16_TILE, CoopVariant, cooperative_variant, f16_copy};
+use crate::ops::gemm::{COOP16_TILE, COOP16_WORKGROUP, CoopVariant, cooperative_variant, f16_copy};
 use crate::ops::norm::RmsNormVariant;
 use crate::ops::{prev_power_of_two, to_u32};
 
@@ -634,7 +634,7 @@ pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tenso
         return ctx.dispatch(Dispatch {
             kernel: &QMATMUL_COOP,
             entry: "gemm_coop16",
-            constants: &[("QTYPE", w.quant_type().wgsl_code()), ("WG16", 256.0)],
+            constants: &[("QTYPE", w.quant_type().wgsl_code()), ("WG16", f64::from(COOP16_WORKGROUP))],
             params: Some(bytemuck::bytes_of(&params)),
             buffers: &[x16.gpu_buffer().expect("GPU tensor").raw(), bufs[1].raw(), bufs[2].raw()],
             workgroups: Workgroups::Grid(grid),
