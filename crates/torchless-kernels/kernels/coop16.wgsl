@@ -16,10 +16,10 @@ enable wgpu_cooperative_matrix;
 // (sg & 1)·64 + 0..63 and columns (sg >> 1)·32 + 0..31, 4×2 fragments, so a 16-deep step loads 6
 // fragments for 8 products. K advances by 32 a step, two 16-deep products between a barrier pair; the
 // next slice is fetched into registers (already in f16) while the current one is multiplied. The
-// vec4<f16> staging below and this tile run f16 at 166.4 TFLOP/s on the H100 at 4096³ with 8 subgroups
-// of 64×64 (`benchmarks/results/2026-12-07c-h100/run48/`, against 134.6 for 128×128 tiles of 64-deep
-// slices staged in f16 scalars); 16 subgroups of 64×32 run 183.7 (bf16 172.9 against 157.7, the
-// quantized GEMMs 15 to 20 % faster: `2026-12-07d-h100/next49/`): twice the warps hide the barriers
+// vec4<f16> staging below and this tile run f16 at 170.4 TFLOP/s on the H100 at 4096³ with 8 subgroups
+// of 64×64 (`benchmarks/results/2026-12-07c-h100/run48/`, against 137.8 for 128×128 tiles of 64-deep
+// slices staged in f16 scalars); 16 subgroups of 64×32 run 188.2 (bf16 177.1 against 161.4, the
+// quantized GEMMs 17 to 21 % faster: `2026-12-07d-h100/next49/`): twice the warps hide the barriers
 // and the loads better than the larger fragment blocks save. The tile fits 48 KiB of workgroup memory
 // only with 32-deep slices.
 override WG16: u32 = 512u;
