@@ -12,6 +12,7 @@
 # tile prefetched into registers); flash2 = flash1 + flash-onepass-128rows.patch (128 query rows, 8
 # subgroups, a workgroup: each K/V tile staged once for twice the rows; 45 KiB); *test = their kernel
 # unit tests.
+# (In this order: 2, 4, 1, 3.)
 # 1. 4096³ GEMMs, m2 / t256x128 / t128x128 alternating twice; m2's layouts. $OUT/gemm.txt
 # 2. The flash variants' attention unit tests on NVIDIA. $OUT/gtest_*.txt
 # 3. Llama-3-8B (random) prefill of 2048 tokens, bf16 and q4_k, each binary once. $OUT/prefill_*.txt
@@ -20,12 +21,6 @@ source .gl/setup.sh
 D=target/exp/n51
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
 nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/gpu.txt
-for b in m2 t256x128 t128x128 m2 t256x128 t128x128; do
-  echo "=== $b" >> $OUT/gemm.txt
-  timeout 60 $D/$b bench --backend gpu --mib 256 --ops gemm_f16,gemm_bf16,gemm_q4_k,gemm_q8_0 2>&1 | grep -E "^gemm|rror" >> $OUT/gemm.txt
-done
-echo "=== m2 layouts" >> $OUT/gemm.txt
-timeout 60 $D/m2 bench --backend gpu --mib 256 --ops gemm_f16,gemm_at_b,gemm_a_bt 2>&1 | grep -E "^gemm|rror" >> $OUT/gemm.txt
 for b in flash1 flash2; do
   f=attention
   env TORCHLESS_REQUIRE_GPU=1 timeout 60 $D/${b}test --test-threads 16 $f > $OUT/gtest_$b.txt 2>&1
@@ -35,6 +30,12 @@ for b in m2 flash1 flash2 m2 flash1 flash2; do
   echo "=== $b" >> $OUT/flash.txt
   timeout 40 $D/$b bench --backend gpu --mib 160 --ops flash_attention 2>&1 | grep -E "^flash|rror" >> $OUT/flash.txt
 done
+for b in m2 t256x128 t128x128 m2 t256x128 t128x128; do
+  echo "=== $b" >> $OUT/gemm.txt
+  timeout 60 $D/$b bench --backend gpu --mib 256 --ops gemm_f16,gemm_bf16,gemm_q4_k,gemm_q8_0 2>&1 | grep -E "^gemm|rror" >> $OUT/gemm.txt
+done
+echo "=== m2 layouts" >> $OUT/gemm.txt
+timeout 60 $D/m2 bench --backend gpu --mib 256 --ops gemm_f16,gemm_at_b,gemm_a_bt 2>&1 | grep -E "^gemm|rror" >> $OUT/gemm.txt
 M=/tmp/llama3-8b-random
 [ -f $M/config.json ] || timeout 150 python3 scripts/make_random_llama.py --out $M > $OUT/make_llama.log 2>&1
 P="bench-model --backend gpu --model $M --prefill-tokens 2048 --decode-tokens 4"
