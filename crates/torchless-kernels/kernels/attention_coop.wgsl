@@ -6,29 +6,43 @@ enable wgpu_cooperative_matrix;
 // head_dim a multiple of 16, at most 128. Composed after attention.wgsl (FlashParams, bindings, MASKED,
 // softcap4; attention_kv.wgsl: max4).
 //
-// Workgroup (query block of 64 rows, head): 4 subgroups, each owning 16 query rows. Q is scaled, rounded
-// to f16 and kept in registers as head_dim/16 fragments. The softmax takes two passes over the keys,
-// which keeps the output in cooperative accumulators (they cannot be rescaled row by row as an online
-// softmax would need): the first computes each row's max and sum from S = Q·Kᵀ, the second recomputes S,
-// turns it into P = exp(S - max) / sum in f16 and accumulates P·V. K and V arrive in f16 (the host rounds
-// other dtypes once, as f16_chunk rounds) and are staged in tiles of 32 keys. S goes through workgroup
-// memory so that each lane can apply the soft cap and masks to its row: lane l owns row l / 2, keys
-// (l % 2)·16 + 0..15 of the tile.
+// Workgroup (query block of 128 rows, head): 8 subgroups, each owning 16 query rows, so each staged K/V
+// tile serves 128 rows. Q is scaled, rounded to f16 and kept in registers as head_dim/16 fragments. One
+// pass over the keys in tiles of 32: S = Q·Kᵀ, P = exp(S − m_ref) in f16, O += P·V in cooperative
+// accumulators and l += Σ P in f32, O / l at the end. Cooperative accumulators cannot be scaled row by
+// row, so an online softmax's rescale on every new max would cost a trip through workgroup memory each
+// tile; instead a row's reference max m_ref moves only when a tile's scores pass it by more than RESCALE
+// (P stays below e^RESCALE), and then O and l are rescaled through workgroup memory. After the first
+// tiles a row's max rarely grows that much, so the rescale is rare, and the result is exact either way.
+// K and V arrive in f16 (the host rounds other dtypes once, as f16_chunk rounds); the next tile waits in
+// registers while the current one is multiplied. S goes through workgroup memory so that each lane can
+// apply the soft cap and masks to its row: lane l owns row l / 2, keys (l % 2)·16 + 0..15 of the tile.
+//
+// H100, 4096 tokens, 32/8 heads × 128, causal (`benchmarks/results/2026-12-07d-h100/next51/`): 89.9
+// TFLOP/s; 68.6 with 64 rows (4 subgroups) a workgroup; 31.4 for the two-pass kernel this replaced (a
+// first pass for each row's max and sum: a third more products, a second staging of K, no prefetch).
 
-const CQ: u32 = 64u;
+const CQ: u32 = 128u;
+// Threads a workgroup: 8 subgroups of 32.
+const FT: u32 = 256u;
 const CK: u32 = 32u;
 // Staging row stride in halves (head_dim at most 128, padded by 8); score and probability strides.
 const CSTR: u32 = 136u;
 const SSTR: u32 = 36u;
 const PSTR: u32 = 40u;
+// How far (in natural-log units) a row's scores may pass its reference max before it moves: P stays below
+// e^8 ≈ 2981, well inside f16.
+const RESCALE: f32 = 8.0;
 // K tile at 0, V tile at CK·CSTR; at the start the Q block (CQ·CSTR halves) goes through the same array.
 const CV: u32 = 4352u;
 // Held as vec4<f16>s (as coop16.wgsl stages): a chunk is two 8-byte stores; fragment loads count offsets
 // and strides in these vectors.
 var<workgroup> c_kv: array<vec4<f16>, 2176>;
 // Per subgroup: its 16 rows of scores (f32) and probabilities (f16); the scores also carry the epilogue.
-var<workgroup> c_s: array<f32, 2304>;
-var<workgroup> c_p: array<f16, 2560>;
+var<workgroup> c_s: array<f32, 4608>;
+var<workgroup> c_p: array<f16, 5120>;
+// Per subgroup: whether a row of it moves its reference max this tile (1) or not (0).
+var<workgroup> c_need: array<u32, 8>;
 
 // Halves at..at+7 (at a multiple of 8) of c_kv from a chunk of packed f16 pairs.
 fn c_put8(at: u32, w: vec4<u32>) {
@@ -49,17 +63,61 @@ fn c_fetch8(is_v: bool, key: u32, kvh: u32, e: u32) -> vec4<u32> {
     return kc[at >> 3u];
 }
 
-// The K tile (and the V tile when `with_v`) of keys kt0.. into c_kv: CK rows of HD/8 chunks.
-fn c_stage_kv(kt0: u32, kvh: u32, li: u32, with_v: bool) {
+// A tile's K and V chunks in registers: slot s holds chunk li + 128·s of each (CK rows of HD/8 chunks,
+// at most 4 a thread); named fields, as an indexed array would go to local memory.
+struct KvTile {
+    k0: vec4<u32>,
+    k1: vec4<u32>,
+    k2: vec4<u32>,
+    k3: vec4<u32>,
+    v0: vec4<u32>,
+    v1: vec4<u32>,
+    v2: vec4<u32>,
+    v3: vec4<u32>,
+}
+
+// Key row and element of chunk c of a tile.
+fn c_chunk(c: u32) -> vec2<u32> {
     let per_row = HD / 8u;
-    for (var c = li; c < CK * per_row; c += 128u) {
-        let j = c / per_row;
-        let e = (c - j * per_row) * 8u;
-        c_put8(j * CSTR + e, c_fetch8(false, kt0 + j, kvh, e));
-        if (with_v) {
-            c_put8(CV + j * CSTR + e, c_fetch8(true, kt0 + j, kvh, e));
+    let j = c / per_row;
+    return vec2<u32>(j, (c - j * per_row) * 8u);
+}
+
+fn c_fetch_tile(kt0: u32, kvh: u32, li: u32) -> KvTile {
+    let n = CK * (HD / 8u);
+    var t: KvTile;
+    for (var s = 0u; s < 4u; s++) {
+        let c = li + FT * s;
+        if (c >= n) {
+            break;
+        }
+        let je = c_chunk(c);
+        let k = c_fetch8(false, kt0 + je.x, kvh, je.y);
+        let v = c_fetch8(true, kt0 + je.x, kvh, je.y);
+        switch s {
+            case 0u: { t.k0 = k; t.v0 = v; }
+            case 1u: { t.k1 = k; t.v1 = v; }
+            case 2u: { t.k2 = k; t.v2 = v; }
+            default: { t.k3 = k; t.v3 = v; }
         }
     }
+    return t;
+}
+
+fn c_put_chunk(c: u32, k: vec4<u32>, v: vec4<u32>) {
+    if (c < CK * (HD / 8u)) {
+        let je = c_chunk(c);
+        c_put8(je.x * CSTR + je.y, k);
+        c_put8(CV + je.x * CSTR + je.y, v);
+    }
+}
+
+// The tile fetched by c_fetch_tile into c_kv: K at 0, V at CV.
+fn c_put_tile(t: KvTile, li: u32) {
+    c_put_chunk(li, t.k0, t.v0);
+    c_put_chunk(li + FT, t.k1, t.v1);
+    c_put_chunk(li + 2u * FT, t.k2, t.v2);
+    c_put_chunk(li + 3u * FT, t.k3, t.v3);
 }
 
 // Q fragment f (head-dim columns 16f..) of subgroup sg's rows, from the staged block.
@@ -87,6 +145,20 @@ struct QFrags {
     f5: coop_mat16x16<f16, A>,
     f6: coop_mat16x16<f16, A>,
     f7: coop_mat16x16<f16, A>,
+}
+
+// The fragments of staged Q rows 16·j.. (Q's block goes through c_kv 64 rows at a time).
+fn c_qfrags(j: u32) -> QFrags {
+    var q: QFrags;
+    q.f0 = c_qfrag(j, 0u);
+    if (HD > 16u) { q.f1 = c_qfrag(j, 1u); }
+    if (HD > 32u) { q.f2 = c_qfrag(j, 2u); }
+    if (HD > 48u) { q.f3 = c_qfrag(j, 3u); }
+    if (HD > 64u) { q.f4 = c_qfrag(j, 4u); }
+    if (HD > 80u) { q.f5 = c_qfrag(j, 5u); }
+    if (HD > 96u) { q.f6 = c_qfrag(j, 6u); }
+    if (HD > 112u) { q.f7 = c_qfrag(j, 7u); }
+    return q;
 }
 
 // S of the subgroup's rows against the staged K tile, into its rows of c_s.
@@ -179,23 +251,40 @@ fn c_put_p4(at: u32, p: vec4<f32>) {
     c_p[at + 3u] = h.w;
 }
 
-// Output fragment f (head-dim columns 16f..) of subgroup sg's rows, through its c_s rows, to out_f.
-fn c_store_o(o: coop_mat16x16<f32, C>, f: u32, sg: u32, sl: u32, q0: u32, head: u32) {
+// Output fragment o scaled row by row (lane l's `alpha` scales row l / 2), through subgroup sg's c_s rows.
+fn c_rescale(o: coop_mat16x16<f32, C>, alpha: f32, sg: u32, sl: u32) -> coop_mat16x16<f32, C> {
     coopStoreT(o, &c_s[sg * 16u * SSTR], SSTR);
     workgroupBarrier();
-    for (var t = sl; t < 64u; t += 32u) {
+    let at = sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 8u;
+    for (var c = 0u; c < 8u; c++) {
+        c_s[at + c] *= alpha;
+    }
+    workgroupBarrier();
+    let scaled = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sg * 16u * SSTR], SSTR);
+    workgroupBarrier();
+    return scaled;
+}
+
+// Output fragment f (head-dim columns 16f..) of subgroup sg's rows, each row times its 1 / l (lane l's
+// `inv` is row l / 2's), through its c_s rows, to out_f.
+fn c_store_o(o: coop_mat16x16<f32, C>, f: u32, inv: f32, sg: u32, sl: u32, q0: u32, head: u32) {
+    coopStoreT(o, &c_s[sg * 16u * SSTR], SSTR);
+    workgroupBarrier();
+    for (var h = 0u; h < 2u; h++) {
+        let t = sl + 32u * h;
         let r = t >> 2u;
         let c4 = t & 3u;
         let i = q0 + sg * 16u + r;
+        let row_inv = subgroupShuffle(inv, 2u * r);
         if (i < fp.q_len) {
-            let v = c_s4(sg * 16u * SSTR + r * SSTR + c4 * 4u);
+            let v = c_s4(sg * 16u * SSTR + r * SSTR + c4 * 4u) * row_inv;
             out_f[(i * fp.n_heads + head) * (HD / 4u) + f * 4u + c4] = bitcast<vec4<u32>>(v);
         }
     }
     workgroupBarrier();
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(256)
 fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
               @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sl: u32) {
     let qb = fp.n_qblocks - 1u - wid.x; // the longest causal rows start first
@@ -215,54 +304,37 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
     // The Q block, scaled, in f16 through c_kv; then each subgroup's fragments into registers.
     let per_row = HD / 8u;
-    for (var c = li; c < CQ * per_row; c += 128u) {
-        let r = c / per_row;
-        let e = (c - r * per_row) * 8u;
-        let i = q0 + r;
-        var w = vec4<u32>(0u);
-        if (i < fp.q_len) {
-            let at = ((i * fp.n_heads + head) * HD + e) >> 2u;
-            w = f16_chunk(bitcast<vec4<f32>>(q_in[at]) * fp.scale, bitcast<vec4<f32>>(q_in[at + 1u]) * fp.scale);
-        }
-        c_put8(r * CSTR + e, w);
-    }
-    workgroupBarrier();
+    // c_kv holds 64 rows: two rounds, subgroups 0..3 keeping the first's fragments, 4..7 the second's.
     var q: QFrags;
-    q.f0 = c_qfrag(sg, 0u);
-    if (HD > 16u) { q.f1 = c_qfrag(sg, 1u); }
-    if (HD > 32u) { q.f2 = c_qfrag(sg, 2u); }
-    if (HD > 48u) { q.f3 = c_qfrag(sg, 3u); }
-    if (HD > 64u) { q.f4 = c_qfrag(sg, 4u); }
-    if (HD > 80u) { q.f5 = c_qfrag(sg, 5u); }
-    if (HD > 96u) { q.f6 = c_qfrag(sg, 6u); }
-    if (HD > 112u) { q.f7 = c_qfrag(sg, 7u); }
-    workgroupBarrier();
+    for (var h = 0u; h < 2u; h++) {
+        for (var c = li; c < 64u * per_row; c += FT) {
+            let r = c / per_row;
+            let e = (c - r * per_row) * 8u;
+            let i = q0 + h * 64u + r;
+            var w = vec4<u32>(0u);
+            if (i < fp.q_len) {
+                let at = ((i * fp.n_heads + head) * HD + e) >> 2u;
+                w = f16_chunk(bitcast<vec4<f32>>(q_in[at]) * fp.scale, bitcast<vec4<f32>>(q_in[at + 1u]) * fp.scale);
+            }
+            c_put8(r * CSTR + e, w);
+        }
+        workgroupBarrier();
+        let qh = c_qfrags(sg % 4u);
+        if (sg / 4u == h) {
+            q = qh;
+        }
+        workgroupBarrier();
+    }
 
     let row = q0 + sg * 16u + (sl >> 1u);
     let row_ok = row < fp.q_len;
     let pos = fp.q_offset + row;
 
-    // Pass 1: the row's max m and (this lane's half of) its sum l.
-    var m = FLOOR;
+    // One pass with a lazily moved reference max (see the top): P = exp(S − m_ref) ≤ e^RESCALE, O and
+    // l accumulate against m_ref, and m_ref moves (with O and l rescaled) only when a tile's scores pass
+    // it by more than RESCALE. The next tile's K and V wait in registers while this one is multiplied.
+    var m_ref = FLOOR;
     var l = 0.0;
-    for (var kt0 = lo; kt0 < hi; kt0 += CK) {
-        c_stage_kv(kt0, kvh, li, false);
-        workgroupBarrier();
-        c_scores(q, sg);
-        workgroupBarrier();
-        let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
-        let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
-        let m_new = max(m, max(mb, subgroupShuffleXor(mb, 1u)));
-        let part = c_sum4(c_exp4(s.a, m_new)) + c_sum4(c_exp4(s.b, m_new)) + c_sum4(c_exp4(s.c, m_new))
-            + c_sum4(c_exp4(s.d, m_new));
-        l = l * exp(m - m_new) + part;
-        m = m_new;
-        workgroupBarrier();
-    }
-    let l_row = l + subgroupShuffleXor(l, 1u);
-    let inv = select(0.0, 1.0 / l_row, weighed(l_row));
-
-    // Pass 2: O = P·V with P = exp(S - m) / l.
     var o0 = coop_mat16x16<f32, C>();
     var o1 = coop_mat16x16<f32, C>();
     var o2 = coop_mat16x16<f32, C>();
@@ -272,16 +344,53 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     var o6 = coop_mat16x16<f32, C>();
     var o7 = coop_mat16x16<f32, C>();
     let p_at = sg * 16u * PSTR + (sl >> 1u) * PSTR + (sl & 1u) * 16u;
+    var kv = c_fetch_tile(lo, kvh, li);
     for (var kt0 = lo; kt0 < hi; kt0 += CK) {
-        c_stage_kv(kt0, kvh, li, true);
+        c_put_tile(kv, li);
         workgroupBarrier();
+        if (kt0 + CK < hi) {
+            kv = c_fetch_tile(kt0 + CK, kvh, li);
+        }
         c_scores(q, sg);
         workgroupBarrier();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
-        c_put_p4(p_at, c_exp4(s.a, m) * inv);
-        c_put_p4(p_at + 4u, c_exp4(s.b, m) * inv);
-        c_put_p4(p_at + 8u, c_exp4(s.c, m) * inv);
-        c_put_p4(p_at + 12u, c_exp4(s.d, m) * inv);
+        let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
+        let m_tile = max(mb, subgroupShuffleXor(mb, 1u));
+        // A row that has weighed nothing yet holds O = 0 and l = 0: its reference moves freely.
+        let seen = weighed(l + subgroupShuffleXor(l, 1u));
+        if (!seen) {
+            m_ref = max(m_ref, m_tile);
+        }
+        let need = seen && m_tile > m_ref + RESCALE;
+        let any_need = subgroupAny(need);
+        if (sl == 0u) {
+            c_need[sg] = u32(any_need);
+        }
+        let needs = workgroupUniformLoad(&c_need);
+        if ((needs[0] | needs[1] | needs[2] | needs[3] | needs[4] | needs[5] | needs[6] | needs[7]) != 0u) {
+            let alpha = select(1.0, exp(m_ref - m_tile), need);
+            if (need) {
+                m_ref = m_tile;
+            }
+            l *= alpha;
+            o0 = c_rescale(o0, alpha, sg, sl);
+            if (HD > 16u) { o1 = c_rescale(o1, alpha, sg, sl); }
+            if (HD > 32u) { o2 = c_rescale(o2, alpha, sg, sl); }
+            if (HD > 48u) { o3 = c_rescale(o3, alpha, sg, sl); }
+            if (HD > 64u) { o4 = c_rescale(o4, alpha, sg, sl); }
+            if (HD > 80u) { o5 = c_rescale(o5, alpha, sg, sl); }
+            if (HD > 96u) { o6 = c_rescale(o6, alpha, sg, sl); }
+            if (HD > 112u) { o7 = c_rescale(o7, alpha, sg, sl); }
+        }
+        let pa = c_exp4(s.a, m_ref);
+        let pb = c_exp4(s.b, m_ref);
+        let pc = c_exp4(s.c, m_ref);
+        let pd = c_exp4(s.d, m_ref);
+        l += c_sum4(pa) + c_sum4(pb) + c_sum4(pc) + c_sum4(pd);
+        c_put_p4(p_at, pa);
+        c_put_p4(p_at + 4u, pb);
+        c_put_p4(p_at + 8u, pc);
+        c_put_p4(p_at + 12u, pd);
         workgroupBarrier();
         let p0 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 16u * PSTR], PSTR);
         let p1 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 16u * PSTR + 16u], PSTR);
@@ -295,13 +404,15 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         if (HD > 112u) { o7 = coopMultiplyAdd(p1, c_vfrag(1u, 7u), coopMultiplyAdd(p0, c_vfrag(0u, 7u), o7)); }
         workgroupBarrier();
     }
+    let l_row = l + subgroupShuffleXor(l, 1u);
+    let inv = select(0.0, 1.0 / l_row, weighed(l_row));
 
-    c_store_o(o0, 0u, sg, sl, q0, head);
-    if (HD > 16u) { c_store_o(o1, 1u, sg, sl, q0, head); }
-    if (HD > 32u) { c_store_o(o2, 2u, sg, sl, q0, head); }
-    if (HD > 48u) { c_store_o(o3, 3u, sg, sl, q0, head); }
-    if (HD > 64u) { c_store_o(o4, 4u, sg, sl, q0, head); }
-    if (HD > 80u) { c_store_o(o5, 5u, sg, sl, q0, head); }
-    if (HD > 96u) { c_store_o(o6, 6u, sg, sl, q0, head); }
-    if (HD > 112u) { c_store_o(o7, 7u, sg, sl, q0, head); }
+    c_store_o(o0, 0u, inv, sg, sl, q0, head);
+    if (HD > 16u) { c_store_o(o1, 1u, inv, sg, sl, q0, head); }
+    if (HD > 32u) { c_store_o(o2, 2u, inv, sg, sl, q0, head); }
+    if (HD > 48u) { c_store_o(o3, 3u, inv, sg, sl, q0, head); }
+    if (HD > 64u) { c_store_o(o4, 4u, inv, sg, sl, q0, head); }
+    if (HD > 80u) { c_store_o(o5, 5u, inv, sg, sl, q0, head); }
+    if (HD > 96u) { c_store_o(o6, 6u, inv, sg, sl, q0, head); }
+    if (HD > 112u) { c_store_o(o7, 7u, inv, sg, sl, q0, head); }
 }

@@ -18,8 +18,8 @@
 //! stages K/V tiles in workgroup memory. `flash_attention` tiles queries × keys in workgroup memory with
 //! an online softmax and never writes the scores out; where the adapter has 16×16 f16 cooperative
 //! matrices with 32-lane subgroups and head_dim is a multiple of 16 up to 128, it runs on them instead
-//! (`attention_coop.wgsl`: Q, K, V and the probabilities rounded to f16, a two-pass softmax; 4096
-//! tokens, 32/8 heads × 128: 21.7 against 15.1 TFLOP/s on the H200).
+//! (`attention_coop.wgsl`: Q, K, V and the probabilities rounded to f16, one pass whose reference max
+//! moves only when the scores pass it by far).
 //! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
 
 use rayon::prelude::*;
@@ -1140,14 +1140,19 @@ fn decode_gpu(
     Ok(qout.is_some())
 }
 
-/// Query rows per flash workgroup (kernels/attention.wgsl `f_bq`; attention_coop.wgsl `CQ`, 64).
-fn flash_block_rows(head_dim: usize) -> usize {
-    if head_dim <= 128 { 64 } else { 32 }
+/// Query rows per flash workgroup: kernels/attention.wgsl's `f_bq` (64, 32 past head_dim 128) or
+/// attention_coop.wgsl's `CQ` (128).
+fn flash_block_rows(head_dim: usize, coop: bool) -> usize {
+    match (coop, head_dim <= 128) {
+        (true, _) => 128,
+        (false, true) => 64,
+        (false, false) => 32,
+    }
 }
 
 /// Whether flash attention runs on cooperative matrices (attention_coop.wgsl): 16×16 f16 matrices with
-/// 32-lane subgroups (4 of them a workgroup, one lane pair a query row), head_dim a multiple of 16 up to
-/// 128, and room for its 32 KiB of workgroup memory.
+/// 32-lane subgroups (8 of them a workgroup, one lane pair a query row), head_dim a multiple of 16 up to
+/// 128, and room for its 46 KiB of workgroup memory.
 pub fn flash_uses_coop(backend: &Backend, head_dim: usize) -> bool {
     matches!(backend, Backend::Gpu(ctx) if flash_coop_fits(ctx, head_dim))
 }
@@ -1156,7 +1161,7 @@ fn flash_coop_fits(ctx: &GpuContext, head_dim: usize) -> bool {
     matches!(super::gemm::cooperative_variant(ctx), Some(super::gemm::CoopVariant::F16x16 { subgroup: 32 }))
         && head_dim.is_multiple_of(16)
         && head_dim <= 128
-        && ctx.limits().max_compute_workgroup_storage_size >= 32 * 1024
+        && ctx.limits().max_compute_workgroup_storage_size >= 46 * 1024
 }
 
 /// The tolerance of [`flash_attention`] on `backend` against the f64 reference: f32's, or f16's where it
@@ -1185,7 +1190,8 @@ fn flash_gpu(
     for t in [q, k, v, out] {
         ctx.check_binding(OP, t.size_bytes() as u64)?;
     }
-    let n_qblocks = d.tokens.div_ceil(flash_block_rows(d.head_dim));
+    let coop = flash_coop_fits(ctx, d.head_dim);
+    let n_qblocks = d.tokens.div_ceil(flash_block_rows(d.head_dim, coop));
     let max_grid = ctx.limits().max_compute_workgroups_per_dimension as usize;
     if n_qblocks > max_grid || d.n_heads > max_grid {
         return Err(KernelError::Argument {
@@ -1209,7 +1215,6 @@ fn flash_gpu(
         window: opts.window.filter(|&w| w <= q_offset + d.tokens).unwrap_or(0) as u32,
         _pad: 0,
     };
-    let coop = flash_coop_fits(ctx, d.head_dim);
     // The cooperative kernel stages K and V as f16: other dtypes are rounded once, here, rather than in
     // every workgroup that stages a tile (each K and V tile is staged by every query block of its heads).
     let rounded;

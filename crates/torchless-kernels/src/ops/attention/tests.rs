@@ -154,6 +154,27 @@ fn flash_matches_the_f64_reference() {
     }
 }
 
+/// Scores that rise by 1/2 a key (16 a tile of 32 keys), so that the cooperative kernel moves its reference
+/// max and rescales the output on every tile, for rows at different places in their tiles (causal).
+#[test]
+fn rows_whose_max_keeps_rising_match_the_reference() {
+    let mut rng = Rng::new(12);
+    let (len, hd) = (300, 64);
+    let mut x = inputs(&mut rng, len, 2, 1, hd, len, len, DType::F32);
+    // q·k·scale = 64 · 1 · j/16 / 8 = j/2, exact in f16 and f32.
+    x.q.fill(1.0);
+    for (j, row) in x.k.chunks_mut(hd).enumerate() {
+        row.fill(j as f32 / 16.0);
+    }
+    let o = opts(hd, None, None, true);
+    let want = x.reference(len, 0, &o);
+    for backend in test_backends() {
+        let (q, k, v) = x.tensors(&backend);
+        let got = flash_attention(&q, &k, &v, len, 0, o).unwrap().to_f32_vec().unwrap();
+        assert_close(&format!("rising scores on {}", backend.name()), &got, &want, flash_tolerance(&backend, hd));
+    }
+}
+
 /// `sdpa_decode_for`: the attention output is `sdpa_decode`'s, and the next quantized GEMV of the input
 /// it returns equals that GEMV of the output (on the GPU the pass that wrote the output also wrote it
 /// quantized, the same blocks qgemv_x.wgsl makes, so the GEMV needs no launch to quantize it), for
