@@ -11,36 +11,40 @@ enable wgpu_cooperative_matrix;
 //                                        f16_chunk); 0 outside the matrix
 //   fetch_b16(z, n, k) -> vec4<u32>      the same for op(B) from column n, depth k
 //   store_c4(z, m, n, v: vec4<f32>)      columns n..n+3 of row m of C, bounds and epilogue included
+//   const HM, HN: u32                    the rows and columns of C a workgroup computes: HM a multiple
+//                                        of 64, HN of 32, HM·HN = 32768 (16 subgroups of 64×32)
 //
-// A 128×256 tile of C per workgroup of 16 subgroups of 32 lanes (WG16 = 512); subgroup sg owns rows
-// (sg & 1)·64 + 0..63 and columns (sg >> 1)·32 + 0..31, 4×2 fragments, so a 16-deep step loads 6
-// fragments for 8 products. K advances by 32 a step, two 16-deep products between a barrier pair; the
-// next slice is fetched into registers (already in f16) while the current one is multiplied. The
-// vec4<f16> staging below and this tile run f16 at 170.4 TFLOP/s on the H100 at 4096³ with 8 subgroups
-// of 64×64 (`benchmarks/results/2026-12-07c-h100/run48/`, against 137.8 for 128×128 tiles of 64-deep
+// An HM×HN tile of C per workgroup of 16 subgroups of 32 lanes (WG16 = 512); subgroup sg owns rows
+// (sg % (HM / 64))·64 + 0..63 and columns (sg / (HM / 64))·32 + 0..31, 4×2 fragments, so a 16-deep step
+// loads 6 fragments for 8 products. K advances by 32 a step, two 16-deep products between a barrier
+// pair; the next slice is fetched into registers (already in f16) while the current one is multiplied.
+// The tile fits 48 KiB of workgroup memory only with 32-deep slices.
+//
+// H100, 4096³, 128×256 tiles: the vec4<f16> staging below with 8 subgroups of 64×64 ran f16 at 170.4
+// TFLOP/s (`benchmarks/results/2026-12-07c-h100/run48/`, against 137.8 for 128×128 tiles of 64-deep
 // slices staged in f16 scalars); 16 subgroups of 64×32 run 188.2 (bf16 177.1 against 161.4, the
 // quantized GEMMs 17 to 21 % faster: `2026-12-07d-h100/next49/`): twice the warps hide the barriers
-// and the loads better than the larger fragment blocks save. The tile fits 48 KiB of workgroup memory
-// only with 32-deep slices.
+// and the loads better than the larger fragment blocks save. 256×128 tiles run the dense product 2.7 %
+// slower but the quantized one 32 to 38 % faster, each weight being dequantized once per 256 rows of x
+// (`2026-12-07d-h100/next51/`).
 override WG16: u32 = 512u;
-const HM: u32 = 128u;
-const HN: u32 = 256u;
 const HK: u32 = 32u;
-// Chunks of 8 elements in a slice of A (128 × 32) and of B (256 × 32): 1 and 2 a thread at WG16 = 512.
-const ACHUNKS: u32 = 512u;
-const BCHUNKS: u32 = 1024u;
+// Chunks of 8 elements in a slice of A (HM × 32) and of B (HN × 32): 1 to 4 a thread at WG16 = 512.
+const ACHUNKS: u32 = HM * 4u;
+const BCHUNKS: u32 = HN * 4u;
 // Staging row strides in vec4<f16>s (4 halves), rows padded by 8 halves (16 bytes) so that a fragment's
 // rows fall in different banks: [outer][depth] tiles (runs along K: A, Bᵀ) and [depth][outer] tiles
 // (runs along M or N: Aᵀ, B); the fragment loads read row- or column-major to match.
 const HSK: u32 = 10u; // (32 + 8) / 4
-const HSOA: u32 = 34u; // (128 + 8) / 4
-const HSOB: u32 = 66u; // (256 + 8) / 4
+const HSOA: u32 = (HM + 8u) / 4u;
+const HSOB: u32 = (HN + 8u) / 4u;
 
 // Staged as vec4<f16>s: a chunk is two 8-byte stores instead of eight 2-byte ones; fragment loads count
 // offsets and strides in these vectors. (naga takes a cooperative load's element type from the pointer,
 // so the 16-byte words NVIDIA's own samples stage through would load as u32 matrices.)
-var<workgroup> Ah: array<vec4<f16>, 1280>; // max(128·10, 32·34)
-var<workgroup> Bh: array<vec4<f16>, 2560>; // max(256·10, 32·66)
+// [outer][depth] needs HM·HSK vectors, [depth][outer] 32·HSOA = 8·HM + 64: fewer for HM ≥ 32.
+var<workgroup> Ah: array<vec4<f16>, HM * HSK>;
+var<workgroup> Bh: array<vec4<f16>, HN * HSK>;
 // Per-subgroup scratch for the epilogue: a fragment is stored here, then each lane writes its part of it
 // through store_c4. 16 × 16×16 f32.
 var<workgroup> Cs16: array<f32, 4096>;
@@ -117,7 +121,7 @@ fn out_frag16(f: coop_mat16x16<f32, C>, sg: u32, sl: u32, ss: u32, z: u32, m: u3
     workgroupBarrier();
 }
 
-// The workgroup's 128×256 tile of batch z's C at rows m0, columns n0, over depth k.
+// The workgroup's HM×HN tile of batch z's C at rows m0, columns n0, over depth k.
 fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, ss: u32) {
     let ntiles = (k + HK - 1u) / HK;
 
@@ -125,17 +129,27 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
     // slice's chunks fold away, WG16 being a constant): an indexed array would go to local memory and make
     // every global load wait at once instead of overlapping the products.
     let a1 = WG16 < ACHUNKS;
+    let a2 = 2u * WG16 < ACHUNKS;
+    let a3 = 3u * WG16 < ACHUNKS;
     let b1 = WG16 < BCHUNKS;
     let b2 = 2u * WG16 < BCHUNKS;
     let b3 = 3u * WG16 < BCHUNKS;
     var pa0 = fetch_a_chunk(z, m0, 0u, lid);
     var pa1 = vec4<u32>(0u);
+    var pa2 = vec4<u32>(0u);
+    var pa3 = vec4<u32>(0u);
     var pb0 = fetch_b_chunk(z, n0, 0u, lid);
     var pb1 = vec4<u32>(0u);
     var pb2 = vec4<u32>(0u);
     var pb3 = vec4<u32>(0u);
     if (a1) {
         pa1 = fetch_a_chunk(z, m0, 0u, lid + WG16);
+    }
+    if (a2) {
+        pa2 = fetch_a_chunk(z, m0, 0u, lid + 2u * WG16);
+    }
+    if (a3) {
+        pa3 = fetch_a_chunk(z, m0, 0u, lid + 3u * WG16);
     }
     if (b1) {
         pb1 = fetch_b_chunk(z, n0, 0u, lid + WG16);
@@ -147,8 +161,8 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
         pb3 = fetch_b_chunk(z, n0, 0u, lid + 3u * WG16);
     }
 
-    let wm = (sg & 1u) * 64u;
-    let wn = (sg >> 1u) * 32u;
+    let wm = (sg % (HM / 64u)) * 64u;
+    let wn = (sg / (HM / 64u)) * 32u;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
@@ -163,6 +177,12 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
         stage_b16(lid, pb0);
         if (a1) {
             stage_a16(lid + WG16, pa1);
+        }
+        if (a2) {
+            stage_a16(lid + 2u * WG16, pa2);
+        }
+        if (a3) {
+            stage_a16(lid + 3u * WG16, pa3);
         }
         if (b1) {
             stage_b16(lid + WG16, pb1);
@@ -180,6 +200,12 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
             pb0 = fetch_b_chunk(z, n0, k1, lid);
             if (a1) {
                 pa1 = fetch_a_chunk(z, m0, k1, lid + WG16);
+            }
+            if (a2) {
+                pa2 = fetch_a_chunk(z, m0, k1, lid + 2u * WG16);
+            }
+            if (a3) {
+                pa3 = fetch_a_chunk(z, m0, k1, lid + 3u * WG16);
             }
             if (b1) {
                 pb1 = fetch_b_chunk(z, n0, k1, lid + WG16);

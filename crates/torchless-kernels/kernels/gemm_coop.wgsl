@@ -50,6 +50,10 @@ fn store_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     store4(z, m, n, v);
 }
 
+// coop16.wgsl's tile (ops::gemm::COOP16_TILE).
+const HM: u32 = 128u;
+const HN: u32 = 256u;
+
 @compute @workgroup_size(WG16)
 fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sl: u32,

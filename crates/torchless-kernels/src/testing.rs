@@ -202,6 +202,21 @@ pub fn wgsl_struct_size(kernel: &crate::kernels::KernelSource, name: &str) -> u3
     layouter[handle].size
 }
 
+/// The value of `kernel`'s module-scope `const name: u32`, to check a host-side twin of it.
+#[cfg(test)]
+pub fn wgsl_const_u32(kernel: &crate::kernels::KernelSource, name: &str) -> u32 {
+    let module = naga::front::wgsl::parse_str(&kernel.compose()).expect("kernel parses");
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("const {name} not found in {}", kernel.name));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("const {name} of {} is not a u32 literal: {e:?}", kernel.name),
+    }
+}
+
 /// The bytes of workgroup memory that entry point `entry` of `kernel` uses (its `var<workgroup>`s as
 /// naga lays them out), to check a host-side figure of it.
 #[cfg(test)]

@@ -137,15 +137,16 @@ impl CoopVariant {
     }
 }
 
-/// Rows and columns of C a workgroup of kernels/coop16.wgsl computes (the dense and the quantized GEMM).
+/// Rows and columns of C a workgroup of the dense GEMM's kernels/coop16.wgsl product computes
+/// (gemm_coop.wgsl's `HM`, `HN`; the quantized GEMM has its own, `qmatmul::gpu::QCOOP16_TILE`).
 pub(crate) const COOP16_TILE: (usize, usize) = (128, 256);
 
 /// Threads of a kernels/coop16.wgsl workgroup (its WG16): 16 subgroups of 32 lanes.
 pub(crate) const COOP16_WORKGROUP: u32 = 512;
 
-/// Workgroup memory of kernels/coop16.wgsl: staged f16 slices of 128 × 40 and 256 × 40 halves and the
-/// epilogue's 16 × 16×16 f32.
-const COOP16_WORKGROUP_BYTES: u32 = (128 + 256) * 40 * 2 + 4096 * 4;
+/// Workgroup memory of kernels/coop16.wgsl: staged f16 slices of HM × 40 and HN × 40 halves (HM + HN is
+/// 384 in either tile it runs) and the epilogue's 16 × 16×16 f32.
+pub(crate) const COOP16_WORKGROUP_BYTES: u32 = 384 * 40 * 2 + 4096 * 4;
 
 /// The cooperative-matrix variant `ctx` can run, if any: the adapter must offer the configuration, f16
 /// and subgroups, and a fixed subgroup size (each subgroup owns a fixed block of the output tile); the

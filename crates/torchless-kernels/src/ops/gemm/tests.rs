@@ -435,7 +435,27 @@ fn params_match_the_wgsl_struct() {
 
 #[test]
 fn coop16_workgroup_memory_matches_the_variant_check() {
-    assert_eq!(crate::testing::wgsl_workgroup_bytes(&GEMM_COOP, "gemm_coop16"), COOP16_WORKGROUP_BYTES);
+    use crate::ops::qmatmul::gpu::QMATMUL_COOP;
+    for kernel in [&GEMM_COOP, &QMATMUL_COOP] {
+        assert_eq!(
+            crate::testing::wgsl_workgroup_bytes(kernel, "gemm_coop16"),
+            COOP16_WORKGROUP_BYTES,
+            "{}",
+            kernel.name
+        );
+    }
+}
+
+#[test]
+fn coop16_tiles_match_the_wgsl() {
+    use crate::ops::qmatmul::gpu::{QCOOP16_TILE, QMATMUL_COOP};
+    use crate::testing::wgsl_const_u32;
+    for (kernel, (m, n)) in [(&GEMM_COOP, COOP16_TILE), (&QMATMUL_COOP, QCOOP16_TILE)] {
+        let wgsl = (wgsl_const_u32(kernel, "HM") as usize, wgsl_const_u32(kernel, "HN") as usize);
+        assert_eq!(wgsl, (m, n), "{}", kernel.name);
+        // 16 subgroups of 64×32.
+        assert!(m % 64 == 0 && n % 32 == 0 && m * n == 16 * 64 * 32, "{}: {m}×{n}", kernel.name);
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::gpu::{Dispatch, GpuContext, Workgroups};
-use crate::ops::gemm::{COOP16_TILE, COOP16_WORKGROUP, CoopVariant, cooperative_variant, f16_copy};
+use crate::ops::gemm::{COOP16_WORKGROUP, CoopVariant, cooperative_variant, f16_copy};
 use crate::ops::norm::RmsNormVariant;
 use crate::ops::{prev_power_of_two, to_u32};
 
@@ -24,6 +24,10 @@ crate::kernel_source!(QMATMUL, "qmatmul");
 // whose words a quantized tensor of that shape holds; in-block offsets and the 8-value loops are
 // bounded by the format's constants. x is read for rows below m and depths below k.
 crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop16", "qmatmul_coop"]);
+
+/// Rows (of x) and columns (rows of W) of the output a workgroup of QMATMUL_COOP computes
+/// (qmatmul_coop.wgsl's `HM`, `HN`).
+pub(crate) const QCOOP16_TILE: (usize, usize) = (128, 256);
 
 /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
 /// three outputs, the RoPE table).
@@ -629,7 +633,7 @@ pub fn gemm(ctx: &GpuContext, x: &Tensor, w: &QuantTensor, m: usize, out: &Tenso
     // as they are staged.
     if uses_coop16(ctx) {
         let x16 = f16_copy(ctx, x)?;
-        let (tile_m, tile_n) = COOP16_TILE;
+        let (tile_m, tile_n) = QCOOP16_TILE;
         let grid = [to_u32(op, "tiles", w.rows().div_ceil(tile_n))?, to_u32(op, "tiles", m.div_ceil(tile_m))?, 1];
         return ctx.dispatch(Dispatch {
             kernel: &QMATMUL_COOP,
