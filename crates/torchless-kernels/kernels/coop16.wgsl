@@ -121,45 +121,75 @@ fn out_frag16(f: coop_mat16x16<f32, C>, sg: u32, sl: u32, ss: u32, z: u32, m: u3
     workgroupBarrier();
 }
 
+// A slice's chunks held by one thread: slot s holds chunk lid + s·WG16 of A (a0..a3) and of B (b0..b3).
+// Named fields rather than an indexed array, which would go to local memory and make every global load
+// wait at once instead of overlapping the products; slots past a slice's chunks fold away (WG16 being
+// a constant).
+struct Slice {
+    a0: vec4<u32>,
+    a1: vec4<u32>,
+    a2: vec4<u32>,
+    a3: vec4<u32>,
+    b0: vec4<u32>,
+    b1: vec4<u32>,
+    b2: vec4<u32>,
+    b3: vec4<u32>,
+}
+
+// This thread's chunks of the slice at depth k of the tile at (m0, n0).
+fn fetch_slice(z: u32, m0: u32, n0: u32, k: u32, lid: u32) -> Slice {
+    var s: Slice;
+    s.a0 = fetch_a_chunk(z, m0, k, lid);
+    s.b0 = fetch_b_chunk(z, n0, k, lid);
+    if (WG16 < ACHUNKS) {
+        s.a1 = fetch_a_chunk(z, m0, k, lid + WG16);
+    }
+    if (2u * WG16 < ACHUNKS) {
+        s.a2 = fetch_a_chunk(z, m0, k, lid + 2u * WG16);
+    }
+    if (3u * WG16 < ACHUNKS) {
+        s.a3 = fetch_a_chunk(z, m0, k, lid + 3u * WG16);
+    }
+    if (WG16 < BCHUNKS) {
+        s.b1 = fetch_b_chunk(z, n0, k, lid + WG16);
+    }
+    if (2u * WG16 < BCHUNKS) {
+        s.b2 = fetch_b_chunk(z, n0, k, lid + 2u * WG16);
+    }
+    if (3u * WG16 < BCHUNKS) {
+        s.b3 = fetch_b_chunk(z, n0, k, lid + 3u * WG16);
+    }
+    return s;
+}
+
+// This thread's chunks into the staging tiles.
+fn stage_slice(s: Slice, lid: u32) {
+    stage_a16(lid, s.a0);
+    stage_b16(lid, s.b0);
+    if (WG16 < ACHUNKS) {
+        stage_a16(lid + WG16, s.a1);
+    }
+    if (2u * WG16 < ACHUNKS) {
+        stage_a16(lid + 2u * WG16, s.a2);
+    }
+    if (3u * WG16 < ACHUNKS) {
+        stage_a16(lid + 3u * WG16, s.a3);
+    }
+    if (WG16 < BCHUNKS) {
+        stage_b16(lid + WG16, s.b1);
+    }
+    if (2u * WG16 < BCHUNKS) {
+        stage_b16(lid + 2u * WG16, s.b2);
+    }
+    if (3u * WG16 < BCHUNKS) {
+        stage_b16(lid + 3u * WG16, s.b3);
+    }
+}
+
 // The workgroup's HM×HN tile of batch z's C at rows m0, columns n0, over depth k.
 fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, ss: u32) {
     let ntiles = (k + HK - 1u) / HK;
-
-    // The next slice's chunks live in named registers (slot s holds chunk lid + s·WG16; slots past the
-    // slice's chunks fold away, WG16 being a constant): an indexed array would go to local memory and make
-    // every global load wait at once instead of overlapping the products.
-    let a1 = WG16 < ACHUNKS;
-    let a2 = 2u * WG16 < ACHUNKS;
-    let a3 = 3u * WG16 < ACHUNKS;
-    let b1 = WG16 < BCHUNKS;
-    let b2 = 2u * WG16 < BCHUNKS;
-    let b3 = 3u * WG16 < BCHUNKS;
-    var pa0 = fetch_a_chunk(z, m0, 0u, lid);
-    var pa1 = vec4<u32>(0u);
-    var pa2 = vec4<u32>(0u);
-    var pa3 = vec4<u32>(0u);
-    var pb0 = fetch_b_chunk(z, n0, 0u, lid);
-    var pb1 = vec4<u32>(0u);
-    var pb2 = vec4<u32>(0u);
-    var pb3 = vec4<u32>(0u);
-    if (a1) {
-        pa1 = fetch_a_chunk(z, m0, 0u, lid + WG16);
-    }
-    if (a2) {
-        pa2 = fetch_a_chunk(z, m0, 0u, lid + 2u * WG16);
-    }
-    if (a3) {
-        pa3 = fetch_a_chunk(z, m0, 0u, lid + 3u * WG16);
-    }
-    if (b1) {
-        pb1 = fetch_b_chunk(z, n0, 0u, lid + WG16);
-    }
-    if (b2) {
-        pb2 = fetch_b_chunk(z, n0, 0u, lid + 2u * WG16);
-    }
-    if (b3) {
-        pb3 = fetch_b_chunk(z, n0, 0u, lid + 3u * WG16);
-    }
+    var next = fetch_slice(z, m0, n0, 0u, lid);
 
     let wm = (sg % (HM / 64u)) * 64u;
     let wn = (sg / (HM / 64u)) * 32u;
@@ -173,49 +203,10 @@ fn coop16_product(z: u32, m0: u32, n0: u32, k: u32, lid: u32, sg: u32, sl: u32, 
     var c31 = coop_mat16x16<f32, C>();
 
     for (var t = 0u; t < ntiles; t++) {
-        stage_a16(lid, pa0);
-        stage_b16(lid, pb0);
-        if (a1) {
-            stage_a16(lid + WG16, pa1);
-        }
-        if (a2) {
-            stage_a16(lid + 2u * WG16, pa2);
-        }
-        if (a3) {
-            stage_a16(lid + 3u * WG16, pa3);
-        }
-        if (b1) {
-            stage_b16(lid + WG16, pb1);
-        }
-        if (b2) {
-            stage_b16(lid + 2u * WG16, pb2);
-        }
-        if (b3) {
-            stage_b16(lid + 3u * WG16, pb3);
-        }
+        stage_slice(next, lid);
         workgroupBarrier();
         if (t + 1u < ntiles) {
-            let k1 = (t + 1u) * HK;
-            pa0 = fetch_a_chunk(z, m0, k1, lid);
-            pb0 = fetch_b_chunk(z, n0, k1, lid);
-            if (a1) {
-                pa1 = fetch_a_chunk(z, m0, k1, lid + WG16);
-            }
-            if (a2) {
-                pa2 = fetch_a_chunk(z, m0, k1, lid + 2u * WG16);
-            }
-            if (a3) {
-                pa3 = fetch_a_chunk(z, m0, k1, lid + 3u * WG16);
-            }
-            if (b1) {
-                pb1 = fetch_b_chunk(z, n0, k1, lid + WG16);
-            }
-            if (b2) {
-                pb2 = fetch_b_chunk(z, n0, k1, lid + 2u * WG16);
-            }
-            if (b3) {
-                pb3 = fetch_b_chunk(z, n0, k1, lid + 3u * WG16);
-            }
+            next = fetch_slice(z, m0, n0, (t + 1u) * HK, lid);
         }
         for (var k0 = 0u; k0 < HK; k0 += 16u) {
             let fa0 = frag_a16(wm, k0);

@@ -30,7 +30,7 @@ crate::kernel_source!(GEMM, "gemm", ["gemm_shared", "gemm"]);
 // staging store and fragment load). Every index is in range by construction: staging offsets come from
 // chunk numbers below the slice's chunk count (ACHUNKS / BCHUNKS, ECHUNKS) through `coop_chunk` and fit
 // the staging arrays (largest 255·10 + 7 < 2560 vec4<f16>s; 63·20 + 19 < 1280 floats), fragment loads read
-// 16 (8) rows of a tile from its first row and column, the epilogue scratch is 8 (4) fragments of its
+// 16 (8) rows of a tile from its first row and column, the epilogue scratch is 16 (4) fragments of its
 // subgroups, and the buffers are read only through runs whose in-bounds length `operand_run` computed
 // (a full 8-element run of 16-bit values reads one 16-byte word, inside the buffer's padding) and written
 // only inside [M, N] (`store4`), with the host checking every operand's length against M, N, K and the
