@@ -1,8 +1,9 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/r/m3.xz", "target/exp/r/m3test.xz", "target/exp/r/q256.xz",
-# "target/exp/r/q256test.xz", "target/exp/r/flash3.xz", "target/exp/r/flash3test.xz"] (~6 min). Builds (not in git; rebuild if main's kernels have moved): m3 =
-# 0d2db57 (the one-pass flash attention, the GEMM core's tile declared by each composing module, both
-# 128×256); q256 = m3 + qtile-256x128.patch (the quantized GEMM's tile 256×128: +32 to 38 % at 4096³ in
+# "target/exp/r/q256test.xz", "target/exp/r/flash3.xz", "target/exp/r/flash3test.xz"] (~6 min).
+# Builds (not in git; rebuild if main's kernels have moved): m3 = 5b62218 (the one-pass flash attention;
+# the GEMM core's tile declared by each composing module, both 128×256, and its slice registers as one
+# struct: neither has run on NVIDIA, and its f16 GEMM should match next51's 188.1 TFLOP/s); q256 = m3 + qtile-256x128.patch (the quantized GEMM's tile 256×128: +32 to 38 % at 4096³ in
 # next51/, its unit tests not yet run on NVIDIA); flash3 = m3 + flash-vec.patch (branch flash-vec: the
 # flash kernel's scores and probabilities held as vec4s, and tiles that every row of the block sees in
 # full skip the masks); *test = `cargo test --release -p torchless-kernels
