@@ -26,7 +26,10 @@ enable wgpu_cooperative_matrix;
 // quantized GEMMs 17 to 21 % faster: `2026-12-07d-h100/next49/`): twice the warps hide the barriers
 // and the loads better than the larger fragment blocks save. 256×128 tiles run the dense product 2.7 %
 // slower but the quantized one 32 to 38 % faster, each weight being dequantized once per 256 rows of x
-// (`2026-12-07d-h100/next51/`).
+// (`2026-12-07d-h100/next51/`), so the dense GEMM keeps 128×256 and the quantized one takes 256×128.
+// Tried, slower (`2026-12-07e-h100/next53/`, f16 4096³ against 187.4): two slices in flight instead of
+// one (169.5: the second slice's registers cost more than the latency they hide) and 48-deep slices, a
+// third fewer barriers (171.3).
 override WG16: u32 = 512u;
 const HK: u32 = 32u;
 // Chunks of 8 elements in a slice of A (HM × 32) and of B (HN × 32): 1 to 4 a thread at WG16 = 512.

@@ -44,9 +44,11 @@ fn store_c4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
-// coop16.wgsl's tile (ops::qmatmul::gpu::QCOOP16_TILE).
-const HM: u32 = 128u;
-const HN: u32 = 256u;
+// coop16.wgsl's tile (ops::qmatmul::gpu::QCOOP16_TILE): 256 rows of x, so that each weight chunk is
+// dequantized once for 256 rows instead of 128. H100, 4096³ (`benchmarks/results/2026-12-07e-h100/next53/`):
+// q4_k 121.8 / 121.5 TFLOP/s against 88.3 with gemm_coop.wgsl's 128×256, q8_0 120.6 / 119.8 against 91.4.
+const HM: u32 = 256u;
+const HN: u32 = 128u;
 
 @compute @workgroup_size(WG16)
 fn gemm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,

@@ -27,7 +27,7 @@ crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop1
 
 /// Rows (of x) and columns (rows of W) of the output a workgroup of QMATMUL_COOP computes
 /// (qmatmul_coop.wgsl's `HM`, `HN`).
-pub(crate) const QCOOP16_TILE: (usize, usize) = (128, 256);
+pub(crate) const QCOOP16_TILE: (usize, usize) = (256, 128);
 
 /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
 /// three outputs, the RoPE table).
