@@ -21,6 +21,8 @@ enable wgpu_cooperative_matrix;
 // H100, 4096 tokens, 32/8 heads × 128, causal (`benchmarks/results/2026-12-07d-h100/next51/`): 89.9
 // TFLOP/s; 68.6 with 64 rows (4 subgroups) a workgroup; 31.4 for the two-pass kernel this replaced (a
 // first pass for each row's max and sum: a third more products, a second staging of K, no prefetch).
+// Scores and probabilities held as vectors, and the masks skipped on tiles that every row of the block
+// sees whole: 108.1 against 89.8 (`2026-12-07e-h100/next53/`).
 
 const CQ: u32 = 128u;
 // Threads a workgroup: 8 subgroups of 32.
@@ -39,8 +41,10 @@ const CV: u32 = 4352u;
 // and strides in these vectors.
 var<workgroup> c_kv: array<vec4<f16>, 2176>;
 // Per subgroup: its 16 rows of scores (f32) and probabilities (f16); the scores also carry the epilogue.
-var<workgroup> c_s: array<f32, 4608>;
-var<workgroup> c_p: array<f16, 5120>;
+// Held as vectors (4 f32, 4 f16): a lane reads and writes its run of a row in whole vectors; offsets
+// and strides below count elements (multiples of 4) and are divided by 4 at each access.
+var<workgroup> c_s: array<vec4<f32>, 1152>;
+var<workgroup> c_p: array<vec4<f16>, 1280>;
 // Per subgroup: whether a row of it moves its reference max this tile (1) or not (0).
 var<workgroup> c_need: array<u32, 8>;
 
@@ -195,8 +199,8 @@ fn c_scores(q: QFrags, sg: u32) {
         s0 = coopMultiplyAdd(q.f7, c_kfrag(7u, 0u), s0);
         s1 = coopMultiplyAdd(q.f7, c_kfrag(7u, 1u), s1);
     }
-    coopStoreT(s0, &c_s[sg * 16u * SSTR], SSTR);
-    coopStoreT(s1, &c_s[sg * 16u * SSTR + 16u], SSTR);
+    coopStoreT(s0, &c_s[sg * 4u * SSTR], SSTR / 4u);
+    coopStoreT(s1, &c_s[sg * 4u * SSTR + 4u], SSTR / 4u);
 }
 
 // A lane's 16 scores of the tile at kt0 (keys kt0 + 16·half + 0..15), soft-capped and masked.
@@ -220,18 +224,39 @@ fn c_mask4(s: vec4<f32>, kp0: u32, pos: u32, row_ok: bool) -> vec4<f32> {
 }
 
 fn c_s4(at: u32) -> vec4<f32> {
-    return vec4<f32>(c_s[at], c_s[at + 1u], c_s[at + 2u], c_s[at + 3u]);
+    return c_s[at / 4u];
 }
 
-fn c_lane_scores(sg: u32, sl: u32, kt0: u32, pos: u32, row_ok: bool) -> Scores {
+// `visible`: every key of the tile is visible to every row of the block (a uniform test of the
+// tile), so only the soft cap applies.
+fn c_lane_scores(sg: u32, sl: u32, kt0: u32, pos: u32, row_ok: bool, visible: bool) -> Scores {
     let at = sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 16u;
     let k0 = kt0 + (sl & 1u) * 16u;
+    if (visible) {
+        let cap = fp.softcap;
+        return Scores(softcap4(c_s4(at), cap), softcap4(c_s4(at + 4u), cap), softcap4(c_s4(at + 8u), cap),
+                      softcap4(c_s4(at + 12u), cap));
+    }
     return Scores(
         c_mask4(c_s4(at), k0, pos, row_ok),
         c_mask4(c_s4(at + 4u), k0 + 4u, pos, row_ok),
         c_mask4(c_s4(at + 8u), k0 + 8u, pos, row_ok),
         c_mask4(c_s4(at + 12u), k0 + 12u, pos, row_ok),
     );
+}
+
+// Whether every key of the tile at kt0 is visible to every row of the block at q0: inside the cache, at
+// or before the first row's position (causal), and after the last row's window start. Rows past q_len
+// then see keys too; their Q is zeros and they are never stored.
+fn c_tile_visible(kt0: u32, q0: u32) -> bool {
+    var ok = kt0 + CK <= fp.kv_len;
+    if (fp.causal != 0u) {
+        ok = ok && kt0 + CK - 1u <= fp.q_offset + q0;
+    }
+    if (fp.window > 0u) {
+        ok = ok && kt0 + fp.window > fp.q_offset + q0 + CQ - 1u;
+    }
+    return ok;
 }
 
 // Masked keys weigh 0 (attention_kv.wgsl).
@@ -244,23 +269,18 @@ fn c_sum4(v: vec4<f32>) -> f32 {
 }
 
 fn c_put_p4(at: u32, p: vec4<f32>) {
-    let h = vec4<f16>(p);
-    c_p[at] = h.x;
-    c_p[at + 1u] = h.y;
-    c_p[at + 2u] = h.z;
-    c_p[at + 3u] = h.w;
+    c_p[at / 4u] = vec4<f16>(p);
 }
 
 // Output fragment o scaled row by row (lane l's `alpha` scales row l / 2), through subgroup sg's c_s rows.
 fn c_rescale(o: coop_mat16x16<f32, C>, alpha: f32, sg: u32, sl: u32) -> coop_mat16x16<f32, C> {
-    coopStoreT(o, &c_s[sg * 16u * SSTR], SSTR);
+    coopStoreT(o, &c_s[sg * 4u * SSTR], SSTR / 4u);
     workgroupBarrier();
-    let at = sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 8u;
-    for (var c = 0u; c < 8u; c++) {
-        c_s[at + c] *= alpha;
-    }
+    let at = (sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 8u) / 4u;
+    c_s[at] *= alpha;
+    c_s[at + 1u] *= alpha;
     workgroupBarrier();
-    let scaled = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sg * 16u * SSTR], SSTR);
+    let scaled = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sg * 4u * SSTR], SSTR / 4u);
     workgroupBarrier();
     return scaled;
 }
@@ -268,7 +288,7 @@ fn c_rescale(o: coop_mat16x16<f32, C>, alpha: f32, sg: u32, sl: u32) -> coop_mat
 // Output fragment f (head-dim columns 16f..) of subgroup sg's rows, each row times its 1 / l (lane l's
 // `inv` is row l / 2's), through its c_s rows, to out_f.
 fn c_store_o(o: coop_mat16x16<f32, C>, f: u32, inv: f32, sg: u32, sl: u32, q0: u32, head: u32) {
-    coopStoreT(o, &c_s[sg * 16u * SSTR], SSTR);
+    coopStoreT(o, &c_s[sg * 4u * SSTR], SSTR / 4u);
     workgroupBarrier();
     for (var h = 0u; h < 2u; h++) {
         let t = sl + 32u * h;
@@ -353,7 +373,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         }
         c_scores(q, sg);
         workgroupBarrier();
-        let s = c_lane_scores(sg, sl, kt0, pos, row_ok);
+        let s = c_lane_scores(sg, sl, kt0, pos, row_ok, c_tile_visible(kt0, q0));
         let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
         let m_tile = max(mb, subgroupShuffleXor(mb, 1u));
         // A row that has weighed nothing yet holds O = 0 and l = 0: its reference moves freely.
@@ -392,8 +412,8 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_put_p4(p_at + 8u, pc);
         c_put_p4(p_at + 12u, pd);
         workgroupBarrier();
-        let p0 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 16u * PSTR], PSTR);
-        let p1 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 16u * PSTR + 16u], PSTR);
+        let p0 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR], PSTR / 4u);
+        let p1 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR + 4u], PSTR / 4u);
         o0 = coopMultiplyAdd(p1, c_vfrag(1u, 0u), coopMultiplyAdd(p0, c_vfrag(0u, 0u), o0));
         if (HD > 16u) { o1 = coopMultiplyAdd(p1, c_vfrag(1u, 1u), coopMultiplyAdd(p0, c_vfrag(0u, 1u), o1)); }
         if (HD > 32u) { o2 = coopMultiplyAdd(p1, c_vfrag(1u, 2u), coopMultiplyAdd(p0, c_vfrag(0u, 2u), o2)); }
