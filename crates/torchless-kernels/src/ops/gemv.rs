@@ -935,10 +935,16 @@ impl Job<'_> {
 /// about four chunks), two rows per workgroup for 16-bit b = 1 (one for f32), four once several rows of x
 /// share each weight load; fewer rows when the dispatch would otherwise have under 1024 workgroups to
 /// spread over the GPU (on an H200, 4092 rows of 4096 bf16 took 11.7 µs with one row a workgroup, 4092
-/// workgroups, against 8.5 µs with two and 8.3 µs with four, 1023 workgroups). The gated form at b = 1
-/// takes four rows of each matrix: every workgroup reads all of x (and the norm's weight), so more rows a
-/// workgroup means less of that traffic per weight byte
-/// (Llama-3-8B bf16 decode on an H200: 183.4 tok/s against 179.6 with one row, two rounds). The same holds
+/// workgroups, against 8.5 µs with two and 8.3 µs with four, 1023 workgroups).
+///
+/// 16-bit weights at b = 1 take 256 threads in the gated form and for rows of 1024 chunks or more (8192
+/// values: Llama's down projection), with two rows of each matrix in the gated form: H100 decode,
+/// alternating twice (`benchmarks/results/2026-12-07e-h100/next56/`), Llama-3-8B bf16 160.5 / 160.5
+/// tok/s against 159.3 / 159.3 with 128 threads and four rows (160.1 with 256 threads and four), xLSTM-7B
+/// 169.1 / 169.1 against 166.2 / 166.2. Forcing 256 threads on every GEMV (`next55/`) slowed the Q/K/V
+/// (normed, 4096 long) and LM-head launches instead. On the H200, four gated rows had beaten one (183.4
+/// tok/s against 179.6) when every launch had 128 threads: every workgroup reads all of x (and the norm's
+/// weight), so more rows a workgroup means less of that traffic per weight byte. The same holds
 /// for the RMS-normed multi-matrix form with 16-bit weights at b = 1 (xLSTM's six projections, 12304 rows
 /// at xLSTM-7B): with two rows a workgroup it reads 24 KiB of x and norm weight (in = 4096) beside 16 KiB
 /// of weights, 1.5 bytes per weight byte against 1 for a plain GEMV; four rows halve that (xLSTM-7B decode
@@ -946,9 +952,10 @@ impl Job<'_> {
 fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind: TuneKind) -> Tune {
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
-    let wg = (chunks / 4).next_power_of_two().clamp(32, 128) as u32;
+    let wide = batch == 1 && dtype != DType::F32 && (kind == TuneKind::Gated || chunks >= 1024);
+    let wg = if wide { 256 } else { (chunks / 4).next_power_of_two().clamp(32, 128) as u32 };
     let mut rows: u32 = match (batch, kind, dtype) {
-        (1, TuneKind::Gated, _) => 4,
+        (1, TuneKind::Gated, DType::F32) => 4,
         (1, _, DType::F32) => 1,
         (1, TuneKind::NormedMulti, _) => 4,
         (1, ..) | (_, TuneKind::Gated, _) => 2,
