@@ -937,12 +937,15 @@ impl Job<'_> {
 /// spread over the GPU (on an H200, 4092 rows of 4096 bf16 took 11.7 µs with one row a workgroup, 4092
 /// workgroups, against 8.5 µs with two and 8.3 µs with four, 1023 workgroups).
 ///
-/// 16-bit weights at b = 1 take 256 threads in the gated form and for rows of 1024 chunks or more (8192
-/// values: Llama's down projection), with two rows of each matrix in the gated form: H100 decode,
-/// alternating twice (`benchmarks/results/2026-12-07e-h100/next56/`), Llama-3-8B bf16 160.5 / 160.5
-/// tok/s against 159.3 / 159.3 with 128 threads and four rows (160.1 with 256 threads and four), xLSTM-7B
-/// 169.1 / 169.1 against 166.2 / 166.2. Forcing 256 threads on every GEMV (`next55/`) slowed the Q/K/V
-/// (normed, 4096 long) and LM-head launches instead. On the H200, four gated rows had beaten one (183.4
+/// 16-bit weights at b = 1 take 256 threads where H100 decode profiles with every launch forced to 256
+/// (`benchmarks/results/2026-12-07e-h100/next55/`, `next57/`) favoured it: the gated form (with two rows
+/// of each matrix), rows of 1024 chunks or more (8192 values: the down projections), the normed form
+/// over more than 8192 rows (xLSTM's six projections) and plain GEMVs of at most 4096 rows (the O and
+/// out projections). Llama's Q/K/V (normed, 6144 rows) and the LM heads keep 128, where 256 was
+/// slower. Decode, alternating twice: Llama-3-8B bf16 160.5 / 160.5 tok/s against 159.3 / 159.3 with
+/// 128 threads and four gated rows (`next56/`; 160.1 with four rows), then 160.9 / 161.0 against 160.4 /
+/// 160.5 with the last two cases too (`next58/`); xLSTM-7B 169.1 against 166.2, then 171.0 / 171.1
+/// against 168.9 / 169.0. On the H200, four gated rows had beaten one (183.4
 /// tok/s against 179.6) when every launch had 128 threads: every workgroup reads all of x (and the norm's
 /// weight), so more rows a workgroup means less of that traffic per weight byte. The same holds
 /// for the RMS-normed multi-matrix form with 16-bit weights at b = 1 (xLSTM's six projections, 12304 rows
@@ -952,7 +955,13 @@ impl Job<'_> {
 fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind: TuneKind) -> Tune {
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
-    let wide = batch == 1 && dtype != DType::F32 && (kind == TuneKind::Gated || chunks >= 1024);
+    let wide = batch == 1
+        && dtype != DType::F32
+        && match kind {
+            TuneKind::Gated => true,
+            TuneKind::NormedMulti => chunks >= 1024 || total_rows > 8192,
+            TuneKind::Plain => chunks >= 1024 || (chunks >= 512 && total_rows <= 4096),
+        };
     let wg = if wide { 256 } else { (chunks / 4).next_power_of_two().clamp(32, 128) as u32 };
     let mut rows: u32 = match (batch, kind, dtype) {
         (1, TuneKind::Gated, DType::F32) => 4,

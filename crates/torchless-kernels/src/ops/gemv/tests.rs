@@ -905,15 +905,19 @@ fn tunes_stay_inside_the_kernel_limits() {
             }
         }
     }
-    // xLSTM-7B's six normed projections at b = 1 (bf16): four rows a workgroup, 3076 workgroups; plain and
-    // f32 stay as swept.
+    // xLSTM-7B's six normed projections at b = 1 (bf16): 256 threads, four rows a workgroup, 3076
+    // workgroups; f32 stays as swept.
     let six = 2 * 2048 + 2 * 4096 + 2 * 8;
-    assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 4 });
+    assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::NormedMulti), Tune { wg: 256, rows: 4 });
     assert_eq!(auto_tune(1, 4096, DType::BF16, six, TuneKind::Plain), Tune { wg: 128, rows: 2 });
     assert_eq!(auto_tune(1, 4096, DType::F32, six, TuneKind::NormedMulti), Tune { wg: 128, rows: 1 });
-    // Llama-3-8B's gate/up and down projections at b = 1 (bf16): 256 threads, two rows (of each matrix).
+    // Llama-3-8B at b = 1 (bf16): Q/K/V and the LM head 128 threads; gate/up, down and O 256, two rows
+    // (of each matrix).
+    assert_eq!(auto_tune(1, 4096, DType::BF16, 6144, TuneKind::NormedMulti), Tune { wg: 128, rows: 4 });
+    assert_eq!(auto_tune(1, 4096, DType::BF16, 128256, TuneKind::Plain), Tune { wg: 128, rows: 2 });
     assert_eq!(auto_tune(1, 4096, DType::BF16, 14336, TuneKind::Gated), Tune { wg: 256, rows: 2 });
     assert_eq!(auto_tune(1, 14336, DType::BF16, 4096, TuneKind::Plain), Tune { wg: 256, rows: 2 });
+    assert_eq!(auto_tune(1, 4096, DType::BF16, 4096, TuneKind::Plain), Tune { wg: 256, rows: 2 });
     for b in 2..=MAX_BATCH {
         for kind in [TuneKind::Plain, TuneKind::NormedMulti] {
             assert_eq!(auto_tune(b, 4096, DType::BF16, six, kind), Tune { wg: 128, rows: 4 });
