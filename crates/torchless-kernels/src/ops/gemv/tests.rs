@@ -5,7 +5,8 @@ const SIZES: [usize; 7] = [1, 3, 17, 64, 127, 257, 1000];
 
 /// The launches a test runs: the CPU once; on the GPU both kernels (the subgroup one where the
 /// adapter has subgroups), each with its automatic launch shape and a forced one with several rows per
-/// workgroup (so the last workgroup of a matrix is partly empty).
+/// workgroup (so the last workgroup of a matrix is partly empty); the subgroup kernel also with the
+/// widest workgroup (256 threads), which decode picks for long rows but these small shapes never would.
 fn launches(backend: &Backend) -> Vec<GemvOptions> {
     match backend {
         Backend::Cpu => vec![GemvOptions::default()],
@@ -19,6 +20,11 @@ fn launches(backend: &Backend) -> Vec<GemvOptions> {
                 v.push(GemvOptions {
                     kernel: GemvKernel::Subgroup,
                     tune: Some(Tune { wg: 64, rows: 3 }),
+                    narrow: false,
+                });
+                v.push(GemvOptions {
+                    kernel: GemvKernel::Subgroup,
+                    tune: Some(Tune { wg: 256, rows: 4 }),
                     narrow: false,
                 });
             }
