@@ -1,0 +1,29 @@
+#!/bin/bash
+# GPU machine (H100), carry [".gl", "target/exp/n59"] (~5 min). Prepared for the next session; builds in
+# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = e3313dd (main);
+# fsg2 = m6 + fsg2.patch (the flash kernel's per-subgroup score / probability round trips and rescale
+# synchronised by subgroupBarrier, with wgpu's SUBGROUP_BARRIER feature requested: next54's fsg lacked it);
+# sc4, sc16 = m6 with ops/mlstm.rs STEP_COLS 4 / 16 (8 now): the xLSTM step's vec4 columns a workgroup,
+# 256 / 64 workgroups instead of 128; fsg2test = fsg2's kernel unit tests.
+# 1. fsg2's attention tests on NVIDIA; flash_attention (4k, causal) m6 / fsg2 alternating twice. $OUT/flash.txt
+# 2. xLSTM-7B decode m6 / sc4 / sc16 alternating twice. $OUT/xlstm.txt
+# 3. Llama-3-8B q4_k decode profile (m6), for the launch table of the quantized decode. $OUT/prof_q4k.txt
+source .gl/setup.sh
+D=target/exp/n59
+for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
+nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/flash.txt
+env TORCHLESS_REQUIRE_GPU=1 timeout 60 $D/fsg2test --test-threads 16 attention 2>&1 | grep -E "test result|FAILED|panicked" >> $OUT/flash.txt
+for b in m6 fsg2 m6 fsg2; do
+  echo "=== $b" >> $OUT/flash.txt
+  timeout 40 $D/$b bench --backend gpu --mib 160 --ops flash_attention 2>&1 | grep -E "^flash|rror" >> $OUT/flash.txt
+done
+P="bench-model --backend gpu --context 512 --decode-tokens 128 --prefill-tokens 0"
+X=/tmp/xlstm-7b-random
+[ -f $X/config.json ] || timeout 240 python3 scripts/make_random_xlstm.py --out $X > /dev/null 2>&1
+for b in m6 sc4 sc16 m6 sc4 sc16; do
+  echo "=== $b" >> $OUT/xlstm.txt
+  timeout 60 $D/$b $P --model $X 2>&1 | grep -E "decode \(|rror" >> $OUT/xlstm.txt
+done
+M=/tmp/llama3-8b-random
+[ -f $M/config.json ] || timeout 150 python3 scripts/make_random_llama.py --out $M > /dev/null 2>&1
+timeout 90 $D/m6 bench-model --backend gpu --model $M --context 512 --decode-tokens 32 --prefill-tokens 0 --profile --quantize q4_k > $OUT/prof_q4k.txt 2>&1
