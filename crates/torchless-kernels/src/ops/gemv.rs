@@ -1055,7 +1055,7 @@ pub fn reference(w: &Tensor, x: &Tensor) -> Vec<f64> {
 // ---- bench ----------------------------------------------------------------------------------------
 
 /// Bench op names of this family.
-pub const BENCH_OPS: &[&str] = &["gemv_f32", "gemv_f16", "gemv_bf16"];
+pub const BENCH_OPS: &[&str] = &["gemv_f32", "gemv_f16", "gemv_bf16", "gemv_qkv_bf16"];
 
 /// The environment variable that sets the row length of the `gemv_*` bench cases (default 4096; 14336 with
 /// `--mib 112` gives Llama-3-8B's down projection, 4096 × 14336).
@@ -1065,6 +1065,9 @@ pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_GEMV_COLS";
 /// (weights + x + y): 14336 rows of 4096 (Llama-3-8B's up projection) at 112 MiB of bf16.
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
+    if op == "gemv_qkv_bf16" {
+        return Some(qkv_bench_case());
+    }
     let dtype = match op {
         "gemv_f32" => DType::F32,
         "gemv_f16" => DType::F16,
@@ -1095,6 +1098,71 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
         })
     };
     Some(build())
+}
+
+/// `gemv_qkv_bf16`: one decode step's fused Q/K/V launch at Llama-3-8B's shapes whatever the size asked
+/// ([`gemv_qkv_rope`]: x RMS-normed, 4096 → 4096 + 1024 + 1024 bf16 rows, Q and K rotated (half-split, head
+/// dim 128), K and V written to f16 caches at position 512), so that it can be timed beside a plain GEMV
+/// of the same bytes. Checked on Q against an f64 reference.
+fn qkv_bench_case() -> Result<crate::bench::BenchCase> {
+    use crate::bench::{BenchCase, random_tensor};
+    use crate::ops::rope::{RopeConfig, RopeLayout, RopeTable};
+    use std::sync::Mutex;
+    const IN: usize = 4096;
+    const HD: usize = 128;
+    const HEADS: usize = 32;
+    const KV_HEADS: usize = 8;
+    const POS: usize = 512;
+    const EPS: f32 = 1e-5;
+    let (q_rows, kv_rows) = (HEADS * HD, KV_HEADS * HD);
+    let mut inputs =
+        vec![random_tensor(11, &[1, IN], DType::F32, -1.0, 1.0)?, random_tensor(12, &[IN], DType::BF16, 0.5, 1.5)?];
+    for (seed, rows) in [(13, q_rows), (14, kv_rows), (15, kv_rows)] {
+        inputs.push(random_tensor(seed, &[rows, IN], DType::BF16, -1.0, 1.0)?);
+    }
+    for seed in [16, 17] {
+        inputs.push(random_tensor(seed, &[POS + 1, KV_HEADS, HD], DType::F16, -1.0, 1.0)?);
+    }
+    let cpu_table = RopeTable::new(&Backend::Cpu, RopeConfig::new(HD, 500_000.0))?;
+    let inv_freq = cpu_table.inv_freq().to_vec();
+    // One table per backend the case runs on, built on first use.
+    let tables: Mutex<Vec<RopeTable>> = Mutex::new(vec![cpu_table]);
+    let weight_bytes = 2 * ((q_rows + 2 * kv_rows) * IN) as u64;
+    Ok(BenchCase {
+        op: "gemv_qkv_bf16",
+        dtype: DType::BF16,
+        shape: format!("[{q_rows}+{kv_rows}+{kv_rows}, {IN}] rope, f16 cache"),
+        bytes: weight_bytes + (4 + 2) * IN as u64 + 4 * q_rows as u64 + 2 * 2 * kv_rows as u64,
+        flops: 2 * ((q_rows + 2 * kv_rows) * IN) as u64,
+        tolerance: gemv_tolerance(IN, 4.0),
+        inputs,
+        run: Box::new(move |i| {
+            let backend = i[0].backend();
+            let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
+            let table = match tables.iter().position(|t| t.backend() == backend) {
+                Some(k) => &tables[k],
+                None => {
+                    let t = tables[0].to_backend(&backend)?;
+                    tables.push(t);
+                    &tables[tables.len() - 1]
+                }
+            };
+            let norm = InputNorm { weight: &i[1], eps: EPS, variant: RmsNormVariant::Standard };
+            let parts = [2, 3, 4].map(|k| GemvPart { w: &i[k], bias: None });
+            let kv = crate::ops::rope::KvWrite { table, pos: POS, k_cache: &i[5], v_cache: &i[6] };
+            gemv_qkv_rope(&i[0], norm, parts, kv)
+        }),
+        reference: Box::new(move |i| {
+            let (x, nw) = (cpu::read_f32(&i[0]), cpu::read_f32(&i[1]));
+            let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / IN as f64;
+            let inv = 1.0 / (ms + EPS as f64).sqrt();
+            let normed: Vec<f32> = x.iter().zip(&nw).map(|(&v, &w)| (v as f64 * inv * w as f64) as f32).collect();
+            let q = reference(&i[2], &Tensor::from_f32(&Backend::Cpu, &normed, &[1, IN], DType::F32)?);
+            let q: Vec<f32> = q.iter().map(|&v| v as f32).collect();
+            let positions = [POS as u32];
+            Ok(crate::ops::rope::reference(&q, HEADS, RopeLayout::HalfSplit, HD, &inv_freq, 1.0, &positions))
+        }),
+    })
 }
 
 #[cfg(test)]
