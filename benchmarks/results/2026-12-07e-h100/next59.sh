@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/n59"] (~7 min; 62.6 MB with the tree, near the limit). Prepared for the next session; builds in
-# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = e3313dd (main);
+# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 2530266 (main, with the gemv_qkv_bf16 bench op; the other builds are e3313dd + their patch);
 # fsg2 = m6 + fsg2.patch (the flash kernel's per-subgroup score / probability round trips and rescale
 # synchronised by subgroupBarrier, with wgpu's SUBGROUP_BARRIER feature requested: next54's fsg lacked it);
 # sc4, sc16 = m6 with ops/mlstm.rs STEP_COLS 4 / 16 (8 now): the xLSTM step's vec4 columns a workgroup,
@@ -12,6 +12,7 @@
 # 1. fsg2's attention tests on NVIDIA; flash_attention (4k, causal) m6 / fsg2 alternating twice. $OUT/flash.txt
 # 2. xLSTM-7B decode m6 / sc4 / sc16 alternating twice. $OUT/xlstm.txt
 # 3. Llama-3-8B q4_k decode profile (m6), for the launch table of the quantized decode. $OUT/prof_q4k.txt
+# 4. The fused Q/K/V launch alone beside a plain GEMV of its rows (m6), auto and forced shapes. $OUT/qkv.txt
 source .gl/setup.sh
 D=target/exp/n59
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
@@ -36,3 +37,8 @@ done
 M=/tmp/llama3-8b-random
 [ -f $M/config.json ] || timeout 150 python3 scripts/make_random_llama.py --out $M > /dev/null 2>&1
 timeout 90 $D/m6 bench-model --backend gpu --model $M --context 512 --decode-tokens 32 --prefill-tokens 0 --profile --quantize q4_k > $OUT/prof_q4k.txt 2>&1
+for t in auto 128,2 256,4 64,4 auto; do
+  echo "=== TORCHLESS_GEMV_TUNE=$t" >> $OUT/qkv.txt
+  if [ $t = auto ]; then E=""; else E="TORCHLESS_GEMV_TUNE=$t"; fi
+  env $E timeout 40 $D/m6 bench --backend gpu --mib 48 --ops gemv_qkv_bf16,gemv_bf16 2>&1 | grep -E "^gemv|rror" >> $OUT/qkv.txt
+done
