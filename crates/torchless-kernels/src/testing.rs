@@ -173,6 +173,19 @@ pub fn with_flushed_subnormals<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Every bench case of `ops` at about `bytes` bytes checks out on every test backend (the CPU against its
+/// f64 reference, a GPU against the CPU).
+pub fn assert_bench_cases_validate(ops: &[&str], bytes: u64) {
+    for op in ops {
+        let case = crate::bench::case(op, bytes).unwrap();
+        for backend in test_backends() {
+            let inputs = case.inputs_on(&backend).unwrap();
+            let r = case.check(&backend, &inputs).unwrap();
+            assert!(r.ok, "bench {op} on {}: {r:?}", backend.name());
+        }
+    }
+}
+
 /// The backends a test runs on: the CPU, and the GPU when there is one.
 pub fn test_backends() -> Vec<Backend> {
     let mut v = vec![Backend::Cpu];

@@ -1106,8 +1106,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
 /// of the same bytes. Checked on Q against an f64 reference.
 fn qkv_bench_case() -> Result<crate::bench::BenchCase> {
     use crate::bench::{BenchCase, random_tensor};
-    use crate::ops::rope::{RopeConfig, RopeLayout, RopeTable};
-    use std::sync::Mutex;
+    use crate::ops::rope::{RopeConfig, RopeLayout, RopeTable, TablesPerBackend};
     const IN: usize = 4096;
     const HD: usize = 128;
     const HEADS: usize = 32;
@@ -1125,8 +1124,7 @@ fn qkv_bench_case() -> Result<crate::bench::BenchCase> {
     }
     let cpu_table = RopeTable::new(&Backend::Cpu, RopeConfig::new(HD, 500_000.0))?;
     let inv_freq = cpu_table.inv_freq().to_vec();
-    // One table per backend the case runs on, built on first use.
-    let tables: Mutex<Vec<RopeTable>> = Mutex::new(vec![cpu_table]);
+    let tables = TablesPerBackend::new(cpu_table);
     let weight_bytes = 2 * ((q_rows + 2 * kv_rows) * IN) as u64;
     Ok(BenchCase {
         op: "gemv_qkv_bf16",
@@ -1137,20 +1135,12 @@ fn qkv_bench_case() -> Result<crate::bench::BenchCase> {
         tolerance: gemv_tolerance(IN, 4.0),
         inputs,
         run: Box::new(move |i| {
-            let backend = i[0].backend();
-            let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
-            let table = match tables.iter().position(|t| t.backend() == backend) {
-                Some(k) => &tables[k],
-                None => {
-                    let t = tables[0].to_backend(&backend)?;
-                    tables.push(t);
-                    &tables[tables.len() - 1]
-                }
-            };
-            let norm = InputNorm { weight: &i[1], eps: EPS, variant: RmsNormVariant::Standard };
-            let parts = [2, 3, 4].map(|k| GemvPart { w: &i[k], bias: None });
-            let kv = crate::ops::rope::KvWrite { table, pos: POS, k_cache: &i[5], v_cache: &i[6] };
-            gemv_qkv_rope(&i[0], norm, parts, kv)
+            tables.with(&i[0].backend(), |table| {
+                let norm = InputNorm { weight: &i[1], eps: EPS, variant: RmsNormVariant::Standard };
+                let parts = [2, 3, 4].map(|k| GemvPart { w: &i[k], bias: None });
+                let kv = crate::ops::rope::KvWrite { table, pos: POS, k_cache: &i[5], v_cache: &i[6] };
+                gemv_qkv_rope(&i[0], norm, parts, kv)
+            })
         }),
         reference: Box::new(move |i| {
             let (x, nw) = (cpu::read_f32(&i[0]), cpu::read_f32(&i[1]));

@@ -789,6 +789,29 @@ pub fn reference(
 pub const BENCH_OPS: &[&str] = &["rope"];
 
 /// [tokens, 32, 128] f32, HalfSplit, theta 500000, about `bytes` bytes moved (read + write).
+/// A bench case's RoPE table on each backend it runs on, each copied from the CPU's on first use.
+pub(crate) struct TablesPerBackend(Mutex<Vec<RopeTable>>);
+
+impl TablesPerBackend {
+    pub(crate) fn new(cpu_table: RopeTable) -> TablesPerBackend {
+        TablesPerBackend(Mutex::new(vec![cpu_table]))
+    }
+
+    /// `f` of the table on `backend`.
+    pub(crate) fn with<R>(&self, backend: &Backend, f: impl FnOnce(&RopeTable) -> Result<R>) -> Result<R> {
+        let mut tables = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let k = match tables.iter().position(|t| t.backend() == *backend) {
+            Some(k) => k,
+            None => {
+                let t = tables[0].to_backend(backend)?;
+                tables.push(t);
+                tables.len() - 1
+            }
+        };
+        f(&tables[k])
+    }
+}
+
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
     use crate::testing::Tolerance;
@@ -804,8 +827,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
         let config = RopeConfig::new(head_dim, 500_000.0);
         let cpu_table = RopeTable::new(&Backend::Cpu, config)?;
         let inv_freq = cpu_table.inv_freq().to_vec();
-        // One table per backend the case runs on, built on first use.
-        let tables: Mutex<Vec<RopeTable>> = Mutex::new(vec![cpu_table]);
+        let tables = TablesPerBackend::new(cpu_table);
         Ok(BenchCase {
             op: "rope",
             dtype,
@@ -815,17 +837,7 @@ pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase
             tolerance: Tolerance::for_dtype(dtype).scaled(2.0),
             inputs: vec![x],
             run: Box::new(move |i| {
-                let backend = i[0].backend();
-                let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
-                let table = match tables.iter().position(|t| t.backend() == backend) {
-                    Some(k) => &tables[k],
-                    None => {
-                        let t = tables[0].to_backend(&backend)?;
-                        tables.push(t);
-                        &tables[tables.len() - 1]
-                    }
-                };
-                rope(&i[0], table, RopePositions::Range { offset })
+                tables.with(&i[0].backend(), |table| rope(&i[0], table, RopePositions::Range { offset }))
             }),
             reference: Box::new(move |i| {
                 let positions: Vec<u32> = (0..tokens as u32).map(|t| offset + t).collect();

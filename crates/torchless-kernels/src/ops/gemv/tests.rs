@@ -933,13 +933,6 @@ fn tunes_stay_inside_the_kernel_limits() {
 
 #[test]
 fn bench_cases_validate_on_every_backend() {
-    for op in BENCH_OPS {
-        // A few rows of 4096 (gemv_qkv_bf16 keeps Llama-3-8B's shapes whatever the size).
-        let case = crate::bench::case(op, 1 << 20).unwrap();
-        for backend in test_backends() {
-            let inputs = case.inputs_on(&backend).unwrap();
-            let r = case.check(&backend, &inputs).unwrap();
-            assert!(r.ok, "bench {op} on {}: {r:?}", backend.name());
-        }
-    }
+    // A few rows of 4096 (gemv_qkv_bf16 keeps Llama-3-8B's shapes whatever the size).
+    crate::testing::assert_bench_cases_validate(BENCH_OPS, 1 << 20);
 }

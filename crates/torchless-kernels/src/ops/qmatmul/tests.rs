@@ -568,15 +568,8 @@ fn params_match_the_wgsl_structs() {
 
 #[test]
 fn bench_cases_validate_on_every_backend() {
-    for op in BENCH_OPS {
-        // Small sizes: a few rows of 4096 (gemv), 256³ (gemm).
-        let case = crate::bench::case(op, 1 << 20).unwrap();
-        for backend in test_backends() {
-            let inputs = case.inputs_on(&backend).unwrap();
-            let r = case.check(&backend, &inputs).unwrap();
-            assert!(r.ok, "bench {op} on {}: {r:?}", backend.name());
-        }
-    }
+    // Small sizes: a few rows of 4096 (gemv), 256³ (gemm).
+    crate::testing::assert_bench_cases_validate(BENCH_OPS, 1 << 20);
     assert_eq!(bench_rows(QuantType::Q4K, 4096, 32 << 20), 14336);
     assert_eq!(bench_rows(QuantType::Q4K, 14336, 32 << 20), 4096);
     assert_eq!(bench_rows(QuantType::Q4_0, 4096, 32 << 20), 14336);
