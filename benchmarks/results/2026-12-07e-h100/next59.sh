@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/n59"] (~7 min; 62.6 MB with the tree, near the limit). Prepared for the next session; builds in
-# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 2530266 (main, with the gemv_qkv_bf16 bench op; the other builds are e3313dd + their patch);
+# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 3a3c042 (main; every other build is m6 + its patch; /tmp/mk59.sh of that session made them);
 # fsg2 = m6 + fsg2.patch (the flash kernel's per-subgroup score / probability round trips and rescale
 # synchronised by subgroupBarrier, with wgpu's SUBGROUP_BARRIER feature requested: next54's fsg lacked it);
 # sc4, sc16 = m6 with ops/mlstm.rs STEP_COLS 4 / 16 (8 now): the xLSTM step's vec4 columns a workgroup,
@@ -8,7 +8,8 @@
 # tile is whole, aligned and inside the matrix, each chunk is one load at an element index that advances by
 # a fixed step a slice, instead of the bounds and index arithmetic of every fetch); fsg2test, fftest =
 # their kernel unit tests.
-# 0. ff's GEMM and quantized-matmul tests on NVIDIA; 4096³ GEMMs m6 / ff alternating twice. $OUT/gemm.txt
+# 0. ff's GEMM, quantized-matmul and GEMV tests on NVIDIA (the GEMV ones also check main's 256-thread
+#    shapes there); 4096³ GEMMs m6 / ff alternating twice. $OUT/gemm.txt
 # 1. fsg2's attention tests on NVIDIA; flash_attention (4k, causal) m6 / fsg2 alternating twice. $OUT/flash.txt
 # 2. xLSTM-7B decode m6 / sc4 / sc16 alternating twice. $OUT/xlstm.txt
 # 3. Llama-3-8B q4_k decode profile (m6), for the launch table of the quantized decode. $OUT/prof_q4k.txt
@@ -17,7 +18,7 @@ source .gl/setup.sh
 D=target/exp/n59
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
 nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/gemm.txt
-env TORCHLESS_REQUIRE_GPU=1 timeout 90 $D/fftest --test-threads 16 gemm qmatmul 2>&1 | grep -E "test result|FAILED|panicked" >> $OUT/gemm.txt
+env TORCHLESS_REQUIRE_GPU=1 timeout 150 $D/fftest --test-threads 16 gemm qmatmul gemv 2>&1 | grep -E "test result|FAILED|panicked" >> $OUT/gemm.txt
 for b in m6 ff m6 ff; do
   echo "=== $b" >> $OUT/gemm.txt
   timeout 60 $D/$b bench --backend gpu --mib 256 --ops gemm_f16,gemm_bf16,gemm_q4_k 2>&1 | grep -E "^gemm|rror" >> $OUT/gemm.txt
