@@ -1,6 +1,6 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/n59"] (~7 min; 62.6 MB with the tree, near the limit). Prepared for the next session; builds in
-# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 3a3c042 (main; every other build is m6 + its patch; /tmp/mk59.sh of that session made them);
+# target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 3a3c042 (main; every other build is m6 + its patch; mk59.sh beside this script makes them);
 # fsg2 = m6 + fsg2.patch (the flash kernel's per-subgroup score / probability round trips and rescale
 # synchronised by subgroupBarrier, with wgpu's SUBGROUP_BARRIER feature requested: next54's fsg lacked it);
 # sc4, sc16 = m6 with ops/mlstm.rs STEP_COLS 4 / 16 (8 now): the xLSTM step's vec4 columns a workgroup,
