@@ -32,7 +32,27 @@ fn rank(info: &wgpu::AdapterInfo) -> u32 {
     }
 }
 
-/// Compute-capable adapters of the given backends, best first.
+/// Invocations a workgroup that torchless's kernels need (WebGPU's default limit; Vulkan guarantees only
+/// 128, so a few compute-capable adapters fall short).
+pub const MIN_WORKGROUP_INVOCATIONS: u32 = 256;
+
+/// Why `adapter` cannot run torchless's kernels, or `None` when it can.
+pub fn unfit_reason(adapter: &wgpu::Adapter) -> Option<String> {
+    let compute = adapter.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
+    unfit_reason_of(compute, &adapter.limits())
+}
+
+fn unfit_reason_of(compute_shaders: bool, l: &wgpu::Limits) -> Option<String> {
+    if !compute_shaders {
+        return Some("it has no compute shaders".into());
+    }
+    let most = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
+    (most < MIN_WORKGROUP_INVOCATIONS).then(|| {
+        format!("it runs at most {most} invocations a workgroup and the kernels need {MIN_WORKGROUP_INVOCATIONS}")
+    })
+}
+
+/// Adapters of the given backends that can run torchless's kernels, best first.
 pub fn ranked_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     if backends.is_empty() {
         return Vec::new();
@@ -40,7 +60,7 @@ pub fn ranked_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let instance = instance(backends);
     let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(backends))
         .into_iter()
-        .filter(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS))
+        .filter(|a| unfit_reason(a).is_none())
         .collect();
     adapters.sort_by_key(|a| rank(&a.get_info()));
     adapters
@@ -97,8 +117,25 @@ impl AdapterSummary {
     }
 }
 
-/// Every compute-capable adapter on Vulkan, Metal and DX12, best first.
+/// Every adapter on Vulkan, Metal and DX12 that can run the kernels (`unfit_reason`), best first.
 pub fn list_adapters() -> Vec<AdapterSummary> {
     let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
     ranked_adapters(backends).iter().map(AdapterSummary::of).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapters_that_cannot_run_the_kernels_say_why() {
+        let default = wgpu::Limits::default();
+        assert_eq!(unfit_reason_of(true, &default), None);
+        assert_eq!(unfit_reason_of(false, &default).as_deref(), Some("it has no compute shaders"));
+        let small = wgpu::Limits { max_compute_invocations_per_workgroup: 128, ..default.clone() };
+        let why = unfit_reason_of(true, &small).unwrap();
+        assert!(why.contains("at most 128 invocations") && why.contains("need 256"), "{why}");
+        let narrow = wgpu::Limits { max_compute_workgroup_size_x: 64, ..default };
+        assert!(unfit_reason_of(true, &narrow).unwrap().contains("at most 64"));
+    }
 }

@@ -246,6 +246,12 @@ impl GpuContext {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
+        if let Some(reason) = adapters::unfit_reason(&adapter) {
+            return Err(KernelError::DeviceRequest {
+                adapter: info.name,
+                reason: format!("{reason}; use another adapter or the CPU backend (--backend cpu)"),
+            });
+        }
         let features = adapter.features() & WANTED_FEATURES;
         let adapter_limits = adapter.limits();
         let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
