@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine (H100), carry [".gl", "target/exp/n59"] (~7 min; 62.6 MB with the tree, near the limit). Prepared for the next session; builds in
+# GPU machine (H100), carry [".gl", "target/exp/n59"] (~7 min; 62.8 MB with the tree, near the limit). Prepared for the next session; builds in
 # target/exp/n59 (not in git; rebuild from the named commit and patch if missing): m6 = 3a3c042 (main; every other build is m6 + its patch; mk59.sh beside this script makes them);
 # fsg2 = m6 + fsg2.patch (the flash kernel's per-subgroup score / probability round trips and rescale
 # synchronised by subgroupBarrier, with wgpu's SUBGROUP_BARRIER feature requested: next54's fsg lacked it);
