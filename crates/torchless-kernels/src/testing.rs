@@ -175,6 +175,7 @@ pub fn with_flushed_subnormals<T>(f: impl FnOnce() -> T) -> T {
 
 /// Every bench case of `ops` at about `bytes` bytes checks out on every test backend (the CPU against its
 /// f64 reference, a GPU against the CPU).
+#[cfg(test)]
 pub fn assert_bench_cases_validate(ops: &[&str], bytes: u64) {
     for op in ops {
         let case = crate::bench::case(op, bytes).unwrap();
