@@ -23,6 +23,13 @@ enable wgpu_cooperative_matrix;
 // first pass for each row's max and sum: a third more products, a second staging of K, no prefetch).
 // Scores and probabilities held as vectors, and the masks skipped on tiles that every row of the block
 // sees whole: 108.1 against 89.8 (`2026-12-07e-h100/next53/`).
+//
+// A subgroup's score, probability and rescale rows are its own, so their round trips through workgroup
+// memory are ordered by subgroupBarrier (wgpu's SUBGROUP_BARRIER; the rescale decision is per subgroup
+// too): only the shared K/V tile needs the whole workgroup. 117.7 TFLOP/s against 108.3 with workgroup
+// barriers (`2026-12-07f-h100/next59/`). naga lowers subgroupBarrier to a subgroup-scoped OpControlBarrier whose
+// memory semantics name subgroup memory, which NVIDIA's driver runs as a warp sync (ordering shared
+// memory, as CUDA's __syncwarp), and on Metal to simdgroup_barrier(mem_threadgroup).
 
 const CQ: u32 = 128u;
 // Threads a workgroup: 8 subgroups of 32.
@@ -45,8 +52,6 @@ var<workgroup> c_kv: array<vec4<f16>, 2176>;
 // and strides below count elements (multiples of 4) and are divided by 4 at each access.
 var<workgroup> c_s: array<vec4<f32>, 1152>;
 var<workgroup> c_p: array<vec4<f16>, 1280>;
-// Per subgroup: whether a row of it moves its reference max this tile (1) or not (0).
-var<workgroup> c_need: array<u32, 8>;
 
 // Halves at..at+7 (at a multiple of 8) of c_kv from a chunk of packed f16 pairs.
 fn c_put8(at: u32, w: vec4<u32>) {
@@ -275,13 +280,13 @@ fn c_put_p4(at: u32, p: vec4<f32>) {
 // Output fragment o scaled row by row (lane l's `alpha` scales row l / 2), through subgroup sg's c_s rows.
 fn c_rescale(o: coop_mat16x16<f32, C>, alpha: f32, sg: u32, sl: u32) -> coop_mat16x16<f32, C> {
     coopStoreT(o, &c_s[sg * 4u * SSTR], SSTR / 4u);
-    workgroupBarrier();
+    subgroupBarrier();
     let at = (sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 8u) / 4u;
     c_s[at] *= alpha;
     c_s[at + 1u] *= alpha;
-    workgroupBarrier();
+    subgroupBarrier();
     let scaled = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sg * 4u * SSTR], SSTR / 4u);
-    workgroupBarrier();
+    subgroupBarrier();
     return scaled;
 }
 
@@ -372,7 +377,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             kv = c_fetch_tile(kt0 + CK, kvh, li);
         }
         c_scores(q, sg);
-        workgroupBarrier();
+        subgroupBarrier();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok, c_tile_visible(kt0, q0));
         let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
         let m_tile = max(mb, subgroupShuffleXor(mb, 1u));
@@ -382,12 +387,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             m_ref = max(m_ref, m_tile);
         }
         let need = seen && m_tile > m_ref + RESCALE;
-        let any_need = subgroupAny(need);
-        if (sl == 0u) {
-            c_need[sg] = u32(any_need);
-        }
-        let needs = workgroupUniformLoad(&c_need);
-        if ((needs[0] | needs[1] | needs[2] | needs[3] | needs[4] | needs[5] | needs[6] | needs[7]) != 0u) {
+        if (subgroupAny(need)) {
             let alpha = select(1.0, exp(m_ref - m_tile), need);
             if (need) {
                 m_ref = m_tile;
@@ -411,7 +411,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_put_p4(p_at + 4u, pb);
         c_put_p4(p_at + 8u, pc);
         c_put_p4(p_at + 12u, pd);
-        workgroupBarrier();
+        subgroupBarrier();
         let p0 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR], PSTR / 4u);
         let p1 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR + 4u], PSTR / 4u);
         o0 = coopMultiplyAdd(p1, c_vfrag(1u, 0u), coopMultiplyAdd(p0, c_vfrag(0u, 0u), o0));

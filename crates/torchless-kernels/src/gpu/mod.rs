@@ -41,6 +41,7 @@ pub const MAX_WORKGROUPS_PER_DIM: u32 = 65535;
 
 /// Features we use when the adapter has them.
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SUBGROUP_BARRIER)
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     .union(wgpu::Features::TIMESTAMP_QUERY)

@@ -1151,14 +1151,15 @@ fn flash_block_rows(head_dim: usize, coop: bool) -> usize {
 }
 
 /// Whether flash attention runs on cooperative matrices (attention_coop.wgsl): 16×16 f16 matrices with
-/// 32-lane subgroups (8 of them a workgroup, one lane pair a query row), head_dim a multiple of 16 up to
-/// 128, and room for its 46 KiB of workgroup memory.
+/// 32-lane subgroups (8 of them a workgroup, one lane pair a query row) and subgroup barriers, head_dim a
+/// multiple of 16 up to 128, and room for its 46 KiB of workgroup memory.
 pub fn flash_uses_coop(backend: &Backend, head_dim: usize) -> bool {
     matches!(backend, Backend::Gpu(ctx) if flash_coop_fits(ctx, head_dim))
 }
 
 fn flash_coop_fits(ctx: &GpuContext, head_dim: usize) -> bool {
     matches!(super::gemm::cooperative_variant(ctx), Some(super::gemm::CoopVariant::F16x16 { subgroup: 32 }))
+        && ctx.features().contains(wgpu::Features::SUBGROUP_BARRIER)
         && head_dim.is_multiple_of(16)
         && head_dim <= 128
         && ctx.limits().max_compute_workgroup_storage_size >= 46 * 1024
