@@ -94,7 +94,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> res: array<u32>;
-@group(0) @binding(3) var<storage, read> nw: array<u32>;
+@group(0) @binding(3) var<storage, read> nw: array<vec4<u32>>;
 
 // acc[r]: partial sums of the ROWS slots (lanes) with row r of x; acc[8 + r]: the same for the up matrix.
 var<private> acc: array<vec4<f32>, 16>;
@@ -176,22 +176,25 @@ fn dots(w: W4, c: X8) -> vec4<f32> {
     return d;
 }
 
-// Input norm: the weights of the elements of chunk k, in X8 order (whole words, no per-element decode).
+// Input norm: the weights of the elements of chunk k, in X8 order, from whole 16-byte words (every GPU
+// buffer is padded to 16 bytes; no per-element decode).
 fn norm_chunk(k: u32) -> X8 {
     var n: X8;
     if (NW_DT == DT_F32) {
-        let i = select(8u * k, 4u * k, DTYPE == DT_F32);
-        n.a = vec4<f32>(bitcast<f32>(nw[i]), bitcast<f32>(nw[i + 1u]), bitcast<f32>(nw[i + 2u]), bitcast<f32>(nw[i + 3u]));
-        if (DTYPE != DT_F32) {
-            n.b = vec4<f32>(bitcast<f32>(nw[i + 4u]), bitcast<f32>(nw[i + 5u]), bitcast<f32>(nw[i + 6u]),
-                            bitcast<f32>(nw[i + 7u]));
+        if (DTYPE == DT_F32) {
+            n.a = bitcast<vec4<f32>>(nw[k]);
+        } else {
+            n.a = bitcast<vec4<f32>>(nw[2u * k]);
+            n.b = bitcast<vec4<f32>>(nw[2u * k + 1u]);
         }
+    } else if (DTYPE == DT_F32) {
+        let q = nw[k >> 1u];
+        let w = select(q.xy, q.zw, (k & 1u) != 0u);
+        n.a = vec4<f32>(unpack_pair(NW_DT, w.x), unpack_pair(NW_DT, w.y));
     } else {
-        let i = select(4u * k, 2u * k, DTYPE == DT_F32);
-        n.a = vec4<f32>(unpack_pair(NW_DT, nw[i]), unpack_pair(NW_DT, nw[i + 1u]));
-        if (DTYPE != DT_F32) {
-            n.b = vec4<f32>(unpack_pair(NW_DT, nw[i + 2u]), unpack_pair(NW_DT, nw[i + 3u]));
-        }
+        let q = nw[k];
+        n.a = vec4<f32>(unpack_pair(NW_DT, q.x), unpack_pair(NW_DT, q.y));
+        n.b = vec4<f32>(unpack_pair(NW_DT, q.z), unpack_pair(NW_DT, q.w));
     }
     if (NORM == 2u) {
         n.a += vec4<f32>(1.0);

@@ -214,10 +214,16 @@ fn soft_cap_is_applied_after_bias_and_residual() {
                 }
             }
         }
-        // Fused input norm, then the capped product (f64 reference of the normed x).
-        for variant in [RmsNormVariant::Standard, RmsNormVariant::Gemma] {
-            let nw_v = round_to(&rng.vec(in_len, 0.5, 1.5), DType::BF16);
-            let nw = Tensor::from_f32(&Backend::Cpu, &nw_v, &[in_len], DType::BF16).unwrap();
+        // Fused input norm, then the capped product (f64 reference of the normed x), with norm weights
+        // of every dtype (GGUF files keep them in f32).
+        for (variant, nw_dtype) in [
+            (RmsNormVariant::Standard, DType::BF16),
+            (RmsNormVariant::Gemma, DType::BF16),
+            (RmsNormVariant::Standard, DType::F32),
+            (RmsNormVariant::Gemma, DType::F16),
+        ] {
+            let nw_v = round_to(&rng.vec(in_len, 0.5, 1.5), nw_dtype);
+            let nw = Tensor::from_f32(&Backend::Cpu, &nw_v, &[in_len], nw_dtype).unwrap();
             let eps = 1e-6;
             let xv = x.to_f32_vec().unwrap();
             let plus = if variant == RmsNormVariant::Gemma { 1.0 } else { 0.0 };
@@ -239,7 +245,7 @@ fn soft_cap_is_applied_after_bias_and_residual() {
                     let out = Tensor::uninit(&backend, "test", &[b, rows], DType::F32).unwrap();
                     single_impl(&wd, &xd, Some(norm), e, &out, launch).unwrap();
                     let name = format!(
-                        "gemv_normed {dtype} [{rows}, {in_len}] b={b} {variant:?} soft cap {cap} on {}",
+                        "gemv_normed {dtype} [{rows}, {in_len}] b={b} {variant:?} {nw_dtype} norm soft cap {cap} on {}",
                         what(&backend, launch)
                     );
                     assert_close(&name, &out.to_f32_vec().unwrap(), &want, gemv_tolerance(in_len, 4.0));
