@@ -4,7 +4,7 @@ enable wgpu_cooperative_matrix;
 // flash_coop: the prefill attention of attention.wgsl's `flash` (same op, parameters and bindings) on
 // 16×16×16 f16 cooperative matrices with f32 accumulators, for adapters with 32-lane subgroups and
 // head_dim a multiple of 16, at most 128. Composed after attention.wgsl (FlashParams, bindings, MASKED,
-// softcap4; attention_kv.wgsl: max4).
+// softcap4; attention_kv.wgsl: max4) and before one of the two synchronisation parts (below).
 //
 // Workgroup (query block of 128 rows, head): 8 subgroups, each owning 16 query rows, so each staged K/V
 // tile serves 128 rows. Q is scaled, rounded to f16 and kept in registers as head_dim/16 fragments. One
@@ -24,12 +24,11 @@ enable wgpu_cooperative_matrix;
 // Scores and probabilities held as vectors, and the masks skipped on tiles that every row of the block
 // sees whole: 108.1 against 89.8 (`2026-12-07e-h100/next53/`).
 //
-// A subgroup's score, probability and rescale rows are its own, so their round trips through workgroup
-// memory are ordered by subgroupBarrier (wgpu's SUBGROUP_BARRIER; the rescale decision is per subgroup
-// too): only the shared K/V tile needs the whole workgroup. 117.7 TFLOP/s against 108.3 with workgroup
-// barriers (`2026-12-07f-h100/next59/`). naga lowers subgroupBarrier to a subgroup-scoped OpControlBarrier whose
-// memory semantics name subgroup memory, which NVIDIA's driver runs as a warp sync (ordering shared
-// memory, as CUDA's __syncwarp), and on Metal to simdgroup_barrier(mem_threadgroup).
+// A subgroup's score, probability and rescale rows are its own: their round trips through workgroup
+// memory wait on c_sync_own, a subgroup barrier on NVIDIA and a workgroup barrier elsewhere (composed
+// after this file: attention_coop_sync_subgroup.wgsl, attention_coop_sync_workgroup.wgsl, which also
+// decide whether to rescale, `c_rescale_needed`); only the shared K/V tile always needs the whole
+// workgroup. With subgroup barriers: 117.7 TFLOP/s against 108.3 (`2026-12-07f-h100/next59/`).
 
 const CQ: u32 = 128u;
 // Threads a workgroup: 8 subgroups of 32.
@@ -280,13 +279,13 @@ fn c_put_p4(at: u32, p: vec4<f32>) {
 // Output fragment o scaled row by row (lane l's `alpha` scales row l / 2), through subgroup sg's c_s rows.
 fn c_rescale(o: coop_mat16x16<f32, C>, alpha: f32, sg: u32, sl: u32) -> coop_mat16x16<f32, C> {
     coopStoreT(o, &c_s[sg * 4u * SSTR], SSTR / 4u);
-    subgroupBarrier();
+    c_sync_own();
     let at = (sg * 16u * SSTR + (sl >> 1u) * SSTR + (sl & 1u) * 8u) / 4u;
     c_s[at] *= alpha;
     c_s[at + 1u] *= alpha;
-    subgroupBarrier();
+    c_sync_own();
     let scaled = coopLoadT<coop_mat16x16<f32, C>>(&c_s[sg * 4u * SSTR], SSTR / 4u);
-    subgroupBarrier();
+    c_sync_own();
     return scaled;
 }
 
@@ -377,7 +376,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             kv = c_fetch_tile(kt0 + CK, kvh, li);
         }
         c_scores(q, sg);
-        subgroupBarrier();
+        c_sync_own();
         let s = c_lane_scores(sg, sl, kt0, pos, row_ok, c_tile_visible(kt0, q0));
         let mb = max(max(max4(s.a), max4(s.b)), max(max4(s.c), max4(s.d)));
         let m_tile = max(mb, subgroupShuffleXor(mb, 1u));
@@ -387,7 +386,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             m_ref = max(m_ref, m_tile);
         }
         let need = seen && m_tile > m_ref + RESCALE;
-        if (subgroupAny(need)) {
+        if (c_rescale_needed(need, sg, sl)) {
             let alpha = select(1.0, exp(m_ref - m_tile), need);
             if (need) {
                 m_ref = m_tile;
@@ -411,7 +410,7 @@ fn flash_coop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         c_put_p4(p_at + 4u, pb);
         c_put_p4(p_at + 8u, pc);
         c_put_p4(p_at + 12u, pd);
-        subgroupBarrier();
+        c_sync_own();
         let p0 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR], PSTR / 4u);
         let p1 = coopLoadT<coop_mat16x16<f16, A>>(&c_p[sg * 4u * PSTR + 4u], PSTR / 4u);
         o0 = coopMultiplyAdd(p1, c_vfrag(1u, 0u), coopMultiplyAdd(p0, c_vfrag(0u, 0u), o0));

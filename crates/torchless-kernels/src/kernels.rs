@@ -78,6 +78,7 @@ pub fn all() -> Vec<&'static KernelSource> {
         &attention::ATTENTION,
         &attention::ATTENTION_SUBGROUP,
         &attention::ATTENTION_COOP,
+        &attention::ATTENTION_COOP_SUBGROUP_SYNC,
         &convert::CONVERT,
         &elementwise::ELEMENTWISE,
         &gemm::GEMM,

@@ -61,6 +61,36 @@ fn kernel_choices(backend: &Backend) -> Vec<bool> {
     }
 }
 
+/// `flash_attention` on `backend` once per synchronisation of the cooperative kernel that the adapter
+/// can run (subgroup barriers where they serve, and workgroup barriers), labelled.
+fn flash_runs(
+    backend: &Backend,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kv_len: usize,
+    off: usize,
+    o: AttentionOptions,
+) -> Vec<(String, Vec<f32>)> {
+    let subgroup_sync =
+        matches!(backend, Backend::Gpu(ctx) if flash_coop_subgroup_sync(ctx)) && flash_uses_coop(backend, q.shape()[2]);
+    let syncs: &[bool] = if subgroup_sync { &[false, true] } else { &[false] };
+    syncs
+        .iter()
+        .map(|&workgroup_sync| {
+            TEST_FLASH_WORKGROUP_SYNC.set(workgroup_sync);
+            let got = flash_attention(q, k, v, kv_len, off, o).and_then(|t| t.to_f32_vec());
+            TEST_FLASH_WORKGROUP_SYNC.set(false);
+            let label = if workgroup_sync {
+                format!("{} (workgroup barriers)", backend.name())
+            } else {
+                backend.name().to_string()
+            };
+            (label, got.unwrap())
+        })
+        .collect()
+}
+
 fn opts(hd: usize, softcap: Option<f32>, window: Option<usize>, causal: bool) -> AttentionOptions {
     AttentionOptions { softcap, window, causal, ..AttentionOptions::new(hd) }
 }
@@ -146,10 +176,10 @@ fn flash_matches_the_f64_reference() {
         let want = x.reference(kv_len, off as i64, &o);
         for backend in test_backends() {
             let (q, k, v) = x.tensors(&backend);
-            let got = flash_attention(&q, &k, &v, kv_len, off, o).unwrap().to_f32_vec().unwrap();
-            let what =
-                format!("flash L={len} S={kv_len} off {off} {nh}/{nkv}x{hd} {dtype} {o:?} on {}", backend.name());
-            assert_close(&what, &got, &want, flash_tolerance(&backend, hd));
+            for (on, got) in flash_runs(&backend, &q, &k, &v, kv_len, off, o) {
+                let what = format!("flash L={len} S={kv_len} off {off} {nh}/{nkv}x{hd} {dtype} {o:?} on {on}");
+                assert_close(&what, &got, &want, flash_tolerance(&backend, hd));
+            }
         }
     }
 }
@@ -170,8 +200,9 @@ fn rows_whose_max_keeps_rising_match_the_reference() {
     let want = x.reference(len, 0, &o);
     for backend in test_backends() {
         let (q, k, v) = x.tensors(&backend);
-        let got = flash_attention(&q, &k, &v, len, 0, o).unwrap().to_f32_vec().unwrap();
-        assert_close(&format!("rising scores on {}", backend.name()), &got, &want, flash_tolerance(&backend, hd));
+        for (on, got) in flash_runs(&backend, &q, &k, &v, len, 0, o) {
+            assert_close(&format!("rising scores on {on}"), &got, &want, flash_tolerance(&backend, hd));
+        }
     }
 }
 
