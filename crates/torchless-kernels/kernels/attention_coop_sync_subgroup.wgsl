@@ -1,6 +1,6 @@
-// attention_coop.wgsl's synchronisation on NVIDIA (ops/attention.rs `flash_coop_sync`): a subgroup's own
-// round trips through workgroup memory (its score, probability and rescale rows) wait on the subgroup
-// alone, and each subgroup decides its rescale for itself. naga lowers subgroupBarrier to a
+// attention_coop.wgsl's synchronisation on NVIDIA (ops/attention.rs `flash_coop_subgroup_sync`): a
+// subgroup's own round trips through workgroup memory (its score, probability and rescale rows) wait on
+// the subgroup alone, and each subgroup decides its rescale for itself. naga lowers subgroupBarrier to a
 // subgroup-scoped OpControlBarrier whose memory semantics name subgroup memory, which Vulkan's memory
 // model does not apply to workgroup memory; NVIDIA's driver runs it as a warp sync, which orders shared
 // memory as CUDA's __syncwarp does, so the rows are ordered there. Other adapters take

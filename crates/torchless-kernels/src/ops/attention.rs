@@ -1172,7 +1172,7 @@ const NVIDIA: u32 = 0x10de;
 #[cfg(test)]
 thread_local! {
     /// Tests: run the cooperative flash kernel with workgroup barriers even where subgroup ones serve.
-    pub(super) static TEST_FLASH_WORKGROUP_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static TEST_FLASH_WORKGROUP_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Whether the cooperative flash kernel orders each subgroup's own rows with subgroup barriers
