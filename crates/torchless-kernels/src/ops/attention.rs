@@ -19,7 +19,8 @@
 //! an online softmax and never writes the scores out; where the adapter has 16×16 f16 cooperative
 //! matrices with 32-lane subgroups and head_dim is a multiple of 16 up to 128, it runs on them instead
 //! (`attention_coop.wgsl`: Q, K, V and the probabilities rounded to f16, one pass whose reference max
-//! moves only when the scores pass it by far).
+//! moves only when the scores pass it by far; a subgroup's own rows synchronised by subgroup barriers on
+//! NVIDIA, by workgroup barriers elsewhere).
 //! The CPU implementation is plain Rust over rayon and serves as the CPU backend's attention.
 
 use rayon::prelude::*;
