@@ -293,27 +293,29 @@ fn fully_masked_rows_are_zeros_and_extremes_stay_finite() {
     let plain = opts(64, None, None, true);
     for backend in test_backends() {
         let (q, k, v) = x.tensors(&backend);
-        let got = flash_attention(&q, &k, &v, 10, 20, o).unwrap().to_f32_vec().unwrap();
-        assert!(got.iter().all(|&e| e == 0.0), "fully masked flash rows on {}: {got:?}", backend.name());
+        for (on, got) in flash_runs(&backend, &q, &k, &v, 10, 20, o) {
+            assert!(got.iter().all(|&e| e == 0.0), "fully masked flash rows on {on}: {got:?}");
+        }
         for (name, c) in [("huge logits", &big), ("constant keys", &flat)] {
             let n = c.d.capacity;
             let (q, k, v) = c.tensors(&backend);
             let what = format!("{name} on {}", backend.name());
-            let got = flash_attention(&q, &k, &v, n, n - c.d.tokens, plain).unwrap().to_f32_vec().unwrap();
             let want = c.reference(n, (n - c.d.tokens) as i64, &plain);
-            if flash_uses_coop(&backend, 64) && name == "huge logits" {
-                // Rounded to f16, logits of ~1000 carry errors of ~0.5, which move the softmax
-                // weights of near-ties (as in any f16 attention): the outputs must still be finite
-                // convex combinations of V's rows (values in [-1, 1]).
-                let bad = got.iter().position(|e| !e.is_finite() || e.abs() > 1.0 + 1e-3);
-                assert!(bad.is_none(), "flash {what}: {:?} at {bad:?}", bad.map(|i| got[i]));
-            } else {
-                let tol = if flash_uses_coop(&backend, 64) {
-                    FLASH_F16_TOLERANCE
+            for (on, got) in flash_runs(&backend, &q, &k, &v, n, n - c.d.tokens, plain) {
+                if flash_uses_coop(&backend, 64) && name == "huge logits" {
+                    // Rounded to f16, logits of ~1000 carry errors of ~0.5, which move the softmax
+                    // weights of near-ties (as in any f16 attention): the outputs must still be finite
+                    // convex combinations of V's rows (values in [-1, 1]).
+                    let bad = got.iter().position(|e| !e.is_finite() || e.abs() > 1.0 + 1e-3);
+                    assert!(bad.is_none(), "flash {name} on {on}: {:?} at {bad:?}", bad.map(|i| got[i]));
                 } else {
-                    Tolerance { atol: 1e-3, rtol: 1e-3 }
-                };
-                assert_close(&format!("flash {what}"), &got, &want, tol);
+                    let tol = if flash_uses_coop(&backend, 64) {
+                        FLASH_F16_TOLERANCE
+                    } else {
+                        Tolerance { atol: 1e-3, rtol: 1e-3 }
+                    };
+                    assert_close(&format!("flash {name} on {on}"), &got, &want, tol);
+                }
             }
             for subgroups in kernel_choices(&backend) {
                 let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
@@ -491,17 +493,19 @@ fn nan_case(kv_len: usize, softcap: Option<f32>) {
     let nan_row = |t: usize, h: usize| (t == 0 && h == 0) || h >= 2;
     for backend in test_backends() {
         let (q, k, v) = x.tensors(&backend);
-        let mut runs = vec![("flash".to_string(), flash_attention(&q, &k, &v, kv_len, pos0, o).unwrap())];
+        let mut runs: Vec<(String, Vec<f32>)> = flash_runs(&backend, &q, &k, &v, kv_len, pos0, o)
+            .into_iter()
+            .map(|(on, got)| (format!("flash on {on}"), got))
+            .collect();
         for subgroups in kernel_choices(&backend) {
             let out = Tensor::uninit(&backend, "test", q.shape(), DType::F32).unwrap();
             decode_impl(&q, &k, &v, KvLen::Host(kv_len), o, &out, subgroups, None).unwrap();
-            runs.push((format!("decode (subgroups {subgroups})"), out));
+            runs.push((format!("decode (subgroups {subgroups}) on {}", backend.name()), out.to_f32_vec().unwrap()));
         }
-        for (name, out) in runs {
-            let got = out.to_f32_vec().unwrap();
+        for (name, got) in runs {
             for (i, row) in got.chunks(hd).enumerate() {
                 let (t, h) = (i / nh, i % nh);
-                let what = format!("{name} kv_len {kv_len} {softcap:?} token {t} head {h} on {}", backend.name());
+                let what = format!("{name} kv_len {kv_len} {softcap:?} token {t} head {h}");
                 if nan_row(t, h) {
                     assert!(row.iter().all(|e| e.is_nan()), "{what}: {:?}", &row[..4]);
                 } else {
