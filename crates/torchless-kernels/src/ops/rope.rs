@@ -788,7 +788,6 @@ pub fn reference(
 /// Bench op names of this family.
 pub const BENCH_OPS: &[&str] = &["rope"];
 
-/// [tokens, 32, 128] f32, HalfSplit, theta 500000, about `bytes` bytes moved (read + write).
 /// A bench case's RoPE table on each backend it runs on, each copied from the CPU's on first use.
 pub(crate) struct TablesPerBackend(Mutex<Vec<RopeTable>>);
 
@@ -812,6 +811,7 @@ impl TablesPerBackend {
     }
 }
 
+/// [tokens, 32, 128] f32, HalfSplit, theta 500000, about `bytes` bytes moved (read + write).
 pub fn bench_case(op: &str, bytes: u64) -> Option<Result<crate::bench::BenchCase>> {
     use crate::bench::{BenchCase, random_tensor};
     use crate::testing::Tolerance;
