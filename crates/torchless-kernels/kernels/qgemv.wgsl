@@ -76,8 +76,8 @@ override XCAP: u32 = 1u;
 // and wrote each block's Σx² after the groups' (d/256, Σx) in xs. The reduction sums them in one more slot
 // and `x_scale` applies 1/rms(x) to the dot products, as with FUSED and NORM.
 override NSS: bool = false;
-// The output also written as the next quantized GEMV's x (one row of x; QSPLIT workgroups share each
-// block of 32 consecutive output rows, TEAMS · rows per matrix = 32 / QSPLIT a workgroup): 0 no; 1 as it is; 2 times the next norm's
+// The output also written as the next quantized GEMV's x (one row of x; every workgroup owns 32
+// consecutive output rows, TEAMS · rows per matrix = 32): 0 no; 1 as it is; 2 times the next norm's
 // weight (bias1), its Σy² per block kept for that GEMV's NSS; 3 the same with (1 + weight) (Gemma). y1
 // receives the hi and lo bytes, y2 the (d/256, Σ) pairs and the Σy² (qgemv_xcore.wgsl layout, for the
 // next GEMV's QOUT_LAYOUT and p.qout_units). It saves that GEMV the launch that quantizes its x.
@@ -85,11 +85,6 @@ override QOUT: u32 = 0u;
 override QOUT_LAYOUT: u32 = 0u;
 // dtype code of the next norm's weight (QOUT 2, 3).
 override QOUT_NW_DT: u32 = 0u;
-// QOUT: the workgroups that share a block of 32 outputs, each owning 32 / QSPLIT of its rows. Above 1 each
-// hands its outputs over through `handoff` and the last of them to finish quantizes the block, so that the
-// launch can have more, smaller workgroups than blocks (with one workgroup a block, a 4096-output GEMV is
-// 128 workgroups: too few to keep an H100's memory busy).
-override QSPLIT: u32 = 1u;
 // Load unit u + WG's weights before unit u's arithmetic (not FUSED).
 override PREFETCH: bool = false;
 
@@ -152,10 +147,6 @@ struct Params {
 @group(0) @binding(15) var<storage, read_write> y2: array<u32>;
 // ROPE: the coefficient table of ops::rope::RopeTable, 8 rows of rope_stride f32 (a dummy without).
 @group(0) @binding(16) var<storage, read> rope_tab: array<f32>;
-// QOUT with QSPLIT > 1: per block of 32 outputs a count of the workgroups done with it (left at 0 by the
-// last), then the outputs, one word each (ops/qmatmul/gpu.rs `handoff_words`). Atomics throughout, so that
-// the values reach the last workgroup through the device-coherent path whatever caches sit between.
-@group(0) @binding(17) var<storage, read_write> handoff: array<atomic<u32>>;
 
 // Quant vector i of matrix m.
 fn wq(m: u32, i: u32) -> vec4<u32> {
@@ -916,13 +907,13 @@ fn nss_sum() -> f32 {
     return part;
 }
 
-// QOUT: the block's 32 outputs (finish, last_of_block); per thread t < 8 (of its vec4 t): the largest |y·w|, Σ y·w
+// QOUT: the workgroup's 32 outputs (finish); per thread t < 8 (of its vec4 t): the largest |y·w|, Σ y·w
 // and Σ y².
 var<workgroup> qv: array<f32, 32>;
 var<workgroup> q_amax: array<f32, 8>;
 var<workgroup> q_sum: array<f32, 8>;
 var<workgroup> q_sq: array<f32, 8>;
-// QOUT 2, 3, threads t < 8: the next norm's weights of the block's rows 4t..4t + 3, loaded first so
+// QOUT 2, 3, threads t < 8: the next norm's weights of the workgroup's rows 4t..4t + 3, loaded first so
 // that their latency hides under the main loop's.
 var<private> qn_: vec4<f32>;
 
@@ -933,7 +924,7 @@ fn qout_weight(row: u32) -> f32 {
 // Thread 0 of team 0 owns the workgroup's first row, row0.
 fn load_qout_norm(row0: u32) {
     if (QOUT > 1u && wli_ < 8u) {
-        let r = (row0 & ~31u) + 4u * wli_;
+        let r = row0 + 4u * wli_;
         qn_ = vec4<f32>(qout_weight(r), qout_weight(r + 1u), qout_weight(r + 2u), qout_weight(r + 3u));
     }
 }
@@ -942,35 +933,7 @@ fn load_qout_norm(row0: u32) {
 fn keep_out(row: u32, v: f32) {
     if (QOUT > 0u) {
         qv[row & 31u] = v;
-        if (QSPLIT > 1u) {
-            atomicStore(&handoff[p.rows[0] / 32u + row], bitcast<u32>(v));
-        }
     }
-}
-
-var<workgroup> q_last: u32;
-
-// QOUT with QSPLIT > 1: counts this workgroup's part of the block of `row0` done; for the last workgroup
-// to finish it, true with the block's 32 outputs in qv. Called by every thread, in uniform control flow.
-fn last_of_block(row0: u32) -> bool {
-    // Device-scope release of this workgroup's outputs before it is counted, acquire after.
-    storageBarrier();
-    let blk = row0 / 32u;
-    if (wli_ == 0u) {
-        let last = atomicAdd(&handoff[blk], 1u) == QSPLIT - 1u;
-        if (last) {
-            atomicStore(&handoff[blk], 0u);
-        }
-        q_last = select(0u, 1u, last);
-    }
-    if (workgroupUniformLoad(&q_last) == 0u) {
-        return false;
-    }
-    storageBarrier();
-    for (var i = wli_; i < 32u; i += WG * TEAMS) {
-        qv[i] = bitcast<f32>(atomicLoad(&handoff[p.rows[0] / 32u + (row0 & ~31u) + i]));
-    }
-    return true;
 }
 
 fn qv4(i: u32) -> vec4<f32> {
@@ -982,12 +945,11 @@ fn store_xs(i: u32, v: vec2<f32>) {
     y2[2u * i + 1u] = bitcast<u32>(v.y);
 }
 
-// QOUT: the block of 32 outputs of the workgroup's rows (from row0 & ~31) quantized as group pair
-// row0 / 32 · 2 of the next GEMV's x (qgemv_xcore.wgsl, in that GEMV's layout), eight threads a vec4 each;
-// with a norm, the block's Σy² too. With QSPLIT > 1, by the last of the block's workgroups only. Called by
-// every thread, in uniform control flow.
+// QOUT: the workgroup's block of 32 outputs (rows row0..row0 + 31) quantized as group pair row0 / 16 of
+// the next GEMV's x (qgemv_xcore.wgsl, in that GEMV's layout), eight threads a vec4 each; with a norm, the
+// block's Σy² too. Called by every thread, in uniform control flow.
 fn emit_block(row0: u32) {
-    if (QOUT == 0u || (QSPLIT > 1u && !last_of_block(row0))) {
+    if (QOUT == 0u) {
         return;
     }
     workgroupBarrier();

@@ -118,8 +118,6 @@ pub struct GpuContext {
     /// only cost a rebuild.
     bind_groups: Mutex<FxHashMap<u64, (BindKey, wgpu::BindGroup)>>,
     pool: Mutex<BufferPool>,
-    /// See [`GpuContext::handoff_buffer`].
-    handoff: Mutex<Option<wgpu::Buffer>>,
     /// Buffers made by `alloc` because the pool had none of the size (see [`HostStats`]).
     buffers_made: std::sync::atomic::AtomicU64,
     batch: Mutex<Batch>,
@@ -307,7 +305,6 @@ impl GpuContext {
             pipelines: Mutex::new(FxHashMap::default()),
             bind_groups: Mutex::new(FxHashMap::default()),
             pool: Mutex::new(BufferPool::default()),
-            handoff: Mutex::new(None),
             buffers_made: Default::default(),
             batch: Mutex::new(Batch {
                 encoder: None,
@@ -489,28 +486,6 @@ impl GpuContext {
             drop(buffer);
             self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
-    }
-
-    /// The buffer (at least `bytes`) through which the workgroups of one launch hand values over: counters
-    /// and the values they guard. It is zero when made, and every kernel that uses it leaves its counters
-    /// at zero again, so each launch finds them so (launches that bind it read-write run one after
-    /// another). One a context, replaced by a larger one when a launch needs more.
-    pub fn handoff_buffer(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
-        let mut slot = self.handoff.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = slot.as_ref().filter(|b| b.size() >= bytes) {
-            return Ok(b.clone());
-        }
-        let size = size_class(bytes.max(1).next_multiple_of(BUFFER_ALIGN));
-        self.check_buffer_size(op, size)?;
-        // wgpu zeroes a new buffer before its first use.
-        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("torchless hand-off"),
-            size,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        *slot = Some(b.clone());
-        Ok(b)
     }
 
     /// Frees every cached buffer of the pool.

@@ -355,7 +355,7 @@ impl GemvInput {
         let tune = gpu::choose_tune(ctx, w, self.b, None)?;
         let up_bias = parts.get(1).is_some_and(|p| p.bias.is_some());
         let emits =
-            gpu::emit_shape(ctx, tune, self.b, w, gated.is_some())?.is_some() && !(then.norm.is_some() && up_bias);
+            gpu::emit_shape(ctx, tune, self.b, w, gated.is_some()).is_some() && !(then.norm.is_some() && up_bias);
         // The shape chosen here is the dispatch's (choose_tune keeps a chosen shape as it is).
         if !emits {
             self.dispatch(ctx, parts, epilogue, gated, None, QGemvKernel::Auto, Some(tune), None)?;
@@ -965,10 +965,6 @@ pub const TUNE_VAR: &str = "TORCHLESS_QGEMV_TUNE";
 /// The environment variable that forces the quantized GEMV's weight prefetch on (`1`) or off (`0`) for every
 /// format, instead of the automatic choice: for benchmark sweeps.
 pub const PREFETCH_VAR: &str = "TORCHLESS_QGEMV_PREFETCH";
-/// The environment variable that sets how many workgroups share each block of 32 outputs of a GEMV that
-/// writes the next GEMV's x (1, 2, 4, 8, 16 or 32; the last to finish quantizes the block), instead of the
-/// automatic choice: for benchmark sweeps.
-pub const EMIT_SPLIT_VAR: &str = "TORCHLESS_QGEMV_EMIT_SPLIT";
 
 /// The environment variable that sets the row length (`cols`) of the `gemv_q*` bench cases (default 4096).
 pub const BENCH_COLS_VAR: &str = "TORCHLESS_BENCH_QGEMV_COLS";

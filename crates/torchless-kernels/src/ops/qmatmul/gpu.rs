@@ -30,8 +30,8 @@ crate::kernel_source!(unchecked QMATMUL_COOP, "qmatmul_coop", ["qmatmul", "coop1
 pub(crate) const QCOOP16_TILE: (usize, usize) = (256, 128);
 
 /// Storage buffers the GEMV binds (x as bytes and sums, three weights twice, three biases, residual,
-/// three outputs, the RoPE table, the emitting workgroups' hand-off).
-const STORAGE_BINDINGS: u32 = 17;
+/// three outputs, the RoPE table).
+const STORAGE_BINDINGS: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -188,28 +188,6 @@ thread_local! {
 thread_local! {
     /// Tests: the fewest rows a team of an emitting dispatch of this thread takes, whatever the format.
     pub(super) static TEST_EMIT_ROWS: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
-    /// Tests: the workgroups that share a block of an emitting dispatch of this thread ([`emit_split`]).
-    pub(super) static TEST_EMIT_SPLIT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
-}
-
-/// The workgroups that share each block of 32 outputs of an emitting dispatch (kernels/qgemv.wgsl
-/// `QSPLIT`): forced by [`EMIT_SPLIT_VAR`], else 1.
-fn emit_split() -> Result<u32> {
-    #[cfg(test)]
-    if let Some(split) = TEST_EMIT_SPLIT.with(std::cell::Cell::get) {
-        return Ok(split);
-    }
-    static FORCED: std::sync::OnceLock<std::result::Result<Option<u32>, String>> = std::sync::OnceLock::new();
-    let forced = crate::ops::env_override(&FORCED, EMIT_SPLIT_VAR, |v| {
-        v.trim().parse().ok().filter(|s: &u32| s.is_power_of_two() && *s <= 32)
-    })
-    .map_err(|value| KernelError::Argument {
-        op: "gemv_q",
-        name: EMIT_SPLIT_VAR,
-        value,
-        reason: "must be 1, 2, 4, 8, 16 or 32 (or unset)".into(),
-    })?;
-    Ok(forced.unwrap_or(1))
 }
 
 /// The launch shape of a GEMV of `b` rows of x: forced by [`TUNE_VAR`] or `forced`, else
@@ -315,11 +293,13 @@ pub fn emit_tensors(like: &Tensor, rows: usize) -> Result<(Tensor, Tensor)> {
 /// `benchmarks/results/2026-12-05d-h100/`): down 30.14 → 30.01 µs profiled, O 16.04 → 15.49,
 /// gate/up 44.14 → 42.85 against two rows a team, decode 326.4 and 327.8 → 333.1 tok/s (one run each);
 /// four rows a team, or 64-thread teams, lost. The other formats, not measured so, keep the tune's rows.
-pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated: bool) -> Result<Option<Tune>> {
+/// Spreading each block over several smaller workgroups, the last to finish quantizing it from outputs
+/// handed over through atomics (44d02bf, reverted), lost as well: 316.9 / 308.5 / 323.9 tok/s with 4 / 16
+/// / 32 workgroups a block against 335.9 with one (`benchmarks/results/2026-12-07g-h100/g2/`).
+pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated: bool) -> Option<Tune> {
     if b != 1 || !w.rows().is_multiple_of(32) {
-        return Ok(None);
+        return None;
     }
-    let split = emit_split()?;
     let k_quant = matches!(w.quant_type(), QuantType::Q4K | QuantType::Q5K);
     // Q4_K and Q5_K teams are one warp whatever the plain GEMV's width ([`auto_tune`]).
     let tune = if k_quant { Tune { wg: 32, ..tune } } else { tune };
@@ -329,7 +309,7 @@ pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated
     let sub = if ctx.has_subgroups() { ctx.info().subgroup_max_size } else { 1 };
     // `rows_per_matrix` rows a team at the tune's width, narrowed where `narrow` allows and it must be.
     let shape = |rows_per_matrix: u32, narrow: bool| {
-        let teams = (32 / rows_per_matrix / split).max(1);
+        let teams = 32 / rows_per_matrix;
         let mut wg = tune.wg.max(sub);
         while narrow && wg * teams > max_threads && wg > 32 {
             wg /= 2;
@@ -349,13 +329,13 @@ pub fn emit_shape(ctx: &GpuContext, tune: Tune, b: usize, w: &QuantTensor, gated
     };
     #[cfg(test)]
     if let Some(fewest) = TEST_EMIT_ROWS.with(std::cell::Cell::get) {
-        return Ok(fewest_fitting(fewest));
+        return fewest_fitting(fewest);
     }
     if k_quant {
-        return Ok(fewest_fitting(1));
+        return fewest_fitting(1);
     }
     let tune_rows = if gated { (2 * tune.rows).clamp(2, 4) / 2 } else { prev_power_of_two(tune.rows.clamp(1, 4)) };
-    Ok(shape(tune_rows, true))
+    shape(tune_rows, true)
 }
 
 /// One dispatch over 1 to 3 matrices of one type and row length that share x (their biases of one
@@ -386,7 +366,7 @@ pub fn gemv(
     debug_assert!(!fused || tune.teams > 0);
     crate::ops::require_storage_buffers(ctx, op, STORAGE_BINDINGS, "16 storage buffers per shader stage")?;
     if emit.is_some() {
-        tune = emit_shape(ctx, tune, b, parts[0].w, gated.is_some())?.ok_or_else(|| KernelError::Argument {
+        tune = emit_shape(ctx, tune, b, parts[0].w, gated.is_some()).ok_or_else(|| KernelError::Argument {
             op,
             name: "emit",
             value: format!("{} rows, {b} rows of x", parts[0].w.rows()),
@@ -417,8 +397,6 @@ pub fn gemv(
         (None, None) => tune.rows.clamp(1, 4),
     };
     let rows_per_matrix = if gated.is_some() { tune.rows / 2 } else { tune.rows } as usize;
-    // The workgroups that share a block of 32 emitted outputs.
-    let split = if emit.is_some() { 32 / (teams as usize * rows_per_matrix) } else { 1 };
     let buf = |t: &Tensor| -> Result<wgpu::Buffer> {
         let g = t.gpu_buffer().expect("GPU tensor");
         ctx.check_binding(op, g.size())?;
@@ -507,7 +485,6 @@ pub fn gemv(
         ("QOUT", emit.as_ref().map_or(0.0, |e| 1.0 + norm_mode(e.norm))),
         ("QOUT_LAYOUT", emit.as_ref().map_or(0.0, |e| f64::from(e.layout))),
         ("QOUT_NW_DT", emit.as_ref().and_then(|e| e.norm).map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
-        ("QSPLIT", split as f64),
         ("NORM", norm_mode(norm)),
         ("NW_DT", norm.map_or(DType::F32, |n| n.weight.dtype()).wgsl_code()),
         ("LAYOUT", f64::from(x_layout(w.quant_type()))),
@@ -543,11 +520,6 @@ pub fn gemv(
         (2, Some((_, xs, _))) => xs,
         _ => ys.get(k).unwrap_or(&ys[0]),
     };
-    // The hand-off of a split block: a count a block, then a word an output; else y0 again (never read).
-    let handoff = match split {
-        1 => None,
-        _ => Some(ctx.handoff_buffer(op, 4 * (w.rows() + w.rows() / 32) as u64)?),
-    };
     let buffers = [
         &xqb,
         &xsb,
@@ -565,7 +537,6 @@ pub fn gemv(
         y_at(1),
         y_at(2),
         table.as_ref().unwrap_or(&xsb),
-        handoff.as_ref().unwrap_or(&ys[0]),
     ];
     ctx.dispatch(Dispatch {
         kernel: if subgroup { &QGEMV_SUBGROUP } else { &QGEMV },
