@@ -7,7 +7,7 @@
 source .gl/setup.sh
 T=./target/release/torchless
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $OUT/q6k.txt
-for mib in 46 410 26; do
+for mib in 46 410 27; do
   for t in auto 32,1 64,1 auto 32,1; do
     if [ $t = auto ]; then E=""; else E="TORCHLESS_QGEMV_TUNE=$t"; fi
     echo "=== $mib MiB $t" >> $OUT/q6k.txt
