@@ -18,8 +18,8 @@ for v in 0 1 2 0 1 2; do
   echo "=== q4_k pe EMIT_PF=$v" >> $OUT/sw/decode.txt
   env TORCHLESS_EXP_EMIT_PF=$v timeout 60 target/exp/h2/pe $P --decode-tokens 128 2>&1 | grep -E "decode \(|rror" >> $OUT/sw/decode.txt
 done
-for v in 1 2; do
-  echo "=== q4_k pe EMIT_PF=0 TORCHLESS_DECODE_TUNE=0,256,0,1" >> $OUT/sw/decode.txt
+for round in 1 2; do
+  echo "=== q4_k pe EMIT_PF=0 TORCHLESS_DECODE_TUNE=0,256,0,1 (round $round)" >> $OUT/sw/decode.txt
   env TORCHLESS_DECODE_TUNE=0,256,0,1 timeout 60 target/exp/h2/pe $P --decode-tokens 128 2>&1 | grep -E "decode \(|rror" >> $OUT/sw/decode.txt
 done
 # The same attention switch in bf16 decode (a launch saved is a larger share of a q4_k token, but bf16's
