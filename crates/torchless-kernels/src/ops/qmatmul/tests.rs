@@ -655,3 +655,13 @@ fn k_quant_gemvs_widen_only_for_long_rows_in_few_workgroups() {
         assert_eq!(k_quant_threads(rows, cols), 32, "{rows} x {cols}");
     }
 }
+
+#[test]
+fn only_short_q6_k_rows_take_one_row_a_workgroup() {
+    use super::gpu::rows_per_workgroup;
+    assert_eq!(rows_per_workgroup(QuantType::Q6K, 4096), 1);
+    assert_eq!(rows_per_workgroup(QuantType::Q6K, 14336), 4);
+    for t in [QuantType::Q8_0, QuantType::Q4_0] {
+        assert_eq!(rows_per_workgroup(t, 4096), 4, "{t:?}");
+    }
+}
