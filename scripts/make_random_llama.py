@@ -2,6 +2,7 @@
 # smaller preset), for speed measurements: config.json, sharded model.safetensors + index. No tokenizer
 # (torchless bench-model feeds random token ids). Run on the GPU machine:
 #   python3 scripts/make_random_llama.py --out /tmp/llama3-8b-random [--preset llama3-8b|llama3-1b|smollm2-135m]
+#     [--layers N]
 import argparse, json, os, time
 import torch
 from safetensors.torch import save_file
@@ -24,8 +25,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="llama3-8b", choices=sorted(PRESETS))
     ap.add_argument("--shard-gb", type=float, default=4.0)
+    ap.add_argument("--layers", type=int, help="fewer layers than the preset's (profiles by launch: quick to make)")
     args = ap.parse_args()
-    p = PRESETS[args.preset]
+    p = dict(PRESETS[args.preset])
+    if args.layers is not None:
+        if not 1 <= args.layers <= p["num_hidden_layers"]:
+            ap.error(f"--layers must be 1 to {p['num_hidden_layers']} for {args.preset}")
+        p["num_hidden_layers"] = args.layers
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
         "hidden_act": "silu", "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
