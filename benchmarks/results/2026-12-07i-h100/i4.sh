@@ -1,0 +1,38 @@
+#!/bin/bash
+# GPU machine (H100), carry [".gl", "target/exp/i4"] (~3 min; xLSTM last, ~3 min more). Prepared, not
+# run. target/exp/i4/u: branch norm-unweighted-exp (7d4f3f4, main 0f969a1 plus a timing-only switch):
+# TORCHLESS_EXP_UNWEIGHTED_NORM=1 makes the RMS-normed dense GEMVs skip the norm weight (no load, no
+# multiply; exact on the random models, whose norm weights are ones), as if it were folded into the
+# weights at load. The question: whether the norm weight is what keeps bf16 decode's fused Q/K/V launch
+# ~4.5 µs over the bytes-plus-3.4 µs that O, down and gate/up follow (i2/prof_bf16.txt). If decode gains
+# ≥ 1 %, fold the norm weights into Q/K/V and gate/up (and xLSTM's projections) at load.
+# 1. Llama-3-8B bf16 decode, 0 / 1 alternating twice. $OUT/decode.txt
+# 2. Profiles with 0 and 1 (Q/K/V is the 1536-workgroup line, gate/up 7168). $OUT/prof_{0,1}.txt
+# 3. The fused Q/K/V launch alone (gemv_qkv_bf16; with 1 its check against the weighted reference fails,
+#    the timing stands), 0 / 1 twice. $OUT/qkv.txt
+# 4. xLSTM-7B decode, 0 / 1 alternating twice. $OUT/decode.txt
+source .gl/setup.sh
+D=target/exp/i4
+for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
+M=/tmp/llama3-8b-random
+X=/tmp/xlstm-7b-random
+( [ -f $X/config.json ] || timeout 300 python3 scripts/make_random_xlstm.py --out $X > /dev/null 2>&1 ) &
+[ -f $M/config.json ] || timeout 200 python3 scripts/make_random_llama.py --out $M > /dev/null 2>&1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/decode.txt > $OUT/qkv.txt
+P="bench-model --backend gpu --context 512 --prefill-tokens 0"
+for v in 0 1 0 1; do
+  echo "=== bf16 UNWEIGHTED_NORM=$v" >> $OUT/decode.txt
+  env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 60 $D/u $P --decode-tokens 128 --model $M 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
+done
+for v in 0 1; do
+  env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 60 $D/u $P --decode-tokens 32 --profile --model $M > $OUT/prof_$v.txt 2>&1
+done
+for v in 0 1 0 1; do
+  echo "=== UNWEIGHTED_NORM=$v" >> $OUT/qkv.txt
+  env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 40 $D/u bench --backend gpu --mib 48 --ops gemv_qkv_bf16,gemv_bf16 2>&1 | grep -E "^gemv|rror" >> $OUT/qkv.txt
+done
+wait
+for v in 0 1 0 1; do
+  echo "=== xLSTM UNWEIGHTED_NORM=$v" >> $OUT/decode.txt
+  env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 90 $D/u $P --decode-tokens 128 --model $X 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
+done
