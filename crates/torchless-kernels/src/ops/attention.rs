@@ -56,7 +56,9 @@ const MIN_KEYS_PER_SPLIT: usize = 64;
 /// Decode: up to this many keys one split per row, written out directly: one launch instead of two (a
 /// launch that waits on the one before costs an H200 ~4.3 µs through Vulkan). Measured there (32 heads,
 /// 8 KV heads × 128, f16, 128-thread workgroups): 256 keys 17.2 µs in one launch against 18.8 split; at
-/// 512 keys splitting won (18.5 against 28.1).
+/// 512 keys splitting won (18.5 against 28.1). On the H100, in Llama-3-8B q4_k decode with one split forced
+/// (256 threads; `benchmarks/results/2026-12-07i-h100/`): 512–640 keys +0.6 %, 768–896 −1.6 %, 1024–1152
+/// −3.0 %; too small a gain, and only on one card, to move this.
 const UNSPLIT_MAX_KEYS: usize = 256;
 /// Decode with one split: the widest workgroup the subgroup kernel takes. One workgroup per KV head
 /// walks all keys in steps that are chains of latencies, so more threads mean fewer steps; but the
