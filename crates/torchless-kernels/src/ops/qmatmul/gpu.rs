@@ -121,8 +121,8 @@ pub fn auto_tune(w: &QuantTensor) -> Tune {
 
 /// Weight rows a workgroup of the formats other than Q4_K and Q5_K: four sharing each load of x, but one
 /// for Q6_K rows under 8192 values. The GEMV alone on the H100 (`benchmarks/results/2026-12-07i-h100/`),
-/// four rows against one: 14336 × 4096 66.4–70.8 against 77.8–78.8 % of copy, 127488 × 4096 (about
-/// the LM head of a Llama-3 Q4_K_M file) 95.1–96.6 against 98.5–98.8 %, 8192 × 4096 55.3–56.0 against
+/// four rows against one: 14336 × 4096 66.4–70.8 against 77.5–78.8 % of copy, 127488 × 4096 (about
+/// the LM head of a Llama-3 Q4_K_M file) 95.1–96.6 against 97.1–98.8 %, 8192 × 4096 55.3–56.0 against
 /// 58.1–71.5 %; but 4096 × 14336 73.5 against 67.2 %.
 pub(super) fn rows_per_workgroup(t: QuantType, cols: usize) -> u32 {
     if t == QuantType::Q6K && cols < 8192 { 1 } else { 4 }
