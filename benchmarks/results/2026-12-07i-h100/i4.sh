@@ -1,15 +1,17 @@
 #!/bin/bash
 # GPU machine (H100), carry [".gl", "target/exp/i4"] (~3 min; xLSTM last, ~3 min more). Prepared, not
-# run. target/exp/i4/u: branch norm-unweighted-exp (7d4f3f4, main 0f969a1 plus a timing-only switch):
+# run. target/exp/i4/u: branch norm-unweighted-exp (bc909ca, main 0f969a1 plus timing-only switches):
 # TORCHLESS_EXP_UNWEIGHTED_NORM=1 makes the RMS-normed dense GEMVs skip the norm weight (no load, no
 # multiply; exact on the random models, whose norm weights are ones), as if it were folded into the
-# weights at load. The question: whether the norm weight is what keeps bf16 decode's fused Q/K/V launch
+# weights at load; TORCHLESS_EXP_QKV_ABLATE bits make the fused Q/K/V launch skip its rotation (1), its
+# whole epilogue (2: rotation and stores) or its norm (4), wrong results, timing only. The question: whether the norm weight is what keeps bf16 decode's fused Q/K/V launch
 # ~4.5 µs over the bytes-plus-3.4 µs that O, down and gate/up follow (i2/prof_bf16.txt). If decode gains
 # ≥ 1 %, fold the norm weights into Q/K/V and gate/up (and xLSTM's projections) at load.
 # 1. Llama-3-8B bf16 decode, 0 / 1 alternating twice. $OUT/decode.txt
 # 2. Profiles with 0 and 1 (Q/K/V is the 1536-workgroup line, gate/up 7168). $OUT/prof_{0,1}.txt
-# 3. The fused Q/K/V launch alone (gemv_qkv_bf16; with 1 its check against the weighted reference fails,
-#    the timing stands), 0 / 1 twice. $OUT/qkv.txt
+# 3. The fused Q/K/V launch alone (gemv_qkv_bf16; its check fails with any switch, the timing stands)
+#    beside a plain GEMV of its bytes (gemv_bf16 at 48 MiB: 6144 × 4096): UNWEIGHTED_NORM 0 / 1, then
+#    QKV_ABLATE 1, 2, 4, 7, twice. $OUT/qkv.txt
 # 4. xLSTM-7B decode, 0 / 1 alternating twice. $OUT/decode.txt
 source .gl/setup.sh
 D=target/exp/i4
@@ -27,9 +29,12 @@ done
 for v in 0 1; do
   env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 60 $D/u $P --decode-tokens 32 --profile --model $M > $OUT/prof_$v.txt 2>&1
 done
-for v in 0 1 0 1; do
-  echo "=== UNWEIGHTED_NORM=$v" >> $OUT/qkv.txt
-  env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 40 $D/u bench --backend gpu --mib 48 --ops gemv_qkv_bf16,gemv_bf16 2>&1 | grep -E "^gemv|rror" >> $OUT/qkv.txt
+for round in 1 2; do
+  for v in TORCHLESS_EXP_UNWEIGHTED_NORM=0 TORCHLESS_EXP_UNWEIGHTED_NORM=1 TORCHLESS_EXP_QKV_ABLATE=1 \
+      TORCHLESS_EXP_QKV_ABLATE=2 TORCHLESS_EXP_QKV_ABLATE=4 TORCHLESS_EXP_QKV_ABLATE=7; do
+    echo "=== $v" >> $OUT/qkv.txt
+    env $v timeout 40 $D/u bench --backend gpu --mib 48 --ops gemv_qkv_bf16,gemv_bf16 2>&1 | grep -E "^gemv|rror" >> $OUT/qkv.txt
+  done
 done
 wait
 for v in 0 1 0 1; do
