@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU machine (H100), carry [".gl", "target/exp/i4"] (~3 min; xLSTM last, ~3 min more). Prepared, not
+# GPU machine (H100), carry [".gl", "target/exp/i4"] (~4 min; xLSTM last, ~3 min more). Prepared, not
 # run. target/exp/i4/u: branch norm-unweighted-exp (bc909ca, main 0f969a1 plus timing-only switches):
 # TORCHLESS_EXP_UNWEIGHTED_NORM=1 makes the RMS-normed dense GEMVs skip the norm weight (no load, no
 # multiply; exact on the random models, whose norm weights are ones), as if it were folded into the
