@@ -12,7 +12,7 @@
 # 3. The fused Q/K/V launch alone (gemv_qkv_bf16; its check fails with any switch, the timing stands)
 #    beside a plain GEMV of its bytes (gemv_bf16 at 48 MiB: 6144 × 4096): UNWEIGHTED_NORM 0 / 1, then
 #    QKV_ABLATE 1, 2, 4, 7, twice. $OUT/qkv.txt
-# 4. xLSTM-7B decode, 0 / 1 alternating twice. $OUT/decode.txt
+# 4. xLSTM-7B decode, 0 / 1 alternating twice. $OUT/decode.txt (5. below: its profile)
 source .gl/setup.sh
 D=target/exp/i4
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
@@ -41,3 +41,5 @@ for v in 0 1 0 1; do
   echo "=== xLSTM UNWEIGHTED_NORM=$v" >> $OUT/decode.txt
   env TORCHLESS_EXP_UNWEIGHTED_NORM=$v timeout 90 $D/u $P --decode-tokens 128 --model $X 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
 done
+# 5. Where an xLSTM-7B decode token goes, by launch (no recent H100 profile; 77.8 % against 85 %).
+timeout 90 $D/u $P --decode-tokens 32 --profile --model $X > $OUT/prof_xlstm.txt 2>&1
