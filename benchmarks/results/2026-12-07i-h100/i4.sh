@@ -4,9 +4,10 @@
 # TORCHLESS_EXP_UNWEIGHTED_NORM=1 makes the RMS-normed dense GEMVs skip the norm weight (no load, no
 # multiply; exact on the random models, whose norm weights are ones), as if it were folded into the
 # weights at load; TORCHLESS_EXP_QKV_ABLATE bits make the fused Q/K/V launch skip its rotation (1), its
-# whole epilogue (2: rotation and stores) or its norm (4), wrong results, timing only. The question: whether the norm weight is what keeps bf16 decode's fused Q/K/V launch
-# ~4.5 µs over the bytes-plus-3.4 µs that O, down and gate/up follow (i2/prof_bf16.txt). If decode gains
-# ≥ 1 %, fold the norm weights into Q/K/V and gate/up (and xLSTM's projections) at load.
+# whole epilogue (2: rotation and stores) or its norm (4), wrong results, timing only. The question:
+# what keeps bf16 decode's fused Q/K/V launch ~4.5 µs over the bytes-plus-3.4 µs that O, down and gate/up
+# follow (i2/prof_bf16.txt). If skipping the norm weight gains ≥ 1 % in decode, fold the norm weights into
+# Q/K/V and gate/up (and xLSTM's projections) at load.
 # 1. Llama-3-8B bf16 decode, 0 / 1 alternating twice. $OUT/decode.txt
 # 2. Profiles with 0 and 1 (Q/K/V is the 1536-workgroup line, gate/up 7168). $OUT/prof_{0,1}.txt
 # 3. The fused Q/K/V launch alone (gemv_qkv_bf16; its check fails with any switch, the timing stands)
