@@ -93,9 +93,9 @@ pub fn units(w: &QuantTensor) -> usize {
     }
 }
 
-/// Rows per workgroup sharing each load of x ([`rows_per_workgroup`]; two for Q4_K and Q5_K), fewer when
-/// there would be under 512 workgroups; about four units per thread (32..=128 threads; Q4_K and Q5_K:
-/// [`k_quant_threads`]); x quantized in a launch of its own (or by the GEMV before, [`Emit`]). The H200 sweep of
+/// Rows per workgroup sharing each load of x ([`rows_per_workgroup`]), fewer when there would be under 512
+/// workgroups; about four units per thread (32..=128 threads; Q4_K and Q5_K: [`k_quant_threads`]); x
+/// quantized in a launch of its own (or by the GEMV before, [`Emit`]). The H200 sweep of
 /// `benchmarks/device_qgemv_sweep.sh` (BENCHMARKS.md) put the general rule at or within noise of the
 /// best shape of the kernel benches for q4_0, q4_k, q6_k and q8_0 at 14336 × 4096 and 4096 × 14336; in
 /// Llama-3-8B q4_k decode, where the weights come cold from memory, 32 threads and two rows did better:
@@ -109,23 +109,28 @@ pub fn units(w: &QuantTensor) -> usize {
 /// already quantized were not slower (304 against 297 tok/s, `2026-12-03d-h200/teams/`): each
 /// workgroup's quantization of x, before its weight loads, is what cost.
 pub fn auto_tune(w: &QuantTensor) -> Tune {
-    let (wg, mut rows) = match w.quant_type() {
-        QuantType::Q4K | QuantType::Q5K => (k_quant_threads(w.rows(), w.cols()), 2),
-        _ => ((units(w) / 4).next_power_of_two().clamp(32, 128) as u32, rows_per_workgroup(w.quant_type(), w.cols())),
+    let wg = match w.quant_type() {
+        QuantType::Q4K | QuantType::Q5K => k_quant_threads(w.rows(), w.cols()),
+        _ => (units(w) / 4).next_power_of_two().clamp(32, 128) as u32,
     };
+    let mut rows = rows_per_workgroup(w.quant_type(), w.cols());
     while rows > 1 && w.rows().div_ceil(rows as usize) < 512 {
         rows /= 2;
     }
     Tune { wg, rows, teams: 0 }
 }
 
-/// Weight rows a workgroup of the formats other than Q4_K and Q5_K: four sharing each load of x, but one
-/// for Q6_K rows under 8192 values. The GEMV alone on the H100 (`benchmarks/results/2026-12-07i-h100/`),
-/// four rows against one: 14336 × 4096 66.4–70.8 against 77.5–78.8 % of copy, 127488 × 4096 (about
-/// the LM head of a Llama-3 Q4_K_M file) 95.1–96.6 against 97.1–98.8 %, 8192 × 4096 55.3–56.0 against
-/// 58.1–71.5 %; but 4096 × 14336 73.5 against 67.2 %.
+/// Weight rows a workgroup before [`auto_tune`] trims them: two for Q4_K and Q5_K, one for Q6_K rows under
+/// 8192 values, else four sharing each load of x. Q6_K, the GEMV alone on the H100
+/// (`benchmarks/results/2026-12-07i-h100/`), four rows against one: 14336 × 4096 66.4–70.8 against
+/// 77.5–78.8 % of copy, 127488 × 4096 (about the LM head of a Llama-3 Q4_K_M file) 95.1–96.6 against
+/// 97.1–98.8 %, 8192 × 4096 55.3–56.0 against 58.1–71.5 %; but 4096 × 14336 73.5 against 67.2 %.
 pub(super) fn rows_per_workgroup(t: QuantType, cols: usize) -> u32 {
-    if t == QuantType::Q6K && cols < 8192 { 1 } else { 4 }
+    match t {
+        QuantType::Q4K | QuantType::Q5K => 2,
+        QuantType::Q6K if cols < 8192 => 1,
+        _ => 4,
+    }
 }
 
 /// Threads a workgroup for a plain Q4_K or Q5_K GEMV: 32, or 64 for long rows (8192 values or more) in
