@@ -122,7 +122,10 @@ pub struct Config {
     pub qk_rows_paired: bool,
 }
 
-fn get_usize(j: &Value, key: &str) -> Result<Option<usize>> {
+// config.json readers shared with model::xlstm: a missing or null key is `None` (or the default), a value of
+// the wrong type an error that names the key.
+
+pub(crate) fn get_usize(j: &Value, key: &str) -> Result<Option<usize>> {
     match j.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -140,18 +143,22 @@ fn require_usize(j: &Value, key: &str) -> Result<usize> {
     Ok(v)
 }
 
-fn get_f32(j: &Value, key: &str) -> Result<Option<f32>> {
+pub(crate) fn get_f64(j: &Value, key: &str) -> Result<Option<f64>> {
     match j.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(|n| Some(n as f32))
-            .ok_or_else(|| Error::config(key, format!("expected a number, found {v}"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::config(key, format!("expected a number, found {v}"))),
     }
 }
 
-fn get_bool(j: &Value, key: &str) -> Option<bool> {
-    j.get(key).and_then(Value::as_bool)
+fn get_f32(j: &Value, key: &str) -> Result<Option<f32>> {
+    Ok(get_f64(j, key)?.map(|v| v as f32))
+}
+
+pub(crate) fn get_bool(j: &Value, key: &str, default: bool) -> Result<bool> {
+    match j.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| Error::config(key, format!("expected true or false, found {v}"))),
+    }
 }
 
 /// Token ids given as an integer or a list of integers.
@@ -246,9 +253,10 @@ impl Config {
             _ => 1.0 / (head_dim as f32).sqrt(),
         };
         let window = get_usize(j, "sliding_window")?;
+        let qwen_window = get_bool(j, "use_sliding_window", false)?;
         let layer_windows = match arch {
             Arch::Mistral | Arch::Phi3 => vec![window; n_layers],
-            Arch::Qwen2 | Arch::Qwen3 if get_bool(j, "use_sliding_window") == Some(true) => {
+            Arch::Qwen2 | Arch::Qwen3 if qwen_window => {
                 let max_window_layers = get_usize(j, "max_window_layers")?.unwrap_or(n_layers);
                 (0..n_layers).map(|l| if l >= max_window_layers { window } else { None }).collect()
             }
@@ -284,7 +292,7 @@ impl Config {
             rope_scaling,
             rot_dim,
             activation,
-            qkv_bias: arch == Arch::Qwen2 || get_bool(j, "attention_bias") == Some(true),
+            qkv_bias: arch == Arch::Qwen2 || get_bool(j, "attention_bias", false)?,
             qk_norm: arch == Arch::Qwen3,
             sandwich_norms: gemma,
             attn_softcap: if gemma { get_f32(j, "attn_logit_softcapping")? } else { None },
@@ -292,7 +300,7 @@ impl Config {
             attn_scale,
             layer_windows,
             embed_scale: gemma.then(|| (dim as f32).sqrt()),
-            tie_embeddings: get_bool(j, "tie_word_embeddings").unwrap_or(gemma),
+            tie_embeddings: get_bool(j, "tie_word_embeddings", gemma)?,
             bos_token_id: token_ids(j.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(j.get("eos_token_id")),
             qk_rows_paired: false,
@@ -380,11 +388,27 @@ mod tests {
         let mut j = base();
         j["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         assert!(Config::from_json(&j).unwrap_err().to_string().contains("yarn"));
-        for (field, value) in [("rms_norm_eps", json!(-1.0)), ("max_position_embeddings", json!(0))] {
+        for (field, value) in [
+            ("rms_norm_eps", json!(-1.0)),
+            ("max_position_embeddings", json!(0)),
+            ("tie_word_embeddings", json!("yes")),
+            ("attention_bias", json!(1)),
+        ] {
             let mut j = base();
             j[field] = value;
             assert!(Config::from_json(&j).unwrap_err().to_string().contains(field), "{field}");
         }
+    }
+
+    #[test]
+    fn flags_take_their_default_when_missing_or_null() {
+        let mut j = base();
+        j["tie_word_embeddings"] = Value::Null;
+        assert!(!Config::from_json(&j).unwrap().tie_embeddings);
+        j["tie_word_embeddings"] = json!(true);
+        j["attention_bias"] = json!(true);
+        let c = Config::from_json(&j).unwrap();
+        assert!(c.tie_embeddings && c.qkv_bias);
     }
 
     #[test]

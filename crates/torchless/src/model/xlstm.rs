@@ -26,7 +26,7 @@ use super::Logits;
 use super::llama::{Loader, progress_bar};
 use super::weights::{Source, SourceKind, linear, linear_add_into};
 use super::{check_ids, logit_rows};
-use crate::config::token_ids;
+use crate::config::{get_bool, get_f64, get_usize, token_ids};
 use crate::error::{Error, Result};
 use crate::safetensors_dir::SafetensorsDir;
 
@@ -75,23 +75,6 @@ pub struct Config {
     pub eos_token_ids: Vec<u32>,
 }
 
-fn get_usize(j: &Value, key: &str) -> Result<Option<usize>> {
-    match j.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::config(key, format!("expected a non-negative integer, found {v}"))),
-    }
-}
-
-fn get_f64(j: &Value, key: &str) -> Result<Option<f64>> {
-    match j.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::config(key, format!("expected a number, found {v}"))),
-    }
-}
-
 fn positive_f64(j: &Value, key: &str, default: f64) -> Result<f64> {
     let v = get_f64(j, key)?.unwrap_or(default);
     if v.is_finite() && v > 0.0 { Ok(v) } else { Err(Error::config(key, format!("{v} must be positive"))) }
@@ -111,13 +94,6 @@ fn soft_cap(j: &Value, key: &str, default: f64) -> Result<Option<f32>> {
         Some(Value::Null) => Ok(None),
         None => Ok(Some(default as f32)),
         Some(_) => Ok(Some(positive_f64(j, key, default)? as f32)),
-    }
-}
-
-fn get_bool(j: &Value, key: &str, default: bool) -> Result<bool> {
-    match j.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_bool().ok_or_else(|| Error::config(key, format!("expected true or false, found {v}"))),
     }
 }
 
