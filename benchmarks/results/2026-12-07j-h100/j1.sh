@@ -25,27 +25,23 @@ for round in 1 2; do
 done
 [ -f $M/config.json ] || timeout 200 python3 scripts/make_random_llama.py --out $M > /dev/null 2>&1
 P="bench-model --backend gpu --context 512 --prefill-tokens 0"
-for round in 1 2; do
-  for v in b m; do
-    echo "=== bf16 $v" >> $OUT/decode.txt
-    timeout 60 $D/$v $P --decode-tokens 128 --model $M 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
+# decode LABEL BASE OTHER ARGS...: 128 decode tokens with binaries BASE and OTHER alternating, twice.
+decode() {
+  local label=$1 x=$2 y=$3
+  shift 3
+  for round in 1 2; do
+    for v in $x $y; do
+      echo "=== $label $v" >> $OUT/decode.txt
+      timeout 90 $D/$v $P --decode-tokens 128 "$@" 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
+    done
   done
-done
+}
+decode bf16 b m --model $M
 timeout 60 $D/m $P --decode-tokens 32 --profile --model $M > $OUT/prof_bf16_m.txt 2>&1
-for round in 1 2; do
-  for v in b q; do
-    echo "=== q4_k $v" >> $OUT/decode.txt
-    timeout 60 $D/$v $P --decode-tokens 128 --model $M --quantize q4_k 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
-  done
-done
+decode q4_k b q --model $M --quantize q4_k
 timeout 60 $D/q $P --decode-tokens 32 --profile --model $M --quantize q4_k > $OUT/prof_q4k_q.txt 2>&1
 wait
-for round in 1 2; do
-  for v in b m; do
-    echo "=== xLSTM $v" >> $OUT/decode.txt
-    timeout 90 $D/$v $P --decode-tokens 128 --model $X 2>&1 | grep -E "decode \(|rror" >> $OUT/decode.txt
-  done
-done
+decode xLSTM b m --model $X
 for v in b m; do
   timeout 90 $D/$v $P --decode-tokens 32 --profile --model $X > $OUT/prof_xlstm_$v.txt 2>&1
 done
