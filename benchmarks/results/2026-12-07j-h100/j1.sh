@@ -10,8 +10,9 @@
 # 3. Llama-3-8B q4_k decode, b / q twice (q: m plus the same change in qgemv.wgsl, whose Q/K/V launch
 #    picks its buffer among three the same way), and q's profile. xLSTM-7B decode, b / m twice.
 # 4. Profiles: Llama bf16 with m; xLSTM with b and m. $OUT/prof_*.txt
+# D=<folder> takes the binaries from another folder.
 source .gl/setup.sh
-D=target/exp/j1
+D=${D:-target/exp/j1}
 for f in $D/*.xz; do [ -f ${f%.xz} ] || xz -dk $f; done
 M=/tmp/llama3-8b-random
 X=/tmp/xlstm-7b-random
