@@ -22,7 +22,9 @@
 //
 // This file is the body of four modules (ops/gemv.rs), after rope_angle.wgsl and gemv_rope.wgsl: followed
 // by gemv_parts3.wgsl or gemv_parts6.wgsl (the bindings of each matrix's weights, bias and output and of the
-// RoPE table: three matrices in 13 storage buffers, six in 22, for adapters that allow that many), then by reduce_workgroup.wgsl (a workgroup-memory tree) or
+// RoPE table: three matrices in 13 storage buffers, six in 22, for adapters that allow that many; and
+// `accumulate`, which runs the loop for this workgroup's matrix), then by reduce_workgroup.wgsl (a
+// workgroup-memory tree) or
 // reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point `main`,
 // which calls `run` below.
 
@@ -211,9 +213,9 @@ fn weighted(c: X8, n: X8) -> X8 {
     return X8(c.a * n.a, c.b * n.b);
 }
 
-// Chunk k of every slot times chunk k of every row of x.
-fn vec_step(k: u32) {
-    let w = load_rows(mat, k);
+// Chunk k of every slot (of matrix m) times chunk k of every row of x.
+fn vec_step(m: u32, k: u32) {
+    let w = load_rows(m, k);
     var u: W4;
     if (GATED) {
         u = load_rows(1u, k);
@@ -336,9 +338,9 @@ fn xscalar(r: u32, i: u32) -> f32 {
     return bitcast<f32>(x[j >> 2u][j & 3u]);
 }
 
-// Element i of every slot times element i of every row of x.
-fn scalar_step(i: u32) {
-    let w = scalar_rows(mat, i);
+// Element i of every slot (of matrix m) times element i of every row of x.
+fn scalar_step(m: u32, i: u32) {
+    let w = scalar_rows(m, i);
     var u = vec4<f32>();
     if (GATED) {
         u = scalar_rows(1u, i);
@@ -446,20 +448,21 @@ fn slot_row(row0: u32, s: u32) -> u32 {
     return row0 + s;
 }
 
-// This thread's partial sums over its share of the rows: chunks li, li + WG, ... two at a time.
-fn accumulate() {
+// This thread's partial sums over its share of the rows of matrix m: chunks li, li + WG, ... two at a
+// time. Called by the parts file's `accumulate`.
+fn accumulate_matrix(m: u32) {
     if (VEC) {
         var k = li_;
         for (; k + WG < p.in_vec; k += 2u * WG) {
-            vec_step(k);
-            vec_step(k + WG);
+            vec_step(m, k);
+            vec_step(m, k + WG);
         }
         if (k < p.in_vec) {
-            vec_step(k);
+            vec_step(m, k);
         }
     } else {
         for (var i = li_; i < p.in_len; i += WG) {
-            scalar_step(i);
+            scalar_step(m, i);
         }
     }
 }
