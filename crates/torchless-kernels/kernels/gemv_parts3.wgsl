@@ -14,8 +14,9 @@
 // ROPE: the RoPE coefficient table (gemv_rope.wgsl; a dummy without).
 @group(0) @binding(13) var<storage, read> rope_tab: array<f32>;
 
-// This workgroup's partial sums, with its matrix chosen at every load (`wload`): on the H100 that is as
-// fast as a loop of its own for each matrix (Q/K/V launch 23.6–23.7 against 24.3–24.7 µs, 12-07k).
+// This workgroup's partial sums, with its matrix chosen at every load (`wload`): on the H100 that beats a
+// loop of its own for each matrix, as gemv_parts6.wgsl has (Q/K/V launch 23.6–23.7 against 24.3–24.7 µs,
+// 12-07k).
 fn accumulate() {
     accumulate_matrix(mat);
 }
