@@ -5,14 +5,4 @@
 # q: mat-loop (+ qgemv.wgsl). $OUT/qkv.txt, decode.txt, prof_*.txt as j1.sh writes them; $OUT/q6k_pf.txt:
 # q6_k at 4096 × 14336, PREFETCH 0 / 1 at three launch shapes, twice.
 D=target/exp/k1 bash benchmarks/results/2026-12-07j-h100/j1.sh
-source .gl/setup.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $OUT/q6k_pf.txt
-for round in 1 2; do
-  for t in auto 128,4 32,4; do
-    for pf in 0 1; do
-      E="TORCHLESS_QGEMV_PREFETCH=$pf"; [ $t = auto ] || E="$E TORCHLESS_QGEMV_TUNE=$t"
-      echo "=== $t PREFETCH=$pf" >> $OUT/q6k_pf.txt
-      env TORCHLESS_BENCH_QGEMV_COLS=14336 $E timeout 30 target/exp/k1/b bench --backend gpu --mib 46 --ops gemv_q6_k_xq 2>&1 | grep -E "^gemv|rror" >> $OUT/q6k_pf.txt
-    done
-  done
-done
+BIN=target/exp/k1/b bash benchmarks/results/2026-12-07i-h100/i5.sh
