@@ -25,7 +25,7 @@
 // RoPE table: three matrices in 13 storage buffers, six in 22, for adapters that allow that many; and
 // `accumulate`, which runs the loop for this workgroup's matrix), then by reduce_workgroup.wgsl (a
 // workgroup-memory tree) or
-// reduce_subgroup.wgsl (subgroupAdd), which hold the reduction (`put`, `total`) and the entry point `main`,
+// reduce_subgroup.wgsl (subgroup operations), which hold the reduction (`put`, `total`) and the entry point `main`,
 // which calls `run` below.
 
 override DTYPE: u32 = 2u;
@@ -47,6 +47,11 @@ override RED_LEN: u32 = 64u;
 // Input RMSNorm of x (VEC only): 0 none, 1 x·w, 2 x·(1 + w) (Gemma). Its weight's dtype is NW_DT.
 override NORM: u32 = 0u;
 override NW_DT: u32 = 0u;
+
+// reduce_subgroup.wgsl's `put` by transposing shuffles rather than subgroupAdd: on the H100 the fused
+// Q/K/V launch alone 23.3–23.6 → 22.8 µs, xLSTM-7B decode 171.3–171.4 → 173.8 tok/s, Llama-3-8B bf16
+// 161.5–162.0 → 162.2 (`benchmarks/results/2026-12-08-h100/a2/`).
+const PUT_TRANSPOSED: bool = true;
 
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
@@ -518,13 +523,23 @@ fn reduce_all() {
     if (NORM > 0u) {
         let j = select(BATCH, 2u * BATCH, GATED);
         put(j, ssq_lo);
-        put(j + 1u, ssq_hi);
+        if (BATCH > 4u) {
+            put(j + 1u, ssq_hi);
+        }
     }
+}
+
+// The norm's slots: its sums of x² for rows 0..3 of x, and 4..7.
+fn norm_slots() -> u32 {
+    if (NORM == 0u) {
+        return 0u;
+    }
+    return select(1u, 2u, BATCH > 4u);
 }
 
 // Accumulator slots handed to `put`.
 fn n_slots() -> u32 {
-    return select(BATCH, 2u * BATCH, GATED) + select(0u, 2u, NORM > 0u);
+    return select(BATCH, 2u * BATCH, GATED) + norm_slots();
 }
 
 // n_slots() at its largest (BATCH 8, GATED, NORM).

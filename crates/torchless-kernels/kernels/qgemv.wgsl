@@ -88,6 +88,11 @@ override QOUT_NW_DT: u32 = 0u;
 // Load unit u + WG's weights before unit u's arithmetic (not FUSED).
 override PREFETCH: bool = false;
 
+// reduce_subgroup.wgsl's `put` by subgroupAdd: its transposing shuffles, which the dense GEMV gains
+// from, made Llama-3-8B q4_k decode on the H100 301–324 tok/s against 336–338 (the GEMVs alone no
+// slower; `benchmarks/results/2026-12-08-h100/a2/`).
+const PUT_TRANSPOSED: bool = false;
+
 // Epilogue flags (ops/gemv.rs epilogue_flags): the bias of matrix m (bit m), a residual, the output
 // accumulated in place, the soft cap cap·tanh(y / cap) last.
 const F_BIAS0: u32 = 1u;

@@ -6,7 +6,7 @@
 //   uniform control flow), then after a workgroupBarrier reads the team's sums back with total(j).
 // The body may read wli_, the thread's index in the whole workgroup. A workgroup is TEAMS teams of WG
 // threads, each reducing over its own threads.
-// reduce_subgroup.wgsl is the same interface built on subgroupAdd.
+// reduce_subgroup.wgsl is the same interface built on subgroup operations.
 
 override TEAMS: u32 = 1u;
 

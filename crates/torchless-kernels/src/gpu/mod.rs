@@ -377,8 +377,10 @@ impl GpuContext {
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }
+    /// Subgroup operations on subgroups of at least four lanes, which every subgroup kernel assumes
+    /// (kernels/reduce_subgroup.wgsl's first two exchanges pair lanes 1 and 2 apart).
     pub fn has_subgroups(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP)
+        self.features.contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= 4
     }
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)

@@ -27,7 +27,7 @@
 //!
 //! GPU: one workgroup owns a few output rows; its threads stride along the row with `vec4<u32>` loads (4
 //! f32 or 8 16-bit weights), read `x` through the cache, accumulate in f32 registers and reduce with
-//! `subgroupAdd` (kernels/gemv.wgsl + reduce_subgroup.wgsl) or a workgroup-memory tree (kernels/gemv.wgsl +
+//! subgroup shuffles (kernels/gemv.wgsl + reduce_subgroup.wgsl) or a workgroup-memory tree (kernels/gemv.wgsl +
 //! reduce_workgroup.wgsl, for adapters without subgroups). Rows whose length is not a multiple of 8 (4 for
 //! f32) take a slower element-wise path chosen per call. A matrix larger than the adapter's largest storage
 //! binding is rejected with [`KernelError::BindingTooLarge`] (the dispatch layer binds whole buffers only).
@@ -129,7 +129,7 @@ struct Params {
 pub enum GemvKernel {
     #[default]
     Auto,
-    /// `subgroupAdd` reduction; a [`KernelError::MissingFeature`] on adapters without subgroups.
+    /// Subgroup-shuffle reduction; a [`KernelError::MissingFeature`] on adapters without subgroups.
     Subgroup,
     /// Workgroup-memory tree reduction; runs everywhere.
     Workgroup,
@@ -877,7 +877,8 @@ impl Job<'_> {
         };
 
         // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
-        let slots = self.batch as u32 * if gated { 2 } else { 1 } + if self.norm.is_some() { 2 } else { 0 };
+        let slots = self.batch as u32 * if gated { 2 } else { 1 }
+            + if self.norm.is_some() { self.batch.div_ceil(4) as u32 } else { 0 };
         let red_len = if subgroup {
             let min_sg = ctx.info().subgroup_min_size.max(4);
             tune.wg.div_ceil(min_sg) * slots
