@@ -953,6 +953,10 @@ impl Job<'_> {
 /// at xLSTM-7B): with two rows a workgroup it reads 24 KiB of x and norm weight (in = 4096) beside 16 KiB
 /// of weights, 1.5 bytes per weight byte against 1 for a plain GEMV; four rows halve that (xLSTM-7B decode
 /// on the H200: 198.2–198.4 tok/s against 195.7–196.0 with two rows, three alternating rounds).
+///
+/// Narrower, Llama's Q/K/V launch takes 64 threads (eight chunks a thread at in = 4096, so half as many
+/// warps end in reductions): Llama-3-8B bf16 decode on the H100 163.8 / 163.8 tok/s against 162.3 /
+/// 162.3 with 128 (`2026-12-08-h100/a2/`; the launch alone 22.6 against 23.4–23.9 µs, `a1/`).
 fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind: TuneKind) -> Tune {
     let per_vec4 = if dtype == DType::F32 { 4 } else { 8 };
     let chunks = in_len.div_ceil(per_vec4);
@@ -963,7 +967,9 @@ fn auto_tune(batch: usize, in_len: usize, dtype: DType, total_rows: usize, kind:
             TuneKind::NormedMulti => chunks >= 1024 || total_rows > 8192,
             TuneKind::Plain => chunks >= 1024 || (chunks >= 512 && total_rows <= 4096),
         };
-    let wg = if wide { 256 } else { (chunks / 4).next_power_of_two().clamp(32, 128) as u32 };
+    // About four chunks a thread; eight in a narrow normed multi-matrix launch with 16-bit weights at b = 1.
+    let per_thread = if batch == 1 && dtype != DType::F32 && kind == TuneKind::NormedMulti { 8 } else { 4 };
+    let wg = if wide { 256 } else { (chunks / per_thread).next_power_of_two().clamp(32, 128) as u32 };
     let mut rows: u32 = match (batch, kind, dtype) {
         (1, TuneKind::Gated, DType::F32) => 4,
         (1, _, DType::F32) => 1,
