@@ -24,9 +24,8 @@
 // by gemv_parts3.wgsl or gemv_parts6.wgsl (the bindings of each matrix's weights, bias and output and of the
 // RoPE table: three matrices in 13 storage buffers, six in 22, for adapters that allow that many; and
 // `accumulate`, which runs the loop for this workgroup's matrix), then by reduce_workgroup.wgsl (a
-// workgroup-memory tree) or
-// reduce_subgroup.wgsl (subgroup operations), which hold the reduction (`put`, `total`) and the entry point `main`,
-// which calls `run` below.
+// workgroup-memory tree) or reduce_subgroup.wgsl (subgroup operations), which hold the reduction (`put`,
+// `total`) and the entry point `main`, which calls `run` below.
 
 override DTYPE: u32 = 2u;
 override BIAS_DT: u32 = 0u;

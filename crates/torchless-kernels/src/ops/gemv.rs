@@ -876,7 +876,8 @@ impl Job<'_> {
             _pad: [0; 2],
         };
 
-        // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread.
+        // Subgroup kernel: one vec4 per (subgroup, accumulator slot); tree: one per thread. The norm's
+        // slots hold Σx² of four rows of x each (kernels/gemv.wgsl `norm_slots`).
         let slots = self.batch as u32 * if gated { 2 } else { 1 }
             + if self.norm.is_some() { self.batch.div_ceil(4) as u32 } else { 0 };
         let red_len = if subgroup {
